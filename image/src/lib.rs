@@ -1,0 +1,1 @@
+//! stele-image: the build side of stele.

@@ -1,0 +1,2 @@
+//! stele-init: PID 1.
+fn main() {}

@@ -1,0 +1,1 @@
+//! stele-qemu: QEMU boot harness.

@@ -1,0 +1,2 @@
+//! The stele command line.
+fn main() {}

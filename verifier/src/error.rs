@@ -1,0 +1,91 @@
+//! The one error type of the verifier: each variant names what failed and where.
+
+use std::io;
+
+/// Result alias for the verifier.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while reading or checking stele's formats.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O error while reading or writing `what`.
+    #[error("I/O error reading {what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// The input ended before `what` was complete.
+    #[error("truncated image: {what} needs {needed} bytes at offset {offset}, but the input has {available}")]
+    Truncated {
+        what: &'static str,
+        offset: u64,
+        needed: u64,
+        available: u64,
+    },
+    /// A magic number did not match.
+    #[error("bad {what} magic: not a stele {what} (found {found:02x?})")]
+    BadMagic { what: &'static str, found: Vec<u8> },
+    /// A format version this build does not understand.
+    #[error("unsupported {what} version {found} (this stele understands version {supported})")]
+    UnsupportedVersion {
+        what: &'static str,
+        found: u64,
+        supported: u64,
+    },
+    /// The footer's checksum does not match its contents.
+    #[error("footer checksum mismatch: the footer is corrupt")]
+    FooterChecksum,
+    /// A field holds a value outside its allowed range.
+    #[error("invalid {what}: {why}")]
+    Invalid { what: &'static str, why: String },
+    /// A signature by a trusted key does not verify: the manifest was tampered with.
+    #[error("bad signature by key {key_id}: the manifest or the signature was modified")]
+    BadSignature { key_id: String },
+    /// Not enough distinct trusted keys signed the manifest.
+    #[error("signature threshold not met: {valid} valid signature(s) from trusted keys, {threshold} required (unknown keys: {unknown})")]
+    ThresholdNotMet {
+        valid: usize,
+        threshold: usize,
+        /// Key ids of signatures by keys that are not in the keyring, comma-separated, or "none".
+        unknown: String,
+    },
+    /// The manifest body (signed and verified) is not valid UTF-8 TOML of the right shape.
+    #[error("malformed manifest body: {0}")]
+    Body(String),
+    /// A key file could not be parsed.
+    #[error("bad key {path}: {why}")]
+    Key { path: String, why: String },
+    /// The image's rollback index is below the device's rollback floor.
+    #[error("rollback refused: image rollback_index {index} is below the rollback floor {floor}")]
+    Rollback { index: u64, floor: u64 },
+    /// A data block's hash does not match the hash tree.
+    #[error("verity mismatch at data block {block}: the filesystem data was modified")]
+    DataBlockMismatch { block: u64 },
+    /// A hash block's hash does not match its parent (or the root hash).
+    #[error("verity mismatch in hash tree: level {level} block {block} does not match")]
+    HashBlockMismatch { level: usize, block: u64 },
+    /// The root hash computed from the tree differs from the signed root hash.
+    #[error("root hash mismatch: computed {computed}, signed {expected}")]
+    RootHashMismatch { computed: String, expected: String },
+    /// No valid copy of the boot state.
+    #[error("no valid boot state copy (both copies are corrupt or blank)")]
+    NoValidState,
+}
+
+impl Error {
+    /// Shorthand for an [`Error::Invalid`].
+    pub fn invalid(what: &'static str, why: impl Into<String>) -> Self {
+        Error::Invalid {
+            what,
+            why: why.into(),
+        }
+    }
+
+    /// Wraps an I/O error, turning an unexpected EOF into [`Error::Truncated`] is left to callers
+    /// that know the offsets.
+    pub fn io(what: &'static str, source: io::Error) -> Self {
+        Error::Io { what, source }
+    }
+}

@@ -1,0 +1,16 @@
+//! stele-verifier: the formats stele reads and writes, and their checks.
+//!
+//! Pure Rust: no syscalls beyond `Read`/`Write`/`Seek`, no panics on any input, so every
+//! parser here can be fuzzed and run anywhere. The build side (`stele-image`), the PID 1
+//! (`stele-init`) and the CLI all go through this crate to read or check a slot image.
+
+pub mod error;
+pub mod footer;
+pub mod hex;
+pub mod keys;
+pub mod manifest;
+pub mod slot;
+pub mod state;
+pub mod verity;
+
+pub use error::{Error, Result};
