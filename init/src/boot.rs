@@ -1,0 +1,598 @@
+//! The boot flow (DESIGN.md "The boot", steps 1-10): mounts, config, modules, partitions,
+//! state, verification, dm-verity, overlay root, switch root.
+//!
+//! Decisions are pure functions at the top (slot order, phase line); the flow below calls
+//! them and [`crate::sys`]. Any failure before switch root refuses that slot and tries the
+//! other one in the same boot; with none left, the failure action runs. Never a shell.
+
+use std::fs::{File, OpenOptions};
+use std::time::{Duration, Instant};
+
+use stele_verifier::keys::{parse_public_pem, Keyring};
+use stele_verifier::manifest::{FsType, Manifest};
+use stele_verifier::slot::{self, VerifyOptions};
+use stele_verifier::state::{self, BootState, Slot, SlotState};
+use stele_verifier::verity;
+
+use crate::config::{self, Action, BootConfig, Cmdline, VerifyMode};
+use crate::devices::{self, BlockDev, Partitions};
+use crate::mounts::{self, NEWROOT, RW};
+use crate::sys::{self, dm, Halt};
+use crate::{console, debug, error, info, modules, warn, Error, Result};
+
+/// Filesystem magics of an initramfs root (only those are ever emptied).
+const RAMFS_MAGIC: i64 = 0x8584_58f6;
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+/// Where the boot publishes what `stele update` needs.
+pub const RUN_STELE: &str = "/run/stele";
+
+/// The record of slot `s`.
+fn rec(st: &BootState, s: Slot) -> &SlotState {
+    &st.slots[match s {
+        Slot::A => 0,
+        Slot::B => 1,
+    }]
+}
+
+/// True when `s` may boot: priority > 0 and (successful or tries left).
+pub fn bootable(st: &BootState, s: Slot) -> bool {
+    let x = rec(st, s);
+    x.priority > 0 && (x.successful || x.tries_remaining > 0)
+}
+
+/// The next slot to try: the preferred one (stele.slot=) if bootable, else the bootable one
+/// with the highest priority (a wins ties), never one already tried in this boot. Pure.
+pub fn next_slot(st: &BootState, preferred: Option<Slot>, tried: &[Slot]) -> Option<Slot> {
+    let ok = |s: Slot| bootable(st, s) && !tried.contains(&s);
+    if let Some(p) = preferred.filter(|&p| ok(p)) {
+        return Some(p);
+    }
+    match (ok(Slot::A), ok(Slot::B)) {
+        (true, true) if rec(st, Slot::B).priority > rec(st, Slot::A).priority => Some(Slot::B),
+        (true, _) => Some(Slot::A),
+        (false, true) => Some(Slot::B),
+        (false, false) => None,
+    }
+}
+
+/// When `chosen` is not the top-priority slot because that one ran out of tries, returns
+/// the exhausted slot (for the `slot=<x> exhausted, falling back to <y>` line). Pure.
+pub fn exhausted(st: &BootState, chosen: Slot) -> Option<Slot> {
+    let other = chosen.other();
+    let o = rec(st, other);
+    let c = rec(st, chosen);
+    let outranks = o.priority > c.priority || (o.priority == c.priority && other == Slot::A);
+    (o.priority > 0 && !o.successful && o.tries_remaining == 0 && outranks).then_some(other)
+}
+
+/// Milliseconds per boot phase, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Phases(pub Vec<(&'static str, u64)>);
+
+impl Phases {
+    /// Adds `d` to phase `name` (phases repeat when a slot is refused and the other tried).
+    pub fn add(&mut self, name: &'static str, d: Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, v)) => *v = v.saturating_add(ms),
+            None => self.0.push((name, ms)),
+        }
+    }
+    /// `boot phases: mounts=3 ... total=<ms>`.
+    pub fn line(&self, total: Duration) -> String {
+        let mut s = String::from("boot phases:");
+        for (n, ms) in &self.0 {
+            s.push_str(&format!(" {n}={ms}"));
+        }
+        s.push_str(&format!(" total={}", total.as_millis()));
+        s
+    }
+}
+
+/// A stopwatch that charges elapsed time to phases.
+#[derive(Debug)]
+struct Clock {
+    last: Instant,
+    phases: Phases,
+}
+
+impl Clock {
+    fn lap(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.phases.add(name, now - self.last);
+        self.last = now;
+    }
+}
+
+/// What the boot hands to the supervisor.
+#[derive(Debug)]
+pub struct Booted {
+    pub slot: Slot,
+    pub rollback_index: u64,
+    /// The slot was already marked successful when it was chosen (not on trial).
+    pub was_successful: bool,
+    pub state_file: File,
+    pub state_path: String,
+    pub config: BootConfig,
+    pub phases: Phases,
+    pub start: Instant,
+}
+
+/// The panic hook: log, sync, reboot. With panic=abort it still runs before the abort.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        error!("panic: {info}; rebooting");
+        sys::sync();
+        sys::reboot(Halt::Reboot)
+    }));
+}
+
+/// Ends the machine after a boot failure: the message, the delay, the action. Never returns.
+pub fn fail(action: Action, delay_secs: u64, cause: &str) -> ! {
+    error!(
+        "no bootable slot: {cause}; {} in {delay_secs}s",
+        action.name()
+    );
+    std::thread::sleep(Duration::from_secs(delay_secs));
+    halt(action)
+}
+
+/// Logs the shutdown lines, syncs and ends the machine.
+pub fn halt(action: Action) -> ! {
+    info!("shutdown: {}", action.name());
+    final_halt(action)
+}
+
+/// Syncs, logs `halted` and calls reboot(2) (from a forked child). Never returns.
+pub fn final_halt(action: Action) -> ! {
+    sys::sync();
+    info!("halted");
+    sys::reboot(match action {
+        Action::Reboot => Halt::Reboot,
+        Action::Poweroff => Halt::Poweroff,
+    })
+}
+
+/// Steps 1-10. Returns only after a successful switch root.
+pub fn boot() -> Booted {
+    let start = Instant::now();
+    let mut clock = Clock {
+        last: start,
+        phases: Phases::default(),
+    };
+    let _ = sys::block_all_signals();
+    sys::cad_to_signal();
+    for m in mounts::EARLY {
+        if let Err(e) = m.apply() {
+            // Already mounted (e.g. devtmpfs automount) is fine; anything else shows later.
+            if !matches!(
+                e,
+                Error::Sys {
+                    errno: nix::errno::Errno::EBUSY,
+                    ..
+                }
+            ) {
+                warn!("{m}: {e}");
+            }
+        }
+    }
+    console::open();
+    info!("stele-init {} starting", env!("CARGO_PKG_VERSION"));
+    clock.lap("mounts");
+
+    let defaults = BootConfig::default();
+    let (boot_text, mut cfg) = match std::fs::read_to_string(config::BOOT_TOML) {
+        Ok(t) => match BootConfig::parse(&t, config::BOOT_TOML) {
+            Ok(c) => (t, c),
+            Err(e) => fail(
+                defaults.on_failure,
+                defaults.failure_delay_secs,
+                &e.to_string(),
+            ),
+        },
+        Err(e) => fail(
+            defaults.on_failure,
+            defaults.failure_delay_secs,
+            &format!(
+                "read {} failed: {e} (rebuild the initramfs with `stele initramfs`)",
+                config::BOOT_TOML
+            ),
+        ),
+    };
+    let cmdline = Cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    for w in cfg.apply_cmdline(&cmdline) {
+        warn!("{w}");
+    }
+    console::set_debug(cmdline.debug);
+    let (action, delay) = (cfg.on_failure, cfg.failure_delay_secs);
+
+    let loaded = modules::load(&cfg.modules);
+    for f in &loaded.failed {
+        warn!("module {f}");
+    }
+    debug!(
+        "modules: {} loaded, {} already present, {} failed",
+        loaded.loaded,
+        loaded.already,
+        loaded.failed.len()
+    );
+    clock.lap("modules");
+
+    let parts = devices::wait(
+        &cfg.state_partition,
+        &cfg.slot_a_partition,
+        &cfg.slot_b_partition,
+        &cfg.data_partition,
+        Duration::from_secs(cfg.partition_timeout_secs),
+    )
+    .unwrap_or_else(|e| fail(action, delay, &e.to_string()));
+    debug!(
+        "state partition {} ({})",
+        parts.state.path(),
+        parts.state.majmin()
+    );
+    clock.lap("devices");
+
+    let state_path = parts.state.path();
+    let mut state_file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&state_path)
+        .unwrap_or_else(|e| fail(action, delay, &format!("open {state_path} failed: {e}")));
+    let (mut st, mut copy) = state::load(&mut state_file).unwrap_or_else(|e| {
+        fail(
+            action,
+            delay,
+            &format!("boot state on {state_path}: {e} (rewrite it with `stele disk create`)"),
+        )
+    });
+    debug!("boot state: {st:?} (copy {copy})");
+    let keyring = load_keyring(cfg.threshold).unwrap_or_else(|e| fail(action, delay, &e));
+    clock.lap("state");
+
+    let mut tried: Vec<Slot> = Vec::new();
+    let mut last_cause = String::from("no slot is bootable in the boot state");
+    while let Some(s) = next_slot(&st, cmdline.slot, &tried) {
+        if tried.is_empty() {
+            if let Some(x) = exhausted(&st, s) {
+                info!("slot={} exhausted, falling back to {}", x.name(), s.name());
+            }
+        }
+        tried.push(s);
+        let was_successful = rec(&st, s).successful;
+        if !was_successful {
+            st.begin_try(s);
+            write_state(&mut state_file, &state_path, &mut st, &mut copy);
+        }
+        match try_slot(s, &parts, &cfg, &keyring, st.rollback_floor, &mut clock) {
+            Ok(m) => {
+                publish(s, &m.body, &boot_text, &parts);
+                let t = Instant::now();
+                if let Err(e) = switch_root() {
+                    fail(action, delay, &format!("switch root failed: {e}"));
+                }
+                clock.phases.add("switch", t.elapsed());
+                return Booted {
+                    slot: s,
+                    rollback_index: m.manifest.rollback_index,
+                    was_successful,
+                    state_file,
+                    state_path,
+                    config: cfg,
+                    phases: clock.phases,
+                    start,
+                };
+            }
+            Err(Refusal { error, mark }) => {
+                error!("refused slot {}: {error}", s.name());
+                last_cause = format!("slot {}: {error}", s.name());
+                if mark {
+                    st.mark_unbootable(s);
+                    write_state(&mut state_file, &state_path, &mut st, &mut copy);
+                }
+            }
+        }
+    }
+    fail(action, delay, &last_cause)
+}
+
+/// Stores the state, flushes it, and reloads it (so sequence and copy stay exact).
+fn write_state(f: &mut File, path: &str, st: &mut BootState, copy: &mut usize) {
+    let r = state::store(f, st, *copy)
+        .map_err(Error::from)
+        .and_then(|()| sys::fdatasync(f, path))
+        .and_then(|()| state::load(f).map_err(Error::from));
+    match r {
+        Ok((s, c)) => {
+            *st = s;
+            *copy = c;
+        }
+        Err(e) => error!("writing the boot state to {path} failed: {e}"),
+    }
+}
+
+/// Reads every `*.pem` in /etc/stele/keys into a keyring with `threshold`.
+fn load_keyring(threshold: usize) -> std::result::Result<Keyring, String> {
+    let dir = config::KEYS_DIR;
+    let rd = std::fs::read_dir(dir)
+        .map_err(|e| format!("read {dir} failed: {e} (rebuild the initramfs with its keys)"))?;
+    let mut paths: Vec<_> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pem"))
+        .collect();
+    paths.sort();
+    let mut keys = Vec::new();
+    for p in &paths {
+        let origin = p.display().to_string();
+        let text = std::fs::read_to_string(p).map_err(|e| format!("read {origin} failed: {e}"))?;
+        keys.push(parse_public_pem(&text, &origin).map_err(|e| e.to_string())?);
+    }
+    if keys.is_empty() {
+        return Err(format!("no trusted keys in {dir}"));
+    }
+    Keyring::new(keys, threshold).map_err(|e| format!("keyring {dir}: {e}"))
+}
+
+/// Why a slot was refused, and whether that is the slot's fault (then it is marked
+/// unbootable) or the system's (missing partition, dm unavailable: it is not marked).
+#[derive(Debug)]
+struct Refusal {
+    error: Error,
+    mark: bool,
+}
+
+fn slot_fault(error: Error) -> Refusal {
+    Refusal { error, mark: true }
+}
+fn system_fault(error: Error) -> Refusal {
+    Refusal { error, mark: false }
+}
+
+/// A verified, mounted slot.
+#[derive(Debug)]
+struct Mounted {
+    manifest: Manifest,
+    body: Vec<u8>,
+}
+
+fn fs_name(t: FsType) -> &'static str {
+    match t {
+        FsType::Erofs => "erofs",
+        FsType::Squashfs => "squashfs",
+        FsType::Ext4 => "ext4",
+    }
+}
+
+/// Steps 6-9 for one slot.
+fn try_slot(
+    s: Slot,
+    parts: &Partitions,
+    cfg: &BootConfig,
+    keyring: &Keyring,
+    floor: u64,
+    clock: &mut Clock,
+) -> std::result::Result<Mounted, Refusal> {
+    let name = match s {
+        Slot::A => &cfg.slot_a_partition,
+        Slot::B => &cfg.slot_b_partition,
+    };
+    let dev: &BlockDev = match s {
+        Slot::A => parts.slot_a.as_ref(),
+        Slot::B => parts.slot_b.as_ref(),
+    }
+    .ok_or_else(|| {
+        system_fault(Error::PartitionMissing {
+            name: name.clone(),
+            waited_ms: cfg.partition_timeout_secs * 1000,
+        })
+    })?;
+    let path = dev.path();
+    let mut f = File::open(&path).map_err(|e| system_fault(Error::io("open", &path, e)))?;
+    let len = sys::block_size(&f, &path).map_err(system_fault)?;
+    let opts = VerifyOptions {
+        full: cfg.verify == VerifyMode::Full,
+        rollback_floor: Some(floor),
+    };
+    let (loc, vm) =
+        slot::verify(&mut f, len, keyring, opts).map_err(|e| slot_fault(Error::from(e)))?;
+    let m = vm.manifest;
+    let root_hex = stele_verifier::hex::encode(&m.verity.root_hash);
+    info!(
+        "slot={} version={} rollback_index={} root_hash={} verified",
+        s.name(),
+        m.version,
+        m.rollback_index,
+        root_hex
+    );
+    clock.lap("verify");
+
+    let params = m.verity_params().map_err(|e| slot_fault(e.into()))?;
+    let majmin = dev.majmin();
+    let table = verity::table_params(
+        &params,
+        &m.verity.root_hash,
+        &majmin,
+        &majmin,
+        m.verity.hash_offset,
+    )
+    .map_err(|e| slot_fault(e.into()))?;
+    let sectors = params.data_size() / 512;
+    let dm_name = format!("stele-root-{}", s.name());
+    debug!("dm {dm_name}: 0 {sectors} verity {table}");
+    let (major, minor) = dm::activate(&dm_name, "verity", sectors, &table).map_err(system_fault)?;
+    let _ = sys::mkdir_p("/dev/mapper");
+    let dm_path = format!("/dev/mapper/{dm_name}");
+    sys::mknod_block(&dm_path, major, minor).map_err(system_fault)?;
+    clock.lap("dm");
+
+    let data = parts
+        .data
+        .as_ref()
+        .map(|d| (d.path(), cfg.data_mount.clone()));
+    let plan = mounts::root_plan(
+        &dm_path,
+        fs_name(m.filesystem.fs_type),
+        &cfg.overlay_size,
+        data.as_ref().map(|(d, p)| (d.as_str(), p.as_str())),
+    );
+    let mut done: Vec<String> = Vec::new();
+    for (i, mnt) in plan.iter().enumerate() {
+        debug!("{mnt}");
+        let r = mnt.apply().and_then(|()| {
+            if mnt.target == RW {
+                sys::mkdir_p(&format!("{RW}/upper"))?;
+                sys::mkdir_p(&format!("{RW}/work"))?;
+            }
+            Ok(())
+        });
+        match r {
+            Ok(()) => done.push(mnt.target.clone()),
+            Err(e) if i >= 3 => warn!(
+                "data partition {} not mounted at {}: {e}; {} stays on the tmpfs overlay",
+                mnt.source, cfg.data_mount, cfg.data_mount
+            ),
+            Err(e) => {
+                for t in done.iter().rev() {
+                    let _ = sys::umount(t);
+                }
+                let _ = dm::remove(&dm_name);
+                // The kernel refusing the verified filesystem is the slot's fault.
+                return Err(Refusal {
+                    error: e,
+                    mark: i == 0,
+                });
+            }
+        }
+    }
+    clock.lap("mount");
+    Ok(Mounted {
+        manifest: m,
+        body: loc.envelope.body,
+    })
+}
+
+/// Writes /run/stele/{slot,manifest.toml,boot.toml,devices,keys/}. Failures are warnings:
+/// they only matter to `stele update`, which says what is missing.
+fn publish(s: Slot, body: &[u8], boot_text: &str, parts: &Partitions) {
+    let dev = |d: &Option<BlockDev>| d.as_ref().map(BlockDev::path).unwrap_or_default();
+    let devices = format!(
+        "state={}\na={}\nb={}\ndata={}\n",
+        parts.state.path(),
+        dev(&parts.slot_a),
+        dev(&parts.slot_b),
+        dev(&parts.data)
+    );
+    let r = sys::mkdir_p(&format!("{RUN_STELE}/keys")).and_then(|()| {
+        for (name, bytes) in [
+            ("slot", format!("{}\n", s.name()).into_bytes()),
+            ("manifest.toml", body.to_vec()),
+            ("boot.toml", boot_text.as_bytes().to_vec()),
+            ("devices", devices.into_bytes()),
+        ] {
+            let p = format!("{RUN_STELE}/{name}");
+            std::fs::write(&p, bytes).map_err(|e| Error::io("write", p, e))?;
+        }
+        let rd = std::fs::read_dir(config::KEYS_DIR)
+            .map_err(|e| Error::io("read", config::KEYS_DIR, e))?;
+        for ent in rd.flatten() {
+            let to = format!("{RUN_STELE}/keys/{}", ent.file_name().to_string_lossy());
+            std::fs::copy(ent.path(), &to).map_err(|e| Error::io("copy", to, e))?;
+        }
+        Ok(())
+    });
+    if let Err(e) = r {
+        warn!("publishing {RUN_STELE}: {e}");
+    }
+}
+
+/// Step 10: move /dev /proc /sys /run into the new root, free the initramfs, switch root.
+fn switch_root() -> Result<()> {
+    for p in mounts::MOVED {
+        let to = format!("{NEWROOT}{p}");
+        sys::mkdir_p(&to)?;
+        sys::move_mount(p, &to)?;
+    }
+    sys::chdir(NEWROOT)?;
+    let magic = sys::fs_magic("/")?;
+    if magic == RAMFS_MAGIC || magic == TMPFS_MAGIC {
+        let dev = sys::dev_of("/")?;
+        sys::delete_same_fs(std::path::Path::new("/"), dev);
+    } else {
+        warn!("/ is not an initramfs (magic {magic:#x}); not deleting it");
+    }
+    sys::move_mount(".", "/")?;
+    sys::chroot(".")?;
+    sys::chdir("/")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(a: (u8, u8, bool), b: (u8, u8, bool)) -> BootState {
+        let mk = |(priority, tries_remaining, successful)| SlotState {
+            priority,
+            tries_remaining,
+            successful,
+        };
+        BootState {
+            sequence: 1,
+            rollback_floor: 0,
+            slots: [mk(a), mk(b)],
+        }
+    }
+
+    #[test]
+    fn next_slot_by_priority_and_preference() {
+        let s = st((2, 0, true), (1, 0, true));
+        assert_eq!(next_slot(&s, None, &[]), Some(Slot::A));
+        assert_eq!(next_slot(&s, Some(Slot::B), &[]), Some(Slot::B));
+        assert_eq!(next_slot(&s, None, &[Slot::A]), Some(Slot::B));
+        assert_eq!(next_slot(&s, None, &[Slot::A, Slot::B]), None);
+        // b updated: top priority, on trial.
+        let s = st((1, 0, true), (2, 3, false));
+        assert_eq!(next_slot(&s, None, &[]), Some(Slot::B));
+        // ties: a wins.
+        let s = st((1, 0, true), (1, 0, true));
+        assert_eq!(next_slot(&s, None, &[]), Some(Slot::A));
+    }
+
+    #[test]
+    fn preferred_slot_must_still_be_bootable() {
+        let s = st((2, 0, true), (0, 0, false));
+        assert_eq!(next_slot(&s, Some(Slot::B), &[]), Some(Slot::A));
+        let s = st((2, 0, true), (1, 0, false));
+        assert_eq!(next_slot(&s, Some(Slot::B), &[]), Some(Slot::A));
+    }
+
+    #[test]
+    fn exhausted_slot_falls_back() {
+        let s = st((1, 0, true), (2, 0, false));
+        assert_eq!(next_slot(&s, None, &[]), Some(Slot::A));
+        assert_eq!(exhausted(&s, Slot::A), Some(Slot::B));
+        // b lower priority and unbootable: no "exhausted" line.
+        let s = st((2, 0, true), (1, 0, false));
+        assert_eq!(exhausted(&s, Slot::A), None);
+        // b marked unbootable (priority 0): not "exhausted" either.
+        let s = st((1, 0, true), (0, 0, false));
+        assert_eq!(exhausted(&s, Slot::A), None);
+        assert_eq!(
+            next_slot(&st((0, 0, false), (0, 0, false)), None, &[]),
+            None
+        );
+    }
+
+    #[test]
+    fn phases_line() {
+        let mut p = Phases::default();
+        p.add("mounts", Duration::from_millis(3));
+        p.add("verify", Duration::from_millis(10));
+        p.add("verify", Duration::from_millis(5));
+        assert_eq!(
+            p.line(Duration::from_millis(40)),
+            "boot phases: mounts=3 verify=15 total=40"
+        );
+    }
+}

@@ -1,0 +1,28 @@
+//! stele-init: the static PID 1 that verifies an A/B slot, maps it through dm-verity,
+//! switches into it and supervises the image's services.
+//!
+//! Pure decisions (configuration, mount plans, dm payloads, slot and restart choices) live
+//! apart from side effects and are unit-tested on the host; every `unsafe` block is in
+//! [`sys`].
+
+#![deny(unsafe_code)]
+
+pub mod boot;
+pub mod config;
+pub mod console;
+pub mod devices;
+pub mod error;
+pub mod modules;
+pub mod mounts;
+pub mod supervise;
+#[allow(unsafe_code)]
+pub mod sys;
+
+pub use error::{Error, Result};
+
+/// The whole life of PID 1: boot, then supervise; never returns.
+pub fn run() -> ! {
+    boot::install_panic_hook();
+    let booted = boot::boot();
+    supervise::run(booted)
+}

@@ -1,0 +1,547 @@
+//! After switch root (steps 11-12): run the image's system.toml. Either hand PID 1 to the
+//! image's own init, or stay PID 1: supervise services, reap every zombie, take signals,
+//! mark the slot good once healthy, and shut down in order.
+//!
+//! Restart, backoff, crash-loop and health decisions are pure functions, tested below.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use stele_verifier::state;
+
+use crate::boot::{self, Booted};
+use crate::config::{self, Action, Restart, Service, SystemConfig};
+use crate::sys;
+use crate::{debug, error, info, warn};
+
+/// Longest restart delay.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A run this long resets the consecutive-failure count.
+pub const STABLE_RUN: Duration = Duration::from_secs(30);
+/// Failures of a service before the slot is good that make PID 1 reboot (boot counting).
+pub const TRIAL_FAILURES: u32 = 3;
+
+/// What to do when a service ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Start it again after this delay.
+    Restart(Duration),
+    /// Leave it stopped.
+    Stop,
+    /// End the machine (`on_exit`).
+    End(Action),
+}
+
+/// `restart_delay` doubled per consecutive failure (the first failure waits `restart_delay`),
+/// capped at 30 s. Pure.
+pub fn backoff(restart_delay: u64, consecutive_failures: u32) -> Duration {
+    let shift = consecutive_failures.saturating_sub(1).min(16);
+    let secs = restart_delay.saturating_mul(1u64 << shift);
+    Duration::from_secs(secs).min(MAX_BACKOFF)
+}
+
+/// Decides after a service exited with `status` having run `ran`; returns the decision and
+/// the new consecutive-failure count. Pure.
+pub fn on_exit(spec: &Service, status: i32, ran: Duration, consecutive: u32) -> (Decision, u32) {
+    let failed = status != 0;
+    let consecutive = match (failed, ran >= STABLE_RUN) {
+        (false, _) => 0,
+        (true, true) => 1,
+        (true, false) => consecutive.saturating_add(1),
+    };
+    let restart = match spec.restart {
+        Restart::Never => false,
+        Restart::OnFailure => failed,
+        Restart::Always => true,
+    };
+    let d = if restart {
+        Decision::Restart(backoff(spec.restart_delay, consecutive))
+    } else if let Some(a) = spec.on_exit {
+        Decision::End(a)
+    } else {
+        Decision::Stop
+    };
+    (d, consecutive)
+}
+
+/// True when a slot on trial must be abandoned: a service failed [`TRIAL_FAILURES`] times
+/// before the slot was marked good. Pure.
+pub fn trial_failed(on_trial: bool, marked_good: bool, failures: u32) -> bool {
+    on_trial && !marked_good && failures >= TRIAL_FAILURES
+}
+
+/// True when the services count as healthy: none waiting for a restart and
+/// `healthy_after` seconds since the last (re)start. Pure.
+pub fn healthy_due(
+    now: Instant,
+    last_start: Instant,
+    healthy_after: u64,
+    restart_pending: bool,
+) -> bool {
+    !restart_pending && now.duration_since(last_start) >= Duration::from_secs(healthy_after)
+}
+
+/// What a signal to PID 1 asks for (busybox conventions): TERM and INT (Ctrl-Alt-Del)
+/// reboot, USR2 powers off. Pure.
+pub fn signal_action(sig: Signal) -> Option<Action> {
+    match sig {
+        Signal::SIGTERM | Signal::SIGINT => Some(Action::Reboot),
+        Signal::SIGUSR2 => Some(Action::Poweroff),
+        _ => None,
+    }
+}
+
+/// Mount points to unmount at shutdown, deepest (last mounted) first; `/` is remounted
+/// read-only instead. Parses /proc/mounts (octal escapes decoded). Pure.
+pub fn unmount_order(proc_mounts: &str) -> Vec<String> {
+    let mut v: Vec<String> = proc_mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .map(unescape)
+        .filter(|t| t != "/")
+        .collect();
+    v.reverse();
+    v
+}
+
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[derive(Debug)]
+struct Svc {
+    spec: Service,
+    pid: Option<i32>,
+    started: Instant,
+    consecutive: u32,
+    failures: u32,
+    next_start: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Supervisor {
+    b: Booted,
+    cfg: SystemConfig,
+    svcs: Vec<Svc>,
+    last_start: Instant,
+    good: bool,
+    health_pid: Option<i32>,
+    next_health: Instant,
+}
+
+/// Step 11-12. Never returns.
+pub fn run(b: Booted) -> ! {
+    let action = b.config.on_failure;
+    let delay = b.config.failure_delay_secs;
+    let cfg = match std::fs::read_to_string(config::SYSTEM_TOML)
+        .map_err(|e| {
+            format!(
+                "read {} failed: {e} (the image must contain it)",
+                config::SYSTEM_TOML
+            )
+        })
+        .and_then(|t| SystemConfig::parse(&t, config::SYSTEM_TOML).map_err(|e| e.to_string()))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            error!("nothing to run: {e}; {} in {delay}s", action.name());
+            std::thread::sleep(Duration::from_secs(delay));
+            boot::halt(action)
+        }
+    };
+    info!("{}", b.phases.line(b.start.elapsed()));
+    if let Some(argv) = &cfg.exec {
+        info!("exec {} as PID 1", argv.join(" "));
+        info!("ready");
+        let e = sys::exec(argv);
+        error!(
+            "exec {} failed: {e}; {} in {delay}s",
+            argv[0],
+            action.name()
+        );
+        std::thread::sleep(Duration::from_secs(delay));
+        boot::halt(action)
+    }
+    let now = Instant::now();
+    let svcs = cfg
+        .services
+        .iter()
+        .map(|s| Svc {
+            spec: s.clone(),
+            pid: None,
+            started: now,
+            consecutive: 0,
+            failures: 0,
+            next_start: Some(now),
+        })
+        .collect();
+    let mut sup = Supervisor {
+        b,
+        cfg,
+        svcs,
+        last_start: now,
+        good: false,
+        health_pid: None,
+        next_health: now,
+    };
+    sup.start_due();
+    info!("ready");
+    sup.run_loop()
+}
+
+fn exec_status(e: &std::io::Error) -> i32 {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    }
+}
+
+fn command(
+    argv: &[String],
+    env: &std::collections::BTreeMap<String, String>,
+    dir: &str,
+) -> Command {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .env("PATH", config::DEFAULT_PATH)
+        .envs(env)
+        .current_dir(dir)
+        .stdin(Stdio::null());
+    cmd
+}
+
+impl Supervisor {
+    fn run_loop(&mut self) -> ! {
+        loop {
+            let timeout = self.next_wake();
+            if let Some(sig) = sys::wait_signal(timeout) {
+                if let Some(a) = signal_action(sig) {
+                    info!("received {sig}");
+                    self.shutdown(a);
+                }
+                if sig != Signal::SIGCHLD {
+                    debug!("ignored signal {sig}");
+                }
+            }
+            for (pid, status) in sys::reap_all() {
+                self.reaped(pid, status);
+            }
+            self.start_due();
+            self.check_health();
+        }
+    }
+
+    fn next_wake(&self) -> Duration {
+        let now = Instant::now();
+        let mut t = Duration::from_secs(60);
+        for s in &self.svcs {
+            if let Some(at) = s.next_start {
+                t = t.min(at.saturating_duration_since(now));
+            }
+        }
+        if !self.good && self.health_pid.is_none() {
+            let due = (self.last_start + Duration::from_secs(self.cfg.healthy_after))
+                .max(self.next_health);
+            t = t.min(due.saturating_duration_since(now));
+        }
+        t.max(Duration::from_millis(10))
+    }
+
+    fn start_due(&mut self) {
+        let now = Instant::now();
+        let mut ended = Vec::new();
+        for i in 0..self.svcs.len() {
+            let s = &mut self.svcs[i];
+            if s.pid.is_some() || s.next_start.is_none_or(|at| at > now) {
+                continue;
+            }
+            s.next_start = None;
+            let mut cmd = command(&s.spec.exec, &s.spec.env, &s.spec.workdir);
+            s.started = now;
+            self.last_start = now;
+            match sys::spawn(&mut cmd) {
+                Ok(pid) => {
+                    s.pid = Some(pid);
+                    info!("service {} started pid {pid}", s.spec.name);
+                }
+                Err(e) => {
+                    error!(
+                        "service {} exec {} failed: {e}",
+                        s.spec.name, s.spec.exec[0]
+                    );
+                    ended.push((i, exec_status(&e)));
+                }
+            }
+        }
+        for (i, status) in ended {
+            self.exited(i, status);
+        }
+    }
+
+    fn reaped(&mut self, pid: i32, status: i32) {
+        if self.health_pid == Some(pid) {
+            self.health_pid = None;
+            if status == 0 {
+                self.mark_good();
+            } else {
+                debug!("health check exited status {status}");
+                self.next_health =
+                    Instant::now() + Duration::from_secs(self.cfg.healthy_after.max(1));
+            }
+            return;
+        }
+        match self.svcs.iter().position(|s| s.pid == Some(pid)) {
+            Some(i) => {
+                self.svcs[i].pid = None;
+                self.exited(i, status);
+            }
+            None => debug!("reaped pid {pid} status {status}"),
+        }
+    }
+
+    fn exited(&mut self, i: usize, status: i32) {
+        let now = Instant::now();
+        let s = &mut self.svcs[i];
+        info!("service {} exited status {status}", s.spec.name);
+        let (d, consecutive) = on_exit(
+            &s.spec,
+            status,
+            now.duration_since(s.started),
+            s.consecutive,
+        );
+        s.consecutive = consecutive;
+        if status != 0 {
+            s.failures = s.failures.saturating_add(1);
+        }
+        let name = s.spec.name.clone();
+        let failures = s.failures;
+        match d {
+            Decision::Restart(delay) => {
+                s.next_start = Some(now + delay);
+                debug!("service {name} restarts in {}s", delay.as_secs());
+            }
+            Decision::Stop => {}
+            Decision::End(a) => {
+                info!("service {name} ended: on_exit = {}", a.name());
+                self.shutdown(a);
+            }
+        }
+        if trial_failed(!self.b.was_successful, self.good, failures) {
+            error!(
+                "service {name} failed {failures} times before slot={} was marked good; reboot to let boot counting fall back",
+                self.b.slot.name()
+            );
+            self.shutdown(Action::Reboot);
+        }
+    }
+
+    fn check_health(&mut self) {
+        if self.good || self.health_pid.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        let pending = self.svcs.iter().any(|s| s.next_start.is_some());
+        if !healthy_due(now, self.last_start, self.cfg.healthy_after, pending)
+            || now < self.next_health
+        {
+            return;
+        }
+        match &self.cfg.health {
+            None => self.mark_good(),
+            Some(argv) => {
+                let mut cmd = command(argv, &Default::default(), "/");
+                match sys::spawn(&mut cmd) {
+                    Ok(pid) => self.health_pid = Some(pid),
+                    Err(e) => {
+                        warn!("health check {} failed to start: {e}", argv[0]);
+                        self.next_health = now + Duration::from_secs(self.cfg.healthy_after.max(1));
+                    }
+                }
+            }
+        }
+    }
+
+    fn mark_good(&mut self) {
+        self.good = true;
+        let b = &mut self.b;
+        let r = state::load(&mut b.state_file)
+            .map_err(crate::Error::from)
+            .and_then(|(mut st, copy)| {
+                let before = st;
+                st.mark_good(b.slot, b.rollback_index);
+                if st != before {
+                    state::store(&mut b.state_file, &st, copy)?;
+                    sys::fdatasync(&b.state_file, &b.state_path)?;
+                }
+                Ok(())
+            });
+        match r {
+            Ok(()) => info!("slot={} marked good", b.slot.name()),
+            Err(e) => error!(
+                "marking slot={} good in {} failed: {e}",
+                b.slot.name(),
+                b.state_path
+            ),
+        }
+    }
+
+    fn shutdown(&mut self, action: Action) -> ! {
+        info!("shutdown: {}", action.name());
+        let _ = sys::kill_all(Signal::SIGTERM);
+        let _ = sys::kill_all(Signal::SIGCONT);
+        let deadline = Instant::now() + Duration::from_secs(self.cfg.shutdown_grace);
+        self.drain(deadline);
+        if sys::kill_all(Signal::SIGKILL) {
+            self.drain(Instant::now() + Duration::from_secs(2));
+        }
+        sys::sync();
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        for t in unmount_order(&mounts) {
+            if sys::umount(&t).is_err() {
+                let _ = sys::remount_ro(&t);
+            }
+        }
+        let _ = sys::remount_ro("/");
+        boot::final_halt(action)
+    }
+
+    /// Reaps until no process is left or `deadline`.
+    fn drain(&mut self, deadline: Instant) {
+        loop {
+            match sys::reap_one() {
+                sys::Reaped::Child(pid, status) => {
+                    if let Some(s) = self.svcs.iter_mut().find(|s| s.pid == Some(pid)) {
+                        s.pid = None;
+                        info!("service {} exited status {status}", s.spec.name);
+                    }
+                }
+                sys::Reaped::None => return,
+                sys::Reaped::Running => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return;
+                    }
+                    let _ = sys::wait_signal(left.min(Duration::from_millis(100)));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(restart: Restart, delay: u64, on_exit: Option<Action>) -> Service {
+        Service {
+            name: "t".into(),
+            exec: vec!["/bin/t".into()],
+            env: Default::default(),
+            workdir: "/".into(),
+            restart,
+            restart_delay: delay,
+            on_exit,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(1, 1), Duration::from_secs(1));
+        assert_eq!(backoff(1, 2), Duration::from_secs(2));
+        assert_eq!(backoff(1, 3), Duration::from_secs(4));
+        assert_eq!(backoff(1, 6), Duration::from_secs(30));
+        assert_eq!(backoff(2, 0), Duration::from_secs(2));
+        assert_eq!(backoff(u64::MAX, 40), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn restart_policies() {
+        let short = Duration::from_secs(1);
+        let s = svc(Restart::OnFailure, 1, None);
+        assert_eq!(
+            on_exit(&s, 1, short, 0),
+            (Decision::Restart(Duration::from_secs(1)), 1)
+        );
+        assert_eq!(
+            on_exit(&s, 1, short, 1),
+            (Decision::Restart(Duration::from_secs(2)), 2)
+        );
+        assert_eq!(on_exit(&s, 0, short, 3), (Decision::Stop, 0));
+        // A long run resets the count.
+        assert_eq!(
+            on_exit(&s, 137, STABLE_RUN, 5),
+            (Decision::Restart(Duration::from_secs(1)), 1)
+        );
+        let s = svc(Restart::Always, 1, None);
+        assert_eq!(
+            on_exit(&s, 0, short, 0),
+            (Decision::Restart(Duration::from_secs(1)), 0)
+        );
+        let s = svc(Restart::Never, 1, None);
+        assert_eq!(on_exit(&s, 1, short, 0), (Decision::Stop, 1));
+    }
+
+    #[test]
+    fn on_exit_ends_the_machine_only_when_not_restarted() {
+        let short = Duration::from_secs(1);
+        let s = svc(Restart::Never, 1, Some(Action::Poweroff));
+        assert_eq!(on_exit(&s, 0, short, 0).0, Decision::End(Action::Poweroff));
+        let s = svc(Restart::OnFailure, 1, Some(Action::Reboot));
+        assert_eq!(on_exit(&s, 0, short, 0).0, Decision::End(Action::Reboot));
+        assert!(matches!(on_exit(&s, 2, short, 0).0, Decision::Restart(_)));
+    }
+
+    #[test]
+    fn crash_loop_on_trial_reboots() {
+        assert!(!trial_failed(true, false, 2));
+        assert!(trial_failed(true, false, 3));
+        assert!(!trial_failed(true, true, 9), "a good slot is not abandoned");
+        assert!(
+            !trial_failed(false, false, 9),
+            "a slot not on trial is not abandoned"
+        );
+    }
+
+    #[test]
+    fn health_timing() {
+        let t0 = Instant::now();
+        assert!(!healthy_due(t0 + Duration::from_secs(4), t0, 5, false));
+        assert!(healthy_due(t0 + Duration::from_secs(5), t0, 5, false));
+        assert!(!healthy_due(t0 + Duration::from_secs(50), t0, 5, true));
+        assert!(healthy_due(t0, t0, 0, false));
+    }
+
+    #[test]
+    fn signals_follow_busybox() {
+        assert_eq!(signal_action(Signal::SIGTERM), Some(Action::Reboot));
+        assert_eq!(signal_action(Signal::SIGINT), Some(Action::Reboot));
+        assert_eq!(signal_action(Signal::SIGUSR2), Some(Action::Poweroff));
+        assert_eq!(signal_action(Signal::SIGCHLD), None);
+        assert_eq!(signal_action(Signal::SIGHUP), None);
+    }
+
+    #[test]
+    fn unmounts_deepest_first_and_decodes_escapes() {
+        let m = "overlay / overlay rw 0 0\nproc /proc proc rw 0 0\ntmpfs /run tmpfs rw 0 0\n/dev/vda4 /var ext4 rw 0 0\n/dev/vda4 /var/my\\040dir ext4 rw 0 0\n";
+        assert_eq!(unmount_order(m), ["/var/my dir", "/var", "/run", "/proc"]);
+    }
+}
