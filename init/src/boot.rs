@@ -121,7 +121,8 @@ pub struct Booted {
 /// The panic hook: log, sync, reboot. With panic=abort it still runs before the abort.
 pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        error!("panic: {info}; rebooting");
+        let msg = info.to_string().replace('\n', " ");
+        error!("panic: {msg}; rebooting");
         sys::sync();
         sys::reboot(Halt::Reboot)
     }));
