@@ -171,6 +171,7 @@ pub fn run(b: Booted) -> ! {
         info!("exec {} as PID 1", argv.join(" "));
         info!("ready");
         let e = sys::exec(argv);
+        let _ = sys::block_all_signals();
         error!(
             "exec {} failed: {e}; {} in {delay}s",
             argv[0],

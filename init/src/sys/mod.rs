@@ -231,14 +231,17 @@ pub fn reap_all() -> Vec<(i32, i32)> {
     out
 }
 
-/// Starts a process in its own session, empty signal mask, default handlers (std resets the
-/// mask and SIGPIPE; exec resets caught handlers). Returns its pid.
+/// Starts a process in its own session with an empty signal mask and default handlers
+/// (PID 1 installs no handlers and ignores nothing; it only blocks, so the mask is cleared
+/// here explicitly). Returns its pid.
 pub fn spawn(cmd: &mut Command) -> std::io::Result<i32> {
-    // SAFETY: the closure runs in the forked child before exec and only calls setsid(2),
-    // which is async-signal-safe; it allocates nothing.
+    // SAFETY: the closure runs in the forked child before exec and only calls setsid(2) and
+    // sigprocmask(2), both async-signal-safe; SigSet::empty() is a stack value, no allocation.
     unsafe {
         cmd.pre_exec(|| {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
+            nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+                .map_err(std::io::Error::from)?;
             Ok(())
         });
     }
@@ -251,6 +254,12 @@ pub fn exec(argv: &[String]) -> std::io::Error {
     let Some((prog, args)) = argv.split_first() else {
         return std::io::Error::other("empty command");
     };
+    // The image's init starts as the kernel would start it: nothing blocked.
+    if let Err(e) =
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+    {
+        return std::io::Error::from(e);
+    }
     Command::new(prog).args(args).exec()
 }
 
@@ -305,6 +314,36 @@ pub fn unreachable(x: Infallible) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spawned_children_start_clean_in_their_own_session() {
+        let dir = std::env::temp_dir().join(format!("stele-init-spawn-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let mut blocked = SigSet::empty();
+        blocked.add(Signal::SIGUSR1);
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), None).unwrap();
+        let script = format!(
+            "{{ echo $$; cut -d' ' -f6 /proc/self/stat; grep SigBlk /proc/self/status; }} > {0}.tmp && mv {0}.tmp {0}",
+            dir.display()
+        );
+        let pid = spawn(Command::new("/bin/sh").args(["-c", &script])).expect("run /bin/sh");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let text = loop {
+            if let Ok(t) = std::fs::read_to_string(&dir) {
+                break t;
+            }
+            assert!(std::time::Instant::now() < deadline, "child wrote nothing");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let _ = std::fs::remove_file(&dir);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], pid.to_string());
+        assert_eq!(lines[1], pid.to_string(), "the child leads its own session");
+        assert_eq!(
+            lines[2], "SigBlk:\t0000000000000000",
+            "the child's mask is empty"
+        );
+    }
 
     #[test]
     fn reaps_orphaned_grandchildren_as_subreaper() {
