@@ -252,7 +252,7 @@ pub fn boot() -> Booted {
     clock.lap("state");
 
     let mut tried: Vec<Slot> = Vec::new();
-    let mut last_cause = String::from("no slot is bootable in the boot state");
+    let mut causes: Vec<String> = Vec::new();
     while let Some(s) = next_slot(&st, cmdline.slot, &tried) {
         if tried.is_empty() {
             if let Some(x) = exhausted(&st, s) {
@@ -286,7 +286,7 @@ pub fn boot() -> Booted {
             }
             Err(Refusal { error, mark }) => {
                 error!("refused slot {}: {error}", s.name());
-                last_cause = format!("slot {}: {error}", s.name());
+                causes.push(format!("slot {}: {error}", s.name()));
                 if mark {
                     st.mark_unbootable(s);
                     write_state(&mut state_file, &state_path, &mut st, &mut copy);
@@ -294,7 +294,30 @@ pub fn boot() -> Booted {
             }
         }
     }
-    fail(action, delay, &last_cause)
+    fail(action, delay, &no_slot_cause(&st, &causes))
+}
+
+/// The cause in `no bootable slot: <cause>`: every refusal of this boot, or the state. Pure.
+pub fn no_slot_cause(st: &BootState, refusals: &[String]) -> String {
+    if refusals.is_empty() {
+        let show = |s: Slot| {
+            let r = rec(st, s);
+            format!(
+                "{}: priority {} tries {} successful {}",
+                s.name(),
+                r.priority,
+                r.tries_remaining,
+                r.successful
+            )
+        };
+        format!(
+            "no slot is bootable in the boot state ({}, {})",
+            show(Slot::A),
+            show(Slot::B)
+        )
+    } else {
+        refusals.join(" / ")
+    }
 }
 
 /// Stores the state, flushes it, and reloads it (so sequence and copy stay exact).
@@ -582,6 +605,19 @@ mod tests {
         assert_eq!(
             next_slot(&st((0, 0, false), (0, 0, false)), None, &[]),
             None
+        );
+    }
+
+    #[test]
+    fn no_slot_cause_names_every_refusal_or_the_state() {
+        let s = st((0, 0, false), (2, 0, false));
+        assert_eq!(
+            no_slot_cause(&s, &[]),
+            "no slot is bootable in the boot state (a: priority 0 tries 0 successful false, b: priority 2 tries 0 successful false)"
+        );
+        assert_eq!(
+            no_slot_cause(&s, &["slot a: x".into(), "slot b: y".into()]),
+            "slot a: x / slot b: y"
         );
     }
 
