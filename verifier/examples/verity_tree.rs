@@ -15,7 +15,9 @@ fn run() -> Result<String, String> {
         return Err("usage: verity_tree DATA HASH [BLOCK_SIZE] [SALT_HEX|-]".into());
     };
     let bs: u32 = match rest.first() {
-        Some(s) => s.parse().map_err(|e| format!("bad block size {s:?}: {e}"))?,
+        Some(s) => s
+            .parse()
+            .map_err(|e| format!("bad block size {s:?}: {e}"))?,
         None => 4096,
     };
     let salt = match rest.get(1) {
@@ -23,10 +25,13 @@ fn run() -> Result<String, String> {
         None => Vec::new(),
     };
     let f = File::open(data).map_err(|e| format!("cannot open {data}: {e}"))?;
-    let len = f.metadata().map_err(|e| format!("cannot stat {data}: {e}"))?.len();
+    let len = f
+        .metadata()
+        .map_err(|e| format!("cannot stat {data}: {e}"))?
+        .len();
     let params = VerityParams::new(bs, bs, len / u64::from(bs), salt).map_err(|e| e.to_string())?;
-    let (area, root) = build_tree(BufReader::with_capacity(1 << 20, f), &params)
-        .map_err(|e| e.to_string())?;
+    let (area, root) =
+        build_tree(BufReader::with_capacity(1 << 20, f), &params).map_err(|e| e.to_string())?;
     File::create(hash)
         .and_then(|mut h| h.write_all(&area))
         .map_err(|e| format!("cannot write {hash}: {e}"))?;

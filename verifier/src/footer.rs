@@ -89,7 +89,11 @@ impl Footer {
         if Sha256::digest(&bytes[..CHECKSUM_OFFSET]).as_slice() != &bytes[CHECKSUM_OFFSET..] {
             return Err(Error::FooterChecksum);
         }
-        if bytes[12..16].iter().chain(&bytes[40..CHECKSUM_OFFSET]).any(|&b| b != 0) {
+        if bytes[12..16]
+            .iter()
+            .chain(&bytes[40..CHECKSUM_OFFSET])
+            .any(|&b| b != 0)
+        {
             return Err(Error::invalid(
                 "footer",
                 "reserved bytes are not zero (written by a newer stele?)",
@@ -119,12 +123,14 @@ impl Footer {
                 ),
             ));
         }
-        let footer_start = container_len.checked_sub(FOOTER_SIZE).ok_or(Error::Truncated {
-            what: "footer",
-            offset: 0,
-            needed: FOOTER_SIZE,
-            available: container_len,
-        })?;
+        let footer_start = container_len
+            .checked_sub(FOOTER_SIZE)
+            .ok_or(Error::Truncated {
+                what: "footer",
+                offset: 0,
+                needed: FOOTER_SIZE,
+                available: container_len,
+            })?;
         if f.image_len > footer_start {
             return Err(Error::invalid(
                 "footer manifest_offset",
@@ -169,7 +175,10 @@ mod tests {
         let len = 16384;
         let mut b = good;
         b[0] = b'X';
-        assert!(matches!(Footer::parse(&b, len), Err(Error::BadMagic { .. })));
+        assert!(matches!(
+            Footer::parse(&b, len),
+            Err(Error::BadMagic { .. })
+        ));
         let mut b = good;
         b[8] = 2;
         assert!(matches!(
@@ -179,10 +188,16 @@ mod tests {
         let mut b = good;
         b[100] = 1;
         assert!(matches!(Footer::parse(&b, len), Err(Error::FooterChecksum)));
-        assert!(matches!(Footer::parse(&resealed(b), len), Err(Error::Invalid { .. })));
+        assert!(matches!(
+            Footer::parse(&resealed(b), len),
+            Err(Error::Invalid { .. })
+        ));
         let mut b = good;
         b[13] = 1;
-        assert!(matches!(Footer::parse(&resealed(b), len), Err(Error::Invalid { .. })));
+        assert!(matches!(
+            Footer::parse(&resealed(b), len),
+            Err(Error::Invalid { .. })
+        ));
         for (off, mlen) in [(0, 23), (0, (1 << 20) + 1)] {
             let b = Footer::new(off, mlen).to_bytes();
             assert!(Footer::parse(&b, 1 << 30).is_err(), "{off} {mlen}");
@@ -196,8 +211,14 @@ mod tests {
         let b = Footer::new(8192, 4096).to_bytes();
         assert!(Footer::parse(&b, 16384).is_ok());
         assert!(Footer::parse(&b, 16383).is_err());
-        assert!(matches!(Footer::parse(&b, 100), Err(Error::Truncated { .. })));
-        assert!(matches!(Footer::parse(&b[..4095], 16384), Err(Error::Truncated { .. })));
+        assert!(matches!(
+            Footer::parse(&b, 100),
+            Err(Error::Truncated { .. })
+        ));
+        assert!(matches!(
+            Footer::parse(&b[..4095], 16384),
+            Err(Error::Truncated { .. })
+        ));
     }
 
     proptest! {

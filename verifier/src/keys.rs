@@ -83,8 +83,8 @@ pub fn private_pem(key: &SigningKey) -> String {
         Ok(pem) => pem.to_string(),
         Err(_) => {
             let mut der = vec![
-                0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04,
-                0x22, 0x04, 0x20,
+                0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+                0x04, 0x20,
             ];
             der.extend_from_slice(&key.to_bytes());
             pem_wrap("PRIVATE KEY", &der)
@@ -175,7 +175,10 @@ mod tests {
         let sk = key(7);
         let pem = private_pem(&sk);
         assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
-        assert_eq!(parse_private_pem(&pem, "k").unwrap().to_bytes(), sk.to_bytes());
+        assert_eq!(
+            parse_private_pem(&pem, "k").unwrap().to_bytes(),
+            sk.to_bytes()
+        );
         let pub_pem = public_pem(&sk.verifying_key());
         assert!(pub_pem.starts_with("-----BEGIN PUBLIC KEY-----\n"));
         assert_eq!(parse_public_pem(&pub_pem, "k").unwrap(), sk.verifying_key());
@@ -194,14 +197,26 @@ mod tests {
             0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
         ];
         der.extend_from_slice(sk.verifying_key().as_bytes());
-        assert_eq!(pem_wrap("PUBLIC KEY", &der), public_pem(&sk.verifying_key()));
+        assert_eq!(
+            pem_wrap("PUBLIC KEY", &der),
+            public_pem(&sk.verifying_key())
+        );
     }
 
     #[test]
     fn bad_pem_is_a_key_error() {
-        for bad in ["", "hello", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"] {
-            assert!(matches!(parse_public_pem(bad, "x.pem"), Err(Error::Key { path, .. }) if path == "x.pem"));
-            assert!(matches!(parse_private_pem(bad, "x.pem"), Err(Error::Key { .. })));
+        for bad in [
+            "",
+            "hello",
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+        ] {
+            assert!(
+                matches!(parse_public_pem(bad, "x.pem"), Err(Error::Key { path, .. }) if path == "x.pem")
+            );
+            assert!(matches!(
+                parse_private_pem(bad, "x.pem"),
+                Err(Error::Key { .. })
+            ));
         }
         // A public key is not a private key and vice versa.
         let sk = key(3);
@@ -218,7 +233,10 @@ mod tests {
         assert_eq!(ring.ids().len(), 2);
         assert_eq!(ring.get(&key_id(&b)), Some(&b));
         assert!(ring.get(&KeyId([0; 8])).is_none());
-        assert!(matches!(Keyring::new(vec![a, a], 2), Err(Error::Invalid { .. })));
+        assert!(matches!(
+            Keyring::new(vec![a, a], 2),
+            Err(Error::Invalid { .. })
+        ));
         assert!(Keyring::new(vec![a], 0).is_err());
         assert!(Keyring::new(vec![], 1).is_err());
     }
@@ -234,7 +252,10 @@ mod tests {
             .arg(&ossl_key)
             .status()
             .unwrap_or_else(|e| panic!("cannot run openssl ({e}): run `cargo xtask setup`"));
-        assert!(st.success(), "openssl genpkey failed: run `cargo xtask setup`");
+        assert!(
+            st.success(),
+            "openssl genpkey failed: run `cargo xtask setup`"
+        );
         let pem = std::fs::read_to_string(&ossl_key).unwrap();
         let sk = parse_private_pem(&pem, "ossl.pem").unwrap();
         // Same bytes back: our encoding is OpenSSL's.
@@ -246,7 +267,10 @@ mod tests {
             .unwrap();
         assert!(out.status.success());
         let ossl_pub = String::from_utf8(out.stdout).unwrap();
-        assert_eq!(parse_public_pem(&ossl_pub, "p").unwrap(), sk.verifying_key());
+        assert_eq!(
+            parse_public_pem(&ossl_pub, "p").unwrap(),
+            sk.verifying_key()
+        );
         assert_eq!(public_pem(&sk.verifying_key()), ossl_pub);
 
         // OpenSSL accepts ours.
