@@ -4,8 +4,10 @@ use sha2::{Digest, Sha256};
 
 use crate::{Error, Result};
 
-/// Size of the footer in bytes.
-pub const FOOTER_SIZE: u64 = 4096;
+/// Size of the footer in bytes, as a buffer length.
+pub const FOOTER_LEN: usize = 4096;
+/// Size of the footer in bytes, as a file offset.
+pub const FOOTER_SIZE: u64 = FOOTER_LEN as u64;
 /// Footer magic.
 pub const FOOTER_MAGIC: &[u8; 8] = b"STELEFTR";
 /// Footer version written and understood.
@@ -16,7 +18,7 @@ pub const MIN_MANIFEST_LEN: u64 = 24;
 pub const MAX_MANIFEST_LEN: u64 = 1 << 20;
 /// Offset of the checksum inside the footer.
 const CHECKSUM_OFFSET: usize = 4064;
-const LEN: usize = FOOTER_SIZE as usize;
+const LEN: usize = FOOTER_LEN;
 
 /// Where the manifest is. See docs/FORMATS.md.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,7 +52,7 @@ impl Footer {
     }
 
     /// Encodes the footer (with checksum).
-    pub fn to_bytes(&self) -> [u8; FOOTER_SIZE as usize] {
+    pub fn to_bytes(&self) -> [u8; FOOTER_LEN] {
         let mut b = [0u8; LEN];
         b[0..8].copy_from_slice(FOOTER_MAGIC);
         b[8..12].copy_from_slice(&FOOTER_VERSION.to_le_bytes());
@@ -146,6 +148,7 @@ impl Footer {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // test data sizes are small
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -509,7 +509,11 @@ impl Manifest {
                 ),
             ));
         }
-        if self.verity.hash_offset % u64::from(self.verity.hash_block_size) != 0 {
+        if !self
+            .verity
+            .hash_offset
+            .is_multiple_of(u64::from(self.verity.hash_block_size))
+        {
             return Err(Error::invalid(
                 "manifest verity.hash_offset",
                 format!(
@@ -581,6 +585,7 @@ impl Manifest {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // test data sizes are small
 pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;

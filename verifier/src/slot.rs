@@ -158,6 +158,7 @@ impl<R: Seek> Seek for Counting<R> {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // test data sizes are small
 mod tests {
     use super::*;
     use crate::footer::Footer;

@@ -208,7 +208,7 @@ pub fn store_next<D: Write + Seek>(
 /// Writes a fresh state area: `state` as copy 0 (with its own sequence) and copy 1 zeroed,
 /// so that nothing left on a reused partition can win. For `stele disk create`.
 pub fn initialize<D: Write + Seek>(dev: &mut D, state: &BootState) -> Result<()> {
-    let mut area = vec![0u8; STATE_AREA as usize];
+    let mut area = [0u8; 2 * 4096];
     area[..RECORD_LEN].copy_from_slice(&encode(state));
     dev.seek(SeekFrom::Start(0))
         .map_err(|e| Error::io("boot state", e))?;
@@ -313,6 +313,7 @@ impl BootState {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // test data sizes are small
 mod tests {
     use super::*;
     use proptest::prelude::*;

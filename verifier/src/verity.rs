@@ -127,7 +127,7 @@ impl VerityParams {
 
     /// log2 of the digests per hash block.
     fn bits(&self) -> u32 {
-        (self.hash_block_size / DIGEST_LEN as u32).trailing_zeros()
+        (usize_of(self.hash_block_size) / DIGEST_LEN).trailing_zeros()
     }
     fn entries_per_block(&self) -> usize {
         usize_of(self.hash_block_size) / DIGEST_LEN
@@ -532,7 +532,7 @@ pub fn table_params(
         }
     }
     let hbs = u64::from(params.hash_block_size);
-    if hash_offset % hbs != 0 {
+    if !hash_offset.is_multiple_of(hbs) {
         return Err(Error::invalid(
             "verity hash offset",
             format!("{hash_offset} is not a multiple of the hash block size {hbs}"),
@@ -554,6 +554,7 @@ pub fn table_params(
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // test data sizes are small
 mod tests {
     use super::*;
 
