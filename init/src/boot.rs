@@ -584,6 +584,26 @@ mod tests {
     }
 
     #[test]
+    fn next_slot_agrees_with_the_verifier_choice() {
+        let recs = [
+            (0, 0, false),
+            (0, 0, true),
+            (1, 0, false),
+            (1, 0, true),
+            (1, 2, false),
+            (2, 0, false),
+            (2, 1, false),
+            (2, 0, true),
+        ];
+        for a in recs {
+            for b in recs {
+                let s = st(a, b);
+                assert_eq!(next_slot(&s, None, &[]), s.choose(), "{s:?}");
+            }
+        }
+    }
+
+    #[test]
     fn preferred_slot_must_still_be_bootable() {
         let s = st((2, 0, true), (0, 0, false));
         assert_eq!(next_slot(&s, Some(Slot::B), &[]), Some(Slot::A));
