@@ -70,8 +70,12 @@ pub fn log(level: Level, msg: &str) {
     if level == Level::Debug && !DEBUG.load(Ordering::Relaxed) {
         return;
     }
-    let Ok(mut s) = SINKS.lock() else { return };
     let line = format!("stele: {msg}\n");
+    // try_lock: a panic inside `log` must not deadlock the panic hook's own line.
+    let Ok(mut s) = SINKS.try_lock() else {
+        let _ = std::io::stderr().write_all(line.as_bytes());
+        return;
+    };
     let console_ok = match s.console.as_mut() {
         Some(c) => c.write_all(line.as_bytes()).is_ok(),
         None => {
