@@ -20,8 +20,16 @@ pub mod sys;
 
 pub use error::{Error, Result};
 
-/// The whole life of PID 1: boot, then supervise; never returns.
+/// The whole life of PID 1: boot, then supervise; never returns. Outside PID 1 it refuses
+/// to do anything (it would remount and reboot the machine it runs on) and exits 2.
 pub fn run() -> ! {
+    if std::process::id() != 1 {
+        eprintln!(
+            "stele-init: must run as PID 1 (it is the initramfs /init, built by `stele initramfs`); refusing to run as pid {}",
+            std::process::id()
+        );
+        std::process::exit(2);
+    }
     boot::install_panic_hook();
     let booted = boot::boot();
     supervise::run(booted)
