@@ -481,6 +481,7 @@ fn try_slot(
                     let _ = sys::umount(t);
                 }
                 let _ = dm::remove(&dm_name);
+                let _ = std::fs::remove_file(&dm_path);
                 // The kernel refusing the verified filesystem is the slot's fault.
                 return Err(Refusal {
                     error: e,
