@@ -71,15 +71,10 @@ pub fn trial_failed(on_trial: bool, marked_good: bool, failures: u32) -> bool {
     on_trial && !marked_good && failures >= TRIAL_FAILURES
 }
 
-/// True when the services count as healthy: none waiting for a restart and
-/// `healthy_after` seconds since the last (re)start. Pure.
-pub fn healthy_due(
-    now: Instant,
-    last_start: Instant,
-    healthy_after: u64,
-    restart_pending: bool,
-) -> bool {
-    !restart_pending && now.duration_since(last_start) >= Duration::from_secs(healthy_after)
+/// True when the services count as healthy: none waiting for a restart or stopped after a
+/// failure (`unhealthy`), and `healthy_after` seconds since the last (re)start. Pure.
+pub fn healthy_due(now: Instant, last_start: Instant, healthy_after: u64, unhealthy: bool) -> bool {
+    !unhealthy && now.duration_since(last_start) >= Duration::from_secs(healthy_after)
 }
 
 /// What a signal to PID 1 asks for (busybox conventions): TERM and INT (Ctrl-Alt-Del)
@@ -133,6 +128,8 @@ struct Svc {
     consecutive: u32,
     failures: u32,
     next_start: Option<Instant>,
+    /// Ended with a failure and is not restarted: the slot is not healthy.
+    failed_stopped: bool,
 }
 
 #[derive(Debug)]
@@ -191,6 +188,7 @@ pub fn run(b: Booted) -> ! {
             consecutive: 0,
             failures: 0,
             next_start: Some(now),
+            failed_stopped: false,
         })
         .collect();
     let mut sup = Supervisor {
@@ -340,7 +338,7 @@ impl Supervisor {
                 s.next_start = Some(now + delay);
                 debug!("service {name} restarts in {}s", delay.as_secs());
             }
-            Decision::Stop => {}
+            Decision::Stop => s.failed_stopped = status != 0,
             Decision::End(a) => {
                 info!("service {name} ended: on_exit = {}", a.name());
                 self.shutdown(a);
@@ -360,7 +358,10 @@ impl Supervisor {
             return;
         }
         let now = Instant::now();
-        let pending = self.svcs.iter().any(|s| s.next_start.is_some());
+        let pending = self
+            .svcs
+            .iter()
+            .any(|s| s.next_start.is_some() || s.failed_stopped);
         if !healthy_due(now, self.last_start, self.cfg.healthy_after, pending)
             || now < self.next_health
         {
