@@ -161,57 +161,14 @@ impl<R: Seek> Seek for Counting<R> {
 #[allow(clippy::cast_possible_truncation)] // test data sizes are small
 mod tests {
     use super::*;
-    use crate::footer::Footer;
-    use crate::keys::SigningKey;
-    use crate::manifest::{FilesystemInfo, FsType, Manifest, VerityInfo};
-    use crate::verity::{build_tree, VerityParams};
     use proptest::prelude::*;
     use std::io::Cursor;
 
-    fn key(seed: u8) -> SigningKey {
-        SigningKey::from_bytes(&[seed; 32])
-    }
-    fn ring() -> Keyring {
-        Keyring::new(vec![key(1).verifying_key()], 1).unwrap()
-    }
-    fn round_up(v: u64, to: u64) -> u64 {
-        v.div_ceil(to) * to
-    }
+    use crate::testutil::{key, ring};
 
-    /// A whole slot image laid out as docs/FORMATS.md says, and its manifest offset.
+    /// A whole slot image (docs/FORMATS.md layout) and its manifest offset.
     fn image(blocks: u64, rollback_index: u64) -> (Vec<u8>, u64) {
-        let params = VerityParams::new(4096, 4096, blocks, vec![0x5a; 32]).unwrap();
-        let mut img: Vec<u8> = (0..params.data_size()).map(|i| (i % 251) as u8).collect();
-        let (area, root) = build_tree(&img[..], &params).unwrap();
-        img.extend_from_slice(&area);
-        let m = Manifest {
-            name: "demo".into(),
-            version: "1".into(),
-            rollback_index,
-            created: 0,
-            filesystem: FilesystemInfo {
-                fs_type: FsType::Erofs,
-                size: params.data_size() - 10,
-            },
-            verity: VerityInfo {
-                data_block_size: 4096,
-                hash_block_size: 4096,
-                data_blocks: blocks,
-                hash_offset: params.data_size(),
-                salt: params.salt().to_vec(),
-                root_hash: root,
-            },
-        };
-        let mut env = Envelope::new(m.to_toml().into_bytes());
-        env.sign(&key(1)).unwrap();
-        let env = env.to_bytes();
-        let manifest_offset = round_up(img.len() as u64, 4096);
-        img.resize(manifest_offset as usize, 0);
-        img.extend_from_slice(&env);
-        let footer_at = round_up(img.len() as u64, 4096);
-        img.resize(footer_at as usize, 0);
-        img.extend_from_slice(&Footer::new(manifest_offset, env.len() as u64).to_bytes());
-        (img, manifest_offset)
+        crate::testutil::image(blocks, rollback_index, 0)
     }
 
     fn check(img: &[u8], opts: VerifyOptions) -> Result<(SlotLocator, VerifiedManifest)> {

@@ -140,14 +140,20 @@ fn check(blocks: u64, (dbs, hbs): (u32, u32), salt_len: usize) {
         "root hash, {what}"
     );
     assert!(area == their_area, "hash area differs, {what}");
-    verify_data(&data[..], &their_area, &params, &their_root).unwrap();
+    if blocks <= 1000 {
+        verify_data(&data[..], &their_area, &params, &their_root).unwrap();
+    }
 
-    // veritysetup accepts our tree, and rejects it once the data is changed.
+    // veritysetup accepts our tree, and (checked on the smaller sizes, to keep the test
+    // fast) rejects it once the data is changed.
     std::fs::write(&ours_path, &area).unwrap();
     assert!(
         vs_verify(&data_path, &ours_path, sizes, &salt, &root),
         "veritysetup verify, {what}"
     );
+    if blocks > 1000 {
+        return;
+    }
     let mut bad = data;
     let last = bad.len() - 1;
     bad[last] ^= 1;

@@ -21,7 +21,10 @@ pub fn verity() -> Result<(), String> {
     fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let data = dir.join("verity-1g.img");
     if fs::metadata(&data).map(|m| m.len()).ok() != Some(SIZE) {
-        eprintln!("xtask: writing {} (1 GiB of pseudo-random data)", data.display());
+        eprintln!(
+            "xtask: writing {} (1 GiB of pseudo-random data)",
+            data.display()
+        );
         write_data(&data)?;
     }
     // Warm the page cache so neither side pays for the first read.
@@ -69,9 +72,18 @@ pub fn verity() -> Result<(), String> {
     let ms = median(&mut t_stele);
     let mv = median(&mut t_vs);
     println!("bench verity: 1 GiB, sha256, 4096-byte blocks, {RUNS} runs each");
-    println!("  stele verity format                 median {ms:.3} s  ({:.0} MiB/s)", 1024.0 / ms);
-    println!("  veritysetup format --no-superblock  median {mv:.3} s  ({:.0} MiB/s)", 1024.0 / mv);
-    println!("  ratio stele/veritysetup = {:.2} (below 1 means stele is faster)", ms / mv);
+    println!(
+        "  stele verity format                 median {ms:.3} s  ({:.0} MiB/s)",
+        1024.0 / ms
+    );
+    println!(
+        "  veritysetup format --no-superblock  median {mv:.3} s  ({:.0} MiB/s)",
+        1024.0 / mv
+    );
+    println!(
+        "  ratio stele/veritysetup = {:.2} (below 1 means stele is faster)",
+        ms / mv
+    );
     println!("  root hash (both): {root_stele}; hash areas identical");
     Ok(())
 }
@@ -100,7 +112,9 @@ fn write_data(path: &Path) -> Result<(), String> {
             x ^= x >> 27;
             chunk.copy_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
         }
-        w.write_all(&buf).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        w.write_all(&buf)
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
-    w.flush().map_err(|e| format!("writing {}: {e}", path.display()))
+    w.flush()
+        .map_err(|e| format!("writing {}: {e}", path.display()))
 }

@@ -41,7 +41,10 @@ impl Demo {
 
     fn must_fail(&self, args: &[&str]) -> Result<(), String> {
         if self.stele(args)? {
-            Err(format!("`stele {}` accepted a tampered image", args.join(" ")))
+            Err(format!(
+                "`stele {}` accepted a tampered image",
+                args.join(" ")
+            ))
         } else {
             Ok(())
         }
@@ -58,13 +61,31 @@ pub fn demo() -> Result<(), String> {
     let d = Demo { stele, dir };
 
     d.step("1. A signing key pair (ed25519, OpenSSL-compatible PEM)");
-    d.must(&["keygen", "--private", "release.key", "--public", "release.pub"])?;
+    d.must(&[
+        "keygen",
+        "--private",
+        "release.key",
+        "--public",
+        "release.pub",
+    ])?;
 
     d.step("2. A small root filesystem, built into a signed, verity-protected slot image");
     write_sample_rootfs(&d.dir.join("rootfs"))?;
     d.must(&[
-        "image", "build", "--rootfs", "rootfs", "--key", "release.key", "--name", "demo",
-        "--version", "1.0.0", "--rollback-index", "1", "--out", "demo-1.0.0.img",
+        "image",
+        "build",
+        "--rootfs",
+        "rootfs",
+        "--key",
+        "release.key",
+        "--name",
+        "demo",
+        "--version",
+        "1.0.0",
+        "--rollback-index",
+        "1",
+        "--out",
+        "demo-1.0.0.img",
     ])?;
     d.must(&["inspect", "demo-1.0.0.img"])?;
 
@@ -76,7 +97,13 @@ pub fn demo() -> Result<(), String> {
     let bad = d.dir.join("tampered-data.img");
     flip_byte(&img, &bad, 4096 + 17)?;
     println!("flipped byte 4113 of a copy: tampered-data.img");
-    d.must_fail(&["verify", "tampered-data.img", "--key", "release.pub", "--full"])?;
+    d.must_fail(&[
+        "verify",
+        "tampered-data.img",
+        "--key",
+        "release.pub",
+        "--full",
+    ])?;
 
     d.step("5. Tamper: one flipped byte in the signed manifest of another copy");
     let len = fs::metadata(&img).map_err(|e| e.to_string())?.len();
@@ -105,7 +132,8 @@ fn write_sample_rootfs(root: &Path) -> Result<(), String> {
     for (path, text) in files {
         let p = root.join(path);
         if let Some(parent) = p.parent() {
-            fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+            fs::create_dir_all(parent)
+                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
         }
         fs::write(&p, text).map_err(|e| format!("writing {}: {e}", p.display()))?;
     }

@@ -121,7 +121,10 @@ fn download() -> Result<KernelEnv, String> {
     let _ = fs::set_permissions(&dl, std::os::unix::fs::PermissionsExt::from_mode(0o777));
     eprintln!("xtask: downloading the test kernel {pkg}");
     run(
-        Command::new("apt-get").arg("download").arg(&pkg).current_dir(&dl),
+        Command::new("apt-get")
+            .arg("download")
+            .arg(&pkg)
+            .current_dir(&dl),
         &format!("apt-get download {pkg}"),
     )?;
     let deb = fs::read_dir(&dl)

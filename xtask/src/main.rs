@@ -49,10 +49,11 @@ fn test(extra: &[String]) -> Result<(), String> {
         .map(String::as_str)
         .skip_while(|a| *a == "--")
         .collect();
-    let (cargo_args, test_args): (Vec<&str>, Vec<&str>) = match extra.iter().position(|a| *a == "--") {
-        Some(i) => (extra[..i].to_vec(), extra[i + 1..].to_vec()),
-        None => (extra.clone(), Vec::new()),
-    };
+    let (cargo_args, test_args): (Vec<&str>, Vec<&str>) =
+        match extra.iter().position(|a| *a == "--") {
+            Some(i) => (extra[..i].to_vec(), extra[i + 1..].to_vec()),
+            None => (extra.clone(), Vec::new()),
+        };
     args.extend(cargo_args);
     if !test_args.is_empty() {
         args.push("--");
