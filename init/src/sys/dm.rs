@@ -1,5 +1,5 @@
 //! Device-mapper through /dev/mapper/control: payloads built as bytes (pure, tested), one
-//! `do_ioctl` entry point, and activation as create → table load → resume.
+//! `do_ioctl` entry point, and activation as create → table load → resume (remove on failure).
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -27,7 +27,6 @@ pub enum Cmd {
     DevCreate = 3,
     DevRemove = 4,
     DevSuspend = 6,
-    DevStatus = 7,
     TableLoad = 9,
 }
 
@@ -43,7 +42,6 @@ impl Cmd {
             Cmd::DevCreate => "DM_DEV_CREATE",
             Cmd::DevRemove => "DM_DEV_REMOVE",
             Cmd::DevSuspend => "DM_DEV_SUSPEND",
-            Cmd::DevStatus => "DM_DEV_STATUS",
             Cmd::TableLoad => "DM_TABLE_LOAD",
         }
     }

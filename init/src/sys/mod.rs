@@ -5,8 +5,6 @@
 
 pub mod dm;
 
-use std::convert::Infallible;
-use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -295,20 +293,10 @@ pub fn dev_of(path: &str) -> Result<u64> {
         .map_err(|e| Error::io("stat", path, e))
 }
 
-/// C string for a path (for errors only on interior NUL).
-pub fn cstr(s: &str) -> Result<CString> {
-    CString::new(s).map_err(|_| Error::config(s, "contains a NUL byte"))
-}
-
 /// Marks this process as a subreaper (host tests only need this; PID 1 is one anyway).
 pub fn set_child_subreaper() -> Result<()> {
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| Error::sys("prctl(PR_SET_CHILD_SUBREAPER)", "self", e))
-}
-
-/// Never returns; used where the type system needs `!` from an `Infallible`.
-pub fn unreachable(x: Infallible) -> ! {
-    match x {}
 }
 
 #[cfg(test)]
