@@ -1,1 +1,3 @@
 //! stele-image: the build side of stele.
+
+pub mod cpio;
