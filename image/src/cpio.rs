@@ -317,8 +317,11 @@ mod tests {
         u32::from_str_radix(s, 16).unwrap()
     }
 
-    /// Minimal newc reader for the tests: (name, mode, ino, mtime, rdevmajor, rdevminor, data).
-    fn parse(bytes: &[u8]) -> Vec<(String, u32, u32, u32, u32, u32, Vec<u8>)> {
+    /// (name, mode, ino, mtime, rdevmajor, rdevminor, data)
+    type Parsed = (String, u32, u32, u32, u32, u32, Vec<u8>);
+
+    /// Minimal newc reader for the tests.
+    fn parse(bytes: &[u8]) -> Vec<Parsed> {
         let mut out = Vec::new();
         let mut p = 0usize;
         loop {
@@ -452,8 +455,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let archive = dir.path().join("a.cpio");
         let mut a = sample();
-        a.add_file("data/big", 0o640, (0..10_001u32).map(|i| i as u8).collect())
-            .unwrap();
+        a.add_file(
+            "data/big",
+            0o640,
+            (0..10_001u32).map(|i| (i % 251) as u8).collect(),
+        )
+        .unwrap();
         std::fs::write(&archive, a.to_bytes().unwrap()).unwrap();
 
         let list = Command::new(tool)
