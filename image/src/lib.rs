@@ -1,4 +1,6 @@
 //! stele-image: the build side of stele.
 
 pub mod cpio;
+pub mod initramfs;
 pub mod modules;
+pub mod outfile;
