@@ -145,9 +145,9 @@ pub struct Gpt {
 pub fn crc32(data: &[u8]) -> u32 {
     const fn table() -> [u32; 256] {
         let mut t = [0u32; 256];
-        let mut i = 0;
+        let mut i: u32 = 0;
         while i < 256 {
-            let mut c = i as u32;
+            let mut c = i;
             let mut k = 0;
             while k < 8 {
                 c = if c & 1 != 0 {
@@ -157,7 +157,7 @@ pub fn crc32(data: &[u8]) -> u32 {
                 };
                 k += 1;
             }
-            t[i] = c;
+            t[i as usize] = c;
             i += 1;
         }
         t
@@ -165,7 +165,7 @@ pub fn crc32(data: &[u8]) -> u32 {
     const TABLE: [u32; 256] = table();
     let mut c = 0xFFFF_FFFFu32;
     for &b in data {
-        c = TABLE[usize::from((c as u8) ^ b)] ^ (c >> 8);
+        c = TABLE[usize::from(c.to_le_bytes()[0] ^ b)] ^ (c >> 8);
     }
     c ^ 0xFFFF_FFFF
 }
