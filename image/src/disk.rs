@@ -270,7 +270,8 @@ pub fn write_slot<D: Write + Seek, R: Read + Seek>(
             "the slot image shrank while copying",
         ));
     }
-    let mut footer = vec![0u8; FOOTER_SIZE as usize];
+    let mut footer = [0u8; 4096];
+    debug_assert_eq!(footer.len() as u64, FOOTER_SIZE);
     image.seek(SeekFrom::Start(image_len - FOOTER_SIZE))?;
     image.read_exact(&mut footer)?;
     part.seek(SeekFrom::Start(part_len - FOOTER_SIZE))?;
@@ -572,12 +573,17 @@ mod tests {
         assert_eq!((off, len), data.byte_range());
         let bytes = std::fs::read(&path).unwrap();
         // ext4 superblock at 1024 in the partition: magic 0xEF53 at 56, label at 120.
-        let sb = &bytes[off as usize + 1024..off as usize + 2048];
+        let off = usize::try_from(off).unwrap();
+        let sb = &bytes[off + 1024..off + 2048];
         assert_eq!(&sb[56..58], &[0x53, 0xEF]);
         assert_eq!(&sb[120..130], b"stele-data");
         // Nothing written outside the data partition except the GPT.
         let slot_a = find_partition(&mut f, SLOT_A_NAME).unwrap();
-        let a = &bytes[slot_a.0 as usize..(slot_a.0 + slot_a.1) as usize];
+        let (a0, alen) = (
+            usize::try_from(slot_a.0).unwrap(),
+            usize::try_from(slot_a.1).unwrap(),
+        );
+        let a = &bytes[a0..a0 + alen];
         assert!(a.iter().all(|&b| b == 0));
         bytes
     }
