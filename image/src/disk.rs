@@ -595,4 +595,131 @@ mod tests {
         let two = table_and_data(d.path(), "two.img");
         assert!(one == two, "two runs gave different disk bytes");
     }
+
+    /// A minimal slot image `locate` accepts: `data_len` bytes of `fill`, an unsigned
+    /// envelope at the next 4 KiB boundary, padding, the footer.
+    fn fake_slot(dir: &Path, name: &str, fill: u8, data_len: usize) -> PathBuf {
+        use stele_verifier::footer::Footer;
+        use stele_verifier::manifest::Envelope;
+        let env = Envelope {
+            signatures: vec![],
+            body: b"format_version = 1\n".to_vec(),
+        }
+        .to_bytes();
+        let mut img = vec![fill; data_len];
+        img.resize(data_len.next_multiple_of(4096), 0);
+        let manifest_offset = img.len() as u64;
+        img.extend_from_slice(&env);
+        img.resize(img.len().next_multiple_of(4096), 0);
+        let footer = Footer {
+            manifest_offset,
+            manifest_len: env.len() as u64,
+            image_len: manifest_offset + env.len() as u64,
+        };
+        img.extend_from_slice(&footer.to_bytes());
+        let p = dir.join(name);
+        std::fs::write(&p, img).unwrap();
+        p
+    }
+
+    fn range(bytes: &[u8], (off, len): (u64, u64)) -> &[u8] {
+        let off = usize::try_from(off).unwrap();
+        &bytes[off..off + usize::try_from(len).unwrap()]
+    }
+
+    #[test]
+    fn create_full_disk() {
+        let d = tempfile::tempdir().unwrap();
+        let a = fake_slot(d.path(), "a.img", 0xAA, 10_000);
+        let b = fake_slot(d.path(), "b.img", 0xBB, 20_000);
+        let spec = DiskSpec {
+            slot_size: MIB,
+            a: a.clone(),
+            b: Some(b.clone()),
+            data_size: Some(4 * MIB),
+            epoch: 0,
+        };
+        let out = d.path().join("disk.img");
+        let gpt = create(&out, &spec).unwrap();
+        sgdisk_verify(&out);
+        let bytes = std::fs::read(&out).unwrap();
+        assert_eq!(bytes.len() as u64, gpt.total_sectors * SECTOR);
+        assert_eq!(bytes.len() as u64, 1 + 1 + 2 + 4 + 1 << 20);
+        let mut f = File::open(&out).unwrap();
+        for (name, img) in [(SLOT_A_NAME, &a), (SLOT_B_NAME, &b)] {
+            let img = std::fs::read(img).unwrap();
+            let part = range(&bytes, find_partition(&mut f, name).unwrap());
+            assert_eq!(&part[..img.len()], &img[..], "{name}");
+            assert_eq!(&part[part.len() - 4096..], &img[img.len() - 4096..], "{name}");
+            // The partition is a valid slot container on its own.
+            let mut c = std::io::Cursor::new(part);
+            stele_verifier::slot::locate(&mut c, part.len() as u64).unwrap();
+        }
+        let (so, sl) = find_partition(&mut f, STATE_NAME).unwrap();
+        assert_eq!((so, sl), (MIB, MIB));
+        let mut w = PartitionIo::new(&mut f, so, sl);
+        let (state, _) = stele_verifier::state::load(&mut w).unwrap();
+        let initial = BootState::initial(true);
+        assert_eq!(state.slots, initial.slots);
+        assert_eq!(state.rollback_floor, initial.rollback_floor);
+        let data = range(&bytes, find_partition(&mut f, DATA_NAME).unwrap());
+        assert_eq!(&data[1024 + 56..1024 + 58], &[0x53, 0xEF]);
+        // Reproducible, and no temporary file left behind.
+        let out2 = d.path().join("disk2.img");
+        create(&out2, &spec).unwrap();
+        assert!(std::fs::read(&out2).unwrap() == bytes);
+        let names: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+    }
+
+    #[test]
+    fn create_without_b_marks_b_unbootable() {
+        let d = tempfile::tempdir().unwrap();
+        let a = fake_slot(d.path(), "a.img", 1, 4096);
+        let spec = DiskSpec {
+            slot_size: 2 * MIB,
+            a,
+            b: None,
+            data_size: None,
+            epoch: 0,
+        };
+        let out = d.path().join("disk.img");
+        let gpt = create(&out, &spec).unwrap();
+        assert_eq!(gpt.partitions.len(), 3);
+        sgdisk_verify(&out);
+        let mut f = File::open(&out).unwrap();
+        let (so, sl) = find_partition(&mut f, STATE_NAME).unwrap();
+        let (state, _) = stele_verifier::state::load(&mut PartitionIo::new(&mut f, so, sl)).unwrap();
+        assert_eq!(state.slots, BootState::initial(false).slots);
+        let bytes = std::fs::read(&out).unwrap();
+        let b = range(&bytes, find_partition(&mut f, SLOT_B_NAME).unwrap());
+        assert!(b.iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn create_refuses_oversized_and_non_slot_images() {
+        let d = tempfile::tempdir().unwrap();
+        let big = fake_slot(d.path(), "big.img", 1, 2 * MIB as usize);
+        let out = d.path().join("disk.img");
+        let spec = DiskSpec {
+            slot_size: MIB,
+            a: big,
+            b: None,
+            data_size: None,
+            epoch: 0,
+        };
+        let e = create(&out, &spec).unwrap_err();
+        assert!(matches!(e, DiskError::TooLarge { slot_len, .. } if slot_len == MIB));
+        let msg = e.to_string();
+        assert!(msg.contains(&MIB.to_string()) && msg.contains("2109440"), "{msg}");
+        let junk = d.path().join("junk.img");
+        std::fs::write(&junk, vec![0x5Au8; 3 * 4096]).unwrap();
+        let spec = DiskSpec { a: junk, ..spec };
+        assert!(matches!(create(&out, &spec), Err(DiskError::NotSlot { .. })));
+        assert!(!out.exists());
+    }
 }
