@@ -650,7 +650,11 @@ mod tests {
             let img = std::fs::read(img).unwrap();
             let part = range(&bytes, find_partition(&mut f, name).unwrap());
             assert_eq!(&part[..img.len()], &img[..], "{name}");
-            assert_eq!(&part[part.len() - 4096..], &img[img.len() - 4096..], "{name}");
+            assert_eq!(
+                &part[part.len() - 4096..],
+                &img[img.len() - 4096..],
+                "{name}"
+            );
             // The partition is a valid slot container on its own.
             let mut c = std::io::Cursor::new(part);
             stele_verifier::slot::locate(&mut c, part.len() as u64).unwrap();
@@ -693,7 +697,8 @@ mod tests {
         sgdisk_verify(&out);
         let mut f = File::open(&out).unwrap();
         let (so, sl) = find_partition(&mut f, STATE_NAME).unwrap();
-        let (state, _) = stele_verifier::state::load(&mut PartitionIo::new(&mut f, so, sl)).unwrap();
+        let (state, _) =
+            stele_verifier::state::load(&mut PartitionIo::new(&mut f, so, sl)).unwrap();
         assert_eq!(state.slots, BootState::initial(false).slots);
         let bytes = std::fs::read(&out).unwrap();
         let b = range(&bytes, find_partition(&mut f, SLOT_B_NAME).unwrap());
@@ -704,6 +709,7 @@ mod tests {
     fn create_refuses_oversized_and_non_slot_images() {
         let d = tempfile::tempdir().unwrap();
         let big = fake_slot(d.path(), "big.img", 1, 2 * MIB as usize);
+        let big_len = std::fs::metadata(&big).unwrap().len();
         let out = d.path().join("disk.img");
         let spec = DiskSpec {
             slot_size: MIB,
@@ -715,11 +721,17 @@ mod tests {
         let e = create(&out, &spec).unwrap_err();
         assert!(matches!(e, DiskError::TooLarge { slot_len, .. } if slot_len == MIB));
         let msg = e.to_string();
-        assert!(msg.contains(&MIB.to_string()) && msg.contains("2109440"), "{msg}");
+        assert!(
+            msg.contains(&MIB.to_string()) && msg.contains(&big_len.to_string()),
+            "{msg}"
+        );
         let junk = d.path().join("junk.img");
         std::fs::write(&junk, vec![0x5Au8; 3 * 4096]).unwrap();
         let spec = DiskSpec { a: junk, ..spec };
-        assert!(matches!(create(&out, &spec), Err(DiskError::NotSlot { .. })));
+        assert!(matches!(
+            create(&out, &spec),
+            Err(DiskError::NotSlot { .. })
+        ));
         assert!(!out.exists());
     }
 }
