@@ -644,7 +644,8 @@ mod tests {
         sgdisk_verify(&out);
         let bytes = std::fs::read(&out).unwrap();
         assert_eq!(bytes.len() as u64, gpt.total_sectors * SECTOR);
-        assert_eq!(bytes.len() as u64, 1 + 1 + 2 + 4 + 1 << 20);
+        // 1 MiB before the state, state 1, slots 1 + 1, data 4, 1 MiB for the backup GPT.
+        assert_eq!(bytes.len() as u64, 9 * MIB);
         let mut f = File::open(&out).unwrap();
         for (name, img) in [(SLOT_A_NAME, &a), (SLOT_B_NAME, &b)] {
             let img = std::fs::read(img).unwrap();
@@ -708,7 +709,7 @@ mod tests {
     #[test]
     fn create_refuses_oversized_and_non_slot_images() {
         let d = tempfile::tempdir().unwrap();
-        let big = fake_slot(d.path(), "big.img", 1, 2 * MIB as usize);
+        let big = fake_slot(d.path(), "big.img", 1, 2 << 20);
         let big_len = std::fs::metadata(&big).unwrap().len();
         let out = d.path().join("disk.img");
         let spec = DiskSpec {
