@@ -440,4 +440,118 @@ mod tests {
         let e = load_keys(&[missing], 1).unwrap_err();
         assert!(e.is_environment());
     }
+
+    fn key_file(dir: &Path, seed: u8) -> (PathBuf, String) {
+        let sk = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+        let vk = sk.verifying_key();
+        let p = dir.join(format!("k{seed}.pem"));
+        std::fs::write(&p, stele_verifier::keys::public_pem(&vk)).unwrap();
+        (p, stele_verifier::keys::key_id(&vk).to_string())
+    }
+
+    #[test]
+    fn load_keys_ids_threshold_and_duplicates() {
+        let d = tempfile::tempdir().unwrap();
+        let (k1, id1) = key_file(d.path(), 1);
+        let (k2, id2) = key_file(d.path(), 2);
+        let keys = load_keys(&[k1.clone(), k2.clone()], 2).unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(
+            (keys[0].id.as_str(), keys[1].id.as_str()),
+            (id1.as_str(), id2.as_str())
+        );
+        assert_eq!(keys[0].id.len(), 16);
+        assert!(matches!(
+            load_keys(&[k1.clone(), k2.clone()], 3),
+            Err(InitramfsError::Threshold {
+                threshold: 3,
+                keys: 2
+            })
+        ));
+        assert!(matches!(
+            load_keys(&[k1.clone()], 0),
+            Err(InitramfsError::Threshold { .. })
+        ));
+        let e = load_keys(&[k1.clone(), k1.clone()], 1).unwrap_err();
+        assert!(matches!(e, InitramfsError::Key { ref why, .. } if why.contains("twice")));
+        let junk = d.path().join("junk.pem");
+        std::fs::write(
+            &junk,
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+        )
+        .unwrap();
+        let e = load_keys(&[junk], 1).unwrap_err();
+        assert!(matches!(e, InitramfsError::Key { .. }));
+        assert!(!e.is_environment());
+    }
+
+    #[test]
+    fn build_from_files() {
+        let d = tempfile::tempdir().unwrap();
+        let mods = crate::modules::tests::fake_dir();
+        let (k1, id1) = key_file(d.path(), 1);
+        let init = d.path().join("init");
+        std::fs::write(&init, b"\x7fELF-init").unwrap();
+        let cfg = d.path().join("boot.toml");
+        std::fs::write(&cfg, "verify = \"full\"\n").unwrap();
+        let spec = InitramfsSpec {
+            modules_dir: mods.path().to_path_buf(),
+            modules: vec!["erofs".into(), "virtio-blk".into()],
+            default_modules: false,
+            keys: vec![k1],
+            threshold: 1,
+            config: Some(cfg),
+            init,
+            mtime: 77,
+        };
+        let (a, order) = build(&spec).unwrap();
+        assert_eq!(
+            order,
+            [
+                "crc32c_generic.ko",
+                "libcrc32c.ko",
+                "erofs.ko",
+                "virtio_ring.ko",
+                "virtio.ko",
+                "virtio_blk.ko"
+            ]
+        );
+        let file = |p: &str| match a.entries().find(|(q, _)| *q == p).map(|(_, e)| &e.kind) {
+            Some(EntryKind::File(d)) => d.clone(),
+            other => panic!("{p}: {other:?}"),
+        };
+        assert_eq!(file("init"), b"\x7fELF-init");
+        let t: toml::Table = String::from_utf8(file("etc/stele/boot.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(t["verify"].as_str(), Some("full"));
+        let listed: Vec<&str> = t["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(listed, order);
+        assert!(
+            file(&format!("etc/stele/keys/{id1}.pem")).starts_with(b"-----BEGIN PUBLIC KEY-----")
+        );
+        assert_eq!(
+            file("lib/modules/libcrc32c.ko"),
+            b"ELF\0softdep=pre: crc32c\0name=libcrc32c\0"
+        );
+        // Same inputs, same bytes.
+        assert_eq!(
+            a.to_bytes().unwrap(),
+            build(&spec).unwrap().0.to_bytes().unwrap()
+        );
+        // A config that sets threshold is refused.
+        let bad = d.path().join("bad.toml");
+        std::fs::write(&bad, "threshold = 1\n").unwrap();
+        let spec = InitramfsSpec {
+            config: Some(bad),
+            ..spec
+        };
+        assert!(matches!(build(&spec), Err(InitramfsError::Config { .. })));
+    }
 }

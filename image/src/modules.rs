@@ -371,11 +371,11 @@ impl ModuleDb {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A fake modules dir shaped like Debian 12's 6.1 kernel.
-    fn fake_dir() -> tempfile::TempDir {
+    pub(crate) fn fake_dir() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
         let files: &[(&str, &[u8])] = &[
             (
