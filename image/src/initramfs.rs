@@ -469,7 +469,7 @@ mod tests {
             })
         ));
         assert!(matches!(
-            load_keys(&[k1.clone()], 0),
+            load_keys(std::slice::from_ref(&k1), 0),
             Err(InitramfsError::Threshold { .. })
         ));
         let e = load_keys(&[k1.clone(), k1.clone()], 1).unwrap_err();
