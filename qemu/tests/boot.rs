@@ -14,6 +14,13 @@ fn kernel() -> PathBuf {
     }
 }
 
+fn modules_dir() -> PathBuf {
+    match std::env::var_os("STELE_MODULES") {
+        Some(k) if !k.is_empty() => PathBuf::from(k),
+        _ => panic!("STELE_MODULES is not set: run `cargo xtask setup` (it sets the kernel's modules dir for the VM tests)"),
+    }
+}
+
 fn busybox() -> Vec<u8> {
     std::fs::read("/bin/busybox").unwrap_or_else(|e| {
         panic!("/bin/busybox (static) is needed: run `cargo xtask setup` ({e})")
@@ -73,4 +80,66 @@ fn guest_reboot_is_counted_and_kill_cuts_power() {
     assert!(vm.boot_count() >= 2, "boot count {}", vm.boot_count());
     vm.kill().unwrap();
     assert!(vm.wait_exit(Duration::from_secs(1)).is_ok());
+}
+
+/// `stele initramfs` on the real kernel's modules: a busybox /init loads the modules in
+/// the order boot.toml lists them; every one must load and the virtio disk must appear.
+#[test]
+fn initramfs_modules_load_in_boot_toml_order() {
+    use stele_image::initramfs::{build, InitramfsSpec};
+    let k = kernel();
+    let mods = modules_dir();
+    let d = tempfile::tempdir().unwrap();
+    let sk = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let key = d.path().join("k.pem");
+    std::fs::write(&key, stele_verifier::keys::public_pem(&sk.verifying_key())).unwrap();
+    let init = d.path().join("init.sh");
+    std::fs::write(
+        &init,
+        "#!/bin/busybox sh\n\
+         B=/bin/busybox\n\
+         $B mount -t proc proc /proc\n\
+         $B mount -t sysfs sys /sys\n\
+         n=0\n\
+         for m in $($B sed -n 's/^modules = \\[\\(.*\\)\\]$/\\1/p' /etc/stele/boot.toml | $B tr -d '\"' | $B tr ',' ' '); do\n\
+           $B insmod /lib/modules/$m && n=$((n + 1)) || $B echo MODFAIL $m\n\
+         done\n\
+         $B echo BLOCK: $($B ls /sys/block)\n\
+         $B echo FS: $($B grep -c -E 'erofs|squashfs|ext4|overlay' /proc/filesystems)\n\
+         $B echo LOADED: $n\n\
+         $B poweroff -f\n",
+    )
+    .unwrap();
+    let spec = InitramfsSpec {
+        modules_dir: mods,
+        modules: vec![],
+        default_modules: true,
+        keys: vec![key],
+        threshold: 1,
+        config: None,
+        init,
+        mtime: 0,
+    };
+    let (mut archive, order) = build(&spec).unwrap();
+    archive.add_file("bin/busybox", 0o755, busybox()).unwrap();
+    let initrd = d.path().join("initrd.cpio");
+    std::fs::write(&initrd, archive.to_bytes().unwrap()).unwrap();
+    let disk = d.path().join("vda.img");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+
+    let mut cfg = VmConfig::from_env(k, initrd);
+    cfg.append = "quiet".into();
+    cfg.disks = vec![(disk, true)];
+    cfg.timeout = Duration::from_secs(240);
+    let mut vm = Vm::start(&cfg).unwrap();
+    let loaded = vm.expect("LOADED:", Duration::from_secs(200)).unwrap();
+    let console = vm.console();
+    assert!(
+        !console.contains("MODFAIL"),
+        "a module failed to load:\n{console}"
+    );
+    assert_eq!(loaded, format!("LOADED: {}", order.len()), "{console}");
+    assert!(console.contains("BLOCK: vda"), "{console}");
+    assert!(console.contains("FS: 4"), "{console}");
+    assert!(vm.wait_exit(Duration::from_secs(60)).unwrap().success());
 }
