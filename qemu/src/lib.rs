@@ -313,7 +313,7 @@ impl Vm {
     }
 
     /// Waits until `pattern` appears on the console after the previous match, and returns
-    /// the console line that holds it (as far as it has arrived).
+    /// the console line that holds it (waiting, within the timeout, for its end).
     pub fn expect(&mut self, pattern: &str, timeout: Duration) -> Result<String, QemuError> {
         let start = Instant::now();
         let until = (start + timeout).min(self.deadline);
@@ -329,10 +329,19 @@ impl Vm {
                     .iter()
                     .rposition(|&b| b == b'\n')
                     .map_or(0, |p| p + 1);
-                let line_end = con.bytes[at..]
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map_or(con.bytes.len(), |p| at + p);
+                let newline = con.bytes[at..].iter().position(|&b| b == b'\n');
+                // Wait (within the timeout) for the rest of the line to arrive.
+                if newline.is_none() && !con.eof && Instant::now() < until {
+                    let left = until.saturating_duration_since(Instant::now());
+                    con = self
+                        .shared
+                        .changed
+                        .wait_timeout(con, left.min(Duration::from_millis(200)))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                    continue;
+                }
+                let line_end = newline.map_or(con.bytes.len(), |p| at + p);
                 let line = String::from_utf8_lossy(&con.bytes[line_start..line_end])
                     .trim_end_matches('\r')
                     .to_string();
@@ -543,7 +552,9 @@ mod tests {
         let _g = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
         let d = std::env::temp_dir().join(format!("stele-qemu-fake-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
-        let name = format!("q{}.sh", script.len() ^ timeout.as_millis() as usize);
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let name = format!("q{n}.sh");
         let p = d.join(name);
         std::fs::write(&p, format!("#!/bin/sh\n{script}\n")).unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -575,6 +586,19 @@ mod tests {
             Some(3)
         );
         assert_eq!(vm.boot_count(), 2);
+    }
+
+    #[test]
+    fn expect_returns_whole_line() {
+        let mut vm = fake(
+            "printf 'LOADED:'; sleep 1; echo ' 19'; sleep 30",
+            Duration::from_secs(60),
+        );
+        assert_eq!(
+            vm.expect("LOADED:", Duration::from_secs(10)).unwrap(),
+            "LOADED: 19"
+        );
+        vm.kill().unwrap();
     }
 
     #[test]
