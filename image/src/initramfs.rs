@@ -54,7 +54,10 @@ pub enum InitramfsError {
     /// The user boot.toml is not acceptable.
     #[error("bad boot config {origin}: {why}")]
     Config { origin: String, why: String },
-    /// A key file is not an ed25519 SPKI PEM public key, or is given twice.
+    /// A key file is not an ed25519 SPKI PEM public key (the verifier's error names it).
+    #[error(transparent)]
+    KeyParse(stele_verifier::Error),
+    /// A key file is not UTF-8, or is given twice.
     #[error("bad key {path}: {why}")]
     Key { path: PathBuf, why: String },
     /// No keys, or a threshold outside 1..=number of keys.
@@ -215,7 +218,7 @@ pub fn load_keys(paths: &[PathBuf], threshold: usize) -> Result<Vec<TrustedKey>,
         };
         let pem = String::from_utf8(bytes).map_err(|_| bad("not a UTF-8 PEM file".into()))?;
         let key = stele_verifier::keys::parse_public_pem(&pem, &p.display().to_string())
-            .map_err(|e| bad(e.to_string()))?;
+            .map_err(InitramfsError::KeyParse)?;
         let id = stele_verifier::keys::key_id(&key).to_string();
         if out.iter().any(|k| k.id == id) {
             return Err(bad(format!("key {id} is given twice")));
@@ -481,7 +484,8 @@ mod tests {
         )
         .unwrap();
         let e = load_keys(&[junk], 1).unwrap_err();
-        assert!(matches!(e, InitramfsError::Key { .. }));
+        assert!(matches!(e, InitramfsError::KeyParse(_)));
+        assert!(e.to_string().contains("junk.pem"), "{e}");
         assert!(!e.is_environment());
     }
 
