@@ -1,53 +1,61 @@
-//! The error type of the boot-side subcommands (initramfs, disk, qemu): a message and an
-//! exit code (1 refused or expectation failed, 2 usage or bad input, 3 environment).
+//! Exit codes and the failure type of the boot-side subcommands (initramfs, disk, qemu).
+//!
+//! Same shape as the CLI's `exit.rs` (`Exit`, `Failure`, `CliResult`) and `util.rs`
+//! (`source_date_epoch`), so that merging means pointing the imports there.
 
-use std::fmt;
+use std::process::ExitCode;
 
-/// Refused: verification or an expectation failed.
-pub const REFUSED: u8 = 1;
-/// Usage error or bad input/config.
-pub const USAGE: u8 = 2;
-/// Environment: I/O, a missing tool.
-pub const ENVIRONMENT: u8 = 3;
+/// The process exit status, by class of failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Success = 0,
+    /// Refused: verification or a QEMU expectation failed.
+    Refused = 1,
+    /// Usage error or bad input/config.
+    Usage = 2,
+    /// Environment: I/O, a missing tool.
+    Environment = 3,
+}
 
-/// A failed subcommand: what to print and how to exit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CmdError {
-    pub code: u8,
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// A failed command: what to print and how to exit.
+#[derive(Debug)]
+pub struct Failure {
+    pub exit: Exit,
     pub message: String,
 }
 
-impl CmdError {
-    pub fn new(code: u8, message: impl Into<String>) -> Self {
-        CmdError {
-            code,
+/// Result of a subcommand.
+pub type CliResult<T = ()> = Result<T, Failure>;
+
+impl Failure {
+    pub fn new(exit: Exit, message: impl Into<String>) -> Self {
+        Failure {
+            exit,
             message: message.into(),
         }
     }
 }
 
-impl fmt::Display for CmdError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for CmdError {}
-
-/// SOURCE_DATE_EPOCH (seconds), 0 when unset.
-pub fn source_date_epoch() -> Result<u64, CmdError> {
+/// SOURCE_DATE_EPOCH (seconds) when set, else 0.
+pub fn source_date_epoch() -> CliResult<u64> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Err(std::env::VarError::NotPresent) => Ok(0),
         Ok(v) if v.trim().is_empty() => Ok(0),
         Ok(v) => v.trim().parse::<u64>().map_err(|_| {
-            CmdError::new(
-                USAGE,
-                format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds: set it to an integer or unset it"),
+            Failure::new(
+                Exit::Usage,
+                format!("invalid SOURCE_DATE_EPOCH {v:?}: expected seconds since the Unix epoch"),
             )
         }),
-        Err(_) => Err(CmdError::new(
-            USAGE,
-            "SOURCE_DATE_EPOCH is not valid UTF-8: set it to an integer or unset it",
+        Err(_) => Err(Failure::new(
+            Exit::Usage,
+            "invalid SOURCE_DATE_EPOCH: not UTF-8",
         )),
     }
 }

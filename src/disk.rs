@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use stele_image::disk::{create, parse_size, DiskError, DiskSpec};
 
-use crate::boot_exit::{source_date_epoch, CmdError, ENVIRONMENT, REFUSED, USAGE};
+use crate::boot_exit::{source_date_epoch, CliResult, Exit, Failure};
 
 /// Disk images.
 #[derive(Debug, clap::Args)]
@@ -40,16 +40,16 @@ pub struct CreateArgs {
     pub data_size: Option<u64>,
 }
 
-fn code(e: &DiskError) -> u8 {
+fn code(e: &DiskError) -> Exit {
     match e {
-        e if e.is_environment() => ENVIRONMENT,
-        DiskError::NotSlot { .. } => REFUSED,
-        _ => USAGE,
+        e if e.is_environment() => Exit::Environment,
+        DiskError::NotSlot { .. } => Exit::Refused,
+        _ => Exit::Usage,
     }
 }
 
 /// Runs `stele disk ...`.
-pub fn run(args: DiskArgs) -> Result<(), CmdError> {
+pub fn run(args: DiskArgs) -> CliResult {
     match args.cmd {
         DiskCmd::Create(c) => {
             let spec = DiskSpec {
@@ -59,7 +59,7 @@ pub fn run(args: DiskArgs) -> Result<(), CmdError> {
                 data_size: c.data_size,
                 epoch: source_date_epoch()?,
             };
-            let gpt = create(&c.out, &spec).map_err(|e| CmdError::new(code(&e), e.to_string()))?;
+            let gpt = create(&c.out, &spec).map_err(|e| Failure::new(code(&e), e.to_string()))?;
             println!("wrote {}", c.out.display());
             for p in &gpt.partitions {
                 let (off, len) = p.byte_range();

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use stele_image::cpio::Archive;
 use stele_image::initramfs::{build, InitramfsError, InitramfsSpec};
 
-use crate::boot_exit::{source_date_epoch, CmdError, ENVIRONMENT, USAGE};
+use crate::boot_exit::{source_date_epoch, CliResult, Exit, Failure};
 
 /// Build an initramfs (newc cpio) for stele-init.
 #[derive(Debug, clap::Args)]
@@ -39,19 +39,19 @@ pub struct InitramfsArgs {
     pub out: PathBuf,
 }
 
-fn code(e: &InitramfsError) -> u8 {
+fn code(e: &InitramfsError) -> Exit {
     if e.is_environment() {
-        ENVIRONMENT
+        Exit::Environment
     } else {
-        USAGE
+        Exit::Usage
     }
 }
 
 /// Runs `stele initramfs`.
-pub fn run(args: InitramfsArgs) -> Result<(), CmdError> {
+pub fn run(args: InitramfsArgs) -> CliResult {
     let epoch = source_date_epoch()?;
     let mtime = Archive::mtime_from_epoch(epoch)
-        .map_err(|e| CmdError::new(USAGE, format!("SOURCE_DATE_EPOCH: {e}")))?;
+        .map_err(|e| Failure::new(Exit::Usage, format!("SOURCE_DATE_EPOCH: {e}")))?;
     let spec = InitramfsSpec {
         modules_dir: args.modules_dir,
         modules: args.modules,
@@ -62,17 +62,18 @@ pub fn run(args: InitramfsArgs) -> Result<(), CmdError> {
         init: args.init,
         mtime,
     };
-    let (archive, order) = build(&spec).map_err(|e| CmdError::new(code(&e), e.to_string()))?;
+    let (archive, order) = build(&spec).map_err(|e| Failure::new(code(&e), e.to_string()))?;
     let bytes = archive
         .to_bytes()
-        .map_err(|e| CmdError::new(USAGE, e.to_string()))?;
+        .map_err(|e| Failure::new(Exit::Usage, e.to_string()))?;
     let out = args.out;
     stele_image::outfile::write_atomic(
         &out,
-        |what, e| CmdError::new(ENVIRONMENT, format!("{what} {}: {e}", out.display())),
+        |what, e| Failure::new(Exit::Environment, format!("{what} {}: {e}", out.display())),
         |f, _| {
-            f.write_all(&bytes)
-                .map_err(|e| CmdError::new(ENVIRONMENT, format!("writing {}: {e}", out.display())))
+            f.write_all(&bytes).map_err(|e| {
+                Failure::new(Exit::Environment, format!("writing {}: {e}", out.display()))
+            })
         },
     )?;
     println!(

@@ -36,9 +36,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("stele: {e}");
-            ExitCode::from(e.code)
+        Err(f) => {
+            eprintln!("stele: error: {}", f.message.replace('\n', " "));
+            f.exit.into()
         }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use stele_qemu::{QemuError, Vm, VmConfig};
 
-use crate::boot_exit::{CmdError, ENVIRONMENT, REFUSED};
+use crate::boot_exit::{CliResult, Exit, Failure};
 
 /// QEMU.
 #[derive(Debug, clap::Args)]
@@ -45,31 +45,32 @@ pub struct RunArgs {
     pub memory: u32,
 }
 
-fn qemu_err(e: QemuError) -> CmdError {
+fn qemu_err(e: QemuError) -> Failure {
     match e {
         QemuError::NotFound(_) | QemuError::Spawn { .. } | QemuError::Log { .. } => {
-            CmdError::new(ENVIRONMENT, e.to_string())
+            Failure::new(Exit::Environment, e.to_string())
         }
-        QemuError::Process { .. } => CmdError::new(ENVIRONMENT, e.to_string()),
+        QemuError::Process { .. } => Failure::new(Exit::Environment, e.to_string()),
         // The console was already printed as it came: name the failure only.
-        QemuError::Timeout { pattern, secs, .. } => CmdError::new(
-            REFUSED,
+        QemuError::Timeout { pattern, secs, .. } => Failure::new(
+            Exit::Refused,
             format!("expected text {pattern:?} did not appear within {secs}s"),
         ),
         QemuError::Exited {
             pattern, status, ..
-        } => CmdError::new(
-            REFUSED,
+        } => Failure::new(
+            Exit::Refused,
             format!("the VM exited ({status}) before {pattern:?} appeared"),
         ),
-        QemuError::StillRunning { secs, .. } => {
-            CmdError::new(REFUSED, format!("the VM did not power off within {secs}s"))
-        }
+        QemuError::StillRunning { secs, .. } => Failure::new(
+            Exit::Refused,
+            format!("the VM did not power off within {secs}s"),
+        ),
     }
 }
 
 /// Runs `stele qemu ...`.
-pub fn run(args: QemuArgs) -> Result<(), CmdError> {
+pub fn run(args: QemuArgs) -> CliResult {
     let QemuCmd::Run(r) = args.cmd;
     let mut cfg = VmConfig::from_env(r.kernel, r.initrd);
     cfg.disks = r.disks.into_iter().map(|d| (d, false)).collect();
@@ -84,9 +85,10 @@ pub fn run(args: QemuArgs) -> Result<(), CmdError> {
     }
     let left = vm.remaining();
     match vm.wait_exit(left) {
-        Ok(status) if !status.success() && r.expect.is_empty() => {
-            Err(CmdError::new(REFUSED, format!("QEMU exited with {status}")))
-        }
+        Ok(status) if !status.success() && r.expect.is_empty() => Err(Failure::new(
+            Exit::Refused,
+            format!("QEMU exited with {status}"),
+        )),
         Ok(_) => Ok(()),
         Err(QemuError::StillRunning { .. }) if !r.expect.is_empty() => {
             vm.kill().map_err(qemu_err)?;
