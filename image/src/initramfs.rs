@@ -91,7 +91,7 @@ impl InitramfsError {
 pub struct TrustedKey {
     /// 16 hex digits (verifier::keys::key_id).
     pub id: String,
-    /// The SPKI PEM text.
+    /// The SPKI PEM text (canonical, as verifier::keys::public_pem writes it).
     pub pem: String,
 }
 
@@ -223,6 +223,8 @@ pub fn load_keys(paths: &[PathBuf], threshold: usize) -> Result<Vec<TrustedKey>,
         if out.iter().any(|k| k.id == id) {
             return Err(bad(format!("key {id} is given twice")));
         }
+        // Stored re-encoded: the init parses exactly what the verifier writes.
+        let pem = stele_verifier::keys::public_pem(&key);
         out.push(TrustedKey { id, pem });
     }
     if threshold == 0 || threshold > out.len() {
