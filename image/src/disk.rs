@@ -428,7 +428,7 @@ pub fn create(out: &Path, spec: &DiskSpec) -> Result<Gpt, DiskError> {
         }
         let (off, len) = part(STATE_NAME);
         let mut w = PartitionIo::new(disk, off, len);
-        stele_verifier::state::store(&mut w, &BootState::initial(b.is_some()), 1)
+        stele_verifier::state::initialize(&mut w, &BootState::initial(b.is_some()))
             .map_err(DiskError::State)?;
         disk.flush().map_err(ioe("writing"))?;
         if let Some(p) = gpt.partitions.iter().find(|p| p.name == DATA_NAME) {
@@ -663,10 +663,10 @@ mod tests {
         let (so, sl) = find_partition(&mut f, STATE_NAME).unwrap();
         assert_eq!((so, sl), (MIB, MIB));
         let mut w = PartitionIo::new(&mut f, so, sl);
-        let (state, _) = stele_verifier::state::load(&mut w).unwrap();
-        let initial = BootState::initial(true);
-        assert_eq!(state.slots, initial.slots);
-        assert_eq!(state.rollback_floor, initial.rollback_floor);
+        assert_eq!(
+            stele_verifier::state::load(&mut w).unwrap(),
+            (BootState::initial(true), 0)
+        );
         let data = range(&bytes, find_partition(&mut f, DATA_NAME).unwrap());
         assert_eq!(&data[1024 + 56..1024 + 58], &[0x53, 0xEF]);
         // Reproducible, and no temporary file left behind.
