@@ -45,17 +45,39 @@ impl Failure {
 /// SOURCE_DATE_EPOCH (seconds) when set, else 0.
 pub fn source_date_epoch() -> CliResult<u64> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Err(std::env::VarError::NotPresent) => Ok(0),
-        Ok(v) if v.trim().is_empty() => Ok(0),
-        Ok(v) => v.trim().parse::<u64>().map_err(|_| {
+        Err(std::env::VarError::NotPresent) => epoch_from(None),
+        Ok(v) => epoch_from(Some(&v)),
+        Err(_) => Err(Failure::new(
+            Exit::Usage,
+            "invalid SOURCE_DATE_EPOCH: not UTF-8",
+        )),
+    }
+}
+
+/// Parses a SOURCE_DATE_EPOCH value (unset or empty: 0). Pure.
+pub fn epoch_from(v: Option<&str>) -> CliResult<u64> {
+    match v.map(str::trim) {
+        None | Some("") => Ok(0),
+        Some(v) => v.parse::<u64>().map_err(|_| {
             Failure::new(
                 Exit::Usage,
                 format!("invalid SOURCE_DATE_EPOCH {v:?}: expected seconds since the Unix epoch"),
             )
         }),
-        Err(_) => Err(Failure::new(
-            Exit::Usage,
-            "invalid SOURCE_DATE_EPOCH: not UTF-8",
-        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_values() {
+        assert_eq!(epoch_from(None).unwrap(), 0);
+        assert_eq!(epoch_from(Some(" ")).unwrap(), 0);
+        assert_eq!(epoch_from(Some("1700000000")).unwrap(), 1_700_000_000);
+        let f = epoch_from(Some("yesterday")).unwrap_err();
+        assert_eq!(f.exit, Exit::Usage);
+        assert!(f.message.contains("yesterday"));
     }
 }

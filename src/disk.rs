@@ -69,3 +69,28 @@ pub fn run(args: DiskArgs) -> CliResult {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes() {
+        let not_slot = DiskError::NotSlot {
+            path: "x".into(),
+            why: "no footer".into(),
+        };
+        assert_eq!(code(&not_slot), Exit::Refused);
+        let big = DiskError::TooLarge {
+            path: "x".into(),
+            image_len: 2,
+            slot_len: 1,
+        };
+        assert_eq!(code(&big), Exit::Usage);
+        let tool = DiskError::ToolMissing {
+            tool: "mkfs.ext4",
+            package: "e2fsprogs",
+        };
+        assert_eq!(code(&tool), Exit::Environment);
+    }
+}

@@ -86,3 +86,22 @@ pub fn run(args: InitramfsArgs) -> CliResult {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes() {
+        let t = InitramfsError::Threshold {
+            threshold: 3,
+            keys: 1,
+        };
+        assert_eq!(code(&t), Exit::Usage);
+        let r = InitramfsError::Read {
+            path: "k.pem".into(),
+            source: std::io::Error::other("gone"),
+        };
+        assert_eq!(code(&r), Exit::Environment);
+    }
+}

@@ -97,3 +97,28 @@ pub fn run(args: QemuArgs) -> CliResult {
         Err(e) => Err(qemu_err(e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(
+            qemu_err(QemuError::NotFound("q".into())).exit,
+            Exit::Environment
+        );
+        let t = qemu_err(QemuError::Timeout {
+            pattern: "stele: ready".into(),
+            secs: 5,
+            tail: "console".into(),
+        });
+        assert_eq!(t.exit, Exit::Refused);
+        assert!(t.message.contains("stele: ready") && !t.message.contains("console"));
+        let s = qemu_err(QemuError::StillRunning {
+            secs: 5,
+            tail: String::new(),
+        });
+        assert_eq!(s.exit, Exit::Refused);
+    }
+}
