@@ -451,9 +451,19 @@ impl Vm {
         String::from_utf8_lossy(&self.shared.lock().bytes).into_owned()
     }
 
-    /// How many times the kernel started (occurrences of [`BOOT_MARKER`]).
+    /// How many times the kernel started (occurrences of [`BOOT_MARKER`]). The kernel
+    /// prints that banner at notice level: `quiet` hides it; then count a line the init
+    /// prints every boot with [`Vm::count`] (e.g. `"stele: stele-init "`).
     pub fn boot_count(&self) -> usize {
-        self.console().matches(BOOT_MARKER).count()
+        self.count(BOOT_MARKER)
+    }
+
+    /// Occurrences of `text` on the whole console so far.
+    pub fn count(&self, text: &str) -> usize {
+        if text.is_empty() {
+            return 0;
+        }
+        self.console().matches(text).count()
     }
 
     /// Time left before the hard timeout.
@@ -586,6 +596,8 @@ mod tests {
             Some(3)
         );
         assert_eq!(vm.boot_count(), 2);
+        assert_eq!(vm.count("two"), 1);
+        assert_eq!(vm.count(""), 0);
     }
 
     #[test]
