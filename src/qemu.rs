@@ -43,6 +43,9 @@ pub struct RunArgs {
     /// Guest memory in MiB.
     #[arg(long, value_name = "MB", default_value_t = 512)]
     pub memory: u32,
+    /// Make a guest reboot end QEMU (default: the VM reboots, as hardware would).
+    #[arg(long)]
+    pub no_reboot: bool,
 }
 
 fn qemu_err(e: QemuError) -> Failure {
@@ -76,6 +79,7 @@ pub fn run(args: QemuArgs) -> CliResult {
     cfg.disks = r.disks.into_iter().map(|d| (d, false)).collect();
     cfg.append = r.append;
     cfg.memory_mb = r.memory;
+    cfg.no_reboot = r.no_reboot;
     cfg.timeout = Duration::from_secs(r.timeout);
     cfg.echo = true;
     let mut vm = Vm::start(&cfg).map_err(qemu_err)?;
