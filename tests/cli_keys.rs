@@ -147,8 +147,17 @@ fn external_signer_command_adds_a_checked_signature() {
     let (k1, p1) = fx.keygen("one");
     let (k2, p2) = fx.keygen("two");
     let img = fx.build("s.img", &k1, &[]);
-    let cmd = format!("openssl pkeyutl -sign -rawin -inkey {k2}");
+    // OpenSSL 3.0 cannot sign ed25519 from a pipe ("unable to determine file size for
+    // oneshot operation"), so the signer is a two-line wrapper that spools stdin to a file.
     need_tool("openssl");
+    let script = fx.path("signer.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nset -e\nt=$(mktemp)\ntrap 'rm -f \"$t\"' EXIT\ncat > \"$t\"\n\
+         openssl pkeyutl -sign -rawin -inkey \"$1\" -in \"$t\"\n",
+    )
+    .unwrap();
+    let cmd = format!("sh {} {k2}", script.display());
     let s = ok(stele(&[
         "sign",
         &img,

@@ -18,12 +18,17 @@ fn format_matches_veritysetup_and_verify_finds_the_bad_block() {
         .collect();
     std::fs::write(fx.path("data"), &data).unwrap();
     let d = fx.p("data");
-    for (salt, dbs, hbs) in [
+    let cases = [
         ("00ff11", "4096", "4096"),
         ("-", "512", "1024"),
         (SALT, "1024", "4096"),
-    ] {
-        let (mine, theirs) = (fx.p("mine.hash"), fx.p("theirs.hash"));
+    ];
+    for (i, (salt, dbs, hbs)) in cases.into_iter().enumerate() {
+        // Fresh files: veritysetup does not truncate an existing hash file.
+        let (mine, theirs) = (
+            fx.p(&format!("mine{i}.hash")),
+            fx.p(&format!("theirs{i}.hash")),
+        );
         let s = ok(stele(&[
             "verity",
             "format",
