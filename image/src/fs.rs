@@ -206,8 +206,11 @@ fn build_ext4(
         .map_err(|e| Error::io("create staging directory", &stage.0, e))?;
     let mut usage = Usage::default();
     stage_copy(rootfs, &stage.0, &mut usage)?;
-    std::fs::set_permissions(&stage.0, std::fs::Permissions::from_mode(meta_mode(rootfs)?))
-        .map_err(|e| Error::io("set mode of", &stage.0, e))?;
+    std::fs::set_permissions(
+        &stage.0,
+        std::fs::Permissions::from_mode(meta_mode(rootfs)?),
+    )
+    .map_err(|e| Error::io("set mode of", &stage.0, e))?;
     set_times(&stage.0, opts.epoch)?;
     let size = usage.image_size();
     let inodes = usage.entries + 64;
@@ -231,7 +234,65 @@ fn build_ext4(
         .arg("-d")
         .arg(&stage.0)
         .arg(out);
-    run(cmd, "mkfs.ext4")
+    run(cmd, "mkfs.ext4")?;
+    normalise_inodes(out, &stage.0, &usage.paths, opts.epoch)
+}
+
+/// `mkfs.ext4 -d` copies each file's ctime (and owner) from the staged copy, and ctime
+/// cannot be set from userspace: rewrite every inode's times and owner with debugfs.
+fn normalise_inodes(image: &Path, stage: &Path, paths: &[String], epoch: u64) -> Result<()> {
+    let exe = find_tool("debugfs", "e2fsprogs")?;
+    let mut script = String::new();
+    for p in std::iter::once("/").chain(paths.iter().map(String::as_str)) {
+        for field in ["atime", "mtime", "ctime", "crtime"] {
+            script.push_str(&format!("sif \"{p}\" {field} @{epoch}\n"));
+        }
+        for field in ["uid", "gid"] {
+            script.push_str(&format!("sif \"{p}\" {field} 0\n"));
+        }
+    }
+    let cmds = stage.join(".stele-debugfs");
+    std::fs::write(&cmds, script).map_err(|e| Error::io("write", &cmds, e))?;
+    let output = Command::new(exe)
+        .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
+        .arg("-w")
+        .arg("-f")
+        .arg(&cmds)
+        .arg(image)
+        .output()
+        .map_err(|e| Error::ToolFailed {
+            tool: "debugfs",
+            status: "could not start".into(),
+            stderr: e.to_string(),
+        })?;
+    // debugfs exits 0 even when a request fails; failures are the stderr lines other than
+    // its version banner.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let bad = stderr
+        .lines()
+        .find(|l| !l.trim().is_empty() && !l.starts_with("debugfs "));
+    match bad {
+        None if output.status.success() => Ok(()),
+        _ => Err(Error::ToolFailed {
+            tool: "debugfs",
+            status: output.status.to_string(),
+            stderr: bad.unwrap_or("").to_string(),
+        }),
+    }
+}
+
+/// A file name as debugfs can take it in a double-quoted argument.
+fn debugfs_name(name: &std::ffi::OsStr, full: &Path) -> Result<String> {
+    match name.to_str() {
+        Some(n) if !n.chars().any(|c| c == '"' || c == '\\' || c.is_control()) => Ok(n.to_string()),
+        _ => Err(Error::invalid(
+            "root directory",
+            format!(
+                "{}: ext4 images are built only from names without quotes, backslashes or control characters (use erofs or squashfs)",
+                full.display()
+            ),
+        )),
+    }
 }
 
 fn meta_mode(p: &Path) -> Result<u32> {
@@ -243,6 +304,8 @@ fn meta_mode(p: &Path) -> Result<u32> {
 struct Usage {
     blocks: u64,
     entries: u64,
+    /// Paths inside the image (`/a/b`), in staging order.
+    paths: Vec<String>,
 }
 
 impl Usage {
@@ -257,6 +320,10 @@ impl Usage {
 /// Copies `src` into the existing directory `dst`: regular files, directories and
 /// symlinks, modes kept, in sorted order. Other file types are refused.
 fn stage_copy(src: &Path, dst: &Path, usage: &mut Usage) -> Result<()> {
+    stage_dir(src, dst, "", usage)
+}
+
+fn stage_dir(src: &Path, dst: &Path, prefix: &str, usage: &mut Usage) -> Result<()> {
     let mut names = std::fs::read_dir(src)
         .map_err(|e| Error::io("read directory", src, e))?
         .map(|e| e.map(|e| e.file_name()))
@@ -268,10 +335,12 @@ fn stage_copy(src: &Path, dst: &Path, usage: &mut Usage) -> Result<()> {
         let d = dst.join(&name);
         let m = s.symlink_metadata().map_err(|e| Error::io("stat", &s, e))?;
         let ft = m.file_type();
+        let inner = format!("{prefix}/{}", debugfs_name(&name, &s)?);
+        usage.paths.push(inner.clone());
         usage.entries += 1;
         if ft.is_dir() {
             std::fs::create_dir(&d).map_err(|e| Error::io("create directory", &d, e))?;
-            stage_copy(&s, &d, usage)?;
+            stage_dir(&s, &d, &inner, usage)?;
             usage.blocks += 1;
         } else if ft.is_file() {
             std::fs::copy(&s, &d).map_err(|e| Error::io("copy", &s, e))?;
@@ -371,11 +440,13 @@ mod tests {
         let small = Usage {
             blocks: 1,
             entries: 1,
+            ..Usage::default()
         }
         .image_size();
         let big = Usage {
             blocks: 10_000,
             entries: 100,
+            ..Usage::default()
         }
         .image_size();
         assert!(small >= 4 * 1024 * 1024 && big > 10_000 * 4096);
@@ -410,10 +481,6 @@ mod tests {
             let work = tempfile::tempdir().unwrap();
             let (a, b) = (work.path().join("a"), work.path().join("b"));
             make_tree(&a);
-            std::thread::sleep(std::time::Duration::from_millis(1100));
-            std::fs::create_dir(&b).unwrap();
-            std::fs::write(b.join("zz"), "last").unwrap();
-            make_tree_rest(&b);
             let opts = FsOptions {
                 fs_type: t,
                 epoch: 1_700_000_000,
@@ -421,12 +488,29 @@ mod tests {
             };
             let (ia, ib) = (work.path().join("a.img"), work.path().join("b.img"));
             build_fs(&a, &ia, &opts).unwrap_or_else(|e| panic!("{e}"));
+            // Later, in another order: other mtimes, ctimes and inode numbers.
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+            std::fs::create_dir(&b).unwrap();
+            std::fs::write(b.join("zz"), "last").unwrap();
+            make_tree_rest(&b);
             build_fs(&b, &ib, &opts).unwrap_or_else(|e| panic!("{e}"));
             let (x, y) = (std::fs::read(&ia).unwrap(), std::fs::read(&ib).unwrap());
             assert!(!x.is_empty());
             assert!(x == y, "{t:?} images differ");
+            if t == FsType::Ext4 {
+                let fsck = find_tool("e2fsck", "e2fsprogs").unwrap_or_else(|e| panic!("{e}"));
+                let o = Command::new(fsck).arg("-fn").arg(&ia).output().unwrap();
+                assert!(
+                    o.status.success(),
+                    "e2fsck: {}",
+                    String::from_utf8_lossy(&o.stdout)
+                );
+            }
             // Nothing left behind next to the output.
-            let left: Vec<_> = std::fs::read_dir(work.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+            let left: Vec<_> = std::fs::read_dir(work.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
             assert_eq!(left.len(), 4, "{left:?}");
         }
     }
