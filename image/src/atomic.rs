@@ -40,7 +40,7 @@ impl AtomicFile {
             .create_new(true)
             .mode(mode)
             .open(&tmp)
-            .map_err(|e| Error::io("create", &tmp, e))?;
+            .map_err(|e| Error::io("create a temporary file in", &dir, e))?;
         Ok(AtomicFile {
             tmp,
             dest: dest.to_path_buf(),

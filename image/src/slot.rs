@@ -417,4 +417,102 @@ mod tests {
         let msg = [7u8; 100];
         assert_eq!(external_sign("head -c 64", &msg).unwrap(), [7u8; 64]);
     }
+
+    fn params() -> BuildParams {
+        BuildParams {
+            name: "demo".into(),
+            version: "1.0".into(),
+            rollback_index: 3,
+            created: 1_700_000_000,
+            fs_type: FsType::Erofs,
+            salt: vec![0xab; 32],
+            data_block_size: 4096,
+            hash_block_size: 4096,
+        }
+    }
+
+    fn build(fs: &[u8], p: &BuildParams, keys: &[SigningKey]) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_slot(fs, fs.len() as u64, p, keys, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn written_image_verifies_and_has_the_documented_layout() {
+        use stele_verifier::keys::Keyring;
+        use stele_verifier::slot::{verify, VerifyOptions};
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let fs: Vec<u8> = (0..600_000u32).map(|i| (i % 253) as u8).collect();
+        let img = build(&fs, &params(), std::slice::from_ref(&key));
+        assert_eq!(img.len() as u64 % ALIGN, 0);
+        assert_eq!(&img[..fs.len()], fs.as_slice());
+        let ring = Keyring::new(vec![key.verifying_key()], 1).unwrap();
+        let opts = VerifyOptions {
+            full: true,
+            rollback_floor: Some(3),
+        };
+        let len = img.len() as u64;
+        let (loc, vm) = verify(&mut std::io::Cursor::new(&img), len, &ring, opts).unwrap();
+        assert_eq!(vm.manifest.filesystem.size, fs.len() as u64);
+        assert_eq!(vm.manifest.verity.data_blocks, 147);
+        assert_eq!(vm.manifest.verity.hash_offset, 147 * 4096);
+        let l = layout(&loc, &vm.manifest, len).unwrap();
+        assert_eq!(
+            l.manifest_offset,
+            align_up(l.hash_offset + l.hash_tree_size, ALIGN)
+        );
+        assert_eq!(
+            l.footer_offset,
+            align_up(l.manifest_offset + l.manifest_len, ALIGN)
+        );
+        // Same inputs, same bytes.
+        assert_eq!(img, build(&fs, &params(), &[key]));
+    }
+
+    #[test]
+    fn data_blocks_round_up_to_hash_blocks() {
+        let mut p = params();
+        p.data_block_size = 512;
+        p.hash_block_size = 4096;
+        let vp = verity_params_for(513, &p).unwrap();
+        assert_eq!(vp.data_blocks(), 8);
+        p.data_block_size = 4096;
+        p.hash_block_size = 512;
+        assert_eq!(verity_params_for(4097, &p).unwrap().data_blocks(), 2);
+        assert!(write_slot(&[][..], 0, &p, &[], &mut Vec::new()).is_err());
+        p.data_block_size = 1000;
+        assert!(matches!(
+            verity_params_for(1, &p),
+            Err(Error::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn signing_in_place_adds_and_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.img");
+        let (k1, k2) = (
+            SigningKey::from_bytes(&[1; 32]),
+            SigningKey::from_bytes(&[2; 32]),
+        );
+        std::fs::write(
+            &path,
+            build(&[0x11; 5000], &params(), std::slice::from_ref(&k1)),
+        )
+        .unwrap();
+        sign(&path, &k2).unwrap();
+        sign(&path, &k2).unwrap();
+        let loc = read(&path).unwrap();
+        let ids: Vec<KeyId> = loc.envelope.signatures.iter().map(|s| s.key_id).collect();
+        assert_eq!(
+            ids,
+            vec![key_id(&k1.verifying_key()), key_id(&k2.verifying_key())]
+        );
+        let ring =
+            stele_verifier::keys::Keyring::new(vec![k1.verifying_key(), k2.verifying_key()], 2)
+                .unwrap();
+        assert!(loc.envelope.verify(&ring).is_ok());
+        // Only the image is left in the directory (no temporary files).
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
 }
