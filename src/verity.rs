@@ -34,8 +34,10 @@ pub struct Geometry {
 
 #[derive(Debug, clap::Args)]
 pub struct FormatArgs {
+    /// The data (file or block device) to hash.
     #[arg(value_name = "DATA")]
     data: PathBuf,
+    /// Where to write the hash tree (created or truncated; the tree starts at offset 0).
     #[arg(value_name = "HASH")]
     hash: PathBuf,
     /// Salt in hex, `-` for none (default: 32 random bytes).
@@ -47,8 +49,10 @@ pub struct FormatArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
+    /// The data to check.
     #[arg(value_name = "DATA")]
     data: PathBuf,
+    /// The hash tree (at offset 0), as written by `stele verity format`.
     #[arg(value_name = "HASH")]
     hash: PathBuf,
     /// Root hash in hex.
