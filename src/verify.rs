@@ -50,13 +50,12 @@ pub fn verify(a: &VerifyArgs) -> CliResult {
         ));
     }
     println!(
-        "verified: {} {} rollback_index={} signed by {} root_hash={}{}",
+        "verified: {} {} rollback_index={} signed by {} root_hash={}",
         m.name,
         m.version,
         m.rollback_index,
         ids.join(","),
         hex::encode(&m.verity.root_hash),
-        if a.full { " data=full" } else { "" }
     );
     Ok(())
 }

@@ -59,6 +59,32 @@ fn build_verify_inspect_round_trip() {
     ]));
 }
 
+/// The footer is in the last 4 KiB of a partition larger than the image.
+#[test]
+fn verifies_inside_a_larger_partition() {
+    let fx = Fixture::new();
+    let (k, p) = fx.keygen("a");
+    let img = fx.build("s.img", &k, &[]);
+    let bytes = std::fs::read(&img).unwrap();
+    let r = regions(&bytes);
+    let mut part = bytes[..r.footer].to_vec();
+    part.resize(r.footer + (1 << 20), 0xee);
+    part.extend_from_slice(&bytes[r.footer..]);
+    let path = fx.path("part.img");
+    std::fs::write(&path, &part).unwrap();
+    let path = path.display().to_string();
+    let s = ok(stele(&["verify", &path, "--key", &p, "--full"]));
+    assert!(s.starts_with("verified: demo 1.0.0"), "{s}");
+    // The footer that counts is the one at the very end.
+    let n = part.len();
+    write_flipped(&part, n - 100, &fx.path("part2.img"));
+    fails(
+        &stele(&["verify", &fx.p("part2.img"), "--key", &p]),
+        1,
+        &["footer"],
+    );
+}
+
 #[test]
 fn created_follows_source_date_epoch() {
     let fx = Fixture::new();
