@@ -304,15 +304,19 @@ fn meta_mode(p: &Path) -> Result<u32> {
 struct Usage {
     blocks: u64,
     entries: u64,
+    /// Upper bound of the directory entry bytes.
+    dirent_bytes: u64,
     /// Paths inside the image (`/a/b`), in staging order.
     paths: Vec<String>,
 }
 
 impl Usage {
     fn image_size(&self) -> u64 {
+        // Inode tables, data and directory blocks, plus 1/8 for bitmaps, group descriptors,
+        // extent blocks and half-full directory blocks, plus 4 MiB.
         let inode_bytes = (self.entries + 64) * 256;
-        let data = (self.blocks + self.entries) * EXT4_BLOCK;
-        let raw = data + data / 4 + inode_bytes + 4 * 1024 * 1024;
+        let data = self.blocks * EXT4_BLOCK + self.dirent_bytes * 2;
+        let raw = data + data / 8 + inode_bytes + 4 * 1024 * 1024;
         raw.div_ceil(1024 * 1024) * 1024 * 1024
     }
 }
@@ -338,18 +342,20 @@ fn stage_dir(src: &Path, dst: &Path, prefix: &str, usage: &mut Usage) -> Result<
         let inner = format!("{prefix}/{}", debugfs_name(&name, &s)?);
         usage.paths.push(inner.clone());
         usage.entries += 1;
+        usage.dirent_bytes += 12 + inner.len() as u64;
         if ft.is_dir() {
             std::fs::create_dir(&d).map_err(|e| Error::io("create directory", &d, e))?;
             stage_dir(&s, &d, &inner, usage)?;
             usage.blocks += 1;
         } else if ft.is_file() {
             std::fs::copy(&s, &d).map_err(|e| Error::io("copy", &s, e))?;
-            usage.blocks += m.len().div_ceil(EXT4_BLOCK) + 1;
+            usage.blocks += m.len().div_ceil(EXT4_BLOCK);
         } else if ft.is_symlink() {
             let target = std::fs::read_link(&s).map_err(|e| Error::io("read link", &s, e))?;
             std::os::unix::fs::symlink(&target, &d)
                 .map_err(|e| Error::io("create symlink", &d, e))?;
-            usage.blocks += 1;
+            // Targets under 60 bytes live in the inode.
+            usage.blocks += u64::from(target.as_os_str().len() >= 60);
         } else {
             let kind = if ft.is_fifo() {
                 "fifo"
