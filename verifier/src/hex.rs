@@ -17,7 +17,7 @@ pub fn decode(s: &str) -> Option<Vec<u8>> {
         return Some(Vec::new());
     }
     let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return None;
     }
     let nibble = |c: u8| -> Option<u8> {
@@ -34,6 +34,7 @@ pub fn decode(s: &str) -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // test data sizes are small
 mod tests {
     use super::*;
 

@@ -11,6 +11,9 @@ pub mod keys;
 pub mod manifest;
 pub mod slot;
 pub mod state;
+#[cfg(test)]
+mod testutil;
+pub mod update;
 pub mod verity;
 
 pub use error::{Error, Result};

@@ -1,11 +1,15 @@
 //! Reading and checking a whole slot image (or a partition holding one) through `Read + Seek`.
 
-use std::io::{Read, Seek};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 
-use crate::footer::Footer;
+use crate::footer::{Footer, FOOTER_SIZE};
 use crate::keys::Keyring;
 use crate::manifest::{Envelope, VerifiedManifest};
-use crate::Result;
+use crate::verity::{verify_data, verify_hash_area};
+use crate::{Error, Result};
+
+/// Buffer of the reader used for the full data pass.
+const DATA_READ_BUFFER: usize = 4 << 20;
 
 /// What to check besides the signatures.
 #[derive(Clone, Copy, Debug, Default)]
@@ -23,10 +27,60 @@ pub struct SlotLocator {
     pub envelope: Envelope,
 }
 
+/// Length of the stream (its end), for error messages.
+fn stream_len<R: Seek>(r: &mut R) -> u64 {
+    r.seek(SeekFrom::End(0)).unwrap_or(0)
+}
+
+/// Reads exactly `len` bytes at `offset`; a short read is [`Error::Truncated`] naming `what`.
+fn read_region<R: Read + Seek>(
+    r: &mut R,
+    what: &'static str,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>> {
+    let truncated = |available: u64| Error::Truncated {
+        what,
+        offset,
+        needed: len,
+        available,
+    };
+    let n = usize::try_from(len).map_err(|_| truncated(0))?;
+    r.seek(SeekFrom::Start(offset))
+        .map_err(|e| Error::io(what, e))?;
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(n)
+        .map_err(|_| Error::invalid(what, format!("{len} bytes do not fit in memory")))?;
+    let got = r
+        .by_ref()
+        .take(len)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io(what, e))?;
+    if got != n {
+        let end = stream_len(r);
+        return Err(truncated(end.saturating_sub(offset)));
+    }
+    Ok(buf)
+}
+
 /// Reads the footer (last 4096 bytes of `len`) and the envelope it points at.
 pub fn locate<R: Read + Seek>(r: &mut R, len: u64) -> Result<SlotLocator> {
-    let _ = (r, len);
-    todo!()
+    let footer_at = len.checked_sub(FOOTER_SIZE).ok_or(Error::Truncated {
+        what: "footer",
+        offset: 0,
+        needed: FOOTER_SIZE,
+        available: len,
+    })?;
+    let bytes = read_region(r, "footer", footer_at, FOOTER_SIZE)?;
+    let footer = Footer::parse(&bytes, len)?;
+    let bytes = read_region(
+        r,
+        "manifest envelope",
+        footer.manifest_offset,
+        footer.manifest_len,
+    )?;
+    let envelope = Envelope::parse(&bytes)?;
+    Ok(SlotLocator { footer, envelope })
 }
 
 /// Signatures, rollback floor, layout sanity, the hash tree against the signed root hash,
@@ -37,6 +91,242 @@ pub fn verify<R: Read + Seek>(
     keyring: &Keyring,
     opts: VerifyOptions,
 ) -> Result<(SlotLocator, VerifiedManifest)> {
-    let _ = (r, len, keyring, opts);
-    todo!()
+    let loc = locate(r, len)?;
+    let verified = loc.envelope.verify(keyring)?;
+    let m = &verified.manifest;
+    if let Some(floor) = opts.rollback_floor {
+        if m.rollback_index < floor {
+            return Err(Error::Rollback {
+                index: m.rollback_index,
+                floor,
+            });
+        }
+    }
+    let params = m.verity_params()?;
+    let hash_offset = m.verity.hash_offset;
+    let tree_size = params.hash_tree_size();
+    let hash_end = hash_offset.checked_add(tree_size).ok_or_else(|| {
+        Error::invalid(
+            "slot layout",
+            "hash_offset + hash tree size overflows 64 bits",
+        )
+    })?;
+    if hash_end > loc.footer.manifest_offset {
+        return Err(Error::invalid(
+            "slot layout",
+            format!(
+                "the hash tree ends at {hash_end} but the manifest starts at {}: \
+                 the footer does not match the signed manifest",
+                loc.footer.manifest_offset
+            ),
+        ));
+    }
+    // Footer::parse already put the manifest before the footer, inside `len`.
+    let hash_area = read_region(r, "verity hash tree", hash_offset, tree_size)?;
+    verify_hash_area(&hash_area, &params, &m.verity.root_hash)?;
+    if opts.full {
+        r.seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io("verity data", e))?;
+        let data = BufReader::with_capacity(DATA_READ_BUFFER, r.by_ref().take(hash_offset));
+        verify_data(data, &hash_area, &params, &m.verity.root_hash)?;
+    }
+    Ok((loc, verified))
+}
+
+/// A `Read + Seek` that counts bytes, for tests of the read pattern.
+#[cfg(test)]
+#[derive(Debug)]
+struct Counting<R> {
+    inner: R,
+    read: u64,
+}
+
+#[cfg(test)]
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+impl<R: Seek> Seek for Counting<R> {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // test data sizes are small
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Cursor;
+
+    use crate::testutil::{key, ring};
+
+    /// A whole slot image (docs/FORMATS.md layout) and its manifest offset.
+    fn image(blocks: u64, rollback_index: u64) -> (Vec<u8>, u64) {
+        crate::testutil::image(blocks, rollback_index, 0)
+    }
+
+    fn check(img: &[u8], opts: VerifyOptions) -> Result<(SlotLocator, VerifiedManifest)> {
+        verify(&mut Cursor::new(img), img.len() as u64, &ring(), opts)
+    }
+
+    const FULL: VerifyOptions = VerifyOptions {
+        full: true,
+        rollback_floor: None,
+    };
+
+    #[test]
+    fn good_image_verifies() {
+        for blocks in [1, 2, 200] {
+            let (img, moff) = image(blocks, 3);
+            let (loc, v) = check(&img, FULL).unwrap();
+            assert_eq!(loc.footer.manifest_offset, moff);
+            assert_eq!(v.manifest.rollback_index, 3);
+            // On a partition larger than the image, the footer sits at the very end.
+            let mut part = img.clone();
+            let footer = part.split_off(part.len() - 4096);
+            part.resize(part.len() + 3 * 4096 + 512, 0xee);
+            part.extend_from_slice(&footer);
+            check(&part, FULL).unwrap();
+        }
+    }
+
+    #[test]
+    fn rollback_floor() {
+        let (img, _) = image(2, 5);
+        let opts = |floor| VerifyOptions {
+            full: false,
+            rollback_floor: Some(floor),
+        };
+        check(&img, opts(5)).unwrap();
+        assert!(matches!(
+            check(&img, opts(6)),
+            Err(Error::Rollback { index: 5, floor: 6 })
+        ));
+    }
+
+    #[test]
+    fn tampering_is_found() {
+        let (img, moff) = image(200, 1);
+        // Data: only the full pass reads it.
+        let mut t = img.clone();
+        t[150 * 4096 + 7] ^= 1;
+        check(&t, VerifyOptions::default()).unwrap();
+        assert!(matches!(
+            check(&t, FULL),
+            Err(Error::DataBlockMismatch { block: 150 })
+        ));
+        // Hash tree: the top block is at hash_offset; level 0 after it.
+        let mut t = img.clone();
+        t[200 * 4096 + 4096 + 9] ^= 1;
+        assert!(matches!(
+            check(&t, VerifyOptions::default()),
+            Err(Error::HashBlockMismatch { level: 0, block: 0 })
+        ));
+        let mut t = img.clone();
+        t[200 * 4096 + 9] ^= 1;
+        assert!(matches!(
+            check(&t, VerifyOptions::default()),
+            Err(Error::RootHashMismatch { .. })
+        ));
+        // Manifest body.
+        let mut t = img.clone();
+        t[moff as usize + 24 + 72 + 3] ^= 1;
+        assert!(matches!(
+            check(&t, VerifyOptions::default()),
+            Err(Error::BadSignature { .. })
+        ));
+        // Footer.
+        let mut t = img.clone();
+        let n = t.len();
+        t[n - 100] ^= 1;
+        assert!(matches!(
+            check(&t, VerifyOptions::default()),
+            Err(Error::FooterChecksum)
+        ));
+        // Untrusted keyring.
+        let other = Keyring::new(vec![key(2).verifying_key()], 1).unwrap();
+        assert!(matches!(
+            verify(&mut Cursor::new(&img), img.len() as u64, &other, FULL),
+            Err(Error::ThresholdNotMet { .. })
+        ));
+    }
+
+    #[test]
+    fn footer_pointing_into_the_tree_is_refused() {
+        let (img, moff) = image(200, 1);
+        let loc = locate(&mut Cursor::new(&img), img.len() as u64).unwrap();
+        let env = loc.envelope.to_bytes();
+        // Move the (still validly signed) manifest into the hash tree area.
+        let mut t = img.clone();
+        let at = 200 * 4096 + 4096;
+        t[at..at + env.len()].copy_from_slice(&env);
+        let n = t.len();
+        t[n - 4096..].copy_from_slice(&Footer::new(at as u64, env.len() as u64).to_bytes());
+        assert!(moff > at as u64);
+        assert!(matches!(
+            check(&t, VerifyOptions::default()),
+            Err(Error::Invalid {
+                what: "slot layout",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn truncation_names_the_region() {
+        let (img, moff) = image(2, 1);
+        let len = img.len() as u64;
+        // The caller claims a longer device than there is.
+        assert!(matches!(
+            locate(&mut Cursor::new(&img), len + 4096),
+            Err(Error::Truncated { what: "footer", .. })
+        ));
+        assert!(matches!(
+            locate(&mut Cursor::new(&img[..100]), 100),
+            Err(Error::Truncated { what: "footer", .. })
+        ));
+        // The footer promises a manifest beyond the data we have: cut the middle out.
+        let mut short = img[..moff as usize].to_vec();
+        short.extend_from_slice(&img[img.len() - 4096..]);
+        let r = locate(&mut Cursor::new(&short), len);
+        assert!(matches!(r, Err(Error::Truncated { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn full_pass_reads_the_data_once() {
+        let (img, _) = image(300, 1);
+        let mut c = Counting {
+            inner: Cursor::new(&img),
+            read: 0,
+        };
+        verify(&mut c, img.len() as u64, &ring(), FULL).unwrap();
+        assert!(
+            c.read < img.len() as u64 + 3 * 4096,
+            "read {} bytes",
+            c.read
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..10000), extra in 0u64..10000) {
+            let _ = locate(&mut Cursor::new(&bytes), bytes.len() as u64);
+            let _ = locate(&mut Cursor::new(&bytes), bytes.len() as u64 + extra);
+            let _ = verify(&mut Cursor::new(&bytes), bytes.len() as u64, &ring(), FULL);
+        }
+
+        #[test]
+        fn mutated_images_never_panic(pos: prop::sample::Index, val: u8) {
+            let (mut img, _) = image(3, 1);
+            let i = pos.index(img.len());
+            img[i] = val;
+            let _ = check(&img, FULL);
+        }
+    }
 }

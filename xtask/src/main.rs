@@ -1,2 +1,68 @@
-//! cargo xtask.
-fn main() {}
+//! cargo xtask: set-up of host tools and the test kernel, the test suite, the demo, benchmarks.
+//!
+//! Usage: `cargo xtask setup | test | demo | bench verity`. Everything here runs other
+//! programs; it holds no logic of stele's own.
+
+mod bench;
+mod demo;
+mod kernel;
+mod setup;
+mod util;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask <setup | test [-- cargo test args] | demo | bench verity>";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup::setup().map(|_| ()),
+        Some("test") => test(&args[1..]),
+        Some("demo") => demo::demo(),
+        Some("bench") => match args.get(1).map(String::as_str) {
+            Some("verity") => bench::verity(),
+            _ => Err(format!("unknown benchmark; {USAGE}")),
+        },
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => Err(format!("unknown or missing task; {USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `cargo xtask test`: set-up, the static init, then the whole workspace's tests with the
+/// kernel, modules and init paths in the environment.
+fn test(extra: &[String]) -> Result<(), String> {
+    let env = setup::setup()?;
+    let init = util::build_static_init()?;
+    let mut args = vec!["test", "--workspace", "--all-targets"];
+    let extra: Vec<&str> = extra
+        .iter()
+        .map(String::as_str)
+        .skip_while(|a| *a == "--")
+        .collect();
+    let (cargo_args, test_args): (Vec<&str>, Vec<&str>) =
+        match extra.iter().position(|a| *a == "--") {
+            Some(i) => (extra[..i].to_vec(), extra[i + 1..].to_vec()),
+            None => (extra.clone(), Vec::new()),
+        };
+    args.extend(cargo_args);
+    if !test_args.is_empty() {
+        args.push("--");
+        args.extend(test_args);
+    }
+    let mut cmd = util::cargo();
+    cmd.args(&args)
+        .env("STELE_KERNEL", &env.kernel)
+        .env("STELE_MODULES", &env.modules)
+        .env("STELE_INIT", &init);
+    util::run(&mut cmd, "cargo test")
+}

@@ -1,0 +1,61 @@
+//! Test helpers shared by the unit tests of this crate: whole slot images built in memory.
+
+#![allow(clippy::cast_possible_truncation)] // test data sizes are small
+
+use crate::footer::Footer;
+use crate::keys::{Keyring, SigningKey};
+use crate::manifest::{Envelope, FilesystemInfo, FsType, Manifest, VerityInfo};
+use crate::verity::{build_tree, VerityParams};
+
+/// A deterministic signing key.
+pub fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+/// A keyring trusting `key(1)` alone.
+pub fn ring() -> Keyring {
+    Keyring::new(vec![key(1).verifying_key()], 1).unwrap()
+}
+
+fn round_up(v: u64, to: u64) -> u64 {
+    v.div_ceil(to) * to
+}
+
+/// A whole slot image laid out as docs/FORMATS.md says, signed by `key(1)`, with data bytes
+/// derived from `seed`; returns the image and its manifest offset.
+pub fn image(blocks: u64, rollback_index: u64, seed: u8) -> (Vec<u8>, u64) {
+    let params = VerityParams::new(4096, 4096, blocks, vec![0x5a; 32]).unwrap();
+    let mut img: Vec<u8> = (0..params.data_size())
+        .map(|i| ((i % 251) as u8).wrapping_add(seed))
+        .collect();
+    let (area, root) = build_tree(&img[..], &params).unwrap();
+    img.extend_from_slice(&area);
+    let m = Manifest {
+        name: "demo".into(),
+        version: format!("{rollback_index}.{seed}"),
+        rollback_index,
+        created: 0,
+        filesystem: FilesystemInfo {
+            fs_type: FsType::Erofs,
+            size: params.data_size() - 10,
+        },
+        verity: VerityInfo {
+            data_block_size: 4096,
+            hash_block_size: 4096,
+            data_blocks: blocks,
+            hash_offset: params.data_size(),
+            salt: params.salt().to_vec(),
+            root_hash: root,
+        },
+    };
+    let mut env = Envelope::new(m.to_toml().into_bytes());
+    env.sign(&key(1)).unwrap();
+    let env = env.to_bytes();
+    let manifest_offset = round_up(img.len() as u64, 4096);
+    img.resize(manifest_offset as usize, 0);
+    img.extend_from_slice(&env);
+    let footer_at = round_up(img.len() as u64, 4096);
+    img.resize(footer_at as usize, 0);
+    img.extend_from_slice(&Footer::new(manifest_offset, env.len() as u64).to_bytes());
+    (img, manifest_offset)
+}

@@ -1,0 +1,116 @@
+//! `cargo xtask setup`: the host tools (Debian packages) and the test kernel.
+//!
+//! Idempotent: when everything is present it only checks, which takes well under a second
+//! (plus the kernel check). As root on Debian/Ubuntu it installs what is missing with
+//! apt-get; elsewhere it prints exactly what to install.
+
+use std::process::Command;
+
+use crate::kernel::{self, KernelEnv};
+use crate::util::{have_tool, output, run};
+
+/// Debian packages the project needs, with one program each that proves it is installed.
+pub const PACKAGES: &[(&str, &str)] = &[
+    ("erofs-utils", "mkfs.erofs"),
+    ("squashfs-tools", "mksquashfs"),
+    ("e2fsprogs", "mkfs.ext4"),
+    ("cryptsetup-bin", "veritysetup"),
+    ("openssl", "openssl"),
+    ("qemu-system-x86", "qemu-system-x86_64"),
+    ("gdisk", "sgdisk"),
+    ("cpio", "cpio"),
+    ("kmod", "depmod"),
+    ("busybox-static", "busybox"),
+];
+
+/// Installs missing packages, then makes sure the test kernel is there.
+pub fn setup() -> Result<KernelEnv, String> {
+    install_packages()?;
+    let env = kernel::ensure()?;
+    eprintln!(
+        "xtask: setup ok: tools present; kernel {} (modules {})",
+        env.kernel.display(),
+        env.modules.display()
+    );
+    Ok(env)
+}
+
+fn missing_packages() -> Vec<&'static str> {
+    PACKAGES
+        .iter()
+        .filter(|(pkg, tool)| {
+            if *pkg == "busybox-static" {
+                // Debian's `busybox` (dynamic) also provides /bin/busybox; we need the static one.
+                !dpkg_installed(pkg)
+            } else {
+                !have_tool(tool)
+            }
+        })
+        .map(|(pkg, _)| *pkg)
+        .collect()
+}
+
+fn dpkg_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${db:Status-Abbrev}", pkg])
+        .output()
+        .map(|o| o.status.success() && o.stdout.starts_with(b"ii"))
+        .unwrap_or(false)
+}
+
+fn is_root() -> bool {
+    output(Command::new("id").arg("-u"), "id -u")
+        .map(|s| s.trim() == "0")
+        .unwrap_or(false)
+}
+
+fn install_packages() -> Result<(), String> {
+    let missing = missing_packages();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    if !have_tool("apt-get") {
+        return Err(format!(
+            "missing host tools; install these packages (Debian names): {list}"
+        ));
+    }
+    if !is_root() {
+        return Err(format!(
+            "missing host tools; run as root: apt-get update && apt-get install -y {list}"
+        ));
+    }
+    eprintln!("xtask: installing {list}");
+    apt_update()?;
+    run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        &format!("apt-get install {list}"),
+    )?;
+    let still = missing_packages();
+    if still.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "apt-get finished but these are still missing: {}",
+            still.join(" ")
+        ))
+    }
+}
+
+/// `apt-get update`, once per setup run.
+pub fn apt_update() -> Result<(), String> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if DONE.swap(true, Ordering::SeqCst) {
+        return Ok(());
+    }
+    run(
+        Command::new("apt-get")
+            .args(["update", "-q"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        "apt-get update",
+    )
+}

@@ -1,0 +1,101 @@
+//! Small helpers shared by the tasks: running commands, paths, building the binaries.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The workspace root (parent of xtask/).
+pub fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+/// The cargo target directory.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => root().join("target"),
+    }
+}
+
+/// A `cargo` command in the workspace root.
+pub fn cargo() -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut c = Command::new(cargo);
+    c.current_dir(root());
+    c
+}
+
+/// Runs a command to completion; a non-zero exit is an error naming `what`.
+pub fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
+    let status = cmd
+        .status()
+        .map_err(|e| format!("could not start {what}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})"))
+    }
+}
+
+/// Runs a command and returns its stdout; a non-zero exit is an error with its stderr.
+pub fn output(cmd: &mut Command, what: &str) -> Result<String, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("could not start {what}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Is `name` an executable in PATH (or in the sbin directories, which a non-login root
+/// shell may lack)?
+pub fn have_tool(name: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .any(|d| d.join(name).is_file())
+}
+
+/// Builds the `stele` CLI in release mode and returns its path.
+pub fn build_cli() -> Result<PathBuf, String> {
+    run(
+        cargo().args(["build", "--release", "--quiet", "-p", "stele"]),
+        "cargo build --release -p stele",
+    )?;
+    Ok(target_dir().join("release").join("stele"))
+}
+
+/// The target triple the static init is built for.
+pub const INIT_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// Builds stele-init static (`+crt-static`, profile `init`) and returns its path.
+pub fn build_static_init() -> Result<PathBuf, String> {
+    run(
+        cargo()
+            .args([
+                "build",
+                "--quiet",
+                "--profile",
+                "init",
+                "-p",
+                "stele-init",
+                "--target",
+                INIT_TARGET,
+            ])
+            .env(
+                "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+                "-C target-feature=+crt-static",
+            ),
+        "building the static stele-init",
+    )?;
+    Ok(target_dir()
+        .join(INIT_TARGET)
+        .join("init")
+        .join("stele-init"))
+}
