@@ -64,9 +64,23 @@ pub fn verifier_exit(e: &stele_verifier::Error) -> Exit {
     }
 }
 
+/// The verifier's message, with the likely cause added where the bare check is cryptic.
+pub fn verifier_message(e: &stele_verifier::Error) -> String {
+    use stele_verifier::Error as V;
+    match e {
+        V::BadMagic { what, .. } if *what == "footer" => {
+            format!("{e}: the image is truncated, or it is not a stele slot image")
+        }
+        V::RootHashMismatch { .. } => {
+            format!("{e}: hash tree mismatch (the top hash block was modified)")
+        }
+        _ => e.to_string(),
+    }
+}
+
 impl From<stele_verifier::Error> for Failure {
     fn from(e: stele_verifier::Error) -> Self {
-        Failure::new(verifier_exit(&e), e.to_string())
+        Failure::new(verifier_exit(&e), verifier_message(&e))
     }
 }
 
@@ -74,7 +88,7 @@ impl From<stele_image::Error> for Failure {
     fn from(e: stele_image::Error) -> Self {
         use stele_image::Error as E;
         let exit = match &e {
-            E::Verifier(v) => verifier_exit(v),
+            E::Verifier(v) => return Failure::new(verifier_exit(v), verifier_message(v)),
             E::Invalid { .. } => Exit::Usage,
             _ => Exit::Environment,
         };
@@ -105,5 +119,11 @@ mod tests {
         .into();
         assert_eq!(f.exit, Exit::Usage);
         assert_eq!(f.context("a").message, "a: bad key k: x");
+        let f: Failure = stele_verifier::Error::BadMagic {
+            what: "footer",
+            found: vec![0; 8],
+        }
+        .into();
+        assert!(f.message.contains("truncated"), "{}", f.message);
     }
 }

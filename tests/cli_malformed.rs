@@ -19,7 +19,7 @@ fn empty_and_truncated_images() {
     let img = fx.build("s.img", &k, &[]);
     let bytes = std::fs::read(&img).unwrap();
     let r = regions(&bytes);
-    refused(&fx, "empty.img", &[], &p, &[]);
+    refused(&fx, "empty.img", &[], &p, &["truncated"]);
     let cuts = [
         1,
         4095,
@@ -35,7 +35,13 @@ fn empty_and_truncated_images() {
         bytes.len() - 1,
     ];
     for cut in cuts {
-        refused(&fx, &format!("cut{cut}.img"), &bytes[..cut], &p, &[]);
+        refused(
+            &fx,
+            &format!("cut{cut}.img"),
+            &bytes[..cut],
+            &p,
+            &["truncated"],
+        );
     }
     // Cutting the end off and keeping a valid footer: the manifest is outside the file.
     let mut short = bytes[..r.hash_offset].to_vec();

@@ -217,7 +217,7 @@ fn build_ext4(
     let f = File::create(out).map_err(|e| Error::io("create", out, e))?;
     f.set_len(size).map_err(|e| Error::io("size", out, e))?;
     drop(f);
-    cmd.env("E2FSPROGS_FAKE_TIME", opts.epoch.to_string())
+    cmd.env("E2FSPROGS_FAKE_TIME", fake_time(opts.epoch))
         .env("MKE2FS_DEVICE_SECTSIZE", "512")
         .args([
             "-q", "-F", "-t", "ext4", "-b", "4096", "-m", "0", "-I", "256",
@@ -242,8 +242,18 @@ fn build_ext4(
 /// cannot be set from userspace: rewrite every inode's times and owner with debugfs.
 fn normalise_inodes(image: &Path, stage: &Path, paths: &[String], epoch: u64) -> Result<()> {
     let exe = find_tool("debugfs", "e2fsprogs")?;
+    // The superblock times and the inodes mke2fs makes itself (bad-blocks inode 1, the
+    // root, lost+found) carry the fake time: set them to the epoch as well. (debugfs
+    // rewrites s_wtime with the fake time when it closes the filesystem.)
     let mut script = String::new();
-    for p in std::iter::once("/").chain(paths.iter().map(String::as_str)) {
+    for field in ["mkfs_time", "lastcheck"] {
+        script.push_str(&format!("ssv {field} @{epoch}\n"));
+    }
+    for field in ["atime", "mtime", "ctime"] {
+        script.push_str(&format!("sif <1> {field} @{epoch}\n"));
+    }
+    let own = ["/", "/lost+found"];
+    for p in own.into_iter().chain(paths.iter().map(String::as_str)) {
         for field in ["atime", "mtime", "ctime", "crtime"] {
             script.push_str(&format!("sif \"{p}\" {field} @{epoch}\n"));
         }
@@ -254,7 +264,7 @@ fn normalise_inodes(image: &Path, stage: &Path, paths: &[String], epoch: u64) ->
     let cmds = stage.join(".stele-debugfs");
     std::fs::write(&cmds, script).map_err(|e| Error::io("write", &cmds, e))?;
     let output = Command::new(exe)
-        .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
+        .env("E2FSPROGS_FAKE_TIME", fake_time(epoch))
         .arg("-w")
         .arg("-f")
         .arg(&cmds)
@@ -279,6 +289,13 @@ fn normalise_inodes(image: &Path, stage: &Path, paths: &[String], epoch: u64) ->
             stderr: bad.unwrap_or("").to_string(),
         }),
     }
+}
+
+/// E2FSPROGS_FAKE_TIME for `epoch`: e2fsprogs treats 0 as "unset" (and then uses the
+/// current time), so epoch 0 is faked as 1 second; everything the debugfs pass can set is
+/// then set to the epoch itself, leaving only the superblock's last-write time at 1.
+fn fake_time(epoch: u64) -> String {
+    epoch.max(1).to_string()
 }
 
 /// A file name as debugfs can take it in a double-quoted argument.
@@ -480,16 +497,20 @@ mod tests {
         std::os::unix::fs::symlink("etc/hostname", root.join("link")).unwrap();
     }
 
-    /// Same tree content, created at different times and in a different order: same bytes.
+    /// Same tree content, created at different times and in a different order: same bytes,
+    /// also with epoch 0 (which mke2fs's fake time treats as "unset").
     #[test]
     fn builds_are_reproducible_for_every_fs_type() {
-        for t in [FsType::Erofs, FsType::Squashfs, FsType::Ext4] {
+        let cases = [FsType::Erofs, FsType::Squashfs, FsType::Ext4]
+            .into_iter()
+            .flat_map(|t| [(t, 1_700_000_000), (t, 0)]);
+        for (t, epoch) in cases {
             let work = tempfile::tempdir().unwrap();
             let (a, b) = (work.path().join("a"), work.path().join("b"));
             make_tree(&a);
             let opts = FsOptions {
                 fs_type: t,
-                epoch: 1_700_000_000,
+                epoch,
                 uuid: derive_uuid("demo", b"salt"),
             };
             let (ia, ib) = (work.path().join("a.img"), work.path().join("b.img"));
@@ -502,7 +523,7 @@ mod tests {
             build_fs(&b, &ib, &opts).unwrap_or_else(|e| panic!("{e}"));
             let (x, y) = (std::fs::read(&ia).unwrap(), std::fs::read(&ib).unwrap());
             assert!(!x.is_empty());
-            assert!(x == y, "{t:?} images differ");
+            assert!(x == y, "{t:?} images differ (epoch {epoch})");
             if t == FsType::Ext4 {
                 let fsck = find_tool("e2fsck", "e2fsprogs").unwrap_or_else(|e| panic!("{e}"));
                 let o = Command::new(fsck).arg("-fn").arg(&ia).output().unwrap();
