@@ -515,4 +515,35 @@ mod tests {
         // Only the image is left in the directory (no temporary files).
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// Any size and block geometry: the image verifies in full and keeps the layout rules.
+        #[test]
+        fn any_geometry_round_trips(
+            size in 1usize..70_000,
+            dbs_log in 9u32..14,
+            hbs_log in 9u32..14,
+            salt_len in 0usize..40,
+            fill in proptest::prelude::any::<u8>(),
+        ) {
+            use stele_verifier::keys::Keyring;
+            use stele_verifier::slot::{verify, VerifyOptions};
+            let mut p = params();
+            p.data_block_size = 1 << dbs_log;
+            p.hash_block_size = 1 << hbs_log;
+            p.salt = vec![fill; salt_len];
+            let key = SigningKey::from_bytes(&[9; 32]);
+            let fs = vec![fill; size];
+            let img = build(&fs, &p, std::slice::from_ref(&key));
+            let ring = Keyring::new(vec![key.verifying_key()], 1).unwrap();
+            let opts = VerifyOptions { full: true, rollback_floor: None };
+            let (loc, vm) = verify(&mut std::io::Cursor::new(&img), img.len() as u64, &ring, opts).unwrap();
+            let m = &vm.manifest;
+            proptest::prop_assert_eq!(m.verity.hash_offset % u64::from(p.hash_block_size), 0);
+            proptest::prop_assert!(m.verity.hash_offset >= size as u64);
+            proptest::prop_assert_eq!(loc.footer.manifest_offset % ALIGN, 0);
+            proptest::prop_assert_eq!(img.len() as u64 % ALIGN, 0);
+        }
+    }
 }
