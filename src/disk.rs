@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use stele_image::disk::{create, parse_size, DiskError, DiskSpec};
 
-use crate::boot_exit::{source_date_epoch, CliResult, Exit, Failure};
+use crate::exit::{CliResult, Exit, Failure};
+use crate::util::source_date_epoch;
 
 /// Disk images.
 #[derive(Debug, clap::Args)]

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use stele_image::cpio::Archive;
 use stele_image::initramfs::{build, InitramfsError, InitramfsSpec};
 
-use crate::boot_exit::{source_date_epoch, CliResult, Exit, Failure};
+use crate::exit::{CliResult, Exit, Failure};
+use crate::util::source_date_epoch;
 
 /// Build an initramfs (newc cpio) for stele-init.
 #[derive(Debug, clap::Args)]

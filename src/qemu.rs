@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use stele_qemu::{QemuError, Vm, VmConfig};
 
-use crate::boot_exit::{CliResult, Exit, Failure};
+use crate::exit::{CliResult, Exit, Failure};
 
 /// QEMU.
 #[derive(Debug, clap::Args)]
