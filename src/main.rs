@@ -1,2 +1,86 @@
-//! The stele command line.
-fn main() {}
+//! The stele command line: argument parsing and dispatch only; each subcommand group
+//! lives in its own module.
+
+mod disk;
+mod exit;
+mod image;
+mod initramfs;
+mod inspect;
+mod keys;
+mod qemu;
+mod util;
+mod verify;
+mod verity;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use exit::{CliResult, Exit};
+
+/// Signed, verity-protected A/B slot images and a verified-boot init.
+#[derive(Debug, Parser)]
+#[command(name = "stele", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate an ed25519 key pair (PKCS#8 private, SPKI public PEM).
+    Keygen(keys::KeygenArgs),
+    /// Build slot images.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Add a signature to an existing slot image.
+    Sign(image::SignArgs),
+    /// Verify a slot image against trusted keys.
+    Verify(verify::VerifyArgs),
+    /// Show a slot image's manifest and layout (NOT verified).
+    Inspect(inspect::InspectArgs),
+    /// dm-verity hash trees, compatible with `veritysetup --no-superblock`.
+    #[command(subcommand)]
+    Verity(verity::VerityCommand),
+    /// Build the initramfs (stele-init, boot.toml, trusted keys, kernel modules).
+    Initramfs(initramfs::InitramfsArgs),
+    /// GPT disk images with the state, slot and data partitions.
+    Disk(disk::DiskArgs),
+    /// Boot a VM under QEMU and check its console.
+    Qemu(qemu::QemuArgs),
+}
+
+fn run(cli: Cli) -> CliResult {
+    match cli.command {
+        Command::Keygen(a) => keys::keygen(&a),
+        Command::Image(c) => image::run(c),
+        Command::Sign(a) => image::sign(&a),
+        Command::Verify(a) => verify::verify(&a),
+        Command::Inspect(a) => inspect::inspect(&a),
+        Command::Verity(c) => verity::run(c),
+        Command::Initramfs(a) => initramfs::run(a),
+        Command::Disk(a) => disk::run(a),
+        Command::Qemu(a) => qemu::run(a),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                Exit::Usage.into()
+            } else {
+                Exit::Success.into()
+            };
+        }
+    };
+    match run(cli) {
+        Ok(()) => Exit::Success.into(),
+        Err(f) => {
+            eprintln!("stele: error: {}", f.message.replace('\n', " "));
+            f.exit.into()
+        }
+    }
+}

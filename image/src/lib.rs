@@ -1,1 +1,21 @@
 //! stele-image: the build side of stele.
+//!
+//! Turns a root directory (or an existing filesystem image) into a signed, verity-protected
+//! slot image laid out exactly as docs/FORMATS.md says, manages the keys that sign it, and
+//! writes the initramfs (cpio, kernel modules) and GPT disk images that boot it.
+//! Everything read back goes through `stele-verifier`.
+
+pub mod atomic;
+pub mod cpio;
+pub mod disk;
+pub mod error;
+pub mod fs;
+pub mod gpt;
+pub mod initramfs;
+pub mod keys;
+pub mod modules;
+pub mod outfile;
+pub mod random;
+pub mod slot;
+
+pub use error::{Error, Result};

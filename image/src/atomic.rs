@@ -1,0 +1,109 @@
+//! Write-then-rename files: a temporary file next to the destination, renamed over it only
+//! when complete, removed on any error, so nothing half-written is ever left at the target.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::{Error, Result};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A temporary file that becomes `dest` on [`AtomicFile::commit`], and vanishes if dropped first.
+#[derive(Debug)]
+pub struct AtomicFile {
+    tmp: PathBuf,
+    dest: PathBuf,
+    file: File,
+}
+
+impl AtomicFile {
+    /// Creates the temporary file (O_EXCL, `mode` set at creation) in `dest`'s directory.
+    pub fn create(dest: &Path, mode: u32) -> Result<Self> {
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = dest.file_name().ok_or_else(|| {
+            Error::invalid("output path", format!("{} names no file", dest.display()))
+        })?;
+        let tmp = dir.join(format!(
+            ".{}.stele-tmp-{}-{}",
+            name.to_string_lossy(),
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = OpenOptions::new()
+            .write(true)
+            .read(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(|e| Error::io("create a temporary file in", &dir, e))?;
+        Ok(AtomicFile {
+            tmp,
+            dest: dest.to_path_buf(),
+            file,
+        })
+    }
+
+    /// The open temporary file.
+    pub fn file(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// Path of the temporary file (for error messages).
+    pub fn tmp_path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Flushes the data to disk and renames the temporary file over `dest`.
+    pub fn commit(mut self) -> Result<()> {
+        self.file
+            .sync_all()
+            .map_err(|e| Error::io("sync", &self.tmp, e))?;
+        std::fs::rename(&self.tmp, &self.dest)
+            .map_err(|e| Error::io("rename into place", &self.dest, e))?;
+        self.tmp = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn commit_renames_and_drop_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.bin");
+        let mut a = AtomicFile::create(&dest, 0o600).unwrap();
+        a.file().write_all(b"hello").unwrap();
+        let tmp = a.tmp_path().to_path_buf();
+        a.commit().unwrap();
+        assert!(!tmp.exists());
+        assert_eq!(std::fs::read(&dest).unwrap(), b"hello");
+        assert_eq!(
+            std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+
+        let dest2 = dir.path().join("never.bin");
+        let mut b = AtomicFile::create(&dest2, 0o644).unwrap();
+        b.file().write_all(b"partial").unwrap();
+        drop(b);
+        assert!(!dest2.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

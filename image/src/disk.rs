@@ -1,0 +1,738 @@
+//! `stele disk create`: a GPT disk image with the state partition, two root slots and an
+//! optional ext4 data partition (layout in docs/FORMATS.md, "Disk image").
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+use stele_verifier::footer::FOOTER_SIZE;
+use stele_verifier::state::BootState;
+
+pub use crate::gpt::find_partition;
+use crate::gpt::{Gpt, GptError, Guid, Partition, SECTOR};
+
+/// One mebibyte: the partition alignment.
+pub const MIB: u64 = 1 << 20;
+/// Partition names.
+pub const STATE_NAME: &str = "stele-state";
+pub const SLOT_A_NAME: &str = "stele-root-a";
+pub const SLOT_B_NAME: &str = "stele-root-b";
+pub const DATA_NAME: &str = "stele-data";
+/// Partition type GUIDs.
+pub const STATE_TYPE: &str = "5ee1e000-57a7-4e5e-9b5f-000000000001";
+pub const ROOT_TYPE: &str = "5ee1e000-57a7-4e5e-9b5f-000000000002";
+pub const DATA_TYPE: &str = "0fc63daf-8483-4772-8e79-3d69d8477de4";
+/// Size of the state partition.
+pub const STATE_SIZE: u64 = MIB;
+
+/// What went wrong while creating a disk.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    /// An I/O error on a named file.
+    #[error("I/O error {what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A size argument is not acceptable.
+    #[error("invalid {what}: {why}")]
+    Size { what: &'static str, why: String },
+    /// A slot image does not fit its partition.
+    #[error("slot image {path} is {image_len} bytes, larger than the slot size {slot_len} bytes: use a larger --slot-size")]
+    TooLarge {
+        path: PathBuf,
+        image_len: u64,
+        slot_len: u64,
+    },
+    /// The file is not a stele slot image (no valid footer/manifest locator).
+    #[error("{path} is not a stele slot image: {why}")]
+    NotSlot { path: PathBuf, why: String },
+    /// A host tool is missing.
+    #[error("`{tool}` not found: install {package} (run `cargo xtask setup`)")]
+    ToolMissing {
+        tool: &'static str,
+        package: &'static str,
+    },
+    /// A host tool failed.
+    #[error("`{tool}` failed ({status}): {stderr}")]
+    ToolFailed {
+        tool: &'static str,
+        status: String,
+        stderr: String,
+    },
+    /// Writing the partition table failed.
+    #[error(transparent)]
+    Gpt(#[from] GptError),
+    /// Writing the boot state failed.
+    #[error("failed to write the initial boot state: {0}")]
+    State(stele_verifier::Error),
+}
+
+impl DiskError {
+    /// True when the cause is the environment (I/O, a missing or failing tool).
+    pub fn is_environment(&self) -> bool {
+        matches!(
+            self,
+            DiskError::Io { .. }
+                | DiskError::ToolMissing { .. }
+                | DiskError::ToolFailed { .. }
+                | DiskError::Gpt(GptError::Io { .. })
+                | DiskError::State(_)
+        )
+    }
+}
+
+/// Parses `64M`, `1G`, `512K`, `1T` (powers of 1024, optional `iB`/`B` suffix) or bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, mult) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
+        Some('T' | 't') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a size (examples: 64M, 1G, 512K, 1048576)"))
+}
+
+/// What goes on the disk.
+#[derive(Clone, Debug)]
+pub struct DiskSpec {
+    /// Size of each root slot partition (rounded up to a whole MiB).
+    pub slot_size: u64,
+    pub a: PathBuf,
+    pub b: Option<PathBuf>,
+    /// Size of the ext4 data partition (rounded up to a whole MiB), if any.
+    pub data_size: Option<u64>,
+    /// Timestamp for the data filesystem (SOURCE_DATE_EPOCH).
+    pub epoch: u64,
+}
+
+fn round_mib(what: &'static str, n: u64) -> Result<u64, DiskError> {
+    if n == 0 {
+        return Err(DiskError::Size {
+            what,
+            why: "must not be zero".into(),
+        });
+    }
+    n.checked_next_multiple_of(MIB)
+        .filter(|&n| n <= 1 << 50)
+        .ok_or_else(|| DiskError::Size {
+            what,
+            why: format!("{n} bytes is too large"),
+        })
+}
+
+/// The partition table for a disk. `seed` makes the GUIDs unique to the content. Pure.
+pub fn layout(slot_size: u64, data_size: Option<u64>, seed: &[u8]) -> Result<Gpt, DiskError> {
+    let slot = round_mib("slot size", slot_size)?;
+    let mut parts = vec![
+        (STATE_NAME, STATE_TYPE, STATE_SIZE),
+        (SLOT_A_NAME, ROOT_TYPE, slot),
+        (SLOT_B_NAME, ROOT_TYPE, slot),
+    ];
+    if let Some(d) = data_size {
+        parts.push((DATA_NAME, DATA_TYPE, round_mib("data size", d)?));
+    }
+    let mut start = MIB;
+    let mut partitions = Vec::new();
+    for (name, ty, size) in parts {
+        let type_guid = Guid::parse(ty).ok_or_else(|| DiskError::Size {
+            what: "type GUID",
+            why: ty.to_string(),
+        })?;
+        partitions.push(Partition {
+            name: name.to_string(),
+            type_guid,
+            guid: Guid::derive(&[seed, b"partition:", name.as_bytes()].concat()),
+            first_lba: start / SECTOR,
+            last_lba: (start + size) / SECTOR - 1,
+        });
+        start += size;
+    }
+    // One MiB at the end for the backup GPT (33 sectors), keeping the size aligned.
+    let total = start + MIB;
+    Ok(Gpt {
+        disk_guid: Guid::derive(&[seed, b"disk"].concat()),
+        total_sectors: total / SECTOR,
+        partitions,
+    })
+}
+
+/// A window of a disk (a partition) as its own `Read + Write + Seek` device.
+#[derive(Debug)]
+pub struct PartitionIo<'a, D> {
+    disk: &'a mut D,
+    start: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl<'a, D: Seek> PartitionIo<'a, D> {
+    /// The `len` bytes of `disk` starting at `start`.
+    pub fn new(disk: &'a mut D, start: u64, len: u64) -> Self {
+        PartitionIo {
+            disk,
+            start,
+            len,
+            pos: 0,
+        }
+    }
+
+    fn room(&self, want: usize) -> usize {
+        let left = self.len.saturating_sub(self.pos);
+        usize::try_from(left).map_or(want, |l| l.min(want))
+    }
+}
+
+impl<D: Read + Seek> Read for PartitionIo<'_, D> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.room(buf.len());
+        if n == 0 {
+            return Ok(0);
+        }
+        self.disk.seek(SeekFrom::Start(self.start + self.pos))?;
+        let got = self.disk.read(&mut buf[..n])?;
+        self.pos += got as u64;
+        Ok(got)
+    }
+}
+
+impl<D: Write + Seek> Write for PartitionIo<'_, D> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.room(buf.len());
+        if n == 0 && !buf.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "write past the end of the partition",
+            ));
+        }
+        self.disk.seek(SeekFrom::Start(self.start + self.pos))?;
+        let put = self.disk.write(&buf[..n])?;
+        self.pos += put as u64;
+        Ok(put)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.disk.flush()
+    }
+}
+
+impl<D: Seek> Seek for PartitionIo<'_, D> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let new = match to {
+            SeekFrom::Start(o) => Some(o),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        let new = new.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before the partition start",
+            )
+        })?;
+        self.pos = new;
+        Ok(new)
+    }
+}
+
+/// Writes a slot image into a partition: the image at offset 0, and its footer (last
+/// 4096 bytes) again in the partition's last 4096 bytes.
+pub fn write_slot<D: Write + Seek, R: Read + Seek>(
+    part: &mut D,
+    part_len: u64,
+    image: &mut R,
+    image_len: u64,
+) -> io::Result<()> {
+    if image_len > part_len || image_len < FOOTER_SIZE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("image of {image_len} bytes does not fit a {part_len}-byte partition"),
+        ));
+    }
+    image.seek(SeekFrom::Start(0))?;
+    part.seek(SeekFrom::Start(0))?;
+    let copied = io::copy(&mut image.take(image_len), part)?;
+    if copied != image_len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the slot image shrank while copying",
+        ));
+    }
+    let mut footer = [0u8; 4096];
+    debug_assert_eq!(footer.len() as u64, FOOTER_SIZE);
+    image.seek(SeekFrom::Start(image_len - FOOTER_SIZE))?;
+    image.read_exact(&mut footer)?;
+    part.seek(SeekFrom::Start(part_len - FOOTER_SIZE))?;
+    part.write_all(&footer)?;
+    Ok(())
+}
+
+struct SlotInput {
+    path: PathBuf,
+    file: File,
+    len: u64,
+}
+
+fn open_slot(path: &Path, slot_len: u64) -> Result<SlotInput, DiskError> {
+    let ioe = |what| {
+        move |source| DiskError::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
+    };
+    let mut file = File::open(path).map_err(ioe("opening"))?;
+    let len = file.metadata().map_err(ioe("reading the size of"))?.len();
+    if len > slot_len {
+        return Err(DiskError::TooLarge {
+            path: path.to_path_buf(),
+            image_len: len,
+            slot_len,
+        });
+    }
+    stele_verifier::slot::locate(&mut file, len).map_err(|e| DiskError::NotSlot {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })?;
+    Ok(SlotInput {
+        path: path.to_path_buf(),
+        file,
+        len,
+    })
+}
+
+fn hash_file(h: &mut Sha256, s: &mut SlotInput) -> Result<(), DiskError> {
+    let ioe = |source| DiskError::Io {
+        what: "reading",
+        path: s.path.clone(),
+        source,
+    };
+    s.file.seek(SeekFrom::Start(0)).map_err(ioe)?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = s.file.read(&mut buf).map_err(ioe)?;
+        if n == 0 {
+            return Ok(());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+/// Runs mkfs.ext4 on the data partition inside the disk file at `disk_path`.
+fn mkfs_data(disk_path: &Path, p: &Partition, seed: &[u8], epoch: u64) -> Result<(), DiskError> {
+    let (offset, len) = p.byte_range();
+    let uuid = Guid::derive(&[seed, b"ext4-uuid"].concat()).to_string();
+    let hash_seed = Guid::derive(&[seed, b"ext4-hash-seed"].concat()).to_string();
+    let out = Command::new("mkfs.ext4")
+        .env("E2FSPROGS_FAKE_TIME", epoch.max(1).to_string())
+        .env("MKE2FS_DEVICE_SECTSIZE", "512")
+        .args(["-q", "-F", "-b", "4096", "-L", DATA_NAME, "-U", &uuid, "-E"])
+        .arg(format!(
+            "offset={offset},hash_seed={hash_seed},root_owner=0:0,nodiscard,lazy_itable_init=0"
+        ))
+        .arg(disk_path)
+        .arg(format!("{}k", len / 1024))
+        .output();
+    let out = match out {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(DiskError::ToolMissing {
+                tool: "mkfs.ext4",
+                package: "e2fsprogs",
+            })
+        }
+        Err(source) => {
+            return Err(DiskError::Io {
+                what: "running mkfs.ext4 on",
+                path: disk_path.to_path_buf(),
+                source,
+            })
+        }
+        Ok(o) => o,
+    };
+    if !out.status.success() {
+        return Err(DiskError::ToolFailed {
+            tool: "mkfs.ext4",
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Creates the disk image `out` (via a temporary file renamed into place). Returns the
+/// partition table written.
+pub fn create(out: &Path, spec: &DiskSpec) -> Result<Gpt, DiskError> {
+    let slot_len = round_mib("slot size", spec.slot_size)?;
+    let mut a = open_slot(&spec.a, slot_len)?;
+    let mut b = spec
+        .b
+        .as_deref()
+        .map(|p| open_slot(p, slot_len))
+        .transpose()?;
+    let mut h = Sha256::new();
+    h.update(b"stele-disk-v1");
+    h.update(slot_len.to_le_bytes());
+    h.update(spec.data_size.unwrap_or(0).to_le_bytes());
+    hash_file(&mut h, &mut a)?;
+    if let Some(b) = b.as_mut() {
+        hash_file(&mut h, b)?;
+    }
+    let seed = h.finalize().to_vec();
+    let gpt = layout(spec.slot_size, spec.data_size, &seed)?;
+
+    let out_path = out.to_path_buf();
+    let map_io = |what, source| DiskError::Io {
+        what,
+        path: out_path.clone(),
+        source,
+    };
+    crate::outfile::write_atomic(out, map_io, |disk, tmp_path| {
+        let ioe = |what| {
+            move |source| DiskError::Io {
+                what,
+                path: out.to_path_buf(),
+                source,
+            }
+        };
+        disk.set_len(gpt.total_sectors * SECTOR)
+            .map_err(ioe("sizing"))?;
+        gpt.write(disk)?;
+        let part = |name: &str| {
+            gpt.partitions
+                .iter()
+                .find(|p| p.name == name)
+                .map(Partition::byte_range)
+                .unwrap_or((0, 0))
+        };
+        for (name, slot) in [(SLOT_A_NAME, Some(&mut a)), (SLOT_B_NAME, b.as_mut())] {
+            let Some(slot) = slot else { continue };
+            let (off, len) = part(name);
+            let mut w = PartitionIo::new(disk, off, len);
+            write_slot(&mut w, len, &mut slot.file, slot.len).map_err(|source| DiskError::Io {
+                what: "copying a slot image into",
+                path: out.to_path_buf(),
+                source,
+            })?;
+        }
+        let (off, len) = part(STATE_NAME);
+        let mut w = PartitionIo::new(disk, off, len);
+        stele_verifier::state::initialize(&mut w, &BootState::initial(b.is_some()))
+            .map_err(DiskError::State)?;
+        disk.flush().map_err(ioe("writing"))?;
+        if let Some(p) = gpt.partitions.iter().find(|p| p.name == DATA_NAME) {
+            mkfs_data(tmp_path, p, &seed, spec.epoch)?;
+        }
+        Ok(())
+    })?;
+    Ok(gpt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("2MiB"), Ok(2 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        for bad in ["", "M", "1.5G", "-1", "12X", "99999999999999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn layout_is_aligned_and_named() {
+        let g = layout(3 * MIB + 1, Some(8 * MIB), b"seed").unwrap();
+        let names: Vec<&str> = g.partitions.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, [STATE_NAME, SLOT_A_NAME, SLOT_B_NAME, DATA_NAME]);
+        let ranges: Vec<(u64, u64)> = g.partitions.iter().map(Partition::byte_range).collect();
+        assert_eq!(
+            ranges,
+            [
+                (MIB, MIB),
+                (2 * MIB, 4 * MIB),
+                (6 * MIB, 4 * MIB),
+                (10 * MIB, 8 * MIB)
+            ]
+        );
+        assert_eq!(g.total_sectors * SECTOR, 19 * MIB);
+        assert_eq!(g.partitions[0].type_guid.to_string(), STATE_TYPE);
+        assert_eq!(g.partitions[1].type_guid.to_string(), ROOT_TYPE);
+        assert_eq!(g.partitions[3].type_guid.to_string(), DATA_TYPE);
+        g.check().unwrap();
+        let guids: std::collections::HashSet<Guid> = g.partitions.iter().map(|p| p.guid).collect();
+        assert_eq!(guids.len(), 4);
+        assert_eq!(layout(3 * MIB + 1, Some(8 * MIB), b"seed").unwrap(), g);
+        assert_ne!(
+            layout(3 * MIB + 1, Some(8 * MIB), b"other")
+                .unwrap()
+                .disk_guid,
+            g.disk_guid
+        );
+        assert_eq!(layout(MIB, None, b"s").unwrap().partitions.len(), 3);
+        assert!(matches!(layout(0, None, b"s"), Err(DiskError::Size { .. })));
+    }
+
+    #[test]
+    fn slot_written_with_footer_at_partition_end() {
+        let mut image: Vec<u8> = (0..3 * 4096u32).map(|i| (i % 7) as u8).collect();
+        image[2 * 4096..].fill(0xF0);
+        let mut disk = Cursor::new(vec![0u8; 64 * 1024]);
+        {
+            let mut p = PartitionIo::new(&mut disk, 8192, 32 * 1024);
+            write_slot(
+                &mut p,
+                32 * 1024,
+                &mut Cursor::new(&image),
+                image.len() as u64,
+            )
+            .unwrap();
+        }
+        let d = disk.into_inner();
+        assert_eq!(&d[8192..8192 + image.len()], &image[..]);
+        assert!(d[8192 + image.len()..8192 + 28 * 1024]
+            .iter()
+            .all(|&b| b == 0));
+        assert!(d[8192 + 28 * 1024..8192 + 32 * 1024]
+            .iter()
+            .all(|&b| b == 0xF0));
+        assert!(d[..8192]
+            .iter()
+            .chain(&d[8192 + 32 * 1024..])
+            .all(|&b| b == 0));
+        // Too large for the partition.
+        let mut disk = Cursor::new(vec![0u8; 64 * 1024]);
+        let mut p = PartitionIo::new(&mut disk, 0, 8192);
+        assert!(write_slot(&mut p, 8192, &mut Cursor::new(&image), image.len() as u64).is_err());
+    }
+
+    #[test]
+    fn partition_io_stays_inside() {
+        let mut disk = Cursor::new(vec![0u8; 100]);
+        let mut p = PartitionIo::new(&mut disk, 10, 20);
+        p.seek(SeekFrom::Start(15)).unwrap();
+        assert_eq!(p.write(b"0123456789").unwrap(), 5);
+        assert!(p.write(b"x").is_err());
+        p.seek(SeekFrom::End(-5)).unwrap();
+        let mut buf = [0u8; 10];
+        assert_eq!(p.read(&mut buf).unwrap(), 5);
+        assert_eq!(&buf[..5], b"01234");
+        assert!(p.seek(SeekFrom::Current(-100)).is_err());
+        assert_eq!(&disk.get_ref()[25..30], b"01234");
+    }
+
+    fn tool(name: &str) -> &str {
+        if Command::new(name).arg("--version").output().is_err() {
+            panic!("`{name}` is missing: run `cargo xtask setup`");
+        }
+        name
+    }
+
+    /// `sgdisk -v` must find no problem in a table we wrote.
+    pub(crate) fn sgdisk_verify(path: &Path) {
+        let out = Command::new(tool("sgdisk"))
+            .arg("-v")
+            .arg(path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "sgdisk -v failed: {text}");
+        assert!(text.contains("No problems found"), "sgdisk -v: {text}");
+    }
+
+    /// The table and the data filesystem, without slot images (those need the verifier).
+    fn table_and_data(dir: &Path, name: &str) -> Vec<u8> {
+        let g = layout(MIB, Some(8 * MIB), b"seed").unwrap();
+        let path = dir.join(name);
+        let mut f = File::create(&path).unwrap();
+        f.set_len(g.total_sectors * SECTOR).unwrap();
+        g.write(&mut f).unwrap();
+        drop(f);
+        let data = g.partitions.iter().find(|p| p.name == DATA_NAME).unwrap();
+        tool("mkfs.ext4");
+        mkfs_data(&path, data, b"seed", 1_700_000_000).unwrap();
+        sgdisk_verify(&path);
+        let mut f = File::open(&path).unwrap();
+        let (off, len) = find_partition(&mut f, DATA_NAME).unwrap();
+        assert_eq!((off, len), data.byte_range());
+        let bytes = std::fs::read(&path).unwrap();
+        // ext4 superblock at 1024 in the partition: magic 0xEF53 at 56, label at 120.
+        let off = usize::try_from(off).unwrap();
+        let sb = &bytes[off + 1024..off + 2048];
+        assert_eq!(&sb[56..58], &[0x53, 0xEF]);
+        assert_eq!(&sb[120..130], b"stele-data");
+        // Nothing written outside the data partition except the GPT.
+        let slot_a = find_partition(&mut f, SLOT_A_NAME).unwrap();
+        let (a0, alen) = (
+            usize::try_from(slot_a.0).unwrap(),
+            usize::try_from(slot_a.1).unwrap(),
+        );
+        let a = &bytes[a0..a0 + alen];
+        assert!(a.iter().all(|&b| b == 0));
+        bytes
+    }
+
+    #[test]
+    fn sgdisk_accepts_table_and_data_fs_is_reproducible() {
+        let d = tempfile::tempdir().unwrap();
+        let one = table_and_data(d.path(), "one.img");
+        let two = table_and_data(d.path(), "two.img");
+        assert!(one == two, "two runs gave different disk bytes");
+    }
+
+    /// A minimal slot image `locate` accepts: `data_len` bytes of `fill`, an unsigned
+    /// envelope at the next 4 KiB boundary, padding, the footer.
+    fn fake_slot(dir: &Path, name: &str, fill: u8, data_len: usize) -> PathBuf {
+        use stele_verifier::footer::Footer;
+        use stele_verifier::manifest::Envelope;
+        let env = Envelope {
+            signatures: vec![],
+            body: b"format_version = 1\n".to_vec(),
+        }
+        .to_bytes();
+        let mut img = vec![fill; data_len];
+        img.resize(data_len.next_multiple_of(4096), 0);
+        let manifest_offset = img.len() as u64;
+        img.extend_from_slice(&env);
+        img.resize(img.len().next_multiple_of(4096), 0);
+        let footer = Footer {
+            manifest_offset,
+            manifest_len: env.len() as u64,
+            image_len: manifest_offset + env.len() as u64,
+        };
+        img.extend_from_slice(&footer.to_bytes());
+        let p = dir.join(name);
+        std::fs::write(&p, img).unwrap();
+        p
+    }
+
+    fn range(bytes: &[u8], (off, len): (u64, u64)) -> &[u8] {
+        let off = usize::try_from(off).unwrap();
+        &bytes[off..off + usize::try_from(len).unwrap()]
+    }
+
+    #[test]
+    fn create_full_disk() {
+        let d = tempfile::tempdir().unwrap();
+        let a = fake_slot(d.path(), "a.img", 0xAA, 10_000);
+        let b = fake_slot(d.path(), "b.img", 0xBB, 20_000);
+        let spec = DiskSpec {
+            slot_size: MIB,
+            a: a.clone(),
+            b: Some(b.clone()),
+            data_size: Some(4 * MIB),
+            epoch: 0,
+        };
+        let out = d.path().join("disk.img");
+        let gpt = create(&out, &spec).unwrap();
+        sgdisk_verify(&out);
+        let bytes = std::fs::read(&out).unwrap();
+        assert_eq!(bytes.len() as u64, gpt.total_sectors * SECTOR);
+        // 1 MiB before the state, state 1, slots 1 + 1, data 4, 1 MiB for the backup GPT.
+        assert_eq!(bytes.len() as u64, 9 * MIB);
+        let mut f = File::open(&out).unwrap();
+        for (name, img) in [(SLOT_A_NAME, &a), (SLOT_B_NAME, &b)] {
+            let img = std::fs::read(img).unwrap();
+            let part = range(&bytes, find_partition(&mut f, name).unwrap());
+            assert_eq!(&part[..img.len()], &img[..], "{name}");
+            assert_eq!(
+                &part[part.len() - 4096..],
+                &img[img.len() - 4096..],
+                "{name}"
+            );
+            // The partition is a valid slot container on its own.
+            let mut c = std::io::Cursor::new(part);
+            stele_verifier::slot::locate(&mut c, part.len() as u64).unwrap();
+        }
+        let (so, sl) = find_partition(&mut f, STATE_NAME).unwrap();
+        assert_eq!((so, sl), (MIB, MIB));
+        let mut w = PartitionIo::new(&mut f, so, sl);
+        assert_eq!(
+            stele_verifier::state::load(&mut w).unwrap(),
+            (BootState::initial(true), 0)
+        );
+        let data = range(&bytes, find_partition(&mut f, DATA_NAME).unwrap());
+        assert_eq!(&data[1024 + 56..1024 + 58], &[0x53, 0xEF]);
+        // Reproducible, and no temporary file left behind.
+        let out2 = d.path().join("disk2.img");
+        create(&out2, &spec).unwrap();
+        assert!(std::fs::read(&out2).unwrap() == bytes);
+        let names: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+    }
+
+    #[test]
+    fn create_without_b_marks_b_unbootable() {
+        let d = tempfile::tempdir().unwrap();
+        let a = fake_slot(d.path(), "a.img", 1, 4096);
+        let spec = DiskSpec {
+            slot_size: 2 * MIB,
+            a,
+            b: None,
+            data_size: None,
+            epoch: 0,
+        };
+        let out = d.path().join("disk.img");
+        let gpt = create(&out, &spec).unwrap();
+        assert_eq!(gpt.partitions.len(), 3);
+        sgdisk_verify(&out);
+        let mut f = File::open(&out).unwrap();
+        let (so, sl) = find_partition(&mut f, STATE_NAME).unwrap();
+        let (state, _) =
+            stele_verifier::state::load(&mut PartitionIo::new(&mut f, so, sl)).unwrap();
+        assert_eq!(state.slots, BootState::initial(false).slots);
+        let bytes = std::fs::read(&out).unwrap();
+        let b = range(&bytes, find_partition(&mut f, SLOT_B_NAME).unwrap());
+        assert!(b.iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn create_refuses_oversized_and_non_slot_images() {
+        let d = tempfile::tempdir().unwrap();
+        let big = fake_slot(d.path(), "big.img", 1, 2 << 20);
+        let big_len = std::fs::metadata(&big).unwrap().len();
+        let out = d.path().join("disk.img");
+        let spec = DiskSpec {
+            slot_size: MIB,
+            a: big,
+            b: None,
+            data_size: None,
+            epoch: 0,
+        };
+        let e = create(&out, &spec).unwrap_err();
+        assert!(matches!(e, DiskError::TooLarge { slot_len, .. } if slot_len == MIB));
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&MIB.to_string()) && msg.contains(&big_len.to_string()),
+            "{msg}"
+        );
+        let junk = d.path().join("junk.img");
+        std::fs::write(&junk, vec![0x5Au8; 3 * 4096]).unwrap();
+        let spec = DiskSpec { a: junk, ..spec };
+        assert!(matches!(
+            create(&out, &spec),
+            Err(DiskError::NotSlot { .. })
+        ));
+        assert!(!out.exists());
+    }
+}

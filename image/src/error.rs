@@ -1,0 +1,87 @@
+//! The one error type of the build side: each variant names the operation, the path and the fix.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias for stele-image.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while building or signing images and managing keys.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A format or check error from the verifier (bad key file, malformed image, ...).
+    #[error(transparent)]
+    Verifier(#[from] stele_verifier::Error),
+    /// An I/O error on `path`.
+    #[error("cannot {op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Refusing to overwrite an existing file.
+    #[error("{} already exists: refusing to overwrite it (pass --force to replace it)", path.display())]
+    Exists { path: PathBuf },
+    /// A host tool is not installed.
+    #[error("{tool} not found: install the Debian package {package} (or run `cargo xtask setup`)")]
+    ToolMissing {
+        tool: &'static str,
+        package: &'static str,
+    },
+    /// A host tool ran and failed.
+    #[error("{tool} failed ({status}): {stderr}")]
+    ToolFailed {
+        tool: &'static str,
+        status: String,
+        stderr: String,
+    },
+    /// A parameter given by the caller is out of range or malformed.
+    #[error("invalid {what}: {why}")]
+    Invalid { what: &'static str, why: String },
+    /// The external signing command could not be run or misbehaved.
+    #[error("external signer `{cmd}` failed: {why}")]
+    Signer { cmd: String, why: String },
+}
+
+impl Error {
+    /// Shorthand for [`Error::Io`].
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Shorthand for [`Error::Invalid`].
+    pub fn invalid(what: &'static str, why: impl Into<String>) -> Self {
+        Error::Invalid {
+            what,
+            why: why.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_fix() {
+        let e = Error::ToolMissing {
+            tool: "mkfs.erofs",
+            package: "erofs-utils",
+        };
+        let s = e.to_string();
+        assert!(
+            s.contains("erofs-utils") && s.contains("cargo xtask setup"),
+            "{s}"
+        );
+        let e = Error::Exists {
+            path: PathBuf::from("/k.pem"),
+        };
+        assert!(e.to_string().contains("--force"));
+    }
+}

@@ -1,0 +1,563 @@
+//! The initramfs: stele-init, boot.toml, trusted keys and kernel modules in a newc cpio.
+//!
+//! Layout (docs/FORMATS.md, "Initramfs"): `/init`, `/etc/stele/boot.toml`,
+//! `/etc/stele/keys/<keyid>.pem`, `/lib/modules/<name>.ko`, the mount-point directories and
+//! `/dev/console`. [`boot_toml`] and [`build_archive`] are pure; [`load_keys`] and
+//! [`build`] read the inputs.
+
+use std::path::{Path, PathBuf};
+
+use crate::cpio::{Archive, CpioError};
+use crate::modules::{ModuleDb, ModulesError, DEFAULT_MODULES};
+
+/// Keys a user boot.toml may set, and whether each is a string (else an integer).
+pub const USER_KEYS: &[(&str, bool)] = &[
+    ("state_partition", true),
+    ("slot_a_partition", true),
+    ("slot_b_partition", true),
+    ("data_partition", true),
+    ("data_mount", true),
+    ("overlay_size", true),
+    ("verify", true),
+    ("on_failure", true),
+    ("failure_delay_secs", false),
+    ("partition_timeout_secs", false),
+];
+
+/// Keys `stele initramfs` writes itself.
+pub const GENERATED_KEYS: &[&str] = &["threshold", "modules"];
+
+/// Directories every initramfs has (mode 0755).
+pub const DIRS: &[&str] = &[
+    "dev",
+    "etc",
+    "etc/stele",
+    "etc/stele/keys",
+    "lib",
+    "lib/modules",
+    "newroot",
+    "proc",
+    "run",
+    "sys",
+];
+
+/// What went wrong while building an initramfs.
+#[derive(Debug, thiserror::Error)]
+pub enum InitramfsError {
+    /// An input file could not be read.
+    #[error("failed to read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The user boot.toml is not acceptable.
+    #[error("bad boot config {origin}: {why}")]
+    Config { origin: String, why: String },
+    /// A key file is not an ed25519 SPKI PEM public key (the verifier's error names it).
+    #[error(transparent)]
+    KeyParse(stele_verifier::Error),
+    /// A key file is not UTF-8, or is given twice.
+    #[error("bad key {path}: {why}")]
+    Key { path: PathBuf, why: String },
+    /// No keys, or a threshold outside 1..=number of keys.
+    #[error("threshold {threshold} is invalid with {keys} key(s): it must be between 1 and the number of --key files")]
+    Threshold { threshold: usize, keys: usize },
+    /// Two modules share a base file name, which the flat /lib/modules cannot hold.
+    #[error("modules {a} and {b} have the same file name; the initramfs stores modules flat in /lib/modules")]
+    ModuleClash { a: PathBuf, b: PathBuf },
+    /// Module resolution failed.
+    #[error(transparent)]
+    Modules(#[from] ModulesError),
+    /// Building the archive failed.
+    #[error(transparent)]
+    Cpio(#[from] CpioError),
+}
+
+impl InitramfsError {
+    /// True when the cause is the environment (an unreadable file), not the arguments.
+    pub fn is_environment(&self) -> bool {
+        matches!(
+            self,
+            InitramfsError::Read { .. }
+                | InitramfsError::Modules(ModulesError::Read { .. })
+                | InitramfsError::Cpio(CpioError::Io(_))
+        )
+    }
+}
+
+/// A trusted key as it goes into the initramfs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrustedKey {
+    /// 16 hex digits (verifier::keys::key_id).
+    pub id: String,
+    /// The SPKI PEM text (canonical, as verifier::keys::public_pem writes it).
+    pub pem: String,
+}
+
+/// A kernel module as it goes into the initramfs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModuleFile {
+    pub file_name: String,
+    pub data: Vec<u8>,
+}
+
+/// Checks the user's boot.toml (`origin` names it in errors) and returns the final
+/// boot.toml: the user's settings plus `threshold` and `modules`. Pure.
+pub fn boot_toml(
+    user: Option<(&str, &str)>,
+    threshold: usize,
+    modules: &[String],
+) -> Result<String, InitramfsError> {
+    let mut table = toml::Table::new();
+    if let Some((origin, text)) = user {
+        let bad = |why: String| InitramfsError::Config {
+            origin: origin.to_string(),
+            why,
+        };
+        table = text
+            .parse::<toml::Table>()
+            .map_err(|e| bad(format!("not valid TOML: {}", e.message())))?;
+        for (k, v) in &table {
+            if GENERATED_KEYS.contains(&k.as_str()) {
+                return Err(bad(format!(
+                    "`{k}` is set by `stele initramfs` (use --threshold / --module), remove it from the file"
+                )));
+            }
+            let Some((_, is_str)) = USER_KEYS.iter().find(|(n, _)| n == k) else {
+                let known: Vec<&str> = USER_KEYS.iter().map(|(n, _)| *n).collect();
+                return Err(bad(format!(
+                    "unknown key `{k}` (known keys: {})",
+                    known.join(", ")
+                )));
+            };
+            let ok = if *is_str {
+                v.is_str()
+            } else {
+                v.as_integer().is_some_and(|i| i >= 0)
+            };
+            if !ok {
+                let want = if *is_str {
+                    "a string"
+                } else {
+                    "a non-negative integer"
+                };
+                return Err(bad(format!("`{k}` must be {want}")));
+            }
+            let allowed: &[&str] = match k.as_str() {
+                "verify" => &["tree", "full"],
+                "on_failure" => &["reboot", "poweroff"],
+                _ => &[],
+            };
+            if let (false, Some(s)) = (allowed.is_empty(), v.as_str()) {
+                if !allowed.contains(&s) {
+                    return Err(bad(format!(
+                        "`{k}` must be one of {}, not {s:?}",
+                        allowed.join(", ")
+                    )));
+                }
+            }
+        }
+    }
+    let t =
+        i64::try_from(threshold).map_err(|_| InitramfsError::Threshold { threshold, keys: 0 })?;
+    table.insert("threshold".into(), toml::Value::Integer(t));
+    table.insert(
+        "modules".into(),
+        toml::Value::Array(modules.iter().map(|m| m.clone().into()).collect()),
+    );
+    toml::to_string(&table).map_err(|e| InitramfsError::Config {
+        origin: String::from("generated boot.toml"),
+        why: e.to_string(),
+    })
+}
+
+/// Assembles the archive from loaded inputs. Pure. `modules` is in load order.
+pub fn build_archive(
+    init: Vec<u8>,
+    boot_toml: &str,
+    keys: &[TrustedKey],
+    modules: Vec<ModuleFile>,
+    mtime: u32,
+) -> Result<Archive, InitramfsError> {
+    let mut a = Archive::new(mtime);
+    for d in DIRS {
+        a.add_dir(d, 0o755)?;
+    }
+    a.add_char_dev("dev/console", 0o600, 5, 1)?;
+    a.add_file("init", 0o755, init)?;
+    a.add_file("etc/stele/boot.toml", 0o644, boot_toml.as_bytes().to_vec())?;
+    for k in keys {
+        a.add_file(
+            &format!("etc/stele/keys/{}.pem", k.id),
+            0o644,
+            k.pem.as_bytes().to_vec(),
+        )?;
+    }
+    for m in modules {
+        a.add_file(&format!("lib/modules/{}", m.file_name), 0o644, m.data)?;
+    }
+    Ok(a)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, InitramfsError> {
+    std::fs::read(path).map_err(|source| InitramfsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads and checks the key files (ed25519 SPKI PEM), and the threshold against them.
+pub fn load_keys(paths: &[PathBuf], threshold: usize) -> Result<Vec<TrustedKey>, InitramfsError> {
+    let mut out: Vec<TrustedKey> = Vec::new();
+    for p in paths {
+        let bytes = read(p)?;
+        let bad = |why: String| InitramfsError::Key {
+            path: p.clone(),
+            why,
+        };
+        let pem = String::from_utf8(bytes).map_err(|_| bad("not a UTF-8 PEM file".into()))?;
+        let key = stele_verifier::keys::parse_public_pem(&pem, &p.display().to_string())
+            .map_err(InitramfsError::KeyParse)?;
+        let id = stele_verifier::keys::key_id(&key).to_string();
+        if out.iter().any(|k| k.id == id) {
+            return Err(bad(format!("key {id} is given twice")));
+        }
+        // Stored re-encoded: the init parses exactly what the verifier writes.
+        let pem = stele_verifier::keys::public_pem(&key);
+        out.push(TrustedKey { id, pem });
+    }
+    if threshold == 0 || threshold > out.len() {
+        return Err(InitramfsError::Threshold {
+            threshold,
+            keys: out.len(),
+        });
+    }
+    Ok(out)
+}
+
+/// Everything `stele initramfs` needs.
+#[derive(Clone, Debug)]
+pub struct InitramfsSpec {
+    pub modules_dir: PathBuf,
+    /// Modules asked for besides (or, without `default_modules`, instead of) the defaults.
+    pub modules: Vec<String>,
+    pub default_modules: bool,
+    pub keys: Vec<PathBuf>,
+    pub threshold: usize,
+    pub config: Option<PathBuf>,
+    pub init: PathBuf,
+    pub mtime: u32,
+}
+
+/// The module names `spec` asks for, defaults first, without repeats.
+pub fn requested_modules(spec: &InitramfsSpec) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let defaults = DEFAULT_MODULES.iter().map(|s| s.to_string());
+    let base: Vec<String> = if spec.default_modules {
+        defaults.collect()
+    } else {
+        Vec::new()
+    };
+    for n in base.into_iter().chain(spec.modules.iter().cloned()) {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    names
+}
+
+/// Reads all inputs and builds the archive. Returns it and the module load order.
+pub fn build(spec: &InitramfsSpec) -> Result<(Archive, Vec<String>), InitramfsError> {
+    let keys = load_keys(&spec.keys, spec.threshold)?;
+    let user = match &spec.config {
+        Some(p) => {
+            let b = read(p)?;
+            let text = String::from_utf8(b).map_err(|_| InitramfsError::Config {
+                origin: p.display().to_string(),
+                why: "not UTF-8".into(),
+            })?;
+            Some((p.display().to_string(), text))
+        }
+        None => None,
+    };
+    let db = ModuleDb::load(&spec.modules_dir)?;
+    let names = requested_modules(spec);
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let resolved = db.resolve(&refs)?;
+    let mut files: Vec<ModuleFile> = Vec::new();
+    for (i, m) in resolved.iter().enumerate() {
+        if let Some(j) = resolved[..i]
+            .iter()
+            .position(|o| o.file_name == m.file_name)
+        {
+            return Err(InitramfsError::ModuleClash {
+                a: resolved[j].path.clone(),
+                b: m.path.clone(),
+            });
+        }
+        files.push(ModuleFile {
+            file_name: m.file_name.clone(),
+            data: read(&m.path)?,
+        });
+    }
+    let order: Vec<String> = files.iter().map(|m| m.file_name.clone()).collect();
+    let toml_text = boot_toml(
+        user.as_ref().map(|(o, t)| (o.as_str(), t.as_str())),
+        spec.threshold,
+        &order,
+    )?;
+    let init = read(&spec.init)?;
+    let archive = build_archive(init, &toml_text, &keys, files, spec.mtime)?;
+    Ok((archive, order))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpio::EntryKind;
+
+    #[test]
+    fn boot_toml_adds_threshold_and_modules() {
+        let user = "verify = \"full\"\non_failure = \"poweroff\"\nfailure_delay_secs = 3\n";
+        let out = boot_toml(
+            Some(("b.toml", user)),
+            2,
+            &["virtio_ring.ko".into(), "virtio.ko".into()],
+        )
+        .unwrap();
+        let t: toml::Table = out.parse().unwrap();
+        assert_eq!(t["threshold"].as_integer(), Some(2));
+        assert_eq!(t["verify"].as_str(), Some("full"));
+        assert_eq!(t["failure_delay_secs"].as_integer(), Some(3));
+        let m: Vec<&str> = t["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(m, ["virtio_ring.ko", "virtio.ko"]);
+        // No user file: only the generated keys.
+        let t: toml::Table = boot_toml(None, 1, &[]).unwrap().parse().unwrap();
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn boot_toml_rejects_bad_user_files() {
+        for (text, needle) in [
+            ("threshold = 2", "set by `stele initramfs`"),
+            ("modules = []", "set by `stele initramfs`"),
+            ("colour = \"red\"", "unknown key `colour`"),
+            ("verify = 1", "must be a string"),
+            ("failure_delay_secs = \"3\"", "non-negative integer"),
+            ("failure_delay_secs = -1", "non-negative integer"),
+            ("verify = \"none\"", "one of tree, full"),
+            ("on_failure = \"halt\"", "one of reboot, poweroff"),
+            ("this is not toml", "not valid TOML"),
+        ] {
+            let e = boot_toml(Some(("u.toml", text)), 1, &[]).unwrap_err();
+            assert!(matches!(e, InitramfsError::Config { .. }), "{text}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains(needle) && msg.contains("u.toml"),
+                "{text}: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn archive_has_contract_layout() {
+        let keys = [TrustedKey {
+            id: "0123456789abcdef".into(),
+            pem: "PEM".into(),
+        }];
+        let mods = vec![
+            ModuleFile {
+                file_name: "virtio_ring.ko".into(),
+                data: b"r".to_vec(),
+            },
+            ModuleFile {
+                file_name: "virtio.ko".into(),
+                data: b"v".to_vec(),
+            },
+        ];
+        let a = build_archive(b"ELF".to_vec(), "threshold = 1\n", &keys, mods, 0).unwrap();
+        let entries: Vec<(&str, u32, &EntryKind)> =
+            a.entries().map(|(p, e)| (p, e.mode(), &e.kind)).collect();
+        let find = |p: &str| entries.iter().find(|e| e.0 == p).copied();
+        for d in DIRS {
+            assert_eq!(find(d).map(|e| e.1), Some(0o040_755), "{d}");
+        }
+        assert_eq!(
+            find("dev/console").map(|e| (e.1, e.2.clone())),
+            Some((0o020_600, EntryKind::CharDev { major: 5, minor: 1 }))
+        );
+        assert_eq!(find("init").map(|e| e.1), Some(0o100_755));
+        assert_eq!(find("etc/stele/boot.toml").map(|e| e.1), Some(0o100_644));
+        assert_eq!(
+            find("etc/stele/keys/0123456789abcdef.pem").map(|e| e.2.clone()),
+            Some(EntryKind::File(b"PEM".to_vec()))
+        );
+        assert!(find("lib/modules/virtio.ko").is_some());
+        assert_eq!(entries.len(), DIRS.len() + 6);
+        // Same inputs, same bytes.
+        let again = build_archive(b"ELF".to_vec(), "threshold = 1\n", &keys, vec![], 0)
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+        let again2 = build_archive(b"ELF".to_vec(), "threshold = 1\n", &keys, vec![], 0)
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+        assert_eq!(again, again2);
+    }
+
+    #[test]
+    fn requested_modules_defaults_and_replacement() {
+        let mut spec = InitramfsSpec {
+            modules_dir: PathBuf::new(),
+            modules: vec!["vfat".into(), "erofs".into()],
+            default_modules: true,
+            keys: vec![],
+            threshold: 1,
+            config: None,
+            init: PathBuf::new(),
+            mtime: 0,
+        };
+        let r = requested_modules(&spec);
+        assert_eq!(r.len(), DEFAULT_MODULES.len() + 1);
+        assert_eq!(r.last().map(String::as_str), Some("vfat"));
+        spec.default_modules = false;
+        assert_eq!(requested_modules(&spec), ["vfat", "erofs"]);
+    }
+
+    #[test]
+    fn threshold_checked_against_keys() {
+        assert!(matches!(
+            load_keys(&[], 1),
+            Err(InitramfsError::Threshold {
+                threshold: 1,
+                keys: 0
+            })
+        ));
+        let d = tempfile::tempdir().unwrap();
+        let missing = d.path().join("nope.pem");
+        let e = load_keys(&[missing], 1).unwrap_err();
+        assert!(e.is_environment());
+    }
+
+    fn key_file(dir: &Path, seed: u8) -> (PathBuf, String) {
+        let sk = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+        let vk = sk.verifying_key();
+        let p = dir.join(format!("k{seed}.pem"));
+        std::fs::write(&p, stele_verifier::keys::public_pem(&vk)).unwrap();
+        (p, stele_verifier::keys::key_id(&vk).to_string())
+    }
+
+    #[test]
+    fn load_keys_ids_threshold_and_duplicates() {
+        let d = tempfile::tempdir().unwrap();
+        let (k1, id1) = key_file(d.path(), 1);
+        let (k2, id2) = key_file(d.path(), 2);
+        let keys = load_keys(&[k1.clone(), k2.clone()], 2).unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(
+            (keys[0].id.as_str(), keys[1].id.as_str()),
+            (id1.as_str(), id2.as_str())
+        );
+        assert_eq!(keys[0].id.len(), 16);
+        assert!(matches!(
+            load_keys(&[k1.clone(), k2.clone()], 3),
+            Err(InitramfsError::Threshold {
+                threshold: 3,
+                keys: 2
+            })
+        ));
+        assert!(matches!(
+            load_keys(std::slice::from_ref(&k1), 0),
+            Err(InitramfsError::Threshold { .. })
+        ));
+        let e = load_keys(&[k1.clone(), k1.clone()], 1).unwrap_err();
+        assert!(matches!(e, InitramfsError::Key { ref why, .. } if why.contains("twice")));
+        let junk = d.path().join("junk.pem");
+        std::fs::write(
+            &junk,
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+        )
+        .unwrap();
+        let e = load_keys(&[junk], 1).unwrap_err();
+        assert!(matches!(e, InitramfsError::KeyParse(_)));
+        assert!(e.to_string().contains("junk.pem"), "{e}");
+        assert!(!e.is_environment());
+    }
+
+    #[test]
+    fn build_from_files() {
+        let d = tempfile::tempdir().unwrap();
+        let mods = crate::modules::tests::fake_dir();
+        let (k1, id1) = key_file(d.path(), 1);
+        let init = d.path().join("init");
+        std::fs::write(&init, b"\x7fELF-init").unwrap();
+        let cfg = d.path().join("boot.toml");
+        std::fs::write(&cfg, "verify = \"full\"\n").unwrap();
+        let spec = InitramfsSpec {
+            modules_dir: mods.path().to_path_buf(),
+            modules: vec!["erofs".into(), "virtio-blk".into()],
+            default_modules: false,
+            keys: vec![k1],
+            threshold: 1,
+            config: Some(cfg),
+            init,
+            mtime: 77,
+        };
+        let (a, order) = build(&spec).unwrap();
+        assert_eq!(
+            order,
+            [
+                "crc32c_generic.ko",
+                "libcrc32c.ko",
+                "erofs.ko",
+                "virtio_ring.ko",
+                "virtio.ko",
+                "virtio_blk.ko"
+            ]
+        );
+        let file = |p: &str| match a.entries().find(|(q, _)| *q == p).map(|(_, e)| &e.kind) {
+            Some(EntryKind::File(d)) => d.clone(),
+            other => panic!("{p}: {other:?}"),
+        };
+        assert_eq!(file("init"), b"\x7fELF-init");
+        let t: toml::Table = String::from_utf8(file("etc/stele/boot.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(t["verify"].as_str(), Some("full"));
+        let listed: Vec<&str> = t["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(listed, order);
+        assert!(
+            file(&format!("etc/stele/keys/{id1}.pem")).starts_with(b"-----BEGIN PUBLIC KEY-----")
+        );
+        assert_eq!(
+            file("lib/modules/libcrc32c.ko"),
+            b"ELF\0softdep=pre: crc32c\0name=libcrc32c\0"
+        );
+        // Same inputs, same bytes.
+        assert_eq!(
+            a.to_bytes().unwrap(),
+            build(&spec).unwrap().0.to_bytes().unwrap()
+        );
+        // A config that sets threshold is refused.
+        let bad = d.path().join("bad.toml");
+        std::fs::write(&bad, "threshold = 1\n").unwrap();
+        let spec = InitramfsSpec {
+            config: Some(bad),
+            ..spec
+        };
+        assert!(matches!(build(&spec), Err(InitramfsError::Config { .. })));
+    }
+}

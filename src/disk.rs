@@ -1,0 +1,97 @@
+//! `stele disk create`: a GPT disk image with the state partition and the root slots.
+
+use std::path::PathBuf;
+
+use stele_image::disk::{create, parse_size, DiskError, DiskSpec};
+
+use crate::exit::{CliResult, Exit, Failure};
+use crate::util::source_date_epoch;
+
+/// Disk images.
+#[derive(Debug, clap::Args)]
+pub struct DiskArgs {
+    #[command(subcommand)]
+    pub cmd: DiskCmd,
+}
+
+/// `stele disk` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum DiskCmd {
+    /// Create a disk: stele-state, stele-root-a, stele-root-b, optional stele-data (ext4).
+    Create(CreateArgs),
+}
+
+/// Arguments of `stele disk create`.
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// Where to write the disk image.
+    #[arg(long, value_name = "DISK")]
+    pub out: PathBuf,
+    /// Size of each root slot partition (64M, 1G, 512K or bytes; rounded up to 1 MiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub slot_size: u64,
+    /// Slot image for stele-root-a.
+    #[arg(long = "a", value_name = "SLOT.img")]
+    pub a: PathBuf,
+    /// Slot image for stele-root-b (left empty and unbootable without it).
+    #[arg(long = "b", value_name = "SLOT.img")]
+    pub b: Option<PathBuf>,
+    /// Add an ext4 stele-data partition of this size.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub data_size: Option<u64>,
+}
+
+fn code(e: &DiskError) -> Exit {
+    match e {
+        e if e.is_environment() => Exit::Environment,
+        DiskError::NotSlot { .. } => Exit::Refused,
+        _ => Exit::Usage,
+    }
+}
+
+/// Runs `stele disk ...`.
+pub fn run(args: DiskArgs) -> CliResult {
+    match args.cmd {
+        DiskCmd::Create(c) => {
+            let spec = DiskSpec {
+                slot_size: c.slot_size,
+                a: c.a,
+                b: c.b,
+                data_size: c.data_size,
+                epoch: source_date_epoch()?,
+            };
+            let gpt = create(&c.out, &spec).map_err(|e| Failure::new(code(&e), e.to_string()))?;
+            println!("wrote {}", c.out.display());
+            for p in &gpt.partitions {
+                let (off, len) = p.byte_range();
+                println!("  {:<13} offset {off:>12} size {len:>12}", p.name);
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes() {
+        let not_slot = DiskError::NotSlot {
+            path: "x".into(),
+            why: "no footer".into(),
+        };
+        assert_eq!(code(&not_slot), Exit::Refused);
+        let big = DiskError::TooLarge {
+            path: "x".into(),
+            image_len: 2,
+            slot_len: 1,
+        };
+        assert_eq!(code(&big), Exit::Usage);
+        let tool = DiskError::ToolMissing {
+            tool: "mkfs.ext4",
+            package: "e2fsprogs",
+        };
+        assert_eq!(code(&tool), Exit::Environment);
+    }
+}

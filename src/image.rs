@@ -1,0 +1,165 @@
+//! `stele image build` and `stele sign`: making and signing slot images.
+
+use std::path::{Path, PathBuf};
+
+use clap::ArgGroup;
+use stele_image::fs::{fs_type_name, parse_fs_type};
+use stele_image::slot::{BuildParams, BuildReport, DEFAULT_BLOCK_SIZE};
+use stele_verifier::hex;
+
+use crate::exit::{CliResult, Failure};
+use crate::util::{salt_or_random, source_date_epoch};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ImageCommand {
+    /// Build a signed slot image from a root directory or an existing filesystem image.
+    Build(BuildArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(ArgGroup::new("input").required(true).args(["rootfs", "fs_image"])))]
+pub struct BuildArgs {
+    /// Root directory to pack into a filesystem image.
+    #[arg(long, value_name = "DIR")]
+    rootfs: Option<PathBuf>,
+    /// Existing filesystem image to wrap (its type is given by --fs).
+    #[arg(long, value_name = "FILE")]
+    fs_image: Option<PathBuf>,
+    /// Private key to sign with (PKCS#8 PEM); repeat for several signatures.
+    #[arg(long = "key", value_name = "K.pem", required = true)]
+    keys: Vec<PathBuf>,
+    /// Image name: 1 to 64 characters of A-Z a-z 0-9 . _ -
+    #[arg(long)]
+    name: String,
+    /// Human-readable version.
+    #[arg(long)]
+    version: String,
+    /// Rollback index (devices refuse images below their rollback floor).
+    #[arg(long, value_name = "N")]
+    rollback_index: u64,
+    /// Filesystem type: erofs, squashfs or ext4.
+    #[arg(long = "fs", value_name = "TYPE", default_value = "erofs")]
+    fs_type: String,
+    /// Verity salt in hex (default: 32 random bytes).
+    #[arg(long, value_name = "HEX")]
+    salt: Option<String>,
+    /// Verity data block size.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BLOCK_SIZE)]
+    data_block_size: u32,
+    /// Verity hash block size.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BLOCK_SIZE)]
+    hash_block_size: u32,
+    /// Output slot image (written to a temporary file, renamed at the end).
+    #[arg(long, value_name = "SLOT.img")]
+    out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(ArgGroup::new("signer").required(true).args(["keys", "signer_cmd"])))]
+pub struct SignArgs {
+    /// The slot image to sign (rewritten atomically).
+    #[arg(value_name = "SLOT.img")]
+    image: PathBuf,
+    /// Private key (PKCS#8 PEM); repeat for several signatures.
+    #[arg(long = "key", value_name = "K.pem")]
+    keys: Vec<PathBuf>,
+    /// External signing command (split on whitespace, no shell): gets the message on
+    /// stdin, writes the 64-byte raw signature to stdout.
+    #[arg(long, value_name = "CMD", requires = "public", conflicts_with = "keys")]
+    signer_cmd: Option<String>,
+    /// Public key of the external signer; its signature is checked before it is added.
+    #[arg(long, value_name = "P.pem", requires = "signer_cmd")]
+    public: Option<PathBuf>,
+}
+
+pub fn run(c: ImageCommand) -> CliResult {
+    match c {
+        ImageCommand::Build(a) => build(&a),
+    }
+}
+
+fn check_block_size(what: &str, n: u32) -> CliResult {
+    let ok = n.is_power_of_two()
+        && (stele_verifier::verity::MIN_BLOCK_SIZE..=stele_verifier::verity::MAX_BLOCK_SIZE)
+            .contains(&n);
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure::usage(format!(
+            "invalid {what} {n}: use a power of two from 512 to 65536"
+        )))
+    }
+}
+
+fn build(a: &BuildArgs) -> CliResult {
+    check_block_size("--data-block-size", a.data_block_size)?;
+    check_block_size("--hash-block-size", a.hash_block_size)?;
+    let fs_type = parse_fs_type(&a.fs_type)?;
+    let epoch = source_date_epoch()?;
+    let salt = salt_or_random(a.salt.as_deref())?;
+    let keys = a
+        .keys
+        .iter()
+        .map(|p| stele_image::keys::load_signing_key(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let params = BuildParams {
+        name: a.name.clone(),
+        version: a.version.clone(),
+        rollback_index: a.rollback_index,
+        created: epoch,
+        fs_type,
+        salt,
+        data_block_size: a.data_block_size,
+        hash_block_size: a.hash_block_size,
+    };
+    let report = match (&a.rootfs, &a.fs_image) {
+        (Some(dir), None) => {
+            stele_image::slot::build_from_rootfs(dir, &params, epoch, &keys, &a.out)?
+        }
+        (None, Some(img)) => stele_image::slot::build_from_fs_image(img, &params, &keys, &a.out)?,
+        _ => {
+            return Err(Failure::usage(
+                "give exactly one of --rootfs and --fs-image",
+            ))
+        }
+    };
+    print_report(&a.out, &report);
+    Ok(())
+}
+
+fn print_report(out: &Path, r: &BuildReport) {
+    let m = &r.manifest;
+    let ids: Vec<String> = r.signed_by.iter().map(ToString::to_string).collect();
+    println!(
+        "built: {} {} {} rollback_index={} fs={} size={} signed by {} root_hash={}",
+        out.display(),
+        m.name,
+        m.version,
+        m.rollback_index,
+        fs_type_name(m.filesystem.fs_type),
+        r.footer.manifest_offset + r.footer.manifest_len,
+        ids.join(","),
+        hex::encode(&m.verity.root_hash)
+    );
+}
+
+pub fn sign(a: &SignArgs) -> CliResult {
+    if let Some(cmd) = &a.signer_cmd {
+        let public = a
+            .public
+            .as_ref()
+            .ok_or_else(|| Failure::usage("--signer-cmd needs --public P.pem"))?;
+        let key = stele_image::keys::load_public_key(public)?;
+        let id = stele_image::slot::sign_external(&a.image, cmd, &key)
+            .map_err(|e| Failure::from(e).context(a.image.display()))?;
+        println!("signed: {} by {id} (external signer)", a.image.display());
+        return Ok(());
+    }
+    for p in &a.keys {
+        let key = stele_image::keys::load_signing_key(p)?;
+        let id = stele_image::slot::sign(&a.image, &key)
+            .map_err(|e| Failure::from(e).context(a.image.display()))?;
+        println!("signed: {} by {id}", a.image.display());
+    }
+    Ok(())
+}

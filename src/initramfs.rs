@@ -1,0 +1,108 @@
+//! `stele initramfs`: build the initramfs (stele-init, boot.toml, keys, kernel modules).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use stele_image::cpio::Archive;
+use stele_image::initramfs::{build, InitramfsError, InitramfsSpec};
+
+use crate::exit::{CliResult, Exit, Failure};
+use crate::util::source_date_epoch;
+
+/// Build an initramfs (newc cpio) for stele-init.
+#[derive(Debug, clap::Args)]
+pub struct InitramfsArgs {
+    /// The kernel's modules directory (/lib/modules/<version>, after depmod).
+    #[arg(long, value_name = "DIR")]
+    pub modules_dir: PathBuf,
+    /// A module to include besides the default set (repeatable; dashes = underscores,
+    /// aliases accepted).
+    #[arg(long = "module", value_name = "NAME")]
+    pub modules: Vec<String>,
+    /// Include only the --module modules, not the default set (virtio_pci, virtio_blk,
+    /// dm_verity, erofs, squashfs, ext4, overlay).
+    #[arg(long)]
+    pub no_default_modules: bool,
+    /// A trusted public key (SPKI PEM; repeatable).
+    #[arg(long = "key", value_name = "P.pem", required = true)]
+    pub keys: Vec<PathBuf>,
+    /// Signatures needed: 1 ..= number of keys.
+    #[arg(long, default_value_t = 1)]
+    pub threshold: usize,
+    /// boot.toml settings (must not set `threshold` or `modules`).
+    #[arg(long, value_name = "boot.toml")]
+    pub config: Option<PathBuf>,
+    /// The stele-init binary, installed as /init.
+    #[arg(long, value_name = "PATH")]
+    pub init: PathBuf,
+    /// Where to write the initramfs.
+    #[arg(long, value_name = "INITRD")]
+    pub out: PathBuf,
+}
+
+fn code(e: &InitramfsError) -> Exit {
+    if e.is_environment() {
+        Exit::Environment
+    } else {
+        Exit::Usage
+    }
+}
+
+/// Runs `stele initramfs`.
+pub fn run(args: InitramfsArgs) -> CliResult {
+    let epoch = source_date_epoch()?;
+    let mtime = Archive::mtime_from_epoch(epoch)
+        .map_err(|e| Failure::new(Exit::Usage, format!("SOURCE_DATE_EPOCH: {e}")))?;
+    let spec = InitramfsSpec {
+        modules_dir: args.modules_dir,
+        modules: args.modules,
+        default_modules: !args.no_default_modules,
+        keys: args.keys,
+        threshold: args.threshold,
+        config: args.config,
+        init: args.init,
+        mtime,
+    };
+    let (archive, order) = build(&spec).map_err(|e| Failure::new(code(&e), e.to_string()))?;
+    let bytes = archive
+        .to_bytes()
+        .map_err(|e| Failure::new(Exit::Usage, e.to_string()))?;
+    let out = args.out;
+    stele_image::outfile::write_atomic(
+        &out,
+        |what, e| Failure::new(Exit::Environment, format!("{what} {}: {e}", out.display())),
+        |f, _| {
+            f.write_all(&bytes).map_err(|e| {
+                Failure::new(Exit::Environment, format!("writing {}: {e}", out.display()))
+            })
+        },
+    )?;
+    println!(
+        "wrote {} ({} bytes, {} keys, threshold {}, modules: {})",
+        out.display(),
+        bytes.len(),
+        spec.keys.len(),
+        spec.threshold,
+        order.join(" ")
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes() {
+        let t = InitramfsError::Threshold {
+            threshold: 3,
+            keys: 1,
+        };
+        assert_eq!(code(&t), Exit::Usage);
+        let r = InitramfsError::Read {
+            path: "k.pem".into(),
+            source: std::io::Error::other("gone"),
+        };
+        assert_eq!(code(&r), Exit::Environment);
+    }
+}

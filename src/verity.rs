@@ -1,0 +1,166 @@
+//! `stele verity format|verify`: standalone dm-verity hash trees, byte-identical to
+//! `veritysetup format --no-superblock` (the hash file holds the tree at offset 0).
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use stele_verifier::hex;
+use stele_verifier::verity::{build_tree, verify_data, VerityParams, DIGEST_LEN};
+
+use crate::exit::{CliResult, Exit, Failure};
+use crate::util::{parse_hex, salt_or_random};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum VerityCommand {
+    /// Compute the hash tree of DATA into HASH and print the root hash.
+    Format(FormatArgs),
+    /// Check DATA against HASH and ROOT; names the first bad block.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Geometry {
+    /// Data block size.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    data_block_size: u32,
+    /// Hash block size.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    hash_block_size: u32,
+    /// Number of data blocks (default: the whole blocks in DATA).
+    #[arg(long, value_name = "N")]
+    data_blocks: Option<u64>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FormatArgs {
+    /// The data (file or block device) to hash.
+    #[arg(value_name = "DATA")]
+    data: PathBuf,
+    /// Where to write the hash tree (created or truncated; the tree starts at offset 0).
+    #[arg(value_name = "HASH")]
+    hash: PathBuf,
+    /// Salt in hex, `-` for none (default: 32 random bytes).
+    #[arg(long, value_name = "HEX")]
+    salt: Option<String>,
+    #[command(flatten)]
+    geometry: Geometry,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The data to check.
+    #[arg(value_name = "DATA")]
+    data: PathBuf,
+    /// The hash tree (at offset 0), as written by `stele verity format`.
+    #[arg(value_name = "HASH")]
+    hash: PathBuf,
+    /// Root hash in hex.
+    #[arg(value_name = "ROOT")]
+    root: String,
+    /// Salt in hex, `-` for none.
+    #[arg(long, value_name = "HEX", default_value = "-")]
+    salt: String,
+    #[command(flatten)]
+    geometry: Geometry,
+}
+
+pub fn run(c: VerityCommand) -> CliResult {
+    match c {
+        VerityCommand::Format(a) => format(&a),
+        VerityCommand::Verify(a) => verify(&a),
+    }
+}
+
+fn open(path: &Path) -> CliResult<(File, u64)> {
+    let f = File::open(path)
+        .map_err(|e| Failure::env(format!("cannot open {}: {e}", path.display())))?;
+    let len = f
+        .metadata()
+        .map_err(|e| Failure::env(format!("cannot stat {}: {e}", path.display())))?
+        .len();
+    Ok((f, len))
+}
+
+fn params(g: &Geometry, data: &Path, data_len: u64, salt: Vec<u8>) -> CliResult<VerityParams> {
+    let dbs = u64::from(g.data_block_size.max(1));
+    let blocks = g.data_blocks.unwrap_or(data_len / dbs);
+    if blocks == 0 {
+        return Err(Failure::usage(format!(
+            "{} holds no whole {dbs}-byte data block",
+            data.display()
+        )));
+    }
+    let p = VerityParams::new(g.data_block_size, g.hash_block_size, blocks, salt)
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    if p.data_size() > data_len {
+        return Err(Failure::usage(format!(
+            "{} is {data_len} bytes, too short for {blocks} data blocks of {dbs} bytes",
+            data.display()
+        )));
+    }
+    Ok(p)
+}
+
+fn format(a: &FormatArgs) -> CliResult {
+    let salt = salt_or_random(a.salt.as_deref())?;
+    let (f, len) = open(&a.data)?;
+    let p = params(&a.geometry, &a.data, len, salt)?;
+    let (tree, root) = build_tree(f.take(p.data_size()), &p)?;
+    let mut out = File::create(&a.hash)
+        .map_err(|e| Failure::env(format!("cannot create {}: {e}", a.hash.display())))?;
+    out.write_all(&tree)
+        .and_then(|()| out.sync_all())
+        .map_err(|e| Failure::env(format!("cannot write {}: {e}", a.hash.display())))?;
+    let salt_hex = if p.salt().is_empty() {
+        "-".to_string()
+    } else {
+        hex::encode(p.salt())
+    };
+    println!("VERITY header information for {}", a.hash.display());
+    println!("UUID:            \t");
+    println!("Hash type:       \t1");
+    println!("Data blocks:     \t{}", p.data_blocks());
+    println!("Data block size: \t{}", p.data_block_size());
+    println!(
+        "Hash blocks:     \t{}",
+        tree.len() as u64 / u64::from(p.hash_block_size())
+    );
+    println!("Hash block size: \t{}", p.hash_block_size());
+    println!("Hash algorithm:  \tsha256");
+    println!("Salt:            \t{salt_hex}");
+    println!("Root hash:      \t{}", hex::encode(&root));
+    println!("Hash device size: \t{} [bytes]", tree.len());
+    Ok(())
+}
+
+fn verify(a: &VerifyArgs) -> CliResult {
+    let salt = parse_hex("--salt", &a.salt)?;
+    let root: [u8; DIGEST_LEN] = parse_hex("ROOT", &a.root)?.try_into().map_err(|_| {
+        Failure::usage(format!("invalid ROOT {:?}: expected 64 hex digits", a.root))
+    })?;
+    let (f, len) = open(&a.data)?;
+    let p = params(&a.geometry, &a.data, len, salt)?;
+    let (mut h, hlen) = open(&a.hash)?;
+    let need = p.hash_tree_size();
+    if hlen < need {
+        return Err(Failure::new(
+            Exit::Refused,
+            format!(
+                "truncated hash file {}: {hlen} bytes, the tree needs {need}",
+                a.hash.display()
+            ),
+        ));
+    }
+    let mut area =
+        vec![0u8; usize::try_from(need).map_err(|_| Failure::usage("hash tree too large"))?];
+    h.read_exact(&mut area)
+        .map_err(|e| Failure::env(format!("cannot read {}: {e}", a.hash.display())))?;
+    verify_data(f.take(p.data_size()), &area, &p, &root)?;
+    println!(
+        "verified: {} data blocks match root hash {}",
+        p.data_blocks(),
+        hex::encode(&root)
+    );
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! Integration tests of the `stele` command line (one test binary).
+//!
+//! Modules:
+//! - util: running `stele`, fixtures, an independent FORMATS.md reader
+//! - cli_keys: keygen, wrong keys, thresholds, OpenSSL interop, external signers
+//! - cli_image: build, verify, inspect, --fs-image, atomic output, veritysetup cross-check
+//! - cli_tamper: one flipped bit in each region is refused with the right cause
+//! - cli_malformed: empty, truncated, absurd and validly-signed-but-bad images
+//! - cli_repro: reproducible builds for erofs, squashfs and ext4
+//! - cli_verity: `stele verity` against `veritysetup --no-superblock`
+
+mod util;
+
+mod cli_image;
+mod cli_keys;
+mod cli_malformed;
+mod cli_repro;
+mod cli_tamper;
+mod cli_verity;

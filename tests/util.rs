@@ -1,0 +1,328 @@
+//! Helpers for the CLI integration tests: running `stele`, fixtures, and an independent
+//! reading of the slot image layout straight from docs/FORMATS.md.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+/// The result of one command.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `stele` with `args`, SOURCE_DATE_EPOCH removed.
+pub fn stele(args: &[&str]) -> Out {
+    stele_env(args, &[])
+}
+
+/// Runs `stele` with `args` and extra environment variables.
+pub fn stele_env(args: &[&str], env: &[(&str, &str)]) -> Out {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stele"));
+    cmd.args(args).env_remove("SOURCE_DATE_EPOCH");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let o = cmd.output().expect("running the stele binary");
+    let out = Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    };
+    assert!(
+        !out.stderr.contains("panicked"),
+        "stele panicked on {args:?}: {}",
+        out.stderr
+    );
+    out
+}
+
+/// Asserts success and returns stdout.
+pub fn ok(out: Out) -> String {
+    assert_eq!(out.code, 0, "expected success: {out:?}");
+    out.stdout
+}
+
+/// Asserts exit `code` with exactly one stderr line `stele: error: ...` containing every needle.
+pub fn fails(out: &Out, code: i32, needles: &[&str]) {
+    assert_eq!(out.code, code, "expected exit {code}: {out:?}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one stderr line: {out:?}");
+    assert!(lines[0].starts_with("stele: error: "), "{out:?}");
+    for n in needles {
+        assert!(
+            lines[0].to_lowercase().contains(&n.to_lowercase()),
+            "stderr should mention {n:?}: {}",
+            lines[0]
+        );
+    }
+}
+
+/// Fails with a message naming the setup command when a host tool is missing.
+pub fn need_tool(tool: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(["/usr/sbin", "/sbin"].iter().map(PathBuf::from))
+        .any(|d| d.join(tool).is_file());
+    assert!(
+        found,
+        "{tool} not found: run `cargo xtask setup` to install the host tools"
+    );
+}
+
+/// Runs a host tool, asserting it succeeded.
+pub fn host(tool: &str, args: &[&str]) -> Out {
+    need_tool(tool);
+    let o = Command::new(tool)
+        .args(args)
+        .output()
+        .expect("running a host tool");
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// A temporary directory with helpers to make keys, root trees and images in it.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        Fixture {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn p(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    /// `stele keygen` into `<name>.key` / `<name>.pem`; returns (private, public) paths.
+    pub fn keygen(&self, name: &str) -> (String, String) {
+        let (k, p) = (
+            self.p(&format!("{name}.key")),
+            self.p(&format!("{name}.pem")),
+        );
+        ok(stele(&["keygen", "--private", &k, "--public", &p]));
+        (k, p)
+    }
+
+    /// A small root tree; `big` adds a 700 KB file so the hash tree has two levels.
+    pub fn rootfs(&self, name: &str, big: bool) -> String {
+        let root = self.path(name);
+        write_tree(&root, big);
+        root.display().to_string()
+    }
+
+    /// Builds `<out>` from a fresh rootfs with `key`, fixed salt, erofs unless `extra` says.
+    pub fn build(&self, out: &str, key: &str, extra: &[&str]) -> String {
+        need_tool("mkfs.erofs");
+        let root = self.rootfs(&format!("{out}.root"), true);
+        let img = self.p(out);
+        let mut args = vec![
+            "image",
+            "build",
+            "--rootfs",
+            &root,
+            "--key",
+            key,
+            "--name",
+            "demo",
+            "--version",
+            "1.0.0",
+            "--rollback-index",
+            "7",
+            "--salt",
+            SALT,
+            "--out",
+            &img,
+        ];
+        args.extend_from_slice(extra);
+        ok(stele(&args));
+        img
+    }
+}
+
+/// The salt used by fixtures.
+pub const SALT: &str = "5d1f00112233445566778899aabbccddeeff00112233445566778899aabbccdd";
+
+/// Writes a deterministic small tree at `root`.
+pub fn write_tree(root: &Path, big: bool) {
+    std::fs::create_dir_all(root.join("etc/stele")).expect("mkdir");
+    std::fs::create_dir_all(root.join("usr/bin")).expect("mkdir");
+    std::fs::write(root.join("etc/hostname"), "demo\n").expect("write");
+    std::fs::write(root.join("etc/stele/system.toml"), "mode = \"exec\"\n").expect("write");
+    std::fs::write(root.join("usr/bin/hello"), "#!/bin/sh\necho hello\n").expect("write");
+    if big {
+        let data: Vec<u8> = (0..700_000u32)
+            .map(|i| u8::try_from((i.wrapping_mul(2_654_435_761) >> 13) & 0xff).unwrap_or(0))
+            .collect();
+        std::fs::write(root.join("usr/bin/big"), data).expect("write");
+    }
+    std::os::unix::fs::symlink("usr/bin", root.join("bin")).expect("symlink");
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(b[off..off + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
+}
+
+/// The regions of a slot image file, read per docs/FORMATS.md (no stele code involved).
+#[derive(Debug, Clone, Copy)]
+pub struct Regions {
+    pub footer: usize,
+    pub manifest_offset: usize,
+    pub manifest_len: usize,
+    pub sig_count: usize,
+    pub body_offset: usize,
+    pub body_len: usize,
+    pub hash_offset: usize,
+    pub data_blocks: usize,
+    pub hash_tree_end: usize,
+}
+
+/// Reads a TOML integer field `key = N` from a body.
+pub fn body_int(body: &str, key: &str) -> u64 {
+    body.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == key).then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("{key} not in body:\n{body}"))
+}
+
+pub fn regions(img: &[u8]) -> Regions {
+    assert!(
+        img.len().rem_euclid(4096) == 0 && img.len() >= 8192,
+        "image length {}",
+        img.len()
+    );
+    let footer = img.len() - 4096;
+    let f = &img[footer..];
+    assert_eq!(&f[0..8], b"STELEFTR");
+    assert_eq!(u32_at(f, 8), 1);
+    let checksum = Sha256::digest(&f[..4064]);
+    assert_eq!(&f[4064..], checksum.as_slice(), "footer checksum");
+    let manifest_offset = usize::try_from(u64_at(f, 16)).expect("offset");
+    let manifest_len = usize::try_from(u64_at(f, 24)).expect("len");
+    assert_eq!(u64_at(f, 32), (manifest_offset + manifest_len) as u64);
+    assert_eq!(manifest_offset % 4096, 0);
+    assert_eq!(
+        footer,
+        (manifest_offset + manifest_len).div_ceil(4096) * 4096
+    );
+    let m = &img[manifest_offset..manifest_offset + manifest_len];
+    assert_eq!(&m[0..8], b"STELEMAN");
+    assert_eq!(u32_at(m, 8), 1);
+    let body_len = u32_at(m, 12) as usize;
+    let sig_count = u32_at(m, 16) as usize;
+    assert_eq!(u32_at(m, 20), 0);
+    let body_offset = manifest_offset + 24 + 72 * sig_count;
+    assert_eq!(24 + 72 * sig_count + body_len, manifest_len);
+    let body = std::str::from_utf8(&img[body_offset..body_offset + body_len]).expect("utf-8 body");
+    let hash_offset = usize::try_from(body_int(body, "hash_offset")).expect("hash_offset");
+    let data_blocks = usize::try_from(body_int(body, "data_blocks")).expect("data_blocks");
+    let dbs = usize::try_from(body_int(body, "data_block_size")).expect("dbs");
+    assert_eq!(hash_offset, data_blocks * dbs);
+    // Hash tree size per FORMATS.md with 4096-byte hash blocks (128 entries each).
+    let mut tree_blocks = 0usize;
+    let mut n = data_blocks;
+    while n > 1 {
+        n = n.div_ceil(128);
+        tree_blocks += n;
+    }
+    let hash_tree_end = hash_offset + tree_blocks * 4096;
+    assert_eq!(manifest_offset, hash_tree_end.div_ceil(4096) * 4096);
+    Regions {
+        footer,
+        manifest_offset,
+        manifest_len,
+        sig_count,
+        body_offset,
+        body_len,
+        hash_offset,
+        data_blocks,
+        hash_tree_end,
+    }
+}
+
+/// The body bytes of an image.
+pub fn body(img: &[u8]) -> Vec<u8> {
+    let r = regions(img);
+    img[r.body_offset..r.body_offset + r.body_len].to_vec()
+}
+
+/// Signature `i` of an image: (key id hex, 64 signature bytes).
+pub fn signature(img: &[u8], i: usize) -> (String, Vec<u8>) {
+    let r = regions(img);
+    let off = r.manifest_offset + 24 + 72 * i;
+    let id: String = img[off..off + 8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    (id, img[off + 8..off + 72].to_vec())
+}
+
+/// A footer for `manifest_offset`/`manifest_len`/`image_len`, checksummed.
+pub fn footer_bytes(manifest_offset: u64, manifest_len: u64, image_len: u64) -> Vec<u8> {
+    let mut f = vec![0u8; 4096];
+    f[0..8].copy_from_slice(b"STELEFTR");
+    f[8..12].copy_from_slice(&1u32.to_le_bytes());
+    f[16..24].copy_from_slice(&manifest_offset.to_le_bytes());
+    f[24..32].copy_from_slice(&manifest_len.to_le_bytes());
+    f[32..40].copy_from_slice(&image_len.to_le_bytes());
+    let sum = Sha256::digest(&f[..4064]);
+    f[4064..].copy_from_slice(&sum);
+    f
+}
+
+/// An envelope with no signatures around `body`.
+pub fn unsigned_envelope(body: &[u8]) -> Vec<u8> {
+    let mut e = Vec::new();
+    e.extend_from_slice(b"STELEMAN");
+    e.extend_from_slice(&1u32.to_le_bytes());
+    e.extend_from_slice(&u32::try_from(body.len()).expect("body len").to_le_bytes());
+    e.extend_from_slice(&0u32.to_le_bytes());
+    e.extend_from_slice(&0u32.to_le_bytes());
+    e.extend_from_slice(body);
+    e
+}
+
+/// The image with its manifest envelope replaced by `envelope` (new footer, same data).
+pub fn with_envelope(img: &[u8], envelope: &[u8]) -> Vec<u8> {
+    let r = regions(img);
+    let mut out = img[..r.manifest_offset].to_vec();
+    out.extend_from_slice(envelope);
+    let end = out.len();
+    out.resize(end.div_ceil(4096) * 4096, 0);
+    out.extend_from_slice(&footer_bytes(
+        r.manifest_offset as u64,
+        envelope.len() as u64,
+        end as u64,
+    ));
+    out
+}
+
+/// Writes `bytes` with one bit flipped at `offset` to `dest`.
+pub fn write_flipped(bytes: &[u8], offset: usize, dest: &Path) {
+    let mut b = bytes.to_vec();
+    b[offset] ^= 0x10;
+    std::fs::write(dest, b).expect("write tampered copy");
+}
