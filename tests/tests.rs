@@ -8,6 +8,7 @@
 //! - cli_malformed: empty, truncated, absurd and validly-signed-but-bad images
 //! - cli_repro: reproducible builds for erofs, squashfs and ext4
 //! - cli_verity: `stele verity` against `veritysetup --no-superblock`
+//! - vm_init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
 
 mod util;
 
@@ -17,3 +18,4 @@ mod cli_malformed;
 mod cli_repro;
 mod cli_tamper;
 mod cli_verity;
+mod vm_init;
