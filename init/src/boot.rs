@@ -497,36 +497,50 @@ fn try_slot(
     })
 }
 
-/// Writes /run/stele/{slot,manifest.toml,boot.toml,devices,keys/}. Failures are warnings:
-/// they only matter to `stele update`, which says what is missing.
-fn publish(s: Slot, body: &[u8], boot_text: &str, parts: &Partitions) {
+/// `/run/stele/devices`: one `role=/dev/<name>` line per partition (empty when absent). Pure.
+pub fn devices_file(parts: &Partitions) -> String {
     let dev = |d: &Option<BlockDev>| d.as_ref().map(BlockDev::path).unwrap_or_default();
-    let devices = format!(
+    format!(
         "state={}\na={}\nb={}\ndata={}\n",
         parts.state.path(),
         dev(&parts.slot_a),
         dev(&parts.slot_b),
         dev(&parts.data)
-    );
-    let r = sys::mkdir_p(&format!("{RUN_STELE}/keys")).and_then(|()| {
-        for (name, bytes) in [
-            ("slot", format!("{}\n", s.name()).into_bytes()),
-            ("manifest.toml", body.to_vec()),
-            ("boot.toml", boot_text.as_bytes().to_vec()),
-            ("devices", devices.into_bytes()),
-        ] {
-            let p = format!("{RUN_STELE}/{name}");
-            std::fs::write(&p, bytes).map_err(|e| Error::io("write", p, e))?;
-        }
-        let rd = std::fs::read_dir(config::KEYS_DIR)
-            .map_err(|e| Error::io("read", config::KEYS_DIR, e))?;
-        for ent in rd.flatten() {
-            let to = format!("{RUN_STELE}/keys/{}", ent.file_name().to_string_lossy());
-            std::fs::copy(ent.path(), &to).map_err(|e| Error::io("copy", to, e))?;
-        }
-        Ok(())
-    });
-    if let Err(e) = r {
+    )
+}
+
+/// Writes `<dir>/{slot,manifest.toml,boot.toml,devices,keys/}` (`keys/` copied from
+/// `keys_dir`), what `stele update` reads on the running system.
+pub fn publish_to(
+    dir: &str,
+    keys_dir: &str,
+    s: Slot,
+    body: &[u8],
+    boot_text: &str,
+    parts: &Partitions,
+) -> Result<()> {
+    sys::mkdir_p(&format!("{dir}/keys"))?;
+    for (name, bytes) in [
+        ("slot", format!("{}\n", s.name()).into_bytes()),
+        ("manifest.toml", body.to_vec()),
+        ("boot.toml", boot_text.as_bytes().to_vec()),
+        ("devices", devices_file(parts).into_bytes()),
+    ] {
+        let p = format!("{dir}/{name}");
+        std::fs::write(&p, bytes).map_err(|e| Error::io("write", p, e))?;
+    }
+    let rd = std::fs::read_dir(keys_dir).map_err(|e| Error::io("read", keys_dir, e))?;
+    for ent in rd.flatten() {
+        let to = format!("{dir}/keys/{}", ent.file_name().to_string_lossy());
+        std::fs::copy(ent.path(), &to).map_err(|e| Error::io("copy", to, e))?;
+    }
+    Ok(())
+}
+
+/// Publishes under /run/stele. Failures are warnings: they only matter to `stele update`,
+/// which says what is missing.
+fn publish(s: Slot, body: &[u8], boot_text: &str, parts: &Partitions) {
+    if let Err(e) = publish_to(RUN_STELE, config::KEYS_DIR, s, body, boot_text, parts) {
         warn!("publishing {RUN_STELE}: {e}");
     }
 }
@@ -640,6 +654,50 @@ mod tests {
             no_slot_cause(&s, &["slot a: x".into(), "slot b: y".into()]),
             "slot a: x / slot b: y"
         );
+    }
+
+    fn bd(name: &str, minor: u32) -> BlockDev {
+        BlockDev {
+            devname: name.into(),
+            major: 254,
+            minor,
+            partname: None,
+        }
+    }
+
+    #[test]
+    fn publishes_what_stele_update_reads() {
+        let parts = Partitions {
+            state: bd("vda1", 1),
+            slot_a: Some(bd("vda2", 2)),
+            slot_b: Some(bd("vda3", 3)),
+            data: None,
+        };
+        assert_eq!(
+            devices_file(&parts),
+            "state=/dev/vda1\na=/dev/vda2\nb=/dev/vda3\ndata=\n"
+        );
+        let base = std::env::temp_dir().join(format!("stele-init-publish-{}", std::process::id()));
+        let keys = base.join("keys-in");
+        std::fs::create_dir_all(&keys).unwrap();
+        std::fs::write(keys.join("0011223344556677.pem"), "PEM").unwrap();
+        let out = base.join("run");
+        publish_to(
+            out.to_str().unwrap(),
+            keys.to_str().unwrap(),
+            Slot::B,
+            b"name = \"demo\"\n",
+            "threshold = 1\n",
+            &parts,
+        )
+        .unwrap();
+        let read = |n: &str| std::fs::read_to_string(out.join(n)).unwrap();
+        assert_eq!(read("slot"), "b\n");
+        assert_eq!(read("manifest.toml"), "name = \"demo\"\n");
+        assert_eq!(read("boot.toml"), "threshold = 1\n");
+        assert_eq!(read("keys/0011223344556677.pem"), "PEM");
+        assert!(read("devices").starts_with("state=/dev/vda1\n"));
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
