@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use stele_image::cpio::Archive;
-use stele_image::initramfs::{build, InitramfsError, InitramfsSpec};
+use stele_image::initramfs::{build, check_static_elf, InitramfsError, InitramfsSpec};
 
 use crate::exit::{CliResult, Exit, Failure};
 use crate::util::source_date_epoch;
@@ -50,6 +50,20 @@ fn code(e: &InitramfsError) -> Exit {
 
 /// Runs `stele initramfs`.
 pub fn run(args: InitramfsArgs) -> CliResult {
+    // The kernel runs /init before any library exists: refuse a dynamic binary here, with
+    // the fix, rather than let the boot die with "Failed to execute /init (error -2)".
+    let init = std::fs::read(&args.init).map_err(|e| {
+        Failure::new(
+            Exit::Environment,
+            format!("failed to read --init {}: {e}", args.init.display()),
+        )
+    })?;
+    check_static_elf(&init).map_err(|why| {
+        Failure::new(
+            Exit::Usage,
+            format!("--init {}: {why}", args.init.display()),
+        )
+    })?;
     let epoch = source_date_epoch()?;
     let mtime = Archive::mtime_from_epoch(epoch)
         .map_err(|e| Failure::new(Exit::Usage, format!("SOURCE_DATE_EPOCH: {e}")))?;

@@ -7,12 +7,16 @@
 //! - cli_tamper: one flipped bit in each region is refused with the right cause
 //! - cli_malformed: empty, truncated, absurd and validly-signed-but-bad images
 //! - cli_repro: reproducible builds for erofs, squashfs and ext4
+//! - cli_initramfs: `stele initramfs` refuses an /init that cannot boot
 //! - cli_verity: `stele verity` against `veritysetup --no-superblock`
+//! - boot: the real kernel under QEMU boots our initramfs and disk (needs `cargo xtask test`)
 //! - vm_init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
 
 mod util;
 
+mod boot;
 mod cli_image;
+mod cli_initramfs;
 mod cli_keys;
 mod cli_malformed;
 mod cli_repro;

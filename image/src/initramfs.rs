@@ -312,10 +312,84 @@ pub fn build(spec: &InitramfsSpec) -> Result<(Archive, Vec<String>), InitramfsEr
     Ok((archive, order))
 }
 
+/// The kernel runs `/init` before any library is there: it must be an ELF executable
+/// without a program interpreter (statically linked). Pure; `Err` says why and how to fix.
+pub fn check_static_elf(bytes: &[u8]) -> Result<(), String> {
+    const PT_INTERP: u32 = 3;
+    let rebuild = "build stele-init static: `cargo build --profile init -p stele-init --target \
+                   x86_64-unknown-linux-gnu` with CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS=\
+                   '-C target-feature=+crt-static' (`cargo xtask test` does this)";
+    if bytes.get(..4) != Some(b"\x7fELF".as_slice()) {
+        return Err(format!("not an ELF executable; {rebuild}"));
+    }
+    if bytes.get(4..6) != Some([2u8, 1].as_slice()) {
+        return Err("not a 64-bit little-endian ELF executable".to_owned());
+    }
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u64_at = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    let truncated = || "truncated ELF header".to_owned();
+    let phoff = usize::try_from(u64_at(0x20).ok_or_else(truncated)?).map_err(|_| truncated())?;
+    let phentsize = usize::from(u16_at(0x36).ok_or_else(truncated)?);
+    let phnum = usize::from(u16_at(0x38).ok_or_else(truncated)?);
+    for i in 0..phnum {
+        let at = phentsize
+            .checked_mul(i)
+            .and_then(|o| o.checked_add(phoff))
+            .ok_or_else(truncated)?;
+        let p_type = bytes
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+            .ok_or_else(truncated)?;
+        if p_type == PT_INTERP {
+            return Err(format!(
+                "dynamically linked (it needs a program interpreter, which the initramfs does not have; the kernel would fail with \"Failed to execute /init (error -2)\"); {rebuild}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cpio::EntryKind;
+
+    /// A minimal 64-bit ELF header with one program header of type `p_type`.
+    fn elf(p_type: u32) -> Vec<u8> {
+        let mut b = vec![0u8; 64 + 56];
+        b[..4].copy_from_slice(b"\x7fELF");
+        b[4] = 2;
+        b[5] = 1;
+        b[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+        b[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        b[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
+        b[64..68].copy_from_slice(&p_type.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn init_must_be_a_static_elf() {
+        assert_eq!(check_static_elf(&elf(1)), Ok(()));
+        let dynamic = check_static_elf(&elf(3)).unwrap_err();
+        assert!(dynamic.contains("dynamically linked"), "{dynamic}");
+        assert!(check_static_elf(b"#!/bin/sh\n")
+            .unwrap_err()
+            .contains("not an ELF"));
+        assert!(check_static_elf(&elf(1)[..66]).is_err());
+        // The test binary itself is dynamically linked (cargo's default).
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert!(check_static_elf(&me).is_err());
+    }
 
     #[test]
     fn boot_toml_adds_threshold_and_modules() {
@@ -497,7 +571,7 @@ mod tests {
         let mods = crate::modules::tests::fake_dir();
         let (k1, id1) = key_file(d.path(), 1);
         let init = d.path().join("init");
-        std::fs::write(&init, b"\x7fELF-init").unwrap();
+        std::fs::write(&init, elf(1)).unwrap();
         let cfg = d.path().join("boot.toml");
         std::fs::write(&cfg, "verify = \"full\"\n").unwrap();
         let spec = InitramfsSpec {
@@ -526,7 +600,7 @@ mod tests {
             Some(EntryKind::File(d)) => d.clone(),
             other => panic!("{p}: {other:?}"),
         };
-        assert_eq!(file("init"), b"\x7fELF-init");
+        assert_eq!(file("init"), elf(1));
         let t: toml::Table = String::from_utf8(file("etc/stele/boot.toml"))
             .unwrap()
             .parse()

@@ -3,6 +3,7 @@
 //! Key pair → slot image from a small root filesystem → verified → a tampered copy refused.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -95,8 +96,11 @@ pub fn demo() -> Result<(), String> {
     d.step("4. Tamper: one flipped byte inside the filesystem of a copy");
     let img = d.dir.join("demo-1.0.0.img");
     let bad = d.dir.join("tampered-data.img");
-    flip_byte(&img, &bad, 4096 + 17)?;
-    println!("flipped byte 4113 of a copy: tampered-data.img");
+    flip_byte(&img, &bad, 3 * 4096 + 17)?;
+    println!(
+        "flipped byte {} (in data block 3) of a copy: tampered-data.img",
+        3 * 4096 + 17
+    );
     d.must_fail(&[
         "verify",
         "tampered-data.img",
@@ -118,24 +122,129 @@ pub fn demo() -> Result<(), String> {
     d.must(&["keygen", "--private", "other.key", "--public", "other.pub"])?;
     d.must_fail(&["verify", "demo-1.0.0.img", "--key", "other.pub"])?;
 
-    println!("\ndemo: the signed image verified; every tampered or untrusted variant was refused.");
+    d.step(
+        "7. Boot it: initramfs (stele-init, trusted key, kernel modules) + GPT disk, under QEMU",
+    );
+    let kernel = crate::kernel::ensure()?;
+    let init = crate::util::build_static_init()?;
+    let modules = kernel.modules.display().to_string();
+    let init = init.display().to_string();
+    d.must(&[
+        "initramfs",
+        "--modules-dir",
+        &modules,
+        "--key",
+        "release.pub",
+        "--init",
+        &init,
+        "--out",
+        "initrd.cpio",
+    ])?;
+    d.must(&[
+        "disk",
+        "create",
+        "--out",
+        "disk.img",
+        "--slot-size",
+        "64M",
+        "--a",
+        "demo-1.0.0.img",
+        "--data-size",
+        "16M",
+    ])?;
+    let vmlinuz = kernel.kernel.display().to_string();
+    d.must(&[
+        "qemu",
+        "run",
+        "--kernel",
+        &vmlinuz,
+        "--initrd",
+        "initrd.cpio",
+        "--disk",
+        "disk.img",
+        "--expect",
+        "verified",
+        "--expect",
+        "stele: ready",
+        "--expect",
+        "demo: done",
+        "--expect",
+        "stele: halted",
+        "--timeout",
+        "180",
+    ])?;
+
+    println!(
+        "\ndemo: the signed image verified and booted into a read-only, dm-verity-protected root;"
+    );
+    println!("demo: every tampered or untrusted variant was refused.");
     println!("demo: files are in {}", d.dir.display());
     Ok(())
 }
 
+/// The demo service: shows where it runs, then ends (and with it the VM: `on_exit`).
+const DEMO_SERVICE: &str = r#"#!/bin/sh
+echo "demo: service running as pid $$ on $(cat /etc/hostname)"
+echo "demo: / is: $(grep ' / ' /proc/mounts | cut -d' ' -f1-4)"
+echo "demo: its verified lower layer: $(grep ' /run/stele/lower ' /proc/mounts | cut -d' ' -f1-4)"
+echo "demo: $(cat /srv/hello.txt)"
+if (echo x > /run/stele/lower/x) 2>/dev/null; then
+  echo "demo: wrote into the verified layer (this must not happen)"
+else
+  echo "demo: the verified layer is read-only"
+fi
+echo scratch > /scratch && echo "demo: writes to / go to the RAM overlay: $(cat /scratch)"
+echo "demo: done"
+"#;
+
+const DEMO_SYSTEM: &str = r#"# /etc/stele/system.toml: what stele-init runs once the root is verified.
+[[service]]
+name = "demo"
+exec = ["/bin/demo"]
+restart = "never"
+on_exit = "poweroff"
+"#;
+
+/// A busybox root filesystem with the demo service.
 fn write_sample_rootfs(root: &Path) -> Result<(), String> {
-    let files: &[(&str, &str)] = &[
-        ("etc/os-release", "NAME=stele-demo\nVERSION=1.0.0\n"),
-        ("etc/hostname", "stele-demo\n"),
-        ("srv/hello.txt", "Hello from a verified, read-only root.\n"),
+    let files: &[(&str, &str, u32)] = &[
+        ("etc/os-release", "NAME=stele-demo\nVERSION=1.0.0\n", 0o644),
+        ("etc/hostname", "stele-demo\n", 0o644),
+        ("etc/stele/system.toml", DEMO_SYSTEM, 0o644),
+        (
+            "srv/hello.txt",
+            "Hello from a verified, read-only root.\n",
+            0o644,
+        ),
+        ("bin/demo", DEMO_SERVICE, 0o755),
     ];
-    for (path, text) in files {
+    for dir in ["proc", "sys", "dev", "run", "tmp", "var", "root"] {
+        fs::create_dir_all(root.join(dir)).map_err(|e| format!("creating {dir}: {e}"))?;
+    }
+    for (path, text, mode) in files {
         let p = root.join(path);
         if let Some(parent) = p.parent() {
             fs::create_dir_all(parent)
                 .map_err(|e| format!("creating {}: {e}", parent.display()))?;
         }
         fs::write(&p, text).map_err(|e| format!("writing {}: {e}", p.display()))?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(*mode))
+            .map_err(|e| format!("chmod {}: {e}", p.display()))?;
+    }
+    // A larger file, so that the image has a real hash tree to show.
+    let manual: String = (1..=2000)
+        .map(|i| format!("line {i} of a file inside the verified root\n"))
+        .collect();
+    fs::write(root.join("srv/manual.txt"), manual)
+        .map_err(|e| format!("writing manual.txt: {e}"))?;
+    let bin = root.join("bin");
+    fs::copy("/bin/busybox", bin.join("busybox"))
+        .map_err(|e| format!("copying /bin/busybox (package busybox-static): {e}"))?;
+    for applet in [
+        "sh", "cat", "echo", "grep", "cut", "ls", "sleep", "kill", "sync", "poweroff",
+    ] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet))
+            .map_err(|e| format!("linking {applet}: {e}"))?;
     }
     Ok(())
 }

@@ -88,14 +88,26 @@ pub fn build_static_init() -> Result<PathBuf, String> {
                 "--target",
                 INIT_TARGET,
             ])
+            // RUSTFLAGS, when set at all, would override the per-target flags below.
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
             .env(
                 "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
                 "-C target-feature=+crt-static",
             ),
         "building the static stele-init",
     )?;
-    Ok(target_dir()
+    let path = target_dir()
         .join(INIT_TARGET)
         .join("init")
-        .join("stele-init"))
+        .join("stele-init");
+    let size = std::fs::metadata(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .len();
+    eprintln!(
+        "xtask: static stele-init: {} ({size} bytes, {:.2} MiB)",
+        path.display(),
+        size as f64 / f64::from(1u32 << 20)
+    );
+    Ok(path)
 }
