@@ -14,7 +14,7 @@ use std::time::Duration;
 use stele_qemu::{Vm, VmConfig};
 
 /// Time limit for one boot under TCG (a boot takes 5-10 s; CI machines may be slower).
-const BOOT: Duration = Duration::from_secs(90);
+pub const BOOT: Duration = Duration::from_secs(90);
 
 /// The pieces every boot test needs from the set-up.
 struct Env {
@@ -41,25 +41,25 @@ fn env() -> Env {
 }
 
 /// A scratch directory with the artifacts of one test.
-struct Lab {
+pub struct Lab {
     dir: tempfile::TempDir,
     env: Env,
 }
 
 impl Lab {
-    fn new() -> Lab {
+    pub fn new() -> Lab {
         Lab {
             dir: tempfile::tempdir().expect("temporary directory"),
             env: env(),
         }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// Runs `stele ARGS` in the lab directory; panics with its output when it fails.
-    fn stele(&self, args: &[&str]) -> String {
+    pub fn stele(&self, args: &[&str]) -> String {
         let out = Command::new(env!("CARGO_BIN_EXE_stele"))
             .args(args)
             .current_dir(self.dir.path())
@@ -76,7 +76,7 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn keygen(&self, name: &str) {
+    pub fn keygen(&self, name: &str) {
         self.stele(&[
             "keygen",
             "--private",
@@ -87,7 +87,7 @@ impl Lab {
     }
 
     /// A busybox root filesystem with `/etc/stele/system.toml` and extra files.
-    fn rootfs(&self, name: &str, system_toml: &str, files: &[(&str, &str, u32)]) -> PathBuf {
+    pub fn rootfs(&self, name: &str, system_toml: &str, files: &[(&str, &str, u32)]) -> PathBuf {
         let root = self.path(name);
         for d in [
             "bin",
@@ -123,7 +123,7 @@ impl Lab {
     }
 
     /// `stele image build` of `rootfs` signed with `key`.
-    fn image(&self, rootfs: &Path, key: &str, version: &str, index: u64, out: &str) -> PathBuf {
+    pub fn image(&self, rootfs: &Path, key: &str, version: &str, index: u64, out: &str) -> PathBuf {
         self.stele(&[
             "image",
             "build",
@@ -144,7 +144,7 @@ impl Lab {
     }
 
     /// `stele initramfs` trusting `keys` (public key base names).
-    fn initramfs(&self, keys: &[&str]) -> PathBuf {
+    pub fn initramfs(&self, keys: &[&str]) -> PathBuf {
         let mut args = vec![
             "initramfs".to_owned(),
             "--modules-dir".to_owned(),
@@ -164,7 +164,7 @@ impl Lab {
     }
 
     /// `stele disk create` with slot a (and b) and a data partition.
-    fn disk(&self, a: &Path, b: Option<&Path>) -> PathBuf {
+    pub fn disk(&self, a: &Path, b: Option<&Path>) -> PathBuf {
         let mut args = vec![
             "disk",
             "create",
@@ -186,9 +186,17 @@ impl Lab {
     }
 
     /// Boots kernel + initrd + disk. `no_reboot`: a guest reboot ends QEMU.
-    fn boot(&self, initrd: &Path, disk: &Path, append: &str, no_reboot: bool) -> Vm {
+    pub fn boot(&self, initrd: &Path, disk: &Path, append: &str, no_reboot: bool) -> Vm {
+        self.boot_disks(initrd, &[disk], append, no_reboot)
+    }
+
+    /// Boots with several disks: the first is the system disk (vda), the others follow
+    /// (vdb, vdc, ...), read-only.
+    pub fn boot_disks(&self, initrd: &Path, disks: &[&Path], append: &str, no_reboot: bool) -> Vm {
         let mut cfg = VmConfig::from_env(&self.env.kernel, initrd);
-        cfg.disks.push((disk.to_path_buf(), false));
+        for (i, d) in disks.iter().enumerate() {
+            cfg.disks.push((d.to_path_buf(), i > 0));
+        }
         cfg.append = append.to_owned();
         cfg.no_reboot = no_reboot;
         cfg.serial_log = Some(self.path("console.log"));
@@ -196,7 +204,7 @@ impl Lab {
     }
 }
 
-fn expect(vm: &mut Vm, text: &str) -> String {
+pub fn expect(vm: &mut Vm, text: &str) -> String {
     match vm.expect(text, BOOT) {
         Ok(line) => line,
         Err(e) => panic!(
