@@ -21,14 +21,21 @@ pub struct AtomicFile {
 impl AtomicFile {
     /// Creates the temporary file (O_EXCL, `mode` set at creation) in `dest`'s directory.
     pub fn create(dest: &Path, mode: u32) -> Result<Self> {
-        let dir = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        Self::create_io(dest, mode).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidInput => Error::invalid("output path", e.to_string()),
+            _ => Error::io("create a temporary file in", dir_of(dest), e),
+        })
+    }
+
+    /// [`AtomicFile::create`] with the plain I/O error, for callers with their own error type.
+    pub fn create_io(dest: &Path, mode: u32) -> std::io::Result<Self> {
         let name = dest.file_name().ok_or_else(|| {
-            Error::invalid("output path", format!("{} names no file", dest.display()))
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} names no file", dest.display()),
+            )
         })?;
-        let tmp = dir.join(format!(
+        let tmp = dir_of(dest).join(format!(
             ".{}.stele-tmp-{}-{}",
             name.to_string_lossy(),
             std::process::id(),
@@ -39,8 +46,7 @@ impl AtomicFile {
             .read(true)
             .create_new(true)
             .mode(mode)
-            .open(&tmp)
-            .map_err(|e| Error::io("create a temporary file in", &dir, e))?;
+            .open(&tmp)?;
         Ok(AtomicFile {
             tmp,
             dest: dest.to_path_buf(),
@@ -67,6 +73,25 @@ impl AtomicFile {
             .map_err(|e| Error::io("rename into place", &self.dest, e))?;
         self.tmp = PathBuf::new();
         Ok(())
+    }
+
+    /// [`AtomicFile::commit`] with the plain I/O error and which step failed.
+    pub fn commit_io(mut self) -> std::result::Result<(), (&'static str, std::io::Error)> {
+        self.file
+            .sync_all()
+            .map_err(|e| ("syncing the output file", e))?;
+        std::fs::rename(&self.tmp, &self.dest)
+            .map_err(|e| ("renaming the output file into place", e))?;
+        self.tmp = PathBuf::new();
+        Ok(())
+    }
+}
+
+/// The directory a path is in (`.` for a bare file name).
+fn dir_of(dest: &Path) -> PathBuf {
+    match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
     }
 }
 

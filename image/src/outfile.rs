@@ -1,8 +1,10 @@
-//! Writing an output file atomically: a temporary file next to it, fsync, then rename.
+//! Writing an output file atomically with the caller's error type (over [`AtomicFile`]).
 
 use std::fs::File;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use crate::atomic::AtomicFile;
 
 /// Creates `path` by letting `fill` write a temporary file in the same directory (it gets
 /// the open file and its path, for tools that write by path), then syncing and renaming it
@@ -14,33 +16,13 @@ pub fn write_atomic<T, E>(
     map_io: impl Fn(&'static str, io::Error) -> E,
     fill: impl FnOnce(&mut File, &Path) -> Result<T, E>,
 ) -> Result<T, E> {
-    let tmp = temp_path(path).map_err(|e| map_io("naming the temporary output file", e))?;
-    let result = (|| {
-        let mut f = File::create(&tmp).map_err(|e| map_io("creating the output file", e))?;
-        let v = fill(&mut f, &tmp)?;
-        f.sync_all()
-            .map_err(|e| map_io("syncing the output file", e))?;
-        std::fs::rename(&tmp, path)
-            .map_err(|e| map_io("renaming the output file into place", e))?;
-        Ok(v)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn temp_path(path: &Path) -> io::Result<PathBuf> {
-    let name = path.file_name().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{} is not a file path", path.display()),
-        )
-    })?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    Ok(path.with_file_name(tmp_name))
+    // Dropping the AtomicFile on an error removes the temporary file.
+    let mut out =
+        AtomicFile::create_io(path, 0o644).map_err(|e| map_io("creating the output file", e))?;
+    let tmp = out.tmp_path().to_path_buf();
+    let v = fill(out.file(), &tmp)?;
+    out.commit_io().map_err(|(what, e)| map_io(what, e))?;
+    Ok(v)
 }
 
 #[cfg(test)]
