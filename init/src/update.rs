@@ -99,7 +99,13 @@ impl From<stele_verifier::Error> for Failure {
             V::Io { .. } | V::Key { .. } => Exit::Environment,
             _ => Exit::Refused,
         };
-        Failure::new(exit, e.to_string())
+        let message = match e {
+            V::BadMagic { what: "footer", .. } => {
+                format!("{e}: the image is truncated, or it is not a stele slot image")
+            }
+            _ => e.to_string(),
+        };
+        Failure::new(exit, message)
     }
 }
 
@@ -578,8 +584,16 @@ pub fn install<D: Read + Write + Seek, S: Read + Write + Seek>(
                 full: false,
                 rollback_floor: Some(floor),
             };
-            let (_, v) = slot::verify(reader, *len, keyring, opts)
+            let (loc, v) = slot::verify(reader, *len, keyring, opts)
                 .map_err(|e| Failure::from(e).context(&*name))?;
+            let needed = loc.footer.image_len.saturating_add(FOOTER_SIZE);
+            if needed > slot.len {
+                return Err(Failure::refused(format!(
+                    "{name}: the image needs {needed} bytes but slot {} holds {}: build a smaller image or repartition",
+                    target.name(),
+                    slot.len
+                )));
+            }
             let m = &v.manifest;
             log(&format!(
                 "update: {name}: {} {} rollback_index={} verified (signatures, rollback floor {floor}, hash tree)",
