@@ -8,6 +8,7 @@ mod initramfs;
 mod inspect;
 mod keys;
 mod qemu;
+mod update;
 mod util;
 mod verify;
 mod verity;
@@ -48,6 +49,9 @@ enum Command {
     Disk(disk::DiskArgs),
     /// Boot a VM under QEMU and check its console.
     Qemu(qemu::QemuArgs),
+    /// A/B updates: install a signed slot image into the other slot, status, mark-good.
+    #[command(subcommand)]
+    Update(update::UpdateCommand),
 }
 
 fn run(cli: Cli) -> CliResult {
@@ -61,6 +65,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Initramfs(a) => initramfs::run(a),
         Command::Disk(a) => disk::run(a),
         Command::Qemu(a) => qemu::run(a),
+        Command::Update(c) => update::run(c),
     }
 }
 

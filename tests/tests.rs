@@ -9,6 +9,7 @@
 //! - cli_repro: reproducible builds for erofs, squashfs and ext4
 //! - cli_initramfs: `stele initramfs` refuses an /init that cannot boot
 //! - cli_verity: `stele verity` against `veritysetup --no-superblock`
+//! - cli_update: `stele update --disk`: offline install, status, refusals leave the state alone
 //! - boot: the real kernel under QEMU boots our initramfs and disk (needs `cargo xtask test`)
 //! - vm_init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
 
@@ -21,5 +22,6 @@ mod cli_keys;
 mod cli_malformed;
 mod cli_repro;
 mod cli_tamper;
+mod cli_update;
 mod cli_verity;
 mod vm_init;

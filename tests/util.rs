@@ -42,6 +42,39 @@ pub fn stele_env(args: &[&str], env: &[(&str, &str)]) -> Out {
     out
 }
 
+/// Runs `stele` with `args` and `input` on its stdin.
+pub fn stele_stdin(args: &[&str], input: &[u8]) -> Out {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stele"))
+        .args(args)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running the stele binary");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    // A writer thread, so a child that stops reading early cannot deadlock the test.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let o = child.wait_with_output().expect("waiting for stele");
+    writer.join().expect("stdin writer");
+    let out = Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    };
+    assert!(
+        !out.stderr.contains("panicked"),
+        "stele panicked on {args:?}: {}",
+        out.stderr
+    );
+    out
+}
+
 /// Asserts success and returns stdout.
 pub fn ok(out: Out) -> String {
     assert_eq!(out.code, 0, "expected success: {out:?}");

@@ -248,7 +248,8 @@ pub fn boot() -> Booted {
         )
     });
     debug!("boot state: {st:?} (copy {copy})");
-    let keyring = load_keyring(cfg.threshold).unwrap_or_else(|e| fail(action, delay, &e));
+    let keyring = load_keyring_from(config::KEYS_DIR, cfg.threshold)
+        .unwrap_or_else(|e| fail(action, delay, &e));
     clock.lap("state");
 
     let mut tried: Vec<Slot> = Vec::new();
@@ -335,9 +336,9 @@ fn write_state(f: &mut File, path: &str, st: &mut BootState, copy: &mut usize) {
     }
 }
 
-/// Reads every `*.pem` in /etc/stele/keys into a keyring with `threshold`.
-fn load_keyring(threshold: usize) -> std::result::Result<Keyring, String> {
-    let dir = config::KEYS_DIR;
+/// Reads every `*.pem` in `dir` (/etc/stele/keys at boot, /run/stele/keys for `stele
+/// update`), sorted by name, into a keyring with `threshold`.
+pub fn load_keyring_from(dir: &str, threshold: usize) -> std::result::Result<Keyring, String> {
     let rd = std::fs::read_dir(dir)
         .map_err(|e| format!("read {dir} failed: {e} (rebuild the initramfs with its keys)"))?;
     let mut paths: Vec<_> = rd
@@ -537,11 +538,18 @@ pub fn publish_to(
     Ok(())
 }
 
-/// Publishes under /run/stele. Failures are warnings: they only matter to `stele update`,
+/// Publishes under /run/stele, and copies this binary to /run/stele/bin/stele (the
+/// device's `stele update`). Failures are warnings: they only matter to `stele update`,
 /// which says what is missing.
 fn publish(s: Slot, body: &[u8], boot_text: &str, parts: &Partitions) {
     if let Err(e) = publish_to(RUN_STELE, config::KEYS_DIR, s, body, boot_text, parts) {
         warn!("publishing {RUN_STELE}: {e}");
+    }
+    if let Err(e) = crate::update::install_self(crate::update::BIN_DIR) {
+        warn!(
+            "installing the stele command in {}: {e}",
+            crate::update::BIN_DIR
+        );
     }
 }
 

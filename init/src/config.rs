@@ -16,8 +16,9 @@ pub const BOOT_TOML: &str = "/etc/stele/boot.toml";
 pub const KEYS_DIR: &str = "/etc/stele/keys";
 /// Path of system.toml inside the verified root.
 pub const SYSTEM_TOML: &str = "/etc/stele/system.toml";
-/// PATH given to services unless their `env` sets one.
-pub const DEFAULT_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+/// PATH given to services unless their `env` sets one; `/run/stele/bin` (the device's
+/// `stele`, a copy of stele-init) comes first.
+pub const DEFAULT_PATH: &str = "/run/stele/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// `verify`: how much is checked in userspace before mounting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]

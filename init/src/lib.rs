@@ -17,6 +17,7 @@ pub mod mounts;
 pub mod supervise;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod update;
 
 pub use error::{Error, Result};
 

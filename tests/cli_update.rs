@@ -1,0 +1,277 @@
+//! `stele update --disk`: offline install into the slot the state does not boot, status,
+//! and every refused bundle leaving the boot state's bytes exactly as they were.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, SeekFrom};
+
+use stele_image::disk::{find_partition, PartitionIo, SLOT_B_NAME, STATE_NAME};
+use stele_verifier::state;
+
+use crate::util::*;
+
+/// Builds a slot image `out` (name demo) from a small tree plus `extra_bytes` of filler.
+fn build(
+    fx: &Fixture,
+    out: &str,
+    key: &str,
+    version: &str,
+    index: u64,
+    extra_bytes: usize,
+) -> String {
+    need_tool("mkfs.erofs");
+    let root = fx.rootfs(&format!("{out}.root"), false);
+    if extra_bytes > 0 {
+        let filler: Vec<u8> = (0..extra_bytes)
+            .map(|i| u8::try_from((i * 7919) % 251).unwrap_or(0))
+            .collect();
+        std::fs::write(format!("{root}/usr/bin/filler"), filler).expect("write filler");
+    }
+    let img = fx.p(out);
+    let index = index.to_string();
+    ok(stele(&[
+        "image",
+        "build",
+        "--rootfs",
+        &root,
+        "--key",
+        key,
+        "--name",
+        "demo",
+        "--version",
+        version,
+        "--rollback-index",
+        &index,
+        "--salt",
+        SALT,
+        "--out",
+        &img,
+    ]));
+    img
+}
+
+/// `stele disk create` with slot a = `a`, slot b empty, 4 MiB slots.
+fn disk(fx: &Fixture, name: &str, a: &str) -> String {
+    let d = fx.p(name);
+    ok(stele(&[
+        "disk",
+        "create",
+        "--out",
+        &d,
+        "--slot-size",
+        "4M",
+        "--a",
+        a,
+    ]));
+    d
+}
+
+/// The bytes of partition `name` of `disk`.
+fn partition_bytes(disk: &str, name: &str) -> Vec<u8> {
+    let mut f = std::fs::File::open(disk).expect("open disk");
+    let (off, len) = find_partition(&mut f, name).expect("partition");
+    let mut b = vec![0u8; usize::try_from(len).expect("len")];
+    f.seek(SeekFrom::Start(off)).expect("seek");
+    f.read_exact(&mut b).expect("read partition");
+    b
+}
+
+fn status_json(disk: &str, key: &str) -> serde_json::Value {
+    let out = ok(stele(&[
+        "update", "status", "--disk", disk, "--key", key, "--json",
+    ]));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("status JSON {out:?}: {e}"))
+}
+
+#[test]
+fn offline_install_goes_to_the_other_slot_and_boots_it_next() {
+    let fx = Fixture::new();
+    let (k, p) = fx.keygen("k");
+    let v1 = build(&fx, "v1.img", &k, "1.0.0", 1, 0);
+    let v2 = build(&fx, "v2.img", &k, "2.0.0", 2, 0);
+    let d = disk(&fx, "d.img", &v1);
+
+    let before = ok(stele(&["update", "status", "--disk", &d, "--key", &p]));
+    assert!(
+        before.contains(
+            "slot a: next version=1.0.0 rollback_index=1 priority=2 tries=0 successful=yes"
+        ),
+        "{before}"
+    );
+    assert!(before.contains("slot b: empty priority=0"), "{before}");
+
+    let out = stele(&["update", "install", "--disk", &d, "--key", &p, &v2]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stdout,
+        "stele: installed demo 2.0.0 rollback_index=2 into slot b; reboot to boot it\n"
+    );
+    let order = [
+        "stele: update: writing slot b",
+        "stele: update: footer written",
+        "stele: update: flipping boot state",
+    ];
+    let at: Vec<usize> = order
+        .iter()
+        .map(|l| {
+            out.stderr
+                .find(l)
+                .unwrap_or_else(|| panic!("{l:?} not in {}", out.stderr))
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{}", out.stderr);
+
+    let s = status_json(&d, &p);
+    assert_eq!(s["booted"], serde_json::Value::Null);
+    assert_eq!(s["next"], "b");
+    assert_eq!(s["rollback_floor"], 0);
+    let b = &s["slots"]["b"];
+    assert_eq!(b["version"], "2.0.0");
+    assert_eq!(b["rollback_index"], 2);
+    assert_eq!(b["priority"], 2);
+    assert_eq!(b["tries_remaining"], 3);
+    assert_eq!(b["successful"], false);
+    assert_eq!(b["valid"], true);
+    assert_eq!(b["error"], serde_json::Value::Null);
+    let a = &s["slots"]["a"];
+    assert_eq!(a["version"], "1.0.0");
+    assert_eq!(a["priority"], 1);
+    assert_eq!(a["successful"], true);
+    assert_eq!(a["valid"], true);
+
+    // The slot holds a complete, fully verifiable image (footer at the partition's end).
+    let part = fx.path("b.part");
+    std::fs::write(&part, partition_bytes(&d, SLOT_B_NAME)).expect("write partition copy");
+    let part = part.display().to_string();
+    ok(stele(&["verify", &part, "--key", &p, "--full"]));
+
+    // b is on trial: a second install would overwrite a, its fallback. Refused, untouched.
+    let state_before = partition_bytes(&d, STATE_NAME);
+    fails(
+        &stele(&["update", "install", "--disk", &d, "--key", &p, &v2]),
+        1,
+        &["slot b is on trial", "overwrite slot a"],
+    );
+    assert_eq!(partition_bytes(&d, STATE_NAME), state_before);
+}
+
+#[test]
+fn refused_bundles_leave_the_boot_state_untouched() {
+    let fx = Fixture::new();
+    let (k, p) = fx.keygen("k");
+    let (other, _) = fx.keygen("other");
+    let v1 = build(&fx, "v1.img", &k, "1.0.0", 1, 0);
+    let v2 = build(&fx, "v2.img", &k, "2.0.0", 2, 0);
+    let d = disk(&fx, "d.img", &v1);
+
+    // Raise the floor to 2 as mark-good of a rollback_index 2 image would.
+    {
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&d)
+            .expect("open");
+        let (off, len) = find_partition(&mut f, STATE_NAME).expect("state");
+        let mut io = PartitionIo::new(&mut f, off, len);
+        let (mut st, mut copy) = state::load(&mut io).expect("state");
+        st.rollback_floor = 2;
+        state::store_next(&mut io, &mut st, &mut copy).expect("store");
+    }
+    let state0 = partition_bytes(&d, STATE_NAME);
+    let slot_b0 = partition_bytes(&d, SLOT_B_NAME);
+
+    let bytes = std::fs::read(&v2).expect("read v2");
+    let r = regions(&bytes);
+    let bad_sig = fx.path("badsig.img");
+    write_flipped(&bytes, r.body_offset + r.body_len / 2, &bad_sig);
+    let bad_sig = bad_sig.display().to_string();
+    let wrong_key = build(&fx, "wrongkey.img", &other, "2.0.1", 3, 0);
+    let old = build(&fx, "old.img", &k, "1.5.0", 1, 0);
+    let huge = build(&fx, "huge.img", &k, "9.0.0", 9, 5 << 20);
+    let cases = [
+        (bad_sig.as_str(), "bad signature"),
+        (wrong_key.as_str(), "threshold not met"),
+        (old.as_str(), "rollback refused"),
+        (huge.as_str(), "slot b holds"),
+    ];
+    for (bundle, why) in cases {
+        fails(
+            &stele(&["update", "install", "--disk", &d, "--key", &p, bundle]),
+            1,
+            &[why],
+        );
+        assert_eq!(
+            partition_bytes(&d, STATE_NAME),
+            state0,
+            "{why}: state written"
+        );
+        // Refused before the slot was touched: a bundle that can be read out of order is
+        // checked first.
+        assert_eq!(
+            partition_bytes(&d, SLOT_B_NAME),
+            slot_b0,
+            "{why}: slot written"
+        );
+    }
+
+    // A truncated stream: refused once the end is reached; the state is untouched and
+    // slot b (invalidated first) reads as empty.
+    let cut = &bytes[..bytes.len() - 100];
+    let out = stele_stdin(&["update", "install", "--disk", &d, "--key", &p, "-"], cut);
+    assert_eq!(out.code, 1, "{out:?}");
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("stele: error: "), "{out:?}");
+    assert!(last.contains("truncated"), "{last}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert_eq!(partition_bytes(&d, STATE_NAME), state0);
+    let s = status_json(&d, &p);
+    assert_eq!(s["slots"]["b"]["valid"], false);
+    assert_eq!(s["slots"]["b"]["error"], "empty");
+    assert_eq!(s["slots"]["a"]["valid"], true);
+    assert_eq!(s["rollback_floor"], 2);
+
+    // The same image, whole, from stdin: installed.
+    let out = stele_stdin(
+        &["update", "install", "--disk", &d, "--key", &p, "-"],
+        &bytes,
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stdout,
+        "stele: installed demo 2.0.0 rollback_index=2 into slot b; reboot to boot it\n"
+    );
+    let s = status_json(&d, &p);
+    assert_eq!(s["next"], "b");
+    assert_eq!(s["slots"]["b"]["version"], "2.0.0");
+    assert_eq!(s["slots"]["b"]["tries_remaining"], 3);
+}
+
+#[test]
+fn usage_and_device_errors() {
+    let fx = Fixture::new();
+    let (_, p) = fx.keygen("k");
+    fails(
+        &stele(&["update", "install", "x.img", "--key", &p]),
+        2,
+        &["go with --disk"],
+    );
+    fails(
+        &stele(&["update", "status", "--disk", "d.img"]),
+        2,
+        &["needs the trusted keys"],
+    );
+    let not_disk = fx.path("not-a-disk.img");
+    std::fs::write(&not_disk, vec![0u8; 1 << 20]).expect("write");
+    let not_disk = not_disk.display().to_string();
+    fails(
+        &stele(&["update", "status", "--disk", &not_disk, "--key", &p]),
+        2,
+        &["stele disk create"],
+    );
+    // Without --disk, on a build host (not booted by stele-init): nothing published.
+    fails(
+        &stele(&["update", "status"]),
+        3,
+        &["/run/stele/slot", "--disk"],
+    );
+    fails(&stele(&["update", "mark-good"]), 3, &["/run/stele/slot"]);
+}
