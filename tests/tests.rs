@@ -10,6 +10,7 @@
 //! - cli_initramfs: `stele initramfs` refuses an /init that cannot boot
 //! - cli_verity: `stele verity` against `veritysetup --no-superblock`
 //! - cli_update: `stele update --disk`: offline install, status, refusals leave the state alone
+//! - update_vm: A/B updates under QEMU: install in the guest, fallback, refusals, power cuts
 //! - boot: the real kernel under QEMU boots our initramfs and disk (needs `cargo xtask test`)
 //! - vm_init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
 
@@ -24,4 +25,5 @@ mod cli_repro;
 mod cli_tamper;
 mod cli_update;
 mod cli_verity;
+mod update_vm;
 mod vm_init;

@@ -71,7 +71,7 @@ pub fn demo() -> Result<(), String> {
     ])?;
 
     d.step("2. A small root filesystem, built into a signed, verity-protected slot image");
-    write_sample_rootfs(&d.dir.join("rootfs"))?;
+    write_sample_rootfs(&d.dir.join("rootfs"), "1.0.0")?;
     d.must(&[
         "image",
         "build",
@@ -174,17 +174,73 @@ pub fn demo() -> Result<(), String> {
         "180",
     ])?;
 
+    d.step("8. An update: version 2 is built and signed, and installed from inside the running VM");
+    write_sample_rootfs(&d.dir.join("rootfs-2"), "2.0.0")?;
+    d.must(&[
+        "image",
+        "build",
+        "--rootfs",
+        "rootfs-2",
+        "--key",
+        "release.key",
+        "--name",
+        "demo",
+        "--version",
+        "2.0.0",
+        "--rollback-index",
+        "2",
+        "--out",
+        "demo-2.0.0.img",
+    ])?;
+    println!(
+        "(the bundle is the slot image itself, attached to the VM as a second disk, /dev/vdb)"
+    );
+    d.must(&[
+        "qemu",
+        "run",
+        "--kernel",
+        &vmlinuz,
+        "--initrd",
+        "initrd.cpio",
+        "--disk",
+        "disk.img",
+        "--disk",
+        "demo-2.0.0.img",
+        "--expect",
+        "stele: slot=a version=1.0.0",
+        "--expect",
+        "stele: installed demo 2.0.0",
+        "--expect",
+        "stele: shutdown: reboot",
+        "--expect",
+        "stele: slot=b version=2.0.0",
+        "--expect",
+        "stele: slot=b marked good",
+        "--expect",
+        "demo: done",
+        "--expect",
+        "stele: halted",
+        "--timeout",
+        "300",
+    ])?;
+
     println!(
         "\ndemo: the signed image verified and booted into a read-only, dm-verity-protected root;"
     );
-    println!("demo: every tampered or untrusted variant was refused.");
+    println!("demo: every tampered or untrusted variant was refused;");
+    println!(
+        "demo: version 2 was installed into slot b from inside the VM, booted, and marked good."
+    );
     println!("demo: files are in {}", d.dir.display());
     Ok(())
 }
 
-/// The demo service: shows where it runs, then ends (and with it the VM: `on_exit`).
+/// The demo service. Version 1 shows where it runs; when a bundle disk is attached
+/// (/dev/vdb) it installs it into the other slot and reboots. Version 2 waits to be marked
+/// good and shows the A/B status. Both end the VM (SIGUSR2 to PID 1 = power off).
 const DEMO_SERVICE: &str = r#"#!/bin/sh
-echo "demo: service running as pid $$ on $(cat /etc/hostname)"
+v=$(grep VERSION /etc/os-release | cut -d= -f2)
+echo "demo: version $v running as pid $$ on slot $(cat /run/stele/slot)"
 echo "demo: / is: $(grep ' / ' /proc/mounts | cut -d' ' -f1-4)"
 echo "demo: its verified lower layer: $(grep ' /run/stele/lower ' /proc/mounts | cut -d' ' -f1-4)"
 echo "demo: $(cat /srv/hello.txt)"
@@ -194,21 +250,32 @@ else
   echo "demo: the verified layer is read-only"
 fi
 echo scratch > /scratch && echo "demo: writes to / go to the RAM overlay: $(cat /scratch)"
+sleep 2
+if [ -b /dev/vdb ] && [ "$(cat /run/stele/slot)" = a ]; then
+  echo "demo: an update bundle is attached: stele update install /dev/vdb"
+  stele update install /dev/vdb && { stele update status; echo "demo: rebooting into the new slot"; kill -TERM 1; sleep 60; }
+fi
+stele update status
 echo "demo: done"
+kill -USR2 1
+sleep 60
 "#;
 
 const DEMO_SYSTEM: &str = r#"# /etc/stele/system.toml: what stele-init runs once the root is verified.
+healthy_after = 1
+
 [[service]]
 name = "demo"
 exec = ["/bin/demo"]
 restart = "never"
-on_exit = "poweroff"
 "#;
 
 /// A busybox root filesystem with the demo service.
-fn write_sample_rootfs(root: &Path) -> Result<(), String> {
+fn write_sample_rootfs(root: &Path, version: &str) -> Result<(), String> {
+    let os_release = format!("NAME=stele-demo\nVERSION={version}\n");
     let files: &[(&str, &str, u32)] = &[
-        ("etc/os-release", "NAME=stele-demo\nVERSION=1.0.0\n", 0o644),
+        // (path, content, mode)
+        ("etc/os-release", &os_release, 0o644),
         ("etc/hostname", "stele-demo\n", 0o644),
         ("etc/stele/system.toml", DEMO_SYSTEM, 0o644),
         (
