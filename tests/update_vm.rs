@@ -62,7 +62,7 @@ fn ballast(len: usize, seed: u64) -> String {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            char::from(b'a' + (x % 26) as u8)
+            char::from(b'a' + u8::try_from(x % 26).unwrap())
         })
         .collect()
 }
@@ -241,9 +241,11 @@ fn offline_install_into_disk_image_boots_b() {
 }
 
 /// Partition `name` of a disk image: (offset, length) in bytes.
-fn partition(disk: &Path, name: &str) -> (u64, u64) {
+fn partition(disk: &Path, name: &str) -> (usize, usize) {
     let mut f = fs::File::open(disk).unwrap();
-    stele_image::gpt::find_partition(&mut f, name).expect("partition in the disk image")
+    let (off, len) =
+        stele_image::gpt::find_partition(&mut f, name).expect("partition in the disk image");
+    (usize::try_from(off).unwrap(), usize::try_from(len).unwrap())
 }
 
 /// Slot b is corrupted on disk after the install (one flipped byte inside a file of its
@@ -268,13 +270,13 @@ fn corrupted_new_slot_falls_back_to_a() {
     let (off, len) = partition(&disk, "stele-root-b");
     let mut bytes = fs::read(&disk).unwrap();
     let needle = ballast(64, 2);
-    let slot = &bytes[off as usize..(off + len) as usize];
+    let slot = &bytes[off..off + len];
     let at = slot
         .windows(needle.len())
         .position(|w| w == needle.as_bytes())
         .expect("ballast inside slot b")
         + 40_000;
-    bytes[off as usize + at] ^= 0x01;
+    bytes[off + at] ^= 0x01;
     fs::write(&disk, &bytes).unwrap();
 
     let mut vm = lab.boot(&rel.initrd, &disk, "", false);
