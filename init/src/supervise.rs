@@ -147,7 +147,10 @@ struct Supervisor {
 pub fn run(b: Booted) -> ! {
     let action = b.config.on_failure;
     let delay = b.config.failure_delay_secs;
-    let cfg = match std::fs::read_to_string(config::SYSTEM_TOML)
+    // Read from the verified layer itself, not through the overlay: nothing written to the
+    // tmpfs upper layer or mounted from the data partition can change what runs.
+    let path = format!("{}{}", crate::mounts::LOWER, config::SYSTEM_TOML);
+    let cfg = match std::fs::read_to_string(&path)
         .map_err(|e| {
             format!(
                 "read {} failed: {e} (the image must contain it)",
@@ -385,6 +388,21 @@ impl Supervisor {
     fn mark_good(&mut self) {
         self.good = true;
         let b = &mut self.b;
+        // `stele update` may hold the state for a moment; PID 1 never blocks on it: it
+        // tries again at the next health check.
+        match sys::lock_state(&b.state_file, &b.state_path, false) {
+            Ok(true) => {}
+            Ok(false) => {
+                info!(
+                    "boot state busy (stele update?); marking slot={} good later",
+                    b.slot.name()
+                );
+                self.good = false;
+                self.next_health = Instant::now() + Duration::from_secs(1);
+                return;
+            }
+            Err(e) => warn!("{e}; marking good without the state lock"),
+        }
         let r = state::load(&mut b.state_file)
             .map_err(crate::Error::from)
             .and_then(|(mut st, copy)| {
@@ -396,6 +414,9 @@ impl Supervisor {
                 }
                 Ok(())
             });
+        if let Err(e) = sys::unlock_state(&b.state_file, &b.state_path) {
+            warn!("{e}");
+        }
         match r {
             Ok(()) => info!("slot={} marked good", b.slot.name()),
             Err(e) => error!(

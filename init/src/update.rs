@@ -641,6 +641,9 @@ pub fn install_device(
     let dev = Device::load(run_dir)?;
     let state_path = dev.devices.state.clone();
     let mut state_file = open_rw(&state_path)?;
+    // Held until the install returns (the file is closed): PID 1 does not mark a slot good
+    // in between, so the floor read here is the floor at the flip.
+    crate::sys::lock_state(&state_file, &state_path, true)?;
     let (st, _) = load_state(&mut state_file)?;
     let target = plan(&st, Some(dev.booted))?;
     let slot_path = dev.slot_path(target)?.to_string();
@@ -934,6 +937,7 @@ pub fn mark_good_device(run_dir: &Path) -> Outcome<Slot> {
     let m = Manifest::parse_body(&body)
         .map_err(|e| Failure::env(format!("{}: {e}", mpath.display())))?;
     let mut f = open_rw(&dev.devices.state)?;
+    crate::sys::lock_state(&f, &dev.devices.state, true)?;
     mark_good(&mut f, &mut sync_file, dev.booted, m.rollback_index)
         .map_err(|e| e.context(&dev.devices.state))?;
     Ok(dev.booted)
