@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use stele_verifier::keys::{parse_public_pem, Keyring};
 use stele_verifier::manifest::{FsType, Manifest};
 use stele_verifier::slot::{self, VerifyOptions};
-use stele_verifier::state::{self, BootState, Slot, SlotState};
+use stele_verifier::state::{self, BootState, Slot};
 use stele_verifier::verity;
 
 use crate::config::{self, Action, BootConfig, Cmdline, VerifyMode};
@@ -26,18 +26,9 @@ const TMPFS_MAGIC: i64 = 0x0102_1994;
 /// Where the boot publishes what `stele update` needs.
 pub const RUN_STELE: &str = "/run/stele";
 
-/// The record of slot `s`.
-fn rec(st: &BootState, s: Slot) -> &SlotState {
-    &st.slots[match s {
-        Slot::A => 0,
-        Slot::B => 1,
-    }]
-}
-
 /// True when `s` may boot: priority > 0 and (successful or tries left).
 pub fn bootable(st: &BootState, s: Slot) -> bool {
-    let x = rec(st, s);
-    x.priority > 0 && (x.successful || x.tries_remaining > 0)
+    st.slot(s).bootable()
 }
 
 /// The next slot to try: the preferred one (stele.slot=) if bootable, else the bootable one
@@ -48,7 +39,7 @@ pub fn next_slot(st: &BootState, preferred: Option<Slot>, tried: &[Slot]) -> Opt
         return Some(p);
     }
     match (ok(Slot::A), ok(Slot::B)) {
-        (true, true) if rec(st, Slot::B).priority > rec(st, Slot::A).priority => Some(Slot::B),
+        (true, true) if st.slot(Slot::B).priority > st.slot(Slot::A).priority => Some(Slot::B),
         (true, _) => Some(Slot::A),
         (false, true) => Some(Slot::B),
         (false, false) => None,
@@ -59,8 +50,8 @@ pub fn next_slot(st: &BootState, preferred: Option<Slot>, tried: &[Slot]) -> Opt
 /// the exhausted slot (for the `slot=<x> exhausted, falling back to <y>` line). Pure.
 pub fn exhausted(st: &BootState, chosen: Slot) -> Option<Slot> {
     let other = chosen.other();
-    let o = rec(st, other);
-    let c = rec(st, chosen);
+    let o = st.slot(other);
+    let c = st.slot(chosen);
     let outranks = o.priority > c.priority || (o.priority == c.priority && other == Slot::A);
     (o.priority > 0 && !o.successful && o.tries_remaining == 0 && outranks).then_some(other)
 }
@@ -261,7 +252,7 @@ pub fn boot() -> Booted {
             }
         }
         tried.push(s);
-        let was_successful = rec(&st, s).successful;
+        let was_successful = st.slot(s).successful;
         if !was_successful {
             st.begin_try(s);
             write_state(&mut state_file, &state_path, &mut st, &mut copy);
@@ -302,7 +293,7 @@ pub fn boot() -> Booted {
 pub fn no_slot_cause(st: &BootState, refusals: &[String]) -> String {
     if refusals.is_empty() {
         let show = |s: Slot| {
-            let r = rec(st, s);
+            let r = st.slot(s);
             format!(
                 "{}: priority {} tries {} successful {}",
                 s.name(),
