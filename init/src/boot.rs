@@ -568,6 +568,7 @@ fn switch_root() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use stele_verifier::state::SlotState;
 
     fn st(a: (u8, u8, bool), b: (u8, u8, bool)) -> BootState {
         let mk = |(priority, tries_remaining, successful)| SlotState {
