@@ -191,7 +191,7 @@ fn refused_bundles_leave_the_boot_state_untouched() {
         (bad_sig.as_str(), "bad signature"),
         (wrong_key.as_str(), "threshold not met"),
         (old.as_str(), "rollback refused"),
-        (huge.as_str(), "slot b holds"),
+        (huge.as_str(), "the slot holds"),
     ];
     for (bundle, why) in cases {
         fails(

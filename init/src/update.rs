@@ -431,8 +431,8 @@ impl<T: Read + Seek> ReadSeek for T {}
 
 /// An opened bundle.
 pub enum Bundle {
-    /// Readable out of order (a file or block device) of `len` bytes: checked before the
-    /// slot is touched.
+    /// Readable out of order (a file or block device) of `len` bytes: signatures, floor
+    /// and hash tree are checked before the slot is touched, the data during the copy.
     Seekable {
         reader: Box<dyn ReadSeek>,
         len: u64,
@@ -580,28 +580,21 @@ pub fn install<D: Read + Write + Seek, S: Read + Write + Seek>(
     let floor = st.rollback_floor;
     let done = match bundle {
         Bundle::Seekable { reader, len, name } => {
-            let opts = VerifyOptions {
-                full: false,
-                rollback_floor: Some(floor),
-            };
-            let (loc, v) = slot::verify(reader, *len, keyring, opts)
+            let checked = vupdate::check_seekable(reader, *len, slot.len, keyring, floor)
                 .map_err(|e| Failure::from(e).context(&*name))?;
-            let needed = loc.footer.image_len.saturating_add(FOOTER_SIZE);
-            if needed > slot.len {
-                return Err(Failure::refused(format!(
-                    "{name}: the image needs {needed} bytes but slot {} holds {}: build a smaller image or repartition",
-                    target.name(),
-                    slot.len
-                )));
-            }
+            let v = checked.verified();
             let m = &v.manifest;
             log(&format!(
                 "update: {name}: {} {} rollback_index={} verified (signatures, rollback floor {floor}, hash tree)",
                 m.name, m.version, m.rollback_index
             ));
             log(&format!("update: writing slot {}", target.name()));
-            vupdate::install_seekable(reader, *len, slot.dev, slot.len, keyring, floor, slot.sync)
-                .map_err(|e| Failure::from(e).context(&*name))?
+            vupdate::write_checked(reader, checked, slot.dev, slot.len, slot.sync).map_err(|e| {
+                Failure::from(e).context(format!(
+                    "{name} (slot {} is left unbootable)",
+                    target.name()
+                ))
+            })?
         }
         Bundle::Stream { reader, name } => {
             log(&format!(

@@ -10,7 +10,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// An I/O error while reading or writing `what`.
-    #[error("I/O error reading {what}: {source}")]
+    #[error("I/O error on {what}: {source}")]
     Io {
         what: &'static str,
         #[source]

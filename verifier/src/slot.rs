@@ -124,7 +124,9 @@ pub fn verify<R: Read + Seek>(
     // Footer::parse already put the manifest before the footer, inside `len`.
     let hash_area = read_region(r, "verity hash tree", hash_offset, tree_size)?;
     verify_hash_area(&hash_area, &params, &m.verity.root_hash)?;
-    if opts.full {
+    // With a single data block there is no hash block: the root hash is the hash of that
+    // block, so the data itself is what must be checked (one block, cheap).
+    if opts.full || params.levels() == 0 {
         r.seek(SeekFrom::Start(0))
             .map_err(|e| Error::io("verity data", e))?;
         let data = BufReader::with_capacity(DATA_READ_BUFFER, r.by_ref().take(hash_offset));
@@ -179,6 +181,19 @@ mod tests {
         full: true,
         rollback_floor: None,
     };
+
+    /// One data block has no hash blocks: the data is checked even without `full`.
+    #[test]
+    fn single_block_image_checks_its_data_always() {
+        let (mut img, _) = image(1, 1);
+        let quick = VerifyOptions::default();
+        check(&img, quick).unwrap();
+        img[100] ^= 1;
+        assert!(matches!(
+            check(&img, quick),
+            Err(Error::DataBlockMismatch { block: 0 })
+        ));
+    }
 
     #[test]
     fn good_image_verifies() {

@@ -1,8 +1,10 @@
 //! Installing a slot image (the update bundle) into an inactive slot, safely.
 //!
 //! Order of writes, so that a power cut at any moment leaves a bootable device:
-//! 1. the bundle's signatures and rollback index are checked first when the bundle can be
-//!    read out of order (a file); a refused bundle touches nothing;
+//! 1. the bundle's signatures, rollback index, size and hash tree are checked first when
+//!    the bundle can be read out of order (a file); a bundle refused here touches nothing
+//!    (one whose data does not match is refused in step 3, with the target slot left
+//!    unbootable, never the running one);
 //! 2. the target slot's footer (its last 4 KiB) is zeroed and flushed: from here on the slot
 //!    is refused at boot until step 4, whatever else is on it;
 //! 3. the image is copied into the slot while its hash tree is computed, and the computed
@@ -81,21 +83,30 @@ fn write_footer<D: Write + Seek>(
     sync(slot).map_err(io_err("slot footer"))
 }
 
-/// Installs a bundle that can be read out of order (a file of `bundle_len` bytes).
-///
-/// The manifest is checked against `keyring` and `rollback_floor` before the slot is
-/// touched; the image is then copied while its hash tree is computed, and both the tree
-/// and the root hash must match the signed manifest before the footer is written.
-pub fn install_seekable<R: Read + Seek, D: Read + Write + Seek>(
+/// A bundle read out of order whose signatures, rollback index, size and hash tree have
+/// been checked ([`check_seekable`]); nothing has been written yet.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    loc: slot::SlotLocator,
+    verified: VerifiedManifest,
+}
+
+impl Checked {
+    /// The verified manifest of the bundle.
+    pub fn verified(&self) -> &VerifiedManifest {
+        &self.verified
+    }
+}
+
+/// Step 1 for a bundle that can be read out of order (a file of `bundle_len` bytes):
+/// everything that can be checked without touching the slot.
+pub fn check_seekable<R: Read + Seek>(
     bundle: &mut R,
     bundle_len: u64,
-    slot: &mut D,
     slot_len: u64,
     keyring: &Keyring,
     rollback_floor: u64,
-    sync: SyncFn<'_, D>,
-) -> Result<Installed> {
-    // 1. Everything that can be checked without touching the slot.
+) -> Result<Checked> {
     let (loc, verified) = slot::verify(
         bundle,
         bundle_len,
@@ -105,12 +116,46 @@ pub fn install_seekable<R: Read + Seek, D: Read + Write + Seek>(
             rollback_floor: Some(rollback_floor),
         },
     )?;
-    let image_len = loc.footer.image_len;
-    let needed = image_len
+    let needed = loc
+        .footer
+        .image_len
         .checked_add(FOOTER_SIZE)
         .ok_or_else(|| too_large(u64::MAX, slot_len))?;
     if needed > slot_len {
         return Err(too_large(needed, slot_len));
+    }
+    Ok(Checked { loc, verified })
+}
+
+/// Installs a bundle that can be read out of order (a file of `bundle_len` bytes):
+/// [`check_seekable`], then [`write_checked`].
+pub fn install_seekable<R: Read + Seek, D: Read + Write + Seek>(
+    bundle: &mut R,
+    bundle_len: u64,
+    slot: &mut D,
+    slot_len: u64,
+    keyring: &Keyring,
+    rollback_floor: u64,
+    sync: SyncFn<'_, D>,
+) -> Result<Installed> {
+    let checked = check_seekable(bundle, bundle_len, slot_len, keyring, rollback_floor)?;
+    write_checked(bundle, checked, slot, slot_len, sync)
+}
+
+/// Steps 2-4 for a [`Checked`] bundle: the image is copied while its hash tree is
+/// computed, both the tree and the root hash must match the signed manifest, the verified
+/// envelope is written, and the footer last.
+pub fn write_checked<R: Read + Seek, D: Read + Write + Seek>(
+    bundle: &mut R,
+    checked: Checked,
+    slot: &mut D,
+    slot_len: u64,
+    sync: SyncFn<'_, D>,
+) -> Result<Installed> {
+    let Checked { loc, verified } = checked;
+    let image_len = loc.footer.image_len;
+    if image_len.saturating_add(FOOTER_SIZE) > slot_len {
+        return Err(too_large(image_len.saturating_add(FOOTER_SIZE), slot_len));
     }
     let m = &verified.manifest;
     let params = m.verity_params()?;
@@ -120,16 +165,17 @@ pub fn install_seekable<R: Read + Seek, D: Read + Write + Seek>(
     // 2. The slot cannot boot from now until the footer is back.
     invalidate(slot, slot_len, &mut *sync)?;
 
-    // 3. Copy, hashing the data region on the way.
+    // 3. Copy data and hash tree, hashing the data on the way. Only these are read again
+    //    from the bundle; the manifest written is the envelope verified in step 1, so a
+    //    bundle that changes while it is read cannot slip in anything unchecked.
     bundle.seek(SeekFrom::Start(0)).map_err(io_err("bundle"))?;
     slot.seek(SeekFrom::Start(0)).map_err(io_err("slot"))?;
     let mut tree = TreeBuilder::new(params.clone());
     let mut stored_tree = Vec::new();
     let mut buf = vec![0u8; COPY_BUFFER];
     let mut pos = 0u64;
-    while pos < image_len {
-        let want =
-            usize::try_from((image_len - pos).min(COPY_BUFFER as u64)).unwrap_or(COPY_BUFFER);
+    while pos < hash_end {
+        let want = usize::try_from((hash_end - pos).min(COPY_BUFFER as u64)).unwrap_or(COPY_BUFFER);
         let chunk = &mut buf[..want];
         bundle.read_exact(chunk).map_err(|e| match e.kind() {
             io::ErrorKind::UnexpectedEof => Error::Truncated {
@@ -147,10 +193,9 @@ pub fn install_seekable<R: Read + Seek, D: Read + Write + Seek>(
             let n = usize::try_from(end.min(hash_offset) - start).unwrap_or(want);
             tree.update(&chunk[..n])?;
         }
-        if end > hash_offset && start < hash_end {
+        if end > hash_offset {
             let from = usize::try_from(hash_offset.saturating_sub(start)).unwrap_or(0);
-            let to = usize::try_from(hash_end.min(end) - start).unwrap_or(want);
-            stored_tree.extend_from_slice(&chunk[from..to]);
+            stored_tree.extend_from_slice(&chunk[from..]);
         }
         slot.write_all(chunk).map_err(io_err("slot"))?;
         pos = end;
@@ -163,8 +208,20 @@ pub fn install_seekable<R: Read + Seek, D: Read + Write + Seek>(
         });
     }
     if computed_tree != stored_tree {
-        return Err(Error::HashBlockMismatch { level: 0, block: 0 });
+        // Step 1 checked this tree: the bundle changed while it was being read.
+        return Err(Error::invalid(
+            "bundle",
+            "its hash tree changed while it was being read; install from a file nobody writes",
+        ));
     }
+    let envelope = loc.envelope.to_bytes();
+    let padding = loc
+        .footer
+        .manifest_offset
+        .checked_sub(hash_end)
+        .ok_or_else(|| Error::invalid("slot layout", "the manifest overlaps the hash tree"))?;
+    io::copy(&mut io::repeat(0).take(padding), slot).map_err(io_err("slot"))?;
+    slot.write_all(&envelope).map_err(io_err("slot"))?;
     slot.flush().map_err(io_err("slot"))?;
     sync(slot).map_err(io_err("slot"))?;
 
@@ -453,6 +510,87 @@ mod tests {
             matches!(err, Error::DataBlockMismatch { block: 7 }),
             "{err}"
         );
+        assert!(verify_slot(&mut slot).is_err());
+    }
+
+    /// A bundle file that changes between the check and the copy (the second pass from
+    /// offset 0): the manifest written is the one that was verified, and a changed tree or
+    /// data is refused.
+    #[test]
+    fn bundle_changing_while_read_cannot_slip_anything_in() {
+        struct Changing {
+            data: Vec<u8>,
+            pos: usize,
+            rewinds: usize,
+            flip_at: usize,
+        }
+        impl Read for Changing {
+            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+                let rest = self.data.get(self.pos..).unwrap_or(&[]);
+                let n = rest.len().min(out.len());
+                out[..n].copy_from_slice(&rest[..n]);
+                self.pos += n;
+                Ok(n)
+            }
+        }
+        impl Seek for Changing {
+            fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+                self.pos = match to {
+                    SeekFrom::Start(p) => p as usize,
+                    SeekFrom::End(d) => self.data.len().checked_add_signed(d as isize).unwrap(),
+                    SeekFrom::Current(d) => self.pos.checked_add_signed(d as isize).unwrap(),
+                };
+                if self.pos == 0 {
+                    self.rewinds += 1;
+                    // The copy pass starts with the second rewind (the check starts with
+                    // the data pass of verify only when `full`; it reads the tail first).
+                    if self.rewinds == 1 {
+                        self.data[self.flip_at] ^= 0x40;
+                    }
+                }
+                Ok(self.pos as u64)
+            }
+        }
+        let (img, manifest_offset) = image(40, 3, 1);
+        // A changed manifest body: the verified one is written anyway.
+        let mut bundle = Changing {
+            data: img.clone(),
+            pos: 0,
+            rewinds: 0,
+            flip_at: manifest_offset as usize + 24 + 72 + 3,
+        };
+        let mut slot = blank_slot();
+        install_seekable(
+            &mut bundle,
+            img.len() as u64,
+            &mut slot,
+            SLOT_LEN,
+            &ring(),
+            0,
+            &mut no_sync,
+        )
+        .unwrap();
+        assert_eq!(bundle.rewinds, 1, "the copy rewinds once");
+        verify_slot(&mut slot).unwrap();
+        // A changed hash block: refused.
+        let mut bundle = Changing {
+            data: img.clone(),
+            pos: 0,
+            rewinds: 0,
+            flip_at: 40 * 4096 + 5,
+        };
+        let mut slot = blank_slot();
+        let err = install_seekable(
+            &mut bundle,
+            img.len() as u64,
+            &mut slot,
+            SLOT_LEN,
+            &ring(),
+            0,
+            &mut no_sync,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("changed while"), "{err}");
         assert!(verify_slot(&mut slot).is_err());
     }
 
