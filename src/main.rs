@@ -84,7 +84,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => Exit::Success.into(),
         Err(f) => {
-            eprintln!("stele: error: {}", f.message.replace('\n', " "));
+            eprintln!(
+                "stele: error: {}",
+                stele_init::update::error_line(&f.message)
+            );
             f.exit.into()
         }
     }

@@ -242,7 +242,7 @@ pub fn main(argv: &[OsString]) -> i32 {
     match r {
         Ok(()) => Exit::Success as i32,
         Err(f) => {
-            eprintln!("stele: error: {}", f.message.replace('\n', " "));
+            eprintln!("stele: error: {}", error_line(&f.message));
             f.exit as i32
         }
     }
@@ -898,6 +898,20 @@ pub fn status_device(run_dir: &Path) -> Outcome<Status> {
     Ok(Status::new(&st, Some(dev.booted), images))
 }
 
+/// One printable line for a terminal: newlines become spaces and other control characters
+/// are escaped, so bytes from an unverified image (quoted in a parse error) cannot drive
+/// the terminal. Pure.
+pub fn error_line(message: &str) -> String {
+    message
+        .chars()
+        .map(|c| match c {
+            '\n' | '\r' | '\t' => " ".to_owned(),
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------
 // Mark good
 
@@ -1364,5 +1378,16 @@ mod tests {
         assert_eq!(e.exit, Exit::Environment);
         assert!(e.message.contains("nowhere/slot"), "{}", e.message);
         std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn error_lines_cannot_drive_the_terminal() {
+        let raw = "bad body: line 1\n\u{1b}]0;pwned\u{7}\u{1b}[31m red";
+        let line = error_line(raw);
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert!(
+            line.starts_with("bad body: line 1 \\u{1b}]0;pwned"),
+            "{line}"
+        );
     }
 }
