@@ -147,9 +147,21 @@ pub fn do_ioctl(ctl: &File, cmd: Cmd, buf: &mut [u8], name: &str) -> Result<()> 
     if buf.len() < DM_IOCTL_SIZE {
         return Err(Error::DeviceMapper("request buffer too small".into()));
     }
+    // The kernel trusts the header's data_size (offset 12) as the buffer's length.
+    let data_size = buf
+        .get(12..16)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+        .and_then(|n| usize::try_from(n).ok());
+    if !matches!(data_size, Some(n) if (DM_IOCTL_SIZE..=buf.len()).contains(&n)) {
+        return Err(Error::DeviceMapper(format!(
+            "request header data_size {data_size:?} does not fit the {}-byte buffer",
+            buf.len()
+        )));
+    }
     // SAFETY: `buf` is a live, exclusively borrowed buffer of at least DM_IOCTL_SIZE bytes
-    // whose header's data_size (set by `header`) never exceeds buf.len(); the kernel reads and
-    // writes at most data_size bytes of it. The fd is a valid open control device.
+    // and its header's data_size, checked just above, does not exceed buf.len(); the kernel
+    // reads and writes at most data_size bytes of it. The fd is a valid open control device.
     let r = unsafe {
         libc::ioctl(
             ctl.as_raw_fd(),
@@ -273,5 +285,15 @@ mod tests {
         b[40..48].copy_from_slice(&dev.to_le_bytes());
         assert_eq!(reply_dev(&b).unwrap(), (253, 0x123));
         assert!(reply_dev(&b[..20]).is_err());
+    }
+
+    /// A header whose data_size exceeds the buffer never reaches the kernel.
+    #[test]
+    fn oversized_data_size_is_refused_before_the_ioctl() {
+        let ctl = File::open("/dev/null").unwrap();
+        let mut b = vec![0u8; DM_IOCTL_SIZE];
+        put_u32(&mut b, 12, 4096);
+        let e = do_ioctl(&ctl, Cmd::Version, &mut b, "test").unwrap_err();
+        assert!(e.to_string().contains("does not fit"), "{e}");
     }
 }

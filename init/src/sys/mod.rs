@@ -291,7 +291,13 @@ pub fn exec(argv: &[String]) -> std::io::Error {
     {
         return std::io::Error::from(e);
     }
-    Command::new(prog).args(args).exec()
+    // A clean environment: the kernel turns unknown `key=value` words of its command line
+    // into PID 1's environment (LD_PRELOAD=... would reach a dynamic init).
+    Command::new(prog)
+        .args(args)
+        .env_clear()
+        .env("PATH", crate::config::DEFAULT_PATH)
+        .exec()
 }
 
 /// Deletes everything under `dir` that is on the same filesystem (device) as `dir`,
