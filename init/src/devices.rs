@@ -51,9 +51,9 @@ pub fn parse_uevent(text: &str) -> Option<BlockDev> {
     })
 }
 
-/// One scan of /sys/class/block: partition name → device (first one wins).
-pub fn scan() -> BTreeMap<String, BlockDev> {
-    let mut out = BTreeMap::new();
+/// One scan of /sys/class/block: partition name → every device carrying it.
+pub fn scan() -> BTreeMap<String, Vec<BlockDev>> {
+    let mut out: BTreeMap<String, Vec<BlockDev>> = BTreeMap::new();
     let Ok(rd) = std::fs::read_dir("/sys/class/block") else {
         return out;
     };
@@ -65,11 +65,29 @@ pub fn scan() -> BTreeMap<String, BlockDev> {
         };
         if let Some(dev) = parse_uevent(&text) {
             if let Some(name) = dev.partname.clone() {
-                out.entry(name).or_insert(dev);
+                out.entry(name).or_default().push(dev);
             }
         }
     }
     out
+}
+
+/// The one device named `name`, if any. Two devices with the same name (a second disk
+/// carrying `stele-state`, say) are an error: picking one would let a removable disk
+/// supply the boot state, and so the rollback floor, or the data partition. Pure.
+pub fn unique(found: &BTreeMap<String, Vec<BlockDev>>, name: &str) -> Result<Option<BlockDev>> {
+    match found.get(name).map(Vec::as_slice) {
+        None | Some([]) => Ok(None),
+        Some([one]) => Ok(Some(one.clone())),
+        Some(many) => Err(Error::PartitionAmbiguous {
+            name: name.to_string(),
+            devices: many
+                .iter()
+                .map(BlockDev::path)
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
 }
 
 /// The partitions of the boot.
@@ -93,16 +111,15 @@ pub fn wait(state: &str, a: &str, b: &str, data: &str, timeout: Duration) -> Res
         let found = scan();
         let all = [state, a, b].iter().all(|n| found.contains_key(*n));
         if all || start.elapsed() >= timeout {
-            let get = |n: &str| found.get(n).cloned();
-            let state = get(state).ok_or_else(|| Error::PartitionMissing {
+            let state = unique(&found, state)?.ok_or_else(|| Error::PartitionMissing {
                 name: state.to_string(),
                 waited_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
             })?;
             return Ok(Partitions {
                 state,
-                slot_a: get(a),
-                slot_b: get(b),
-                data: get(data),
+                slot_a: unique(&found, a)?,
+                slot_b: unique(&found, b)?,
+                data: unique(&found, data)?,
             });
         }
         std::thread::sleep(POLL);
@@ -132,5 +149,25 @@ mod tests {
         assert_eq!(parse_uevent("MINOR=0\nDEVNAME=vda\n"), None);
         assert_eq!(parse_uevent("MAJOR=1\nMINOR=0\nDEVNAME=../etc\n"), None);
         assert_eq!(parse_uevent(""), None);
+    }
+
+    #[test]
+    fn a_name_on_two_disks_is_refused() {
+        let dev = |n: &str, minor| BlockDev {
+            devname: n.into(),
+            major: 8,
+            minor,
+            partname: Some("stele-state".into()),
+        };
+        let mut found = BTreeMap::new();
+        found.insert("stele-state".to_string(), vec![dev("sda1", 1)]);
+        assert_eq!(
+            unique(&found, "stele-state").unwrap().unwrap().devname,
+            "sda1"
+        );
+        assert!(unique(&found, "stele-data").unwrap().is_none());
+        found.get_mut("stele-state").unwrap().push(dev("vda1", 17));
+        let e = unique(&found, "stele-state").unwrap_err().to_string();
+        assert!(e.contains("/dev/sda1, /dev/vda1"), "{e}");
     }
 }

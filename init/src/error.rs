@@ -25,6 +25,8 @@ pub enum Error {
     },
     /// A partition did not appear in time.
     PartitionMissing { name: String, waited_ms: u64 },
+    /// Two block devices carry the same partition name.
+    PartitionAmbiguous { name: String, devices: String },
     /// The verifier refused the slot or the state.
     Verify(stele_verifier::Error),
     /// The kernel's device-mapper reply was malformed.
@@ -68,6 +70,10 @@ impl fmt::Display for Error {
             Error::PartitionMissing { name, waited_ms } => write!(
                 f,
                 "partition {name} not found after {waited_ms} ms (check the disk's GPT partition names)"
+            ),
+            Error::PartitionAmbiguous { name, devices } => write!(
+                f,
+                "partition name {name} is on more than one device ({devices}): refusing to guess; remove the other disk or rename its partitions"
             ),
             Error::Verify(e) => write!(f, "{e}"),
             Error::DeviceMapper(why) => write!(f, "device-mapper: {why}"),
