@@ -255,7 +255,16 @@ pub fn boot() -> Booted {
         let was_successful = st.slot(s).successful;
         if !was_successful {
             st.begin_try(s);
-            write_state(&mut state_file, &state_path, &mut st, &mut copy);
+            // A try that is not on disk would never run out: boot counting could not fall
+            // back. Such a slot is not booted.
+            if let Err(e) = write_state(&mut state_file, &state_path, &mut st, &mut copy) {
+                error!(
+                    "refused slot {}: its try could not be recorded: {e}",
+                    s.name()
+                );
+                causes.push(format!("slot {}: try not recorded: {e}", s.name()));
+                continue;
+            }
         }
         match try_slot(s, &parts, &cfg, &keyring, st.rollback_floor, &mut clock) {
             Ok(m) => {
@@ -281,7 +290,8 @@ pub fn boot() -> Booted {
                 causes.push(format!("slot {}: {error}", s.name()));
                 if mark {
                     st.mark_unbootable(s);
-                    write_state(&mut state_file, &state_path, &mut st, &mut copy);
+                    // Logged inside; the other slot is tried either way.
+                    let _ = write_state(&mut state_file, &state_path, &mut st, &mut copy);
                 }
             }
         }
@@ -313,7 +323,7 @@ pub fn no_slot_cause(st: &BootState, refusals: &[String]) -> String {
 }
 
 /// Stores the state, flushes it, and reloads it (so sequence and copy stay exact).
-fn write_state(f: &mut File, path: &str, st: &mut BootState, copy: &mut usize) {
+fn write_state(f: &mut File, path: &str, st: &mut BootState, copy: &mut usize) -> Result<()> {
     let r = state::store(f, st, *copy)
         .map_err(Error::from)
         .and_then(|()| sys::fdatasync(f, path))
@@ -322,8 +332,12 @@ fn write_state(f: &mut File, path: &str, st: &mut BootState, copy: &mut usize) {
         Ok((s, c)) => {
             *st = s;
             *copy = c;
+            Ok(())
         }
-        Err(e) => error!("writing the boot state to {path} failed: {e}"),
+        Err(e) => {
+            error!("writing the boot state to {path} failed: {e}");
+            Err(e)
+        }
     }
 }
 
@@ -410,8 +424,11 @@ fn try_slot(
         full: cfg.verify == VerifyMode::Full,
         rollback_floor: Some(floor),
     };
-    let (loc, vm) =
-        slot::verify(&mut f, len, keyring, opts).map_err(|e| slot_fault(Error::from(e)))?;
+    let (loc, vm) = slot::verify(&mut f, len, keyring, opts).map_err(|e| match e {
+        // A device that cannot be read says nothing about the slot's content.
+        stele_verifier::Error::Io { .. } => system_fault(Error::from(e)),
+        e => slot_fault(Error::from(e)),
+    })?;
     let m = vm.manifest;
     let root_hex = stele_verifier::hex::encode(&m.verity.root_hash);
     info!(
@@ -474,10 +491,19 @@ fn try_slot(
                 }
                 let _ = dm::remove(&dm_name);
                 let _ = std::fs::remove_file(&dm_path);
-                // The kernel refusing the verified filesystem is the slot's fault.
+                // The kernel refusing the verified filesystem is the slot's fault; a
+                // filesystem type it does not know (module missing from the initramfs) or
+                // no memory is not.
+                let system = matches!(
+                    e,
+                    Error::Sys {
+                        errno: nix::errno::Errno::ENODEV | nix::errno::Errno::ENOMEM,
+                        ..
+                    }
+                );
                 return Err(Refusal {
                     error: e,
-                    mark: i == 0,
+                    mark: i == 0 && !system,
                 });
             }
         }

@@ -8,7 +8,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use stele_verifier::state;
 
 use crate::boot::{self, Booted};
 use crate::config::{self, Action, Restart, Service, SystemConfig};
@@ -403,27 +402,29 @@ impl Supervisor {
             }
             Err(e) => warn!("{e}; marking good without the state lock"),
         }
-        let r = state::load(&mut b.state_file)
-            .map_err(crate::Error::from)
-            .and_then(|(mut st, copy)| {
-                let before = st;
-                st.mark_good(b.slot, b.rollback_index);
-                if st != before {
-                    state::store(&mut b.state_file, &st, copy)?;
-                    sys::fdatasync(&b.state_file, &b.state_path)?;
-                }
-                Ok(())
-            });
+        let r = crate::update::mark_good(
+            &mut b.state_file,
+            &mut |f: &mut std::fs::File| f.sync_data(),
+            b.slot,
+            b.rollback_index,
+        );
         if let Err(e) = sys::unlock_state(&b.state_file, &b.state_path) {
             warn!("{e}");
         }
         match r {
-            Ok(()) => info!("slot={} marked good", b.slot.name()),
-            Err(e) => error!(
-                "marking slot={} good in {} failed: {e}",
-                b.slot.name(),
-                b.state_path
-            ),
+            Ok(_) => info!("slot={} marked good", b.slot.name()),
+            Err(e) => {
+                error!(
+                    "marking slot={} good in {} failed: {}; trying again",
+                    b.slot.name(),
+                    b.state_path,
+                    e.message
+                );
+                // Not good yet: the slot stays on trial and this is retried.
+                self.good = false;
+                self.next_health =
+                    Instant::now() + Duration::from_secs(self.cfg.healthy_after.max(1));
+            }
         }
     }
 
