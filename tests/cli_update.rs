@@ -107,8 +107,8 @@ fn offline_install_goes_to_the_other_slot_and_boots_it_next() {
     );
     let order = [
         "stele: update: writing slot b",
-        "stele: update: footer written",
         "stele: update: flipping boot state",
+        "stele: update: footer written",
     ];
     let at: Vec<usize> = order
         .iter()

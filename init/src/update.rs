@@ -567,7 +567,7 @@ pub fn load_state<S: Read + Seek>(dev: &mut S) -> Outcome<(BootState, usize)> {
 /// Installs `bundle` into slot `target` and flips the boot state; the checks (keyring,
 /// the state's rollback floor, size, hash tree) come before the state is written, so any
 /// refusal leaves it untouched. Progress goes to `log` (without the `stele: ` prefix):
-/// `update: writing slot <x>`, `update: footer written`, `update: flipping boot state`.
+/// `update: writing slot <x>`, `update: flipping boot state`, `update: footer written`.
 pub fn install<D: Read + Write + Seek, S: Read + Write + Seek>(
     bundle: &mut Bundle,
     target: Slot,
@@ -611,11 +611,14 @@ pub fn install<D: Read + Write + Seek, S: Read + Write + Seek>(
             )?
         }
     };
-    log("update: footer written");
+    // The state first, then the footer: the slot's old record never applies to the new
+    // content (verifier::update).
     log("update: flipping boot state");
-    let new_state = vupdate::activate(state.dev, target, state.sync)
-        .map_err(|e| Failure::from(e).context("boot state"))?;
-    let m = done.verified.manifest;
+    let m = done.verified.manifest.clone();
+    let new_state = done
+        .commit(slot.dev, slot.len, slot.sync, state.dev, target, state.sync)
+        .map_err(|e| Failure::from(e).context("committing the install"))?;
+    log("update: footer written");
     Ok(Installed {
         name: m.name,
         version: m.version,
@@ -1258,7 +1261,7 @@ mod tests {
         assert_eq!(lines[1], "update: writing slot b");
         assert_eq!(
             lines[2..],
-            ["update: footer written", "update: flipping boot state"]
+            ["update: flipping boot state", "update: footer written"]
         );
         let (s, _) = state::load(&mut state_dev).unwrap();
         assert_eq!(s.choose(), Some(Slot::B));

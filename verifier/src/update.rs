@@ -10,10 +10,14 @@
 //! 3. the image is copied into the slot while its hash tree is computed, and the computed
 //!    root hash is compared with the signed one (a stream from stdin, which cannot be read
 //!    out of order, is instead verified in full from the slot once it is written);
-//! 4. the footer is written to the slot's last 4 KiB and flushed;
-//! 5. the caller flips the boot state ([`activate`]): new slot first, 3 tries, not yet good.
+//! 4. [`Written::commit`] flips the boot state: new slot first, 3 tries, not yet good;
+//! 5. and only then writes the footer to the slot's last 4 KiB, and flushes.
 //!
-//! The boot state is written only in step 5, so a refused bundle leaves it untouched.
+//! The boot state is written only in step 4, after every check, so a refused bundle leaves
+//! it untouched. Because the footer comes after the flip, the slot's old record in the
+//! state (perhaps "successful", perhaps first in line) never applies to the new content: a
+//! power cut before step 4 leaves a slot without a footer, refused at boot; one between 4
+//! and 5 leaves a trial slot without a footer, refused at boot, and the old slot boots.
 //! Generic over `Read`/`Write`/`Seek`; flushing to stable storage is the caller's `sync`.
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -35,13 +39,34 @@ const COPY_BUFFER: usize = 1 << 20;
 /// Flushes a device to stable storage (fdatasync for a block device or file).
 pub type SyncFn<'a, D> = &'a mut dyn FnMut(&mut D) -> io::Result<()>;
 
-/// What was installed.
+/// An image written to a slot and checked there, without its footer yet: the slot cannot
+/// boot until [`Written::commit`].
 #[derive(Clone, Debug)]
-pub struct Installed {
+#[must_use = "the slot cannot boot until the install is committed"]
+pub struct Written {
     /// The verified manifest of the new image.
     pub verified: VerifiedManifest,
     /// Bytes of the image written to the slot (without its footer).
     pub image_len: u64,
+    footer: Footer,
+}
+
+impl Written {
+    /// Steps 4 and 5: flips the boot state to `target` ([`activate`]), then writes the
+    /// footer into the slot's last 4 KiB and flushes it. Returns the new state.
+    pub fn commit<D: Write + Seek, S: Read + Write + Seek>(
+        self,
+        slot: &mut D,
+        slot_len: u64,
+        slot_sync: SyncFn<'_, D>,
+        state: &mut S,
+        target: Slot,
+        state_sync: SyncFn<'_, S>,
+    ) -> Result<BootState> {
+        let st = activate(state, target, state_sync)?;
+        write_footer(slot, slot_len, &self.footer, slot_sync)?;
+        Ok(st)
+    }
 }
 
 fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> Error {
@@ -127,8 +152,8 @@ pub fn check_seekable<R: Read + Seek>(
     Ok(Checked { loc, verified })
 }
 
-/// Installs a bundle that can be read out of order (a file of `bundle_len` bytes):
-/// [`check_seekable`], then [`write_checked`].
+/// Steps 1-3 for a bundle that can be read out of order (a file of `bundle_len` bytes):
+/// [`check_seekable`], then [`write_checked`]. [`Written::commit`] finishes.
 pub fn install_seekable<R: Read + Seek, D: Read + Write + Seek>(
     bundle: &mut R,
     bundle_len: u64,
@@ -137,21 +162,21 @@ pub fn install_seekable<R: Read + Seek, D: Read + Write + Seek>(
     keyring: &Keyring,
     rollback_floor: u64,
     sync: SyncFn<'_, D>,
-) -> Result<Installed> {
+) -> Result<Written> {
     let checked = check_seekable(bundle, bundle_len, slot_len, keyring, rollback_floor)?;
     write_checked(bundle, checked, slot, slot_len, sync)
 }
 
-/// Steps 2-4 for a [`Checked`] bundle: the image is copied while its hash tree is
-/// computed, both the tree and the root hash must match the signed manifest, the verified
-/// envelope is written, and the footer last.
+/// Steps 2-3 for a [`Checked`] bundle: the slot's footer is zeroed, the image is copied
+/// while its hash tree is computed, both the tree and the root hash must match the signed
+/// manifest, and the verified envelope is written. [`Written::commit`] finishes.
 pub fn write_checked<R: Read + Seek, D: Read + Write + Seek>(
     bundle: &mut R,
     checked: Checked,
     slot: &mut D,
     slot_len: u64,
     sync: SyncFn<'_, D>,
-) -> Result<Installed> {
+) -> Result<Written> {
     let Checked { loc, verified } = checked;
     let image_len = loc.footer.image_len;
     if image_len.saturating_add(FOOTER_SIZE) > slot_len {
@@ -224,12 +249,10 @@ pub fn write_checked<R: Read + Seek, D: Read + Write + Seek>(
     slot.write_all(&envelope).map_err(io_err("slot"))?;
     slot.flush().map_err(io_err("slot"))?;
     sync(slot).map_err(io_err("slot"))?;
-
-    // 4. The footer last.
-    write_footer(slot, slot_len, &loc.footer, sync)?;
-    Ok(Installed {
+    Ok(Written {
         verified,
         image_len,
+        footer: loc.footer,
     })
 }
 
@@ -237,7 +260,7 @@ pub fn write_checked<R: Read + Seek, D: Read + Write + Seek>(
 ///
 /// The signatures are at the end of the bundle, so the image is written to the (already
 /// invalidated) slot first and then verified in full from the slot: signatures, rollback
-/// floor, hash tree and every data block. Only then is the footer written.
+/// floor, hash tree and every data block. The footer is written by [`Written::commit`].
 pub fn install_stream<R: Read, D: Read + Write + Seek>(
     bundle: &mut R,
     slot: &mut D,
@@ -245,7 +268,7 @@ pub fn install_stream<R: Read, D: Read + Write + Seek>(
     keyring: &Keyring,
     rollback_floor: u64,
     sync: SyncFn<'_, D>,
-) -> Result<Installed> {
+) -> Result<Written> {
     let capacity = slot_len
         .checked_sub(FOOTER_SIZE)
         .ok_or_else(|| too_large(FOOTER_SIZE, slot_len))?;
@@ -304,10 +327,10 @@ pub fn install_stream<R: Read, D: Read + Write + Seek>(
             rollback_floor: Some(rollback_floor),
         },
     )?;
-    write_footer(slot, slot_len, &loc.footer, sync)?;
-    Ok(Installed {
+    Ok(Written {
         verified,
         image_len: loc.footer.image_len,
+        footer: loc.footer,
     })
 }
 
@@ -393,6 +416,19 @@ mod tests {
         Cursor::new(vec![0xee; SLOT_LEN as usize])
     }
 
+    /// Steps 4-5 with a scratch boot state: the slot gets its footer.
+    fn commit(w: Written, slot: &mut Cursor<Vec<u8>>) -> Written {
+        let mut st = Cursor::new(vec![0u8; 8192]);
+        initialize(&mut st, &BootState::initial(true)).unwrap();
+        let after = w
+            .clone()
+            .commit(slot, SLOT_LEN, &mut no_sync, &mut st, Slot::B, &mut no_sync)
+            .unwrap();
+        assert_eq!(after.choose(), Some(Slot::B));
+        assert_eq!(after.slot(Slot::B).tries_remaining, NEW_SLOT_TRIES);
+        w
+    }
+
     fn verify_slot(slot: &mut Cursor<Vec<u8>>) -> Result<VerifiedManifest> {
         let full = VerifyOptions {
             full: true,
@@ -415,6 +451,9 @@ mod tests {
             &mut no_sync,
         )
         .unwrap();
+        // Written but not committed: no footer, the slot cannot boot yet.
+        assert!(verify_slot(&mut slot).is_err());
+        let done = commit(done, &mut slot);
         assert_eq!(done.verified.manifest.rollback_index, 3);
         assert!(done.image_len + FOOTER_SIZE <= img.len() as u64);
         assert_eq!(verify_slot(&mut slot).unwrap().manifest.version, "3.1");
@@ -443,6 +482,7 @@ mod tests {
             &mut no_sync,
         )
         .unwrap();
+        let done = commit(done, &mut slot);
         assert_eq!(done.verified.manifest.version, "3.2");
         verify_slot(&mut slot).unwrap();
     }
@@ -560,7 +600,7 @@ mod tests {
             flip_at: manifest_offset as usize + 24 + 72 + 3,
         };
         let mut slot = blank_slot();
-        install_seekable(
+        let w = install_seekable(
             &mut bundle,
             img.len() as u64,
             &mut slot,
@@ -570,6 +610,7 @@ mod tests {
             &mut no_sync,
         )
         .unwrap();
+        let _ = commit(w, &mut slot);
         assert_eq!(bundle.rewinds, 1, "the copy rewinds once");
         verify_slot(&mut slot).unwrap();
         // A changed hash block: refused.
@@ -631,9 +672,13 @@ mod tests {
 
     /// A device that applies writes and records them, split at 512-byte sectors, with the
     /// sync points, so that a power cut after any prefix of the writes can be replayed.
+    /// Every write of every recorded device, in the order they happened: (device, offset, bytes).
+    type WriteLog = std::rc::Rc<std::cell::RefCell<Vec<(usize, u64, Vec<u8>)>>>;
+
     struct Recorder {
+        id: usize,
         dev: Cursor<Vec<u8>>,
-        log: Vec<(u64, Vec<u8>)>,
+        log: WriteLog,
     }
 
     impl Read for Recorder {
@@ -650,7 +695,7 @@ mod tests {
         fn write(&mut self, b: &[u8]) -> io::Result<usize> {
             let mut at = self.dev.position();
             for piece in b.chunks(512) {
-                self.log.push((at, piece.to_vec()));
+                self.log.borrow_mut().push((self.id, at, piece.to_vec()));
                 at += piece.len() as u64;
             }
             self.dev.write(b)
@@ -675,18 +720,20 @@ mod tests {
         None
     }
 
-    /// Power cut at every write (sector) of an install into slot b plus the state flip:
-    /// the device always boots, either the old image in a or the new one in b.
+    /// Power cut at every write (sector) of an install into slot b (copy, flip, footer):
+    /// the device always boots; never the new content before the flip is on disk, always
+    /// the new content once everything is. Slot b starts as a good slot first in line (a
+    /// was booted by preference): its old record must not carry over to the new content.
     #[test]
     fn power_cut_at_any_write_still_boots() {
         let (old, _) = image(8, 1, 1);
         let (new, _) = image(8, 2, 9);
-        // A device with slot a = old (good), slot b = an older leftover that is valid too.
-        let mut a = blank_slot();
-        install_stream(&mut &old[..], &mut a, SLOT_LEN, &ring(), 0, &mut no_sync).unwrap();
-        let mut b = blank_slot();
         let (leftover, _) = image(8, 1, 5);
-        install_stream(
+        let mut a = blank_slot();
+        let w = install_stream(&mut &old[..], &mut a, SLOT_LEN, &ring(), 0, &mut no_sync).unwrap();
+        let _ = commit(w, &mut a);
+        let mut b = blank_slot();
+        let w = install_stream(
             &mut &leftover[..],
             &mut b,
             SLOT_LEN,
@@ -695,15 +742,26 @@ mod tests {
             &mut no_sync,
         )
         .unwrap();
+        let _ = commit(w, &mut b);
         let mut st = Cursor::new(vec![0u8; 8192]);
-        initialize(&mut st, &BootState::initial(true)).unwrap();
+        let mut start = BootState::initial(true);
+        start.slot_mut(Slot::A).priority = 1;
+        start.slot_mut(Slot::B).priority = 2;
+        initialize(&mut st, &start).unwrap();
 
-        // Record the install of `new` into b, then the state flip.
+        // Record the install of `new` into b: copy, then flip and footer, as they happen.
+        let log = WriteLog::default();
         let mut rec_b = Recorder {
+            id: 1,
             dev: b.clone(),
-            log: Vec::new(),
+            log: log.clone(),
         };
-        install_seekable(
+        let mut rec_st = Recorder {
+            id: 2,
+            dev: st.clone(),
+            log: log.clone(),
+        };
+        let w = install_seekable(
             &mut Cursor::new(&new),
             new.len() as u64,
             &mut rec_b,
@@ -713,17 +771,17 @@ mod tests {
             &mut no_sync,
         )
         .unwrap();
-        let mut rec_st = Recorder {
-            dev: st.clone(),
-            log: Vec::new(),
-        };
-        activate(&mut rec_st, Slot::B, &mut no_sync).unwrap();
-        let writes: Vec<(usize, u64, Vec<u8>)> = rec_b
-            .log
-            .into_iter()
-            .map(|(o, d)| (1, o, d))
-            .chain(rec_st.log.into_iter().map(|(o, d)| (2, o, d)))
-            .collect();
+        let flip_at = log.borrow().len();
+        w.commit(
+            &mut rec_b,
+            SLOT_LEN,
+            &mut no_sync,
+            &mut rec_st,
+            Slot::B,
+            &mut no_sync,
+        )
+        .unwrap();
+        let writes: Vec<(usize, u64, Vec<u8>)> = log.borrow().clone();
 
         let mut seen = std::collections::BTreeSet::new();
         for cut in 0..=writes.len() {
@@ -748,14 +806,32 @@ mod tests {
                 let booted = boot(&mut slots, &mut state).unwrap_or_else(|| {
                     panic!("no bootable slot after {cut} writes (torn: {torn})")
                 });
+                // Old b (before its footer is zeroed), a (while b is rewritten and until
+                // its new footer is there), new b (at the end).
                 assert!(
-                    booted == "1.1" || booted == "2.9",
+                    ["1.5", "1.1", "2.9"].contains(&booted.as_str()),
                     "booted {booted} after {cut} writes"
                 );
+                if cut <= flip_at {
+                    assert_ne!(
+                        booted, "2.9",
+                        "new content booted before the flip ({cut} writes)"
+                    );
+                }
+                if booted == "2.9" {
+                    // New content only ever boots as a trial, never under b's old record.
+                    let (st, _) = load(&mut state).unwrap();
+                    assert!(
+                        !st.slot(Slot::B).successful,
+                        "new content booted as if good after {cut} writes (torn: {torn})"
+                    );
+                }
+                if cut == writes.len() {
+                    assert_eq!(booted, "2.9");
+                }
                 seen.insert(booted);
             }
         }
-        // Both outcomes happen: before the flip the old slot boots, after it the new one.
-        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen.len(), 3, "{seen:?}");
     }
 }
