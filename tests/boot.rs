@@ -109,6 +109,7 @@ impl Lab {
         for applet in [
             "sh", "cat", "echo", "grep", "ls", "sleep", "kill", "mount", "sync", "seq", "wc",
             "poweroff", "reboot", "head", "tr", "cut", "test", "[", "dd", "rm", "touch", "ps",
+            "md5sum", "cmp",
         ] {
             symlink("busybox", root.join("bin").join(applet)).unwrap();
         }

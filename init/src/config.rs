@@ -129,6 +129,7 @@ impl BootConfig {
             }
         }
         check_abs_path(&self.data_mount)
+            .and_then(|()| check_data_mount(&self.data_mount))
             .map_err(|why| bad(&format!("{origin}: data_mount"), why))?;
         if !valid_size(&self.overlay_size) {
             return Err(bad(
@@ -288,6 +289,30 @@ fn check_abs_path(p: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Directories the writable data partition must not cover: they hold the verified system
+/// (programs, libraries, configuration) or the kernel's own filesystems.
+const SYSTEM_DIRS: &[&str] = &[
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run",
+    "/sbin", "/sys", "/usr",
+];
+
+/// True when `path` is `dir` or below it.
+fn is_under(path: &str, dir: &str) -> bool {
+    path == dir
+        || path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+fn check_data_mount(p: &str) -> std::result::Result<(), String> {
+    match SYSTEM_DIRS.iter().find(|d| is_under(p, d)) {
+        Some(d) => Err(format!(
+            "{p:?} would put writable storage over {d}, which must come from the verified image (use /var or /srv)"
+        )),
+        None => Ok(()),
+    }
+}
+
 fn valid_size(s: &str) -> bool {
     let digits = s.trim_end_matches(['%', 'k', 'm', 'g', 'K', 'M', 'G']);
     let suffix = &s[digits.len()..];
@@ -357,6 +382,28 @@ pub struct SystemConfig {
     pub shutdown_grace: u64,
     #[serde(default, rename = "service")]
     pub services: Vec<Service>,
+}
+
+impl SystemConfig {
+    /// Refuses programs (exec, health, services) that would run from the writable data
+    /// partition mounted at `data_mount`: only the verified image may provide what PID 1
+    /// runs. Pure.
+    pub fn check_programs(&self, data_mount: &str) -> std::result::Result<(), String> {
+        let programs = self
+            .exec
+            .iter()
+            .chain(self.health.iter())
+            .chain(self.services.iter().map(|s| &s.exec))
+            .filter_map(|argv| argv.first());
+        for p in programs {
+            if is_under(p, data_mount) {
+                return Err(format!(
+                    "{p} is on the writable data partition ({data_mount}); programs must come from the verified image"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn check_argv(what: &str, argv: &[String]) -> Result<()> {
@@ -599,5 +646,25 @@ exec = ["/bin/other"]
             let r = SystemConfig::parse(bad, "system.toml");
             assert!(matches!(r, Err(Error::Config { .. })), "accepted {bad:?}");
         }
+    }
+
+    #[test]
+    fn writable_storage_cannot_cover_or_provide_programs() {
+        for bad in ["/etc", "/usr/local", "/bin", "/lib64/x", "/run"] {
+            assert!(check_data_mount(bad).is_err(), "{bad}");
+        }
+        for ok in ["/var", "/srv/data", "/etcetera", "/home"] {
+            assert!(check_data_mount(ok).is_ok(), "{ok}");
+        }
+        let cfg = SystemConfig::parse(
+            "[[service]]\nname = \"x\"\nexec = [\"/var/lib/app/run\"]\n",
+            "system.toml",
+        )
+        .unwrap();
+        let e = cfg.check_programs("/var").unwrap_err();
+        assert!(e.contains("/var/lib/app/run"), "{e}");
+        assert!(cfg.check_programs("/srv").is_ok());
+        let cfg = SystemConfig::parse("exec = [\"/var/init\"]\n", "system.toml").unwrap();
+        assert!(cfg.check_programs("/var").is_err());
     }
 }

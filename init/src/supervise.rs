@@ -157,7 +157,11 @@ pub fn run(b: Booted) -> ! {
             )
         })
         .and_then(|t| SystemConfig::parse(&t, config::SYSTEM_TOML).map_err(|e| e.to_string()))
-    {
+        .and_then(|c| {
+            c.check_programs(&b.config.data_mount)
+                .map(|()| c)
+                .map_err(|e| format!("{}: {e}", config::SYSTEM_TOML))
+        }) {
         Ok(c) => c,
         Err(e) => {
             error!("nothing to run: {e}; {} in {delay}s", action.name());
