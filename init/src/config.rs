@@ -367,6 +367,9 @@ fn default_healthy_after() -> u64 {
 fn default_grace() -> u64 {
     5
 }
+fn default_trial_timeout() -> u64 {
+    300
+}
 
 /// `/etc/stele/system.toml` in the image. See docs/BOOT.md.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -380,6 +383,9 @@ pub struct SystemConfig {
     pub health: Option<Vec<String>>,
     #[serde(default = "default_grace")]
     pub shutdown_grace: u64,
+    /// Seconds a slot on trial has to be marked good before PID 1 reboots (boot counting).
+    #[serde(default = "default_trial_timeout")]
+    pub trial_timeout: u64,
     #[serde(default, rename = "service")]
     pub services: Vec<Service>,
 }
@@ -446,9 +452,19 @@ impl SystemConfig {
         if let Some(argv) = &cfg.health {
             check_argv(&format!("{origin}: health"), argv)?;
         }
+        if cfg.trial_timeout <= cfg.healthy_after {
+            return Err(bad(
+                &format!("{origin}: trial_timeout"),
+                format!(
+                    "{} must be longer than healthy_after ({}), or no trial could succeed",
+                    cfg.trial_timeout, cfg.healthy_after
+                ),
+            ));
+        }
         for (key, v) in [
             ("healthy_after", cfg.healthy_after),
             ("shutdown_grace", cfg.shutdown_grace),
+            ("trial_timeout", cfg.trial_timeout),
         ] {
             if v > MAX_SECS {
                 return Err(bad(

@@ -70,6 +70,13 @@ pub fn trial_failed(on_trial: bool, marked_good: bool, failures: u32) -> bool {
     on_trial && !marked_good && failures >= TRIAL_FAILURES
 }
 
+/// True when a slot on trial (`deadline` set) is still not good at `now`, past its
+/// `trial_timeout`: a service that never gets healthy, a health command that keeps failing
+/// or hangs. PID 1 then reboots so that boot counting falls back. Pure.
+pub fn trial_expired(deadline: Option<Instant>, marked_good: bool, now: Instant) -> bool {
+    !marked_good && deadline.is_some_and(|d| now >= d)
+}
+
 /// True when the services count as healthy: none waiting for a restart or stopped after a
 /// failure (`unhealthy`), and `healthy_after` seconds since the last (re)start. Pure.
 pub fn healthy_due(now: Instant, last_start: Instant, healthy_after: u64, unhealthy: bool) -> bool {
@@ -140,6 +147,8 @@ struct Supervisor {
     good: bool,
     health_pid: Option<i32>,
     next_health: Instant,
+    /// Set while the slot is on trial: when it must be good by.
+    trial_deadline: Option<Instant>,
 }
 
 /// Step 11-12. Never returns.
@@ -205,7 +214,11 @@ pub fn run(b: Booted) -> ! {
         good: false,
         health_pid: None,
         next_health: now,
+        trial_deadline: None,
     };
+    if !sup.b.was_successful {
+        sup.trial_deadline = Some(now + Duration::from_secs(sup.cfg.trial_timeout));
+    }
     sup.start_due();
     info!("ready");
     sup.run_loop()
@@ -252,6 +265,14 @@ impl Supervisor {
             }
             self.start_due();
             self.check_health();
+            if trial_expired(self.trial_deadline, self.good, Instant::now()) {
+                error!(
+                    "slot={} not healthy within trial_timeout = {}s; reboot to let boot counting fall back",
+                    self.b.slot.name(),
+                    self.cfg.trial_timeout
+                );
+                self.shutdown(Action::Reboot);
+            }
         }
     }
 
@@ -267,6 +288,9 @@ impl Supervisor {
             let due = (self.last_start + Duration::from_secs(self.cfg.healthy_after))
                 .max(self.next_health);
             t = t.min(due.saturating_duration_since(now));
+        }
+        if let (false, Some(d)) = (self.good, self.trial_deadline) {
+            t = t.min(d.saturating_duration_since(now));
         }
         t.max(Duration::from_millis(10))
     }
@@ -344,7 +368,16 @@ impl Supervisor {
                 s.next_start = Some(now + delay);
                 debug!("service {name} restarts in {}s", delay.as_secs());
             }
-            Decision::Stop => s.failed_stopped = status != 0,
+            Decision::Stop => {
+                s.failed_stopped = status != 0;
+                if s.failed_stopped && !self.b.was_successful && !self.good {
+                    error!(
+                        "service {name} failed and is not restarted before slot={} was marked good; reboot to let boot counting fall back",
+                        self.b.slot.name()
+                    );
+                    self.shutdown(Action::Reboot);
+                }
+            }
             Decision::End(a) => {
                 info!("service {name} ended: on_exit = {}", a.name());
                 self.shutdown(a);
@@ -540,6 +573,21 @@ mod tests {
 
     #[test]
     fn crash_loop_on_trial_reboots() {
+        let now = Instant::now();
+        assert!(trial_expired(Some(now), false, now));
+        assert!(!trial_expired(
+            Some(now + Duration::from_secs(1)),
+            false,
+            now
+        ));
+        assert!(
+            !trial_expired(Some(now), true, now),
+            "a good slot is not abandoned"
+        );
+        assert!(
+            !trial_expired(None, false, now),
+            "a slot not on trial has no deadline"
+        );
         assert!(!trial_failed(true, false, 2));
         assert!(trial_failed(true, false, 3));
         assert!(!trial_failed(true, true, 9), "a good slot is not abandoned");
