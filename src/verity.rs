@@ -73,12 +73,10 @@ pub fn run(c: VerityCommand) -> CliResult {
 }
 
 fn open(path: &Path) -> CliResult<(File, u64)> {
-    let f = File::open(path)
+    let mut f = File::open(path)
         .map_err(|e| Failure::env(format!("cannot open {}: {e}", path.display())))?;
-    let len = f
-        .metadata()
-        .map_err(|e| Failure::env(format!("cannot stat {}: {e}", path.display())))?
-        .len();
+    let len = stele_image::slot::byte_len(&mut f)
+        .map_err(|e| Failure::env(format!("cannot size {}: {e}", path.display())))?;
     Ok((f, len))
 }
 

@@ -128,12 +128,44 @@ fn footer_pointing_outside_and_absurd_lengths() {
 }
 
 /// Writes `body` as the manifest of `img` with no signatures, then signs it with `stele sign`.
+/// The image with `body`, validly signed by the private key `k` (signed here, in the
+/// test: `stele sign` itself refuses a body that does not describe the image).
 fn resigned(fx: &Fixture, bytes: &[u8], body: &[u8], k: &str, name: &str) -> String {
     let path = fx.path(name);
-    std::fs::write(&path, with_envelope(bytes, &unsigned_envelope(body))).unwrap();
-    let path = path.display().to_string();
-    ok(stele(&["sign", &path, "--key", k]));
-    path
+    let pem = std::fs::read_to_string(k).unwrap();
+    let key = stele_verifier::keys::parse_private_pem(&pem, k).unwrap();
+    let mut env = stele_verifier::manifest::Envelope::new(body.to_vec());
+    env.sign(&key).unwrap();
+    std::fs::write(&path, with_envelope(bytes, &env.to_bytes())).unwrap();
+    path.display().to_string()
+}
+
+/// `stele sign` refuses to sign a body that is malformed or does not describe the image:
+/// a signer must know what it signs.
+#[test]
+fn sign_refuses_bodies_that_do_not_describe_the_image() {
+    let fx = Fixture::new();
+    let (k, _) = fx.keygen("a");
+    let img = fx.build("s.img", &k, &[]);
+    let bytes = std::fs::read(&img).unwrap();
+    let good = String::from_utf8(body(&bytes)).unwrap();
+    let root = body_str(&good, "root_hash");
+    let wrong_root = good.replace(&root, &"0".repeat(64));
+    for (name, b, cause) in [
+        (
+            "junk.img",
+            b"this is = not [toml".to_vec(),
+            "malformed manifest body",
+        ),
+        ("root.img", wrong_root.into_bytes(), "root hash"),
+    ] {
+        let path = fx.path(name);
+        std::fs::write(&path, with_envelope(&bytes, &unsigned_envelope(&b))).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let path_s = path.display().to_string();
+        fails(&stele(&["sign", &path_s, "--key", &k]), 1, &[cause]);
+        assert_eq!(std::fs::read(&path).unwrap(), before, "{name} was changed");
+    }
 }
 
 #[test]

@@ -241,6 +241,16 @@ pub fn body_int(body: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{key} not in body:\n{body}"))
 }
 
+/// Reads a TOML string field `key = "..."` from a body.
+pub fn body_str(body: &str, key: &str) -> String {
+    body.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == key).then(|| v.trim().trim_matches('"').to_owned())
+        })
+        .unwrap_or_else(|| panic!("{key} not in body:\n{body}"))
+}
+
 pub fn regions(img: &[u8]) -> Regions {
     assert!(
         img.len().rem_euclid(4096) == 0 && img.len() >= 8192,

@@ -253,11 +253,18 @@ pub fn build_from_rootfs(
     res
 }
 
-/// Opens a slot image file and returns it with its length.
+/// Opens a slot image file (or a partition holding one) and returns it with its length.
 pub fn open(path: &Path) -> Result<(File, u64)> {
-    let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let len = f.metadata().map_err(|e| Error::io("stat", path, e))?.len();
+    let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let len = byte_len(&mut f).map_err(|e| Error::io("size", path, e))?;
     Ok((f, len))
+}
+
+/// Length in bytes of a file or a block device (whose metadata says 0): its end offset.
+pub fn byte_len(f: &mut File) -> std::io::Result<u64> {
+    let len = f.seek(SeekFrom::End(0))?;
+    f.seek(SeekFrom::Start(0))?;
+    Ok(len)
 }
 
 /// Locates footer and envelope (nothing verified).
@@ -287,7 +294,9 @@ pub fn rewrite_envelope(
     change: impl FnOnce(&mut Envelope) -> Result<()>,
 ) -> Result<Envelope> {
     let (mut f, len) = open(path)?;
-    let loc = locate(&mut f, len)?;
+    // A signer must know what it signs: the body must parse and describe this image
+    // (layout, hash tree against its root hash) before a signature is added.
+    let (loc, _) = stele_verifier::slot::check_unsigned(&mut f, len)?;
     let mut envelope = loc.envelope;
     change(&mut envelope)?;
     let mode = f

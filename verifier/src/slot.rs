@@ -4,7 +4,7 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 
 use crate::footer::{Footer, FOOTER_SIZE};
 use crate::keys::Keyring;
-use crate::manifest::{Envelope, VerifiedManifest};
+use crate::manifest::{Envelope, Manifest, VerifiedManifest};
 use crate::verity::{verify_data, verify_hash_area};
 use crate::{Error, Result};
 
@@ -102,6 +102,29 @@ pub fn verify<R: Read + Seek>(
             });
         }
     }
+    check_contents(r, &loc, m, opts.full)?;
+    Ok((loc, verified))
+}
+
+/// Everything but the signatures, for a signer (`stele sign`): parses the body WITHOUT
+/// checking any signature, then checks that the image matches it (layout, the hash tree
+/// against the root hash), so that nobody signs a body that does not describe the image.
+/// Its result must never be used to trust an image: use [`verify`].
+pub fn check_unsigned<R: Read + Seek>(r: &mut R, len: u64) -> Result<(SlotLocator, Manifest)> {
+    let loc = locate(r, len)?;
+    let m = loc.envelope.unverified_manifest()?;
+    check_contents(r, &loc, &m, false)?;
+    Ok((loc, m))
+}
+
+/// Layout sanity, the hash tree against `m`'s root hash, and with `full` (or a single data
+/// block, which has no hash block) every data block.
+fn check_contents<R: Read + Seek>(
+    r: &mut R,
+    loc: &SlotLocator,
+    m: &Manifest,
+    full: bool,
+) -> Result<()> {
     let params = m.verity_params()?;
     let hash_offset = m.verity.hash_offset;
     let tree_size = params.hash_tree_size();
@@ -126,13 +149,13 @@ pub fn verify<R: Read + Seek>(
     verify_hash_area(&hash_area, &params, &m.verity.root_hash)?;
     // With a single data block there is no hash block: the root hash is the hash of that
     // block, so the data itself is what must be checked (one block, cheap).
-    if opts.full || params.levels() == 0 {
+    if full || params.levels() == 0 {
         r.seek(SeekFrom::Start(0))
             .map_err(|e| Error::io("verity data", e))?;
         let data = BufReader::with_capacity(DATA_READ_BUFFER, r.by_ref().take(hash_offset));
         verify_data(data, &hash_area, &params, &m.verity.root_hash)?;
     }
-    Ok((loc, verified))
+    Ok(())
 }
 
 /// A `Read + Seek` that counts bytes, for tests of the read pattern.
