@@ -131,13 +131,13 @@ fn print_report(out: &Path, r: &BuildReport) {
     let m = &r.manifest;
     let ids: Vec<String> = r.signed_by.iter().map(ToString::to_string).collect();
     println!(
-        "built: {} {} {} rollback_index={} fs={} size={} signed by {} root_hash={}",
+        "built: {} {} {} rollback_index={} fs={} fs_size={} signed by {} root_hash={}",
         out.display(),
         m.name,
         m.version,
         m.rollback_index,
         fs_type_name(m.filesystem.fs_type),
-        r.footer.manifest_offset + r.footer.manifest_len,
+        m.filesystem.size,
         ids.join(","),
         hex::encode(&m.verity.root_hash)
     );
@@ -155,10 +155,19 @@ pub fn sign(a: &SignArgs) -> CliResult {
         println!("signed: {} by {id} (external signer)", a.image.display());
         return Ok(());
     }
-    for p in &a.keys {
-        let key = stele_image::keys::load_signing_key(p)?;
-        let id = stele_image::slot::sign(&a.image, &key)
-            .map_err(|e| Failure::from(e).context(a.image.display()))?;
+    // Every key is loaded before the image is touched, and all signatures go in one
+    // rewrite: a bad second key leaves the image as it was.
+    let keys = a
+        .keys
+        .iter()
+        .map(|p| stele_image::keys::load_signing_key(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    stele_image::slot::rewrite_envelope(&a.image, |env| {
+        keys.iter().try_for_each(|k| Ok(env.sign(k)?))
+    })
+    .map_err(|e| Failure::from(e).context(a.image.display()))?;
+    for k in &keys {
+        let id = stele_verifier::keys::key_id(&k.verifying_key());
         println!("signed: {} by {id}", a.image.display());
     }
     Ok(())
