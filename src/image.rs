@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::ArgGroup;
-use stele_image::fs::{fs_type_name, parse_fs_type};
+use stele_image::fs::parse_fs_type;
 use stele_image::slot::{BuildParams, BuildReport, DEFAULT_BLOCK_SIZE};
 use stele_verifier::hex;
 
@@ -136,7 +136,7 @@ fn print_report(out: &Path, r: &BuildReport) {
         m.name,
         m.version,
         m.rollback_index,
-        fs_type_name(m.filesystem.fs_type),
+        m.filesystem.fs_type.name(),
         m.filesystem.size,
         ids.join(","),
         hex::encode(&m.verity.root_hash)

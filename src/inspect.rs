@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use serde_json::json;
-use stele_image::fs::fs_type_name;
 use stele_image::slot::Layout;
 use stele_verifier::hex;
 use stele_verifier::manifest::Manifest;
@@ -58,7 +57,7 @@ fn manifest_json(m: &Manifest) -> serde_json::Value {
         "version": m.version,
         "rollback_index": m.rollback_index,
         "created": m.created,
-        "filesystem": { "type": fs_type_name(m.filesystem.fs_type), "size": m.filesystem.size },
+        "filesystem": { "type": m.filesystem.fs_type.name(), "size": m.filesystem.size },
         "verity": {
             "algorithm": "sha256",
             "data_block_size": m.verity.data_block_size,
@@ -89,7 +88,7 @@ fn print_text(m: &Manifest, l: &Layout, sigs: &[String]) {
     println!("created:         {}", m.created);
     println!(
         "filesystem:      {} ({} bytes)",
-        fs_type_name(m.filesystem.fs_type),
+        m.filesystem.fs_type.name(),
         m.filesystem.size
     );
     println!(

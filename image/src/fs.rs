@@ -49,15 +49,6 @@ pub fn parse_fs_type(s: &str) -> Result<FsType> {
     }
 }
 
-/// The lower-case name of a filesystem type, as in the manifest.
-pub fn fs_type_name(t: FsType) -> &'static str {
-    match t {
-        FsType::Erofs => "erofs",
-        FsType::Squashfs => "squashfs",
-        FsType::Ext4 => "ext4",
-    }
-}
-
 /// A deterministic version-4-shaped UUID from the image name and salt.
 pub fn derive_uuid(name: &str, salt: &[u8]) -> [u8; 16] {
     let mut h = Sha256::new();
@@ -447,7 +438,7 @@ mod tests {
     #[test]
     fn fs_type_names_round_trip() {
         for t in [FsType::Erofs, FsType::Squashfs, FsType::Ext4] {
-            assert_eq!(parse_fs_type(fs_type_name(t)).unwrap(), t);
+            assert_eq!(parse_fs_type(t.name()).unwrap(), t);
         }
         assert!(parse_fs_type("vfat").is_err());
     }

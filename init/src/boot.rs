@@ -9,7 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::time::{Duration, Instant};
 
 use stele_verifier::keys::{parse_public_pem, Keyring};
-use stele_verifier::manifest::{FsType, Manifest};
+use stele_verifier::manifest::Manifest;
 use stele_verifier::slot::{self, VerifyOptions};
 use stele_verifier::state::{self, BootState, Slot};
 use stele_verifier::verity;
@@ -386,14 +386,6 @@ struct Mounted {
     body: Vec<u8>,
 }
 
-fn fs_name(t: FsType) -> &'static str {
-    match t {
-        FsType::Erofs => "erofs",
-        FsType::Squashfs => "squashfs",
-        FsType::Ext4 => "ext4",
-    }
-}
-
 /// Steps 6-9 for one slot.
 fn try_slot(
     s: Slot,
@@ -465,7 +457,7 @@ fn try_slot(
         .map(|d| (d.path(), cfg.data_mount.clone()));
     let plan = mounts::root_plan(
         &dm_path,
-        fs_name(m.filesystem.fs_type),
+        m.filesystem.fs_type.name(),
         &cfg.overlay_size,
         data.as_ref().map(|(d, p)| (d.as_str(), p.as_str())),
     );
