@@ -971,58 +971,17 @@ pub fn install_self(bin_dir: &str) -> crate::Result<()> {
 mod tests {
     use super::*;
     use std::io::Cursor;
-    use stele_verifier::footer::Footer;
-    use stele_verifier::keys::{public_pem, SigningKey};
-    use stele_verifier::manifest::{Envelope, FilesystemInfo, FsType, VerityInfo};
-    use stele_verifier::verity::{build_tree, VerityParams};
+    use stele_verifier::keys::public_pem;
 
     fn os(v: &[&str]) -> Vec<OsString> {
         v.iter().map(OsString::from).collect()
     }
 
-    fn key(seed: u8) -> SigningKey {
-        SigningKey::from_bytes(&[seed; 32])
-    }
-
-    fn ring() -> Keyring {
-        Keyring::new(vec![key(1).verifying_key()], 1).unwrap()
-    }
+    use stele_verifier::testutil::{image_signed_by, key, ring};
 
     /// A slot image signed by `key(signer)`, version `<rollback_index>.<seed>`.
     fn image(blocks: u64, rollback_index: u64, seed: u8, signer: u8) -> Vec<u8> {
-        let params = VerityParams::new(4096, 4096, blocks, vec![7; 32]).unwrap();
-        let mut img: Vec<u8> = (0..params.data_size())
-            .map(|i| ((i % 251) as u8).wrapping_add(seed))
-            .collect();
-        let (area, root) = build_tree(&img[..], &params).unwrap();
-        img.extend_from_slice(&area);
-        let m = Manifest {
-            name: "demo".into(),
-            version: format!("{rollback_index}.{seed}"),
-            rollback_index,
-            created: 0,
-            filesystem: FilesystemInfo {
-                fs_type: FsType::Erofs,
-                size: params.data_size(),
-            },
-            verity: VerityInfo {
-                data_block_size: 4096,
-                hash_block_size: 4096,
-                data_blocks: blocks,
-                hash_offset: params.data_size(),
-                salt: params.salt().to_vec(),
-                root_hash: root,
-            },
-        };
-        let mut env = Envelope::new(m.to_toml().into_bytes());
-        env.sign(&key(signer)).unwrap();
-        let env = env.to_bytes();
-        let mo = img.len().div_ceil(4096) * 4096;
-        img.resize(mo, 0);
-        img.extend_from_slice(&env);
-        img.resize(img.len().div_ceil(4096) * 4096, 0);
-        img.extend_from_slice(&Footer::new(mo as u64, env.len() as u64).to_bytes());
-        img
+        image_signed_by(blocks, rollback_index, seed, signer).0
     }
 
     #[test]

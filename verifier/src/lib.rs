@@ -11,8 +11,8 @@ pub mod keys;
 pub mod manifest;
 pub mod slot;
 pub mod state;
-#[cfg(test)]
-mod testutil;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testutil;
 pub mod update;
 pub mod verity;
 

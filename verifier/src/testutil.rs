@@ -1,4 +1,5 @@
-//! Test helpers shared by the unit tests of this crate: whole slot images built in memory.
+//! Test helpers: whole slot images built in memory, for this crate's unit tests and, with
+//! the `test-util` feature, for the tests of the crates above it. Never for production.
 
 #![allow(clippy::cast_possible_truncation)] // test data sizes are small
 
@@ -24,6 +25,11 @@ fn round_up(v: u64, to: u64) -> u64 {
 /// A whole slot image laid out as docs/FORMATS.md says, signed by `key(1)`, with data bytes
 /// derived from `seed`; returns the image and its manifest offset.
 pub fn image(blocks: u64, rollback_index: u64, seed: u8) -> (Vec<u8>, u64) {
+    image_signed_by(blocks, rollback_index, seed, 1)
+}
+
+/// [`image`] signed by `key(signer)`.
+pub fn image_signed_by(blocks: u64, rollback_index: u64, seed: u8, signer: u8) -> (Vec<u8>, u64) {
     let params = VerityParams::new(4096, 4096, blocks, vec![0x5a; 32]).unwrap();
     let mut img: Vec<u8> = (0..params.data_size())
         .map(|i| ((i % 251) as u8).wrapping_add(seed))
@@ -49,7 +55,7 @@ pub fn image(blocks: u64, rollback_index: u64, seed: u8) -> (Vec<u8>, u64) {
         },
     };
     let mut env = Envelope::new(m.to_toml().into_bytes());
-    env.sign(&key(1)).unwrap();
+    env.sign(&key(signer)).unwrap();
     let env = env.to_bytes();
     let manifest_offset = round_up(img.len() as u64, 4096);
     img.resize(manifest_offset as usize, 0);
