@@ -429,6 +429,25 @@ mod tests {
         w
     }
 
+    /// [`install_seekable`] of a bundle file held in memory, trusting `key(1)`.
+    fn install_file<D: Read + Write + Seek>(
+        bundle: &[u8],
+        slot: &mut D,
+        slot_len: u64,
+        floor: u64,
+    ) -> Result<Written> {
+        let len = bundle.len() as u64;
+        install_seekable(
+            &mut Cursor::new(bundle),
+            len,
+            slot,
+            slot_len,
+            &ring(),
+            floor,
+            &mut no_sync,
+        )
+    }
+
     fn verify_slot(slot: &mut Cursor<Vec<u8>>) -> Result<VerifiedManifest> {
         let full = VerifyOptions {
             full: true,
@@ -441,16 +460,7 @@ mod tests {
     fn seekable_install_makes_a_verifiable_slot() {
         let (img, _) = image(40, 3, 1);
         let mut slot = blank_slot();
-        let done = install_seekable(
-            &mut Cursor::new(&img),
-            img.len() as u64,
-            &mut slot,
-            SLOT_LEN,
-            &ring(),
-            2,
-            &mut no_sync,
-        )
-        .unwrap();
+        let done = install_file(&img, &mut slot, SLOT_LEN, 2).unwrap();
         // Written but not committed: no footer, the slot cannot boot yet.
         assert!(verify_slot(&mut slot).is_err());
         let done = commit(done, &mut slot);
@@ -507,16 +517,7 @@ mod tests {
         ];
         for (bundle, floor, why) in cases {
             let mut slot = blank_slot();
-            let err = install_seekable(
-                &mut Cursor::new(&bundle),
-                bundle.len() as u64,
-                &mut slot,
-                SLOT_LEN,
-                &ring(),
-                floor,
-                &mut no_sync,
-            )
-            .unwrap_err();
+            let err = install_file(&bundle, &mut slot, SLOT_LEN, floor).unwrap_err();
             assert!(err.to_string().contains(why), "{why}: {err}");
             assert!(
                 slot.get_ref().iter().all(|&b| b == 0xee),
@@ -530,16 +531,7 @@ mod tests {
         let (mut img, _) = image(40, 3, 1);
         img[4096 * 7 + 11] ^= 0x80;
         let mut slot = blank_slot();
-        let err = install_seekable(
-            &mut Cursor::new(&img),
-            img.len() as u64,
-            &mut slot,
-            SLOT_LEN,
-            &ring(),
-            0,
-            &mut no_sync,
-        )
-        .unwrap_err();
+        let err = install_file(&img, &mut slot, SLOT_LEN, 0).unwrap_err();
         assert!(matches!(err, Error::RootHashMismatch { .. }), "{err}");
         assert!(verify_slot(&mut slot).is_err());
 
@@ -649,16 +641,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("slot holds"), "{err}");
-        let err = install_seekable(
-            &mut Cursor::new(&img),
-            img.len() as u64,
-            &mut small,
-            256 * 1024,
-            &ring(),
-            0,
-            &mut no_sync,
-        )
-        .unwrap_err();
+        let err = install_file(&img, &mut small, 256 * 1024, 0).unwrap_err();
         assert!(err.to_string().contains("slot holds"), "{err}");
 
         let (img, _) = image(40, 3, 1);
@@ -761,16 +744,7 @@ mod tests {
             dev: st.clone(),
             log: log.clone(),
         };
-        let w = install_seekable(
-            &mut Cursor::new(&new),
-            new.len() as u64,
-            &mut rec_b,
-            SLOT_LEN,
-            &ring(),
-            0,
-            &mut no_sync,
-        )
-        .unwrap();
+        let w = install_file(&new, &mut rec_b, SLOT_LEN, 0).unwrap();
         let flip_at = log.borrow().len();
         w.commit(
             &mut rec_b,
