@@ -586,20 +586,8 @@ fn switch_root() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stele_verifier::state::SlotState;
 
-    fn st(a: (u8, u8, bool), b: (u8, u8, bool)) -> BootState {
-        let mk = |(priority, tries_remaining, successful)| SlotState {
-            priority,
-            tries_remaining,
-            successful,
-        };
-        BootState {
-            sequence: 1,
-            rollback_floor: 0,
-            slots: [mk(a), mk(b)],
-        }
-    }
+    use stele_verifier::testutil::state as st;
 
     #[test]
     fn next_slot_by_priority_and_preference() {

@@ -1059,16 +1059,11 @@ mod tests {
         assert!(DevicePaths::parse("state /dev/vda1\n").is_err());
     }
 
+    /// A state with floor 2 (what the status tests print).
     fn st(a: (u8, u8, bool), b: (u8, u8, bool)) -> BootState {
-        let mk = |(priority, tries_remaining, successful)| SlotState {
-            priority,
-            tries_remaining,
-            successful,
-        };
         BootState {
-            sequence: 3,
             rollback_floor: 2,
-            slots: [mk(a), mk(b)],
+            ..stele_verifier::testutil::state(a, b)
         }
     }
 

@@ -6,6 +6,7 @@
 use crate::footer::Footer;
 use crate::keys::{Keyring, SigningKey};
 use crate::manifest::{Envelope, FilesystemInfo, FsType, Manifest, VerityInfo};
+use crate::state::{BootState, SlotState};
 use crate::verity::{build_tree, VerityParams};
 
 /// A deterministic signing key.
@@ -64,4 +65,19 @@ pub fn image_signed_by(blocks: u64, rollback_index: u64, seed: u8, signer: u8) -
     img.resize(footer_at as usize, 0);
     img.extend_from_slice(&Footer::new(manifest_offset, env.len() as u64).to_bytes());
     (img, manifest_offset)
+}
+
+/// A boot state from (priority, tries_remaining, successful) of a and b; sequence 1,
+/// floor 0.
+pub fn state(a: (u8, u8, bool), b: (u8, u8, bool)) -> BootState {
+    let mk = |(priority, tries_remaining, successful)| SlotState {
+        priority,
+        tries_remaining,
+        successful,
+    };
+    BootState {
+        sequence: 1,
+        rollback_floor: 0,
+        slots: [mk(a), mk(b)],
+    }
 }
