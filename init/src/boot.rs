@@ -322,23 +322,16 @@ pub fn no_slot_cause(st: &BootState, refusals: &[String]) -> String {
     }
 }
 
-/// Stores the state, flushes it, and reloads it (so sequence and copy stay exact).
+/// Stores the state in the other copy (`state::store_next` keeps sequence and copy exact)
+/// and flushes it.
 fn write_state(f: &mut File, path: &str, st: &mut BootState, copy: &mut usize) -> Result<()> {
-    let r = state::store(f, st, *copy)
+    let r = state::store_next(f, st, copy)
         .map_err(Error::from)
-        .and_then(|()| sys::fdatasync(f, path))
-        .and_then(|()| state::load(f).map_err(Error::from));
-    match r {
-        Ok((s, c)) => {
-            *st = s;
-            *copy = c;
-            Ok(())
-        }
-        Err(e) => {
-            error!("writing the boot state to {path} failed: {e}");
-            Err(e)
-        }
+        .and_then(|()| sys::fdatasync(f, path));
+    if let Err(e) = &r {
+        error!("writing the boot state to {path} failed: {e}");
     }
+    r
 }
 
 /// Reads every `*.pem` in `dir` (/etc/stele/keys at boot, /run/stele/keys for `stele
