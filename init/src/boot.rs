@@ -31,19 +31,16 @@ pub fn bootable(st: &BootState, s: Slot) -> bool {
     st.slot(s).bootable()
 }
 
-/// The next slot to try: the preferred one (stele.slot=) if bootable, else the bootable one
-/// with the highest priority (a wins ties), never one already tried in this boot. Pure.
+/// The next slot to try: the preferred one (stele.slot=) if bootable, else the verifier's
+/// choice (`BootState::choose`) among the slots not yet tried in this boot. Pure.
 pub fn next_slot(st: &BootState, preferred: Option<Slot>, tried: &[Slot]) -> Option<Slot> {
-    let ok = |s: Slot| bootable(st, s) && !tried.contains(&s);
-    if let Some(p) = preferred.filter(|&p| ok(p)) {
-        return Some(p);
+    let mut left = *st;
+    for &s in tried {
+        left.mark_unbootable(s);
     }
-    match (ok(Slot::A), ok(Slot::B)) {
-        (true, true) if st.slot(Slot::B).priority > st.slot(Slot::A).priority => Some(Slot::B),
-        (true, _) => Some(Slot::A),
-        (false, true) => Some(Slot::B),
-        (false, false) => None,
-    }
+    preferred
+        .filter(|&p| bootable(&left, p))
+        .or_else(|| left.choose())
 }
 
 /// When `chosen` is not the top-priority slot because that one ran out of tries, returns
@@ -598,7 +595,7 @@ mod tests {
     }
 
     #[test]
-    fn next_slot_agrees_with_the_verifier_choice() {
+    fn a_tried_slot_leaves_only_the_other_if_bootable() {
         let recs = [
             (0, 0, false),
             (0, 0, true),
@@ -612,7 +609,17 @@ mod tests {
         for a in recs {
             for b in recs {
                 let s = st(a, b);
-                assert_eq!(next_slot(&s, None, &[]), s.choose(), "{s:?}");
+                for t in [Slot::A, Slot::B] {
+                    let other = t.other();
+                    let want = bootable(&s, other).then_some(other);
+                    assert_eq!(next_slot(&s, None, &[t]), want, "{s:?} tried {t:?}");
+                    assert_eq!(
+                        next_slot(&s, Some(t), &[t]),
+                        want,
+                        "{s:?} prefers tried {t:?}"
+                    );
+                }
+                assert_eq!(next_slot(&s, None, &[Slot::A, Slot::B]), None);
             }
         }
     }
