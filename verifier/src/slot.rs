@@ -366,5 +366,16 @@ mod tests {
             img[i] = val;
             let _ = check(&img, FULL);
         }
+
+        /// The signer's check parses an unsigned body: any bytes, no panic.
+        #[test]
+        fn unsigned_check_never_panics(pos: prop::sample::Index, val: u8, cut in 0usize..40000) {
+            let (mut img, _) = image(3, 1);
+            let i = pos.index(img.len());
+            img[i] = val;
+            let _ = check_unsigned(&mut Cursor::new(&img), img.len() as u64);
+            let short = &img[..cut.min(img.len())];
+            let _ = check_unsigned(&mut Cursor::new(short), short.len() as u64);
+        }
     }
 }
