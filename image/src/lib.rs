@@ -6,9 +6,11 @@
 //! Everything read back goes through `stele-verifier`.
 
 pub mod atomic;
+pub mod bmap;
 pub mod cpio;
 pub mod disk;
 pub mod error;
+pub mod esp;
 pub mod fs;
 pub mod gpt;
 pub mod initramfs;
@@ -17,5 +19,7 @@ pub mod modules;
 pub mod outfile;
 pub mod random;
 pub mod slot;
+pub mod tool;
+pub mod uki;
 
 pub use error::{Error, Result};
