@@ -9,6 +9,7 @@
 //! - cli_repro: reproducible builds for erofs, squashfs and ext4
 //! - cli_initramfs: `stele initramfs` refuses an /init that cannot boot
 //! - cli_verity: `stele verity` against `veritysetup --no-superblock`
+//! - cli_uki: `stele uki build`, ESP/BIOS/bmap disks: reproducible, checked by the real tools
 //! - cli_update: `stele update --disk`: offline install, status, refusals leave the state alone
 //! - update_vm: A/B updates under QEMU: install in the guest, fallback, refusals, power cuts
 //! - boot: the real kernel under QEMU boots our initramfs and disk (needs `cargo xtask test`)
@@ -23,6 +24,7 @@ mod cli_keys;
 mod cli_malformed;
 mod cli_repro;
 mod cli_tamper;
+mod cli_uki;
 mod cli_update;
 mod cli_verity;
 mod update_vm;

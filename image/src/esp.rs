@@ -249,7 +249,10 @@ mod tests {
     fn sizes() {
         assert_eq!(size(None, MIB).unwrap(), DEFAULT_SIZE);
         let big = size(None, 40 * MIB).unwrap();
-        assert!(big >= 80 * MIB + 2 * MIB && big.is_multiple_of(MIB), "{big}");
+        assert!(
+            big >= 80 * MIB + 2 * MIB && big.is_multiple_of(MIB),
+            "{big}"
+        );
         assert_eq!(size(Some(100 * MIB + 1), MIB).unwrap(), 101 * MIB);
         assert!(matches!(
             size(Some(32 * MIB), MIB),

@@ -241,15 +241,17 @@ pub fn build(out: &Path, spec: &UkiSpec, force: bool) -> Result<UkiReport> {
         return Err(Error::Exists { path: out.into() });
     }
     check_cmdline(&spec.cmdline)?;
-    let stub = match std::fs::read(&spec.stub) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && spec.stub == Path::new(STUB) => {
-            return Err(Error::ToolMissing {
-                tool: STUB,
-                package: STUB_PACKAGE,
-            })
-        }
-        r => r.map_err(|e| Error::io("read the EFI stub", &spec.stub, e))?,
-    };
+    let stub = std::fs::read(&spec.stub).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound if spec.stub == Path::new(STUB) => Error::ToolMissing {
+            tool: STUB,
+            package: STUB_PACKAGE,
+        },
+        _ => Error::io(
+            "read the EFI stub (Debian package systemd-boot-efi; `cargo xtask setup`)",
+            &spec.stub,
+            e,
+        ),
+    })?;
     let stub_pe = parse_pe(&stub, "EFI stub")?;
     let kernel = read_input(&spec.kernel)?;
     check_kernel(&kernel, &spec.kernel)?;
