@@ -13,6 +13,8 @@
 //! - cli_update: `stele update --disk`: offline install, status, refusals leave the state alone
 //! - update_vm: A/B updates under QEMU: install in the guest, fallback, refusals, power cuts
 //! - boot: the real kernel under QEMU boots our initramfs and disk (needs `cargo xtask test`)
+//! - uefi_vm: OVMF boots the ESP's UKI, Secure Boot refuses unsigned and ignores loader
+//!   command lines, SeaBIOS boots the same disk through SYSLINUX
 //! - vm_init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
 
 mod util;
@@ -27,5 +29,6 @@ mod cli_tamper;
 mod cli_uki;
 mod cli_update;
 mod cli_verity;
+mod uefi_vm;
 mod update_vm;
 mod vm_init;
