@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use stele_qemu::firmware::{self, Firmware};
 use stele_qemu::{Vm, VmConfig};
@@ -192,7 +192,6 @@ fn expect(vm: &mut Vm, text: &str) -> String {
 /// Boots to `stele: ready` and the service's lines; returns the kernel's and the
 /// service's view of the command line, and prints the time to `stele: ready`.
 fn boots_to_ready(vm: &mut Vm, what: &str) -> (String, String) {
-    let t = Instant::now();
     let cmdline = expect(vm, "Command line: ");
     let verified = expect(vm, "verified");
     assert!(
@@ -202,7 +201,7 @@ fn boots_to_ready(vm: &mut Vm, what: &str) -> (String, String) {
     expect(vm, "stele: ready");
     eprintln!(
         "{what}: QEMU start to `stele: ready` in {:.1} s",
-        t.elapsed().as_secs_f64()
+        vm.timeout().saturating_sub(vm.remaining()).as_secs_f64()
     );
     expect(vm, "svc: hello from the verified root");
     let seen = expect(vm, "svc: cmdline=");
@@ -365,7 +364,8 @@ fn secure_boot_boots_the_signed_uki_and_junit_reports_it() {
 }
 
 /// A boot entry for the ESP's UKI with a command line as load options, as a boot loader,
-/// `efibootmgr -u` or the firmware setup would add it. Returns the VM after `stele: ready`.
+/// `efibootmgr -u` or the firmware setup would add it. Returns the firmware's "starting"
+/// line, the kernel's command line and the service's view of it.
 fn boot_with_loader_cmdline(test: &str, uki: &Path, db: Option<&Path>) -> (String, String, String) {
     let (dir, disk) = disk(test, uki, &[]);
     let vars = dir.join("OVMF_VARS.fd");
