@@ -282,6 +282,7 @@ pub fn check_inputs(cfg: &crate::VmConfig) -> Result<(), QemuError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tests::pair;
 
     fn uefi(secure: bool) -> Firmware {
         Firmware::Uefi(Uefi {
@@ -325,13 +326,6 @@ mod tests {
             ]
         );
         assert!(a.contains(&"if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd".to_string()));
-    }
-
-    fn pair(a: &[String], flag: &str) -> Vec<String> {
-        a.windows(2)
-            .filter(|w| w[0] == flag)
-            .map(|w| w[1].clone())
-            .collect()
     }
 
     #[test]

@@ -534,7 +534,8 @@ impl Drop for Vm {
 mod tests {
     use super::*;
 
-    fn pair(a: &[String], flag: &str) -> Vec<String> {
+    /// The values following each `flag` in `a` (also used by the firmware tests).
+    pub(crate) fn pair(a: &[String], flag: &str) -> Vec<String> {
         a.windows(2)
             .filter(|w| w[0] == flag)
             .map(|w| w[1].clone())
