@@ -1,6 +1,7 @@
 //! `stele uki build` and `stele disk create --uki [--bios] [--bmap]` without a VM: the
 //! bytes are reproducible, objdump, sbverify, sgdisk, fsck.vfat, mtools and bmaptool
-//! agree with what stele wrote, and bad input is one line with the right exit code.
+//! agree with what stele wrote, and bad input (also to `stele qemu run`) is one line with
+//! the right exit code.
 
 use std::path::{Path, PathBuf};
 
@@ -467,4 +468,48 @@ fn disk_refuses_a_bad_uki_or_esp_size() {
         info.contains("Partition size: 81920 sectors (40.0 MiB)"),
         "{info}"
     );
+}
+
+#[test]
+fn qemu_run_refuses_missing_files_and_impossible_combinations() {
+    let fx = Fixture::new();
+    let (k, i) = inputs(&fx);
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut a = vec!["qemu", "run", "--timeout", "5"];
+        a.extend_from_slice(args);
+        stele_env(&a, env)
+    };
+    let disk = ["--firmware", "uefi", "--disk", "/nonexistent/disk.img"];
+    fails(&run(&disk, &[]), 3, &["/nonexistent/disk.img"]);
+    fails(
+        &run(&["--kernel", "/nonexistent/vmlinuz", "--initrd", &i], &[]),
+        3,
+        &["/nonexistent/vmlinuz"],
+    );
+    fails(
+        &run(&["--kernel", &k, "--initrd", "/nonexistent/initrd"], &[]),
+        3,
+        &["/nonexistent/initrd"],
+    );
+    let sb = ["--secure-boot", "/nonexistent/db.crt"];
+    fails(&run(&sb, &[]), 3, &["/nonexistent/db.crt"]);
+    let (_, cert) = secure_boot_key(fx.dir.path(), "db");
+    let tool = [("STELE_VIRT_FW_VARS", "/nonexistent/virt-fw-vars")];
+    fails(
+        &run(&["--secure-boot", cert.to_str().unwrap()], &tool),
+        3,
+        &["virt-fw-vars", "cargo xtask setup"],
+    );
+    fails(&run(&[], &[]), 2, &["--kernel and --initrd"]);
+    fails(
+        &run(&["--firmware", "uefi", "--append", "init=/bin/sh"], &[]),
+        2,
+        &["--append needs --kernel"],
+    );
+    fails(
+        &run(&["--firmware", "bios", "--kernel", &k], &[]),
+        2,
+        &["--bios boots the disk"],
+    );
+    assert_eq!(run(&["--bios", "--secure-boot", "x.crt"], &[]).code, 2);
 }

@@ -122,7 +122,13 @@ fn need(what: &str, path: &Path, fix: &str) -> Result<(), QemuError> {
 /// the target directory, then `$PATH`.
 pub fn find_virt_fw_vars() -> Result<PathBuf, QemuError> {
     if let Some(p) = std::env::var_os("STELE_VIRT_FW_VARS") {
-        return Ok(PathBuf::from(p));
+        let p = PathBuf::from(p);
+        need(
+            "virt-fw-vars (from STELE_VIRT_FW_VARS)",
+            &p,
+            "fix STELE_VIRT_FW_VARS, or unset it and run `cargo xtask setup`",
+        )?;
+        return Ok(p);
     }
     let mut dirs: Vec<PathBuf> = Vec::new();
     if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
