@@ -439,6 +439,24 @@ mod tests {
         assert!(parse_pe(b"", "x").is_err());
     }
 
+    proptest::proptest! {
+        /// Any byte flipped anywhere in a valid header, and any section table values:
+        /// an error or parts that lie inside the file, never a panic.
+        #[test]
+        fn mutated_headers_never_panic(at in 0usize..0xa00, byte in proptest::prelude::any::<u8>(),
+                                       vs in proptest::prelude::any::<u32>(), ro in proptest::prelude::any::<u32>()) {
+            let mut b = fake_pe(
+                &[(".cmdline", 0x1000, 8, 0x400, 0x200), (".initrd", 0x2000, vs, ro, 0x200), (".linux", 0x3000, 5, 0x800, 0x200)],
+                0xa00,
+            );
+            b[0x400..0x408].copy_from_slice(b"panic=-1");
+            b[at] ^= byte;
+            if let Ok(p) = read_parts(&b) {
+                proptest::prop_assert!(p.initrd.len() + p.linux.len() <= b.len());
+            }
+        }
+    }
+
     #[test]
     fn reads_parts_cut_to_virtual_size() {
         let mut b = fake_pe(
