@@ -12,6 +12,7 @@ use stele_verifier::state::BootState;
 
 pub use crate::gpt::find_partition;
 use crate::gpt::{Gpt, GptError, Guid, Partition, SECTOR};
+pub use stele_verifier::partition::PartitionIo;
 
 /// One mebibyte: the partition alignment.
 pub const MIB: u64 = 1 << 20;
@@ -168,83 +169,6 @@ pub fn layout(slot_size: u64, data_size: Option<u64>, seed: &[u8]) -> Result<Gpt
         total_sectors: total / SECTOR,
         partitions,
     })
-}
-
-/// A window of a disk (a partition) as its own `Read + Write + Seek` device.
-#[derive(Debug)]
-pub struct PartitionIo<'a, D> {
-    disk: &'a mut D,
-    start: u64,
-    len: u64,
-    pos: u64,
-}
-
-impl<'a, D: Seek> PartitionIo<'a, D> {
-    /// The `len` bytes of `disk` starting at `start`.
-    pub fn new(disk: &'a mut D, start: u64, len: u64) -> Self {
-        PartitionIo {
-            disk,
-            start,
-            len,
-            pos: 0,
-        }
-    }
-
-    fn room(&self, want: usize) -> usize {
-        let left = self.len.saturating_sub(self.pos);
-        usize::try_from(left).map_or(want, |l| l.min(want))
-    }
-}
-
-impl<D: Read + Seek> Read for PartitionIo<'_, D> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.room(buf.len());
-        if n == 0 {
-            return Ok(0);
-        }
-        self.disk.seek(SeekFrom::Start(self.start + self.pos))?;
-        let got = self.disk.read(&mut buf[..n])?;
-        self.pos += got as u64;
-        Ok(got)
-    }
-}
-
-impl<D: Write + Seek> Write for PartitionIo<'_, D> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.room(buf.len());
-        if n == 0 && !buf.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "write past the end of the partition",
-            ));
-        }
-        self.disk.seek(SeekFrom::Start(self.start + self.pos))?;
-        let put = self.disk.write(&buf[..n])?;
-        self.pos += put as u64;
-        Ok(put)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.disk.flush()
-    }
-}
-
-impl<D: Seek> Seek for PartitionIo<'_, D> {
-    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        let new = match to {
-            SeekFrom::Start(o) => Some(o),
-            SeekFrom::End(d) => self.len.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        let new = new.ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "seek before the partition start",
-            )
-        })?;
-        self.pos = new;
-        Ok(new)
-    }
 }
 
 /// Writes a slot image into a partition: the image at offset 0, and its footer (last
@@ -520,21 +444,6 @@ mod tests {
         let mut disk = Cursor::new(vec![0u8; 64 * 1024]);
         let mut p = PartitionIo::new(&mut disk, 0, 8192);
         assert!(write_slot(&mut p, 8192, &mut Cursor::new(&image), image.len() as u64).is_err());
-    }
-
-    #[test]
-    fn partition_io_stays_inside() {
-        let mut disk = Cursor::new(vec![0u8; 100]);
-        let mut p = PartitionIo::new(&mut disk, 10, 20);
-        p.seek(SeekFrom::Start(15)).unwrap();
-        assert_eq!(p.write(b"0123456789").unwrap(), 5);
-        assert!(p.write(b"x").is_err());
-        p.seek(SeekFrom::End(-5)).unwrap();
-        let mut buf = [0u8; 10];
-        assert_eq!(p.read(&mut buf).unwrap(), 5);
-        assert_eq!(&buf[..5], b"01234");
-        assert!(p.seek(SeekFrom::Current(-100)).is_err());
-        assert_eq!(&disk.get_ref()[25..30], b"01234");
     }
 
     fn tool(name: &str) -> &str {
