@@ -7,7 +7,7 @@ use stele_image::fs::parse_fs_type;
 use stele_image::slot::{BuildParams, BuildReport, DEFAULT_BLOCK_SIZE};
 use stele_verifier::hex;
 
-use crate::exit::{CliResult, Failure};
+use crate::error::{CliResult, Context, Usage};
 use crate::util::{salt_or_random, source_date_epoch};
 
 #[derive(Debug, clap::Subcommand)]
@@ -78,16 +78,18 @@ pub fn run(c: ImageCommand) -> CliResult {
     }
 }
 
-fn check_block_size(what: &str, n: u32) -> CliResult {
+fn check_block_size(what: &'static str, n: u32) -> CliResult {
     let ok = n.is_power_of_two()
         && (stele_verifier::verity::MIN_BLOCK_SIZE..=stele_verifier::verity::MAX_BLOCK_SIZE)
             .contains(&n);
     if ok {
         Ok(())
     } else {
-        Err(Failure::usage(format!(
-            "invalid {what} {n}: use a power of two from 512 to 65536"
-        )))
+        Err(Usage::BlockSize {
+            arg: what,
+            value: n,
+        }
+        .into())
     }
 }
 
@@ -112,16 +114,16 @@ fn build(a: &BuildArgs) -> CliResult {
         data_block_size: a.data_block_size,
         hash_block_size: a.hash_block_size,
     };
+    if let Some(dir) = &a.rootfs {
+        // What PID 1 would refuse to run is refused now, before anything is built.
+        stele_image::rootfs_check::check_dir(dir)?;
+    }
     let report = match (&a.rootfs, &a.fs_image) {
         (Some(dir), None) => {
             stele_image::slot::build_from_rootfs(dir, &params, epoch, &keys, &a.out)?
         }
         (None, Some(img)) => stele_image::slot::build_from_fs_image(img, &params, &keys, &a.out)?,
-        _ => {
-            return Err(Failure::usage(
-                "give exactly one of --rootfs and --fs-image",
-            ))
-        }
+        _ => return Err(Usage::OneInput.into()),
     };
     print_report(&a.out, &report);
     Ok(())
@@ -145,13 +147,9 @@ fn print_report(out: &Path, r: &BuildReport) {
 
 pub fn sign(a: &SignArgs) -> CliResult {
     if let Some(cmd) = &a.signer_cmd {
-        let public = a
-            .public
-            .as_ref()
-            .ok_or_else(|| Failure::usage("--signer-cmd needs --public P.pem"))?;
-        let key = stele_image::keys::load_public_key(public)?;
-        let id = stele_image::slot::sign_external(&a.image, cmd, &key)
-            .map_err(|e| Failure::from(e).context(a.image.display()))?;
+        let public = a.public.as_ref().ok_or(Usage::SignerNeedsPublic)?;
+        let key = stele_update::keys::load_public_key(public)?;
+        let id = stele_image::slot::sign_external(&a.image, cmd, &key).context(&a.image)?;
         println!("signed: {} by {id} (external signer)", a.image.display());
         return Ok(());
     }
@@ -165,7 +163,7 @@ pub fn sign(a: &SignArgs) -> CliResult {
     stele_image::slot::rewrite_envelope(&a.image, |env| {
         keys.iter().try_for_each(|k| Ok(env.sign(k)?))
     })
-    .map_err(|e| Failure::from(e).context(a.image.display()))?;
+    .context(&a.image)?;
     for k in &keys {
         let id = stele_verifier::keys::key_id(&k.verifying_key());
         println!("signed: {} by {id}", a.image.display());

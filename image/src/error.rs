@@ -3,6 +3,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use stele_verifier::exit::{Exit, Report};
+
 /// Result alias for stele-image.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -43,6 +45,18 @@ pub enum Error {
     /// The external signing command could not be run or misbehaved.
     #[error("external signer `{cmd}` failed: {why}")]
     Signer { cmd: String, why: String },
+}
+
+impl Report for Error {
+    /// A verifier error keeps its class; a parameter is the caller's; the rest (I/O, an
+    /// existing file, a missing or failing tool or signer) is the environment.
+    fn exit(&self) -> Exit {
+        match self {
+            Error::Verifier(v) => v.exit(),
+            Error::Invalid { .. } => Exit::Usage,
+            _ => Exit::Environment,
+        }
+    }
 }
 
 impl Error {

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod modules;
 pub mod outfile;
 pub mod random;
+pub mod rootfs_check;
 pub mod slot;
 
 pub use error::{Error, Result};

@@ -33,52 +33,52 @@ pub struct RoleSpec {
     pub devices_key: &'static str,
 }
 
+const STATE: RoleSpec = RoleSpec {
+    role: Role::State,
+    name: "stele-state",
+    type_guid: "5ee1e000-57a7-4e5e-9b5f-000000000001",
+    config_key: "state_partition",
+    devices_key: "state",
+};
+const SLOT_A: RoleSpec = RoleSpec {
+    role: Role::SlotA,
+    name: "stele-root-a",
+    type_guid: "5ee1e000-57a7-4e5e-9b5f-000000000002",
+    config_key: "slot_a_partition",
+    devices_key: "a",
+};
+const SLOT_B: RoleSpec = RoleSpec {
+    role: Role::SlotB,
+    name: "stele-root-b",
+    type_guid: "5ee1e000-57a7-4e5e-9b5f-000000000002",
+    config_key: "slot_b_partition",
+    devices_key: "b",
+};
+const DATA: RoleSpec = RoleSpec {
+    role: Role::Data,
+    name: "stele-data",
+    // The Linux filesystem data GUID: the data partition is a plain ext4.
+    type_guid: "0fc63daf-8483-4772-8e79-3d69d8477de4",
+    config_key: "data_partition",
+    devices_key: "data",
+};
+
 /// Every partition role, in disk order.
-pub const ROLES: [RoleSpec; 4] = [
-    RoleSpec {
-        role: Role::State,
-        name: "stele-state",
-        type_guid: "5ee1e000-57a7-4e5e-9b5f-000000000001",
-        config_key: "state_partition",
-        devices_key: "state",
-    },
-    RoleSpec {
-        role: Role::SlotA,
-        name: "stele-root-a",
-        type_guid: "5ee1e000-57a7-4e5e-9b5f-000000000002",
-        config_key: "slot_a_partition",
-        devices_key: "a",
-    },
-    RoleSpec {
-        role: Role::SlotB,
-        name: "stele-root-b",
-        type_guid: "5ee1e000-57a7-4e5e-9b5f-000000000002",
-        config_key: "slot_b_partition",
-        devices_key: "b",
-    },
-    RoleSpec {
-        role: Role::Data,
-        name: "stele-data",
-        // The Linux filesystem data GUID: the data partition is a plain ext4.
-        type_guid: "0fc63daf-8483-4772-8e79-3d69d8477de4",
-        config_key: "data_partition",
-        devices_key: "data",
-    },
-];
+pub const ROLES: [RoleSpec; 4] = [STATE, SLOT_A, SLOT_B, DATA];
 
 impl Role {
     /// Its row of [`ROLES`].
-    pub fn spec(self) -> &'static RoleSpec {
+    pub const fn spec(self) -> RoleSpec {
         match self {
-            Role::State => &ROLES[0],
-            Role::SlotA => &ROLES[1],
-            Role::SlotB => &ROLES[2],
-            Role::Data => &ROLES[3],
+            Role::State => STATE,
+            Role::SlotA => SLOT_A,
+            Role::SlotB => SLOT_B,
+            Role::Data => DATA,
         }
     }
 
     /// Default GPT partition name.
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         self.spec().name
     }
 

@@ -3,7 +3,7 @@
 //! by [`BootConfig::parse`], the one function the initramfs builder and PID 1 both call.
 
 use super::{is_under, parse_table, ConfigError, Fields};
-use crate::layout::Role;
+use crate::layout::{Role, ROLES};
 
 /// `verify`: how much is checked in userspace before mounting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -114,11 +114,12 @@ impl BootConfig {
     pub fn from_table(table: toml::Table, origin: &str) -> Result<Self, ConfigError> {
         let mut f = Fields::new(origin, "", table);
         let mut c = BootConfig::default();
+        for r in ROLES {
+            if let Some(v) = f.string(r.config_key)? {
+                *c.partition_mut(r.role) = v;
+            }
+        }
         for (key, field) in [
-            ("state_partition", &mut c.state_partition),
-            ("slot_a_partition", &mut c.slot_a_partition),
-            ("slot_b_partition", &mut c.slot_b_partition),
-            ("data_partition", &mut c.data_partition),
             ("data_mount", &mut c.data_mount),
             ("overlay_size", &mut c.overlay_size),
         ] {
@@ -149,14 +150,28 @@ impl BootConfig {
         Ok(c)
     }
 
+    /// The GPT partition name of `role`.
+    pub fn partition(&self, role: Role) -> &str {
+        match role {
+            Role::State => &self.state_partition,
+            Role::SlotA => &self.slot_a_partition,
+            Role::SlotB => &self.slot_b_partition,
+            Role::Data => &self.data_partition,
+        }
+    }
+
+    fn partition_mut(&mut self, role: Role) -> &mut String {
+        match role {
+            Role::State => &mut self.state_partition,
+            Role::SlotA => &mut self.slot_a_partition,
+            Role::SlotB => &mut self.slot_b_partition,
+            Role::Data => &mut self.data_partition,
+        }
+    }
+
     fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         let err = |key: &str, why: String| ConfigError::key(origin, key, why);
-        let parts = [
-            ("state_partition", &self.state_partition),
-            ("slot_a_partition", &self.slot_a_partition),
-            ("slot_b_partition", &self.slot_b_partition),
-            ("data_partition", &self.data_partition),
-        ];
+        let parts = ROLES.map(|r| (r.config_key, self.partition(r.role)));
         for (key, name) in parts {
             if name.is_empty() || name.len() > 36 || name.chars().any(char::is_control) {
                 return Err(err(
@@ -267,6 +282,10 @@ modules = ["virtio_blk.ko", "dm-verity.ko"]
         assert_eq!(c.data_mount, "/srv/data");
         assert_eq!(c.state_partition, "st");
         assert_eq!(c.partition_timeout_secs, 20);
+        assert_eq!(c.partition(Role::Data), "dd");
+        for r in ROLES {
+            assert!(KEYS.contains(&r.config_key), "{}", r.config_key);
+        }
     }
 
     #[test]
