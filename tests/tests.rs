@@ -8,6 +8,7 @@
 //! - cli_malformed: empty, truncated, absurd and validly-signed-but-bad images
 //! - cli_repro: reproducible builds for erofs, squashfs and ext4
 //! - cli_initramfs: `stele initramfs` refuses an /init that cannot boot
+//! - cli_config: the build refuses every boot.toml / system.toml PID 1 refuses, same message
 //! - cli_verity: `stele verity` against `veritysetup --no-superblock`
 //! - cli_update: `stele update --disk`: offline install, status, refusals leave the state alone
 //! - update_vm: A/B updates under QEMU: install in the guest, fallback, refusals, power cuts
@@ -17,6 +18,7 @@
 mod util;
 
 mod boot;
+mod cli_config;
 mod cli_image;
 mod cli_initramfs;
 mod cli_keys;

@@ -7,6 +7,8 @@ mod bench;
 mod demo;
 mod kernel;
 mod setup;
+#[cfg(test)]
+mod tidy;
 mod util;
 
 use std::process::ExitCode;
