@@ -1,7 +1,6 @@
 //! The error of the `stele` command: every library error as a variant, with the exit class
 //! each library gives it ([`Report`], stele_verifier::exit), plus the CLI's own: usage
-//! errors, I/O on files it opens itself, refusals it decides itself, and which file an
-//! error is about. `main` prints it with `stele_verifier::exit::print_error`.
+//! errors, refusals it decides itself, and which file an error is about. `main` prints it with `stele_verifier::exit::print_error`.
 
 use std::io;
 use std::path::PathBuf;
@@ -52,14 +51,6 @@ pub enum Error {
     },
     #[error(transparent)]
     Usage(#[from] Usage),
-    /// A file the CLI opens itself.
-    #[error("cannot {op} {}: {source}", path.display())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
     /// Writing an output file.
     #[error("{what} {}: {source}", path.display())]
     Output {
@@ -139,13 +130,9 @@ impl Error {
         }
     }
 
-    /// Shorthand for [`Error::Io`].
+    /// I/O on a file the CLI opens itself: the build side's [`stele_image::Error::Io`].
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Error::Io {
-            op,
-            path: path.into(),
-            source,
-        }
+        stele_image::Error::io(op, path, source).into()
     }
 }
 
@@ -175,7 +162,7 @@ impl Report for Error {
             Error::Qemu(e) => e.exit(),
             Error::DiskImage { source, .. } => source.exit(),
             Error::Usage(_) => Exit::Usage,
-            Error::Io { .. } | Error::Output { .. } => Exit::Environment,
+            Error::Output { .. } => Exit::Environment,
             Error::NoValidSignature { .. }
             | Error::TruncatedHashFile { .. }
             | Error::QemuExit { .. } => Exit::Refused,

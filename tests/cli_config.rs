@@ -25,6 +25,26 @@ fn static_elf() -> Vec<u8> {
     b
 }
 
+/// `stele image build` of `root` signed with `key` into `out`.
+fn build(root: &str, key: &str, out: &Path) -> Out {
+    stele(&[
+        "image",
+        "build",
+        "--rootfs",
+        root,
+        "--key",
+        key,
+        "--name",
+        "demo",
+        "--version",
+        "1",
+        "--rollback-index",
+        "1",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ])
+}
+
 /// The single stderr line of a refusal, exit 2, nothing at `out` nor beside it.
 fn refused_with(out: &Out, line: &str, out_path: &Path) {
     fails(out, 2, &[]);
@@ -106,30 +126,12 @@ fn image_build_refuses_a_system_toml_stele_init_would_refuse() {
     let root = fx.rootfs("root", false);
     let system = Path::new(&root).join("etc/stele/system.toml");
     let origin = system.display().to_string();
-    let build = || {
-        stele(&[
-            "image",
-            "build",
-            "--rootfs",
-            &root,
-            "--key",
-            &k,
-            "--name",
-            "demo",
-            "--version",
-            "1",
-            "--rollback-index",
-            "1",
-            "--out",
-            out.to_str().expect("utf-8"),
-        ])
-    };
     let mut seen = 0;
     for case in CASES.iter().filter(|c| c.file == File::System) {
         std::fs::write(&system, case.text).expect("write system.toml");
         let pid1 = SystemConfig::parse(case.text, &origin).expect_err(case.text);
         let want = format!("stele: error: {}", error_line(&pid1.to_string()));
-        refused_with(&build(), &want, &out);
+        refused_with(&build(&root, &k, &out), &want, &out);
         seen += 1;
     }
     assert!(seen > 20, "{seen} system.toml cases");
@@ -148,24 +150,6 @@ fn image_build_refuses_programs_the_rootfs_does_not_have() {
     let system = r.join("etc/stele/system.toml");
     let origin = system.display().to_string();
     let out = fx.path("s.img");
-    let build = || {
-        stele(&[
-            "image",
-            "build",
-            "--rootfs",
-            &root,
-            "--key",
-            &k,
-            "--name",
-            "demo",
-            "--version",
-            "1",
-            "--rollback-index",
-            "1",
-            "--out",
-            out.to_str().expect("utf-8"),
-        ])
-    };
     std::fs::write(r.join("usr/bin/plain"), "data").expect("write");
     for (text, key, why) in [
         ("exec = [\"/bin/nope\"]", "exec", "does not exist in the rootfs"),
@@ -179,13 +163,13 @@ fn image_build_refuses_programs_the_rootfs_does_not_have() {
         ),
     ] {
         std::fs::write(&system, text).expect("write system.toml");
-        let res = build();
+        let res = build(&root, &k, &out);
         fails(&res, 2, &[&format!("invalid {origin}: {key}: "), why]);
         assert!(!out.exists());
     }
     // Through the tree's own symlink (bin -> usr/bin) it is found: the image builds.
     std::fs::write(&system, "exec = [\"/bin/hello\"]\n").expect("write system.toml");
-    ok(build());
+    ok(build(&root, &k, &out));
     ok(stele(&[
         "verify",
         out.to_str().expect("utf-8"),

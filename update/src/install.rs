@@ -297,6 +297,15 @@ mod tests {
         }
     }
 
+    /// [`install`] into slot a of `slot` (1 MiB), quietly, trusting key 1.
+    fn install_a(
+        bundle: &mut Bundle,
+        slot: &mut Cursor<Vec<u8>>,
+        state: &mut StateFile<Cursor<Vec<u8>>>,
+    ) -> Result<Installed> {
+        install(bundle, Slot::A, slot, 1 << 20, state, &ring(), &mut |_| {})
+    }
+
     #[test]
     fn install_flips_the_state_only_after_a_good_write() {
         let img = image_signed_by(8, 5, 2, 1).0;
@@ -342,32 +351,15 @@ mod tests {
             reader: Box::new(Cursor::new(image_signed_by(8, 4, 3, 1).0)),
             name: "stdin".into(),
         };
-        let e = install(
-            &mut old,
-            Slot::A,
-            &mut slot,
-            1 << 20,
-            &mut state_dev,
-            &ring(),
-            &mut |_| {},
-        )
-        .unwrap_err();
+        let e = install_a(&mut old, &mut slot, &mut state_dev).unwrap_err();
         assert_eq!(e.exit(), Exit::Refused);
         assert!(matches!(e, Error::Written { slot: Slot::A, .. }), "{e}");
         assert!(e.to_string().contains("rollback"), "{e}");
         assert_eq!(state_dev.get_ref().get_ref(), &before);
         // A seekable bundle signed by an unknown key: refused before the slot is touched.
         let slot_before = slot.get_ref().clone();
-        let e = install(
-            &mut seekable(image_signed_by(8, 6, 3, 2).0, "other.img"),
-            Slot::A,
-            &mut slot,
-            1 << 20,
-            &mut state_dev,
-            &ring(),
-            &mut |_| {},
-        )
-        .unwrap_err();
+        let mut other = seekable(image_signed_by(8, 6, 3, 2).0, "other.img");
+        let e = install_a(&mut other, &mut slot, &mut state_dev).unwrap_err();
         assert!(matches!(e, Error::Bundle { .. }), "{e}");
         assert!(
             e.to_string()
