@@ -355,17 +355,14 @@ fn try_slot(
     floor: u64,
     clock: &mut Clock,
 ) -> std::result::Result<Mounted, Refusal> {
-    let name = match s {
-        Slot::A => &cfg.slot_a_partition,
-        Slot::B => &cfg.slot_b_partition,
-    };
+    let name = cfg.partition(layout::Role::slot(s));
     let dev: &BlockDev = match s {
         Slot::A => parts.slot_a.as_ref(),
         Slot::B => parts.slot_b.as_ref(),
     }
     .ok_or_else(|| {
         system_fault(Error::PartitionMissing {
-            name: name.clone(),
+            name: name.to_string(),
             waited_ms: cfg.partition_timeout_secs * 1000,
         })
     })?;
