@@ -89,6 +89,8 @@ impl From<stele_image::Error> for Failure {
         use stele_image::Error as E;
         let exit = match &e {
             E::Verifier(v) => return Failure::new(verifier_exit(v), verifier_message(v)),
+            E::Helper { code: 1, .. } => Exit::Refused,
+            E::Helper { code: 2, .. } => Exit::Usage,
             E::Invalid { .. } => Exit::Usage,
             _ => Exit::Environment,
         };

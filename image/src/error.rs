@@ -40,6 +40,10 @@ pub enum Error {
     /// A parameter given by the caller is out of range or malformed.
     #[error("invalid {what}: {why}")]
     Invalid { what: &'static str, why: String },
+    /// A step run in a helper process (`stele image fs-from-tar` under fakeroot) failed
+    /// with this error line and exit code.
+    #[error("{message}")]
+    Helper { code: i32, message: String },
     /// The external signing command could not be run or misbehaved.
     #[error("external signer `{cmd}` failed: {why}")]
     Signer { cmd: String, why: String },
