@@ -7,6 +7,8 @@
 //! - cli_tamper: one flipped bit in each region is refused with the right cause
 //! - cli_malformed: empty, truncated, absurd and validly-signed-but-bad images
 //! - cli_repro: reproducible builds for erofs, squashfs and ext4
+//! - cli_owners: owners, modes, xattrs, hard links, holes; --all-root; --rootfs-tar (unprivileged)
+//! - cli_signals: SIGINT/SIGTERM during a build leave no temporary file
 //! - cli_initramfs: `stele initramfs` refuses an /init that cannot boot
 //! - cli_verity: `stele verity` against `veritysetup --no-superblock`
 //! - cli_update: `stele update --disk`: offline install, status, refusals leave the state alone
@@ -21,6 +23,7 @@ mod cli_image;
 mod cli_initramfs;
 mod cli_keys;
 mod cli_malformed;
+mod cli_owners;
 mod cli_repro;
 mod cli_tamper;
 mod cli_update;

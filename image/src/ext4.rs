@@ -257,13 +257,15 @@ fn xattr_names(path: &Path, blocks: &mut u64) -> Result<Vec<String>> {
         bytes += 16 + name.len() as u64 + value.len() as u64;
         match name.to_str() {
             Some(n) if !n.contains(['"', '\\']) => names.push(n.to_string()),
-            _ => return Err(Error::invalid(
-                "root directory",
-                format!(
+            _ => {
+                return Err(Error::invalid(
+                    "root directory",
+                    format!(
                     "{}: xattr name {name:?} cannot be handled for ext4 (use erofs or squashfs)",
                     path.display()
                 ),
-            )),
+                ))
+            }
         }
     }
     if bytes > IN_INODE_XATTR {

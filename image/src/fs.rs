@@ -30,7 +30,7 @@ pub struct FsOptions {
 
 /// stele's default for [`FsOptions::erofs_inline_data`], chosen for A/B delta updates
 /// (docs/FORMATS.md, "Filesystem images built by stele image build").
-pub const EROFS_INLINE_DATA: bool = true;
+pub const EROFS_INLINE_DATA: bool = false;
 
 impl FsOptions {
     /// The options for `fs_type` with stele's defaults.
