@@ -25,6 +25,7 @@ mod cli_keys;
 mod cli_malformed;
 mod cli_owners;
 mod cli_repro;
+mod cli_signals;
 mod cli_tamper;
 mod cli_update;
 mod cli_verity;

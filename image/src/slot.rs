@@ -349,7 +349,7 @@ pub fn build_from_root(
     let mut tmp = AtomicFile::create(out, 0o644)?;
     match src {
         RootSource::Dir(dir) => crate::fs::build_fs(dir, tmp.tmp_path(), &opts)?,
-        RootSource::Tar(tar) => crate::stage::build_fs_from_tar(tar, tmp.tmp_path(), &opts)?,
+        RootSource::Tar(tar) => crate::stage::build_fs_from_tar(tar, out, tmp.tmp_path(), &opts)?,
     }
     // The tool wrote the file by its path (and may have replaced it): open it again.
     tmp.reopen()?;

@@ -68,12 +68,17 @@ impl TarInput {
 /// The xattr namespaces that every filesystem image keeps.
 const XATTR_PREFIXES: [&str; 3] = ["security.", "trusted.", "user."];
 
-/// Unpacks `tar` next to `fs_out` and builds the filesystem image of it at `fs_out`
-/// (an existing empty file), under fakeroot unless this process is root.
-pub fn build_fs_from_tar(tar: &TarInput, fs_out: &Path, opts: &FsOptions) -> Result<()> {
+/// Unpacks `tar` next to `out` and builds the filesystem image of it at `fs_out` (an
+/// existing empty file), under fakeroot unless this process is root.
+pub fn build_fs_from_tar(
+    tar: &TarInput,
+    out: &Path,
+    fs_out: &Path,
+    opts: &FsOptions,
+) -> Result<()> {
     let stage = TempPath::register(
-        crate::atomic::temp_name(fs_out, "stage")
-            .map_err(|e| Error::io("name a staging directory for", fs_out, e))?,
+        crate::atomic::temp_name(out, "stage")
+            .map_err(|e| Error::io("name a staging directory for", out, e))?,
     );
     std::fs::DirBuilder::new()
         .mode(0o755)
