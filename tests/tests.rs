@@ -14,6 +14,7 @@
 //! - cli_update: `stele update --disk`: offline install, status, refusals leave the state alone
 //! - update_vm: A/B updates under QEMU: install in the guest, fallback, refusals, power cuts
 //! - boot: the real kernel under QEMU boots our initramfs and disk (needs `cargo xtask test`)
+//! - vm_owners: an image from a tar boots with its owners and a working file capability
 //! - vm_init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
 
 mod util;
@@ -31,3 +32,4 @@ mod cli_update;
 mod cli_verity;
 mod update_vm;
 mod vm_init;
+mod vm_owners;
