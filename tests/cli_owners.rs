@@ -9,7 +9,7 @@ use std::process::Command;
 use crate::util::*;
 
 /// `setcap cap_net_raw+ep` as stored in `security.capability` (vfs_cap_data revision 2).
-const CAP_NET_RAW: [u8; 20] = [
+pub const CAP_NET_RAW: [u8; 20] = [
     0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
 ];
 const FILESYSTEMS: [&str; 3] = ["erofs", "squashfs", "ext4"];
@@ -49,7 +49,7 @@ fn owners_tree(root: &Path) {
 }
 
 /// A PAX tar of `root` with numeric owners and every xattr, as GNU tar makes it.
-fn tar_of(root: &Path, out: &Path) {
+pub fn tar_of(root: &Path, out: &Path) {
     need_tool("tar");
     let st = Command::new("tar")
         .args([

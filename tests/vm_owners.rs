@@ -3,14 +3,9 @@
 //! runs the binary gets CAP_NET_RAW, and only through that binary).
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
 use crate::boot::{expect, Lab, BOOT};
-
-/// `setcap cap_net_raw+ep` as stored in `security.capability`.
-const CAP_NET_RAW: [u8; 20] = [
-    0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-];
+use crate::cli_owners::{tar_of, CAP_NET_RAW};
 
 #[test]
 fn owners_and_file_capabilities_survive_into_the_guest() {
@@ -58,21 +53,7 @@ on_exit = "poweroff"
     xattr::set(&capbox, "security.capability", &CAP_NET_RAW).unwrap();
     // Through a tar archive, as a container export would deliver the root.
     let tar = lab.path("root.tar");
-    let st = Command::new("tar")
-        .args([
-            "--xattrs",
-            "--xattrs-include=*",
-            "--numeric-owner",
-            "--format=pax",
-        ])
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    tar_of(&root, &tar);
     lab.stele(&[
         "image",
         "build",

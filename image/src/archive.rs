@@ -357,25 +357,33 @@ pub(crate) mod tests {
         assert!(matches!(e, Error::Invalid { .. }), "{e}");
     }
 
-    #[test]
-    fn pax_xattrs_are_read_and_sorted() {
+    /// A one-file archive whose member has the PAX records `pax`.
+    pub fn pax_archive(pax: &[(&str, &[u8])], path: &str, data: &[u8]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
-        b.append_pax_extensions([
-            ("SCHILY.xattr.user.z", &b"1"[..]),
-            ("SCHILY.xattr.security.capability", &[1u8, 0, 0, 2][..]),
-            ("uid", &b"3000000"[..]),
-        ])
-        .unwrap();
+        b.append_pax_extensions(pax.iter().copied()).unwrap();
         let mut h = tar::Header::new_ustar();
         h.set_uid(0);
         h.set_gid(0);
-        h.set_mode(0o644);
-        h.set_path("bin/ping").unwrap();
-        h.set_size(1);
         h.set_mode(0o755);
+        h.set_path(path).unwrap();
+        h.set_size(data.len() as u64);
         h.set_cksum();
-        b.append(&h, &b"x"[..]).unwrap();
-        let m = members(&b.into_inner().unwrap()).unwrap();
+        b.append(&h, data).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn pax_xattrs_are_read_and_sorted() {
+        let a = pax_archive(
+            &[
+                ("SCHILY.xattr.user.z", b"1"),
+                ("SCHILY.xattr.security.capability", &[1u8, 0, 0, 2]),
+                ("uid", b"3000000"),
+            ],
+            "bin/ping",
+            b"x",
+        );
+        let m = members(&a).unwrap();
         assert_eq!(m[0].uid, 3_000_000);
         let names: Vec<&str> = m[0].xattrs.iter().map(|x| x.0.as_str()).collect();
         assert_eq!(names, ["security.capability", "user.z"]);

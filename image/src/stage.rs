@@ -374,7 +374,7 @@ fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::tests::archive;
+    use crate::archive::tests::{archive, pax_archive};
     use std::os::unix::fs::MetadataExt;
 
     #[test]
@@ -412,18 +412,7 @@ mod tests {
 
     #[test]
     fn unsupported_xattrs_are_refused_unless_dropped() {
-        let mut b = tar::Builder::new(Vec::new());
-        b.append_pax_extensions([("SCHILY.xattr.system.posix_acl_access", &b"x"[..])])
-            .unwrap();
-        let mut h = tar::Header::new_ustar();
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mode(0o644);
-        h.set_path("f").unwrap();
-        h.set_size(0);
-        h.set_cksum();
-        b.append(&h, &[][..]).unwrap();
-        let a = b.into_inner().unwrap();
+        let a = pax_archive(&[("SCHILY.xattr.system.posix_acl_access", b"x")], "f", b"");
         let dir = tempfile::tempdir().unwrap();
         let e = unpack(&a[..], dir.path(), true).unwrap_err();
         assert!(e.to_string().contains("system.posix_acl_access"), "{e}");
