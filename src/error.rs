@@ -93,7 +93,7 @@ pub enum Usage {
     BlockSize { arg: &'static str, value: u32 },
     #[error("--signer-cmd needs --public P.pem")]
     SignerNeedsPublic,
-    #[error("give exactly one of --rootfs and --fs-image")]
+    #[error("give exactly one of --rootfs, --rootfs-tar and --fs-image")]
     OneInput,
     #[error("{} holds no whole {block}-byte data block", data.display())]
     NoDataBlock { data: PathBuf, block: u64 },

@@ -7,21 +7,50 @@ use stele_image::fs::parse_fs_type;
 use stele_image::slot::{BuildParams, BuildReport, DEFAULT_BLOCK_SIZE};
 use stele_verifier::hex;
 
-use crate::error::{CliResult, Context, Usage};
+use crate::error::{CliResult, Context, Error, Usage};
 use crate::util::{salt_or_random, source_date_epoch};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ImageCommand {
-    /// Build a signed slot image from a root directory or an existing filesystem image.
+    /// Build a signed slot image from a root directory, a tar archive or an existing
+    /// filesystem image.
     Build(BuildArgs),
+    /// Internal: the unpacking step of `build --rootfs-tar`, run under fakeroot.
+    #[command(name = "fs-from-tar", hide = true)]
+    FsFromTar(FsFromTarArgs),
 }
 
 #[derive(Debug, clap::Args)]
-#[command(group(ArgGroup::new("input").required(true).args(["rootfs", "fs_image"])))]
+pub struct FsFromTarArgs {
+    #[arg(long)]
+    tar: PathBuf,
+    #[arg(long)]
+    stage: PathBuf,
+    #[arg(long)]
+    fs_out: PathBuf,
+    #[arg(long = "fs")]
+    fs_type: String,
+    #[arg(long)]
+    epoch: u64,
+    #[arg(long)]
+    uuid: String,
+    #[arg(long)]
+    all_root: bool,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(ArgGroup::new("input").required(true).args(["rootfs", "rootfs_tar", "fs_image"])))]
 pub struct BuildArgs {
-    /// Root directory to pack into a filesystem image.
+    /// Root directory to pack into a filesystem image (owners, modes and xattrs kept).
     #[arg(long, value_name = "DIR")]
     rootfs: Option<PathBuf>,
+    /// Tar archive of the root (`-` for stdin); owners, modes and xattrs come from the
+    /// archive, also when not run as root.
+    #[arg(long, value_name = "FILE")]
+    rootfs_tar: Option<PathBuf>,
+    /// Every file owned by uid 0 / gid 0 and no xattrs (modes are kept).
+    #[arg(long, conflicts_with = "fs_image")]
+    all_root: bool,
     /// Existing filesystem image to wrap (its type is given by --fs).
     #[arg(long, value_name = "FILE")]
     fs_image: Option<PathBuf>,
@@ -75,7 +104,34 @@ pub struct SignArgs {
 pub fn run(c: ImageCommand) -> CliResult {
     match c {
         ImageCommand::Build(a) => build(&a),
+        ImageCommand::FsFromTar(a) => fs_from_tar(&a),
     }
+}
+
+/// Removes the temporary files on SIGINT, SIGTERM and SIGHUP, then exits 128 + the signal.
+fn clean_up_on_signals() -> CliResult {
+    fn on_signal(sig: i32) -> ! {
+        let name = nix::sys::signal::Signal::try_from(sig).map_or("a signal", |s| s.as_str());
+        eprintln!("stele: error: interrupted by {name}: the temporary files were removed and no output was written");
+        std::process::exit(128 + sig)
+    }
+    stele_image::cleanup::install(on_signal)
+        .map_err(|e| Error::io("set up signal handling for", "the build", e.into()))
+}
+
+fn fs_from_tar(a: &FsFromTarArgs) -> CliResult {
+    clean_up_on_signals()?;
+    let uuid = hex::decode(&a.uuid)
+        .and_then(|v| <[u8; 16]>::try_from(v).ok())
+        .ok_or_else(|| Usage::Hex {
+            arg: "--uuid",
+            value: a.uuid.clone(),
+        })?;
+    let opts =
+        stele_image::fs::FsOptions::new(parse_fs_type(&a.fs_type)?, a.epoch, uuid, a.all_root);
+    let tar = stele_image::stage::TarInput::parse(&a.tar);
+    stele_image::stage::stage_and_build(&tar, &a.stage, &a.fs_out, &opts)?;
+    Ok(())
 }
 
 fn check_block_size(what: &'static str, n: u32) -> CliResult {
@@ -94,6 +150,7 @@ fn check_block_size(what: &'static str, n: u32) -> CliResult {
 }
 
 fn build(a: &BuildArgs) -> CliResult {
+    clean_up_on_signals()?;
     check_block_size("--data-block-size", a.data_block_size)?;
     check_block_size("--hash-block-size", a.hash_block_size)?;
     let fs_type = parse_fs_type(&a.fs_type)?;
@@ -115,14 +172,25 @@ fn build(a: &BuildArgs) -> CliResult {
         hash_block_size: a.hash_block_size,
     };
     if let Some(dir) = &a.rootfs {
-        // What PID 1 would refuse to run is refused now, before anything is built.
+        // What PID 1 would refuse to run is refused now, before anything is built (a tar
+        // archive is checked once it is unpacked, before its filesystem is built).
         stele_image::rootfs_check::check_dir(dir)?;
     }
-    let report = match (&a.rootfs, &a.fs_image) {
-        (Some(dir), None) => {
-            stele_image::slot::build_from_rootfs(dir, &params, epoch, &keys, &a.out)?
+    use stele_image::slot::{build_from_root, RootSource};
+    let tar = a
+        .rootfs_tar
+        .as_deref()
+        .map(stele_image::stage::TarInput::parse);
+    let report = match (&a.rootfs, &tar, &a.fs_image) {
+        (Some(dir), None, None) => {
+            build_from_root(RootSource::Dir(dir), &params, a.all_root, &keys, &a.out)?
         }
-        (None, Some(img)) => stele_image::slot::build_from_fs_image(img, &params, &keys, &a.out)?,
+        (None, Some(tar), None) => {
+            build_from_root(RootSource::Tar(tar), &params, a.all_root, &keys, &a.out)?
+        }
+        (None, None, Some(img)) => {
+            stele_image::slot::build_from_fs_image(img, &params, &keys, &a.out)?
+        }
         _ => return Err(Usage::OneInput.into()),
     };
     print_report(&a.out, &report);

@@ -82,7 +82,10 @@ fn main() -> ExitCode {
             };
         }
     };
-    match run(cli) {
+    let result = run(cli);
+    // An interrupted build ends in the signal thread, with its own one line.
+    stele_image::cleanup::settle();
+    match result {
         Ok(()) => Exit::Success.into(),
         Err(e) => print_error(&e).into(),
     }

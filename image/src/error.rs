@@ -42,6 +42,14 @@ pub enum Error {
     /// A parameter given by the caller is out of range or malformed.
     #[error("invalid {what}: {why}")]
     Invalid { what: &'static str, why: String },
+    /// A step run in a helper process (`stele image fs-from-tar` under fakeroot) failed
+    /// with this error line and exit code.
+    #[error("{message}")]
+    Helper { code: i32, message: String },
+    /// The rootfs's system.toml names something PID 1 would refuse (checked on the tree
+    /// the filesystem is built from, so a tar archive too).
+    #[error(transparent)]
+    Rootfs(#[from] crate::rootfs_check::RootfsError),
     /// The external signing command could not be run or misbehaved.
     #[error("external signer `{cmd}` failed: {why}")]
     Signer { cmd: String, why: String },
@@ -53,7 +61,11 @@ impl Report for Error {
     fn exit(&self) -> Exit {
         match self {
             Error::Verifier(v) => v.exit(),
+            Error::Rootfs(r) => r.exit(),
             Error::Invalid { .. } => Exit::Usage,
+            // The helper process (our own binary under fakeroot) already classified it.
+            Error::Helper { code: 1, .. } => Exit::Refused,
+            Error::Helper { code: 2, .. } => Exit::Usage,
             _ => Exit::Environment,
         }
     }
