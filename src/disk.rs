@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use stele_image::disk::{create_with_esp, parse_size, DiskError, DiskSpec, EspSpec};
+use stele_image::disk::{create_with_esp, parse_size, DiskSpec, EspSpec};
 
-use crate::exit::{CliResult, Exit, Failure};
+use crate::error::CliResult;
 use crate::util::source_date_epoch;
 
 /// Disk images.
@@ -56,14 +56,6 @@ pub struct CreateArgs {
     pub bmap: bool,
 }
 
-fn code(e: &DiskError) -> Exit {
-    match e {
-        e if e.is_environment() => Exit::Environment,
-        DiskError::NotSlot { .. } => Exit::Refused,
-        _ => Exit::Usage,
-    }
-}
-
 /// Runs `stele disk ...`.
 pub fn run(args: DiskArgs) -> CliResult {
     match args.cmd {
@@ -80,8 +72,7 @@ pub fn run(args: DiskArgs) -> CliResult {
                 size: c.esp_size,
                 bios: c.bios,
             });
-            let gpt = create_with_esp(&c.out, &spec, esp.as_ref())
-                .map_err(|e| Failure::new(code(&e), e.to_string()))?;
+            let gpt = create_with_esp(&c.out, &spec, esp.as_ref())?;
             println!("wrote {}", c.out.display());
             for p in &gpt.partitions {
                 let (off, len) = p.byte_range();
@@ -93,30 +84,5 @@ pub fn run(args: DiskArgs) -> CliResult {
             }
             Ok(())
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_codes() {
-        let not_slot = DiskError::NotSlot {
-            path: "x".into(),
-            why: "no footer".into(),
-        };
-        assert_eq!(code(&not_slot), Exit::Refused);
-        let big = DiskError::TooLarge {
-            path: "x".into(),
-            image_len: 2,
-            slot_len: 1,
-        };
-        assert_eq!(code(&big), Exit::Usage);
-        let tool = DiskError::ToolMissing {
-            tool: "mkfs.ext4",
-            package: "e2fsprogs",
-        };
-        assert_eq!(code(&tool), Exit::Environment);
     }
 }

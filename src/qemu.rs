@@ -8,7 +8,7 @@ use stele_qemu::firmware::{self, Firmware};
 use stele_qemu::junit::{self, Case, Outcome};
 use stele_qemu::{QemuError, Vm, VmConfig};
 
-use crate::exit::{CliResult, Exit, Failure};
+use crate::error::{CliResult, Error, Usage};
 
 /// QEMU.
 #[derive(Debug, clap::Args)]
@@ -84,32 +84,6 @@ pub struct RunArgs {
     pub no_reboot: bool,
 }
 
-fn qemu_err(e: QemuError) -> Failure {
-    match e {
-        QemuError::NotFound(_)
-        | QemuError::Spawn { .. }
-        | QemuError::Log { .. }
-        | QemuError::Missing { .. }
-        | QemuError::Tool { .. }
-        | QemuError::Process { .. } => Failure::new(Exit::Environment, e.to_string()),
-        // The console was already printed as it came: name the failure only.
-        QemuError::Timeout { pattern, secs, .. } => Failure::new(
-            Exit::Refused,
-            format!("expected text {pattern:?} did not appear within {secs}s"),
-        ),
-        QemuError::Exited {
-            pattern, status, ..
-        } => Failure::new(
-            Exit::Refused,
-            format!("the VM exited ({status}) before {pattern:?} appeared"),
-        ),
-        QemuError::StillRunning { secs, .. } => Failure::new(
-            Exit::Refused,
-            format!("the VM did not power off within {secs}s"),
-        ),
-    }
-}
-
 /// The firmware the arguments ask for. Pure.
 fn firmware_kind(r: &RunArgs) -> CliResult<FirmwareArg> {
     let uefi_only = r.secure_boot.is_some() || r.vars.is_some();
@@ -120,26 +94,17 @@ fn firmware_kind(r: &RunArgs) -> CliResult<FirmwareArg> {
         (false, None) => FirmwareArg::Direct,
     };
     let has_kernel = r.kernel.is_some();
-    match kind {
-        _ if uefi_only && kind != FirmwareArg::Uefi => Err(Failure::usage(
-            "--secure-boot and --vars need --firmware uefi",
-        )),
-        FirmwareArg::Direct if !has_kernel || r.initrd.is_none() => Err(Failure::usage(
-            "direct boot needs --kernel and --initrd (or boot the disk with --firmware uefi or --bios)",
-        )),
-        FirmwareArg::Bios if has_kernel || r.initrd.is_some() => Err(Failure::usage(
-            "--bios boots the disk: drop --kernel/--initrd (or use --firmware direct)",
-        )),
+    let refused = match kind {
+        _ if uefi_only && kind != FirmwareArg::Uefi => Usage::UefiOnly,
+        FirmwareArg::Direct if !has_kernel || r.initrd.is_none() => Usage::DirectNeedsKernel,
+        FirmwareArg::Bios if has_kernel || r.initrd.is_some() => Usage::BiosWithKernel,
         FirmwareArg::Uefi | FirmwareArg::Bios if !has_kernel && !r.append.trim().is_empty() => {
-            Err(Failure::usage(
-                "--append needs --kernel: a UKI's command line is inside it",
-            ))
+            Usage::AppendNeedsKernel
         }
-        FirmwareArg::Uefi if r.initrd.is_some() && !has_kernel => {
-            Err(Failure::usage("--initrd needs --kernel"))
-        }
-        k => Ok(k),
-    }
+        FirmwareArg::Uefi if r.initrd.is_some() && !has_kernel => Usage::InitrdNeedsKernel,
+        k => return Ok(k),
+    };
+    Err(refused.into())
 }
 
 /// The failure's console tail, when it has one.
@@ -153,11 +118,10 @@ fn tail_of(e: &QemuError) -> String {
 }
 
 fn write_junit(path: &Path, xml: &str) -> CliResult {
-    let map = |op: &'static str, e: std::io::Error| {
-        Failure::env(format!(
-            "cannot write the JUnit report {}: {op}: {e}",
-            path.display()
-        ))
+    let map = |_: &'static str, source: std::io::Error| Error::Output {
+        what: "cannot write the JUnit report",
+        path: path.to_path_buf(),
+        source,
     };
     stele_image::outfile::write_atomic(path, map, |f, _| {
         use std::io::Write;
@@ -174,8 +138,7 @@ pub fn run(args: QemuArgs) -> CliResult {
         FirmwareArg::Direct => Firmware::Direct,
         FirmwareArg::Bios => Firmware::Bios,
         FirmwareArg::Uefi => {
-            let (u, dir) = firmware::prepare_uefi(r.secure_boot.as_deref(), r.vars.as_deref())
-                .map_err(qemu_err)?;
+            let (u, dir) = firmware::prepare_uefi(r.secure_boot.as_deref(), r.vars.as_deref())?;
             _vars_dir = dir;
             Firmware::Uefi(u)
         }
@@ -189,9 +152,9 @@ pub fn run(args: QemuArgs) -> CliResult {
     cfg.no_reboot = r.no_reboot;
     cfg.timeout = Duration::from_secs(r.timeout);
     cfg.echo = true;
-    firmware::check_inputs(&cfg).map_err(qemu_err)?;
+    firmware::check_inputs(&cfg)?;
     let start = Instant::now();
-    let mut vm = Vm::start(&cfg).map_err(qemu_err)?;
+    let mut vm = Vm::start(&cfg)?;
     let mut cases = Vec::new();
     let mut failed = None;
     for text in &r.expect {
@@ -203,14 +166,12 @@ pub fn run(args: QemuArgs) -> CliResult {
         match vm.expect(text, vm.remaining()) {
             Ok(_) => cases.push(case(text, t.elapsed(), Outcome::Passed)),
             Err(e) => {
-                let detail = tail_of(&e);
-                let f = qemu_err(e);
                 let outcome = Outcome::Failed {
-                    message: f.message.clone(),
-                    detail,
+                    message: e.summary(),
+                    detail: tail_of(&e),
                 };
                 cases.push(case(text, t.elapsed(), outcome));
-                failed = Some(f);
+                failed = Some(Error::from(e));
             }
         }
     }
@@ -242,19 +203,18 @@ fn finish(vm: &mut Vm, no_expect: bool, cases: &mut Vec<Case>, start: Instant) -
     const POWER_OFF: &str = "the VM powers off with status 0";
     let left = vm.remaining();
     let r = match vm.wait_exit(left) {
-        Ok(status) if !status.success() && no_expect => Err(Failure::new(
-            Exit::Refused,
-            format!("QEMU exited with {status}"),
-        )),
+        Ok(status) if !status.success() && no_expect => Err(Error::QemuExit {
+            status: status.to_string(),
+        }),
         Ok(_) => Ok(()),
-        Err(QemuError::StillRunning { .. }) if !no_expect => vm.kill().map_err(qemu_err),
-        Err(e) => Err(qemu_err(e)),
+        Err(QemuError::StillRunning { .. }) if !no_expect => vm.kill().map_err(Error::from),
+        Err(e) => Err(e.into()),
     };
     if no_expect {
         let outcome = match &r {
             Ok(()) => Outcome::Passed,
-            Err(f) => Outcome::Failed {
-                message: f.message.clone(),
+            Err(e) => Outcome::Failed {
+                message: e.to_string(),
                 detail: String::new(),
             },
         };
@@ -267,6 +227,7 @@ fn finish(vm: &mut Vm, no_expect: bool, cases: &mut Vec<Case>, start: Instant) -
 mod tests {
     use super::*;
     use clap::Parser;
+    use stele_verifier::exit::{Exit, Report};
 
     #[derive(Debug, clap::Parser)]
     struct T {
@@ -274,10 +235,10 @@ mod tests {
         r: RunArgs,
     }
 
-    fn kind(args: &[&str]) -> CliResult<FirmwareArg> {
+    fn kind(args: &[&str]) -> Result<FirmwareArg, Exit> {
         let t = T::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
-            .map_err(|e| Failure::usage(e.to_string()))?;
-        firmware_kind(&t.r)
+            .map_err(|_| Exit::Usage)?;
+        firmware_kind(&t.r).map_err(|e| e.exit())
     }
 
     #[test]
@@ -314,34 +275,19 @@ mod tests {
             &["--firmware", "uefi", "--append", "init=/bin/sh"],
             &["--firmware", "uefi", "--initrd", "i"],
         ] {
-            let e = kind(bad).unwrap_err();
-            assert_eq!(e.exit, Exit::Usage, "{bad:?}");
+            assert_eq!(kind(bad), Err(Exit::Usage), "{bad:?}");
         }
     }
 
     #[test]
-    fn exit_codes() {
-        assert_eq!(
-            qemu_err(QemuError::NotFound("q".into())).exit,
-            Exit::Environment
-        );
-        let t = qemu_err(QemuError::Timeout {
-            pattern: "stele: ready".into(),
-            secs: 5,
-            tail: "console".into(),
-        });
-        assert_eq!(t.exit, Exit::Refused);
-        assert!(t.message.contains("stele: ready") && !t.message.contains("console"));
-        let s = qemu_err(QemuError::StillRunning {
-            secs: 5,
-            tail: String::new(),
-        });
-        assert_eq!(s.exit, Exit::Refused);
-        let m = qemu_err(QemuError::Missing {
+    fn missing_files_are_the_environment() {
+        let m: Error = QemuError::Missing {
             what: "the kernel".into(),
             path: "/k".into(),
             fix: "check the path".into(),
-        });
-        assert_eq!(m.exit, Exit::Environment);
+        }
+        .into();
+        assert_eq!(m.exit(), Exit::Environment);
+        assert_eq!(Error::from(Usage::AppendNeedsKernel).exit(), Exit::Usage);
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use stele_image::uki::{self, UkiSpec};
 use stele_verifier::hex;
 
-use crate::exit::CliResult;
+use crate::error::CliResult;
 use crate::util::source_date_epoch;
 
 /// Unified Kernel Images.

@@ -5,12 +5,15 @@
 //! writes the initramfs (cpio, kernel modules) and GPT disk images that boot it.
 //! Everything read back goes through `stele-verifier`.
 
+pub mod archive;
 pub mod atomic;
 pub mod bmap;
+pub mod cleanup;
 pub mod cpio;
 pub mod disk;
 pub mod error;
 pub mod esp;
+pub mod ext4;
 pub mod fs;
 pub mod gpt;
 pub mod initramfs;
@@ -18,7 +21,9 @@ pub mod keys;
 pub mod modules;
 pub mod outfile;
 pub mod random;
+pub mod rootfs_check;
 pub mod slot;
+pub mod stage;
 pub mod tool;
 pub mod uki;
 

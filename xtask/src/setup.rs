@@ -36,6 +36,9 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("syslinux-common", "/usr/lib/syslinux/mbr/gptmbr.bin"),
     ("bmap-tools", "bmaptool"),
     ("python3-venv", "python3"),
+    ("fakeroot", "fakeroot"),
+    ("libcap2-bin", "setcap"),
+    ("tar", "tar"),
 ];
 
 /// Packages whose program another package may also provide: checked with dpkg.
