@@ -121,7 +121,9 @@ pub enum Usage {
     DiskWithoutKeys,
     #[error("--secure-boot and --vars need --firmware uefi")]
     UefiOnly,
-    #[error("direct boot needs --kernel and --initrd (or boot the disk with --firmware uefi or --bios)")]
+    #[error(
+        "direct boot needs --kernel and --initrd (or boot the disk with --firmware uefi or --bios)"
+    )]
     DirectNeedsKernel,
     #[error("--bios boots the disk: drop --kernel/--initrd (or use --firmware direct)")]
     BiosWithKernel,

@@ -10,12 +10,12 @@ use sha2::{Digest, Sha256};
 use stele_verifier::footer::FOOTER_SIZE;
 use stele_verifier::state::BootState;
 
-use stele_verifier::exit::{Exit, Report};
-use stele_verifier::layout::Role;
-use stele_verifier::partition::PartitionIo;
 pub use crate::esp::EspSpec;
 pub use crate::gpt::find_partition;
 use crate::gpt::{Gpt, GptError, Guid, Partition, SECTOR};
+use stele_verifier::exit::{Exit, Report};
+use stele_verifier::layout::Role;
+use stele_verifier::partition::PartitionIo;
 
 /// One mebibyte: the partition alignment.
 pub const MIB: u64 = 1 << 20;
@@ -160,11 +160,19 @@ pub fn layout_with_esp(
         let attrs = if bios { LEGACY_BIOS_BOOTABLE } else { 0 };
         parts.push((ESP_NAME, ESP_TYPE, round_mib("ESP size", size)?, attrs));
     }
-    let mut roles = vec![(Role::State, STATE_SIZE), (Role::SlotA, slot), (Role::SlotB, slot)];
+    let mut roles = vec![
+        (Role::State, STATE_SIZE),
+        (Role::SlotA, slot),
+        (Role::SlotB, slot),
+    ];
     if let Some(d) = data_size {
         roles.push((Role::Data, round_mib("data size", d)?));
     }
-    parts.extend(roles.into_iter().map(|(r, size)| (r.name(), r.spec().type_guid, size, 0)));
+    parts.extend(
+        roles
+            .into_iter()
+            .map(|(r, size)| (r.name(), r.spec().type_guid, size, 0)),
+    );
     let mut start = MIB;
     let mut partitions = Vec::new();
     for (name, ty, size, attributes) in parts {
