@@ -60,6 +60,7 @@ pub struct CreateArgs {
 pub fn run(args: DiskArgs) -> CliResult {
     match args.cmd {
         DiskCmd::Create(c) => {
+            crate::image::clean_up_on_signals()?;
             let spec = DiskSpec {
                 slot_size: c.slot_size,
                 a: c.a,

@@ -53,6 +53,7 @@ pub struct BuildArgs {
 /// Runs `stele uki ...`.
 pub fn run(cmd: UkiCommand) -> CliResult {
     let UkiCommand::Build(a) = cmd;
+    crate::image::clean_up_on_signals()?;
     let spec = UkiSpec {
         stub: a.stub,
         kernel: a.kernel,

@@ -53,9 +53,9 @@ fn run(args: &[&str]) -> String {
 fn artifacts() -> &'static Artifacts {
     static A: OnceLock<Artifacts> = OnceLock::new();
     A.get_or_init(|| {
-        let dir =
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("uefi-vm-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        remove_stale(tmp);
+        let dir = tmp.join(format!("uefi-vm-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = |n: &str| dir.join(n).display().to_string();
         run(&[
@@ -140,6 +140,23 @@ fn artifacts() -> &'static Artifacts {
             dir,
         }
     })
+}
+
+/// Removes the artifact directories of earlier runs (`uefi-vm-<pid>` of a process that
+/// is gone).
+fn remove_stale(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("uefi-vm-") else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// A test's own directory and disk (`stele disk create --uki UKI [extra]`).

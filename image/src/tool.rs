@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::cleanup::TempPath;
+
 use crate::{Error, Result};
 
 /// A host tool and the Debian package that ships it.
@@ -25,34 +27,11 @@ impl Tool {
         Ok(c)
     }
 
-    /// Runs `cmd` (made by [`Tool::command`]) to completion; a non-zero exit is
+    /// Runs `cmd` (made by [`Tool::command`]) to completion, in its own process group
+    /// (stopped on a signal, [`crate::cleanup`]); a non-zero exit is
     /// [`Error::ToolFailed`] with the last line the tool printed.
     pub fn run(&self, cmd: &mut Command) -> Result<Output> {
-        let out = cmd.output().map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::ToolMissing {
-                tool: self.name,
-                package: self.package,
-            },
-            _ => Error::ToolFailed {
-                tool: self.name,
-                status: "could not start".into(),
-                stderr: e.to_string(),
-            },
-        })?;
-        if out.status.success() {
-            return Ok(out);
-        }
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let text = if stderr.trim().is_empty() {
-            String::from_utf8_lossy(&out.stdout)
-        } else {
-            stderr
-        };
-        Err(Error::ToolFailed {
-            tool: self.name,
-            status: out.status.to_string(),
-            stderr: text.trim().lines().last().unwrap_or("").to_string(),
-        })
+        crate::fs::run(cmd, self.name, self.package)
     }
 }
 
@@ -88,9 +67,10 @@ pub const BMAPTOOL: Tool = Tool {
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A directory next to an output file for intermediate files, removed with everything in
-/// it when dropped (so an error leaves nothing behind).
+/// it when dropped, or on a signal once [`crate::cleanup::install`] ran (so an error or an
+/// interruption leaves nothing behind).
 #[derive(Debug)]
-pub struct Scratch(PathBuf);
+pub struct Scratch(TempPath);
 
 impl Scratch {
     /// Creates `.<name>.stele-work-<pid>-<n>` in `out`'s directory.
@@ -108,14 +88,15 @@ impl Scratch {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::create_dir(&path)
-            .map_err(|e| Error::io("create a scratch directory", &path, e))?;
-        Ok(Scratch(path))
+        let dir = TempPath::register(path);
+        std::fs::create_dir(dir.path())
+            .map_err(|e| Error::io("create a scratch directory", dir.path(), e))?;
+        Ok(Scratch(dir))
     }
 
     /// A path inside the scratch directory.
     pub fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
+        self.0.path().join(name)
     }
 
     /// Writes `bytes` to the scratch file `name` and returns its path.
@@ -123,12 +104,6 @@ impl Scratch {
         let p = self.join(name);
         std::fs::write(&p, bytes).map_err(|e| Error::io("write", &p, e))?;
         Ok(p)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
