@@ -1,17 +1,21 @@
-//! cargo xtask: set-up of host tools and the test kernel, the test suite, the demo, benchmarks.
+//! cargo xtask: set-up of host tools and the test kernel, the test suite, the demo,
+//! benchmarks, fuzzing.
 //!
-//! Usage: `cargo xtask setup | test | demo | bench verity`. Everything here runs other
-//! programs; it holds no logic of stele's own.
+//! Usage: `cargo xtask setup | test | demo | bench verity | fuzz`. Everything here runs
+//! other programs; it holds no logic of stele's own (the fuzz targets and their seeds are
+//! stele-fuzz-inputs).
 
 mod bench;
 mod demo;
+mod fuzz;
 mod kernel;
 mod setup;
 mod util;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <setup | test [-- cargo test args] | demo | bench verity>";
+const USAGE: &str = "usage: cargo xtask <setup | test [-- cargo test args] | demo | bench verity \
+                     | fuzz [--seconds N] [--target T]... [--sanitizer S] [--seeds-only]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -19,6 +23,7 @@ fn main() -> ExitCode {
         Some("setup") => setup::setup().map(|_| ()),
         Some("test") => test(&args[1..]),
         Some("demo") => demo::demo(),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("verity") => bench::verity(),
             _ => Err(format!("unknown benchmark; {USAGE}")),
