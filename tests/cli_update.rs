@@ -4,8 +4,13 @@
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom};
 
-use stele_image::disk::{find_partition, PartitionIo, SLOT_B_NAME, STATE_NAME};
+use stele_image::disk::find_partition;
+use stele_verifier::layout::Role;
+use stele_verifier::partition::PartitionIo;
 use stele_verifier::state;
+
+const STATE_NAME: &str = Role::State.name();
+const SLOT_B_NAME: &str = Role::SlotB.name();
 
 use crate::util::*;
 

@@ -198,8 +198,18 @@ pub fn write_tree(root: &Path, big: bool) {
     std::fs::create_dir_all(root.join("etc/stele")).expect("mkdir");
     std::fs::create_dir_all(root.join("usr/bin")).expect("mkdir");
     std::fs::write(root.join("etc/hostname"), "demo\n").expect("write");
-    std::fs::write(root.join("etc/stele/system.toml"), "mode = \"exec\"\n").expect("write");
+    // What stele-init runs (`stele image build` checks that it exists and is executable).
+    std::fs::write(
+        root.join("etc/stele/system.toml"),
+        "exec = [\"/usr/bin/hello\"]\n",
+    )
+    .expect("write");
     std::fs::write(root.join("usr/bin/hello"), "#!/bin/sh\necho hello\n").expect("write");
+    std::fs::set_permissions(
+        root.join("usr/bin/hello"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
     if big {
         let data: Vec<u8> = (0..700_000u32)
             .map(|i| u8::try_from((i.wrapping_mul(2_654_435_761) >> 13) & 0xff).unwrap_or(0))

@@ -1,20 +1,24 @@
 //! cargo xtask: set-up of host tools and the test kernel, the test suite, the demo,
 //! benchmarks, fuzzing.
 //!
-//! Usage: `cargo xtask setup | test | demo | bench verity | fuzz`. Everything here runs
-//! other programs; it holds no logic of stele's own (the fuzz targets and their seeds are
-//! stele-fuzz-inputs).
+//! Usage: `cargo xtask setup | test | demo | bench verity|build|erofs-delta | fuzz`.
+//! Everything here runs other programs; it holds no logic of stele's own (the fuzz
+//! targets and their seeds are stele-fuzz-inputs).
 
 mod bench;
+mod bench_build;
 mod demo;
 mod fuzz;
 mod kernel;
 mod setup;
+#[cfg(test)]
+mod tidy;
 mod util;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <setup | test [-- cargo test args] | demo | bench verity \
+const USAGE: &str = "usage: cargo xtask <setup | test [-- cargo test args] | demo \
+                     | bench verity|build|erofs-delta \
                      | fuzz [--seconds N] [--target T]... [--sanitizer S] [--seeds-only]>";
 
 fn main() -> ExitCode {
@@ -26,6 +30,8 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("verity") => bench::verity(),
+            Some("build") => bench_build::build(),
+            Some("erofs-delta") => bench_build::erofs_delta(),
             _ => Err(format!("unknown benchmark; {USAGE}")),
         },
         Some("-h" | "--help" | "help") => {
