@@ -10,7 +10,6 @@
 //! region of the image and a cut off its end.
 
 use std::io::Cursor;
-use std::ops::Range;
 
 use stele_verifier::footer::{Footer, FOOTER_LEN};
 use stele_verifier::keys::Keyring;
@@ -423,7 +422,6 @@ impl SlotInput {
             manifest: m,
             honest,
             ring: ring(self.threshold),
-            regions,
             changed,
             first_changed_block,
             levels: params.levels(),
@@ -456,9 +454,7 @@ pub struct Built {
     /// The body is the TOML of a manifest that tells the truth about the image.
     pub honest: bool,
     pub ring: &'static Keyring,
-    /// Byte ranges of the [`Region`]s before the cut, in [`REGIONS`] order.
-    pub regions: [Range<usize>; 6],
-    /// Which regions the image edits changed.
+    /// Which regions the image edits changed, in [`REGIONS`] order.
     pub changed: [bool; 6],
     /// The first data block the edits changed.
     pub first_changed_block: Option<u64>,
