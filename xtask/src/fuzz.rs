@@ -26,8 +26,8 @@ const INPUT_TIMEOUT: u64 = 10;
 const RSS_LIMIT_MB: u64 = 2048;
 /// Sanitizers `--sanitizer` accepts. `none` is the default: the code under test is safe
 /// Rust (the compiler's checks find what AddressSanitizer would), and without it the
-/// structured targets run about six times as many inputs; `address` is for campaigns that
-/// also want the unsafe code of the dependencies (sha2, curve25519) watched.
+/// targets run three to four times as many inputs; `address` is for campaigns that also
+/// want the unsafe code of the dependencies (sha2, curve25519) watched.
 const SANITIZERS: &[&str] = &["none", "address"];
 
 #[derive(Debug)]
