@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use sha2::{Digest, Sha256};
 
@@ -16,6 +16,16 @@ pub struct Out {
     pub stderr: String,
 }
 
+impl From<&Output> for Out {
+    fn from(o: &Output) -> Out {
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
 /// Runs `stele` with `args`, SOURCE_DATE_EPOCH removed.
 pub fn stele(args: &[&str]) -> Out {
     stele_env(args, &[])
@@ -23,32 +33,16 @@ pub fn stele(args: &[&str]) -> Out {
 
 /// Runs `stele` with `args` and extra environment variables.
 pub fn stele_env(args: &[&str], env: &[(&str, &str)]) -> Out {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stele"));
-    cmd.args(args).env_remove("SOURCE_DATE_EPOCH");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let o = cmd.output().expect("running the stele binary");
-    let out = Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    };
-    assert!(
-        !out.stderr.contains("panicked"),
-        "stele panicked on {args:?}: {}",
-        out.stderr
-    );
-    out
+    let mut cmd = command(args);
+    cmd.envs(env.iter().copied());
+    checked(args, &cmd.output().expect("running the stele binary"))
 }
 
 /// Runs `stele` with `args` and `input` on its stdin.
 pub fn stele_stdin(args: &[&str], input: &[u8]) -> Out {
     use std::io::Write;
     use std::process::Stdio;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stele"))
-        .args(args)
-        .env_remove("SOURCE_DATE_EPOCH")
+    let mut child = command(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -62,11 +56,19 @@ pub fn stele_stdin(args: &[&str], input: &[u8]) -> Out {
     });
     let o = child.wait_with_output().expect("waiting for stele");
     writer.join().expect("stdin writer");
-    let out = Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    };
+    checked(args, &o)
+}
+
+/// `stele ARGS` without SOURCE_DATE_EPOCH (builds are then stamped `created = 0`).
+fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stele"));
+    cmd.args(args).env_remove("SOURCE_DATE_EPOCH");
+    cmd
+}
+
+/// The result of one `stele` run, asserting it did not panic.
+fn checked(args: &[&str], o: &Output) -> Out {
+    let out = Out::from(o);
     assert!(
         !out.stderr.contains("panicked"),
         "stele panicked on {args:?}: {}",
@@ -110,18 +112,16 @@ pub fn need_tool(tool: &str) {
     );
 }
 
-/// Runs a host tool, asserting it succeeded.
+/// Runs a host tool (failing with the setup command when it is missing); the caller
+/// checks the result.
 pub fn host(tool: &str, args: &[&str]) -> Out {
     need_tool(tool);
-    let o = Command::new(tool)
-        .args(args)
-        .output()
-        .expect("running a host tool");
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    Out::from(
+        &Command::new(tool)
+            .args(args)
+            .output()
+            .expect("running a host tool"),
+    )
 }
 
 /// A temporary directory with helpers to make keys, root trees and images in it.
