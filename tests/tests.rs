@@ -1,7 +1,8 @@
 //! Integration tests of the `stele` command line (one test binary).
 //!
 //! Modules:
-//! - util: running `stele`, fixtures, an independent FORMATS.md reader
+//! - util: running `stele` and host tools, error-line assertions, an independent FORMATS.md reader
+//! - fixture: the one fixture: keys, rootfs, images, initramfs, disks, QEMU boots, boot state
 //! - cli_keys: keygen, wrong keys, thresholds, OpenSSL interop, external signers
 //! - cli_image: build, verify, inspect, --fs-image, atomic output, veritysetup cross-check
 //! - cli_tamper: one flipped bit in each region is refused with the right cause
@@ -14,6 +15,7 @@
 //! - boot: the real kernel under QEMU boots our initramfs and disk (needs `cargo xtask test`)
 //! - vm_init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
 
+mod fixture;
 mod util;
 
 mod boot;

@@ -1,7 +1,6 @@
-//! Helpers for the CLI integration tests: running `stele`, fixtures, and an independent
-//! reading of the slot image layout straight from docs/FORMATS.md.
-
-#![allow(dead_code)]
+//! Running `stele` and host tools, the one-line error assertion, and an independent
+//! reading of the slot image layout straight from docs/FORMATS.md (no stele code involved:
+//! the cross-check of the library's own reader). Builders live in `fixture`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -122,91 +121,6 @@ pub fn host(tool: &str, args: &[&str]) -> Out {
             .output()
             .expect("running a host tool"),
     )
-}
-
-/// A temporary directory with helpers to make keys, root trees and images in it.
-pub struct Fixture {
-    pub dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    pub fn new() -> Self {
-        Fixture {
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    pub fn p(&self, name: &str) -> String {
-        self.path(name).display().to_string()
-    }
-
-    /// `stele keygen` into `<name>.key` / `<name>.pem`; returns (private, public) paths.
-    pub fn keygen(&self, name: &str) -> (String, String) {
-        let (k, p) = (
-            self.p(&format!("{name}.key")),
-            self.p(&format!("{name}.pem")),
-        );
-        ok(stele(&["keygen", "--private", &k, "--public", &p]));
-        (k, p)
-    }
-
-    /// A small root tree; `big` adds a 700 KB file so the hash tree has two levels.
-    pub fn rootfs(&self, name: &str, big: bool) -> String {
-        let root = self.path(name);
-        write_tree(&root, big);
-        root.display().to_string()
-    }
-
-    /// Builds `<out>` from a fresh rootfs with `key`, fixed salt, erofs unless `extra` says.
-    pub fn build(&self, out: &str, key: &str, extra: &[&str]) -> String {
-        need_tool("mkfs.erofs");
-        let root = self.rootfs(&format!("{out}.root"), true);
-        let img = self.p(out);
-        let mut args = vec![
-            "image",
-            "build",
-            "--rootfs",
-            &root,
-            "--key",
-            key,
-            "--name",
-            "demo",
-            "--version",
-            "1.0.0",
-            "--rollback-index",
-            "7",
-            "--salt",
-            SALT,
-            "--out",
-            &img,
-        ];
-        args.extend_from_slice(extra);
-        ok(stele(&args));
-        img
-    }
-}
-
-/// The salt used by fixtures.
-pub const SALT: &str = "5d1f00112233445566778899aabbccddeeff00112233445566778899aabbccdd";
-
-/// Writes a deterministic small tree at `root`.
-pub fn write_tree(root: &Path, big: bool) {
-    std::fs::create_dir_all(root.join("etc/stele")).expect("mkdir");
-    std::fs::create_dir_all(root.join("usr/bin")).expect("mkdir");
-    std::fs::write(root.join("etc/hostname"), "demo\n").expect("write");
-    std::fs::write(root.join("etc/stele/system.toml"), "mode = \"exec\"\n").expect("write");
-    std::fs::write(root.join("usr/bin/hello"), "#!/bin/sh\necho hello\n").expect("write");
-    if big {
-        let data: Vec<u8> = (0..700_000u32)
-            .map(|i| u8::try_from((i.wrapping_mul(2_654_435_761) >> 13) & 0xff).unwrap_or(0))
-            .collect();
-        std::fs::write(root.join("usr/bin/big"), data).expect("write");
-    }
-    std::os::unix::fs::symlink("usr/bin", root.join("bin")).expect("symlink");
 }
 
 fn u32_at(b: &[u8], off: usize) -> u32 {

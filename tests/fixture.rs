@@ -1,0 +1,626 @@
+//! The one test fixture: a temporary directory with builders for what the tests make with
+//! the `stele` binary (keys, busybox root trees, slot images, initramfs, GPT disks), QEMU
+//! boots of them with console expectations, and the disk-image helpers (partitions, the
+//! boot state).
+//!
+//! Only the initramfs and boot builders need the set-up's STELE_KERNEL, STELE_MODULES and
+//! STELE_INIT (set by `cargo xtask test`); everything else runs under a plain `cargo test`.
+//! Every root tree carries a valid `/etc/stele/system.toml` whose programs exist and are
+//! executable in that tree (what `stele image build` is to check).
+
+use std::fs;
+use std::io::{Cursor, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use stele_qemu::{Vm, VmConfig};
+pub use stele_verifier::state::{BootState, Slot};
+
+use crate::util::{need_tool, ok, stele, stele_env, Out};
+
+/// The salt of the reproducible images (`Fixture::build`, `--salt`).
+pub const SALT: &str = "5d1f00112233445566778899aabbccddeeff00112233445566778899aabbccdd";
+
+/// Time limit for one expected console line (a boot takes 5-10 s under TCG; a loaded CI
+/// machine is slower).
+const LINE: Duration = Duration::from_secs(240);
+/// Time limit for QEMU to exit once the guest is on its way down.
+const EXIT: Duration = Duration::from_secs(120);
+/// Hard limit on one VM's life (boot-counting tests boot up to five times in one VM).
+const VM_LIFE: Duration = Duration::from_secs(600);
+
+/// Directories of every root tree (mount points and the places tests write to).
+const DIRS: [&str; 11] = [
+    "bin",
+    "sbin",
+    "etc/stele",
+    "proc",
+    "sys",
+    "dev",
+    "run",
+    "tmp",
+    "var",
+    "srv",
+    "root",
+];
+/// Busybox applets linked in /bin (the test services are busybox shell scripts).
+const APPLETS: [&str; 24] = [
+    "sh", "cat", "echo", "grep", "ls", "sleep", "kill", "mount", "sync", "seq", "wc", "poweroff",
+    "reboot", "head", "tr", "cut", "test", "[", "dd", "rm", "touch", "ps", "md5sum", "cmp",
+];
+/// The system.toml of the CLI tests' tree: PID 1 goes to that tree's `/usr/bin/hello`.
+const HELLO_SYSTEM: &str = "exec = [\"/usr/bin/hello\"]\n";
+
+/// A path the set-up provides; panics naming `cargo xtask test` when it is missing.
+fn env_path(var: &str) -> PathBuf {
+    match std::env::var_os(var) {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => panic!(
+            "{var} is not set: run the VM tests with `cargo xtask test` (it downloads the test \
+             kernel, builds the static stele-init and sets STELE_KERNEL, STELE_MODULES and \
+             STELE_INIT)"
+        ),
+    }
+}
+
+/// A temporary directory holding one test's artifacts, and the builders that make them.
+#[derive(Debug)]
+pub struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        Fixture {
+            dir: tempfile::tempdir().expect("temporary directory"),
+        }
+    }
+
+    /// The directory itself.
+    pub fn dir(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn p(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    /// `stele keygen` into `<name>.key` / `<name>.pem`; returns (private, public) paths.
+    pub fn keygen(&self, name: &str) -> (String, String) {
+        let (k, p) = (
+            self.p(&format!("{name}.key")),
+            self.p(&format!("{name}.pem")),
+        );
+        ok(stele(&["keygen", "--private", &k, "--public", &p]));
+        (k, p)
+    }
+
+    /// A bootable root tree `name`: static /bin/busybox with its applets, the mount points,
+    /// `system_toml` as /etc/stele/system.toml.
+    pub fn rootfs(&self, name: &str, system_toml: &str) -> Rootfs<'_> {
+        Rootfs {
+            fx: self,
+            name: name.to_owned(),
+            busybox: true,
+            system_toml: system_toml.to_owned(),
+            files: Vec::new(),
+            links: Vec::new(),
+        }
+    }
+
+    /// The CLI tests' small tree, never booted: /etc/hostname, /usr/bin/hello (0755) which
+    /// system.toml hands PID 1 to, and the symlink bin -> usr/bin; no busybox, so the
+    /// script's #!/bin/sh is not in it (the build checks programs, not interpreters).
+    /// `big` adds a 700 KB file of pseudo-random bytes, so the hash tree has two levels.
+    pub fn tree(&self, name: &str, big: bool) -> Rootfs<'_> {
+        let tree = Rootfs {
+            busybox: false,
+            ..self.rootfs(name, HELLO_SYSTEM)
+        }
+        .file("etc/hostname", "demo\n", 0o644)
+        .file("usr/bin/hello", "#!/bin/sh\necho hello\n", 0o755)
+        .symlink("bin", "usr/bin");
+        if !big {
+            return tree;
+        }
+        let data: Vec<u8> = (0..700_000u32)
+            .map(|i| u8::try_from((i.wrapping_mul(2_654_435_761) >> 13) & 0xff).unwrap_or(0))
+            .collect();
+        tree.file("usr/bin/big", data, 0o644)
+    }
+
+    /// `stele image build --rootfs ROOTFS --key KEY`: name demo, version 1.0.0, rollback
+    /// index 1, random salt, erofs, no SOURCE_DATE_EPOCH, unless changed.
+    pub fn image(&self, rootfs: &str, key: &str) -> Image<'_> {
+        Image {
+            fx: self,
+            input: ["--rootfs".to_owned(), rootfs.to_owned()],
+            key: key.to_owned(),
+            name: "demo".to_owned(),
+            version: "1.0.0".to_owned(),
+            index: 1,
+            salt: None,
+            fs: None,
+            epoch: None,
+            extra: Vec::new(),
+        }
+    }
+
+    /// [`Fixture::image`] of an existing filesystem image (`--fs-image`).
+    pub fn fs_image(&self, fs_image: &str, key: &str) -> Image<'_> {
+        Image {
+            input: ["--fs-image".to_owned(), fs_image.to_owned()],
+            ..self.image("", key)
+        }
+    }
+
+    /// The CLI tests' image `out`: a fresh big [`Fixture::tree`], signed with `key`,
+    /// version 1.0.0, rollback index 7, [`SALT`].
+    pub fn build(&self, out: &str, key: &str) -> String {
+        let root = self.tree(&format!("{out}.root"), true).build();
+        self.image(&root, key).index(7).salt(SALT).build(out)
+    }
+
+    /// `stele initramfs` trusting the public `keys`, with the set-up's modules and static
+    /// stele-init unless changed; written to `initrd.cpio`.
+    pub fn initramfs(&self, keys: &[&str]) -> Initramfs<'_> {
+        Initramfs {
+            fx: self,
+            keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+            config: None,
+            modules_dir: None,
+            init: None,
+        }
+    }
+
+    /// `stele disk create --a A` into `disk.img`: 64 MiB slots, no slot b, a 32 MiB data
+    /// partition, unless changed.
+    pub fn disk(&self, a: &str) -> Disk<'_> {
+        Disk {
+            fx: self,
+            out: "disk.img".to_owned(),
+            a: a.to_owned(),
+            b: None,
+            slot_size: "64M".to_owned(),
+            data_size: Some("32M".to_owned()),
+        }
+    }
+
+    /// A QEMU boot of the set-up's kernel with `initrd` and the system disk `disk` (vda);
+    /// the guest may reboot (QEMU keeps running) unless changed. The console is also
+    /// written to `console.log`.
+    pub fn boot(&self, initrd: &str, disk: &str) -> Boot<'_> {
+        Boot {
+            fx: self,
+            initrd: initrd.to_owned(),
+            disks: vec![(PathBuf::from(disk), false)],
+            append: String::new(),
+            no_reboot: false,
+        }
+    }
+}
+
+/// A root tree under construction ([`Fixture::rootfs`], [`Fixture::tree`]).
+#[derive(Debug)]
+pub struct Rootfs<'a> {
+    fx: &'a Fixture,
+    name: String,
+    busybox: bool,
+    system_toml: String,
+    files: Vec<(String, Vec<u8>, u32)>,
+    /// (link, target)
+    links: Vec<(String, String)>,
+}
+
+impl Rootfs<'_> {
+    /// Adds the file `path` (relative to the root) with `content` and permission `mode`.
+    pub fn file(mut self, path: &str, content: impl AsRef<[u8]>, mode: u32) -> Self {
+        self.files
+            .push((path.to_owned(), content.as_ref().to_vec(), mode));
+        self
+    }
+
+    /// Adds the symlink `link` (relative to the root) pointing to `target`, as given.
+    pub fn symlink(mut self, link: &str, target: &str) -> Self {
+        self.links.push((link.to_owned(), target.to_owned()));
+        self
+    }
+
+    /// Writes the tree (busybox and its applets first, then system.toml, the files and
+    /// the symlinks); returns its path.
+    pub fn build(self) -> String {
+        let root = self.fx.path(&self.name);
+        fs::create_dir_all(root.join("etc/stele")).expect("create a rootfs directory");
+        if self.busybox {
+            for d in DIRS {
+                fs::create_dir_all(root.join(d)).expect("create a rootfs directory");
+            }
+            let busybox = root.join("bin/busybox");
+            if let Err(e) = fs::copy("/bin/busybox", &busybox) {
+                panic!("copying /bin/busybox: {e} (busybox-static: run `cargo xtask setup`)");
+            }
+            fs::set_permissions(&busybox, fs::Permissions::from_mode(0o755))
+                .expect("chmod busybox");
+            for applet in APPLETS {
+                symlink("busybox", root.join("bin").join(applet)).expect("link an applet");
+            }
+        }
+        fs::write(root.join("etc/stele/system.toml"), &self.system_toml)
+            .expect("write system.toml");
+        for (path, content, mode) in &self.files {
+            let p = root.join(path);
+            if let Some(parent) = p.parent() {
+                fs::create_dir_all(parent).expect("create a rootfs directory");
+            }
+            fs::write(&p, content).expect("write a rootfs file");
+            fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).expect("chmod");
+        }
+        for (link, target) in &self.links {
+            symlink(target, root.join(link)).expect("symlink");
+        }
+        root.display().to_string()
+    }
+}
+
+/// A `stele image build` under construction ([`Fixture::image`]).
+#[derive(Debug, Clone)]
+pub struct Image<'a> {
+    fx: &'a Fixture,
+    input: [String; 2],
+    key: String,
+    name: String,
+    version: String,
+    index: u64,
+    salt: Option<String>,
+    fs: Option<String>,
+    epoch: Option<String>,
+    extra: Vec<String>,
+}
+
+impl Image<'_> {
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = name.to_owned();
+        self
+    }
+
+    pub fn version(mut self, version: &str) -> Self {
+        self.version = version.to_owned();
+        self
+    }
+
+    /// `--rollback-index`.
+    pub fn index(mut self, index: u64) -> Self {
+        self.index = index;
+        self
+    }
+
+    pub fn salt(mut self, salt: &str) -> Self {
+        self.salt = Some(salt.to_owned());
+        self
+    }
+
+    /// `--fs` (erofs when not given).
+    pub fn fs(mut self, fs: &str) -> Self {
+        self.fs = Some(fs.to_owned());
+        self
+    }
+
+    /// Runs the build with SOURCE_DATE_EPOCH=`epoch`.
+    pub fn epoch(mut self, epoch: &str) -> Self {
+        self.epoch = Some(epoch.to_owned());
+        self
+    }
+
+    /// Further arguments, as given.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.extra.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    /// Runs the build into `out` (a name in the fixture) and returns the result.
+    pub fn run(&self, out: &str) -> Out {
+        if self.input[0] == "--rootfs" {
+            match self.fs.as_deref().unwrap_or("erofs") {
+                "erofs" => need_tool("mkfs.erofs"),
+                "squashfs" => need_tool("mksquashfs"),
+                "ext4" => need_tool("mkfs.ext4"),
+                _ => {} // a type stele refuses: nothing to run
+            }
+        }
+        let (index, out) = (self.index.to_string(), self.fx.p(out));
+        let mut args = vec!["image", "build", &self.input[0], &self.input[1]];
+        args.extend(["--key", &self.key, "--name", &self.name]);
+        args.extend(["--version", &self.version, "--rollback-index", &index]);
+        args.extend(["--out", &out]);
+        if let Some(salt) = &self.salt {
+            args.extend(["--salt", salt]);
+        }
+        if let Some(fs) = &self.fs {
+            args.extend(["--fs", fs]);
+        }
+        args.extend(self.extra.iter().map(String::as_str));
+        match &self.epoch {
+            Some(e) => stele_env(&args, &[("SOURCE_DATE_EPOCH", e)]),
+            None => stele(&args),
+        }
+    }
+
+    /// Builds `out`, asserting success; returns its path.
+    pub fn build(&self, out: &str) -> String {
+        ok(self.run(out));
+        self.fx.p(out)
+    }
+}
+
+/// A `stele initramfs` under construction ([`Fixture::initramfs`]).
+#[derive(Debug)]
+pub struct Initramfs<'a> {
+    fx: &'a Fixture,
+    keys: Vec<String>,
+    config: Option<String>,
+    modules_dir: Option<String>,
+    init: Option<String>,
+}
+
+impl Initramfs<'_> {
+    /// `boot.toml` text, written to `boot.toml` and given as `--config`.
+    pub fn config(mut self, boot_toml: &str) -> Self {
+        self.config = Some(boot_toml.to_owned());
+        self
+    }
+
+    /// `--modules-dir` instead of STELE_MODULES.
+    pub fn modules_dir(mut self, dir: &str) -> Self {
+        self.modules_dir = Some(dir.to_owned());
+        self
+    }
+
+    /// `--init` instead of STELE_INIT.
+    pub fn init(mut self, init: &str) -> Self {
+        self.init = Some(init.to_owned());
+        self
+    }
+
+    /// Runs `stele initramfs` and returns the result.
+    pub fn run(&self) -> Out {
+        let path = |given: &Option<String>, var| {
+            given
+                .clone()
+                .unwrap_or_else(|| env_path(var).display().to_string())
+        };
+        let modules = path(&self.modules_dir, "STELE_MODULES");
+        let init = path(&self.init, "STELE_INIT");
+        let out = self.fx.p("initrd.cpio");
+        let mut args = vec!["initramfs", "--modules-dir", &modules, "--init", &init];
+        args.extend(["--out", &out]);
+        for k in &self.keys {
+            args.extend(["--key", k]);
+        }
+        let cfg = self.fx.p("boot.toml");
+        if let Some(text) = &self.config {
+            fs::write(&cfg, text).expect("write boot.toml");
+            args.extend(["--config", &cfg]);
+        }
+        stele(&args)
+    }
+
+    /// Builds the initramfs, asserting success; returns its path.
+    pub fn build(&self) -> String {
+        ok(self.run());
+        self.fx.p("initrd.cpio")
+    }
+}
+
+/// A `stele disk create` under construction ([`Fixture::disk`]).
+#[derive(Debug)]
+pub struct Disk<'a> {
+    fx: &'a Fixture,
+    out: String,
+    a: String,
+    b: Option<String>,
+    slot_size: String,
+    data_size: Option<String>,
+}
+
+impl Disk<'_> {
+    /// The disk image's name in the fixture.
+    pub fn out(mut self, name: &str) -> Self {
+        self.out = name.to_owned();
+        self
+    }
+
+    /// Slot image for slot b.
+    pub fn b(mut self, b: &str) -> Self {
+        self.b = Some(b.to_owned());
+        self
+    }
+
+    pub fn slot_size(mut self, size: &str) -> Self {
+        self.slot_size = size.to_owned();
+        self
+    }
+
+    pub fn data_size(mut self, size: &str) -> Self {
+        self.data_size = Some(size.to_owned());
+        self
+    }
+
+    /// No data partition.
+    pub fn no_data(mut self) -> Self {
+        self.data_size = None;
+        self
+    }
+
+    /// Creates the disk, asserting success; returns its path.
+    pub fn build(&self) -> String {
+        let out = self.fx.p(&self.out);
+        let mut args = vec!["disk", "create", "--out", &out];
+        args.extend(["--slot-size", &self.slot_size, "--a", &self.a]);
+        if let Some(b) = &self.b {
+            args.extend(["--b", b]);
+        }
+        if let Some(size) = &self.data_size {
+            args.extend(["--data-size", size]);
+        }
+        ok(stele(&args));
+        out
+    }
+}
+
+/// A QEMU boot under construction ([`Fixture::boot`]).
+#[derive(Debug)]
+pub struct Boot<'a> {
+    fx: &'a Fixture,
+    initrd: String,
+    disks: Vec<(PathBuf, bool)>,
+    append: String,
+    no_reboot: bool,
+}
+
+impl Boot<'_> {
+    /// Extra kernel command line.
+    pub fn append(mut self, append: &str) -> Self {
+        self.append = append.to_owned();
+        self
+    }
+
+    /// A guest reboot ends QEMU.
+    pub fn no_reboot(mut self) -> Self {
+        self.no_reboot = true;
+        self
+    }
+
+    /// One more disk, read-only, after the others (vdb, vdc, ...).
+    pub fn read_only_disk(mut self, path: &str) -> Self {
+        self.disks.push((PathBuf::from(path), true));
+        self
+    }
+
+    /// Starts QEMU.
+    pub fn start(self) -> Guest {
+        let mut cfg = VmConfig::from_env(env_path("STELE_KERNEL"), &self.initrd);
+        cfg.disks = self.disks;
+        cfg.append = self.append;
+        cfg.no_reboot = self.no_reboot;
+        cfg.timeout = VM_LIFE;
+        cfg.serial_log = Some(self.fx.path("console.log"));
+        Guest {
+            vm: Vm::start(&cfg).expect("start QEMU (qemu-system-x86: run `cargo xtask setup`)"),
+        }
+    }
+}
+
+/// A running guest; dropping it kills QEMU.
+#[derive(Debug)]
+pub struct Guest {
+    vm: Vm,
+}
+
+impl Guest {
+    /// Waits for `text` on the console after the previous match and returns its line;
+    /// panics with the whole console when it does not come.
+    pub fn expect(&mut self, text: &str) -> String {
+        match self.vm.expect(text, LINE) {
+            Ok(line) => line,
+            Err(e) => panic!(
+                "waiting for {text:?}: {e}\n--- console ---\n{}",
+                self.vm.console()
+            ),
+        }
+    }
+
+    /// [`Guest::expect`] of each line in order.
+    pub fn expect_all(&mut self, lines: &[&str]) {
+        for l in lines {
+            self.expect(l);
+        }
+    }
+
+    /// Everything the console printed so far.
+    pub fn console(&self) -> String {
+        self.vm.console()
+    }
+
+    /// How many times the kernel started.
+    pub fn boot_count(&self) -> usize {
+        self.vm.boot_count()
+    }
+
+    /// Occurrences of `text` on the whole console.
+    pub fn count(&self, text: &str) -> usize {
+        self.vm.count(text)
+    }
+
+    /// Waits for QEMU to exit, whatever its status (a guest restart under `no_reboot`).
+    pub fn exits(&mut self) -> ExitStatus {
+        self.vm
+            .wait_exit(EXIT)
+            .unwrap_or_else(|e| panic!("the VM does not end: {e}"))
+    }
+
+    /// Waits for the guest to power off cleanly; returns the console.
+    pub fn powered_off(&mut self) -> String {
+        let status = self.exits();
+        assert!(status.success(), "QEMU exit status {status:?}");
+        self.console()
+    }
+
+    /// Power cut: kills QEMU.
+    pub fn power_cut(mut self) {
+        self.vm.kill().expect("power cut");
+    }
+}
+
+// The one place where the tests reach into stele's libraries: finding a partition in a
+// GPT disk image and reading or writing the boot state record as PID 1 does.
+
+/// Partition `name` of the disk image `disk`: (offset, length) in bytes.
+pub fn partition(disk: &str, name: &str) -> (u64, u64) {
+    let mut f = fs::File::open(disk).expect("open the disk image");
+    stele_image::disk::find_partition(&mut f, name)
+        .unwrap_or_else(|e| panic!("partition {name} of {disk}: {e}"))
+}
+
+/// The bytes of partition `name` of `disk`.
+pub fn partition_bytes(disk: &str, name: &str) -> Vec<u8> {
+    let (off, len) = partition(disk, name);
+    let mut f = fs::File::open(disk).expect("open the disk image");
+    let mut bytes = vec![0u8; usize::try_from(len).expect("partition length")];
+    f.seek(SeekFrom::Start(off)).expect("seek");
+    f.read_exact(&mut bytes).expect("read the partition");
+    bytes
+}
+
+/// The boot state on `disk` (the valid copy with the highest sequence) and its copy.
+fn load_state(disk: &str) -> (Cursor<Vec<u8>>, BootState, usize) {
+    let mut area = Cursor::new(partition_bytes(disk, "stele-state"));
+    let (st, copy) = stele_verifier::state::load(&mut area).expect("boot state on the disk");
+    (area, st, copy)
+}
+
+/// The boot state on `disk`.
+pub fn state(disk: &str) -> BootState {
+    load_state(disk).1
+}
+
+/// Changes the boot state on `disk` as a writer on the device does (the other copy,
+/// sequence + 1); returns the state read back.
+pub fn change_state(disk: &str, change: impl FnOnce(&mut BootState)) -> BootState {
+    let (mut area, mut st, mut copy) = load_state(disk);
+    change(&mut st);
+    stele_verifier::state::store_next(&mut area, &mut st, &mut copy).expect("store the state");
+    let (off, _) = partition(disk, "stele-state");
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(disk)
+        .expect("open the disk image");
+    f.seek(SeekFrom::Start(off)).expect("seek");
+    f.write_all(area.get_ref()).expect("write the state");
+    state(disk)
+}
