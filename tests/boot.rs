@@ -67,7 +67,7 @@ restart = "always"
         .file("bin/sleeper", sleeper, 0o755)
         .file("srv/hello.txt", "from the verified root", 0o644)
         .build();
-    let img = fx.image(&root, &key).name("test").build("slot.img");
+    let img = fx.image(&root, &key).build("slot.img");
     let initrd = fx.initramfs(&[&public]).build();
     let disk = fx.disk(&img).build();
     let mut vm = fx.boot(&initrd, &disk).start();
@@ -137,7 +137,6 @@ fn untrusted_key_is_refused() {
         .build();
     let img = fx
         .image(&root, &attacker)
-        .name("test")
         .version("6.6.6")
         .build("slot.img");
     let initrd = fx.initramfs(&[&public]).build();
@@ -181,7 +180,7 @@ on_exit = "poweroff"
         .rootfs("rootfs", system)
         .file("srv/canary", &canary, 0o644)
         .build();
-    let img = fx.image(&root, &key).name("test").build("slot.img");
+    let img = fx.image(&root, &key).build("slot.img");
     // Flip one byte in the middle of the canary's data.
     let mut bytes = fs::read(&img).unwrap();
     let needle = b"STELE-CANARY-STELE-CANARY-STELE-CANARY-";
@@ -221,7 +220,7 @@ fn exec_hands_over_pid_1() {
         .rootfs("rootfs", "exec = [\"/sbin/myinit\"]\n")
         .file("sbin/myinit", myinit, 0o755)
         .build();
-    let img = fx.image(&root, &key).name("test").build("slot.img");
+    let img = fx.image(&root, &key).build("slot.img");
     let initrd = fx.initramfs(&[&public]).build();
     let disk = fx.disk(&img).build();
     let mut vm = fx.boot(&initrd, &disk).no_reboot().start();
