@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use stele_image::disk::{create, parse_size, DiskError, DiskSpec};
+use stele_image::disk::{create, parse_size, DiskSpec};
 
-use crate::exit::{CliResult, Exit, Failure};
+use crate::error::CliResult;
 use crate::util::source_date_epoch;
 
 /// Disk images.
@@ -41,14 +41,6 @@ pub struct CreateArgs {
     pub data_size: Option<u64>,
 }
 
-fn code(e: &DiskError) -> Exit {
-    match e {
-        e if e.is_environment() => Exit::Environment,
-        DiskError::NotSlot { .. } => Exit::Refused,
-        _ => Exit::Usage,
-    }
-}
-
 /// Runs `stele disk ...`.
 pub fn run(args: DiskArgs) -> CliResult {
     match args.cmd {
@@ -60,7 +52,7 @@ pub fn run(args: DiskArgs) -> CliResult {
                 data_size: c.data_size,
                 epoch: source_date_epoch()?,
             };
-            let gpt = create(&c.out, &spec).map_err(|e| Failure::new(code(&e), e.to_string()))?;
+            let gpt = create(&c.out, &spec)?;
             println!("wrote {}", c.out.display());
             for p in &gpt.partitions {
                 let (off, len) = p.byte_range();
@@ -68,30 +60,5 @@ pub fn run(args: DiskArgs) -> CliResult {
             }
             Ok(())
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_codes() {
-        let not_slot = DiskError::NotSlot {
-            path: "x".into(),
-            why: "no footer".into(),
-        };
-        assert_eq!(code(&not_slot), Exit::Refused);
-        let big = DiskError::TooLarge {
-            path: "x".into(),
-            image_len: 2,
-            slot_len: 1,
-        };
-        assert_eq!(code(&big), Exit::Usage);
-        let tool = DiskError::ToolMissing {
-            tool: "mkfs.ext4",
-            package: "e2fsprogs",
-        };
-        assert_eq!(code(&tool), Exit::Environment);
     }
 }

@@ -7,21 +7,50 @@ use stele_image::fs::parse_fs_type;
 use stele_image::slot::{BuildParams, BuildReport, DEFAULT_BLOCK_SIZE};
 use stele_verifier::hex;
 
-use crate::exit::{CliResult, Failure};
+use crate::error::{CliResult, Context, Error, Usage};
 use crate::util::{salt_or_random, source_date_epoch};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ImageCommand {
-    /// Build a signed slot image from a root directory or an existing filesystem image.
+    /// Build a signed slot image from a root directory, a tar archive or an existing
+    /// filesystem image.
     Build(BuildArgs),
+    /// Internal: the unpacking step of `build --rootfs-tar`, run under fakeroot.
+    #[command(name = "fs-from-tar", hide = true)]
+    FsFromTar(FsFromTarArgs),
 }
 
 #[derive(Debug, clap::Args)]
-#[command(group(ArgGroup::new("input").required(true).args(["rootfs", "fs_image"])))]
+pub struct FsFromTarArgs {
+    #[arg(long)]
+    tar: PathBuf,
+    #[arg(long)]
+    stage: PathBuf,
+    #[arg(long)]
+    fs_out: PathBuf,
+    #[arg(long = "fs")]
+    fs_type: String,
+    #[arg(long)]
+    epoch: u64,
+    #[arg(long)]
+    uuid: String,
+    #[arg(long)]
+    all_root: bool,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(ArgGroup::new("input").required(true).args(["rootfs", "rootfs_tar", "fs_image"])))]
 pub struct BuildArgs {
-    /// Root directory to pack into a filesystem image.
+    /// Root directory to pack into a filesystem image (owners, modes and xattrs kept).
     #[arg(long, value_name = "DIR")]
     rootfs: Option<PathBuf>,
+    /// Tar archive of the root (`-` for stdin); owners, modes and xattrs come from the
+    /// archive, also when not run as root.
+    #[arg(long, value_name = "FILE")]
+    rootfs_tar: Option<PathBuf>,
+    /// Every file owned by uid 0 / gid 0 and no xattrs (modes are kept).
+    #[arg(long, conflicts_with = "fs_image")]
+    all_root: bool,
     /// Existing filesystem image to wrap (its type is given by --fs).
     #[arg(long, value_name = "FILE")]
     fs_image: Option<PathBuf>,
@@ -75,23 +104,53 @@ pub struct SignArgs {
 pub fn run(c: ImageCommand) -> CliResult {
     match c {
         ImageCommand::Build(a) => build(&a),
+        ImageCommand::FsFromTar(a) => fs_from_tar(&a),
     }
 }
 
-fn check_block_size(what: &str, n: u32) -> CliResult {
+/// Removes the temporary files on SIGINT, SIGTERM and SIGHUP, then exits 128 + the signal.
+fn clean_up_on_signals() -> CliResult {
+    fn on_signal(sig: i32) -> ! {
+        let name = nix::sys::signal::Signal::try_from(sig).map_or("a signal", |s| s.as_str());
+        eprintln!("stele: error: interrupted by {name}: the temporary files were removed and no output was written");
+        std::process::exit(128 + sig)
+    }
+    stele_image::cleanup::install(on_signal)
+        .map_err(|e| Error::io("set up signal handling for", "the build", e.into()))
+}
+
+fn fs_from_tar(a: &FsFromTarArgs) -> CliResult {
+    clean_up_on_signals()?;
+    let uuid = hex::decode(&a.uuid)
+        .and_then(|v| <[u8; 16]>::try_from(v).ok())
+        .ok_or_else(|| Usage::Hex {
+            arg: "--uuid",
+            value: a.uuid.clone(),
+        })?;
+    let opts =
+        stele_image::fs::FsOptions::new(parse_fs_type(&a.fs_type)?, a.epoch, uuid, a.all_root);
+    let tar = stele_image::stage::TarInput::parse(&a.tar);
+    stele_image::stage::stage_and_build(&tar, &a.stage, &a.fs_out, &opts)?;
+    Ok(())
+}
+
+fn check_block_size(what: &'static str, n: u32) -> CliResult {
     let ok = n.is_power_of_two()
         && (stele_verifier::verity::MIN_BLOCK_SIZE..=stele_verifier::verity::MAX_BLOCK_SIZE)
             .contains(&n);
     if ok {
         Ok(())
     } else {
-        Err(Failure::usage(format!(
-            "invalid {what} {n}: use a power of two from 512 to 65536"
-        )))
+        Err(Usage::BlockSize {
+            arg: what,
+            value: n,
+        }
+        .into())
     }
 }
 
 fn build(a: &BuildArgs) -> CliResult {
+    clean_up_on_signals()?;
     check_block_size("--data-block-size", a.data_block_size)?;
     check_block_size("--hash-block-size", a.hash_block_size)?;
     let fs_type = parse_fs_type(&a.fs_type)?;
@@ -112,16 +171,27 @@ fn build(a: &BuildArgs) -> CliResult {
         data_block_size: a.data_block_size,
         hash_block_size: a.hash_block_size,
     };
-    let report = match (&a.rootfs, &a.fs_image) {
-        (Some(dir), None) => {
-            stele_image::slot::build_from_rootfs(dir, &params, epoch, &keys, &a.out)?
+    if let Some(dir) = &a.rootfs {
+        // What PID 1 would refuse to run is refused now, before anything is built (a tar
+        // archive is checked once it is unpacked, before its filesystem is built).
+        stele_image::rootfs_check::check_dir(dir)?;
+    }
+    use stele_image::slot::{build_from_root, RootSource};
+    let tar = a
+        .rootfs_tar
+        .as_deref()
+        .map(stele_image::stage::TarInput::parse);
+    let report = match (&a.rootfs, &tar, &a.fs_image) {
+        (Some(dir), None, None) => {
+            build_from_root(RootSource::Dir(dir), &params, a.all_root, &keys, &a.out)?
         }
-        (None, Some(img)) => stele_image::slot::build_from_fs_image(img, &params, &keys, &a.out)?,
-        _ => {
-            return Err(Failure::usage(
-                "give exactly one of --rootfs and --fs-image",
-            ))
+        (None, Some(tar), None) => {
+            build_from_root(RootSource::Tar(tar), &params, a.all_root, &keys, &a.out)?
         }
+        (None, None, Some(img)) => {
+            stele_image::slot::build_from_fs_image(img, &params, &keys, &a.out)?
+        }
+        _ => return Err(Usage::OneInput.into()),
     };
     print_report(&a.out, &report);
     Ok(())
@@ -145,13 +215,9 @@ fn print_report(out: &Path, r: &BuildReport) {
 
 pub fn sign(a: &SignArgs) -> CliResult {
     if let Some(cmd) = &a.signer_cmd {
-        let public = a
-            .public
-            .as_ref()
-            .ok_or_else(|| Failure::usage("--signer-cmd needs --public P.pem"))?;
-        let key = stele_image::keys::load_public_key(public)?;
-        let id = stele_image::slot::sign_external(&a.image, cmd, &key)
-            .map_err(|e| Failure::from(e).context(a.image.display()))?;
+        let public = a.public.as_ref().ok_or(Usage::SignerNeedsPublic)?;
+        let key = stele_update::keys::load_public_key(public)?;
+        let id = stele_image::slot::sign_external(&a.image, cmd, &key).context(&a.image)?;
         println!("signed: {} by {id} (external signer)", a.image.display());
         return Ok(());
     }
@@ -165,7 +231,7 @@ pub fn sign(a: &SignArgs) -> CliResult {
     stele_image::slot::rewrite_envelope(&a.image, |env| {
         keys.iter().try_for_each(|k| Ok(env.sign(k)?))
     })
-    .map_err(|e| Failure::from(e).context(a.image.display()))?;
+    .context(&a.image)?;
     for k in &keys {
         let id = stele_verifier::keys::key_id(&k.verifying_key());
         println!("signed: {} by {id}", a.image.display());

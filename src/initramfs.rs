@@ -4,9 +4,9 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use stele_image::cpio::Archive;
-use stele_image::initramfs::{build, check_static_elf, InitramfsError, InitramfsSpec};
+use stele_image::initramfs::{build, check_static_elf, InitramfsSpec};
 
-use crate::exit::{CliResult, Exit, Failure};
+use crate::error::{CliResult, Error, Usage};
 use crate::util::source_date_epoch;
 
 /// Build an initramfs (newc cpio) for stele-init.
@@ -40,33 +40,17 @@ pub struct InitramfsArgs {
     pub out: PathBuf,
 }
 
-fn code(e: &InitramfsError) -> Exit {
-    if e.is_environment() {
-        Exit::Environment
-    } else {
-        Exit::Usage
-    }
-}
-
 /// Runs `stele initramfs`.
 pub fn run(args: InitramfsArgs) -> CliResult {
     // The kernel runs /init before any library exists: refuse a dynamic binary here, with
     // the fix, rather than let the boot die with "Failed to execute /init (error -2)".
-    let init = std::fs::read(&args.init).map_err(|e| {
-        Failure::new(
-            Exit::Environment,
-            format!("failed to read --init {}: {e}", args.init.display()),
-        )
-    })?;
-    check_static_elf(&init).map_err(|why| {
-        Failure::new(
-            Exit::Usage,
-            format!("--init {}: {why}", args.init.display()),
-        )
+    let init = std::fs::read(&args.init).map_err(|e| Error::io("read --init", &args.init, e))?;
+    check_static_elf(&init).map_err(|why| Usage::Init {
+        path: args.init.clone(),
+        why,
     })?;
     let epoch = source_date_epoch()?;
-    let mtime = Archive::mtime_from_epoch(epoch)
-        .map_err(|e| Failure::new(Exit::Usage, format!("SOURCE_DATE_EPOCH: {e}")))?;
+    let mtime = Archive::mtime_from_epoch(epoch).map_err(Usage::EpochRange)?;
     let spec = InitramfsSpec {
         modules_dir: args.modules_dir,
         modules: args.modules,
@@ -77,20 +61,17 @@ pub fn run(args: InitramfsArgs) -> CliResult {
         init: args.init,
         mtime,
     };
-    let (archive, order) = build(&spec).map_err(|e| Failure::new(code(&e), e.to_string()))?;
-    let bytes = archive
-        .to_bytes()
-        .map_err(|e| Failure::new(Exit::Usage, e.to_string()))?;
+    let (archive, order) = build(&spec)?;
+    let bytes = archive.to_bytes()?;
     let out = args.out;
-    stele_image::outfile::write_atomic(
-        &out,
-        |what, e| Failure::new(Exit::Environment, format!("{what} {}: {e}", out.display())),
-        |f, _| {
-            f.write_all(&bytes).map_err(|e| {
-                Failure::new(Exit::Environment, format!("writing {}: {e}", out.display()))
-            })
-        },
-    )?;
+    let output = |what, source| Error::Output {
+        what,
+        path: out.clone(),
+        source,
+    };
+    stele_image::outfile::write_atomic(&out, output, |f, _| {
+        f.write_all(&bytes).map_err(|e| output("writing", e))
+    })?;
     println!(
         "wrote {} ({} bytes, {} keys, threshold {}, modules: {})",
         out.display(),
@@ -100,23 +81,4 @@ pub fn run(args: InitramfsArgs) -> CliResult {
         order.join(" ")
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_codes() {
-        let t = InitramfsError::Threshold {
-            threshold: 3,
-            keys: 1,
-        };
-        assert_eq!(code(&t), Exit::Usage);
-        let r = InitramfsError::Read {
-            path: "k.pem".into(),
-            source: std::io::Error::other("gone"),
-        };
-        assert_eq!(code(&r), Exit::Environment);
-    }
 }

@@ -8,7 +8,7 @@ use stele_image::slot::Layout;
 use stele_verifier::hex;
 use stele_verifier::manifest::Manifest;
 
-use crate::exit::{CliResult, Failure};
+use crate::error::{CliResult, Context};
 
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
@@ -21,21 +21,16 @@ pub struct InspectArgs {
 }
 
 pub fn inspect(a: &InspectArgs) -> CliResult {
-    let ctx = |e: stele_image::Error| Failure::from(e).context(a.image.display());
-    let (mut f, len) = stele_image::slot::open(&a.image).map_err(ctx)?;
-    let loc = stele_verifier::slot::locate(&mut f, len)
-        .map_err(|e| Failure::from(e).context(a.image.display()))?;
+    let (mut f, len) = stele_image::slot::open(&a.image).context(&a.image)?;
+    let loc = stele_verifier::slot::locate(&mut f, len).context(&a.image)?;
     let sigs: Vec<String> = loc
         .envelope
         .signatures
         .iter()
         .map(|s| s.key_id.to_string())
         .collect();
-    let manifest = loc
-        .envelope
-        .unverified_manifest()
-        .map_err(|e| Failure::from(e).context(a.image.display()))?;
-    let layout = stele_image::slot::layout(&loc, &manifest, len).map_err(ctx)?;
+    let manifest = loc.envelope.unverified_manifest().context(&a.image)?;
+    let layout = stele_image::slot::layout(&loc, &manifest, len).context(&a.image)?;
     if a.json {
         let v = json!({
             "verified": false,

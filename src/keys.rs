@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use stele_verifier::keys::key_id;
 
-use crate::exit::CliResult;
+use crate::error::CliResult;
 
 #[derive(Debug, clap::Args)]
 pub struct KeygenArgs {

@@ -2,7 +2,7 @@
 //! lives in its own module.
 
 mod disk;
-mod exit;
+mod error;
 mod image;
 mod initramfs;
 mod inspect;
@@ -16,8 +16,9 @@ mod verity;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use stele_verifier::exit::{print_error, Exit};
 
-use exit::{CliResult, Exit};
+use error::CliResult;
 
 /// Signed, verity-protected A/B slot images and a verified-boot init.
 #[derive(Debug, Parser)]
@@ -81,14 +82,11 @@ fn main() -> ExitCode {
             };
         }
     };
-    match run(cli) {
+    let result = run(cli);
+    // An interrupted build ends in the signal thread, with its own one line.
+    stele_image::cleanup::settle();
+    match result {
         Ok(()) => Exit::Success.into(),
-        Err(f) => {
-            eprintln!(
-                "stele: error: {}",
-                stele_init::update::error_line(&f.message)
-            );
-            f.exit.into()
-        }
+        Err(e) => print_error(&e).into(),
     }
 }

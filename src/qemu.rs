@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use stele_qemu::{QemuError, Vm, VmConfig};
 
-use crate::exit::{CliResult, Exit, Failure};
+use crate::error::{CliResult, Error};
 
 /// QEMU.
 #[derive(Debug, clap::Args)]
@@ -48,30 +48,6 @@ pub struct RunArgs {
     pub no_reboot: bool,
 }
 
-fn qemu_err(e: QemuError) -> Failure {
-    match e {
-        QemuError::NotFound(_) | QemuError::Spawn { .. } | QemuError::Log { .. } => {
-            Failure::new(Exit::Environment, e.to_string())
-        }
-        QemuError::Process { .. } => Failure::new(Exit::Environment, e.to_string()),
-        // The console was already printed as it came: name the failure only.
-        QemuError::Timeout { pattern, secs, .. } => Failure::new(
-            Exit::Refused,
-            format!("expected text {pattern:?} did not appear within {secs}s"),
-        ),
-        QemuError::Exited {
-            pattern, status, ..
-        } => Failure::new(
-            Exit::Refused,
-            format!("the VM exited ({status}) before {pattern:?} appeared"),
-        ),
-        QemuError::StillRunning { secs, .. } => Failure::new(
-            Exit::Refused,
-            format!("the VM did not power off within {secs}s"),
-        ),
-    }
-}
-
 /// Runs `stele qemu ...`.
 pub fn run(args: QemuArgs) -> CliResult {
     let QemuCmd::Run(r) = args.cmd;
@@ -82,47 +58,21 @@ pub fn run(args: QemuArgs) -> CliResult {
     cfg.no_reboot = r.no_reboot;
     cfg.timeout = Duration::from_secs(r.timeout);
     cfg.echo = true;
-    let mut vm = Vm::start(&cfg).map_err(qemu_err)?;
+    let mut vm = Vm::start(&cfg)?;
     for text in &r.expect {
         let left = vm.remaining();
-        vm.expect(text, left).map_err(qemu_err)?;
+        vm.expect(text, left)?;
     }
     let left = vm.remaining();
     match vm.wait_exit(left) {
-        Ok(status) if !status.success() && r.expect.is_empty() => Err(Failure::new(
-            Exit::Refused,
-            format!("QEMU exited with {status}"),
-        )),
+        Ok(status) if !status.success() && r.expect.is_empty() => Err(Error::QemuExit {
+            status: status.to_string(),
+        }),
         Ok(_) => Ok(()),
         Err(QemuError::StillRunning { .. }) if !r.expect.is_empty() => {
-            vm.kill().map_err(qemu_err)?;
+            vm.kill()?;
             Ok(())
         }
-        Err(e) => Err(qemu_err(e)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_codes() {
-        assert_eq!(
-            qemu_err(QemuError::NotFound("q".into())).exit,
-            Exit::Environment
-        );
-        let t = qemu_err(QemuError::Timeout {
-            pattern: "stele: ready".into(),
-            secs: 5,
-            tail: "console".into(),
-        });
-        assert_eq!(t.exit, Exit::Refused);
-        assert!(t.message.contains("stele: ready") && !t.message.contains("console"));
-        let s = qemu_err(QemuError::StillRunning {
-            secs: 5,
-            tail: String::new(),
-        });
-        assert_eq!(s.exit, Exit::Refused);
+        Err(e) => Err(e.into()),
     }
 }

@@ -1,18 +1,26 @@
-//! `stele update`: A/B updates. On the device it runs stele-init's update module against
-//! /run/stele; with `--disk` it works offline on a disk image (factory images, CI), with the
-//! trusted keys given on the command line. Same checks, same output, same exit codes.
+//! `stele update`: a front-end of stele-update. On the device it runs the same commands as
+//! the device binary against /run/stele; with `--disk` it works offline on a disk image
+//! (factory images, CI): the partitions are found by GPT name and handed, as windows of the
+//! disk, to the same install and status code, with the trusted keys given on the command
+//! line. Same checks, same output, same exit codes.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::MetadataExt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use stele_image::disk::{find_partition, PartitionIo, SLOT_A_NAME, SLOT_B_NAME, STATE_NAME};
-use stele_image::gpt::GptError;
-use stele_init::update::{self as dev, BundleArg, Command as DevCommand, Image, Part, Status};
+use stele_image::disk::find_partition;
+use stele_update::args::Command as DevCommand;
+use stele_update::device;
+use stele_update::install::{self, BundleArg};
+use stele_update::run_dir::RUN_DIR;
+use stele_update::state_file::StateFile;
+use stele_update::status::{inspect_slot, Image, Status};
+use stele_update::storage;
 use stele_verifier::keys::Keyring;
+use stele_verifier::layout::Role;
+use stele_verifier::partition::PartitionIo;
 use stele_verifier::state::Slot;
 
-use crate::exit::{CliResult, Exit, Failure};
+use crate::error::{CliResult, Error, Usage};
 
 /// `stele update` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -63,16 +71,6 @@ pub struct StatusArgs {
     offline: Offline,
 }
 
-fn from_dev(f: dev::Failure) -> Failure {
-    let exit = match f.exit {
-        dev::Exit::Success => Exit::Success,
-        dev::Exit::Refused => Exit::Refused,
-        dev::Exit::Usage => Exit::Usage,
-        dev::Exit::Environment => Exit::Environment,
-    };
-    Failure::new(exit, f.message)
-}
-
 /// Runs `stele update ...`.
 pub fn run(cmd: UpdateCommand) -> CliResult {
     match cmd {
@@ -99,58 +97,34 @@ pub fn run(cmd: UpdateCommand) -> CliResult {
     }
 }
 
+/// What the device binary runs for the same command.
 fn on_device(cmd: &DevCommand) -> CliResult {
-    dev::run(cmd, Path::new(dev::RUN_DIR)).map_err(from_dev)
+    Ok(device::run(cmd, Path::new(RUN_DIR))?)
 }
 
 /// `Some((disk, keyring))` with --disk; `None` on the device. Keys go with --disk only.
 fn offline_keys(o: &Offline) -> CliResult<Option<(PathBuf, Keyring)>> {
     let has_keys = !o.keys.is_empty() || !o.keys_dir.is_empty();
     match &o.disk {
-        None if has_keys || o.threshold.is_some() => Err(Failure::usage(
-            "--key, --keys and --threshold go with --disk; on the device the keys come from /run/stele",
-        )),
+        None if has_keys || o.threshold.is_some() => Err(Usage::KeysWithoutDisk.into()),
         None => Ok(None),
-        Some(_) if !has_keys => Err(Failure::usage(
-            "--disk needs the trusted keys: --key P.pem or --keys DIR (there is no /run/stele on a build host)",
-        )),
+        Some(_) if !has_keys => Err(Usage::DiskWithoutKeys.into()),
         Some(d) => {
             let ring =
-                stele_image::keys::load_keyring(&o.keys, &o.keys_dir, o.threshold.unwrap_or(1))?;
+                stele_update::keys::load_keyring(&o.keys, &o.keys_dir, o.threshold.unwrap_or(1))?;
             Ok(Some((d.clone(), ring)))
         }
     }
 }
 
-fn open_disk(path: &Path, write: bool) -> CliResult<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(write)
-        .open(path)
-        .map_err(|e| Failure::env(format!("open {} failed: {e}", path.display())))
-}
-
-fn partition(disk: &mut File, path: &Path, name: &str) -> CliResult<(u64, u64)> {
-    find_partition(disk, name).map_err(|e| {
-        let exit = match e {
-            GptError::Io { .. } => Exit::Environment,
-            _ => Exit::Usage,
-        };
-        Failure::new(
-            exit,
-            format!(
-                "{}: {e} (a disk made by `stele disk create` is expected)",
-                path.display()
-            ),
-        )
-    })
-}
-
-fn slot_name(s: Slot) -> &'static str {
-    match s {
-        Slot::A => SLOT_A_NAME,
-        Slot::B => SLOT_B_NAME,
-    }
+/// The disk image, and the byte range of the partition of `role` in it.
+fn open_partition(disk: &Path, role: Role, write: bool) -> CliResult<(File, u64, u64)> {
+    let mut f = storage::open(&disk.display().to_string(), write)?;
+    let (off, len) = find_partition(&mut f, role.name()).map_err(|source| Error::DiskImage {
+        path: disk.to_path_buf(),
+        source,
+    })?;
+    Ok((f, off, len))
 }
 
 fn progress(line: &str) {
@@ -159,59 +133,49 @@ fn progress(line: &str) {
 
 /// Offline install: into the slot the disk's state would not boot next.
 fn install_disk(disk: &Path, arg: &BundleArg, keyring: &Keyring) -> CliResult {
-    let mut state_file = open_disk(disk, true)?;
-    let mut slot_file = open_disk(disk, true)?;
-    let (s_off, s_len) = partition(&mut state_file, disk, STATE_NAME)?;
-    let mut state = PartitionIo::new(&mut state_file, s_off, s_len);
-    let (st, _) = dev::load_state(&mut state).map_err(|f| from_dev(f).context(disk.display()))?;
-    let target = dev::plan(&st, None).map_err(from_dev)?;
-    let (t_off, t_len) = partition(&mut slot_file, disk, slot_name(target))?;
-    let (mut bundle, bundle_md) = dev::open_bundle(arg).map_err(from_dev)?;
-    let disk_md = slot_file
+    let (mut state_disk, s_off, s_len) = open_partition(disk, Role::State, true)?;
+    let mut state = StateFile::new(
+        PartitionIo::new(&mut state_disk, s_off, s_len),
+        disk.display().to_string(),
+    );
+    let target = install::plan(&state.load()?, None)?;
+    let (mut slot_disk, t_off, t_len) = open_partition(disk, Role::slot(target), true)?;
+    let (mut bundle, bundle_md) = install::open_bundle(arg)?;
+    let disk_md = slot_disk
         .metadata()
-        .map_err(|e| Failure::env(format!("stat {} failed: {e}", disk.display())))?;
-    if bundle_md.is_some_and(|m| m.dev() == disk_md.dev() && m.ino() == disk_md.ino()) {
-        return Err(Failure::usage(
-            "the bundle is the disk image itself: give a slot image built by `stele image build`",
-        ));
+        .map_err(|e| Error::io("stat", disk, e))?;
+    if bundle_md.is_some_and(|m| install::same_file(&m, &disk_md)) {
+        return Err(stele_update::Error::BundleIsDisk {
+            path: disk.display().to_string(),
+        }
+        .into());
     }
-    let syncer = slot_file
-        .try_clone()
-        .map_err(|e| Failure::env(format!("{}: {e}", disk.display())))?;
-    let mut sync = |_: &mut PartitionIo<'_, File>| syncer.sync_data();
-    let mut sync_state = |_: &mut PartitionIo<'_, File>| syncer.sync_data();
-    let mut slot = PartitionIo::new(&mut slot_file, t_off, t_len);
-    let done = dev::install(
+    let mut slot = PartitionIo::new(&mut slot_disk, t_off, t_len);
+    let done = install::install(
         &mut bundle,
         target,
-        Part {
-            dev: &mut slot,
-            len: t_len,
-            sync: &mut sync,
-        },
-        Part {
-            dev: &mut state,
-            len: s_len,
-            sync: &mut sync_state,
-        },
+        &mut slot,
+        t_len,
+        &mut state,
         keyring,
         &mut progress,
-    )
-    .map_err(from_dev)?;
-    println!("{}", dev::installed_line(&done));
+    )?;
+    println!("{}", install::installed_line(&done));
     Ok(())
 }
 
 /// Offline status: both slots of the disk checked against the keyring.
 fn status_disk(disk: &Path, keyring: &Keyring) -> CliResult<Status> {
-    let mut f = open_disk(disk, false)?;
-    let (s_off, s_len) = partition(&mut f, disk, STATE_NAME)?;
-    let (st, _) = dev::load_state(&mut PartitionIo::new(&mut f, s_off, s_len))
-        .map_err(|e| from_dev(e).context(disk.display()))?;
+    let (mut f, s_off, s_len) = open_partition(disk, Role::State, false)?;
+    let st = StateFile::new(
+        PartitionIo::new(&mut f, s_off, s_len),
+        disk.display().to_string(),
+    )
+    .load()?;
     let mut images = [Image::Missing, Image::Missing];
     for (i, s) in [Slot::A, Slot::B].into_iter().enumerate() {
-        if let Ok((off, len)) = find_partition(&mut f, slot_name(s)) {
-            images[i] = dev::inspect_slot(&mut PartitionIo::new(&mut f, off, len), len, keyring);
+        if let Ok((off, len)) = find_partition(&mut f, Role::slot(s).name()) {
+            images[i] = inspect_slot(&mut PartitionIo::new(&mut f, off, len), len, keyring);
         }
     }
     Ok(Status::new(&st, None, images))
@@ -220,6 +184,7 @@ fn status_disk(disk: &Path, keyring: &Keyring) -> CliResult<Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use stele_verifier::exit::{Exit, Report};
 
     fn offline(disk: bool, keys: bool, threshold: bool) -> Offline {
         Offline {
@@ -245,19 +210,10 @@ mod tests {
             offline(true, false, false),
         ] {
             let e = offline_keys(&o).unwrap_err();
-            assert_eq!(e.exit, Exit::Usage, "{o:?}");
+            assert_eq!(e.exit(), Exit::Usage, "{o:?}");
         }
-        // A key file that does not exist is the user's argument: not a usage of --disk.
-        assert!(offline_keys(&offline(true, true, false)).is_err());
-    }
-
-    #[test]
-    fn device_failures_keep_their_class() {
-        let f = from_dev(dev::Failure::new(dev::Exit::Refused, "x"));
-        assert_eq!((f.exit, f.message.as_str()), (Exit::Refused, "x"));
-        assert_eq!(
-            from_dev(dev::Failure::new(dev::Exit::Environment, "y")).exit,
-            Exit::Environment
-        );
+        // A key file that does not exist is the environment, not a usage of --disk.
+        let e = offline_keys(&offline(true, true, false)).unwrap_err();
+        assert_eq!(e.exit(), Exit::Environment);
     }
 }

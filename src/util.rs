@@ -1,13 +1,15 @@
 //! Helpers shared by the subcommands: hex arguments, SOURCE_DATE_EPOCH, salts.
 
-use crate::exit::{CliResult, Failure};
+use crate::error::{CliResult, Usage};
 
 /// Parses a hex argument (`-` is the empty string, as in veritysetup).
-pub fn parse_hex(what: &str, s: &str) -> CliResult<Vec<u8>> {
+pub fn parse_hex(what: &'static str, s: &str) -> CliResult<Vec<u8>> {
     stele_verifier::hex::decode(s).ok_or_else(|| {
-        Failure::usage(format!(
-            "invalid {what} {s:?}: expected an even number of hex digits"
-        ))
+        Usage::Hex {
+            arg: what,
+            value: s.to_string(),
+        }
+        .into()
     })
 }
 
@@ -17,11 +19,11 @@ pub fn salt_or_random(salt: Option<&str>) -> CliResult<Vec<u8>> {
         Some(s) => {
             let v = parse_hex("--salt", s)?;
             if v.len() > stele_verifier::verity::MAX_SALT_LEN {
-                return Err(Failure::usage(format!(
-                    "invalid --salt: {} bytes, at most {} allowed",
-                    v.len(),
-                    stele_verifier::verity::MAX_SALT_LEN
-                )));
+                return Err(Usage::SaltTooLong {
+                    len: v.len(),
+                    max: stele_verifier::verity::MAX_SALT_LEN,
+                }
+                .into());
             }
             Ok(v)
         }
@@ -41,9 +43,10 @@ fn epoch_from(v: Option<&str>) -> CliResult<u64> {
     match v {
         None | Some("") => Ok(0),
         Some(s) => s.trim().parse().map_err(|_| {
-            Failure::usage(format!(
-                "invalid SOURCE_DATE_EPOCH {s:?}: expected seconds since the Unix epoch"
-            ))
+            Usage::Epoch {
+                value: s.to_string(),
+            }
+            .into()
         }),
     }
 }

@@ -7,7 +7,7 @@ use clap::ArgGroup;
 use stele_verifier::hex;
 use stele_verifier::slot::VerifyOptions;
 
-use crate::exit::{CliResult, Failure};
+use crate::error::{CliResult, Context, Error};
 
 #[derive(Debug, clap::Args)]
 #[command(group(ArgGroup::new("trusted").required(true).multiple(true).args(["keys", "keys_dir"])))]
@@ -33,21 +33,20 @@ pub struct VerifyArgs {
 }
 
 pub fn verify(a: &VerifyArgs) -> CliResult {
-    let keyring = stele_image::keys::load_keyring(&a.keys, &a.keys_dir, a.threshold)?;
+    let keyring = stele_update::keys::load_keyring(&a.keys, &a.keys_dir, a.threshold)?;
     let (mut f, len) = stele_image::slot::open(&a.image)?;
     let opts = VerifyOptions {
         full: a.full,
         rollback_floor: a.rollback_floor,
     };
-    let (_, verified) = stele_verifier::slot::verify(&mut f, len, &keyring, opts)
-        .map_err(|e| Failure::from(e).context(a.image.display()))?;
+    let (_, verified) =
+        stele_verifier::slot::verify(&mut f, len, &keyring, opts).context(&a.image)?;
     let m = &verified.manifest;
     let ids: Vec<String> = verified.signed_by.iter().map(ToString::to_string).collect();
     if ids.is_empty() {
-        return Err(Failure::new(
-            crate::exit::Exit::Refused,
-            format!("{}: no valid signature", a.image.display()),
-        ));
+        return Err(Error::NoValidSignature {
+            image: a.image.clone(),
+        });
     }
     println!(
         "verified: {} {} rollback_index={} signed by {} root_hash={}",

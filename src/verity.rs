@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use stele_verifier::hex;
 use stele_verifier::verity::{build_tree, verify_data, VerityParams, DIGEST_LEN};
 
-use crate::exit::{CliResult, Exit, Failure};
+use crate::error::{CliResult, Error, Usage};
 use crate::util::{parse_hex, salt_or_random};
 
 #[derive(Debug, clap::Subcommand)]
@@ -73,10 +73,8 @@ pub fn run(c: VerityCommand) -> CliResult {
 }
 
 fn open(path: &Path) -> CliResult<(File, u64)> {
-    let mut f = File::open(path)
-        .map_err(|e| Failure::env(format!("cannot open {}: {e}", path.display())))?;
-    let len = stele_image::slot::byte_len(&mut f)
-        .map_err(|e| Failure::env(format!("cannot size {}: {e}", path.display())))?;
+    let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let len = stele_image::slot::byte_len(&mut f).map_err(|e| Error::io("size", path, e))?;
     Ok((f, len))
 }
 
@@ -84,18 +82,22 @@ fn params(g: &Geometry, data: &Path, data_len: u64, salt: Vec<u8>) -> CliResult<
     let dbs = u64::from(g.data_block_size.max(1));
     let blocks = g.data_blocks.unwrap_or(data_len / dbs);
     if blocks == 0 {
-        return Err(Failure::usage(format!(
-            "{} holds no whole {dbs}-byte data block",
-            data.display()
-        )));
+        return Err(Usage::NoDataBlock {
+            data: data.to_path_buf(),
+            block: dbs,
+        }
+        .into());
     }
     let p = VerityParams::new(g.data_block_size, g.hash_block_size, blocks, salt)
-        .map_err(|e| Failure::usage(e.to_string()))?;
+        .map_err(Usage::Geometry)?;
     if p.data_size() > data_len {
-        return Err(Failure::usage(format!(
-            "{} is {data_len} bytes, too short for {blocks} data blocks of {dbs} bytes",
-            data.display()
-        )));
+        return Err(Usage::DataTooShort {
+            data: data.to_path_buf(),
+            len: data_len,
+            blocks,
+            block: dbs,
+        }
+        .into());
     }
     Ok(p)
 }
@@ -105,11 +107,10 @@ fn format(a: &FormatArgs) -> CliResult {
     let (f, len) = open(&a.data)?;
     let p = params(&a.geometry, &a.data, len, salt)?;
     let (tree, root) = build_tree(f.take(p.data_size()), &p)?;
-    let mut out = File::create(&a.hash)
-        .map_err(|e| Failure::env(format!("cannot create {}: {e}", a.hash.display())))?;
+    let mut out = File::create(&a.hash).map_err(|e| Error::io("create", &a.hash, e))?;
     out.write_all(&tree)
         .and_then(|()| out.sync_all())
-        .map_err(|e| Failure::env(format!("cannot write {}: {e}", a.hash.display())))?;
+        .map_err(|e| Error::io("write", &a.hash, e))?;
     let salt_hex = if p.salt().is_empty() {
         "-".to_string()
     } else {
@@ -134,26 +135,23 @@ fn format(a: &FormatArgs) -> CliResult {
 
 fn verify(a: &VerifyArgs) -> CliResult {
     let salt = parse_hex("--salt", &a.salt)?;
-    let root: [u8; DIGEST_LEN] = parse_hex("ROOT", &a.root)?.try_into().map_err(|_| {
-        Failure::usage(format!("invalid ROOT {:?}: expected 64 hex digits", a.root))
-    })?;
+    let root: [u8; DIGEST_LEN] = parse_hex("ROOT", &a.root)?
+        .try_into()
+        .map_err(|_| Usage::Root(a.root.clone()))?;
     let (f, len) = open(&a.data)?;
     let p = params(&a.geometry, &a.data, len, salt)?;
     let (mut h, hlen) = open(&a.hash)?;
     let need = p.hash_tree_size();
     if hlen < need {
-        return Err(Failure::new(
-            Exit::Refused,
-            format!(
-                "truncated hash file {}: {hlen} bytes, the tree needs {need}",
-                a.hash.display()
-            ),
-        ));
+        return Err(Error::TruncatedHashFile {
+            path: a.hash.clone(),
+            len: hlen,
+            need,
+        });
     }
-    let mut area =
-        vec![0u8; usize::try_from(need).map_err(|_| Failure::usage("hash tree too large"))?];
+    let mut area = vec![0u8; usize::try_from(need).map_err(|_| Usage::TreeTooLarge)?];
     h.read_exact(&mut area)
-        .map_err(|e| Failure::env(format!("cannot read {}: {e}", a.hash.display())))?;
+        .map_err(|e| Error::io("read", &a.hash, e))?;
     verify_data(f.take(p.data_size()), &area, &p, &root)?;
     println!(
         "verified: {} data blocks match root hash {}",

@@ -11,7 +11,7 @@ fn dynamic_init_is_refused_with_the_fix() {
     let dynamic = env!("CARGO_BIN_EXE_stele"); // cargo's default linking is dynamic
     let initramfs = |init: &str| {
         fx.initramfs(&["unused.pub"])
-            .modules_dir(&fx.dir())
+            .modules_dir(fx.dir().to_str().expect("utf-8"))
             .init(init)
             .run()
     };

@@ -11,14 +11,14 @@
 use std::fs;
 use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
 use stele_qemu::{Vm, VmConfig};
 pub use stele_verifier::state::{BootState, Slot};
 
-use crate::util::{need_tool, ok, stele, stele_env, Out};
+use crate::util::{need_tool, ok, stele, stele_env, stele_stdin, Out};
 
 /// The salt of the reproducible images (`Fixture::build`, `--salt`).
 pub const SALT: &str = "5d1f00112233445566778899aabbccddeeff00112233445566778899aabbccdd";
@@ -79,8 +79,8 @@ impl Fixture {
     }
 
     /// The directory itself.
-    pub fn dir(&self) -> String {
-        self.dir.path().display().to_string()
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -160,6 +160,14 @@ impl Fixture {
         }
     }
 
+    /// [`Fixture::image`] of a tar archive (`--rootfs-tar`; `-` is stdin).
+    pub fn tar_image(&self, tar: &str, key: &str) -> Image<'_> {
+        Image {
+            input: ["--rootfs-tar".to_owned(), tar.to_owned()],
+            ..self.image("", key)
+        }
+    }
+
     /// The CLI tests' image `out`: a fresh big [`Fixture::tree`], signed with `key`,
     /// version 1.0.0, rollback index 7, [`SALT`].
     pub fn build(&self, out: &str, key: &str) -> String {
@@ -168,7 +176,7 @@ impl Fixture {
     }
 
     /// `stele initramfs` trusting the public `keys`, with the set-up's modules and static
-    /// stele-init unless changed; written to `initrd.cpio`.
+    /// stele-init unless changed.
     pub fn initramfs(&self, keys: &[&str]) -> Initramfs<'_> {
         Initramfs {
             fx: self,
@@ -176,6 +184,8 @@ impl Fixture {
             config: None,
             modules_dir: None,
             init: None,
+            out: "initrd.cpio".to_owned(),
+            extra: Vec::new(),
         }
     }
 
@@ -323,32 +333,62 @@ impl Image<'_> {
         self
     }
 
-    /// Runs the build into `out` (a name in the fixture) and returns the result.
-    pub fn run(&self, out: &str) -> Out {
-        if self.input[0] == "--rootfs" {
-            match self.fs.as_deref().unwrap_or("erofs") {
-                "erofs" => need_tool("mkfs.erofs"),
-                "squashfs" => need_tool("mksquashfs"),
-                "ext4" => need_tool("mkfs.ext4"),
-                _ => {} // a type stele refuses: nothing to run
+    /// The `stele` arguments of the build into `out` (a name in the fixture, or an
+    /// absolute path), for a caller that runs them itself (as another user, to signal it).
+    pub fn argv(&self, out: &str) -> Vec<String> {
+        let mut args: Vec<String> = ["image", "build", &self.input[0], &self.input[1]]
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let index = self.index.to_string();
+        for (flag, value) in [
+            ("--key", Some(&self.key)),
+            ("--name", Some(&self.name)),
+            ("--version", Some(&self.version)),
+            ("--rollback-index", Some(&index)),
+            ("--out", Some(&self.fx.p(out))),
+            ("--salt", self.salt.as_ref()),
+            ("--fs", self.fs.as_ref()),
+        ] {
+            if let Some(v) = value {
+                args.extend([flag.to_owned(), v.clone()]);
             }
         }
-        let (index, out) = (self.index.to_string(), self.fx.p(out));
-        let mut args = vec!["image", "build", &self.input[0], &self.input[1]];
-        args.extend(["--key", &self.key, "--name", &self.name]);
-        args.extend(["--version", &self.version, "--rollback-index", &index]);
-        args.extend(["--out", &out]);
-        if let Some(salt) = &self.salt {
-            args.extend(["--salt", salt]);
+        args.extend(self.extra.iter().cloned());
+        args
+    }
+
+    /// Fails naming the setup command when the filesystem's tool is missing.
+    fn need_fs_tool(&self) {
+        if self.input[0] == "--fs-image" {
+            return;
         }
-        if let Some(fs) = &self.fs {
-            args.extend(["--fs", fs]);
+        match self.fs.as_deref().unwrap_or("erofs") {
+            "erofs" => need_tool("mkfs.erofs"),
+            "squashfs" => need_tool("mksquashfs"),
+            "ext4" => need_tool("mkfs.ext4"),
+            _ => {} // a type stele refuses: nothing to run
         }
-        args.extend(self.extra.iter().map(String::as_str));
+    }
+
+    /// Runs the build into `out` and returns the result.
+    pub fn run(&self, out: &str) -> Out {
+        self.need_fs_tool();
+        let argv = self.argv(out);
+        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
         match &self.epoch {
             Some(e) => stele_env(&args, &[("SOURCE_DATE_EPOCH", e)]),
             None => stele(&args),
         }
+    }
+
+    /// Runs the build into `out` with `input` on stdin (`tar_image("-", ..)`), without
+    /// SOURCE_DATE_EPOCH.
+    pub fn run_stdin(&self, out: &str, input: &[u8]) -> Out {
+        self.need_fs_tool();
+        let argv = self.argv(out);
+        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+        stele_stdin(&args, input)
     }
 
     /// Builds `out`, asserting success; returns its path.
@@ -366,6 +406,8 @@ pub struct Initramfs<'a> {
     config: Option<String>,
     modules_dir: Option<String>,
     init: Option<String>,
+    out: String,
+    extra: Vec<String>,
 }
 
 impl Initramfs<'_> {
@@ -387,6 +429,18 @@ impl Initramfs<'_> {
         self
     }
 
+    /// The output's name in the fixture (`initrd.cpio` when not given).
+    pub fn out(mut self, name: &str) -> Self {
+        self.out = name.to_owned();
+        self
+    }
+
+    /// Further arguments, as given.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.extra.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
     /// Runs `stele initramfs` and returns the result.
     pub fn run(&self) -> Out {
         let path = |given: &Option<String>, var| {
@@ -396,7 +450,7 @@ impl Initramfs<'_> {
         };
         let modules = path(&self.modules_dir, "STELE_MODULES");
         let init = path(&self.init, "STELE_INIT");
-        let out = self.fx.p("initrd.cpio");
+        let out = self.fx.p(&self.out);
         let mut args = vec!["initramfs", "--modules-dir", &modules, "--init", &init];
         args.extend(["--out", &out]);
         for k in &self.keys {
@@ -407,13 +461,14 @@ impl Initramfs<'_> {
             fs::write(&cfg, text).expect("write boot.toml");
             args.extend(["--config", &cfg]);
         }
+        args.extend(self.extra.iter().map(String::as_str));
         stele(&args)
     }
 
     /// Builds the initramfs, asserting success; returns its path.
     pub fn build(&self) -> String {
         ok(self.run());
-        self.fx.p("initrd.cpio")
+        self.fx.p(&self.out)
     }
 }
 

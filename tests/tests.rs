@@ -8,24 +8,32 @@
 //! - cli_tamper: one flipped bit in each region is refused with the right cause
 //! - cli_malformed: empty, truncated, absurd and validly-signed-but-bad images
 //! - cli_repro: reproducible builds for erofs, squashfs and ext4
+//! - cli_owners: owners, modes, xattrs, hard links, holes; --all-root; --rootfs-tar (unprivileged)
+//! - cli_signals: SIGINT/SIGTERM during a build leave no temporary file
 //! - cli_initramfs: `stele initramfs` refuses an /init that cannot boot
+//! - cli_config: the build refuses every boot.toml / system.toml PID 1 refuses, same message
 //! - cli_verity: `stele verity` against `veritysetup --no-superblock`
 //! - cli_update: `stele update --disk`: offline install, status, refusals leave the state alone
 //! - update_vm: A/B updates under QEMU: install in the guest, fallback, refusals, power cuts
 //! - boot: the real kernel under QEMU boots our initramfs and disk (needs `cargo xtask test`)
+//! - vm_owners: an image from a tar boots with its owners and a working file capability
 //! - vm_init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
 
 mod fixture;
 mod util;
 
 mod boot;
+mod cli_config;
 mod cli_image;
 mod cli_initramfs;
 mod cli_keys;
 mod cli_malformed;
+mod cli_owners;
 mod cli_repro;
+mod cli_signals;
 mod cli_tamper;
 mod cli_update;
 mod cli_verity;
 mod update_vm;
 mod vm_init;
+mod vm_owners;

@@ -6,14 +6,18 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::cleanup::TempPath;
 use crate::{Error, Result};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// What [`AtomicFile::commit_io`] reports when the flush to disk failed.
+const SYNC: &str = "syncing the output file";
+
 /// A temporary file that becomes `dest` on [`AtomicFile::commit`], and vanishes if dropped first.
 #[derive(Debug)]
 pub struct AtomicFile {
-    tmp: PathBuf,
+    tmp: TempPath,
     dest: PathBuf,
     file: File,
 }
@@ -29,24 +33,21 @@ impl AtomicFile {
 
     /// [`AtomicFile::create`] with the plain I/O error, for callers with their own error type.
     pub fn create_io(dest: &Path, mode: u32) -> std::io::Result<Self> {
-        let name = dest.file_name().ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("{} names no file", dest.display()),
-            )
-        })?;
-        let tmp = dir_of(dest).join(format!(
-            ".{}.stele-tmp-{}-{}",
-            name.to_string_lossy(),
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let file = OpenOptions::new()
+        let tmp = TempPath::register(temp_name(dest, "tmp")?);
+        let opened = OpenOptions::new()
             .write(true)
             .read(true)
             .create_new(true)
             .mode(mode)
-            .open(&tmp)?;
+            .open(tmp.path());
+        let file = match opened {
+            Ok(f) => f,
+            Err(e) => {
+                // Not ours to remove (create_new failed).
+                tmp.keep(|_| ());
+                return Err(e);
+            }
+        };
         Ok(AtomicFile {
             tmp,
             dest: dest.to_path_buf(),
@@ -59,32 +60,60 @@ impl AtomicFile {
         &mut self.file
     }
 
-    /// Path of the temporary file (for error messages).
+    /// Path of the temporary file.
     pub fn tmp_path(&self) -> &Path {
-        &self.tmp
+        self.tmp.path()
+    }
+
+    /// Opens the temporary file again, after a tool has written it by its path.
+    pub fn reopen(&mut self) -> Result<()> {
+        self.file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.tmp.path())
+            .map_err(|e| Error::io("open", self.tmp.path(), e))?;
+        Ok(())
     }
 
     /// Flushes the data to disk and renames the temporary file over `dest`.
-    pub fn commit(mut self) -> Result<()> {
-        self.file
-            .sync_all()
-            .map_err(|e| Error::io("sync", &self.tmp, e))?;
-        std::fs::rename(&self.tmp, &self.dest)
-            .map_err(|e| Error::io("rename into place", &self.dest, e))?;
-        self.tmp = PathBuf::new();
-        Ok(())
+    pub fn commit(self) -> Result<()> {
+        let (tmp, dest) = (self.tmp.path().to_path_buf(), self.dest.clone());
+        self.commit_io().map_err(|(what, e)| match what {
+            SYNC => Error::io("sync", tmp, e),
+            _ => Error::io("rename into place", dest, e),
+        })
     }
 
     /// [`AtomicFile::commit`] with the plain I/O error and which step failed.
-    pub fn commit_io(mut self) -> std::result::Result<(), (&'static str, std::io::Error)> {
-        self.file
-            .sync_all()
-            .map_err(|e| ("syncing the output file", e))?;
-        std::fs::rename(&self.tmp, &self.dest)
-            .map_err(|e| ("renaming the output file into place", e))?;
-        self.tmp = PathBuf::new();
-        Ok(())
+    pub fn commit_io(self) -> std::result::Result<(), (&'static str, std::io::Error)> {
+        self.file.sync_all().map_err(|e| (SYNC, e))?;
+        let AtomicFile { tmp, dest, .. } = self;
+        let renamed = tmp.keep(|p| {
+            let r = std::fs::rename(p, &dest);
+            if r.is_err() {
+                let _ = std::fs::remove_file(p);
+            }
+            r
+        });
+        renamed.map_err(|e| ("renaming the output file into place", e))
     }
+}
+
+/// `.<name>.stele-<what>-<pid>-<n>` in `dest`'s directory: the name of every temporary
+/// file or directory made for `dest` (docs/CLI.md, "Temporary files").
+pub fn temp_name(dest: &Path, what: &str) -> std::io::Result<PathBuf> {
+    let name = dest.file_name().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} names no file", dest.display()),
+        )
+    })?;
+    Ok(dir_of(dest).join(format!(
+        ".{}.stele-{what}-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )))
 }
 
 /// The directory a path is in (`.` for a bare file name).
@@ -92,14 +121,6 @@ fn dir_of(dest: &Path) -> PathBuf {
     match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
-    }
-}
-
-impl Drop for AtomicFile {
-    fn drop(&mut self) {
-        if !self.tmp.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
     }
 }
 

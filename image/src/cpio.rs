@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
+use stele_verifier::exit::{Exit, Report};
 
 /// What went wrong while building or writing an archive.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,17 @@ pub enum CpioError {
     /// Writing the archive failed.
     #[error("failed to write the cpio archive: {0}")]
     Io(#[from] io::Error),
+}
+
+impl Report for CpioError {
+    /// A failed write is the environment; a path or size the format cannot hold is the
+    /// input.
+    fn exit(&self) -> Exit {
+        match self {
+            CpioError::Io(_) => Exit::Environment,
+            _ => Exit::Usage,
+        }
+    }
 }
 
 /// The kind and payload of one entry.

@@ -10,20 +10,15 @@ use sha2::{Digest, Sha256};
 use stele_verifier::footer::FOOTER_SIZE;
 use stele_verifier::state::BootState;
 
+use stele_verifier::exit::{Exit, Report};
+use stele_verifier::layout::Role;
+use stele_verifier::partition::PartitionIo;
+
 pub use crate::gpt::find_partition;
 use crate::gpt::{Gpt, GptError, Guid, Partition, SECTOR};
 
 /// One mebibyte: the partition alignment.
 pub const MIB: u64 = 1 << 20;
-/// Partition names.
-pub const STATE_NAME: &str = "stele-state";
-pub const SLOT_A_NAME: &str = "stele-root-a";
-pub const SLOT_B_NAME: &str = "stele-root-b";
-pub const DATA_NAME: &str = "stele-data";
-/// Partition type GUIDs.
-pub const STATE_TYPE: &str = "5ee1e000-57a7-4e5e-9b5f-000000000001";
-pub const ROOT_TYPE: &str = "5ee1e000-57a7-4e5e-9b5f-000000000002";
-pub const DATA_TYPE: &str = "0fc63daf-8483-4772-8e79-3d69d8477de4";
 /// Size of the state partition.
 pub const STATE_SIZE: u64 = MIB;
 
@@ -72,17 +67,19 @@ pub enum DiskError {
     State(stele_verifier::Error),
 }
 
-impl DiskError {
-    /// True when the cause is the environment (I/O, a missing or failing tool).
-    pub fn is_environment(&self) -> bool {
-        matches!(
-            self,
+impl Report for DiskError {
+    /// I/O and tools are the environment; a file that is not a slot image is refused;
+    /// sizes are the arguments.
+    fn exit(&self) -> Exit {
+        match self {
             DiskError::Io { .. }
-                | DiskError::ToolMissing { .. }
-                | DiskError::ToolFailed { .. }
-                | DiskError::Gpt(GptError::Io { .. })
-                | DiskError::State(_)
-        )
+            | DiskError::ToolMissing { .. }
+            | DiskError::ToolFailed { .. }
+            | DiskError::State(_) => Exit::Environment,
+            DiskError::Gpt(e) => e.exit(),
+            DiskError::NotSlot { .. } => Exit::Refused,
+            DiskError::Size { .. } | DiskError::TooLarge { .. } => Exit::Usage,
+        }
     }
 }
 
@@ -138,16 +135,17 @@ fn round_mib(what: &'static str, n: u64) -> Result<u64, DiskError> {
 pub fn layout(slot_size: u64, data_size: Option<u64>, seed: &[u8]) -> Result<Gpt, DiskError> {
     let slot = round_mib("slot size", slot_size)?;
     let mut parts = vec![
-        (STATE_NAME, STATE_TYPE, STATE_SIZE),
-        (SLOT_A_NAME, ROOT_TYPE, slot),
-        (SLOT_B_NAME, ROOT_TYPE, slot),
+        (Role::State, STATE_SIZE),
+        (Role::SlotA, slot),
+        (Role::SlotB, slot),
     ];
     if let Some(d) = data_size {
-        parts.push((DATA_NAME, DATA_TYPE, round_mib("data size", d)?));
+        parts.push((Role::Data, round_mib("data size", d)?));
     }
     let mut start = MIB;
     let mut partitions = Vec::new();
-    for (name, ty, size) in parts {
+    for (role, size) in parts {
+        let (name, ty) = (role.name(), role.spec().type_guid);
         let type_guid = Guid::parse(ty).ok_or_else(|| DiskError::Size {
             what: "type GUID",
             why: ty.to_string(),
@@ -168,83 +166,6 @@ pub fn layout(slot_size: u64, data_size: Option<u64>, seed: &[u8]) -> Result<Gpt
         total_sectors: total / SECTOR,
         partitions,
     })
-}
-
-/// A window of a disk (a partition) as its own `Read + Write + Seek` device.
-#[derive(Debug)]
-pub struct PartitionIo<'a, D> {
-    disk: &'a mut D,
-    start: u64,
-    len: u64,
-    pos: u64,
-}
-
-impl<'a, D: Seek> PartitionIo<'a, D> {
-    /// The `len` bytes of `disk` starting at `start`.
-    pub fn new(disk: &'a mut D, start: u64, len: u64) -> Self {
-        PartitionIo {
-            disk,
-            start,
-            len,
-            pos: 0,
-        }
-    }
-
-    fn room(&self, want: usize) -> usize {
-        let left = self.len.saturating_sub(self.pos);
-        usize::try_from(left).map_or(want, |l| l.min(want))
-    }
-}
-
-impl<D: Read + Seek> Read for PartitionIo<'_, D> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.room(buf.len());
-        if n == 0 {
-            return Ok(0);
-        }
-        self.disk.seek(SeekFrom::Start(self.start + self.pos))?;
-        let got = self.disk.read(&mut buf[..n])?;
-        self.pos += got as u64;
-        Ok(got)
-    }
-}
-
-impl<D: Write + Seek> Write for PartitionIo<'_, D> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.room(buf.len());
-        if n == 0 && !buf.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "write past the end of the partition",
-            ));
-        }
-        self.disk.seek(SeekFrom::Start(self.start + self.pos))?;
-        let put = self.disk.write(&buf[..n])?;
-        self.pos += put as u64;
-        Ok(put)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.disk.flush()
-    }
-}
-
-impl<D: Seek> Seek for PartitionIo<'_, D> {
-    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        let new = match to {
-            SeekFrom::Start(o) => Some(o),
-            SeekFrom::End(d) => self.len.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        let new = new.ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "seek before the partition start",
-            )
-        })?;
-        self.pos = new;
-        Ok(new)
-    }
 }
 
 /// Writes a slot image into a partition: the image at offset 0, and its footer (last
@@ -338,7 +259,17 @@ fn mkfs_data(disk_path: &Path, p: &Partition, seed: &[u8], epoch: u64) -> Result
     let out = Command::new("mkfs.ext4")
         .env("E2FSPROGS_FAKE_TIME", epoch.max(1).to_string())
         .env("MKE2FS_DEVICE_SECTSIZE", "512")
-        .args(["-q", "-F", "-b", "4096", "-L", DATA_NAME, "-U", &uuid, "-E"])
+        .args([
+            "-q",
+            "-F",
+            "-b",
+            "4096",
+            "-L",
+            Role::Data.name(),
+            "-U",
+            &uuid,
+            "-E",
+        ])
         .arg(format!(
             "offset={offset},hash_seed={hash_seed},root_owner=0:0,nodiscard,lazy_itable_init=0"
         ))
@@ -416,9 +347,9 @@ pub fn create(out: &Path, spec: &DiskSpec) -> Result<Gpt, DiskError> {
                 .map(Partition::byte_range)
                 .unwrap_or((0, 0))
         };
-        for (name, slot) in [(SLOT_A_NAME, Some(&mut a)), (SLOT_B_NAME, b.as_mut())] {
+        for (role, slot) in [(Role::SlotA, Some(&mut a)), (Role::SlotB, b.as_mut())] {
             let Some(slot) = slot else { continue };
-            let (off, len) = part(name);
+            let (off, len) = part(role.name());
             let mut w = PartitionIo::new(disk, off, len);
             write_slot(&mut w, len, &mut slot.file, slot.len).map_err(|source| DiskError::Io {
                 what: "copying a slot image into",
@@ -426,12 +357,12 @@ pub fn create(out: &Path, spec: &DiskSpec) -> Result<Gpt, DiskError> {
                 source,
             })?;
         }
-        let (off, len) = part(STATE_NAME);
+        let (off, len) = part(Role::State.name());
         let mut w = PartitionIo::new(disk, off, len);
         stele_verifier::state::initialize(&mut w, &BootState::initial(b.is_some()))
             .map_err(DiskError::State)?;
         disk.flush().map_err(ioe("writing"))?;
-        if let Some(p) = gpt.partitions.iter().find(|p| p.name == DATA_NAME) {
+        if let Some(p) = gpt.partitions.iter().find(|p| p.name == Role::Data.name()) {
             mkfs_data(tmp_path, p, &seed, spec.epoch)?;
         }
         Ok(())
@@ -443,6 +374,11 @@ pub fn create(out: &Path, spec: &DiskSpec) -> Result<Gpt, DiskError> {
 mod tests {
     use super::*;
     use std::io::Cursor;
+
+    const STATE_NAME: &str = Role::State.name();
+    const SLOT_A_NAME: &str = Role::SlotA.name();
+    const SLOT_B_NAME: &str = Role::SlotB.name();
+    const DATA_NAME: &str = Role::Data.name();
 
     #[test]
     fn sizes() {
@@ -472,9 +408,10 @@ mod tests {
             ]
         );
         assert_eq!(g.total_sectors * SECTOR, 19 * MIB);
-        assert_eq!(g.partitions[0].type_guid.to_string(), STATE_TYPE);
-        assert_eq!(g.partitions[1].type_guid.to_string(), ROOT_TYPE);
-        assert_eq!(g.partitions[3].type_guid.to_string(), DATA_TYPE);
+        let roles = [Role::State, Role::SlotA, Role::SlotB, Role::Data];
+        for (p, role) in g.partitions.iter().zip(roles) {
+            assert_eq!(p.type_guid.to_string(), role.spec().type_guid);
+        }
         g.check().unwrap();
         let guids: std::collections::HashSet<Guid> = g.partitions.iter().map(|p| p.guid).collect();
         assert_eq!(guids.len(), 4);
@@ -520,21 +457,6 @@ mod tests {
         let mut disk = Cursor::new(vec![0u8; 64 * 1024]);
         let mut p = PartitionIo::new(&mut disk, 0, 8192);
         assert!(write_slot(&mut p, 8192, &mut Cursor::new(&image), image.len() as u64).is_err());
-    }
-
-    #[test]
-    fn partition_io_stays_inside() {
-        let mut disk = Cursor::new(vec![0u8; 100]);
-        let mut p = PartitionIo::new(&mut disk, 10, 20);
-        p.seek(SeekFrom::Start(15)).unwrap();
-        assert_eq!(p.write(b"0123456789").unwrap(), 5);
-        assert!(p.write(b"x").is_err());
-        p.seek(SeekFrom::End(-5)).unwrap();
-        let mut buf = [0u8; 10];
-        assert_eq!(p.read(&mut buf).unwrap(), 5);
-        assert_eq!(&buf[..5], b"01234");
-        assert!(p.seek(SeekFrom::Current(-100)).is_err());
-        assert_eq!(&disk.get_ref()[25..30], b"01234");
     }
 
     fn tool(name: &str) -> &str {

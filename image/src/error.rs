@@ -3,6 +3,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use stele_verifier::exit::{Exit, Report};
+
 /// Result alias for stele-image.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -40,9 +42,33 @@ pub enum Error {
     /// A parameter given by the caller is out of range or malformed.
     #[error("invalid {what}: {why}")]
     Invalid { what: &'static str, why: String },
+    /// A step run in a helper process (`stele image fs-from-tar` under fakeroot) failed
+    /// with this error line and exit code.
+    #[error("{message}")]
+    Helper { code: i32, message: String },
+    /// The rootfs's system.toml names something PID 1 would refuse (checked on the tree
+    /// the filesystem is built from, so a tar archive too).
+    #[error(transparent)]
+    Rootfs(#[from] crate::rootfs_check::RootfsError),
     /// The external signing command could not be run or misbehaved.
     #[error("external signer `{cmd}` failed: {why}")]
     Signer { cmd: String, why: String },
+}
+
+impl Report for Error {
+    /// A verifier error keeps its class; a parameter is the caller's; the rest (I/O, an
+    /// existing file, a missing or failing tool or signer) is the environment.
+    fn exit(&self) -> Exit {
+        match self {
+            Error::Verifier(v) => v.exit(),
+            Error::Rootfs(r) => r.exit(),
+            Error::Invalid { .. } => Exit::Usage,
+            // The helper process (our own binary under fakeroot) already classified it.
+            Error::Helper { code: 1, .. } => Exit::Refused,
+            Error::Helper { code: 2, .. } => Exit::Usage,
+            _ => Exit::Environment,
+        }
+    }
 }
 
 impl Error {

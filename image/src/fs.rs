@@ -1,21 +1,16 @@
 //! Filesystem images from a root directory, built reproducibly by the host's mkfs tools:
-//! fixed timestamps (the caller's epoch), a fixed UUID, every file owned by root, sorted
-//! input, and no host xattrs where the tool allows it.
+//! fixed timestamps (the caller's epoch), a fixed UUID, sorted input; owners, modes and
+//! xattrs as in the tree (or, with `all_root`, every file owned by 0:0 and no xattrs).
 
-use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Command, Stdio};
 
 use sha2::{Digest, Sha256};
 use stele_verifier::manifest::FsType;
 
 use crate::{Error, Result};
-
-/// Block size of ext4 images built here.
-const EXT4_BLOCK: u64 = 4096;
 
 /// How to build a filesystem image.
 #[derive(Clone, Debug)]
@@ -25,6 +20,29 @@ pub struct FsOptions {
     pub epoch: u64,
     /// Filesystem UUID (unused by SquashFS, which has none).
     pub uuid: [u8; 16],
+    /// Every file owned by uid 0 / gid 0 and no xattrs (`--all-root`); otherwise owners,
+    /// modes and xattrs come from the tree.
+    pub all_root: bool,
+    /// EROFS: keep each file's tail in its inode block (mkfs.erofs's default), or give
+    /// every tail a block of its own (`-Enoinline_data`; see [`EROFS_INLINE_DATA`]).
+    pub erofs_inline_data: bool,
+}
+
+/// stele's default for [`FsOptions::erofs_inline_data`], chosen for A/B delta updates
+/// (docs/FORMATS.md, "Filesystem images built by stele image build").
+pub const EROFS_INLINE_DATA: bool = false;
+
+impl FsOptions {
+    /// The options for `fs_type` with stele's defaults.
+    pub fn new(fs_type: FsType, epoch: u64, uuid: [u8; 16], all_root: bool) -> FsOptions {
+        FsOptions {
+            fs_type,
+            epoch,
+            uuid,
+            all_root,
+            erofs_inline_data: EROFS_INLINE_DATA,
+        }
+    }
 }
 
 /// The host tool that builds `fs_type` and the Debian package that ships it.
@@ -91,7 +109,8 @@ pub fn find_tool(tool: &'static str, package: &'static str) -> Result<PathBuf> {
         .ok_or(Error::ToolMissing { tool, package })
 }
 
-/// Builds a filesystem image of `rootfs` at `out` (which must not exist yet).
+/// Builds a filesystem image of `rootfs` at `out`, an existing empty file that the tool
+/// writes by its path (callers reopen it afterwards).
 pub fn build_fs(rootfs: &Path, out: &Path, opts: &FsOptions) -> Result<()> {
     let meta = rootfs
         .metadata()
@@ -105,52 +124,69 @@ pub fn build_fs(rootfs: &Path, out: &Path, opts: &FsOptions) -> Result<()> {
     let (tool, package) = tool_for(opts.fs_type);
     let exe = find_tool(tool, package)?;
     let epoch = opts.epoch.to_string();
-    let uuid = format_uuid(&opts.uuid);
     let mut cmd = Command::new(&exe);
     cmd.env_remove("SOURCE_DATE_EPOCH");
     match opts.fs_type {
         FsType::Erofs => {
-            cmd.arg("--quiet")
-                .arg(format!("-T{epoch}"))
-                .arg("--ignore-mtime")
-                .arg("--all-root")
-                .arg("-x-1")
-                .arg(format!("-U{uuid}"))
-                .arg(out)
-                .arg(rootfs);
-            run(cmd, tool)
+            cmd.args(erofs_args(opts)).arg(out).arg(rootfs);
+            run(&mut cmd, tool, package).map(drop)
         }
         FsType::Squashfs => {
             cmd.arg(rootfs)
                 .arg(out)
                 .args(["-noappend", "-quiet", "-no-progress", "-reproducible"])
-                .args(["-all-root", "-no-xattrs"])
                 .args(["-mkfs-time", &epoch, "-all-time", &epoch]);
-            run(cmd, tool)
+            if opts.all_root {
+                cmd.args(["-all-root", "-no-xattrs"]);
+            }
+            run(&mut cmd, tool, package).map(drop)
         }
-        FsType::Ext4 => build_ext4(cmd, rootfs, out, opts, &uuid),
+        FsType::Ext4 => crate::ext4::build(cmd, rootfs, out, opts),
     }
 }
 
-fn run(mut cmd: Command, tool: &'static str) -> Result<()> {
-    let output = cmd.output().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            let (_, package) = match tool {
-                "mkfs.erofs" => tool_for(FsType::Erofs),
-                "mksquashfs" => tool_for(FsType::Squashfs),
-                _ => tool_for(FsType::Ext4),
-            };
-            Error::ToolMissing { tool, package }
-        } else {
-            Error::ToolFailed {
-                tool,
-                status: "could not start".into(),
-                stderr: e.to_string(),
+/// The options stele gives mkfs.erofs (before the output and source paths).
+pub fn erofs_args(opts: &FsOptions) -> Vec<String> {
+    let mut args = vec![
+        "--quiet".to_string(),
+        format!("-T{}", opts.epoch),
+        "--ignore-mtime".into(),
+        format!("-U{}", format_uuid(&opts.uuid)),
+    ];
+    if !opts.erofs_inline_data {
+        args.push("-Enoinline_data".into());
+    }
+    if opts.all_root {
+        args.extend(["--all-root".into(), "-x-1".into()]);
+    }
+    args
+}
+
+/// Runs a build tool (in its own process group, stopped on a signal, see
+/// [`crate::cleanup`]); a failure is [`Error::ToolFailed`] with its last line of output.
+pub(crate) fn run(
+    cmd: &mut Command,
+    tool: &'static str,
+    package: &'static str,
+) -> Result<std::process::Output> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let output = crate::cleanup::spawn(cmd)
+        .and_then(crate::cleanup::wait_output)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::ToolMissing { tool, package }
+            } else {
+                Error::ToolFailed {
+                    tool,
+                    status: "could not start".into(),
+                    stderr: e.to_string(),
+                }
             }
-        }
-    })?;
+        })?;
     if output.status.success() {
-        return Ok(());
+        return Ok(output);
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -164,249 +200,6 @@ fn run(mut cmd: Command, tool: &'static str) -> Result<()> {
         status: output.status.to_string(),
         stderr: text.trim().lines().last().unwrap_or("").to_string(),
     })
-}
-
-/// A directory that is removed with everything in it when dropped.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-static STAGE_COUNTER: AtomicU32 = AtomicU32::new(0);
-
-fn build_ext4(
-    mut cmd: Command,
-    rootfs: &Path,
-    out: &Path,
-    opts: &FsOptions,
-    uuid: &str,
-) -> Result<()> {
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let stage = TempDir(dir.join(format!(
-        ".stele-stage-{}-{}",
-        std::process::id(),
-        STAGE_COUNTER.fetch_add(1, Ordering::Relaxed)
-    )));
-    std::fs::create_dir(&stage.0)
-        .map_err(|e| Error::io("create staging directory", &stage.0, e))?;
-    let mut usage = Usage::default();
-    stage_copy(rootfs, &stage.0, &mut usage)?;
-    std::fs::set_permissions(
-        &stage.0,
-        std::fs::Permissions::from_mode(meta_mode(rootfs)?),
-    )
-    .map_err(|e| Error::io("set mode of", &stage.0, e))?;
-    set_times(&stage.0, opts.epoch)?;
-    let size = usage.image_size();
-    let inodes = usage.entries + 64;
-    let f = File::create(out).map_err(|e| Error::io("create", out, e))?;
-    f.set_len(size).map_err(|e| Error::io("size", out, e))?;
-    drop(f);
-    cmd.env("E2FSPROGS_FAKE_TIME", fake_time(opts.epoch))
-        .env("MKE2FS_DEVICE_SECTSIZE", "512")
-        .args([
-            "-q", "-F", "-t", "ext4", "-b", "4096", "-m", "0", "-I", "256",
-        ])
-        .arg("-N")
-        .arg(inodes.to_string())
-        .args(["-O", "^has_journal,^resize_inode"])
-        .arg("-U")
-        .arg(uuid)
-        .arg("-E")
-        .arg(format!(
-            "hash_seed={uuid},root_owner=0:0,lazy_itable_init=0,lazy_journal_init=0,nodiscard"
-        ))
-        .arg("-d")
-        .arg(&stage.0)
-        .arg(out);
-    run(cmd, "mkfs.ext4")?;
-    normalise_inodes(out, &stage.0, &usage.paths, opts.epoch)
-}
-
-/// `mkfs.ext4 -d` copies each file's ctime (and owner) from the staged copy, and ctime
-/// cannot be set from userspace: rewrite every inode's times and owner with debugfs.
-fn normalise_inodes(image: &Path, stage: &Path, paths: &[String], epoch: u64) -> Result<()> {
-    let exe = find_tool("debugfs", "e2fsprogs")?;
-    // The superblock times and the inodes mke2fs makes itself (bad-blocks inode 1, the
-    // root, lost+found) carry the fake time: set them to the epoch as well. (debugfs
-    // rewrites s_wtime with the fake time when it closes the filesystem.)
-    let mut script = String::new();
-    for field in ["mkfs_time", "lastcheck"] {
-        script.push_str(&format!("ssv {field} @{epoch}\n"));
-    }
-    for field in ["atime", "mtime", "ctime"] {
-        script.push_str(&format!("sif <1> {field} @{epoch}\n"));
-    }
-    let own = ["/", "/lost+found"];
-    for p in own.into_iter().chain(paths.iter().map(String::as_str)) {
-        for field in ["atime", "mtime", "ctime", "crtime"] {
-            script.push_str(&format!("sif \"{p}\" {field} @{epoch}\n"));
-        }
-        for field in ["uid", "gid"] {
-            script.push_str(&format!("sif \"{p}\" {field} 0\n"));
-        }
-    }
-    let cmds = stage.join(".stele-debugfs");
-    std::fs::write(&cmds, script).map_err(|e| Error::io("write", &cmds, e))?;
-    let output = Command::new(exe)
-        .env("E2FSPROGS_FAKE_TIME", fake_time(epoch))
-        .arg("-w")
-        .arg("-f")
-        .arg(&cmds)
-        .arg(image)
-        .output()
-        .map_err(|e| Error::ToolFailed {
-            tool: "debugfs",
-            status: "could not start".into(),
-            stderr: e.to_string(),
-        })?;
-    // debugfs exits 0 even when a request fails; failures are the stderr lines other than
-    // its version banner.
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let bad = stderr
-        .lines()
-        .find(|l| !l.trim().is_empty() && !l.starts_with("debugfs "));
-    match bad {
-        None if output.status.success() => Ok(()),
-        _ => Err(Error::ToolFailed {
-            tool: "debugfs",
-            status: output.status.to_string(),
-            stderr: bad.unwrap_or("").to_string(),
-        }),
-    }
-}
-
-/// E2FSPROGS_FAKE_TIME for `epoch`: e2fsprogs treats 0 as "unset" (and then uses the
-/// current time), so epoch 0 is faked as 1 second; everything the debugfs pass can set is
-/// then set to the epoch itself, leaving only the superblock's last-write time at 1.
-fn fake_time(epoch: u64) -> String {
-    epoch.max(1).to_string()
-}
-
-/// A file name as debugfs can take it in a double-quoted argument.
-fn debugfs_name(name: &std::ffi::OsStr, full: &Path) -> Result<String> {
-    match name.to_str() {
-        Some(n) if !n.chars().any(|c| c == '"' || c == '\\' || c.is_control()) => Ok(n.to_string()),
-        _ => Err(Error::invalid(
-            "root directory",
-            format!(
-                "{}: ext4 images are built only from names without quotes, backslashes or control characters (use erofs or squashfs)",
-                full.display()
-            ),
-        )),
-    }
-}
-
-fn meta_mode(p: &Path) -> Result<u32> {
-    Ok(p.metadata().map_err(|e| Error::io("stat", p, e))?.mode() & 0o7777)
-}
-
-/// What the staged tree needs, to size the ext4 image.
-#[derive(Debug, Default)]
-struct Usage {
-    blocks: u64,
-    entries: u64,
-    /// Upper bound of the directory entry bytes.
-    dirent_bytes: u64,
-    /// Paths inside the image (`/a/b`), in staging order.
-    paths: Vec<String>,
-}
-
-impl Usage {
-    fn image_size(&self) -> u64 {
-        // Inode tables, data and directory blocks, plus 1/8 for bitmaps, group descriptors,
-        // extent blocks and half-full directory blocks, plus 4 MiB.
-        let inode_bytes = (self.entries + 64) * 256;
-        let data = self.blocks * EXT4_BLOCK + self.dirent_bytes * 2;
-        let raw = data + data / 8 + inode_bytes + 4 * 1024 * 1024;
-        raw.div_ceil(1024 * 1024) * 1024 * 1024
-    }
-}
-
-/// Copies `src` into the existing directory `dst`: regular files, directories and
-/// symlinks, modes kept, in sorted order. Other file types are refused.
-fn stage_copy(src: &Path, dst: &Path, usage: &mut Usage) -> Result<()> {
-    stage_dir(src, dst, "", usage)
-}
-
-fn stage_dir(src: &Path, dst: &Path, prefix: &str, usage: &mut Usage) -> Result<()> {
-    let mut names = std::fs::read_dir(src)
-        .map_err(|e| Error::io("read directory", src, e))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<std::io::Result<Vec<_>>>()
-        .map_err(|e| Error::io("read directory", src, e))?;
-    names.sort();
-    for name in names {
-        let s = src.join(&name);
-        let d = dst.join(&name);
-        let m = s.symlink_metadata().map_err(|e| Error::io("stat", &s, e))?;
-        let ft = m.file_type();
-        let inner = format!("{prefix}/{}", debugfs_name(&name, &s)?);
-        usage.paths.push(inner.clone());
-        usage.entries += 1;
-        usage.dirent_bytes += 12 + inner.len() as u64;
-        if ft.is_dir() {
-            std::fs::create_dir(&d).map_err(|e| Error::io("create directory", &d, e))?;
-            stage_dir(&s, &d, &inner, usage)?;
-            usage.blocks += 1;
-        } else if ft.is_file() {
-            std::fs::copy(&s, &d).map_err(|e| Error::io("copy", &s, e))?;
-            usage.blocks += m.len().div_ceil(EXT4_BLOCK);
-        } else if ft.is_symlink() {
-            let target = std::fs::read_link(&s).map_err(|e| Error::io("read link", &s, e))?;
-            std::os::unix::fs::symlink(&target, &d)
-                .map_err(|e| Error::io("create symlink", &d, e))?;
-            // Targets under 60 bytes live in the inode.
-            usage.blocks += u64::from(target.as_os_str().len() >= 60);
-        } else {
-            let kind = if ft.is_fifo() {
-                "fifo"
-            } else if ft.is_socket() {
-                "socket"
-            } else {
-                "device node"
-            };
-            return Err(Error::invalid(
-                "root directory",
-                format!(
-                    "{} is a {kind}; ext4 images are built from regular files, directories and symlinks only (use erofs or squashfs)",
-                    s.display()
-                ),
-            ));
-        }
-        if !ft.is_symlink() {
-            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(m.mode() & 0o7777))
-                .map_err(|e| Error::io("set mode of", &d, e))?;
-        }
-    }
-    Ok(())
-}
-
-/// Sets atime and mtime of everything under `root` (and `root` itself) to `epoch`,
-/// children before parents, symlinks themselves rather than their targets.
-fn set_times(root: &Path, epoch: u64) -> Result<()> {
-    use nix::sys::stat::{utimensat, UtimensatFlags};
-    use nix::sys::time::TimeSpec;
-    let secs =
-        i64::try_from(epoch).map_err(|_| Error::invalid("SOURCE_DATE_EPOCH", "too large"))?;
-    let t = TimeSpec::new(secs, 0);
-    let m = root
-        .symlink_metadata()
-        .map_err(|e| Error::io("stat", root, e))?;
-    if m.is_dir() {
-        for entry in std::fs::read_dir(root).map_err(|e| Error::io("read directory", root, e))? {
-            let entry = entry.map_err(|e| Error::io("read directory", root, e))?;
-            set_times(&entry.path(), epoch)?;
-        }
-    }
-    utimensat(None, root, &t, &t, UtimensatFlags::NoFollowSymlink)
-        .map_err(|e| Error::io("set times of", root, std::io::Error::from(e)))
 }
 
 /// Writes `len` zero bytes to `w`.
@@ -449,43 +242,24 @@ mod tests {
         assert!(e.to_string().contains("some-package"));
     }
 
-    #[test]
-    fn ext4_size_grows_with_content() {
-        let small = Usage {
-            blocks: 1,
-            entries: 1,
-            ..Usage::default()
-        }
-        .image_size();
-        let big = Usage {
-            blocks: 10_000,
-            entries: 100,
-            ..Usage::default()
-        }
-        .image_size();
-        assert!(small >= 4 * 1024 * 1024 && big > 10_000 * 4096);
-        assert_eq!(big % (1024 * 1024), 0);
-    }
-
-    #[test]
-    fn stage_copy_refuses_fifo() {
-        let src = tempfile::tempdir().unwrap();
-        let dst = tempfile::tempdir().unwrap();
-        nix::unistd::mkfifo(
-            &src.path().join("p"),
-            nix::sys::stat::Mode::from_bits_truncate(0o644),
-        )
-        .unwrap();
-        let e = stage_copy(src.path(), dst.path(), &mut Usage::default()).unwrap_err();
-        assert!(e.to_string().contains("fifo"), "{e}");
-    }
-
     fn make_tree(root: &Path) {
         std::fs::create_dir_all(root.join("etc/sub")).unwrap();
         std::fs::write(root.join("etc/hostname"), "demo\n").unwrap();
         std::fs::write(root.join("etc/sub/big"), vec![0x5a; 300_000]).unwrap();
         std::fs::write(root.join("zz"), "last").unwrap();
+        own(root);
         std::os::unix::fs::symlink("etc/hostname", root.join("link")).unwrap();
+    }
+
+    /// Owners and xattrs, when the test may set them (as root).
+    fn own(root: &Path) {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let f = root.join("zz");
+        std::os::unix::fs::lchown(&f, Some(1000), Some(1001)).unwrap();
+        xattr::set(&f, "user.stele", b"test").unwrap();
+        xattr::set(&f, "trusted.stele", b"t").unwrap();
     }
 
     /// Same tree content, created at different times and in a different order: same bytes,
@@ -499,12 +273,10 @@ mod tests {
             let work = tempfile::tempdir().unwrap();
             let (a, b) = (work.path().join("a"), work.path().join("b"));
             make_tree(&a);
-            let opts = FsOptions {
-                fs_type: t,
-                epoch,
-                uuid: derive_uuid("demo", b"salt"),
-            };
+            let opts = FsOptions::new(t, epoch, derive_uuid("demo", b"salt"), false);
             let (ia, ib) = (work.path().join("a.img"), work.path().join("b.img"));
+            std::fs::File::create(&ia).unwrap();
+            std::fs::File::create(&ib).unwrap();
             build_fs(&a, &ia, &opts).unwrap_or_else(|e| panic!("{e}"));
             // Later, in another order: other mtimes, ctimes and inode numbers.
             std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -534,6 +306,7 @@ mod tests {
     }
 
     fn make_tree_rest(root: &Path) {
+        own(root);
         std::os::unix::fs::symlink("etc/hostname", root.join("link")).unwrap();
         std::fs::create_dir_all(root.join("etc/sub")).unwrap();
         std::fs::write(root.join("etc/sub/big"), vec![0x5a; 300_000]).unwrap();

@@ -5,6 +5,7 @@
 //! Generic over `Read/Write + Seek`, so tests run on `Cursor<Vec<u8>>`.
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use stele_verifier::exit::{Exit, Report};
 
 use sha2::{Digest, Sha256};
 
@@ -39,6 +40,17 @@ pub enum GptError {
     /// No partition has this name.
     #[error("no partition named {0:?} on the disk image")]
     NotFound(String),
+}
+
+impl Report for GptError {
+    /// I/O is the environment; a table that is not what `stele disk create` writes is the
+    /// input.
+    fn exit(&self) -> Exit {
+        match self {
+            GptError::Io { .. } => Exit::Environment,
+            _ => Exit::Usage,
+        }
+    }
 }
 
 fn io(what: &'static str) -> impl FnOnce(io::Error) -> GptError {

@@ -1,28 +1,19 @@
 //! The initramfs: stele-init, boot.toml, trusted keys and kernel modules in a newc cpio.
 //!
 //! Layout (docs/FORMATS.md, "Initramfs"): `/init`, `/etc/stele/boot.toml`,
-//! `/etc/stele/keys/<keyid>.pem`, `/lib/modules/<name>.ko`, the mount-point directories and
-//! `/dev/console`. [`boot_toml`] and [`build_archive`] are pure; [`load_keys`] and
-//! [`build`] read the inputs.
+//! `/etc/stele/keys/<keyid>.pem`, `/lib/modules/<name>.ko` (paths: verifier::layout), the
+//! mount-point directories and `/dev/console`. [`boot_toml`] and [`build_archive`] are
+//! pure; [`load_keys`] and [`build`] read the inputs. The final boot.toml is checked by
+//! `BootConfig::from_table`, exactly what stele-init runs, before anything is written.
 
 use std::path::{Path, PathBuf};
 
+use stele_verifier::config::{parse_table, BootConfig, ConfigError};
+use stele_verifier::exit::{Exit, Report};
+use stele_verifier::layout;
+
 use crate::cpio::{Archive, CpioError};
 use crate::modules::{ModuleDb, ModulesError, DEFAULT_MODULES};
-
-/// Keys a user boot.toml may set, and whether each is a string (else an integer).
-pub const USER_KEYS: &[(&str, bool)] = &[
-    ("state_partition", true),
-    ("slot_a_partition", true),
-    ("slot_b_partition", true),
-    ("data_partition", true),
-    ("data_mount", true),
-    ("overlay_size", true),
-    ("verify", true),
-    ("on_failure", true),
-    ("failure_delay_secs", false),
-    ("partition_timeout_secs", false),
-];
 
 /// Keys `stele initramfs` writes itself.
 pub const GENERATED_KEYS: &[&str] = &["threshold", "modules"];
@@ -51,9 +42,12 @@ pub enum InitramfsError {
         #[source]
         source: std::io::Error,
     },
-    /// The user boot.toml is not acceptable.
-    #[error("bad boot config {origin}: {why}")]
-    Config { origin: String, why: String },
+    /// The boot.toml is refused by its schema (the message stele-init would log).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The user boot.toml sets a key `stele initramfs` generates.
+    #[error("bad boot config {origin}: `{key}` is set by `stele initramfs` (use --threshold / --module), remove it from the file")]
+    Generated { origin: String, key: String },
     /// A key file is not an ed25519 SPKI PEM public key (the verifier's error names it).
     #[error(transparent)]
     KeyParse(stele_verifier::Error),
@@ -74,15 +68,15 @@ pub enum InitramfsError {
     Cpio(#[from] CpioError),
 }
 
-impl InitramfsError {
-    /// True when the cause is the environment (an unreadable file), not the arguments.
-    pub fn is_environment(&self) -> bool {
-        matches!(
-            self,
-            InitramfsError::Read { .. }
-                | InitramfsError::Modules(ModulesError::Read { .. })
-                | InitramfsError::Cpio(CpioError::Io(_))
-        )
+impl Report for InitramfsError {
+    /// Unreadable inputs are the environment; everything else is the arguments.
+    fn exit(&self) -> Exit {
+        match self {
+            InitramfsError::Read { .. } => Exit::Environment,
+            InitramfsError::Modules(e) => e.exit(),
+            InitramfsError::Cpio(e) => e.exit(),
+            _ => Exit::Usage,
+        }
     }
 }
 
@@ -102,74 +96,33 @@ pub struct ModuleFile {
     pub data: Vec<u8>,
 }
 
-/// Checks the user's boot.toml (`origin` names it in errors) and returns the final
-/// boot.toml: the user's settings plus `threshold` and `modules`. Pure.
+/// The final boot.toml: the user's settings (`origin` names the file in errors) plus
+/// `threshold` and `modules`, checked by the one boot.toml schema stele-init runs
+/// ([`BootConfig::from_table`]), so that what builds is what boots. Pure.
 pub fn boot_toml(
     user: Option<(&str, &str)>,
     threshold: usize,
     modules: &[String],
 ) -> Result<String, InitramfsError> {
-    let mut table = toml::Table::new();
-    if let Some((origin, text)) = user {
-        let bad = |why: String| InitramfsError::Config {
+    let (origin, mut table) = match user {
+        Some((origin, text)) => (origin, parse_table(text, origin)?),
+        None => ("generated boot.toml", toml::Table::new()),
+    };
+    if let Some(k) = GENERATED_KEYS.iter().find(|k| table.contains_key(**k)) {
+        return Err(InitramfsError::Generated {
             origin: origin.to_string(),
-            why,
-        };
-        table = text
-            .parse::<toml::Table>()
-            .map_err(|e| bad(format!("not valid TOML: {}", e.message())))?;
-        for (k, v) in &table {
-            if GENERATED_KEYS.contains(&k.as_str()) {
-                return Err(bad(format!(
-                    "`{k}` is set by `stele initramfs` (use --threshold / --module), remove it from the file"
-                )));
-            }
-            let Some((_, is_str)) = USER_KEYS.iter().find(|(n, _)| n == k) else {
-                let known: Vec<&str> = USER_KEYS.iter().map(|(n, _)| *n).collect();
-                return Err(bad(format!(
-                    "unknown key `{k}` (known keys: {})",
-                    known.join(", ")
-                )));
-            };
-            let ok = if *is_str {
-                v.is_str()
-            } else {
-                v.as_integer().is_some_and(|i| i >= 0)
-            };
-            if !ok {
-                let want = if *is_str {
-                    "a string"
-                } else {
-                    "a non-negative integer"
-                };
-                return Err(bad(format!("`{k}` must be {want}")));
-            }
-            let allowed: &[&str] = match k.as_str() {
-                "verify" => &["tree", "full"],
-                "on_failure" => &["reboot", "poweroff"],
-                _ => &[],
-            };
-            if let (false, Some(s)) = (allowed.is_empty(), v.as_str()) {
-                if !allowed.contains(&s) {
-                    return Err(bad(format!(
-                        "`{k}` must be one of {}, not {s:?}",
-                        allowed.join(", ")
-                    )));
-                }
-            }
-        }
+            key: (*k).to_string(),
+        });
     }
-    let t =
-        i64::try_from(threshold).map_err(|_| InitramfsError::Threshold { threshold, keys: 0 })?;
+    let t = i64::try_from(threshold).unwrap_or(i64::MAX);
     table.insert("threshold".into(), toml::Value::Integer(t));
     table.insert(
         "modules".into(),
         toml::Value::Array(modules.iter().map(|m| m.clone().into()).collect()),
     );
-    toml::to_string(&table).map_err(|e| InitramfsError::Config {
-        origin: String::from("generated boot.toml"),
-        why: e.to_string(),
-    })
+    BootConfig::from_table(table.clone(), origin)?;
+    toml::to_string(&table)
+        .map_err(|e| ConfigError::file(origin, format!("cannot be written as TOML: {e}")).into())
 }
 
 /// Assembles the archive from loaded inputs. Pure. `modules` is in load order.
@@ -180,22 +133,28 @@ pub fn build_archive(
     modules: Vec<ModuleFile>,
     mtime: u32,
 ) -> Result<Archive, InitramfsError> {
+    // Archive paths are relative to the initramfs root.
+    let rel = |p: &'static str| p.trim_start_matches('/');
     let mut a = Archive::new(mtime);
     for d in DIRS {
         a.add_dir(d, 0o755)?;
     }
     a.add_char_dev("dev/console", 0o600, 5, 1)?;
-    a.add_file("init", 0o755, init)?;
-    a.add_file("etc/stele/boot.toml", 0o644, boot_toml.as_bytes().to_vec())?;
+    a.add_file(rel(layout::INIT), 0o755, init)?;
+    a.add_file(rel(layout::BOOT_TOML), 0o644, boot_toml.as_bytes().to_vec())?;
     for k in keys {
         a.add_file(
-            &format!("etc/stele/keys/{}.pem", k.id),
+            &format!("{}/{}.pem", rel(layout::KEYS_DIR), k.id),
             0o644,
             k.pem.as_bytes().to_vec(),
         )?;
     }
     for m in modules {
-        a.add_file(&format!("lib/modules/{}", m.file_name), 0o644, m.data)?;
+        a.add_file(
+            &format!("{}/{}", rel(layout::MODULES_DIR), m.file_name),
+            0o644,
+            m.data,
+        )?;
     }
     Ok(a)
 }
@@ -273,10 +232,8 @@ pub fn build(spec: &InitramfsSpec) -> Result<(Archive, Vec<String>), InitramfsEr
     let user = match &spec.config {
         Some(p) => {
             let b = read(p)?;
-            let text = String::from_utf8(b).map_err(|_| InitramfsError::Config {
-                origin: p.display().to_string(),
-                why: "not UTF-8".into(),
-            })?;
+            let text = String::from_utf8(b)
+                .map_err(|_| ConfigError::file(&p.display().to_string(), "not UTF-8"))?;
             Some((p.display().to_string(), text))
         }
         None => None,
@@ -417,25 +374,55 @@ mod tests {
     }
 
     #[test]
-    fn boot_toml_rejects_bad_user_files() {
+    fn boot_toml_refuses_what_stele_init_refuses() {
         for (text, needle) in [
             ("threshold = 2", "set by `stele initramfs`"),
             ("modules = []", "set by `stele initramfs`"),
-            ("colour = \"red\"", "unknown key `colour`"),
-            ("verify = 1", "must be a string"),
+            ("colour = \"red\"", "colour: unknown key"),
+            ("verify = 1", "verify: must be a string"),
             ("failure_delay_secs = \"3\"", "non-negative integer"),
-            ("failure_delay_secs = -1", "non-negative integer"),
             ("verify = \"none\"", "one of tree, full"),
             ("on_failure = \"halt\"", "one of reboot, poweroff"),
+            (
+                "data_mount = \"/usr\"",
+                "data_mount: \"/usr\" would put writable storage",
+            ),
             ("this is not toml", "not valid TOML"),
         ] {
             let e = boot_toml(Some(("u.toml", text)), 1, &[]).unwrap_err();
-            assert!(matches!(e, InitramfsError::Config { .. }), "{text}");
+            assert_eq!(e.exit(), Exit::Usage, "{text}");
             let msg = e.to_string();
             assert!(
                 msg.contains(needle) && msg.contains("u.toml"),
                 "{text}: {msg}"
             );
+            if !needle.contains("set by") {
+                // The very message stele-init would log for the same file.
+                let pid1 = BootConfig::parse(text, "u.toml").unwrap_err();
+                assert_eq!(msg, pid1.to_string());
+            }
+        }
+        // A generated value the schema refuses (a module name it would not load).
+        let e = boot_toml(None, 1, &["bad".into()]).unwrap_err();
+        assert!(e.to_string().contains("modules"), "{e}");
+    }
+
+    #[test]
+    fn dirs_hold_every_directory_of_the_layout() {
+        let file_dir = |p: &'static str| Path::new(p).parent().unwrap();
+        for p in [
+            file_dir(layout::BOOT_TOML),
+            Path::new(layout::KEYS_DIR),
+            Path::new(layout::MODULES_DIR),
+        ] {
+            for d in p.ancestors().filter(|d| *d != Path::new("/")) {
+                let rel = d.to_str().unwrap().trim_start_matches('/');
+                assert!(
+                    DIRS.contains(&rel),
+                    "{rel} (of {}) is not in DIRS",
+                    p.display()
+                );
+            }
         }
     }
 
@@ -517,7 +504,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let missing = d.path().join("nope.pem");
         let e = load_keys(&[missing], 1).unwrap_err();
-        assert!(e.is_environment());
+        assert_eq!(e.exit(), Exit::Environment);
     }
 
     fn key_file(dir: &Path, seed: u8) -> (PathBuf, String) {
@@ -562,7 +549,7 @@ mod tests {
         let e = load_keys(&[junk], 1).unwrap_err();
         assert!(matches!(e, InitramfsError::KeyParse(_)));
         assert!(e.to_string().contains("junk.pem"), "{e}");
-        assert!(!e.is_environment());
+        assert_eq!(e.exit(), Exit::Usage);
     }
 
     #[test]
@@ -632,6 +619,9 @@ mod tests {
             config: Some(bad),
             ..spec
         };
-        assert!(matches!(build(&spec), Err(InitramfsError::Config { .. })));
+        assert!(matches!(
+            build(&spec),
+            Err(InitramfsError::Generated { .. })
+        ));
     }
 }

@@ -1,12 +1,13 @@
 //! Key files: generating ed25519 keys from /dev/urandom, writing PEM files safely
-//! (O_EXCL, private key 0600 from creation), and loading signing keys and keyrings.
+//! (O_EXCL, private key 0600 from creation), and loading signing keys. (Public keys and
+//! keyrings are loaded by `stele_update::keys`.)
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use stele_verifier::keys::{self as vkeys, Keyring, SigningKey, VerifyingKey};
+use stele_verifier::keys::{self as vkeys, SigningKey};
 
 use crate::atomic::AtomicFile;
 use crate::{random, Error, Result};
@@ -97,53 +98,6 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey> {
     )?)
 }
 
-/// Loads an SPKI PEM ed25519 public key.
-pub fn load_public_key(path: &Path) -> Result<VerifyingKey> {
-    let text = read_text(path)?;
-    Ok(vkeys::parse_public_pem(&text, &path.display().to_string())?)
-}
-
-/// The `*.pem` files directly in `dir`, sorted by name.
-pub fn pem_files_in(dir: &Path) -> Result<Vec<PathBuf>> {
-    let rd = std::fs::read_dir(dir).map_err(|e| Error::io("read key directory", dir, e))?;
-    let mut out = Vec::new();
-    for entry in rd {
-        let entry = entry.map_err(|e| Error::io("read key directory", dir, e))?;
-        let p = entry.path();
-        if p.extension().is_some_and(|x| x == "pem") && p.is_file() {
-            out.push(p);
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Builds a keyring from public key files and directories of `*.pem` files.
-pub fn load_keyring(files: &[PathBuf], dirs: &[PathBuf], threshold: usize) -> Result<Keyring> {
-    let mut paths = files.to_vec();
-    for d in dirs {
-        let found = pem_files_in(d)?;
-        if found.is_empty() {
-            return Err(Error::invalid(
-                "key directory",
-                format!("{} holds no *.pem public keys", d.display()),
-            ));
-        }
-        paths.extend(found);
-    }
-    if paths.is_empty() {
-        return Err(Error::invalid(
-            "keyring",
-            "no trusted public keys given (use --key P.pem or --keys DIR)",
-        ));
-    }
-    let keys = paths
-        .iter()
-        .map(|p| load_public_key(p))
-        .collect::<Result<Vec<_>>>()?;
-    Keyring::new(keys, threshold).map_err(|e| Error::invalid("threshold", e.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,7 +119,11 @@ mod tests {
         assert_eq!(load_signing_key(&k).unwrap().to_bytes(), key.to_bytes());
         write_keypair(&again, &k, &p, true).unwrap();
         assert_eq!(load_signing_key(&k).unwrap().to_bytes(), again.to_bytes());
-        assert_eq!(load_public_key(&p).unwrap(), again.verifying_key());
+        let public = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(
+            vkeys::parse_public_pem(&public, "p").unwrap(),
+            again.verifying_key()
+        );
         let mode = std::fs::metadata(&k).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }
@@ -181,30 +139,5 @@ mod tests {
             Err(Error::Exists { .. })
         ));
         assert!(!k.exists());
-    }
-
-    #[test]
-    fn keyring_from_dir_is_sorted_and_nonempty() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(
-            load_keyring(&[], &[dir.path().to_path_buf()], 1),
-            Err(Error::Invalid { .. })
-        ));
-        for n in ["b", "a"] {
-            let key = generate().unwrap();
-            write_keypair(
-                &key,
-                &dir.path().join(format!("{n}.key")),
-                &dir.path().join(format!("{n}.pem")),
-                false,
-            )
-            .unwrap();
-        }
-        let files = pem_files_in(dir.path()).unwrap();
-        assert_eq!(files.len(), 2);
-        assert!(files[0] < files[1]);
-        let ring = load_keyring(&[], &[dir.path().to_path_buf()], 2).unwrap();
-        assert_eq!(ring.threshold(), 2);
-        assert!(load_keyring(&[], &[dir.path().to_path_buf()], 3).is_err());
     }
 }

@@ -5,10 +5,13 @@
 //! writes the initramfs (cpio, kernel modules) and GPT disk images that boot it.
 //! Everything read back goes through `stele-verifier`.
 
+pub mod archive;
 pub mod atomic;
+pub mod cleanup;
 pub mod cpio;
 pub mod disk;
 pub mod error;
+pub mod ext4;
 pub mod fs;
 pub mod gpt;
 pub mod initramfs;
@@ -16,6 +19,8 @@ pub mod keys;
 pub mod modules;
 pub mod outfile;
 pub mod random;
+pub mod rootfs_check;
 pub mod slot;
+pub mod stage;
 
 pub use error::{Error, Result};

@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use stele_verifier::exit::{Exit, Report};
 
 /// The modules a QEMU boot from virtio disks with dm-verity, EROFS/SquashFS/ext4 roots
 /// and an overlay needs (their dependencies are added by [`ModuleDb::resolve`]).
@@ -44,6 +45,17 @@ pub enum ModulesError {
         line: usize,
         why: String,
     },
+}
+
+impl Report for ModulesError {
+    /// An unreadable index is the environment; an unknown or compressed module is the
+    /// arguments.
+    fn exit(&self) -> Exit {
+        match self {
+            ModulesError::Read { .. } => Exit::Environment,
+            _ => Exit::Usage,
+        }
+    }
 }
 
 /// One module to put in the initramfs.

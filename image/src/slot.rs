@@ -122,13 +122,7 @@ pub fn write_slot<R: Read, W: Write>(
     keys: &[SigningKey],
     w: &mut W,
 ) -> Result<BuildReport> {
-    validate_name(&params.name)?;
-    validate_version(&params.version)?;
-    if fs_size == 0 {
-        return Err(Error::invalid("filesystem image", "it is empty"));
-    }
-    let vp = verity_params_for(fs_size, params)?;
-    let data_size = vp.data_size();
+    let vp = check_build(fs_size, params)?;
     let mut builder = TreeBuilder::new(vp.clone());
     let mut buf = vec![0u8; 1 << 20];
     let mut copied = 0u64;
@@ -142,21 +136,120 @@ pub fn write_slot<R: Read, W: Write>(
         w.write_all(chunk).map_err(wio)?;
         copied += want as u64;
     }
+    pad_data(&mut builder, w, fs_size, vp.data_size())?;
+    write_rest(w, builder, &vp, fs_size, params, keys)
+}
+
+/// Turns the filesystem image that fills `f` into a slot image in place: hashes it (read
+/// back on a second thread while the tree is built), pads it to the data block size and
+/// appends hash tree, manifest and footer. No copy of the filesystem is made.
+pub fn seal_in_place(
+    f: &mut File,
+    params: &BuildParams,
+    keys: &[SigningKey],
+) -> Result<BuildReport> {
+    let fs_size = f
+        .metadata()
+        .map_err(|e| Error::io("stat", "the filesystem image", e))?
+        .len();
+    let vp = check_build(fs_size, params)?;
+    let mut builder = TreeBuilder::new(vp.clone());
+    hash_file(f, fs_size, &mut builder)?;
+    f.seek(SeekFrom::Start(fs_size))
+        .map_err(|e| Error::io("seek", "the slot image", e))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+    pad_data(&mut builder, &mut w, fs_size, vp.data_size())?;
+    let report = write_rest(&mut w, builder, &vp, fs_size, params, keys)?;
+    w.flush()
+        .map_err(|e| Error::io("write", "the slot image", e))?;
+    Ok(report)
+}
+
+/// Feeds the first `len` bytes of `f` to `builder`, reading ahead on another thread.
+fn hash_file(f: &File, len: u64, builder: &mut TreeBuilder) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    use std::sync::mpsc::sync_channel;
+    const BUF: usize = stele_verifier::verity::CHUNK_SIZE;
+    let (full_tx, full_rx) = sync_channel::<std::io::Result<Vec<u8>>>(2);
+    let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(3);
+    for _ in 0..3 {
+        let _ = empty_tx.send(vec![0u8; BUF]);
+    }
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut pos = 0u64;
+            while pos < len {
+                let Ok(mut buf) = empty_rx.recv() else { return };
+                let n = usize::try_from((len - pos).min(BUF as u64)).unwrap_or(BUF);
+                buf.resize(n, 0);
+                let res = f.read_exact_at(&mut buf, pos).map(|()| buf);
+                let failed = res.is_err();
+                if full_tx.send(res).is_err() || failed {
+                    return;
+                }
+                pos += n as u64;
+            }
+        });
+        let mut done = 0u64;
+        while done < len {
+            let buf = full_rx
+                .recv()
+                .map_err(|_| Error::invalid("filesystem image", "the reader stopped"))?
+                .map_err(|e| Error::io("read", "the filesystem image", e))?;
+            builder.update(&buf)?;
+            done += buf.len() as u64;
+            let _ = empty_tx.send(buf);
+        }
+        Ok(())
+    })
+}
+
+/// Checks name, version and size; the verity parameters for `fs_size` bytes.
+fn check_build(fs_size: u64, params: &BuildParams) -> Result<VerityParams> {
+    validate_name(&params.name)?;
+    validate_version(&params.version)?;
+    if fs_size == 0 {
+        return Err(Error::invalid("filesystem image", "it is empty"));
+    }
+    verity_params_for(fs_size, params)
+}
+
+/// Zeros from the end of the filesystem to the end of the last data block.
+fn pad_data<W: Write>(
+    builder: &mut TreeBuilder,
+    w: &mut W,
+    fs_size: u64,
+    data_size: u64,
+) -> Result<()> {
     let zeros = vec![0u8; 1 << 16];
     let mut padded = fs_size;
     while padded < data_size {
         let n =
             usize::try_from((data_size - padded).min(zeros.len() as u64)).unwrap_or(zeros.len());
         builder.update(&zeros[..n])?;
-        w.write_all(&zeros[..n]).map_err(wio)?;
+        w.write_all(&zeros[..n])
+            .map_err(|e| Error::io("write", "the slot image", e))?;
         padded += n as u64;
     }
+    Ok(())
+}
+
+/// Hash tree, manifest (signed by `keys`) and footer; `w` is at the end of the data.
+fn write_rest<W: Write>(
+    w: &mut W,
+    builder: TreeBuilder,
+    vp: &VerityParams,
+    fs_size: u64,
+    params: &BuildParams,
+    keys: &[SigningKey],
+) -> Result<BuildReport> {
+    let wio = |e| Error::io("write", "the slot image", e);
+    let data_size = vp.data_size();
     let (tree, root) = builder.finish()?;
     w.write_all(&tree).map_err(wio)?;
     let tree_end = data_size + tree.len() as u64;
     let manifest_offset = align_up(tree_end, ALIGN);
     write_zeros(w, manifest_offset - tree_end).map_err(wio)?;
-
     let manifest = Manifest {
         name: params.name.clone(),
         version: params.version.clone(),
@@ -227,30 +320,45 @@ pub fn build_from_fs_image(
     Ok(report)
 }
 
-/// Builds the filesystem of `rootfs` (next to `out`, removed afterwards), then the slot image.
-pub fn build_from_rootfs(
-    rootfs: &Path,
+/// Where the root filesystem of a build comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum RootSource<'a> {
+    /// A directory (`--rootfs`).
+    Dir(&'a Path),
+    /// A tar archive (`--rootfs-tar`), staged next to the output (see [`crate::stage`]).
+    Tar(&'a crate::stage::TarInput),
+}
+
+/// Builds the filesystem of `src` in the output's temporary file (next to `out`), then
+/// turns it into the slot image in place and renames it over `out`.
+pub fn build_from_root(
+    src: RootSource<'_>,
     params: &BuildParams,
-    epoch: u64,
+    all_root: bool,
     keys: &[SigningKey],
     out: &Path,
 ) -> Result<BuildReport> {
     validate_name(&params.name)?;
     validate_version(&params.version)?;
-    let fs_tmp = AtomicFile::create(out, 0o600)?;
-    let fs_path = fs_tmp.tmp_path().to_path_buf();
-    // The mkfs tools want to create (or at least truncate) the file themselves.
-    std::fs::remove_file(&fs_path).map_err(|e| Error::io("remove", &fs_path, e))?;
-    let opts = FsOptions {
-        fs_type: params.fs_type,
-        epoch,
-        uuid: crate::fs::derive_uuid(&params.name, &params.salt),
-    };
-    let res = crate::fs::build_fs(rootfs, &fs_path, &opts)
-        .and_then(|()| build_from_fs_image(&fs_path, params, keys, out));
-    drop(fs_tmp);
-    let _ = std::fs::remove_file(&fs_path);
-    res
+    let opts = FsOptions::new(
+        params.fs_type,
+        params.created,
+        crate::fs::derive_uuid(&params.name, &params.salt),
+        all_root,
+    );
+    let mut tmp = AtomicFile::create(out, 0o644)?;
+    match src {
+        RootSource::Dir(dir) => crate::fs::build_fs(dir, tmp.tmp_path(), &opts)?,
+        RootSource::Tar(tar) => crate::stage::build_fs_from_tar(tar, out, tmp.tmp_path(), &opts)?,
+    }
+    // The tool wrote the file by its path (and may have replaced it): open it again.
+    tmp.reopen()?;
+    tmp.file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| Error::io("set mode of", out, e))?;
+    let report = seal_in_place(tmp.file(), params, keys)?;
+    tmp.commit()?;
+    Ok(report)
 }
 
 /// Opens a slot image file (or a partition holding one) and returns it with its length.

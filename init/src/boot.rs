@@ -1,20 +1,26 @@
-//! The boot flow (DESIGN.md "The boot", steps 1-10): mounts, config, modules, partitions,
-//! state, verification, dm-verity, overlay root, switch root.
+//! The boot flow (docs/BOOT.md, steps 1-10): mounts, config, modules, partitions, state,
+//! verification, dm-verity, overlay root, publishing /run/stele, switch root.
 //!
 //! Decisions are pure functions at the top (slot order, phase line); the flow below calls
 //! them and [`crate::sys`]. Any failure before switch root refuses that slot and tries the
 //! other one in the same boot; with none left, the failure action runs. Never a shell.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use stele_verifier::keys::{parse_public_pem, Keyring};
+use stele_update::keys::load_keyring;
+use stele_update::run_dir::{self, Devices, Publish};
+use stele_update::state_file::StateFile;
+use stele_verifier::config::{Action, BootConfig, VerifyMode};
+use stele_verifier::keys::Keyring;
+use stele_verifier::layout;
 use stele_verifier::manifest::Manifest;
 use stele_verifier::slot::{self, VerifyOptions};
-use stele_verifier::state::{self, BootState, Slot};
+use stele_verifier::state::{BootState, Slot};
 use stele_verifier::verity;
 
-use crate::config::{self, Action, BootConfig, Cmdline, VerifyMode};
+use crate::cmdline::{apply_cmdline, Cmdline};
 use crate::devices::{self, BlockDev, Partitions};
 use crate::mounts::{self, NEWROOT, RW};
 use crate::sys::{self, dm, Halt};
@@ -23,8 +29,6 @@ use crate::{console, debug, error, info, modules, warn, Error, Result};
 /// Filesystem magics of an initramfs root (only those are ever emptied).
 const RAMFS_MAGIC: i64 = 0x8584_58f6;
 const TMPFS_MAGIC: i64 = 0x0102_1994;
-/// Where the boot publishes what `stele update` needs.
-pub const RUN_STELE: &str = "/run/stele";
 
 /// True when `s` may boot: priority > 0 and (successful or tries left).
 pub fn bootable(st: &BootState, s: Slot) -> bool {
@@ -99,8 +103,8 @@ pub struct Booted {
     pub rollback_index: u64,
     /// The slot was already marked successful when it was chosen (not on trial).
     pub was_successful: bool,
-    pub state_file: File,
-    pub state_path: String,
+    /// The boot state partition, open read-write.
+    pub state: StateFile<File>,
     pub config: BootConfig,
     pub phases: Phases,
     pub start: Instant,
@@ -170,8 +174,8 @@ pub fn boot() -> Booted {
     clock.lap("mounts");
 
     let defaults = BootConfig::default();
-    let (boot_text, mut cfg) = match std::fs::read_to_string(config::BOOT_TOML) {
-        Ok(t) => match BootConfig::parse(&t, config::BOOT_TOML) {
+    let (boot_text, mut cfg) = match std::fs::read_to_string(layout::BOOT_TOML) {
+        Ok(t) => match BootConfig::parse(&t, layout::BOOT_TOML) {
             Ok(c) => (t, c),
             Err(e) => fail(
                 defaults.on_failure,
@@ -184,12 +188,12 @@ pub fn boot() -> Booted {
             defaults.failure_delay_secs,
             &format!(
                 "read {} failed: {e} (rebuild the initramfs with `stele initramfs`)",
-                config::BOOT_TOML
+                layout::BOOT_TOML
             ),
         ),
     };
     let cmdline = Cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
-    for w in cfg.apply_cmdline(&cmdline) {
+    for w in apply_cmdline(&mut cfg, &cmdline) {
         warn!("{w}");
     }
     console::set_debug(cmdline.debug);
@@ -222,22 +226,15 @@ pub fn boot() -> Booted {
     );
     clock.lap("devices");
 
-    let state_path = parts.state.path();
-    let mut state_file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&state_path)
-        .unwrap_or_else(|e| fail(action, delay, &format!("open {state_path} failed: {e}")));
-    let (mut st, mut copy) = state::load(&mut state_file).unwrap_or_else(|e| {
-        fail(
-            action,
-            delay,
-            &format!("boot state on {state_path}: {e} (rewrite it with `stele disk create`)"),
-        )
-    });
-    debug!("boot state: {st:?} (copy {copy})");
-    let keyring = load_keyring_from(config::KEYS_DIR, cfg.threshold)
-        .unwrap_or_else(|e| fail(action, delay, &e));
+    let mut state = StateFile::open(&parts.state.path(), true)
+        .unwrap_or_else(|e| fail(action, delay, &e.to_string()));
+    let mut st = state
+        .load()
+        .unwrap_or_else(|e| fail(action, delay, &e.to_string()));
+    debug!("boot state: {st:?}");
+    let keyring = load_keyring(&[], &[PathBuf::from(layout::KEYS_DIR)], cfg.threshold)
+        .map_err(Error::Keys)
+        .unwrap_or_else(|e| fail(action, delay, &e.to_string()));
     clock.lap("state");
 
     let mut tried: Vec<Slot> = Vec::new();
@@ -254,7 +251,7 @@ pub fn boot() -> Booted {
             st.begin_try(s);
             // A try that is not on disk would never run out: boot counting could not fall
             // back. Such a slot is not booted.
-            if let Err(e) = write_state(&mut state_file, &state_path, &mut st, &mut copy) {
+            if let Err(e) = write_state(&mut state, &mut st) {
                 error!(
                     "refused slot {}: its try could not be recorded: {e}",
                     s.name()
@@ -275,8 +272,7 @@ pub fn boot() -> Booted {
                     slot: s,
                     rollback_index: m.manifest.rollback_index,
                     was_successful,
-                    state_file,
-                    state_path,
+                    state,
                     config: cfg,
                     phases: clock.phases,
                     start,
@@ -288,7 +284,7 @@ pub fn boot() -> Booted {
                 if mark {
                     st.mark_unbootable(s);
                     // Logged inside; the other slot is tried either way.
-                    let _ = write_state(&mut state_file, &state_path, &mut st, &mut copy);
+                    let _ = write_state(&mut state, &mut st);
                 }
             }
         }
@@ -319,39 +315,13 @@ pub fn no_slot_cause(st: &BootState, refusals: &[String]) -> String {
     }
 }
 
-/// Stores the state in the other copy (`state::store_next` keeps sequence and copy exact)
-/// and flushes it.
-fn write_state(f: &mut File, path: &str, st: &mut BootState, copy: &mut usize) -> Result<()> {
-    let r = state::store_next(f, st, copy)
-        .map_err(Error::from)
-        .and_then(|()| sys::fdatasync(f, path));
+/// Stores the state in the other copy and flushes it (logging a failure).
+fn write_state(state: &mut StateFile<File>, st: &mut BootState) -> stele_update::Result<()> {
+    let r = state.store(st);
     if let Err(e) = &r {
-        error!("writing the boot state to {path} failed: {e}");
+        error!("{e}");
     }
     r
-}
-
-/// Reads every `*.pem` in `dir` (/etc/stele/keys at boot, /run/stele/keys for `stele
-/// update`), sorted by name, into a keyring with `threshold`.
-pub fn load_keyring_from(dir: &str, threshold: usize) -> std::result::Result<Keyring, String> {
-    let rd = std::fs::read_dir(dir)
-        .map_err(|e| format!("read {dir} failed: {e} (rebuild the initramfs with its keys)"))?;
-    let mut paths: Vec<_> = rd
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "pem"))
-        .collect();
-    paths.sort();
-    let mut keys = Vec::new();
-    for p in &paths {
-        let origin = p.display().to_string();
-        let text = std::fs::read_to_string(p).map_err(|e| format!("read {origin} failed: {e}"))?;
-        keys.push(parse_public_pem(&text, &origin).map_err(|e| e.to_string())?);
-    }
-    if keys.is_empty() {
-        return Err(format!("no trusted keys in {dir}"));
-    }
-    Keyring::new(keys, threshold).map_err(|e| format!("keyring {dir}: {e}"))
 }
 
 /// Why a slot was refused, and whether that is the slot's fault (then it is marked
@@ -385,17 +355,14 @@ fn try_slot(
     floor: u64,
     clock: &mut Clock,
 ) -> std::result::Result<Mounted, Refusal> {
-    let name = match s {
-        Slot::A => &cfg.slot_a_partition,
-        Slot::B => &cfg.slot_b_partition,
-    };
+    let name = cfg.partition(layout::Role::slot(s));
     let dev: &BlockDev = match s {
         Slot::A => parts.slot_a.as_ref(),
         Slot::B => parts.slot_b.as_ref(),
     }
     .ok_or_else(|| {
         system_fault(Error::PartitionMissing {
-            name: name.clone(),
+            name: name.to_string(),
             waited_ms: cfg.partition_timeout_secs * 1000,
         })
     })?;
@@ -497,58 +464,34 @@ fn try_slot(
     })
 }
 
-/// `/run/stele/devices`: one `role=/dev/<name>` line per partition (empty when absent). Pure.
-pub fn devices_file(parts: &Partitions) -> String {
-    let dev = |d: &Option<BlockDev>| d.as_ref().map(BlockDev::path).unwrap_or_default();
-    format!(
-        "state={}\na={}\nb={}\ndata={}\n",
-        parts.state.path(),
-        dev(&parts.slot_a),
-        dev(&parts.slot_b),
-        dev(&parts.data)
-    )
+/// The partitions found, as `/run/stele/devices` lists them. Pure.
+pub fn devices_of(parts: &Partitions) -> Devices {
+    let dev = |d: &Option<BlockDev>| d.as_ref().map(BlockDev::path);
+    Devices {
+        state: parts.state.path(),
+        a: dev(&parts.slot_a),
+        b: dev(&parts.slot_b),
+        data: dev(&parts.data),
+    }
 }
 
-/// Writes `<dir>/{slot,manifest.toml,boot.toml,devices,keys/}` (`keys/` copied from
-/// `keys_dir`), what `stele update` reads on the running system.
-pub fn publish_to(
-    dir: &str,
-    keys_dir: &str,
-    s: Slot,
-    body: &[u8],
-    boot_text: &str,
-    parts: &Partitions,
-) -> Result<()> {
-    sys::mkdir_p(&format!("{dir}/keys"))?;
-    for (name, bytes) in [
-        ("slot", format!("{}\n", s.name()).into_bytes()),
-        ("manifest.toml", body.to_vec()),
-        ("boot.toml", boot_text.as_bytes().to_vec()),
-        ("devices", devices_file(parts).into_bytes()),
-    ] {
-        let p = format!("{dir}/{name}");
-        std::fs::write(&p, bytes).map_err(|e| Error::io("write", p, e))?;
-    }
-    let rd = std::fs::read_dir(keys_dir).map_err(|e| Error::io("read", keys_dir, e))?;
-    for ent in rd.flatten() {
-        let to = format!("{dir}/keys/{}", ent.file_name().to_string_lossy());
-        std::fs::copy(ent.path(), &to).map_err(|e| Error::io("copy", to, e))?;
-    }
-    Ok(())
-}
-
-/// Publishes under /run/stele, and copies this binary to /run/stele/bin/stele (the
-/// device's `stele update`). Failures are warnings: they only matter to `stele update`,
-/// which says what is missing.
+/// Publishes /run/stele (stele_update::run_dir) and copies this binary to
+/// /run/stele/bin/stele (the device's `stele update`). Failures are warnings: they only
+/// matter to `stele update`, which says what is missing.
 fn publish(s: Slot, body: &[u8], boot_text: &str, parts: &Partitions) {
-    if let Err(e) = publish_to(RUN_STELE, config::KEYS_DIR, s, body, boot_text, parts) {
-        warn!("publishing {RUN_STELE}: {e}");
+    let devices = devices_of(parts);
+    let what = Publish {
+        slot: s,
+        manifest: body,
+        boot_toml: boot_text,
+        devices: &devices,
+        keys_dir: Path::new(layout::KEYS_DIR),
+    };
+    if let Err(e) = run_dir::publish(Path::new(run_dir::RUN_DIR), &what) {
+        warn!("publishing {}: {e}", run_dir::RUN_DIR);
     }
-    if let Err(e) = crate::update::install_self(crate::update::BIN_DIR) {
-        warn!(
-            "installing the stele command in {}: {e}",
-            crate::update::BIN_DIR
-        );
+    if let Err(e) = run_dir::install_self(Path::new(run_dir::BIN_DIR)) {
+        warn!("installing the stele command in {}: {e}", run_dir::BIN_DIR);
     }
 }
 
@@ -672,7 +615,7 @@ mod tests {
     }
 
     #[test]
-    fn publishes_what_stele_update_reads() {
+    fn publishes_the_partitions_it_found() {
         let parts = Partitions {
             state: bd("vda1", 1),
             slot_a: Some(bd("vda2", 2)),
@@ -680,30 +623,9 @@ mod tests {
             data: None,
         };
         assert_eq!(
-            devices_file(&parts),
+            devices_of(&parts).to_text(),
             "state=/dev/vda1\na=/dev/vda2\nb=/dev/vda3\ndata=\n"
         );
-        let base = std::env::temp_dir().join(format!("stele-init-publish-{}", std::process::id()));
-        let keys = base.join("keys-in");
-        std::fs::create_dir_all(&keys).unwrap();
-        std::fs::write(keys.join("0011223344556677.pem"), "PEM").unwrap();
-        let out = base.join("run");
-        publish_to(
-            out.to_str().unwrap(),
-            keys.to_str().unwrap(),
-            Slot::B,
-            b"name = \"demo\"\n",
-            "threshold = 1\n",
-            &parts,
-        )
-        .unwrap();
-        let read = |n: &str| std::fs::read_to_string(out.join(n)).unwrap();
-        assert_eq!(read("slot"), "b\n");
-        assert_eq!(read("manifest.toml"), "name = \"demo\"\n");
-        assert_eq!(read("boot.toml"), "threshold = 1\n");
-        assert_eq!(read("keys/0011223344556677.pem"), "PEM");
-        assert!(read("devices").starts_with("state=/dev/vda1\n"));
-        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

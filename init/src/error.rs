@@ -9,8 +9,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// A configuration file or the kernel command line is invalid.
-    Config { what: String, why: String },
+    /// The initramfs's trusted keys do not make a keyring.
+    Keys(stele_update::keys::KeyringError),
     /// A system call failed.
     Sys {
         op: &'static str,
@@ -50,19 +50,15 @@ impl Error {
             source,
         }
     }
-    /// Shorthand for an invalid configuration item.
-    pub fn config(what: impl Into<String>, why: impl Into<String>) -> Self {
-        Error::Config {
-            what: what.into(),
-            why: why.into(),
-        }
-    }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Config { what, why } => write!(f, "invalid {what}: {why}"),
+            Error::Keys(e) => write!(
+                f,
+                "{e} (rebuild the initramfs with its keys: `stele initramfs --key P.pem`)"
+            ),
             Error::Sys { op, path, errno } => {
                 write!(f, "{op} {path} failed: {}", errno.desc())
             }
@@ -87,6 +83,7 @@ impl std::error::Error for Error {
             Error::Sys { errno, .. } => Some(errno),
             Error::Io { source, .. } => Some(source),
             Error::Verify(e) => Some(e),
+            Error::Keys(e) => Some(e),
             _ => None,
         }
     }

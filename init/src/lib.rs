@@ -8,7 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod boot;
-pub mod config;
+pub mod cmdline;
 pub mod console;
 pub mod devices;
 pub mod error;
@@ -17,7 +17,6 @@ pub mod mounts;
 pub mod supervise;
 #[allow(unsafe_code)]
 pub mod sys;
-pub mod update;
 
 pub use error::{Error, Result};
 

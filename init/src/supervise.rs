@@ -8,9 +8,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use stele_verifier::config::{Action, Restart, Service, SystemConfig};
+use stele_verifier::layout::SYSTEM_TOML;
 
 use crate::boot::{self, Booted};
-use crate::config::{self, Action, Restart, Service, SystemConfig};
+use crate::cmdline::DEFAULT_PATH;
 use crate::sys;
 use crate::{debug, error, info, warn};
 
@@ -157,19 +159,16 @@ pub fn run(b: Booted) -> ! {
     let delay = b.config.failure_delay_secs;
     // Read from the verified layer itself, not through the overlay: nothing written to the
     // tmpfs upper layer or mounted from the data partition can change what runs.
-    let path = format!("{}{}", crate::mounts::LOWER, config::SYSTEM_TOML);
+    let path = format!("{}{SYSTEM_TOML}", crate::mounts::LOWER);
     let cfg = match std::fs::read_to_string(&path)
-        .map_err(|e| {
-            format!(
-                "read {} failed: {e} (the image must contain it)",
-                config::SYSTEM_TOML
-            )
-        })
-        .and_then(|t| SystemConfig::parse(&t, config::SYSTEM_TOML).map_err(|e| e.to_string()))
-        .and_then(|c| {
-            c.check_programs(&b.config.data_mount)
-                .map(|()| c)
-                .map_err(|e| format!("{}: {e}", config::SYSTEM_TOML))
+        .map_err(|e| format!("read {SYSTEM_TOML} failed: {e} (the image must contain it)"))
+        .and_then(|t| {
+            SystemConfig::parse(&t, SYSTEM_TOML)
+                .and_then(|c| {
+                    c.check_programs(SYSTEM_TOML, &b.config.data_mount)
+                        .map(|()| c)
+                })
+                .map_err(|e| e.to_string())
         }) {
         Ok(c) => c,
         Err(e) => {
@@ -240,7 +239,7 @@ fn command(
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .env_clear()
-        .env("PATH", config::DEFAULT_PATH)
+        .env("PATH", DEFAULT_PATH)
         .envs(env)
         .current_dir(dir)
         .stdin(Stdio::null());
@@ -425,8 +424,8 @@ impl Supervisor {
         self.good = true;
         let b = &mut self.b;
         // `stele update` may hold the state for a moment; PID 1 never blocks on it: it
-        // tries again at the next health check.
-        match sys::lock_state(&b.state_file, &b.state_path, false) {
+        // tries again a second later.
+        match b.state.try_lock() {
             Ok(true) => {}
             Ok(false) => {
                 info!(
@@ -439,23 +438,14 @@ impl Supervisor {
             }
             Err(e) => warn!("{e}; marking good without the state lock"),
         }
-        let r = crate::update::mark_good(
-            &mut b.state_file,
-            &mut |f: &mut std::fs::File| f.sync_data(),
-            b.slot,
-            b.rollback_index,
-        );
-        if let Err(e) = sys::unlock_state(&b.state_file, &b.state_path) {
-            warn!("{e}");
-        }
+        let r = b.state.mark_good(b.slot, b.rollback_index);
+        b.state.unlock();
         match r {
             Ok(_) => info!("slot={} marked good", b.slot.name()),
             Err(e) => {
                 error!(
-                    "marking slot={} good in {} failed: {}; trying again",
-                    b.slot.name(),
-                    b.state_path,
-                    e.message
+                    "marking slot={} good failed: {e}; trying again",
+                    b.slot.name()
                 );
                 // Not good yet: the slot stays on trial and this is retried.
                 self.good = false;

@@ -14,6 +14,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use stele_verifier::exit::{Exit, Report};
+
 /// The QEMU binary.
 pub const QEMU: &str = "qemu-system-x86_64";
 /// Printed by the kernel at the start of every boot; [`Vm::boot_count`] counts it.
@@ -65,6 +67,41 @@ pub enum QemuError {
         #[source]
         source: io::Error,
     },
+}
+
+impl QemuError {
+    /// The message without the console tail, for a caller that already showed the console
+    /// as it came (`stele qemu run`).
+    pub fn summary(&self) -> String {
+        match self {
+            QemuError::Timeout { pattern, secs, .. } => {
+                format!("expected text {pattern:?} did not appear within {secs}s")
+            }
+            QemuError::Exited {
+                pattern, status, ..
+            } => format!("the VM exited ({status}) before {pattern:?} appeared"),
+            QemuError::StillRunning { secs, .. } => {
+                format!("the VM did not power off within {secs}s")
+            }
+            e => e.to_string(),
+        }
+    }
+}
+
+impl Report for QemuError {
+    /// QEMU missing or failing is the environment; a VM that did not show what was
+    /// expected is refused.
+    fn exit(&self) -> Exit {
+        match self {
+            QemuError::NotFound(_)
+            | QemuError::Spawn { .. }
+            | QemuError::Log { .. }
+            | QemuError::Process { .. } => Exit::Environment,
+            QemuError::Timeout { .. }
+            | QemuError::Exited { .. }
+            | QemuError::StillRunning { .. } => Exit::Refused,
+        }
+    }
 }
 
 /// Everything about one VM.

@@ -24,8 +24,9 @@ pub enum Error {
         needed: u64,
         available: u64,
     },
-    /// A magic number did not match.
-    #[error("bad {what} magic: not a stele {what} (found {found:02x?})")]
+    /// A magic number did not match. For a footer the likely cause is named: the image
+    /// was cut short, or it is not a slot image at all.
+    #[error("bad {what} magic: not a stele {what} (found {found:02x?}){hint}", hint = magic_hint(what))]
     BadMagic { what: &'static str, found: Vec<u8> },
     /// A format version this build does not understand.
     #[error("unsupported {what} version {found} (this stele understands version {supported})")]
@@ -66,12 +67,25 @@ pub enum Error {
     /// A hash block's hash does not match its parent (or the root hash).
     #[error("verity mismatch in hash tree: level {level} block {block} does not match")]
     HashBlockMismatch { level: usize, block: u64 },
-    /// The root hash computed from the tree differs from the signed root hash.
-    #[error("root hash mismatch: computed {computed}, signed {expected}")]
+    /// The top block of the stored hash tree does not hash to the signed root hash.
+    #[error("root hash mismatch: computed {computed}, signed {expected}: hash tree mismatch (the top hash block was modified)")]
     RootHashMismatch { computed: String, expected: String },
+    /// The data copied from a bundle does not hash to the signed root hash (its stored tree
+    /// was checked before): the data was modified.
+    #[error("root hash mismatch: the data computes {computed}, signed {expected}: the bundle's data was modified")]
+    DataRootMismatch { computed: String, expected: String },
     /// No valid copy of the boot state.
     #[error("no valid boot state copy (both copies are corrupt or blank)")]
     NoValidState,
+}
+
+/// The cause added to a bad footer magic.
+fn magic_hint(what: &str) -> &'static str {
+    if what == "footer" {
+        ": the image is truncated, or it is not a stele slot image"
+    } else {
+        ""
+    }
 }
 
 impl Error {

@@ -2,13 +2,19 @@
 //!
 //! Pure Rust: no syscalls beyond `Read`/`Write`/`Seek`, no panics on any input, so every
 //! parser here can be fuzzed and run anywhere. The build side (`stele-image`), the PID 1
-//! (`stele-init`) and the CLI all go through this crate to read or check a slot image.
+//! (`stele-init`), the update library (`stele-update`) and the CLI all go through this
+//! crate to read or check a slot image, a configuration file or the partition layout, and
+//! take their exit classes from [`exit`].
 
+pub mod config;
 pub mod error;
+pub mod exit;
 pub mod footer;
 pub mod hex;
 pub mod keys;
+pub mod layout;
 pub mod manifest;
+pub mod partition;
 pub mod slot;
 pub mod state;
 #[cfg(any(test, feature = "test-util"))]
@@ -17,3 +23,4 @@ pub mod update;
 pub mod verity;
 
 pub use error::{Error, Result};
+pub use exit::{Exit, Report};

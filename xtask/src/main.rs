@@ -1,17 +1,20 @@
 //! cargo xtask: set-up of host tools and the test kernel, the test suite, the demo, benchmarks.
 //!
-//! Usage: `cargo xtask setup | test | demo | bench verity`. Everything here runs other
+//! Usage: `cargo xtask setup | test | demo | bench verity|build|erofs-delta`. Everything here runs other
 //! programs; it holds no logic of stele's own.
 
 mod bench;
+mod bench_build;
 mod demo;
 mod kernel;
 mod setup;
+#[cfg(test)]
+mod tidy;
 mod util;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <setup | test [-- cargo test args] | demo | bench verity>";
+const USAGE: &str = "usage: cargo xtask <setup | test [-- cargo test args] | demo | bench verity|build|erofs-delta>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -21,6 +24,8 @@ fn main() -> ExitCode {
         Some("demo") => demo::demo(),
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("verity") => bench::verity(),
+            Some("build") => bench_build::build(),
+            Some("erofs-delta") => bench_build::erofs_delta(),
             _ => Err(format!("unknown benchmark; {USAGE}")),
         },
         Some("-h" | "--help" | "help") => {

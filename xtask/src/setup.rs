@@ -21,6 +21,9 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("cpio", "cpio"),
     ("kmod", "depmod"),
     ("busybox-static", "busybox"),
+    ("fakeroot", "fakeroot"),
+    ("libcap2-bin", "setcap"),
+    ("tar", "tar"),
 ];
 
 /// Installs missing packages, then makes sure the test kernel is there.

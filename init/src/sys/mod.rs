@@ -96,44 +96,6 @@ pub fn block_size(f: &File, path: &str) -> Result<u64> {
     Ok(size)
 }
 
-/// flock(2) LOCK_EX on the boot state device, so that PID 1 marking a slot good and
-/// `stele update` flipping the state never interleave their load-modify-store. With
-/// `wait == false` it does not block and returns `Ok(false)` when someone else holds it.
-/// The lock goes with the open file (closing it releases the lock).
-pub fn lock_state(f: &File, path: &str, wait: bool) -> Result<bool> {
-    let op = if wait {
-        libc::LOCK_EX
-    } else {
-        libc::LOCK_EX | libc::LOCK_NB
-    };
-    // SAFETY: flock takes an fd and an integer operation and touches no memory of ours;
-    // the fd is a valid open file for the duration of the call.
-    let r = unsafe { libc::flock(f.as_raw_fd(), op) };
-    if r == 0 {
-        return Ok(true);
-    }
-    match Errno::last() {
-        Errno::EWOULDBLOCK if !wait => Ok(false),
-        e => Err(Error::sys("flock", path, e)),
-    }
-}
-
-/// flock(2) LOCK_UN: releases [`lock_state`] while keeping the file open.
-pub fn unlock_state(f: &File, path: &str) -> Result<()> {
-    // SAFETY: as in lock_state.
-    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(Error::sys("flock", path, Errno::last()))
-    }
-}
-
-/// fdatasync(2).
-pub fn fdatasync(f: &File, path: &str) -> Result<()> {
-    f.sync_data().map_err(|e| Error::io("fdatasync", path, e))
-}
-
 /// sync(2).
 pub fn sync() {
     nix::unistd::sync();
@@ -296,7 +258,7 @@ pub fn exec(argv: &[String]) -> std::io::Error {
     Command::new(prog)
         .args(args)
         .env_clear()
-        .env("PATH", crate::config::DEFAULT_PATH)
+        .env("PATH", crate::cmdline::DEFAULT_PATH)
         .exec()
 }
 
@@ -391,23 +353,5 @@ mod tests {
         assert_eq!(got, Some((pid, 0)), "orphan {pid} was not reaped");
         // The reaped orphan no longer exists.
         assert!(nix::sys::signal::kill(Pid::from_raw(pid), None).is_err());
-    }
-
-    /// Two opens of the state device exclude each other; the non-blocking side (PID 1) is
-    /// told "busy" instead of waiting, and gets the lock once it is released.
-    #[test]
-    fn state_lock_excludes_a_second_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("state");
-        std::fs::write(&p, [0u8; 512]).unwrap();
-        let path = p.to_str().unwrap();
-        let updater = File::open(&p).unwrap();
-        let pid1 = File::open(&p).unwrap();
-        assert!(lock_state(&updater, path, true).unwrap());
-        assert!(!lock_state(&pid1, path, false).unwrap());
-        unlock_state(&updater, path).unwrap();
-        assert!(lock_state(&pid1, path, false).unwrap());
-        drop(pid1); // closing releases it
-        assert!(lock_state(&updater, path, false).unwrap());
     }
 }

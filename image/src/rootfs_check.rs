@@ -1,0 +1,362 @@
+//! Before `stele image build --rootfs` packs a tree: its `/etc/stele/system.toml`, when
+//! there is one, must be what PID 1 accepts ([`SystemConfig::parse`]), and every program it
+//! would run (`exec`, `health`, each service's `exec`) must be an executable regular file
+//! in the tree. Paths are resolved INSIDE the tree, as they will be on the device:
+//! absolute symlinks from the tree's root, relative ones from their directory, `..` never
+//! above the root, at most [`MAX_LINKS`] links.
+//!
+//! The tree is read through [`Tree`] (look at one path without following it, read one
+//! file), implemented here for a directory ([`DirTree`]); a tar archive can implement it
+//! too. The resolution is [`resolve`], the same for every tree.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use stele_verifier::config::{ConfigError, SystemConfig};
+use stele_verifier::exit::{Exit, Report};
+use stele_verifier::layout::SYSTEM_TOML;
+
+/// Most symlinks followed while resolving one path (Linux's MAXSYMLINKS).
+pub const MAX_LINKS: usize = 40;
+
+/// What is at a path of the tree, not following a final symlink.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Node {
+    /// A regular file with its permission bits.
+    File {
+        mode: u32,
+    },
+    Dir,
+    /// A symlink and its target, as stored.
+    Symlink(String),
+    /// A device, FIFO or socket.
+    Other,
+}
+
+/// Read access to a root tree. Paths are absolute within the tree (`/etc/stele/system.toml`)
+/// and contain no symlink before their last component ([`resolve`] sees to that).
+pub trait Tree {
+    /// What is at `path` (a final symlink is not followed); `None` when nothing is.
+    fn lstat(&self, path: &str) -> io::Result<Option<Node>>;
+    /// The bytes of the regular file at `path`.
+    fn read(&self, path: &str) -> io::Result<Vec<u8>>;
+}
+
+/// A root tree that is a directory of the build host.
+#[derive(Clone, Debug)]
+pub struct DirTree {
+    root: PathBuf,
+}
+
+impl DirTree {
+    pub fn new(root: &Path) -> Self {
+        DirTree {
+            root: root.to_path_buf(),
+        }
+    }
+
+    fn host(&self, path: &str) -> PathBuf {
+        self.root.join(path.trim_start_matches('/'))
+    }
+}
+
+impl Tree for DirTree {
+    fn lstat(&self, path: &str) -> io::Result<Option<Node>> {
+        let p = self.host(path);
+        let md = match std::fs::symlink_metadata(&p) {
+            Ok(md) => md,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let ft = md.file_type();
+        Ok(Some(if ft.is_symlink() {
+            Node::Symlink(std::fs::read_link(&p)?.to_string_lossy().into_owned())
+        } else if ft.is_dir() {
+            Node::Dir
+        } else if ft.is_file() {
+            Node::File {
+                mode: md.permissions().mode() & 0o7777,
+            }
+        } else {
+            Node::Other
+        }))
+    }
+
+    fn read(&self, path: &str) -> io::Result<Vec<u8>> {
+        std::fs::read(self.host(path))
+    }
+}
+
+/// Where resolving a path ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resolved {
+    /// The path leads to `node` at `path` (no symlink in it).
+    Found { path: String, node: Node },
+    /// Nothing at `at`.
+    Missing { at: String },
+    /// `at` is in the middle of the path but not a directory.
+    NotADirectory { at: String },
+    /// More than [`MAX_LINKS`] symlinks.
+    Loop,
+}
+
+/// Resolves `path` inside `tree`, following every symlink as the device's kernel would
+/// with the tree as its root.
+pub fn resolve(tree: &dyn Tree, path: &str) -> io::Result<Resolved> {
+    let mut pending: Vec<String> = Vec::new();
+    push_components(&mut pending, path);
+    let mut done: Vec<String> = Vec::new();
+    let mut node = Node::Dir;
+    let mut links = 0;
+    while let Some(c) = pending.pop() {
+        if node != Node::Dir {
+            return Ok(Resolved::NotADirectory { at: join(&done) });
+        }
+        if c == ".." {
+            done.pop();
+            continue;
+        }
+        done.push(c);
+        let at = join(&done);
+        match tree.lstat(&at)? {
+            None => return Ok(Resolved::Missing { at }),
+            Some(Node::Symlink(target)) => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Ok(Resolved::Loop);
+                }
+                done.pop();
+                if target.starts_with('/') {
+                    done.clear();
+                }
+                push_components(&mut pending, &target);
+                node = Node::Dir;
+            }
+            Some(n) => node = n,
+        }
+    }
+    Ok(Resolved::Found {
+        path: join(&done),
+        node,
+    })
+}
+
+/// Pushes the components of `path` so that the first is popped first.
+fn push_components(pending: &mut Vec<String>, path: &str) {
+    let comps = path.split('/').filter(|c| !c.is_empty() && *c != ".");
+    let mut v: Vec<String> = comps.map(str::to_string).collect();
+    v.reverse();
+    pending.extend(v);
+}
+
+fn join(components: &[String]) -> String {
+    format!("/{}", components.join("/"))
+}
+
+/// Why a program of system.toml cannot run.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("does not exist in the rootfs ({0} is missing)")]
+    Missing(String),
+    #[error("cannot be reached in the rootfs ({0} is not a directory)")]
+    NotADirectory(String),
+    #[error("cannot be resolved in the rootfs (more than 40 symbolic links)")]
+    Loop,
+    #[error("is not a regular file in the rootfs")]
+    NotAFile,
+    #[error("is not executable in the rootfs (mode {0:04o}; chmod +x it)")]
+    NotExecutable(u32),
+}
+
+/// A rootfs refused before the build.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    /// system.toml is refused by the schema PID 1 uses.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A program system.toml names cannot run.
+    #[error("invalid {origin}: {key}: {program} {problem}")]
+    Program {
+        origin: String,
+        key: String,
+        program: String,
+        problem: Problem,
+    },
+    /// The tree cannot be read.
+    #[error("cannot read {path} in the rootfs: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Report for RootfsError {
+    fn exit(&self) -> Exit {
+        match self {
+            RootfsError::Io { .. } => Exit::Environment,
+            _ => Exit::Usage,
+        }
+    }
+}
+
+/// Checks `tree`'s system.toml (`origin` names it in errors) and the programs it runs.
+/// Returns the parsed file, or `None` when the tree has none.
+pub fn check(tree: &dyn Tree, origin: &str) -> Result<Option<SystemConfig>, RootfsError> {
+    let io_err = |path: &str| {
+        let path = path.to_string();
+        move |source| RootfsError::Io { path, source }
+    };
+    let at = match resolve(tree, SYSTEM_TOML).map_err(io_err(SYSTEM_TOML))? {
+        Resolved::Found {
+            path,
+            node: Node::File { .. },
+        } => path,
+        Resolved::Found { .. } => {
+            return Err(ConfigError::file(origin, "is not a regular file").into())
+        }
+        _ => return Ok(None),
+    };
+    let bytes = tree.read(&at).map_err(io_err(&at))?;
+    let text = String::from_utf8(bytes).map_err(|_| ConfigError::file(origin, "not UTF-8"))?;
+    let cfg = SystemConfig::parse(&text, origin)?;
+    for (key, program) in cfg.programs() {
+        let problem = match resolve(tree, program).map_err(io_err(program))? {
+            Resolved::Found {
+                node: Node::File { mode },
+                ..
+            } if mode & 0o111 != 0 => continue,
+            Resolved::Found {
+                node: Node::File { mode },
+                ..
+            } => Problem::NotExecutable(mode),
+            Resolved::Found { .. } => Problem::NotAFile,
+            Resolved::Missing { at } => Problem::Missing(at),
+            Resolved::NotADirectory { at } => Problem::NotADirectory(at),
+            Resolved::Loop => Problem::Loop,
+        };
+        return Err(RootfsError::Program {
+            origin: origin.to_string(),
+            key,
+            program: program.to_string(),
+            problem,
+        });
+    }
+    Ok(Some(cfg))
+}
+
+/// [`check`] of a directory: the origin is `DIR/etc/stele/system.toml`.
+pub fn check_dir(dir: &Path) -> Result<Option<SystemConfig>, RootfsError> {
+    let origin = dir.join(SYSTEM_TOML.trim_start_matches('/'));
+    check(&DirTree::new(dir), &origin.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn tree() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        for dir in ["etc/stele", "usr/bin", "sbin", "srv"] {
+            std::fs::create_dir_all(r.join(dir)).unwrap();
+        }
+        let exe = |p: &str, mode: u32| {
+            std::fs::write(r.join(p), "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(r.join(p), std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        exe("usr/bin/app", 0o755);
+        exe("usr/bin/data", 0o644);
+        symlink("usr/bin", r.join("bin")).unwrap();
+        symlink("/usr/bin/app", r.join("sbin/init")).unwrap();
+        symlink("../../usr/bin/app", r.join("srv/up")).unwrap();
+        symlink("/etc/passwd", r.join("srv/host")).unwrap();
+        symlink("loop2", r.join("srv/loop1")).unwrap();
+        symlink("loop1", r.join("srv/loop2")).unwrap();
+        d
+    }
+
+    fn found(t: &DirTree, p: &str) -> String {
+        match resolve(t, p).unwrap() {
+            Resolved::Found { path, .. } => path,
+            other => panic!("{p}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_tree() {
+        let d = tree();
+        let t = DirTree::new(d.path());
+        assert_eq!(found(&t, "/bin/app"), "/usr/bin/app");
+        assert_eq!(found(&t, "/sbin/init"), "/usr/bin/app");
+        assert_eq!(found(&t, "/srv/up"), "/usr/bin/app");
+        assert_eq!(found(&t, "/../../usr/./bin//app"), "/usr/bin/app");
+        // An absolute link points into the tree, never at the build host's files.
+        assert_eq!(
+            resolve(&t, "/srv/host").unwrap(),
+            Resolved::Missing {
+                at: "/etc/passwd".into()
+            }
+        );
+        assert_eq!(resolve(&t, "/srv/loop1").unwrap(), Resolved::Loop);
+        assert_eq!(
+            resolve(&t, "/usr/bin/app/x").unwrap(),
+            Resolved::NotADirectory {
+                at: "/usr/bin/app".into()
+            }
+        );
+    }
+
+    fn with_system(text: &str) -> (tempfile::TempDir, Result<Option<SystemConfig>, RootfsError>) {
+        let d = tree();
+        std::fs::write(d.path().join("etc/stele/system.toml"), text).unwrap();
+        let r = check_dir(d.path());
+        (d, r)
+    }
+
+    #[test]
+    fn programs_must_be_executable_files_in_the_tree() {
+        let (_d, r) = with_system("exec = [\"/sbin/init\"]\n");
+        assert!(r.unwrap().is_some());
+        for (text, key, problem) in [
+            ("exec = [\"/bin/nope\"]", "exec", "does not exist in the rootfs"),
+            ("exec = [\"/usr/bin/data\"]", "exec", "is not executable in the rootfs (mode 0644"),
+            ("exec = [\"/usr/bin\"]", "exec", "is not a regular file"),
+            ("exec = [\"/srv/host\"]", "exec", "does not exist"),
+            (
+                "[[service]]\nname = \"w\"\nexec = [\"/bin/app\"]\n[[service]]\nname = \"x\"\nexec = [\"/srv/loop1\"]",
+                "service \"x\" exec",
+                "more than 40 symbolic links",
+            ),
+            (
+                "exec = [\"/bin/app\"]\nhealth = [\"/usr/bin/app/check\"]",
+                "health",
+                "not a directory",
+            ),
+        ] {
+            let (d, r) = with_system(text);
+            let e = r.unwrap_err();
+            assert_eq!(e.exit(), Exit::Usage);
+            let msg = e.to_string();
+            let origin = d.path().join("etc/stele/system.toml");
+            assert!(
+                msg.starts_with(&format!("invalid {}: {key}: ", origin.display())),
+                "{msg}"
+            );
+            assert!(msg.contains(problem), "{text}: {msg}");
+        }
+    }
+
+    #[test]
+    fn the_schema_is_pid1s_and_no_file_is_no_check() {
+        let (d, r) = with_system("mode = \"exec\"\n");
+        let origin = d.path().join("etc/stele/system.toml").display().to_string();
+        let pid1 = SystemConfig::parse("mode = \"exec\"\n", &origin).unwrap_err();
+        assert_eq!(r.unwrap_err().to_string(), pid1.to_string());
+        let d = tree();
+        assert!(check_dir(d.path()).unwrap().is_none());
+        assert!(check_dir(&d.path().join("missing")).unwrap().is_none());
+    }
+}

@@ -1,0 +1,228 @@
+//! The error of the `stele` command: every library error as a variant, with the exit class
+//! each library gives it ([`Report`], stele_verifier::exit), plus the CLI's own: usage
+//! errors, refusals it decides itself, and which file an error is about. `main` prints it with `stele_verifier::exit::print_error`.
+
+use std::io;
+use std::path::PathBuf;
+
+use stele_image::cpio::CpioError;
+use stele_image::disk::DiskError;
+use stele_image::gpt::GptError;
+use stele_image::initramfs::InitramfsError;
+use stele_image::rootfs_check::RootfsError;
+use stele_qemu::QemuError;
+use stele_update::keys::KeyringError;
+use stele_verifier::config::ConfigError;
+use stele_verifier::exit::{Exit, Report};
+
+/// Result of a subcommand.
+pub type CliResult<T = ()> = Result<T, Error>;
+
+/// Everything a `stele` command can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Verifier(#[from] stele_verifier::Error),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Image(#[from] stele_image::Error),
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    #[error(transparent)]
+    Initramfs(#[from] InitramfsError),
+    #[error(transparent)]
+    Cpio(#[from] CpioError),
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    #[error(transparent)]
+    Update(#[from] stele_update::Error),
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    /// The console was already shown as it came: the message without its tail.
+    #[error("{}", .0.summary())]
+    Qemu(#[from] QemuError),
+    /// `--disk` names something that is not a disk made by `stele disk create`.
+    #[error("{}: {source} (a disk made by `stele disk create` is expected)", path.display())]
+    DiskImage {
+        path: PathBuf,
+        #[source]
+        source: GptError,
+    },
+    #[error(transparent)]
+    Usage(#[from] Usage),
+    /// Writing an output file.
+    #[error("{what} {}: {source}", path.display())]
+    Output {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// `stele verify`: the keyring met its threshold with no signature (cannot happen with
+    /// a threshold >= 1, checked anyway).
+    #[error("{}: no valid signature", image.display())]
+    NoValidSignature { image: PathBuf },
+    /// `stele verity verify`: the hash file is shorter than the tree.
+    #[error("truncated hash file {}: {len} bytes, the tree needs {need}", path.display())]
+    TruncatedHashFile { path: PathBuf, len: u64, need: u64 },
+    /// `stele qemu run` without `--expect`: QEMU exited with a failure.
+    #[error("QEMU exited with {status}")]
+    QemuExit { status: String },
+    /// Which file an error is about.
+    #[error("{}: {source}", context.display())]
+    Context {
+        context: PathBuf,
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+/// Arguments (or environment variables) the user got wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Usage {
+    #[error("invalid {arg} {value:?}: expected an even number of hex digits")]
+    Hex { arg: &'static str, value: String },
+    #[error("invalid --salt: {len} bytes, at most {max} allowed")]
+    SaltTooLong { len: usize, max: usize },
+    #[error("invalid SOURCE_DATE_EPOCH {value:?}: expected seconds since the Unix epoch")]
+    Epoch { value: String },
+    #[error("SOURCE_DATE_EPOCH: {0}")]
+    EpochRange(#[source] CpioError),
+    #[error("invalid {arg} {value}: use a power of two from 512 to 65536")]
+    BlockSize { arg: &'static str, value: u32 },
+    #[error("--signer-cmd needs --public P.pem")]
+    SignerNeedsPublic,
+    #[error("give exactly one of --rootfs, --rootfs-tar and --fs-image")]
+    OneInput,
+    #[error("{} holds no whole {block}-byte data block", data.display())]
+    NoDataBlock { data: PathBuf, block: u64 },
+    #[error("{} is {len} bytes, too short for {blocks} data blocks of {block} bytes", data.display())]
+    DataTooShort {
+        data: PathBuf,
+        len: u64,
+        blocks: u64,
+        block: u64,
+    },
+    /// Verity geometry the verifier refuses.
+    #[error("{0}")]
+    Geometry(#[source] stele_verifier::Error),
+    #[error("invalid ROOT {0:?}: expected 64 hex digits")]
+    Root(String),
+    #[error("hash tree too large")]
+    TreeTooLarge,
+    #[error("--init {}: {why}", path.display())]
+    Init { path: PathBuf, why: String },
+    #[error(
+        "--key, --keys and --threshold go with --disk; on the device the keys come from /run/stele"
+    )]
+    KeysWithoutDisk,
+    #[error("--disk needs the trusted keys: --key P.pem or --keys DIR (there is no /run/stele on a build host)")]
+    DiskWithoutKeys,
+}
+
+impl Error {
+    /// Says which file this error is about.
+    pub fn context(self, context: impl Into<PathBuf>) -> Self {
+        Error::Context {
+            context: context.into(),
+            source: Box::new(self),
+        }
+    }
+
+    /// I/O on a file the CLI opens itself: the build side's [`stele_image::Error::Io`].
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        stele_image::Error::io(op, path, source).into()
+    }
+}
+
+/// `.context(path)` on results.
+pub trait Context<T> {
+    fn context(self, context: impl Into<PathBuf>) -> CliResult<T>;
+}
+
+impl<T, E: Into<Error>> Context<T> for Result<T, E> {
+    fn context(self, context: impl Into<PathBuf>) -> CliResult<T> {
+        self.map_err(|e| e.into().context(context))
+    }
+}
+
+impl Report for Error {
+    fn exit(&self) -> Exit {
+        match self {
+            Error::Verifier(e) => e.exit(),
+            Error::Config(e) => e.exit(),
+            Error::Image(e) => e.exit(),
+            Error::Disk(e) => e.exit(),
+            Error::Initramfs(e) => e.exit(),
+            Error::Cpio(e) => e.exit(),
+            Error::Rootfs(e) => e.exit(),
+            Error::Update(e) => e.exit(),
+            Error::Keyring(e) => e.exit(),
+            Error::Qemu(e) => e.exit(),
+            Error::DiskImage { source, .. } => source.exit(),
+            Error::Usage(_) => Exit::Usage,
+            Error::Output { .. } => Exit::Environment,
+            Error::NoValidSignature { .. }
+            | Error::TruncatedHashFile { .. }
+            | Error::QemuExit { .. } => Exit::Refused,
+            Error::Context { source, .. } => source.exit(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_library_error_keeps_its_class() {
+        let e: Error = stele_verifier::Error::FooterChecksum.into();
+        assert_eq!(e.exit(), Exit::Refused);
+        let e: Error = stele_image::Error::ToolMissing {
+            tool: "mksquashfs",
+            package: "squashfs-tools",
+        }
+        .into();
+        assert_eq!(e.exit(), Exit::Environment);
+        let e: Error = stele_image::Error::invalid("--salt", "odd").into();
+        assert_eq!(e.exit(), Exit::Usage);
+        let key = stele_verifier::Error::Key {
+            path: "k".into(),
+            why: "x".into(),
+        };
+        let e: Error = stele_image::Error::Verifier(key).into();
+        assert_eq!(e.exit(), Exit::Usage);
+        let e = e.context("a");
+        assert_eq!(e.exit(), Exit::Usage);
+        assert_eq!(e.to_string(), "a: bad key k: x");
+        let e: Error = stele_verifier::Error::BadMagic {
+            what: "footer",
+            found: vec![0; 8],
+        }
+        .into();
+        assert!(e.to_string().contains("truncated"), "{e}");
+        let e: Error = QemuError::Timeout {
+            pattern: "stele: ready".into(),
+            secs: 5,
+            tail: "console".into(),
+        }
+        .into();
+        assert_eq!(e.exit(), Exit::Refused);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("stele: ready") && !msg.contains("console"),
+            "{msg}"
+        );
+        let e: Error = QemuError::NotFound("q".into()).into();
+        assert_eq!(e.exit(), Exit::Environment);
+        let e: Error = DiskError::NotSlot {
+            path: "x".into(),
+            why: "no footer".into(),
+        }
+        .into();
+        assert_eq!(e.exit(), Exit::Refused);
+        let e: Error = Usage::OneInput.into();
+        assert_eq!(e.exit(), Exit::Usage);
+    }
+}

@@ -1,0 +1,159 @@
+//! The build refuses what PID 1 refuses, with PID 1's message: the verifier's one table of
+//! boot.toml and system.toml cases (stele_verifier::config::cases) fed to
+//! `stele initramfs --config` and `stele image build --rootfs`. Each must exit 2 with the
+//! very line `BootConfig::parse` / `SystemConfig::parse` give, and write nothing.
+
+use std::path::Path;
+
+use stele_verifier::config::cases::{File, CASES};
+use stele_verifier::config::{BootConfig, SystemConfig};
+use stele_verifier::exit::error_line;
+
+use crate::fixture::Fixture;
+use crate::util::*;
+
+/// A 64-bit ELF header with one PT_LOAD program header and no interpreter: what
+/// `stele initramfs` accepts as a static /init (it is never run here).
+fn static_elf() -> Vec<u8> {
+    let mut b = vec![0u8; 64 + 56];
+    b[..4].copy_from_slice(b"\x7fELF");
+    b[4] = 2;
+    b[5] = 1;
+    b[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+    b[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+    b[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
+    b[64..68].copy_from_slice(&1u32.to_le_bytes());
+    b
+}
+
+/// `stele image build` of `root` signed with `key` into `out`.
+fn build(fx: &Fixture, root: &str, key: &str, out: &Path) -> Out {
+    fx.image(root, key)
+        .version("1")
+        .run(out.to_str().expect("utf-8"))
+}
+
+/// The single stderr line of a refusal, exit 2, nothing at `out` nor beside it.
+fn refused_with(out: &Out, line: &str, out_path: &Path) {
+    fails(out, 2, &[]);
+    assert_eq!(out.stderr.trim_end(), line, "{out:?}");
+    assert!(!out_path.exists(), "{} was written", out_path.display());
+    let dir = out_path.parent().expect("output dir");
+    let left: Vec<_> = std::fs::read_dir(dir).expect("read output dir").collect();
+    assert!(left.is_empty(), "leftovers next to the output: {left:?}");
+}
+
+#[test]
+fn initramfs_config_refuses_what_stele_init_refuses() {
+    let fx = Fixture::new();
+    let (_, p) = fx.keygen("k");
+    let modules = fx.path("modules");
+    std::fs::create_dir(&modules).expect("mkdir");
+    std::fs::write(modules.join("modules.dep"), "").expect("write modules.dep");
+    let init = fx.path("init");
+    std::fs::write(&init, static_elf()).expect("write init");
+    let out_dir = fx.path("out");
+    std::fs::create_dir(&out_dir).expect("mkdir");
+    let out = out_dir.join("initrd");
+    // The builder writes its config text to boot.toml and passes it as --config.
+    let cfg = fx.path("boot.toml");
+    let run = |text: &str| {
+        fx.initramfs(&[&p])
+            .modules_dir(modules.to_str().expect("utf-8"))
+            .init(init.to_str().expect("utf-8"))
+            .args(&["--no-default-modules"])
+            .config(text)
+            .out("out/initrd")
+            .run()
+    };
+    let origin = cfg.display().to_string();
+    let mut seen = 0;
+    for case in CASES.iter().filter(|c| c.file != File::System) {
+        let res = run(case.text);
+        if case.file == File::BootGenerated {
+            // The user's file may not set what the builder generates; PID 1's rule for
+            // those values is applied to what it generates instead.
+            let key = case.key.expect("generated cases name their key");
+            let want = format!(
+                "stele: error: bad boot config {origin}: `{key}` is set by `stele initramfs` (use --threshold / --module), remove it from the file"
+            );
+            refused_with(&res, &want, &out);
+        } else {
+            let pid1 = BootConfig::parse(case.text, &origin).expect_err(case.text);
+            let want = format!("stele: error: {}", error_line(&pid1.to_string()));
+            refused_with(&res, &want, &out);
+        }
+        seen += 1;
+    }
+    assert!(seen > 20, "{seen} boot.toml cases");
+    // The same builder accepts a valid file (so the refusals above are about the values).
+    ok(run("data_mount = \"/srv\"\nfailure_delay_secs = 3\n"));
+    let cpio = std::fs::read(&out).expect("initrd written");
+    let text = String::from_utf8_lossy(&cpio);
+    assert!(
+        text.contains("data_mount = \"/srv\""),
+        "boot.toml not in the archive"
+    );
+}
+
+#[test]
+fn image_build_refuses_a_system_toml_stele_init_would_refuse() {
+    let fx = Fixture::new();
+    let (k, _) = fx.keygen("k");
+    let out_dir = fx.path("out");
+    std::fs::create_dir(&out_dir).expect("mkdir");
+    let out = out_dir.join("s.img");
+    let root = fx.tree("root", false).build();
+    let system = Path::new(&root).join("etc/stele/system.toml");
+    let origin = system.display().to_string();
+    let mut seen = 0;
+    for case in CASES.iter().filter(|c| c.file == File::System) {
+        std::fs::write(&system, case.text).expect("write system.toml");
+        let pid1 = SystemConfig::parse(case.text, &origin).expect_err(case.text);
+        let want = format!("stele: error: {}", error_line(&pid1.to_string()));
+        refused_with(&build(&fx, &root, &k, &out), &want, &out);
+        seen += 1;
+    }
+    assert!(seen > 20, "{seen} system.toml cases");
+}
+
+/// Programs are looked up inside the rootfs, as the device will: missing, not executable,
+/// or reached through a symlink out of the tree, the build refuses naming file and key.
+#[test]
+fn image_build_refuses_programs_the_rootfs_does_not_have() {
+    need_tool("mkfs.erofs");
+    let fx = Fixture::new();
+    let (k, p) = fx.keygen("k");
+    let root = fx.tree("root", false).build();
+    let r = Path::new(&root);
+    std::os::unix::fs::symlink("/bin/sh", r.join("usr/bin/hostsh")).expect("symlink");
+    let system = r.join("etc/stele/system.toml");
+    let origin = system.display().to_string();
+    let out = fx.path("s.img");
+    std::fs::write(r.join("usr/bin/plain"), "data").expect("write");
+    for (text, key, why) in [
+        ("exec = [\"/bin/nope\"]", "exec", "does not exist in the rootfs"),
+        ("exec = [\"/usr/bin/plain\"]", "exec", "is not executable"),
+        // /bin/sh exists on the build host, not in this tree.
+        ("exec = [\"/usr/bin/hostsh\"]", "exec", "does not exist in the rootfs"),
+        (
+            "[[service]]\nname = \"web\"\nexec = [\"/bin/hello\"]\n[[service]]\nname = \"db\"\nexec = [\"/etc\"]",
+            "service \"db\" exec",
+            "is not a regular file",
+        ),
+    ] {
+        std::fs::write(&system, text).expect("write system.toml");
+        let res = build(&fx, &root, &k, &out);
+        fails(&res, 2, &[&format!("invalid {origin}: {key}: "), why]);
+        assert!(!out.exists());
+    }
+    // Through the tree's own symlink (bin -> usr/bin) it is found: the image builds.
+    std::fs::write(&system, "exec = [\"/bin/hello\"]\n").expect("write system.toml");
+    ok(build(&fx, &root, &k, &out));
+    ok(stele(&[
+        "verify",
+        out.to_str().expect("utf-8"),
+        "--key",
+        &p,
+    ]));
+}

@@ -1,0 +1,58 @@
+//! The device binary's `main`: stele-init run as `stele` (multi-call) parses its arguments
+//! ([`crate::args`]), runs the command against `/run/stele` and prints one
+//! `stele: error: <cause>` line on failure. The host CLI runs the same [`run`] on the
+//! device.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use stele_verifier::exit::{print_error, Exit};
+
+use crate::args::{parse_args, Command, HELP};
+use crate::run_dir::RUN_DIR;
+use crate::{install, mark_good, status, Result};
+
+pub use crate::args::is_update_call;
+
+/// The multi-call entry: parses `argv`, runs the command against /run/stele, prints
+/// `stele: error: <cause>` on failure and returns the exit class.
+pub fn main(argv: &[OsString]) -> Exit {
+    let r = parse_args(argv.get(1..).unwrap_or(&[]))
+        .map_err(crate::Error::from)
+        .and_then(|cmd| run(&cmd, Path::new(RUN_DIR)));
+    match r {
+        Ok(()) => Exit::Success,
+        Err(e) => print_error(&e),
+    }
+}
+
+/// Progress lines on stderr.
+fn progress(line: &str) {
+    eprintln!("stele: {line}");
+}
+
+/// Runs a device command against the files the boot published in `run_dir`, printing its
+/// output.
+pub fn run(cmd: &Command, run_dir: &Path) -> Result<()> {
+    match cmd {
+        Command::Help => {
+            print!("{HELP}");
+            Ok(())
+        }
+        Command::Install(b) => {
+            let done = install::on_device(run_dir, b, &mut progress)?;
+            println!("{}", install::installed_line(&done));
+            Ok(())
+        }
+        Command::Status { json } => {
+            let st = status::on_device(run_dir)?;
+            print!("{}", if *json { st.json() } else { st.text() });
+            Ok(())
+        }
+        Command::MarkGood => {
+            let s = mark_good::on_device(run_dir)?;
+            println!("stele: slot={} marked good", s.name());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Loading a keyring from public key files and key directories: the one loader behind the
+//! boot (`/etc/stele/keys`), the device commands (`/run/stele/keys`) and the CLI (`--key`,
+//! `--keys`).
+//!
+//! A key directory contributes every regular file named `*.pem` directly in it, sorted by
+//! name (docs/CLI.md, "Keys").
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use stele_verifier::exit::{Exit, Report};
+use stele_verifier::keys::{parse_public_pem, Keyring, VerifyingKey};
+
+/// The file name extension a key directory reads.
+pub const KEY_EXTENSION: &str = "pem";
+
+/// Why a keyring could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyringError {
+    /// A key directory cannot be listed.
+    #[error("cannot read key directory {}: {source}", dir.display())]
+    ReadDir {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A key file cannot be read.
+    #[error("cannot read key file {}: {source}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A key directory holds no key file.
+    #[error("invalid key directory: {} holds no *.pem public keys", dir.display())]
+    EmptyDir { dir: PathBuf },
+    /// No key at all.
+    #[error("invalid keyring: no trusted public keys given (use --key P.pem or --keys DIR)")]
+    NoKeys,
+    /// A key file is not an ed25519 SPKI PEM public key.
+    #[error(transparent)]
+    Key(stele_verifier::Error),
+    /// The threshold does not fit the number of keys.
+    #[error("invalid threshold: {0}")]
+    Threshold(#[source] stele_verifier::Error),
+}
+
+impl Report for KeyringError {
+    /// Unreadable files are the environment; what the files say, and the threshold, are
+    /// the caller's input.
+    fn exit(&self) -> Exit {
+        match self {
+            KeyringError::ReadDir { .. } | KeyringError::ReadFile { .. } => Exit::Environment,
+            KeyringError::Key(e) => e.exit(),
+            _ => Exit::Usage,
+        }
+    }
+}
+
+/// The key files of `dir`: regular files named `*.pem` directly in it, sorted by name.
+pub fn key_files_in(dir: &Path) -> Result<Vec<PathBuf>, KeyringError> {
+    let read_dir = |source| KeyringError::ReadDir {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read_dir)? {
+        let p = entry.map_err(read_dir)?.path();
+        if p.extension().is_some_and(|x| x == KEY_EXTENSION) && p.is_file() {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads an SPKI PEM ed25519 public key file.
+pub fn load_public_key(path: &Path) -> Result<VerifyingKey, KeyringError> {
+    let text = std::fs::read_to_string(path).map_err(|source| KeyringError::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_public_pem(&text, &path.display().to_string()).map_err(KeyringError::Key)
+}
+
+/// A keyring of the key `files` and every key file of each of `dirs`, with `threshold`.
+/// Duplicate keys count once; an empty directory is refused.
+pub fn load_keyring(
+    files: &[PathBuf],
+    dirs: &[PathBuf],
+    threshold: usize,
+) -> Result<Keyring, KeyringError> {
+    let mut paths = files.to_vec();
+    for d in dirs {
+        let found = key_files_in(d)?;
+        if found.is_empty() {
+            return Err(KeyringError::EmptyDir { dir: d.clone() });
+        }
+        paths.extend(found);
+    }
+    if paths.is_empty() {
+        return Err(KeyringError::NoKeys);
+    }
+    let keys = paths
+        .iter()
+        .map(|p| load_public_key(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    Keyring::new(keys, threshold).map_err(KeyringError::Threshold)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stele_verifier::keys::public_pem;
+    use stele_verifier::testutil::key;
+
+    #[test]
+    fn a_directory_reads_its_pem_files_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        assert!(matches!(
+            load_keyring(&[], std::slice::from_ref(&d), 1),
+            Err(KeyringError::EmptyDir { .. })
+        ));
+        std::fs::write(d.join("b.pem"), public_pem(&key(2).verifying_key())).unwrap();
+        std::fs::write(d.join("a.pem"), public_pem(&key(1).verifying_key())).unwrap();
+        std::fs::write(d.join("c.pub"), "not read").unwrap();
+        std::fs::create_dir(d.join("sub.pem")).unwrap();
+        let files = key_files_in(&d).unwrap();
+        assert_eq!(files, [d.join("a.pem"), d.join("b.pem")]);
+        let ring = load_keyring(&[], std::slice::from_ref(&d), 2).unwrap();
+        assert_eq!(ring.ids().len(), 2);
+        // A file given twice counts once: the threshold is checked against distinct keys.
+        let e = load_keyring(&[d.join("a.pem")], std::slice::from_ref(&d), 3).unwrap_err();
+        assert!(matches!(e, KeyringError::Threshold(_)), "{e}");
+        assert_eq!(e.exit(), Exit::Usage);
+    }
+
+    #[test]
+    fn errors_name_the_file_and_their_class() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            load_keyring(&[], &[], 1),
+            Err(KeyringError::NoKeys)
+        ));
+        let missing = dir.path().join("nope.pem");
+        let e = load_keyring(std::slice::from_ref(&missing), &[], 1).unwrap_err();
+        assert_eq!(e.exit(), Exit::Environment);
+        assert!(e.to_string().contains("nope.pem"), "{e}");
+        let bad = dir.path().join("bad.pem");
+        std::fs::write(&bad, "not a key").unwrap();
+        let e = load_keyring(&[bad], &[], 1).unwrap_err();
+        assert_eq!(e.exit(), Exit::Usage);
+        assert!(e.to_string().contains("bad.pem"), "{e}");
+        let e = load_keyring(&[], &[dir.path().join("none")], 1).unwrap_err();
+        assert!(matches!(e, KeyringError::ReadDir { .. }));
+    }
+}

@@ -1,0 +1,26 @@
+//! stele-update: A/B updates, shared by the device binary (stele-init run as `stele`) and
+//! the host `stele` CLI.
+//!
+//! - [`run_dir`]: the `/run/stele` contract (written by the boot, read by the commands)
+//! - [`state_file`]: the boot state device: open, lock, load, store with fdatasync
+//! - [`keys`]: a keyring from key files and directories
+//! - [`install`], [`status`], [`mark_good`]: the commands
+//! - [`args`], [`device`]: the device binary's front-end
+//!
+//! The write order that keeps a power cut harmless is `stele_verifier::update`'s; this
+//! crate adds the policy (which slot, what floor, which keys), the device files and the
+//! output lines. No `unsafe`: block devices are sized by seeking to their end, flushed with
+//! `File::sync_data` and locked with nix's `Flock`.
+
+pub mod args;
+pub mod device;
+pub mod error;
+pub mod install;
+pub mod keys;
+pub mod mark_good;
+pub mod run_dir;
+pub mod state_file;
+pub mod status;
+pub mod storage;
+
+pub use error::{Error, Result};

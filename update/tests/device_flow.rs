@@ -1,0 +1,123 @@
+//! The device flow on the host: `/run/stele` as the boot publishes it (run_dir::publish),
+//! pointing at regular files for the partitions; status, install, refusals, mark-good.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use stele_update::install::{self, BundleArg};
+use stele_update::run_dir::{self, Devices, Publish};
+use stele_update::status::{self, Image};
+use stele_update::{mark_good, Error};
+use stele_verifier::exit::{Exit, Report};
+use stele_verifier::keys::public_pem;
+use stele_verifier::state::{self, BootState, Slot};
+use stele_verifier::testutil::{image_signed_by, key};
+
+fn image(rollback_index: u64, seed: u8, signer: u8) -> Vec<u8> {
+    image_signed_by(8, rollback_index, seed, signer).0
+}
+
+/// A device: state, slot a holding `a` (footer at the partition's end), empty slot b.
+fn device(base: &Path) -> std::path::PathBuf {
+    let part = |n: &str| base.join(n).display().to_string();
+    let a = image(1, 1, 1);
+    let mut a_part = vec![0u8; 1 << 20];
+    a_part[..a.len()].copy_from_slice(&a);
+    a_part[(1 << 20) - 4096..].copy_from_slice(&a[a.len() - 4096..]);
+    std::fs::write(part("a"), &a_part).unwrap();
+    std::fs::write(part("b"), vec![0u8; 1 << 20]).unwrap();
+    let mut st = Cursor::new(vec![0u8; 8192]);
+    state::initialize(&mut st, &BootState::initial(false)).unwrap();
+    std::fs::write(part("state"), st.into_inner()).unwrap();
+    let keys = base.join("initramfs-keys");
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::write(keys.join("k.pem"), public_pem(&key(1).verifying_key())).unwrap();
+    let body = stele_verifier::slot::locate(&mut Cursor::new(&a), a.len() as u64)
+        .unwrap()
+        .envelope
+        .body;
+    let run = base.join("run");
+    run_dir::publish(
+        &run,
+        &Publish {
+            slot: Slot::A,
+            manifest: &body,
+            boot_toml: "threshold = 1\n",
+            devices: &Devices {
+                state: part("state"),
+                a: Some(part("a")),
+                b: Some(part("b")),
+                data: None,
+            },
+            keys_dir: &keys,
+        },
+    )
+    .unwrap();
+    run
+}
+
+#[test]
+fn status_install_refusals_and_mark_good() {
+    let base = tempfile::tempdir().unwrap();
+    let run = device(base.path());
+    let part = |n: &str| base.path().join(n);
+
+    let s = status::on_device(&run).unwrap();
+    assert_eq!(s.booted, Some(Slot::A));
+    assert_eq!(s.slots[1].image, Image::Empty);
+    assert!(matches!(
+        s.slots[0].image,
+        Image::Valid {
+            rollback_index: 1,
+            ..
+        }
+    ));
+
+    let v2 = part("v2.img");
+    std::fs::write(&v2, image(2, 9, 1)).unwrap();
+    let mut lines = Vec::new();
+    let done = install::on_device(&run, &BundleArg::Path(v2.clone()), &mut |l| {
+        lines.push(l.to_string())
+    })
+    .unwrap();
+    assert_eq!(done.slot, Slot::B);
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("update: footer written")
+    );
+    let s = status::on_device(&run).unwrap();
+    assert_eq!(s.next, Some(Slot::B));
+    assert!(matches!(&s.slots[1].image, Image::Valid { version, .. } if version == "2.9"));
+    assert_eq!(s.slots[1].record.tries_remaining, 3);
+
+    // The bundle cannot be the slot being written.
+    let e = install::on_device(&run, &BundleArg::Path(part("b")), &mut |_| {}).unwrap_err();
+    assert!(matches!(e, Error::BundleIsSlot { .. }), "{e}");
+    assert_eq!(e.exit(), Exit::Usage);
+
+    // A bundle signed by an unknown key: refused, state bytes unchanged, and the error
+    // names the slot and the partition it was meant for.
+    let before = std::fs::read(part("state")).unwrap();
+    std::fs::write(&v2, image(3, 9, 2)).unwrap();
+    let e = install::on_device(&run, &BundleArg::Path(v2), &mut |_| {}).unwrap_err();
+    assert_eq!(e.exit(), Exit::Refused);
+    let msg = e.to_string();
+    assert!(msg.contains("threshold not met"), "{msg}");
+    assert!(
+        msg.ends_with(&format!(
+            "(installing into slot b on {})",
+            part("b").display()
+        )),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read(part("state")).unwrap(), before);
+
+    // mark-good of the booted slot a raises the floor to 1.
+    assert_eq!(mark_good::on_device(&run).unwrap(), Slot::A);
+    assert_eq!(status::on_device(&run).unwrap().rollback_floor, 1);
+
+    // Nothing published: an environment error naming the file.
+    let e = status::on_device(&base.path().join("nowhere")).unwrap_err();
+    assert_eq!(e.exit(), Exit::Environment);
+    assert!(e.to_string().contains("nowhere/slot"), "{e}");
+}

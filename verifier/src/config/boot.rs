@@ -1,0 +1,310 @@
+//! `/etc/stele/boot.toml`: partition names, data mount, overlay size, verification mode,
+//! failure policy, keyring threshold and module list (docs/BOOT.md). Parsed and validated
+//! by [`BootConfig::parse`], the one function the initramfs builder and PID 1 both call.
+
+use super::{is_under, parse_table, ConfigError, Fields};
+use crate::layout::{Role, ROLES};
+
+/// `verify`: how much is checked in userspace before mounting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum VerifyMode {
+    /// Signatures and the hash tree; data blocks are checked by the kernel on read.
+    #[default]
+    Tree,
+    /// Also every data block before mounting.
+    Full,
+}
+
+/// What to do when the machine must end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Action {
+    #[default]
+    Reboot,
+    Poweroff,
+}
+
+impl Action {
+    /// The TOML (and console) names.
+    pub const CHOICES: [(&'static str, Action); 2] =
+        [("reboot", Action::Reboot), ("poweroff", Action::Poweroff)];
+
+    /// `"reboot"` or `"poweroff"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Reboot => "reboot",
+            Action::Poweroff => "poweroff",
+        }
+    }
+}
+
+impl VerifyMode {
+    /// The TOML names.
+    pub const CHOICES: [(&'static str, VerifyMode); 2] =
+        [("tree", VerifyMode::Tree), ("full", VerifyMode::Full)];
+}
+
+/// `/etc/stele/boot.toml`. See docs/BOOT.md.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootConfig {
+    pub state_partition: String,
+    pub slot_a_partition: String,
+    pub slot_b_partition: String,
+    pub data_partition: String,
+    pub data_mount: String,
+    pub overlay_size: String,
+    pub verify: VerifyMode,
+    pub on_failure: Action,
+    pub failure_delay_secs: u64,
+    pub partition_timeout_secs: u64,
+    pub threshold: usize,
+    pub modules: Vec<String>,
+}
+
+impl Default for BootConfig {
+    fn default() -> Self {
+        BootConfig {
+            state_partition: Role::State.name().into(),
+            slot_a_partition: Role::SlotA.name().into(),
+            slot_b_partition: Role::SlotB.name().into(),
+            data_partition: Role::Data.name().into(),
+            data_mount: "/var".into(),
+            overlay_size: "50%".into(),
+            verify: VerifyMode::Tree,
+            on_failure: Action::Reboot,
+            failure_delay_secs: 10,
+            partition_timeout_secs: 10,
+            threshold: 1,
+            modules: Vec::new(),
+        }
+    }
+}
+
+/// The keys of boot.toml, in the order docs/BOOT.md lists them.
+pub const KEYS: &[&str] = &[
+    "state_partition",
+    "slot_a_partition",
+    "slot_b_partition",
+    "data_partition",
+    "data_mount",
+    "overlay_size",
+    "verify",
+    "on_failure",
+    "failure_delay_secs",
+    "partition_timeout_secs",
+    "threshold",
+    "modules",
+];
+
+/// Directories the writable data partition must not cover: they hold the verified system
+/// (programs, libraries, configuration) or the kernel's own filesystems.
+pub const SYSTEM_DIRS: &[&str] = &[
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run",
+    "/sbin", "/sys", "/usr",
+];
+
+impl BootConfig {
+    /// Parses and validates boot.toml text; `origin` names the file in errors. Pure.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        Self::from_table(parse_table(text, origin)?, origin)
+    }
+
+    /// Reads and validates an already parsed boot.toml table (what [`BootConfig::parse`]
+    /// does after the TOML syntax). The initramfs builder calls it on the final table,
+    /// its user's settings plus `threshold` and `modules`. Pure.
+    pub fn from_table(table: toml::Table, origin: &str) -> Result<Self, ConfigError> {
+        let mut f = Fields::new(origin, "", table);
+        let mut c = BootConfig::default();
+        for r in ROLES {
+            if let Some(v) = f.string(r.config_key)? {
+                *c.partition_mut(r.role) = v;
+            }
+        }
+        for (key, field) in [
+            ("data_mount", &mut c.data_mount),
+            ("overlay_size", &mut c.overlay_size),
+        ] {
+            if let Some(v) = f.string(key)? {
+                *field = v;
+            }
+        }
+        if let Some(v) = f.choice("verify", &VerifyMode::CHOICES)? {
+            c.verify = v;
+        }
+        if let Some(v) = f.choice("on_failure", &Action::CHOICES)? {
+            c.on_failure = v;
+        }
+        if let Some(v) = f.secs("failure_delay_secs")? {
+            c.failure_delay_secs = v;
+        }
+        if let Some(v) = f.secs("partition_timeout_secs")? {
+            c.partition_timeout_secs = v;
+        }
+        if let Some(v) = f.uint("threshold")? {
+            c.threshold = usize::try_from(v).unwrap_or(usize::MAX);
+        }
+        if let Some(v) = f.strings("modules")? {
+            c.modules = v;
+        }
+        f.finish(KEYS)?;
+        c.validate(origin)?;
+        Ok(c)
+    }
+
+    /// The GPT partition name of `role`.
+    pub fn partition(&self, role: Role) -> &str {
+        match role {
+            Role::State => &self.state_partition,
+            Role::SlotA => &self.slot_a_partition,
+            Role::SlotB => &self.slot_b_partition,
+            Role::Data => &self.data_partition,
+        }
+    }
+
+    fn partition_mut(&mut self, role: Role) -> &mut String {
+        match role {
+            Role::State => &mut self.state_partition,
+            Role::SlotA => &mut self.slot_a_partition,
+            Role::SlotB => &mut self.slot_b_partition,
+            Role::Data => &mut self.data_partition,
+        }
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let err = |key: &str, why: String| ConfigError::key(origin, key, why);
+        let parts = ROLES.map(|r| (r.config_key, self.partition(r.role)));
+        for (key, name) in parts {
+            if name.is_empty() || name.len() > 36 || name.chars().any(char::is_control) {
+                return Err(err(
+                    key,
+                    format!("{name:?} is not a GPT partition name (1..=36 printable characters)"),
+                ));
+            }
+        }
+        for (i, (ka, a)) in parts.iter().enumerate() {
+            for (kb, b) in &parts[i + 1..] {
+                if a == b {
+                    return Err(err(ka, format!("same partition name {a:?} as {kb}")));
+                }
+            }
+        }
+        check_data_mount(&self.data_mount).map_err(|why| err("data_mount", why))?;
+        if !valid_size(&self.overlay_size) {
+            return Err(err(
+                "overlay_size",
+                format!(
+                    "{:?}: expected a tmpfs size such as \"50%\", \"256m\" or \"1g\"",
+                    self.overlay_size
+                ),
+            ));
+        }
+        if self.threshold == 0 {
+            return Err(err(
+                "threshold",
+                "must be at least 1 (a manifest needs at least one trusted signature)".into(),
+            ));
+        }
+        for m in &self.modules {
+            if m.is_empty()
+                || m.contains('/')
+                || m.starts_with('.')
+                || !m.ends_with(".ko")
+                || m.chars().any(|c| c.is_control() || c.is_whitespace())
+            {
+                return Err(err(
+                    "modules",
+                    format!("{m:?} is not a module file name like \"dm-verity.ko\""),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `data_mount`: a plain absolute path below `/` that does not cover a system directory.
+fn check_data_mount(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') || p == "/" {
+        return Err(format!("{p:?} must be an absolute path below /"));
+    }
+    if p.split('/').any(|c| c == ".." || c == ".") || p.contains("//") || p.ends_with('/') {
+        return Err(format!(
+            "{p:?} must be a plain absolute path (no ., .., //)"
+        ));
+    }
+    if p.chars().any(|c| c.is_control() || c == ',') {
+        return Err(format!("{p:?} contains a control character or a comma"));
+    }
+    match SYSTEM_DIRS.iter().find(|d| is_under(p, d)) {
+        Some(d) => Err(format!(
+            "{p:?} would put writable storage over {d}, which must come from the verified image (use /var or /srv)"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A tmpfs `size=`: digits with an optional `k`/`m`/`g` suffix, or a percentage 1..=100.
+fn valid_size(s: &str) -> bool {
+    let digits = s.trim_end_matches(['%', 'k', 'm', 'g', 'K', 'M', 'G']);
+    let suffix = &s[digits.len()..];
+    !digits.is_empty()
+        && digits.len() <= 18
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && suffix.len() <= 1
+        && !(suffix == "%" && digits.parse::<u64>().map_or(true, |n| n == 0 || n > 100))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_full_file() {
+        let d = BootConfig::parse("", "boot.toml").unwrap();
+        assert_eq!(d, BootConfig::default());
+        let text = r#"
+state_partition = "st"
+slot_a_partition = "ra"
+slot_b_partition = "rb"
+data_partition = "dd"
+data_mount = "/srv/data"
+overlay_size = "256m"
+verify = "full"
+on_failure = "poweroff"
+failure_delay_secs = 3
+partition_timeout_secs = 20
+threshold = 2
+modules = ["virtio_blk.ko", "dm-verity.ko"]
+"#;
+        let c = BootConfig::parse(text, "boot.toml").unwrap();
+        assert_eq!(c.verify, VerifyMode::Full);
+        assert_eq!(c.on_failure, Action::Poweroff);
+        assert_eq!(c.threshold, 2);
+        assert_eq!(c.modules, vec!["virtio_blk.ko", "dm-verity.ko"]);
+        assert_eq!(c.data_mount, "/srv/data");
+        assert_eq!(c.state_partition, "st");
+        assert_eq!(c.partition_timeout_secs, 20);
+        assert_eq!(c.partition(Role::Data), "dd");
+        for r in ROLES {
+            assert!(KEYS.contains(&r.config_key), "{}", r.config_key);
+        }
+    }
+
+    #[test]
+    fn writable_storage_cannot_cover_system_directories() {
+        for bad in ["/etc", "/usr/local", "/bin", "/lib64/x", "/run"] {
+            assert!(check_data_mount(bad).is_err(), "{bad}");
+        }
+        for ok in ["/var", "/srv/data", "/etcetera", "/home"] {
+            assert!(check_data_mount(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        for ok in ["50%", "100%", "256m", "1g", "4096", "2K"] {
+            assert!(valid_size(ok), "{ok}");
+        }
+        for bad in ["lots", "0%", "150%", "", "m", "1mm", "-1"] {
+            assert!(!valid_size(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The one table of partition roles and the fixed paths of the initramfs and the image.
+//!
+//! `stele disk create` writes these names and type GUIDs, boot.toml defaults to the names,
+//! stele-init looks partitions up by them and publishes them in `/run/stele/devices` under
+//! the `devices` keys, and `stele update --disk` finds them again. Nothing else spells them.
+
+use crate::state::Slot;
+
+/// What a partition is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The A/B boot state (two copies, docs/FORMATS.md "Boot state").
+    State,
+    /// Root slot a.
+    SlotA,
+    /// Root slot b.
+    SlotB,
+    /// The optional read-write ext4 data partition.
+    Data,
+}
+
+/// One row of [`ROLES`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoleSpec {
+    pub role: Role,
+    /// Default GPT partition name (boot.toml can rename it).
+    pub name: &'static str,
+    /// GPT partition type GUID.
+    pub type_guid: &'static str,
+    /// The boot.toml key that renames it.
+    pub config_key: &'static str,
+    /// Its key in `/run/stele/devices`.
+    pub devices_key: &'static str,
+}
+
+const STATE: RoleSpec = RoleSpec {
+    role: Role::State,
+    name: "stele-state",
+    type_guid: "5ee1e000-57a7-4e5e-9b5f-000000000001",
+    config_key: "state_partition",
+    devices_key: "state",
+};
+const SLOT_A: RoleSpec = RoleSpec {
+    role: Role::SlotA,
+    name: "stele-root-a",
+    type_guid: "5ee1e000-57a7-4e5e-9b5f-000000000002",
+    config_key: "slot_a_partition",
+    devices_key: "a",
+};
+const SLOT_B: RoleSpec = RoleSpec {
+    role: Role::SlotB,
+    name: "stele-root-b",
+    type_guid: "5ee1e000-57a7-4e5e-9b5f-000000000002",
+    config_key: "slot_b_partition",
+    devices_key: "b",
+};
+const DATA: RoleSpec = RoleSpec {
+    role: Role::Data,
+    name: "stele-data",
+    // The Linux filesystem data GUID: the data partition is a plain ext4.
+    type_guid: "0fc63daf-8483-4772-8e79-3d69d8477de4",
+    config_key: "data_partition",
+    devices_key: "data",
+};
+
+/// Every partition role, in disk order.
+pub const ROLES: [RoleSpec; 4] = [STATE, SLOT_A, SLOT_B, DATA];
+
+impl Role {
+    /// Its row of [`ROLES`].
+    pub const fn spec(self) -> RoleSpec {
+        match self {
+            Role::State => STATE,
+            Role::SlotA => SLOT_A,
+            Role::SlotB => SLOT_B,
+            Role::Data => DATA,
+        }
+    }
+
+    /// Default GPT partition name.
+    pub const fn name(self) -> &'static str {
+        self.spec().name
+    }
+
+    /// The role of slot `s`.
+    pub fn slot(s: Slot) -> Role {
+        match s {
+            Slot::A => Role::SlotA,
+            Slot::B => Role::SlotB,
+        }
+    }
+}
+
+/// The init, in the initramfs.
+pub const INIT: &str = "/init";
+/// boot.toml, in the initramfs (a copy is published in `/run/stele`).
+pub const BOOT_TOML: &str = "/etc/stele/boot.toml";
+/// The trusted public keys, in the initramfs.
+pub const KEYS_DIR: &str = "/etc/stele/keys";
+/// The kernel modules, flat, in the initramfs.
+pub const MODULES_DIR: &str = "/lib/modules";
+/// system.toml, inside the slot image's root filesystem.
+pub const SYSTEM_TOML: &str = "/etc/stele/system.toml";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_role_has_its_own_row_and_names() {
+        for r in [Role::State, Role::SlotA, Role::SlotB, Role::Data] {
+            assert_eq!(r.spec().role, r);
+        }
+        let mut names: Vec<&str> = ROLES.iter().map(|r| r.name).collect();
+        names.dedup();
+        assert_eq!(names.len(), ROLES.len());
+        assert_eq!(Role::slot(Slot::B).name(), "stele-root-b");
+        for p in [INIT, BOOT_TOML, KEYS_DIR, MODULES_DIR, SYSTEM_TOML] {
+            assert!(p.starts_with('/'), "{p}");
+        }
+    }
+}
