@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use stele_image::disk::{create, parse_size, DiskSpec};
+use stele_image::disk::{create_with_esp, parse_size, DiskSpec, EspSpec};
 
 use crate::error::CliResult;
 use crate::util::source_date_epoch;
@@ -17,7 +17,8 @@ pub struct DiskArgs {
 /// `stele disk` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum DiskCmd {
-    /// Create a disk: stele-state, stele-root-a, stele-root-b, optional stele-data (ext4).
+    /// Create a disk: optional stele-esp, stele-state, stele-root-a, stele-root-b, optional
+    /// stele-data (ext4).
     Create(CreateArgs),
 }
 
@@ -39,12 +40,27 @@ pub struct CreateArgs {
     /// Add an ext4 stele-data partition of this size.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub data_size: Option<u64>,
+    /// Add an EFI system partition (first on the disk) holding this UKI as
+    /// \EFI\BOOT\BOOTX64.EFI, so UEFI firmware boots the disk by itself.
+    #[arg(long, value_name = "UKI.efi")]
+    pub uki: Option<PathBuf>,
+    /// Size of the EFI system partition (default: its files twice, at least 64M).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "uki")]
+    pub esp_size: Option<u64>,
+    /// Also boot from legacy BIOS: SYSLINUX on the ESP loads the UKI's kernel, initrd
+    /// and command line.
+    #[arg(long, requires = "uki")]
+    pub bios: bool,
+    /// Also write DISK.bmap (bmaptool create) for `bmaptool copy`.
+    #[arg(long)]
+    pub bmap: bool,
 }
 
 /// Runs `stele disk ...`.
 pub fn run(args: DiskArgs) -> CliResult {
     match args.cmd {
         DiskCmd::Create(c) => {
+            crate::image::clean_up_on_signals()?;
             let spec = DiskSpec {
                 slot_size: c.slot_size,
                 a: c.a,
@@ -52,11 +68,20 @@ pub fn run(args: DiskArgs) -> CliResult {
                 data_size: c.data_size,
                 epoch: source_date_epoch()?,
             };
-            let gpt = create(&c.out, &spec)?;
+            let esp = c.uki.map(|uki| EspSpec {
+                uki,
+                size: c.esp_size,
+                bios: c.bios,
+            });
+            let gpt = create_with_esp(&c.out, &spec, esp.as_ref())?;
             println!("wrote {}", c.out.display());
             for p in &gpt.partitions {
                 let (off, len) = p.byte_range();
                 println!("  {:<13} offset {off:>12} size {len:>12}", p.name);
+            }
+            if c.bmap {
+                let map = stele_image::bmap::write(&c.out)?;
+                println!("wrote {}", map.display());
             }
             Ok(())
         }

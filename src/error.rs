@@ -119,6 +119,18 @@ pub enum Usage {
     KeysWithoutDisk,
     #[error("--disk needs the trusted keys: --key P.pem or --keys DIR (there is no /run/stele on a build host)")]
     DiskWithoutKeys,
+    #[error("--secure-boot and --vars need --firmware uefi")]
+    UefiOnly,
+    #[error(
+        "direct boot needs --kernel and --initrd (or boot the disk with --firmware uefi or --bios)"
+    )]
+    DirectNeedsKernel,
+    #[error("--bios boots the disk: drop --kernel/--initrd (or use --firmware direct)")]
+    BiosWithKernel,
+    #[error("--append needs --kernel: a UKI's command line is inside it")]
+    AppendNeedsKernel,
+    #[error("--initrd needs --kernel")]
+    InitrdNeedsKernel,
 }
 
 impl Error {

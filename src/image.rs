@@ -108,8 +108,9 @@ pub fn run(c: ImageCommand) -> CliResult {
     }
 }
 
-/// Removes the temporary files on SIGINT, SIGTERM and SIGHUP, then exits 128 + the signal.
-fn clean_up_on_signals() -> CliResult {
+/// Removes the temporary files on SIGINT, SIGTERM and SIGHUP, then exits 128 + the signal
+/// (also for `stele uki build` and `stele disk create`).
+pub(crate) fn clean_up_on_signals() -> CliResult {
     fn on_signal(sig: i32) -> ! {
         let name = nix::sys::signal::Signal::try_from(sig).map_or("a signal", |s| s.as_str());
         eprintln!("stele: error: interrupted by {name}: the temporary files were removed and no output was written");

@@ -8,6 +8,7 @@ mod initramfs;
 mod inspect;
 mod keys;
 mod qemu;
+mod uki;
 mod update;
 mod util;
 mod verify;
@@ -53,6 +54,9 @@ enum Command {
     /// A/B updates: install a signed slot image into the other slot, status, mark-good.
     #[command(subcommand)]
     Update(update::UpdateCommand),
+    /// Unified Kernel Images: the stage-1 boot file for UEFI (and Secure Boot).
+    #[command(subcommand)]
+    Uki(uki::UkiCommand),
 }
 
 fn run(cli: Cli) -> CliResult {
@@ -67,6 +71,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Disk(a) => disk::run(a),
         Command::Qemu(a) => qemu::run(a),
         Command::Update(c) => update::run(c),
+        Command::Uki(c) => uki::run(c),
     }
 }
 

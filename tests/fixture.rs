@@ -1,35 +1,27 @@
-//! The one test fixture: a temporary directory with builders for what the tests make with
-//! the `stele` binary (keys, busybox root trees, slot images, initramfs, GPT disks), QEMU
-//! boots of them with console expectations, and the disk-image helpers (partitions, the
-//! boot state).
+//! The one test fixture: a directory with builders for what the tests make with the
+//! `stele` binary (keys, busybox root trees, slot images, initramfs, UKIs, GPT disks);
+//! QEMU boots of them in [`boot`]; partitions and the boot state of a disk image in
+//! [`internals`], the one place the tests reach into stele's libraries.
 //!
 //! Only the initramfs and boot builders need the set-up's STELE_KERNEL, STELE_MODULES and
 //! STELE_INIT (set by `cargo xtask test`); everything else runs under a plain `cargo test`.
-//! Every root tree carries a valid `/etc/stele/system.toml` whose programs exist and are
-//! executable in that tree (what `stele image build` is to check).
+//! Every bootable root tree carries a valid `/etc/stele/system.toml` whose programs exist
+//! and are executable in that tree (what `stele image build` checks).
+
+mod boot;
+mod internals;
 
 use std::fs;
-use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
-use std::time::Duration;
 
-use stele_qemu::{Vm, VmConfig};
-pub use stele_verifier::state::{BootState, Slot};
+pub use boot::Guest;
+pub use internals::{change_state, partition, partition_bytes, state, Slot};
 
 use crate::util::{need_tool, ok, stele, stele_env, stele_stdin, Out};
 
 /// The salt of the reproducible images (`Fixture::build`, `--salt`).
 pub const SALT: &str = "5d1f00112233445566778899aabbccddeeff00112233445566778899aabbccdd";
-
-/// Time limit for one expected console line (a boot takes 5-10 s under TCG; a loaded CI
-/// machine is slower).
-const LINE: Duration = Duration::from_secs(240);
-/// Time limit for QEMU to exit once the guest is on its way down.
-const EXIT: Duration = Duration::from_secs(120);
-/// Hard limit on one VM's life (boot-counting tests boot up to five times in one VM).
-const VM_LIFE: Duration = Duration::from_secs(600);
 
 /// Directories of every root tree (mount points and the places tests write to).
 const DIRS: [&str; 11] = [
@@ -54,7 +46,7 @@ const APPLETS: [&str; 24] = [
 const HELLO_SYSTEM: &str = "exec = [\"/usr/bin/hello\"]\n";
 
 /// A path the set-up provides; panics naming `cargo xtask test` when it is missing.
-fn env_path(var: &str) -> PathBuf {
+pub fn env_path(var: &str) -> PathBuf {
     match std::env::var_os(var) {
         Some(v) if !v.is_empty() => PathBuf::from(v),
         _ => panic!(
@@ -65,26 +57,59 @@ fn env_path(var: &str) -> PathBuf {
     }
 }
 
-/// A temporary directory holding one test's artifacts, and the builders that make them.
+/// Runs `stele ARGS`, with SOURCE_DATE_EPOCH=`epoch` when given.
+fn run_stele(args: &[String], epoch: Option<&str>) -> Out {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match epoch {
+        Some(e) => stele_env(&args, &[("SOURCE_DATE_EPOCH", e)]),
+        None => stele(&args),
+    }
+}
+
+/// A directory holding one test's artifacts, and the builders that make them.
 #[derive(Debug)]
 pub struct Fixture {
-    dir: tempfile::TempDir,
+    dir: PathBuf,
+    /// Removes `dir` when the fixture is dropped (none for [`Fixture::shared`]).
+    _temp: Option<tempfile::TempDir>,
 }
 
 impl Fixture {
+    /// A fresh temporary directory, removed with the fixture.
     pub fn new() -> Fixture {
+        let temp = tempfile::tempdir().expect("temporary directory");
         Fixture {
-            dir: tempfile::tempdir().expect("temporary directory"),
+            dir: temp.path().to_path_buf(),
+            _temp: Some(temp),
         }
+    }
+
+    /// A fixture for artifacts several tests share (built once and kept in a `static`,
+    /// which is never dropped): `<target>/tmp/<prefix>-<pid>`. The directories of earlier
+    /// runs, whose process is gone, are removed first.
+    pub fn shared(prefix: &str) -> Fixture {
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        for e in fs::read_dir(tmp).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix(&format!("{prefix}-")) else {
+                continue;
+            };
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+        let dir = tmp.join(format!("{prefix}-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("create the shared fixture directory");
+        Fixture { dir, _temp: None }
     }
 
     /// The directory itself.
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        &self.dir
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.dir.join(name)
     }
 
     pub fn p(&self, name: &str) -> String {
@@ -199,19 +224,21 @@ impl Fixture {
             b: None,
             slot_size: "64M".to_owned(),
             data_size: Some("32M".to_owned()),
+            extra: Vec::new(),
+            epoch: None,
         }
     }
 
-    /// A QEMU boot of the set-up's kernel with `initrd` and the system disk `disk` (vda);
-    /// the guest may reboot (QEMU keeps running) unless changed. The console is also
-    /// written to `console.log`.
-    pub fn boot(&self, initrd: &str, disk: &str) -> Boot<'_> {
-        Boot {
+    /// `stele uki build --kernel KERNEL --initrd INITRD`, no SOURCE_DATE_EPOCH, unless
+    /// changed.
+    pub fn uki(&self, kernel: &str, initrd: &str) -> Uki<'_> {
+        Uki {
             fx: self,
+            kernel: kernel.to_owned(),
             initrd: initrd.to_owned(),
-            disks: vec![(PathBuf::from(disk), false)],
-            append: String::new(),
-            no_reboot: false,
+            cmdline: None,
+            extra: Vec::new(),
+            epoch: None,
         }
     }
 }
@@ -374,12 +401,7 @@ impl Image<'_> {
     /// Runs the build into `out` and returns the result.
     pub fn run(&self, out: &str) -> Out {
         self.need_fs_tool();
-        let argv = self.argv(out);
-        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
-        match &self.epoch {
-            Some(e) => stele_env(&args, &[("SOURCE_DATE_EPOCH", e)]),
-            None => stele(&args),
-        }
+        run_stele(&self.argv(out), self.epoch.as_deref())
     }
 
     /// Runs the build into `out` with `input` on stdin (`tar_image("-", ..)`), without
@@ -481,6 +503,8 @@ pub struct Disk<'a> {
     b: Option<String>,
     slot_size: String,
     data_size: Option<String>,
+    extra: Vec<String>,
+    epoch: Option<String>,
 }
 
 impl Disk<'_> {
@@ -512,170 +536,97 @@ impl Disk<'_> {
         self
     }
 
-    /// Creates the disk, asserting success; returns its path.
-    pub fn build(&self) -> String {
-        let out = self.fx.p(&self.out);
-        let mut args = vec!["disk", "create", "--out", &out];
-        args.extend(["--slot-size", &self.slot_size, "--a", &self.a]);
+    /// Further arguments, as given (`--uki`, `--bios`, `--bmap`, ...).
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.extra.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    /// Runs `stele disk create` with SOURCE_DATE_EPOCH=`epoch`.
+    pub fn epoch(mut self, epoch: &str) -> Self {
+        self.epoch = Some(epoch.to_owned());
+        self
+    }
+
+    /// Runs `stele disk create` and returns the result.
+    pub fn run(&self) -> Out {
+        let mut args: Vec<String> = ["disk", "create", "--out", &self.fx.p(&self.out)]
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        args.extend(["--slot-size".to_owned(), self.slot_size.clone()]);
+        args.extend(["--a".to_owned(), self.a.clone()]);
         if let Some(b) = &self.b {
-            args.extend(["--b", b]);
+            args.extend(["--b".to_owned(), b.clone()]);
         }
         if let Some(size) = &self.data_size {
-            args.extend(["--data-size", size]);
+            args.extend(["--data-size".to_owned(), size.clone()]);
         }
-        ok(stele(&args));
-        out
+        args.extend(self.extra.iter().cloned());
+        run_stele(&args, self.epoch.as_deref())
+    }
+
+    /// Creates the disk, asserting success; returns its path.
+    pub fn build(&self) -> String {
+        ok(self.run());
+        self.fx.p(&self.out)
     }
 }
 
-/// A QEMU boot under construction ([`Fixture::boot`]).
+/// A `stele uki build` under construction ([`Fixture::uki`]).
 #[derive(Debug)]
-pub struct Boot<'a> {
+pub struct Uki<'a> {
     fx: &'a Fixture,
+    kernel: String,
     initrd: String,
-    disks: Vec<(PathBuf, bool)>,
-    append: String,
-    no_reboot: bool,
+    cmdline: Option<String>,
+    extra: Vec<String>,
+    epoch: Option<String>,
 }
 
-impl Boot<'_> {
-    /// Extra kernel command line.
-    pub fn append(mut self, append: &str) -> Self {
-        self.append = append.to_owned();
+impl Uki<'_> {
+    /// `--cmdline`, the stage-1 command line embedded in the UKI.
+    pub fn cmdline(mut self, cmdline: &str) -> Self {
+        self.cmdline = Some(cmdline.to_owned());
         self
     }
 
-    /// A guest reboot ends QEMU.
-    pub fn no_reboot(mut self) -> Self {
-        self.no_reboot = true;
+    /// `--sign-key KEY --sign-cert CERT` (Secure Boot).
+    pub fn signed(self, key: &Path, cert: &Path) -> Self {
+        let (key, cert) = (key.display().to_string(), cert.display().to_string());
+        self.args(&["--sign-key", &key, "--sign-cert", &cert])
+    }
+
+    /// Further arguments, as given.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.extra.extend(args.iter().map(|a| (*a).to_owned()));
         self
     }
 
-    /// One more disk, read-only, after the others (vdb, vdc, ...).
-    pub fn read_only_disk(mut self, path: &str) -> Self {
-        self.disks.push((PathBuf::from(path), true));
+    /// Runs the build with SOURCE_DATE_EPOCH=`epoch`.
+    pub fn epoch(mut self, epoch: &str) -> Self {
+        self.epoch = Some(epoch.to_owned());
         self
     }
 
-    /// Starts QEMU.
-    pub fn start(self) -> Guest {
-        let mut cfg = VmConfig::from_env(env_path("STELE_KERNEL"), &self.initrd);
-        cfg.disks = self.disks;
-        cfg.append = self.append;
-        cfg.no_reboot = self.no_reboot;
-        cfg.timeout = VM_LIFE;
-        cfg.serial_log = Some(self.fx.path("console.log"));
-        Guest {
-            vm: Vm::start(&cfg).expect("start QEMU (qemu-system-x86: run `cargo xtask setup`)"),
+    /// Runs `stele uki build` into `out` and returns the result.
+    pub fn run(&self, out: &str) -> Out {
+        let mut args: Vec<String> = ["uki", "build", "--kernel", &self.kernel]
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        args.extend(["--initrd".to_owned(), self.initrd.clone()]);
+        if let Some(c) = &self.cmdline {
+            args.extend(["--cmdline".to_owned(), c.clone()]);
         }
-    }
-}
-
-/// A running guest; dropping it kills QEMU.
-#[derive(Debug)]
-pub struct Guest {
-    vm: Vm,
-}
-
-impl Guest {
-    /// Waits for `text` on the console after the previous match and returns its line;
-    /// panics with the whole console when it does not come.
-    pub fn expect(&mut self, text: &str) -> String {
-        match self.vm.expect(text, LINE) {
-            Ok(line) => line,
-            Err(e) => panic!(
-                "waiting for {text:?}: {e}\n--- console ---\n{}",
-                self.vm.console()
-            ),
-        }
+        args.extend(["--out".to_owned(), self.fx.p(out)]);
+        args.extend(self.extra.iter().cloned());
+        run_stele(&args, self.epoch.as_deref())
     }
 
-    /// [`Guest::expect`] of each line in order.
-    pub fn expect_all(&mut self, lines: &[&str]) {
-        for l in lines {
-            self.expect(l);
-        }
+    /// Builds the UKI `out`, asserting success; returns its path.
+    pub fn build(&self, out: &str) -> String {
+        ok(self.run(out));
+        self.fx.p(out)
     }
-
-    /// Everything the console printed so far.
-    pub fn console(&self) -> String {
-        self.vm.console()
-    }
-
-    /// How many times the kernel started.
-    pub fn boot_count(&self) -> usize {
-        self.vm.boot_count()
-    }
-
-    /// Occurrences of `text` on the whole console.
-    pub fn count(&self, text: &str) -> usize {
-        self.vm.count(text)
-    }
-
-    /// Waits for QEMU to exit, whatever its status (a guest restart under `no_reboot`).
-    pub fn exits(&mut self) -> ExitStatus {
-        self.vm
-            .wait_exit(EXIT)
-            .unwrap_or_else(|e| panic!("the VM does not end: {e}"))
-    }
-
-    /// Waits for the guest to power off cleanly; returns the console.
-    pub fn powered_off(&mut self) -> String {
-        let status = self.exits();
-        assert!(status.success(), "QEMU exit status {status:?}");
-        self.console()
-    }
-
-    /// Power cut: kills QEMU.
-    pub fn power_cut(mut self) {
-        self.vm.kill().expect("power cut");
-    }
-}
-
-// The one place where the tests reach into stele's libraries: finding a partition in a
-// GPT disk image and reading or writing the boot state record as PID 1 does.
-
-/// Partition `name` of the disk image `disk`: (offset, length) in bytes.
-pub fn partition(disk: &str, name: &str) -> (u64, u64) {
-    let mut f = fs::File::open(disk).expect("open the disk image");
-    stele_image::disk::find_partition(&mut f, name)
-        .unwrap_or_else(|e| panic!("partition {name} of {disk}: {e}"))
-}
-
-/// The bytes of partition `name` of `disk`.
-pub fn partition_bytes(disk: &str, name: &str) -> Vec<u8> {
-    let (off, len) = partition(disk, name);
-    let mut f = fs::File::open(disk).expect("open the disk image");
-    let mut bytes = vec![0u8; usize::try_from(len).expect("partition length")];
-    f.seek(SeekFrom::Start(off)).expect("seek");
-    f.read_exact(&mut bytes).expect("read the partition");
-    bytes
-}
-
-/// The boot state on `disk` (the valid copy with the highest sequence) and its copy.
-fn load_state(disk: &str) -> (Cursor<Vec<u8>>, BootState, usize) {
-    let mut area = Cursor::new(partition_bytes(disk, "stele-state"));
-    let (st, copy) = stele_verifier::state::load(&mut area).expect("boot state on the disk");
-    (area, st, copy)
-}
-
-/// The boot state on `disk`.
-pub fn state(disk: &str) -> BootState {
-    load_state(disk).1
-}
-
-/// Changes the boot state on `disk` as a writer on the device does (the other copy,
-/// sequence + 1); returns the state read back.
-pub fn change_state(disk: &str, change: impl FnOnce(&mut BootState)) -> BootState {
-    let (mut area, mut st, mut copy) = load_state(disk);
-    change(&mut st);
-    stele_verifier::state::store_next(&mut area, &mut st, &mut copy).expect("store the state");
-    let (off, _) = partition(disk, "stele-state");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .open(disk)
-        .expect("open the disk image");
-    f.seek(SeekFrom::Start(off)).expect("seek");
-    f.write_all(area.get_ref()).expect("write the state");
-    state(disk)
 }

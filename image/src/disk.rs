@@ -10,15 +10,21 @@ use sha2::{Digest, Sha256};
 use stele_verifier::footer::FOOTER_SIZE;
 use stele_verifier::state::BootState;
 
+pub use crate::esp::EspSpec;
+pub use crate::gpt::find_partition;
+use crate::gpt::{Gpt, GptError, Guid, Partition, SECTOR};
 use stele_verifier::exit::{Exit, Report};
 use stele_verifier::layout::Role;
 use stele_verifier::partition::PartitionIo;
 
-pub use crate::gpt::find_partition;
-use crate::gpt::{Gpt, GptError, Guid, Partition, SECTOR};
-
 /// One mebibyte: the partition alignment.
 pub const MIB: u64 = 1 << 20;
+/// The EFI system partition (`--uki`): name and type GUID (EF00). Not in the verifier's
+/// role table: stele-init never looks for it.
+pub const ESP_NAME: &str = "stele-esp";
+pub const ESP_TYPE: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
+/// GPT entry attribute bit 2: legacy BIOS bootable (set on the ESP with `--bios`).
+pub const LEGACY_BIOS_BOOTABLE: u64 = 1 << 2;
 /// Size of the state partition.
 pub const STATE_SIZE: u64 = MIB;
 
@@ -65,6 +71,9 @@ pub enum DiskError {
     /// Writing the boot state failed.
     #[error("failed to write the initial boot state: {0}")]
     State(stele_verifier::Error),
+    /// Reading the UKI or making the EFI system partition failed.
+    #[error(transparent)]
+    Esp(crate::Error),
 }
 
 impl Report for DiskError {
@@ -79,6 +88,7 @@ impl Report for DiskError {
             DiskError::Gpt(e) => e.exit(),
             DiskError::NotSlot { .. } => Exit::Refused,
             DiskError::Size { .. } | DiskError::TooLarge { .. } => Exit::Usage,
+            DiskError::Esp(e) => e.exit(),
         }
     }
 }
@@ -133,19 +143,39 @@ fn round_mib(what: &'static str, n: u64) -> Result<u64, DiskError> {
 
 /// The partition table for a disk. `seed` makes the GUIDs unique to the content. Pure.
 pub fn layout(slot_size: u64, data_size: Option<u64>, seed: &[u8]) -> Result<Gpt, DiskError> {
+    layout_with_esp(None, slot_size, data_size, seed)
+}
+
+/// [`layout`] with an EFI system partition first: `esp` is its size (a whole number of MiB)
+/// and whether it is legacy-BIOS bootable. Pure.
+pub fn layout_with_esp(
+    esp: Option<(u64, bool)>,
+    slot_size: u64,
+    data_size: Option<u64>,
+    seed: &[u8],
+) -> Result<Gpt, DiskError> {
     let slot = round_mib("slot size", slot_size)?;
-    let mut parts = vec![
+    let mut parts = Vec::new();
+    if let Some((size, bios)) = esp {
+        let attrs = if bios { LEGACY_BIOS_BOOTABLE } else { 0 };
+        parts.push((ESP_NAME, ESP_TYPE, round_mib("ESP size", size)?, attrs));
+    }
+    let mut roles = vec![
         (Role::State, STATE_SIZE),
         (Role::SlotA, slot),
         (Role::SlotB, slot),
     ];
     if let Some(d) = data_size {
-        parts.push((Role::Data, round_mib("data size", d)?));
+        roles.push((Role::Data, round_mib("data size", d)?));
     }
+    parts.extend(
+        roles
+            .into_iter()
+            .map(|(r, size)| (r.name(), r.spec().type_guid, size, 0)),
+    );
     let mut start = MIB;
     let mut partitions = Vec::new();
-    for (role, size) in parts {
-        let (name, ty) = (role.name(), role.spec().type_guid);
+    for (name, ty, size, attributes) in parts {
         let type_guid = Guid::parse(ty).ok_or_else(|| DiskError::Size {
             what: "type GUID",
             why: ty.to_string(),
@@ -156,6 +186,7 @@ pub fn layout(slot_size: u64, data_size: Option<u64>, seed: &[u8]) -> Result<Gpt
             guid: Guid::derive(&[seed, b"partition:", name.as_bytes()].concat()),
             first_lba: start / SECTOR,
             last_lba: (start + size) / SECTOR - 1,
+            attributes,
         });
         start += size;
     }
@@ -305,7 +336,24 @@ fn mkfs_data(disk_path: &Path, p: &Partition, seed: &[u8], epoch: u64) -> Result
 /// Creates the disk image `out` (via a temporary file renamed into place). Returns the
 /// partition table written.
 pub fn create(out: &Path, spec: &DiskSpec) -> Result<Gpt, DiskError> {
+    create_with_esp(out, spec, None)
+}
+
+/// [`create`] with an EFI system partition first when `esp` is given.
+pub fn create_with_esp(
+    out: &Path,
+    spec: &DiskSpec,
+    esp: Option<&EspSpec>,
+) -> Result<Gpt, DiskError> {
     let slot_len = round_mib("slot size", spec.slot_size)?;
+    let esp = esp
+        .map(|e| {
+            let (content, bytes) = crate::esp::EspContent::load(&e.uki, e.bios)?;
+            let size = crate::esp::size(e.size, content.files_len())?;
+            Ok((content, bytes, size))
+        })
+        .transpose()
+        .map_err(DiskError::Esp)?;
     let mut a = open_slot(&spec.a, slot_len)?;
     let mut b = spec
         .b
@@ -320,8 +368,12 @@ pub fn create(out: &Path, spec: &DiskSpec) -> Result<Gpt, DiskError> {
     if let Some(b) = b.as_mut() {
         hash_file(&mut h, b)?;
     }
+    if let Some((content, bytes, size)) = &esp {
+        content.seed(&mut h, *size, bytes);
+    }
     let seed = h.finalize().to_vec();
-    let gpt = layout(spec.slot_size, spec.data_size, &seed)?;
+    let esp_layout = esp.as_ref().map(|(c, _, size)| (*size, c.bios));
+    let gpt = layout_with_esp(esp_layout, spec.slot_size, spec.data_size, &seed)?;
 
     let out_path = out.to_path_buf();
     let map_io = |what, source| DiskError::Io {
@@ -362,6 +414,16 @@ pub fn create(out: &Path, spec: &DiskSpec) -> Result<Gpt, DiskError> {
         stele_verifier::state::initialize(&mut w, &BootState::initial(b.is_some()))
             .map_err(DiskError::State)?;
         disk.flush().map_err(ioe("writing"))?;
+        if let Some((content, _, _)) = &esp {
+            let (offset, len) = part(ESP_NAME);
+            let place = crate::esp::EspPlace {
+                offset,
+                len,
+                volume_id: crate::esp::volume_id(&seed),
+                epoch: spec.epoch,
+            };
+            crate::esp::write(tmp_path, disk, &place, content).map_err(DiskError::Esp)?;
+        }
         if let Some(p) = gpt.partitions.iter().find(|p| p.name == Role::Data.name()) {
             mkfs_data(tmp_path, p, &seed, spec.epoch)?;
         }

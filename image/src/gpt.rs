@@ -132,6 +132,8 @@ pub struct Partition {
     pub guid: Guid,
     pub first_lba: u64,
     pub last_lba: u64,
+    /// Entry attribute bits (bit 2: legacy BIOS bootable).
+    pub attributes: u64,
 }
 
 impl Partition {
@@ -246,7 +248,7 @@ impl Gpt {
             e[16..32].copy_from_slice(&p.guid.0);
             e[32..40].copy_from_slice(&p.first_lba.to_le_bytes());
             e[40..48].copy_from_slice(&p.last_lba.to_le_bytes());
-            // attributes (48..56) zero
+            e[48..56].copy_from_slice(&p.attributes.to_le_bytes());
             for (i, u) in p.name.encode_utf16().take(NAME_UNITS).enumerate() {
                 e[56 + 2 * i..58 + 2 * i].copy_from_slice(&u.to_le_bytes());
             }
@@ -399,6 +401,7 @@ impl Gpt {
                 guid: Guid(g),
                 first_lba,
                 last_lba,
+                attributes: u64_at(e, 48),
             });
         }
         Ok(Gpt {
@@ -439,6 +442,7 @@ mod tests {
                     guid: Guid::derive(b"1"),
                     first_lba: 2048,
                     last_lba: 4095,
+                    attributes: 0,
                 },
                 Partition {
                     name: "stele-root-a".into(),
@@ -446,6 +450,8 @@ mod tests {
                     guid: Guid::derive(b"2"),
                     first_lba: 4096,
                     last_lba: 6143,
+                    // Legacy BIOS bootable: round-trips through write and read.
+                    attributes: 1 << 2,
                 },
             ],
         }

@@ -7,10 +7,12 @@
 
 pub mod archive;
 pub mod atomic;
+pub mod bmap;
 pub mod cleanup;
 pub mod cpio;
 pub mod disk;
 pub mod error;
+pub mod esp;
 pub mod ext4;
 pub mod fs;
 pub mod gpt;
@@ -22,5 +24,7 @@ pub mod random;
 pub mod rootfs_check;
 pub mod slot;
 pub mod stage;
+pub mod tool;
+pub mod uki;
 
 pub use error::{Error, Result};

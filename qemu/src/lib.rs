@@ -3,7 +3,13 @@
 //! [`qemu_args`] turns a [`VmConfig`] into a QEMU command line (pure, unit-tested).
 //! [`Vm`] runs it: the serial console is captured in memory (and optionally to a log file
 //! and to stdout), [`Vm::expect`] waits for text on it, [`Vm::kill`] is a power cut, and a
-//! watchdog kills the VM at its hard timeout. Dropping a `Vm` kills it.
+//! watchdog kills the VM at its hard timeout. Dropping a `Vm` kills it. [`firmware`]
+//! boots through SeaBIOS or OVMF (UEFI, Secure Boot); [`junit`] reports expectations.
+
+pub mod firmware;
+pub mod junit;
+
+pub use firmware::{Firmware, Uefi};
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -60,6 +66,20 @@ pub enum QemuError {
     /// The VM did not power off in time.
     #[error("the VM was still running after {secs}s; last console lines:\n{tail}")]
     StillRunning { secs: u64, tail: String },
+    /// A file the VM needs is missing.
+    #[error("{what} {} not found: {fix}", path.display())]
+    Missing {
+        what: String,
+        path: PathBuf,
+        fix: String,
+    },
+    /// A helper tool (virt-fw-vars) failed.
+    #[error("`{tool}` failed ({status}): {stderr}")]
+    Tool {
+        tool: String,
+        status: String,
+        stderr: String,
+    },
     /// Waiting for or killing the QEMU process failed.
     #[error("failed to {what} the QEMU process: {source}")]
     Process {
@@ -96,6 +116,8 @@ impl Report for QemuError {
             QemuError::NotFound(_)
             | QemuError::Spawn { .. }
             | QemuError::Log { .. }
+            | QemuError::Missing { .. }
+            | QemuError::Tool { .. }
             | QemuError::Process { .. } => Exit::Environment,
             QemuError::Timeout { .. }
             | QemuError::Exited { .. }
@@ -129,6 +151,11 @@ pub struct VmConfig {
     pub timeout: Duration,
     /// Copy the console to this process's stdout as it comes.
     pub echo: bool,
+    /// How the VM boots. Other than [`Firmware::Direct`], `kernel`/`initrd` are passed
+    /// (to the firmware, through QEMU's `-kernel`/`-initrd`) only when not empty.
+    pub firmware: Firmware,
+    /// An i6300esb watchdog whose expiry resets the VM.
+    pub watchdog: bool,
 }
 
 impl VmConfig {
@@ -147,7 +174,16 @@ impl VmConfig {
             no_reboot: false,
             timeout: Duration::from_secs(300),
             echo: false,
+            firmware: Firmware::Direct,
+            watchdog: false,
         }
+    }
+
+    /// A VM booted by `firmware` from its disks, with no `-kernel`. Pure.
+    pub fn with_firmware(firmware: Firmware) -> Self {
+        let mut c = Self::new(PathBuf::new(), PathBuf::new());
+        c.firmware = firmware;
+        c
     }
 
     /// [`VmConfig::new`], then `STELE_QEMU_ACCEL` (e.g. `kvm`) when set.
@@ -189,17 +225,23 @@ pub fn qemu_args(cfg: &VmConfig) -> Vec<String> {
         "-smp".into(),
         "1".into(),
     ]);
+    a.extend(firmware::machine_args(&cfg.firmware));
     if cfg.no_reboot {
         a.push("-no-reboot".into());
     }
-    a.extend(["-kernel".into(), cfg.kernel.display().to_string()]);
-    a.extend(["-initrd".into(), cfg.initrd.display().to_string()]);
-    let append = if cfg.append.trim().is_empty() {
-        BASE_APPEND.to_string()
-    } else {
-        format!("{BASE_APPEND} {}", cfg.append.trim())
-    };
-    a.extend(["-append".into(), append]);
+    let direct = cfg.firmware.is_direct();
+    if direct || !cfg.kernel.as_os_str().is_empty() {
+        a.extend(["-kernel".into(), cfg.kernel.display().to_string()]);
+        if direct || !cfg.initrd.as_os_str().is_empty() {
+            a.extend(["-initrd".into(), cfg.initrd.display().to_string()]);
+        }
+        let append = if cfg.append.trim().is_empty() {
+            BASE_APPEND.to_string()
+        } else {
+            format!("{BASE_APPEND} {}", cfg.append.trim())
+        };
+        a.extend(["-append".into(), append]);
+    }
     for (path, ro) in &cfg.disks {
         let mut d = format!(
             "file={},format=raw,if=virtio",
@@ -209,6 +251,9 @@ pub fn qemu_args(cfg: &VmConfig) -> Vec<String> {
             d.push_str(",readonly=on");
         }
         a.extend(["-drive".into(), d]);
+    }
+    if cfg.watchdog {
+        a.extend(["-device", "i6300esb", "-action", "watchdog=reset"].map(String::from));
     }
     a.extend(cfg.extra_args.iter().cloned());
     a
@@ -528,7 +573,8 @@ impl Drop for Vm {
 mod tests {
     use super::*;
 
-    fn pair(a: &[String], flag: &str) -> Vec<String> {
+    /// The values following each `flag` in `a` (also used by the firmware tests).
+    pub(crate) fn pair(a: &[String], flag: &str) -> Vec<String> {
         a.windows(2)
             .filter(|w| w[0] == flag)
             .map(|w| w[1].clone())

@@ -7,9 +7,10 @@
 use std::process::Command;
 
 use crate::kernel::{self, KernelEnv};
-use crate::util::{have_tool, output, run};
+use crate::util::{have_tool, output, run, target_dir};
 
-/// Debian packages the project needs, with one program each that proves it is installed.
+/// Debian packages the project needs, with one program (or, when absolute, one file) each
+/// that proves it is installed.
 pub const PACKAGES: &[(&str, &str)] = &[
     ("erofs-utils", "mkfs.erofs"),
     ("squashfs-tools", "mksquashfs"),
@@ -21,14 +22,41 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("cpio", "cpio"),
     ("kmod", "depmod"),
     ("busybox-static", "busybox"),
+    // Firmware boot: UKIs, the ESP, SYSLINUX, bmap, OVMF (Secure Boot).
+    ("ovmf", "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"),
+    (
+        "systemd-boot-efi",
+        "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+    ),
+    ("binutils", "objcopy"),
+    ("sbsigntool", "sbsign"),
+    ("dosfstools", "mkfs.vfat"),
+    ("mtools", "mcopy"),
+    ("syslinux", "syslinux"),
+    ("syslinux-common", "/usr/lib/syslinux/mbr/gptmbr.bin"),
+    ("bmap-tools", "bmaptool"),
+    ("python3-venv", "python3"),
     ("fakeroot", "fakeroot"),
     ("libcap2-bin", "setcap"),
     ("tar", "tar"),
 ];
 
+/// Packages whose program another package may also provide: checked with dpkg.
+const DPKG_CHECKED: &[&str] = &[
+    // Debian's `busybox` (dynamic) also provides /bin/busybox; we need the static one.
+    "busybox-static",
+    // python3 alone has no ensurepip, so `python3 -m venv` fails without it.
+    "python3-venv",
+];
+
+/// The virt-firmware tools (virt-fw-vars: Secure Boot variable stores for OVMF), from
+/// PyPI into a venv under target/, where stele-qemu looks for them.
+const VIRT_FIRMWARE: &str = "virt-firmware==26.10";
+
 /// Installs missing packages, then makes sure the test kernel is there.
 pub fn setup() -> Result<KernelEnv, String> {
     install_packages()?;
+    install_venv()?;
     let env = kernel::ensure()?;
     eprintln!(
         "xtask: setup ok: tools present; kernel {} (modules {})",
@@ -42,9 +70,10 @@ fn missing_packages() -> Vec<&'static str> {
     PACKAGES
         .iter()
         .filter(|(pkg, tool)| {
-            if *pkg == "busybox-static" {
-                // Debian's `busybox` (dynamic) also provides /bin/busybox; we need the static one.
+            if DPKG_CHECKED.contains(pkg) {
                 !dpkg_installed(pkg)
+            } else if tool.starts_with('/') {
+                !std::path::Path::new(tool).is_file()
             } else {
                 !have_tool(tool)
             }
@@ -101,6 +130,29 @@ fn install_packages() -> Result<(), String> {
             still.join(" ")
         ))
     }
+}
+
+/// The venv with virt-firmware (target/stele-venv); a no-op when virt-fw-vars is there.
+fn install_venv() -> Result<(), String> {
+    let venv = target_dir().join("stele-venv");
+    let bin = venv.join("bin");
+    if bin.join("virt-fw-vars").is_file() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {VIRT_FIRMWARE} into {}", venv.display());
+    run(
+        Command::new("python3").arg("-m").arg("venv").arg(&venv),
+        "python3 -m venv",
+    )?;
+    run(
+        Command::new(bin.join("pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            VIRT_FIRMWARE,
+        ]),
+        &format!("pip install {VIRT_FIRMWARE}"),
+    )
 }
 
 /// `apt-get update`, once per setup run.
