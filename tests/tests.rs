@@ -2,7 +2,8 @@
 //!
 //! Modules:
 //! - util: running `stele` and host tools, error-line assertions, an independent FORMATS.md reader
-//! - fixture: the one fixture: keys, rootfs, images, initramfs, disks, QEMU boots, boot state
+//! - fixture (+ fixture/boot.rs, fixture/internals.rs): the one fixture: keys, rootfs,
+//!   images, initramfs, UKIs, disks, QEMU boots, partitions and boot state
 //! - cli_keys: keygen, wrong keys, thresholds, OpenSSL interop, external signers
 //! - cli_image: build, verify, inspect, --fs-image, atomic output, veritysetup cross-check
 //! - cli_tamper: one flipped bit in each region is refused with the right cause
