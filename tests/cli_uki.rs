@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::fixture::{Disk, Fixture};
+use crate::fixture::{Disk, Fixture, GPTMBR, UKI_STUB};
 use crate::util::*;
 
 /// An x86 "bzImage" as far as `stele uki build` looks (the `HdrS` boot header), 200 KiB.
@@ -99,7 +99,7 @@ fn uki_is_reproducible_and_laid_out_like_ukify() {
         [".osrel", ".cmdline", ".initrd", ".linux"],
         "{s:?}"
     );
-    let stub = sections(stele_image::uki::STUB);
+    let stub = sections(UKI_STUB);
     let stub_end = stub.iter().map(|(_, v, l)| v + l).max().unwrap();
     let mut prev_end = stub_end;
     for (name, vma, len) in &s[s.len() - 4..] {
@@ -364,7 +364,7 @@ fn disk_with_esp_and_bios_is_clean_reproducible_and_complete() {
     assert!(fat_file(&esp, "/SYSLINUX/LDLINUX.SYS").len() > 1000);
     // gptmbr.bin's boot code in LBA 0, the protective MBR entry after it intact.
     let disk = std::fs::read(&one).unwrap();
-    let gptmbr = std::fs::read(stele_image::esp::GPTMBR).expect("syslinux-common installed");
+    let gptmbr = std::fs::read(GPTMBR).expect("syslinux-common installed");
     assert_eq!(&disk[..440], &gptmbr[..440]);
     assert_eq!((disk[450], &disk[510..512]), (0xEE, &[0x55, 0xAA][..]));
 
@@ -430,7 +430,7 @@ fn disk_refuses_a_bad_uki_or_esp_size() {
         &["/nonexistent/uki.efi"],
     );
     fails(&run(&["--uki", &slot]), 2, &["--uki", "not a PE"]);
-    let stub = stele_image::uki::STUB;
+    let stub = UKI_STUB;
     fails(&run(&["--uki", stub]), 2, &["no .cmdline section"]);
     fails(
         &run(&["--uki", &uki, "--esp-size", "16M"]),
