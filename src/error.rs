@@ -14,6 +14,7 @@ use stele_qemu::QemuError;
 use stele_update::keys::KeyringError;
 use stele_verifier::config::ConfigError;
 use stele_verifier::exit::{Exit, Report};
+use stele_verifier::plural::count;
 
 /// Result of a subcommand.
 pub type CliResult<T = ()> = Result<T, Error>;
@@ -64,7 +65,7 @@ pub enum Error {
     #[error("{}: no valid signature", image.display())]
     NoValidSignature { image: PathBuf },
     /// `stele verity verify`: the hash file is shorter than the tree.
-    #[error("truncated hash file {}: {len} bytes, the tree needs {need}", path.display())]
+    #[error("truncated hash file {}: {}, the tree needs {need}", path.display(), count(*len, "byte", "bytes"))]
     TruncatedHashFile { path: PathBuf, len: u64, need: u64 },
     /// `stele qemu run` without `--expect`: QEMU exited with a failure.
     #[error("QEMU exited with {status}")]
@@ -81,8 +82,13 @@ pub enum Error {
 /// Arguments (or environment variables) the user got wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum Usage {
-    #[error("invalid {arg} {value:?}: expected an even number of hex digits")]
-    Hex { arg: &'static str, value: String },
+    #[error("invalid {arg} {value:?}: {why}")]
+    Hex {
+        arg: &'static str,
+        value: String,
+        #[source]
+        why: stele_verifier::hex::HexError,
+    },
     #[error("invalid --salt: {len} bytes, at most {max} allowed")]
     SaltTooLong { len: usize, max: usize },
     #[error("invalid SOURCE_DATE_EPOCH {value:?}: expected seconds since the Unix epoch")]
@@ -97,7 +103,7 @@ pub enum Usage {
     OneInput,
     #[error("{} holds no whole {block}-byte data block", data.display())]
     NoDataBlock { data: PathBuf, block: u64 },
-    #[error("{} is {len} bytes, too short for {blocks} data blocks of {block} bytes", data.display())]
+    #[error("{} is {}, too short for {} of {block} bytes", data.display(), count(*len, "byte", "bytes"), count(*blocks, "data block", "data blocks"))]
     DataTooShort {
         data: PathBuf,
         len: u64,

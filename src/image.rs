@@ -8,7 +8,7 @@ use stele_image::slot::{BuildParams, BuildReport, DEFAULT_BLOCK_SIZE};
 use stele_verifier::hex;
 
 use crate::error::{CliResult, Context, Error, Usage};
-use crate::util::{salt_or_random, source_date_epoch};
+use crate::util::{parse_hex, salt_or_random, source_date_epoch};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ImageCommand {
@@ -122,12 +122,12 @@ pub(crate) fn clean_up_on_signals() -> CliResult {
 
 fn fs_from_tar(a: &FsFromTarArgs) -> CliResult {
     clean_up_on_signals()?;
-    let uuid = hex::decode(&a.uuid)
-        .and_then(|v| <[u8; 16]>::try_from(v).ok())
-        .ok_or_else(|| Usage::Hex {
-            arg: "--uuid",
-            value: a.uuid.clone(),
-        })?;
+    let uuid = <[u8; 16]>::try_from(parse_hex("--uuid", &a.uuid)?).map_err(|_| {
+        Error::from(stele_image::Error::invalid(
+            "--uuid",
+            format!("{:?} is not 16 bytes", a.uuid),
+        ))
+    })?;
     let opts =
         stele_image::fs::FsOptions::new(parse_fs_type(&a.fs_type)?, a.epoch, uuid, a.all_root);
     let tar = stele_image::stage::TarInput::parse(&a.tar);

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use stele_image::cpio::Archive;
 use stele_image::initramfs::{build, check_static_elf, InitramfsSpec};
 
+use stele_verifier::plural::count_len;
+
 use crate::error::{CliResult, Error, Usage};
 use crate::util::source_date_epoch;
 
@@ -73,10 +75,10 @@ pub fn run(args: InitramfsArgs) -> CliResult {
         f.write_all(&bytes).map_err(|e| output("writing", e))
     })?;
     println!(
-        "wrote {} ({} bytes, {} keys, threshold {}, modules: {})",
+        "wrote {} ({}, {}, threshold {}, modules: {})",
         out.display(),
-        bytes.len(),
-        spec.keys.len(),
+        count_len(bytes.len(), "byte", "bytes"),
+        count_len(spec.keys.len(), "key", "keys"),
         spec.threshold,
         order.join(" ")
     );

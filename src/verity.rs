@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use stele_verifier::hex;
+use stele_verifier::plural::count;
 use stele_verifier::verity::{build_tree, verify_data, VerityParams, DIGEST_LEN};
 
 use crate::error::{CliResult, Error, Usage};
@@ -154,8 +155,8 @@ fn verify(a: &VerifyArgs) -> CliResult {
         .map_err(|e| Error::io("read", &a.hash, e))?;
     verify_data(f.take(p.data_size()), &area, &p, &root)?;
     println!(
-        "verified: {} data blocks match root hash {}",
-        p.data_blocks(),
+        "verified: {} match root hash {}",
+        count(p.data_blocks(), "data block", "data blocks"),
         hex::encode(&root)
     );
     Ok(())

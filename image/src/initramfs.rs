@@ -55,7 +55,7 @@ pub enum InitramfsError {
     #[error("bad key {path}: {why}")]
     Key { path: PathBuf, why: String },
     /// No keys, or a threshold outside 1..=number of keys.
-    #[error("threshold {threshold} is invalid with {keys} key(s): it must be between 1 and the number of --key files")]
+    #[error("threshold {threshold} is invalid with {}: it must be between 1 and the number of --key files", stele_verifier::plural::count_len(*keys, "key", "keys"))]
     Threshold { threshold: usize, keys: usize },
     /// Two modules share a base file name, which the flat /lib/modules cannot hold.
     #[error("modules {a} and {b} have the same file name; the initramfs stores modules flat in /lib/modules")]

@@ -361,8 +361,9 @@ fn write_sparse(data: &mut dyn Read, dst: &Path, size: u64) -> Result<()> {
         return Err(Error::invalid(
             "--rootfs-tar",
             format!(
-                "member {}: {written} bytes of data, the header says {size}",
-                dst.display()
+                "member {}: {} of data, the header says {size}",
+                dst.display(),
+                stele_verifier::plural::count(written, "byte", "bytes")
             ),
         ));
     }

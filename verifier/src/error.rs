@@ -2,6 +2,8 @@
 
 use std::io;
 
+use crate::plural::{count, count_len};
+
 /// Result alias for the verifier.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -17,7 +19,7 @@ pub enum Error {
         source: io::Error,
     },
     /// The input ended before `what` was complete.
-    #[error("truncated image: {what} needs {needed} bytes at offset {offset}, but the input has {available}")]
+    #[error("truncated image: {what} needs {} at offset {offset}, but the input has {available}", count(*needed, "byte", "bytes"))]
     Truncated {
         what: &'static str,
         offset: u64,
@@ -45,7 +47,7 @@ pub enum Error {
     #[error("bad signature by key {key_id}: the manifest or the signature was modified")]
     BadSignature { key_id: String },
     /// Not enough distinct trusted keys signed the manifest.
-    #[error("signature threshold not met: {valid} valid signature(s) from trusted keys, {threshold} required (unknown keys: {unknown})")]
+    #[error("signature threshold not met: {} from trusted keys, {threshold} required (unknown keys: {unknown})", count_len(*valid, "valid signature", "valid signatures"))]
     ThresholdNotMet {
         valid: usize,
         threshold: usize,

@@ -134,9 +134,12 @@ impl Keyring {
             return Err(Error::invalid(
                 "keyring threshold",
                 format!(
-                    "{threshold} with {} distinct trusted key(s); it must be between 1 and the \
-                     number of keys",
-                    keys.len()
+                    "{threshold} with {}; it must be between 1 and the number of keys",
+                    crate::plural::count_len(
+                        keys.len(),
+                        "distinct trusted key",
+                        "distinct trusted keys"
+                    )
                 ),
             ));
         }

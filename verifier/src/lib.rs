@@ -15,6 +15,7 @@ pub mod keys;
 pub mod layout;
 pub mod manifest;
 pub mod partition;
+pub mod plural;
 pub mod slot;
 pub mod state;
 #[cfg(any(test, feature = "test-util"))]
