@@ -9,7 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use stele_verifier::exit::{Exit, Report};
-use stele_verifier::keys::{parse_public_pem, Keyring, VerifyingKey};
+use stele_verifier::keys::{parse_public_key, Keyring, VerifyingKey};
 
 /// The file name extension a key directory reads.
 pub const KEY_EXTENSION: &str = "pem";
@@ -76,11 +76,11 @@ pub fn key_files_in(dir: &Path) -> Result<Vec<PathBuf>, KeyringError> {
 
 /// Reads an SPKI PEM ed25519 public key file.
 pub fn load_public_key(path: &Path) -> Result<VerifyingKey, KeyringError> {
-    let text = std::fs::read_to_string(path).map_err(|source| KeyringError::ReadFile {
+    let bytes = std::fs::read(path).map_err(|source| KeyringError::ReadFile {
         path: path.to_path_buf(),
         source,
     })?;
-    parse_public_pem(&text, &path.display().to_string()).map_err(KeyringError::Key)
+    parse_public_key(&bytes, &path.display().to_string()).map_err(KeyringError::Key)
 }
 
 /// A keyring of the key `files` and every key file of each of `dirs`, with `threshold`.

@@ -57,9 +57,12 @@ pub enum Error {
     /// The manifest body (signed and verified) is not valid UTF-8 TOML of the right shape.
     #[error("malformed manifest body: {0}")]
     Body(String),
-    /// A key file could not be parsed.
-    #[error("bad key {path}: {why}")]
-    Key { path: String, why: String },
+    /// A key file does not hold the ed25519 key wanted: what it holds, and the fix.
+    #[error("bad key {path}: {}", problem.describe(path))]
+    Key {
+        path: String,
+        problem: crate::keyfile::KeyProblem,
+    },
     /// The image's rollback index is below the device's rollback floor.
     #[error("rollback refused: image rollback_index {index} is below the rollback floor {floor}")]
     Rollback { index: u64, floor: u64 },

@@ -105,7 +105,9 @@ mod tests {
         assert_eq!(out, b"stele: error: malformed manifest body: x y\n");
         let key = crate::Error::Key {
             path: "k.pem".into(),
-            why: "no".into(),
+            problem: crate::keyfile::KeyProblem::Empty {
+                want: crate::keyfile::Half::Public,
+            },
         };
         assert_eq!(key.exit(), Exit::Usage);
         let io = crate::Error::io("slot", std::io::Error::other("gone"));

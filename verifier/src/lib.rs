@@ -11,6 +11,7 @@ pub mod error;
 pub mod exit;
 pub mod footer;
 pub mod hex;
+pub mod keyfile;
 pub mod keys;
 pub mod layout;
 pub mod manifest;
