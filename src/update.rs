@@ -15,6 +15,7 @@ use stele_update::run_dir::RUN_DIR;
 use stele_update::state_file::StateFile;
 use stele_update::status::{inspect_slot, Image, Status};
 use stele_update::storage;
+use stele_verifier::exit::print_warning;
 use stele_verifier::keys::Keyring;
 use stele_verifier::layout::Role;
 use stele_verifier::partition::PartitionIo;
@@ -110,8 +111,12 @@ fn offline_keys(o: &Offline) -> CliResult<Option<(PathBuf, Keyring)>> {
         None => Ok(None),
         Some(_) if !has_keys => Err(Usage::DiskWithoutKeys.into()),
         Some(d) => {
-            let ring =
-                stele_update::keys::load_keyring(&o.keys, &o.keys_dir, o.threshold.unwrap_or(1))?;
+            let ring = stele_update::keys::load_keyring(
+                &o.keys,
+                &o.keys_dir,
+                o.threshold.unwrap_or(1),
+                &mut |s| print_warning(&s),
+            )?;
             Ok(Some((d.clone(), ring)))
         }
     }

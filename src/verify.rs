@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::ArgGroup;
+use stele_verifier::exit::print_warning;
 use stele_verifier::hex;
 use stele_verifier::slot::VerifyOptions;
 
@@ -33,7 +34,9 @@ pub struct VerifyArgs {
 }
 
 pub fn verify(a: &VerifyArgs) -> CliResult {
-    let keyring = stele_update::keys::load_keyring(&a.keys, &a.keys_dir, a.threshold)?;
+    let keyring = stele_update::keys::load_keyring(&a.keys, &a.keys_dir, a.threshold, &mut |s| {
+        print_warning(&s)
+    })?;
     let (mut f, len) = stele_image::slot::open(&a.image)?;
     let opts = VerifyOptions {
         full: a.full,
