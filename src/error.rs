@@ -65,8 +65,21 @@ pub enum Error {
     #[error("{}: no valid signature", image.display())]
     NoValidSignature { image: PathBuf },
     /// `stele verity verify`: the hash file is shorter than the tree.
-    #[error("truncated hash file {}: {}, the tree needs {need}", path.display(), count(*len, "byte", "bytes"))]
-    TruncatedHashFile { path: PathBuf, len: u64, need: u64 },
+    #[error("truncated hash file {}: {}, but a tree with {used} needs {need}: give the block sizes and --data-blocks the tree was made with, else HASH was cut short", path.display(), count(*len, "byte", "bytes"))]
+    TruncatedHashFile {
+        path: PathBuf,
+        len: u64,
+        need: u64,
+        used: String,
+    },
+
+    /// `stele verity verify`: the tree's top does not hash to ROOT with the parameters used.
+    #[error("the hash tree does not match ROOT {root} (it computes {computed}) with {used}: give the --salt, block sizes and --data-blocks the tree was made with (`verity format` printed them), else HASH, DATA or ROOT was modified")]
+    VerityRoot {
+        computed: String,
+        root: String,
+        used: String,
+    },
     /// `stele qemu run` without `--expect`: QEMU exited with a failure.
     #[error("QEMU exited with {status}")]
     QemuExit { status: String },
@@ -95,8 +108,6 @@ pub enum Usage {
     Epoch { value: String },
     #[error("SOURCE_DATE_EPOCH: {0}")]
     EpochRange(#[source] CpioError),
-    #[error("invalid {arg} {value}: use a power of two from 512 to 65536")]
-    BlockSize { arg: &'static str, value: u32 },
     #[error("--signer-cmd needs --public P.pem")]
     SignerNeedsPublic,
     #[error("give exactly one of --rootfs, --rootfs-tar and --fs-image")]
@@ -113,6 +124,8 @@ pub enum Usage {
     /// Verity geometry the verifier refuses.
     #[error("{0}")]
     Geometry(#[source] stele_verifier::Error),
+    #[error("DATA and HASH are the same file ({}, {}): `verity format` would overwrite the data with its hash tree; give another HASH file", data.display(), hash.display())]
+    HashIsData { data: PathBuf, hash: PathBuf },
     #[error("invalid ROOT {0:?}: expected 64 hex digits")]
     Root(String),
     #[error("hash tree too large")]
@@ -183,6 +196,7 @@ impl Report for Error {
             Error::Output { .. } => Exit::Environment,
             Error::NoValidSignature { .. }
             | Error::TruncatedHashFile { .. }
+            | Error::VerityRoot { .. }
             | Error::QemuExit { .. } => Exit::Refused,
             Error::Context { source, .. } => source.exit(),
         }

@@ -135,43 +135,25 @@ fn fs_from_tar(a: &FsFromTarArgs) -> CliResult {
     Ok(())
 }
 
-fn check_block_size(what: &'static str, n: u32) -> CliResult {
-    let ok = n.is_power_of_two()
-        && (stele_verifier::verity::MIN_BLOCK_SIZE..=stele_verifier::verity::MAX_BLOCK_SIZE)
-            .contains(&n);
-    if ok {
-        Ok(())
-    } else {
-        Err(Usage::BlockSize {
-            arg: what,
-            value: n,
-        }
-        .into())
-    }
-}
-
 fn build(a: &BuildArgs) -> CliResult {
     clean_up_on_signals()?;
-    check_block_size("--data-block-size", a.data_block_size)?;
-    check_block_size("--hash-block-size", a.hash_block_size)?;
-    let fs_type = parse_fs_type(&a.fs_type)?;
-    let epoch = source_date_epoch()?;
-    let salt = salt_or_random(a.salt.as_deref())?;
+    let params = BuildParams {
+        name: a.name.clone(),
+        version: a.version.clone(),
+        rollback_index: a.rollback_index,
+        created: source_date_epoch()?,
+        fs_type: parse_fs_type(&a.fs_type)?,
+        salt: salt_or_random(a.salt.as_deref())?,
+        data_block_size: a.data_block_size,
+        hash_block_size: a.hash_block_size,
+    };
+    // Everything a device would refuse in the image is refused before any work.
+    params.check()?;
     let keys = a
         .keys
         .iter()
         .map(|p| stele_image::keys::load_signing_key(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let params = BuildParams {
-        name: a.name.clone(),
-        version: a.version.clone(),
-        rollback_index: a.rollback_index,
-        created: epoch,
-        fs_type,
-        salt,
-        data_block_size: a.data_block_size,
-        hash_block_size: a.hash_block_size,
-    };
     if let Some(dir) = &a.rootfs {
         // What PID 1 would refuse to run is refused now, before anything is built (a tar
         // archive is checked once it is unpacked, before its filesystem is built).

@@ -42,6 +42,9 @@ pub enum Error {
     /// A parameter given by the caller is out of range or malformed.
     #[error("invalid {what}: {why}")]
     Invalid { what: &'static str, why: String },
+    /// A build parameter the verifier's rules refuse (what no device would accept).
+    #[error(transparent)]
+    Parameter(stele_verifier::Error),
     /// A step run in a helper process (`stele image fs-from-tar` under fakeroot) failed
     /// with this error line and exit code.
     #[error("{message}")]
@@ -62,7 +65,7 @@ impl Report for Error {
         match self {
             Error::Verifier(v) => v.exit(),
             Error::Rootfs(r) => r.exit(),
-            Error::Invalid { .. } => Exit::Usage,
+            Error::Invalid { .. } | Error::Parameter(_) => Exit::Usage,
             // The helper process (our own binary under fakeroot) already classified it.
             Error::Helper { code: 1, .. } => Exit::Refused,
             Error::Helper { code: 2, .. } => Exit::Usage,

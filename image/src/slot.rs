@@ -40,6 +40,30 @@ pub struct BuildParams {
     pub hash_block_size: u32,
 }
 
+impl BuildParams {
+    /// Refuses, before anything is built, every parameter the verifier would refuse in the
+    /// image (exit 2): name, version, a `--rollback-index` or SOURCE_DATE_EPOCH above the
+    /// manifest's integer limit, block sizes no device maps, the salt.
+    pub fn check(&self) -> Result<()> {
+        use stele_verifier::manifest::check_integer;
+        use stele_verifier::slot::check_block_size;
+        validate_name(&self.name)?;
+        validate_version(&self.version)?;
+        check_integer("--rollback-index", self.rollback_index).map_err(Error::Parameter)?;
+        check_integer("SOURCE_DATE_EPOCH", self.created).map_err(Error::Parameter)?;
+        check_block_size("--data-block-size", self.data_block_size).map_err(Error::Parameter)?;
+        check_block_size("--hash-block-size", self.hash_block_size).map_err(Error::Parameter)?;
+        VerityParams::new(
+            self.data_block_size,
+            self.hash_block_size,
+            1,
+            self.salt.clone(),
+        )
+        .map_err(Error::Parameter)?;
+        Ok(())
+    }
+}
+
 /// What was built.
 #[derive(Clone, Debug)]
 pub struct BuildReport {
@@ -110,7 +134,7 @@ pub fn verity_params_for(fs_size: u64, params: &BuildParams) -> Result<VerityPar
         blocks,
         params.salt.clone(),
     )
-    .map_err(|e| Error::invalid("verity parameters", e.to_string()))
+    .map_err(Error::Parameter)
 }
 
 /// Writes a whole slot image to `w` from `fs_size` bytes of filesystem read from `fs`,
@@ -204,10 +228,9 @@ fn hash_file(f: &File, len: u64, builder: &mut TreeBuilder) -> Result<()> {
     })
 }
 
-/// Checks name, version and size; the verity parameters for `fs_size` bytes.
+/// Checks the parameters and the size; the verity parameters for `fs_size` bytes.
 fn check_build(fs_size: u64, params: &BuildParams) -> Result<VerityParams> {
-    validate_name(&params.name)?;
-    validate_version(&params.version)?;
+    params.check()?;
     if fs_size == 0 {
         return Err(Error::invalid("filesystem image", "it is empty"));
     }
@@ -338,8 +361,7 @@ pub fn build_from_root(
     keys: &[SigningKey],
     out: &Path,
 ) -> Result<BuildReport> {
-    validate_name(&params.name)?;
-    validate_version(&params.version)?;
+    params.check()?;
     let opts = FsOptions::new(
         params.fs_type,
         params.created,

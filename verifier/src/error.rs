@@ -79,9 +79,25 @@ pub enum Error {
     /// was checked before): the data was modified.
     #[error("root hash mismatch: the data computes {computed}, signed {expected}: the bundle's data was modified")]
     DataRootMismatch { computed: String, expected: String },
+    /// A verity block size no slot image may have ([`crate::slot::check_block_size`]).
+    #[error("{}", slot_block_size(what, *size))]
+    SlotBlockSize { what: &'static str, size: u32 },
     /// No valid copy of the boot state.
     #[error("no valid boot state copy (both copies are corrupt or blank)")]
     NoValidState,
+}
+
+/// The message of [`Error::SlotBlockSize`].
+fn slot_block_size(what: &str, size: u32) -> String {
+    use crate::slot::{MAX_SLOT_BLOCK_SIZE as MAX, MIN_SLOT_BLOCK_SIZE as MIN};
+    if size.is_power_of_two() && size > MAX {
+        format!(
+            "invalid {what} {size}: above {MAX}, the x86-64 page size, the largest block the \
+             kernel's dm-verity maps, so no device could boot this slot (use {MAX})"
+        )
+    } else {
+        format!("invalid {what} {size}: a slot image takes a power of two from {MIN} to {MAX}")
+    }
 }
 
 /// The cause added to a bad footer magic.
