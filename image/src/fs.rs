@@ -67,6 +67,55 @@ pub fn parse_fs_type(s: &str) -> Result<FsType> {
     }
 }
 
+/// Bytes of a filesystem image's head that hold every superblock magic stele knows.
+pub const MAGIC_HEAD: usize = 2048;
+
+/// The filesystem whose superblock magic `head` (the image's first bytes) carries, as
+/// mkfs.erofs, mksquashfs and mke2fs write them: EROFS 0xE0F5E1E2 (little-endian) at byte
+/// 1024, SquashFS `hsqs` at 0, ext2/3/4 0xEF53 (little-endian) at 1080 (superblock 1024 +
+/// 0x38). Pure.
+pub fn detect_fs_type(head: &[u8]) -> Option<FsType> {
+    let at = |off: usize, magic: &[u8]| head.get(off..off + magic.len()) == Some(magic);
+    if at(1024, &0xE0F5_E1E2u32.to_le_bytes()) {
+        Some(FsType::Erofs)
+    } else if at(0, b"hsqs") {
+        Some(FsType::Squashfs)
+    } else if at(1080, &0xEF53u16.to_le_bytes()) {
+        Some(FsType::Ext4)
+    } else {
+        None
+    }
+}
+
+/// Refuses a `--fs-image` whose superblock is not a `--fs` one (exit 2), naming what it is.
+pub fn check_fs_image(path: &Path, head: &[u8], expected: FsType) -> Result<()> {
+    let found = detect_fs_type(head);
+    if found == Some(expected) {
+        return Ok(());
+    }
+    let a = |t: FsType| match t {
+        FsType::Squashfs => "a squashfs",
+        FsType::Erofs => "an erofs",
+        FsType::Ext4 => "an ext4",
+    };
+    let why = match found {
+        Some(t) => format!(
+            "{} is {} image, not {}: pass --fs {}",
+            path.display(),
+            a(t),
+            expected.name(),
+            t.name()
+        ),
+        None => format!(
+            "{} has no erofs, squashfs or ext4 superblock: give {} image (made by {})",
+            path.display(),
+            a(expected),
+            tool_for(expected).0
+        ),
+    };
+    Err(Error::invalid("--fs-image", why))
+}
+
 /// A deterministic version-4-shaped UUID from the image name and salt.
 pub fn derive_uuid(name: &str, salt: &[u8]) -> [u8; 16] {
     let mut h = Sha256::new();
@@ -226,6 +275,33 @@ mod tests {
         let s = format_uuid(&a);
         assert_eq!(s.len(), 36);
         assert_eq!(&s[14..15], "4");
+    }
+
+    #[test]
+    fn magics_name_the_filesystem() {
+        let mut head = vec![0u8; MAGIC_HEAD];
+        assert_eq!(detect_fs_type(&head), None);
+        head[1024..1028].copy_from_slice(&[0xe2, 0xe1, 0xf5, 0xe0]);
+        assert_eq!(detect_fs_type(&head), Some(FsType::Erofs));
+        let mut sq = vec![0u8; 96];
+        sq[..4].copy_from_slice(b"hsqs");
+        assert_eq!(detect_fs_type(&sq), Some(FsType::Squashfs));
+        let mut e = vec![0u8; MAGIC_HEAD];
+        e[1080..1082].copy_from_slice(&[0x53, 0xef]);
+        assert_eq!(detect_fs_type(&e), Some(FsType::Ext4));
+        let p = Path::new("x.img");
+        assert!(check_fs_image(p, &e, FsType::Ext4).is_ok());
+        let msg = check_fs_image(p, &sq, FsType::Erofs)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            msg,
+            "invalid --fs-image: x.img is a squashfs image, not erofs: pass --fs squashfs"
+        );
+        let msg = check_fs_image(p, &[0; 10], FsType::Ext4)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(msg, "invalid --fs-image: x.img has no erofs, squashfs or ext4 superblock: give an ext4 image (made by mkfs.ext4)");
     }
 
     #[test]

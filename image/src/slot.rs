@@ -333,10 +333,15 @@ pub fn build_from_fs_image(
 ) -> Result<BuildReport> {
     let mut fs =
         File::open(fs_image).map_err(|e| Error::io("open filesystem image", fs_image, e))?;
-    let fs_size = fs
-        .metadata()
-        .map_err(|e| Error::io("stat", fs_image, e))?
-        .len();
+    let fs_size = byte_len(&mut fs).map_err(|e| Error::io("size", fs_image, e))?;
+    let mut head = Vec::with_capacity(crate::fs::MAGIC_HEAD);
+    (&mut fs)
+        .take(crate::fs::MAGIC_HEAD as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::io("read", fs_image, e))?;
+    crate::fs::check_fs_image(fs_image, &head, params.fs_type)?;
+    fs.seek(SeekFrom::Start(0))
+        .map_err(|e| Error::io("seek", fs_image, e))?;
     let mut tmp = AtomicFile::create(out, 0o644)?;
     let report = write_slot(&mut fs, fs_size, params, keys, tmp.file())?;
     tmp.commit()?;
