@@ -54,6 +54,9 @@ pub struct CreateArgs {
     /// Also write DISK.bmap (bmaptool create) for `bmaptool copy`.
     #[arg(long)]
     pub bmap: bool,
+    /// Replace an existing --out (and DISK.bmap), or write onto a block device.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Runs `stele disk ...`.
@@ -73,14 +76,18 @@ pub fn run(args: DiskArgs) -> CliResult {
                 size: c.esp_size,
                 bios: c.bios,
             });
-            let gpt = create_with_esp(&c.out, &spec, esp.as_ref())?;
+            if c.bmap {
+                // Both outputs are checked before either is written.
+                stele_image::atomic::output_target(&stele_image::bmap::path_for(&c.out), c.force)?;
+            }
+            let gpt = create_with_esp(&c.out, &spec, esp.as_ref(), c.force)?;
             println!("wrote {}", c.out.display());
             for p in &gpt.partitions {
                 let (off, len) = p.byte_range();
                 println!("  {:<13} offset {off:>12} size {len:>12}", p.name);
             }
             if c.bmap {
-                let map = stele_image::bmap::write(&c.out)?;
+                let map = stele_image::bmap::write(&c.out, c.force)?;
                 println!("wrote {}", map.display());
             }
             Ok(())

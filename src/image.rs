@@ -8,6 +8,7 @@ use stele_image::slot::{BuildParams, BuildReport, DEFAULT_BLOCK_SIZE};
 use stele_verifier::hex;
 
 use crate::error::{CliResult, Context, Error, Usage};
+use crate::progress::Bars;
 use crate::util::{parse_hex, salt_or_random, source_date_epoch};
 
 #[derive(Debug, clap::Subcommand)]
@@ -81,6 +82,9 @@ pub struct BuildArgs {
     /// Output slot image (written to a temporary file, renamed at the end).
     #[arg(long, value_name = "SLOT.img")]
     out: PathBuf,
+    /// Replace an existing --out (or write onto a block device).
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -147,8 +151,10 @@ fn build(a: &BuildArgs) -> CliResult {
         data_block_size: a.data_block_size,
         hash_block_size: a.hash_block_size,
     };
-    // Everything a device would refuse in the image is refused before any work.
+    // Everything a device would refuse in the image, and an existing output, are refused
+    // before any work.
     params.check()?;
+    stele_image::atomic::output_target(&a.out, a.force)?;
     let keys = a
         .keys
         .iter()
@@ -159,20 +165,25 @@ fn build(a: &BuildArgs) -> CliResult {
         // archive is checked once it is unpacked, before its filesystem is built).
         stele_image::rootfs_check::check_dir(dir)?;
     }
-    use stele_image::slot::{build_from_root, RootSource};
+    use stele_image::slot::{build_from_root, Output, RootSource};
     let tar = a
         .rootfs_tar
         .as_deref()
         .map(stele_image::stage::TarInput::parse);
+    let out = Output {
+        path: &a.out,
+        force: a.force,
+    };
+    let bars = &mut Bars::stderr();
     let report = match (&a.rootfs, &tar, &a.fs_image) {
         (Some(dir), None, None) => {
-            build_from_root(RootSource::Dir(dir), &params, a.all_root, &keys, &a.out)?
+            build_from_root(RootSource::Dir(dir), &params, a.all_root, &keys, out, bars)?
         }
         (None, Some(tar), None) => {
-            build_from_root(RootSource::Tar(tar), &params, a.all_root, &keys, &a.out)?
+            build_from_root(RootSource::Tar(tar), &params, a.all_root, &keys, out, bars)?
         }
         (None, None, Some(img)) => {
-            stele_image::slot::build_from_fs_image(img, &params, &keys, &a.out)?
+            stele_image::slot::build_from_fs_image(img, &params, &keys, out, bars)?
         }
         _ => return Err(Usage::OneInput.into()),
     };

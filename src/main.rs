@@ -7,6 +7,7 @@ mod image;
 mod initramfs;
 mod inspect;
 mod keys;
+mod progress;
 mod qemu;
 mod uki;
 mod update;

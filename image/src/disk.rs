@@ -74,6 +74,12 @@ pub enum DiskError {
     /// Reading the UKI or making the EFI system partition failed.
     #[error(transparent)]
     Esp(crate::Error),
+    /// The output: it exists (without --force), it is not a file, it cannot be written.
+    #[error(transparent)]
+    Output(#[from] crate::Error),
+    /// A slot image argument that is a directory.
+    #[error("slot image {} is a directory: give a slot image file (from `stele image build`)", path.display())]
+    SlotIsDirectory { path: PathBuf },
 }
 
 impl Report for DiskError {
@@ -84,11 +90,12 @@ impl Report for DiskError {
             DiskError::Io { .. }
             | DiskError::ToolMissing { .. }
             | DiskError::ToolFailed { .. }
-            | DiskError::State(_) => Exit::Environment,
+            | DiskError::State(_)
+            | DiskError::SlotIsDirectory { .. } => Exit::Environment,
             DiskError::Gpt(e) => e.exit(),
             DiskError::NotSlot { .. } => Exit::Refused,
             DiskError::Size { .. } | DiskError::TooLarge { .. } => Exit::Usage,
-            DiskError::Esp(e) => e.exit(),
+            DiskError::Esp(e) | DiskError::Output(e) => e.exit(),
         }
     }
 }
@@ -246,7 +253,12 @@ fn open_slot(path: &Path, slot_len: u64) -> Result<SlotInput, DiskError> {
         }
     };
     let mut file = File::open(path).map_err(ioe("opening"))?;
-    let len = file.metadata().map_err(ioe("reading the size of"))?.len();
+    if file.metadata().map_err(ioe("reading"))?.is_dir() {
+        return Err(DiskError::SlotIsDirectory {
+            path: path.to_path_buf(),
+        });
+    }
+    let len = crate::slot::byte_len(&mut file).map_err(ioe("reading the size of"))?;
     if len > slot_len {
         return Err(DiskError::TooLarge {
             path: path.to_path_buf(),
@@ -254,9 +266,17 @@ fn open_slot(path: &Path, slot_len: u64) -> Result<SlotInput, DiskError> {
             slot_len,
         });
     }
-    stele_verifier::slot::locate(&mut file, len).map_err(|e| DiskError::NotSlot {
-        path: path.to_path_buf(),
-        why: e.to_string(),
+    stele_verifier::slot::locate(&mut file, len).map_err(|e| match e {
+        // Reading failed: the environment, not the file's content.
+        stele_verifier::Error::Io { source, .. } => DiskError::Io {
+            what: "reading",
+            path: path.to_path_buf(),
+            source,
+        },
+        e => DiskError::NotSlot {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        },
     })?;
     Ok(SlotInput {
         path: path.to_path_buf(),
@@ -333,18 +353,22 @@ fn mkfs_data(disk_path: &Path, p: &Partition, seed: &[u8], epoch: u64) -> Result
     Ok(())
 }
 
-/// Creates the disk image `out` (via a temporary file renamed into place). Returns the
-/// partition table written.
+/// Creates the disk image `out` (via a temporary file renamed into place; an existing
+/// `out` is refused). Returns the partition table written.
 pub fn create(out: &Path, spec: &DiskSpec) -> Result<Gpt, DiskError> {
-    create_with_esp(out, spec, None)
+    create_with_esp(out, spec, None, false)
 }
 
-/// [`create`] with an EFI system partition first when `esp` is given.
+/// [`create`] with an EFI system partition first when `esp` is given; an existing `out`
+/// is replaced only with `force` ([`crate::atomic::output_target`]).
 pub fn create_with_esp(
     out: &Path,
     spec: &DiskSpec,
     esp: Option<&EspSpec>,
+    force: bool,
 ) -> Result<Gpt, DiskError> {
+    // Before any work: an existing disk (its boot state and data) is not lost by mistake.
+    crate::atomic::output_target(out, force)?;
     let slot_len = round_mib("slot size", spec.slot_size)?;
     let esp = esp
         .map(|e| {
@@ -375,13 +399,7 @@ pub fn create_with_esp(
     let esp_layout = esp.as_ref().map(|(c, _, size)| (*size, c.bios));
     let gpt = layout_with_esp(esp_layout, spec.slot_size, spec.data_size, &seed)?;
 
-    let out_path = out.to_path_buf();
-    let map_io = |what, source| DiskError::Io {
-        what,
-        path: out_path.clone(),
-        source,
-    };
-    crate::outfile::write_atomic(out, map_io, |disk, tmp_path| {
+    crate::outfile::write_atomic(out, force, |disk, tmp_path| {
         let ioe = |what| {
             move |source| DiskError::Io {
                 what,
@@ -427,7 +445,7 @@ pub fn create_with_esp(
         if let Some(p) = gpt.partitions.iter().find(|p| p.name == Role::Data.name()) {
             mkfs_data(tmp_path, p, &seed, spec.epoch)?;
         }
-        Ok(())
+        Ok::<(), DiskError>(())
     })?;
     Ok(gpt)
 }
@@ -718,5 +736,12 @@ mod tests {
             Err(DiskError::NotSlot { .. })
         ));
         assert!(!out.exists());
+        let spec = DiskSpec {
+            a: d.path().to_path_buf(),
+            ..spec
+        };
+        let e = create(&out, &spec).unwrap_err();
+        assert!(matches!(e, DiskError::SlotIsDirectory { .. }), "{e}");
+        assert_eq!(e.exit(), Exit::Environment);
     }
 }

@@ -26,6 +26,15 @@ pub enum Error {
     /// Refusing to overwrite an existing file.
     #[error("{} already exists: refusing to overwrite it (pass --force to replace it)", path.display())]
     Exists { path: PathBuf },
+    /// A block device named as an output without `--force`.
+    #[error("{} is a block device: refusing to write to it (pass --force to overwrite the device, all of it)", path.display())]
+    DeviceOutput { path: PathBuf },
+    /// An output path that is neither a file nor a block device.
+    #[error("{} is {kind}: give a file name as the output (or a block device, with --force)", path.display())]
+    NotAnOutput { path: PathBuf, kind: &'static str },
+    /// A block device too small for the output written onto it.
+    #[error("{} is too small for the output: {why}", path.display())]
+    DeviceTooSmall { path: PathBuf, why: String },
     /// A host tool is not installed.
     #[error("{tool} not found: install the Debian package {package} (or run `cargo xtask setup`)")]
     ToolMissing {

@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::cleanup::TempPath;
 
@@ -64,8 +63,6 @@ pub const BMAPTOOL: Tool = Tool {
     package: "bmap-tools",
 };
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
 /// A directory next to an output file for intermediate files, removed with everything in
 /// it when dropped, or on a signal once [`crate::cleanup::install`] ran (so an error or an
 /// interruption leaves nothing behind).
@@ -73,21 +70,11 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 pub struct Scratch(TempPath);
 
 impl Scratch {
-    /// Creates `.<name>.stele-work-<pid>-<n>` in `out`'s directory.
+    /// Creates `.<name>.stele-work-<pid>-<n>` where the temporary files of `out` go
+    /// ([`crate::atomic::temp_name`]).
     pub fn beside(out: &Path) -> Result<Scratch> {
-        let name = out.file_name().ok_or_else(|| {
-            Error::invalid("output path", format!("{} names no file", out.display()))
-        })?;
-        let dir = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let path = dir.join(format!(
-            ".{}.stele-work-{}-{}",
-            name.to_string_lossy(),
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
+        let path = crate::atomic::temp_name(out, "work")
+            .map_err(|e| Error::invalid("output path", e.to_string()))?;
         let dir = TempPath::register(path);
         std::fs::create_dir(dir.path())
             .map_err(|e| Error::io("create a scratch directory", dir.path(), e))?;

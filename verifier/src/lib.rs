@@ -17,6 +17,7 @@ pub mod layout;
 pub mod manifest;
 pub mod partition;
 pub mod plural;
+pub mod progress;
 pub mod slot;
 pub mod state;
 #[cfg(any(test, feature = "test-util"))]
