@@ -4,7 +4,6 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use sha2::{Digest, Sha256};
 use stele_verifier::footer::FOOTER_SIZE;
@@ -13,6 +12,7 @@ use stele_verifier::state::BootState;
 pub use crate::esp::EspSpec;
 pub use crate::gpt::find_partition;
 use crate::gpt::{Gpt, GptError, Guid, Partition, SECTOR};
+use crate::tool::MKFS_EXT4;
 use stele_verifier::exit::{Exit, Report};
 use stele_verifier::layout::Role;
 use stele_verifier::partition::PartitionIo;
@@ -52,31 +52,16 @@ pub enum DiskError {
     /// The file is not a stele slot image (no valid footer/manifest locator).
     #[error("{path} is not a stele slot image: {why}")]
     NotSlot { path: PathBuf, why: String },
-    /// A host tool is missing.
-    #[error("`{tool}` not found: install {package} (run `cargo xtask setup`)")]
-    ToolMissing {
-        tool: &'static str,
-        package: &'static str,
-    },
-    /// A host tool failed.
-    #[error("`{tool}` failed ({status}): {stderr}")]
-    ToolFailed {
-        tool: &'static str,
-        status: String,
-        stderr: String,
-    },
     /// Writing the partition table failed.
     #[error(transparent)]
     Gpt(#[from] GptError),
     /// Writing the boot state failed.
     #[error("failed to write the initial boot state: {0}")]
     State(stele_verifier::Error),
-    /// Reading the UKI or making the EFI system partition failed.
+    /// A build step: the UKI and the EFI system partition, mkfs.ext4 (a missing or failing
+    /// tool), the output (it exists without --force, it is not a file).
     #[error(transparent)]
-    Esp(crate::Error),
-    /// The output: it exists (without --force), it is not a file, it cannot be written.
-    #[error(transparent)]
-    Output(#[from] crate::Error),
+    Image(#[from] crate::Error),
     /// A slot image argument that is a directory.
     #[error("slot image {} is a directory: give a slot image file (from `stele image build`)", path.display())]
     SlotIsDirectory { path: PathBuf },
@@ -87,15 +72,13 @@ impl Report for DiskError {
     /// sizes are the arguments.
     fn exit(&self) -> Exit {
         match self {
-            DiskError::Io { .. }
-            | DiskError::ToolMissing { .. }
-            | DiskError::ToolFailed { .. }
-            | DiskError::State(_)
-            | DiskError::SlotIsDirectory { .. } => Exit::Environment,
+            DiskError::Io { .. } | DiskError::State(_) | DiskError::SlotIsDirectory { .. } => {
+                Exit::Environment
+            }
             DiskError::Gpt(e) => e.exit(),
             DiskError::NotSlot { .. } => Exit::Refused,
             DiskError::Size { .. } | DiskError::TooLarge { .. } => Exit::Usage,
-            DiskError::Esp(e) | DiskError::Output(e) => e.exit(),
+            DiskError::Image(e) => e.exit(),
         }
     }
 }
@@ -307,8 +290,8 @@ fn mkfs_data(disk_path: &Path, p: &Partition, seed: &[u8], epoch: u64) -> Result
     let (offset, len) = p.byte_range();
     let uuid = Guid::derive(&[seed, b"ext4-uuid"].concat()).to_string();
     let hash_seed = Guid::derive(&[seed, b"ext4-hash-seed"].concat()).to_string();
-    let out = Command::new("mkfs.ext4")
-        .env("E2FSPROGS_FAKE_TIME", epoch.max(1).to_string())
+    let mut cmd = MKFS_EXT4.command()?;
+    cmd.env("E2FSPROGS_FAKE_TIME", epoch.max(1).to_string())
         .env("MKE2FS_DEVICE_SECTSIZE", "512")
         .args([
             "-q",
@@ -325,31 +308,8 @@ fn mkfs_data(disk_path: &Path, p: &Partition, seed: &[u8], epoch: u64) -> Result
             "offset={offset},hash_seed={hash_seed},root_owner=0:0,nodiscard,lazy_itable_init=0"
         ))
         .arg(disk_path)
-        .arg(format!("{}k", len / 1024))
-        .output();
-    let out = match out {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(DiskError::ToolMissing {
-                tool: "mkfs.ext4",
-                package: "e2fsprogs",
-            })
-        }
-        Err(source) => {
-            return Err(DiskError::Io {
-                what: "running mkfs.ext4 on",
-                path: disk_path.to_path_buf(),
-                source,
-            })
-        }
-        Ok(o) => o,
-    };
-    if !out.status.success() {
-        return Err(DiskError::ToolFailed {
-            tool: "mkfs.ext4",
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
+        .arg(format!("{}k", len / 1024));
+    MKFS_EXT4.run(&mut cmd)?;
     Ok(())
 }
 
@@ -377,7 +337,7 @@ pub fn create_with_esp(
             Ok((content, bytes, size))
         })
         .transpose()
-        .map_err(DiskError::Esp)?;
+        .map_err(DiskError::Image)?;
     let mut a = open_slot(&spec.a, slot_len)?;
     let mut b = spec
         .b
@@ -440,7 +400,7 @@ pub fn create_with_esp(
                 volume_id: crate::esp::volume_id(&seed),
                 epoch: spec.epoch,
             };
-            crate::esp::write(tmp_path, disk, &place, content).map_err(DiskError::Esp)?;
+            crate::esp::write(tmp_path, disk, &place, content).map_err(DiskError::Image)?;
         }
         if let Some(p) = gpt.partitions.iter().find(|p| p.name == Role::Data.name()) {
             mkfs_data(tmp_path, p, &seed, spec.epoch)?;
@@ -539,16 +499,14 @@ mod tests {
         assert!(write_slot(&mut p, 8192, &mut Cursor::new(&image), image.len() as u64).is_err());
     }
 
-    fn tool(name: &str) -> &str {
-        if Command::new(name).arg("--version").output().is_err() {
-            panic!("`{name}` is missing: run `cargo xtask setup`");
-        }
-        name
+    fn tool(name: &str) -> PathBuf {
+        crate::tool::find(name)
+            .unwrap_or_else(|| panic!("`{name}` is missing: run `cargo xtask setup`"))
     }
 
     /// `sgdisk -v` must find no problem in a table we wrote.
     pub(crate) fn sgdisk_verify(path: &Path) {
-        let out = Command::new(tool("sgdisk"))
+        let out = std::process::Command::new(tool("sgdisk"))
             .arg("-v")
             .arg(path)
             .output()

@@ -3,13 +3,14 @@
 //! xattrs as in the tree (or, with `all_root`, every file owned by 0:0 and no xattrs).
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+#[cfg(test)]
+use std::process::Command;
 
 use sha2::{Digest, Sha256};
 use stele_verifier::manifest::FsType;
 
+use crate::tool::{Tool, MKFS_EROFS, MKFS_EXT4, MKSQUASHFS};
 use crate::{Error, Result};
 
 /// How to build a filesystem image.
@@ -45,12 +46,12 @@ impl FsOptions {
     }
 }
 
-/// The host tool that builds `fs_type` and the Debian package that ships it.
-pub fn tool_for(fs_type: FsType) -> (&'static str, &'static str) {
+/// The host tool that builds `fs_type`.
+pub fn tool_for(fs_type: FsType) -> Tool {
     match fs_type {
-        FsType::Erofs => ("mkfs.erofs", "erofs-utils"),
-        FsType::Squashfs => ("mksquashfs", "squashfs-tools"),
-        FsType::Ext4 => ("mkfs.ext4", "e2fsprogs"),
+        FsType::Erofs => MKFS_EROFS,
+        FsType::Squashfs => MKSQUASHFS,
+        FsType::Ext4 => MKFS_EXT4,
     }
 }
 
@@ -110,7 +111,7 @@ pub fn check_fs_image(path: &Path, head: &[u8], expected: FsType) -> Result<()> 
             "{} has no erofs, squashfs or ext4 superblock: give {} image (made by {})",
             path.display(),
             a(expected),
-            tool_for(expected).0
+            tool_for(expected).name
         ),
     };
     Err(Error::invalid("--fs-image", why))
@@ -144,20 +145,6 @@ pub fn format_uuid(u: &[u8; 16]) -> String {
     )
 }
 
-/// Finds `tool` in $PATH or the usual sbin directories.
-pub fn find_tool(tool: &'static str, package: &'static str) -> Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let extra = ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"];
-    std::env::split_paths(&path)
-        .chain(extra.iter().map(PathBuf::from))
-        .map(|d| d.join(tool))
-        .find(|p| {
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-        .ok_or(Error::ToolMissing { tool, package })
-}
-
 /// Builds a filesystem image of `rootfs` at `out`, an existing empty file that the tool
 /// writes by its path (callers reopen it afterwards).
 pub fn build_fs(rootfs: &Path, out: &Path, opts: &FsOptions) -> Result<()> {
@@ -170,15 +157,13 @@ pub fn build_fs(rootfs: &Path, out: &Path, opts: &FsOptions) -> Result<()> {
             format!("{} is not a directory", rootfs.display()),
         ));
     }
-    let (tool, package) = tool_for(opts.fs_type);
-    let exe = find_tool(tool, package)?;
+    let tool = tool_for(opts.fs_type);
     let epoch = opts.epoch.to_string();
-    let mut cmd = Command::new(&exe);
-    cmd.env_remove("SOURCE_DATE_EPOCH");
+    let mut cmd = tool.command()?;
     match opts.fs_type {
         FsType::Erofs => {
             cmd.args(erofs_args(opts)).arg(out).arg(rootfs);
-            run(&mut cmd, tool, package).map(drop)
+            tool.run(&mut cmd).map(drop)
         }
         FsType::Squashfs => {
             cmd.arg(rootfs)
@@ -188,7 +173,7 @@ pub fn build_fs(rootfs: &Path, out: &Path, opts: &FsOptions) -> Result<()> {
             if opts.all_root {
                 cmd.args(["-all-root", "-no-xattrs"]);
             }
-            run(&mut cmd, tool, package).map(drop)
+            tool.run(&mut cmd).map(drop)
         }
         FsType::Ext4 => crate::ext4::build(cmd, rootfs, out, opts),
     }
@@ -209,46 +194,6 @@ pub fn erofs_args(opts: &FsOptions) -> Vec<String> {
         args.extend(["--all-root".into(), "-x-1".into()]);
     }
     args
-}
-
-/// Runs a build tool (in its own process group, stopped on a signal, see
-/// [`crate::cleanup`]); a failure is [`Error::ToolFailed`] with its last line of output.
-pub(crate) fn run(
-    cmd: &mut Command,
-    tool: &'static str,
-    package: &'static str,
-) -> Result<std::process::Output> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let output = crate::cleanup::spawn(cmd)
-        .and_then(crate::cleanup::wait_output)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::ToolMissing { tool, package }
-            } else {
-                Error::ToolFailed {
-                    tool,
-                    status: "could not start".into(),
-                    stderr: e.to_string(),
-                }
-            }
-        })?;
-    if output.status.success() {
-        return Ok(output);
-    }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let text = if stderr.trim().is_empty() {
-        stdout
-    } else {
-        stderr
-    };
-    Err(Error::ToolFailed {
-        tool,
-        status: output.status.to_string(),
-        stderr: text.trim().lines().last().unwrap_or("").to_string(),
-    })
 }
 
 /// Writes `len` zero bytes to `w`.
@@ -312,12 +257,6 @@ mod tests {
         assert!(parse_fs_type("vfat").is_err());
     }
 
-    #[test]
-    fn missing_tool_names_package() {
-        let e = find_tool("stele-no-such-tool", "some-package").unwrap_err();
-        assert!(e.to_string().contains("some-package"));
-    }
-
     fn make_tree(root: &Path) {
         std::fs::create_dir_all(root.join("etc/sub")).unwrap();
         std::fs::write(root.join("etc/hostname"), "demo\n").unwrap();
@@ -364,7 +303,7 @@ mod tests {
             assert!(!x.is_empty());
             assert!(x == y, "{t:?} images differ (epoch {epoch})");
             if t == FsType::Ext4 {
-                let fsck = find_tool("e2fsck", "e2fsprogs").unwrap_or_else(|e| panic!("{e}"));
+                let fsck = crate::tool::find("e2fsck").expect("e2fsck: run `cargo xtask setup`");
                 let o = Command::new(fsck).arg("-fn").arg(&ia).output().unwrap();
                 assert!(
                     o.status.success(),

@@ -396,7 +396,7 @@ pub fn build_from_root(
     );
     let mut tmp = AtomicFile::output(out.path, 0o644, out.force)?.slot_image();
     {
-        let tool = crate::fs::tool_for(params.fs_type).0;
+        let tool = crate::fs::tool_for(params.fs_type).name;
         let _step = Step::new(progress, &format!("building the filesystem ({tool})"), None);
         match src {
             RootSource::Dir(dir) => crate::fs::build_fs(dir, tmp.tmp_path(), &opts)?,
