@@ -136,8 +136,10 @@ pub enum Usage {
         "--key, --keys and --threshold go with --disk; on the device the keys come from /run/stele"
     )]
     KeysWithoutDisk,
-    #[error("--disk needs the trusted keys: --key P.pem or --keys DIR (there is no /run/stele on a build host)")]
+    #[error("update install --disk needs the trusted keys: --key P.pem or --keys DIR (there is no /run/stele on a build host)")]
     DiskWithoutKeys,
+    #[error("--threshold needs the trusted keys it counts: --key P.pem or --keys DIR")]
+    ThresholdWithoutKeys,
     #[error("--secure-boot and --vars need --firmware uefi")]
     UefiOnly,
     #[error(

@@ -21,7 +21,8 @@ pub struct InspectArgs {
 }
 
 pub fn inspect(a: &InspectArgs) -> CliResult {
-    let (mut f, len) = stele_image::slot::open(&a.image).context(&a.image)?;
+    // The I/O error names the file itself.
+    let (mut f, len) = stele_image::slot::open(&a.image)?;
     let loc = stele_verifier::slot::locate(&mut f, len).context(&a.image)?;
     let sigs: Vec<String> = loc
         .envelope

@@ -418,6 +418,10 @@ pub fn build_from_root(
 /// Opens a slot image file (or a partition holding one) and returns it with its length.
 pub fn open(path: &Path) -> Result<(File, u64)> {
     let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    if f.metadata().is_ok_and(|m| m.is_dir()) {
+        let e = std::io::Error::from(std::io::ErrorKind::IsADirectory);
+        return Err(Error::io("open", path, e));
+    }
     let len = byte_len(&mut f).map_err(|e| Error::io("size", path, e))?;
     Ok((f, len))
 }

@@ -292,7 +292,9 @@ pub fn install_stream<R: Read, D: Read + Write + Seek>(
         if pending.len() > hold {
             let out = pending.len() - hold;
             if written + out as u64 > capacity {
-                return Err(too_large(written + out as u64 + FOOTER_SIZE, slot_len));
+                // The size of the whole stream, not how far it got: read the rest.
+                let rest = io::copy(bundle, &mut io::sink()).map_err(io_err("bundle"))?;
+                return Err(too_large(written + pending.len() as u64 + rest, slot_len));
             }
             slot.write_all(&pending[..out]).map_err(io_err("slot"))?;
             written += out as u64;
@@ -643,7 +645,12 @@ mod tests {
             &mut no_sync,
         )
         .unwrap_err();
-        assert!(err.to_string().contains("slot holds"), "{err}");
+        // The stream's whole size, not where the copy stopped.
+        let needs = format!(
+            "the image needs {} bytes but the slot holds 262144",
+            img.len()
+        );
+        assert!(err.to_string().contains(&needs), "{err}");
         let err = install_file(&img, &mut small, 256 * 1024, 0).unwrap_err();
         assert!(err.to_string().contains("slot holds"), "{err}");
 
