@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use stele_image::disk::{create_with_esp, parse_size, DiskSpec, EspSpec};
 
 use crate::error::CliResult;
+use crate::progress::Bars;
 use crate::util::source_date_epoch;
 
 /// Disk images.
@@ -80,7 +81,7 @@ pub fn run(args: DiskArgs) -> CliResult {
                 // Both outputs are checked before either is written.
                 stele_image::atomic::output_target(&stele_image::bmap::path_for(&c.out), c.force)?;
             }
-            let gpt = create_with_esp(&c.out, &spec, esp.as_ref(), c.force)?;
+            let gpt = create_with_esp(&c.out, &spec, esp.as_ref(), c.force, &mut Bars::stderr())?;
             println!("wrote {}", c.out.display());
             for p in &gpt.partitions {
                 let (off, len) = p.byte_range();

@@ -22,6 +22,7 @@ use stele_verifier::partition::PartitionIo;
 use stele_verifier::state::Slot;
 
 use crate::error::{CliResult, Error, Usage};
+use crate::progress::Bars;
 
 /// `stele update` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -102,7 +103,7 @@ pub fn run(cmd: UpdateCommand) -> CliResult {
 
 /// What the device binary runs for the same command.
 fn on_device(cmd: &DevCommand) -> CliResult {
-    Ok(device::run(cmd, Path::new(RUN_DIR))?)
+    Ok(device::run(cmd, Path::new(RUN_DIR), &mut Bars::stderr())?)
 }
 
 /// `Some((disk, keyring))` with --disk (no keyring without keys); `None` on the device.
@@ -136,7 +137,8 @@ fn open_partition(disk: &Path, role: Role, write: bool) -> CliResult<(File, u64,
     Ok((f, off, len))
 }
 
-fn progress(line: &str) {
+/// The install's progress lines, as the device binary prints them.
+fn log(line: &str) {
     eprintln!("stele: {line}");
 }
 
@@ -167,7 +169,8 @@ fn install_disk(disk: &Path, arg: &BundleArg, keyring: &Keyring) -> CliResult {
         t_len,
         &mut state,
         keyring,
-        &mut progress,
+        &mut log,
+        &mut Bars::stderr(),
     )?;
     println!("{}", install::installed_line(&done));
     Ok(())

@@ -8,7 +8,10 @@ use stele_verifier::exit::print_warning;
 use stele_verifier::hex;
 use stele_verifier::slot::VerifyOptions;
 
+use stele_verifier::progress::Step;
+
 use crate::error::{CliResult, Context, Error};
+use crate::progress::Bars;
 
 #[derive(Debug, clap::Args)]
 #[command(group(ArgGroup::new("trusted").required(true).multiple(true).args(["keys", "keys_dir"])))]
@@ -42,8 +45,15 @@ pub fn verify(a: &VerifyArgs) -> CliResult {
         full: a.full,
         rollback_floor: a.rollback_floor,
     };
-    let (_, verified) =
-        stele_verifier::slot::verify(&mut f, len, &keyring, opts).context(&a.image)?;
+    let (_, verified) = if a.full {
+        // The data pass reads the whole image: a bar on a terminal.
+        let mut bars = Bars::stderr();
+        let mut step = Step::new(&mut bars, "verifying", Some(len));
+        stele_verifier::slot::verify(&mut step.reader(&mut f), len, &keyring, opts)
+    } else {
+        stele_verifier::slot::verify(&mut f, len, &keyring, opts)
+    }
+    .context(&a.image)?;
     let m = &verified.manifest;
     let ids: Vec<String> = verified.signed_by.iter().map(ToString::to_string).collect();
     if ids.is_empty() {

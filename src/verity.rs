@@ -9,11 +9,13 @@ use stele_update::install::same_file;
 use stele_verifier::exit::print_warning;
 use stele_verifier::hex;
 use stele_verifier::plural::count;
+use stele_verifier::progress::Step;
 use stele_verifier::slot::{check_block_size, MAX_SLOT_BLOCK_SIZE};
 use stele_verifier::verity::{build_tree, verify_data, VerityParams, DIGEST_LEN};
 use stele_verifier::Error as VError;
 
 use crate::error::{CliResult, Error, Usage};
+use crate::progress::Bars;
 use crate::util::{parse_hex, salt_or_random};
 
 #[derive(Debug, clap::Subcommand)]
@@ -168,7 +170,11 @@ fn format(a: &FormatArgs) -> CliResult {
         }
     }
     let p = params(&a.geometry, &a.data, len, salt)?;
-    let (tree, root) = build_tree(f.take(p.data_size()), &p)?;
+    let (tree, root) = {
+        let mut bars = Bars::stderr();
+        let mut step = Step::new(&mut bars, "hashing", Some(p.data_size()));
+        build_tree(step.reader(f.take(p.data_size())), &p)?
+    };
     let mut out = File::create(&a.hash).map_err(|e| Error::io("create", &a.hash, e))?;
     out.write_all(&tree)
         .and_then(|()| out.sync_all())
@@ -215,7 +221,10 @@ fn verify(a: &VerifyArgs) -> CliResult {
     let mut area = vec![0u8; usize::try_from(need).map_err(|_| Usage::TreeTooLarge)?];
     h.read_exact(&mut area)
         .map_err(|e| Error::io("read", &a.hash, e))?;
-    verify_data(f.take(p.data_size()), &area, &p, &root).map_err(|e| match e {
+    let mut bars = Bars::stderr();
+    let mut step = Step::new(&mut bars, "verifying", Some(p.data_size()));
+    let data = step.reader(f.take(p.data_size()));
+    verify_data(data, &area, &p, &root).map_err(|e| match e {
         // The top hash block (or, with one data block, the block itself) does not hash to
         // ROOT: most likely other parameters than the tree was made with.
         VError::RootHashMismatch { computed, .. } => Error::VerityRoot {
@@ -230,6 +239,7 @@ fn verify(a: &VerifyArgs) -> CliResult {
         },
         e => e.into(),
     })?;
+    drop(step);
     println!(
         "verified: {} match root hash {}",
         count(p.data_blocks(), "data block", "data blocks"),

@@ -16,6 +16,7 @@ use crate::tool::MKFS_EXT4;
 use stele_verifier::exit::{Exit, Report};
 use stele_verifier::layout::Role;
 use stele_verifier::partition::PartitionIo;
+use stele_verifier::progress::{Progress, Step};
 
 /// One mebibyte: the partition alignment.
 pub const MIB: u64 = 1 << 20;
@@ -268,19 +269,29 @@ fn open_slot(path: &Path, slot_len: u64) -> Result<SlotInput, DiskError> {
     })
 }
 
-fn hash_file(h: &mut Sha256, s: &mut SlotInput) -> Result<(), DiskError> {
+fn hash_file(
+    h: &mut Sha256,
+    s: &mut SlotInput,
+    progress: &mut dyn Progress,
+) -> Result<(), DiskError> {
     let ioe = |source| DiskError::Io {
         what: "reading",
         path: s.path.clone(),
         source,
     };
     s.file.seek(SeekFrom::Start(0)).map_err(ioe)?;
+    let mut step = Step::new(
+        progress,
+        &format!("hashing {}", s.path.display()),
+        Some(s.len),
+    );
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let n = s.file.read(&mut buf).map_err(ioe)?;
         if n == 0 {
             return Ok(());
         }
+        step.advance(n as u64);
         h.update(&buf[..n]);
     }
 }
@@ -316,7 +327,13 @@ fn mkfs_data(disk_path: &Path, p: &Partition, seed: &[u8], epoch: u64) -> Result
 /// Creates the disk image `out` (via a temporary file renamed into place; an existing
 /// `out` is refused). Returns the partition table written.
 pub fn create(out: &Path, spec: &DiskSpec) -> Result<Gpt, DiskError> {
-    create_with_esp(out, spec, None, false)
+    create_with_esp(
+        out,
+        spec,
+        None,
+        false,
+        &mut stele_verifier::progress::Silent,
+    )
 }
 
 /// [`create`] with an EFI system partition first when `esp` is given; an existing `out`
@@ -326,6 +343,7 @@ pub fn create_with_esp(
     spec: &DiskSpec,
     esp: Option<&EspSpec>,
     force: bool,
+    progress: &mut dyn Progress,
 ) -> Result<Gpt, DiskError> {
     // Before any work: an existing disk (its boot state and data) is not lost by mistake.
     crate::atomic::output_target(out, force)?;
@@ -348,9 +366,9 @@ pub fn create_with_esp(
     h.update(b"stele-disk-v1");
     h.update(slot_len.to_le_bytes());
     h.update(spec.data_size.unwrap_or(0).to_le_bytes());
-    hash_file(&mut h, &mut a)?;
+    hash_file(&mut h, &mut a, progress)?;
     if let Some(b) = b.as_mut() {
-        hash_file(&mut h, b)?;
+        hash_file(&mut h, b, progress)?;
     }
     if let Some((content, bytes, size)) = &esp {
         content.seed(&mut h, *size, bytes);
@@ -359,7 +377,11 @@ pub fn create_with_esp(
     let esp_layout = esp.as_ref().map(|(c, _, size)| (*size, c.bios));
     let gpt = layout_with_esp(esp_layout, spec.slot_size, spec.data_size, &seed)?;
 
-    crate::outfile::write_atomic(out, force, |disk, tmp_path| {
+    let mut output = crate::atomic::AtomicFile::output(out, 0o644, force)?;
+    let tmp_path = output.tmp_path().to_path_buf();
+    let tmp_path = tmp_path.as_path();
+    {
+        let disk = output.file();
         let ioe = |what| {
             move |source| DiskError::Io {
                 what,
@@ -380,15 +402,22 @@ pub fn create_with_esp(
         for (role, slot) in [(Role::SlotA, Some(&mut a)), (Role::SlotB, b.as_mut())] {
             let Some(slot) = slot else { continue };
             let (off, len) = part(role.name());
-            let mut w = PartitionIo::new(disk, off, len);
-            write_slot(&mut w, len, &mut slot.file, slot.len).map_err(|source| DiskError::Io {
-                what: "copying a slot image into",
-                path: out.to_path_buf(),
-                source,
-            })?;
+            let mut w = PartitionIo::new(&mut *disk, off, len);
+            let mut step = Step::new(
+                &mut *progress,
+                &format!("writing {}", role.name()),
+                Some(slot.len),
+            );
+            write_slot(&mut w, len, &mut step.reader(&mut slot.file), slot.len).map_err(
+                |source| DiskError::Io {
+                    what: "copying a slot image into",
+                    path: out.to_path_buf(),
+                    source,
+                },
+            )?;
         }
         let (off, len) = part(Role::State.name());
-        let mut w = PartitionIo::new(disk, off, len);
+        let mut w = PartitionIo::new(&mut *disk, off, len);
         stele_verifier::state::initialize(&mut w, &BootState::initial(b.is_some()))
             .map_err(DiskError::State)?;
         disk.flush().map_err(ioe("writing"))?;
@@ -403,10 +432,11 @@ pub fn create_with_esp(
             crate::esp::write(tmp_path, disk, &place, content).map_err(DiskError::Image)?;
         }
         if let Some(p) = gpt.partitions.iter().find(|p| p.name == Role::Data.name()) {
+            let _step = Step::new(&mut *progress, "mkfs.ext4 (stele-data)", None);
             mkfs_data(tmp_path, p, &seed, spec.epoch)?;
         }
-        Ok::<(), DiskError>(())
-    })?;
+    }
+    output.commit_with(progress)?;
     Ok(gpt)
 }
 

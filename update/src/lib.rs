@@ -5,7 +5,7 @@
 //! - [`state_file`]: the boot state device: open, lock, load, store with fdatasync
 //! - [`keys`]: a keyring from key files and directories
 //! - [`install`], [`status`], [`mark_good`]: the commands
-//! - [`args`], [`device`]: the device binary's front-end
+//! - [`args`], [`device`], [`progress`]: the device binary's front-end
 //!
 //! The write order that keeps a power cut harmless is `stele_verifier::update`'s; this
 //! crate adds the policy (which slot, what floor, which keys), the device files and the
@@ -18,6 +18,7 @@ pub mod error;
 pub mod install;
 pub mod keys;
 pub mod mark_good;
+pub mod progress;
 pub mod run_dir;
 pub mod state_file;
 pub mod status;
