@@ -4,10 +4,12 @@ use std::path::{Path, PathBuf};
 
 use clap::ArgGroup;
 use stele_image::fs::parse_fs_type;
-use stele_image::slot::{BuildParams, BuildReport, DEFAULT_BLOCK_SIZE};
+use stele_image::slot::{BuildParams, BuildReport, ALIGN, DEFAULT_BLOCK_SIZE};
+use stele_verifier::footer::FOOTER_SIZE;
 use stele_verifier::hex;
 
 use crate::error::{CliResult, Context, Error, Usage};
+use crate::json::{ImageJson, Outcome};
 use crate::progress::Bars;
 use crate::util::{parse_hex, salt_or_random, source_date_epoch};
 
@@ -85,6 +87,10 @@ pub struct BuildArgs {
     /// Replace an existing --out (or write onto a block device).
     #[arg(long)]
     force: bool,
+    /// Print one JSON object (verdict, error, manifest, root hash, key ids, sizes) instead
+    /// of the `built:` line, also when the build fails.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -140,6 +146,35 @@ fn fs_from_tar(a: &FsFromTarArgs) -> CliResult {
 }
 
 fn build(a: &BuildArgs) -> CliResult {
+    let r = build_image(a);
+    if a.json {
+        let image = r.as_ref().map_or_else(
+            |_| ImageJson::default(),
+            |b| {
+                let file = stele_image::slot::align_up(b.footer.image_len, ALIGN) + FOOTER_SIZE;
+                ImageJson::new(&b.manifest, &b.signed_by, &b.footer, file)
+            },
+        );
+        let doc = BuildJson {
+            out: a.out.display().to_string(),
+            result: image,
+        };
+        Outcome::new("built", r.as_ref().map(drop), doc).print();
+    } else if let Ok(report) = &r {
+        print_report(&a.out, report);
+    }
+    r.map(drop)
+}
+
+/// `stele image build --json`: the output and what it is.
+#[derive(serde::Serialize)]
+struct BuildJson {
+    out: String,
+    #[serde(flatten)]
+    result: ImageJson,
+}
+
+fn build_image(a: &BuildArgs) -> CliResult<BuildReport> {
     clean_up_on_signals()?;
     let params = BuildParams {
         name: a.name.clone(),
@@ -187,8 +222,7 @@ fn build(a: &BuildArgs) -> CliResult {
         }
         _ => return Err(Usage::OneInput.into()),
     };
-    print_report(&a.out, &report);
-    Ok(())
+    Ok(report)
 }
 
 fn print_report(out: &Path, r: &BuildReport) {

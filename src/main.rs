@@ -6,6 +6,7 @@ mod error;
 mod image;
 mod initramfs;
 mod inspect;
+mod json;
 mod keys;
 mod progress;
 mod qemu;

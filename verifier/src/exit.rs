@@ -28,6 +28,16 @@ impl Exit {
     pub fn code(self) -> u8 {
         self as u8
     }
+
+    /// The class's name, as the JSON outputs and docs/CLI.md give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Exit::Success => "success",
+            Exit::Refused => "refused",
+            Exit::Usage => "usage",
+            Exit::Environment => "environment",
+        }
+    }
 }
 
 impl From<Exit> for std::process::ExitCode {
