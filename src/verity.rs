@@ -5,9 +5,9 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use stele_update::install::same_file;
 use stele_verifier::exit::print_warning;
 use stele_verifier::hex;
+use stele_verifier::partition::same_file;
 use stele_verifier::plural::count;
 use stele_verifier::progress::Step;
 use stele_verifier::slot::{check_block_size, MAX_SLOT_BLOCK_SIZE};

@@ -63,6 +63,9 @@ pub enum DiskError {
     /// tool), the output (it exists without --force, it is not a file).
     #[error(transparent)]
     Image(#[from] crate::Error),
+    /// The output is one of the inputs.
+    #[error("--out {} is the input {}: the disk would replace it; give another --out", out.display(), input.display())]
+    OutIsInput { out: PathBuf, input: PathBuf },
     /// A slot image argument that is a directory.
     #[error("slot image {} is a directory: give a slot image file (from `stele image build`)", path.display())]
     SlotIsDirectory { path: PathBuf },
@@ -78,7 +81,9 @@ impl Report for DiskError {
             }
             DiskError::Gpt(e) => e.exit(),
             DiskError::NotSlot { .. } => Exit::Refused,
-            DiskError::Size { .. } | DiskError::TooLarge { .. } => Exit::Usage,
+            DiskError::Size { .. } | DiskError::TooLarge { .. } | DiskError::OutIsInput { .. } => {
+                Exit::Usage
+            }
             DiskError::Image(e) => e.exit(),
         }
     }
@@ -345,8 +350,21 @@ pub fn create_with_esp(
     force: bool,
     progress: &mut dyn Progress,
 ) -> Result<Gpt, DiskError> {
-    // Before any work: an existing disk (its boot state and data) is not lost by mistake.
+    // Before any work: an existing disk (its boot state and data) is not lost by mistake,
+    // nor an input replaced by the disk made from it.
     crate::atomic::output_target(out, force)?;
+    if let Ok(o) = std::fs::metadata(out) {
+        let inputs = [Some(&spec.a), spec.b.as_ref(), esp.map(|e| &e.uki)];
+        for input in inputs.into_iter().flatten() {
+            if std::fs::metadata(input).is_ok_and(|i| stele_verifier::partition::same_file(&o, &i))
+            {
+                return Err(DiskError::OutIsInput {
+                    out: out.to_path_buf(),
+                    input: input.clone(),
+                });
+            }
+        }
+    }
     let slot_len = round_mib("slot size", spec.slot_size)?;
     let esp = esp
         .map(|e| {

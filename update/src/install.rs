@@ -5,7 +5,7 @@
 
 use std::fs::Metadata;
 use std::io::{self, Read, Seek};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use stele_verifier::keys::Keyring;
@@ -85,15 +85,7 @@ pub fn open_bundle(arg: &BundleArg) -> Result<(Bundle, Option<Metadata>)> {
     Ok((b, Some(md)))
 }
 
-/// True when both name the same file or block device.
-pub fn same_file(a: &Metadata, b: &Metadata) -> bool {
-    let block = |m: &Metadata| m.file_type().is_block_device();
-    if block(a) && block(b) {
-        a.rdev() == b.rdev()
-    } else {
-        a.dev() == b.dev() && a.ino() == b.ino()
-    }
-}
+pub use stele_verifier::partition::same_file;
 
 /// Which slot an install writes. On the device (`booted` known) the slot that is not
 /// booted; on a disk image, the slot the state would NOT boot next (a when none is
