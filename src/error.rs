@@ -80,6 +80,9 @@ pub enum Error {
         root: String,
         used: String,
     },
+    /// `stele verity verify`: a data block does not match the tree.
+    #[error("verity mismatch at data block {block}: DATA was modified, or the tree was made with other parameters than {used}")]
+    VerityData { block: u64, used: String },
     /// `stele qemu run` without `--expect`: QEMU exited with a failure.
     #[error("QEMU exited with {status}")]
     QemuExit { status: String },
@@ -199,6 +202,7 @@ impl Report for Error {
             Error::NoValidSignature { .. }
             | Error::TruncatedHashFile { .. }
             | Error::VerityRoot { .. }
+            | Error::VerityData { .. }
             | Error::QemuExit { .. } => Exit::Refused,
             Error::Context { source, .. } => source.exit(),
         }

@@ -237,6 +237,11 @@ fn verify(a: &VerifyArgs) -> CliResult {
             root: a.root.clone(),
             used: used(a, &p),
         },
+        // The tree's top matched: DATA changed, or its layout is another block count's.
+        VError::DataBlockMismatch { block } => Error::VerityData {
+            block,
+            used: used(a, &p),
+        },
         e => e.into(),
     })?;
     drop(step);
