@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use stele_image::disk::{create_with_esp, parse_size, DiskSpec, EspSpec};
 
-use crate::error::CliResult;
+use crate::error::{CliResult, Usage};
 use crate::progress::Bars;
 use crate::util::source_date_epoch;
 
@@ -79,6 +79,10 @@ pub fn run(args: DiskArgs) -> CliResult {
             });
             if c.bmap {
                 // Both outputs are checked before either is written.
+                let target = stele_image::atomic::output_target(&c.out, c.force)?;
+                if target == stele_image::atomic::Target::Device {
+                    return Err(Usage::BmapOfDevice.into());
+                }
                 stele_image::atomic::output_target(&stele_image::bmap::path_for(&c.out), c.force)?;
             }
             let gpt = create_with_esp(&c.out, &spec, esp.as_ref(), c.force, &mut Bars::stderr())?;

@@ -143,6 +143,8 @@ pub enum Usage {
     DiskWithoutKeys,
     #[error("--threshold needs the trusted keys it counts: --key P.pem or --keys DIR")]
     ThresholdWithoutKeys,
+    #[error("--bmap maps a disk image file for `bmaptool copy`; with a block device as --out, drop --bmap")]
+    BmapOfDevice,
     #[error("--secure-boot and --vars need --firmware uefi")]
     UefiOnly,
     #[error(

@@ -257,6 +257,12 @@ fn devices_and_directories_are_not_outputs_by_mistake() {
         3,
         &["cannot open the device", "sdx"],
     );
+    let o = fx.disk(&img).out("sdx").slot_size("4M").no_data();
+    fails(
+        &o.args(&["--force", "--bmap"]).run(),
+        2,
+        &["--bmap", "drop --bmap"],
+    );
     for (out, what) in [
         ("/dev/null", "is a character device"),
         (".", "is a directory"),

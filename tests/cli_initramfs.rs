@@ -33,9 +33,16 @@ fn summary_counts_keys_and_an_existing_output_needs_force() {
     let fx = Fixture::new();
     let (_, p) = fx.keygen("a");
     let out = crate::util::ok(fx.initramfs(&[&p]).run());
-    assert!(out.contains(" bytes, 1 key, threshold 1, modules: "), "{out}");
+    assert!(
+        out.contains(" bytes, 1 key, threshold 1, modules: "),
+        "{out}"
+    );
     let before = std::fs::read(fx.path("initrd.cpio")).unwrap();
-    fails(&fx.initramfs(&[&p]).run(), 3, &["already exists", "--force"]);
+    fails(
+        &fx.initramfs(&[&p]).run(),
+        3,
+        &["already exists", "--force"],
+    );
     assert_eq!(std::fs::read(fx.path("initrd.cpio")).unwrap(), before);
     crate::util::ok(fx.initramfs(&[&p]).args(&["--force"]).run());
 }
