@@ -44,18 +44,18 @@ pub fn secure_boot_key(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 
 const EPOCH: &str = "1700000000";
 
-fn uki_env(args: &[&str]) -> Out {
+pub fn uki_env(args: &[&str]) -> Out {
     stele_env(args, &[("SOURCE_DATE_EPOCH", EPOCH)])
 }
 
 /// Inputs for a UKI in `fx`: (kernel, initrd).
-fn inputs(fx: &Fixture) -> (String, String) {
+pub fn inputs(fx: &Fixture) -> (String, String) {
     fake_kernel(&fx.path("vmlinuz"));
     std::fs::write(fx.path("initrd.cpio"), vec![0x5a; 300_000]).unwrap();
     (fx.p("vmlinuz"), fx.p("initrd.cpio"))
 }
 
-fn build_uki(fx: &Fixture, out: &str, cmdline: &str, extra: &[&str]) -> Vec<u8> {
+pub fn build_uki(fx: &Fixture, out: &str, cmdline: &str, extra: &[&str]) -> Vec<u8> {
     let (k, i) = (fx.p("vmlinuz"), fx.p("initrd.cpio"));
     let o = fx.p(out);
     let mut args = vec![
@@ -265,7 +265,7 @@ fn uki_refuses_bad_input_with_one_line() {
 }
 
 /// `stele disk create` with an ESP: returns the disk path.
-fn esp_disk(fx: &Fixture, slot: &str, uki: &str, out: &str, extra: &[&str]) -> String {
+pub fn esp_disk(fx: &Fixture, slot: &str, uki: &str, out: &str, extra: &[&str]) -> String {
     let o = fx.p(out);
     let mut args = vec![
         "disk",
@@ -285,7 +285,7 @@ fn esp_disk(fx: &Fixture, slot: &str, uki: &str, out: &str, extra: &[&str]) -> S
 }
 
 /// The partition `n` (1-based) of `disk` as its own file, and sgdisk's `-i` text for it.
-fn partition(disk: &str, n: u32, dest: &Path) -> String {
+pub fn partition(disk: &str, n: u32, dest: &Path) -> String {
     let info = host("sgdisk", &["-i", &n.to_string(), disk]).stdout;
     let first = |key: &str| -> u64 {
         let l = info
@@ -307,7 +307,7 @@ fn partition(disk: &str, n: u32, dest: &Path) -> String {
 }
 
 /// A file copied out of a FAT image with mtools.
-fn fat_file(image: &Path, path: &str) -> Vec<u8> {
+pub fn fat_file(image: &Path, path: &str) -> Vec<u8> {
     let out = image.with_extension(path.replace('/', "_"));
     let r = host(
         "mcopy",

@@ -14,6 +14,7 @@
 //! - cli_verity: `stele verity` against `veritysetup --no-superblock`
 //! - cli_uki: `stele uki build`, ESP/BIOS/bmap disks: reproducible, checked by the real tools
 //! - cli_update: `stele update --disk`: offline install, status, refusals leave the state alone
+//! - cli_stage1: `stele update stage1 --disk`: the ESP's UKI replaced, nothing else; refusals
 //! - update_vm: A/B updates under QEMU: install in the guest, fallback, refusals, power cuts
 //! - boot: the real kernel under QEMU boots our initramfs and disk (needs `cargo xtask test`)
 //! - uefi_vm: OVMF boots the ESP's UKI, Secure Boot refuses unsigned and ignores loader
@@ -32,6 +33,7 @@ mod cli_malformed;
 mod cli_owners;
 mod cli_repro;
 mod cli_signals;
+mod cli_stage1;
 mod cli_tamper;
 mod cli_uki;
 mod cli_update;

@@ -17,12 +17,20 @@
 //! flushed file: the proof is the replay test (stage1/power_cut.rs). Decisions ([`plan`])
 //! apart from writes ([`Plan::write`]). Layout in docs/FORMATS.md, "Replacing stage 1".
 
-use std::io;
+use std::fs::OpenOptions;
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::Path;
 
+use sha2::{Digest, Sha256};
+use stele_verifier::layout::Role;
 use stele_verifier::uki::{self, UkiError};
 
 use crate::fat::{write_at, Entry, FatError, Fs, Link, DELETED};
-use crate::storage::Device;
+use crate::install::BundleArg;
+use crate::run_dir::{RunDir, DEVICES};
+use crate::storage::{self, Device};
+use crate::{Error, Result};
 
 /// Where the firmware finds stage 1.
 pub const PATH: &str = "\\EFI\\BOOT\\BOOTX64.EFI";
@@ -63,6 +71,9 @@ pub enum Stage1Error {
     /// Flushing the device.
     #[error("flushing the ESP to stable storage failed: {0}")]
     Sync(#[source] io::Error),
+    /// The new file is larger than the whole ESP.
+    #[error("the UKI is larger than the whole ESP ({esp} bytes)")]
+    LargerThanEsp { esp: u64 },
 }
 
 impl Stage1Error {
@@ -70,7 +81,10 @@ impl Stage1Error {
     pub fn is_input(&self) -> bool {
         matches!(
             self,
-            Stage1Error::NotUki(_) | Stage1Error::NoSpace { .. } | Stage1Error::Unsigned
+            Stage1Error::NotUki(_)
+                | Stage1Error::NoSpace { .. }
+                | Stage1Error::Unsigned
+                | Stage1Error::LargerThanEsp { .. }
         )
     }
 }
@@ -338,6 +352,112 @@ pub fn replace<D: Device>(
         p.current_len
     ));
     p.write(dev, new, progress)
+}
+
+/// A finished `stele update stage1`, for its output line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Done {
+    pub replaced: Replaced,
+    /// The UKI argument (`stdin` for `-`) and the ESP (device or disk image).
+    pub uki: String,
+    pub esp: String,
+    pub sha256: [u8; 32],
+}
+
+/// The line on stdout after a stage-1 update. Pure.
+pub fn replaced_line(d: &Done) -> String {
+    format!(
+        "stele: stage 1 replaced: {PATH} on {} is now {} ({} bytes, {}, sha256 {}); reboot to run it",
+        d.esp,
+        d.uki,
+        d.replaced.new_len,
+        if d.replaced.signed { "signed" } else { "unsigned" },
+        stele_verifier::hex::encode(&d.sha256)
+    )
+}
+
+/// Reads the new UKI: a regular file, or stdin for `-` (a block device is refused: its size
+/// is not the file's). More than `limit` bytes is [`Stage1Error::LargerThanEsp`].
+pub fn read_uki(arg: &BundleArg, limit: u64) -> Result<(Vec<u8>, String)> {
+    let (mut r, name): (Box<dyn Read>, String) = match arg {
+        BundleArg::Stdin => (Box::new(io::stdin()), "stdin".into()),
+        BundleArg::Path(p) => {
+            let name = p.display().to_string();
+            let f = storage::open(&name, false)?;
+            let md = f.metadata().map_err(|e| Error::io("stat", &name, e))?;
+            if !md.is_file() && !md.file_type().is_fifo() {
+                return Err(Error::UkiNotAFile { path: name });
+            }
+            (Box::new(f), name)
+        }
+    };
+    let mut bytes = Vec::new();
+    r.by_ref()
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io("read", &name, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::Stage1 {
+            uki: name,
+            esp: String::new(),
+            source: Stage1Error::LargerThanEsp { esp: limit },
+        });
+    }
+    Ok((bytes, name))
+}
+
+/// `stele update stage1` on an opened ESP (`esp_name` for messages, `esp_len` bytes): reads
+/// the UKI, replaces stage 1, returns what the output line says. Both front-ends run this.
+pub fn run<D: Device>(
+    esp: &mut D,
+    esp_len: u64,
+    esp_name: &str,
+    arg: &BundleArg,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Done> {
+    let (bytes, uki) = read_uki(arg, esp_len).map_err(|e| match e {
+        Error::Stage1 { uki, source, .. } => Error::Stage1 {
+            uki,
+            esp: esp_name.to_string(),
+            source,
+        },
+        e => e,
+    })?;
+    let replaced = replace(esp, &bytes, progress).map_err(|source| Error::Stage1 {
+        uki: uki.clone(),
+        esp: esp_name.to_string(),
+        source,
+    })?;
+    Ok(Done {
+        replaced,
+        uki,
+        esp: esp_name.to_string(),
+        sha256: Sha256::digest(&bytes).into(),
+    })
+}
+
+/// `stele update stage1` on the device: the ESP the boot published in
+/// `/run/stele/devices` (`esp=`), opened exclusively (refused while it is mounted).
+pub fn on_device(run_dir: &Path, arg: &BundleArg, progress: &mut dyn FnMut(&str)) -> Result<Done> {
+    let dev = RunDir::read(run_dir)?;
+    let path = dev
+        .devices
+        .get(Role::Esp)
+        .ok_or_else(|| Error::NoEsp {
+            devices: run_dir.join(DEVICES),
+        })?
+        .to_string();
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::libc::O_EXCL)
+        .open(&path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(nix::libc::EBUSY) => Error::EspBusy { path: path.clone() },
+            _ => Error::io("open", &path, e),
+        })?;
+    let len = storage::size(&mut f, &path)?;
+    run(&mut f, len, &path, arg, progress)
 }
 
 #[cfg(test)]
