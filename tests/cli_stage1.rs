@@ -82,10 +82,10 @@ fn stage1_on_a_disk_replaces_the_uki_and_nothing_else() {
     let out = stele_stdin(&["update", "stage1", "--disk", &disk, "-"], &old);
     assert_eq!(out.code, 0, "{out:?}");
     for step in [
-        "stage 1: ",
-        "new UKI written and flushed",
-        "switched",
-        "old UKI freed",
+        "stele: stage1: new UKI of ",
+        "stele: stage1: new UKI written and flushed",
+        "stele: stage1: switched",
+        "stele: stage1: old UKI freed",
     ] {
         assert!(out.stderr.contains(step), "{step}: {}", out.stderr);
     }

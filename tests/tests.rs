@@ -19,6 +19,7 @@
 //! - boot: the real kernel under QEMU boots our initramfs and disk (needs `cargo xtask test`)
 //! - uefi_vm: OVMF boots the ESP's UKI, Secure Boot refuses unsigned and ignores loader
 //!   command lines, SeaBIOS boots the same disk through SYSLINUX
+//! - stage1_vm: `stele update stage1` in a guest booted by OVMF; the next boot runs the new UKI
 //! - vm_owners: an image from a tar boots with its owners and a working file capability
 //! - vm_init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
 
@@ -38,6 +39,7 @@ mod cli_tamper;
 mod cli_uki;
 mod cli_update;
 mod cli_verity;
+mod stage1_vm;
 mod uefi_vm;
 mod update_vm;
 mod vm_init;

@@ -15,9 +15,9 @@ use crate::cli_uki::secure_boot_key;
 use crate::util::{ok, stele_env, Out};
 
 /// One boot under TCG through OVMF takes 8-15 s; a loaded CI machine may be slower.
-const BOOT: Duration = Duration::from_secs(150);
+pub const BOOT: Duration = Duration::from_secs(150);
 /// The stage-1 command line embedded in the UKIs.
-const CMDLINE: &str = "console=ttyS0 panic=-1";
+pub const CMDLINE: &str = "console=ttyS0 panic=-1";
 /// What a boot loader passes in the attacks below.
 const INJECTED: &str = "console=ttyS0 panic=-1 stele.injected=1";
 const ESP_FILE: &str = "\\EFI\\BOOT\\BOOTX64.EFI";
@@ -32,25 +32,25 @@ on_exit = "poweroff"
 
 /// Built once for all tests: a signed slot image, the initramfs, the UKI unsigned and
 /// signed with a test db key.
-struct Artifacts {
-    dir: PathBuf,
+pub struct Artifacts {
+    pub dir: PathBuf,
     slot: PathBuf,
-    uki: PathBuf,
+    pub uki: PathBuf,
     signed: PathBuf,
     db_cert: PathBuf,
 }
 
-fn var(name: &str) -> String {
+pub fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: run the VM tests with `cargo xtask test` (test kernel, static stele-init)")
     })
 }
 
-fn run(args: &[&str]) -> String {
+pub fn run(args: &[&str]) -> String {
     ok(stele_env(args, &[("SOURCE_DATE_EPOCH", "1700000000")]))
 }
 
-fn artifacts() -> &'static Artifacts {
+pub fn artifacts() -> &'static Artifacts {
     static A: OnceLock<Artifacts> = OnceLock::new();
     A.get_or_init(|| {
         let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
@@ -161,6 +161,11 @@ fn remove_stale(tmp: &Path) {
 
 /// A test's own directory and disk (`stele disk create --uki UKI [extra]`).
 fn disk(test: &str, uki: &Path, extra: &[&str]) -> (PathBuf, PathBuf) {
+    disk_with(test, &artifacts().slot, uki, extra)
+}
+
+/// [`disk`] with another slot image as slot a.
+pub fn disk_with(test: &str, slot: &Path, uki: &Path, extra: &[&str]) -> (PathBuf, PathBuf) {
     let a = artifacts();
     let dir = a.dir.join(test);
     std::fs::create_dir_all(&dir).unwrap();
@@ -173,7 +178,7 @@ fn disk(test: &str, uki: &Path, extra: &[&str]) -> (PathBuf, PathBuf) {
         "--slot-size",
         "16M",
         "--a",
-        a.slot.to_str().unwrap(),
+        slot.to_str().unwrap(),
         "--uki",
         uki.to_str().unwrap(),
     ];
@@ -182,12 +187,22 @@ fn disk(test: &str, uki: &Path, extra: &[&str]) -> (PathBuf, PathBuf) {
     (dir, disk)
 }
 
-fn start(fw: Firmware, disk: &Path, dir: &Path) -> Vm {
+pub fn start(fw: Firmware, disk: &Path, dir: &Path) -> Vm {
+    start_disks(fw, &[disk], dir, 1)
+}
+
+/// [`start`] with more disks after the first (read-only: /dev/vdb, ...) and `boots` boots
+/// (a guest reboot ends QEMU only when 1).
+pub fn start_disks(fw: Firmware, disks: &[&Path], dir: &Path, boots: u32) -> Vm {
     let mut cfg = VmConfig::from_env(PathBuf::new(), PathBuf::new());
     cfg.firmware = fw;
-    cfg.disks = vec![(disk.to_path_buf(), false)];
-    cfg.no_reboot = true;
-    cfg.timeout = BOOT;
+    cfg.disks = disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.to_path_buf(), i > 0))
+        .collect();
+    cfg.no_reboot = boots == 1;
+    cfg.timeout = BOOT * boots;
     cfg.serial_log = Some(dir.join("console.log"));
     let args = stele_qemu::qemu_args(&cfg);
     assert!(
@@ -197,7 +212,7 @@ fn start(fw: Firmware, disk: &Path, dir: &Path) -> Vm {
     Vm::start(&cfg).expect("start QEMU (cargo xtask setup)")
 }
 
-fn expect(vm: &mut Vm, text: &str) -> String {
+pub fn expect(vm: &mut Vm, text: &str) -> String {
     vm.expect(text, BOOT).unwrap_or_else(|e| {
         panic!(
             "waiting for {text:?}: {e}\n--- console ---\n{}",
@@ -228,7 +243,7 @@ fn boots_to_ready(vm: &mut Vm, what: &str) -> (String, String) {
     (cmdline, seen)
 }
 
-fn uefi(
+pub fn uefi(
     secure_boot_db: Option<&Path>,
     vars: Option<&Path>,
 ) -> (Firmware, Option<firmware::VarsDir>) {

@@ -281,7 +281,7 @@ impl Plan {
         self.fs.table.flush(dev, &self.fs.vol)?;
         sync(dev)?;
         progress(&format!(
-            "new UKI written and flushed beside the old one ({} bytes)",
+            "stage1: new UKI written and flushed beside the old one ({} bytes)",
             new.len()
         ));
         // Step 2: the new entry goes live.
@@ -292,7 +292,7 @@ impl Plan {
             "switching to the new entry",
         )?;
         sync(dev)?;
-        progress(&format!("switched {PATH} to the new UKI"));
+        progress(&format!("stage1: switched {PATH} to the new UKI"));
         // Step 3: the old entries go.
         for at in self
             .old
@@ -313,7 +313,7 @@ impl Plan {
             write_at(dev, off + FSI_FREE, &free.to_le_bytes(), "writing FSInfo")?;
         }
         sync(dev)?;
-        progress("old UKI freed");
+        progress("stage1: old UKI freed");
         Ok(Replaced {
             old_len: self.current_len,
             new_len: new.len() as u64,
@@ -346,7 +346,7 @@ pub fn replace<D: Device>(
 ) -> Result<Replaced, Stage1Error> {
     let p = plan(dev, new)?;
     progress(&format!(
-        "stage 1: {} bytes, {}, replacing {} bytes at {PATH}",
+        "stage1: new UKI of {} bytes, {}, replacing {} bytes at {PATH}",
         new.len(),
         if p.signed { "signed" } else { "unsigned" },
         p.current_len
