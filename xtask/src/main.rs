@@ -1,9 +1,10 @@
 //! cargo xtask: set-up of host tools and the test kernel, the test suite, the demo, benchmarks.
 //!
-//! Usage: `cargo xtask setup | test | demo | bench verity|build|erofs-delta`. Everything here runs other
+//! Usage: `cargo xtask setup | test | demo | bench verity|build|erofs-delta|boot [--runs N]`. Everything here runs other
 //! programs; it holds no logic of stele's own.
 
 mod bench;
+mod bench_boot;
 mod bench_build;
 mod demo;
 mod kernel;
@@ -14,7 +15,7 @@ mod util;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <setup | test [-- cargo test args] | demo | bench verity|build|erofs-delta>";
+const USAGE: &str = "usage: cargo xtask <setup | test [-- cargo test args] | demo | bench verity|build|erofs-delta|boot [--runs N]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
             Some("verity") => bench::verity(),
             Some("build") => bench_build::build(),
             Some("erofs-delta") => bench_build::erofs_delta(),
+            Some("boot") => bench_boot::boot(&args[2..]),
             _ => Err(format!("unknown benchmark; {USAGE}")),
         },
         Some("-h" | "--help" | "help") => {
