@@ -6,7 +6,9 @@
 
 use std::path::Path;
 
-use crate::uefi_vm::{artifacts, disk_with, expect, run, start_disks, uefi, var, CMDLINE};
+use crate::uefi_vm::{
+    artifacts, busybox_root, disk_with, expect, run, start_disks, uefi, var, CMDLINE,
+};
 
 /// The new stage 1's command line.
 const NEW_CMDLINE: &str = "console=ttyS0 panic=-1 stele.stage1=2";
@@ -54,31 +56,14 @@ fn stage1_update_in_the_guest_boots_the_new_uki() {
     std::fs::write(p("new.disk"), &padded).unwrap();
 
     let root = dir.join("rootfs");
-    for d in [
-        "bin",
-        "etc/stele",
-        "proc",
-        "sys",
-        "dev",
-        "run",
-        "tmp",
-        "var",
-    ] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
-        .expect("busybox-static (cargo xtask setup)");
-    for applet in ["sh", "echo", "cat", "grep", "head", "kill", "sleep"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
+    busybox_root(
+        &root,
+        &["sh", "echo", "cat", "grep", "head", "kill", "sleep"],
+        "[[service]]\nname = \"svc\"\nexec = [\"/bin/svc\"]\nrestart = \"never\"\non_exit = \"poweroff\"\n",
+    );
     let svc = root.join("bin/svc");
     std::fs::write(&svc, service(new.len())).unwrap();
     std::fs::set_permissions(&svc, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::write(
-        root.join("etc/stele/system.toml"),
-        "[[service]]\nname = \"svc\"\nexec = [\"/bin/svc\"]\nrestart = \"never\"\non_exit = \"poweroff\"\n",
-    )
-    .unwrap();
     run(&[
         "image",
         "build",

@@ -65,25 +65,7 @@ pub fn artifacts() -> &'static Artifacts {
             "--public",
             &p("release.pub"),
         ]);
-        let root = dir.join("rootfs");
-        for d in [
-            "bin",
-            "etc/stele",
-            "proc",
-            "sys",
-            "dev",
-            "run",
-            "tmp",
-            "var",
-        ] {
-            std::fs::create_dir_all(root.join(d)).unwrap();
-        }
-        std::fs::copy("/bin/busybox", root.join("bin/busybox"))
-            .expect("busybox-static (cargo xtask setup)");
-        for a in ["sh", "echo", "cat"] {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
-        }
-        std::fs::write(root.join("etc/stele/system.toml"), SYSTEM_TOML).unwrap();
+        busybox_root(&dir.join("rootfs"), &["sh", "echo", "cat"], SYSTEM_TOML);
         let slot = p("slot.img");
         run(&[
             "image",
@@ -140,6 +122,28 @@ pub fn artifacts() -> &'static Artifacts {
             dir,
         }
     })
+}
+
+/// A busybox root at `root` with `applets` and `/etc/stele/system.toml`.
+pub fn busybox_root(root: &Path, applets: &[&str], system_toml: &str) {
+    for d in [
+        "bin",
+        "etc/stele",
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "tmp",
+        "var",
+    ] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .expect("busybox-static (cargo xtask setup)");
+    for a in applets {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
+    }
+    std::fs::write(root.join("etc/stele/system.toml"), system_toml).unwrap();
 }
 
 /// Removes the artifact directories of earlier runs (`uefi-vm-<pid>` of a process that
