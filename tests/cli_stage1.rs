@@ -4,23 +4,25 @@
 
 use std::path::Path;
 
-use crate::cli_uki::{build_uki, esp_disk, fat_file, inputs, partition, secure_boot_key, uki_env};
+use crate::cli_uki::{
+    build_uki, esp_disk, esp_less_disk, fat_file, inputs, secure_boot_key, uki_env,
+};
+use crate::fixture::{partition, partition_bytes, Fixture};
 use crate::util::*;
 
+const ESP: &str = "stele-esp";
 const ESP_FILE: &str = "/EFI/BOOT/BOOTX64.EFI";
 
-/// The disk's ESP (partition 1) as a file: its bytes, its BOOTX64.EFI, `fsck.vfat -n`'s
-/// exit code; and the disk's bytes outside the ESP.
+/// The disk's ESP: its BOOTX64.EFI (mtools), `fsck.vfat -n`'s exit code, and the disk's
+/// bytes outside the ESP.
 fn look(fx: &Fixture, disk: &str) -> (Vec<u8>, i32, Vec<u8>) {
     let esp = fx.path("esp.part");
-    let info = partition(disk, 1, &esp);
-    assert!(info.contains("Partition name: 'stele-esp'"), "{info}");
+    std::fs::write(&esp, partition_bytes(disk, ESP)).unwrap();
     let fsck = host("fsck.vfat", &["-n", esp.to_str().unwrap()]);
     let uki = fat_file(&esp, ESP_FILE);
-    let esp_len = std::fs::read(&esp).unwrap().len();
+    let (off, len) = partition(disk, ESP);
     let mut rest = std::fs::read(disk).unwrap();
-    // The ESP starts at 1 MiB (docs/FORMATS.md): cut it out.
-    rest.drain(1 << 20..(1 << 20) + esp_len);
+    rest.drain(usize::try_from(off).unwrap()..usize::try_from(off + len).unwrap());
     (uki, fsck.code, rest)
 }
 
@@ -28,7 +30,8 @@ fn look(fx: &Fixture, disk: &str) -> (Vec<u8>, i32, Vec<u8>) {
 /// the cluster size in its boot sector.
 fn esp_free(fx: &Fixture, disk: &str) -> usize {
     let esp = fx.path("free.part");
-    partition(disk, 1, &esp);
+    let bytes = partition_bytes(disk, ESP);
+    std::fs::write(&esp, &bytes).unwrap();
     let out = host("fsck.vfat", &["-n", esp.to_str().unwrap()]).stdout;
     let counts = out
         .lines()
@@ -37,8 +40,7 @@ fn esp_free(fx: &Fixture, disk: &str) -> usize {
         .unwrap_or_else(|| panic!("{out}"));
     let (used, total) = counts.split_once('/').unwrap();
     let (used, total): (usize, usize) = (used.parse().unwrap(), total.parse().unwrap());
-    let bs = std::fs::read(&esp).unwrap();
-    (total - used) * usize::from(bs[13]) * 512
+    (total - used) * usize::from(bytes[13]) * 512
 }
 
 fn stage1(disk: &str, uki: &str) -> Out {
@@ -50,7 +52,7 @@ fn stage1_on_a_disk_replaces_the_uki_and_nothing_else() {
     let fx = Fixture::new();
     inputs(&fx);
     let (key, _) = fx.keygen("release");
-    let slot = fx.build("slot.img", &key, &[]);
+    let slot = fx.build("slot.img", &key);
     let old = build_uki(&fx, "old.efi", "console=ttyS0 panic=-1", &[]);
     let new = build_uki(&fx, "new.efi", "console=ttyS0 panic=-1 stele.stage1=2", &[]);
     let disk = esp_disk(
@@ -63,8 +65,7 @@ fn stage1_on_a_disk_replaces_the_uki_and_nothing_else() {
     let (uki, fsck, rest) = look(&fx, &disk);
     assert!(uki == old && fsck == 0);
 
-    let out = stage1(&disk, &fx.p("new.efi"));
-    let line = ok(out);
+    let line = ok(stage1(&disk, &fx.p("new.efi")));
     assert!(
         line.starts_with(&format!(
             "stele: stage 1 replaced: \\EFI\\BOOT\\BOOTX64.EFI on {disk} (stele-esp) is now {} ({} bytes, unsigned, sha256 ",
@@ -99,7 +100,7 @@ fn stage1_refusals_are_one_line_and_change_nothing() {
     let fx = Fixture::new();
     inputs(&fx);
     let (key, _) = fx.keygen("release");
-    let slot = fx.build("slot.img", &key, &[]);
+    let slot = fx.build("slot.img", &key);
     build_uki(&fx, "old.efi", "panic=-1", &[]);
     let disk = esp_disk(
         &fx,
@@ -127,8 +128,7 @@ fn stage1_refusals_are_one_line_and_change_nothing() {
     // A UKI 64 KiB larger than the room beside the old one (it would fit alone), and one
     // larger than the whole ESP.
     let old_len = std::fs::read(fx.path("old.efi")).unwrap().len();
-    let overhead = old_len - 300_000;
-    let big = esp_free(&fx, &disk) + (64 << 10) - overhead;
+    let big = esp_free(&fx, &disk) + (64 << 10) - (old_len - 300_000);
     std::fs::write(fx.path("initrd.cpio"), vec![0x33; big]).unwrap();
     build_uki(&fx, "big.efi", "panic=-1", &[]);
     fails(
@@ -151,7 +151,7 @@ fn stage1_refusals_are_one_line_and_change_nothing() {
 
     // Signed stays signed: an unsigned UKI over a signed stage 1 is refused.
     std::fs::write(fx.path("initrd.cpio"), vec![0x5a; 300_000]).unwrap();
-    let (k, c) = secure_boot_key(fx.dir.path(), "db");
+    let (k, c) = secure_boot_key(fx.dir(), "db");
     let sign = [
         "--sign-key",
         k.to_str().unwrap(),
@@ -171,20 +171,8 @@ fn stage1_refusals_are_one_line_and_change_nothing() {
     assert!(ok(stage1(&sdisk, &fx.p("signed2.efi"))).contains(", signed, sha256 "));
 
     // A disk without an ESP; the device mode without /run/stele.
-    let plain = fx.p("plain.img");
-    ok(uki_env(&[
-        "disk",
-        "create",
-        "--out",
-        &plain,
-        "--slot-size",
-        "8M",
-        "--a",
-        &slot,
-    ]));
-    let out = stage1(&plain, &fx.p("old.efi"));
-    assert_ne!(out.code, 0);
-    fails(&out, out.code, &["stele-esp"]);
+    let plain = esp_less_disk(&fx, &slot, "plain.img").build();
+    fails(&stage1(&plain, &fx.p("old.efi")), 2, &["stele-esp"]);
     if !Path::new("/run/stele/devices").exists() {
         fails(
             &uki_env(&["update", "stage1", &fx.p("old.efi")]),

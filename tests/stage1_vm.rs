@@ -4,17 +4,19 @@
 //! its command line on the console shows. Needs `cargo xtask test` (kernel, modules, static
 //! stele-init; OVMF from `cargo xtask setup`).
 
-use std::path::Path;
+use stele_qemu::firmware::{prepare_uefi, Firmware};
 
-use crate::uefi_vm::{
-    artifacts, busybox_root, disk_with, expect, run, start_disks, uefi, var, CMDLINE,
-};
+use crate::fixture::{env_path, Fixture};
 
-/// The new stage 1's command line.
+/// The stage-1 command lines embedded in the old and the new UKI.
+const OLD_CMDLINE: &str = "console=ttyS0 panic=-1";
 const NEW_CMDLINE: &str = "console=ttyS0 panic=-1 stele.stage1=2";
 
-/// The service: under the old stage 1 it installs the new one and reboots, under the new
-/// one it says so and ends (the VM powers off).
+const SYSTEM_TOML: &str =
+    "[[service]]\nname = \"svc\"\nexec = [\"/bin/svc\"]\nrestart = \"never\"\non_exit = \"poweroff\"\n";
+
+/// The service: under the old stage 1 it installs the new one (`len` bytes on /dev/vdb)
+/// and reboots, under the new one it says so and ends (the VM powers off).
 fn service(len: usize) -> String {
     format!(
         r#"#!/bin/sh
@@ -33,79 +35,62 @@ sleep 100
 
 #[test]
 fn stage1_update_in_the_guest_boots_the_new_uki() {
-    let a = artifacts();
-    let dir = a.dir.join("stage1-update");
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = |n: &str| dir.join(n).display().to_string();
-    run(&[
-        "uki",
-        "build",
-        "--kernel",
-        &var("STELE_KERNEL"),
-        "--initrd",
-        &a.dir.join("initrd.cpio").display().to_string(),
-        "--cmdline",
-        NEW_CMDLINE,
-        "--out",
-        &p("new.efi"),
-    ]);
-    let new = std::fs::read(p("new.efi")).unwrap();
+    let fx = Fixture::new();
+    let (key, public) = fx.keygen("release");
+    let initrd = fx.initramfs(&[&public]).build();
+    let kernel = env_path("STELE_KERNEL").display().to_string();
+    let old = fx
+        .uki(&kernel, &initrd)
+        .cmdline(OLD_CMDLINE)
+        .build("old.efi");
+    let new = fx
+        .uki(&kernel, &initrd)
+        .cmdline(NEW_CMDLINE)
+        .build("new.efi");
+    let new = std::fs::read(new).unwrap();
     // The bundle disk: the UKI, padded to whole sectors (the service reads its length).
     let mut padded = new.clone();
     padded.resize(new.len().next_multiple_of(512), 0);
-    std::fs::write(p("new.disk"), &padded).unwrap();
+    std::fs::write(fx.path("new.disk"), &padded).unwrap();
+    let root = fx
+        .rootfs("rootfs", SYSTEM_TOML)
+        .file("bin/svc", service(new.len()), 0o755)
+        .build();
+    let slot = fx.image(&root, &key).build("slot.img");
+    let disk = fx
+        .disk(&slot)
+        .slot_size("16M")
+        .no_data()
+        .args(&["--uki", &old])
+        .build();
 
-    let root = dir.join("rootfs");
-    busybox_root(
-        &root,
-        &["sh", "echo", "cat", "grep", "head", "kill", "sleep"],
-        "[[service]]\nname = \"svc\"\nexec = [\"/bin/svc\"]\nrestart = \"never\"\non_exit = \"poweroff\"\n",
-    );
-    let svc = root.join("bin/svc");
-    std::fs::write(&svc, service(new.len())).unwrap();
-    std::fs::set_permissions(&svc, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    run(&[
-        "image",
-        "build",
-        "--rootfs",
-        &p("rootfs"),
-        "--key",
-        &a.dir.join("release.key").display().to_string(),
-        "--name",
-        "stage1",
-        "--version",
-        "1.0.0",
-        "--rollback-index",
-        "1",
-        "--out",
-        &p("slot.img"),
-    ]);
-    let (dir, disk) = disk_with("stage1-update", Path::new(&p("slot.img")), &a.uki, &[]);
-
-    let (fw, _vars) = uefi(None, None);
-    let mut vm = start_disks(fw, &[&disk, Path::new(&p("new.disk"))], &dir, 2);
-    let first = expect(&mut vm, "Command line: ");
+    let (uefi, _vars) = prepare_uefi(None, None).expect("OVMF variable store");
+    let mut vm = fx
+        .firmware_boot(Firmware::Uefi(uefi), &disk)
+        .read_only_disk(&fx.p("new.disk"))
+        .start();
+    let first = vm.expect("Command line: ");
     assert!(
-        first.ends_with(&format!("Command line: {CMDLINE}")),
+        first.ends_with(&format!("Command line: {OLD_CMDLINE}")),
         "{first}"
     );
-    expect(&mut vm, "svc: old stage 1, replacing it");
-    let done = expect(&mut vm, "stele: stage 1 replaced: ");
+    vm.expect("svc: old stage 1, replacing it");
+    let done = vm.expect("stele: stage 1 replaced: ");
     assert!(
         done.contains(&format!("is now stdin ({} bytes, unsigned", new.len())),
         "{done}"
     );
-    expect(&mut vm, "svc: stage1 exit 0");
-    expect(&mut vm, "stele: shutdown: reboot");
-    let second = expect(&mut vm, "Command line: ");
+    vm.expect_all(&["svc: stage1 exit 0", "stele: shutdown: reboot"]);
+    let second = vm.expect("Command line: ");
     assert!(
         second.ends_with(&format!("Command line: {NEW_CMDLINE}")),
         "the firmware did not run the new stage 1: {second}"
     );
-    expect(&mut vm, "stele: ready");
-    expect(&mut vm, "svc: running under the new stage 1");
-    expect(&mut vm, "stele: shutdown: poweroff");
-    vm.wait_exit(crate::uefi_vm::BOOT)
-        .expect("the VM powers off");
+    vm.expect_all(&[
+        "stele: ready",
+        "svc: running under the new stage 1",
+        "stele: shutdown: poweroff",
+    ]);
+    vm.powered_off();
     assert_eq!(vm.boot_count(), 2, "two kernel boots");
 }

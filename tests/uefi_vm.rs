@@ -9,15 +9,16 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use stele_qemu::firmware::{self, Firmware};
-use stele_qemu::{Vm, VmConfig};
 
 use crate::cli_uki::secure_boot_key;
-use crate::util::{ok, stele_env, Out};
+use crate::fixture::{env_path, Fixture, Guest};
+use crate::util::{stele_env, Out};
 
-/// One boot under TCG through OVMF takes 8-15 s; a loaded CI machine may be slower.
-pub const BOOT: Duration = Duration::from_secs(150);
+/// The VM's hard limit in `stele qemu run --timeout` (the fixture's limits for the other
+/// boots are longer): one boot under TCG through OVMF takes 8-15 s.
+const BOOT: Duration = Duration::from_secs(150);
 /// The stage-1 command line embedded in the UKIs.
-pub const CMDLINE: &str = "console=ttyS0 panic=-1";
+const CMDLINE: &str = "console=ttyS0 panic=-1";
 /// What a boot loader passes in the attacks below.
 const INJECTED: &str = "console=ttyS0 panic=-1 stele.injected=1";
 const ESP_FILE: &str = "\\EFI\\BOOT\\BOOTX64.EFI";
@@ -30,224 +31,97 @@ restart = "never"
 on_exit = "poweroff"
 "#;
 
-/// Built once for all tests: a signed slot image, the initramfs, the UKI unsigned and
-/// signed with a test db key.
-pub struct Artifacts {
-    pub dir: PathBuf,
-    slot: PathBuf,
-    pub uki: PathBuf,
+/// Built once for all tests, in one shared fixture: a signed slot image, the initramfs,
+/// the UKI unsigned and signed with a test db key.
+struct Artifacts {
+    fx: Fixture,
+    slot: String,
+    uki: PathBuf,
     signed: PathBuf,
     db_cert: PathBuf,
 }
 
-pub fn var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the VM tests with `cargo xtask test` (test kernel, static stele-init)")
-    })
-}
-
-pub fn run(args: &[&str]) -> String {
-    ok(stele_env(args, &[("SOURCE_DATE_EPOCH", "1700000000")]))
-}
-
-pub fn artifacts() -> &'static Artifacts {
+fn artifacts() -> &'static Artifacts {
     static A: OnceLock<Artifacts> = OnceLock::new();
     A.get_or_init(|| {
-        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        remove_stale(tmp);
-        let dir = tmp.join(format!("uefi-vm-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = |n: &str| dir.join(n).display().to_string();
-        run(&[
-            "keygen",
-            "--private",
-            &p("release.key"),
-            "--public",
-            &p("release.pub"),
-        ]);
-        busybox_root(&dir.join("rootfs"), &["sh", "echo", "cat"], SYSTEM_TOML);
-        let slot = p("slot.img");
-        run(&[
-            "image",
-            "build",
-            "--rootfs",
-            &p("rootfs"),
-            "--key",
-            &p("release.key"),
-            "--name",
-            "test",
-            "--version",
-            "1.0.0",
-            "--rollback-index",
-            "1",
-            "--out",
-            &slot,
-        ]);
-        run(&[
-            "initramfs",
-            "--modules-dir",
-            &var("STELE_MODULES"),
-            "--init",
-            &var("STELE_INIT"),
-            "--key",
-            &p("release.pub"),
-            "--out",
-            &p("initrd.cpio"),
-        ]);
-        let kernel = var("STELE_KERNEL");
-        let uki = [
-            "uki",
-            "build",
-            "--kernel",
-            &kernel,
-            "--initrd",
-            &p("initrd.cpio"),
-            "--cmdline",
-            CMDLINE,
-        ];
-        run(&[&uki[..], &["--out", &p("uki.efi")]].concat());
-        let (key, cert) = secure_boot_key(&dir, "db");
-        let sign = [
-            "--sign-key",
-            key.to_str().unwrap(),
-            "--sign-cert",
-            cert.to_str().unwrap(),
-        ];
-        run(&[&uki[..], &sign, &["--out", &p("signed.efi")]].concat());
+        let fx = Fixture::shared("uefi-vm");
+        let (key, public) = fx.keygen("release");
+        let root = fx.rootfs("rootfs", SYSTEM_TOML).build();
+        let slot = fx.image(&root, &key).build("slot.img");
+        let initrd = fx.initramfs(&[&public]).build();
+        let kernel = env_path("STELE_KERNEL").display().to_string();
+        let uki = || fx.uki(&kernel, &initrd).cmdline(CMDLINE);
+        let unsigned = uki().build("uki.efi");
+        let (db_key, db_cert) = secure_boot_key(fx.dir(), "db");
+        let signed = uki().signed(&db_key, &db_cert).build("signed.efi");
         Artifacts {
-            slot: PathBuf::from(slot),
-            uki: dir.join("uki.efi"),
-            signed: dir.join("signed.efi"),
-            db_cert: cert,
-            dir,
+            slot,
+            uki: PathBuf::from(unsigned),
+            signed: PathBuf::from(signed),
+            db_cert,
+            fx,
         }
     })
 }
 
-/// A busybox root at `root` with `applets` and `/etc/stele/system.toml`.
-pub fn busybox_root(root: &Path, applets: &[&str], system_toml: &str) {
-    for d in [
-        "bin",
-        "etc/stele",
-        "proc",
-        "sys",
-        "dev",
-        "run",
-        "tmp",
-        "var",
-    ] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
-        .expect("busybox-static (cargo xtask setup)");
-    for a in applets {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
-    }
-    std::fs::write(root.join("etc/stele/system.toml"), system_toml).unwrap();
-}
-
-/// Removes the artifact directories of earlier runs (`uefi-vm-<pid>` of a process that
-/// is gone).
-fn remove_stale(tmp: &Path) {
-    let Ok(entries) = std::fs::read_dir(tmp) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix("uefi-vm-") else {
-            continue;
-        };
-        if !Path::new("/proc").join(pid).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
-}
-
-/// A test's own directory and disk (`stele disk create --uki UKI [extra]`).
+/// A test's own directory in the shared fixture, and its disk there
+/// (`stele disk create --uki UKI [extra]`).
 fn disk(test: &str, uki: &Path, extra: &[&str]) -> (PathBuf, PathBuf) {
-    disk_with(test, &artifacts().slot, uki, extra)
-}
-
-/// [`disk`] with another slot image as slot a.
-pub fn disk_with(test: &str, slot: &Path, uki: &Path, extra: &[&str]) -> (PathBuf, PathBuf) {
     let a = artifacts();
-    let dir = a.dir.join(test);
+    let dir = a.fx.path(test);
     std::fs::create_dir_all(&dir).unwrap();
-    let disk = dir.join("disk.img");
-    let mut args = vec![
-        "disk",
-        "create",
-        "--out",
-        disk.to_str().unwrap(),
-        "--slot-size",
-        "16M",
-        "--a",
-        slot.to_str().unwrap(),
-        "--uki",
-        uki.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    run(&args);
-    (dir, disk)
+    let disk =
+        a.fx.disk(&a.slot)
+            .out(&format!("{test}/disk.img"))
+            .slot_size("16M")
+            .no_data()
+            .args(&["--uki", uki.to_str().unwrap()])
+            .args(extra)
+            .build();
+    (dir, PathBuf::from(disk))
 }
 
-pub fn start(fw: Firmware, disk: &Path, dir: &Path) -> Vm {
-    start_disks(fw, &[disk], dir, 1)
-}
-
-/// [`start`] with more disks after the first (read-only: /dev/vdb, ...) and `boots` boots
-/// (a guest reboot ends QEMU only when 1).
-pub fn start_disks(fw: Firmware, disks: &[&Path], dir: &Path, boots: u32) -> Vm {
-    let mut cfg = VmConfig::from_env(PathBuf::new(), PathBuf::new());
-    cfg.firmware = fw;
-    cfg.disks = disks
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (d.to_path_buf(), i > 0))
-        .collect();
-    cfg.no_reboot = boots == 1;
-    cfg.timeout = BOOT * boots;
-    cfg.serial_log = Some(dir.join("console.log"));
-    let args = stele_qemu::qemu_args(&cfg);
+/// Boots `disk` by `fw` alone, QEMU ending at the guest's power-off or reboot; the
+/// console goes to `dir/console.log`.
+fn start(fw: Firmware, disk: &Path, dir: &Path) -> Guest {
+    let log = dir.join("console.log");
+    let boot = artifacts()
+        .fx
+        .firmware_boot(fw, disk.to_str().unwrap())
+        .no_reboot()
+        .console_log(log.to_str().unwrap());
+    let args = boot.qemu_args();
     assert!(
         !args.iter().any(|a| a == "-kernel" || a == "-initrd"),
         "{args:?}"
     );
-    Vm::start(&cfg).expect("start QEMU (cargo xtask setup)")
-}
-
-pub fn expect(vm: &mut Vm, text: &str) -> String {
-    vm.expect(text, BOOT).unwrap_or_else(|e| {
-        panic!(
-            "waiting for {text:?}: {e}\n--- console ---\n{}",
-            vm.console()
-        )
-    })
+    boot.start()
 }
 
 /// Boots to `stele: ready` and the service's lines; returns the kernel's and the
 /// service's view of the command line, and prints the time to `stele: ready`.
-fn boots_to_ready(vm: &mut Vm, what: &str) -> (String, String) {
-    let cmdline = expect(vm, "Command line: ");
-    let verified = expect(vm, "verified");
+fn boots_to_ready(vm: &mut Guest, what: &str) -> (String, String) {
+    let cmdline = vm.expect("Command line: ");
+    let verified = vm.expect("verified");
     assert!(
         verified.contains("stele: slot=a version=1.0.0 rollback_index=1"),
         "{verified}"
     );
-    expect(vm, "stele: ready");
+    vm.expect("stele: ready");
     eprintln!(
         "{what}: QEMU start to `stele: ready` in {:.1} s",
-        vm.timeout().saturating_sub(vm.remaining()).as_secs_f64()
+        vm.uptime().as_secs_f64()
     );
-    expect(vm, "svc: hello from the verified root");
-    let seen = expect(vm, "svc: cmdline=");
-    expect(vm, "stele: shutdown: poweroff");
-    vm.wait_exit(BOOT).expect("the VM powers off");
+    vm.expect("svc: hello from the verified root");
+    let seen = vm.expect("svc: cmdline=");
+    vm.expect("stele: shutdown: poweroff");
+    // The VM powers off.
+    vm.exits();
     assert_eq!(vm.boot_count(), 1, "one kernel boot");
     (cmdline, seen)
 }
 
-pub fn uefi(
+fn uefi(
     secure_boot_db: Option<&Path>,
     vars: Option<&Path>,
 ) -> (Firmware, Option<firmware::VarsDir>) {
@@ -260,7 +134,7 @@ fn uefi_boots_the_disk_from_its_esp() {
     let (dir, disk) = disk("uefi", &artifacts().uki, &[]);
     let (fw, _vars) = uefi(None, None);
     let mut vm = start(fw, &disk, &dir);
-    let line = expect(&mut vm, "BdsDxe: starting Boot");
+    let line = vm.expect("BdsDxe: starting Boot");
     assert!(
         line.contains("PciRoot"),
         "the firmware booted something other than the disk: {line}"
@@ -279,16 +153,16 @@ fn secure_boot_refuses_the_unsigned_uki() {
     let (dir, disk) = disk("sb-unsigned", &a.uki, &[]);
     let (fw, _vars) = uefi(Some(&a.db_cert), None);
     let mut vm = start(fw, &disk, &dir);
-    let refused = expect(&mut vm, "BdsDxe: failed to load Boot");
+    let refused = vm.expect("BdsDxe: failed to load Boot");
     assert!(
         refused.contains("Access Denied"),
         "not a Secure Boot refusal: {refused}"
     );
-    expect(&mut vm, "No bootable option or device was found");
+    vm.expect("No bootable option or device was found");
     // Give it time to try anything else: nothing of Linux or stele may run.
     std::thread::sleep(Duration::from_secs(15));
     let console = vm.console();
-    vm.kill().unwrap();
+    vm.power_cut();
     assert!(
         !console.contains("Linux version"),
         "a kernel started:\n{console}"
@@ -409,7 +283,7 @@ fn boot_with_loader_cmdline(test: &str, uki: &Path, db: Option<&Path>) -> (Strin
     firmware::add_boot_entry(&vars, ESP_FILE, INJECTED)
         .expect("virt-fw-vars --append-boot-filepath");
     let mut vm = start(fw, &disk, &dir);
-    let started = expect(&mut vm, "BdsDxe: starting Boot");
+    let started = vm.expect("BdsDxe: starting Boot");
     let (cmdline, seen) = boots_to_ready(&mut vm, test);
     (started, cmdline, seen)
 }

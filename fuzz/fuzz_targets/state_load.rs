@@ -1,14 +1,5 @@
-//! Fuzz target: arbitrary bytes as the boot state partition.
+//! Fuzz target `state_load`: bytes as the boot state area. The body and its assertions are
+//! `stele_fuzz_inputs::state::run_area`, shared with the seed generator and the corpus replay.
 #![no_main]
 
-use std::io::Cursor;
-
-use libfuzzer_sys::fuzz_target;
-use stele_verifier::state::{decode, encode, load};
-
-fuzz_target!(|data: &[u8]| {
-    if let Ok((state, _copy)) = load(&mut Cursor::new(data)) {
-        assert_eq!(decode(&encode(&state)).ok(), Some(state));
-        let _ = state.choose();
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| stele_fuzz_inputs::state::run_area(data));

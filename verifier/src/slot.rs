@@ -152,7 +152,10 @@ fn check_contents<R: Read + Seek>(
     if full || params.levels() == 0 {
         r.seek(SeekFrom::Start(0))
             .map_err(|e| Error::io("verity data", e))?;
-        let data = BufReader::with_capacity(DATA_READ_BUFFER, r.by_ref().take(hash_offset));
+        // No larger than the data: a small image does not allocate the whole buffer.
+        let buffer =
+            usize::try_from(hash_offset).map_or(DATA_READ_BUFFER, |n| n.min(DATA_READ_BUFFER));
+        let data = BufReader::with_capacity(buffer, r.by_ref().take(hash_offset));
         verify_data(data, &hash_area, &params, &m.verity.root_hash)?;
     }
     Ok(())

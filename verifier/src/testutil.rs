@@ -1,5 +1,6 @@
 //! Test helpers: whole slot images built in memory, for this crate's unit tests and, with
-//! the `test-util` feature, for the tests of the crates above it. Never for production.
+//! the `test-util` feature, for the tests of the crates above it and the fuzz targets'
+//! inputs (fuzz/inputs). Never for production.
 
 #![allow(clippy::cast_possible_truncation)] // test data sizes are small
 
@@ -32,38 +33,74 @@ pub fn image(blocks: u64, rollback_index: u64, seed: u8) -> (Vec<u8>, u64) {
 /// [`image`] signed by `key(signer)`.
 pub fn image_signed_by(blocks: u64, rollback_index: u64, seed: u8, signer: u8) -> (Vec<u8>, u64) {
     let params = VerityParams::new(4096, 4096, blocks, vec![0x5a; 32]).unwrap();
-    let mut img: Vec<u8> = (0..params.data_size())
-        .map(|i| ((i % 251) as u8).wrapping_add(seed))
-        .collect();
-    let (area, root) = build_tree(&img[..], &params).unwrap();
+    let (img, root) = data_and_tree(&params, seed);
+    let m = manifest_for(
+        &params,
+        root,
+        FsType::Erofs,
+        rollback_index,
+        format!("{rollback_index}.{seed}"),
+    );
+    let mut env = Envelope::new(m.to_toml().into_bytes());
+    env.sign(&key(signer)).unwrap();
+    assemble(img, &env.to_bytes(), 0)
+}
+
+/// `params.data_size()` bytes of data derived from `seed`, then their hash tree (the first
+/// two regions of a slot image); and the root hash.
+pub fn data_and_tree(params: &VerityParams, seed: u8) -> (Vec<u8>, [u8; 32]) {
+    // Byte i is (i % 251) + seed, built from whole periods (fast in instrumented fuzz builds).
+    let period: Vec<u8> = (0..251u8).map(|i| i.wrapping_add(seed)).collect();
+    let size = params.data_size() as usize;
+    let mut img = Vec::with_capacity(size + period.len());
+    while img.len() < size {
+        img.extend_from_slice(&period);
+    }
+    img.truncate(size);
+    let (area, root) = build_tree(&img[..], params).unwrap();
     img.extend_from_slice(&area);
-    let m = Manifest {
+    (img, root)
+}
+
+/// The manifest (name `demo`) that describes data and tree laid out by [`data_and_tree`].
+pub fn manifest_for(
+    params: &VerityParams,
+    root: [u8; 32],
+    fs_type: FsType,
+    rollback_index: u64,
+    version: String,
+) -> Manifest {
+    Manifest {
         name: "demo".into(),
-        version: format!("{rollback_index}.{seed}"),
+        version,
         rollback_index,
         created: 0,
         filesystem: FilesystemInfo {
-            fs_type: FsType::Erofs,
+            fs_type,
             size: params.data_size() - 10,
         },
         verity: VerityInfo {
-            data_block_size: 4096,
-            hash_block_size: 4096,
-            data_blocks: blocks,
+            data_block_size: params.data_block_size(),
+            hash_block_size: params.hash_block_size(),
+            data_blocks: params.data_blocks(),
             hash_offset: params.data_size(),
             salt: params.salt().to_vec(),
             root_hash: root,
         },
-    };
-    let mut env = Envelope::new(m.to_toml().into_bytes());
-    env.sign(&key(signer)).unwrap();
-    let env = env.to_bytes();
+    }
+}
+
+/// Lays out a slot image as docs/FORMATS.md says around `data_and_tree` (see
+/// [`data_and_tree`]): the envelope at the next multiple of 4096, then `slack` more bytes
+/// (a partition larger than the image) and the footer at the end. Returns the image and
+/// its manifest offset.
+pub fn assemble(mut img: Vec<u8>, envelope: &[u8], slack: usize) -> (Vec<u8>, u64) {
     let manifest_offset = round_up(img.len() as u64, 4096);
     img.resize(manifest_offset as usize, 0);
-    img.extend_from_slice(&env);
-    let footer_at = round_up(img.len() as u64, 4096);
-    img.resize(footer_at as usize, 0);
-    img.extend_from_slice(&Footer::new(manifest_offset, env.len() as u64).to_bytes());
+    img.extend_from_slice(envelope);
+    let footer_at = round_up(img.len() as u64, 4096) as usize + slack;
+    img.resize(footer_at, 0);
+    img.extend_from_slice(&Footer::new(manifest_offset, envelope.len() as u64).to_bytes());
     (img, manifest_offset)
 }
 

@@ -393,7 +393,8 @@ fn for_each_chunk<R: Read>(
     total: u64,
     mut f: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
-    let mut buf = vec![0u8; CHUNK_SIZE];
+    // No more than the data: a small image does not zero a whole chunk.
+    let mut buf = vec![0u8; usize::try_from(total).map_or(CHUNK_SIZE, |t| t.min(CHUNK_SIZE))];
     let mut done = 0u64;
     while done < total {
         let want = usize::try_from(total - done).map_or(CHUNK_SIZE, |r| r.min(CHUNK_SIZE));

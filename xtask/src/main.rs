@@ -1,12 +1,15 @@
-//! cargo xtask: set-up of host tools and the test kernel, the test suite, the demo, benchmarks.
+//! cargo xtask: set-up of host tools and the test kernel, the test suite, the demo,
+//! benchmarks, fuzzing.
 //!
-//! Usage: `cargo xtask setup | test | demo | bench verity|build|erofs-delta|boot [--runs N]`. Everything here runs other
-//! programs; it holds no logic of stele's own.
+//! Usage: `cargo xtask setup | test | demo | bench verity|build|erofs-delta|boot | fuzz`.
+//! Everything here runs other programs; it holds no logic of stele's own (the fuzz
+//! targets and their seeds are stele-fuzz-inputs).
 
 mod bench;
 mod bench_boot;
 mod bench_build;
 mod demo;
+mod fuzz;
 mod kernel;
 mod setup;
 #[cfg(test)]
@@ -15,7 +18,9 @@ mod util;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <setup | test [-- cargo test args] | demo | bench verity|build|erofs-delta|boot [--runs N]>";
+const USAGE: &str = "usage: cargo xtask <setup | test [-- cargo test args] | demo \
+                     | bench verity|build|erofs-delta|boot [--runs N] \
+                     | fuzz [--seconds N] [--target T]... [--sanitizer S] [--seeds-only]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,6 +28,7 @@ fn main() -> ExitCode {
         Some("setup") => setup::setup().map(|_| ()),
         Some("test") => test(&args[1..]),
         Some("demo") => demo::demo(),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("verity") => bench::verity(),
             Some("build") => bench_build::build(),
