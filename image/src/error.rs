@@ -54,6 +54,19 @@ pub enum Error {
     /// A build parameter the verifier's rules refuse (what no device would accept).
     #[error(transparent)]
     Parameter(stele_verifier::Error),
+    /// A file given as a PE image or UKI (`what`: the option or role) is not one.
+    #[error("invalid {what}: {source}")]
+    Uki {
+        what: &'static str,
+        #[source]
+        source: stele_verifier::uki::UkiError,
+    },
+    /// The `--cmdline` of `stele uki build` is refused.
+    #[error("invalid --cmdline: {source}")]
+    Cmdline {
+        #[source]
+        source: stele_verifier::uki::CmdlineError,
+    },
     /// A step run in a helper process (`stele image fs-from-tar` under fakeroot) failed
     /// with this error line and exit code.
     #[error("{message}")]
@@ -74,7 +87,10 @@ impl Report for Error {
         match self {
             Error::Verifier(v) => v.exit(),
             Error::Rootfs(r) => r.exit(),
-            Error::Invalid { .. } | Error::Parameter(_) => Exit::Usage,
+            Error::Invalid { .. }
+            | Error::Parameter(_)
+            | Error::Uki { .. }
+            | Error::Cmdline { .. } => Exit::Usage,
             // The helper process (our own binary under fakeroot) already classified it.
             Error::Helper { code: 1, .. } => Exit::Refused,
             Error::Helper { code: 2, .. } => Exit::Usage,

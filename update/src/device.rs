@@ -13,7 +13,7 @@ use stele_verifier::progress::Progress;
 use crate::args::{parse_args, Command, HELP};
 use crate::progress::Line;
 use crate::run_dir::RUN_DIR;
-use crate::{install, mark_good, status, Result};
+use crate::{install, mark_good, stage1, status, Result};
 
 pub use crate::args::is_update_call;
 
@@ -55,6 +55,11 @@ pub fn run(cmd: &Command, run_dir: &Path, progress: &mut dyn Progress) -> Result
         Command::MarkGood => {
             let s = mark_good::on_device(run_dir)?;
             println!("stele: slot={} marked good", s.name());
+            Ok(())
+        }
+        Command::Stage1(u) => {
+            let done = stage1::on_device(run_dir, u, &mut log)?;
+            println!("{}", stage1::replaced_line(&done));
             Ok(())
         }
     }
