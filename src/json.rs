@@ -117,8 +117,10 @@ pub struct Outcome<T: Serialize> {
     /// `built` / `verified` on success, else the exit class: `refused`, `usage`,
     /// `environment`.
     pub verdict: &'static str,
-    /// The process exit status.
+    /// The process exit status, and its class: `success`, `refused`, `usage`,
+    /// `environment` (docs/CLI.md, "Exit codes").
     pub exit_code: u8,
+    pub exit_class: &'static str,
     /// The one-line message of `stele: error:`, or `null`.
     pub error: Option<String>,
     #[serde(flatten)]
@@ -135,6 +137,7 @@ impl<T: Serialize> Outcome<T> {
         Outcome {
             verdict,
             exit_code: exit.code(),
+            exit_class: exit.name(),
             error: error.map(|e| stele_verifier::exit::error_line(&e)),
             fields,
         }

@@ -33,6 +33,7 @@ fn build_and_verify_json_carry_root_hash_sizes_key_ids_and_verdict() {
     let body = String::from_utf8(body(&bytes)).unwrap();
     assert_eq!(b["verdict"], "built");
     assert_eq!(b["exit_code"], 0);
+    assert_eq!(b["exit_class"], "success");
     assert_eq!(b["error"], Value::Null);
     assert_eq!(b["out"], img.as_str());
     assert_eq!(b["manifest"]["name"], "demo");
@@ -63,6 +64,7 @@ fn build_and_verify_json_carry_root_hash_sizes_key_ids_and_verdict() {
     let v = json(&o);
     assert_eq!(v["verdict"], "refused");
     assert_eq!(v["exit_code"], 1);
+    assert_eq!(v["exit_class"], "refused");
     let err = v["error"].as_str().unwrap();
     assert!(err.contains("threshold not met"), "{err}");
     assert!(o.stderr.contains(err), "{o:?}");
