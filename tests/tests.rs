@@ -4,11 +4,15 @@
 //! - util: running `stele` and host tools, error-line assertions, an independent FORMATS.md reader
 //! - fixture (+ fixture/boot.rs, fixture/internals.rs): the one fixture: keys, rootfs,
 //!   images, initramfs, UKIs, disks, QEMU boots, partitions and boot state
-//! - cli_keys: keygen, wrong keys, thresholds, OpenSSL interop, external signers
+//! - cli_badinput: each bad input of issue 8 (limits, same files, superblocks, block sizes,
+//!   existing outputs and devices, host tools): one line, its exit code, nothing changed
+//! - cli_keys: keygen, wrong keys, key files of every other kind, key directories,
+//!   thresholds, OpenSSL interop, external signers
 //! - cli_image: build, verify, inspect, --fs-image, atomic output, veritysetup cross-check
 //! - cli_tamper: one flipped bit in each region is refused with the right cause
 //! - cli_malformed: empty, truncated, absurd and validly-signed-but-bad images
 //! - cli_repro: reproducible builds for erofs, squashfs and ext4
+//! - cli_output: --json of image build and verify; progress bars only on a terminal
 //! - cli_owners: owners, modes, xattrs, hard links, holes; --all-root; --rootfs-tar (unprivileged)
 //! - cli_signals: SIGINT/SIGTERM during a build leave no temporary file
 //! - cli_initramfs: `stele initramfs` refuses an /init that cannot boot
@@ -29,11 +33,13 @@ mod fixture;
 mod util;
 
 mod boot;
+mod cli_badinput;
 mod cli_config;
 mod cli_image;
 mod cli_initramfs;
 mod cli_keys;
 mod cli_malformed;
+mod cli_output;
 mod cli_owners;
 mod cli_repro;
 mod cli_signals;

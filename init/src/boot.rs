@@ -233,7 +233,8 @@ pub fn boot() -> Booted {
         .load()
         .unwrap_or_else(|e| fail(action, delay, &e.to_string()));
     debug!("boot state: {st:?}");
-    let keyring = load_keyring(&[], &[PathBuf::from(layout::KEYS_DIR)], cfg.threshold)
+    let keys_dir = [PathBuf::from(layout::KEYS_DIR)];
+    let keyring = load_keyring(&[], &keys_dir, cfg.threshold, &mut |s| warn!("{s}"))
         .map_err(Error::Keys)
         .unwrap_or_else(|e| fail(action, delay, &e.to_string()));
     clock.lap("state");
