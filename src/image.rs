@@ -171,6 +171,7 @@ fn build(a: &BuildArgs) -> CliResult {
         salt,
         data_block_size: a.data_block_size,
         hash_block_size: a.hash_block_size,
+        kernel: None,
     };
     if let Some(dir) = &a.rootfs {
         // What PID 1 would refuse to run is refused now, before anything is built (a tar

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use stele_verifier::footer::{Footer, FOOTER_SIZE};
 use stele_verifier::keys::{key_id, KeyId, SigningKey, VerifyingKey};
 use stele_verifier::manifest::{
-    signing_message, Envelope, FilesystemInfo, FsType, Manifest, VerityInfo,
+    signing_message, Envelope, FilesystemInfo, FsType, KernelInfo, Manifest, VerityInfo,
 };
 use stele_verifier::slot::{locate, SlotLocator};
 use stele_verifier::verity::{TreeBuilder, VerityParams};
@@ -38,6 +38,8 @@ pub struct BuildParams {
     pub salt: Vec<u8>,
     pub data_block_size: u32,
     pub hash_block_size: u32,
+    /// The slot's kernel (`--kernel`), as the manifest names it.
+    pub kernel: Option<KernelInfo>,
 }
 
 /// What was built.
@@ -267,7 +269,10 @@ fn write_rest<W: Write>(
             salt: vp.salt().to_vec(),
             root_hash: root,
         },
+        kernel: params.kernel.clone(),
     };
+    // What the device would refuse is never signed.
+    manifest.check()?;
     let mut envelope = Envelope {
         signatures: Vec::new(),
         body: manifest.to_toml().into_bytes(),
@@ -545,6 +550,7 @@ mod tests {
             salt: vec![0xab; 32],
             data_block_size: 4096,
             hash_block_size: 4096,
+            kernel: None,
         }
     }
 
