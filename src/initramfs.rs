@@ -35,6 +35,14 @@ pub struct InitramfsArgs {
     /// The stele-init binary, installed as /init.
     #[arg(long, value_name = "PATH")]
     pub init: PathBuf,
+    /// The kernel this (stage-1) initramfs runs under: a slot whose manifest names a kernel
+    /// with the same sha256 boots in place, without kexec (boot.toml `kernel_sha256`).
+    #[arg(long, value_name = "VMLINUZ", conflicts_with = "stage2")]
+    pub kernel: Option<PathBuf>,
+    /// Build a stage-2 initramfs (boot.toml `stage = 2`), the one a slot carries for its own
+    /// kernel: it boots only the slot stage 1 names with `stele.stage2=` and never kexecs.
+    #[arg(long)]
+    pub stage2: bool,
     /// Where to write the initramfs.
     #[arg(long, value_name = "INITRD")]
     pub out: PathBuf,
@@ -60,6 +68,8 @@ pub fn run(args: InitramfsArgs) -> CliResult {
         config: args.config,
         init: args.init,
         mtime,
+        stage2: args.stage2,
+        kernel: args.kernel,
     };
     let (archive, order) = build(&spec)?;
     let bytes = archive.to_bytes()?;

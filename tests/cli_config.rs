@@ -93,8 +93,12 @@ fn initramfs_config_refuses_what_stele_init_refuses() {
             // The user's file may not set what the builder generates; PID 1's rule for
             // those values is applied to what it generates instead.
             let key = case.key.expect("generated cases name their key");
+            let (_, option) = stele_image::initramfs::GENERATED_KEYS
+                .iter()
+                .find(|(k, _)| *k == key)
+                .expect("a generated key");
             let want = format!(
-                "stele: error: bad boot config {origin}: `{key}` is set by `stele initramfs` (use --threshold / --module), remove it from the file"
+                "stele: error: bad boot config {origin}: `{key}` is set by `stele initramfs` (use {option}), remove it from the file"
             );
             refused_with(&res, &want, &out);
         } else {

@@ -69,6 +69,18 @@ pub struct ResolvedModule {
     pub file_name: String,
 }
 
+impl ResolvedModule {
+    /// A watchdog driver (`kernel/drivers/watchdog/...`): boot.toml lists it in
+    /// `watchdog_modules`, and stele-init loads it with `nowayout=1` when it uses the
+    /// watchdog (docs/BOOT.md, "The watchdog").
+    pub fn is_watchdog(&self) -> bool {
+        let parts: Vec<_> = self.path.components().map(|c| c.as_os_str()).collect();
+        parts
+            .windows(2)
+            .any(|w| w[0] == "drivers" && w[1] == "watchdog")
+    }
+}
+
 /// The module index of one kernel.
 #[derive(Clone, Debug, Default)]
 pub struct ModuleDb {
@@ -418,6 +430,10 @@ pub(crate) mod tests {
             ("kernel/fs/jbd2/jbd2.ko", b"\0softdep=pre: crypto-crc32c\0"),
             ("kernel/fs/ext4/ext4.ko", b"\0xsoftdep=pre: bogus\0"),
             ("kernel/fs/z.ko.xz", b""),
+            (
+                "kernel/drivers/watchdog/i6300esb.ko",
+                b"\0parm=nowayout:Watchdog cannot be stopped once started\0name=i6300esb\0",
+            ),
         ];
         for (p, c) in files {
             let p = d.path().join(p);
@@ -438,7 +454,8 @@ pub(crate) mod tests {
              kernel/fs/erofs/erofs.ko: kernel/lib/libcrc32c.ko\n\
              kernel/fs/jbd2/jbd2.ko:\n\
              kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/jbd2/jbd2.ko\n\
-             kernel/fs/z.ko.xz:\n",
+             kernel/fs/z.ko.xz:\n\
+             kernel/drivers/watchdog/i6300esb.ko:\n",
         )
         .unwrap();
         std::fs::write(
