@@ -131,6 +131,12 @@ pub enum Usage {
     AppendNeedsKernel,
     #[error("--initrd needs --kernel")]
     InitrdNeedsKernel,
+    #[error("--kernel and --initrd go together: the slot's kernel boots with its stage-2 initramfs (`stele initramfs --stage2`)")]
+    KernelNeedsInitrd,
+    #[error("--kernel-cmdline needs --kernel and --initrd")]
+    CmdlineNeedsKernel,
+    #[error("--kernel and --initrd need --rootfs or --rootfs-tar: a --fs-image is wrapped as it is, nothing can be added to it")]
+    KernelWithFsImage,
 }
 
 impl Error {

@@ -62,6 +62,15 @@ fn manifest_json(m: &Manifest) -> serde_json::Value {
             "salt": hex::encode(&m.verity.salt),
             "root_hash": hex::encode(&m.verity.root_hash),
         },
+        "kernel": m.kernel.as_ref().map(|k| json!({
+            "path": k.kernel.path,
+            "size": k.kernel.size,
+            "sha256": hex::encode(&k.kernel.sha256),
+            "initrd_path": k.initrd.path,
+            "initrd_size": k.initrd.size,
+            "initrd_sha256": hex::encode(&k.initrd.sha256),
+            "cmdline": k.cmdline,
+        })),
     })
 }
 
@@ -92,6 +101,20 @@ fn print_text(m: &Manifest, l: &Layout, sigs: &[String]) {
     );
     println!("salt:            {}", hex::encode(&m.verity.salt));
     println!("root hash:       {}", hex::encode(&m.verity.root_hash));
+    match &m.kernel {
+        None => println!("kernel:          none (boots under the stage-1 kernel)"),
+        Some(k) => {
+            for (name, f) in [("kernel:", &k.kernel), ("initrd:", &k.initrd)] {
+                println!(
+                    "{name:<17}{} ({} bytes, sha256 {})",
+                    f.path,
+                    f.size,
+                    hex::encode(&f.sha256)
+                );
+            }
+            println!("kernel cmdline:  {}", k.cmdline);
+        }
+    }
     println!("layout:          region     offset        size");
     let row =
         |name: &str, off: u64, size: u64| println!("                 {name:<10} {off:<13} {size}");

@@ -13,7 +13,7 @@ use crate::util::*;
 
 /// A 64-bit ELF header with one PT_LOAD program header and no interpreter: what
 /// `stele initramfs` accepts as a static /init (it is never run here).
-fn static_elf() -> Vec<u8> {
+pub fn static_elf() -> Vec<u8> {
     let mut b = vec![0u8; 64 + 56];
     b[..4].copy_from_slice(b"\x7fELF");
     b[4] = 2;

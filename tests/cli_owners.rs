@@ -24,7 +24,7 @@ fn need_root() {
 /// A root tree with what a Debian root needs kept: a setuid file owned 1000:1001 with a
 /// file capability and a user xattr, a hard link to it, the shadow group's file, a
 /// sticky directory, a symlink and a 64 MiB sparse file.
-fn owners_tree(root: &Path) {
+pub fn owners_tree(root: &Path) {
     need_root();
     for d in ["usr/bin", "etc", "tmp", "var"] {
         std::fs::create_dir_all(root.join(d)).unwrap();

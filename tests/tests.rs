@@ -10,6 +10,8 @@
 //! - cli_owners: owners, modes, xattrs, hard links, holes; --all-root; --rootfs-tar (unprivileged)
 //! - cli_signals: SIGINT/SIGTERM during a build leave no temporary file
 //! - cli_initramfs: `stele initramfs` refuses an /init that cannot boot
+//! - cli_kernel: `image build --kernel --initrd`: the files go in as if the tree held
+//!   them, the tree untouched; `initramfs --kernel | --stage2`; build-time refusals
 //! - cli_config: the build refuses every boot.toml / system.toml PID 1 refuses, same message
 //! - cli_verity: `stele verity` against `veritysetup --no-superblock`
 //! - cli_uki: `stele uki build`, ESP/BIOS/bmap disks: reproducible, checked by the real tools
@@ -27,6 +29,7 @@ mod boot;
 mod cli_config;
 mod cli_image;
 mod cli_initramfs;
+mod cli_kernel;
 mod cli_keys;
 mod cli_malformed;
 mod cli_owners;

@@ -16,7 +16,9 @@ use stele_verifier::slot::{locate, SlotLocator};
 use stele_verifier::verity::{TreeBuilder, VerityParams};
 
 use crate::atomic::AtomicFile;
+use crate::cleanup::TempPath;
 use crate::fs::{write_zeros, FsOptions};
+use crate::slot_kernel::{check_tree, Present, SlotKernel};
 use crate::{Error, Result};
 
 /// Alignment of the manifest and the footer.
@@ -334,17 +336,27 @@ pub enum RootSource<'a> {
     Tar(&'a crate::stage::TarInput),
 }
 
-/// Builds the filesystem of `src` in the output's temporary file (next to `out`), then
-/// turns it into the slot image in place and renames it over `out`.
+/// Builds the filesystem of `src` (plus the slot's `kernel` files) in the output's
+/// temporary file (next to `out`), then turns it into the slot image in place, its
+/// manifest naming the kernel, and renames it over `out`.
+///
+/// A directory is never changed: when the kernel files have to be added, the filesystem
+/// is built from a staging tree next to `out` of new directories and hard links to the
+/// directory's files ([`crate::linktree`]), removed afterwards.
 pub fn build_from_root(
     src: RootSource<'_>,
     params: &BuildParams,
     all_root: bool,
+    kernel: Option<&SlotKernel>,
     keys: &[SigningKey],
     out: &Path,
 ) -> Result<BuildReport> {
     validate_name(&params.name)?;
     validate_version(&params.version)?;
+    let params = BuildParams {
+        kernel: kernel.map(|k| k.info.clone()),
+        ..params.clone()
+    };
     let opts = FsOptions::new(
         params.fs_type,
         params.created,
@@ -352,16 +364,29 @@ pub fn build_from_root(
         all_root,
     );
     let mut tmp = AtomicFile::create(out, 0o644)?;
-    match src {
-        RootSource::Dir(dir) => crate::fs::build_fs(dir, tmp.tmp_path(), &opts)?,
-        RootSource::Tar(tar) => crate::stage::build_fs_from_tar(tar, out, tmp.tmp_path(), &opts)?,
+    match (src, kernel) {
+        (RootSource::Dir(dir), Some(k)) if check_tree(dir, &k.info)? != Present::All => {
+            let stage = TempPath::register(
+                crate::atomic::temp_name(out, "stage")
+                    .map_err(|e| Error::io("name a staging directory for", out, e))?,
+            );
+            std::fs::create_dir(stage.path())
+                .map_err(|e| Error::io("create staging directory", stage.path(), e))?;
+            crate::linktree::mirror(dir, stage.path())?;
+            crate::slot_kernel::place(stage.path(), k)?;
+            crate::fs::build_fs(stage.path(), tmp.tmp_path(), &opts)?;
+        }
+        (RootSource::Dir(dir), _) => crate::fs::build_fs(dir, tmp.tmp_path(), &opts)?,
+        (RootSource::Tar(tar), k) => {
+            crate::stage::build_fs_from_tar(tar, k, out, tmp.tmp_path(), &opts)?
+        }
     }
     // The tool wrote the file by its path (and may have replaced it): open it again.
     tmp.reopen()?;
     tmp.file()
         .set_permissions(std::fs::Permissions::from_mode(0o644))
         .map_err(|e| Error::io("set mode of", out, e))?;
-    let report = seal_in_place(tmp.file(), params, keys)?;
+    let report = seal_in_place(tmp.file(), &params, keys)?;
     tmp.commit()?;
     Ok(report)
 }
