@@ -15,7 +15,7 @@ use stele_verifier::exit::{Exit, Report};
 use stele_verifier::layout;
 
 use crate::cpio::{Archive, CpioError};
-use crate::modules::{ModuleDb, ModulesError, DEFAULT_MODULES};
+use crate::modules::{takes_nowayout, ModuleDb, ModulesError, DEFAULT_MODULES};
 
 /// Keys `stele initramfs` writes itself, and the option that sets each.
 pub const GENERATED_KEYS: &[(&str, &str)] = &[
@@ -308,8 +308,9 @@ pub fn build(spec: &InitramfsSpec) -> Result<(Archive, Vec<String>), InitramfsEr
         modules: order.clone(),
         watchdog_modules: resolved
             .iter()
-            .filter(|m| m.is_watchdog())
-            .map(|m| m.file_name.clone())
+            .zip(&files)
+            .filter(|(m, f)| m.in_watchdog_dir() && takes_nowayout(&f.data))
+            .map(|(m, _)| m.file_name.clone())
             .collect(),
         stage2: spec.stage2,
         kernel_sha256,
@@ -684,6 +685,7 @@ mod tests {
                 "virtio_ring.ko",
                 "virtio.ko",
                 "virtio_blk.ko",
+                "watchdog.ko",
                 "i6300esb.ko"
             ]
         );
