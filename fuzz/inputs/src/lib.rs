@@ -8,6 +8,7 @@
 //! `run`. The tests check that the three lists agree.
 
 pub mod codec;
+pub mod config;
 pub mod envelope;
 pub mod footer;
 pub mod slot;
@@ -99,6 +100,20 @@ pub const TARGETS: &[Target] = &[
         seeds: state::seeds,
         stages: state::STAGES,
         depth: state::depth,
+    },
+    Target {
+        name: "boot_toml",
+        run: config::run_boot,
+        seeds: config::boot_seeds,
+        stages: config::STAGES,
+        depth: config::boot_depth,
+    },
+    Target {
+        name: "system_toml",
+        run: config::run_system,
+        seeds: config::system_seeds,
+        stages: config::STAGES,
+        depth: config::system_depth,
     },
 ];
 
