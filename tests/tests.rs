@@ -20,6 +20,9 @@
 //! - boot: the real kernel under QEMU boots our initramfs and disk (needs `cargo xtask test`)
 //! - uefi_vm: OVMF boots the ESP's UKI, Secure Boot refuses unsigned and ignores loader
 //!   command lines, SeaBIOS boots the same disk through SYSLINUX
+//! - kexec_vm: stage 1 kexecs into the slot's kernel and stage 2 verifies the same slot;
+//!   the same-kernel fast path; panicking and hanging (watchdog) slot kernels fall back; an
+//!   update with a new kernel and stele-init installed in the guest
 //! - vm_owners: an image from a tar boots with its owners and a working file capability
 //! - vm_init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
 
@@ -39,6 +42,7 @@ mod cli_tamper;
 mod cli_uki;
 mod cli_update;
 mod cli_verity;
+mod kexec_vm;
 mod uefi_vm;
 mod update_vm;
 mod vm_init;

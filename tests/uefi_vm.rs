@@ -446,3 +446,141 @@ fn bios_boots_the_same_disk_through_syslinux() {
         "not the UKI's command line: {cmdline}"
     );
 }
+
+/// `sbsign` with the test db key.
+fn db_signed(dir: &Path, unsigned: &Path) -> PathBuf {
+    let a = artifacts();
+    let out = dir.join("vmlinuz.db-signed");
+    crate::util::need_tool("sbsign");
+    let key = a.dir.join("db.key");
+    let o = std::process::Command::new("sbsign")
+        .arg("--key")
+        .arg(&key)
+        .arg("--cert")
+        .arg(&a.db_cert)
+        .arg("--output")
+        .arg(&out)
+        .arg(unsigned)
+        .output()
+        .expect("sbsign");
+    assert!(o.status.success(), "sbsign: {o:?}");
+    out
+}
+
+/// Under Secure Boot the stage-1 kernel is locked down: kexec_file_load refuses a slot
+/// kernel that no db key signed. That slot is refused with the line that says so and marked,
+/// and the other slot, whose kernel the test db key signed, kexecs in the same boot; its
+/// stage 2 verifies it and runs the service.
+#[test]
+fn secure_boot_refuses_a_slot_kernel_without_a_db_signature_and_kexecs_a_signed_one() {
+    let a = artifacts();
+    let dir = a.dir.join("sb-kexec");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = |n: &str| dir.join(n).display().to_string();
+    let unsigned = dir.join("vmlinuz.unsigned");
+    std::fs::copy(var("STELE_KERNEL"), &unsigned).unwrap();
+    crate::util::need_tool("sbattach");
+    let o = std::process::Command::new("sbattach")
+        .arg("--remove")
+        .arg(&unsigned)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "sbattach --remove: {o:?}");
+    let signed = db_signed(&dir, &unsigned);
+    run(&[
+        "initramfs",
+        "--stage2",
+        "--modules-dir",
+        &var("STELE_MODULES"),
+        "--init",
+        &var("STELE_INIT"),
+        "--key",
+        &a.dir.join("release.pub").display().to_string(),
+        "--out",
+        &p("stage2.cpio"),
+    ]);
+    let image = |kernel: &Path, version: &str, out: &str| {
+        run(&[
+            "image",
+            "build",
+            "--rootfs",
+            &a.dir.join("rootfs").display().to_string(),
+            "--key",
+            &a.dir.join("release.key").display().to_string(),
+            "--name",
+            "test",
+            "--version",
+            version,
+            "--rollback-index",
+            "1",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--initrd",
+            &p("stage2.cpio"),
+            "--kernel-cmdline",
+            "console=ttyS0",
+            "--out",
+            &p(out),
+        ]);
+        p(out)
+    };
+    let (slot_a, slot_b) = (
+        image(&unsigned, "1.0.0", "a.img"),
+        image(&signed, "1.0.1", "b.img"),
+    );
+    let disk = dir.join("disk.img");
+    run(&[
+        "disk",
+        "create",
+        "--out",
+        disk.to_str().unwrap(),
+        "--slot-size",
+        "32M",
+        "--a",
+        &slot_a,
+        "--b",
+        &slot_b,
+        "--uki",
+        a.signed.to_str().unwrap(),
+    ]);
+    let (fw, _vars) = uefi(Some(&a.db_cert), None);
+    let mut vm = start(fw, &disk, &dir);
+    expect(&mut vm, "Kernel is locked down from EFI Secure Boot");
+    expect(&mut vm, "stele: slot=a version=1.0.0");
+    // The errno depends on the kernel's configuration: Debian 6.1 enforces kexec
+    // signatures under Secure Boot, so a kernel without one is ENODATA (plain lockdown
+    // says EPERM, an untrusted signature EKEYREJECTED).
+    let refused = expect(&mut vm, "stele: refused slot a:");
+    assert!(
+        refused.contains("stele: refused slot a: kernel refused by kexec_file_load: E")
+            && refused
+                .ends_with("(under Secure Boot the slot's kernel must be signed by a db key)"),
+        "{refused}"
+    );
+    expect(&mut vm, "stele: slot=b version=1.0.1");
+    expect(&mut vm, "stele: slot=b kernel ");
+    expect(&mut vm, "kexec_core: Starting new kernel");
+    expect(
+        &mut vm,
+        "Command line: console=ttyS0 stele.stage2=b panic=10",
+    );
+    expect(&mut vm, "stele: slot=b version=1.0.1");
+    expect(&mut vm, "stele: ready");
+    expect(&mut vm, "svc: hello from the verified root");
+    expect(&mut vm, "stele: shutdown: poweroff");
+    vm.wait_exit(BOOT).expect("the VM powers off");
+    assert_eq!(vm.boot_count(), 2, "stage 1 and the signed slot kernel");
+    // Slot a is marked unbootable on disk (the refusal was the slot's fault).
+    let status = run(&[
+        "update",
+        "status",
+        "--disk",
+        disk.to_str().unwrap(),
+        "--key",
+        &a.dir.join("release.pub").display().to_string(),
+    ]);
+    assert!(
+        status.contains("slot a: version=1.0.0 rollback_index=1 priority=0"),
+        "{status}"
+    );
+}
