@@ -132,7 +132,13 @@ fn raw_initrd(lab: &Lab, out: &str, init: Option<&str>) -> PathBuf {
 
 /// Boots `initrd` (stage 1) with `disks`; a guest reboot starts stage 1 again.
 fn boot(lab: &Lab, initrd: &Path, disks: &[&Path], watchdog: bool) -> Vm {
+    boot_with(lab, initrd, disks, watchdog, "")
+}
+
+/// [`boot`] with `append` on the kernel command line.
+fn boot_with(lab: &Lab, initrd: &Path, disks: &[&Path], watchdog: bool, append: &str) -> Vm {
     let mut cfg = VmConfig::from_env(var("STELE_KERNEL"), initrd);
+    cfg.append = append.to_string();
     for (i, d) in disks.iter().enumerate() {
         cfg.disks.push((d.to_path_buf(), i > 0));
     }
@@ -207,7 +213,12 @@ fn kexec_into_the_slots_kernel_and_stage_2_verifies_the_same_slot() {
     let v2 = kernel_image(&lab, &r2, ("2.0.0", 2), (&kernel, &stage2), "v2.img");
     let disk = updated_disk(&lab, &v2);
     let initrd = stage1(&lab, "", &[]);
-    let mut vm = boot(&lab, &initrd, &[&disk], false);
+    // Nothing on stage 1's command line can skip the try.
+    let mut vm = boot_with(&lab, &initrd, &[&disk], false, "stele.stage2=b");
+    expect(
+        &mut vm,
+        "stele: warning: kernel option stele.stage2=b ignored: this is a stage-1 initramfs",
+    );
     let first = expect(&mut vm, " verified");
     assert!(first.contains("stele: slot=b version=2.0.0"), "{first}");
     expect(
@@ -280,6 +291,30 @@ fn the_same_kernel_boots_in_place_without_kexec() {
     let console = powers_off(&mut vm);
     assert_eq!(vm.boot_count(), 1, "one kernel boot");
     assert!(!console.contains("kexec_core"), "kexec ran:\n{console}");
+}
+
+/// A stage-2 initramfs started without `stele.stage2=` (by anything but stage 1) refuses
+/// with one line and runs the failure action.
+#[test]
+fn a_stage_2_initramfs_boots_nothing_on_its_own() {
+    let lab = Lab::new();
+    lab.keygen("release");
+    let r = lab.rootfs("root", SYSTEM, &[("bin/app", SHOW_AND_POWER_OFF, 0o755)]);
+    let img = lab.image(&r, "release", "1.0.0", 1, "slot.img");
+    let disk = lab.disk(&img, None);
+    let stage2 = initramfs(&lab, "stage2.cpio", &["--stage2"]);
+    let append = "stele.on_failure=poweroff stele.failure_delay=0";
+    let mut vm = boot_with(&lab, &stage2, &[&disk], false, append);
+    let refused = expect(&mut vm, "stele: no bootable slot:");
+    assert!(
+        refused.contains("this is a stage-2 initramfs (boot.toml stage = 2)")
+            && refused.ends_with("; poweroff in 0s"),
+        "{refused}"
+    );
+    let console = powers_off(&mut vm);
+    assert!(!console.contains(" verified"), "{console}");
+    let st = status_on_disk(&lab, &disk);
+    assert!(line(&st, "a").contains("successful=yes"), "untouched: {st}");
 }
 
 /// Both fallback tests: `tries` boots of b end in `ending` after the kexec, then a boots.
