@@ -293,6 +293,58 @@ fn the_same_kernel_boots_in_place_without_kexec() {
     assert!(!console.contains("kexec_core"), "kexec ran:\n{console}");
 }
 
+/// Stage 2 verifies the slot again with its own keys: a stage-2 initramfs that does not
+/// trust the slot's signer refuses it and marks it, and the reboot brings stage 1 back,
+/// which falls back to the other slot.
+#[test]
+fn stage_2_verifies_again_with_its_own_keys() {
+    let lab = Lab::new();
+    lab.keygen("release");
+    lab.keygen("other");
+    let kernel = stripped_kernel(&lab);
+    std::fs::write(lab.path("boot2.toml"), "failure_delay_secs = 1\n").unwrap();
+    let (modules, init) = (var("STELE_MODULES"), var("STELE_INIT"));
+    lab.stele(&[
+        "initramfs",
+        "--stage2",
+        "--modules-dir",
+        modules.to_str().unwrap(),
+        "--init",
+        init.to_str().unwrap(),
+        "--key",
+        "other.pub",
+        "--config",
+        "boot2.toml",
+        "--out",
+        "stage2-other.cpio",
+    ]);
+    let stage2 = lab.path("stage2-other.cpio");
+    let r2 = lab.rootfs("root2", SYSTEM, &[("bin/app", SHOW_AND_POWER_OFF, 0o755)]);
+    let v2 = kernel_image(&lab, &r2, ("2.0.0", 2), (&kernel, &stage2), "v2.img");
+    let disk = updated_disk(&lab, &v2);
+    let initrd = stage1(&lab, "", &[]);
+    let mut vm = boot(&lab, &initrd, &[&disk], false);
+    expect(&mut vm, "stele: slot=b version=2.0.0");
+    expect(&mut vm, "kexec_core: Starting new kernel");
+    let refused = expect(&mut vm, "stele: refused slot b:");
+    assert!(refused.contains("signature threshold not met"), "{refused}");
+    expect(&mut vm, "stele: no bootable slot: slot b:");
+    expect(&mut vm, "stele: shutdown: reboot");
+    expect(&mut vm, "stele: slot=a version=1.0.0");
+    expect(&mut vm, "stele: slot=a marked good");
+    expect(&mut vm, "svc: done");
+    let console = powers_off(&mut vm);
+    assert!(
+        !console.contains("exhausted"),
+        "b was refused, not out of tries"
+    );
+    let st = status_on_disk(&lab, &disk);
+    assert!(
+        line(&st, "b").contains("priority=0"),
+        "b marked unbootable: {st}"
+    );
+}
+
 /// A stage-2 initramfs started without `stele.stage2=` (by anything but stage 1) refuses
 /// with one line and runs the failure action.
 #[test]
