@@ -251,27 +251,18 @@ fn build(a: &BuildArgs) -> CliResult {
         .rootfs_tar
         .as_deref()
         .map(stele_image::stage::TarInput::parse);
-    let report = match (&a.rootfs, &tar, &a.fs_image) {
-        (Some(dir), None, None) => build_from_root(
-            RootSource::Dir(dir),
-            &params,
-            a.all_root,
-            kernel.as_ref(),
-            &keys,
-            &a.out,
-        )?,
-        (None, Some(tar), None) => build_from_root(
-            RootSource::Tar(tar),
-            &params,
-            a.all_root,
-            kernel.as_ref(),
-            &keys,
-            &a.out,
-        )?,
-        (None, None, Some(img)) => {
-            stele_image::slot::build_from_fs_image(img, &params, &keys, &a.out)?
-        }
+    let root = match (&a.rootfs, &tar, &a.fs_image) {
+        (Some(dir), None, None) => Some(RootSource::Dir(dir)),
+        (None, Some(tar), None) => Some(RootSource::Tar(tar)),
+        (None, None, Some(_)) => None,
         _ => return Err(Usage::OneInput.into()),
+    };
+    let report = match (root, &a.fs_image) {
+        (Some(src), _) => {
+            build_from_root(src, &params, a.all_root, kernel.as_ref(), &keys, &a.out)?
+        }
+        (None, Some(img)) => stele_image::slot::build_from_fs_image(img, &params, &keys, &a.out)?,
+        (None, None) => return Err(Usage::OneInput.into()),
     };
     print_report(&a.out, &report);
     Ok(())

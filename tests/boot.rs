@@ -125,22 +125,37 @@ impl Lab {
 
     /// `stele image build` of `rootfs` signed with `key`.
     pub fn image(&self, rootfs: &Path, key: &str, version: &str, index: u64, out: &str) -> PathBuf {
-        self.stele(&[
+        self.image_with(rootfs, key, (version, index), out, &[])
+    }
+
+    /// [`Lab::image`] with more options (`--kernel ...`).
+    pub fn image_with(
+        &self,
+        rootfs: &Path,
+        key: &str,
+        (version, index): (&str, u64),
+        out: &str,
+        extra: &[&str],
+    ) -> PathBuf {
+        let (key, index) = (format!("{key}.key"), index.to_string());
+        let mut args = vec![
             "image",
             "build",
             "--rootfs",
             rootfs.to_str().unwrap(),
             "--key",
-            &format!("{key}.key"),
+            &key,
             "--name",
             "test",
             "--version",
             version,
             "--rollback-index",
-            &index.to_string(),
+            &index,
             "--out",
             out,
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        self.stele(&args);
         self.path(out)
     }
 

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use crate::cli_owners::{owners_tree, tar_of};
+use crate::cli_owners::{build_args, owners_tree, tar_of};
 use crate::util::*;
 
 const FILESYSTEMS: [&str; 3] = ["erofs", "squashfs", "ext4"];
@@ -28,26 +28,10 @@ fn kernel_files(fx: &Fixture) -> (String, String) {
     (k.display().to_string(), i.display().to_string())
 }
 
+/// `stele image build` as tests/cli_owners.rs builds, with the fixture's salt.
 fn args<'a>(input: &[&'a str], key: &'a str, fs: &'a str, out: &'a str) -> Vec<&'a str> {
-    let mut a = vec!["image", "build"];
-    a.extend_from_slice(input);
-    a.extend([
-        "--key",
-        key,
-        "--name",
-        "k",
-        "--version",
-        "1",
-        "--rollback-index",
-        "1",
-        "--salt",
-        SALT,
-        "--fs",
-        fs,
-        "--out",
-        out,
-    ]);
-    a
+    let with_salt = [input, &["--salt", SALT]].concat();
+    build_args(&with_salt, key, out, fs)
 }
 
 /// Mode, uid, gid, inode, size and content hash of one path.

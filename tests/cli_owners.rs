@@ -68,7 +68,7 @@ pub fn tar_of(root: &Path, out: &Path) {
     assert!(st.success());
 }
 
-fn build_args<'a>(input: &[&'a str], key: &'a str, out: &'a str, fs: &'a str) -> Vec<&'a str> {
+pub fn build_args<'a>(input: &[&'a str], key: &'a str, out: &'a str, fs: &'a str) -> Vec<&'a str> {
     let mut a = vec!["image", "build"];
     a.extend_from_slice(input);
     a.extend([

@@ -45,21 +45,22 @@ fn stripped_kernel(lab: &Lab) -> PathBuf {
     k
 }
 
-/// `stele initramfs` trusting release.pub with `extra` options (`--kernel`, `--stage2`,
-/// `--module`, `--config`, `--init`); `--init` defaults to the static stele-init.
+/// `stele initramfs` with `extra` options (`--kernel`, `--stage2`, `--module`, `--config`,
+/// `--init`, `--key`); `--init` defaults to the static stele-init, `--key` to release.pub.
 fn initramfs(lab: &Lab, out: &str, extra: &[&str]) -> PathBuf {
     let (modules, init) = (var("STELE_MODULES"), var("STELE_INIT"));
     let mut args = vec![
         "initramfs",
         "--modules-dir",
         modules.to_str().unwrap(),
-        "--key",
-        "release.pub",
         "--out",
         out,
     ];
     if !extra.contains(&"--init") {
         args.extend(["--init", init.to_str().unwrap()]);
+    }
+    if !extra.contains(&"--key") {
+        args.extend(["--key", "release.pub"]);
     }
     args.extend_from_slice(extra);
     lab.stele(&args);
@@ -84,33 +85,19 @@ fn stage1(lab: &Lab, config: &str, extra: &[&str]) -> PathBuf {
 fn kernel_image(
     lab: &Lab,
     root: &Path,
-    (version, index): (&str, u64),
+    version: (&str, u64),
     (kernel, initrd): (&Path, &Path),
     out: &str,
 ) -> PathBuf {
-    lab.stele(&[
-        "image",
-        "build",
-        "--rootfs",
-        root.to_str().unwrap(),
-        "--key",
-        "release.key",
-        "--name",
-        "test",
-        "--version",
-        version,
-        "--rollback-index",
-        &index.to_string(),
+    let files = [
         "--kernel",
         kernel.to_str().unwrap(),
         "--initrd",
         initrd.to_str().unwrap(),
         "--kernel-cmdline",
         "console=ttyS0",
-        "--out",
-        out,
-    ]);
-    lab.path(out)
+    ];
+    lab.image_with(root, "release", version, out, &files)
 }
 
 /// A handmade initrd with busybox and `init` as /init (or no /init at all).
@@ -303,22 +290,11 @@ fn stage_2_verifies_again_with_its_own_keys() {
     lab.keygen("other");
     let kernel = stripped_kernel(&lab);
     std::fs::write(lab.path("boot2.toml"), "failure_delay_secs = 1\n").unwrap();
-    let (modules, init) = (var("STELE_MODULES"), var("STELE_INIT"));
-    lab.stele(&[
-        "initramfs",
-        "--stage2",
-        "--modules-dir",
-        modules.to_str().unwrap(),
-        "--init",
-        init.to_str().unwrap(),
-        "--key",
-        "other.pub",
-        "--config",
-        "boot2.toml",
-        "--out",
+    let stage2 = initramfs(
+        &lab,
         "stage2-other.cpio",
-    ]);
-    let stage2 = lab.path("stage2-other.cpio");
+        &["--stage2", "--key", "other.pub", "--config", "boot2.toml"],
+    );
     let r2 = lab.rootfs("root2", SYSTEM, &[("bin/app", SHOW_AND_POWER_OFF, 0o755)]);
     let v2 = kernel_image(&lab, &r2, ("2.0.0", 2), (&kernel, &stage2), "v2.img");
     let disk = updated_disk(&lab, &v2);
