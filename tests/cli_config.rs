@@ -9,6 +9,7 @@ use stele_verifier::config::cases::{File, CASES};
 use stele_verifier::config::{BootConfig, SystemConfig};
 use stele_verifier::exit::error_line;
 
+use crate::fixture::Fixture;
 use crate::util::*;
 
 /// A 64-bit ELF header with one PT_LOAD program header and no interpreter: what
@@ -26,23 +27,10 @@ pub fn static_elf() -> Vec<u8> {
 }
 
 /// `stele image build` of `root` signed with `key` into `out`.
-fn build(root: &str, key: &str, out: &Path) -> Out {
-    stele(&[
-        "image",
-        "build",
-        "--rootfs",
-        root,
-        "--key",
-        key,
-        "--name",
-        "demo",
-        "--version",
-        "1",
-        "--rollback-index",
-        "1",
-        "--out",
-        out.to_str().expect("utf-8"),
-    ])
+fn build(fx: &Fixture, root: &str, key: &str, out: &Path) -> Out {
+    fx.image(root, key)
+        .version("1")
+        .run(out.to_str().expect("utf-8"))
 }
 
 /// The single stderr line of a refusal, exit 2, nothing at `out` nor beside it.
@@ -67,28 +55,21 @@ fn initramfs_config_refuses_what_stele_init_refuses() {
     let out_dir = fx.path("out");
     std::fs::create_dir(&out_dir).expect("mkdir");
     let out = out_dir.join("initrd");
+    // The builder writes its config text to boot.toml and passes it as --config.
     let cfg = fx.path("boot.toml");
-    let run = || {
-        stele(&[
-            "initramfs",
-            "--modules-dir",
-            modules.to_str().expect("utf-8"),
-            "--no-default-modules",
-            "--key",
-            &p,
-            "--init",
-            init.to_str().expect("utf-8"),
-            "--config",
-            cfg.to_str().expect("utf-8"),
-            "--out",
-            out.to_str().expect("utf-8"),
-        ])
+    let run = |text: &str| {
+        fx.initramfs(&[&p])
+            .modules_dir(modules.to_str().expect("utf-8"))
+            .init(init.to_str().expect("utf-8"))
+            .args(&["--no-default-modules"])
+            .config(text)
+            .out("out/initrd")
+            .run()
     };
     let origin = cfg.display().to_string();
     let mut seen = 0;
     for case in CASES.iter().filter(|c| c.file != File::System) {
-        std::fs::write(&cfg, case.text).expect("write boot.toml");
-        let res = run();
+        let res = run(case.text);
         if case.file == File::BootGenerated {
             // The user's file may not set what the builder generates; PID 1's rule for
             // those values is applied to what it generates instead.
@@ -110,8 +91,7 @@ fn initramfs_config_refuses_what_stele_init_refuses() {
     }
     assert!(seen > 20, "{seen} boot.toml cases");
     // The same builder accepts a valid file (so the refusals above are about the values).
-    std::fs::write(&cfg, "data_mount = \"/srv\"\nfailure_delay_secs = 3\n").expect("write");
-    ok(run());
+    ok(run("data_mount = \"/srv\"\nfailure_delay_secs = 3\n"));
     let cpio = std::fs::read(&out).expect("initrd written");
     let text = String::from_utf8_lossy(&cpio);
     assert!(
@@ -127,7 +107,7 @@ fn image_build_refuses_a_system_toml_stele_init_would_refuse() {
     let out_dir = fx.path("out");
     std::fs::create_dir(&out_dir).expect("mkdir");
     let out = out_dir.join("s.img");
-    let root = fx.rootfs("root", false);
+    let root = fx.tree("root", false).build();
     let system = Path::new(&root).join("etc/stele/system.toml");
     let origin = system.display().to_string();
     let mut seen = 0;
@@ -135,7 +115,7 @@ fn image_build_refuses_a_system_toml_stele_init_would_refuse() {
         std::fs::write(&system, case.text).expect("write system.toml");
         let pid1 = SystemConfig::parse(case.text, &origin).expect_err(case.text);
         let want = format!("stele: error: {}", error_line(&pid1.to_string()));
-        refused_with(&build(&root, &k, &out), &want, &out);
+        refused_with(&build(&fx, &root, &k, &out), &want, &out);
         seen += 1;
     }
     assert!(seen > 20, "{seen} system.toml cases");
@@ -148,7 +128,7 @@ fn image_build_refuses_programs_the_rootfs_does_not_have() {
     need_tool("mkfs.erofs");
     let fx = Fixture::new();
     let (k, p) = fx.keygen("k");
-    let root = fx.rootfs("root", false);
+    let root = fx.tree("root", false).build();
     let r = Path::new(&root);
     std::os::unix::fs::symlink("/bin/sh", r.join("usr/bin/hostsh")).expect("symlink");
     let system = r.join("etc/stele/system.toml");
@@ -167,13 +147,13 @@ fn image_build_refuses_programs_the_rootfs_does_not_have() {
         ),
     ] {
         std::fs::write(&system, text).expect("write system.toml");
-        let res = build(&root, &k, &out);
+        let res = build(&fx, &root, &k, &out);
         fails(&res, 2, &[&format!("invalid {origin}: {key}: "), why]);
         assert!(!out.exists());
     }
     // Through the tree's own symlink (bin -> usr/bin) it is found: the image builds.
     std::fs::write(&system, "exec = [\"/bin/hello\"]\n").expect("write system.toml");
-    ok(build(&root, &k, &out));
+    ok(build(&fx, &root, &k, &out));
     ok(stele(&[
         "verify",
         out.to_str().expect("utf-8"),

@@ -1,12 +1,13 @@
 //! Building, verifying and inspecting slot images; layout per FORMATS.md; atomic output.
 
+use crate::fixture::{Fixture, SALT};
 use crate::util::*;
 
 #[test]
 fn build_verify_inspect_round_trip() {
     let fx = Fixture::new();
     let (k, p) = fx.keygen("a");
-    let img = fx.build("s.img", &k, &[]);
+    let img = fx.build("s.img", &k);
     let bytes = std::fs::read(&img).unwrap();
     let r = regions(&bytes);
     assert_eq!(r.sig_count, 1);
@@ -64,7 +65,7 @@ fn build_verify_inspect_round_trip() {
 fn verifies_inside_a_larger_partition() {
     let fx = Fixture::new();
     let (k, p) = fx.keygen("a");
-    let img = fx.build("s.img", &k, &[]);
+    let img = fx.build("s.img", &k);
     let bytes = std::fs::read(&img).unwrap();
     let r = regions(&bytes);
     let mut part = bytes[..r.footer].to_vec();
@@ -89,32 +90,13 @@ fn verifies_inside_a_larger_partition() {
 fn created_follows_source_date_epoch() {
     let fx = Fixture::new();
     let (k, _) = fx.keygen("a");
-    let root = fx.rootfs("root", false);
-    let img = fx.p("s.img");
-    let args = [
-        "image",
-        "build",
-        "--rootfs",
-        &root,
-        "--key",
-        &k,
-        "--name",
-        "demo",
-        "--version",
-        "2",
-        "--rollback-index",
-        "1",
-        "--out",
-        &img,
-        "--fs",
-        "squashfs",
-    ];
-    need_tool("mksquashfs");
-    ok(stele_env(&args, &[("SOURCE_DATE_EPOCH", "1700000000")]));
+    let root = fx.tree("root", false).build();
+    let build = fx.image(&root, &k).version("2").fs("squashfs");
+    let img = build.clone().epoch("1700000000").build("s.img");
     let body = String::from_utf8(body(&std::fs::read(&img).unwrap())).unwrap();
     assert!(body.contains("created = 1700000000"), "{body}");
     assert!(body.contains("type = \"squashfs\""), "{body}");
-    let out = stele_env(&args, &[("SOURCE_DATE_EPOCH", "soon")]);
+    let out = build.epoch("soon").run("s.img");
     fails(&out, 2, &["SOURCE_DATE_EPOCH"]);
 }
 
@@ -122,7 +104,7 @@ fn created_follows_source_date_epoch() {
 fn hash_tree_is_accepted_by_veritysetup() {
     let fx = Fixture::new();
     let (k, _) = fx.keygen("a");
-    let img = fx.build("s.img", &k, &[]);
+    let img = fx.build("s.img", &k);
     let bytes = std::fs::read(&img).unwrap();
     let r = regions(&bytes);
     let b = String::from_utf8(body(&bytes)).unwrap();
@@ -152,31 +134,17 @@ fn hash_tree_is_accepted_by_veritysetup() {
 fn wraps_an_existing_filesystem_image() {
     let fx = Fixture::new();
     let (k, p) = fx.keygen("a");
-    let root = fx.rootfs("root", false);
+    let root = fx.tree("root", false).build();
     let fsimg = fx.p("root.erofs");
     let o = host("mkfs.erofs", &[&fsimg, &root]);
     assert_eq!(o.code, 0, "{o:?}");
-    let img = fx.p("s.img");
-    ok(stele(&[
-        "image",
-        "build",
-        "--fs-image",
-        &fsimg,
-        "--key",
-        &k,
-        "--name",
-        "wrapped",
-        "--version",
-        "3",
-        "--rollback-index",
-        "3",
-        "--out",
-        &img,
-        "--data-block-size",
-        "1024",
-        "--hash-block-size",
-        "4096",
-    ]));
+    let img = fx
+        .fs_image(&fsimg, &k)
+        .name("wrapped")
+        .version("3")
+        .index(3)
+        .args(&["--data-block-size", "1024", "--hash-block-size", "4096"])
+        .build("s.img");
     let bytes = std::fs::read(&img).unwrap();
     let fs = std::fs::read(&fsimg).unwrap();
     assert_eq!(&bytes[..fs.len()], fs.as_slice());
@@ -198,48 +166,14 @@ fn failed_build_leaves_nothing_behind() {
     let (k, _) = fx.keygen("a");
     let out_dir = fx.path("out");
     std::fs::create_dir(&out_dir).unwrap();
-    let img = out_dir.join("s.img").display().to_string();
     let missing = fx.p("no-such-dir");
-    let out = stele(&[
-        "image",
-        "build",
-        "--rootfs",
-        &missing,
-        "--key",
-        &k,
-        "--name",
-        "demo",
-        "--version",
-        "1",
-        "--rollback-index",
-        "1",
-        "--out",
-        &img,
-    ]);
+    let out = fx.image(&missing, &k).version("1").run("out/s.img");
     fails(&out, 3, &["no-such-dir"]);
     // A name under the rootfs that the ext4 build cannot take (a backslash) fails
     // after the temporary output file was created.
-    let root = fx.rootfs("root", false);
+    let root = fx.tree("root", false).build();
     std::fs::write(format!("{root}/back\\slash"), "x").unwrap();
-    need_tool("mkfs.ext4");
-    let out = stele(&[
-        "image",
-        "build",
-        "--rootfs",
-        &root,
-        "--key",
-        &k,
-        "--name",
-        "demo",
-        "--version",
-        "1",
-        "--rollback-index",
-        "1",
-        "--out",
-        &img,
-        "--fs",
-        "ext4",
-    ]);
+    let out = fx.image(&root, &k).version("1").fs("ext4").run("out/s.img");
     fails(&out, 2, &["backslashes"]);
     assert_eq!(
         std::fs::read_dir(&out_dir).unwrap().count(),
@@ -252,55 +186,21 @@ fn failed_build_leaves_nothing_behind() {
 fn bad_arguments_are_usage_errors() {
     let fx = Fixture::new();
     let (k, _) = fx.keygen("a");
-    let root = fx.rootfs("root", false);
-    let img = fx.p("s.img");
-    let base = [
-        "image",
-        "build",
-        "--rootfs",
-        &root,
-        "--key",
-        &k,
-        "--version",
-        "1",
-        "--rollback-index",
-        "1",
-        "--out",
-        &img,
-    ];
-    let with = |extra: &[&str]| {
-        let mut a = base.to_vec();
-        a.extend_from_slice(extra);
-        stele(&a)
-    };
-    fails(&with(&["--name", "bad name"]), 2, &["--name"]);
-    fails(&with(&["--name", "x", "--fs", "vfat"]), 2, &["vfat"]);
-    fails(&with(&["--name", "x", "--salt", "xyz"]), 2, &["--salt"]);
-    fails(
-        &with(&["--name", "x", "--data-block-size", "1000"]),
-        2,
-        &["--data-block-size"],
-    );
+    let root = fx.tree("root", false).build();
+    let x = || fx.image(&root, &k).name("x").version("1");
+    fails(&x().name("bad name").run("s.img"), 2, &["--name"]);
+    fails(&x().fs("vfat").run("s.img"), 2, &["vfat"]);
+    fails(&x().salt("xyz").run("s.img"), 2, &["--salt"]);
+    let dbs = x().args(&["--data-block-size", "1000"]).run("s.img");
+    fails(&dbs, 2, &["--data-block-size"]);
     assert_eq!(stele(&["image", "build"]).code, 2);
-    assert!(!std::path::Path::new(&img).exists());
+    assert!(!fx.path("s.img").exists());
     // A malformed private key is the user's input: usage error naming the file.
     std::fs::write(fx.path("bad.key"), "not a key").unwrap();
-    let bad = fx.p("bad.key");
-    let out = stele(&[
-        "image",
-        "build",
-        "--rootfs",
-        &root,
-        "--key",
-        &bad,
-        "--name",
-        "x",
-        "--version",
-        "1",
-        "--rollback-index",
-        "1",
-        "--out",
-        &img,
-    ]);
+    let out = fx
+        .image(&root, &fx.p("bad.key"))
+        .name("x")
+        .version("1")
+        .run("s.img");
     fails(&out, 2, &["bad.key"]);
 }

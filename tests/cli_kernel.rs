@@ -10,7 +10,8 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use crate::cli_owners::{build_args, owners_tree, tar_of};
+use crate::cli_owners::{owners, owners_tree, tar_of};
+use crate::fixture::{Fixture, Image, SALT};
 use crate::util::*;
 
 const FILESYSTEMS: [&str; 3] = ["erofs", "squashfs", "ext4"];
@@ -28,10 +29,10 @@ fn kernel_files(fx: &Fixture) -> (String, String) {
     (k.display().to_string(), i.display().to_string())
 }
 
-/// `stele image build` as tests/cli_owners.rs builds, with the fixture's salt.
-fn args<'a>(input: &[&'a str], key: &'a str, fs: &'a str, out: &'a str) -> Vec<&'a str> {
-    let with_salt = [input, &["--salt", SALT]].concat();
-    build_args(&with_salt, key, out, fs)
+/// The build of tests/cli_owners.rs in filesystem `fs`, with the fixture's salt and
+/// `extra` options.
+fn build<'a>(image: Image<'a>, fs: &str, extra: &[&str]) -> Image<'a> {
+    owners(image, fs).salt(SALT).args(extra)
 }
 
 /// Mode, uid, gid, inode, size and content hash of one path.
@@ -93,8 +94,6 @@ fn kernel_files_go_in_as_if_the_tree_held_them_and_the_tree_is_left_alone() {
     let r = root.display().to_string();
     let before = snapshot(&root);
     let with = [
-        "--rootfs",
-        &r,
         "--kernel",
         &kernel,
         "--initrd",
@@ -104,7 +103,7 @@ fn kernel_files_go_in_as_if_the_tree_held_them_and_the_tree_is_left_alone() {
     ];
     for fs in FILESYSTEMS {
         let img = fx.p(&format!("{fs}-k.img"));
-        let line = ok(stele(&args(&with, &k, fs, &img)));
+        let line = ok(build(fx.image(&r, &k), fs, &with).run(&img));
         let sha = |f: &str| Sha256::digest(std::fs::read(f).unwrap());
         let ksha = stele_verifier::hex::encode(&sha(&kernel));
         assert!(
@@ -132,7 +131,7 @@ fn kernel_files_go_in_as_if_the_tree_held_them_and_the_tree_is_left_alone() {
             "{text}"
         );
         assert_eq!(snapshot(&root), before, "{fs}: the root tree was changed");
-        let left: Vec<_> = std::fs::read_dir(fx.dir.path())
+        let left: Vec<_> = std::fs::read_dir(fx.dir())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n.contains("stele-"))
@@ -144,7 +143,7 @@ fn kernel_files_go_in_as_if_the_tree_held_them_and_the_tree_is_left_alone() {
     place_by_hand(&root, &kernel, &initrd);
     for fs in FILESYSTEMS {
         let img = fx.p(&format!("{fs}-hand.img"));
-        let line = ok(stele(&args(&["--rootfs", &r], &k, fs, &img)));
+        let line = ok(build(fx.image(&r, &k), fs, &[]).run(&img));
         assert!(!line.contains("kernel="), "{line}");
         assert!(
             fs_bytes(&img) == fs_bytes(&fx.p(&format!("{fs}-k.img"))),
@@ -152,7 +151,7 @@ fn kernel_files_go_in_as_if_the_tree_held_them_and_the_tree_is_left_alone() {
         );
         // A tree that holds the very same files already: accepted, nothing staged.
         let again = fx.p(&format!("{fs}-again.img"));
-        ok(stele(&args(&with, &k, fs, &again)));
+        ok(build(fx.image(&r, &k), fs, &with).run(&again));
         assert!(fs_bytes(&again) == fs_bytes(&img), "{fs}");
     }
 }
@@ -171,20 +170,19 @@ fn tar_builds_add_the_kernel_files_also_for_an_unprivileged_user() {
     place_by_hand(&held, &kernel, &initrd);
     let held_tar = fx.path("held.tar");
     tar_of(&held, &held_tar);
-    std::fs::set_permissions(fx.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(fx.dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
     for f in [&k, &kernel, &initrd] {
         std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
     }
     need_tool("setpriv");
     need_tool("fakeroot");
     let (t, ht) = (tar.display().to_string(), held_tar.display().to_string());
-    let with = ["--rootfs-tar", &t, "--kernel", &kernel, "--initrd", &initrd];
-    let held = ["--rootfs-tar", &ht];
-    let as_user = |a: &[&str]| {
+    let with = ["--kernel", kernel.as_str(), "--initrd", &initrd];
+    let as_user = |a: Vec<String>| {
         let o = Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(env!("CARGO_BIN_EXE_stele"))
-            .args(a)
+            .args(&a)
             .env_remove("SOURCE_DATE_EPOCH")
             .output()
             .unwrap();
@@ -200,10 +198,10 @@ fn tar_builds_add_the_kernel_files_also_for_an_unprivileged_user() {
         // what an archive holding them gives. (fakeroot lists a file's xattrs in another
         // order than the kernel does, so the two ways differ from each other in the order
         // of the shared xattr table, with or without a kernel.)
-        as_user(&args(&with, &k, fs, &img("user")));
-        as_user(&args(&held, &k, fs, &img("user-held")));
-        ok(stele(&args(&with, &k, fs, &img("root"))));
-        ok(stele(&args(&held, &k, fs, &img("root-held"))));
+        as_user(build(fx.tar_image(&t, &k), fs, &with).argv(&img("user")));
+        as_user(build(fx.tar_image(&ht, &k), fs, &[]).argv(&img("user-held")));
+        ok(build(fx.tar_image(&t, &k), fs, &with).run(&img("root")));
+        ok(build(fx.tar_image(&ht, &k), fs, &[]).run(&img("root-held")));
         for who in ["user", "root"] {
             assert!(
                 fs_bytes(&img(who)) == fs_bytes(&img(&format!("{who}-held"))),
@@ -218,7 +216,7 @@ fn what_the_device_would_refuse_is_refused_at_build_time() {
     let fx = Fixture::new();
     let (k, _) = fx.keygen("a");
     let (kernel, initrd) = kernel_files(&fx);
-    let root = fx.rootfs("root", false);
+    let root = fx.tree("root", false).build();
     let out = fx.p("s.img");
     let build = |extra: &[&str]| {
         let mut a = vec!["image", "build"];
@@ -334,20 +332,13 @@ fn initramfs_records_the_kernel_or_the_stage() {
     let (kernel, _) = kernel_files(&fx);
     let out = fx.p("initrd");
     let run = |extra: &[&str]| {
-        let mut a = vec![
-            "initramfs",
-            "--modules-dir",
-            modules.to_str().unwrap(),
-            "--no-default-modules",
-            "--key",
-            &p,
-            "--init",
-            init.to_str().unwrap(),
-            "--out",
-            &out,
-        ];
-        a.extend_from_slice(extra);
-        stele(&a)
+        fx.initramfs(&[&p])
+            .modules_dir(modules.to_str().unwrap())
+            .init(init.to_str().unwrap())
+            .args(&["--no-default-modules"])
+            .args(extra)
+            .out("initrd")
+            .run()
     };
     let boot_toml = || {
         need_tool("cpio");
@@ -398,11 +389,11 @@ fn a_staging_tree_on_another_filesystem_copies_with_the_same_result() {
         "/dev/shm must be another filesystem than the test's temporary directory"
     );
     let r = root.display().to_string();
-    let with = ["--rootfs", &r, "--kernel", &kernel, "--initrd", &initrd];
+    let with = ["--kernel", kernel.as_str(), "--initrd", &initrd];
     let mut staged = Vec::new();
     for fs in FILESYSTEMS {
         let img = elsewhere.path().join(format!("{fs}.img"));
-        ok(stele(&args(&with, &k, fs, img.to_str().unwrap())));
+        ok(build(fx.image(&r, &k), fs, &with).run(img.to_str().unwrap()));
         staged.push(fs_bytes(img.to_str().unwrap()));
         std::fs::remove_file(&img).unwrap();
     }
@@ -410,7 +401,7 @@ fn a_staging_tree_on_another_filesystem_copies_with_the_same_result() {
     place_by_hand(&root, &kernel, &initrd);
     for (fs, bytes) in FILESYSTEMS.iter().zip(staged) {
         let img = fx.p(&format!("{fs}-hand.img"));
-        ok(stele(&args(&["--rootfs", &r], &k, fs, &img)));
+        ok(build(fx.image(&r, &k), fs, &[]).run(&img));
         assert!(
             bytes == fs_bytes(&img),
             "{fs}: the copied staging tree differs"

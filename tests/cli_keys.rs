@@ -2,6 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
+use crate::fixture::Fixture;
 use crate::util::*;
 
 #[test]
@@ -44,7 +45,7 @@ fn wrong_key_is_refused() {
     let fx = Fixture::new();
     let (k1, _p1) = fx.keygen("one");
     let (_k2, p2) = fx.keygen("two");
-    let img = fx.build("s.img", &k1, &[]);
+    let img = fx.build("s.img", &k1);
     let out = stele(&["verify", &img, "--key", &p2]);
     fails(&out, 1, &["threshold not met", "unknown"]);
 }
@@ -54,7 +55,7 @@ fn threshold_two_needs_two_signatures() {
     let fx = Fixture::new();
     let (k1, p1) = fx.keygen("one");
     let (k2, p2) = fx.keygen("two");
-    let img = fx.build("s.img", &k1, &[]);
+    let img = fx.build("s.img", &k1);
     let out = stele(&[
         "verify",
         &img,
@@ -105,7 +106,7 @@ fn openssl_generated_key_builds_and_verifies() {
     assert_eq!(o.code, 0, "{o:?}");
     let o = host("openssl", &["pkey", "-in", &k, "-pubout", "-out", &p]);
     assert_eq!(o.code, 0, "{o:?}");
-    let img = fx.build("s.img", &k, &[]);
+    let img = fx.build("s.img", &k);
     ok(stele(&["verify", &img, "--key", &p, "--full"]));
 }
 
@@ -113,7 +114,7 @@ fn openssl_generated_key_builds_and_verifies() {
 fn openssl_verifies_a_stele_signature() {
     let fx = Fixture::new();
     let (k, p) = fx.keygen("a");
-    let img = fx.build("s.img", &k, &[]);
+    let img = fx.build("s.img", &k);
     let bytes = std::fs::read(&img).unwrap();
     let mut msg = b"stele-manifest-v1\0".to_vec();
     msg.extend_from_slice(&body(&bytes));
@@ -146,7 +147,7 @@ fn external_signer_command_adds_a_checked_signature() {
     let fx = Fixture::new();
     let (k1, p1) = fx.keygen("one");
     let (k2, p2) = fx.keygen("two");
-    let img = fx.build("s.img", &k1, &[]);
+    let img = fx.build("s.img", &k1);
     // OpenSSL 3.0 cannot sign ed25519 from a pipe ("unable to determine file size for
     // oneshot operation"), so the signer is a two-line wrapper that spools stdin to a file.
     need_tool("openssl");

@@ -1,5 +1,6 @@
 //! Malformed input never panics: a clear one-line error and exit 1.
 
+use crate::fixture::Fixture;
 use crate::util::*;
 
 fn refused(fx: &Fixture, name: &str, bytes: &[u8], p: &str, needles: &[&str]) {
@@ -16,7 +17,7 @@ fn refused(fx: &Fixture, name: &str, bytes: &[u8], p: &str, needles: &[&str]) {
 fn empty_and_truncated_images() {
     let fx = Fixture::new();
     let (k, p) = fx.keygen("a");
-    let img = fx.build("s.img", &k, &[]);
+    let img = fx.build("s.img", &k);
     let bytes = std::fs::read(&img).unwrap();
     let r = regions(&bytes);
     refused(&fx, "empty.img", &[], &p, &["truncated"]);
@@ -53,7 +54,7 @@ fn empty_and_truncated_images() {
 fn footer_pointing_outside_and_absurd_lengths() {
     let fx = Fixture::new();
     let (k, p) = fx.keygen("a");
-    let img = fx.build("s.img", &k, &[]);
+    let img = fx.build("s.img", &k);
     let bytes = std::fs::read(&img).unwrap();
     let r = regions(&bytes);
     let with_footer = |mo: u64, ml: u64, il: u64| {
@@ -146,7 +147,7 @@ fn resigned(fx: &Fixture, bytes: &[u8], body: &[u8], k: &str, name: &str) -> Str
 fn sign_refuses_bodies_that_do_not_describe_the_image() {
     let fx = Fixture::new();
     let (k, _) = fx.keygen("a");
-    let img = fx.build("s.img", &k, &[]);
+    let img = fx.build("s.img", &k);
     let bytes = std::fs::read(&img).unwrap();
     let good = String::from_utf8(body(&bytes)).unwrap();
     let root = body_str(&good, "root_hash");
@@ -172,7 +173,7 @@ fn sign_refuses_bodies_that_do_not_describe_the_image() {
 fn validly_signed_but_malformed_bodies() {
     let fx = Fixture::new();
     let (k, p) = fx.keygen("a");
-    let img = fx.build("s.img", &k, &[]);
+    let img = fx.build("s.img", &k);
     let bytes = std::fs::read(&img).unwrap();
     let good = String::from_utf8(body(&bytes)).unwrap();
 

@@ -6,6 +6,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
+use crate::fixture::{Fixture, Image, SALT};
 use crate::util::*;
 
 /// `setcap cap_net_raw+ep` as stored in `security.capability` (vfs_cap_data revision 2).
@@ -14,7 +15,8 @@ pub const CAP_NET_RAW: [u8; 20] = [
 ];
 const FILESYSTEMS: [&str; 3] = ["erofs", "squashfs", "ext4"];
 
-fn need_root() {
+/// Fails naming the fix unless the tests run as root.
+pub fn need_root() {
     assert!(
         nix::unistd::geteuid().is_root(),
         "this test sets owners and file capabilities: run it as root (as `cargo xtask test` does in CI)"
@@ -23,7 +25,8 @@ fn need_root() {
 
 /// A root tree with what a Debian root needs kept: a setuid file owned 1000:1001 with a
 /// file capability and a user xattr, a hard link to it, the shadow group's file, a
-/// sticky directory, a symlink and a 64 MiB sparse file.
+/// sticky directory, a symlink and a 64 MiB sparse file. No system.toml: these images are
+/// only read back, never booted (nothing to run).
 pub fn owners_tree(root: &Path) {
     need_root();
     for d in ["usr/bin", "etc", "tmp", "var"] {
@@ -68,24 +71,9 @@ pub fn tar_of(root: &Path, out: &Path) {
     assert!(st.success());
 }
 
-pub fn build_args<'a>(input: &[&'a str], key: &'a str, out: &'a str, fs: &'a str) -> Vec<&'a str> {
-    let mut a = vec!["image", "build"];
-    a.extend_from_slice(input);
-    a.extend([
-        "--key",
-        key,
-        "--name",
-        "owners",
-        "--version",
-        "1",
-        "--rollback-index",
-        "1",
-        "--fs",
-        fs,
-        "--out",
-        out,
-    ]);
-    a
+/// The build of these tests (name owners, version 1) of `image`, in filesystem `fs`.
+pub fn owners<'a>(image: Image<'a>, fs: &str) -> Image<'a> {
+    image.name("owners").version("1").fs(fs)
 }
 
 /// The slot image's filesystem part, as its own file (for the filesystem tools).
@@ -234,9 +222,9 @@ fn directory_builds_keep_owners_modes_xattrs_and_hard_links() {
     let root = root.display().to_string();
     for fs in FILESYSTEMS {
         let img = fx.p(&format!("{fs}.img"));
-        ok(stele(&build_args(&["--rootfs", &root], &k, &img, fs)));
+        ok(owners(fx.image(&root, &k), fs).run(&img));
         ok(stele(&["verify", &img, "--key", &p, "--full"]));
-        check_image(&img, fs, fx.dir.path(), false);
+        check_image(&img, fs, fx.dir(), false);
         // Holes stay holes where the filesystem keeps them (EROFS in erofs-utils 1.5
         // writes them as zero blocks: docs/FORMATS.md).
         let len = std::fs::metadata(&img).unwrap().len();
@@ -249,13 +237,10 @@ fn directory_builds_keep_owners_modes_xattrs_and_hard_links() {
     }
     let img = fx.p("all-root.img");
     for fs in FILESYSTEMS {
-        ok(stele(&build_args(
-            &["--rootfs", &root, "--all-root"],
-            &k,
-            &img,
-            fs,
-        )));
-        check_image(&img, fs, fx.dir.path(), true);
+        ok(owners(fx.image(&root, &k), fs)
+            .args(&["--all-root"])
+            .run(&img));
+        check_image(&img, fs, fx.dir(), true);
     }
 }
 
@@ -271,7 +256,7 @@ fn tar_builds_keep_owners_and_xattrs_also_for_an_unprivileged_user() {
     // A directory the unprivileged user may write to, a key it may read.
     let out = fx.path("out");
     std::fs::create_dir(&out).unwrap();
-    for p in [fx.dir.path(), out.as_path()] {
+    for p in [fx.dir(), out.as_path()] {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
     }
     std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -279,7 +264,7 @@ fn tar_builds_keep_owners_and_xattrs_also_for_an_unprivileged_user() {
     need_tool("fakeroot");
     for fs in FILESYSTEMS {
         let img = out.join(format!("{fs}.img")).display().to_string();
-        let args = build_args(&["--rootfs-tar", &tar], &k, &img, fs);
+        let args = owners(fx.tar_image(&tar, &k), fs).argv(&img);
         let o = Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(env!("CARGO_BIN_EXE_stele"))
@@ -294,13 +279,12 @@ fn tar_builds_keep_owners_and_xattrs_also_for_an_unprivileged_user() {
         );
         assert_eq!(std::fs::metadata(&img).unwrap().uid(), 65534);
         ok(stele(&["verify", &img, "--key", &p, "--full"]));
-        check_image(&img, fs, fx.dir.path(), false);
+        check_image(&img, fs, fx.dir(), false);
         // As root (no fakeroot), from stdin: the same bytes.
         let again = fx.p(&format!("{fs}-root.img"));
-        let args = build_args(&["--rootfs-tar", "-", "--salt", SALT], &k, &again, fs);
-        ok(stele_stdin(&args, &std::fs::read(&tar).unwrap()));
-        let args = build_args(&["--rootfs-tar", &tar, "--salt", SALT], &k, &img, fs);
-        ok(stele(&args));
+        let from_stdin = owners(fx.tar_image("-", &k), fs).salt(SALT);
+        ok(from_stdin.run_stdin(&again, &std::fs::read(&tar).unwrap()));
+        ok(owners(fx.tar_image(&tar, &k), fs).salt(SALT).run(&img));
         assert!(
             std::fs::read(&img).unwrap() == std::fs::read(&again).unwrap(),
             "{fs}: stdin and file builds differ"
@@ -332,18 +316,13 @@ fn tar_members_that_leave_the_root_are_refused() {
         .unwrap();
     assert!(st.success());
     fails(
-        &stele(&build_args(&["--rootfs-tar", &tar], &k, &img, "erofs")),
+        &owners(fx.tar_image(&tar, &k), "erofs").run(&img),
         2,
         &["..", "leaves the root"],
     );
     std::fs::write(fx.path("junk.tar"), vec![b'x'; 4096]).unwrap();
     fails(
-        &stele(&build_args(
-            &["--rootfs-tar", &fx.p("junk.tar")],
-            &k,
-            &img,
-            "erofs",
-        )),
+        &owners(fx.tar_image(&fx.p("junk.tar"), &k), "erofs").run(&img),
         2,
         &["tar"],
     );

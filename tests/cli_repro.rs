@@ -1,34 +1,15 @@
 //! Reproducible builds: same tree content, salt and SOURCE_DATE_EPOCH give the same bytes,
 //! whatever the files' mtimes, for every filesystem type.
 
+use crate::fixture::{Fixture, SALT};
 use crate::util::*;
 
 fn build(fx: &Fixture, root: &str, k: &str, fs: &str, out: &str, epoch: Option<&str>) -> Vec<u8> {
-    let img = fx.p(out);
-    let args = [
-        "image",
-        "build",
-        "--rootfs",
-        root,
-        "--key",
-        k,
-        "--name",
-        "demo",
-        "--version",
-        "1.0",
-        "--rollback-index",
-        "1",
-        "--salt",
-        SALT,
-        "--fs",
-        fs,
-        "--out",
-        &img,
-    ];
-    let env: Vec<(&str, &str)> = epoch
-        .map(|e| vec![("SOURCE_DATE_EPOCH", e)])
-        .unwrap_or_default();
-    ok(stele_env(&args, &env));
+    let image = fx.image(root, k).version("1.0").salt(SALT).fs(fs);
+    let img = match epoch {
+        Some(e) => image.epoch(e).build(out),
+        None => image.build(out),
+    };
     std::fs::read(&img).unwrap()
 }
 
@@ -42,11 +23,11 @@ fn same_inputs_same_bytes_for_every_filesystem() {
         ("ext4", "mkfs.ext4"),
     ] {
         need_tool(tool);
-        let r1 = fx.rootfs(&format!("{fs}-1"), true);
+        let r1 = fx.tree(&format!("{fs}-1"), true).build();
         let a = build(&fx, &r1, &k, fs, &format!("{fs}-a.img"), Some("1700000000"));
         // The same content created later (different mtimes, ctimes and inode numbers).
         std::thread::sleep(std::time::Duration::from_millis(1100));
-        let r2 = fx.rootfs(&format!("{fs}-2"), true);
+        let r2 = fx.tree(&format!("{fs}-2"), true).build();
         let b = build(&fx, &r2, &k, fs, &format!("{fs}-b.img"), Some("1700000000"));
         assert!(a == b, "{fs}: two builds of the same tree differ");
         let s = ok(stele(&[

@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::fixture::{Fixture, Image};
 use crate::util::*;
 
-/// A root tree with 256 MiB of non-zero data, so the build takes a while.
+/// A root tree with 256 MiB of non-zero data, so the build takes a while. No system.toml:
+/// the builds are interrupted, nothing is ever run.
 fn large_tree(root: &Path) {
     std::fs::create_dir_all(root.join("srv")).unwrap();
     let mut f = std::fs::File::create(root.join("srv/big")).unwrap();
@@ -33,9 +35,10 @@ fn names(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Starts a build of `input` into `out_dir/s.img` (optionally as `uid`), waits until its
-/// temporary files hold data, sends `sig`, and checks the exit, the line and the directory.
-fn interrupt(input: &[&str], key: &str, out_dir: &Path, sig: Signal, as_nobody: bool) {
+/// Starts `build` (name big, version 1) into `out_dir/s.img` (optionally as nobody), waits
+/// until its temporary files hold data, sends `sig`, and checks the exit, the line and
+/// the directory.
+fn interrupt(build: Image<'_>, out_dir: &Path, sig: Signal, as_nobody: bool) {
     let img = out_dir.join("s.img").display().to_string();
     let mut cmd = if as_nobody {
         let mut c = Command::new("setpriv");
@@ -45,10 +48,8 @@ fn interrupt(input: &[&str], key: &str, out_dir: &Path, sig: Signal, as_nobody: 
     } else {
         Command::new(env!("CARGO_BIN_EXE_stele"))
     };
-    cmd.args(["image", "build"])
-        .args(input)
-        .args(["--key", key, "--name", "big", "--version", "1"])
-        .args(["--rollback-index", "1", "--out", &img])
+    cmd.args(build.name("big").version("1").argv(&img))
+        .env_remove("SOURCE_DATE_EPOCH")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
@@ -102,14 +103,8 @@ fn interrupted_builds_leave_no_temporary_files() {
     let out = fx.path("out");
     std::fs::create_dir(&out).unwrap();
     let root = root.display().to_string();
-    interrupt(&["--rootfs", &root], &k, &out, Signal::SIGINT, false);
-    interrupt(
-        &["--rootfs", &root, "--fs", "ext4"],
-        &k,
-        &out,
-        Signal::SIGTERM,
-        false,
-    );
+    interrupt(fx.image(&root, &k), &out, Signal::SIGINT, false);
+    interrupt(fx.image(&root, &k).fs("ext4"), &out, Signal::SIGTERM, false);
     // A tar build: the staging directory goes too, also when the unpacking runs under
     // fakeroot for an unprivileged user.
     let tar = fx.p("root.tar");
@@ -118,11 +113,11 @@ fn interrupted_builds_leave_no_temporary_files() {
         .status()
         .unwrap();
     assert!(st.success());
-    interrupt(&["--rootfs-tar", &tar], &k, &out, Signal::SIGINT, false);
-    for p in [fx.dir.path(), out.as_path()] {
+    interrupt(fx.tar_image(&tar, &k), &out, Signal::SIGINT, false);
+    for p in [fx.dir(), out.as_path()] {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
     }
     std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o644)).unwrap();
     need_tool("fakeroot");
-    interrupt(&["--rootfs-tar", &tar], &k, &out, Signal::SIGTERM, true);
+    interrupt(fx.tar_image(&tar, &k), &out, Signal::SIGTERM, true);
 }

@@ -1,5 +1,6 @@
 //! One flipped bit anywhere that matters is refused by `stele verify`, with the cause named.
 
+use crate::fixture::Fixture;
 use crate::util::*;
 
 fn tampered(fx: &Fixture, bytes: &[u8], offset: usize, name: &str) -> String {
@@ -12,7 +13,7 @@ fn tampered(fx: &Fixture, bytes: &[u8], offset: usize, name: &str) -> String {
 fn every_region_is_protected() {
     let fx = Fixture::new();
     let (k, p) = fx.keygen("a");
-    let img = fx.build("s.img", &k, &[]);
+    let img = fx.build("s.img", &k);
     ok(stele(&["verify", &img, "--key", &p, "--full"]));
     let bytes = std::fs::read(&img).unwrap();
     let r = regions(&bytes);

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::fixture::{Disk, Fixture, GPTMBR, UKI_STUB};
 use crate::util::*;
 
 /// An x86 "bzImage" as far as `stele uki build` looks (the `HdrS` boot header), 200 KiB.
@@ -56,23 +57,13 @@ fn inputs(fx: &Fixture) -> (String, String) {
 }
 
 fn build_uki(fx: &Fixture, out: &str, cmdline: &str, extra: &[&str]) -> Vec<u8> {
-    let (k, i) = (fx.p("vmlinuz"), fx.p("initrd.cpio"));
-    let o = fx.p(out);
-    let mut args = vec![
-        "uki",
-        "build",
-        "--kernel",
-        &k,
-        "--initrd",
-        &i,
-        "--cmdline",
-        cmdline,
-        "--out",
-        &o,
-    ];
-    args.extend_from_slice(extra);
-    ok(uki_env(&args));
-    std::fs::read(&o).unwrap()
+    let uki = fx
+        .uki(&fx.p("vmlinuz"), &fx.p("initrd.cpio"))
+        .cmdline(cmdline)
+        .args(extra)
+        .epoch(EPOCH)
+        .build(out);
+    std::fs::read(uki).unwrap()
 }
 
 /// `objdump -h`: (name, VMA, size) of every section, in file order.
@@ -108,7 +99,7 @@ fn uki_is_reproducible_and_laid_out_like_ukify() {
         [".osrel", ".cmdline", ".initrd", ".linux"],
         "{s:?}"
     );
-    let stub = sections(stele_image::uki::STUB);
+    let stub = sections(UKI_STUB);
     let stub_end = stub.iter().map(|(_, v, l)| v + l).max().unwrap();
     let mut prev_end = stub_end;
     for (name, vma, len) in &s[s.len() - 4..] {
@@ -144,8 +135,8 @@ fn uki_is_reproducible_and_laid_out_like_ukify() {
 fn signed_uki_verifies_with_sbverify() {
     let fx = Fixture::new();
     inputs(&fx);
-    let (key, cert) = secure_boot_key(fx.dir.path(), "db");
-    let (_, other) = secure_boot_key(fx.dir.path(), "other");
+    let (key, cert) = secure_boot_key(fx.dir(), "db");
+    let (_, other) = secure_boot_key(fx.dir(), "other");
     let unsigned = build_uki(&fx, "u.efi", "panic=-1", &[]);
     let signed = build_uki(
         &fx,
@@ -256,7 +247,7 @@ fn uki_refuses_bad_input_with_one_line() {
         "panic=1",
         "--force",
     ]));
-    let names: Vec<String> = std::fs::read_dir(fx.dir.path())
+    let names: Vec<String> = std::fs::read_dir(fx.dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with('.'))
@@ -266,26 +257,25 @@ fn uki_refuses_bad_input_with_one_line() {
 
 /// `stele disk create` with an ESP: returns the disk path.
 fn esp_disk(fx: &Fixture, slot: &str, uki: &str, out: &str, extra: &[&str]) -> String {
-    let o = fx.p(out);
-    let mut args = vec![
-        "disk",
-        "create",
-        "--out",
-        &o,
-        "--slot-size",
-        "8M",
-        "--a",
-        slot,
-        "--uki",
-        uki,
-    ];
-    args.extend_from_slice(extra);
-    ok(uki_env(&args));
-    o
+    esp_less_disk(fx, slot, out)
+        .args(&["--uki", uki])
+        .args(extra)
+        .build()
 }
 
-/// The partition `n` (1-based) of `disk` as its own file, and sgdisk's `-i` text for it.
-fn partition(disk: &str, n: u32, dest: &Path) -> String {
+/// `stele disk create` of `slot` into `out` as these tests make it: 8 MiB slots, no
+/// data partition, SOURCE_DATE_EPOCH set.
+fn esp_less_disk<'a>(fx: &'a Fixture, slot: &str, out: &str) -> Disk<'a> {
+    fx.disk(slot)
+        .out(out)
+        .slot_size("8M")
+        .no_data()
+        .epoch(EPOCH)
+}
+
+/// The partition `n` (1-based) of `disk` as its own file, and sgdisk's `-i` text for it:
+/// found by sgdisk, not by stele's GPT reader (an independent cross-check).
+fn sgdisk_partition(disk: &str, n: u32, dest: &Path) -> String {
     let info = host("sgdisk", &["-i", &n.to_string(), disk]).stdout;
     let first = |key: &str| -> u64 {
         let l = info
@@ -328,7 +318,7 @@ fn disk_with_esp_and_bios_is_clean_reproducible_and_complete() {
     let fx = Fixture::new();
     let (k, _) = inputs(&fx);
     let (key, _) = fx.keygen("release");
-    let slot = fx.build("slot.img", &key, &[]);
+    let slot = fx.build("slot.img", &key);
     let uki = build_uki(&fx, "uki.efi", "console=ttyS0 panic=-1", &[]);
     let bios = ["--bios", "--bmap"];
     let one = esp_disk(&fx, &slot, &fx.p("uki.efi"), "one.img", &bios);
@@ -346,7 +336,7 @@ fn disk_with_esp_and_bios_is_clean_reproducible_and_complete() {
         "sgdisk -v: {v:?}"
     );
     let esp = fx.path("esp.part");
-    let info = partition(&one, 1, &esp);
+    let info = sgdisk_partition(&one, 1, &esp);
     assert!(
         info.contains("C12A7328-F81F-11D2-BA4B-00A0C93EC93B (EFI system partition)"),
         "{info}"
@@ -374,13 +364,13 @@ fn disk_with_esp_and_bios_is_clean_reproducible_and_complete() {
     assert!(fat_file(&esp, "/SYSLINUX/LDLINUX.SYS").len() > 1000);
     // gptmbr.bin's boot code in LBA 0, the protective MBR entry after it intact.
     let disk = std::fs::read(&one).unwrap();
-    let gptmbr = std::fs::read(stele_image::esp::GPTMBR).expect("syslinux-common installed");
+    let gptmbr = std::fs::read(GPTMBR).expect("syslinux-common installed");
     assert_eq!(&disk[..440], &gptmbr[..440]);
     assert_eq!((disk[450], &disk[510..512]), (0xEE, &[0x55, 0xAA][..]));
 
     // Without --bios: no boot code, no attribute, no SYSLINUX; still clean.
     let plain = esp_disk(&fx, &slot, &fx.p("uki.efi"), "plain.img", &[]);
-    let info = partition(&plain, 1, &fx.path("plain.part"));
+    let info = sgdisk_partition(&plain, 1, &fx.path("plain.part"));
     assert!(info.contains("Attribute flags: 0000000000000000"), "{info}");
     let fsck = host("fsck.vfat", &["-n", fx.p("plain.part").as_str()]);
     assert_eq!(fsck.code, 0, "fsck.vfat -n: {fsck:?}");
@@ -392,7 +382,7 @@ fn disk_with_esp_and_bios_is_clean_reproducible_and_complete() {
     // Another UKI, another volume id (it comes from the disk seed).
     build_uki(&fx, "uki2.efi", "panic=3", &[]);
     let other = esp_disk(&fx, &slot, &fx.p("uki2.efi"), "other.img", &[]);
-    partition(&other, 1, &fx.path("other.part"));
+    sgdisk_partition(&other, 1, &fx.path("other.part"));
     let id = |p: &str| std::fs::read(fx.path(p)).unwrap()[67..71].to_vec();
     assert_ne!(id("plain.part"), id("other.part"));
 }
@@ -402,7 +392,7 @@ fn bmaptool_copy_flashes_only_used_blocks_and_restores_the_disk() {
     let fx = Fixture::new();
     inputs(&fx);
     let (key, _) = fx.keygen("release");
-    let slot = fx.build("slot.img", &key, &[]);
+    let slot = fx.build("slot.img", &key);
     build_uki(&fx, "uki.efi", "panic=-1", &[]);
     let disk = esp_disk(&fx, &slot, &fx.p("uki.efi"), "disk.img", &["--bmap"]);
     let xml = std::fs::read_to_string(format!("{disk}.bmap")).unwrap();
@@ -429,31 +419,18 @@ fn disk_refuses_a_bad_uki_or_esp_size() {
     let fx = Fixture::new();
     inputs(&fx);
     let (key, _) = fx.keygen("release");
-    let slot = fx.build("slot.img", &key, &[]);
+    let slot = fx.build("slot.img", &key);
     let uki = fx.p("uki.efi");
     build_uki(&fx, "uki.efi", "panic=-1", &[]);
     let out = fx.p("disk.img");
-    let run = |extra: &[&str]| {
-        let mut a = vec![
-            "disk",
-            "create",
-            "--out",
-            &out,
-            "--slot-size",
-            "8M",
-            "--a",
-            &slot,
-        ];
-        a.extend_from_slice(extra);
-        uki_env(&a)
-    };
+    let run = |extra: &[&str]| esp_less_disk(&fx, &slot, "disk.img").args(extra).run();
     fails(
         &run(&["--uki", "/nonexistent/uki.efi"]),
         3,
         &["/nonexistent/uki.efi"],
     );
     fails(&run(&["--uki", &slot]), 2, &["--uki", "not a PE"]);
-    let stub = stele_image::uki::STUB;
+    let stub = UKI_STUB;
     fails(&run(&["--uki", stub]), 2, &["no .cmdline section"]);
     fails(
         &run(&["--uki", &uki, "--esp-size", "16M"]),
@@ -493,7 +470,7 @@ fn qemu_run_refuses_missing_files_and_impossible_combinations() {
     );
     let sb = ["--secure-boot", "/nonexistent/db.crt"];
     fails(&run(&sb, &[]), 3, &["/nonexistent/db.crt"]);
-    let (_, cert) = secure_boot_key(fx.dir.path(), "db");
+    let (_, cert) = secure_boot_key(fx.dir(), "db");
     let tool = [("STELE_VIRT_FW_VARS", "/nonexistent/virt-fw-vars")];
     fails(
         &run(&["--secure-boot", cert.to_str().unwrap()], &tool),

@@ -1,17 +1,7 @@
 //! `stele update --disk`: offline install into the slot the state does not boot, status,
 //! and every refused bundle leaving the boot state's bytes exactly as they were.
 
-use std::fs::OpenOptions;
-use std::io::{Read, Seek, SeekFrom};
-
-use stele_image::disk::find_partition;
-use stele_verifier::layout::Role;
-use stele_verifier::partition::PartitionIo;
-use stele_verifier::state;
-
-const STATE_NAME: &str = Role::State.name();
-const SLOT_B_NAME: &str = Role::SlotB.name();
-
+use crate::fixture::{change_state, partition_bytes, Fixture, SALT};
 use crate::util::*;
 
 /// Builds a slot image `out` (name demo) from a small tree plus `extra_bytes` of filler.
@@ -23,61 +13,23 @@ fn build(
     index: u64,
     extra_bytes: usize,
 ) -> String {
-    need_tool("mkfs.erofs");
-    let root = fx.rootfs(&format!("{out}.root"), false);
+    let mut tree = fx.tree(&format!("{out}.root"), false);
     if extra_bytes > 0 {
         let filler: Vec<u8> = (0..extra_bytes)
             .map(|i| u8::try_from((i * 7919) % 251).unwrap_or(0))
             .collect();
-        std::fs::write(format!("{root}/usr/bin/filler"), filler).expect("write filler");
+        tree = tree.file("usr/bin/filler", filler, 0o644);
     }
-    let img = fx.p(out);
-    let index = index.to_string();
-    ok(stele(&[
-        "image",
-        "build",
-        "--rootfs",
-        &root,
-        "--key",
-        key,
-        "--name",
-        "demo",
-        "--version",
-        version,
-        "--rollback-index",
-        &index,
-        "--salt",
-        SALT,
-        "--out",
-        &img,
-    ]));
-    img
+    fx.image(&tree.build(), key)
+        .version(version)
+        .index(index)
+        .salt(SALT)
+        .build(out)
 }
 
-/// `stele disk create` with slot a = `a`, slot b empty, 4 MiB slots.
+/// `stele disk create` with slot a = `a`, slot b empty, 4 MiB slots, no data partition.
 fn disk(fx: &Fixture, name: &str, a: &str) -> String {
-    let d = fx.p(name);
-    ok(stele(&[
-        "disk",
-        "create",
-        "--out",
-        &d,
-        "--slot-size",
-        "4M",
-        "--a",
-        a,
-    ]));
-    d
-}
-
-/// The bytes of partition `name` of `disk`.
-fn partition_bytes(disk: &str, name: &str) -> Vec<u8> {
-    let mut f = std::fs::File::open(disk).expect("open disk");
-    let (off, len) = find_partition(&mut f, name).expect("partition");
-    let mut b = vec![0u8; usize::try_from(len).expect("len")];
-    f.seek(SeekFrom::Start(off)).expect("seek");
-    f.read_exact(&mut b).expect("read partition");
-    b
+    fx.disk(a).out(name).slot_size("4M").no_data().build()
 }
 
 fn status_json(disk: &str, key: &str) -> serde_json::Value {
@@ -145,18 +97,18 @@ fn offline_install_goes_to_the_other_slot_and_boots_it_next() {
 
     // The slot holds a complete, fully verifiable image (footer at the partition's end).
     let part = fx.path("b.part");
-    std::fs::write(&part, partition_bytes(&d, SLOT_B_NAME)).expect("write partition copy");
+    std::fs::write(&part, partition_bytes(&d, "stele-root-b")).expect("write partition copy");
     let part = part.display().to_string();
     ok(stele(&["verify", &part, "--key", &p, "--full"]));
 
     // b is on trial: a second install would overwrite a, its fallback. Refused, untouched.
-    let state_before = partition_bytes(&d, STATE_NAME);
+    let state_before = partition_bytes(&d, "stele-state");
     fails(
         &stele(&["update", "install", "--disk", &d, "--key", &p, &v2]),
         1,
         &["slot b is on trial", "overwrite slot a"],
     );
-    assert_eq!(partition_bytes(&d, STATE_NAME), state_before);
+    assert_eq!(partition_bytes(&d, "stele-state"), state_before);
 }
 
 #[test]
@@ -169,20 +121,9 @@ fn refused_bundles_leave_the_boot_state_untouched() {
     let d = disk(&fx, "d.img", &v1);
 
     // Raise the floor to 2 as mark-good of a rollback_index 2 image would.
-    {
-        let mut f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&d)
-            .expect("open");
-        let (off, len) = find_partition(&mut f, STATE_NAME).expect("state");
-        let mut io = PartitionIo::new(&mut f, off, len);
-        let (mut st, mut copy) = state::load(&mut io).expect("state");
-        st.rollback_floor = 2;
-        state::store_next(&mut io, &mut st, &mut copy).expect("store");
-    }
-    let state0 = partition_bytes(&d, STATE_NAME);
-    let slot_b0 = partition_bytes(&d, SLOT_B_NAME);
+    change_state(&d, |st| st.rollback_floor = 2);
+    let state0 = partition_bytes(&d, "stele-state");
+    let slot_b0 = partition_bytes(&d, "stele-root-b");
 
     let bytes = std::fs::read(&v2).expect("read v2");
     let r = regions(&bytes);
@@ -205,14 +146,14 @@ fn refused_bundles_leave_the_boot_state_untouched() {
             &[why],
         );
         assert_eq!(
-            partition_bytes(&d, STATE_NAME),
+            partition_bytes(&d, "stele-state"),
             state0,
             "{why}: state written"
         );
         // Refused before the slot was touched: a bundle that can be read out of order is
         // checked first.
         assert_eq!(
-            partition_bytes(&d, SLOT_B_NAME),
+            partition_bytes(&d, "stele-root-b"),
             slot_b0,
             "{why}: slot written"
         );
@@ -227,7 +168,7 @@ fn refused_bundles_leave_the_boot_state_untouched() {
     assert!(last.starts_with("stele: error: "), "{out:?}");
     assert!(last.contains("truncated"), "{last}");
     assert!(out.stdout.is_empty(), "{out:?}");
-    assert_eq!(partition_bytes(&d, STATE_NAME), state0);
+    assert_eq!(partition_bytes(&d, "stele-state"), state0);
     let s = status_json(&d, &p);
     assert_eq!(s["slots"]["b"]["valid"], false);
     assert_eq!(s["slots"]["b"]["error"], "empty");

@@ -1,5 +1,6 @@
 //! `stele verity` produces exactly what `veritysetup format --no-superblock` produces.
 
+use crate::fixture::{Fixture, SALT};
 use crate::util::*;
 
 fn root_line(s: &str) -> String {

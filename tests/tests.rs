@@ -1,7 +1,9 @@
 //! Integration tests of the `stele` command line (one test binary).
 //!
 //! Modules:
-//! - util: running `stele`, fixtures, an independent FORMATS.md reader
+//! - util: running `stele` and host tools, error-line assertions, an independent FORMATS.md reader
+//! - fixture (+ fixture/boot.rs, fixture/internals.rs): the one fixture: keys, rootfs,
+//!   images, initramfs, UKIs, disks, QEMU boots, partitions and boot state
 //! - cli_keys: keygen, wrong keys, thresholds, OpenSSL interop, external signers
 //! - cli_image: build, verify, inspect, --fs-image, atomic output, veritysetup cross-check
 //! - cli_tamper: one flipped bit in each region is refused with the right cause
@@ -26,6 +28,7 @@
 //! - vm_owners: an image from a tar boots with its owners and a working file capability
 //! - vm_init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
 
+mod fixture;
 mod util;
 
 mod boot;

@@ -9,12 +9,13 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use stele_qemu::firmware::{self, Firmware};
-use stele_qemu::{Vm, VmConfig};
 
 use crate::cli_uki::secure_boot_key;
-use crate::util::{ok, stele_env, Out};
+use crate::fixture::{env_path, Fixture, Guest};
+use crate::util::{stele_env, Out};
 
-/// One boot under TCG through OVMF takes 8-15 s; a loaded CI machine may be slower.
+/// The VM's hard limit in `stele qemu run --timeout` (the fixture's limits for the other
+/// boots are longer): one boot under TCG through OVMF takes 8-15 s.
 const BOOT: Duration = Duration::from_secs(150);
 /// The stage-1 command line embedded in the UKIs.
 const CMDLINE: &str = "console=ttyS0 panic=-1";
@@ -30,200 +31,92 @@ restart = "never"
 on_exit = "poweroff"
 "#;
 
-/// Built once for all tests: a signed slot image, the initramfs, the UKI unsigned and
-/// signed with a test db key.
+/// Built once for all tests, in one shared fixture: a signed slot image, the initramfs,
+/// the UKI unsigned and signed with a test db key.
 struct Artifacts {
-    dir: PathBuf,
-    slot: PathBuf,
+    fx: Fixture,
+    slot: String,
     uki: PathBuf,
     signed: PathBuf,
     db_cert: PathBuf,
 }
 
-fn var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the VM tests with `cargo xtask test` (test kernel, static stele-init)")
-    })
-}
-
-fn run(args: &[&str]) -> String {
-    ok(stele_env(args, &[("SOURCE_DATE_EPOCH", "1700000000")]))
-}
-
 fn artifacts() -> &'static Artifacts {
     static A: OnceLock<Artifacts> = OnceLock::new();
     A.get_or_init(|| {
-        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        remove_stale(tmp);
-        let dir = tmp.join(format!("uefi-vm-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = |n: &str| dir.join(n).display().to_string();
-        run(&[
-            "keygen",
-            "--private",
-            &p("release.key"),
-            "--public",
-            &p("release.pub"),
-        ]);
-        let root = dir.join("rootfs");
-        for d in [
-            "bin",
-            "etc/stele",
-            "proc",
-            "sys",
-            "dev",
-            "run",
-            "tmp",
-            "var",
-        ] {
-            std::fs::create_dir_all(root.join(d)).unwrap();
-        }
-        std::fs::copy("/bin/busybox", root.join("bin/busybox"))
-            .expect("busybox-static (cargo xtask setup)");
-        for a in ["sh", "echo", "cat"] {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
-        }
-        std::fs::write(root.join("etc/stele/system.toml"), SYSTEM_TOML).unwrap();
-        let slot = p("slot.img");
-        run(&[
-            "image",
-            "build",
-            "--rootfs",
-            &p("rootfs"),
-            "--key",
-            &p("release.key"),
-            "--name",
-            "test",
-            "--version",
-            "1.0.0",
-            "--rollback-index",
-            "1",
-            "--out",
-            &slot,
-        ]);
-        run(&[
-            "initramfs",
-            "--modules-dir",
-            &var("STELE_MODULES"),
-            "--init",
-            &var("STELE_INIT"),
-            "--key",
-            &p("release.pub"),
-            "--out",
-            &p("initrd.cpio"),
-        ]);
-        let kernel = var("STELE_KERNEL");
-        let uki = [
-            "uki",
-            "build",
-            "--kernel",
-            &kernel,
-            "--initrd",
-            &p("initrd.cpio"),
-            "--cmdline",
-            CMDLINE,
-        ];
-        run(&[&uki[..], &["--out", &p("uki.efi")]].concat());
-        let (key, cert) = secure_boot_key(&dir, "db");
-        let sign = [
-            "--sign-key",
-            key.to_str().unwrap(),
-            "--sign-cert",
-            cert.to_str().unwrap(),
-        ];
-        run(&[&uki[..], &sign, &["--out", &p("signed.efi")]].concat());
+        let fx = Fixture::shared("uefi-vm");
+        let (key, public) = fx.keygen("release");
+        let root = fx.rootfs("rootfs", SYSTEM_TOML).build();
+        let slot = fx.image(&root, &key).build("slot.img");
+        let initrd = fx.initramfs(&[&public]).build();
+        let kernel = env_path("STELE_KERNEL").display().to_string();
+        let uki = || fx.uki(&kernel, &initrd).cmdline(CMDLINE);
+        let unsigned = uki().build("uki.efi");
+        let (db_key, db_cert) = secure_boot_key(fx.dir(), "db");
+        let signed = uki().signed(&db_key, &db_cert).build("signed.efi");
         Artifacts {
-            slot: PathBuf::from(slot),
-            uki: dir.join("uki.efi"),
-            signed: dir.join("signed.efi"),
-            db_cert: cert,
-            dir,
+            slot,
+            uki: PathBuf::from(unsigned),
+            signed: PathBuf::from(signed),
+            db_cert,
+            fx,
         }
     })
 }
 
-/// Removes the artifact directories of earlier runs (`uefi-vm-<pid>` of a process that
-/// is gone).
-fn remove_stale(tmp: &Path) {
-    let Ok(entries) = std::fs::read_dir(tmp) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix("uefi-vm-") else {
-            continue;
-        };
-        if !Path::new("/proc").join(pid).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
-}
-
-/// A test's own directory and disk (`stele disk create --uki UKI [extra]`).
+/// A test's own directory in the shared fixture, and its disk there
+/// (`stele disk create --uki UKI [extra]`).
 fn disk(test: &str, uki: &Path, extra: &[&str]) -> (PathBuf, PathBuf) {
     let a = artifacts();
-    let dir = a.dir.join(test);
+    let dir = a.fx.path(test);
     std::fs::create_dir_all(&dir).unwrap();
-    let disk = dir.join("disk.img");
-    let mut args = vec![
-        "disk",
-        "create",
-        "--out",
-        disk.to_str().unwrap(),
-        "--slot-size",
-        "16M",
-        "--a",
-        a.slot.to_str().unwrap(),
-        "--uki",
-        uki.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    run(&args);
-    (dir, disk)
+    let disk =
+        a.fx.disk(&a.slot)
+            .out(&format!("{test}/disk.img"))
+            .slot_size("16M")
+            .no_data()
+            .args(&["--uki", uki.to_str().unwrap()])
+            .args(extra)
+            .build();
+    (dir, PathBuf::from(disk))
 }
 
-fn start(fw: Firmware, disk: &Path, dir: &Path) -> Vm {
-    let mut cfg = VmConfig::from_env(PathBuf::new(), PathBuf::new());
-    cfg.firmware = fw;
-    cfg.disks = vec![(disk.to_path_buf(), false)];
-    cfg.no_reboot = true;
-    cfg.timeout = BOOT;
-    cfg.serial_log = Some(dir.join("console.log"));
-    let args = stele_qemu::qemu_args(&cfg);
+/// Boots `disk` by `fw` alone, QEMU ending at the guest's power-off or reboot; the
+/// console goes to `dir/console.log`.
+fn start(fw: Firmware, disk: &Path, dir: &Path) -> Guest {
+    let log = dir.join("console.log");
+    let boot = artifacts()
+        .fx
+        .firmware_boot(fw, disk.to_str().unwrap())
+        .no_reboot()
+        .console_log(log.to_str().unwrap());
+    let args = boot.qemu_args();
     assert!(
         !args.iter().any(|a| a == "-kernel" || a == "-initrd"),
         "{args:?}"
     );
-    Vm::start(&cfg).expect("start QEMU (cargo xtask setup)")
-}
-
-fn expect(vm: &mut Vm, text: &str) -> String {
-    vm.expect(text, BOOT).unwrap_or_else(|e| {
-        panic!(
-            "waiting for {text:?}: {e}\n--- console ---\n{}",
-            vm.console()
-        )
-    })
+    boot.start()
 }
 
 /// Boots to `stele: ready` and the service's lines; returns the kernel's and the
 /// service's view of the command line, and prints the time to `stele: ready`.
-fn boots_to_ready(vm: &mut Vm, what: &str) -> (String, String) {
-    let cmdline = expect(vm, "Command line: ");
-    let verified = expect(vm, "verified");
+fn boots_to_ready(vm: &mut Guest, what: &str) -> (String, String) {
+    let cmdline = vm.expect("Command line: ");
+    let verified = vm.expect("verified");
     assert!(
         verified.contains("stele: slot=a version=1.0.0 rollback_index=1"),
         "{verified}"
     );
-    expect(vm, "stele: ready");
+    vm.expect("stele: ready");
     eprintln!(
         "{what}: QEMU start to `stele: ready` in {:.1} s",
-        vm.timeout().saturating_sub(vm.remaining()).as_secs_f64()
+        vm.uptime().as_secs_f64()
     );
-    expect(vm, "svc: hello from the verified root");
-    let seen = expect(vm, "svc: cmdline=");
-    expect(vm, "stele: shutdown: poweroff");
-    vm.wait_exit(BOOT).expect("the VM powers off");
+    vm.expect("svc: hello from the verified root");
+    let seen = vm.expect("svc: cmdline=");
+    vm.expect("stele: shutdown: poweroff");
+    // The VM powers off.
+    vm.exits();
     assert_eq!(vm.boot_count(), 1, "one kernel boot");
     (cmdline, seen)
 }
@@ -241,7 +134,7 @@ fn uefi_boots_the_disk_from_its_esp() {
     let (dir, disk) = disk("uefi", &artifacts().uki, &[]);
     let (fw, _vars) = uefi(None, None);
     let mut vm = start(fw, &disk, &dir);
-    let line = expect(&mut vm, "BdsDxe: starting Boot");
+    let line = vm.expect("BdsDxe: starting Boot");
     assert!(
         line.contains("PciRoot"),
         "the firmware booted something other than the disk: {line}"
@@ -260,16 +153,16 @@ fn secure_boot_refuses_the_unsigned_uki() {
     let (dir, disk) = disk("sb-unsigned", &a.uki, &[]);
     let (fw, _vars) = uefi(Some(&a.db_cert), None);
     let mut vm = start(fw, &disk, &dir);
-    let refused = expect(&mut vm, "BdsDxe: failed to load Boot");
+    let refused = vm.expect("BdsDxe: failed to load Boot");
     assert!(
         refused.contains("Access Denied"),
         "not a Secure Boot refusal: {refused}"
     );
-    expect(&mut vm, "No bootable option or device was found");
+    vm.expect("No bootable option or device was found");
     // Give it time to try anything else: nothing of Linux or stele may run.
     std::thread::sleep(Duration::from_secs(15));
     let console = vm.console();
-    vm.kill().unwrap();
+    vm.power_cut();
     assert!(
         !console.contains("Linux version"),
         "a kernel started:\n{console}"
@@ -390,7 +283,7 @@ fn boot_with_loader_cmdline(test: &str, uki: &Path, db: Option<&Path>) -> (Strin
     firmware::add_boot_entry(&vars, ESP_FILE, INJECTED)
         .expect("virt-fw-vars --append-boot-filepath");
     let mut vm = start(fw, &disk, &dir);
-    let started = expect(&mut vm, "BdsDxe: starting Boot");
+    let started = vm.expect("BdsDxe: starting Boot");
     let (cmdline, seen) = boots_to_ready(&mut vm, test);
     (started, cmdline, seen)
 }
@@ -447,26 +340,6 @@ fn bios_boots_the_same_disk_through_syslinux() {
     );
 }
 
-/// `sbsign` with the test db key.
-fn db_signed(dir: &Path, unsigned: &Path) -> PathBuf {
-    let a = artifacts();
-    let out = dir.join("vmlinuz.db-signed");
-    crate::util::need_tool("sbsign");
-    let key = a.dir.join("db.key");
-    let o = std::process::Command::new("sbsign")
-        .arg("--key")
-        .arg(&key)
-        .arg("--cert")
-        .arg(&a.db_cert)
-        .arg("--output")
-        .arg(&out)
-        .arg(unsigned)
-        .output()
-        .expect("sbsign");
-    assert!(o.status.success(), "sbsign: {o:?}");
-    out
-}
-
 /// Under Secure Boot the stage-1 kernel is locked down: kexec_file_load refuses a slot
 /// kernel that no db key signed. That slot is refused with the line that says so and marked,
 /// and the other slot, whose kernel the test db key signed, kexecs in the same boot; its
@@ -474,111 +347,78 @@ fn db_signed(dir: &Path, unsigned: &Path) -> PathBuf {
 #[test]
 fn secure_boot_refuses_a_slot_kernel_without_a_db_signature_and_kexecs_a_signed_one() {
     let a = artifacts();
-    let dir = a.dir.join("sb-kexec");
+    let fx = &a.fx;
+    let dir = fx.path("sb-kexec");
     std::fs::create_dir_all(&dir).unwrap();
-    let p = |n: &str| dir.join(n).display().to_string();
-    let unsigned = dir.join("vmlinuz.unsigned");
-    std::fs::copy(var("STELE_KERNEL"), &unsigned).unwrap();
-    crate::util::need_tool("sbattach");
-    let o = std::process::Command::new("sbattach")
-        .arg("--remove")
+    let unsigned = crate::kexec_vm::stripped_kernel(fx);
+    let signed = fx.p("sb-kexec/vmlinuz.db-signed");
+    crate::util::need_tool("sbsign");
+    let o = std::process::Command::new("sbsign")
+        .arg("--key")
+        .arg(fx.path("db.key"))
+        .arg("--cert")
+        .arg(&a.db_cert)
+        .arg("--output")
+        .arg(&signed)
         .arg(&unsigned)
         .output()
-        .unwrap();
-    assert!(o.status.success(), "sbattach --remove: {o:?}");
-    let signed = db_signed(&dir, &unsigned);
-    run(&[
-        "initramfs",
-        "--stage2",
-        "--modules-dir",
-        &var("STELE_MODULES"),
-        "--init",
-        &var("STELE_INIT"),
-        "--key",
-        &a.dir.join("release.pub").display().to_string(),
-        "--out",
-        &p("stage2.cpio"),
-    ]);
-    let image = |kernel: &Path, version: &str, out: &str| {
-        run(&[
-            "image",
-            "build",
-            "--rootfs",
-            &a.dir.join("rootfs").display().to_string(),
-            "--key",
-            &a.dir.join("release.key").display().to_string(),
-            "--name",
-            "test",
-            "--version",
-            version,
-            "--rollback-index",
-            "1",
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--initrd",
-            &p("stage2.cpio"),
-            "--kernel-cmdline",
-            "console=ttyS0",
-            "--out",
-            &p(out),
-        ]);
-        p(out)
+        .expect("sbsign");
+    assert!(o.status.success(), "sbsign: {o:?}");
+    let public = fx.p("release.pem");
+    let stage2 = fx
+        .initramfs(&[&public])
+        .args(&["--stage2"])
+        .out("sb-kexec/stage2.cpio")
+        .build();
+    let image = |kernel: &str, version: &str, out: &str| {
+        fx.image(&fx.p("rootfs"), &fx.p("release.key"))
+            .version(version)
+            .args(&["--kernel", kernel, "--initrd", &stage2])
+            .args(&["--kernel-cmdline", "console=ttyS0"])
+            .build(out)
     };
-    let (slot_a, slot_b) = (
-        image(&unsigned, "1.0.0", "a.img"),
-        image(&signed, "1.0.1", "b.img"),
-    );
-    let disk = dir.join("disk.img");
-    run(&[
-        "disk",
-        "create",
-        "--out",
-        disk.to_str().unwrap(),
-        "--slot-size",
-        "32M",
-        "--a",
-        &slot_a,
-        "--b",
-        &slot_b,
-        "--uki",
-        a.signed.to_str().unwrap(),
-    ]);
+    let slot_a = image(&unsigned, "1.0.0", "sb-kexec/a.img");
+    let slot_b = image(&signed, "1.0.1", "sb-kexec/b.img");
+    let disk = fx
+        .disk(&slot_a)
+        .b(&slot_b)
+        .out("sb-kexec/disk.img")
+        .slot_size("32M")
+        .no_data()
+        .args(&["--uki", a.signed.to_str().unwrap()])
+        .build();
     let (fw, _vars) = uefi(Some(&a.db_cert), None);
-    let mut vm = start(fw, &disk, &dir);
-    expect(&mut vm, "Kernel is locked down from EFI Secure Boot");
-    expect(&mut vm, "stele: slot=a version=1.0.0");
+    let mut vm = start(fw, Path::new(&disk), &dir);
+    vm.expect_all(&[
+        "Kernel is locked down from EFI Secure Boot",
+        "stele: slot=a version=1.0.0",
+    ]);
     // The errno depends on the kernel's configuration: Debian 6.1 enforces kexec
     // signatures under Secure Boot, so a kernel without one is ENODATA (plain lockdown
-    // says EPERM, an untrusted signature EKEYREJECTED).
-    let refused = expect(&mut vm, "stele: refused slot a:");
+    // says EPERM, an untrusted signature ENOKEY or EKEYREJECTED).
+    let refused = vm.expect("stele: refused slot a:");
     assert!(
         refused.contains("stele: refused slot a: kernel refused by kexec_file_load: E")
             && refused
                 .ends_with("(under Secure Boot the slot's kernel must be signed by a db key)"),
         "{refused}"
     );
-    expect(&mut vm, "stele: slot=b version=1.0.1");
-    expect(&mut vm, "stele: slot=b kernel ");
-    expect(&mut vm, "kexec_core: Starting new kernel");
-    expect(
-        &mut vm,
+    vm.expect_all(&[
+        "stele: slot=b version=1.0.1",
+        "stele: slot=b kernel ",
+        "kexec_core: Starting new kernel",
         "Command line: console=ttyS0 stele.stage2=b panic=10",
-    );
-    expect(&mut vm, "stele: slot=b version=1.0.1");
-    expect(&mut vm, "stele: ready");
-    expect(&mut vm, "svc: hello from the verified root");
-    expect(&mut vm, "stele: shutdown: poweroff");
-    vm.wait_exit(BOOT).expect("the VM powers off");
+        "stele: slot=b version=1.0.1",
+        "stele: ready",
+        "svc: hello from the verified root",
+        "stele: shutdown: poweroff",
+    ]);
+    vm.exits();
     assert_eq!(vm.boot_count(), 2, "stage 1 and the signed slot kernel");
     // Slot a is marked unbootable on disk (the refusal was the slot's fault).
-    let status = run(&[
-        "update",
-        "status",
-        "--disk",
-        disk.to_str().unwrap(),
-        "--key",
-        &a.dir.join("release.pub").display().to_string(),
-    ]);
+    let status = crate::util::ok(crate::util::stele(&[
+        "update", "status", "--disk", &disk, "--key", &public,
+    ]));
     assert!(
         status.contains("slot a: version=1.0.0 rollback_index=1 priority=0"),
         "{status}"

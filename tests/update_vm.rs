@@ -5,12 +5,10 @@
 //! runs the on-device `stele` that stele-init publishes at /run/stele/bin/stele.
 
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use stele_qemu::Vm;
-
-use crate::boot::{expect, Lab, BOOT};
+use crate::fixture::{partition, Fixture, Guest, Rootfs};
+use crate::util::{ok, stele};
 
 /// Seconds a healthy slot needs before it is marked good.
 const SYSTEM_HEAD: &str = "healthy_after = 1\nshutdown_grace = 3\n";
@@ -67,89 +65,109 @@ fn ballast(len: usize, seed: u64) -> String {
         .collect()
 }
 
+/// A root tree whose one service, `/bin/app`, is `service`.
+fn app_root<'a>(fx: &'a Fixture, name: &str, service: &str, restart: &str) -> Rootfs<'a> {
+    fx.rootfs(name, &system("/bin/app", restart))
+        .file("bin/app", service, 0o755)
+}
+
+/// `stele image build` of `root` as the product these tests update (name "test").
+fn image(fx: &Fixture, root: &str, key: &str, version: &str, index: u64, out: &str) -> String {
+    fx.image(root, key)
+        .name("test")
+        .version(version)
+        .index(index)
+        .build(out)
+}
+
 struct Release {
-    v1: PathBuf,
-    v2: PathBuf,
-    initrd: PathBuf,
+    v1: String,
+    v2: String,
+    initrd: String,
+    /// The trusted public key.
+    public: String,
 }
 
 /// Keys, v1 (rollback index 1) and v2 (index 2, with `v2_service`), the initramfs.
-fn release(lab: &Lab, v2_service: &str, v2_restart: &str, ballast_len: usize) -> Release {
-    lab.keygen("release");
-    let r1 = lab.rootfs(
-        "root1",
-        &system("/bin/app", "never"),
-        &[("bin/app", V1_SERVICE, 0o755)],
-    );
-    let big = ballast(ballast_len, 2);
-    let r2 = lab.rootfs(
-        "root2",
-        &system("/bin/app", v2_restart),
-        &[("bin/app", v2_service, 0o755), ("srv/ballast", &big, 0o644)],
-    );
+fn release(fx: &Fixture, v2_service: &str, v2_restart: &str, ballast_len: usize) -> Release {
+    let (key, public) = fx.keygen("release");
+    let r1 = app_root(fx, "root1", V1_SERVICE, "never").build();
+    let r2 = app_root(fx, "root2", v2_service, v2_restart)
+        .file("srv/ballast", ballast(ballast_len, 2), 0o644)
+        .build();
     Release {
-        v1: lab.image(&r1, "release", "1.0.0", 1, "v1.img"),
-        v2: lab.image(&r2, "release", "2.0.0", 2, "v2.img"),
-        initrd: lab.initramfs(&["release"]),
+        v1: image(fx, &r1, &key, "1.0.0", 1, "v1.img"),
+        v2: image(fx, &r2, &key, "2.0.0", 2, "v2.img"),
+        initrd: fx.initramfs(&[&public]).build(),
+        public,
     }
 }
 
-fn finish(mut vm: Vm) -> String {
-    let status = vm.wait_exit(BOOT).expect("the VM powers off");
-    assert!(status.success(), "QEMU exit status {status:?}");
-    vm.console()
+/// `stele update install --disk`: v2 into the disk image on the build host; returns stdout.
+fn install_offline(rel: &Release, disk: &str) -> String {
+    ok(stele(&[
+        "update",
+        "install",
+        "--disk",
+        disk,
+        "--key",
+        &rel.public,
+        &rel.v2,
+    ]))
+}
+
+/// Boots `disk` with v2 as /dev/vdb and `test.install`: v1's service installs it.
+fn boot_installing(fx: &Fixture, rel: &Release, disk: &str) -> Guest {
+    fx.boot(&rel.initrd, disk)
+        .read_only_disk(&rel.v2)
+        .append("test.install")
+        .start()
 }
 
 /// Install v2 from inside the guest, reboot: slot b boots, is marked good, status says so.
 #[test]
 fn install_in_guest_then_reboot_into_b_marked_good() {
-    let lab = Lab::new();
-    let rel = release(&lab, V2_SERVICE, "never", 0);
-    let disk = lab.disk(&rel.v1, None);
-    let mut vm = lab.boot_disks(&rel.initrd, &[&disk, &rel.v2], "test.install", false);
-    expect(&mut vm, "stele: slot=a version=1.0.0");
-    expect(&mut vm, "v1: running on slot a");
-    expect(
-        &mut vm,
-        "stele: installed test 2.0.0 rollback_index=2 into slot b",
-    );
-    expect(&mut vm, "v1: install exit 0");
-    expect(&mut vm, "stele: shutdown: reboot");
-    expect(&mut vm, "stele: slot=b version=2.0.0 rollback_index=2");
-    expect(&mut vm, "v2: running on slot b");
-    expect(&mut vm, "stele: slot=b marked good");
-    let b = expect(&mut vm, "slot b:");
+    let fx = Fixture::new();
+    let rel = release(&fx, V2_SERVICE, "never", 0);
+    let disk = fx.disk(&rel.v1).build();
+    let mut vm = boot_installing(&fx, &rel, &disk);
+    vm.expect("stele: slot=a version=1.0.0");
+    vm.expect("v1: running on slot a");
+    vm.expect("stele: installed test 2.0.0 rollback_index=2 into slot b");
+    vm.expect("v1: install exit 0");
+    vm.expect("stele: shutdown: reboot");
+    vm.expect("stele: slot=b version=2.0.0 rollback_index=2");
+    vm.expect("v2: running on slot b");
+    vm.expect("stele: slot=b marked good");
+    let b = vm.expect("slot b:");
     assert!(b.contains("booted") && b.contains("successful=yes"), "{b}");
-    expect(&mut vm, "v2: done");
-    finish(vm);
+    vm.expect("v2: done");
+    vm.powered_off();
 }
 
 /// v2 crash-loops: each boot of b spends a try and stele-init reboots; when the tries are
 /// gone the device is back on a without anyone touching it, and status shows b failed.
 #[test]
 fn crash_looping_update_falls_back_to_a() {
-    let lab = Lab::new();
-    let rel = release(&lab, V2_CRASHING, "on-failure", 0);
-    let disk = lab.disk(&rel.v1, None);
-    let mut vm = lab.boot_disks(&rel.initrd, &[&disk, &rel.v2], "test.install", false);
-    expect(
-        &mut vm,
-        "stele: installed test 2.0.0 rollback_index=2 into slot b",
-    );
+    let fx = Fixture::new();
+    let rel = release(&fx, V2_CRASHING, "on-failure", 0);
+    let disk = fx.disk(&rel.v1).build();
+    let mut vm = boot_installing(&fx, &rel, &disk);
+    vm.expect("stele: installed test 2.0.0 rollback_index=2 into slot b");
     // One boot of b per try, each ended by stele-init after the service's third crash
     // (one expectation per boot, so the timeout never spans several boots).
     for _ in 0..3 {
-        expect(&mut vm, "stele: slot=b version=2.0.0");
-        expect(&mut vm, "v2: crashing");
-        expect(&mut vm, "stele: shutdown: reboot");
+        vm.expect("stele: slot=b version=2.0.0");
+        vm.expect("v2: crashing");
+        vm.expect("stele: shutdown: reboot");
     }
-    expect(&mut vm, "stele: slot=b exhausted, falling back to a");
-    expect(&mut vm, "stele: slot=a version=1.0.0");
-    expect(&mut vm, "v1: running on slot a");
-    let b = expect(&mut vm, "slot b:");
+    vm.expect("stele: slot=b exhausted, falling back to a");
+    vm.expect("stele: slot=a version=1.0.0");
+    vm.expect("v1: running on slot a");
+    let b = vm.expect("slot b:");
     assert!(b.contains("successful=no") && !b.contains("booted"), "{b}");
-    expect(&mut vm, "v1: done");
-    let console = finish(vm);
+    vm.expect("v1: done");
+    let console = vm.powered_off();
     // Three tries of b, then a: five boots in all (a, b, b, b, a).
     assert_eq!(
         console.matches("stele: slot=b version=2.0.0").count(),
@@ -162,9 +180,9 @@ fn crash_looping_update_falls_back_to_a() {
 /// guest; the boot state's bytes on disk are unchanged and the next boot is a again.
 #[test]
 fn refused_bundles_leave_the_state_alone() {
-    let lab = Lab::new();
-    lab.keygen("release");
-    lab.keygen("attacker");
+    let fx = Fixture::new();
+    let (key, public) = fx.keygen("release");
+    let (attacker, _) = fx.keygen("attacker");
     let service = r#"#!/bin/sh
 sleep 3
 state=$(grep '^state=' /run/stele/devices | cut -d= -f2)
@@ -178,37 +196,33 @@ if [ "$before" = "$after" ]; then echo "guest: state unchanged"; else echo "gues
 if [ -e /var/rebooted ]; then kill -USR2 1; else touch /var/rebooted; sync; kill -TERM 1; fi
 sleep 100
 "#;
-    let r1 = lab.rootfs(
-        "root1",
-        &system("/bin/app", "never"),
-        &[("bin/app", service, 0o755)],
-    );
-    let v1 = lab.image(&r1, "release", "1.0.0", 1, "v1.img");
-    let r2 = lab.rootfs(
-        "root2",
-        &system("/bin/app", "never"),
-        &[("bin/app", V2_SERVICE, 0o755)],
-    );
-    let evil = lab.image(&r2, "attacker", "2.0.0", 2, "evil.img");
-    let old = lab.image(&r2, "release", "0.9.0", 0, "old.img");
-    let initrd = lab.initramfs(&["release"]);
-    let disk = lab.disk(&v1, None);
-    let mut vm = lab.boot_disks(&initrd, &[&disk, &evil, &old], "", false);
-    expect(&mut vm, "stele: slot=a marked good");
-    let bad = expect(&mut vm, "stele: error:");
+    let r1 = app_root(&fx, "root1", service, "never").build();
+    let v1 = image(&fx, &r1, &key, "1.0.0", 1, "v1.img");
+    let r2 = app_root(&fx, "root2", V2_SERVICE, "never").build();
+    let evil = image(&fx, &r2, &attacker, "2.0.0", 2, "evil.img");
+    let old = image(&fx, &r2, &key, "0.9.0", 0, "old.img");
+    let initrd = fx.initramfs(&[&public]).build();
+    let disk = fx.disk(&v1).build();
+    let mut vm = fx
+        .boot(&initrd, &disk)
+        .read_only_disk(&evil)
+        .read_only_disk(&old)
+        .start();
+    vm.expect("stele: slot=a marked good");
+    let bad = vm.expect("stele: error:");
     assert!(
         bad.contains("threshold") || bad.contains("unknown key"),
         "{bad}"
     );
-    expect(&mut vm, "guest: install /dev/vdb exit 1");
-    let low = expect(&mut vm, "stele: error:");
+    vm.expect("guest: install /dev/vdb exit 1");
+    let low = vm.expect("stele: error:");
     assert!(low.contains("rollback"), "{low}");
-    expect(&mut vm, "guest: install /dev/vdc exit 1");
-    expect(&mut vm, "guest: state unchanged");
-    expect(&mut vm, "stele: shutdown: reboot");
-    expect(&mut vm, "stele: slot=a version=1.0.0");
-    expect(&mut vm, "guest: state unchanged");
-    let console = finish(vm);
+    vm.expect("guest: install /dev/vdc exit 1");
+    vm.expect("guest: state unchanged");
+    vm.expect("stele: shutdown: reboot");
+    vm.expect("stele: slot=a version=1.0.0");
+    vm.expect("guest: state unchanged");
+    let console = vm.powered_off();
     assert!(!console.contains("STATE CHANGED"));
     assert!(!console.contains("slot=b version"), "slot b booted");
 }
@@ -217,41 +231,25 @@ sleep 100
 /// is marked good.
 #[test]
 fn offline_install_into_disk_image_boots_b() {
-    let lab = Lab::new();
-    let rel = release(&lab, V2_SERVICE, "never", 0);
-    let disk = lab.disk(&rel.v1, None);
-    let out = lab.stele(&[
-        "update",
-        "install",
-        "--disk",
-        disk.to_str().unwrap(),
-        "--key",
-        "release.pub",
-        rel.v2.to_str().unwrap(),
-    ]);
+    let fx = Fixture::new();
+    let rel = release(&fx, V2_SERVICE, "never", 0);
+    let disk = fx.disk(&rel.v1).build();
+    let out = install_offline(&rel, &disk);
     assert!(out.contains("into slot b"), "{out}");
-    let status = lab.stele(&[
+    let status = ok(stele(&[
         "update",
         "status",
         "--disk",
-        disk.to_str().unwrap(),
+        &disk,
         "--key",
-        "release.pub",
-    ]);
+        &rel.public,
+    ]));
     assert!(status.contains("slot b:"), "{status}");
-    let mut vm = lab.boot(&rel.initrd, &disk, "", false);
-    expect(&mut vm, "stele: slot=b version=2.0.0");
-    expect(&mut vm, "stele: slot=b marked good");
-    expect(&mut vm, "v2: done");
-    finish(vm);
-}
-
-/// Partition `name` of a disk image: (offset, length) in bytes.
-fn partition(disk: &Path, name: &str) -> (usize, usize) {
-    let mut f = fs::File::open(disk).unwrap();
-    let (off, len) =
-        stele_image::gpt::find_partition(&mut f, name).expect("partition in the disk image");
-    (usize::try_from(off).unwrap(), usize::try_from(len).unwrap())
+    let mut vm = fx.boot(&rel.initrd, &disk).start();
+    vm.expect("stele: slot=b version=2.0.0");
+    vm.expect("stele: slot=b marked good");
+    vm.expect("v2: done");
+    vm.powered_off();
 }
 
 /// Slot b is corrupted on disk after the install (one flipped byte inside a file of its
@@ -259,21 +257,14 @@ fn partition(disk: &Path, name: &str) -> (usize, usize) {
 /// and the device falls back to a.
 #[test]
 fn corrupted_new_slot_falls_back_to_a() {
-    let lab = Lab::new();
+    let fx = Fixture::new();
     let reader = "#!/bin/sh\necho \"v2: reading\"\ncat /srv/ballast > /dev/null && echo \"v2: READ-OK\"\nsleep 100\n";
-    let rel = release(&lab, reader, "never", 64 * 1024);
-    let disk = lab.disk(&rel.v1, None);
-    lab.stele(&[
-        "update",
-        "install",
-        "--disk",
-        disk.to_str().unwrap(),
-        "--key",
-        "release.pub",
-        rel.v2.to_str().unwrap(),
-    ]);
+    let rel = release(&fx, reader, "never", 64 * 1024);
+    let disk = fx.disk(&rel.v1).build();
+    install_offline(&rel, &disk);
     // Flip a byte of the ballast file inside slot b.
     let (off, len) = partition(&disk, "stele-root-b");
+    let (off, len) = (usize::try_from(off).unwrap(), usize::try_from(len).unwrap());
     let mut bytes = fs::read(&disk).unwrap();
     let needle = ballast(64, 2);
     let slot = &bytes[off..off + len];
@@ -285,17 +276,17 @@ fn corrupted_new_slot_falls_back_to_a() {
     bytes[off + at] ^= 0x01;
     fs::write(&disk, &bytes).unwrap();
 
-    let mut vm = lab.boot(&rel.initrd, &disk, "", false);
+    let mut vm = fx.boot(&rel.initrd, &disk).start();
     // Each try of b ends in a dm-verity restart (one expectation per boot).
     for _ in 0..3 {
-        expect(&mut vm, "stele: slot=b version=2.0.0");
-        expect(&mut vm, "v2: reading");
-        expect(&mut vm, "is corrupted");
+        vm.expect("stele: slot=b version=2.0.0");
+        vm.expect("v2: reading");
+        vm.expect("is corrupted");
     }
-    expect(&mut vm, "stele: slot=b exhausted, falling back to a");
-    expect(&mut vm, "stele: slot=a version=1.0.0");
-    expect(&mut vm, "v1: done");
-    let console = finish(vm);
+    vm.expect("stele: slot=b exhausted, falling back to a");
+    vm.expect("stele: slot=a version=1.0.0");
+    vm.expect("v1: done");
+    let console = vm.powered_off();
     assert!(
         console.contains("is corrupted"),
         "dm-verity did not report the corruption"
@@ -310,22 +301,25 @@ fn corrupted_new_slot_falls_back_to_a() {
 /// `delay` ms); the next boot must come up verified on a valid slot: v1 in a or v2 in b,
 /// and the one `expected` when the moment decides it.
 fn power_cut_at(b_too: bool, moments: &[(&str, u64, Option<&str>)]) {
-    let lab = Lab::new();
-    let rel = release(&lab, V2_SERVICE, "never", 8 << 20);
+    let fx = Fixture::new();
+    let rel = release(&fx, V2_SERVICE, "never", 8 << 20);
     // With `b_too`, slot b starts with v1 as well, a good fallback whose record must not
     // carry over to the new content.
-    let pristine = lab.disk(&rel.v1, b_too.then_some(rel.v1.as_path()));
+    let mut pristine = fx.disk(&rel.v1);
+    if b_too {
+        pristine = pristine.b(&rel.v1);
+    }
+    let pristine = pristine.build();
     for (i, (marker, delay_ms, expected)) in moments.iter().enumerate() {
-        let disk = lab.path(&format!("cut{i}.img"));
+        let disk = fx.p(&format!("cut{i}.img"));
         fs::copy(&pristine, &disk).unwrap();
-        let mut vm = lab.boot_disks(&rel.initrd, &[&disk, &rel.v2], "test.install", false);
-        expect(&mut vm, marker);
+        let mut vm = boot_installing(&fx, &rel, &disk);
+        vm.expect(marker);
         std::thread::sleep(Duration::from_millis(*delay_ms));
-        vm.kill().expect("power cut");
-        drop(vm);
+        vm.power_cut();
 
-        let mut vm = lab.boot(&rel.initrd, &disk, "", false);
-        let verified = expect(&mut vm, " verified");
+        let mut vm = fx.boot(&rel.initrd, &disk).start();
+        let verified = vm.expect(" verified");
         assert!(
             verified.contains("slot=a version=1.0.0") || verified.contains("slot=b version=2.0.0"),
             "cut {i} ({marker} + {delay_ms} ms): {verified}"
@@ -336,14 +330,14 @@ fn power_cut_at(b_too: bool, moments: &[(&str, u64, Option<&str>)]) {
                 "cut {i} ({marker} + {delay_ms} ms) should boot slot {slot}: {verified}"
             );
         }
-        expect(&mut vm, "stele: ready");
+        vm.expect("stele: ready");
         let done = if verified.contains("slot=a") {
             "v1: done"
         } else {
             "v2: done"
         };
-        expect(&mut vm, done);
-        finish(vm);
+        vm.expect(done);
+        vm.powered_off();
     }
 }
 

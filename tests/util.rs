@@ -1,10 +1,9 @@
-//! Helpers for the CLI integration tests: running `stele`, fixtures, and an independent
-//! reading of the slot image layout straight from docs/FORMATS.md.
-
-#![allow(dead_code)]
+//! Running `stele` and host tools, the one-line error assertion, and an independent
+//! reading of the slot image layout straight from docs/FORMATS.md (no stele code involved:
+//! the cross-check of the library's own reader). Builders live in `fixture`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use sha2::{Digest, Sha256};
 
@@ -16,6 +15,16 @@ pub struct Out {
     pub stderr: String,
 }
 
+impl From<&Output> for Out {
+    fn from(o: &Output) -> Out {
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
 /// Runs `stele` with `args`, SOURCE_DATE_EPOCH removed.
 pub fn stele(args: &[&str]) -> Out {
     stele_env(args, &[])
@@ -23,32 +32,16 @@ pub fn stele(args: &[&str]) -> Out {
 
 /// Runs `stele` with `args` and extra environment variables.
 pub fn stele_env(args: &[&str], env: &[(&str, &str)]) -> Out {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stele"));
-    cmd.args(args).env_remove("SOURCE_DATE_EPOCH");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let o = cmd.output().expect("running the stele binary");
-    let out = Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    };
-    assert!(
-        !out.stderr.contains("panicked"),
-        "stele panicked on {args:?}: {}",
-        out.stderr
-    );
-    out
+    let mut cmd = command(args);
+    cmd.envs(env.iter().copied());
+    checked(args, &cmd.output().expect("running the stele binary"))
 }
 
 /// Runs `stele` with `args` and `input` on its stdin.
 pub fn stele_stdin(args: &[&str], input: &[u8]) -> Out {
     use std::io::Write;
     use std::process::Stdio;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stele"))
-        .args(args)
-        .env_remove("SOURCE_DATE_EPOCH")
+    let mut child = command(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -62,11 +55,19 @@ pub fn stele_stdin(args: &[&str], input: &[u8]) -> Out {
     });
     let o = child.wait_with_output().expect("waiting for stele");
     writer.join().expect("stdin writer");
-    let out = Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    };
+    checked(args, &o)
+}
+
+/// `stele ARGS` without SOURCE_DATE_EPOCH (builds are then stamped `created = 0`).
+fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stele"));
+    cmd.args(args).env_remove("SOURCE_DATE_EPOCH");
+    cmd
+}
+
+/// The result of one `stele` run, asserting it did not panic.
+fn checked(args: &[&str], o: &Output) -> Out {
+    let out = Out::from(o);
     assert!(
         !out.stderr.contains("panicked"),
         "stele panicked on {args:?}: {}",
@@ -110,113 +111,16 @@ pub fn need_tool(tool: &str) {
     );
 }
 
-/// Runs a host tool, asserting it succeeded.
+/// Runs a host tool (failing with the setup command when it is missing); the caller
+/// checks the result.
 pub fn host(tool: &str, args: &[&str]) -> Out {
     need_tool(tool);
-    let o = Command::new(tool)
-        .args(args)
-        .output()
-        .expect("running a host tool");
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
-/// A temporary directory with helpers to make keys, root trees and images in it.
-pub struct Fixture {
-    pub dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    pub fn new() -> Self {
-        Fixture {
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    pub fn p(&self, name: &str) -> String {
-        self.path(name).display().to_string()
-    }
-
-    /// `stele keygen` into `<name>.key` / `<name>.pem`; returns (private, public) paths.
-    pub fn keygen(&self, name: &str) -> (String, String) {
-        let (k, p) = (
-            self.p(&format!("{name}.key")),
-            self.p(&format!("{name}.pem")),
-        );
-        ok(stele(&["keygen", "--private", &k, "--public", &p]));
-        (k, p)
-    }
-
-    /// A small root tree; `big` adds a 700 KB file so the hash tree has two levels.
-    pub fn rootfs(&self, name: &str, big: bool) -> String {
-        let root = self.path(name);
-        write_tree(&root, big);
-        root.display().to_string()
-    }
-
-    /// Builds `<out>` from a fresh rootfs with `key`, fixed salt, erofs unless `extra` says.
-    pub fn build(&self, out: &str, key: &str, extra: &[&str]) -> String {
-        need_tool("mkfs.erofs");
-        let root = self.rootfs(&format!("{out}.root"), true);
-        let img = self.p(out);
-        let mut args = vec![
-            "image",
-            "build",
-            "--rootfs",
-            &root,
-            "--key",
-            key,
-            "--name",
-            "demo",
-            "--version",
-            "1.0.0",
-            "--rollback-index",
-            "7",
-            "--salt",
-            SALT,
-            "--out",
-            &img,
-        ];
-        args.extend_from_slice(extra);
-        ok(stele(&args));
-        img
-    }
-}
-
-/// The salt used by fixtures.
-pub const SALT: &str = "5d1f00112233445566778899aabbccddeeff00112233445566778899aabbccdd";
-
-/// Writes a deterministic small tree at `root`.
-pub fn write_tree(root: &Path, big: bool) {
-    std::fs::create_dir_all(root.join("etc/stele")).expect("mkdir");
-    std::fs::create_dir_all(root.join("usr/bin")).expect("mkdir");
-    std::fs::write(root.join("etc/hostname"), "demo\n").expect("write");
-    // What stele-init runs (`stele image build` checks that it exists and is executable).
-    std::fs::write(
-        root.join("etc/stele/system.toml"),
-        "exec = [\"/usr/bin/hello\"]\n",
+    Out::from(
+        &Command::new(tool)
+            .args(args)
+            .output()
+            .expect("running a host tool"),
     )
-    .expect("write");
-    std::fs::write(root.join("usr/bin/hello"), "#!/bin/sh\necho hello\n").expect("write");
-    std::fs::set_permissions(
-        root.join("usr/bin/hello"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
-    if big {
-        let data: Vec<u8> = (0..700_000u32)
-            .map(|i| u8::try_from((i.wrapping_mul(2_654_435_761) >> 13) & 0xff).unwrap_or(0))
-            .collect();
-        std::fs::write(root.join("usr/bin/big"), data).expect("write");
-    }
-    std::os::unix::fs::symlink("usr/bin", root.join("bin")).expect("symlink");
 }
 
 fn u32_at(b: &[u8], off: usize) -> u32 {

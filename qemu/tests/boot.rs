@@ -7,18 +7,19 @@ use std::time::Duration;
 use stele_image::cpio::Archive;
 use stele_qemu::{Vm, VmConfig};
 
-fn kernel() -> PathBuf {
-    match std::env::var_os("STELE_KERNEL") {
-        Some(k) if !k.is_empty() => PathBuf::from(k),
-        _ => panic!("STELE_KERNEL is not set: run `cargo xtask setup` (it sets the kernel path for the VM tests)"),
+/// A path the set-up provides (STELE_KERNEL, STELE_MODULES); panics naming the command.
+fn env_path(var: &str) -> PathBuf {
+    match std::env::var_os(var) {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => panic!(
+            "{var} is not set: run the VM tests with `cargo xtask test` (it downloads the test \
+             kernel and sets STELE_KERNEL and STELE_MODULES)"
+        ),
     }
 }
 
-fn modules_dir() -> PathBuf {
-    match std::env::var_os("STELE_MODULES") {
-        Some(k) if !k.is_empty() => PathBuf::from(k),
-        _ => panic!("STELE_MODULES is not set: run `cargo xtask setup` (it sets the kernel's modules dir for the VM tests)"),
-    }
+fn kernel() -> PathBuf {
+    env_path("STELE_KERNEL")
 }
 
 fn busybox() -> Vec<u8> {
@@ -88,7 +89,7 @@ fn guest_reboot_is_counted_and_kill_cuts_power() {
 fn initramfs_modules_load_in_boot_toml_order() {
     use stele_image::initramfs::{build, InitramfsSpec};
     let k = kernel();
-    let mods = modules_dir();
+    let mods = env_path("STELE_MODULES");
     let d = tempfile::tempdir().unwrap();
     let sk = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
     let key = d.path().join("k.pem");
