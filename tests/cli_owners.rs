@@ -71,6 +71,23 @@ pub fn tar_of(root: &Path, out: &Path) {
     assert!(st.success());
 }
 
+/// Runs `stele ARGS` as the unprivileged user 65534 (setpriv), asserting success.
+pub fn as_nobody(args: &[String]) {
+    need_tool("setpriv");
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_stele"))
+        .args(args)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// The build of these tests (name owners, version 1) of `image`, in filesystem `fs`.
 pub fn owners<'a>(image: Image<'a>, fs: &str) -> Image<'a> {
     image.name("owners").version("1").fs(fs)
@@ -265,18 +282,7 @@ fn tar_builds_keep_owners_and_xattrs_also_for_an_unprivileged_user() {
     for fs in FILESYSTEMS {
         let img = out.join(format!("{fs}.img")).display().to_string();
         let args = owners(fx.tar_image(&tar, &k), fs).argv(&img);
-        let o = Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(env!("CARGO_BIN_EXE_stele"))
-            .args(&args)
-            .env_remove("SOURCE_DATE_EPOCH")
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{fs}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        as_nobody(&args);
         assert_eq!(std::fs::metadata(&img).unwrap().uid(), 65534);
         ok(stele(&["verify", &img, "--key", &p, "--full"]));
         check_image(&img, fs, fx.dir(), false);
