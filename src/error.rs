@@ -137,6 +137,8 @@ pub enum Usage {
     CmdlineNeedsKernel,
     #[error("--kernel and --initrd need --rootfs or --rootfs-tar: a --fs-image is wrapped as it is, nothing can be added to it")]
     KernelWithFsImage,
+    #[error("--kernel is for a stage-1 initramfs: a stage-2 one (--stage2) never kexecs, so it has no use for the running kernel's digest")]
+    KernelWithStage2,
 }
 
 impl Error {

@@ -37,7 +37,7 @@ pub struct InitramfsArgs {
     pub init: PathBuf,
     /// The kernel this (stage-1) initramfs runs under: a slot whose manifest names a kernel
     /// with the same sha256 boots in place, without kexec (boot.toml `kernel_sha256`).
-    #[arg(long, value_name = "VMLINUZ", conflicts_with = "stage2")]
+    #[arg(long, value_name = "VMLINUZ")]
     pub kernel: Option<PathBuf>,
     /// Build a stage-2 initramfs (boot.toml `stage = 2`), the one a slot carries for its own
     /// kernel: it boots only the slot stage 1 names with `stele.stage2=` and never kexecs.
@@ -50,6 +50,9 @@ pub struct InitramfsArgs {
 
 /// Runs `stele initramfs`.
 pub fn run(args: InitramfsArgs) -> CliResult {
+    if args.stage2 && args.kernel.is_some() {
+        return Err(Usage::KernelWithStage2.into());
+    }
     // The kernel runs /init before any library exists: refuse a dynamic binary here, with
     // the fix, rather than let the boot die with "Failed to execute /init (error -2)".
     let init = std::fs::read(&args.init).map_err(|e| Error::io("read --init", &args.init, e))?;
