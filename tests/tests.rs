@@ -18,6 +18,7 @@
 //! - cli_verity: `stele verity` against `veritysetup --no-superblock`
 //! - cli_uki: `stele uki build`, ESP/BIOS/bmap disks: reproducible, checked by the real tools
 //! - cli_update: `stele update --disk`: offline install, status, refusals leave the state alone
+//! - cli_stage1: `stele update stage1 --disk`: the ESP's UKI replaced, nothing else; refusals
 //! - update_vm: A/B updates under QEMU: install in the guest, fallback, refusals, power cuts
 //! - boot: the real kernel under QEMU boots our initramfs and disk (needs `cargo xtask test`)
 //! - uefi_vm: OVMF boots the ESP's UKI, Secure Boot refuses unsigned and ignores loader
@@ -25,6 +26,7 @@
 //! - kexec_vm: stage 1 kexecs into the slot's kernel and stage 2 verifies the same slot;
 //!   the same-kernel fast path; panicking and hanging (watchdog) slot kernels fall back; an
 //!   update with a new kernel and stele-init installed in the guest
+//! - stage1_vm: `stele update stage1` in a guest booted by OVMF; the next boot runs the new UKI
 //! - vm_owners: an image from a tar boots with its owners and a working file capability
 //! - vm_init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
 
@@ -41,11 +43,13 @@ mod cli_malformed;
 mod cli_owners;
 mod cli_repro;
 mod cli_signals;
+mod cli_stage1;
 mod cli_tamper;
 mod cli_uki;
 mod cli_update;
 mod cli_verity;
 mod kexec_vm;
+mod stage1_vm;
 mod uefi_vm;
 mod update_vm;
 mod vm_init;
