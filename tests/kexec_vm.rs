@@ -300,12 +300,16 @@ fn a_stage_2_initramfs_boots_nothing_on_its_own() {
     assert!(line(&st, "a").contains("successful=yes"), "untouched: {st}");
 }
 
-/// Both fallback tests: three boots of b end in `ending` after the kexec, then a boots.
-fn falls_back(vm: &mut Guest, kernel: &str, ending: &str) {
+/// Both fallback tests: three boots of b hand over to its kernel (each ending in
+/// `ending`, when given), then a boots.
+fn falls_back(vm: &mut Guest, kernel: &str, ending: Option<&str>) {
     for _ in 0..3 {
         vm.expect("stele: slot=b version=2.0.0");
         vm.expect(&format!("stele: slot=b kernel {} kexec", short_sha(kernel)));
-        vm.expect_all(&["kexec_core: Starting new kernel", ending]);
+        vm.expect("kexec_core: Starting new kernel");
+        if let Some(e) = ending {
+            vm.expect(e);
+        }
     }
     vm.expect_all(&[
         "stele: slot=b exhausted, falling back to a",
@@ -339,7 +343,7 @@ fn a_slot_kernel_that_panics_falls_back_after_its_tries() {
     let disk = updated_disk(&fx, (&key, &public), &v2);
     let initrd = stage1(&fx, &public, "stage2_panic_secs = 1\n", &[]);
     let mut vm = fx.boot(&initrd, &disk).start();
-    falls_back(&mut vm, &kernel, "Kernel panic - not syncing");
+    falls_back(&mut vm, &kernel, Some("Kernel panic - not syncing"));
     vm.powered_off();
     assert_eq!(vm.count("Rebooting in 1 seconds"), 3);
     back_on_a(&disk, &public);
@@ -362,22 +366,38 @@ fn a_slot_kernel_that_hangs_is_reset_by_the_watchdog_and_falls_back() {
         "v2.img",
     );
     let disk = updated_disk(&fx, (&key, &public), &v2);
-    // 20 s: the slot's kernel must reach its /init within it even on a loaded machine.
-    let config = "watchdog_secs = 20\n";
+    let config = "watchdog_secs = 30\n";
     let initrd = stage1(&fx, &public, config, &["--module", "i6300esb"]);
     let mut vm = fx.boot(&initrd, &disk).watchdog().start();
-    vm.expect("stele: watchdog /dev/watchdog0 armed: timeout 20s");
-    falls_back(&mut vm, &kernel, "hang: stage 2 sleeping");
+    vm.expect("stele: watchdog /dev/watchdog0 armed: timeout 30s");
+    // Stage 2 reaches its hanging /init within a few seconds, but a loaded machine can be
+    // much slower: a reset while its kernel still boots is the same hang to the watchdog,
+    // so not every try has to show the line.
+    falls_back(&mut vm, &kernel, None);
     let console = vm.powered_off();
-    // Each hang ended in a reset by the watchdog: nothing in between panicked or rebooted.
-    for part in console.split("hang: stage 2 sleeping").skip(1) {
-        let until_next_boot = part.split("Linux version").next().unwrap_or("");
-        assert!(
-            !until_next_boot.contains("Kernel panic") && !until_next_boot.contains("reboot"),
-            "not a watchdog reset: {until_next_boot}"
-        );
+    // Every try of b ended in a reset by the watchdog after its kernel started: nothing
+    // between a kexec and the next boot panicked, rebooted or shut down.
+    let tries: Vec<&str> = console
+        .split("kexec_core: Starting new kernel")
+        .skip(1)
+        .collect();
+    assert_eq!(tries.len(), 3, "three hand-overs");
+    for part in tries {
+        // This try's kernel, then the next boot's.
+        let this_try = part.split("Linux version").nth(1).unwrap_or("");
+        for end in ["Kernel panic", "reboot:", "stele: shutdown"] {
+            assert!(!this_try.contains(end), "not a watchdog reset: {this_try}");
+        }
     }
-    assert_eq!(vm.count("hang: stage 2 sleeping"), 3);
+    assert_eq!(
+        vm.boot_count(),
+        7,
+        "stage 1 and the slot kernel three times, then a"
+    );
+    assert!(
+        vm.count("hang: stage 2 sleeping") >= 1,
+        "no try reached the hanging /init"
+    );
     back_on_a(&disk, &public);
 }
 
