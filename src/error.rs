@@ -157,6 +157,14 @@ pub enum Usage {
     AppendNeedsKernel,
     #[error("--initrd needs --kernel")]
     InitrdNeedsKernel,
+    #[error("--kernel and --initrd go together: the slot's kernel boots with its stage-2 initramfs (`stele initramfs --stage2`)")]
+    KernelNeedsInitrd,
+    #[error("--kernel-cmdline needs --kernel and --initrd")]
+    CmdlineNeedsKernel,
+    #[error("--kernel and --initrd need --rootfs or --rootfs-tar: a --fs-image is wrapped as it is, nothing can be added to it")]
+    KernelWithFsImage,
+    #[error("--kernel is for a stage-1 initramfs: a stage-2 one (--stage2) never kexecs, so it has no use for the running kernel's digest")]
+    KernelWithStage2,
 }
 
 impl Error {
