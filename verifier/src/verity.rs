@@ -511,6 +511,76 @@ pub fn verify_data<R: Read>(
     })
 }
 
+/// The salted digests of the whole data blocks of `data` (`data.len()` a multiple of the
+/// data block size), hashed on several threads: the level-0 entries they must match.
+pub fn digest_blocks(params: &VerityParams, data: &[u8]) -> Vec<[u8; DIGEST_LEN]> {
+    let bs = usize_of(params.data_block_size);
+    let n = data.len() / bs;
+    let mut out = vec![[0u8; DIGEST_LEN]; n];
+    hash_blocks(
+        &params.salted(),
+        &data[..n * bs],
+        bs,
+        &mut out,
+        default_threads(),
+    );
+    out
+}
+
+/// Level 0 of a hash area already checked against its root: the digest each data block
+/// must have (with a single data block, the root itself).
+#[derive(Clone, Copy, Debug)]
+pub struct Level0<'a> {
+    area: &'a [u8],
+    root: [u8; DIGEST_LEN],
+    /// Offset of level 0 in the area; `None` with a single data block.
+    offset: Option<usize>,
+    hbs: usize,
+    epb: usize,
+    blocks: u64,
+}
+
+impl<'a> Level0<'a> {
+    /// The view of `hash_area` (which must be `params.hash_tree_size()` bytes).
+    pub fn new(
+        hash_area: &'a [u8],
+        params: &VerityParams,
+        root: &[u8; DIGEST_LEN],
+    ) -> Result<Self> {
+        if hash_area.len() as u64 != params.hash_tree_size() {
+            return Err(Error::invalid(
+                "verity hash area",
+                format!(
+                    "{} bytes, the parameters need {}",
+                    hash_area.len(),
+                    params.hash_tree_size()
+                ),
+            ));
+        }
+        Ok(Level0 {
+            area: hash_area,
+            root: *root,
+            offset: params.level_offsets().first().map(|&o| to_usize(o)),
+            hbs: usize_of(params.hash_block_size),
+            epb: params.entries_per_block(),
+            blocks: params.data_blocks,
+        })
+    }
+
+    /// The digest data block `block` must have; `None` past the last block.
+    pub fn get(&self, block: u64) -> Option<[u8; DIGEST_LEN]> {
+        if block >= self.blocks {
+            return None;
+        }
+        let Some(off) = self.offset else {
+            return Some(self.root);
+        };
+        let mut d = [0u8; DIGEST_LEN];
+        d.copy_from_slice(entry(self.area, off, self.hbs, self.epb, to_usize(block)));
+        Some(d)
+    }
+}
+
 /// The dm-verity target parameters (the part after `verity` in a table line):
 /// `1 <data_dev> <hash_dev> <dbs> <hbs> <blocks> <hash_start> sha256 <root> <salt|-> 1 restart_on_corruption`.
 /// `hash_offset` is in bytes and must be a multiple of the hash block size.
