@@ -5,6 +5,8 @@
 //! - [`state_file`]: the boot state device: open, lock, load, store with fdatasync
 //! - [`keys`]: a keyring from key files and directories
 //! - [`install`], [`status`], [`mark_good`]: the commands
+//! - [`fetch`]: installs and plans from a URL (or file) as a delta; [`channel`]: the
+//!   signed update channel on the device
 //! - [`args`], [`device`]: the device binary's front-end
 //!
 //! The write order that keeps a power cut harmless is `stele_verifier::update`'s; this
@@ -13,8 +15,10 @@
 //! `File::sync_data` and locked with nix's `Flock`.
 
 pub mod args;
+pub mod channel;
 pub mod device;
 pub mod error;
+pub mod fetch;
 pub mod install;
 pub mod keys;
 pub mod mark_good;

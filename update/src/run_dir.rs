@@ -38,6 +38,9 @@ pub const BOOT_TOML: &str = "boot.toml";
 pub const DEVICES: &str = "devices";
 /// The trusted keys.
 pub const KEYS: &str = "keys";
+/// The verified root's read-only lower layer, mounted by the boot (init/src/mounts.rs
+/// `LOWER`), kept after switch root: what is run from the image is run from here.
+pub const LOWER: &str = "lower";
 
 /// A malformed `slot` or `devices` file.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -174,6 +177,8 @@ pub struct RunDir {
     pub devices: Devices,
     /// The trusted keys with boot.toml's threshold: the keyring that checked the boot.
     pub keyring: Keyring,
+    /// The boot.toml the boot published.
+    pub config: BootConfig,
 }
 
 impl RunDir {
@@ -198,6 +203,7 @@ impl RunDir {
             booted,
             devices,
             keyring,
+            config: cfg,
         })
     }
 
@@ -207,6 +213,11 @@ impl RunDir {
             slot: s,
             devices: self.dir.join(DEVICES),
         })
+    }
+
+    /// The verified root's lower layer (`/run/stele/lower`).
+    pub fn lower(&self) -> PathBuf {
+        self.dir.join(LOWER)
     }
 
     /// The state partition.
