@@ -49,11 +49,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// `cargo xtask test`: set-up, the static init, then the whole workspace's tests with the
-/// kernel, modules and init paths in the environment.
+/// `cargo xtask test`: set-up, the static init and fetch client, then the whole workspace's tests with the
+/// kernel, modules, init and fetch client paths in the environment.
 fn test(extra: &[String]) -> Result<(), String> {
     let env = setup::setup()?;
     let init = util::build_static_init()?;
+    let fetch = util::build_static_fetch()?;
     let mut args = vec!["test", "--workspace", "--all-targets"];
     let extra: Vec<&str> = extra
         .iter()
@@ -74,6 +75,7 @@ fn test(extra: &[String]) -> Result<(), String> {
     cmd.args(&args)
         .env("STELE_KERNEL", &env.kernel)
         .env("STELE_MODULES", &env.modules)
-        .env("STELE_INIT", &init);
+        .env("STELE_INIT", &init)
+        .env("STELE_FETCH", &fetch);
     util::run(&mut cmd, "cargo test")
 }
