@@ -131,6 +131,22 @@ pub enum Usage {
     AppendNeedsKernel,
     #[error("--initrd needs --kernel")]
     InitrdNeedsKernel,
+    #[error("invalid --max-rate {0:?}: bytes per second, e.g. 500K or 2M")]
+    Rate(String),
+    #[error("--timeout must be at least 1 second")]
+    Timeout,
+    #[error("--max-rate, --deadline and --timeout go with an http:// or https:// URL")]
+    FetchNeedsUrl,
+    #[error("invalid {arg} {value:?}: {why}")]
+    Arg {
+        arg: &'static str,
+        value: String,
+        why: &'static str,
+    },
+    #[error("release {version}: {why}")]
+    Release { version: String, why: String },
+    #[error("{0}")]
+    Channel(#[source] stele_verifier::channel::ChannelError),
 }
 
 impl Error {

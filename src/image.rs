@@ -15,6 +15,8 @@ pub enum ImageCommand {
     /// Build a signed slot image from a root directory, a tar archive or an existing
     /// filesystem image.
     Build(BuildArgs),
+    /// The bytes a device running OLD.img would fetch to install NEW.img as a delta.
+    Diff(crate::diff::DiffArgs),
     /// Internal: the unpacking step of `build --rootfs-tar`, run under fakeroot.
     #[command(name = "fs-from-tar", hide = true)]
     FsFromTar(FsFromTarArgs),
@@ -105,6 +107,7 @@ pub fn run(c: ImageCommand) -> CliResult {
     match c {
         ImageCommand::Build(a) => build(&a),
         ImageCommand::FsFromTar(a) => fs_from_tar(&a),
+        ImageCommand::Diff(a) => crate::diff::diff(&a),
     }
 }
 

@@ -39,6 +39,11 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("fakeroot", "fakeroot"),
     ("libcap2-bin", "setcap"),
     ("tar", "tar"),
+    // Fleet updates: the tests serve slot images with a real static server; the delta
+    // benchmark compares with curl and measures the fetch client's memory with time -v.
+    ("nginx", "/usr/sbin/nginx"),
+    ("curl", "curl"),
+    ("time", "/usr/bin/time"),
 ];
 
 /// Packages whose program another package may also provide: checked with dpkg.
