@@ -16,6 +16,9 @@
 //! - cli_verity: `stele verity` against `veritysetup --no-superblock`
 //! - cli_uki: `stele uki build`, ESP/BIOS/bmap disks: reproducible, checked by the real tools
 //! - cli_update: `stele update --disk`: offline install, status, refusals leave the state alone
+//! - fleet_http: `update install --disk URL` against nginx and a fault-injecting server;
+//!   `update plan`, `image diff`, `channel build`
+//! - fleet_resume: a connection cut at 100 random offsets; each re-run fetches only what is missing
 //! - update_vm: A/B updates under QEMU: install in the guest, fallback, refusals, power cuts
 //! - boot: the real kernel under QEMU boots our initramfs and disk (needs `cargo xtask test`)
 //! - uefi_vm: OVMF boots the ESP's UKI, Secure Boot refuses unsigned and ignores loader
@@ -39,6 +42,8 @@ mod cli_tamper;
 mod cli_uki;
 mod cli_update;
 mod cli_verity;
+mod fleet_http;
+mod fleet_resume;
 mod uefi_vm;
 mod update_vm;
 mod vm_init;

@@ -206,9 +206,11 @@ impl RangeSource for HttpSource {
     }
 
     fn read_range(&mut self, off: u64, len: u64, sink: Sink<'_>) -> Result<(), FetchError> {
-        if let Some((t_off, bytes)) = &self.tail {
+        // The answer to the first request serves the first read of those bytes, once: a
+        // read again (its check failed) goes to the server.
+        if let Some((t_off, bytes)) = self.tail.take() {
             let end = t_off + bytes.len() as u64;
-            if off >= *t_off && off + len <= end {
+            if off >= t_off && off + len <= end {
                 let a = usize::try_from(off - t_off).unwrap_or(0);
                 let b = a + usize::try_from(len).unwrap_or(0);
                 return sink(&bytes[a..b]).map_err(|_| FetchError::Aborted);
