@@ -25,7 +25,7 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            (x >> 24) as u8
+            x.to_le_bytes()[3]
         })
         .collect()
 }
@@ -155,6 +155,10 @@ fn nginx_serves_a_delta_and_its_log_shows_the_ranges() {
     assert!(again.contains(" 0 fetched in 0 ranges"), "{again}");
 }
 
+/// A fault case: its name, the faults, extra arguments, and the refusal it ends in
+/// (`None`: a verified slot).
+type Case<'a> = (&'a str, Vec<Fault>, Vec<&'a str>, Option<&'a [&'a str]>);
+
 /// Every fault ends in a verified slot b (retried) or a clear refusal that leaves the
 /// boot state as it was.
 #[test]
@@ -167,7 +171,7 @@ fn faults_end_verified_or_refused() {
     // A byte inside the new file's data: some block the install must fetch.
     let needle = &noise(300 * 1024, 9)[..64];
     let data_at = v2.windows(64).position(|w| w == needle).unwrap() as u64 + 5000;
-    let cases: Vec<(&str, Vec<Fault>, Vec<&str>, Option<&[&str]>)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         ("cut", vec![Fault::CutAt(data_at)], vec![], None),
         (
             "cut in the tree",
