@@ -19,6 +19,8 @@
 //! - fleet_http: `update install --disk URL` against nginx and a fault-injecting server;
 //!   `update plan`, `image diff`, `channel build`
 //! - fleet_resume: a connection cut at 100 random offsets; each re-run fetches only what is missing
+//! - fleet_vm: under QEMU a device applies a signed channel from nginx as a delta, through a
+//!   power cut, and boots into the new slot
 //! - update_vm: A/B updates under QEMU: install in the guest, fallback, refusals, power cuts
 //! - boot: the real kernel under QEMU boots our initramfs and disk (needs `cargo xtask test`)
 //! - uefi_vm: OVMF boots the ESP's UKI, Secure Boot refuses unsigned and ignores loader
@@ -44,6 +46,7 @@ mod cli_update;
 mod cli_verity;
 mod fleet_http;
 mod fleet_resume;
+mod fleet_vm;
 mod uefi_vm;
 mod update_vm;
 mod vm_init;

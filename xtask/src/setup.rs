@@ -42,6 +42,8 @@ pub const PACKAGES: &[(&str, &str)] = &[
     // Fleet updates: the tests serve slot images with a real static server; the delta
     // benchmark compares with curl and measures the fetch client's memory with time -v.
     ("nginx", "/usr/sbin/nginx"),
+    // The QEMU fleet test's guestfwd runs one socat per guest connection to loopback.
+    ("socat", "socat"),
     ("curl", "curl"),
     ("time", "/usr/bin/time"),
 ];

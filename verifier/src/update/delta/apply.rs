@@ -50,8 +50,14 @@ impl Stats {
     }
 }
 
-struct Out<'a, D> {
+/// Written data is flushed to stable storage at least this often, so that a power cut
+/// loses at most this much of what was fetched (the slot is the journal of a resume).
+pub const SYNC_EVERY: u64 = 1 << 20;
+
+struct Out<'a, 's, D> {
     dev: &'a mut D,
+    sync: SyncFn<'s, D>,
+    unsynced: u64,
     bs: u64,
     l0: Level0<'a>,
     params: &'a crate::verity::VerityParams,
@@ -60,7 +66,7 @@ struct Out<'a, D> {
     p: Progress,
 }
 
-impl<D: Write + Seek> Out<'_, D> {
+impl<D: Write + Seek> Out<'_, '_, D> {
     fn matches(&self, block: u64, bytes: &[u8]) -> bool {
         digest_blocks(self.params, bytes).first().copied() == self.l0.get(block)
     }
@@ -68,7 +74,14 @@ impl<D: Write + Seek> Out<'_, D> {
         self.dev
             .seek(SeekFrom::Start(block * self.bs))
             .map_err(io_err("target slot"))?;
-        self.dev.write_all(bytes).map_err(io_err("target slot"))
+        self.dev.write_all(bytes).map_err(io_err("target slot"))?;
+        self.unsynced += bytes.len() as u64;
+        if self.unsynced >= SYNC_EVERY {
+            self.unsynced = 0;
+            self.dev.flush().map_err(io_err("target slot"))?;
+            (self.sync)(self.dev).map_err(io_err("target slot"))?;
+        }
+        Ok(())
     }
     fn done(&mut self, reused: bool) {
         self.p.blocks_done += 1;
@@ -117,6 +130,8 @@ pub fn apply<D: Read + Write + Seek, B: Read + Seek>(
     // 3. The data blocks, in order.
     let mut out = Out {
         dev: target,
+        sync,
+        unsynced: 0,
         bs,
         l0: meta.level0()?,
         params: &meta.params,
@@ -195,7 +210,7 @@ pub fn apply<D: Read + Write + Seek, B: Read + Seek>(
     dev.write_all(&meta.envelope.to_bytes())
         .map_err(io_err("target slot"))?;
     dev.flush().map_err(io_err("target slot"))?;
-    sync(dev).map_err(io_err("target slot"))?;
+    (out.sync)(dev).map_err(io_err("target slot"))?;
     out.p.fetched = meta.fetched + fetcher.received - start;
     (out.progress)(&out.p);
     let mut stats = out.stats;
@@ -226,7 +241,7 @@ impl Plan {
 /// bad block is asked for again, and after the policy's `bad_answers` bad answers for one
 /// block the source is refused.
 fn fetch_run<D: Write + Seek>(
-    out: &mut Out<'_, D>,
+    out: &mut Out<'_, '_, D>,
     fetcher: &mut Fetcher<'_>,
     first: u64,
     count: u64,
