@@ -83,6 +83,11 @@ pub struct BuildArgs {
     /// Output slot image (written to a temporary file, renamed at the end).
     #[arg(long, value_name = "SLOT.img")]
     out: PathBuf,
+    /// Put this fetch client (the static `stele-fetch`) into the image at
+    /// /usr/lib/stele/stele-fetch, so the device can update over HTTP; with --rootfs
+    /// (the tree is copied first, DIR is not changed).
+    #[arg(long, value_name = "PATH", requires = "rootfs")]
+    fetch_client: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -185,7 +190,15 @@ fn build(a: &BuildArgs) -> CliResult {
         .rootfs_tar
         .as_deref()
         .map(stele_image::stage::TarInput::parse);
-    let report = match (&a.rootfs, &tar, &a.fs_image) {
+    let staged = match (&a.rootfs, &a.fetch_client) {
+        (Some(dir), Some(client)) => Some(stele_image::fetch_client::stage(dir, client, &a.out)?),
+        _ => None,
+    };
+    let rootfs = staged
+        .as_ref()
+        .map(|(_, root)| root.clone())
+        .or(a.rootfs.clone());
+    let report = match (&rootfs, &tar, &a.fs_image) {
         (Some(dir), None, None) => {
             build_from_root(RootSource::Dir(dir), &params, a.all_root, &keys, &a.out)?
         }

@@ -41,13 +41,12 @@ kill -USR2 1
 sleep 100
 "#;
 
-/// A root with `service` as /bin/app, the fetch client, the channel key and ifconfig.
+/// A root with `service` as /bin/app, the channel key and ifconfig (the fetch client is
+/// added by `stele image build --fetch-client`).
 fn root<'a>(fx: &'a Fixture, name: &str, service: &str, channel_pem: &str) -> Rootfs<'a> {
     let system = "healthy_after = 1\nshutdown_grace = 3\n\n[[service]]\nname = \"app\"\nexec = [\"/bin/app\"]\nrestart = \"never\"\n";
-    let fetch = fs::read(env_path("STELE_FETCH")).expect("the static stele-fetch");
     fx.rootfs(name, system)
         .file("bin/app", service, 0o755)
-        .file("usr/lib/stele/stele-fetch", fetch, 0o755)
         .file(
             "etc/stele/channel-keys/channel.pem",
             fs::read(channel_pem).unwrap(),
@@ -78,14 +77,27 @@ fn device_updates_from_a_channel_as_a_delta_through_a_power_cut() {
     let r2 = root(&fx, "root2", V2_SERVICE, &cpub)
         .file("srv/new", noise(3_000_000, 11), 0o644)
         .build();
+    let fetch = env_path("STELE_FETCH").display().to_string();
+    let client = ["--fetch-client", fetch.as_str()];
     let v1 = fx
         .image(&r1, &key)
         .name("test")
         .version("1.0.0")
         .index(1)
+        .args(&client)
         .build("v1.img");
+    assert!(
+        !fx.path("root1/usr/lib/stele").exists(),
+        "--fetch-client changed the tree"
+    );
+    let dump = crate::util::host("dump.erofs", &["--path=/usr/lib/stele/stele-fetch", &v1]);
+    assert!(
+        dump.stdout.contains("regular file") && dump.stdout.contains("Access: 0755"),
+        "the fetch client is not in the image: {dump:?}"
+    );
     fs::create_dir_all(fx.path("www")).unwrap();
     fx.image(&r2, &key)
+        .args(&client)
         .name("test")
         .version("2.0.0")
         .index(2)

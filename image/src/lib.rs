@@ -14,6 +14,7 @@ pub mod disk;
 pub mod error;
 pub mod esp;
 pub mod ext4;
+pub mod fetch_client;
 pub mod fs;
 pub mod gpt;
 pub mod initramfs;

@@ -29,8 +29,11 @@ use crate::keys::load_keyring;
 use crate::run_dir::{RunDir, MANIFEST};
 use crate::{Error, Result};
 
-/// The channel keys inside the image (relative to its root).
-pub const CHANNEL_KEYS: &str = "etc/stele/channel-keys";
+/// The channel keys inside the image, relative to its root
+/// (verifier::layout::CHANNEL_KEYS_DIR).
+pub fn channel_keys_in(root: &Path) -> PathBuf {
+    root.join(stele_verifier::layout::CHANNEL_KEYS_DIR.trim_start_matches('/'))
+}
 /// The channel state under the data partition's mount point.
 pub const STATE_FILE: &str = "lib/stele/channel.toml";
 /// Largest channel file read.
@@ -113,7 +116,7 @@ pub fn save_state(path: &Path, st: &ChannelState) -> Result<()> {
 /// Reads `/run/stele` and everything a channel decision needs.
 pub fn env(run_dir: &Path) -> Result<ChannelEnv> {
     let dev = RunDir::read(run_dir)?;
-    let keys = dev.lower().join(CHANNEL_KEYS);
+    let keys = channel_keys_in(&dev.lower());
     let keyring = load_keyring(&[], &[keys], 1).map_err(Error::ChannelKeys)?;
     let mpath = run_dir.join(MANIFEST);
     let body = fs::read(&mpath).map_err(|source| Error::NotPublished {

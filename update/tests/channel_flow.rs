@@ -86,7 +86,7 @@ fn device() -> Device {
         },
     )
     .unwrap();
-    let ck = run.join("lower").join(channel::CHANNEL_KEYS);
+    let ck = channel::channel_keys_in(&run.join("lower"));
     std::fs::create_dir_all(&ck).unwrap();
     std::fs::write(ck.join("channel.pem"), public_pem(&key(7).verifying_key())).unwrap();
     let v2 = image_signed_by(8, 2, 9, 1).0;

@@ -5,7 +5,8 @@
 //! [`pipe`]) and the host CLI's `--disk` (HTTP in-process).
 //!
 //! On the device, `stele` links no network code: an `http(s)://` location is fetched by
-//! the fetch client at [`FETCH_CLIENT`] inside the verified root, run from the dm-verity
+//! the fetch client at `/usr/lib/stele/stele-fetch` (verifier::layout::FETCH_CLIENT) inside
+//! the verified root, run from the dm-verity
 //! lower layer (`/run/stele/lower/usr/lib/stele/stele-fetch`), never from the overlay or
 //! the data partition. Any other location is a local file.
 
@@ -32,8 +33,11 @@ use crate::state_file::StateFile;
 use crate::storage::{self, Device};
 use crate::{Error, Result};
 
-/// Where the fetch client is inside a slot image (and so under the verified lower layer).
-pub const FETCH_CLIENT: &str = "usr/lib/stele/stele-fetch";
+/// Where the fetch client is inside a slot image (and so under the verified lower layer),
+/// relative to the image's root.
+pub fn fetch_client_in(root: &Path) -> PathBuf {
+    root.join(stele_verifier::layout::FETCH_CLIENT.trim_start_matches('/'))
+}
 
 /// Where an image or channel is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -419,7 +423,7 @@ pub fn device_source(
 ) -> Result<Box<dyn RangeSource>> {
     match loc {
         Location::Http(url) => {
-            let program = dev.lower().join(FETCH_CLIENT);
+            let program = fetch_client_in(&dev.lower());
             if !program.is_file() {
                 return Err(Error::NoFetchClient { path: program });
             }
