@@ -21,7 +21,10 @@ use stele_verifier::layout::Role;
 use stele_verifier::partition::PartitionIo;
 use stele_verifier::update::delta::{RangeSource, ReaderSource};
 
-use crate::error::{CliResult, Error, Usage};
+use stele_verifier::state::{BootState, Slot};
+
+use crate::error::{CliResult, Usage};
+use crate::update::{open_partition, progress};
 
 /// `--max-rate`, `--deadline`, `--timeout`.
 #[derive(Debug, Clone, clap::Args)]
@@ -82,20 +85,17 @@ pub fn host_source(loc: &Location, opts: &FetchOptions) -> CliResult<Box<dyn Ran
     })
 }
 
-/// A window of the partition of `role` in a fresh handle of `disk`.
-fn window(disk: &Path, role: Role, write: bool) -> CliResult<(File, u64, u64)> {
-    let mut f = storage::open(&disk.display().to_string(), write)?;
-    let (off, len) = stele_image::disk::find_partition(&mut f, role.name()).map_err(|source| {
-        Error::DiskImage {
-            path: disk.to_path_buf(),
-            source,
-        }
-    })?;
-    Ok((f, off, len))
-}
+/// The slot the disk boots next (the base of a delta) and a fresh handle of the disk with
+/// that slot's byte range.
+type Base = (Option<Slot>, Option<(File, u64, u64)>);
 
-fn progress(line: &str) {
-    eprintln!("stele: {line}");
+fn base_of(disk: &Path, st: &BootState) -> CliResult<Base> {
+    let slot = st.choose();
+    let window = match slot {
+        Some(b) => Some(open_partition(disk, Role::slot(b), false)?),
+        None => None,
+    };
+    Ok((slot, window))
 }
 
 /// `stele update install --disk DISK URL`: into the slot the disk's state would not boot
@@ -107,20 +107,16 @@ pub fn install_disk(
     opts: &FetchOptions,
 ) -> CliResult {
     let mut src = host_source(loc, opts)?;
-    let (mut sf, s_off, s_len) = window(disk, Role::State, true)?;
+    let (mut sf, s_off, s_len) = open_partition(disk, Role::State, true)?;
     let mut state = StateFile::new(
         PartitionIo::new(&mut sf, s_off, s_len),
         disk.display().to_string(),
     );
     let st = state.load()?;
     let target = install::plan(&st, None)?;
-    let (mut tf, t_off, t_len) = window(disk, Role::slot(target), true)?;
+    let (mut tf, t_off, t_len) = open_partition(disk, Role::slot(target), true)?;
     let mut slot = PartitionIo::new(&mut tf, t_off, t_len);
-    let base_slot = st.choose();
-    let mut base_file = match base_slot {
-        Some(b) => Some(window(disk, Role::slot(b), false)?),
-        None => None,
-    };
+    let (_, mut base_file) = base_of(disk, &st)?;
     let mut base_io = base_file
         .as_mut()
         .map(|(f, off, len)| (PartitionIo::new(f, *off, *len), *len));
@@ -139,11 +135,7 @@ pub fn install_disk(
         opts,
         &mut |_| Ok(()),
         &mut progress,
-        &mut |p| {
-            if let Some(l) = line.line(p) {
-                progress(&l);
-            }
-        },
+        &mut |p| line.show(p, &mut progress),
     )?;
     println!("{}", summary_line(&done));
     println!("{}", install::installed_line(&done.installed));
@@ -153,19 +145,15 @@ pub fn install_disk(
 /// `stele update plan --disk DISK URL|FILE`: what that install would do.
 pub fn plan_disk(disk: &Path, loc: &Location, keyring: &Keyring, opts: &FetchOptions) -> CliResult {
     let mut src = host_source(loc, opts)?;
-    let (mut sf, s_off, s_len) = window(disk, Role::State, false)?;
+    let (mut sf, s_off, s_len) = open_partition(disk, Role::State, false)?;
     let st = StateFile::new(
         PartitionIo::new(&mut sf, s_off, s_len),
         disk.display().to_string(),
     )
     .load()?;
     let target = install::plan(&st, None)?;
-    let (mut tf, t_off, t_len) = window(disk, Role::slot(target), false)?;
-    let base_slot = st.choose();
-    let mut base_file = match base_slot {
-        Some(b) => Some(window(disk, Role::slot(b), false)?),
-        None => None,
-    };
+    let (mut tf, t_off, t_len) = open_partition(disk, Role::slot(target), false)?;
+    let (base_slot, mut base_file) = base_of(disk, &st)?;
     let mut base_io = base_file
         .as_mut()
         .map(|(f, off, len)| (PartitionIo::new(f, *off, *len), *len));

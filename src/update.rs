@@ -183,7 +183,7 @@ fn offline_keys(o: &Offline) -> CliResult<Option<(PathBuf, Keyring)>> {
 }
 
 /// The disk image, and the byte range of the partition of `role` in it.
-fn open_partition(disk: &Path, role: Role, write: bool) -> CliResult<(File, u64, u64)> {
+pub(crate) fn open_partition(disk: &Path, role: Role, write: bool) -> CliResult<(File, u64, u64)> {
     let mut f = storage::open(&disk.display().to_string(), write)?;
     let (off, len) = find_partition(&mut f, role.name()).map_err(|source| Error::DiskImage {
         path: disk.to_path_buf(),
@@ -192,7 +192,8 @@ fn open_partition(disk: &Path, role: Role, write: bool) -> CliResult<(File, u64,
     Ok((f, off, len))
 }
 
-fn progress(line: &str) {
+/// A progress line on stderr.
+pub(crate) fn progress(line: &str) {
     eprintln!("stele: {line}");
 }
 

@@ -53,11 +53,7 @@ pub fn run(cmd: &Command, run_dir: &Path) -> Result<()> {
                 opts,
                 &mut |_| Ok(()),
                 &mut progress,
-                &mut |p| {
-                    if let Some(l) = line.line(p) {
-                        progress(&l);
-                    }
-                },
+                &mut |p| line.show(p, &mut progress),
             )?;
             println!("{}", crate::fetch::summary_line(&done));
             println!("{}", install::installed_line(&done.installed));
@@ -77,9 +73,7 @@ pub fn run(cmd: &Command, run_dir: &Path) -> Result<()> {
             let loc = crate::fetch::Location::parse(channel);
             let mut line = crate::fetch::ProgressLine::default();
             match crate::channel::apply_on_device(run_dir, &loc, opts, &mut progress, &mut |p| {
-                if let Some(l) = line.line(p) {
-                    progress(&l);
-                }
+                line.show(p, &mut progress)
             })? {
                 crate::channel::Applied::UpToDate { version } => {
                     println!(

@@ -224,6 +224,13 @@ impl Default for ProgressLine {
 }
 
 impl ProgressLine {
+    /// Hands the line for `p` to `out`, if one is due.
+    pub fn show(&mut self, p: &Progress, out: &mut dyn FnMut(&str)) {
+        if let Some(l) = self.line(p) {
+            out(&l);
+        }
+    }
+
     /// The line for `p` if one is due (without the `stele: ` prefix).
     pub fn line(&mut self, p: &Progress) -> Option<String> {
         let now = Instant::now();

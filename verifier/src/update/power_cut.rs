@@ -86,6 +86,59 @@ pub(super) fn replay(
     (b, st)
 }
 
+/// Replays every prefix of an install's `writes` into slot b (a holds "1.1", b "1.5", the
+/// install "2.9"), whole and with the next write torn: the device must always boot one of
+/// the three, never the new content before the flip (`flip_at` writes) nor as if good,
+/// and the new content once everything is written. `then` gets each cut (the number of
+/// writes, torn, slot b as cut). Returns the versions that booted.
+pub(super) fn every_prefix_boots(
+    writes: &[(usize, u64, Vec<u8>)],
+    flip_at: usize,
+    a: &Cursor<Vec<u8>>,
+    b: &Cursor<Vec<u8>>,
+    st: &Cursor<Vec<u8>>,
+    mut then: impl FnMut(usize, bool, Cursor<Vec<u8>>),
+) -> std::collections::BTreeSet<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for cut in 0..=writes.len() {
+        for torn in [false, true] {
+            if torn && cut == writes.len() {
+                continue;
+            }
+            let (b_cut, mut state) = replay(writes, cut, torn, b, st);
+            let mut slots = [a.clone(), b_cut.clone()];
+            let booted = boot(&mut slots, &mut state)
+                .unwrap_or_else(|| panic!("no bootable slot after {cut} writes (torn: {torn})"));
+            // Old b (before its footer is zeroed), a (while b is rewritten and until
+            // its new footer is there), new b (at the end).
+            assert!(
+                ["1.5", "1.1", "2.9"].contains(&booted.as_str()),
+                "booted {booted} after {cut} writes"
+            );
+            if cut <= flip_at {
+                assert_ne!(
+                    booted, "2.9",
+                    "new content booted before the flip ({cut} writes)"
+                );
+            }
+            if booted == "2.9" {
+                // New content only ever boots as a trial, never under b's old record.
+                let (st, _) = load(&mut state).unwrap();
+                assert!(
+                    !st.slot(Slot::B).successful,
+                    "new content booted as if good after {cut} writes (torn: {torn})"
+                );
+            }
+            if cut == writes.len() {
+                assert_eq!(booted, "2.9");
+            }
+            seen.insert(booted);
+            then(cut, torn, b_cut);
+        }
+    }
+    seen
+}
+
 /// Power cut at every write (sector) of an install into slot b (copy, flip, footer):
 /// the device always boots; never the new content before the flip is on disk, always
 /// the new content once everything is. Slot b starts as a good slot first in line (a
@@ -140,41 +193,6 @@ fn power_cut_at_any_write_still_boots() {
     .unwrap();
     let writes: Vec<(usize, u64, Vec<u8>)> = log.borrow().clone();
 
-    let mut seen = std::collections::BTreeSet::new();
-    for cut in 0..=writes.len() {
-        for torn in [false, true] {
-            if torn && cut == writes.len() {
-                continue;
-            }
-            let (b_cut, mut state) = replay(&writes, cut, torn, &b, &st);
-            let mut slots = [a.clone(), b_cut];
-            let booted = boot(&mut slots, &mut state)
-                .unwrap_or_else(|| panic!("no bootable slot after {cut} writes (torn: {torn})"));
-            // Old b (before its footer is zeroed), a (while b is rewritten and until
-            // its new footer is there), new b (at the end).
-            assert!(
-                ["1.5", "1.1", "2.9"].contains(&booted.as_str()),
-                "booted {booted} after {cut} writes"
-            );
-            if cut <= flip_at {
-                assert_ne!(
-                    booted, "2.9",
-                    "new content booted before the flip ({cut} writes)"
-                );
-            }
-            if booted == "2.9" {
-                // New content only ever boots as a trial, never under b's old record.
-                let (st, _) = load(&mut state).unwrap();
-                assert!(
-                    !st.slot(Slot::B).successful,
-                    "new content booted as if good after {cut} writes (torn: {torn})"
-                );
-            }
-            if cut == writes.len() {
-                assert_eq!(booted, "2.9");
-            }
-            seen.insert(booted);
-        }
-    }
+    let seen = every_prefix_boots(&writes, flip_at, &a, &b, &st, |_, _, _| {});
     assert_eq!(seen.len(), 3, "{seen:?}");
 }

@@ -11,7 +11,7 @@ use super::delta::apply::apply;
 use super::delta::plan::plan;
 use super::delta::tests::{block, image_of, install, slot_with, FakeClock, MemSource};
 use super::delta::{fetch_meta, Fetcher, RetryPolicy, Trust};
-use super::power_cut::{boot, replay, Recorder, WriteLog};
+use super::power_cut::{boot, every_prefix_boots, Recorder, WriteLog};
 use super::tests::{no_sync, SLOT_LEN};
 use super::*;
 use crate::state::{initialize, load};
@@ -86,54 +86,28 @@ fn power_cut_at_any_write_of_a_delta_install_still_boots_and_resumes() {
     .unwrap();
     let writes: Vec<(usize, u64, Vec<u8>)> = log.borrow().clone();
 
-    let mut seen = std::collections::BTreeSet::new();
-    for cut in 0..=writes.len() {
-        for torn in [false, true] {
-            if torn && cut == writes.len() {
-                continue;
-            }
-            let (b_cut, mut state) = replay(&writes, cut, torn, &b, &st);
-            let mut slots = [a.clone(), b_cut.clone()];
-            let booted = boot(&mut slots, &mut state)
-                .unwrap_or_else(|| panic!("no bootable slot after {cut} writes (torn: {torn})"));
-            assert!(
-                ["1.5", "1.1", "2.9"].contains(&booted.as_str()),
-                "booted {booted} after {cut} writes"
-            );
-            if cut <= flip_at {
-                assert_ne!(
-                    booted, "2.9",
-                    "new content booted before the flip ({cut} writes)"
-                );
-            }
-            if booted == "2.9" {
-                let (s, _) = load(&mut state).unwrap();
-                assert!(!s.slot(Slot::B).successful, "new content booted as if good");
-            }
-            seen.insert(booted);
-
-            // The slot is the journal: a new run from this state finishes the install
-            // and fetches only what the slot lacks.
-            let mut target = b_cut;
-            let mut again = MemSource::new(new_img.clone());
-            let mut base = a.clone();
-            let run = install(
-                &mut again,
-                &mut target,
-                Some(&mut base),
-                RetryPolicy::default(),
-            )
-            .unwrap_or_else(|e| panic!("re-run after {cut} writes: {e}"));
-            assert!(run.stats.fetched_blocks <= 2, "re-run after {cut} writes");
-            let mut slots = [a.clone(), target];
-            let mut fresh_state = Cursor::new(vec![0u8; 8192]);
-            initialize(&mut fresh_state, &BootState::initial(true)).unwrap();
-            let mut s = load(&mut fresh_state).unwrap().0;
-            s.activate_new(Slot::B, 3);
-            store_state(&mut fresh_state, &s);
-            assert_eq!(boot(&mut slots, &mut fresh_state).as_deref(), Some("2.9"));
-        }
-    }
+    let seen = every_prefix_boots(&writes, flip_at, &a, &b, &st, |cut, _, b_cut| {
+        // The slot is the journal: a new run from this state finishes the install and
+        // fetches only what the slot lacks.
+        let mut target = b_cut;
+        let mut again = MemSource::new(new_img.clone());
+        let mut base = a.clone();
+        let run = install(
+            &mut again,
+            &mut target,
+            Some(&mut base),
+            RetryPolicy::default(),
+        )
+        .unwrap_or_else(|e| panic!("re-run after {cut} writes: {e}"));
+        assert!(run.stats.fetched_blocks <= 2, "re-run after {cut} writes");
+        let mut slots = [a.clone(), target];
+        let mut fresh_state = Cursor::new(vec![0u8; 8192]);
+        initialize(&mut fresh_state, &BootState::initial(true)).unwrap();
+        let mut s = load(&mut fresh_state).unwrap().0;
+        s.activate_new(Slot::B, 3);
+        store_state(&mut fresh_state, &s);
+        assert_eq!(boot(&mut slots, &mut fresh_state).as_deref(), Some("2.9"));
+    });
     assert_eq!(seen.len(), 3, "{seen:?}");
 }
 
