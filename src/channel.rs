@@ -109,7 +109,7 @@ fn read_release(
     let mut f = Fetcher::new(&mut *src, &mut clock, opts.policy(), None);
     // The signatures are the devices' business (their keyring); the image must still
     // be a well-formed slot image whose tree matches its root hash.
-    let meta = fetch_meta(&mut f, Trust::Unsigned, None, None).map_err(|source| {
+    let meta = fetch_meta(&mut f, Trust::Unsigned, None, None, None).map_err(|source| {
         stele_update::Error::Fetch {
             url: loc.show(),
             source,

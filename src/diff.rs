@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use stele_update::fetch::{FetchOptions, Location, SystemClock};
 use stele_verifier::update::delta::plan::{plan, BaseUse};
-use stele_verifier::update::delta::{fetch_meta, Fetcher, Trust, DEFAULT_MAX_RANGE};
+use stele_verifier::update::delta::{
+    fetch_meta, Fetcher, KnownHashBlocks, Trust, DEFAULT_MAX_RANGE,
+};
 
 use crate::error::CliResult;
 
@@ -41,10 +43,11 @@ pub fn diff(a: &DiffArgs) -> CliResult {
         url: new.show(),
         source,
     };
-    let meta = fetch_meta(&mut f, trust, None, None).map_err(err)?;
     let old_name = a.old.display().to_string();
     let mut old = stele_update::storage::open(&old_name, false)?;
     let old_len = stele_update::storage::size(&mut old, &old_name)?;
+    let known = KnownHashBlocks::from_slot(&mut old, old_len, trust).map_err(err)?;
+    let meta = fetch_meta(&mut f, trust, None, None, known.as_ref()).map_err(err)?;
     let p = plan::<std::fs::File, _>(
         &meta,
         None,

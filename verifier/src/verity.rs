@@ -125,6 +125,32 @@ impl VerityParams {
         self.level_blocks().len()
     }
 
+    /// Each level's byte offset in the hash area and its number of hash blocks, level 0
+    /// (the hashes of the data blocks) first; the last is the single top block at 0.
+    pub fn level_layout(&self) -> Vec<(u64, u64)> {
+        self.level_offsets()
+            .into_iter()
+            .zip(self.level_blocks())
+            .collect()
+    }
+
+    /// The digest of one block (data or hash) with this tree's salt: `sha256(salt || block)`.
+    pub fn digest(&self, block: &[u8]) -> [u8; DIGEST_LEN] {
+        let mut h = self.salted();
+        h.update(block);
+        h.finalize().into()
+    }
+
+    /// Entry `j` of the level that starts at byte `offset` of `hash_area`.
+    pub fn entry_at(&self, hash_area: &[u8], offset: u64, j: u64) -> Option<[u8; DIGEST_LEN]> {
+        let epb = self.entries_per_block() as u64;
+        let hbs = u64::from(self.hash_block_size);
+        let pos = usize::try_from(offset + (j / epb) * hbs + (j % epb) * DIGEST_LEN as u64).ok()?;
+        let mut d = [0u8; DIGEST_LEN];
+        d.copy_from_slice(hash_area.get(pos..pos + DIGEST_LEN)?);
+        Some(d)
+    }
+
     /// log2 of the digests per hash block.
     fn bits(&self) -> u32 {
         (usize_of(self.hash_block_size) / DIGEST_LEN).trailing_zeros()

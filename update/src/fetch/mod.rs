@@ -23,8 +23,8 @@ use stele_verifier::state::Slot;
 use stele_verifier::update::delta::apply::{apply, Progress, Stats};
 use stele_verifier::update::delta::plan::{plan, BaseUse, Plan};
 use stele_verifier::update::delta::{
-    fetch_meta, Clock, Fetcher, Meta, RangeSource, ReaderSource, RetryPolicy, Trust,
-    DEFAULT_MAX_RANGE,
+    fetch_meta, Clock, Fetcher, KnownHashBlocks, Meta, RangeSource, ReaderSource, RetryPolicy,
+    Trust, DEFAULT_MAX_RANGE,
 };
 
 use crate::install::Installed;
@@ -321,8 +321,22 @@ pub fn plan_from<T: Read + Seek, B: Read + Seek>(
         source,
     };
     let slot_len = target.as_ref().map(|t| t.1);
+    let mut base = base;
+    let known = match base.as_mut() {
+        Some((b, l)) => {
+            KnownHashBlocks::from_slot(&mut **b, *l, Trust::Keyring(keyring)).map_err(err)?
+        }
+        None => None,
+    };
     let mut f = Fetcher::new(src, clock, opts.policy(), opts.max_rate);
-    let meta = fetch_meta(&mut f, Trust::Keyring(keyring), Some(floor), slot_len).map_err(err)?;
+    let meta = fetch_meta(
+        &mut f,
+        Trust::Keyring(keyring),
+        Some(floor),
+        slot_len,
+        known.as_ref(),
+    )
+    .map_err(err)?;
     let p = plan(
         &meta,
         target,
@@ -363,9 +377,21 @@ pub fn install_from<D: Device, B: Read + Seek, S: Device>(
         slot_len,
         mut base,
     } = slots;
+    let known = match base.as_mut() {
+        Some((b, l)) => {
+            KnownHashBlocks::from_slot(&mut **b, *l, Trust::Keyring(keyring)).map_err(err)?
+        }
+        None => None,
+    };
     let mut f = Fetcher::new(src, clock, opts.policy(), opts.max_rate);
-    let meta =
-        fetch_meta(&mut f, Trust::Keyring(keyring), Some(floor), Some(slot_len)).map_err(err)?;
+    let meta = fetch_meta(
+        &mut f,
+        Trust::Keyring(keyring),
+        Some(floor),
+        Some(slot_len),
+        known.as_ref(),
+    )
+    .map_err(err)?;
     let m = &meta.manifest;
     log(&format!(
         "update: {name}: {} {} rollback_index={} verified (signatures, rollback floor {floor}, hash tree)",

@@ -52,7 +52,7 @@ fn power_cut_at_any_write_of_a_delta_install_still_boots_and_resumes() {
     let mut clock = FakeClock::default();
     let mut f = Fetcher::new(&mut src, &mut clock, RetryPolicy::default(), None);
     let keys = ring();
-    let meta = fetch_meta(&mut f, Trust::Keyring(&keys), Some(0), Some(SLOT_LEN)).unwrap();
+    let meta = fetch_meta(&mut f, Trust::Keyring(&keys), Some(0), Some(SLOT_LEN), None).unwrap();
     let mut base = a.clone();
     let p = plan(
         &meta,

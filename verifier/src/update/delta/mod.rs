@@ -20,18 +20,20 @@ pub mod apply;
 pub mod plan;
 pub mod retry;
 pub mod source;
+pub mod tree;
 
 use std::io;
 use std::time::Duration;
 
 pub use retry::{Backoff, Clock, RetryPolicy, Throttle};
 pub use source::{Abort, FetchError, RangeSource, ReaderSource, Sink, Streamed};
+pub use tree::KnownHashBlocks;
 
 use super::Written;
 use crate::footer::{Footer, FOOTER_SIZE};
 use crate::keys::{KeyId, Keyring};
 use crate::manifest::{Envelope, Manifest};
-use crate::verity::{verify_hash_area, VerityParams};
+use crate::verity::VerityParams;
 
 /// Ranges merged from adjacent fetched blocks are at most this long by default.
 pub const DEFAULT_MAX_RANGE: u64 = 4 << 20;
@@ -360,13 +362,15 @@ impl<'a> Fetcher<'a> {
 
 /// Step 1: the footer, the envelope (checked against `trust`, `rollback_floor` and, when
 /// given, that image + footer fit `slot_len`), then the hash tree against the signed
-/// root hash. Refetches an answer that fails its check; refuses after the policy's
-/// `bad_answers`.
+/// root hash, its level-0 blocks taken from `known` (the running slot's tree) where it
+/// has them ([`tree::fetch_tree`]). Refetches an answer that fails its check; refuses
+/// after the policy's `bad_answers`.
 pub fn fetch_meta(
     f: &mut Fetcher<'_>,
     trust: Trust<'_>,
     rollback_floor: Option<u64>,
     slot_len: Option<u64>,
+    known: Option<&KnownHashBlocks>,
 ) -> Result<Meta, DeltaError> {
     let start = f.received;
     let len = f.file_len()?;
@@ -425,9 +429,7 @@ pub fn fetch_meta(
         )));
     }
     let root = manifest.verity.root_hash;
-    let (_, tree) = f.read_checked("the hash tree", hash_offset, tree_size, |b| {
-        verify_hash_area(b, &params, &root)
-    })?;
+    let tree = tree::fetch_tree(f, &params, &root, hash_offset, known)?;
     Ok(Meta {
         len,
         footer,

@@ -143,8 +143,13 @@ impl RangeSource for MemSource {
 
 /// A slot image (key 1) whose data are `blocks` (each [`BS`] bytes), with `salt`.
 pub(crate) fn image_of(blocks: &[Vec<u8>], salt: u8, index: u64) -> Vec<u8> {
+    image_hbs(blocks, salt, index, 4096)
+}
+
+/// [`image_of`] with hash blocks of `hbs` bytes.
+pub(crate) fn image_hbs(blocks: &[Vec<u8>], salt: u8, index: u64, hbs: u32) -> Vec<u8> {
     let params =
-        crate::verity::VerityParams::new(4096, 4096, blocks.len() as u64, vec![salt; 32]).unwrap();
+        crate::verity::VerityParams::new(4096, hbs, blocks.len() as u64, vec![salt; 32]).unwrap();
     let mut data: Vec<u8> = blocks.concat();
     let (area, root) = build_tree(&data[..], &params).unwrap();
     data.extend_from_slice(&area);
@@ -191,8 +196,18 @@ pub(crate) fn install(
     let mut clock = FakeClock::default();
     let mut f = Fetcher::new(src, &mut clock, policy, None);
     let keys = ring();
-    let meta = fetch_meta(&mut f, Trust::Keyring(&keys), Some(0), Some(SLOT_LEN))?;
     let mut base = base;
+    let known = match base.as_deref_mut() {
+        Some(b) => KnownHashBlocks::from_slot(b, SLOT_LEN, Trust::Keyring(&keys))?,
+        None => None,
+    };
+    let meta = fetch_meta(
+        &mut f,
+        Trust::Keyring(&keys),
+        Some(0),
+        Some(SLOT_LEN),
+        known.as_ref(),
+    )?;
     let p = plan(
         &meta,
         Some((&mut *target, SLOT_LEN)),
@@ -523,7 +538,7 @@ fn unsigned_meta_plans_but_never_writes() {
     let mut src = MemSource::new(new);
     let mut clock = FakeClock::default();
     let mut f = Fetcher::new(&mut src, &mut clock, quick(), None);
-    let meta = fetch_meta(&mut f, Trust::Unsigned, None, None).unwrap();
+    let meta = fetch_meta(&mut f, Trust::Unsigned, None, None, None).unwrap();
     assert!(meta.signed_by.is_none());
     let mut base = slot_with(&old);
     let p = plan::<Cursor<Vec<u8>>, _>(
@@ -548,4 +563,46 @@ fn unsigned_meta_plans_but_never_writes() {
     );
     assert!(matches!(r, Err(DeltaError::Unsigned)));
     assert!(target.get_ref().iter().all(|&b| b == 0xee));
+}
+
+/// The new image's level-0 hash blocks that the running slot's tree already has are not
+/// fetched (same salt): a change of three data blocks costs one level-0 block.
+#[test]
+fn the_tree_is_a_delta_too() {
+    let old: Vec<Vec<u8>> = (0..100).map(|t| block(t, 1)).collect();
+    let mut new = old.clone();
+    for b in &mut new[10..13] {
+        b[100] = 0x77;
+    }
+    // 512-byte hash blocks: 16 entries each, 7 level-0 blocks, one level-1 block.
+    let (old_img, new_img) = (image_hbs(&old, 1, 1, 512), image_hbs(&new, 1, 2, 512));
+    let mut base = slot_with(&old_img);
+    let mut target = Cursor::new(vec![0xee; SLOT_LEN as usize]);
+    let mut src = MemSource::new(new_img.clone());
+    install(&mut src, &mut target, Some(&mut base), quick()).unwrap();
+    assert_installed(&target, &new_img);
+    let tree: Vec<_> = src
+        .requests
+        .iter()
+        .filter(|r| (100 * 4096..100 * 4096 + 8 * 512).contains(&r.0))
+        .collect();
+    // Level 1 (the top), then level-0 block 0 (entries 0..16) only.
+    assert_eq!(
+        tree,
+        vec![&(100 * 4096, 512), &(100 * 4096 + 512, 512)],
+        "{:?}",
+        src.requests
+    );
+    // Another salt: nothing to reuse, the whole tree in one answer; still byte for byte.
+    let other = image_hbs(&new, 3, 2, 512);
+    let mut target = Cursor::new(vec![0xee; SLOT_LEN as usize]);
+    let mut src = MemSource::new(other.clone());
+    install(&mut src, &mut target, Some(&mut base), quick()).unwrap();
+    assert_installed(&target, &other);
+    // A bad level-0 block from the server is fetched again.
+    let mut target = Cursor::new(vec![0xee; SLOT_LEN as usize]);
+    let mut src = MemSource::new(new_img.clone());
+    src.faults = VecDeque::from([Fault::Flip(100 * 4096 + 512 + 7)]);
+    install(&mut src, &mut target, Some(&mut base), quick()).unwrap();
+    assert_installed(&target, &new_img);
 }
