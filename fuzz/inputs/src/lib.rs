@@ -7,6 +7,7 @@
 //! [`TARGETS`]; a `[[bin]]` in fuzz/Cargo.toml and fuzz/fuzz_targets/<name>.rs calling
 //! `run`. The tests check that the three lists agree.
 
+pub mod channel;
 pub mod codec;
 pub mod config;
 pub mod envelope;
@@ -114,6 +115,13 @@ pub const TARGETS: &[Target] = &[
         seeds: config::system_seeds,
         stages: config::STAGES,
         depth: config::system_depth,
+    },
+    Target {
+        name: "channel_verify",
+        run: channel::run,
+        seeds: channel::seeds,
+        stages: channel::STAGES,
+        depth: channel::depth,
     },
 ];
 
