@@ -24,6 +24,18 @@ fn build_image(
     out: &Path,
     version: &str,
 ) -> Result<(), String> {
+    build_salted(stele, key, tree, out, version, SALT)
+}
+
+/// [`build_image`] with another salt.
+fn build_salted(
+    stele: &Path,
+    key: &Path,
+    tree: &Path,
+    out: &Path,
+    version: &str,
+    salt: &str,
+) -> Result<(), String> {
     output(
         Command::new(stele)
             .args(["image", "build", "--rootfs"])
@@ -38,7 +50,7 @@ fn build_image(
                 "--rollback-index",
                 "2",
             ])
-            .args(["--salt", SALT, "--out"])
+            .args(["--salt", salt, "--out"])
             .arg(out)
             .env("SOURCE_DATE_EPOCH", "0"),
         "stele image build",
@@ -204,7 +216,14 @@ pub fn delta_bench() -> Result<(), String> {
         }
         fs::write(path, &content).map_err(|e| e.to_string())?;
         let new = work.join(format!("new-{}.img", i + 1));
-        let built = build_image(&stele, &key, &tree, &new, "2");
+        let other_salt = work.join("new-other-salt.img");
+        let built = build_image(&stele, &key, &tree, &new, "2").and_then(|()| {
+            if i == 0 {
+                build_salted(&stele, &key, &tree, &other_salt, "2", &"ab".repeat(32))
+            } else {
+                Ok(())
+            }
+        });
         match &original {
             Some(o) => fs::write(path, o).map_err(|e| e.to_string())?,
             None => fs::remove_file(path).map_err(|e| e.to_string())?,
@@ -218,6 +237,16 @@ pub fn delta_bench() -> Result<(), String> {
             "  {name:<34} {fetched:>12} {rauc:>12} {changed:>14} {:>9.3} %",
             100.0 * fetched as f64 / new_bytes.len() as f64
         );
+        if i == 0 {
+            let (f2, _) = diff(&stele, &old, &other_salt)?;
+            println!(
+                "  {:<34} {f2:>12} {:>12} {:>14} {:>9.3} %",
+                "(a) built with another salt",
+                "-",
+                "-",
+                100.0 * f2 as f64 / new_bytes.len() as f64
+            );
+        }
         last_new = new;
     }
     println!("  (stele: bytes fetched, footer, manifest and hash tree included; RAUC: 4 KiB chunks of the new image whose content the old image lacks; changed blocks: 4 KiB blocks that differ at the same offset)");

@@ -606,3 +606,50 @@ fn the_tree_is_a_delta_too() {
     install(&mut src, &mut target, Some(&mut base), quick()).unwrap();
     assert_installed(&target, &new_img);
 }
+
+/// `--max-rate`: the fetcher sleeps so that the bytes received over the time passed stay
+/// at or below the rate (on the fake clock: exactly the bytes over the rate).
+#[test]
+fn max_rate_paces_the_fetch() {
+    let (_, new) = small_pair(60);
+    let mut src = MemSource::new(new.clone());
+    let mut clock = FakeClock::default();
+    let rate = 64 * 1024;
+    let mut f = Fetcher::new(&mut src, &mut clock, quick(), Some(rate));
+    let keys = ring();
+    let meta = fetch_meta(&mut f, Trust::Keyring(&keys), Some(0), Some(SLOT_LEN), None).unwrap();
+    let mut target = Cursor::new(vec![0xee; SLOT_LEN as usize]);
+    let p = plan::<Cursor<Vec<u8>>, Cursor<Vec<u8>>>(
+        &meta,
+        Some((&mut target.clone(), SLOT_LEN)),
+        None,
+        Trust::Keyring(&keys),
+        1 << 20,
+    )
+    .unwrap();
+    let (_, stats) = apply::<_, Cursor<Vec<u8>>>(
+        &meta,
+        &p,
+        &mut f,
+        &mut target,
+        SLOT_LEN,
+        None,
+        &mut no_sync,
+        &mut |_| {},
+    )
+    .unwrap();
+    drop(f);
+    let secs = clock.t.as_secs_f64();
+    let expected = stats.fetched as f64 / rate as f64;
+    // The first chunk of each answer arrives before any wait.
+    assert!(
+        secs <= expected + 0.01,
+        "{secs} s for {} bytes",
+        stats.fetched
+    );
+    assert!(
+        secs >= expected - 1500.0 / rate as f64,
+        "{secs} s for {} bytes",
+        stats.fetched
+    );
+}
