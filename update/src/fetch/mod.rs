@@ -350,8 +350,9 @@ pub fn plan_from<T: Read + Seek, B: Read + Seek>(
 
 /// Installs the image of `src` into `slots.target` as a delta and flips the boot state:
 /// signed first (checked against `keyring` and the state's rollback floor, then `check`,
-/// the caller's own refusals: a channel's manifest digest), then plan and write in the
-/// install write order. Progress lines go to `log` (without `stele: `), the progress to
+/// the caller's own refusals: a channel's manifest digest; the place for the device's
+/// product binding too, once it exists: every refusal there comes before the slot is
+/// touched), then plan and write in the install write order. Progress lines go to `log` (without `stele: `), the progress to
 /// `progress`.
 #[allow(clippy::too_many_arguments)]
 pub fn install_from<D: Device, B: Read + Seek, S: Device>(
