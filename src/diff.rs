@@ -31,7 +31,12 @@ pub fn diff(a: &DiffArgs) -> CliResult {
     let keyring = if a.keys.is_empty() {
         None
     } else {
-        Some(stele_update::keys::load_keyring(&a.keys, &[], 1)?)
+        Some(stele_update::keys::load_keyring(
+            &a.keys,
+            &[],
+            1,
+            &mut |_| {},
+        )?)
     };
     let trust = keyring.as_ref().map_or(Trust::Unsigned, Trust::Keyring);
     let new = Location::File(a.new.clone());

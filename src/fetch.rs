@@ -24,7 +24,7 @@ use stele_verifier::update::delta::{RangeSource, ReaderSource};
 use stele_verifier::state::{BootState, Slot};
 
 use crate::error::{CliResult, Usage};
-use crate::update::{open_partition, progress};
+use crate::update::{log, open_partition};
 
 /// `--max-rate`, `--deadline`, `--timeout`.
 #[derive(Debug, Clone, clap::Args)]
@@ -134,8 +134,8 @@ pub fn install_disk(
         keyring,
         opts,
         &mut |_| Ok(()),
-        &mut progress,
-        &mut |p| line.show(p, &mut progress),
+        &mut log,
+        &mut |p| line.show(p, &mut log),
     )?;
     println!("{}", summary_line(&done));
     println!("{}", install::installed_line(&done.installed));

@@ -4,11 +4,14 @@ use std::path::{Path, PathBuf};
 
 use clap::ArgGroup;
 use stele_image::fs::parse_fs_type;
-use stele_image::slot::{BuildParams, BuildReport, DEFAULT_BLOCK_SIZE};
+use stele_image::slot::{BuildParams, BuildReport, ALIGN, DEFAULT_BLOCK_SIZE};
+use stele_verifier::footer::FOOTER_SIZE;
 use stele_verifier::hex;
 
 use crate::error::{CliResult, Context, Error, Usage};
-use crate::util::{salt_or_random, source_date_epoch};
+use crate::json::{ImageJson, Outcome};
+use crate::progress::Bars;
+use crate::util::{parse_hex, salt_or_random, source_date_epoch};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ImageCommand {
@@ -88,6 +91,13 @@ pub struct BuildArgs {
     /// (the tree is copied first, DIR is not changed).
     #[arg(long, value_name = "PATH", requires = "rootfs")]
     fetch_client: Option<PathBuf>,
+    /// Replace an existing --out (or write onto a block device).
+    #[arg(long)]
+    force: bool,
+    /// Print one JSON object (verdict, error, manifest, root hash, key ids, sizes) instead
+    /// of the `built:` line, also when the build fails.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -130,12 +140,12 @@ pub(crate) fn clean_up_on_signals() -> CliResult {
 
 fn fs_from_tar(a: &FsFromTarArgs) -> CliResult {
     clean_up_on_signals()?;
-    let uuid = hex::decode(&a.uuid)
-        .and_then(|v| <[u8; 16]>::try_from(v).ok())
-        .ok_or_else(|| Usage::Hex {
-            arg: "--uuid",
-            value: a.uuid.clone(),
-        })?;
+    let uuid = <[u8; 16]>::try_from(parse_hex("--uuid", &a.uuid)?).map_err(|_| {
+        Error::from(stele_image::Error::invalid(
+            "--uuid",
+            format!("{:?} is not 16 bytes", a.uuid),
+        ))
+    })?;
     let opts =
         stele_image::fs::FsOptions::new(parse_fs_type(&a.fs_type)?, a.epoch, uuid, a.all_root);
     let tar = stele_image::stage::TarInput::parse(&a.tar);
@@ -143,53 +153,71 @@ fn fs_from_tar(a: &FsFromTarArgs) -> CliResult {
     Ok(())
 }
 
-fn check_block_size(what: &'static str, n: u32) -> CliResult {
-    let ok = n.is_power_of_two()
-        && (stele_verifier::verity::MIN_BLOCK_SIZE..=stele_verifier::verity::MAX_BLOCK_SIZE)
-            .contains(&n);
-    if ok {
-        Ok(())
-    } else {
-        Err(Usage::BlockSize {
-            arg: what,
-            value: n,
-        }
-        .into())
+fn build(a: &BuildArgs) -> CliResult {
+    let r = build_image(a);
+    if a.json {
+        let image = r.as_ref().map_or_else(
+            |_| ImageJson::default(),
+            |b| {
+                let file = stele_image::slot::align_up(b.footer.image_len, ALIGN) + FOOTER_SIZE;
+                ImageJson::new(&b.manifest, &b.signed_by, &b.footer, file)
+            },
+        );
+        let doc = BuildJson {
+            out: a.out.display().to_string(),
+            result: image,
+        };
+        Outcome::new("built", r.as_ref().map(drop), doc).print();
+    } else if let Ok(report) = &r {
+        print_report(&a.out, report);
     }
+    r.map(drop)
 }
 
-fn build(a: &BuildArgs) -> CliResult {
+/// `stele image build --json`: the output and what it is.
+#[derive(serde::Serialize)]
+struct BuildJson {
+    out: String,
+    #[serde(flatten)]
+    result: ImageJson,
+}
+
+fn build_image(a: &BuildArgs) -> CliResult<BuildReport> {
     clean_up_on_signals()?;
-    check_block_size("--data-block-size", a.data_block_size)?;
-    check_block_size("--hash-block-size", a.hash_block_size)?;
-    let fs_type = parse_fs_type(&a.fs_type)?;
-    let epoch = source_date_epoch()?;
-    let salt = salt_or_random(a.salt.as_deref())?;
+    let params = BuildParams {
+        name: a.name.clone(),
+        version: a.version.clone(),
+        rollback_index: a.rollback_index,
+        created: source_date_epoch()?,
+        fs_type: parse_fs_type(&a.fs_type)?,
+        salt: salt_or_random(a.salt.as_deref())?,
+        data_block_size: a.data_block_size,
+        hash_block_size: a.hash_block_size,
+    };
+    // Everything a device would refuse in the image, and an existing output, are refused
+    // before any work.
+    params.check()?;
+    stele_image::atomic::output_target(&a.out, a.force)?;
     let keys = a
         .keys
         .iter()
         .map(|p| stele_image::keys::load_signing_key(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let params = BuildParams {
-        name: a.name.clone(),
-        version: a.version.clone(),
-        rollback_index: a.rollback_index,
-        created: epoch,
-        fs_type,
-        salt,
-        data_block_size: a.data_block_size,
-        hash_block_size: a.hash_block_size,
-    };
     if let Some(dir) = &a.rootfs {
         // What PID 1 would refuse to run is refused now, before anything is built (a tar
         // archive is checked once it is unpacked, before its filesystem is built).
         stele_image::rootfs_check::check_dir(dir)?;
     }
-    use stele_image::slot::{build_from_root, RootSource};
+    use stele_image::slot::{build_from_root, Output, RootSource};
     let tar = a
         .rootfs_tar
         .as_deref()
         .map(stele_image::stage::TarInput::parse);
+    let out = Output {
+        path: &a.out,
+        force: a.force,
+    };
+    let bars = &mut Bars::stderr();
     let staged = match (&a.rootfs, &a.fetch_client) {
         (Some(dir), Some(client)) => Some(stele_image::fetch_client::stage(dir, client, &a.out)?),
         _ => None,
@@ -200,18 +228,17 @@ fn build(a: &BuildArgs) -> CliResult {
         .or(a.rootfs.clone());
     let report = match (&rootfs, &tar, &a.fs_image) {
         (Some(dir), None, None) => {
-            build_from_root(RootSource::Dir(dir), &params, a.all_root, &keys, &a.out)?
+            build_from_root(RootSource::Dir(dir), &params, a.all_root, &keys, out, bars)?
         }
         (None, Some(tar), None) => {
-            build_from_root(RootSource::Tar(tar), &params, a.all_root, &keys, &a.out)?
+            build_from_root(RootSource::Tar(tar), &params, a.all_root, &keys, out, bars)?
         }
         (None, None, Some(img)) => {
-            stele_image::slot::build_from_fs_image(img, &params, &keys, &a.out)?
+            stele_image::slot::build_from_fs_image(img, &params, &keys, out, bars)?
         }
         _ => return Err(Usage::OneInput.into()),
     };
-    print_report(&a.out, &report);
-    Ok(())
+    Ok(report)
 }
 
 fn print_report(out: &Path, r: &BuildReport) {

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use stele_image::cpio::Archive;
 use stele_image::initramfs::{build, check_static_elf, InitramfsSpec};
 
+use stele_verifier::plural::count_len;
+
 use crate::error::{CliResult, Error, Usage};
 use crate::util::source_date_epoch;
 
@@ -38,12 +40,16 @@ pub struct InitramfsArgs {
     /// Where to write the initramfs.
     #[arg(long, value_name = "INITRD")]
     pub out: PathBuf,
+    /// Replace an existing --out.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Runs `stele initramfs`.
 pub fn run(args: InitramfsArgs) -> CliResult {
     // The kernel runs /init before any library exists: refuse a dynamic binary here, with
     // the fix, rather than let the boot die with "Failed to execute /init (error -2)".
+    stele_image::atomic::output_target(&args.out, args.force)?;
     let init = std::fs::read(&args.init).map_err(|e| Error::io("read --init", &args.init, e))?;
     check_static_elf(&init).map_err(|why| Usage::Init {
         path: args.init.clone(),
@@ -64,19 +70,18 @@ pub fn run(args: InitramfsArgs) -> CliResult {
     let (archive, order) = build(&spec)?;
     let bytes = archive.to_bytes()?;
     let out = args.out;
-    let output = |what, source| Error::Output {
-        what,
-        path: out.clone(),
-        source,
-    };
-    stele_image::outfile::write_atomic(&out, output, |f, _| {
-        f.write_all(&bytes).map_err(|e| output("writing", e))
+    stele_image::outfile::write_atomic(&out, args.force, |f, _| {
+        f.write_all(&bytes).map_err(|source| Error::Output {
+            what: "writing",
+            path: out.clone(),
+            source,
+        })
     })?;
     println!(
-        "wrote {} ({} bytes, {} keys, threshold {}, modules: {})",
+        "wrote {} ({}, {}, threshold {}, modules: {})",
         out.display(),
-        bytes.len(),
-        spec.keys.len(),
+        count_len(bytes.len(), "byte", "bytes"),
+        count_len(spec.keys.len(), "key", "keys"),
         spec.threshold,
         order.join(" ")
     );

@@ -13,15 +13,18 @@ use stele_update::device;
 use stele_update::fetch::{is_url, Location};
 use stele_update::install::{self, BundleArg};
 use stele_update::run_dir::RUN_DIR;
+use stele_update::stage1;
 use stele_update::state_file::StateFile;
 use stele_update::status::{inspect_slot, Image, Status};
 use stele_update::storage;
+use stele_verifier::exit::print_warning;
 use stele_verifier::keys::Keyring;
 use stele_verifier::layout::Role;
 use stele_verifier::partition::PartitionIo;
 use stele_verifier::state::Slot;
 
 use crate::error::{CliResult, Error, Usage};
+use crate::progress::Bars;
 
 /// `stele update` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -41,6 +44,9 @@ pub enum UpdateCommand {
     Check(ChannelArgs),
     /// Check the channel, then install the release it offers (on the device only).
     Apply(ChannelArgs),
+    /// Replace the stage-1 UKI (\EFI\BOOT\BOOTX64.EFI) on the EFI system partition:
+    /// written beside the old one, flushed, then switched in one write.
+    Stage1(Stage1Args),
 }
 
 /// Arguments of `stele update plan`.
@@ -64,6 +70,18 @@ pub struct ChannelArgs {
     channel: String,
     #[command(flatten)]
     fetch: crate::fetch::FetchArgs,
+}
+
+/// Arguments of `stele update stage1`.
+#[derive(Debug, clap::Args)]
+pub struct Stage1Args {
+    /// The new UKI (`stele uki build`): a file, or `-` for stdin.
+    #[arg(value_name = "UKI.efi|-")]
+    uki: PathBuf,
+    /// Work on this disk image (made by `stele disk create --uki`) instead of the running
+    /// device.
+    #[arg(long, value_name = "DISK.img")]
+    disk: Option<PathBuf>,
 }
 
 /// Offline mode: a disk image and the keys to trust.
@@ -113,9 +131,10 @@ pub fn run(cmd: UpdateCommand) -> CliResult {
             let url = a.bundle.to_string_lossy().into_owned();
             let opts = a.fetch.options()?;
             match offline_keys(&a.offline)? {
-                Some((disk, keyring)) => {
+                Some((disk, Some(keyring))) => {
                     crate::fetch::install_disk(&disk, &Location::parse(&url), &keyring, &opts)
                 }
+                Some((_, None)) => Err(Usage::DiskWithoutKeys.into()),
                 None => on_device(&DevCommand::InstallUrl { url, opts }),
             }
         }
@@ -127,13 +146,15 @@ pub fn run(cmd: UpdateCommand) -> CliResult {
                 BundleArg::Path(a.bundle)
             };
             match offline_keys(&a.offline)? {
-                Some((disk, keyring)) => install_disk(&disk, &bundle, &keyring),
+                Some((disk, Some(keyring))) => install_disk(&disk, &bundle, &keyring),
+                Some((_, None)) => Err(Usage::DiskWithoutKeys.into()),
                 None => on_device(&DevCommand::Install(bundle)),
             }
         }
         UpdateCommand::Status(a) => match offline_keys(&a.offline)? {
+            // Without keys the slots show as unverified: status is not a trust decision.
             Some((disk, keyring)) => {
-                let st = status_disk(&disk, &keyring)?;
+                let st = status_disk(&disk, keyring.as_ref())?;
                 print!("{}", if a.json { st.json() } else { st.text() });
                 Ok(())
             }
@@ -144,7 +165,10 @@ pub fn run(cmd: UpdateCommand) -> CliResult {
             let opts = crate::fetch::FetchArgs::timeout_only(a.timeout)?;
             let loc = Location::parse(&a.location);
             match offline_keys(&a.offline)? {
-                Some((disk, keyring)) => crate::fetch::plan_disk(&disk, &loc, &keyring, &opts),
+                Some((disk, Some(keyring))) => {
+                    crate::fetch::plan_disk(&disk, &loc, &keyring, &opts)
+                }
+                Some((_, None)) => Err(Usage::DiskWithoutKeys.into()),
                 None => on_device(&DevCommand::Plan {
                     location: a.location,
                     opts,
@@ -159,25 +183,52 @@ pub fn run(cmd: UpdateCommand) -> CliResult {
             channel: a.channel,
             opts: a.fetch.options()?,
         }),
+        UpdateCommand::Stage1(a) => {
+            let uki = if a.uki.as_os_str() == "-" {
+                BundleArg::Stdin
+            } else {
+                BundleArg::Path(a.uki)
+            };
+            match a.disk {
+                Some(disk) => stage1_disk(&disk, &uki),
+                None => on_device(&DevCommand::Stage1(uki)),
+            }
+        }
     }
+}
+
+/// Offline stage-1 update: the disk's `stele-esp` partition, flushed with the disk file.
+fn stage1_disk(disk: &Path, uki: &BundleArg) -> CliResult {
+    let (mut f, off, len) = open_partition(disk, Role::Esp, true)?;
+    let mut esp = PartitionIo::new(&mut f, off, len);
+    let name = format!("{} ({})", disk.display(), Role::Esp.name());
+    let done = stage1::run(&mut esp, len, &name, uki, &mut log)?;
+    println!("{}", stage1::replaced_line(&done));
+    Ok(())
 }
 
 /// What the device binary runs for the same command.
 fn on_device(cmd: &DevCommand) -> CliResult {
-    Ok(device::run(cmd, Path::new(RUN_DIR))?)
+    Ok(device::run(cmd, Path::new(RUN_DIR), &mut Bars::stderr())?)
 }
 
-/// `Some((disk, keyring))` with --disk; `None` on the device. Keys go with --disk only.
-fn offline_keys(o: &Offline) -> CliResult<Option<(PathBuf, Keyring)>> {
+/// `Some((disk, keyring))` with --disk (no keyring without keys); `None` on the device.
+/// Keys go with --disk only.
+fn offline_keys(o: &Offline) -> CliResult<Option<(PathBuf, Option<Keyring>)>> {
     let has_keys = !o.keys.is_empty() || !o.keys_dir.is_empty();
     match &o.disk {
         None if has_keys || o.threshold.is_some() => Err(Usage::KeysWithoutDisk.into()),
         None => Ok(None),
-        Some(_) if !has_keys => Err(Usage::DiskWithoutKeys.into()),
+        Some(_) if o.threshold.is_some() && !has_keys => Err(Usage::ThresholdWithoutKeys.into()),
+        Some(d) if !has_keys => Ok(Some((d.clone(), None))),
         Some(d) => {
-            let ring =
-                stele_update::keys::load_keyring(&o.keys, &o.keys_dir, o.threshold.unwrap_or(1))?;
-            Ok(Some((d.clone(), ring)))
+            let ring = stele_update::keys::load_keyring(
+                &o.keys,
+                &o.keys_dir,
+                o.threshold.unwrap_or(1),
+                &mut |s| print_warning(&s),
+            )?;
+            Ok(Some((d.clone(), Some(ring))))
         }
     }
 }
@@ -192,8 +243,8 @@ pub(crate) fn open_partition(disk: &Path, role: Role, write: bool) -> CliResult<
     Ok((f, off, len))
 }
 
-/// A progress line on stderr.
-pub(crate) fn progress(line: &str) {
+/// The install's progress lines, as the device binary prints them.
+pub(crate) fn log(line: &str) {
     eprintln!("stele: {line}");
 }
 
@@ -224,14 +275,16 @@ fn install_disk(disk: &Path, arg: &BundleArg, keyring: &Keyring) -> CliResult {
         t_len,
         &mut state,
         keyring,
-        &mut progress,
+        &mut log,
+        &mut Bars::stderr(),
     )?;
     println!("{}", install::installed_line(&done));
     Ok(())
 }
 
-/// Offline status: both slots of the disk checked against the keyring.
-fn status_disk(disk: &Path, keyring: &Keyring) -> CliResult<Status> {
+/// Offline status: both slots of the disk checked against the keyring (without one,
+/// everything but the signatures).
+fn status_disk(disk: &Path, keyring: Option<&Keyring>) -> CliResult<Status> {
     let (mut f, s_off, s_len) = open_partition(disk, Role::State, false)?;
     let st = StateFile::new(
         PartitionIo::new(&mut f, s_off, s_len),
@@ -270,10 +323,15 @@ mod tests {
         assert!(offline_keys(&offline(false, false, false))
             .unwrap()
             .is_none());
+        // Status without keys: the disk, no keyring.
+        assert!(matches!(
+            offline_keys(&offline(true, false, false)),
+            Ok(Some((_, None)))
+        ));
         for o in [
             offline(false, true, false),
             offline(false, false, true),
-            offline(true, false, false),
+            offline(true, false, true),
         ] {
             let e = offline_keys(&o).unwrap_err();
             assert_eq!(e.exit(), Exit::Usage, "{o:?}");

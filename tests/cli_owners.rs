@@ -238,7 +238,7 @@ fn directory_builds_keep_owners_modes_xattrs_and_hard_links() {
     let img = fx.p("all-root.img");
     for fs in FILESYSTEMS {
         ok(owners(fx.image(&root, &k), fs)
-            .args(&["--all-root"])
+            .args(&["--all-root", "--force"])
             .run(&img));
         check_image(&img, fs, fx.dir(), true);
     }
@@ -284,7 +284,8 @@ fn tar_builds_keep_owners_and_xattrs_also_for_an_unprivileged_user() {
         let again = fx.p(&format!("{fs}-root.img"));
         let from_stdin = owners(fx.tar_image("-", &k), fs).salt(SALT);
         ok(from_stdin.run_stdin(&again, &std::fs::read(&tar).unwrap()));
-        ok(owners(fx.tar_image(&tar, &k), fs).salt(SALT).run(&img));
+        let rebuild = owners(fx.tar_image(&tar, &k), fs).salt(SALT);
+        ok(rebuild.args(&["--force"]).run(&img));
         assert!(
             std::fs::read(&img).unwrap() == std::fs::read(&again).unwrap(),
             "{fs}: stdin and file builds differ"

@@ -4,11 +4,15 @@
 //! - util: running `stele` and host tools, error-line assertions, an independent FORMATS.md reader
 //! - fixture (+ fixture/boot.rs, fixture/internals.rs): the one fixture: keys, rootfs,
 //!   images, initramfs, UKIs, disks, QEMU boots, partitions and boot state
-//! - cli_keys: keygen, wrong keys, thresholds, OpenSSL interop, external signers
+//! - cli_badinput: each bad input of issue 8 (limits, same files, superblocks, block sizes,
+//!   existing outputs and devices, host tools): one line, its exit code, nothing changed
+//! - cli_keys: keygen, wrong keys, key files of every other kind, key directories,
+//!   thresholds, OpenSSL interop, external signers
 //! - cli_image: build, verify, inspect, --fs-image, atomic output, veritysetup cross-check
 //! - cli_tamper: one flipped bit in each region is refused with the right cause
 //! - cli_malformed: empty, truncated, absurd and validly-signed-but-bad images
 //! - cli_repro: reproducible builds for erofs, squashfs and ext4
+//! - cli_output: --json of image build and verify; progress bars only on a terminal
 //! - cli_owners: owners, modes, xattrs, hard links, holes; --all-root; --rootfs-tar (unprivileged)
 //! - cli_signals: SIGINT/SIGTERM during a build leave no temporary file
 //! - cli_initramfs: `stele initramfs` refuses an /init that cannot boot
@@ -21,10 +25,12 @@
 //! - fleet_resume: a connection cut at 100 random offsets; each re-run fetches only what is missing
 //! - fleet_vm: under QEMU a device applies a signed channel from nginx as a delta, through a
 //!   power cut, and boots into the new slot
+//! - cli_stage1: `stele update stage1 --disk`: the ESP's UKI replaced, nothing else; refusals
 //! - update_vm: A/B updates under QEMU: install in the guest, fallback, refusals, power cuts
 //! - boot: the real kernel under QEMU boots our initramfs and disk (needs `cargo xtask test`)
 //! - uefi_vm: OVMF boots the ESP's UKI, Secure Boot refuses unsigned and ignores loader
 //!   command lines, SeaBIOS boots the same disk through SYSLINUX
+//! - stage1_vm: `stele update stage1` in a guest booted by OVMF; the next boot runs the new UKI
 //! - vm_owners: an image from a tar boots with its owners and a working file capability
 //! - vm_init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
 
@@ -32,14 +38,17 @@ mod fixture;
 mod util;
 
 mod boot;
+mod cli_badinput;
 mod cli_config;
 mod cli_image;
 mod cli_initramfs;
 mod cli_keys;
 mod cli_malformed;
+mod cli_output;
 mod cli_owners;
 mod cli_repro;
 mod cli_signals;
+mod cli_stage1;
 mod cli_tamper;
 mod cli_uki;
 mod cli_update;
@@ -47,6 +56,7 @@ mod cli_verity;
 mod fleet_http;
 mod fleet_resume;
 mod fleet_vm;
+mod stage1_vm;
 mod uefi_vm;
 mod update_vm;
 mod vm_init;

@@ -51,11 +51,11 @@ pub enum InitramfsError {
     /// A key file is not an ed25519 SPKI PEM public key (the verifier's error names it).
     #[error(transparent)]
     KeyParse(stele_verifier::Error),
-    /// A key file is not UTF-8, or is given twice.
-    #[error("bad key {path}: {why}")]
-    Key { path: PathBuf, why: String },
+    /// A key is given twice.
+    #[error("bad key {}: key {id} is given twice", path.display())]
+    Duplicate { path: PathBuf, id: String },
     /// No keys, or a threshold outside 1..=number of keys.
-    #[error("threshold {threshold} is invalid with {keys} key(s): it must be between 1 and the number of --key files")]
+    #[error("threshold {threshold} is invalid with {}: it must be between 1 and the number of --key files", stele_verifier::plural::count_len(*keys, "key", "keys"))]
     Threshold { threshold: usize, keys: usize },
     /// Two modules share a base file name, which the flat /lib/modules cannot hold.
     #[error("modules {a} and {b} have the same file name; the initramfs stores modules flat in /lib/modules")]
@@ -170,17 +170,14 @@ fn read(path: &Path) -> Result<Vec<u8>, InitramfsError> {
 pub fn load_keys(paths: &[PathBuf], threshold: usize) -> Result<Vec<TrustedKey>, InitramfsError> {
     let mut out: Vec<TrustedKey> = Vec::new();
     for p in paths {
-        let bytes = read(p)?;
-        let bad = |why: String| InitramfsError::Key {
-            path: p.clone(),
-            why,
-        };
-        let pem = String::from_utf8(bytes).map_err(|_| bad("not a UTF-8 PEM file".into()))?;
-        let key = stele_verifier::keys::parse_public_pem(&pem, &p.display().to_string())
+        let key = stele_verifier::keys::parse_public_key(&read(p)?, &p.display().to_string())
             .map_err(InitramfsError::KeyParse)?;
         let id = stele_verifier::keys::key_id(&key).to_string();
         if out.iter().any(|k| k.id == id) {
-            return Err(bad(format!("key {id} is given twice")));
+            return Err(InitramfsError::Duplicate {
+                path: p.clone(),
+                id,
+            });
         }
         // Stored re-encoded: the init parses exactly what the verifier writes.
         let pem = stele_verifier::keys::public_pem(&key);
@@ -539,7 +536,8 @@ mod tests {
             Err(InitramfsError::Threshold { .. })
         ));
         let e = load_keys(&[k1.clone(), k1.clone()], 1).unwrap_err();
-        assert!(matches!(e, InitramfsError::Key { ref why, .. } if why.contains("twice")));
+        assert!(matches!(e, InitramfsError::Duplicate { .. }), "{e}");
+        assert!(e.to_string().contains("twice"), "{e}");
         let junk = d.path().join("junk.pem");
         std::fs::write(
             &junk,

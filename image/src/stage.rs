@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 
 use crate::archive::{self, Kind, Member};
 use crate::cleanup::{self, TempPath};
-use crate::fs::{build_fs, find_tool, FsOptions};
+use crate::fs::{build_fs, FsOptions};
 use crate::{Error, Result};
 
 /// Where the archive is read from.
@@ -158,7 +158,7 @@ pub fn stage_and_build(
 /// Runs [`stage_and_build`] in `stele image fs-from-tar` under fakeroot; its error line
 /// becomes this build's error.
 fn under_fakeroot(tar: &TarInput, stage: &Path, fs_out: &Path, opts: &FsOptions) -> Result<()> {
-    let fakeroot = find_tool("fakeroot", "fakeroot")?;
+    let fakeroot = crate::tool::FAKEROOT.path()?;
     let exe = std::env::current_exe().map_err(|e| Error::io("find", "the stele binary", e))?;
     let args = StageArgs {
         tar: tar.clone(),
@@ -361,8 +361,9 @@ fn write_sparse(data: &mut dyn Read, dst: &Path, size: u64) -> Result<()> {
         return Err(Error::invalid(
             "--rootfs-tar",
             format!(
-                "member {}: {written} bytes of data, the header says {size}",
-                dst.display()
+                "member {}: {} of data, the header says {size}",
+                dst.display(),
+                stele_verifier::plural::count(written, "byte", "bytes")
             ),
         ));
     }

@@ -9,7 +9,7 @@ use crate::run_dir::PROGRAM;
 
 /// One-line usage, appended to usage errors.
 pub const USAGE_LINE: &str =
-    "usage: stele update install BUNDLE|-|URL | stele update plan URL | stele update check|apply --channel URL | stele update status [--json] | stele update mark-good";
+    "usage: stele update install BUNDLE|-|URL | stele update plan URL | stele update check|apply --channel URL | stele update status [--json] | stele update mark-good | stele update stage1 UKI.efi|-";
 
 /// `stele update --help`.
 pub const HELP: &str = "\
@@ -31,6 +31,9 @@ usage:
                                   wave is due; changes nothing
   stele update apply --channel URL [--max-rate RATE] [--deadline S] [--timeout S]
                                   check, then install the release the channel offers
+  stele update stage1 UKI.efi|-   replace the stage-1 UKI on the EFI system partition
+                                  (\\EFI\\BOOT\\BOOTX64.EFI), power-safe: written beside the
+                                  old one, then switched; `-` reads stdin
 
 exit codes: 0 ok, 1 refused, 2 usage, 3 environment
 ";
@@ -63,6 +66,7 @@ pub enum Command {
         json: bool,
     },
     MarkGood,
+    Stage1(BundleArg),
     Help,
 }
 
@@ -87,6 +91,8 @@ pub enum ArgsError {
     MissingBundle,
     #[error("install takes one BUNDLE")]
     TwoBundles,
+    #[error("stage1 needs a UKI.efi (a file, or - for stdin)")]
+    MissingUki,
     #[error("unexpected argument {arg} for {command}")]
     Unexpected { command: &'static str, arg: String },
     #[error("{0} needs a value")]
@@ -119,7 +125,7 @@ fn utf8(a: &OsString) -> Result<&str, ArgsError> {
 }
 
 /// Parses the arguments after argv[0]: `update install BUNDLE|-`, `update status [--json]`,
-/// `update mark-good`, `--help`. Pure.
+/// `update mark-good`, `update stage1 UKI.efi|-`, `--help`. Pure.
 pub fn parse_args(args: &[OsString]) -> Result<Command, ArgsError> {
     let Some(first) = args.first() else {
         return Err(ArgsError::MissingCommand);
@@ -170,6 +176,15 @@ pub fn parse_args(args: &[OsString]) -> Result<Command, ArgsError> {
             [] => Ok(Command::MarkGood),
             [a, ..] => Err(unexpected("mark-good", a)),
         },
+        "stage1" => match opts {
+            [u] if u == "-" => Ok(Command::Stage1(BundleArg::Stdin)),
+            [u] if u.to_string_lossy().starts_with('-') => {
+                Err(ArgsError::UnknownOption(u.to_string_lossy().into_owned()))
+            }
+            [u] => Ok(Command::Stage1(BundleArg::Path(PathBuf::from(u)))),
+            [] => Err(ArgsError::MissingUki),
+            [_, a, ..] => Err(unexpected("stage1", a)),
+        },
         other => Err(ArgsError::UnknownUpdateCommand(other.into())),
     }
 }
@@ -216,6 +231,14 @@ mod tests {
             Command::Status { json: true }
         );
         assert_eq!(p(&["update", "mark-good"]).unwrap(), Command::MarkGood);
+        assert_eq!(
+            p(&["update", "stage1", "new.efi"]).unwrap(),
+            Command::Stage1(BundleArg::Path("new.efi".into()))
+        );
+        assert_eq!(
+            p(&["update", "stage1", "-"]).unwrap(),
+            Command::Stage1(BundleArg::Stdin)
+        );
         assert_eq!(p(&["--help"]).unwrap(), Command::Help);
         assert_eq!(p(&["update", "install", "--help"]).unwrap(), Command::Help);
         for (bad, want) in [
@@ -248,6 +271,18 @@ mod tests {
                     command: "mark-good",
                     arg: "a".into(),
                 },
+            ),
+            (&["update", "stage1"][..], ArgsError::MissingUki),
+            (
+                &["update", "stage1", "a.efi", "b.efi"][..],
+                ArgsError::Unexpected {
+                    command: "stage1",
+                    arg: "b.efi".into(),
+                },
+            ),
+            (
+                &["update", "stage1", "--disk", "d.img", "a.efi"][..],
+                ArgsError::HostOption,
             ),
             (
                 &["update", "rollback"][..],

@@ -19,6 +19,7 @@ use stele_verifier::channel::{
     self, decide, due_at, format_rfc3339, ChannelError, ChannelState, DeviceView, Offer,
     VerifiedChannel, SEED_RANGE,
 };
+use stele_verifier::exit::print_warning;
 use stele_verifier::hex;
 use stele_verifier::keys::Keyring;
 use stele_verifier::manifest::Manifest;
@@ -117,7 +118,8 @@ pub fn save_state(path: &Path, st: &ChannelState) -> Result<()> {
 pub fn env(run_dir: &Path) -> Result<ChannelEnv> {
     let dev = RunDir::read(run_dir)?;
     let keys = channel_keys_in(&dev.lower());
-    let keyring = load_keyring(&[], &[keys], 1).map_err(Error::ChannelKeys)?;
+    let keyring =
+        load_keyring(&[], &[keys], 1, &mut |s| print_warning(&s)).map_err(Error::ChannelKeys)?;
     let mpath = run_dir.join(MANIFEST);
     let body = fs::read(&mpath).map_err(|source| Error::NotPublished {
         path: mpath.clone(),

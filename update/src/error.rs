@@ -163,6 +163,23 @@ pub enum Error {
     /// Channel commands need the data partition for their state.
     #[error("this device has no data partition: the channel state (last sequence, rollout seed) needs persistent storage (stele disk create --data-size)")]
     NoDataPartition,
+    /// `stele update stage1` was refused or failed (`esp`: the device or disk image).
+    #[error("{}", stage1_message(uki, esp, source))]
+    Stage1 {
+        uki: String,
+        esp: String,
+        #[source]
+        source: crate::stage1::Stage1Error,
+    },
+    /// The UKI argument is neither a regular file nor a pipe.
+    #[error("{path} is not a regular file: give the UKI as a file, or `-` to read it from stdin")]
+    UkiNotAFile { path: String },
+    /// The boot found no EFI system partition.
+    #[error("this device has no EFI system partition: {} has no esp= path (the disk has no partition named as boot.toml's esp_partition, default stele-esp, or it boots without UEFI)", devices.display())]
+    NoEsp { devices: PathBuf },
+    /// The ESP is in use (mounted).
+    #[error("{path} is in use (mounted?): unmount the EFI system partition first")]
+    EspBusy { path: String },
     /// An install on the device failed: which slot on which partition.
     #[error("{source} (installing into slot {} on {path})", slot.name())]
     Installing {
@@ -171,6 +188,15 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+}
+
+/// A stage-1 error names the UKI when the UKI is at fault, the ESP otherwise.
+fn stage1_message(uki: &str, esp: &str, e: &crate::stage1::Stage1Error) -> String {
+    if e.is_input() {
+        format!("{uki}: {e}")
+    } else {
+        format!("{esp}: {e} (updating stage 1 from {uki})")
+    }
 }
 
 impl Error {
@@ -208,6 +234,9 @@ impl Report for Error {
             | E::ChannelState { .. }
             | E::ChannelKeys(_)
             | E::NoDataPartition => Exit::Environment,
+            E::Stage1 { source, .. } if source.is_input() => Exit::Usage,
+            E::Stage1 { .. } | E::NoEsp { .. } | E::EspBusy { .. } => Exit::Environment,
+            E::UkiNotAFile { .. } => Exit::Usage,
             E::StateLoad { source, .. }
             | E::StateStore { source, .. }
             | E::Bundle { source, .. }
@@ -226,7 +255,9 @@ mod tests {
     fn published_files_are_the_environment_whatever_their_cause() {
         let key = stele_verifier::Error::Key {
             path: "/run/stele/keys/k.pem".into(),
-            why: "garbage".into(),
+            problem: stele_verifier::keyfile::KeyProblem::NotAKey {
+                want: stele_verifier::keyfile::Half::Public,
+            },
         };
         // The same key error: usage when the user gave the file, environment when the
         // boot published it.

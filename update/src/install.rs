@@ -5,10 +5,11 @@
 
 use std::fs::Metadata;
 use std::io::{self, Read, Seek};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use stele_verifier::keys::Keyring;
+use stele_verifier::progress::Progress;
 use stele_verifier::state::{BootState, Slot};
 use stele_verifier::update as vupdate;
 
@@ -84,15 +85,7 @@ pub fn open_bundle(arg: &BundleArg) -> Result<(Bundle, Option<Metadata>)> {
     Ok((b, Some(md)))
 }
 
-/// True when both name the same file or block device.
-pub fn same_file(a: &Metadata, b: &Metadata) -> bool {
-    let block = |m: &Metadata| m.file_type().is_block_device();
-    if block(a) && block(b) {
-        a.rdev() == b.rdev()
-    } else {
-        a.dev() == b.dev() && a.ino() == b.ino()
-    }
-}
+pub use stele_verifier::partition::same_file;
 
 /// Which slot an install writes. On the device (`booted` known) the slot that is not
 /// booted; on a disk image, the slot the state would NOT boot next (a when none is
@@ -136,9 +129,11 @@ pub fn installed_line(i: &Installed) -> String {
 
 /// Installs `bundle` into slot `target` (`slot_len` bytes) and flips the boot state; the
 /// checks (keyring, the state's rollback floor, size, hash tree) come before the state is
-/// written, so any refusal leaves it untouched. Progress goes to `log` (without the
+/// written, so any refusal leaves it untouched. Progress lines go to `log` (without the
 /// `stele: ` prefix): `update: writing slot <x>`, `update: flipping boot state`,
-/// `update: footer written`.
+/// `update: footer written`; the bytes of the copy (and of a stream's check) to
+/// `progress`.
+#[allow(clippy::too_many_arguments)] // the install's inputs, each its own thing
 pub fn install<D: Device, S: Device>(
     bundle: &mut Bundle,
     target: Slot,
@@ -147,6 +142,7 @@ pub fn install<D: Device, S: Device>(
     state: &mut StateFile<S>,
     keyring: &Keyring,
     log: &mut dyn FnMut(&str),
+    progress: &mut dyn Progress,
 ) -> Result<Installed> {
     let floor = state.load()?.rollback_floor;
     let written = |bundle: &str| {
@@ -172,14 +168,15 @@ pub fn install<D: Device, S: Device>(
                 m.name, m.version, m.rollback_index
             ));
             log(&format!("update: writing slot {}", target.name()));
-            vupdate::write_checked(reader, checked, slot, slot_len, sync).map_err(written(name))?
+            vupdate::write_checked(reader, checked, slot, slot_len, sync, progress)
+                .map_err(written(name))?
         }
         Bundle::Stream { reader, name } => {
             log(&format!(
                 "update: reading the bundle from {name}; it is verified in full once written"
             ));
             log(&format!("update: writing slot {}", target.name()));
-            vupdate::install_stream(reader, slot, slot_len, keyring, floor, sync)
+            vupdate::install_stream(reader, slot, slot_len, keyring, floor, sync, progress)
                 .map_err(written(name))?
         }
     };
@@ -200,7 +197,12 @@ pub fn install<D: Device, S: Device>(
 
 /// `stele update install` on the device: into the slot that is not booted, the state
 /// locked throughout.
-pub fn on_device(run_dir: &Path, arg: &BundleArg, log: &mut dyn FnMut(&str)) -> Result<Installed> {
+pub fn on_device(
+    run_dir: &Path,
+    arg: &BundleArg,
+    log: &mut dyn FnMut(&str),
+    progress: &mut dyn Progress,
+) -> Result<Installed> {
     let dev = RunDir::read(run_dir)?;
     let mut state = StateFile::open(dev.state_path(), true)?;
     // Held until the install returns (the file is closed): PID 1 does not mark a slot good
@@ -227,6 +229,7 @@ pub fn on_device(run_dir: &Path, arg: &BundleArg, log: &mut dyn FnMut(&str)) -> 
         &mut state,
         &dev.keyring,
         log,
+        progress,
     )
     .map_err(|e| Error::Installing {
         slot: target,
@@ -241,6 +244,7 @@ mod tests {
     use super::*;
     use std::io::Cursor;
     use stele_verifier::exit::{Exit, Report};
+    use stele_verifier::progress::Silent;
     use stele_verifier::state::{self, SlotState};
     use stele_verifier::testutil::{image_signed_by, ring};
 
@@ -303,7 +307,16 @@ mod tests {
         slot: &mut Cursor<Vec<u8>>,
         state: &mut StateFile<Cursor<Vec<u8>>>,
     ) -> Result<Installed> {
-        install(bundle, Slot::A, slot, 1 << 20, state, &ring(), &mut |_| {})
+        install(
+            bundle,
+            Slot::A,
+            slot,
+            1 << 20,
+            state,
+            &ring(),
+            &mut |_| {},
+            &mut Silent,
+        )
     }
 
     #[test]
@@ -320,6 +333,7 @@ mod tests {
             &mut state_dev,
             &ring(),
             &mut |l| lines.push(l.to_string()),
+            &mut Silent,
         )
         .unwrap();
         assert_eq!(

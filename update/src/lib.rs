@@ -7,7 +7,9 @@
 //! - [`install`], [`status`], [`mark_good`]: the commands
 //! - [`fetch`]: installs and plans from a URL (or file) as a delta; [`channel`]: the
 //!   signed update channel on the device
-//! - [`args`], [`device`]: the device binary's front-end
+//! - [`stage1`]: `stele update stage1`, replacing the ESP's UKI through [`fat`], a small
+//!   FAT12/16/32 reader and writer whose every write the caller orders
+//! - [`args`], [`device`], [`progress`]: the device binary's front-end
 //!
 //! The write order that keeps a power cut harmless is `stele_verifier::update`'s; this
 //! crate adds the policy (which slot, what floor, which keys), the device files and the
@@ -18,11 +20,14 @@ pub mod args;
 pub mod channel;
 pub mod device;
 pub mod error;
+pub mod fat;
 pub mod fetch;
 pub mod install;
 pub mod keys;
 pub mod mark_good;
+pub mod progress;
 pub mod run_dir;
+pub mod stage1;
 pub mod state_file;
 pub mod status;
 pub mod storage;

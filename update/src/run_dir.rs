@@ -5,7 +5,7 @@
 //! /run/stele/slot           a or b: the booted slot
 //! /run/stele/manifest.toml  the booted image's verified manifest body, byte for byte
 //! /run/stele/boot.toml      the initramfs's boot.toml (threshold)
-//! /run/stele/devices        state=/dev/vda1, a=, b=, data= (empty: absent)
+//! /run/stele/devices        esp=, state=/dev/vda2, a=, b=, data= (empty: absent)
 //! /run/stele/keys/          the initramfs's trusted keys
 //! /run/stele/bin/stele      stele-init itself: the device's `stele update`
 //! ```
@@ -21,6 +21,7 @@ use stele_verifier::state::Slot;
 
 use crate::keys::load_keyring;
 use crate::{Error, Result};
+use stele_verifier::exit::print_warning;
 
 /// Where the boot publishes.
 pub const RUN_DIR: &str = "/run/stele";
@@ -56,6 +57,8 @@ pub enum FormatError {
 /// `/run/stele/devices`: the partition of each role the boot found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Devices {
+    /// The EFI system partition (`stele update stage1`), if the disk has one.
+    pub esp: Option<String>,
     pub state: String,
     pub a: Option<String>,
     pub b: Option<String>,
@@ -66,6 +69,7 @@ impl Devices {
     /// The partition of `role`, if present.
     pub fn get(&self, role: Role) -> Option<&str> {
         match role {
+            Role::Esp => self.esp.as_deref(),
             Role::State => Some(self.state.as_str()).filter(|s| !s.is_empty()),
             Role::SlotA => self.a.as_deref(),
             Role::SlotB => self.b.as_deref(),
@@ -100,6 +104,7 @@ impl Devices {
                 .find(|r| r.devices_key == k.trim())
                 .map(|r| r.role)
             {
+                Some(Role::Esp) => d.esp = val,
                 Some(Role::State) => d.state = v.to_string(),
                 Some(Role::SlotA) => d.a = val,
                 Some(Role::SlotB) => d.b = val,
@@ -196,8 +201,10 @@ impl RunDir {
         let devices = Devices::parse(&read(DEVICES)?).map_err(format(DEVICES))?;
         let origin = dir.join(BOOT_TOML).display().to_string();
         let cfg = BootConfig::parse(&read(BOOT_TOML)?, &origin).map_err(Error::PublishedConfig)?;
-        let keyring =
-            load_keyring(&[], &[dir.join(KEYS)], cfg.threshold).map_err(Error::PublishedKeys)?;
+        let keyring = load_keyring(&[], &[dir.join(KEYS)], cfg.threshold, &mut |s| {
+            print_warning(&s)
+        })
+        .map_err(Error::PublishedKeys)?;
         Ok(RunDir {
             dir: dir.to_path_buf(),
             booted,
@@ -257,6 +264,10 @@ mod tests {
         assert_eq!(d.slot(Slot::A), Some("/dev/vda2"));
         assert_eq!(d.slot(Slot::B), None);
         assert_eq!(d.data.as_deref(), Some("/dev/vda4"));
+        assert_eq!(
+            d.esp, None,
+            "no esp= line (a boot before the ESP role): no ESP"
+        );
         assert_eq!(Devices::parse("a=/dev/vda2\n"), Err(FormatError::NoState));
         assert!(Devices::parse("state /dev/vda1\n").is_err());
     }
@@ -272,9 +283,10 @@ mod tests {
             std::fs::write(keys_in.join(format!("{}.pem", key_id(&k))), public_pem(&k)).unwrap();
         }
         let devices = Devices {
-            state: "/dev/vda1".into(),
-            a: Some("/dev/vda2".into()),
-            b: Some("/dev/vda3".into()),
+            esp: Some("/dev/vda1".into()),
+            state: "/dev/vda2".into(),
+            a: Some("/dev/vda3".into()),
+            b: Some("/dev/vda4".into()),
             data: None,
         };
         let (img, _) = image(8, 5, 1);
@@ -296,15 +308,15 @@ mod tests {
         .unwrap();
         assert_eq!(
             std::fs::read_to_string(run.join(DEVICES)).unwrap(),
-            "state=/dev/vda1\na=/dev/vda2\nb=/dev/vda3\ndata=\n"
+            "esp=/dev/vda1\nstate=/dev/vda2\na=/dev/vda3\nb=/dev/vda4\ndata=\n"
         );
 
         let back = RunDir::read(&run).unwrap();
         assert_eq!(back.dir, run);
         assert_eq!(back.booted, Slot::B);
         assert_eq!(back.devices, devices);
-        assert_eq!(back.state_path(), "/dev/vda1");
-        assert_eq!(back.slot_path(Slot::A).unwrap(), "/dev/vda2");
+        assert_eq!(back.state_path(), "/dev/vda2");
+        assert_eq!(back.slot_path(Slot::A).unwrap(), "/dev/vda3");
         assert_eq!(back.keyring.threshold(), 2);
         let mut ids = vec![
             key_id(&key(1).verifying_key()),

@@ -81,6 +81,7 @@ fn device() -> Device {
                 a: Some(part("a").display().to_string()),
                 b: Some(part("b").display().to_string()),
                 data: Some(part("data").display().to_string()),
+                esp: None,
             },
             keys_dir: &keys,
         },

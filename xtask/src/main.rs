@@ -1,11 +1,12 @@
 //! cargo xtask: set-up of host tools and the test kernel, the test suite, the demo,
 //! benchmarks, fuzzing.
 //!
-//! Usage: `cargo xtask setup | test | demo | bench verity|build|erofs-delta|delta | fuzz`.
+//! Usage: `cargo xtask setup | test | demo | bench verity|build|erofs-delta|boot|delta | fuzz`.
 //! Everything here runs other programs; it holds no logic of stele's own (the fuzz
 //! targets and their seeds are stele-fuzz-inputs).
 
 mod bench;
+mod bench_boot;
 mod bench_build;
 mod bench_delta;
 mod demo;
@@ -19,7 +20,7 @@ mod util;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: cargo xtask <setup | test [-- cargo test args] | demo \
-                     | bench verity|build|erofs-delta|delta \
+                     | bench verity|build|erofs-delta|delta|boot [--runs N] \
                      | fuzz [--seconds N] [--target T]... [--sanitizer S] [--seeds-only]>";
 
 fn main() -> ExitCode {
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
             Some("build") => bench_build::build(),
             Some("erofs-delta") => bench_build::erofs_delta(),
             Some("delta") => bench_delta::delta_bench(),
+            Some("boot") => bench_boot::boot(&args[2..]),
             _ => Err(format!("unknown benchmark; {USAGE}")),
         },
         Some("-h" | "--help" | "help") => {

@@ -46,6 +46,8 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("socat", "socat"),
     ("curl", "curl"),
     ("time", "/usr/bin/time"),
+    // `script`: a terminal for the progress-bar test.
+    ("bsdutils", "script"),
 ];
 
 /// Packages whose program another package may also provide: checked with dpkg.

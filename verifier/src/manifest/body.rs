@@ -147,12 +147,7 @@ impl Manifest {
             ("manifest verity.data_blocks", self.verity.data_blocks),
             ("manifest verity.hash_offset", self.verity.hash_offset),
         ] {
-            if v > i64::MAX as u64 {
-                return Err(Error::invalid(
-                    what,
-                    format!("{v} is above 2^63 - 1 (TOML's limit)"),
-                ));
-            }
+            check_integer(what, v)?;
         }
         let params = self.verity_params()?;
         let data_size = params.data_size();

@@ -122,8 +122,12 @@ impl Envelope {
             return Err(Error::invalid(
                 domain.envelope,
                 format!(
-                    "{} trailing bytes after the body (envelope is {total} bytes)",
-                    bytes.len() - total
+                    "{} after the body (envelope is {total} bytes)",
+                    crate::plural::count_len(
+                        bytes.len() - total,
+                        "trailing byte",
+                        "trailing bytes"
+                    )
                 ),
             ));
         }

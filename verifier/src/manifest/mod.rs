@@ -67,6 +67,21 @@ pub const ENVELOPE_HEADER_LEN: usize = 24;
 pub const SIGNATURE_ENTRY_LEN: usize = 72;
 /// Longest `name` and `version`.
 pub const MAX_NAME_LEN: usize = 64;
+/// Largest integer of a manifest body (`rollback_index`, `created`, sizes and offsets):
+/// TOML integers are signed 64-bit, so 2^63 - 1.
+pub const MAX_INTEGER: u64 = i64::MAX as u64;
+
+/// Refuses `v` above [`MAX_INTEGER`] (`what` names it): the one limit behind the body's
+/// checks and the build's refusal of a `--rollback-index` no device could read. Pure.
+pub fn check_integer(what: &'static str, v: u64) -> crate::Result<()> {
+    if v > MAX_INTEGER {
+        return Err(crate::Error::invalid(
+            what,
+            format!("{v} is above 2^63 - 1 = {MAX_INTEGER}, the largest integer a manifest holds (TOML's limit)"),
+        ));
+    }
+    Ok(())
+}
 
 /// One signature in the envelope.
 #[derive(Clone, Debug, PartialEq, Eq)]
