@@ -173,6 +173,16 @@ pub enum Usage {
     Release { version: String, why: String },
     #[error("{0}")]
     Channel(#[source] stele_verifier::channel::ChannelError),
+    #[error("--kernel and --initrd go together: the slot's kernel boots with its stage-2 initramfs (`stele initramfs --stage2`)")]
+    KernelNeedsInitrd,
+    #[error("--kernel-cmdline needs --kernel and --initrd")]
+    CmdlineNeedsKernel,
+    #[error("--kernel and --initrd need --rootfs or --rootfs-tar: a --fs-image is wrapped as it is, nothing can be added to it")]
+    KernelWithFsImage,
+    #[error("--fetch-client needs --rootfs or --rootfs-tar: a --fs-image is wrapped as it is, nothing can be added to it")]
+    FetchClientWithFsImage,
+    #[error("--kernel is for a stage-1 initramfs: a stage-2 one (--stage2) never kexecs, so it has no use for the running kernel's digest")]
+    KernelWithStage2,
 }
 
 impl Error {

@@ -3,10 +3,14 @@
 use std::path::{Path, PathBuf};
 
 use clap::ArgGroup;
+use stele_image::added::{AddedFile, Additions};
 use stele_image::fs::parse_fs_type;
 use stele_image::slot::{BuildParams, BuildReport, ALIGN, DEFAULT_BLOCK_SIZE};
+use stele_image::slot_kernel::{KernelInput, SlotKernel};
+use stele_image::stage::StageArgs;
 use stele_verifier::footer::FOOTER_SIZE;
 use stele_verifier::hex;
+use stele_verifier::manifest::KernelInfo;
 
 use crate::error::{CliResult, Context, Error, Usage};
 use crate::json::{ImageJson, Outcome};
@@ -41,6 +45,20 @@ pub struct FsFromTarArgs {
     uuid: String,
     #[arg(long)]
     all_root: bool,
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    #[arg(long)]
+    kernel_digest: Option<String>,
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    #[arg(long)]
+    initrd_digest: Option<String>,
+    #[arg(long, default_value = "")]
+    kernel_cmdline: String,
+    #[arg(long)]
+    fetch_client: Option<PathBuf>,
+    #[arg(long)]
+    fetch_client_digest: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -83,13 +101,23 @@ pub struct BuildArgs {
     /// Verity hash block size.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_BLOCK_SIZE)]
     hash_block_size: u32,
+    /// The slot's own kernel, put into the image at /boot/stele/vmlinuz (0:0, 0644) and
+    /// named in the manifest: stage 1 boots it with kexec (needs --initrd).
+    #[arg(long, value_name = "VMLINUZ")]
+    kernel: Option<PathBuf>,
+    /// The slot's stage-2 initramfs (`stele initramfs --stage2`), put at /boot/stele/initrd.
+    #[arg(long, value_name = "INITRD")]
+    initrd: Option<PathBuf>,
+    /// The command line of the slot's kernel (stage 1 adds `stele.stage2=<slot> panic=<n>`).
+    #[arg(long, value_name = "ARGS")]
+    kernel_cmdline: Option<String>,
     /// Output slot image (written to a temporary file, renamed at the end).
     #[arg(long, value_name = "SLOT.img")]
     out: PathBuf,
     /// Put this fetch client (the static `stele-fetch`) into the image at
-    /// /usr/lib/stele/stele-fetch, so the device can update over HTTP; with --rootfs
-    /// (the tree is copied first, DIR is not changed).
-    #[arg(long, value_name = "PATH", requires = "rootfs")]
+    /// /usr/lib/stele/stele-fetch (mode 0755), so the device can update over HTTP; with
+    /// --rootfs or --rootfs-tar (DIR is not changed: the file goes into a staging tree).
+    #[arg(long, value_name = "PATH")]
     fetch_client: Option<PathBuf>,
     /// Replace an existing --out (or write onto a block device).
     #[arg(long)]
@@ -148,8 +176,50 @@ fn fs_from_tar(a: &FsFromTarArgs) -> CliResult {
     })?;
     let opts =
         stele_image::fs::FsOptions::new(parse_fs_type(&a.fs_type)?, a.epoch, uuid, a.all_root);
-    let tar = stele_image::stage::TarInput::parse(&a.tar);
-    stele_image::stage::stage_and_build(&tar, &a.stage, &a.fs_out, &opts)?;
+    let digest = |arg: &'static str, v: &String| {
+        stele_image::stage::parse_digest(v).ok_or_else(|| {
+            Error::from(stele_image::Error::invalid(
+                arg,
+                format!("{v:?} is not SIZE:SHA256-HEX"),
+            ))
+        })
+    };
+    let kernel = match (&a.kernel, &a.kernel_digest, &a.initrd, &a.initrd_digest) {
+        (Some(kernel), Some(kd), Some(initrd), Some(id)) => Some(SlotKernel {
+            info: KernelInfo::at_default_paths(
+                digest("--kernel-digest", kd)?,
+                digest("--initrd-digest", id)?,
+                a.kernel_cmdline.clone(),
+            ),
+            input: KernelInput {
+                kernel: kernel.clone(),
+                initrd: initrd.clone(),
+                cmdline: a.kernel_cmdline.clone(),
+            },
+        }),
+        _ => None,
+    };
+    let fetch_client = match (&a.fetch_client, &a.fetch_client_digest) {
+        (Some(src), Some(d)) => {
+            let (size, sha256) = digest("--fetch-client-digest", d)?;
+            Some(AddedFile {
+                size,
+                sha256,
+                ..AddedFile::fetch_client(src)?
+            })
+        }
+        _ => None,
+    };
+    stele_image::stage::stage_and_build(&StageArgs {
+        tar: stele_image::stage::TarInput::parse(&a.tar),
+        adds: Additions {
+            kernel,
+            fetch_client,
+        },
+        stage: a.stage.clone(),
+        fs_out: a.fs_out.clone(),
+        opts,
+    })?;
     Ok(())
 }
 
@@ -174,6 +244,22 @@ fn build(a: &BuildArgs) -> CliResult {
     r.map(drop)
 }
 
+/// `--kernel`, `--initrd`, `--kernel-cmdline`: both files or neither; a command line only
+/// with them; not for `--fs-image` (its files cannot be added to).
+fn kernel_input(a: &BuildArgs) -> Result<Option<KernelInput>, Usage> {
+    match (&a.kernel, &a.initrd) {
+        (None, None) if a.kernel_cmdline.is_some() => Err(Usage::CmdlineNeedsKernel),
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) if a.fs_image.is_some() => Err(Usage::KernelWithFsImage),
+        (Some(kernel), Some(initrd)) => Ok(Some(KernelInput {
+            kernel: kernel.clone(),
+            initrd: initrd.clone(),
+            cmdline: a.kernel_cmdline.clone().unwrap_or_default(),
+        })),
+        _ => Err(Usage::KernelNeedsInitrd),
+    }
+}
+
 /// `stele image build --json`: the output and what it is.
 #[derive(serde::Serialize)]
 struct BuildJson {
@@ -193,6 +279,7 @@ fn build_image(a: &BuildArgs) -> CliResult<BuildReport> {
         salt: salt_or_random(a.salt.as_deref())?,
         data_block_size: a.data_block_size,
         hash_block_size: a.hash_block_size,
+        kernel: None,
     };
     // Everything a device would refuse in the image, and an existing output, are refused
     // before any work.
@@ -203,6 +290,17 @@ fn build_image(a: &BuildArgs) -> CliResult<BuildReport> {
         .iter()
         .map(|p| stele_image::keys::load_signing_key(p))
         .collect::<Result<Vec<_>, _>>()?;
+    if a.fetch_client.is_some() && a.fs_image.is_some() {
+        return Err(Usage::FetchClientWithFsImage.into());
+    }
+    let adds = Additions {
+        kernel: kernel_input(a)?.map(KernelInput::describe).transpose()?,
+        fetch_client: a
+            .fetch_client
+            .as_deref()
+            .map(AddedFile::fetch_client)
+            .transpose()?,
+    };
     if let Some(dir) = &a.rootfs {
         // What PID 1 would refuse to run is refused now, before anything is built (a tar
         // archive is checked once it is unpacked, before its filesystem is built).
@@ -218,21 +316,25 @@ fn build_image(a: &BuildArgs) -> CliResult<BuildReport> {
         force: a.force,
     };
     let bars = &mut Bars::stderr();
-    let staged = match (&a.rootfs, &a.fetch_client) {
-        (Some(dir), Some(client)) => Some(stele_image::fetch_client::stage(dir, client, &a.out)?),
-        _ => None,
-    };
-    let rootfs = staged
-        .as_ref()
-        .map(|(_, root)| root.clone())
-        .or(a.rootfs.clone());
-    let report = match (&rootfs, &tar, &a.fs_image) {
-        (Some(dir), None, None) => {
-            build_from_root(RootSource::Dir(dir), &params, a.all_root, &keys, out, bars)?
-        }
-        (None, Some(tar), None) => {
-            build_from_root(RootSource::Tar(tar), &params, a.all_root, &keys, out, bars)?
-        }
+    let report = match (&a.rootfs, &tar, &a.fs_image) {
+        (Some(dir), None, None) => build_from_root(
+            RootSource::Dir(dir),
+            &params,
+            a.all_root,
+            &adds,
+            &keys,
+            out,
+            bars,
+        )?,
+        (None, Some(tar), None) => build_from_root(
+            RootSource::Tar(tar),
+            &params,
+            a.all_root,
+            &adds,
+            &keys,
+            out,
+            bars,
+        )?,
         (None, None, Some(img)) => {
             stele_image::slot::build_from_fs_image(img, &params, &keys, out, bars)?
         }
@@ -244,8 +346,11 @@ fn build_image(a: &BuildArgs) -> CliResult<BuildReport> {
 fn print_report(out: &Path, r: &BuildReport) {
     let m = &r.manifest;
     let ids: Vec<String> = r.signed_by.iter().map(ToString::to_string).collect();
+    let kernel = m.kernel.as_ref().map_or_else(String::new, |k| {
+        format!(" kernel={}", &hex::encode(&k.kernel.sha256)[..12])
+    });
     println!(
-        "built: {} {} {} rollback_index={} fs={} fs_size={} signed by {} root_hash={}",
+        "built: {} {} {} rollback_index={} fs={} fs_size={} signed by {} root_hash={}{kernel}",
         out.display(),
         m.name,
         m.version,

@@ -37,6 +37,14 @@ pub struct InitramfsArgs {
     /// The stele-init binary, installed as /init.
     #[arg(long, value_name = "PATH")]
     pub init: PathBuf,
+    /// The kernel this (stage-1) initramfs runs under: a slot whose manifest names a kernel
+    /// with the same sha256 boots in place, without kexec (boot.toml `kernel_sha256`).
+    #[arg(long, value_name = "VMLINUZ")]
+    pub kernel: Option<PathBuf>,
+    /// Build a stage-2 initramfs (boot.toml `stage = 2`), the one a slot carries for its own
+    /// kernel: it boots only the slot stage 1 names with `stele.stage2=` and never kexecs.
+    #[arg(long)]
+    pub stage2: bool,
     /// Where to write the initramfs.
     #[arg(long, value_name = "INITRD")]
     pub out: PathBuf,
@@ -47,6 +55,9 @@ pub struct InitramfsArgs {
 
 /// Runs `stele initramfs`.
 pub fn run(args: InitramfsArgs) -> CliResult {
+    if args.stage2 && args.kernel.is_some() {
+        return Err(Usage::KernelWithStage2.into());
+    }
     // The kernel runs /init before any library exists: refuse a dynamic binary here, with
     // the fix, rather than let the boot die with "Failed to execute /init (error -2)".
     stele_image::atomic::output_target(&args.out, args.force)?;
@@ -66,6 +77,8 @@ pub fn run(args: InitramfsArgs) -> CliResult {
         config: args.config,
         init: args.init,
         mtime,
+        stage2: args.stage2,
+        kernel: args.kernel,
     };
     let (archive, order) = build(&spec)?;
     let bytes = archive.to_bytes()?;

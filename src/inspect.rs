@@ -75,6 +75,20 @@ fn print_text(m: &Manifest, l: &Layout, sigs: &[String]) {
     );
     println!("salt:            {}", hex::encode(&m.verity.salt));
     println!("root hash:       {}", hex::encode(&m.verity.root_hash));
+    match &m.kernel {
+        None => println!("kernel:          none (boots under the stage-1 kernel)"),
+        Some(k) => {
+            for (name, f) in [("kernel:", &k.kernel), ("initrd:", &k.initrd)] {
+                println!(
+                    "{name:<17}{} ({} bytes, sha256 {})",
+                    f.path,
+                    f.size,
+                    hex::encode(&f.sha256)
+                );
+            }
+            println!("kernel cmdline:  {}", k.cmdline);
+        }
+    }
     println!("layout:          region     offset        size");
     let row =
         |name: &str, off: u64, size: u64| println!("                 {name:<10} {off:<13} {size}");

@@ -19,6 +19,19 @@ pub struct ManifestJson {
     pub created: u64,
     pub filesystem: FilesystemJson,
     pub verity: VerityJson,
+    /// The slot's own kernel (`null` when the slot boots under the stage-1 kernel).
+    pub kernel: Option<KernelJson>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KernelJson {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    pub initrd_path: String,
+    pub initrd_size: u64,
+    pub initrd_sha256: String,
+    pub cmdline: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -60,6 +73,15 @@ impl From<&Manifest> for ManifestJson {
                 salt: hex::encode(&v.salt),
                 root_hash: hex::encode(&v.root_hash),
             },
+            kernel: m.kernel.as_ref().map(|k| KernelJson {
+                path: k.kernel.path.clone(),
+                size: k.kernel.size,
+                sha256: hex::encode(&k.kernel.sha256),
+                initrd_path: k.initrd.path.clone(),
+                initrd_size: k.initrd.size,
+                initrd_sha256: hex::encode(&k.initrd.sha256),
+                cmdline: k.cmdline.clone(),
+            }),
         }
     }
 }

@@ -313,3 +313,28 @@ fn a_too_large_stream_reports_its_size() {
     );
     assert_eq!(partition_bytes(&d, "stele-state"), state0);
 }
+
+/// The shipped systemd unit (dist/systemd) runs the device's `stele` where stele-init
+/// publishes it, once systemd's boot assessment reached boot-complete.target.
+#[test]
+fn shipped_systemd_unit_marks_good_after_boot_complete() {
+    let unit = include_str!("../dist/systemd/stele-mark-good.service");
+    let keys: Vec<(&str, &str)> = unit
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .collect();
+    let bin = stele_update::run_dir::BIN_DIR;
+    for want in [
+        ("Requires", "boot-complete.target"),
+        ("After", "boot-complete.target"),
+        ("ConditionPathExists", &*format!("{bin}/stele")),
+        ("Type", "oneshot"),
+        ("ExecStart", &*format!("{bin}/stele update mark-good")),
+        ("WantedBy", "multi-user.target"),
+    ] {
+        assert!(keys.contains(&want), "{want:?} not in the unit:\n{unit}");
+    }
+    let conf = include_str!("../dist/systemd/50-stele-watchdog.conf");
+    assert!(conf.contains("\n[Manager]\nRuntimeWatchdogSec="), "{conf}");
+}

@@ -85,7 +85,7 @@ pub fn assert_v2_in_b(p: &Pair, disk: &str) {
         "update", "status", "--disk", disk, "--key", &p.public,
     ]));
     assert!(
-        status.contains("slot b: next version=2.0.0 rollback_index=2 priority=2 tries=3"),
+        status.contains("slot b: next version=2.0.0 rollback_index=2 priority=2 tries_remaining=3"),
         "{status}"
     );
     let v2 = fs::read(&p.v2).unwrap();

@@ -5,6 +5,7 @@
 //! writes the initramfs (cpio, kernel modules) and GPT disk images that boot it.
 //! Everything read back goes through `stele-verifier`.
 
+pub mod added;
 pub mod archive;
 pub mod atomic;
 pub mod bmap;
@@ -14,16 +15,17 @@ pub mod disk;
 pub mod error;
 pub mod esp;
 pub mod ext4;
-pub mod fetch_client;
 pub mod fs;
 pub mod gpt;
 pub mod initramfs;
 pub mod keys;
+pub mod linktree;
 pub mod modules;
 pub mod outfile;
 pub mod random;
 pub mod rootfs_check;
 pub mod slot;
+pub mod slot_kernel;
 pub mod stage;
 pub mod tool;
 pub mod uki;

@@ -10,13 +10,15 @@ use std::process::{Command, Stdio};
 use stele_verifier::footer::{Footer, FOOTER_SIZE};
 use stele_verifier::keys::{key_id, KeyId, SigningKey, VerifyingKey};
 use stele_verifier::manifest::{
-    signing_message, Envelope, FilesystemInfo, FsType, Manifest, VerityInfo,
+    signing_message, Envelope, FilesystemInfo, FsType, KernelInfo, Manifest, VerityInfo,
 };
 use stele_verifier::progress::{Progress, Step};
 use stele_verifier::slot::{locate, SlotLocator};
 use stele_verifier::verity::{TreeBuilder, VerityParams};
 
+use crate::added::{check_tree, Additions, Present};
 use crate::atomic::AtomicFile;
+use crate::cleanup::TempPath;
 use crate::fs::{write_zeros, FsOptions};
 use crate::{Error, Result};
 
@@ -39,6 +41,8 @@ pub struct BuildParams {
     pub salt: Vec<u8>,
     pub data_block_size: u32,
     pub hash_block_size: u32,
+    /// The slot's kernel (`--kernel`), as the manifest names it.
+    pub kernel: Option<KernelInfo>,
 }
 
 impl BuildParams {
@@ -298,7 +302,10 @@ fn write_rest<W: Write>(
             salt: vp.salt().to_vec(),
             root_hash: root,
         },
+        kernel: params.kernel.clone(),
     };
+    // What the device would refuse is never signed.
+    manifest.check()?;
     let mut envelope = Envelope {
         signatures: Vec::new(),
         body: manifest.to_toml().into_bytes(),
@@ -377,17 +384,27 @@ pub enum RootSource<'a> {
     Tar(&'a crate::stage::TarInput),
 }
 
-/// Builds the filesystem of `src` in the output's temporary file (next to `out`), then
-/// turns it into the slot image in place and renames it over `out`.
+/// Builds the filesystem of `src` (plus the files of `adds`: the slot's kernel, the fetch
+/// client) in the output's temporary file (next to `out`), then turns it into the slot
+/// image in place, its manifest naming the kernel, and renames it over `out`.
+///
+/// A directory is never changed: when files have to be added, the filesystem is built
+/// from a staging tree next to `out` of new directories and hard links to the
+/// directory's files ([`crate::linktree`]), removed afterwards.
 pub fn build_from_root(
     src: RootSource<'_>,
     params: &BuildParams,
     all_root: bool,
+    adds: &Additions,
     keys: &[SigningKey],
     out: Output<'_>,
     progress: &mut dyn Progress,
 ) -> Result<BuildReport> {
     params.check()?;
+    let params = BuildParams {
+        kernel: adds.kernel.as_ref().map(|k| k.info.clone()),
+        ..params.clone()
+    };
     let opts = FsOptions::new(
         params.fs_type,
         params.created,
@@ -398,10 +415,22 @@ pub fn build_from_root(
     {
         let tool = crate::fs::tool_for(params.fs_type).name;
         let _step = Step::new(progress, &format!("building the filesystem ({tool})"), None);
+        let files = adds.files();
         match src {
+            RootSource::Dir(dir) if check_tree(dir, &files)? != Present::All => {
+                let stage = TempPath::register(
+                    crate::atomic::temp_name(out.path, "stage")
+                        .map_err(|e| Error::io("name a staging directory for", out.path, e))?,
+                );
+                std::fs::create_dir(stage.path())
+                    .map_err(|e| Error::io("create staging directory", stage.path(), e))?;
+                crate::linktree::mirror(dir, stage.path())?;
+                crate::added::place(stage.path(), &files)?;
+                crate::fs::build_fs(stage.path(), tmp.tmp_path(), &opts)?;
+            }
             RootSource::Dir(dir) => crate::fs::build_fs(dir, tmp.tmp_path(), &opts)?,
             RootSource::Tar(tar) => {
-                crate::stage::build_fs_from_tar(tar, out.path, tmp.tmp_path(), &opts)?
+                crate::stage::build_fs_from_tar(tar, adds, out.path, tmp.tmp_path(), &opts)?
             }
         }
     }
@@ -410,7 +439,7 @@ pub fn build_from_root(
     tmp.file()
         .set_permissions(std::fs::Permissions::from_mode(0o644))
         .map_err(|e| Error::io("set mode of", out.path, e))?;
-    let report = seal_in_place(tmp.file(), params, keys, progress)?;
+    let report = seal_in_place(tmp.file(), &params, keys, progress)?;
     tmp.commit_with(progress)?;
     Ok(report)
 }
@@ -604,6 +633,7 @@ mod tests {
             salt: vec![0xab; 32],
             data_block_size: 4096,
             hash_block_size: 4096,
+            kernel: None,
         }
     }
 

@@ -120,6 +120,8 @@ fn initramfs_modules_load_in_boot_toml_order() {
         config: None,
         init,
         mtime: 0,
+        stage2: false,
+        kernel: None,
     };
     let (mut archive, order) = build(&spec).unwrap();
     archive.add_file("bin/busybox", 0o755, busybox()).unwrap();

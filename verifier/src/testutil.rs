@@ -99,6 +99,7 @@ pub fn manifest_for(
             salt: params.salt().to_vec(),
             root_hash: root,
         },
+        kernel: None,
     }
 }
 

@@ -2,10 +2,17 @@
 //!
 //! The body is parsed only after enough signatures over its raw bytes have been checked.
 //! `envelope.rs`: the binary envelope, signing and signature checks; `body.rs`: the TOML
-//! body and its sanity checks. The types they share are here.
+//! body and its sanity checks; `kernel.rs`: the optional `[kernel]` table. The types they
+//! share are here.
 
 mod body;
 mod envelope;
+mod kernel;
+
+pub use kernel::{
+    check_cmdline, check_path, KernelFile, KernelInfo, DEFAULT_INITRD_PATH, DEFAULT_KERNEL_PATH,
+    MAX_CMDLINE_LEN, MAX_FILE_SIZE, MAX_PATH_LEN, STAGE2_OPTION,
+};
 
 use crate::keys::KeyId;
 use crate::verity::DIGEST_LEN;
@@ -144,6 +151,8 @@ pub struct Manifest {
     pub created: u64,
     pub filesystem: FilesystemInfo,
     pub verity: VerityInfo,
+    /// The slot's own kernel, stage-2 initramfs and command line (`[kernel]`), if any.
+    pub kernel: Option<KernelInfo>,
 }
 
 /// A manifest whose signatures met the keyring's threshold.
@@ -182,6 +191,7 @@ pub(crate) mod tests {
                 salt: vec![0x5d, 0x1f],
                 root_hash: [0x9a; 32],
             },
+            kernel: None,
         }
     }
 
