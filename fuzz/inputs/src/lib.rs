@@ -10,6 +10,7 @@
 pub mod channel;
 pub mod codec;
 pub mod config;
+pub mod delta;
 pub mod envelope;
 pub mod footer;
 pub mod slot;
@@ -122,6 +123,13 @@ pub const TARGETS: &[Target] = &[
         seeds: channel::seeds,
         stages: channel::STAGES,
         depth: channel::depth,
+    },
+    Target {
+        name: "delta_install",
+        run: delta::run,
+        seeds: delta::seeds,
+        stages: delta::STAGES,
+        depth: delta::depth,
     },
 ];
 
