@@ -10,8 +10,7 @@ use std::time::Duration;
 use stele_fetch::HttpSource;
 use stele_update::fetch::args::parse_rate;
 use stele_update::fetch::{
-    install_from, plan_from, plan_text, summary_line, FetchOptions, Location, ProgressLine, Slots,
-    SystemClock,
+    install_from, plan_from, plan_text, summary_line, FetchOptions, Location, Slots, SystemClock,
 };
 use stele_update::install;
 use stele_update::state_file::StateFile;
@@ -120,7 +119,6 @@ pub fn install_disk(
     let mut base_io = base_file
         .as_mut()
         .map(|(f, off, len)| (PartitionIo::new(f, *off, *len), *len));
-    let mut line = ProgressLine::default();
     let done = install_from(
         &mut *src,
         &mut SystemClock::default(),
@@ -135,7 +133,7 @@ pub fn install_disk(
         opts,
         &mut |_| Ok(()),
         &mut log,
-        &mut |p| line.show(p, &mut log),
+        &mut crate::progress::Bars::stderr(),
     )?;
     println!("{}", summary_line(&done));
     println!("{}", install::installed_line(&done.installed));

@@ -122,8 +122,9 @@ fn nginx_serves_a_delta_and_its_log_shows_the_ranges() {
     // 100 KiB of new data (and the blocks around it), the tree and the manifest.
     assert!(got < size / 4, "fetched {got} of {size} bytes");
     assert!(out.stdout.contains("reused "), "{}", out.stdout);
+    // The plan is logged; the progress bar is drawn only on a terminal (not here).
     assert!(
-        out.stderr.contains("stele: update: fetched "),
+        out.stderr.contains("stele: update: plan: fetch ") && !out.stderr.contains('\r'),
         "{}",
         out.stderr
     );

@@ -144,7 +144,18 @@ fn device_updates_from_a_channel_as_a_delta_through_a_power_cut() {
     assert!(kept < 10, "slot b is empty (zeros at most): {first}");
     assert!(copied > 400, "the delta reuses v1's blocks: {first}");
     vm.expect("stele: update: writing slot b");
-    vm.expect("stele: update: fetched 2.");
+    // Cut the power once 2 MiB of data are written into slot b: the device's progress
+    // line (on its console, a terminal) says so; it is redrawn with `\r`, without a
+    // newline to wait for, so the console is polled.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    while !vm.console().contains("% (2/") {
+        assert!(
+            std::time::Instant::now() < until,
+            "no progress line: {}",
+            vm.console()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     vm.power_cut();
 
     // Boot 2: slot b has no footer, v1 boots again and the same command resumes.

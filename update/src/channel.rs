@@ -259,7 +259,7 @@ pub fn apply_on_device(
     loc: &Location,
     opts: &FetchOptions,
     log: &mut dyn FnMut(&str),
-    progress: &mut dyn FnMut(&stele_verifier::update::delta::apply::Progress),
+    progress: &mut dyn stele_verifier::progress::Progress,
 ) -> Result<Applied> {
     let e = env(run_dir)?;
     let v = read_channel(&e, loc, opts)?;

@@ -49,15 +49,8 @@ pub fn run(cmd: &Command, run_dir: &Path, progress: &mut dyn Progress) -> Result
         }
         Command::InstallUrl { url, opts } => {
             let loc = crate::fetch::Location::parse(url);
-            let mut line = crate::fetch::ProgressLine::default();
-            let done = crate::fetch::on_device(
-                run_dir,
-                &loc,
-                opts,
-                &mut |_| Ok(()),
-                &mut log,
-                &mut |p| line.show(p, &mut log),
-            )?;
+            let done =
+                crate::fetch::on_device(run_dir, &loc, opts, &mut |_| Ok(()), &mut log, progress)?;
             println!("{}", crate::fetch::summary_line(&done));
             println!("{}", install::installed_line(&done.installed));
             Ok(())
@@ -74,10 +67,7 @@ pub fn run(cmd: &Command, run_dir: &Path, progress: &mut dyn Progress) -> Result
         }
         Command::Apply { channel, opts } => {
             let loc = crate::fetch::Location::parse(channel);
-            let mut line = crate::fetch::ProgressLine::default();
-            match crate::channel::apply_on_device(run_dir, &loc, opts, &mut log, &mut |p| {
-                line.show(p, &mut log)
-            })? {
+            match crate::channel::apply_on_device(run_dir, &loc, opts, &mut log, progress)? {
                 crate::channel::Applied::UpToDate { version } => {
                     println!(
                         "stele: up to date: {version} is the newest release this device takes"

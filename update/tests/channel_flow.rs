@@ -135,7 +135,7 @@ fn apply(d: &Device, loc: &Location) -> stele_update::Result<Applied> {
         loc,
         &FetchOptions::default(),
         &mut |_| {},
-        &mut |_| {},
+        &mut stele_verifier::progress::Silent,
     )
 }
 

@@ -19,8 +19,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use stele_verifier::keys::Keyring;
+use stele_verifier::progress::Progress;
 use stele_verifier::state::Slot;
-use stele_verifier::update::delta::apply::{apply, Progress, Stats};
+use stele_verifier::update::delta::apply::{apply, Stats};
 use stele_verifier::update::delta::plan::{plan, BaseUse, Plan};
 use stele_verifier::update::delta::{
     fetch_meta, Clock, Fetcher, KnownHashBlocks, Meta, RangeSource, ReaderSource, RetryPolicy,
@@ -198,77 +199,6 @@ pub fn summary_line(d: &DeltaInstalled) -> String {
     )
 }
 
-/// Bytes as `12.3 MiB`. Pure.
-pub fn mib(bytes: u64) -> String {
-    #[allow(clippy::cast_precision_loss)]
-    let m = bytes as f64 / f64::from(1u32 << 20);
-    format!("{m:.1} MiB")
-}
-
-/// The progress line, at most once a second (and once at the end).
-#[derive(Debug)]
-pub struct ProgressLine {
-    start: Instant,
-    last: Option<Instant>,
-    first_fetched: Option<u64>,
-}
-
-impl Default for ProgressLine {
-    fn default() -> Self {
-        ProgressLine {
-            start: Instant::now(),
-            last: None,
-            first_fetched: None,
-        }
-    }
-}
-
-impl ProgressLine {
-    /// Hands the line for `p` to `out`, if one is due.
-    pub fn show(&mut self, p: &Progress, out: &mut dyn FnMut(&str)) {
-        if let Some(l) = self.line(p) {
-            out(&l);
-        }
-    }
-
-    /// The line for `p` if one is due (without the `stele: ` prefix).
-    pub fn line(&mut self, p: &Progress) -> Option<String> {
-        let now = Instant::now();
-        let base = *self.first_fetched.get_or_insert(p.fetched);
-        let end = p.blocks_done == p.blocks;
-        if !end
-            && self
-                .last
-                .is_some_and(|l| now.duration_since(l) < Duration::from_secs(1))
-        {
-            return None;
-        }
-        self.last = Some(now);
-        let secs = now.duration_since(self.start).as_secs_f64().max(0.001);
-        #[allow(clippy::cast_precision_loss)]
-        let rate = (p.fetched - base) as f64 / secs;
-        let left = p.to_fetch.saturating_sub(p.fetched);
-        let eta = if end {
-            "done".to_string()
-        } else if rate >= 1.0 {
-            #[allow(clippy::cast_precision_loss)]
-            let s = left as f64 / rate;
-            format!("ETA {s:.0} s")
-        } else {
-            "ETA ?".to_string()
-        };
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let rate_b = rate as u64;
-        Some(format!(
-            "update: fetched {} of {}, reused {}, {}/s, {eta}",
-            mib(p.fetched),
-            mib(p.to_fetch),
-            mib(p.reused),
-            mib(rate_b)
-        ))
-    }
-}
-
 /// What a plan prints. Pure.
 pub fn plan_text(from: &str, meta: &Meta, p: &Plan, target: Slot, base: Option<Slot>) -> String {
     let m = &meta.manifest;
@@ -352,8 +282,8 @@ pub fn plan_from<T: Read + Seek, B: Read + Seek>(
 /// signed first (checked against `keyring` and the state's rollback floor, then `check`,
 /// the caller's own refusals: a channel's manifest digest; the place for the device's
 /// product binding too, once it exists: every refusal there comes before the slot is
-/// touched), then plan and write in the install write order. Progress lines go to `log` (without `stele: `), the progress to
-/// `progress`.
+/// touched), then plan and write in the install write order. Progress lines go to `log`
+/// (without `stele: `), the bytes fetched to `progress` (a bar or a line on a terminal).
 #[allow(clippy::too_many_arguments)]
 pub fn install_from<D: Device, B: Read + Seek, S: Device>(
     src: &mut dyn RangeSource,
@@ -364,7 +294,7 @@ pub fn install_from<D: Device, B: Read + Seek, S: Device>(
     opts: &FetchOptions,
     check: &mut dyn FnMut(&Meta) -> Result<()>,
     log: &mut dyn FnMut(&str),
-    progress: &mut dyn FnMut(&Progress),
+    progress: &mut dyn Progress,
 ) -> Result<DeltaInstalled> {
     let floor = state.load()?.rollback_floor;
     let name = src.name();
@@ -483,7 +413,7 @@ pub fn on_device(
     opts: &FetchOptions,
     check: &mut dyn FnMut(&Meta) -> Result<()>,
     log: &mut dyn FnMut(&str),
-    progress: &mut dyn FnMut(&Progress),
+    progress: &mut dyn Progress,
 ) -> Result<DeltaInstalled> {
     let dev = RunDir::read(run_dir)?;
     let mut src = device_source(&dev, loc, opts)?;

@@ -71,7 +71,7 @@ fn power_cut_at_any_write_of_a_delta_install_still_boots_and_resumes() {
         SLOT_LEN,
         Some(&mut base),
         &mut no_sync,
-        &mut |_| {},
+        &mut crate::progress::Silent,
     )
     .unwrap();
     let flip_at = log.borrow().len();

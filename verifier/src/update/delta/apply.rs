@@ -10,21 +10,9 @@ use super::plan::{merge, Action, Plan};
 use super::{io_err, Abort, DeltaError, FetchError, Fetcher, Meta, Written};
 use crate::footer::{FOOTER_LEN, FOOTER_SIZE};
 use crate::manifest::VerifiedManifest;
+use crate::progress::{Progress, Step};
 use crate::update::SyncFn;
 use crate::verity::{digest_blocks, Level0};
-
-/// Where an install stands, for a progress line.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Progress {
-    /// Bytes received from the source so far (with the footer, manifest and tree).
-    pub fetched: u64,
-    /// Bytes of data the plan fetches, plus the footer, manifest and tree.
-    pub to_fetch: u64,
-    /// Bytes of data kept, copied or zero so far.
-    pub reused: u64,
-    pub blocks_done: u64,
-    pub blocks: u64,
-}
 
 /// What an install did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -62,8 +50,9 @@ struct Out<'a, 's, D> {
     l0: Level0<'a>,
     params: &'a crate::verity::VerityParams,
     stats: Stats,
-    progress: &'a mut dyn FnMut(&Progress),
-    p: Progress,
+    /// The data fetched, as bytes of the step (at most the plan's: an answer fetched
+    /// again is not counted twice).
+    step: Step<'a>,
 }
 
 impl<D: Write + Seek> Out<'_, '_, D> {
@@ -83,20 +72,19 @@ impl<D: Write + Seek> Out<'_, '_, D> {
         }
         Ok(())
     }
-    fn done(&mut self, reused: bool) {
-        self.p.blocks_done += 1;
-        if reused {
-            self.p.reused += self.bs;
-        }
-        if reused && self.p.blocks_done.is_multiple_of(1024) {
-            (self.progress)(&self.p);
-        }
-    }
+}
+
+/// Bytes as `12.3 MiB`. Pure.
+pub fn mib(bytes: u64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let m = bytes as f64 / f64::from(1u32 << 20);
+    format!("{m:.1} MiB")
 }
 
 /// Steps 2-3 of an install (see the module docs of [`super`]): writes `meta`'s image into
 /// `target` (`slot_len` bytes) as `plan` says, copying from `base` and fetching through
-/// `fetcher`. Returns what [`Written::commit`] finishes, and the counts.
+/// `fetcher`; the fetched data bytes are one step of `progress` (named with what is
+/// fetched and reused). Returns what [`Written::commit`] finishes, and the counts.
 #[allow(clippy::too_many_arguments)]
 pub fn apply<D: Read + Write + Seek, B: Read + Seek>(
     meta: &Meta,
@@ -106,7 +94,7 @@ pub fn apply<D: Read + Write + Seek, B: Read + Seek>(
     slot_len: u64,
     mut base: Option<&mut B>,
     sync: SyncFn<'_, D>,
-    progress: &mut dyn FnMut(&Progress),
+    progress: &mut dyn Progress,
 ) -> Result<(Written, Stats), DeltaError> {
     let signed_by = meta.signed_by.clone().ok_or(DeltaError::Unsigned)?;
     let needed = meta.image_len().saturating_add(FOOTER_SIZE);
@@ -136,14 +124,15 @@ pub fn apply<D: Read + Write + Seek, B: Read + Seek>(
         l0: meta.level0()?,
         params: &meta.params,
         stats: Stats::default(),
-        progress,
-        p: Progress {
-            fetched: meta.fetched,
-            to_fetch: meta.fetched + plan.fetch_bytes(),
-            reused: 0,
-            blocks_done: 0,
-            blocks: n,
-        },
+        step: Step::new(
+            progress,
+            &format!(
+                "fetching {}, reusing {}",
+                mib(plan.fetch_bytes()),
+                mib(plan.reused_bytes())
+            ),
+            Some(plan.fetch_bytes()),
+        ),
     };
     let mut late: Vec<Action> = vec![Action::Keep; plan.actions.len()];
     let mut block = vec![0u8; usize::try_from(bs).unwrap_or(4096)];
@@ -155,12 +144,10 @@ pub fn apply<D: Read + Write + Seek, B: Read + Seek>(
         match action {
             Action::Keep => {
                 out.stats.kept += 1;
-                out.done(true);
             }
             Action::Zero => {
                 out.write(i, &zero)?;
                 out.stats.zeroed += 1;
-                out.done(true);
             }
             Action::Copy(j) => {
                 let copied = match base.as_deref_mut() {
@@ -174,12 +161,10 @@ pub fn apply<D: Read + Write + Seek, B: Read + Seek>(
                 if copied {
                     out.write(i, &block)?;
                     out.stats.copied += 1;
-                    out.done(true);
                 } else {
                     // The base no longer holds it: fetch it at the end.
                     late[usize::try_from(i).unwrap_or(0)] = Action::Fetch;
                     out.stats.refetched_blocks += 1;
-                    out.p.to_fetch += bs;
                 }
             }
             Action::Fetch => {
@@ -211,8 +196,6 @@ pub fn apply<D: Read + Write + Seek, B: Read + Seek>(
         .map_err(io_err("target slot"))?;
     dev.flush().map_err(io_err("target slot"))?;
     (out.sync)(dev).map_err(io_err("target slot"))?;
-    out.p.fetched = meta.fetched + fetcher.received - start;
-    (out.progress)(&out.p);
     let mut stats = out.stats;
     stats.fetched = meta.fetched + fetcher.received - start;
     stats.requests = fetcher.requests - requests;
@@ -251,18 +234,14 @@ fn fetch_run<D: Write + Seek>(
     let mut pending: VecDeque<(u64, u64)> = VecDeque::from([(first, count)]);
     let mut bad_answers: HashMap<u64, u32> = HashMap::new();
     let mut buf: Vec<u8> = Vec::with_capacity(usize::try_from(bs).unwrap_or(4096));
-    let base_fetched = out.p.fetched - fetcher.received;
     while let Some((s, c)) = pending.pop_front() {
         buf.clear();
         let mut next = s;
         let mut bad = Vec::new();
         let mut failure: Option<DeltaError> = None;
         let end = s + c;
-        let received_before = fetcher.received;
-        let mut delivered = 0u64;
         let r = {
             let mut sink = |mut chunk: &[u8]| -> Result<(), Abort> {
-                delivered += chunk.len() as u64;
                 while !chunk.is_empty() && next < end {
                     let take = (usize::try_from(bs).unwrap_or(4096) - buf.len()).min(chunk.len());
                     buf.extend_from_slice(&chunk[..take]);
@@ -274,11 +253,7 @@ fn fetch_run<D: Write + Seek>(
                                 return Err(Abort);
                             }
                             out.stats.fetched_blocks += 1;
-                            out.done(false);
-                            if out.stats.fetched_blocks.is_multiple_of(64) {
-                                out.p.fetched = base_fetched + received_before + delivered;
-                                (out.progress)(&out.p);
-                            }
+                            out.step.advance(bs);
                         } else {
                             bad.push(next);
                         }
@@ -290,8 +265,6 @@ fn fetch_run<D: Write + Seek>(
             };
             fetcher.attempt(s * bs, c * bs, &mut sink)
         };
-        out.p.fetched = base_fetched + fetcher.received;
-        (out.progress)(&out.p);
         if let Some(e) = failure {
             return Err(e);
         }

@@ -223,7 +223,7 @@ pub(crate) fn install(
         SLOT_LEN,
         base,
         &mut no_sync,
-        &mut |_| {},
+        &mut crate::progress::Silent,
     )?;
     let _ = crate::update::tests::commit(w, target);
     Ok(Run { plan: p, stats })
@@ -559,7 +559,7 @@ fn unsigned_meta_plans_but_never_writes() {
         SLOT_LEN,
         Some(&mut base),
         &mut no_sync,
-        &mut |_| {},
+        &mut crate::progress::Silent,
     );
     assert!(matches!(r, Err(DeltaError::Unsigned)));
     assert!(target.get_ref().iter().all(|&b| b == 0xee));
@@ -635,7 +635,7 @@ fn max_rate_paces_the_fetch() {
         SLOT_LEN,
         None,
         &mut no_sync,
-        &mut |_| {},
+        &mut crate::progress::Silent,
     )
     .unwrap();
     drop(f);
