@@ -53,9 +53,12 @@ pub struct BuildArgs {
     /// (0..1000) is below BELOW take it. Repeatable, in order; none: every device at start.
     #[arg(long = "wave", value_name = "VERSION=AFTER:BELOW")]
     waves: Vec<String>,
-    /// The channel file to write (replaced atomically).
+    /// The channel file to write (written to a temporary file, renamed at the end).
     #[arg(long, value_name = "CHANNEL")]
     out: PathBuf,
+    /// Replace an existing --out (a new sequence of the channel).
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn run(c: ChannelCommand) -> CliResult {
@@ -161,6 +164,8 @@ fn build(a: &BuildArgs) -> CliResult {
         },
     };
     let expires = time("--expires", &a.expires)?;
+    // The output rule of every --out (docs/CLI.md "Outputs"), before any release is read.
+    stele_image::atomic::output_target(&a.out, a.force)?;
     let mut releases = Vec::new();
     for r in &a.releases {
         let (version, url) = split("--release", r)?;
@@ -207,7 +212,7 @@ fn build(a: &BuildArgs) -> CliResult {
     };
     c.check().map_err(Usage::Channel)?;
     let file = channel::sign(&c, &keys)?;
-    let mut out = stele_image::atomic::AtomicFile::create(&a.out, 0o644)?;
+    let mut out = stele_image::atomic::AtomicFile::output(&a.out, 0o644, a.force)?;
     std::io::Write::write_all(out.file(), &file).map_err(|e| Error::io("write", &a.out, e))?;
     out.commit()?;
     let signers: Vec<String> = keys

@@ -334,5 +334,33 @@ fn image_diff_and_channel_build() {
         &out,
     ]);
     fails(&r, 2, &["--expires", "RFC 3339"]);
+    // The output rule: an existing channel is replaced only with --force.
+    let again = |force: &[&str]| {
+        let mut a = vec![
+            "channel",
+            "build",
+            "--key",
+            &ckey,
+            "--name",
+            "demo",
+            "--channel",
+            "stable",
+            "--sequence",
+            "4",
+            "--expires",
+            "2040-01-01T00:00:00Z",
+            "--release",
+            "2.0.0=v2.img",
+            "--out",
+            &out,
+        ];
+        a.extend_from_slice(force);
+        stele(&a)
+    };
+    let before = fs::read(&out).unwrap();
+    fails(&again(&[]), 3, &["already exists", "--force"]);
+    assert_eq!(fs::read(&out).unwrap(), before, "refused, yet written");
+    assert!(ok(again(&["--force"])).contains("stable sequence=4"));
+    assert_ne!(fs::read(&out).unwrap(), before);
     let _ = &p.key;
 }
