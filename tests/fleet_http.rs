@@ -241,6 +241,7 @@ fn faults_end_verified_or_refused() {
 
 #[test]
 fn image_diff_and_channel_build() {
+    const LATER: &str = "2040-01-01T00:00:00Z";
     let fx = Fixture::new();
     let p = pair(&fx, 100 * 1024);
     let diff = ok(stele(&["image", "diff", &p.v1, &p.v2, "--key", &p.public]));
@@ -315,27 +316,8 @@ fn image_diff_and_channel_build() {
         assert!(r.stderr.contains(needle), "{needle}: {r:?}");
         assert!(!fx.path("www/other.channel").exists());
     }
-    let r = stele(&[
-        "channel",
-        "build",
-        "--key",
-        &ckey,
-        "--name",
-        "demo",
-        "--channel",
-        "stable",
-        "--sequence",
-        "4",
-        "--expires",
-        "next week",
-        "--release",
-        "2.0.0=v2.img",
-        "--out",
-        &out,
-    ]);
-    fails(&r, 2, &["--expires", "RFC 3339"]);
-    // The output rule: an existing channel is replaced only with --force.
-    let again = |force: &[&str]| {
+    // Sequence 4 of the channel, expiring at `expires`, with `extra` options.
+    let again = |expires: &str, extra: &[&str]| {
         let mut a = vec![
             "channel",
             "build",
@@ -348,19 +330,21 @@ fn image_diff_and_channel_build() {
             "--sequence",
             "4",
             "--expires",
-            "2040-01-01T00:00:00Z",
+            expires,
             "--release",
             "2.0.0=v2.img",
             "--out",
             &out,
         ];
-        a.extend_from_slice(force);
+        a.extend_from_slice(extra);
         stele(&a)
     };
+    fails(&again("next week", &[]), 2, &["--expires", "RFC 3339"]);
+    // The output rule: an existing channel is replaced only with --force.
     let before = fs::read(&out).unwrap();
-    fails(&again(&[]), 3, &["already exists", "--force"]);
+    fails(&again(LATER, &[]), 3, &["already exists", "--force"]);
     assert_eq!(fs::read(&out).unwrap(), before, "refused, yet written");
-    assert!(ok(again(&["--force"])).contains("stable sequence=4"));
+    assert!(ok(again(LATER, &["--force"])).contains("stable sequence=4"));
     assert_ne!(fs::read(&out).unwrap(), before);
     let _ = &p.key;
 }

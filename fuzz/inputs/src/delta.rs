@@ -13,15 +13,13 @@ use std::collections::VecDeque;
 use std::io::Cursor;
 use std::time::Duration;
 
-use stele_verifier::manifest::{Envelope, FsType};
 use stele_verifier::progress::Silent;
-use stele_verifier::testutil::{assemble, key, manifest_for, ring};
+use stele_verifier::testutil::{image_of_blocks, ring, slot_with};
 use stele_verifier::update::delta::apply::apply;
 use stele_verifier::update::delta::plan::{plan, Action};
 use stele_verifier::update::delta::{
     fetch_meta, Clock, FetchError, Fetcher, KnownHashBlocks, RangeSource, RetryPolicy, Sink, Trust,
 };
-use stele_verifier::verity::{build_tree, VerityParams};
 
 use crate::codec::{Reader, Writer};
 use crate::Seed;
@@ -174,31 +172,7 @@ fn blocks(i: &DeltaInput) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
 
 /// A slot image (signed by the testutil key 1) of `data` with `salt`.
 fn image(data: &[Vec<u8>], salt: u8, index: u64) -> Vec<u8> {
-    let n = data.len() as u64;
-    let params = VerityParams::new(4096, 4096, n, vec![salt; 32]).expect("valid parameters");
-    let mut bytes = data.concat();
-    let (area, root) = build_tree(&bytes[..], &params).expect("a tree of whole blocks");
-    bytes.extend_from_slice(&area);
-    let m = manifest_for(
-        &params,
-        root,
-        FsType::Erofs,
-        index,
-        format!("{index}.{salt}"),
-    );
-    let mut env = Envelope::new(m.to_toml().into_bytes());
-    env.sign(&key(1)).expect("a signable manifest");
-    assemble(bytes, &env.to_bytes(), 0).0
-}
-
-/// `img` in a slot partition: at 0, its footer at the end.
-fn slot_with(img: &[u8]) -> Vec<u8> {
-    let mut s = vec![0xee; SLOT_LEN as usize];
-    let n = img.len().min(s.len());
-    s[..n].copy_from_slice(&img[..n]);
-    let f = stele_verifier::footer::FOOTER_LEN;
-    s[SLOT_LEN as usize - f..].copy_from_slice(&img[img.len() - f..]);
-    s
+    image_of_blocks(data, salt, index, 4096)
 }
 
 /// A clock that moves only when slept on.
@@ -295,7 +269,7 @@ fn install(data: &[u8]) -> usize {
     let (old, new) = blocks(&input);
     let old_img = image(&old, 1, 1);
     let new_img = image(&new, if input.same_salt { 1 } else { 2 }, 2);
-    let mut base = Cursor::new(slot_with(&old_img));
+    let mut base = Cursor::new(slot_with(&old_img, SLOT_LEN as usize));
     let mut target = Cursor::new(match input.target % 3 {
         0 => vec![0xee; SLOT_LEN as usize],
         1 => {
@@ -304,7 +278,7 @@ fn install(data: &[u8]) -> usize {
             t[..half].copy_from_slice(&new_img[..half]);
             t
         }
-        _ => slot_with(&image(&old[..old.len() / 2 + 1], 3, 0)),
+        _ => slot_with(&image(&old[..old.len() / 2 + 1], 3, 0), SLOT_LEN as usize),
     });
     let mut src = Scripted {
         file: new_img.clone(),

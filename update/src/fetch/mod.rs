@@ -24,8 +24,8 @@ use stele_verifier::state::Slot;
 use stele_verifier::update::delta::apply::{apply, Stats};
 use stele_verifier::update::delta::plan::{plan, BaseUse, Plan};
 use stele_verifier::update::delta::{
-    fetch_meta, Clock, Fetcher, KnownHashBlocks, Meta, RangeSource, ReaderSource, RetryPolicy,
-    Trust, DEFAULT_MAX_RANGE,
+    fetch_meta, Clock, DeltaError, Fetcher, KnownHashBlocks, Meta, RangeSource, ReaderSource,
+    RetryPolicy, Trust, DEFAULT_MAX_RANGE,
 };
 
 use crate::install::Installed;
@@ -233,6 +233,28 @@ pub fn plan_text(from: &str, meta: &Meta, p: &Plan, target: Slot, base: Option<S
     )
 }
 
+/// Signed first ([`fetch_meta`]): footer, envelope and tree of `src`, checked against
+/// `keyring`, the rollback `floor` and `slot_len`, the running slot `base`'s verified tree
+/// serving as known hash blocks. Returns the fetcher to go on with.
+fn signed_first<'a, B: Read + Seek>(
+    src: &'a mut dyn RangeSource,
+    clock: &'a mut dyn Clock,
+    base: Option<(&mut B, u64)>,
+    keyring: &Keyring,
+    opts: &FetchOptions,
+    floor: u64,
+    slot_len: Option<u64>,
+) -> std::result::Result<(Fetcher<'a>, Meta), DeltaError> {
+    let trust = Trust::Keyring(keyring);
+    let known = match base {
+        Some((b, l)) => KnownHashBlocks::from_slot(b, l, trust)?,
+        None => None,
+    };
+    let mut f = Fetcher::new(src, clock, opts.policy(), opts.max_rate);
+    let meta = fetch_meta(&mut f, trust, Some(floor), slot_len, known.as_ref())?;
+    Ok((f, meta))
+}
+
 /// Signed first, then the plan: what an install of `src` into `target` would do. Reads
 /// the target and base slots; writes nothing.
 #[allow(clippy::too_many_arguments)]
@@ -252,21 +274,9 @@ pub fn plan_from<T: Read + Seek, B: Read + Seek>(
     };
     let slot_len = target.as_ref().map(|t| t.1);
     let mut base = base;
-    let known = match base.as_mut() {
-        Some((b, l)) => {
-            KnownHashBlocks::from_slot(&mut **b, *l, Trust::Keyring(keyring)).map_err(err)?
-        }
-        None => None,
-    };
-    let mut f = Fetcher::new(src, clock, opts.policy(), opts.max_rate);
-    let meta = fetch_meta(
-        &mut f,
-        Trust::Keyring(keyring),
-        Some(floor),
-        slot_len,
-        known.as_ref(),
-    )
-    .map_err(err)?;
+    let base_ref = base.as_mut().map(|(b, l)| (&mut **b, *l));
+    let (_, meta) =
+        signed_first(src, clock, base_ref, keyring, opts, floor, slot_len).map_err(err)?;
     let p = plan(
         &meta,
         target,
@@ -308,21 +318,9 @@ pub fn install_from<D: Device, B: Read + Seek, S: Device>(
         slot_len,
         mut base,
     } = slots;
-    let known = match base.as_mut() {
-        Some((b, l)) => {
-            KnownHashBlocks::from_slot(&mut **b, *l, Trust::Keyring(keyring)).map_err(err)?
-        }
-        None => None,
-    };
-    let mut f = Fetcher::new(src, clock, opts.policy(), opts.max_rate);
-    let meta = fetch_meta(
-        &mut f,
-        Trust::Keyring(keyring),
-        Some(floor),
-        Some(slot_len),
-        known.as_ref(),
-    )
-    .map_err(err)?;
+    let base_ref = base.as_mut().map(|(b, l)| (&mut **b, *l));
+    let (mut f, meta) =
+        signed_first(src, clock, base_ref, keyring, opts, floor, Some(slot_len)).map_err(err)?;
     let m = &meta.manifest;
     log(&format!(
         "update: {name}: {} {} rollback_index={} verified (signatures, rollback floor {floor}, hash tree)",

@@ -14,11 +14,10 @@ use super::apply::{apply, Stats};
 use super::plan::{plan, Action, Plan};
 use super::*;
 use crate::footer::FOOTER_LEN;
-use crate::manifest::{Envelope, FsType};
 use crate::slot;
-use crate::testutil::{assemble, key, manifest_for, ring};
+use crate::testutil::{key, ring};
 use crate::update::tests::{no_sync, SLOT_LEN};
-use crate::verity::{build_tree, digest_blocks};
+use crate::verity::digest_blocks;
 
 pub(crate) const BS: usize = 4096;
 
@@ -148,21 +147,7 @@ pub(crate) fn image_of(blocks: &[Vec<u8>], salt: u8, index: u64) -> Vec<u8> {
 
 /// [`image_of`] with hash blocks of `hbs` bytes.
 pub(crate) fn image_hbs(blocks: &[Vec<u8>], salt: u8, index: u64, hbs: u32) -> Vec<u8> {
-    let params =
-        crate::verity::VerityParams::new(4096, hbs, blocks.len() as u64, vec![salt; 32]).unwrap();
-    let mut data: Vec<u8> = blocks.concat();
-    let (area, root) = build_tree(&data[..], &params).unwrap();
-    data.extend_from_slice(&area);
-    let m = manifest_for(
-        &params,
-        root,
-        FsType::Erofs,
-        index,
-        format!("{index}.{salt}"),
-    );
-    let mut env = Envelope::new(m.to_toml().into_bytes());
-    env.sign(&key(1)).unwrap();
-    assemble(data, &env.to_bytes(), 0).0
+    crate::testutil::image_of_blocks(blocks, salt, index, hbs)
 }
 
 /// A block of `fill` bytes with a tag (0 tag and 0 fill: the zero block).
@@ -174,10 +159,7 @@ pub(crate) fn block(tag: u16, fill: u8) -> Vec<u8> {
 
 /// A slot partition holding `img` at 0 and its footer at the end.
 pub(crate) fn slot_with(img: &[u8]) -> Cursor<Vec<u8>> {
-    let mut s = vec![0xee; SLOT_LEN as usize];
-    s[..img.len()].copy_from_slice(img);
-    s[SLOT_LEN as usize - FOOTER_LEN..].copy_from_slice(&img[img.len() - FOOTER_LEN..]);
-    Cursor::new(s)
+    Cursor::new(crate::testutil::slot_with(img, SLOT_LEN as usize))
 }
 
 /// The outcome of one delta install.
