@@ -11,6 +11,7 @@ use stele_image::disk::find_partition;
 use stele_image::gpt::GptError;
 use stele_update::args::Command as DevCommand;
 use stele_update::device;
+use stele_update::fetch::{is_url, Location};
 use stele_update::install::{self, BundleArg};
 use stele_update::run_dir::RUN_DIR;
 use stele_update::stage1;
@@ -36,9 +37,40 @@ pub enum UpdateCommand {
     Status(StatusArgs),
     /// Mark the booted slot good, raising the rollback floor (on the device only).
     MarkGood,
+    /// What an install of URL (or a slot image file) would fetch and reuse, as a delta
+    /// from the running slot; writes nothing.
+    Plan(PlanArgs),
+    /// Check the signed update channel: what it offers and whether this device's wave is
+    /// due (on the device only); changes nothing.
+    Check(ChannelArgs),
+    /// Check the channel, then install the release it offers (on the device only).
+    Apply(ChannelArgs),
     /// Replace the stage-1 UKI (\EFI\BOOT\BOOTX64.EFI) on the EFI system partition:
     /// written beside the old one, flushed, then switched in one write.
     Stage1(Stage1Args),
+}
+
+/// Arguments of `stele update plan`.
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// An http:// or https:// URL of a slot image, or a slot image file.
+    #[arg(value_name = "URL|FILE")]
+    location: String,
+    #[command(flatten)]
+    offline: Offline,
+    /// Cut a request that sends nothing for SECONDS.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    timeout: u64,
+}
+
+/// Arguments of `stele update check` and `apply`.
+#[derive(Debug, clap::Args)]
+pub struct ChannelArgs {
+    /// The signed channel file: an http:// or https:// URL, or a file.
+    #[arg(long, value_name = "URL")]
+    channel: String,
+    #[command(flatten)]
+    fetch: crate::fetch::FetchArgs,
 }
 
 /// Arguments of `stele update stage1`.
@@ -74,10 +106,13 @@ pub struct Offline {
 #[derive(Debug, clap::Args)]
 pub struct InstallArgs {
     /// The slot image: a file, a block device, or `-` for stdin.
-    #[arg(value_name = "BUNDLE|-")]
+    #[arg(value_name = "BUNDLE|-|URL")]
     bundle: PathBuf,
     #[command(flatten)]
     offline: Offline,
+    /// With an http(s):// URL: a delta install (only the blocks the device lacks).
+    #[command(flatten)]
+    fetch: crate::fetch::FetchArgs,
 }
 
 /// Arguments of `stele update status`.
@@ -93,6 +128,18 @@ pub struct StatusArgs {
 /// Runs `stele update ...`.
 pub fn run(cmd: UpdateCommand) -> CliResult {
     match cmd {
+        UpdateCommand::Install(a) if a.bundle.to_str().is_some_and(is_url) => {
+            let url = a.bundle.to_string_lossy().into_owned();
+            let opts = a.fetch.options()?;
+            match offline_keys(&a.offline)? {
+                Some((disk, Some(keyring))) => {
+                    crate::fetch::install_disk(&disk, &Location::parse(&url), &keyring, &opts)
+                }
+                Some((_, None)) => Err(Usage::DiskWithoutKeys.into()),
+                None => on_device(&DevCommand::InstallUrl { url, opts }),
+            }
+        }
+        UpdateCommand::Install(a) if a.fetch.given() => Err(Usage::FetchNeedsUrl.into()),
         UpdateCommand::Install(a) => {
             let bundle = if a.bundle.as_os_str() == "-" {
                 BundleArg::Stdin
@@ -115,6 +162,28 @@ pub fn run(cmd: UpdateCommand) -> CliResult {
             None => on_device(&DevCommand::Status { json: a.json }),
         },
         UpdateCommand::MarkGood => on_device(&DevCommand::MarkGood),
+        UpdateCommand::Plan(a) => {
+            let opts = crate::fetch::FetchArgs::timeout_only(a.timeout)?;
+            let loc = Location::parse(&a.location);
+            match offline_keys(&a.offline)? {
+                Some((disk, Some(keyring))) => {
+                    crate::fetch::plan_disk(&disk, &loc, &keyring, &opts)
+                }
+                Some((_, None)) => Err(Usage::DiskWithoutKeys.into()),
+                None => on_device(&DevCommand::Plan {
+                    location: a.location,
+                    opts,
+                }),
+            }
+        }
+        UpdateCommand::Check(a) => on_device(&DevCommand::Check {
+            channel: a.channel,
+            opts: a.fetch.options()?,
+        }),
+        UpdateCommand::Apply(a) => on_device(&DevCommand::Apply {
+            channel: a.channel,
+            opts: a.fetch.options()?,
+        }),
         UpdateCommand::Stage1(a) => {
             let uki = if a.uki.as_os_str() == "-" {
                 BundleArg::Stdin
@@ -166,7 +235,7 @@ fn offline_keys(o: &Offline) -> CliResult<Option<(PathBuf, Option<Keyring>)>> {
 }
 
 /// The disk image, and the byte range of the partition of `role` in it.
-fn open_partition(disk: &Path, role: Role, write: bool) -> CliResult<(File, u64, u64)> {
+pub(crate) fn open_partition(disk: &Path, role: Role, write: bool) -> CliResult<(File, u64, u64)> {
     let mut f = storage::open(&disk.display().to_string(), write)?;
     let (off, len) = find_partition(&mut f, role.name()).map_err(|source| match source {
         GptError::NotFound(_) if role == Role::Esp => Error::NoEspOnDisk {
@@ -182,7 +251,7 @@ fn open_partition(disk: &Path, role: Role, write: bool) -> CliResult<(File, u64,
 }
 
 /// The install's progress lines, as the device binary prints them.
-fn log(line: &str) {
+pub(crate) fn log(line: &str) {
     eprintln!("stele: {line}");
 }
 

@@ -10,6 +10,9 @@ use sha2::{Digest, Sha256};
 
 use crate::{Error, Result};
 
+mod level0;
+pub use level0::{digest_blocks, Level0};
+
 /// Size of a sha256 digest.
 pub const DIGEST_LEN: usize = 32;
 /// Smallest allowed data or hash block size.
