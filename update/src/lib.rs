@@ -5,6 +5,7 @@
 //! - [`state_file`]: the boot state device: open, lock, load, store with fdatasync
 //! - [`keys`]: a keyring from key files and directories
 //! - [`install`], [`status`], [`mark_good`]: the commands
+//! - [`rollback`]: the rollback floor (state, TPM counter, initramfs minimum) and mark-good
 //! - [`stage1`]: `stele update stage1`, replacing the ESP's UKI through [`fat`], a small
 //!   FAT12/16/32 reader and writer whose every write the caller orders
 //! - [`args`], [`device`], [`progress`]: the device binary's front-end
@@ -22,6 +23,7 @@ pub mod install;
 pub mod keys;
 pub mod mark_good;
 pub mod progress;
+pub mod rollback;
 pub mod run_dir;
 pub mod stage1;
 pub mod state_file;

@@ -179,6 +179,8 @@ pub struct RunDir {
     pub devices: Devices,
     /// The trusted keys with boot.toml's threshold: the keyring that checked the boot.
     pub keyring: Keyring,
+    /// boot.toml as the boot read it (rollback_storage, min_rollback_index, ...).
+    pub config: BootConfig,
 }
 
 impl RunDir {
@@ -205,6 +207,7 @@ impl RunDir {
             booted,
             devices,
             keyring,
+            config: cfg,
         })
     }
 
