@@ -80,23 +80,29 @@ pub fn machine_args(fw: &Firmware) -> Vec<String> {
     a
 }
 
-/// A directory for one VM's variable store, removed when dropped.
+/// A directory for one VM's variable store or TPM state, removed when dropped.
 #[derive(Debug)]
 pub struct VarsDir(PathBuf);
 
 impl VarsDir {
-    fn new() -> Result<VarsDir, QemuError> {
+    /// A new directory under $TMPDIR; `what` (`vars`, `tpm`) is in its name and errors.
+    pub fn new(what: &str) -> Result<VarsDir, QemuError> {
         static N: AtomicU32 = AtomicU32::new(0);
         let p = std::env::temp_dir().join(format!(
-            "stele-qemu-vars-{}-{}",
+            "stele-qemu-{what}-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&p).map_err(|source| QemuError::Spawn {
-            what: format!("a directory for the variable store ({})", p.display()),
+            what: format!("a directory for the VM's {what} ({})", p.display()),
             source,
         })?;
         Ok(VarsDir(p))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
     }
 }
 
@@ -230,7 +236,7 @@ pub fn prepare_uefi(
     let (vars, dir) = match persistent {
         Some(p) => (p.to_path_buf(), None),
         None => {
-            let d = VarsDir::new()?;
+            let d = VarsDir::new("vars")?;
             (d.0.join("OVMF_VARS.fd"), Some(d))
         }
     };
