@@ -15,7 +15,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// Neither /dev/tpmrm0 nor /dev/tpm0 exists.
-    #[error("no TPM: neither /dev/tpmrm0 nor /dev/tpm0 exists (boot.toml rollback_storage = \"tpm\" needs one: enable the TPM in the firmware, or load its driver with `stele initramfs --module tpm_tis`/`tpm_crb`)")]
+    #[error("no TPM: neither /dev/tpmrm0 nor /dev/tpm0 exists (boot.toml rollback_storage = \"tpm\" needs one: enable the TPM in the firmware, and give the kernel its driver, tpm_tis or tpm_crb: built into Debian's, else `stele initramfs --module`; or use rollback_storage = \"tpm-if-present\")")]
     NoDevice,
     /// Opening, writing or reading the TPM device failed.
     #[error("{op} {path} failed: {source}")]
