@@ -155,7 +155,7 @@ pub enum Error {
     #[error("{path} is in use (mounted?): unmount the EFI system partition first")]
     EspBusy { path: String },
     /// A rollback refusal, with the floors it was decided on (state, TPM, initramfs).
-    #[error("{} (state {}, tpm {}, initramfs {})", source, floors.state, floors.tpm.map_or("none".to_string(), |t| t.to_string()), floors.initramfs)]
+    #[error("{source} ({})", floors.sources())]
     Floors {
         floors: crate::rollback::Floors,
         #[source]

@@ -36,17 +36,21 @@ impl Floors {
     }
 }
 
+impl Floors {
+    /// `state 0, tpm 2, initramfs 0` (`tpm none` without a TPM). Pure.
+    pub fn sources(&self) -> String {
+        let tpm = self.tpm.map_or("none".to_string(), |t| t.to_string());
+        format!(
+            "state {}, tpm {tpm}, initramfs {}",
+            self.state, self.initramfs
+        )
+    }
+}
+
 /// `2 (state 0, tpm 2, initramfs 0)`: the effective floor, then where it comes from.
 impl fmt::Display for Floors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let tpm = self.tpm.map_or("none".to_string(), |t| t.to_string());
-        write!(
-            f,
-            "{} (state {}, tpm {tpm}, initramfs {})",
-            self.effective(),
-            self.state,
-            self.initramfs
-        )
+        write!(f, "{} ({})", self.effective(), self.sources())
     }
 }
 
