@@ -50,6 +50,13 @@ pub enum Error {
         #[source]
         source: GptError,
     },
+    /// `stele update stage1 --disk` on a disk made without `--uki`.
+    #[error("{}: no EFI system partition ({}): the disk was made without `--uki`, so it has no stage 1 to replace (make it with `stele disk create --uki UKI.efi ...` to boot through UEFI)", path.display(), stele_verifier::layout::Role::Esp.name())]
+    NoEspOnDisk {
+        path: PathBuf,
+        #[source]
+        source: GptError,
+    },
     #[error(transparent)]
     Usage(#[from] Usage),
     /// Writing an output file.
@@ -206,7 +213,7 @@ impl Report for Error {
             Error::Update(e) => e.exit(),
             Error::Keyring(e) => e.exit(),
             Error::Qemu(e) => e.exit(),
-            Error::DiskImage { source, .. } => source.exit(),
+            Error::DiskImage { source, .. } | Error::NoEspOnDisk { source, .. } => source.exit(),
             Error::Usage(_) => Exit::Usage,
             Error::Output { .. } => Exit::Environment,
             Error::NoValidSignature { .. }

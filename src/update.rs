@@ -8,6 +8,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use stele_image::disk::find_partition;
+use stele_image::gpt::GptError;
 use stele_update::args::Command as DevCommand;
 use stele_update::device;
 use stele_update::install::{self, BundleArg};
@@ -167,9 +168,15 @@ fn offline_keys(o: &Offline) -> CliResult<Option<(PathBuf, Option<Keyring>)>> {
 /// The disk image, and the byte range of the partition of `role` in it.
 fn open_partition(disk: &Path, role: Role, write: bool) -> CliResult<(File, u64, u64)> {
     let mut f = storage::open(&disk.display().to_string(), write)?;
-    let (off, len) = find_partition(&mut f, role.name()).map_err(|source| Error::DiskImage {
-        path: disk.to_path_buf(),
-        source,
+    let (off, len) = find_partition(&mut f, role.name()).map_err(|source| match source {
+        GptError::NotFound(_) if role == Role::Esp => Error::NoEspOnDisk {
+            path: disk.to_path_buf(),
+            source,
+        },
+        source => Error::DiskImage {
+            path: disk.to_path_buf(),
+            source,
+        },
     })?;
     Ok((f, off, len))
 }

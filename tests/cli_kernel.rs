@@ -321,7 +321,7 @@ fn initramfs_records_the_kernel_or_the_stage() {
         fx.initramfs(&[&p])
             .modules_dir(modules.to_str().unwrap())
             .init(init.to_str().unwrap())
-            .args(&["--no-default-modules"])
+            .args(&["--no-default-modules", "--force"])
             .args(extra)
             .out("initrd")
             .run()

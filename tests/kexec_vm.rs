@@ -184,7 +184,7 @@ fn kexec_into_the_slots_kernel_and_stage_2_verifies_the_same_slot() {
     // Stage 1 spent one of the three tries; stage 2 spent none.
     let b = vm.expect("svc: slot b:");
     assert!(
-        b.contains("booted") && b.contains("tries=2 successful=no"),
+        b.contains("booted") && b.contains("tries_remaining=2 successful=no"),
         "{b}"
     );
     vm.expect_all(&["stele: slot=b marked good", "svc: done"]);
@@ -324,7 +324,7 @@ fn falls_back(vm: &mut Guest, kernel: &str, ending: Option<&str>) {
 fn back_on_a(disk: &str, public: &str) {
     let st = status_on_disk(disk, public);
     assert!(
-        line(&st, "b").contains("tries=0 successful=no"),
+        line(&st, "b").contains("tries_remaining=0 successful=no"),
         "b must have spent its tries: {st}"
     );
     assert!(line(&st, "a").contains("successful=yes"), "{st}");

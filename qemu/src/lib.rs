@@ -320,20 +320,27 @@ impl Vm {
         };
         let exe = stele_image::tool::find(&cfg.qemu)
             .ok_or_else(|| QemuError::NotFound(cfg.qemu.clone()))?;
+        // swtpm ends by itself when QEMU goes (--terminate), also after a signal.
         let swtpm = cfg.tpm.as_deref().map(tpm::Swtpm::start).transpose()?;
-        let mut child = Command::new(exe)
-            .args(qemu_args(cfg))
+        let mut cmd = Command::new(exe);
+        cmd.args(qemu_args(cfg))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => QemuError::NotFound(cfg.qemu.clone()),
-                _ => QemuError::Spawn {
-                    what: cfg.qemu.clone(),
-                    source: e,
-                },
-            })?;
+            .stderr(Stdio::inherit());
+        // Where the process stops its children on SIGINT/SIGTERM/SIGHUP (`stele qemu run`),
+        // QEMU is one of them: a cancelled CI job leaves no VM holding the disk's lock.
+        let spawned = if stele_image::cleanup::installed() {
+            stele_image::cleanup::spawn(&mut cmd)
+        } else {
+            cmd.spawn()
+        };
+        let mut child = spawned.map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => QemuError::NotFound(cfg.qemu.clone()),
+            _ => QemuError::Spawn {
+                what: cfg.qemu.clone(),
+                source: e,
+            },
+        })?;
         let mut stdout = child.stdout.take().ok_or_else(|| QemuError::Spawn {
             what: String::from("the console pipe"),
             source: io::Error::other("no stdout pipe"),
@@ -375,6 +382,7 @@ impl Vm {
                 let mut c = child.lock().unwrap_or_else(|e| e.into_inner());
                 let _ = c.kill();
                 let _ = c.wait();
+                stele_image::cleanup::forget(c.id());
                 return Err(e);
             }
         };
@@ -488,6 +496,7 @@ impl Vm {
                     source,
                 })?;
             if let Some(s) = polled {
+                stele_image::cleanup::forget(self.child().id());
                 self.status = Some(s);
                 self.join_reader();
                 return Ok(s);
@@ -515,6 +524,7 @@ impl Vm {
                 source,
             })?
         };
+        stele_image::cleanup::forget(self.child().id());
         self.status = Some(status);
         // Its state stays in the directory for the next VM; the process goes with QEMU.
         self.swtpm = None;
