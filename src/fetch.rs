@@ -130,6 +130,8 @@ pub fn install_disk(
         },
         &mut state,
         keyring,
+        // A build host has no TPM of the device's, nor its initramfs: the state's floor.
+        stele_update::rollback::Floors::default(),
         opts,
         &mut |_| Ok(()),
         &mut log,

@@ -45,6 +45,10 @@ pub struct InitramfsArgs {
     /// kernel: it boots only the slot stage 1 names with `stele.stage2=` and never kexecs.
     #[arg(long)]
     pub stage2: bool,
+    /// boot.toml `min_rollback_index`: images with a lower rollback_index never boot or
+    /// install with this initramfs, whatever the boot state and the TPM say.
+    #[arg(long, value_name = "N")]
+    pub min_rollback_index: Option<u64>,
     /// Where to write the initramfs.
     #[arg(long, value_name = "INITRD")]
     pub out: PathBuf,
@@ -79,6 +83,7 @@ pub fn run(args: InitramfsArgs) -> CliResult {
         mtime,
         stage2: args.stage2,
         kernel: args.kernel,
+        min_rollback_index: args.min_rollback_index,
     };
     let (archive, order) = build(&spec)?;
     let bytes = archive.to_bytes()?;

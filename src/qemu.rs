@@ -67,6 +67,13 @@ pub struct RunArgs {
     /// Add an i6300esb watchdog; its expiry resets the VM.
     #[arg(long)]
     pub watchdog: bool,
+    /// Add a TPM 2.0 (swtpm), fresh for this run (its state in a temporary directory).
+    #[arg(long)]
+    pub tpm: bool,
+    /// Add a TPM 2.0 (swtpm) whose state is kept in DIR (created if missing), so that
+    /// later runs see the same TPM (implies --tpm).
+    #[arg(long, value_name = "DIR")]
+    pub tpm_state: Option<PathBuf>,
     /// Text that must appear on the console, in this order (repeatable).
     #[arg(long = "expect", value_name = "TEXT")]
     pub expect: Vec<String>,
@@ -159,6 +166,17 @@ pub fn run(args: QemuArgs) -> CliResult {
     let mut cfg = VmConfig::from_env(r.kernel.unwrap_or_default(), r.initrd.unwrap_or_default());
     cfg.firmware = fw;
     cfg.watchdog = r.watchdog;
+    let mut _tpm_dir = None;
+    cfg.tpm = match (r.tpm_state, r.tpm) {
+        (Some(dir), _) => Some(dir),
+        (None, true) => {
+            let d = firmware::VarsDir::new("tpm")?;
+            let p = d.path().to_path_buf();
+            _tpm_dir = Some(d);
+            Some(p)
+        }
+        (None, false) => None,
+    };
     cfg.disks = r.disks.into_iter().map(|d| (d, false)).collect();
     cfg.append = r.append;
     cfg.memory_mb = r.memory;

@@ -282,6 +282,8 @@ fn install_disk(disk: &Path, arg: &BundleArg, keyring: &Keyring) -> CliResult {
         t_len,
         &mut state,
         keyring,
+        // A disk image on a build host: the state's floor (no TPM, no initramfs here).
+        stele_update::rollback::Floors::default(),
         &mut log,
         &mut Bars::stderr(),
     )?;

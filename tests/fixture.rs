@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 pub use boot::Guest;
 pub use http::{Fault, FaultServer};
 pub use internals::{
-    change_state, partition, partition_bytes, state, unmappable_slot, Slot, GPTMBR, UKI_STUB,
+    change_state, envelope_sha256, partition, partition_bytes, state, unmappable_slot, Slot,
+    GPTMBR, UKI_STUB,
 };
 
 use crate::util::{need_tool, ok, stele, stele_env, stele_stdin, Out};

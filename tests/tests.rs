@@ -36,6 +36,8 @@
 //!   the same-kernel fast path; panicking and hanging (watchdog) slot kernels fall back; an
 //!   update with a new kernel and stele-init installed in the guest
 //! - stage1_vm: `stele update stage1` in a guest booted by OVMF; the next boot runs the new UKI
+//! - tpm_vm: under swtpm: the TPM rollback floor survives a reset of the state's floor (install
+//!   and boot refuse the older image), rollback_storage = "tpm" without a TPM, measured boot
 //! - vm_owners: an image from a tar boots with its owners and a working file capability
 //! - vm_init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
 
@@ -64,6 +66,7 @@ mod fleet_resume;
 mod fleet_vm;
 mod kexec_vm;
 mod stage1_vm;
+mod tpm_vm;
 mod uefi_vm;
 mod update_vm;
 mod vm_init;

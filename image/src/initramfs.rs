@@ -26,6 +26,9 @@ pub const GENERATED_KEYS: &[(&str, &str)] = &[
     ("kernel_sha256", "--kernel"),
 ];
 
+/// A key the user's boot.toml or an option sets, not both.
+pub const OPTION_KEYS: &[(&str, &str)] = &[("min_rollback_index", "--min-rollback-index")];
+
 /// Directories every initramfs has (mode 0755).
 pub const DIRS: &[&str] = &[
     "dev",
@@ -120,6 +123,8 @@ pub struct Generated {
     pub stage2: bool,
     /// `--kernel`: the sha256 of the kernel this initramfs runs under.
     pub kernel_sha256: Option<[u8; 32]>,
+    /// `--min-rollback-index`.
+    pub min_rollback_index: Option<u64>,
 }
 
 /// The final boot.toml: the user's settings (`origin` names the file in errors) plus what
@@ -155,6 +160,24 @@ pub fn boot_toml(user: Option<(&str, &str)>, g: &Generated) -> Result<String, In
     if let Some(d) = &g.kernel_sha256 {
         let hex = stele_verifier::hex::encode(d);
         table.insert("kernel_sha256".into(), toml::Value::String(hex));
+    }
+    if let Some(n) = g.min_rollback_index {
+        let (key, option) = OPTION_KEYS[0];
+        if table.contains_key(key) {
+            return Err(InitramfsError::Generated {
+                origin: origin.to_string(),
+                key: key.to_string(),
+                option,
+            });
+        }
+        let v = i64::try_from(n).map_err(|_| {
+            ConfigError::key(
+                origin,
+                key,
+                format!("{n} is above the TOML limit {}", i64::MAX),
+            )
+        })?;
+        table.insert(key.into(), toml::Value::Integer(v));
     }
     BootConfig::from_table(table.clone(), origin)?;
     toml::to_string(&table)
@@ -244,6 +267,8 @@ pub struct InitramfsSpec {
     pub stage2: bool,
     /// `--kernel`: the kernel this initramfs runs under (boot.toml `kernel_sha256`).
     pub kernel: Option<PathBuf>,
+    /// `--min-rollback-index` (boot.toml `min_rollback_index`).
+    pub min_rollback_index: Option<u64>,
 }
 
 /// The module names `spec` asks for, defaults first, without repeats.
@@ -311,6 +336,7 @@ pub fn build(spec: &InitramfsSpec) -> Result<(Archive, Vec<String>), InitramfsEr
             .collect(),
         stage2: spec.stage2,
         kernel_sha256,
+        min_rollback_index: spec.min_rollback_index,
     };
     let toml_text = boot_toml(
         user.as_ref().map(|(o, t)| (o.as_str(), t.as_str())),
@@ -445,6 +471,30 @@ mod tests {
         let g = Generated { stage2: true, ..g };
         let e = boot_toml(None, &g).unwrap_err();
         assert!(e.to_string().contains("never kexecs"), "{e}");
+    }
+
+    #[test]
+    fn min_rollback_index_from_the_option_or_the_file_not_both() {
+        let g = Generated {
+            min_rollback_index: Some(3),
+            ..one()
+        };
+        let t: toml::Table = boot_toml(None, &g).unwrap().parse().unwrap();
+        assert_eq!(t["min_rollback_index"].as_integer(), Some(3));
+        let file = Some((
+            "b.toml",
+            "min_rollback_index = 2\nrollback_storage = \"tpm\"\n",
+        ));
+        let t: toml::Table = boot_toml(file, &one()).unwrap().parse().unwrap();
+        assert_eq!(t["min_rollback_index"].as_integer(), Some(2));
+        let e = boot_toml(file, &g).unwrap_err();
+        assert!(matches!(e, InitramfsError::Generated { .. }), "{e}");
+        assert!(e.to_string().contains("--min-rollback-index"), "{e}");
+        let huge = Generated {
+            min_rollback_index: Some(u64::MAX),
+            ..one()
+        };
+        assert!(boot_toml(None, &huge).is_err());
     }
 
     fn one() -> Generated {
@@ -583,6 +633,7 @@ mod tests {
             mtime: 0,
             stage2: false,
             kernel: None,
+            min_rollback_index: None,
         };
         let r = requested_modules(&spec);
         assert_eq!(r.len(), DEFAULT_MODULES.len() + 1);
@@ -672,6 +723,7 @@ mod tests {
             mtime: 77,
             stage2: false,
             kernel: None,
+            min_rollback_index: None,
         };
         let (a, order) = build(&spec).unwrap();
         assert_eq!(

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use stele_update::keys::load_keyring;
+use stele_update::rollback::{self, Floors, TpmUse};
 use stele_update::run_dir::{self, Devices, Publish};
 use stele_update::state_file::StateFile;
 use stele_verifier::config::{Action, BootConfig, Stage};
@@ -91,6 +92,8 @@ pub struct Booted {
     pub was_successful: bool,
     /// The boot state partition, open read-write.
     pub state: StateFile<File>,
+    /// The TPM and its rollback counter, as boot.toml's rollback_storage uses them.
+    pub tpm: TpmUse<stele_tpm::transport::Channel<File>>,
     pub config: BootConfig,
     pub phases: Phases,
     pub start: Instant,
@@ -145,6 +148,9 @@ pub struct Ready {
     pub state: StateFile<File>,
     pub st: BootState,
     pub keyring: Keyring,
+    pub tpm: TpmUse<stele_tpm::transport::Channel<File>>,
+    /// The rollback floors when the state was read (its own, the TPM's, the initramfs').
+    pub floors: Floors,
 }
 
 /// Steps 1-10. Returns only after a successful switch root (stage 1 may instead reboot
@@ -248,6 +254,8 @@ fn prepare() -> Ready {
     let keyring = load_keyring(&[], &keys_dir, cfg.threshold, &mut |s| warn!("{s}"))
         .map_err(Error::Keys)
         .unwrap_or_else(|e| fail(action, delay, &e.to_string()));
+    let (tpm, floors) =
+        open_tpm(&cfg, st.rollback_floor).unwrap_or_else(|e| fail(action, delay, &e.to_string()));
     clock.lap("state");
     Ready {
         start,
@@ -259,7 +267,32 @@ fn prepare() -> Ready {
         state,
         st,
         keyring,
+        tpm,
+        floors,
     }
+}
+
+/// The TPM as boot.toml's `rollback_storage` says (docs/BOOT.md "With a TPM"): `tpm`
+/// without one, or a TPM that fails, ends the boot; `tpm-if-present` without one is a
+/// warning. The first boot with a TPM defines the counter. Logs the floors.
+fn open_tpm(
+    cfg: &BootConfig,
+    state_floor: u64,
+) -> stele_update::Result<(TpmUse<stele_tpm::transport::Channel<File>>, Floors)> {
+    let mut tpm = rollback::open_counter(cfg)?;
+    match &tpm {
+        TpmUse::Counter(_, stele_tpm::counter::Opened::Defined) => info!(
+            "TPM rollback counter {:#010x} defined",
+            stele_tpm::counter::NV_INDEX
+        ),
+        TpmUse::Absent => warn!(
+            "rollback_storage = \"tpm-if-present\": no TPM on this machine; the rollback floor is the boot state's alone"
+        ),
+        _ => {}
+    }
+    let floors = rollback::floors(state_floor, tpm.counter(), cfg)?;
+    info!("rollback floor {floors}");
+    Ok((tpm, floors))
 }
 
 /// Step 10 for a slot whose root is mounted ([`Mapped::mount_rest`]): /run/stele, switch
@@ -272,6 +305,7 @@ pub fn finish(r: Ready, m: Mapped, was_successful: bool) -> Booted {
         boot_text,
         parts,
         state,
+        tpm,
         ..
     } = r;
     let (action, delay) = (cfg.on_failure, cfg.failure_delay_secs);
@@ -287,6 +321,7 @@ pub fn finish(r: Ready, m: Mapped, was_successful: bool) -> Booted {
         rollback_index: m.manifest.rollback_index,
         was_successful,
         state,
+        tpm,
         config: cfg,
         phases: clock.phases,
         start,

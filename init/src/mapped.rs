@@ -18,7 +18,9 @@ use crate::boot::Phases;
 use crate::devices::{BlockDev, Partitions};
 use crate::mounts::{self, OwnedMount, RW};
 use crate::sys::{self, dm};
-use crate::{debug, info, warn, watchdog, Error};
+use crate::{debug, error, info, warn, watchdog, Error};
+use stele_tpm::transport::Channel;
+use stele_tpm::Tpm;
 
 /// Why a slot was refused, and whether that is the slot's fault (then it is marked
 /// unbootable) or the system's (missing partition, dm unavailable: it is not marked).
@@ -76,13 +78,15 @@ pub struct Mapped {
     mounted: Vec<String>,
 }
 
-/// Steps 6-9 up to the lower mount, for slot `s`.
+/// Steps 6-9 up to the lower mount, for slot `s`; the verified envelope is measured into
+/// `tpm` (when there is one) before anything of the slot is mapped.
 pub fn map(
     s: Slot,
     parts: &Partitions,
     cfg: &BootConfig,
     keyring: &Keyring,
     floor: u64,
+    tpm: Option<&mut Tpm<Channel<File>>>,
     clock: &mut Clock,
 ) -> Result<Mapped, Refusal> {
     let name = cfg.partition(layout::Role::slot(s));
@@ -116,6 +120,7 @@ pub fn map(
         m.rollback_index,
         stele_verifier::hex::encode(&m.verity.root_hash)
     );
+    measure(s, tpm, &loc.envelope.to_bytes());
     clock.lap("verify");
 
     let params = m.verity_params().map_err(|e| slot_fault(e.into()))?;
@@ -173,6 +178,25 @@ pub fn map(
     mapped.mounted.push(lower.target);
     clock.lap("mount");
     Ok(mapped)
+}
+
+/// Measured boot: extends the PCR with the sha256 of the verified envelope and logs
+/// `slot=<x> measured <sha256> into pcr <n>`. No TPM: a debug line. A failed extend is
+/// an error line, not a refusal (the PCR then proves nothing, which attestation sees).
+fn measure(s: Slot, tpm: Option<&mut Tpm<Channel<File>>>, envelope: &[u8]) {
+    let Some(tpm) = tpm else {
+        debug!("no TPM: slot={} not measured", s.name());
+        return;
+    };
+    match stele_tpm::measure::measure(tpm, envelope) {
+        Ok(d) => info!(
+            "slot={} measured {} into pcr {}",
+            s.name(),
+            stele_verifier::hex::encode(&d),
+            stele_tpm::measure::PCR
+        ),
+        Err(e) => error!("slot={} not measured: {e}", s.name()),
+    }
 }
 
 fn is_system_mount_error(e: &Error) -> bool {

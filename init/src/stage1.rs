@@ -37,8 +37,9 @@ pub fn run(mut r: Ready) -> Booted {
                 continue;
             }
         }
-        let floor = r.st.rollback_floor;
-        let booted = mapped::map(s, &r.parts, &r.cfg, &r.keyring, floor, &mut r.clock)
+        let floor = r.floors.effective();
+        let tpm = r.tpm.tpm();
+        let booted = mapped::map(s, &r.parts, &r.cfg, &r.keyring, floor, tpm, &mut r.clock)
             .and_then(|m| handoff::hand_over(m, &r.cfg, &mut r.clock, r.start))
             .and_then(|m| m.mount_rest(&r.cfg, &mut r.clock));
         match booted {

@@ -1,6 +1,6 @@
 //! Stage 2 (boot.toml `stage = 2`: the slot's own stele-init under the slot's own kernel,
 //! started only by stage 1's kexec): boots exactly the slot named by `stele.stage2=<a|b>`,
-//! verifies it again with its own keys against the state's rollback floor, spends no try
+//! verifies it again with its own keys against the rollback floor (state, TPM, initramfs), spends no try
 //! and never kexecs. Refused, the slot is marked (when it is its fault) and the failure
 //! action runs: the reboot brings stage 1 back, which chooses again.
 
@@ -19,8 +19,9 @@ pub fn run(mut r: Ready) -> Booted {
     };
     // The try was spent by stage 1; the record says whether the slot is on trial.
     let was_successful = r.st.slot(s).successful;
-    let floor = r.st.rollback_floor;
-    let booted = mapped::map(s, &r.parts, &r.cfg, &r.keyring, floor, &mut r.clock)
+    let floor = r.floors.effective();
+    let tpm = r.tpm.tpm();
+    let booted = mapped::map(s, &r.parts, &r.cfg, &r.keyring, floor, tpm, &mut r.clock)
         .and_then(|m| m.mount_rest(&r.cfg, &mut r.clock));
     match booted {
         Ok(m) => finish(r, m, was_successful),

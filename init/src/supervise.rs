@@ -448,10 +448,20 @@ impl Supervisor {
             }
             Err(e) => warn!("{e}; marking good without the state lock"),
         }
-        let r = b.state.mark_good(b.slot, b.rollback_index);
+        let r = stele_update::rollback::mark_good(
+            &mut b.state,
+            b.tpm.counter(),
+            b.slot,
+            b.rollback_index,
+        );
         b.state.unlock();
         match r {
-            Ok(_) => info!("slot={} marked good", b.slot.name()),
+            Ok(done) => {
+                info!("slot={} marked good", b.slot.name());
+                if let Some((from, to)) = done.tpm.filter(|(f, t)| f != t) {
+                    info!("TPM rollback floor raised from {from} to {to}");
+                }
+            }
             Err(e) => {
                 error!(
                     "marking slot={} good failed: {e}; trying again",

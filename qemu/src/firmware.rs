@@ -80,28 +80,31 @@ pub fn machine_args(fw: &Firmware) -> Vec<String> {
     a
 }
 
-/// A directory for one VM's variable store, removed when dropped (and, where the process
-/// cleans up on signals, on SIGINT/SIGTERM/SIGHUP: [`stele_image::cleanup`]).
+/// A directory for one VM's variable store or TPM state, removed when dropped (and, where
+/// the process cleans up on signals, on SIGINT/SIGTERM/SIGHUP: [`stele_image::cleanup`]).
 #[derive(Debug)]
 pub struct VarsDir(stele_image::cleanup::TempPath);
 
 impl VarsDir {
-    fn new() -> Result<VarsDir, QemuError> {
+    /// A new directory under $TMPDIR; `what` (`vars`, `tpm`) is in its name and errors.
+    pub fn new(what: &str) -> Result<VarsDir, QemuError> {
         static N: AtomicU32 = AtomicU32::new(0);
         let p = std::env::temp_dir().join(format!(
-            "stele-qemu-vars-{}-{}",
+            "stele-qemu-{what}-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
         let dir = stele_image::cleanup::TempPath::register(p);
         std::fs::create_dir_all(dir.path()).map_err(|source| QemuError::Spawn {
-            what: format!(
-                "a directory for the variable store ({})",
-                dir.path().display()
-            ),
+            what: format!("a directory for the VM's {what} ({})", dir.path().display()),
             source,
         })?;
         Ok(VarsDir(dir))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.0.path()
     }
 }
 
@@ -229,8 +232,8 @@ pub fn prepare_uefi(
     let (vars, dir) = match persistent {
         Some(p) => (p.to_path_buf(), None),
         None => {
-            let d = VarsDir::new()?;
-            (d.0.path().join("OVMF_VARS.fd"), Some(d))
+            let d = VarsDir::new("vars")?;
+            (d.path().join("OVMF_VARS.fd"), Some(d))
         }
     };
     if !vars.exists() {

@@ -4,10 +4,12 @@
 //! [`Vm`] runs it: the serial console is captured in memory (and optionally to a log file
 //! and to stdout), [`Vm::expect`] waits for text on it, [`Vm::kill`] is a power cut, and a
 //! watchdog kills the VM at its hard timeout. Dropping a `Vm` kills it. [`firmware`]
-//! boots through SeaBIOS or OVMF (UEFI, Secure Boot); [`junit`] reports expectations.
+//! boots through SeaBIOS or OVMF (UEFI, Secure Boot); [`tpm`] adds a TPM 2.0 (swtpm);
+//! [`junit`] reports expectations.
 
 pub mod firmware;
 pub mod junit;
+pub mod tpm;
 
 pub use firmware::{Firmware, Uefi};
 
@@ -156,6 +158,8 @@ pub struct VmConfig {
     pub firmware: Firmware,
     /// An i6300esb watchdog whose expiry resets the VM.
     pub watchdog: bool,
+    /// A TPM 2.0 (swtpm) with its state in this directory ([`tpm`]).
+    pub tpm: Option<PathBuf>,
 }
 
 impl VmConfig {
@@ -176,6 +180,7 @@ impl VmConfig {
             echo: false,
             firmware: Firmware::Direct,
             watchdog: false,
+            tpm: None,
         }
     }
 
@@ -255,6 +260,9 @@ pub fn qemu_args(cfg: &VmConfig) -> Vec<String> {
     if cfg.watchdog {
         a.extend(["-device", "i6300esb", "-action", "watchdog=reset"].map(String::from));
     }
+    if let Some(dir) = &cfg.tpm {
+        a.extend(tpm::qemu_args(dir));
+    }
     a.extend(cfg.extra_args.iter().cloned());
     a
 }
@@ -290,6 +298,8 @@ pub struct Vm {
     reader: Option<JoinHandle<()>>,
     watchdog: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
     status: Option<ExitStatus>,
+    /// The VM's TPM, when it has one.
+    swtpm: Option<tpm::Swtpm>,
 }
 
 fn tail(bytes: &[u8], lines: usize) -> String {
@@ -310,6 +320,8 @@ impl Vm {
         };
         let exe = stele_image::tool::find(&cfg.qemu)
             .ok_or_else(|| QemuError::NotFound(cfg.qemu.clone()))?;
+        // swtpm ends by itself when QEMU goes (--terminate), also after a signal.
+        let swtpm = cfg.tpm.as_deref().map(tpm::Swtpm::start).transpose()?;
         let mut cmd = Command::new(exe);
         cmd.args(qemu_args(cfg))
             .stdin(Stdio::null())
@@ -396,6 +408,7 @@ impl Vm {
             reader: Some(reader),
             watchdog,
             status: None,
+            swtpm,
         })
     }
 
@@ -513,6 +526,8 @@ impl Vm {
         };
         stele_image::cleanup::forget(self.child().id());
         self.status = Some(status);
+        // Its state stays in the directory for the next VM; the process goes with QEMU.
+        self.swtpm = None;
         self.join_reader();
         Ok(())
     }
@@ -608,6 +623,13 @@ mod tests {
         assert!(a.contains(&"-nodefaults".to_string()));
         assert!(!a.contains(&"-no-reboot".to_string()));
         assert!(pair(&a, "-drive").is_empty());
+        assert!(pair(&a, "-tpmdev").is_empty());
+        let mut t = c.clone();
+        t.tpm = Some("/vm/tpm".into());
+        assert_eq!(
+            pair(&qemu_args(&t), "-tpmdev"),
+            ["emulator,id=tpm0,chardev=chrtpm"]
+        );
     }
 
     #[test]

@@ -122,6 +122,7 @@ fn initramfs_modules_load_in_boot_toml_order() {
         mtime: 0,
         stage2: false,
         kernel: None,
+        min_rollback_index: None,
     };
     let (mut archive, order) = build(&spec).unwrap();
     archive.add_file("bin/busybox", 0o755, busybox()).unwrap();

@@ -180,6 +180,16 @@ pub enum Error {
     /// The ESP is in use (mounted).
     #[error("{path} is in use (mounted?): unmount the EFI system partition first")]
     EspBusy { path: String },
+    /// A rollback refusal, with the floors it was decided on (state, TPM, initramfs).
+    #[error("{source} ({})", floors.sources())]
+    Floors {
+        floors: crate::rollback::Floors,
+        #[source]
+        source: Box<Error>,
+    },
+    /// The TPM (the rollback counter).
+    #[error(transparent)]
+    Tpm(#[from] stele_tpm::Error),
     /// An install on the device failed: which slot on which partition.
     #[error("{source} (installing into slot {} on {path})", slot.name())]
     Installing {
@@ -243,6 +253,8 @@ impl Report for Error {
             | E::Written { source, .. }
             | E::Commit { source } => source.exit(),
             E::Installing { source, .. } => source.exit(),
+            E::Tpm(t) => t.exit(),
+            E::Floors { source, .. } => source.exit(),
         }
     }
 }

@@ -13,6 +13,7 @@ use stele_verifier::progress::Progress;
 use stele_verifier::state::{BootState, Slot};
 use stele_verifier::update as vupdate;
 
+use crate::rollback::{self, Floors};
 use crate::run_dir::RunDir;
 use crate::state_file::StateFile;
 use crate::storage::{self, Device};
@@ -128,8 +129,9 @@ pub fn installed_line(i: &Installed) -> String {
 }
 
 /// Installs `bundle` into slot `target` (`slot_len` bytes) and flips the boot state; the
-/// checks (keyring, the state's rollback floor, size, hash tree) come before the state is
-/// written, so any refusal leaves it untouched. Progress lines go to `log` (without the
+/// checks (keyring, the rollback floor: the state's, or `floors`' TPM and initramfs floors
+/// when higher, size, hash tree) come before the state is written, so any refusal leaves
+/// it untouched. Progress lines go to `log` (without the
 /// `stele: ` prefix): `update: writing slot <x>`, `update: flipping boot state`,
 /// `update: footer written`; the bytes of the copy (and of a stream's check) to
 /// `progress`.
@@ -141,10 +143,46 @@ pub fn install<D: Device, S: Device>(
     slot_len: u64,
     state: &mut StateFile<S>,
     keyring: &Keyring,
+    floors: Floors,
     log: &mut dyn FnMut(&str),
     progress: &mut dyn Progress,
 ) -> Result<Installed> {
-    let floor = state.load()?.rollback_floor;
+    let floors = Floors {
+        state: state.load()?.rollback_floor,
+        ..floors
+    };
+    let floor = floors.effective();
+    let done = write(
+        bundle, target, slot, slot_len, keyring, floor, log, progress,
+    );
+    let done = done.map_err(|e| rollback::name_floors(e, floors))?;
+    // The state first, then the footer: the slot's old record never applies to the new
+    // content (verifier::update).
+    log("update: flipping boot state");
+    let m = done.verified.manifest.clone();
+    let new_state = state.commit(done, slot, slot_len, target)?;
+    log("update: footer written");
+    Ok(Installed {
+        name: m.name,
+        version: m.version,
+        rollback_index: m.rollback_index,
+        slot: target,
+        state: new_state,
+    })
+}
+
+/// The check and the copy of [`install`], up to the commit.
+#[allow(clippy::too_many_arguments)] // the install's inputs, each its own thing
+fn write<D: Device>(
+    bundle: &mut Bundle,
+    target: Slot,
+    slot: &mut D,
+    slot_len: u64,
+    keyring: &Keyring,
+    floor: u64,
+    log: &mut dyn FnMut(&str),
+    progress: &mut dyn Progress,
+) -> Result<vupdate::Written> {
     let written = |bundle: &str| {
         let bundle = bundle.to_string();
         move |source| Error::Written {
@@ -180,19 +218,7 @@ pub fn install<D: Device, S: Device>(
                 .map_err(written(name))?
         }
     };
-    // The state first, then the footer: the slot's old record never applies to the new
-    // content (verifier::update).
-    log("update: flipping boot state");
-    let m = done.verified.manifest.clone();
-    let new_state = state.commit(done, slot, slot_len, target)?;
-    log("update: footer written");
-    Ok(Installed {
-        name: m.name,
-        version: m.version,
-        rollback_index: m.rollback_index,
-        slot: target,
-        state: new_state,
-    })
+    Ok(done)
 }
 
 /// `stele update install` on the device: into the slot that is not booted, the state
@@ -210,6 +236,8 @@ pub fn on_device(
     state.lock()?;
     let target = plan(&state.load()?, Some(dev.booted))?;
     let slot_path = dev.slot_path(target)?.to_string();
+    let mut tpm = rollback::open_counter(&dev.config)?;
+    let floors = rollback::floors(0, tpm.counter(), &dev.config)?;
     let (mut bundle, bundle_md) = open_bundle(arg)?;
     let mut slot = storage::open(&slot_path, true)?;
     let slot_len = storage::size(&mut slot, &slot_path)?;
@@ -228,6 +256,7 @@ pub fn on_device(
         slot_len,
         &mut state,
         &dev.keyring,
+        floors,
         log,
         progress,
     )
@@ -314,6 +343,7 @@ mod tests {
             1 << 20,
             state,
             &ring(),
+            Floors::default(),
             &mut |_| {},
             &mut Silent,
         )
@@ -332,6 +362,7 @@ mod tests {
             1 << 20,
             &mut state_dev,
             &ring(),
+            Floors::default(),
             &mut |l| lines.push(l.to_string()),
             &mut Silent,
         )
@@ -367,8 +398,41 @@ mod tests {
         };
         let e = install_a(&mut old, &mut slot, &mut state_dev).unwrap_err();
         assert_eq!(e.exit(), Exit::Refused);
-        assert!(matches!(e, Error::Written { slot: Slot::A, .. }), "{e}");
+        let Error::Floors { floors, source } = &e else {
+            panic!("not a floor refusal: {e}")
+        };
+        assert!(
+            matches!(**source, Error::Written { slot: Slot::A, .. }),
+            "{e}"
+        );
+        assert_eq!(floors.effective(), 5);
         assert!(e.to_string().contains("rollback"), "{e}");
+        assert_eq!(state_dev.get_ref().get_ref(), &before);
+        // The TPM's floor counts even when the state's is lower: a newer image is refused
+        // before the slot is touched, and the refusal names the TPM.
+        let slot_before = slot.get_ref().clone();
+        let tpm = Floors {
+            tpm: Some(7),
+            ..Floors::default()
+        };
+        let e = install(
+            &mut seekable(image_signed_by(8, 6, 1, 1).0, "v6.img"),
+            Slot::A,
+            &mut slot,
+            1 << 20,
+            &mut state_dev,
+            &ring(),
+            tpm,
+            &mut |_| {},
+            &mut Silent,
+        )
+        .unwrap_err();
+        assert_eq!(e.exit(), Exit::Refused);
+        assert_eq!(
+            e.to_string(),
+            "v6.img: rollback refused: image rollback_index 6 is below the rollback floor 7 (state 5, tpm 7, initramfs 0)"
+        );
+        assert_eq!(slot.get_ref(), &slot_before);
         assert_eq!(state_dev.get_ref().get_ref(), &before);
         // A seekable bundle signed by an unknown key: refused before the slot is touched.
         let slot_before = slot.get_ref().clone();

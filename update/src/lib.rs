@@ -7,6 +7,7 @@
 //! - [`install`], [`status`], [`mark_good`]: the commands
 //! - [`fetch`]: installs and plans from a URL (or file) as a delta; [`channel`]: the
 //!   signed update channel on the device
+//! - [`rollback`]: the rollback floor (state, TPM counter, initramfs minimum) and mark-good
 //! - [`stage1`]: `stele update stage1`, replacing the ESP's UKI through [`fat`], a small
 //!   FAT12/16/32 reader and writer whose every write the caller orders
 //! - [`args`], [`device`], [`progress`]: the device binary's front-end
@@ -26,6 +27,7 @@ pub mod install;
 pub mod keys;
 pub mod mark_good;
 pub mod progress;
+pub mod rollback;
 pub mod run_dir;
 pub mod stage1;
 pub mod state_file;

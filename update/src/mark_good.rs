@@ -1,11 +1,13 @@
 //! `stele update mark-good`: the booted slot becomes good in the boot state (successful,
 //! tries 0, the rollback floor raised to the rollback index verified at boot), under the
-//! state lock. PID 1's supervisor does the same through [`StateFile::mark_good`].
+//! state lock, then the TPM counter is raised to it ([`rollback::mark_good`]). PID 1's
+//! supervisor does the same through the same function.
 
 use std::path::Path;
 
 use stele_verifier::state::Slot;
 
+use crate::rollback;
 use crate::run_dir::RunDir;
 use crate::state_file::StateFile;
 use crate::Result;
@@ -15,8 +17,9 @@ use crate::Result;
 pub fn on_device(run_dir: &Path) -> Result<Slot> {
     let dev = RunDir::read(run_dir)?;
     let index = dev.booted_rollback_index()?;
+    let mut tpm = rollback::open_counter(&dev.config)?;
     let mut state = StateFile::open(dev.state_path(), true)?;
     state.lock()?;
-    state.mark_good(dev.booted, index)?;
+    rollback::mark_good(&mut state, tpm.counter(), dev.booted, index)?;
     Ok(dev.booted)
 }

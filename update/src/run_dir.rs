@@ -182,7 +182,7 @@ pub struct RunDir {
     pub devices: Devices,
     /// The trusted keys with boot.toml's threshold: the keyring that checked the boot.
     pub keyring: Keyring,
-    /// The boot.toml the boot published.
+    /// boot.toml as the boot read it (rollback_storage, min_rollback_index, ...).
     pub config: BootConfig,
 }
 

@@ -265,7 +265,12 @@ pub fn on_device(run_dir: &Path) -> Result<Status> {
             images[i] = checked.unwrap_or_else(|e| Image::Invalid(e.to_string()));
         }
     }
-    Ok(Status::new(&st, Some(dev.booted), images))
+    let mut tpm = crate::rollback::open_counter(&dev.config)?;
+    let floors = crate::rollback::floors(st.rollback_floor, tpm.counter(), &dev.config)?;
+    let mut status = Status::new(&st, Some(dev.booted), images);
+    // What an install is checked against: the TPM's or the initramfs floor when higher.
+    status.rollback_floor = floors.effective();
+    Ok(status)
 }
 
 #[cfg(test)]

@@ -48,6 +48,11 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("time", "/usr/bin/time"),
     // `script`: a terminal for the progress-bar test.
     ("bsdutils", "script"),
+    // A software TPM 2.0 for the TPM tests (stele-tpm, `stele qemu run --tpm`); the
+    // tpm2-tools to look at it by hand.
+    ("swtpm", "swtpm"),
+    ("swtpm-tools", "swtpm_setup"),
+    ("tpm2-tools", "tpm2_nvread"),
 ];
 
 /// Packages whose program another package may also provide: checked with dpkg.

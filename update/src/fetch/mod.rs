@@ -29,6 +29,7 @@ use stele_verifier::update::delta::{
 };
 
 use crate::install::Installed;
+use crate::rollback::{self, Floors};
 use crate::run_dir::RunDir;
 use crate::state_file::StateFile;
 use crate::storage::{self, Device};
@@ -289,7 +290,8 @@ pub fn plan_from<T: Read + Seek, B: Read + Seek>(
 }
 
 /// Installs the image of `src` into `slots.target` as a delta and flips the boot state:
-/// signed first (checked against `keyring` and the state's rollback floor, then `check`,
+/// signed first (checked against `keyring` and the rollback floor: the state's, or
+/// `floors`' TPM and initramfs floors when higher, as [`crate::install::install`]; then `check`,
 /// the caller's own refusals: a channel's manifest digest; the place for the device's
 /// product binding too, once it exists: every refusal there comes before the slot is
 /// touched), then plan and write in the install write order. Progress lines go to `log`
@@ -301,12 +303,17 @@ pub fn install_from<D: Device, B: Read + Seek, S: Device>(
     slots: Slots<'_, D, B>,
     state: &mut StateFile<S>,
     keyring: &Keyring,
+    floors: Floors,
     opts: &FetchOptions,
     check: &mut dyn FnMut(&Meta) -> Result<()>,
     log: &mut dyn FnMut(&str),
     progress: &mut dyn Progress,
 ) -> Result<DeltaInstalled> {
-    let floor = state.load()?.rollback_floor;
+    let floors = Floors {
+        state: state.load()?.rollback_floor,
+        ..floors
+    };
+    let floor = floors.effective();
     let name = src.name();
     let err = |source| Error::Fetch {
         url: name.clone(),
@@ -319,8 +326,9 @@ pub fn install_from<D: Device, B: Read + Seek, S: Device>(
         mut base,
     } = slots;
     let base_ref = base.as_mut().map(|(b, l)| (&mut **b, *l));
-    let (mut f, meta) =
-        signed_first(src, clock, base_ref, keyring, opts, floor, Some(slot_len)).map_err(err)?;
+    let (mut f, meta) = signed_first(src, clock, base_ref, keyring, opts, floor, Some(slot_len))
+        .map_err(err)
+        .map_err(|e| rollback::name_floors(e, floors))?;
     let m = &meta.manifest;
     log(&format!(
         "update: {name}: {} {} rollback_index={} verified (signatures, rollback floor {floor}, hash tree)",
@@ -418,6 +426,8 @@ pub fn on_device(
     let mut state = StateFile::open(dev.state_path(), true)?;
     state.lock()?;
     let target = crate::install::plan(&state.load()?, Some(dev.booted))?;
+    let mut tpm = rollback::open_counter(&dev.config)?;
+    let floors = rollback::floors(0, tpm.counter(), &dev.config)?;
     let slot_path = dev.slot_path(target)?.to_string();
     let mut slot = storage::open(&slot_path, true)?;
     let slot_len = storage::size(&mut slot, &slot_path)?;
@@ -435,6 +445,7 @@ pub fn on_device(
         },
         &mut state,
         &dev.keyring,
+        floors,
         opts,
         check,
         log,
@@ -454,6 +465,8 @@ pub fn plan_on_device(run_dir: &Path, loc: &Location, opts: &FetchOptions) -> Re
     let mut state = StateFile::open(dev.state_path(), false)?;
     let st = state.load()?;
     let target = crate::install::plan(&st, Some(dev.booted))?;
+    let mut tpm = rollback::open_counter(&dev.config)?;
+    let floors = rollback::floors(st.rollback_floor, tpm.counter(), &dev.config)?;
     let slot_path = dev.slot_path(target)?.to_string();
     let mut slot = storage::open(&slot_path, false)?;
     let slot_len = storage::size(&mut slot, &slot_path)?;
@@ -465,7 +478,7 @@ pub fn plan_on_device(run_dir: &Path, loc: &Location, opts: &FetchOptions) -> Re
         &mut SystemClock::default(),
         Some((&mut slot, slot_len)),
         Some((&mut base, base_len)),
-        st.rollback_floor,
+        floors.effective(),
         &dev.keyring,
         opts,
     )?;
@@ -475,6 +488,60 @@ pub fn plan_on_device(run_dir: &Path, loc: &Location, opts: &FetchOptions) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Cursor;
+    use stele_verifier::exit::{Exit, Report};
+    use stele_verifier::progress::Silent;
+    use stele_verifier::state::{self, BootState};
+    use stele_verifier::testutil::{image_signed_by, ring};
+
+    /// A URL install applies the same floors as a file install: the TPM's and the
+    /// initramfs minimum count when the state's is lower, and the refusal names them,
+    /// before the slot or the state is touched.
+    #[test]
+    fn a_url_install_is_refused_below_the_tpm_or_initramfs_floor() {
+        for floors in [
+            Floors {
+                tpm: Some(7),
+                ..Floors::default()
+            },
+            Floors {
+                initramfs: 7,
+                ..Floors::default()
+            },
+        ] {
+            let img = image_signed_by(8, 6, 1, 1).0;
+            let mut c = Cursor::new(vec![0u8; 8192]);
+            state::initialize(&mut c, &BootState::initial(false)).unwrap();
+            let mut st = StateFile::new(c, "state");
+            let state_before = st.get_ref().get_ref().clone();
+            let mut slot = Cursor::new(vec![0xAAu8; 1 << 20]);
+            let mut src = ReaderSource::new(Cursor::new(img), "v6.img".to_string());
+            let e = install_from(
+                &mut src,
+                &mut SystemClock::default(),
+                Slots::<_, Cursor<Vec<u8>>> {
+                    target: Slot::A,
+                    slot: &mut slot,
+                    slot_len: 1 << 20,
+                    base: None,
+                },
+                &mut st,
+                &ring(),
+                floors,
+                &FetchOptions::default(),
+                &mut |_| Ok(()),
+                &mut |_| {},
+                &mut Silent,
+            )
+            .unwrap_err();
+            assert_eq!(e.exit(), Exit::Refused, "{e}");
+            assert!(matches!(e, Error::Floors { .. }), "{e}");
+            assert!(e.to_string().contains("rollback"), "{e}");
+            assert!(e.to_string().contains(&floors.sources()), "{e}");
+            assert!(slot.get_ref().iter().all(|&b| b == 0xAA), "slot written");
+            assert_eq!(st.get_ref().get_ref(), &state_before, "state written");
+        }
+    }
 
     #[test]
     fn relative_references_resolve_against_the_channel() {

@@ -67,6 +67,28 @@ impl VerifyMode {
         [("tree", VerifyMode::Tree), ("full", VerifyMode::Full)];
 }
 
+/// `rollback_storage`: where the rollback floor is kept besides the boot state
+/// (docs/BOOT.md "With a TPM").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RollbackStorage {
+    /// A TPM 2.0 NV counter too; without a TPM the boot refuses.
+    Tpm,
+    /// The TPM counter when the machine has a TPM, else the state alone (with a warning).
+    #[default]
+    TpmIfPresent,
+    /// The boot state alone (a disk writer can lower it).
+    State,
+}
+
+impl RollbackStorage {
+    /// The TOML names.
+    pub const CHOICES: [(&'static str, RollbackStorage); 3] = [
+        ("tpm", RollbackStorage::Tpm),
+        ("tpm-if-present", RollbackStorage::TpmIfPresent),
+        ("state", RollbackStorage::State),
+    ];
+}
+
 /// `/etc/stele/boot.toml`. See docs/BOOT.md.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BootConfig {
@@ -95,6 +117,10 @@ pub struct BootConfig {
     /// `watchdog_modules`: the watchdog drivers among `modules`, loaded with `nowayout=1`
     /// when the watchdog is used.
     pub watchdog_modules: Vec<String>,
+    /// `rollback_storage`: also keep the floor in a TPM counter.
+    pub rollback_storage: RollbackStorage,
+    /// `min_rollback_index`: the floor this initramfs sets, whatever the state and TPM say.
+    pub min_rollback_index: u64,
 }
 
 impl Default for BootConfig {
@@ -118,6 +144,8 @@ impl Default for BootConfig {
             stage2_panic_secs: DEFAULT_STAGE2_PANIC_SECS,
             watchdog_secs: 0,
             watchdog_modules: Vec::new(),
+            rollback_storage: RollbackStorage::TpmIfPresent,
+            min_rollback_index: 0,
         }
     }
 }
@@ -145,6 +173,8 @@ pub const KEYS: &[&str] = &[
     "stage2_panic_secs",
     "watchdog_secs",
     "watchdog_modules",
+    "rollback_storage",
+    "min_rollback_index",
 ];
 
 /// Directories the writable data partition must not cover: they hold the verified system
@@ -222,6 +252,12 @@ impl BootConfig {
         }
         if let Some(v) = f.strings("watchdog_modules")? {
             c.watchdog_modules = v;
+        }
+        if let Some(v) = f.choice("rollback_storage", &RollbackStorage::CHOICES)? {
+            c.rollback_storage = v;
+        }
+        if let Some(v) = f.uint("min_rollback_index")? {
+            c.min_rollback_index = v;
         }
         f.finish(KEYS)?;
         c.validate(origin)?;
@@ -381,6 +417,8 @@ kernel_sha256 = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEF
 stage2_panic_secs = 3
 watchdog_secs = 30
 watchdog_modules = ["i6300esb.ko"]
+rollback_storage = "tpm"
+min_rollback_index = 7
 "#;
         let c = BootConfig::parse(text, "boot.toml").unwrap();
         assert_eq!(c.verify, VerifyMode::Full);
@@ -391,6 +429,12 @@ watchdog_modules = ["i6300esb.ko"]
         assert_eq!(c.kernel_sha256.map(|d| d[31]), Some(0xff));
         assert_eq!((c.stage2_panic_secs, c.watchdog_secs), (3, 30));
         assert_eq!(c.watchdog_modules, ["i6300esb.ko"]);
+        assert_eq!(
+            (c.rollback_storage, c.min_rollback_index),
+            (RollbackStorage::Tpm, 7)
+        );
+        assert_eq!(d.rollback_storage, RollbackStorage::TpmIfPresent);
+        assert_eq!(d.min_rollback_index, 0);
         let two = BootConfig::parse("stage = 2", "boot.toml").unwrap();
         assert_eq!((two.stage, two.stage.number()), (Stage::Two, 2));
         assert_eq!(d.stage2_panic_secs, DEFAULT_STAGE2_PANIC_SECS);

@@ -191,6 +191,17 @@ pub const CASES: &[Case] = &[
         "watchdog_modules",
         "not one of the modules",
     ),
+    // The rollback floor's storage and the initramfs minimum.
+    boot(
+        "rollback_storage = \"tpm2\"",
+        Some("rollback_storage"),
+        "must be one of tpm, tpm-if-present, state, not \"tpm2\"",
+    ),
+    boot(
+        "min_rollback_index = -1",
+        Some("min_rollback_index"),
+        "non-negative integer",
+    ),
     // The watchdog and the slot kernel's panic delay.
     boot(
         "watchdog_secs = 4000",

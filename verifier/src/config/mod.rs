@@ -11,7 +11,7 @@ pub mod boot;
 pub mod cases;
 pub mod system;
 
-pub use boot::{Action, BootConfig, Stage, VerifyMode};
+pub use boot::{Action, BootConfig, RollbackStorage, Stage, VerifyMode};
 pub use system::{Restart, Service, SystemConfig};
 
 use crate::exit::{Exit, Report};

@@ -1,0 +1,188 @@
+//! The TPM under QEMU (swtpm): the rollback floor kept in the TPM counter survives an
+//! attacker who rewrites the boot state with a valid checksum; `rollback_storage = "tpm"`
+//! without a TPM refuses the boot; the PCR stele-init extends is what the host computes
+//! from the image.
+
+use sha2::{Digest, Sha256};
+
+use crate::fixture::{change_state, envelope_sha256, state, Fixture, Slot};
+use stele_verifier::hex;
+
+/// v1 (index 1): marked good at once; on the first boot installs v2 from /dev/vdb and
+/// reboots; later boots only power off.
+const V1: &str = r#"#!/bin/sh
+sleep 2
+if [ ! -e /var/installed ]; then
+  touch /var/installed; sync
+  /run/stele/bin/stele update install /dev/vdb
+  echo "v1: install exit $?"
+  kill -TERM 1
+  sleep 100
+fi
+kill -USR2 1
+sleep 100
+"#;
+
+/// v2 (index 2): on its first boot waits to be marked good and powers off; on the next
+/// (the attacked disk) tries to install v1 from /dev/vdb at once, before it is marked good
+/// again, then powers off.
+const V2: &str = r#"#!/bin/sh
+if [ -e /var/attacked ]; then
+  /run/stele/bin/stele update install /dev/vdb
+  echo "v2: install exit $?"
+  kill -USR2 1
+  sleep 100
+fi
+touch /var/attacked; sync
+sleep 4
+kill -USR2 1
+sleep 100
+"#;
+
+fn system(healthy_after: u64) -> String {
+    format!(
+        "healthy_after = {healthy_after}\nshutdown_grace = 3\n\n[[service]]\nname = \"app\"\nexec = [\"/bin/app\"]\nrestart = \"never\"\n"
+    )
+}
+
+/// After v2 (index 2) was marked good with a TPM, the attacker resets the state's floor to
+/// 0 and makes slot a (v1, index 1) preferred, with a valid checksum. The boot refuses a
+/// (the TPM floor), boots b, and installing v1 inside the guest is refused naming the TPM.
+#[test]
+fn tpm_floor_survives_a_state_reset() {
+    let fx = Fixture::new();
+    let (key, public) = fx.keygen("release");
+    let r1 = fx
+        .rootfs("root1", &system(1))
+        .file("bin/app", V1, 0o755)
+        .build();
+    // v2 is marked good only after its (attacked) service has tried the install.
+    let r2 = fx
+        .rootfs("root2", &system(3))
+        .file("bin/app", V2, 0o755)
+        .build();
+    let v1 = fx
+        .image(&r1, &key)
+        .name("test")
+        .version("1.0.0")
+        .index(1)
+        .build("v1.img");
+    let v2 = fx
+        .image(&r2, &key)
+        .name("test")
+        .version("2.0.0")
+        .index(2)
+        .build("v2.img");
+    let initrd = fx.initramfs(&[&public]).build();
+    let disk = fx.disk(&v1).build();
+
+    let mut vm = fx
+        .boot(&initrd, &disk)
+        .tpm("tpm")
+        .read_only_disk(&v2)
+        .start();
+    vm.expect("stele: TPM rollback counter 0x013e5e1e defined");
+    vm.expect("stele: rollback floor 0 (state 0, tpm 0, initramfs 0)");
+    vm.expect("stele: slot=a marked good");
+    vm.expect("stele: TPM rollback floor raised from 0 to 1");
+    vm.expect("stele: installed test 2.0.0 rollback_index=2 into slot b");
+    vm.expect("v1: install exit 0");
+    vm.expect("stele: rollback floor 1 (state 1, tpm 1, initramfs 0)");
+    vm.expect("stele: slot=b version=2.0.0 rollback_index=2");
+    vm.expect("stele: slot=b marked good");
+    vm.expect("stele: TPM rollback floor raised from 1 to 2");
+    vm.powered_off();
+    assert_eq!(state(&disk).rollback_floor, 2);
+
+    // The attacker: the state's floor back to 0, slot a (v1) first; a valid record with a
+    // higher sequence, as any disk writer can make.
+    let attacked = change_state(&disk, |st| {
+        st.rollback_floor = 0;
+        st.slot_mut(Slot::A).priority = 3;
+    });
+    assert_eq!(attacked.rollback_floor, 0);
+    assert_eq!(attacked.choose(), Some(Slot::A));
+
+    let mut vm = fx
+        .boot(&initrd, &disk)
+        .tpm("tpm")
+        .read_only_disk(&v1)
+        .start();
+    vm.expect("stele: rollback floor 2 (state 0, tpm 2, initramfs 0)");
+    vm.expect("stele: refused slot a: rollback refused: image rollback_index 1 is below the rollback floor 2");
+    vm.expect("stele: slot=b version=2.0.0 rollback_index=2");
+    let refused = vm.expect("stele: error:");
+    assert!(
+        refused.contains("rollback refused: image rollback_index 1 is below the rollback floor 2 (state 0, tpm 2, initramfs 0)"),
+        "{refused}"
+    );
+    vm.expect("v2: install exit 1");
+    let console = vm.powered_off();
+    assert!(
+        !console.contains("stele: slot=a version=1.0.0"),
+        "v1 booted"
+    );
+    assert!(!console.contains("installed test 1.0.0"), "v1 installed");
+}
+
+/// `rollback_storage = "tpm"` on a machine without a TPM: one line and the failure action.
+#[test]
+fn tpm_required_without_a_tpm_refuses_the_boot() {
+    let fx = Fixture::new();
+    let (key, public) = fx.keygen("release");
+    let r = fx
+        .rootfs("root", &system(1))
+        .file("bin/app", "#!/bin/sh\nkill -USR2 1\n", 0o755)
+        .build();
+    let img = fx.image(&r, &key).index(1).build("v1.img");
+    let initrd = fx
+        .initramfs(&[&public])
+        .config("rollback_storage = \"tpm\"\non_failure = \"poweroff\"\nfailure_delay_secs = 0\n")
+        .build();
+    let disk = fx.disk(&img).build();
+    let mut vm = fx.boot(&initrd, &disk).start();
+    let line = vm.expect("stele: no bootable slot: no TPM");
+    assert!(
+        line.contains("neither /dev/tpmrm0 nor /dev/tpm0 exists"),
+        "{line}"
+    );
+    vm.expect("stele: shutdown: poweroff");
+    let console = vm.powered_off();
+    assert!(!console.contains("verified"), "a slot was verified");
+}
+
+/// Stage 1 measures the verified envelope into PCR 13: the guest reads the PCR from the
+/// kernel's sysfs, and it is sha256(zeros || sha256(envelope)) computed here from the image.
+#[test]
+fn measured_boot_extends_pcr_13_with_the_envelope() {
+    let fx = Fixture::new();
+    let (key, public) = fx.keygen("release");
+    let service = "#!/bin/sh\necho \"guest: pcr13=$(cat /sys/class/tpm/tpm0/pcr-sha256/13)\"\nkill -USR2 1\nsleep 100\n";
+    let r = fx
+        .rootfs("root", &system(1))
+        .file("bin/app", service, 0o755)
+        .build();
+    let img = fx.image(&r, &key).index(1).build("v1.img");
+    let initrd = fx.initramfs(&[&public]).build();
+    let disk = fx.disk(&img).build();
+    let digest = envelope_sha256(&img);
+    let mut h = Sha256::new();
+    h.update([0u8; 32]);
+    h.update(digest);
+    let want = hex::encode(&h.finalize());
+
+    let mut vm = fx.boot(&initrd, &disk).tpm("tpm").start();
+    vm.expect(&format!(
+        "stele: slot=a measured {} into pcr 13",
+        hex::encode(&digest)
+    ));
+    let line = vm.expect("guest: pcr13=");
+    let got = line
+        .split("pcr13=")
+        .nth(1)
+        .unwrap_or("")
+        .trim()
+        .to_lowercase();
+    assert_eq!(got, want, "{line}");
+    vm.powered_off();
+}
