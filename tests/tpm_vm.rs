@@ -151,38 +151,95 @@ fn tpm_required_without_a_tpm_refuses_the_boot() {
     assert!(!console.contains("verified"), "a slot was verified");
 }
 
+/// sha256(`pcr` || `digest`): one PCR extend.
+fn extend(pcr: &[u8], digest: &[u8]) -> Vec<u8> {
+    let mut h = Sha256::new();
+    h.update(pcr);
+    h.update(digest);
+    h.finalize().to_vec()
+}
+
+/// A root whose service prints PCR 13 as the guest's kernel reads it, then powers off.
+fn pcr_root(fx: &Fixture) -> String {
+    let service = "#!/bin/sh\necho \"guest: pcr13=$(cat /sys/class/tpm/tpm0/pcr-sha256/13)\"\nkill -USR2 1\nsleep 100\n";
+    fx.rootfs("root", &system(1))
+        .file("bin/app", service, 0o755)
+        .build()
+}
+
+/// The PCR 13 the guest printed, lower-case hex.
+fn guest_pcr(vm: &mut crate::fixture::Guest) -> String {
+    let line = vm.expect("guest: pcr13=");
+    line.split("pcr13=")
+        .nth(1)
+        .unwrap_or("")
+        .trim()
+        .to_lowercase()
+}
+
 /// Stage 1 measures the verified envelope into PCR 13: the guest reads the PCR from the
 /// kernel's sysfs, and it is sha256(zeros || sha256(envelope)) computed here from the image.
 #[test]
 fn measured_boot_extends_pcr_13_with_the_envelope() {
     let fx = Fixture::new();
     let (key, public) = fx.keygen("release");
-    let service = "#!/bin/sh\necho \"guest: pcr13=$(cat /sys/class/tpm/tpm0/pcr-sha256/13)\"\nkill -USR2 1\nsleep 100\n";
-    let r = fx
-        .rootfs("root", &system(1))
-        .file("bin/app", service, 0o755)
-        .build();
+    let r = pcr_root(&fx);
     let img = fx.image(&r, &key).index(1).build("v1.img");
     let initrd = fx.initramfs(&[&public]).build();
     let disk = fx.disk(&img).build();
     let digest = envelope_sha256(&img);
-    let mut h = Sha256::new();
-    h.update([0u8; 32]);
-    h.update(digest);
-    let want = hex::encode(&h.finalize());
+    let want = hex::encode(&extend(&[0u8; 32], &digest));
 
     let mut vm = fx.boot(&initrd, &disk).tpm("tpm").start();
     vm.expect(&format!(
         "stele: slot=a measured {} into pcr 13",
         hex::encode(&digest)
     ));
-    let line = vm.expect("guest: pcr13=");
-    let got = line
-        .split("pcr13=")
-        .nth(1)
-        .unwrap_or("")
-        .trim()
-        .to_lowercase();
-    assert_eq!(got, want, "{line}");
+    assert_eq!(guest_pcr(&mut vm), want);
+    vm.powered_off();
+}
+
+/// Across a kexec (no TPM reset) each stage extends once: the slot's kernel and stage 2
+/// measure the same envelope on top of stage 1's, so PCR 13 is
+/// sha256(sha256(zeros || d) || d), as docs/BOOT.md "Measured boot" tells a verifier.
+#[test]
+fn measured_boot_across_kexec_extends_pcr_13_once_per_stage() {
+    let fx = Fixture::new();
+    let (key, public) = fx.keygen("release");
+    let r = pcr_root(&fx);
+    let kernel = crate::kexec_vm::stripped_kernel(&fx);
+    let stage2 = fx
+        .initramfs(&[&public])
+        .args(&["--stage2"])
+        .out("stage2.cpio")
+        .build();
+    let img = fx
+        .image(&r, &key)
+        .index(1)
+        .args(&["--kernel", &kernel, "--initrd", &stage2])
+        .args(&["--kernel-cmdline", "console=ttyS0"])
+        .build("v1.img");
+    let debian = crate::fixture::env_path("STELE_KERNEL")
+        .display()
+        .to_string();
+    let initrd = fx
+        .initramfs(&[&public])
+        .args(&["--kernel", &debian])
+        .out("stage1.cpio")
+        .build();
+    let disk = fx.disk(&img).build();
+    let d = envelope_sha256(&img);
+    let want = hex::encode(&extend(&extend(&[0u8; 32], &d), &d));
+
+    let mut vm = fx.boot(&initrd, &disk).tpm("tpm").start();
+    let measured = format!("stele: slot=a measured {} into pcr 13", hex::encode(&d));
+    vm.expect_all(&[
+        &measured,
+        " kexec",
+        "kexec_core: Starting new kernel",
+        "stele: stele-init",
+        &measured,
+    ]);
+    assert_eq!(guest_pcr(&mut vm), want);
     vm.powered_off();
 }
