@@ -511,6 +511,7 @@ mod tests {
             restart,
             restart_delay: delay,
             on_exit,
+            run_as: Default::default(),
         }
     }
 
