@@ -29,9 +29,14 @@ pub struct InitramfsArgs {
     /// Signatures needed: 1 ..= number of keys.
     #[arg(long, default_value_t = 1)]
     pub threshold: usize,
-    /// boot.toml settings (must not set `threshold` or `modules`).
+    /// boot.toml settings (must not set `threshold`, `modules` or `name`).
     #[arg(long, value_name = "boot.toml")]
     pub config: Option<PathBuf>,
+    /// Bind the device to this product: slots and updates whose manifest `name` differs
+    /// are refused at boot and at install (boot.toml `name`). Without it, any image signed
+    /// by the keys boots (a warning says so).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
     /// The stele-init binary, installed as /init.
     #[arg(long, value_name = "PATH")]
     pub init: PathBuf,
@@ -39,6 +44,9 @@ pub struct InitramfsArgs {
     #[arg(long, value_name = "INITRD")]
     pub out: PathBuf,
 }
+
+/// What `stele initramfs` says on stderr when no `--name` binds the device to a product.
+pub const UNBOUND_WARNING: &str = "stele: warning: no --name: this initramfs boots and installs any product's image signed by its keys; give --name PRODUCT to bind the device to one";
 
 /// Runs `stele initramfs`.
 pub fn run(args: InitramfsArgs) -> CliResult {
@@ -60,6 +68,7 @@ pub fn run(args: InitramfsArgs) -> CliResult {
         config: args.config,
         init: args.init,
         mtime,
+        name: args.name,
     };
     let (archive, order) = build(&spec)?;
     let bytes = archive.to_bytes()?;
@@ -72,12 +81,16 @@ pub fn run(args: InitramfsArgs) -> CliResult {
     stele_image::outfile::write_atomic(&out, output, |f, _| {
         f.write_all(&bytes).map_err(|e| output("writing", e))
     })?;
+    if spec.name.is_none() {
+        eprintln!("{UNBOUND_WARNING}");
+    }
     println!(
-        "wrote {} ({} bytes, {} keys, threshold {}, modules: {})",
+        "wrote {} ({} bytes, {} keys, threshold {}, product {}, modules: {})",
         out.display(),
         bytes.len(),
         spec.keys.len(),
         spec.threshold,
+        spec.name.as_deref().unwrap_or("any"),
         order.join(" ")
     );
     Ok(())

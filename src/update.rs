@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use stele_image::disk::find_partition;
 use stele_update::args::Command as DevCommand;
 use stele_update::device;
-use stele_update::install::{self, BundleArg};
+use stele_update::install::{self, BundleArg, Trust};
 use stele_update::run_dir::RUN_DIR;
 use stele_update::state_file::StateFile;
 use stele_update::status::{inspect_slot, Image, Status};
@@ -59,6 +59,10 @@ pub struct InstallArgs {
     bundle: PathBuf,
     #[command(flatten)]
     offline: Offline,
+    /// The product the disk is bound to (its initramfs's `--name`); with --disk. Default:
+    /// the product of the image the disk boots next, when that image verifies.
+    #[arg(long, value_name = "NAME", requires = "disk")]
+    name: Option<String>,
 }
 
 /// Arguments of `stele update status`.
@@ -81,7 +85,7 @@ pub fn run(cmd: UpdateCommand) -> CliResult {
                 BundleArg::Path(a.bundle)
             };
             match offline_keys(&a.offline)? {
-                Some((disk, keyring)) => install_disk(&disk, &bundle, &keyring),
+                Some((disk, keyring)) => install_disk(&disk, &bundle, &keyring, a.name.as_deref()),
                 None => on_device(&DevCommand::Install(bundle)),
             }
         }
@@ -131,15 +135,44 @@ fn progress(line: &str) {
     eprintln!("stele: {line}");
 }
 
-/// Offline install: into the slot the disk's state would not boot next.
-fn install_disk(disk: &Path, arg: &BundleArg, keyring: &Keyring) -> CliResult {
+/// Offline install: into the slot the disk's state would not boot next, with the floor
+/// and product of the slot it does boot next (when its image verifies), the disk image
+/// locked for the whole install.
+fn install_disk(disk: &Path, arg: &BundleArg, keyring: &Keyring, name: Option<&str>) -> CliResult {
     let (mut state_disk, s_off, s_len) = open_partition(disk, Role::State, true)?;
-    let mut state = StateFile::new(
-        PartitionIo::new(&mut state_disk, s_off, s_len),
-        disk.display().to_string(),
-    );
-    let target = install::plan(&state.load()?, None)?;
+    let shown = disk.display().to_string();
+    let _lock =
+        storage::try_lock(&state_disk, &shown)?.ok_or_else(|| stele_update::Error::SlotBusy {
+            path: shown.clone(),
+        })?;
+    let mut state = StateFile::new(PartitionIo::new(&mut state_disk, s_off, s_len), shown);
+    let st = state.load()?;
+    let target = install::plan(&st, None)?;
     let (mut slot_disk, t_off, t_len) = open_partition(disk, Role::slot(target), true)?;
+    // What the disk boots next: its verified index raises the floor, its name is the
+    // product unless --name says.
+    let next = st
+        .choose()
+        .and_then(|s| {
+            Some((
+                s,
+                find_partition(&mut slot_disk, Role::slot(s).name()).ok()?,
+            ))
+        })
+        .and_then(|(s, (off, len))| {
+            match inspect_slot(
+                &mut PartitionIo::new(&mut slot_disk, off, len),
+                len,
+                keyring,
+            ) {
+                Image::Valid {
+                    name,
+                    rollback_index,
+                    ..
+                } => Some((s, rollback_index, name)),
+                _ => None,
+            }
+        });
     let (mut bundle, bundle_md) = install::open_bundle(arg)?;
     let disk_md = slot_disk
         .metadata()
@@ -150,6 +183,12 @@ fn install_disk(disk: &Path, arg: &BundleArg, keyring: &Keyring) -> CliResult {
         }
         .into());
     }
+    let product = name.or(next.as_ref().map(|(_, _, n)| n.as_str()));
+    let trust = Trust {
+        keyring,
+        product,
+        running: next.as_ref().map(|(s, i, _)| (*s, *i)),
+    };
     let mut slot = PartitionIo::new(&mut slot_disk, t_off, t_len);
     let done = install::install(
         &mut bundle,
@@ -157,7 +196,7 @@ fn install_disk(disk: &Path, arg: &BundleArg, keyring: &Keyring) -> CliResult {
         &mut slot,
         t_len,
         &mut state,
-        keyring,
+        &trust,
         &mut progress,
     )?;
     println!("{}", install::installed_line(&done));

@@ -38,6 +38,7 @@ pub fn verify(a: &VerifyArgs) -> CliResult {
     let opts = VerifyOptions {
         full: a.full,
         rollback_floor: a.rollback_floor,
+        product: None,
     };
     let (_, verified) =
         stele_verifier::slot::verify(&mut f, len, &keyring, opts).context(&a.image)?;

@@ -25,8 +25,8 @@ pub const ESP_NAME: &str = "stele-esp";
 pub const ESP_TYPE: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
 /// GPT entry attribute bit 2: legacy BIOS bootable (set on the ESP with `--bios`).
 pub const LEGACY_BIOS_BOOTABLE: u64 = 1 << 2;
-/// Size of the state partition.
-pub const STATE_SIZE: u64 = MIB;
+/// Size of the state partition: its two copies an erase block (1 MiB) apart.
+pub const STATE_SIZE: u64 = stele_verifier::state::PARTITION_SIZE;
 
 /// What went wrong while creating a disk.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,14 @@ pub enum DiskError {
     /// The file is not a stele slot image (no valid footer/manifest locator).
     #[error("{path} is not a stele slot image: {why}")]
     NotSlot { path: PathBuf, why: String },
+    /// A slot image's rollback index is below the other's, which is the disk's rollback
+    /// floor: that slot could never boot.
+    #[error("slot image {path} has rollback_index {index}, below the other slot image's {floor}: the disk starts with rollback floor {floor}, so this slot could never boot; give both slots images with rollback_index {floor} (or leave --b out)")]
+    BelowFloor {
+        path: PathBuf,
+        index: u64,
+        floor: u64,
+    },
     /// A host tool is missing.
     #[error("`{tool}` not found: install {package} (run `cargo xtask setup`)")]
     ToolMissing {
@@ -87,7 +95,9 @@ impl Report for DiskError {
             | DiskError::State(_) => Exit::Environment,
             DiskError::Gpt(e) => e.exit(),
             DiskError::NotSlot { .. } => Exit::Refused,
-            DiskError::Size { .. } | DiskError::TooLarge { .. } => Exit::Usage,
+            DiskError::Size { .. } | DiskError::TooLarge { .. } | DiskError::BelowFloor { .. } => {
+                Exit::Usage
+            }
             DiskError::Esp(e) => e.exit(),
         }
     }
@@ -235,6 +245,8 @@ struct SlotInput {
     path: PathBuf,
     file: File,
     len: u64,
+    /// From the image's manifest as built (signatures are the device's to check).
+    rollback_index: u64,
 }
 
 fn open_slot(path: &Path, slot_len: u64) -> Result<SlotInput, DiskError> {
@@ -254,15 +266,43 @@ fn open_slot(path: &Path, slot_len: u64) -> Result<SlotInput, DiskError> {
             slot_len,
         });
     }
-    stele_verifier::slot::locate(&mut file, len).map_err(|e| DiskError::NotSlot {
+    let not_slot = |e: stele_verifier::Error| DiskError::NotSlot {
         path: path.to_path_buf(),
         why: e.to_string(),
-    })?;
+    };
+    let loc = stele_verifier::slot::locate(&mut file, len).map_err(not_slot)?;
+    // Read without a keyring (disk create has none): it only sets the starting floor, and
+    // every slot is verified against the device's keys at boot.
+    let rollback_index = loc
+        .envelope
+        .unverified_manifest()
+        .map_err(not_slot)?
+        .rollback_index;
     Ok(SlotInput {
         path: path.to_path_buf(),
         file,
         len,
+        rollback_index,
     })
+}
+
+/// The rollback floor a fresh disk starts with: the highest rollback index of its slot
+/// images, so that no older signed image installs before an update is marked good. A slot
+/// image below it could never boot and is refused.
+fn starting_floor(a: &SlotInput, b: Option<&SlotInput>) -> Result<u64, DiskError> {
+    let floor = b.map_or(a.rollback_index, |b| b.rollback_index.max(a.rollback_index));
+    match [Some(a), b]
+        .into_iter()
+        .flatten()
+        .find(|s| s.rollback_index < floor)
+    {
+        Some(low) => Err(DiskError::BelowFloor {
+            path: low.path.clone(),
+            index: low.rollback_index,
+            floor,
+        }),
+        None => Ok(floor),
+    }
 }
 
 fn hash_file(h: &mut Sha256, s: &mut SlotInput) -> Result<(), DiskError> {
@@ -360,6 +400,7 @@ pub fn create_with_esp(
         .as_deref()
         .map(|p| open_slot(p, slot_len))
         .transpose()?;
+    let floor = starting_floor(&a, b.as_ref())?;
     let mut h = Sha256::new();
     h.update(b"stele-disk-v1");
     h.update(slot_len.to_le_bytes());
@@ -411,8 +452,9 @@ pub fn create_with_esp(
         }
         let (off, len) = part(Role::State.name());
         let mut w = PartitionIo::new(disk, off, len);
-        stele_verifier::state::initialize(&mut w, &BootState::initial(b.is_some()))
-            .map_err(DiskError::State)?;
+        let mut st = BootState::initial(b.is_some());
+        st.rollback_floor = floor;
+        stele_verifier::state::initialize(&mut w, &st).map_err(DiskError::State)?;
         disk.flush().map_err(ioe("writing"))?;
         if let Some((content, _, _)) = &esp {
             let (offset, len) = part(ESP_NAME);
@@ -463,13 +505,13 @@ mod tests {
         assert_eq!(
             ranges,
             [
-                (MIB, MIB),
-                (2 * MIB, 4 * MIB),
-                (6 * MIB, 4 * MIB),
-                (10 * MIB, 8 * MIB)
+                (MIB, 2 * MIB),
+                (3 * MIB, 4 * MIB),
+                (7 * MIB, 4 * MIB),
+                (11 * MIB, 8 * MIB)
             ]
         );
-        assert_eq!(g.total_sectors * SECTOR, 19 * MIB);
+        assert_eq!(g.total_sectors * SECTOR, 20 * MIB);
         let roles = [Role::State, Role::SlotA, Role::SlotB, Role::Data];
         for (p, role) in g.partitions.iter().zip(roles) {
             assert_eq!(p.type_guid.to_string(), role.spec().type_guid);
@@ -583,11 +625,29 @@ mod tests {
     /// A minimal slot image `locate` accepts: `data_len` bytes of `fill`, an unsigned
     /// envelope at the next 4 KiB boundary, padding, the footer.
     fn fake_slot(dir: &Path, name: &str, fill: u8, data_len: usize) -> PathBuf {
+        fake_slot_at(dir, name, fill, data_len, 1)
+    }
+
+    /// [`fake_slot`] whose manifest says `rollback_index`.
+    fn fake_slot_at(
+        dir: &Path,
+        name: &str,
+        fill: u8,
+        data_len: usize,
+        rollback_index: u64,
+    ) -> PathBuf {
         use stele_verifier::footer::Footer;
         use stele_verifier::manifest::Envelope;
+        let body = format!(
+            "format_version = 1\nname = \"demo\"\nversion = \"1\"\nrollback_index = {rollback_index}\ncreated = 0\n\n\
+             [filesystem]\ntype = \"erofs\"\nsize = 4096\n\n\
+             [verity]\nalgorithm = \"sha256\"\ndata_block_size = 4096\nhash_block_size = 4096\n\
+             data_blocks = 1\nhash_offset = 4096\nsalt = \"\"\nroot_hash = \"{}\"\n",
+            "0".repeat(64)
+        );
         let env = Envelope {
             signatures: vec![],
-            body: b"format_version = 1\n".to_vec(),
+            body: body.into_bytes(),
         }
         .to_bytes();
         let mut img = vec![fill; data_len];
@@ -628,8 +688,8 @@ mod tests {
         sgdisk_verify(&out);
         let bytes = std::fs::read(&out).unwrap();
         assert_eq!(bytes.len() as u64, gpt.total_sectors * SECTOR);
-        // 1 MiB before the state, state 1, slots 1 + 1, data 4, 1 MiB for the backup GPT.
-        assert_eq!(bytes.len() as u64, 9 * MIB);
+        // 1 MiB before the state, state 2, slots 1 + 1, data 4, 1 MiB for the backup GPT.
+        assert_eq!(bytes.len() as u64, 10 * MIB);
         let mut f = File::open(&out).unwrap();
         for (name, img) in [(SLOT_A_NAME, &a), (SLOT_B_NAME, &b)] {
             let img = std::fs::read(img).unwrap();
@@ -645,12 +705,11 @@ mod tests {
             stele_verifier::slot::locate(&mut c, part.len() as u64).unwrap();
         }
         let (so, sl) = find_partition(&mut f, STATE_NAME).unwrap();
-        assert_eq!((so, sl), (MIB, MIB));
+        assert_eq!((so, sl), (MIB, 2 * MIB));
         let mut w = PartitionIo::new(&mut f, so, sl);
-        assert_eq!(
-            stele_verifier::state::load(&mut w).unwrap(),
-            (BootState::initial(true), 0)
-        );
+        let mut fresh = BootState::initial(true);
+        fresh.rollback_floor = 1;
+        assert_eq!(stele_verifier::state::load(&mut w).unwrap(), (fresh, 0));
         let data = range(&bytes, find_partition(&mut f, DATA_NAME).unwrap());
         assert_eq!(&data[1024 + 56..1024 + 58], &[0x53, 0xEF]);
         // Reproducible, and no temporary file left behind.
@@ -688,6 +747,58 @@ mod tests {
         let bytes = std::fs::read(&out).unwrap();
         let b = range(&bytes, find_partition(&mut f, SLOT_B_NAME).unwrap());
         assert!(b.iter().all(|&x| x == 0));
+    }
+
+    /// A fresh disk starts with the rollback floor of its images (it used to start at 0,
+    /// so that any older signed image installed); an image below the other slot's could
+    /// never boot and is refused.
+    #[test]
+    fn a_fresh_disk_starts_at_its_images_rollback_index() {
+        let d = tempfile::tempdir().unwrap();
+        let v5 = fake_slot_at(d.path(), "v5.img", 1, 4096, 5);
+        let v3 = fake_slot_at(d.path(), "v3.img", 2, 4096, 3);
+        let out = d.path().join("disk.img");
+        let spec = DiskSpec {
+            slot_size: MIB,
+            a: v5.clone(),
+            b: Some(v5.clone()),
+            data_size: None,
+            epoch: 0,
+        };
+        let state = |out: &Path| {
+            let mut f = File::open(out).unwrap();
+            let (so, sl) = find_partition(&mut f, STATE_NAME).unwrap();
+            stele_verifier::state::load(&mut PartitionIo::new(&mut f, so, sl))
+                .unwrap()
+                .0
+        };
+        create(&out, &spec).unwrap();
+        assert_eq!(state(&out).rollback_floor, 5);
+        create(
+            &out,
+            &DiskSpec {
+                b: None,
+                ..spec.clone()
+            },
+        )
+        .unwrap();
+        assert_eq!(state(&out).rollback_floor, 5);
+        for (a, b) in [(&v5, &v3), (&v3, &v5)] {
+            let e = create(
+                &out,
+                &DiskSpec {
+                    a: a.clone(),
+                    b: Some(b.clone()),
+                    ..spec.clone()
+                },
+            )
+            .unwrap_err();
+            assert!(
+                matches!(&e, DiskError::BelowFloor { path, index: 3, floor: 5 } if *path == v3),
+                "{e}"
+            );
+            assert_eq!(e.exit(), Exit::Usage);
+        }
     }
 
     #[test]

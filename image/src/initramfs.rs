@@ -15,8 +15,9 @@ use stele_verifier::layout;
 use crate::cpio::{Archive, CpioError};
 use crate::modules::{ModuleDb, ModulesError, DEFAULT_MODULES};
 
-/// Keys `stele initramfs` writes itself.
-pub const GENERATED_KEYS: &[&str] = &["threshold", "modules"];
+/// Keys `stele initramfs` writes itself (from `--threshold`, the resolved modules and
+/// `--name`).
+pub const GENERATED_KEYS: &[&str] = &["threshold", "modules", "name"];
 
 /// Directories every initramfs has (mode 0755).
 pub const DIRS: &[&str] = &[
@@ -46,7 +47,7 @@ pub enum InitramfsError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The user boot.toml sets a key `stele initramfs` generates.
-    #[error("bad boot config {origin}: `{key}` is set by `stele initramfs` (use --threshold / --module), remove it from the file")]
+    #[error("bad boot config {origin}: `{key}` is set by `stele initramfs` (use --threshold / --module / --name), remove it from the file")]
     Generated { origin: String, key: String },
     /// A key file is not an ed25519 SPKI PEM public key (the verifier's error names it).
     #[error(transparent)]
@@ -96,14 +97,28 @@ pub struct ModuleFile {
     pub data: Vec<u8>,
 }
 
+/// What `stele initramfs` writes into boot.toml itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Generated<'a> {
+    pub threshold: usize,
+    /// The module file names in load order.
+    pub modules: &'a [String],
+    /// The product the initramfs binds the device to (`--name`), if any.
+    pub name: Option<&'a str>,
+}
+
 /// The final boot.toml: the user's settings (`origin` names the file in errors) plus
-/// `threshold` and `modules`, checked by the one boot.toml schema stele-init runs
+/// `threshold`, `modules` and `name`, checked by the one boot.toml schema stele-init runs
 /// ([`BootConfig::from_table`]), so that what builds is what boots. Pure.
 pub fn boot_toml(
     user: Option<(&str, &str)>,
-    threshold: usize,
-    modules: &[String],
+    generated: &Generated<'_>,
 ) -> Result<String, InitramfsError> {
+    let Generated {
+        threshold,
+        modules,
+        name,
+    } = *generated;
     let (origin, mut table) = match user {
         Some((origin, text)) => (origin, parse_table(text, origin)?),
         None => ("generated boot.toml", toml::Table::new()),
@@ -120,6 +135,9 @@ pub fn boot_toml(
         "modules".into(),
         toml::Value::Array(modules.iter().map(|m| m.clone().into()).collect()),
     );
+    if let Some(n) = name {
+        table.insert("name".into(), toml::Value::String(n.to_string()));
+    }
     BootConfig::from_table(table.clone(), origin)?;
     toml::to_string(&table)
         .map_err(|e| ConfigError::file(origin, format!("cannot be written as TOML: {e}")).into())
@@ -207,6 +225,8 @@ pub struct InitramfsSpec {
     pub config: Option<PathBuf>,
     pub init: PathBuf,
     pub mtime: u32,
+    /// `--name`: the product the device is bound to.
+    pub name: Option<String>,
 }
 
 /// The module names `spec` asks for, defaults first, without repeats.
@@ -261,8 +281,11 @@ pub fn build(spec: &InitramfsSpec) -> Result<(Archive, Vec<String>), InitramfsEr
     let order: Vec<String> = files.iter().map(|m| m.file_name.clone()).collect();
     let toml_text = boot_toml(
         user.as_ref().map(|(o, t)| (o.as_str(), t.as_str())),
-        spec.threshold,
-        &order,
+        &Generated {
+            threshold: spec.threshold,
+            modules: &order,
+            name: spec.name.as_deref(),
+        },
     )?;
     let init = read(&spec.init)?;
     let archive = build_archive(init, &toml_text, &keys, files, spec.mtime)?;
@@ -351,10 +374,14 @@ mod tests {
     #[test]
     fn boot_toml_adds_threshold_and_modules() {
         let user = "verify = \"full\"\non_failure = \"poweroff\"\nfailure_delay_secs = 3\n";
+        let modules = ["virtio_ring.ko".to_string(), "virtio.ko".to_string()];
         let out = boot_toml(
             Some(("b.toml", user)),
-            2,
-            &["virtio_ring.ko".into(), "virtio.ko".into()],
+            &Generated {
+                threshold: 2,
+                modules: &modules,
+                name: Some("router"),
+            },
         )
         .unwrap();
         let t: toml::Table = out.parse().unwrap();
@@ -368,9 +395,29 @@ mod tests {
             .map(|v| v.as_str().unwrap())
             .collect();
         assert_eq!(m, ["virtio_ring.ko", "virtio.ko"]);
-        // No user file: only the generated keys.
-        let t: toml::Table = boot_toml(None, 1, &[]).unwrap().parse().unwrap();
+        assert_eq!(t["name"].as_str(), Some("router"));
+        // No user file, no name: only threshold and modules.
+        let t: toml::Table = boot_toml(None, &plain(1, &[])).unwrap().parse().unwrap();
         assert_eq!(t.len(), 2);
+        // A name the schema refuses is refused with PID 1's message.
+        let bad = Generated {
+            name: Some("my router"),
+            ..plain(1, &[])
+        };
+        let e = boot_toml(None, &bad).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("name: \"my router\" is not a product name"),
+            "{e}"
+        );
+    }
+
+    fn plain(threshold: usize, modules: &[String]) -> Generated<'_> {
+        Generated {
+            threshold,
+            modules,
+            name: None,
+        }
     }
 
     #[test]
@@ -378,6 +425,7 @@ mod tests {
         for (text, needle) in [
             ("threshold = 2", "set by `stele initramfs`"),
             ("modules = []", "set by `stele initramfs`"),
+            ("name = \"demo\"", "set by `stele initramfs`"),
             ("colour = \"red\"", "colour: unknown key"),
             ("verify = 1", "verify: must be a string"),
             ("failure_delay_secs = \"3\"", "non-negative integer"),
@@ -389,7 +437,7 @@ mod tests {
             ),
             ("this is not toml", "not valid TOML"),
         ] {
-            let e = boot_toml(Some(("u.toml", text)), 1, &[]).unwrap_err();
+            let e = boot_toml(Some(("u.toml", text)), &plain(1, &[])).unwrap_err();
             assert_eq!(e.exit(), Exit::Usage, "{text}");
             let msg = e.to_string();
             assert!(
@@ -403,7 +451,7 @@ mod tests {
             }
         }
         // A generated value the schema refuses (a module name it would not load).
-        let e = boot_toml(None, 1, &["bad".into()]).unwrap_err();
+        let e = boot_toml(None, &plain(1, &["bad".into()])).unwrap_err();
         assert!(e.to_string().contains("modules"), "{e}");
     }
 
@@ -484,6 +532,7 @@ mod tests {
             config: None,
             init: PathBuf::new(),
             mtime: 0,
+            name: None,
         };
         let r = requested_modules(&spec);
         assert_eq!(r.len(), DEFAULT_MODULES.len() + 1);
@@ -570,6 +619,7 @@ mod tests {
             config: Some(cfg),
             init,
             mtime: 77,
+            name: None,
         };
         let (a, order) = build(&spec).unwrap();
         assert_eq!(

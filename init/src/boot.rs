@@ -372,6 +372,7 @@ fn try_slot(
     let opts = VerifyOptions {
         full: cfg.verify == VerifyMode::Full,
         rollback_floor: Some(floor),
+        product: cfg.name.as_deref(),
     };
     let (loc, vm) = slot::verify(&mut f, len, keyring, opts).map_err(|e| match e {
         // A device that cannot be read says nothing about the slot's content.

@@ -120,6 +120,7 @@ fn initramfs_modules_load_in_boot_toml_order() {
         config: None,
         init,
         mtime: 0,
+        name: None,
     };
     let (mut archive, order) = build(&spec).unwrap();
     archive.add_file("bin/busybox", 0o755, busybox()).unwrap();

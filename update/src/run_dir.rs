@@ -4,7 +4,7 @@
 //! ```text
 //! /run/stele/slot           a or b: the booted slot
 //! /run/stele/manifest.toml  the booted image's verified manifest body, byte for byte
-//! /run/stele/boot.toml      the initramfs's boot.toml (threshold)
+//! /run/stele/boot.toml      the initramfs's boot.toml (threshold, name)
 //! /run/stele/devices        state=/dev/vda1, a=, b=, data= (empty: absent)
 //! /run/stele/keys/          the initramfs's trusted keys
 //! /run/stele/bin/stele      stele-init itself: the device's `stele update`
@@ -174,10 +174,12 @@ pub struct RunDir {
     pub devices: Devices,
     /// The trusted keys with boot.toml's threshold: the keyring that checked the boot.
     pub keyring: Keyring,
+    /// boot.toml `name`: the product the device is bound to.
+    pub product: Option<String>,
 }
 
 impl RunDir {
-    /// Reads `slot`, `devices`, `boot.toml` (threshold) and `keys/` from `dir`.
+    /// Reads `slot`, `devices`, `boot.toml` (threshold, name) and `keys/` from `dir`.
     pub fn read(dir: &Path) -> Result<RunDir> {
         let read = |name: &str| {
             let path = dir.join(name);
@@ -198,6 +200,7 @@ impl RunDir {
             booted,
             devices,
             keyring,
+            product: cfg.name,
         })
     }
 

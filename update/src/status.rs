@@ -47,6 +47,7 @@ pub fn inspect_slot<R: Read + Seek>(r: &mut R, len: u64, keyring: &Keyring) -> I
     let opts = VerifyOptions {
         full: false,
         rollback_floor: None,
+        product: None,
     };
     match slot::verify(r, len, keyring, opts) {
         Ok((_, v)) => Image::Valid {
@@ -100,6 +101,7 @@ struct JsonSlot<'a> {
     priority: u8,
     tries_remaining: u8,
     successful: bool,
+    unconfirmed: u8,
     valid: bool,
     error: Option<&'a str>,
 }
@@ -114,6 +116,7 @@ impl<'a> From<&'a SlotStatus> for JsonSlot<'a> {
             priority: r.priority,
             tries_remaining: r.tries_remaining,
             successful: r.successful,
+            unconfirmed: r.unconfirmed,
             valid: false,
             error: None,
         };
@@ -179,11 +182,15 @@ impl Status {
             }
             let r = &s.record;
             line.push_str(&format!(
-                " priority={} tries={} successful={}\n",
+                " priority={} tries={} successful={}",
                 r.priority,
                 r.tries_remaining,
                 if r.successful { "yes" } else { "no" }
             ));
+            if r.unconfirmed > 0 {
+                line.push_str(&format!(" unconfirmed={}", r.unconfirmed));
+            }
+            line.push('\n');
             out.push_str(&line);
         }
         out.push_str(&format!(
@@ -264,6 +271,13 @@ mod tests {
              rollback_floor=2 next=b\n"
         );
         let mut s = fixture();
+        s.slots[0].record.unconfirmed = 2;
+        assert!(
+            s.text().starts_with("slot a: booted version=1.0.0 rollback_index=1 priority=1 tries=0 successful=yes unconfirmed=2\n"),
+            "{}",
+            s.text()
+        );
+        let mut s = fixture();
         s.slots[1].image = Image::Empty;
         s.booted = None;
         assert!(
@@ -283,8 +297,8 @@ mod tests {
         assert_eq!(
             fixture().json(),
             "{\"booted\":\"a\",\"next\":\"b\",\"rollback_floor\":2,\"slots\":{\
-             \"a\":{\"name\":\"demo\",\"version\":\"1.0.0\",\"rollback_index\":1,\"priority\":1,\"tries_remaining\":0,\"successful\":true,\"valid\":true,\"error\":null},\
-             \"b\":{\"name\":null,\"version\":null,\"rollback_index\":null,\"priority\":2,\"tries_remaining\":3,\"successful\":false,\"valid\":false,\"error\":\"bad signature by key \\\"x\\\"\\n\"}}}\n"
+             \"a\":{\"name\":\"demo\",\"version\":\"1.0.0\",\"rollback_index\":1,\"priority\":1,\"tries_remaining\":0,\"successful\":true,\"unconfirmed\":0,\"valid\":true,\"error\":null},\
+             \"b\":{\"name\":null,\"version\":null,\"rollback_index\":null,\"priority\":2,\"tries_remaining\":3,\"successful\":false,\"unconfirmed\":0,\"valid\":false,\"error\":\"bad signature by key \\\"x\\\"\\n\"}}}\n"
         );
         let mut s = fixture();
         s.booted = None;

@@ -5,10 +5,10 @@
 
 use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
 
-use super::tests::{blank_slot, commit, install_file, no_sync, verify_slot, SLOT_LEN};
+use super::tests::{blank_slot, commit, install_file, no_sync, policy, verify_slot, SLOT_LEN};
 use super::*;
 use crate::state::{initialize, load};
-use crate::testutil::{image, ring};
+use crate::testutil::image;
 
 /// A device that applies writes and records them, split at 512-byte sectors, with the
 /// sync points, so that a power cut after any prefix of the writes can be replayed.
@@ -70,15 +70,14 @@ fn power_cut_at_any_write_still_boots() {
     let (new, _) = image(8, 2, 9);
     let (leftover, _) = image(8, 1, 5);
     let mut a = blank_slot();
-    let w = install_stream(&mut &old[..], &mut a, SLOT_LEN, &ring(), 0, &mut no_sync).unwrap();
+    let w = install_stream(&mut &old[..], &mut a, SLOT_LEN, &policy(0), &mut no_sync).unwrap();
     let _ = commit(w, &mut a);
     let mut b = blank_slot();
     let w = install_stream(
         &mut &leftover[..],
         &mut b,
         SLOT_LEN,
-        &ring(),
-        0,
+        &policy(0),
         &mut no_sync,
     )
     .unwrap();
