@@ -75,7 +75,7 @@ fn initramfs_config_refuses_what_stele_init_refuses() {
             // those values is applied to what it generates instead.
             let key = case.key.expect("generated cases name their key");
             let want = format!(
-                "stele: error: bad boot config {origin}: `{key}` is set by `stele initramfs` (use --threshold / --module), remove it from the file"
+                "stele: error: bad boot config {origin}: `{key}` is set by `stele initramfs` (use --threshold / --module / --name), remove it from the file"
             );
             refused_with(&res, &want, &out);
         } else {
@@ -94,6 +94,58 @@ fn initramfs_config_refuses_what_stele_init_refuses() {
         text.contains("data_mount = \"/srv\""),
         "boot.toml not in the archive"
     );
+}
+
+/// `stele initramfs --name` binds the initramfs to a product (boot.toml `name`, checked by
+/// PID 1's schema); without it the build warns that any product's image would boot.
+#[test]
+fn initramfs_name_binds_the_product_and_its_absence_is_a_warning() {
+    let fx = Fixture::new();
+    let (_, p) = fx.keygen("k");
+    let modules = fx.path("modules");
+    std::fs::create_dir(&modules).expect("mkdir");
+    std::fs::write(modules.join("modules.dep"), "").expect("write modules.dep");
+    let init = fx.path("init");
+    std::fs::write(&init, static_elf()).expect("write init");
+    let build = |name: Option<&str>| {
+        let mut b = fx
+            .initramfs(&[&p])
+            .modules_dir(modules.to_str().expect("utf-8"))
+            .init(init.to_str().expect("utf-8"))
+            .args(&["--no-default-modules"]);
+        if let Some(n) = name {
+            b = b.args(&["--name", n]);
+        }
+        b.run()
+    };
+    let bound = build(Some("router-x1"));
+    assert_eq!(bound.code, 0, "{bound:?}");
+    assert!(bound.stderr.is_empty(), "{bound:?}");
+    assert!(bound.stdout.contains("product router-x1"), "{bound:?}");
+    let cpio = String::from_utf8_lossy(&std::fs::read(fx.path("initrd.cpio")).expect("initrd"))
+        .into_owned();
+    assert!(
+        cpio.contains("name = \"router-x1\""),
+        "boot.toml has no name"
+    );
+    let open = build(None);
+    assert_eq!(open.code, 0, "{open:?}");
+    assert!(
+        open.stderr.starts_with(
+            "stele: warning: no --name: this initramfs boots and installs any product's image"
+        ),
+        "{open:?}"
+    );
+    assert!(open.stdout.contains("product any"), "{open:?}");
+    // A name the schema refuses: PID 1's line, nothing written.
+    std::fs::remove_file(fx.path("initrd.cpio")).expect("rm");
+    let bad = build(Some("my router"));
+    fails(
+        &bad,
+        2,
+        &["invalid generated boot.toml: name: \"my router\" is not a product name"],
+    );
+    assert!(!fx.path("initrd.cpio").exists());
 }
 
 #[test]

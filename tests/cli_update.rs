@@ -80,7 +80,8 @@ fn offline_install_goes_to_the_other_slot_and_boots_it_next() {
     let s = status_json(&d, &p);
     assert_eq!(s["booted"], serde_json::Value::Null);
     assert_eq!(s["next"], "b");
-    assert_eq!(s["rollback_floor"], 0);
+    // A fresh disk starts at its image's rollback index.
+    assert_eq!(s["rollback_floor"], 1);
     let b = &s["slots"]["b"];
     assert_eq!(b["version"], "2.0.0");
     assert_eq!(b["rollback_index"], 2);

@@ -16,7 +16,10 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub use boot::Guest;
-pub use internals::{change_state, partition, partition_bytes, state, Slot, GPTMBR, UKI_STUB};
+pub use internals::{
+    change_state, old_layout, old_layout_copies, partition, partition_bytes, state, Slot, GPTMBR,
+    UKI_STUB,
+};
 
 use crate::util::{need_tool, ok, stele, stele_env, stele_stdin, Out};
 

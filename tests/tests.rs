@@ -16,6 +16,8 @@
 //! - cli_verity: `stele verity` against `veritysetup --no-superblock`
 //! - cli_uki: `stele uki build`, ESP/BIOS/bmap disks: reproducible, checked by the real tools
 //! - cli_update: `stele update --disk`: offline install, status, refusals leave the state alone
+//! - cli_trust: a fresh disk's floor, the floor of the slot a disk boots, product binding
+//!   offline, old-layout state partitions, a state sequence at its end
 //! - update_vm: A/B updates under QEMU: install in the guest, fallback, refusals, power cuts
 //! - boot: the real kernel under QEMU boots our initramfs and disk (needs `cargo xtask test`)
 //! - uefi_vm: OVMF boots the ESP's UKI, Secure Boot refuses unsigned and ignores loader
@@ -36,6 +38,7 @@ mod cli_owners;
 mod cli_repro;
 mod cli_signals;
 mod cli_tamper;
+mod cli_trust;
 mod cli_uki;
 mod cli_update;
 mod cli_verity;
