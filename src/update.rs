@@ -12,6 +12,7 @@ use stele_update::args::Command as DevCommand;
 use stele_update::device;
 use stele_update::install::{self, BundleArg, Trust};
 use stele_update::run_dir::RUN_DIR;
+use stele_update::stage1;
 use stele_update::state_file::StateFile;
 use stele_update::status::{inspect_slot, Image, Status};
 use stele_update::storage;
@@ -32,6 +33,21 @@ pub enum UpdateCommand {
     Status(StatusArgs),
     /// Mark the booted slot good, raising the rollback floor (on the device only).
     MarkGood,
+    /// Replace the stage-1 UKI (\EFI\BOOT\BOOTX64.EFI) on the EFI system partition:
+    /// written beside the old one, flushed, then switched in one write.
+    Stage1(Stage1Args),
+}
+
+/// Arguments of `stele update stage1`.
+#[derive(Debug, clap::Args)]
+pub struct Stage1Args {
+    /// The new UKI (`stele uki build`): a file, or `-` for stdin.
+    #[arg(value_name = "UKI.efi|-")]
+    uki: PathBuf,
+    /// Work on this disk image (made by `stele disk create --uki`) instead of the running
+    /// device.
+    #[arg(long, value_name = "DISK.img")]
+    disk: Option<PathBuf>,
 }
 
 /// Offline mode: a disk image and the keys to trust.
@@ -98,7 +114,28 @@ pub fn run(cmd: UpdateCommand) -> CliResult {
             None => on_device(&DevCommand::Status { json: a.json }),
         },
         UpdateCommand::MarkGood => on_device(&DevCommand::MarkGood),
+        UpdateCommand::Stage1(a) => {
+            let uki = if a.uki.as_os_str() == "-" {
+                BundleArg::Stdin
+            } else {
+                BundleArg::Path(a.uki)
+            };
+            match a.disk {
+                Some(disk) => stage1_disk(&disk, &uki),
+                None => on_device(&DevCommand::Stage1(uki)),
+            }
+        }
     }
+}
+
+/// Offline stage-1 update: the disk's `stele-esp` partition, flushed with the disk file.
+fn stage1_disk(disk: &Path, uki: &BundleArg) -> CliResult {
+    let (mut f, off, len) = open_partition(disk, Role::Esp, true)?;
+    let mut esp = PartitionIo::new(&mut f, off, len);
+    let name = format!("{} ({})", disk.display(), Role::Esp.name());
+    let done = stage1::run(&mut esp, len, &name, uki, &mut progress)?;
+    println!("{}", stage1::replaced_line(&done));
+    Ok(())
 }
 
 /// What the device binary runs for the same command.

@@ -45,18 +45,18 @@ pub fn secure_boot_key(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 
 const EPOCH: &str = "1700000000";
 
-fn uki_env(args: &[&str]) -> Out {
+pub fn uki_env(args: &[&str]) -> Out {
     stele_env(args, &[("SOURCE_DATE_EPOCH", EPOCH)])
 }
 
 /// Inputs for a UKI in `fx`: (kernel, initrd).
-fn inputs(fx: &Fixture) -> (String, String) {
+pub fn inputs(fx: &Fixture) -> (String, String) {
     fake_kernel(&fx.path("vmlinuz"));
     std::fs::write(fx.path("initrd.cpio"), vec![0x5a; 300_000]).unwrap();
     (fx.p("vmlinuz"), fx.p("initrd.cpio"))
 }
 
-fn build_uki(fx: &Fixture, out: &str, cmdline: &str, extra: &[&str]) -> Vec<u8> {
+pub fn build_uki(fx: &Fixture, out: &str, cmdline: &str, extra: &[&str]) -> Vec<u8> {
     let uki = fx
         .uki(&fx.p("vmlinuz"), &fx.p("initrd.cpio"))
         .cmdline(cmdline)
@@ -256,7 +256,7 @@ fn uki_refuses_bad_input_with_one_line() {
 }
 
 /// `stele disk create` with an ESP: returns the disk path.
-fn esp_disk(fx: &Fixture, slot: &str, uki: &str, out: &str, extra: &[&str]) -> String {
+pub fn esp_disk(fx: &Fixture, slot: &str, uki: &str, out: &str, extra: &[&str]) -> String {
     esp_less_disk(fx, slot, out)
         .args(&["--uki", uki])
         .args(extra)
@@ -265,7 +265,7 @@ fn esp_disk(fx: &Fixture, slot: &str, uki: &str, out: &str, extra: &[&str]) -> S
 
 /// `stele disk create` of `slot` into `out` as these tests make it: 8 MiB slots, no
 /// data partition, SOURCE_DATE_EPOCH set.
-fn esp_less_disk<'a>(fx: &'a Fixture, slot: &str, out: &str) -> Disk<'a> {
+pub fn esp_less_disk<'a>(fx: &'a Fixture, slot: &str, out: &str) -> Disk<'a> {
     fx.disk(slot)
         .out(out)
         .slot_size("8M")
@@ -297,7 +297,7 @@ fn sgdisk_partition(disk: &str, n: u32, dest: &Path) -> String {
 }
 
 /// A file copied out of a FAT image with mtools.
-fn fat_file(image: &Path, path: &str) -> Vec<u8> {
+pub fn fat_file(image: &Path, path: &str) -> Vec<u8> {
     let out = image.with_extension(path.replace('/', "_"));
     let r = host(
         "mcopy",

@@ -18,10 +18,12 @@
 //! - cli_update: `stele update --disk`: offline install, status, refusals leave the state alone
 //! - cli_trust: a fresh disk's floor, the floor of the slot a disk boots, product binding
 //!   offline, old-layout state partitions, a state sequence at its end
+//! - cli_stage1: `stele update stage1 --disk`: the ESP's UKI replaced, nothing else; refusals
 //! - update_vm: A/B updates under QEMU: install in the guest, fallback, refusals, power cuts
 //! - boot: the real kernel under QEMU boots our initramfs and disk (needs `cargo xtask test`)
 //! - uefi_vm: OVMF boots the ESP's UKI, Secure Boot refuses unsigned and ignores loader
 //!   command lines, SeaBIOS boots the same disk through SYSLINUX
+//! - stage1_vm: `stele update stage1` in a guest booted by OVMF; the next boot runs the new UKI
 //! - vm_owners: an image from a tar boots with its owners and a working file capability
 //! - vm_init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
 
@@ -37,11 +39,13 @@ mod cli_malformed;
 mod cli_owners;
 mod cli_repro;
 mod cli_signals;
+mod cli_stage1;
 mod cli_tamper;
 mod cli_trust;
 mod cli_uki;
 mod cli_update;
 mod cli_verity;
+mod stage1_vm;
 mod uefi_vm;
 mod update_vm;
 mod vm_init;

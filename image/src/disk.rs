@@ -19,10 +19,6 @@ use stele_verifier::partition::PartitionIo;
 
 /// One mebibyte: the partition alignment.
 pub const MIB: u64 = 1 << 20;
-/// The EFI system partition (`--uki`): name and type GUID (EF00). Not in the verifier's
-/// role table: stele-init never looks for it.
-pub const ESP_NAME: &str = "stele-esp";
-pub const ESP_TYPE: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
 /// GPT entry attribute bit 2: legacy BIOS bootable (set on the ESP with `--bios`).
 pub const LEGACY_BIOS_BOOTABLE: u64 = 1 << 2;
 /// Size of the state partition: its two copies an erase block (1 MiB) apart.
@@ -168,7 +164,8 @@ pub fn layout_with_esp(
     let mut parts = Vec::new();
     if let Some((size, bios)) = esp {
         let attrs = if bios { LEGACY_BIOS_BOOTABLE } else { 0 };
-        parts.push((ESP_NAME, ESP_TYPE, round_mib("ESP size", size)?, attrs));
+        let esp = Role::Esp.spec();
+        parts.push((esp.name, esp.type_guid, round_mib("ESP size", size)?, attrs));
     }
     let mut roles = vec![
         (Role::State, STATE_SIZE),
@@ -457,7 +454,7 @@ pub fn create_with_esp(
         stele_verifier::state::initialize(&mut w, &st).map_err(DiskError::State)?;
         disk.flush().map_err(ioe("writing"))?;
         if let Some((content, _, _)) = &esp {
-            let (offset, len) = part(ESP_NAME);
+            let (offset, len) = part(Role::Esp.name());
             let place = crate::esp::EspPlace {
                 offset,
                 len,

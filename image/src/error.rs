@@ -42,6 +42,19 @@ pub enum Error {
     /// A parameter given by the caller is out of range or malformed.
     #[error("invalid {what}: {why}")]
     Invalid { what: &'static str, why: String },
+    /// A file given as a PE image or UKI (`what`: the option or role) is not one.
+    #[error("invalid {what}: {source}")]
+    Uki {
+        what: &'static str,
+        #[source]
+        source: stele_verifier::uki::UkiError,
+    },
+    /// The `--cmdline` of `stele uki build` is refused.
+    #[error("invalid --cmdline: {source}")]
+    Cmdline {
+        #[source]
+        source: stele_verifier::uki::CmdlineError,
+    },
     /// A step run in a helper process (`stele image fs-from-tar` under fakeroot) failed
     /// with this error line and exit code.
     #[error("{message}")]
@@ -62,7 +75,7 @@ impl Report for Error {
         match self {
             Error::Verifier(v) => v.exit(),
             Error::Rootfs(r) => r.exit(),
-            Error::Invalid { .. } => Exit::Usage,
+            Error::Invalid { .. } | Error::Uki { .. } | Error::Cmdline { .. } => Exit::Usage,
             // The helper process (our own binary under fakeroot) already classified it.
             Error::Helper { code: 1, .. } => Exit::Refused,
             Error::Helper { code: 2, .. } => Exit::Usage,

@@ -99,7 +99,7 @@ impl EspContent {
 }
 
 /// The ESP size: room for the content twice (so `stele update stage1` can write a new UKI
-/// beside the old one before the rename) plus the FAT's own overhead, at least
+/// beside the old one before switching to it) plus the FAT's own overhead, at least
 /// [`MIN_SIZE`]; by default at least [`DEFAULT_SIZE`]. Whole MiB. Pure.
 pub fn size(requested: Option<u64>, content_len: u64) -> Result<u64> {
     // Two FATs of 4 bytes per 512-byte cluster: 1/64 of the volume, plus directories.

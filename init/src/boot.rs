@@ -212,6 +212,7 @@ pub fn boot() -> Booted {
     clock.lap("modules");
 
     let parts = devices::wait(
+        &cfg.esp_partition,
         &cfg.state_partition,
         &cfg.slot_a_partition,
         &cfg.slot_b_partition,
@@ -469,6 +470,7 @@ fn try_slot(
 pub fn devices_of(parts: &Partitions) -> Devices {
     let dev = |d: &Option<BlockDev>| d.as_ref().map(BlockDev::path);
     Devices {
+        esp: dev(&parts.esp),
         state: parts.state.path(),
         a: dev(&parts.slot_a),
         b: dev(&parts.slot_b),
@@ -618,14 +620,15 @@ mod tests {
     #[test]
     fn publishes_the_partitions_it_found() {
         let parts = Partitions {
-            state: bd("vda1", 1),
-            slot_a: Some(bd("vda2", 2)),
-            slot_b: Some(bd("vda3", 3)),
+            esp: Some(bd("vda1", 1)),
+            state: bd("vda2", 2),
+            slot_a: Some(bd("vda3", 3)),
+            slot_b: Some(bd("vda4", 4)),
             data: None,
         };
         assert_eq!(
             devices_of(&parts).to_text(),
-            "state=/dev/vda1\na=/dev/vda2\nb=/dev/vda3\ndata=\n"
+            "esp=/dev/vda1\nstate=/dev/vda2\na=/dev/vda3\nb=/dev/vda4\ndata=\n"
         );
     }
 

@@ -93,6 +93,8 @@ pub fn unique(found: &BTreeMap<String, Vec<BlockDev>>, name: &str) -> Result<Opt
 /// The partitions of the boot.
 #[derive(Clone, Debug)]
 pub struct Partitions {
+    /// The EFI system partition: never read by the boot, only published.
+    pub esp: Option<BlockDev>,
     pub state: BlockDev,
     pub slot_a: Option<BlockDev>,
     pub slot_b: Option<BlockDev>,
@@ -104,8 +106,15 @@ pub const POLL: Duration = Duration::from_millis(50);
 
 /// Waits (bounded) until the state and both slot partitions are present, polling every
 /// 50 ms. At the timeout the state partition is required; a missing slot is reported by
-/// the caller when it tries that slot. The data partition is optional.
-pub fn wait(state: &str, a: &str, b: &str, data: &str, timeout: Duration) -> Result<Partitions> {
+/// the caller when it tries that slot. The data partition and the ESP are optional.
+pub fn wait(
+    esp: &str,
+    state: &str,
+    a: &str,
+    b: &str,
+    data: &str,
+    timeout: Duration,
+) -> Result<Partitions> {
     let start = Instant::now();
     loop {
         let found = scan();
@@ -116,6 +125,7 @@ pub fn wait(state: &str, a: &str, b: &str, data: &str, timeout: Duration) -> Res
                 waited_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
             })?;
             return Ok(Partitions {
+                esp: unique(&found, esp)?,
                 state,
                 slot_a: unique(&found, a)?,
                 slot_b: unique(&found, b)?,

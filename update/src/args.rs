@@ -9,7 +9,7 @@ use crate::run_dir::PROGRAM;
 
 /// One-line usage, appended to usage errors.
 pub const USAGE_LINE: &str =
-    "usage: stele update install BUNDLE|- | stele update status [--json] | stele update mark-good";
+    "usage: stele update install BUNDLE|- | stele update status [--json] | stele update mark-good | stele update stage1 UKI.efi|-";
 
 /// `stele update --help`.
 pub const HELP: &str = "\
@@ -22,6 +22,9 @@ usage:
   stele update status [--json]    both slots (image, priority, tries, good), the booted slot
                                   and the rollback floor
   stele update mark-good          mark the booted slot good (raises the rollback floor)
+  stele update stage1 UKI.efi|-   replace the stage-1 UKI on the EFI system partition
+                                  (\\EFI\\BOOT\\BOOTX64.EFI), power-safe: written beside the
+                                  old one, then switched; `-` reads stdin
 
 exit codes: 0 ok, 1 refused, 2 usage, 3 environment
 ";
@@ -32,6 +35,7 @@ pub enum Command {
     Install(BundleArg),
     Status { json: bool },
     MarkGood,
+    Stage1(BundleArg),
     Help,
 }
 
@@ -56,6 +60,8 @@ pub enum ArgsError {
     MissingBundle,
     #[error("install takes one BUNDLE")]
     TwoBundles,
+    #[error("stage1 needs a UKI.efi (a file, or - for stdin)")]
+    MissingUki,
     #[error("unexpected argument {arg} for {command}")]
     Unexpected { command: &'static str, arg: String },
 }
@@ -78,7 +84,7 @@ fn utf8(a: &OsString) -> Result<&str, ArgsError> {
 }
 
 /// Parses the arguments after argv[0]: `update install BUNDLE|-`, `update status [--json]`,
-/// `update mark-good`, `--help`. Pure.
+/// `update mark-good`, `update stage1 UKI.efi|-`, `--help`. Pure.
 pub fn parse_args(args: &[OsString]) -> Result<Command, ArgsError> {
     let Some(first) = args.first() else {
         return Err(ArgsError::MissingCommand);
@@ -126,6 +132,15 @@ pub fn parse_args(args: &[OsString]) -> Result<Command, ArgsError> {
             [] => Ok(Command::MarkGood),
             [a, ..] => Err(unexpected("mark-good", a)),
         },
+        "stage1" => match opts {
+            [u] if u == "-" => Ok(Command::Stage1(BundleArg::Stdin)),
+            [u] if u.to_string_lossy().starts_with('-') => {
+                Err(ArgsError::UnknownOption(u.to_string_lossy().into_owned()))
+            }
+            [u] => Ok(Command::Stage1(BundleArg::Path(PathBuf::from(u)))),
+            [] => Err(ArgsError::MissingUki),
+            [_, a, ..] => Err(unexpected("stage1", a)),
+        },
         other => Err(ArgsError::UnknownUpdateCommand(other.into())),
     }
 }
@@ -172,6 +187,14 @@ mod tests {
             Command::Status { json: true }
         );
         assert_eq!(p(&["update", "mark-good"]).unwrap(), Command::MarkGood);
+        assert_eq!(
+            p(&["update", "stage1", "new.efi"]).unwrap(),
+            Command::Stage1(BundleArg::Path("new.efi".into()))
+        );
+        assert_eq!(
+            p(&["update", "stage1", "-"]).unwrap(),
+            Command::Stage1(BundleArg::Stdin)
+        );
         assert_eq!(p(&["--help"]).unwrap(), Command::Help);
         assert_eq!(p(&["update", "install", "--help"]).unwrap(), Command::Help);
         for (bad, want) in [
@@ -204,6 +227,18 @@ mod tests {
                     command: "mark-good",
                     arg: "a".into(),
                 },
+            ),
+            (&["update", "stage1"][..], ArgsError::MissingUki),
+            (
+                &["update", "stage1", "a.efi", "b.efi"][..],
+                ArgsError::Unexpected {
+                    command: "stage1",
+                    arg: "b.efi".into(),
+                },
+            ),
+            (
+                &["update", "stage1", "--disk", "d.img", "a.efi"][..],
+                ArgsError::HostOption,
             ),
             (
                 &["update", "rollback"][..],

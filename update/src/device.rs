@@ -10,7 +10,7 @@ use stele_verifier::exit::{print_error, Exit};
 
 use crate::args::{parse_args, Command, HELP};
 use crate::run_dir::RUN_DIR;
-use crate::{install, mark_good, status, Result};
+use crate::{install, mark_good, stage1, status, Result};
 
 pub use crate::args::is_update_call;
 
@@ -52,6 +52,11 @@ pub fn run(cmd: &Command, run_dir: &Path) -> Result<()> {
         Command::MarkGood => {
             let s = mark_good::on_device(run_dir)?;
             println!("stele: slot={} marked good", s.name());
+            Ok(())
+        }
+        Command::Stage1(u) => {
+            let done = stage1::on_device(run_dir, u, &mut progress)?;
+            println!("{}", stage1::replaced_line(&done));
             Ok(())
         }
     }

@@ -140,6 +140,23 @@ pub enum Error {
         #[source]
         source: stele_verifier::Error,
     },
+    /// `stele update stage1` was refused or failed (`esp`: the device or disk image).
+    #[error("{}", stage1_message(uki, esp, source))]
+    Stage1 {
+        uki: String,
+        esp: String,
+        #[source]
+        source: crate::stage1::Stage1Error,
+    },
+    /// The UKI argument is neither a regular file nor a pipe.
+    #[error("{path} is not a regular file: give the UKI as a file, or `-` to read it from stdin")]
+    UkiNotAFile { path: String },
+    /// The boot found no EFI system partition.
+    #[error("this device has no EFI system partition: {} has no esp= path (the disk has no partition named as boot.toml's esp_partition, default stele-esp, or it boots without UEFI)", devices.display())]
+    NoEsp { devices: PathBuf },
+    /// The ESP is in use (mounted).
+    #[error("{path} is in use (mounted?): unmount the EFI system partition first")]
+    EspBusy { path: String },
     /// An install on the device failed: which slot on which partition.
     #[error("{source} (installing into slot {} on {path})", slot.name())]
     Installing {
@@ -148,6 +165,15 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+}
+
+/// A stage-1 error names the UKI when the UKI is at fault, the ESP otherwise.
+fn stage1_message(uki: &str, esp: &str, e: &crate::stage1::Stage1Error) -> String {
+    if e.is_input() {
+        format!("{uki}: {e}")
+    } else {
+        format!("{esp}: {e} (updating stage 1 from {uki})")
+    }
 }
 
 impl Error {
@@ -181,6 +207,9 @@ impl Report for Error {
             | E::PublishedManifest { .. }
             | E::NoSlotPartition { .. } => Exit::Environment,
             E::OnTrial { .. } => Exit::Refused,
+            E::Stage1 { source, .. } if source.is_input() => Exit::Usage,
+            E::Stage1 { .. } | E::NoEsp { .. } | E::EspBusy { .. } => Exit::Environment,
+            E::UkiNotAFile { .. } => Exit::Usage,
             E::StateLoad { source, .. }
             | E::StateStore { source, .. }
             | E::Bundle { source, .. }

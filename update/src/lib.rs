@@ -5,6 +5,8 @@
 //! - [`state_file`]: the boot state device: open, lock, load, store with fdatasync
 //! - [`keys`]: a keyring from key files and directories
 //! - [`install`], [`status`], [`mark_good`]: the commands
+//! - [`stage1`]: `stele update stage1`, replacing the ESP's UKI through [`fat`], a small
+//!   FAT12/16/32 reader and writer whose every write the caller orders
 //! - [`args`], [`device`]: the device binary's front-end
 //!
 //! The write order that keeps a power cut harmless is `stele_verifier::update`'s; this
@@ -15,10 +17,12 @@
 pub mod args;
 pub mod device;
 pub mod error;
+pub mod fat;
 pub mod install;
 pub mod keys;
 pub mod mark_good;
 pub mod run_dir;
+pub mod stage1;
 pub mod state_file;
 pub mod status;
 pub mod storage;

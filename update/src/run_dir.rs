@@ -5,7 +5,7 @@
 //! /run/stele/slot           a or b: the booted slot
 //! /run/stele/manifest.toml  the booted image's verified manifest body, byte for byte
 //! /run/stele/boot.toml      the initramfs's boot.toml (threshold, name)
-//! /run/stele/devices        state=/dev/vda1, a=, b=, data= (empty: absent)
+//! /run/stele/devices        esp=, state=/dev/vda2, a=, b=, data= (empty: absent)
 //! /run/stele/keys/          the initramfs's trusted keys
 //! /run/stele/bin/stele      stele-init itself: the device's `stele update`
 //! ```
@@ -53,6 +53,8 @@ pub enum FormatError {
 /// `/run/stele/devices`: the partition of each role the boot found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Devices {
+    /// The EFI system partition (`stele update stage1`), if the disk has one.
+    pub esp: Option<String>,
     pub state: String,
     pub a: Option<String>,
     pub b: Option<String>,
@@ -63,6 +65,7 @@ impl Devices {
     /// The partition of `role`, if present.
     pub fn get(&self, role: Role) -> Option<&str> {
         match role {
+            Role::Esp => self.esp.as_deref(),
             Role::State => Some(self.state.as_str()).filter(|s| !s.is_empty()),
             Role::SlotA => self.a.as_deref(),
             Role::SlotB => self.b.as_deref(),
@@ -97,6 +100,7 @@ impl Devices {
                 .find(|r| r.devices_key == k.trim())
                 .map(|r| r.role)
             {
+                Some(Role::Esp) => d.esp = val,
                 Some(Role::State) => d.state = v.to_string(),
                 Some(Role::SlotA) => d.a = val,
                 Some(Role::SlotB) => d.b = val,
@@ -249,6 +253,10 @@ mod tests {
         assert_eq!(d.slot(Slot::A), Some("/dev/vda2"));
         assert_eq!(d.slot(Slot::B), None);
         assert_eq!(d.data.as_deref(), Some("/dev/vda4"));
+        assert_eq!(
+            d.esp, None,
+            "no esp= line (a boot before the ESP role): no ESP"
+        );
         assert_eq!(Devices::parse("a=/dev/vda2\n"), Err(FormatError::NoState));
         assert!(Devices::parse("state /dev/vda1\n").is_err());
     }
@@ -264,9 +272,10 @@ mod tests {
             std::fs::write(keys_in.join(format!("{}.pem", key_id(&k))), public_pem(&k)).unwrap();
         }
         let devices = Devices {
-            state: "/dev/vda1".into(),
-            a: Some("/dev/vda2".into()),
-            b: Some("/dev/vda3".into()),
+            esp: Some("/dev/vda1".into()),
+            state: "/dev/vda2".into(),
+            a: Some("/dev/vda3".into()),
+            b: Some("/dev/vda4".into()),
             data: None,
         };
         let (img, _) = image(8, 5, 1);
@@ -288,15 +297,15 @@ mod tests {
         .unwrap();
         assert_eq!(
             std::fs::read_to_string(run.join(DEVICES)).unwrap(),
-            "state=/dev/vda1\na=/dev/vda2\nb=/dev/vda3\ndata=\n"
+            "esp=/dev/vda1\nstate=/dev/vda2\na=/dev/vda3\nb=/dev/vda4\ndata=\n"
         );
 
         let back = RunDir::read(&run).unwrap();
         assert_eq!(back.dir, run);
         assert_eq!(back.booted, Slot::B);
         assert_eq!(back.devices, devices);
-        assert_eq!(back.state_path(), "/dev/vda1");
-        assert_eq!(back.slot_path(Slot::A).unwrap(), "/dev/vda2");
+        assert_eq!(back.state_path(), "/dev/vda2");
+        assert_eq!(back.slot_path(Slot::A).unwrap(), "/dev/vda3");
         assert_eq!(back.keyring.threshold(), 2);
         let mut ids = vec![
             key_id(&key(1).verifying_key()),

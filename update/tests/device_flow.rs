@@ -44,6 +44,7 @@ fn device(base: &Path) -> std::path::PathBuf {
             manifest: &body,
             boot_toml: "threshold = 1\n",
             devices: &Devices {
+                esp: None,
                 state: part("state"),
                 a: Some(part("a")),
                 b: Some(part("b")),

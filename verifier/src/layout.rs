@@ -3,12 +3,16 @@
 //! `stele disk create` writes these names and type GUIDs, boot.toml defaults to the names,
 //! stele-init looks partitions up by them and publishes them in `/run/stele/devices` under
 //! the `devices` keys, and `stele update --disk` finds them again. Nothing else spells them.
+//! The EFI system partition is optional (`stele disk create --uki`): the boot never reads
+//! it, it only publishes where it is, for `stele update stage1`.
 
 use crate::state::Slot;
 
 /// What a partition is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
+    /// The EFI system partition with the stage-1 UKI (optional; `stele update stage1`).
+    Esp,
     /// The A/B boot state (two copies, docs/FORMATS.md "Boot state").
     State,
     /// Root slot a.
@@ -33,6 +37,14 @@ pub struct RoleSpec {
     pub devices_key: &'static str,
 }
 
+const ESP: RoleSpec = RoleSpec {
+    role: Role::Esp,
+    name: "stele-esp",
+    // The UEFI specification's EFI system partition GUID (gdisk type EF00).
+    type_guid: "c12a7328-f81f-11d2-ba4b-00a0c93ec93b",
+    config_key: "esp_partition",
+    devices_key: "esp",
+};
 const STATE: RoleSpec = RoleSpec {
     role: Role::State,
     name: "stele-state",
@@ -64,12 +76,13 @@ const DATA: RoleSpec = RoleSpec {
 };
 
 /// Every partition role, in disk order.
-pub const ROLES: [RoleSpec; 4] = [STATE, SLOT_A, SLOT_B, DATA];
+pub const ROLES: [RoleSpec; 5] = [ESP, STATE, SLOT_A, SLOT_B, DATA];
 
 impl Role {
     /// Its row of [`ROLES`].
     pub const fn spec(self) -> RoleSpec {
         match self {
+            Role::Esp => ESP,
             Role::State => STATE,
             Role::SlotA => SLOT_A,
             Role::SlotB => SLOT_B,
@@ -108,12 +121,19 @@ mod tests {
 
     #[test]
     fn every_role_has_its_own_row_and_names() {
-        for r in [Role::State, Role::SlotA, Role::SlotB, Role::Data] {
+        for r in [Role::Esp, Role::State, Role::SlotA, Role::SlotB, Role::Data] {
             assert_eq!(r.spec().role, r);
         }
-        let mut names: Vec<&str> = ROLES.iter().map(|r| r.name).collect();
-        names.dedup();
-        assert_eq!(names.len(), ROLES.len());
+        for key in [
+            |r: &RoleSpec| r.name,
+            |r: &RoleSpec| r.config_key,
+            |r: &RoleSpec| r.devices_key,
+        ] {
+            let mut v: Vec<&str> = ROLES.iter().map(key).collect();
+            v.sort();
+            v.dedup();
+            assert_eq!(v.len(), ROLES.len(), "{v:?}");
+        }
         assert_eq!(Role::slot(Slot::B).name(), "stele-root-b");
         for p in [INIT, BOOT_TOML, KEYS_DIR, MODULES_DIR, SYSTEM_TOML] {
             assert!(p.starts_with('/'), "{p}");

@@ -3,7 +3,7 @@
 //! Pure Rust: no syscalls beyond `Read`/`Write`/`Seek`, no panics on any input, so every
 //! parser here can be fuzzed and run anywhere. The build side (`stele-image`), the PID 1
 //! (`stele-init`), the update library (`stele-update`) and the CLI all go through this
-//! crate to read or check a slot image, a configuration file or the partition layout, and
+//! crate to read or check a slot image, a configuration file, the partition layout or a UKI, and
 //! take their exit classes from [`exit`].
 
 pub mod config;
@@ -19,6 +19,7 @@ pub mod slot;
 pub mod state;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testutil;
+pub mod uki;
 pub mod update;
 pub mod verity;
 

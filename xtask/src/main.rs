@@ -1,11 +1,12 @@
 //! cargo xtask: set-up of host tools and the test kernel, the test suite, the demo,
 //! benchmarks, fuzzing.
 //!
-//! Usage: `cargo xtask setup | test | demo | bench verity|build|erofs-delta | fuzz`.
+//! Usage: `cargo xtask setup | test | demo | bench verity|build|erofs-delta|boot | fuzz`.
 //! Everything here runs other programs; it holds no logic of stele's own (the fuzz
 //! targets and their seeds are stele-fuzz-inputs).
 
 mod bench;
+mod bench_boot;
 mod bench_build;
 mod demo;
 mod fuzz;
@@ -18,7 +19,7 @@ mod util;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: cargo xtask <setup | test [-- cargo test args] | demo \
-                     | bench verity|build|erofs-delta \
+                     | bench verity|build|erofs-delta|boot [--runs N] \
                      | fuzz [--seconds N] [--target T]... [--sanitizer S] [--seeds-only]>";
 
 fn main() -> ExitCode {
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
             Some("verity") => bench::verity(),
             Some("build") => bench_build::build(),
             Some("erofs-delta") => bench_build::erofs_delta(),
+            Some("boot") => bench_boot::boot(&args[2..]),
             _ => Err(format!("unknown benchmark; {USAGE}")),
         },
         Some("-h" | "--help" | "help") => {

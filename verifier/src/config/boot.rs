@@ -104,6 +104,7 @@ pub const REQUIRED_DATA_OPTIONS: [&str; 2] = ["nosuid", "nodev"];
 /// `/etc/stele/boot.toml`. See docs/BOOT.md.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BootConfig {
+    pub esp_partition: String,
     pub state_partition: String,
     pub slot_a_partition: String,
     pub slot_b_partition: String,
@@ -126,6 +127,7 @@ pub struct BootConfig {
 impl Default for BootConfig {
     fn default() -> Self {
         BootConfig {
+            esp_partition: Role::Esp.name().into(),
             state_partition: Role::State.name().into(),
             slot_a_partition: Role::SlotA.name().into(),
             slot_b_partition: Role::SlotB.name().into(),
@@ -146,6 +148,7 @@ impl Default for BootConfig {
 
 /// The keys of boot.toml, in the order docs/BOOT.md lists them.
 pub const KEYS: &[&str] = &[
+    "esp_partition",
     "state_partition",
     "slot_a_partition",
     "slot_b_partition",
@@ -224,6 +227,7 @@ impl BootConfig {
     /// The GPT partition name of `role`.
     pub fn partition(&self, role: Role) -> &str {
         match role {
+            Role::Esp => &self.esp_partition,
             Role::State => &self.state_partition,
             Role::SlotA => &self.slot_a_partition,
             Role::SlotB => &self.slot_b_partition,
@@ -233,6 +237,7 @@ impl BootConfig {
 
     fn partition_mut(&mut self, role: Role) -> &mut String {
         match role {
+            Role::Esp => &mut self.esp_partition,
             Role::State => &mut self.state_partition,
             Role::SlotA => &mut self.slot_a_partition,
             Role::SlotB => &mut self.slot_b_partition,
@@ -385,6 +390,7 @@ mod tests {
         let d = BootConfig::parse("", "boot.toml").unwrap();
         assert_eq!(d, BootConfig::default());
         let text = r#"
+esp_partition = "EFI system"
 state_partition = "st"
 slot_a_partition = "ra"
 slot_b_partition = "rb"
@@ -422,6 +428,7 @@ data_options = ["nodev", "nosuid", "noatime", "errors=remount-ro", "commit=30"]
         assert_eq!(c.state_partition, "st");
         assert_eq!(c.partition_timeout_secs, 20);
         assert_eq!(c.partition(Role::Data), "dd");
+        assert_eq!(c.partition(Role::Esp), "EFI system");
         for r in ROLES {
             assert!(KEYS.contains(&r.config_key), "{}", r.config_key);
         }
