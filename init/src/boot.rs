@@ -169,6 +169,11 @@ pub fn boot() -> Booted {
             }
         }
     }
+    // Without procfs before, it shows now whether this is the kernel's init.
+    if let Some(line) = crate::pid1::detect().refusal() {
+        eprintln!("{line}");
+        std::process::exit(2);
+    }
     console::open();
     info!("stele-init {} starting", env!("CARGO_PKG_VERSION"));
     clock.lap("mounts");
@@ -225,17 +230,31 @@ pub fn boot() -> Booted {
         parts.state.path(),
         parts.state.majmin()
     );
+    for d in &parts.ignored {
+        warn!("{}", devices::stranger_line(d, &parts.state.path()));
+    }
     clock.lap("devices");
 
     let mut state = StateFile::open(&parts.state.path(), true)
         .unwrap_or_else(|e| fail(action, delay, &e.to_string()));
-    let mut st = state
-        .load()
-        .unwrap_or_else(|e| fail(action, delay, &e.to_string()));
-    debug!("boot state: {st:?}");
     let keyring = load_keyring(&[], &[PathBuf::from(layout::KEYS_DIR)], cfg.threshold)
         .map_err(Error::Keys)
         .unwrap_or_else(|e| fail(action, delay, &e.to_string()));
+    let mut st = match state.load() {
+        Ok(st) => st,
+        Err(stele_update::Error::StateLoad {
+            source: stele_verifier::Error::NoValidState,
+            ..
+        }) => match crate::recover::rebuild(&mut state, &parts, &cfg, &keyring) {
+            Ok((st, line)) => {
+                warn!("{line}");
+                st
+            }
+            Err(cause) => fail(action, delay, &cause),
+        },
+        Err(e) => fail(action, delay, &e.to_string()),
+    };
+    debug!("boot state: {st:?}");
     clock.lap("state");
 
     let mut tried: Vec<Slot> = Vec::new();
@@ -245,20 +264,33 @@ pub fn boot() -> Booted {
             if let Some(x) = exhausted(&st, s) {
                 info!("slot={} exhausted, falling back to {}", x.name(), s.name());
             }
+            if let Some(line) = crate::attempts::fell_back(&st, s) {
+                warn!("{line}");
+            }
+        }
+        if let Some((line, wait)) = crate::attempts::degraded(&st, s, delay) {
+            warn!("{line}");
+            std::thread::sleep(wait);
         }
         tried.push(s);
         let was_successful = st.slot(s).successful;
-        if !was_successful {
-            st.begin_try(s);
+        let before = *st.slot(s);
+        st.begin_boot(s);
+        if *st.slot(s) != before {
             // A try that is not on disk would never run out: boot counting could not fall
-            // back. Such a slot is not booted.
+            // back. Such a slot is not booted. An unconfirmed boot of a good slot that is
+            // not on disk only means the next boot cannot know it: the slot boots.
             if let Err(e) = write_state(&mut state, &mut st) {
-                error!(
-                    "refused slot {}: its try could not be recorded: {e}",
-                    s.name()
-                );
-                causes.push(format!("slot {}: try not recorded: {e}", s.name()));
-                continue;
+                if was_successful {
+                    warn!("slot={}: its boot could not be recorded: {e}", s.name());
+                } else {
+                    error!(
+                        "refused slot {}: its try could not be recorded: {e}",
+                        s.name()
+                    );
+                    causes.push(format!("slot {}: try not recorded: {e}", s.name()));
+                    continue;
+                }
             }
         }
         match try_slot(s, &parts, &cfg, &keyring, st.rollback_floor, &mut clock) {
@@ -375,10 +407,14 @@ fn try_slot(
         rollback_floor: Some(floor),
         product: cfg.name.as_deref(),
     };
-    let (loc, vm) = slot::verify(&mut f, len, keyring, opts).map_err(|e| match e {
-        // A device that cannot be read says nothing about the slot's content.
-        stele_verifier::Error::Io { .. } => system_fault(Error::from(e)),
-        e => slot_fault(Error::from(e)),
+    let (loc, vm) = slot::verify(&mut f, len, keyring, opts).map_err(|e| {
+        // A device that cannot be read, or a tree larger than memory, says nothing about
+        // the slot's content.
+        if crate::attempts::verify_is_system_fault(&e) {
+            system_fault(Error::from(e))
+        } else {
+            slot_fault(Error::from(e))
+        }
     })?;
     let m = vm.manifest;
     let root_hex = stele_verifier::hex::encode(&m.verity.root_hash);
@@ -410,15 +446,12 @@ fn try_slot(
     sys::mknod_block(&dm_path, major, minor).map_err(system_fault)?;
     clock.lap("dm");
 
-    let data = parts
-        .data
-        .as_ref()
-        .map(|d| (d.path(), cfg.data_mount.clone()));
+    let data = parts.data.as_ref().map(BlockDev::path);
     let plan = mounts::root_plan(
         &dm_path,
         m.filesystem.fs_type.name(),
         &cfg.overlay_size,
-        data.as_ref().map(|(d, p)| (d.as_str(), p.as_str())),
+        data.as_deref().map(|d| mounts::DataMount::of(cfg, d)),
     );
     let mut done: Vec<String> = Vec::new();
     for (i, mnt) in plan.iter().enumerate() {
@@ -442,19 +475,11 @@ fn try_slot(
                 }
                 let _ = dm::remove(&dm_name);
                 let _ = std::fs::remove_file(&dm_path);
-                // The kernel refusing the verified filesystem is the slot's fault; a
-                // filesystem type it does not know (module missing from the initramfs) or
-                // no memory is not.
-                let system = matches!(
-                    e,
-                    Error::Sys {
-                        errno: nix::errno::Errno::ENODEV | nix::errno::Errno::ENOMEM,
-                        ..
-                    }
-                );
+                // The kernel refusing the verified filesystem is the slot's fault; an I/O
+                // error, no memory or an unknown filesystem type is not.
                 return Err(Refusal {
+                    mark: i == 0 && crate::attempts::mount_is_slot_fault(&e),
                     error: e,
-                    mark: i == 0 && !system,
                 });
             }
         }
@@ -614,6 +639,7 @@ mod tests {
             major: 254,
             minor,
             partname: None,
+            disk: None,
         }
     }
 
@@ -625,6 +651,7 @@ mod tests {
             slot_a: Some(bd("vda3", 3)),
             slot_b: Some(bd("vda4", 4)),
             data: None,
+            ignored: Vec::new(),
         };
         assert_eq!(
             devices_of(&parts).to_text(),

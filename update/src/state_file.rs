@@ -80,6 +80,20 @@ impl<D: Device> StateFile<D> {
         })
     }
 
+    /// Writes a fresh state area holding `st` ([`state::initialize`]: copy 0, the other
+    /// cleared) and flushes it. For a state with no valid copy left.
+    pub fn initialize(&mut self, st: &BootState) -> Result<()> {
+        state::initialize(&mut self.dev, st).map_err(|source| Error::StateStore {
+            origin: self.origin.clone(),
+            source,
+        })?;
+        self.copy = Some(0);
+        self.dev.sync().map_err(|source| Error::StateSync {
+            origin: self.origin.clone(),
+            source,
+        })
+    }
+
     /// Marks `slot` good: successful, tries 0, the rollback floor raised to
     /// `rollback_index`. Returns false when the state already said so (nothing written).
     pub fn mark_good(&mut self, slot: Slot, rollback_index: u64) -> Result<bool> {
