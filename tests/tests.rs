@@ -26,6 +26,9 @@
 //! - stage1_vm: `stele update stage1` in a guest booted by OVMF; the next boot runs the new UKI
 //! - vm_owners: an image from a tar boots with its owners and a working file capability
 //! - vm_init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
+//! - vm_trust: a corrupted good slot, RUST_MIN_STACK on the command line, partitions on
+//!   another disk (at the scan and late), services as users, another product, a lost or
+//!   wrapped or old-layout state, a stalled install
 
 mod fixture;
 mod util;
@@ -50,3 +53,4 @@ mod uefi_vm;
 mod update_vm;
 mod vm_init;
 mod vm_owners;
+mod vm_trust;
