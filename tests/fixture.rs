@@ -48,6 +48,20 @@ const APPLETS: [&str; 24] = [
 /// The system.toml of the CLI tests' tree: PID 1 goes to that tree's `/usr/bin/hello`.
 const HELLO_SYSTEM: &str = "exec = [\"/usr/bin/hello\"]\n";
 
+/// `len` pseudo-random letters from `seed` (xorshift): a file with data blocks of its own,
+/// and a needle to find it by inside a slot.
+pub fn ballast(len: usize, seed: u64) -> String {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + u8::try_from(x % 26).expect("a letter"))
+        })
+        .collect()
+}
+
 /// A path the set-up provides; panics naming `cargo xtask test` when it is missing.
 pub fn env_path(var: &str) -> PathBuf {
     match std::env::var_os(var) {

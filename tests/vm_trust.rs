@@ -8,8 +8,8 @@
 //! Needs STELE_KERNEL, STELE_MODULES and STELE_INIT, set by `cargo xtask test`.
 
 use crate::fixture::{
-    change_partition, change_state, gpt_image, old_layout, old_layout_copies, partition_bytes,
-    rename_partitions, state, Fixture, Slot,
+    ballast, change_partition, change_state, gpt_image, old_layout, old_layout_copies,
+    partition_bytes, rename_partitions, state, Fixture, Slot,
 };
 use crate::util::ok;
 
@@ -26,19 +26,6 @@ sleep 100
 const READER_SYSTEM: &str =
     "healthy_after = 2\nshutdown_grace = 2\n[[service]]\nname = \"reader\"\nexec = [\"/bin/reader\"]\nrestart = \"never\"\n";
 
-/// Pseudo-random letters (a file with some data blocks of its own).
-fn ballast(len: usize) -> String {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            char::from(b'a' + u8::try_from(x % 26).unwrap())
-        })
-        .collect()
-}
-
 /// An image (name demo, rollback index 1) whose one service is `service`.
 fn image(
     fx: &Fixture,
@@ -51,15 +38,31 @@ fn image(
     let root = fx
         .rootfs(&format!("{out}.root"), system)
         .file("bin/reader", service, 0o755)
-        .file("srv/ballast", ballast(ballast_len), 0o644)
+        .file("srv/ballast", ballast(ballast_len, 7), 0o644)
         .build();
     fx.image(&root, key).build(out)
+}
+
+/// A root tree whose one service, `/bin/reader`, is `service` (READER_SYSTEM).
+fn reader_root(fx: &Fixture, service: &str) -> String {
+    fx.rootfs("root", READER_SYSTEM)
+        .file("bin/reader", service, 0o755)
+        .build()
+}
+
+/// `stele disk create --a A [--b B]` with 16 MiB slots and no data partition.
+fn small_disk(fx: &Fixture, a: &str, b: Option<&str>) -> String {
+    let disk = fx.disk(a).slot_size("16M").no_data();
+    match b {
+        Some(b) => disk.b(b).build(),
+        None => disk.build(),
+    }
 }
 
 /// Flips one byte inside `/srv/ballast` in slot a's partition (signatures and hash tree
 /// intact: only dm-verity on read can see it).
 fn corrupt_slot_a(disk: &str) {
-    let needle = ballast(64);
+    let needle = ballast(64, 7);
     change_partition(disk, "stele-root-a", |slot| {
         let at = slot
             .windows(needle.len())
@@ -81,7 +84,7 @@ fn a_corrupted_good_slot_falls_back_to_the_other() {
         .initramfs(&[&p])
         .config("failure_delay_secs = 1\n")
         .build();
-    let d = fx.disk(&img).b(&img).slot_size("16M").no_data().build();
+    let d = small_disk(&fx, &img, Some(&img));
     corrupt_slot_a(&d);
     let mut vm = fx.boot(&initrd, &d).start();
     vm.expect_all(&[
@@ -124,7 +127,7 @@ fn a_corrupted_slot_with_no_fallback_keeps_booting_logged_and_bounded() {
         .initramfs(&[&p])
         .config("failure_delay_secs = 1\n")
         .build();
-    let d = fx.disk(&img).slot_size("16M").no_data().build();
+    let d = small_disk(&fx, &img, None);
     corrupt_slot_a(&d);
     let mut vm = fx.boot(&initrd, &d).start();
     vm.expect_all(&["stele: slot=a version=1.0.0", "is corrupted"]);
@@ -153,7 +156,7 @@ fn the_command_line_cannot_reach_pid1s_environment() {
     let service = "#!/bin/sh\necho \"env: RUST_MIN_STACK seen $(grep -c RUST_MIN_STACK /proc/self/environ) times\"\nsleep 3\nkill -USR2 1\nsleep 100\n";
     let img = image(&fx, &k, "r.img", READER_SYSTEM, service, 2 << 20);
     let initrd = fx.initramfs(&[&p]).build();
-    let d = fx.disk(&img).slot_size("16M").no_data().build();
+    let d = small_disk(&fx, &img, None);
     let mut vm = fx
         .boot(&initrd, &d)
         .cpus(2)
@@ -184,7 +187,7 @@ fn partitions_on_another_disk_are_ignored() {
     let probe = "#!/bin/sh\necho \"probe: slot=$(cat /run/stele/slot) var=$(/bin/busybox awk '$2==\"/var\"{print $3}' /proc/mounts)\"\nsleep 4\nkill -USR2 1\nsleep 100\n";
     let img = image(&fx, &k, "r.img", READER_SYSTEM, probe, 0);
     let initrd = fx.initramfs(&[&p]).build();
-    let d = fx.disk(&img).slot_size("16M").no_data().build();
+    let d = small_disk(&fx, &img, None);
     let usb = fx
         .disk(&img)
         .b(&img)
@@ -236,7 +239,7 @@ fn a_partition_plugged_in_late_is_reported() {
         .build();
     let img = fx.image(&root, &k).build("r.img");
     let initrd = fx.initramfs(&[&p]).args(&["--module", "loop"]).build();
-    let d = fx.disk(&img).slot_size("16M").no_data().build();
+    let d = small_disk(&fx, &img, None);
     let mut vm = fx.boot(&initrd, &d).no_reboot().start();
     vm.expect_all(&[
         "stele: ready",
@@ -297,14 +300,11 @@ fn services_run_as_users_on_a_locked_down_data_partition() {
 fn another_products_image_is_refused_at_boot() {
     let fx = Fixture::new();
     let (k, p) = fx.keygen("k");
-    let root = fx
-        .rootfs("root", READER_SYSTEM)
-        .file("bin/reader", READER, 0o755)
-        .build();
+    let root = reader_root(&fx, READER);
     let demo = fx.image(&root, &k).build("demo.img");
     let router = fx.image(&root, &k).name("router").build("router.img");
     let initrd = fx.initramfs(&[&p]).args(&["--name", "router"]).build();
-    let d = fx.disk(&demo).b(&router).slot_size("16M").no_data().build();
+    let d = small_disk(&fx, &demo, Some(&router));
     let mut vm = fx.boot(&initrd, &d).no_reboot().start();
     vm.expect_all(&[
         "stele: refused slot a: product refused: the image is \"demo\", this device is bound to \"router\"",
@@ -326,13 +326,10 @@ fn another_products_image_is_refused_at_boot() {
 fn a_lost_state_is_rebuilt_from_the_slots() {
     let fx = Fixture::new();
     let (k, p) = fx.keygen("k");
-    let root = fx
-        .rootfs("root", READER_SYSTEM)
-        .file("bin/reader", READER, 0o755)
-        .build();
+    let root = reader_root(&fx, READER);
     let img = fx.image(&root, &k).index(2).build("v2.img");
     let initrd = fx.initramfs(&[&p]).build();
-    let d = fx.disk(&img).b(&img).slot_size("16M").no_data().build();
+    let d = small_disk(&fx, &img, Some(&img));
     change_partition(&d, "stele-state", |b| b.fill(0));
     let mut vm = fx.boot(&initrd, &d).no_reboot().start();
     vm.expect_all(&[
@@ -352,13 +349,10 @@ fn a_lost_state_is_rebuilt_from_the_slots() {
 fn a_state_at_its_last_sequence_still_counts_and_marks_good() {
     let fx = Fixture::new();
     let (k, p) = fx.keygen("k");
-    let root = fx
-        .rootfs("root", READER_SYSTEM)
-        .file("bin/reader", READER, 0o755)
-        .build();
+    let root = reader_root(&fx, READER);
     let img = fx.image(&root, &k).build("r.img");
     let initrd = fx.initramfs(&[&p]).build();
-    let d = fx.disk(&img).b(&img).slot_size("16M").no_data().build();
+    let d = small_disk(&fx, &img, Some(&img));
     for at in [1 << 62, 1 << 63, u64::MAX - 2] {
         change_state(&d, |st| st.sequence = at);
     }
@@ -379,10 +373,7 @@ fn a_state_at_its_last_sequence_still_counts_and_marks_good() {
 fn an_old_layout_disk_boots_and_is_written_in_place() {
     let fx = Fixture::new();
     let (k, p) = fx.keygen("k");
-    let root = fx
-        .rootfs("root", READER_SYSTEM)
-        .file("bin/reader", READER, 0o755)
-        .build();
+    let root = reader_root(&fx, READER);
     let v1 = fx.image(&root, &k).build("v1.img");
     let v2 = fx
         .image(&root, &k)
@@ -390,7 +381,7 @@ fn an_old_layout_disk_boots_and_is_written_in_place() {
         .index(2)
         .build("v2.img");
     let initrd = fx.initramfs(&[&p]).build();
-    let new = fx.disk(&v1).slot_size("16M").no_data().build();
+    let new = small_disk(&fx, &v1, None);
     ok(crate::util::stele(&[
         "update", "install", "--disk", &new, "--key", &p, &v2,
     ]));
@@ -418,13 +409,10 @@ fn a_stalled_install_does_not_block_mark_good() {
     let fx = Fixture::new();
     let (k, p) = fx.keygen("k");
     let stall = "#!/bin/sh\n(/bin/busybox sleep 1000 | /run/stele/bin/stele update install -) &\necho \"stall: install started\"\nsleep 5\n/run/stele/bin/stele update mark-good\necho \"stall: mark-good exit $?\"\nkill -USR2 1\nsleep 100\n";
-    let root = fx
-        .rootfs("root", READER_SYSTEM)
-        .file("bin/reader", stall, 0o755)
-        .build();
+    let root = reader_root(&fx, stall);
     let img = fx.image(&root, &k).build("r.img");
     let initrd = fx.initramfs(&[&p]).build();
-    let d = fx.disk(&img).slot_size("16M").no_data().build();
+    let d = small_disk(&fx, &img, None);
     let mut vm = fx.boot(&initrd, &d).no_reboot().start();
     vm.expect_all(&[
         "stall: install started",
