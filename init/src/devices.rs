@@ -166,10 +166,31 @@ pub fn recheck(cfg: &BootConfig) -> Vec<String> {
         .filter_map(|r| devices.get(r.role).map(str::to_string))
         .collect();
     let names = ROLES.map(|r| cfg.partition(r.role));
-    strangers(&scan(), &names, &in_use)
+    let found = scan();
+    let boot_disk = found
+        .values()
+        .flatten()
+        .find(|d| d.path() == devices.state)
+        .and_then(|d| d.disk.clone());
+    strangers(&found, &names, &in_use)
         .into_iter()
-        .map(|d| stranger_line(d, &devices.state))
+        .map(|d| late_line(d, &devices.state, boot_disk.as_deref()))
         .collect()
+}
+
+/// The warning for a stele partition a new scan found that is not in use: on another
+/// disk, or (`boot_disk` being its disk) one that appeared on the boot disk after the
+/// boot's scan. Pure.
+pub fn late_line(d: &BlockDev, state: &str, boot_disk: Option<&str>) -> String {
+    if boot_disk.is_some() && d.disk.as_deref() == boot_disk {
+        format!(
+            "partition {} on {} appeared on the boot disk after the boot's scan: not used",
+            d.partname.as_deref().unwrap_or("?"),
+            d.path()
+        )
+    } else {
+        stranger_line(d, state)
+    }
 }
 
 /// The warning for a partition that is not on the boot disk. Pure.
@@ -330,6 +351,12 @@ mod tests {
         .map(|d| d.devname.as_str())
         .collect();
         assert_eq!(late, ["sda1", "sda2"]);
+        let on_boot_disk = on("vda", "vda7", 7, "stele-data");
+        assert_eq!(
+            late_line(&on_boot_disk, "/dev/vda1", Some("vda")),
+            "partition stele-data on /dev/vda7 appeared on the boot disk after the boot's scan: not used"
+        );
+        assert!(late_line(&p.ignored[1], "/dev/vda1", Some("vda")).ends_with(": ignored"));
         // Two of a name on the state's disk: refused, naming both.
         found
             .get_mut("stele-root-a")
