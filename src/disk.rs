@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use stele_image::disk::{create_with_esp, parse_size, DiskSpec, EspSpec};
 
-use crate::error::CliResult;
+use crate::error::{CliResult, Usage};
+use crate::progress::Bars;
 use crate::util::source_date_epoch;
 
 /// Disk images.
@@ -54,6 +55,9 @@ pub struct CreateArgs {
     /// Also write DISK.bmap (bmaptool create) for `bmaptool copy`.
     #[arg(long)]
     pub bmap: bool,
+    /// Replace an existing --out (and DISK.bmap), or write onto a block device.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Runs `stele disk ...`.
@@ -73,14 +77,22 @@ pub fn run(args: DiskArgs) -> CliResult {
                 size: c.esp_size,
                 bios: c.bios,
             });
-            let gpt = create_with_esp(&c.out, &spec, esp.as_ref())?;
+            if c.bmap {
+                // Both outputs are checked before either is written.
+                let target = stele_image::atomic::output_target(&c.out, c.force)?;
+                if target == stele_image::atomic::Target::Device {
+                    return Err(Usage::BmapOfDevice.into());
+                }
+                stele_image::atomic::output_target(&stele_image::bmap::path_for(&c.out), c.force)?;
+            }
+            let gpt = create_with_esp(&c.out, &spec, esp.as_ref(), c.force, &mut Bars::stderr())?;
             println!("wrote {}", c.out.display());
             for p in &gpt.partitions {
                 let (off, len) = p.byte_range();
                 println!("  {:<13} offset {off:>12} size {len:>12}", p.name);
             }
             if c.bmap {
-                let map = stele_image::bmap::write(&c.out)?;
+                let map = stele_image::bmap::write(&c.out, c.force)?;
                 println!("wrote {}", map.display());
             }
             Ok(())

@@ -14,6 +14,7 @@ use stele_qemu::QemuError;
 use stele_update::keys::KeyringError;
 use stele_verifier::config::ConfigError;
 use stele_verifier::exit::{Exit, Report};
+use stele_verifier::plural::count;
 
 /// Result of a subcommand.
 pub type CliResult<T = ()> = Result<T, Error>;
@@ -64,8 +65,24 @@ pub enum Error {
     #[error("{}: no valid signature", image.display())]
     NoValidSignature { image: PathBuf },
     /// `stele verity verify`: the hash file is shorter than the tree.
-    #[error("truncated hash file {}: {len} bytes, the tree needs {need}", path.display())]
-    TruncatedHashFile { path: PathBuf, len: u64, need: u64 },
+    #[error("truncated hash file {}: {}, but a tree with {used} needs {need}: give the block sizes and --data-blocks the tree was made with, else HASH was cut short", path.display(), count(*len, "byte", "bytes"))]
+    TruncatedHashFile {
+        path: PathBuf,
+        len: u64,
+        need: u64,
+        used: String,
+    },
+
+    /// `stele verity verify`: the tree's top does not hash to ROOT with the parameters used.
+    #[error("the hash tree does not match ROOT {root} (it computes {computed}) with {used}: give the --salt, block sizes and --data-blocks the tree was made with (`verity format` printed them), else HASH, DATA or ROOT was modified")]
+    VerityRoot {
+        computed: String,
+        root: String,
+        used: String,
+    },
+    /// `stele verity verify`: a data block does not match the tree.
+    #[error("verity mismatch at data block {block}: DATA was modified, or the tree was made with other parameters than {used}")]
+    VerityData { block: u64, used: String },
     /// `stele qemu run` without `--expect`: QEMU exited with a failure.
     #[error("QEMU exited with {status}")]
     QemuExit { status: String },
@@ -81,23 +98,26 @@ pub enum Error {
 /// Arguments (or environment variables) the user got wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum Usage {
-    #[error("invalid {arg} {value:?}: expected an even number of hex digits")]
-    Hex { arg: &'static str, value: String },
+    #[error("invalid {arg} {value:?}: {why}")]
+    Hex {
+        arg: &'static str,
+        value: String,
+        #[source]
+        why: stele_verifier::hex::HexError,
+    },
     #[error("invalid --salt: {len} bytes, at most {max} allowed")]
     SaltTooLong { len: usize, max: usize },
     #[error("invalid SOURCE_DATE_EPOCH {value:?}: expected seconds since the Unix epoch")]
     Epoch { value: String },
     #[error("SOURCE_DATE_EPOCH: {0}")]
     EpochRange(#[source] CpioError),
-    #[error("invalid {arg} {value}: use a power of two from 512 to 65536")]
-    BlockSize { arg: &'static str, value: u32 },
     #[error("--signer-cmd needs --public P.pem")]
     SignerNeedsPublic,
     #[error("give exactly one of --rootfs, --rootfs-tar and --fs-image")]
     OneInput,
     #[error("{} holds no whole {block}-byte data block", data.display())]
     NoDataBlock { data: PathBuf, block: u64 },
-    #[error("{} is {len} bytes, too short for {blocks} data blocks of {block} bytes", data.display())]
+    #[error("{} is {}, too short for {} of {block} bytes", data.display(), count(*len, "byte", "bytes"), count(*blocks, "data block", "data blocks"))]
     DataTooShort {
         data: PathBuf,
         len: u64,
@@ -107,6 +127,8 @@ pub enum Usage {
     /// Verity geometry the verifier refuses.
     #[error("{0}")]
     Geometry(#[source] stele_verifier::Error),
+    #[error("DATA and HASH are the same file ({}, {}): `verity format` would overwrite the data with its hash tree; give another HASH file", data.display(), hash.display())]
+    HashIsData { data: PathBuf, hash: PathBuf },
     #[error("invalid ROOT {0:?}: expected 64 hex digits")]
     Root(String),
     #[error("hash tree too large")]
@@ -117,8 +139,12 @@ pub enum Usage {
         "--key, --keys and --threshold go with --disk; on the device the keys come from /run/stele"
     )]
     KeysWithoutDisk,
-    #[error("--disk needs the trusted keys: --key P.pem or --keys DIR (there is no /run/stele on a build host)")]
+    #[error("update install --disk needs the trusted keys: --key P.pem or --keys DIR (there is no /run/stele on a build host)")]
     DiskWithoutKeys,
+    #[error("--threshold needs the trusted keys it counts: --key P.pem or --keys DIR")]
+    ThresholdWithoutKeys,
+    #[error("--bmap maps a disk image file for `bmaptool copy`; with a block device as --out, drop --bmap")]
+    BmapOfDevice,
     #[error("--secure-boot and --vars need --firmware uefi")]
     UefiOnly,
     #[error(
@@ -131,6 +157,14 @@ pub enum Usage {
     AppendNeedsKernel,
     #[error("--initrd needs --kernel")]
     InitrdNeedsKernel,
+    #[error("--kernel and --initrd go together: the slot's kernel boots with its stage-2 initramfs (`stele initramfs --stage2`)")]
+    KernelNeedsInitrd,
+    #[error("--kernel-cmdline needs --kernel and --initrd")]
+    CmdlineNeedsKernel,
+    #[error("--kernel and --initrd need --rootfs or --rootfs-tar: a --fs-image is wrapped as it is, nothing can be added to it")]
+    KernelWithFsImage,
+    #[error("--kernel is for a stage-1 initramfs: a stage-2 one (--stage2) never kexecs, so it has no use for the running kernel's digest")]
+    KernelWithStage2,
 }
 
 impl Error {
@@ -177,6 +211,8 @@ impl Report for Error {
             Error::Output { .. } => Exit::Environment,
             Error::NoValidSignature { .. }
             | Error::TruncatedHashFile { .. }
+            | Error::VerityRoot { .. }
+            | Error::VerityData { .. }
             | Error::QemuExit { .. } => Exit::Refused,
             Error::Context { source, .. } => source.exit(),
         }
@@ -201,13 +237,18 @@ mod tests {
         assert_eq!(e.exit(), Exit::Usage);
         let key = stele_verifier::Error::Key {
             path: "k".into(),
-            why: "x".into(),
+            problem: stele_verifier::keyfile::KeyProblem::Empty {
+                want: stele_verifier::keyfile::Half::Private,
+            },
         };
         let e: Error = stele_image::Error::Verifier(key).into();
         assert_eq!(e.exit(), Exit::Usage);
         let e = e.context("a");
         assert_eq!(e.exit(), Exit::Usage);
-        assert_eq!(e.to_string(), "a: bad key k: x");
+        assert!(
+            e.to_string().starts_with("a: bad key k: the file is empty"),
+            "{e}"
+        );
         let e: Error = stele_verifier::Error::BadMagic {
             what: "footer",
             found: vec![0; 8],

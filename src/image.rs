@@ -4,11 +4,17 @@ use std::path::{Path, PathBuf};
 
 use clap::ArgGroup;
 use stele_image::fs::parse_fs_type;
-use stele_image::slot::{BuildParams, BuildReport, DEFAULT_BLOCK_SIZE};
+use stele_image::slot::{BuildParams, BuildReport, ALIGN, DEFAULT_BLOCK_SIZE};
+use stele_image::slot_kernel::{KernelInput, SlotKernel};
+use stele_image::stage::StageArgs;
+use stele_verifier::footer::FOOTER_SIZE;
 use stele_verifier::hex;
+use stele_verifier::manifest::KernelInfo;
 
 use crate::error::{CliResult, Context, Error, Usage};
-use crate::util::{salt_or_random, source_date_epoch};
+use crate::json::{ImageJson, Outcome};
+use crate::progress::Bars;
+use crate::util::{parse_hex, salt_or_random, source_date_epoch};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ImageCommand {
@@ -36,6 +42,16 @@ pub struct FsFromTarArgs {
     uuid: String,
     #[arg(long)]
     all_root: bool,
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    #[arg(long)]
+    kernel_digest: Option<String>,
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    #[arg(long)]
+    initrd_digest: Option<String>,
+    #[arg(long, default_value = "")]
+    kernel_cmdline: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -78,9 +94,26 @@ pub struct BuildArgs {
     /// Verity hash block size.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_BLOCK_SIZE)]
     hash_block_size: u32,
+    /// The slot's own kernel, put into the image at /boot/stele/vmlinuz (0:0, 0644) and
+    /// named in the manifest: stage 1 boots it with kexec (needs --initrd).
+    #[arg(long, value_name = "VMLINUZ")]
+    kernel: Option<PathBuf>,
+    /// The slot's stage-2 initramfs (`stele initramfs --stage2`), put at /boot/stele/initrd.
+    #[arg(long, value_name = "INITRD")]
+    initrd: Option<PathBuf>,
+    /// The command line of the slot's kernel (stage 1 adds `stele.stage2=<slot> panic=<n>`).
+    #[arg(long, value_name = "ARGS")]
+    kernel_cmdline: Option<String>,
     /// Output slot image (written to a temporary file, renamed at the end).
     #[arg(long, value_name = "SLOT.img")]
     out: PathBuf,
+    /// Replace an existing --out (or write onto a block device).
+    #[arg(long)]
+    force: bool,
+    /// Print one JSON object (verdict, error, manifest, root hash, key ids, sizes) instead
+    /// of the `built:` line, also when the build fails.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -122,87 +155,168 @@ pub(crate) fn clean_up_on_signals() -> CliResult {
 
 fn fs_from_tar(a: &FsFromTarArgs) -> CliResult {
     clean_up_on_signals()?;
-    let uuid = hex::decode(&a.uuid)
-        .and_then(|v| <[u8; 16]>::try_from(v).ok())
-        .ok_or_else(|| Usage::Hex {
-            arg: "--uuid",
-            value: a.uuid.clone(),
-        })?;
+    let uuid = <[u8; 16]>::try_from(parse_hex("--uuid", &a.uuid)?).map_err(|_| {
+        Error::from(stele_image::Error::invalid(
+            "--uuid",
+            format!("{:?} is not 16 bytes", a.uuid),
+        ))
+    })?;
     let opts =
         stele_image::fs::FsOptions::new(parse_fs_type(&a.fs_type)?, a.epoch, uuid, a.all_root);
-    let tar = stele_image::stage::TarInput::parse(&a.tar);
-    stele_image::stage::stage_and_build(&tar, &a.stage, &a.fs_out, &opts)?;
+    let kernel = match (&a.kernel, &a.kernel_digest, &a.initrd, &a.initrd_digest) {
+        (Some(kernel), Some(kd), Some(initrd), Some(id)) => {
+            let digest = |arg: &'static str, v: &String| {
+                stele_image::stage::parse_digest(v).ok_or_else(|| {
+                    Error::from(stele_image::Error::invalid(
+                        arg,
+                        format!("{v:?} is not SIZE:SHA256-HEX"),
+                    ))
+                })
+            };
+            Some(SlotKernel {
+                info: KernelInfo::at_default_paths(
+                    digest("--kernel-digest", kd)?,
+                    digest("--initrd-digest", id)?,
+                    a.kernel_cmdline.clone(),
+                ),
+                input: KernelInput {
+                    kernel: kernel.clone(),
+                    initrd: initrd.clone(),
+                    cmdline: a.kernel_cmdline.clone(),
+                },
+            })
+        }
+        _ => None,
+    };
+    stele_image::stage::stage_and_build(&StageArgs {
+        tar: stele_image::stage::TarInput::parse(&a.tar),
+        kernel,
+        stage: a.stage.clone(),
+        fs_out: a.fs_out.clone(),
+        opts,
+    })?;
     Ok(())
 }
 
-fn check_block_size(what: &'static str, n: u32) -> CliResult {
-    let ok = n.is_power_of_two()
-        && (stele_verifier::verity::MIN_BLOCK_SIZE..=stele_verifier::verity::MAX_BLOCK_SIZE)
-            .contains(&n);
-    if ok {
-        Ok(())
-    } else {
-        Err(Usage::BlockSize {
-            arg: what,
-            value: n,
-        }
-        .into())
+fn build(a: &BuildArgs) -> CliResult {
+    let r = build_image(a);
+    if a.json {
+        let image = r.as_ref().map_or_else(
+            |_| ImageJson::default(),
+            |b| {
+                let file = stele_image::slot::align_up(b.footer.image_len, ALIGN) + FOOTER_SIZE;
+                ImageJson::new(&b.manifest, &b.signed_by, &b.footer, file)
+            },
+        );
+        let doc = BuildJson {
+            out: a.out.display().to_string(),
+            result: image,
+        };
+        Outcome::new("built", r.as_ref().map(drop), doc).print();
+    } else if let Ok(report) = &r {
+        print_report(&a.out, report);
+    }
+    r.map(drop)
+}
+
+/// `--kernel`, `--initrd`, `--kernel-cmdline`: both files or neither; a command line only
+/// with them; not for `--fs-image` (its files cannot be added to).
+fn kernel_input(a: &BuildArgs) -> Result<Option<KernelInput>, Usage> {
+    match (&a.kernel, &a.initrd) {
+        (None, None) if a.kernel_cmdline.is_some() => Err(Usage::CmdlineNeedsKernel),
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) if a.fs_image.is_some() => Err(Usage::KernelWithFsImage),
+        (Some(kernel), Some(initrd)) => Ok(Some(KernelInput {
+            kernel: kernel.clone(),
+            initrd: initrd.clone(),
+            cmdline: a.kernel_cmdline.clone().unwrap_or_default(),
+        })),
+        _ => Err(Usage::KernelNeedsInitrd),
     }
 }
 
-fn build(a: &BuildArgs) -> CliResult {
+/// `stele image build --json`: the output and what it is.
+#[derive(serde::Serialize)]
+struct BuildJson {
+    out: String,
+    #[serde(flatten)]
+    result: ImageJson,
+}
+
+fn build_image(a: &BuildArgs) -> CliResult<BuildReport> {
     clean_up_on_signals()?;
-    check_block_size("--data-block-size", a.data_block_size)?;
-    check_block_size("--hash-block-size", a.hash_block_size)?;
-    let fs_type = parse_fs_type(&a.fs_type)?;
-    let epoch = source_date_epoch()?;
-    let salt = salt_or_random(a.salt.as_deref())?;
+    let params = BuildParams {
+        name: a.name.clone(),
+        version: a.version.clone(),
+        rollback_index: a.rollback_index,
+        created: source_date_epoch()?,
+        fs_type: parse_fs_type(&a.fs_type)?,
+        salt: salt_or_random(a.salt.as_deref())?,
+        data_block_size: a.data_block_size,
+        hash_block_size: a.hash_block_size,
+        kernel: None,
+    };
+    // Everything a device would refuse in the image, and an existing output, are refused
+    // before any work.
+    params.check()?;
+    stele_image::atomic::output_target(&a.out, a.force)?;
     let keys = a
         .keys
         .iter()
         .map(|p| stele_image::keys::load_signing_key(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let params = BuildParams {
-        name: a.name.clone(),
-        version: a.version.clone(),
-        rollback_index: a.rollback_index,
-        created: epoch,
-        fs_type,
-        salt,
-        data_block_size: a.data_block_size,
-        hash_block_size: a.hash_block_size,
-    };
+    let kernel = kernel_input(a)?.map(KernelInput::describe).transpose()?;
     if let Some(dir) = &a.rootfs {
         // What PID 1 would refuse to run is refused now, before anything is built (a tar
         // archive is checked once it is unpacked, before its filesystem is built).
         stele_image::rootfs_check::check_dir(dir)?;
     }
-    use stele_image::slot::{build_from_root, RootSource};
+    use stele_image::slot::{build_from_root, Output, RootSource};
     let tar = a
         .rootfs_tar
         .as_deref()
         .map(stele_image::stage::TarInput::parse);
+    let out = Output {
+        path: &a.out,
+        force: a.force,
+    };
+    let bars = &mut Bars::stderr();
+    let k = kernel.as_ref();
     let report = match (&a.rootfs, &tar, &a.fs_image) {
-        (Some(dir), None, None) => {
-            build_from_root(RootSource::Dir(dir), &params, a.all_root, &keys, &a.out)?
-        }
-        (None, Some(tar), None) => {
-            build_from_root(RootSource::Tar(tar), &params, a.all_root, &keys, &a.out)?
-        }
+        (Some(dir), None, None) => build_from_root(
+            RootSource::Dir(dir),
+            &params,
+            a.all_root,
+            k,
+            &keys,
+            out,
+            bars,
+        )?,
+        (None, Some(tar), None) => build_from_root(
+            RootSource::Tar(tar),
+            &params,
+            a.all_root,
+            k,
+            &keys,
+            out,
+            bars,
+        )?,
         (None, None, Some(img)) => {
-            stele_image::slot::build_from_fs_image(img, &params, &keys, &a.out)?
+            stele_image::slot::build_from_fs_image(img, &params, &keys, out, bars)?
         }
         _ => return Err(Usage::OneInput.into()),
     };
-    print_report(&a.out, &report);
-    Ok(())
+    Ok(report)
 }
 
 fn print_report(out: &Path, r: &BuildReport) {
     let m = &r.manifest;
     let ids: Vec<String> = r.signed_by.iter().map(ToString::to_string).collect();
+    let kernel = m.kernel.as_ref().map_or_else(String::new, |k| {
+        format!(" kernel={}", &hex::encode(&k.kernel.sha256)[..12])
+    });
     println!(
-        "built: {} {} {} rollback_index={} fs={} fs_size={} signed by {} root_hash={}",
+        "built: {} {} {} rollback_index={} fs={} fs_size={} signed by {} root_hash={}{kernel}",
         out.display(),
         m.name,
         m.version,

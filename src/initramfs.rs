@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use stele_image::cpio::Archive;
 use stele_image::initramfs::{build, check_static_elf, InitramfsSpec};
 
+use stele_verifier::plural::count_len;
+
 use crate::error::{CliResult, Error, Usage};
 use crate::util::source_date_epoch;
 
@@ -40,18 +42,33 @@ pub struct InitramfsArgs {
     /// The stele-init binary, installed as /init.
     #[arg(long, value_name = "PATH")]
     pub init: PathBuf,
+    /// The kernel this (stage-1) initramfs runs under: a slot whose manifest names a kernel
+    /// with the same sha256 boots in place, without kexec (boot.toml `kernel_sha256`).
+    #[arg(long, value_name = "VMLINUZ")]
+    pub kernel: Option<PathBuf>,
+    /// Build a stage-2 initramfs (boot.toml `stage = 2`), the one a slot carries for its own
+    /// kernel: it boots only the slot stage 1 names with `stele.stage2=` and never kexecs.
+    #[arg(long)]
+    pub stage2: bool,
     /// Where to write the initramfs.
     #[arg(long, value_name = "INITRD")]
     pub out: PathBuf,
+    /// Replace an existing --out.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// What `stele initramfs` says on stderr when no `--name` binds the device to a product.
-pub const UNBOUND_WARNING: &str = "stele: warning: no --name: this initramfs boots and installs any product's image signed by its keys; give --name PRODUCT to bind the device to one";
+pub const UNBOUND_WARNING: &str = "no --name: this initramfs boots and installs any product's image signed by its keys; give --name PRODUCT to bind the device to one";
 
 /// Runs `stele initramfs`.
 pub fn run(args: InitramfsArgs) -> CliResult {
+    if args.stage2 && args.kernel.is_some() {
+        return Err(Usage::KernelWithStage2.into());
+    }
     // The kernel runs /init before any library exists: refuse a dynamic binary here, with
     // the fix, rather than let the boot die with "Failed to execute /init (error -2)".
+    stele_image::atomic::output_target(&args.out, args.force)?;
     let init = std::fs::read(&args.init).map_err(|e| Error::io("read --init", &args.init, e))?;
     check_static_elf(&init).map_err(|why| Usage::Init {
         path: args.init.clone(),
@@ -69,26 +86,27 @@ pub fn run(args: InitramfsArgs) -> CliResult {
         init: args.init,
         mtime,
         name: args.name,
+        stage2: args.stage2,
+        kernel: args.kernel,
     };
     let (archive, order) = build(&spec)?;
     let bytes = archive.to_bytes()?;
     let out = args.out;
-    let output = |what, source| Error::Output {
-        what,
-        path: out.clone(),
-        source,
-    };
-    stele_image::outfile::write_atomic(&out, output, |f, _| {
-        f.write_all(&bytes).map_err(|e| output("writing", e))
+    stele_image::outfile::write_atomic(&out, args.force, |f, _| {
+        f.write_all(&bytes).map_err(|source| Error::Output {
+            what: "writing",
+            path: out.clone(),
+            source,
+        })
     })?;
     if spec.name.is_none() {
-        eprintln!("{UNBOUND_WARNING}");
+        stele_verifier::exit::print_warning(&UNBOUND_WARNING);
     }
     println!(
-        "wrote {} ({} bytes, {} keys, threshold {}, product {}, modules: {})",
+        "wrote {} ({}, {}, threshold {}, product {}, modules: {})",
         out.display(),
-        bytes.len(),
-        spec.keys.len(),
+        count_len(bytes.len(), "byte", "bytes"),
+        count_len(spec.keys.len(), "key", "keys"),
         spec.threshold,
         spec.name.as_deref().unwrap_or("any"),
         order.join(" ")

@@ -9,6 +9,7 @@ use stele_verifier::hex;
 use stele_verifier::manifest::Manifest;
 
 use crate::error::{CliResult, Context};
+use crate::json::ManifestJson;
 
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
@@ -21,7 +22,8 @@ pub struct InspectArgs {
 }
 
 pub fn inspect(a: &InspectArgs) -> CliResult {
-    let (mut f, len) = stele_image::slot::open(&a.image).context(&a.image)?;
+    // The I/O error names the file itself.
+    let (mut f, len) = stele_image::slot::open(&a.image)?;
     let loc = stele_verifier::slot::locate(&mut f, len).context(&a.image)?;
     let sigs: Vec<String> = loc
         .envelope
@@ -35,7 +37,7 @@ pub fn inspect(a: &InspectArgs) -> CliResult {
         let v = json!({
             "verified": false,
             "note": "NOT VERIFIED: signatures were not checked; use `stele verify`",
-            "manifest": manifest_json(&manifest),
+            "manifest": ManifestJson::from(&manifest),
             "layout": layout_json(&layout),
             "signatures": sigs,
         });
@@ -44,25 +46,6 @@ pub fn inspect(a: &InspectArgs) -> CliResult {
         print_text(&manifest, &layout, &sigs);
     }
     Ok(())
-}
-
-fn manifest_json(m: &Manifest) -> serde_json::Value {
-    json!({
-        "name": m.name,
-        "version": m.version,
-        "rollback_index": m.rollback_index,
-        "created": m.created,
-        "filesystem": { "type": m.filesystem.fs_type.name(), "size": m.filesystem.size },
-        "verity": {
-            "algorithm": "sha256",
-            "data_block_size": m.verity.data_block_size,
-            "hash_block_size": m.verity.hash_block_size,
-            "data_blocks": m.verity.data_blocks,
-            "hash_offset": m.verity.hash_offset,
-            "salt": hex::encode(&m.verity.salt),
-            "root_hash": hex::encode(&m.verity.root_hash),
-        },
-    })
 }
 
 fn layout_json(l: &Layout) -> serde_json::Value {
@@ -92,6 +75,20 @@ fn print_text(m: &Manifest, l: &Layout, sigs: &[String]) {
     );
     println!("salt:            {}", hex::encode(&m.verity.salt));
     println!("root hash:       {}", hex::encode(&m.verity.root_hash));
+    match &m.kernel {
+        None => println!("kernel:          none (boots under the stage-1 kernel)"),
+        Some(k) => {
+            for (name, f) in [("kernel:", &k.kernel), ("initrd:", &k.initrd)] {
+                println!(
+                    "{name:<17}{} ({} bytes, sha256 {})",
+                    f.path,
+                    f.size,
+                    hex::encode(&f.sha256)
+                );
+            }
+            println!("kernel cmdline:  {}", k.cmdline);
+        }
+    }
     println!("layout:          region     offset        size");
     let row =
         |name: &str, off: u64, size: u64| println!("                 {name:<10} {off:<13} {size}");

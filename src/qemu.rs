@@ -117,15 +117,15 @@ fn tail_of(e: &QemuError) -> String {
     }
 }
 
+/// Writes the report, replacing the one of an earlier run (a report, not an artifact).
 fn write_junit(path: &Path, xml: &str) -> CliResult {
-    let map = |_: &'static str, source: std::io::Error| Error::Output {
-        what: "cannot write the JUnit report",
-        path: path.to_path_buf(),
-        source,
-    };
-    stele_image::outfile::write_atomic(path, map, |f, _| {
+    stele_image::outfile::write_atomic(path, true, |f, _| {
         use std::io::Write;
-        f.write_all(xml.as_bytes()).map_err(|e| map("writing", e))
+        f.write_all(xml.as_bytes()).map_err(|source| Error::Output {
+            what: "cannot write the JUnit report",
+            path: path.to_path_buf(),
+            source,
+        })
     })
 }
 

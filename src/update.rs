@@ -16,12 +16,14 @@ use stele_update::stage1;
 use stele_update::state_file::StateFile;
 use stele_update::status::{inspect_slot, Image, Status};
 use stele_update::storage;
+use stele_verifier::exit::print_warning;
 use stele_verifier::keys::Keyring;
 use stele_verifier::layout::Role;
 use stele_verifier::partition::PartitionIo;
 use stele_verifier::state::Slot;
 
 use crate::error::{CliResult, Error, Usage};
+use crate::progress::Bars;
 
 /// `stele update` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -101,13 +103,17 @@ pub fn run(cmd: UpdateCommand) -> CliResult {
                 BundleArg::Path(a.bundle)
             };
             match offline_keys(&a.offline)? {
-                Some((disk, keyring)) => install_disk(&disk, &bundle, &keyring, a.name.as_deref()),
+                Some((disk, Some(keyring))) => {
+                    install_disk(&disk, &bundle, &keyring, a.name.as_deref())
+                }
+                Some((_, None)) => Err(Usage::DiskWithoutKeys.into()),
                 None => on_device(&DevCommand::Install(bundle)),
             }
         }
         UpdateCommand::Status(a) => match offline_keys(&a.offline)? {
+            // Without keys the slots show as unverified: status is not a trust decision.
             Some((disk, keyring)) => {
-                let st = status_disk(&disk, &keyring)?;
+                let st = status_disk(&disk, keyring.as_ref())?;
                 print!("{}", if a.json { st.json() } else { st.text() });
                 Ok(())
             }
@@ -133,27 +139,33 @@ fn stage1_disk(disk: &Path, uki: &BundleArg) -> CliResult {
     let (mut f, off, len) = open_partition(disk, Role::Esp, true)?;
     let mut esp = PartitionIo::new(&mut f, off, len);
     let name = format!("{} ({})", disk.display(), Role::Esp.name());
-    let done = stage1::run(&mut esp, len, &name, uki, &mut progress)?;
+    let done = stage1::run(&mut esp, len, &name, uki, &mut log)?;
     println!("{}", stage1::replaced_line(&done));
     Ok(())
 }
 
 /// What the device binary runs for the same command.
 fn on_device(cmd: &DevCommand) -> CliResult {
-    Ok(device::run(cmd, Path::new(RUN_DIR))?)
+    Ok(device::run(cmd, Path::new(RUN_DIR), &mut Bars::stderr())?)
 }
 
-/// `Some((disk, keyring))` with --disk; `None` on the device. Keys go with --disk only.
-fn offline_keys(o: &Offline) -> CliResult<Option<(PathBuf, Keyring)>> {
+/// `Some((disk, keyring))` with --disk (no keyring without keys); `None` on the device.
+/// Keys go with --disk only.
+fn offline_keys(o: &Offline) -> CliResult<Option<(PathBuf, Option<Keyring>)>> {
     let has_keys = !o.keys.is_empty() || !o.keys_dir.is_empty();
     match &o.disk {
         None if has_keys || o.threshold.is_some() => Err(Usage::KeysWithoutDisk.into()),
         None => Ok(None),
-        Some(_) if !has_keys => Err(Usage::DiskWithoutKeys.into()),
+        Some(_) if o.threshold.is_some() && !has_keys => Err(Usage::ThresholdWithoutKeys.into()),
+        Some(d) if !has_keys => Ok(Some((d.clone(), None))),
         Some(d) => {
-            let ring =
-                stele_update::keys::load_keyring(&o.keys, &o.keys_dir, o.threshold.unwrap_or(1))?;
-            Ok(Some((d.clone(), ring)))
+            let ring = stele_update::keys::load_keyring(
+                &o.keys,
+                &o.keys_dir,
+                o.threshold.unwrap_or(1),
+                &mut |s| print_warning(&s),
+            )?;
+            Ok(Some((d.clone(), Some(ring))))
         }
     }
 }
@@ -168,7 +180,8 @@ fn open_partition(disk: &Path, role: Role, write: bool) -> CliResult<(File, u64,
     Ok((f, off, len))
 }
 
-fn progress(line: &str) {
+/// The install's progress lines, as the device binary prints them.
+fn log(line: &str) {
     eprintln!("stele: {line}");
 }
 
@@ -200,7 +213,7 @@ fn install_disk(disk: &Path, arg: &BundleArg, keyring: &Keyring, name: Option<&s
             match inspect_slot(
                 &mut PartitionIo::new(&mut slot_disk, off, len),
                 len,
-                keyring,
+                Some(keyring),
             ) {
                 Image::Valid {
                     name,
@@ -234,14 +247,16 @@ fn install_disk(disk: &Path, arg: &BundleArg, keyring: &Keyring, name: Option<&s
         t_len,
         &mut state,
         &trust,
-        &mut progress,
+        &mut log,
+        &mut Bars::stderr(),
     )?;
     println!("{}", install::installed_line(&done));
     Ok(())
 }
 
-/// Offline status: both slots of the disk checked against the keyring.
-fn status_disk(disk: &Path, keyring: &Keyring) -> CliResult<Status> {
+/// Offline status: both slots of the disk checked against the keyring (without one,
+/// everything but the signatures).
+fn status_disk(disk: &Path, keyring: Option<&Keyring>) -> CliResult<Status> {
     let (mut f, s_off, s_len) = open_partition(disk, Role::State, false)?;
     let st = StateFile::new(
         PartitionIo::new(&mut f, s_off, s_len),
@@ -280,10 +295,15 @@ mod tests {
         assert!(offline_keys(&offline(false, false, false))
             .unwrap()
             .is_none());
+        // Status without keys: the disk, no keyring.
+        assert!(matches!(
+            offline_keys(&offline(true, false, false)),
+            Ok(Some((_, None)))
+        ));
         for o in [
             offline(false, true, false),
             offline(false, false, true),
-            offline(true, false, false),
+            offline(true, false, true),
         ] {
             let e = offline_keys(&o).unwrap_err();
             assert_eq!(e.exit(), Exit::Usage, "{o:?}");

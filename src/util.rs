@@ -4,10 +4,11 @@ use crate::error::{CliResult, Usage};
 
 /// Parses a hex argument (`-` is the empty string, as in veritysetup).
 pub fn parse_hex(what: &'static str, s: &str) -> CliResult<Vec<u8>> {
-    stele_verifier::hex::decode(s).ok_or_else(|| {
+    stele_verifier::hex::decode_strict(s).map_err(|why| {
         Usage::Hex {
             arg: what,
             value: s.to_string(),
+            why,
         }
         .into()
     })

@@ -4,10 +4,17 @@
 use std::path::PathBuf;
 
 use clap::ArgGroup;
+use stele_verifier::exit::print_warning;
 use stele_verifier::hex;
 use stele_verifier::slot::VerifyOptions;
 
+use stele_verifier::progress::Step;
+
+use serde::Serialize;
+
 use crate::error::{CliResult, Context, Error};
+use crate::json::{ImageJson, Outcome};
+use crate::progress::Bars;
 
 #[derive(Debug, clap::Args)]
 #[command(group(ArgGroup::new("trusted").required(true).multiple(true).args(["keys", "keys_dir"])))]
@@ -30,18 +37,59 @@ pub struct VerifyArgs {
     /// Refuse images whose rollback_index is below N.
     #[arg(long, value_name = "N")]
     rollback_floor: Option<u64>,
+    /// Print one JSON object (verdict, error, manifest, root hash, key ids, sizes), also
+    /// when the check fails.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn verify(a: &VerifyArgs) -> CliResult {
-    let keyring = stele_update::keys::load_keyring(&a.keys, &a.keys_dir, a.threshold)?;
+    let r = check(a);
+    if a.json {
+        let image = r
+            .as_ref()
+            .map_or_else(|_| ImageJson::default(), |(i, _)| i.json());
+        let doc = VerifyJson {
+            image: a.image.display().to_string(),
+            full: a.full,
+            result: image,
+        };
+        Outcome::new("verified", r.as_ref().map(drop), doc).print();
+    } else if let Ok((_, line)) = &r {
+        println!("{line}");
+    }
+    r.map(drop)
+}
+
+/// `stele verify --json`: the image checked, how, and what it is.
+#[derive(Serialize)]
+struct VerifyJson {
+    image: String,
+    full: bool,
+    #[serde(flatten)]
+    result: ImageJson,
+}
+
+/// The checks; the image's JSON fields and the text line of a success.
+fn check(a: &VerifyArgs) -> CliResult<(Checked, String)> {
+    let keyring = stele_update::keys::load_keyring(&a.keys, &a.keys_dir, a.threshold, &mut |s| {
+        print_warning(&s)
+    })?;
     let (mut f, len) = stele_image::slot::open(&a.image)?;
     let opts = VerifyOptions {
         full: a.full,
         rollback_floor: a.rollback_floor,
         product: None,
     };
-    let (_, verified) =
-        stele_verifier::slot::verify(&mut f, len, &keyring, opts).context(&a.image)?;
+    let (loc, verified) = if a.full {
+        // The data pass reads the whole image: a bar on a terminal.
+        let mut bars = Bars::stderr();
+        let mut step = Step::new(&mut bars, "verifying", Some(len));
+        stele_verifier::slot::verify(&mut step.reader(&mut f), len, &keyring, opts)
+    } else {
+        stele_verifier::slot::verify(&mut f, len, &keyring, opts)
+    }
+    .context(&a.image)?;
     let m = &verified.manifest;
     let ids: Vec<String> = verified.signed_by.iter().map(ToString::to_string).collect();
     if ids.is_empty() {
@@ -49,7 +97,7 @@ pub fn verify(a: &VerifyArgs) -> CliResult {
             image: a.image.clone(),
         });
     }
-    println!(
+    let line = format!(
         "verified: {} {} rollback_index={} signed by {} root_hash={}",
         m.name,
         m.version,
@@ -57,5 +105,24 @@ pub fn verify(a: &VerifyArgs) -> CliResult {
         ids.join(","),
         hex::encode(&m.verity.root_hash),
     );
-    Ok(())
+    let checked = Checked {
+        footer: loc.footer,
+        verified,
+        len,
+    };
+    Ok((checked, line))
+}
+
+/// What a successful check found.
+struct Checked {
+    footer: stele_verifier::footer::Footer,
+    verified: stele_verifier::manifest::VerifiedManifest,
+    len: u64,
+}
+
+impl Checked {
+    fn json(&self) -> ImageJson {
+        let v = &self.verified;
+        ImageJson::new(&v.manifest, &v.signed_by, &self.footer, self.len)
+    }
 }

@@ -5,10 +5,17 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use stele_verifier::exit::print_warning;
 use stele_verifier::hex;
+use stele_verifier::partition::same_file;
+use stele_verifier::plural::count;
+use stele_verifier::progress::Step;
+use stele_verifier::slot::{check_block_size, MAX_SLOT_BLOCK_SIZE};
 use stele_verifier::verity::{build_tree, verify_data, VerityParams, DIGEST_LEN};
+use stele_verifier::Error as VError;
 
 use crate::error::{CliResult, Error, Usage};
+use crate::progress::Bars;
 use crate::util::{parse_hex, salt_or_random};
 
 #[derive(Debug, clap::Subcommand)]
@@ -19,17 +26,29 @@ pub enum VerityCommand {
     Verify(VerifyArgs),
 }
 
+/// Block size of both kinds when not given (veritysetup's default).
+const DEFAULT_BLOCK_SIZE: u32 = 4096;
+
 #[derive(Debug, clap::Args)]
 pub struct Geometry {
-    /// Data block size.
-    #[arg(long, value_name = "N", default_value_t = 4096)]
-    data_block_size: u32,
-    /// Hash block size.
-    #[arg(long, value_name = "N", default_value_t = 4096)]
-    hash_block_size: u32,
+    /// Data block size [default: 4096].
+    #[arg(long, value_name = "N")]
+    data_block_size: Option<u32>,
+    /// Hash block size [default: 4096].
+    #[arg(long, value_name = "N")]
+    hash_block_size: Option<u32>,
     /// Number of data blocks (default: the whole blocks in DATA).
     #[arg(long, value_name = "N")]
     data_blocks: Option<u64>,
+}
+
+impl Geometry {
+    fn data_block_size(&self) -> u32 {
+        self.data_block_size.unwrap_or(DEFAULT_BLOCK_SIZE)
+    }
+    fn hash_block_size(&self) -> u32 {
+        self.hash_block_size.unwrap_or(DEFAULT_BLOCK_SIZE)
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -58,9 +77,9 @@ pub struct VerifyArgs {
     /// Root hash in hex.
     #[arg(value_name = "ROOT")]
     root: String,
-    /// Salt in hex, `-` for none.
-    #[arg(long, value_name = "HEX", default_value = "-")]
-    salt: String,
+    /// Salt in hex, `-` for none [default: -].
+    #[arg(long, value_name = "HEX")]
+    salt: Option<String>,
     #[command(flatten)]
     geometry: Geometry,
 }
@@ -79,7 +98,7 @@ fn open(path: &Path) -> CliResult<(File, u64)> {
 }
 
 fn params(g: &Geometry, data: &Path, data_len: u64, salt: Vec<u8>) -> CliResult<VerityParams> {
-    let dbs = u64::from(g.data_block_size.max(1));
+    let dbs = u64::from(g.data_block_size().max(1));
     let blocks = g.data_blocks.unwrap_or(data_len / dbs);
     if blocks == 0 {
         return Err(Usage::NoDataBlock {
@@ -88,7 +107,7 @@ fn params(g: &Geometry, data: &Path, data_len: u64, salt: Vec<u8>) -> CliResult<
         }
         .into());
     }
-    let p = VerityParams::new(g.data_block_size, g.hash_block_size, blocks, salt)
+    let p = VerityParams::new(g.data_block_size(), g.hash_block_size(), blocks, salt)
         .map_err(Usage::Geometry)?;
     if p.data_size() > data_len {
         return Err(Usage::DataTooShort {
@@ -99,14 +118,63 @@ fn params(g: &Geometry, data: &Path, data_len: u64, salt: Vec<u8>) -> CliResult<
         }
         .into());
     }
+    // The format allows blocks up to 64 KiB; a slot image does not (as veritysetup warns).
+    for (what, size) in [
+        ("--data-block-size", p.data_block_size()),
+        ("--hash-block-size", p.hash_block_size()),
+    ] {
+        if check_block_size(what, size).is_err() {
+            print_warning(&format!(
+                "{what} {size} is above {MAX_SLOT_BLOCK_SIZE}, the x86-64 page size: the \
+                 kernel's dm-verity cannot map such a tree there, and slot images refuse it"
+            ));
+        }
+    }
     Ok(p)
+}
+
+/// What the verification used, for the message of a tree that does not match ROOT:
+/// each parameter and whether it was given or defaulted.
+fn used(a: &VerifyArgs, p: &VerityParams) -> String {
+    let given = |yes: bool| if yes { "" } else { " (default)" };
+    let g = &a.geometry;
+    format!(
+        "salt {}{}, data block size {}{}, hash block size {}{}, {}{}",
+        a.salt.as_deref().unwrap_or("-"),
+        given(a.salt.is_some()),
+        p.data_block_size(),
+        given(g.data_block_size.is_some()),
+        p.hash_block_size(),
+        given(g.hash_block_size.is_some()),
+        count(p.data_blocks(), "data block", "data blocks"),
+        if g.data_blocks.is_some() {
+            ""
+        } else {
+            " (default: every whole block of DATA)"
+        },
+    )
 }
 
 fn format(a: &FormatArgs) -> CliResult {
     let salt = salt_or_random(a.salt.as_deref())?;
     let (f, len) = open(&a.data)?;
+    // HASH is truncated and written: the same file as DATA would lose the data.
+    if let Ok(hash) = std::fs::metadata(&a.hash) {
+        let data = f.metadata().map_err(|e| Error::io("stat", &a.data, e))?;
+        if same_file(&data, &hash) {
+            return Err(Usage::HashIsData {
+                data: a.data.clone(),
+                hash: a.hash.clone(),
+            }
+            .into());
+        }
+    }
     let p = params(&a.geometry, &a.data, len, salt)?;
-    let (tree, root) = build_tree(f.take(p.data_size()), &p)?;
+    let (tree, root) = {
+        let mut bars = Bars::stderr();
+        let mut step = Step::new(&mut bars, "hashing", Some(p.data_size()));
+        build_tree(step.reader(f.take(p.data_size())), &p)?
+    };
     let mut out = File::create(&a.hash).map_err(|e| Error::io("create", &a.hash, e))?;
     out.write_all(&tree)
         .and_then(|()| out.sync_all())
@@ -134,7 +202,7 @@ fn format(a: &FormatArgs) -> CliResult {
 }
 
 fn verify(a: &VerifyArgs) -> CliResult {
-    let salt = parse_hex("--salt", &a.salt)?;
+    let salt = parse_hex("--salt", a.salt.as_deref().unwrap_or("-"))?;
     let root: [u8; DIGEST_LEN] = parse_hex("ROOT", &a.root)?
         .try_into()
         .map_err(|_| Usage::Root(a.root.clone()))?;
@@ -147,15 +215,39 @@ fn verify(a: &VerifyArgs) -> CliResult {
             path: a.hash.clone(),
             len: hlen,
             need,
+            used: used(a, &p),
         });
     }
     let mut area = vec![0u8; usize::try_from(need).map_err(|_| Usage::TreeTooLarge)?];
     h.read_exact(&mut area)
         .map_err(|e| Error::io("read", &a.hash, e))?;
-    verify_data(f.take(p.data_size()), &area, &p, &root)?;
+    let mut bars = Bars::stderr();
+    let mut step = Step::new(&mut bars, "verifying", Some(p.data_size()));
+    let data = step.reader(f.take(p.data_size()));
+    verify_data(data, &area, &p, &root).map_err(|e| match e {
+        // The top hash block (or, with one data block, the block itself) does not hash to
+        // ROOT: most likely other parameters than the tree was made with.
+        VError::RootHashMismatch { computed, .. } => Error::VerityRoot {
+            computed,
+            root: a.root.clone(),
+            used: used(a, &p),
+        },
+        VError::DataBlockMismatch { block: 0 } if p.levels() == 0 => Error::VerityRoot {
+            computed: "the hash of the only data block".into(),
+            root: a.root.clone(),
+            used: used(a, &p),
+        },
+        // The tree's top matched: DATA changed, or its layout is another block count's.
+        VError::DataBlockMismatch { block } => Error::VerityData {
+            block,
+            used: used(a, &p),
+        },
+        e => e.into(),
+    })?;
+    drop(step);
     println!(
-        "verified: {} data blocks match root hash {}",
-        p.data_blocks(),
+        "verified: {} match root hash {}",
+        count(p.data_blocks(), "data block", "data blocks"),
         hex::encode(&root)
     );
     Ok(())

@@ -14,7 +14,7 @@ use crate::util::*;
 
 /// A 64-bit ELF header with one PT_LOAD program header and no interpreter: what
 /// `stele initramfs` accepts as a static /init (it is never run here).
-fn static_elf() -> Vec<u8> {
+pub fn static_elf() -> Vec<u8> {
     let mut b = vec![0u8; 64 + 56];
     b[..4].copy_from_slice(b"\x7fELF");
     b[4] = 2;
@@ -81,8 +81,12 @@ fn initramfs_config_refuses_what_stele_init_refuses() {
             // The user's file may not set what the builder generates; PID 1's rule for
             // those values is applied to what it generates instead.
             let key = case.key.expect("generated cases name their key");
+            let (_, option) = stele_image::initramfs::GENERATED_KEYS
+                .iter()
+                .find(|(k, _)| *k == key)
+                .expect("a generated key");
             let want = format!(
-                "stele: error: bad boot config {origin}: `{key}` is set by `stele initramfs` (use --threshold / --module / --name), remove it from the file"
+                "stele: error: bad boot config {origin}: `{key}` is set by `stele initramfs` (use {option}), remove it from the file"
             );
             refused_with(&res, &want, &out);
         } else {
@@ -115,7 +119,7 @@ fn initramfs_name_binds_the_product_and_its_absence_is_a_warning() {
             .initramfs(&[&p])
             .modules_dir(&modules)
             .init(&init)
-            .args(&["--no-default-modules"]);
+            .args(&["--no-default-modules", "--force"]);
         if let Some(n) = name {
             b = b.args(&["--name", n]);
         }

@@ -26,3 +26,23 @@ fn dynamic_init_is_refused_with_the_fix() {
     std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
     fails(&initramfs(&fx.p("init.sh")), 2, &["not an ELF"]);
 }
+
+/// The summary counts with the plural rule ("1 key"), and an existing output needs --force.
+#[test]
+fn summary_counts_keys_and_an_existing_output_needs_force() {
+    let fx = Fixture::new();
+    let (_, p) = fx.keygen("a");
+    let out = crate::util::ok(fx.initramfs(&[&p]).run());
+    assert!(
+        out.contains(" bytes, 1 key, threshold 1, product any, modules: "),
+        "{out}"
+    );
+    let before = std::fs::read(fx.path("initrd.cpio")).unwrap();
+    fails(
+        &fx.initramfs(&[&p]).run(),
+        3,
+        &["already exists", "--force"],
+    );
+    assert_eq!(std::fs::read(fx.path("initrd.cpio")).unwrap(), before);
+    crate::util::ok(fx.initramfs(&[&p]).args(&["--force"]).run());
+}

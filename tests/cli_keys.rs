@@ -188,3 +188,186 @@ fn external_signer_command_adds_a_checked_signature() {
     let out = stele(&["sign", &img, "--signer-cmd", "false", "--public", &p2]);
     fails(&out, 3, &["external signer", "false"]);
 }
+
+/// Every other kind of key file is named, with the openssl command that converts it, as a
+/// usage error (exit 2), and nothing is built.
+#[test]
+fn key_files_of_another_kind_say_what_they_are_and_how_to_convert_them() {
+    let fx = Fixture::new();
+    let (k, p) = fx.keygen("good");
+    let img = fx.build("s.img", &k);
+    let o = |args: &[&str]| {
+        let o = host("openssl", args);
+        assert_eq!(o.code, 0, "openssl {args:?}: {o:?}");
+    };
+    let f = |name: &str| fx.p(name);
+    o(&["pkey", "-in", &k, "-outform", "DER", "-out", &f("k.der")]);
+    o(&[
+        "pkey",
+        "-in",
+        &k,
+        "-pubout",
+        "-outform",
+        "DER",
+        "-out",
+        &f("p.der"),
+    ]);
+    o(&[
+        "pkey",
+        "-in",
+        &k,
+        "-aes256",
+        "-passout",
+        "pass:x",
+        "-out",
+        &f("enc.pem"),
+    ]);
+    o(&["genpkey", "-algorithm", "rsa", "-out", &f("rsa.key")]);
+    o(&[
+        "pkey",
+        "-in",
+        &f("rsa.key"),
+        "-pubout",
+        "-out",
+        &f("rsa.pem"),
+    ]);
+    o(&[
+        "genpkey",
+        "-algorithm",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        &f("ec.key"),
+    ]);
+    o(&[
+        "req",
+        "-x509",
+        "-key",
+        &k,
+        "-subj",
+        "/CN=stele",
+        "-days",
+        "1",
+        "-out",
+        &f("cert.pem"),
+    ]);
+    std::fs::write(fx.path("empty.pem"), "").unwrap();
+    std::fs::write(fx.path("junk.pem"), [0x00, 0xff, 0x13, 0x37]).unwrap();
+    std::fs::write(fx.path("text.pem"), "release key\n").unwrap();
+    let public_wanted = [
+        (
+            "p.der",
+            vec![
+                "ed25519 public key in DER",
+                "openssl pkey -pubin -in",
+                "-out",
+            ],
+        ),
+        (
+            "k.der",
+            vec!["private key where a public key is wanted", "-pubout"],
+        ),
+        (
+            &k[..],
+            vec![
+                "private key where a public key is wanted",
+                "openssl pkey -in",
+            ],
+        ),
+        ("enc.pem", vec!["encrypted PKCS#8 private key", "-pubout"]),
+        (
+            "rsa.pem",
+            vec![
+                "an RSA public key",
+                "ed25519 keys only: openssl genpkey -algorithm ed25519",
+            ],
+        ),
+        ("ec.key", vec!["an EC private key", "ed25519 keys only"]),
+        (
+            "cert.pem",
+            vec!["X.509 certificate", "openssl x509 -in", "-pubkey"],
+        ),
+        ("empty.pem", vec!["the file is empty", "SPKI PEM"]),
+        ("junk.pem", vec!["neither PEM text nor DER"]),
+        ("text.pem", vec!["without a -----BEGIN line"]),
+    ];
+    for (name, needles) in public_wanted {
+        let path = if name.starts_with('/') {
+            name.to_string()
+        } else {
+            f(name)
+        };
+        let out = stele(&["verify", &img, "--key", &path]);
+        let mut all = vec!["bad key", name];
+        all.extend(needles);
+        fails(&out, 2, &all);
+    }
+    let root = fx.tree("root", false).build();
+    let convert = format!("openssl pkey -in {} -out", f("k.der"));
+    let private_wanted = [
+        ("k.der", vec!["ed25519 private key in DER", &convert[..]]),
+        (&p[..], vec!["public key where the private key is wanted"]),
+        (
+            "enc.pem",
+            vec!["encrypted PKCS#8 private key", "openssl pkey -in"],
+        ),
+        ("rsa.key", vec!["an RSA private key", "ed25519 keys only"]),
+        ("empty.pem", vec!["the file is empty", "PKCS#8 PEM"]),
+    ];
+    for (name, needles) in private_wanted {
+        let path = if name.starts_with('/') {
+            name.to_string()
+        } else {
+            f(name)
+        };
+        fails(&fx.image(&root, &path).run("new.img"), 2, &needles);
+    }
+    assert!(!fx.path("new.img").exists());
+    // The converted files work.
+    o(&["pkey", "-pubin", "-in", &f("p.der"), "-out", &f("p.pem")]);
+    ok(stele(&["verify", &img, "--key", &f("p.pem")]));
+    o(&[
+        "pkey",
+        "-in",
+        &f("enc.pem"),
+        "-passin",
+        "pass:x",
+        "-out",
+        &f("plain.pem"),
+    ]);
+    ok(fx.image(&root, &f("plain.pem")).run("new.img"));
+}
+
+/// A key directory reads *.pem and *.pub (the README's `release.pub`), sorted by name, and
+/// says which other files it skipped.
+#[test]
+fn key_directories_read_pem_and_pub_files_and_name_what_they_skip() {
+    let fx = Fixture::new();
+    let (k, p) = fx.keygen("release");
+    let img = fx.build("s.img", &k);
+    let dir = fx.path("trusted");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("README"), "the release team's keys\n").unwrap();
+    let d = dir.display().to_string();
+    let readme = dir.join("README").display().to_string();
+    let skipped = format!(
+        "stele: warning: {readme}: skipped: a key directory holds public keys named *.pem or *.pub"
+    );
+    // Only the README: no key, an error after the warning.
+    let out = stele(&["verify", &img, "--keys", &d]);
+    assert_eq!(out.code, 2, "{out:?}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{out:?}");
+    assert_eq!(lines[0], skipped);
+    assert!(
+        lines[1].starts_with("stele: error: invalid key directory: ")
+            && lines[1].contains("holds no public keys (files named *.pem or *.pub)"),
+        "{out:?}"
+    );
+    std::fs::copy(&p, dir.join("release.pub")).unwrap();
+    let out = stele(&["verify", &img, "--keys", &d]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stderr.lines().collect::<Vec<_>>(), [skipped.as_str()]);
+    assert!(out.stdout.starts_with("verified: demo"), "{out:?}");
+}

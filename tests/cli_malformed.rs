@@ -134,7 +134,7 @@ fn footer_pointing_outside_and_absurd_lengths() {
 fn resigned(fx: &Fixture, bytes: &[u8], body: &[u8], k: &str, name: &str) -> String {
     let path = fx.path(name);
     let pem = std::fs::read_to_string(k).unwrap();
-    let key = stele_verifier::keys::parse_private_pem(&pem, k).unwrap();
+    let key = stele_verifier::keys::parse_private_key(pem.as_bytes(), k).unwrap();
     let mut env = stele_verifier::manifest::Envelope::new(body.to_vec());
     env.sign(&key).unwrap();
     std::fs::write(&path, with_envelope(bytes, &env.to_bytes())).unwrap();

@@ -27,7 +27,7 @@ pub fn need_root() {
 /// file capability and a user xattr, a hard link to it, the shadow group's file, a
 /// sticky directory, a symlink and a 64 MiB sparse file. No system.toml: these images are
 /// only read back, never booted (nothing to run).
-fn owners_tree(root: &Path) {
+pub fn owners_tree(root: &Path) {
     need_root();
     for d in ["usr/bin", "etc", "tmp", "var"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
@@ -71,8 +71,25 @@ pub fn tar_of(root: &Path, out: &Path) {
     assert!(st.success());
 }
 
+/// Runs `stele ARGS` as the unprivileged user 65534 (setpriv), asserting success.
+pub fn as_nobody(args: &[String]) {
+    need_tool("setpriv");
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_stele"))
+        .args(args)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// The build of these tests (name owners, version 1) of `image`, in filesystem `fs`.
-fn owners<'a>(image: Image<'a>, fs: &str) -> Image<'a> {
+pub fn owners<'a>(image: Image<'a>, fs: &str) -> Image<'a> {
     image.name("owners").version("1").fs(fs)
 }
 
@@ -238,7 +255,7 @@ fn directory_builds_keep_owners_modes_xattrs_and_hard_links() {
     let img = fx.p("all-root.img");
     for fs in FILESYSTEMS {
         ok(owners(fx.image(&root, &k), fs)
-            .args(&["--all-root"])
+            .args(&["--all-root", "--force"])
             .run(&img));
         check_image(&img, fs, fx.dir(), true);
     }
@@ -265,18 +282,7 @@ fn tar_builds_keep_owners_and_xattrs_also_for_an_unprivileged_user() {
     for fs in FILESYSTEMS {
         let img = out.join(format!("{fs}.img")).display().to_string();
         let args = owners(fx.tar_image(&tar, &k), fs).argv(&img);
-        let o = Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(env!("CARGO_BIN_EXE_stele"))
-            .args(&args)
-            .env_remove("SOURCE_DATE_EPOCH")
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{fs}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        as_nobody(&args);
         assert_eq!(std::fs::metadata(&img).unwrap().uid(), 65534);
         ok(stele(&["verify", &img, "--key", &p, "--full"]));
         check_image(&img, fs, fx.dir(), false);
@@ -284,7 +290,8 @@ fn tar_builds_keep_owners_and_xattrs_also_for_an_unprivileged_user() {
         let again = fx.p(&format!("{fs}-root.img"));
         let from_stdin = owners(fx.tar_image("-", &k), fs).salt(SALT);
         ok(from_stdin.run_stdin(&again, &std::fs::read(&tar).unwrap()));
-        ok(owners(fx.tar_image(&tar, &k), fs).salt(SALT).run(&img));
+        let rebuild = owners(fx.tar_image(&tar, &k), fs).salt(SALT);
+        ok(rebuild.args(&["--force"]).run(&img));
         assert!(
             std::fs::read(&img).unwrap() == std::fs::read(&again).unwrap(),
             "{fs}: stdin and file builds differ"

@@ -131,7 +131,7 @@ fn old_layout_disks_are_read_and_written_in_place() {
     let status = ok(stele(&["update", "status", "--disk", &old, "--key", &p]));
     assert!(
         status.contains(
-            "slot a: next version=1.0 rollback_index=1 priority=2 tries=0 successful=yes"
+            "slot a: next version=1.0 rollback_index=1 priority=2 tries_remaining=0 successful=yes"
         ),
         "{status}"
     );

@@ -50,7 +50,7 @@ fn offline_install_goes_to_the_other_slot_and_boots_it_next() {
     let before = ok(stele(&["update", "status", "--disk", &d, "--key", &p]));
     assert!(
         before.contains(
-            "slot a: next version=1.0.0 rollback_index=1 priority=2 tries=0 successful=yes"
+            "slot a: next version=1.0.0 rollback_index=1 priority=2 tries_remaining=0 successful=yes"
         ),
         "{before}"
     );
@@ -202,9 +202,14 @@ fn usage_and_device_errors() {
         &["go with --disk"],
     );
     fails(
-        &stele(&["update", "status", "--disk", "d.img"]),
+        &stele(&["update", "install", "--disk", "d.img", "x.img"]),
         2,
-        &["needs the trusted keys"],
+        &["install --disk needs the trusted keys"],
+    );
+    fails(
+        &stele(&["update", "status", "--disk", "d.img", "--threshold", "2"]),
+        2,
+        &["--threshold needs the trusted keys"],
     );
     let not_disk = fx.path("not-a-disk.img");
     std::fs::write(&not_disk, vec![0u8; 1 << 20]).expect("write");
@@ -221,4 +226,116 @@ fn usage_and_device_errors() {
         &["/run/stele/slot", "--disk"],
     );
     fails(&stele(&["update", "mark-good"]), 3, &["/run/stele/slot"]);
+}
+
+/// Status is not a trust decision: without keys it shows the state, the slots marked
+/// unverified (their structure and hash tree checked, not their signatures).
+#[test]
+fn status_without_keys_shows_unverified_slots() {
+    let fx = Fixture::new();
+    let (k, p) = fx.keygen("k");
+    let v1 = build(&fx, "v1.img", &k, "1.0.0", 1, 0);
+    let d = disk(&fx, "d.img", &v1);
+    let state0 = partition_bytes(&d, "stele-state");
+    let text = ok(stele(&["update", "status", "--disk", &d]));
+    assert_eq!(
+        text,
+        "slot a: next unverified version=1.0.0 rollback_index=1 priority=2 tries_remaining=0 successful=yes\n\
+         slot b: empty priority=0 tries_remaining=0 successful=no\n\
+         rollback_floor=1 next=a\n"
+    );
+    let out = ok(stele(&["update", "status", "--disk", &d, "--json"]));
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let a = &s["slots"]["a"];
+    assert_eq!(a["verified"], false);
+    assert_eq!(a["valid"], true);
+    assert_eq!(a["version"], "1.0.0");
+    assert_eq!(a["tries_remaining"], 0);
+    assert_eq!(s["slots"]["b"]["verified"], false);
+    assert_eq!(s["next"], "a");
+    // With keys, as before, and now "verified": true.
+    assert_eq!(status_json(&d, &p)["slots"]["a"]["verified"], true);
+    // A flipped bit in slot a's hash tree is found without keys too.
+    let bytes = std::fs::read(&v1).unwrap();
+    let r = regions(&bytes);
+    let (off, _) = crate::fixture::partition(&d, "stele-root-a");
+    let at = off + u64::try_from(r.hash_offset).unwrap() + 7;
+    flip_byte(&d, at);
+    let text = ok(stele(&["update", "status", "--disk", &d]));
+    assert!(
+        text.starts_with("slot a: next invalid: root hash mismatch"),
+        "{text}"
+    );
+    assert_eq!(
+        partition_bytes(&d, "stele-state"),
+        state0,
+        "status wrote the state"
+    );
+}
+
+/// Flips one bit of the file at `offset`.
+fn flip_byte(path: &str, offset: u64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8];
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(&[b[0] ^ 0x10]).unwrap();
+}
+
+/// A stream too large for the slot names its whole size, not how far the copy got.
+#[test]
+fn a_too_large_stream_reports_its_size() {
+    let fx = Fixture::new();
+    let (k, p) = fx.keygen("k");
+    let v1 = build(&fx, "v1.img", &k, "1.0.0", 1, 0);
+    let huge = build(&fx, "huge.img", &k, "9.0.0", 9, 5 << 20);
+    let d = disk(&fx, "d.img", &v1);
+    let state0 = partition_bytes(&d, "stele-state");
+    let bytes = std::fs::read(&huge).unwrap();
+    let out = stele_stdin(
+        &["update", "install", "--disk", &d, "--key", &p, "-"],
+        &bytes,
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    let last = out.stderr.lines().last().unwrap_or_default();
+    let needs = format!(
+        "the image needs {} bytes but the slot holds 4194304",
+        bytes.len()
+    );
+    assert!(
+        last.starts_with("stele: error: ") && last.contains(&needs),
+        "{last}"
+    );
+    assert_eq!(partition_bytes(&d, "stele-state"), state0);
+}
+
+/// The shipped systemd unit (dist/systemd) runs the device's `stele` where stele-init
+/// publishes it, once systemd's boot assessment reached boot-complete.target.
+#[test]
+fn shipped_systemd_unit_marks_good_after_boot_complete() {
+    let unit = include_str!("../dist/systemd/stele-mark-good.service");
+    let keys: Vec<(&str, &str)> = unit
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .collect();
+    let bin = stele_update::run_dir::BIN_DIR;
+    for want in [
+        ("Requires", "boot-complete.target"),
+        ("After", "boot-complete.target"),
+        ("ConditionPathExists", &*format!("{bin}/stele")),
+        ("Type", "oneshot"),
+        ("ExecStart", &*format!("{bin}/stele update mark-good")),
+        ("WantedBy", "multi-user.target"),
+    ] {
+        assert!(keys.contains(&want), "{want:?} not in the unit:\n{unit}");
+    }
+    let conf = include_str!("../dist/systemd/50-stele-watchdog.conf");
+    assert!(conf.contains("\n[Manager]\nRuntimeWatchdogSec="), "{conf}");
 }

@@ -116,3 +116,71 @@ fn format_matches_veritysetup_and_verify_finds_the_bad_block() {
         &["too short"],
     );
 }
+
+/// A tree checked with other parameters than it was made with: the message names the
+/// salt, block sizes and data block count used, and whether each was given or defaulted.
+#[test]
+fn verify_with_wrong_parameters_names_them() {
+    let fx = Fixture::new();
+    let data: Vec<u8> = (0..1_000_000u32)
+        .map(|i| u8::try_from(i % 241).unwrap_or(0))
+        .collect();
+    std::fs::write(fx.path("data"), &data).unwrap();
+    let (d, h) = (fx.p("data"), fx.p("hash"));
+    let s = ok(stele(&["verity", "format", &d, &h, "--salt", "00ff"]));
+    let root = root_line(&s);
+    let hash = std::fs::read(&h).unwrap();
+    let verify = |extra: &[&str]| {
+        let mut a = vec!["verity", "verify", &d, &h, &root];
+        a.extend_from_slice(extra);
+        stele(&a)
+    };
+    ok(verify(&["--salt", "00ff"]));
+    fails(
+        &verify(&[]),
+        1,
+        &[
+            "does not match ROOT",
+            "salt - (default)",
+            "data block size 4096 (default)",
+            "244 data blocks (default: every whole block of DATA)",
+            "give the --salt, block sizes and --data-blocks",
+        ],
+    );
+    // With fewer data blocks the top block still matches; the first data block cannot.
+    fails(
+        &verify(&["--salt", "00ff", "--data-blocks", "100"]),
+        1,
+        &[
+            "mismatch at data block 0",
+            "other parameters",
+            "salt 00ff,",
+            "100 data blocks",
+        ],
+    );
+    fails(
+        &verify(&["--salt", "00ff", "--hash-block-size", "1024"]),
+        1,
+        &["hash block size 1024,", "does not match ROOT"],
+    );
+    fails(
+        &verify(&["--salt", "00ff", "--data-block-size", "512"]),
+        1,
+        &[
+            "truncated hash file",
+            "data block size 512,",
+            "1953 data blocks",
+        ],
+    );
+    // Hex arguments say what is wrong with them.
+    for (salt, why) in [
+        ("0X00", "the 0X prefix is not hex"),
+        ("zz", "z (character 1) is not a hex digit"),
+        ("0f0", "3 digits is an odd number"),
+    ] {
+        fails(&verify(&["--salt", salt]), 2, &["invalid --salt", why]);
+    }
+    let o = stele(&["verity", "verify", &d, &h, "0x12"]);
+    fails(&o, 2, &["invalid ROOT", "0x prefix is not hex"]);
+    assert!(std::fs::read(&h).unwrap() == hash && std::fs::read(&d).unwrap() == data);
+}

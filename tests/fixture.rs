@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 pub use boot::Guest;
 pub use internals::{
     change_partition, change_state, gpt_image, old_layout, old_layout_copies, partition,
-    partition_bytes, rename_partitions, state, Slot, GPTMBR, UKI_STUB,
+    partition_bytes, rename_partitions, state, unmappable_slot, Slot, GPTMBR, UKI_STUB,
 };
 
 use crate::util::{need_tool, ok, stele, stele_env, stele_stdin, Out};

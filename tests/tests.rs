@@ -4,14 +4,20 @@
 //! - util: running `stele` and host tools, error-line assertions, an independent FORMATS.md reader
 //! - fixture (+ fixture/boot.rs, fixture/internals.rs): the one fixture: keys, rootfs,
 //!   images, initramfs, UKIs, disks, QEMU boots, partitions and boot state
-//! - cli_keys: keygen, wrong keys, thresholds, OpenSSL interop, external signers
+//! - cli_badinput: each bad input of issue 8 (limits, same files, superblocks, block sizes,
+//!   existing outputs and devices, host tools): one line, its exit code, nothing changed
+//! - cli_keys: keygen, wrong keys, key files of every other kind, key directories,
+//!   thresholds, OpenSSL interop, external signers
 //! - cli_image: build, verify, inspect, --fs-image, atomic output, veritysetup cross-check
 //! - cli_tamper: one flipped bit in each region is refused with the right cause
 //! - cli_malformed: empty, truncated, absurd and validly-signed-but-bad images
 //! - cli_repro: reproducible builds for erofs, squashfs and ext4
+//! - cli_output: --json of image build and verify; progress bars only on a terminal
 //! - cli_owners: owners, modes, xattrs, hard links, holes; --all-root; --rootfs-tar (unprivileged)
 //! - cli_signals: SIGINT/SIGTERM during a build leave no temporary file
 //! - cli_initramfs: `stele initramfs` refuses an /init that cannot boot
+//! - cli_kernel: `image build --kernel --initrd`: the files go in as if the tree held
+//!   them, the tree untouched; `initramfs --kernel | --stage2`; build-time refusals
 //! - cli_config: the build refuses every boot.toml / system.toml PID 1 refuses, same message
 //! - cli_verity: `stele verity` against `veritysetup --no-superblock`
 //! - cli_uki: `stele uki build`, ESP/BIOS/bmap disks: reproducible, checked by the real tools
@@ -23,6 +29,9 @@
 //! - boot: the real kernel under QEMU boots our initramfs and disk (needs `cargo xtask test`)
 //! - uefi_vm: OVMF boots the ESP's UKI, Secure Boot refuses unsigned and ignores loader
 //!   command lines, SeaBIOS boots the same disk through SYSLINUX
+//! - kexec_vm: stage 1 kexecs into the slot's kernel and stage 2 verifies the same slot;
+//!   the same-kernel fast path; panicking and hanging (watchdog) slot kernels fall back; an
+//!   update with a new kernel and stele-init installed in the guest
 //! - stage1_vm: `stele update stage1` in a guest booted by OVMF; the next boot runs the new UKI
 //! - vm_owners: an image from a tar boots with its owners and a working file capability
 //! - vm_init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
@@ -34,11 +43,14 @@ mod fixture;
 mod util;
 
 mod boot;
+mod cli_badinput;
 mod cli_config;
 mod cli_image;
 mod cli_initramfs;
+mod cli_kernel;
 mod cli_keys;
 mod cli_malformed;
+mod cli_output;
 mod cli_owners;
 mod cli_repro;
 mod cli_signals;
@@ -48,6 +60,7 @@ mod cli_trust;
 mod cli_uki;
 mod cli_update;
 mod cli_verity;
+mod kexec_vm;
 mod stage1_vm;
 mod uefi_vm;
 mod update_vm;

@@ -339,3 +339,88 @@ fn bios_boots_the_same_disk_through_syslinux() {
         "not the UKI's command line: {cmdline}"
     );
 }
+
+/// Under Secure Boot the stage-1 kernel is locked down: kexec_file_load refuses a slot
+/// kernel that no db key signed. That slot is refused with the line that says so and marked,
+/// and the other slot, whose kernel the test db key signed, kexecs in the same boot; its
+/// stage 2 verifies it and runs the service.
+#[test]
+fn secure_boot_refuses_a_slot_kernel_without_a_db_signature_and_kexecs_a_signed_one() {
+    let a = artifacts();
+    let fx = &a.fx;
+    let dir = fx.path("sb-kexec");
+    std::fs::create_dir_all(&dir).unwrap();
+    let unsigned = crate::kexec_vm::stripped_kernel(fx);
+    let signed = fx.p("sb-kexec/vmlinuz.db-signed");
+    crate::util::need_tool("sbsign");
+    let o = std::process::Command::new("sbsign")
+        .arg("--key")
+        .arg(fx.path("db.key"))
+        .arg("--cert")
+        .arg(&a.db_cert)
+        .arg("--output")
+        .arg(&signed)
+        .arg(&unsigned)
+        .output()
+        .expect("sbsign");
+    assert!(o.status.success(), "sbsign: {o:?}");
+    let public = fx.p("release.pem");
+    let stage2 = fx
+        .initramfs(&[&public])
+        .args(&["--stage2"])
+        .out("sb-kexec/stage2.cpio")
+        .build();
+    let image = |kernel: &str, version: &str, out: &str| {
+        fx.image(&fx.p("rootfs"), &fx.p("release.key"))
+            .version(version)
+            .args(&["--kernel", kernel, "--initrd", &stage2])
+            .args(&["--kernel-cmdline", "console=ttyS0"])
+            .build(out)
+    };
+    let slot_a = image(&unsigned, "1.0.0", "sb-kexec/a.img");
+    let slot_b = image(&signed, "1.0.1", "sb-kexec/b.img");
+    let disk = fx
+        .disk(&slot_a)
+        .b(&slot_b)
+        .out("sb-kexec/disk.img")
+        .slot_size("32M")
+        .no_data()
+        .args(&["--uki", a.signed.to_str().unwrap()])
+        .build();
+    let (fw, _vars) = uefi(Some(&a.db_cert), None);
+    let mut vm = start(fw, Path::new(&disk), &dir);
+    vm.expect_all(&[
+        "Kernel is locked down from EFI Secure Boot",
+        "stele: slot=a version=1.0.0",
+    ]);
+    // The errno depends on the kernel's configuration: Debian 6.1 enforces kexec
+    // signatures under Secure Boot, so a kernel without one is ENODATA (plain lockdown
+    // says EPERM, an untrusted signature ENOKEY or EKEYREJECTED).
+    let refused = vm.expect("stele: refused slot a:");
+    assert!(
+        refused.contains("stele: refused slot a: kernel refused by kexec_file_load: E")
+            && refused
+                .ends_with("(under Secure Boot the slot's kernel must be signed by a db key)"),
+        "{refused}"
+    );
+    vm.expect_all(&[
+        "stele: slot=b version=1.0.1",
+        "stele: slot=b kernel ",
+        "kexec_core: Starting new kernel",
+        "Command line: console=ttyS0 stele.stage2=b panic=10",
+        "stele: slot=b version=1.0.1",
+        "stele: ready",
+        "svc: hello from the verified root",
+        "stele: shutdown: poweroff",
+    ]);
+    vm.exits();
+    assert_eq!(vm.boot_count(), 2, "stage 1 and the signed slot kernel");
+    // Slot a is marked unbootable on disk (the refusal was the slot's fault).
+    let status = crate::util::ok(crate::util::stele(&[
+        "update", "status", "--disk", &disk, "--key", &public,
+    ]));
+    assert!(
+        status.contains("slot a: version=1.0.0 rollback_index=1 priority=0"),
+        "{status}"
+    );
+}

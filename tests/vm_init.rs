@@ -54,7 +54,7 @@ fn verified_slot_runs_services_marks_good_and_powers_off() {
     let mut v = fx.boot(&initrd, &d).no_reboot().start();
     v.expect_all(&[
         "stele: slot=a version=1.0.0 rollback_index=4 root_hash=",
-        "stele: boot phases: mounts=",
+        "stele: boot phases: stage=1 mounts=",
         "stele: service probe started pid ",
         "stele: ready",
         "probe: slot=a root=overlay var=ext4 init=gone SigBlk: 0000000000000000",

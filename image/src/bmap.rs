@@ -16,7 +16,7 @@ pub fn path_for(disk: &Path) -> PathBuf {
 /// Writes the block map of `disk` to [`path_for`]`(disk)`, atomically. The map lists the
 /// ranges the file has allocated (holes are what `stele disk create` never wrote) with
 /// their sha256.
-pub fn write(disk: &Path) -> Result<PathBuf> {
+pub fn write(disk: &Path, force: bool) -> Result<PathBuf> {
     let out = path_for(disk);
     let work = Scratch::beside(&out)?;
     let tmp = work.join("disk.bmap");
@@ -24,14 +24,10 @@ pub fn write(disk: &Path) -> Result<PathBuf> {
     cmd.arg("create").arg("-o").arg(&tmp).arg(disk);
     BMAPTOOL.run(&mut cmd)?;
     let bytes = std::fs::read(&tmp).map_err(|e| Error::io("read", &tmp, e))?;
-    crate::outfile::write_atomic(
-        &out,
-        |op, e| Error::io(op, &out, e),
-        |f, _| {
-            use std::io::Write;
-            f.write_all(&bytes).map_err(|e| Error::io("write", &out, e))
-        },
-    )?;
+    crate::outfile::write_atomic(&out, force, |f, _| {
+        use std::io::Write;
+        f.write_all(&bytes).map_err(|e| Error::io("write", &out, e))
+    })?;
     Ok(out)
 }
 
@@ -52,7 +48,7 @@ mod tests {
             f.seek(SeekFrom::Start(4 << 20)).unwrap();
             f.write_all(&[7u8; 4096]).unwrap();
         }
-        let map = write(&disk).unwrap();
+        let map = write(&disk, false).unwrap();
         assert_eq!(map, d.path().join("disk.img.bmap"));
         let xml = std::fs::read_to_string(&map).unwrap();
         let field = |name: &str| -> u64 {

@@ -4,7 +4,6 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use sha2::{Digest, Sha256};
 use stele_verifier::footer::FOOTER_SIZE;
@@ -13,9 +12,11 @@ use stele_verifier::state::BootState;
 pub use crate::esp::EspSpec;
 pub use crate::gpt::find_partition;
 use crate::gpt::{Gpt, GptError, Guid, Partition, SECTOR};
+use crate::tool::MKFS_EXT4;
 use stele_verifier::exit::{Exit, Report};
 use stele_verifier::layout::Role;
 use stele_verifier::partition::PartitionIo;
+use stele_verifier::progress::{Progress, Step};
 
 /// One mebibyte: the partition alignment.
 pub const MIB: u64 = 1 << 20;
@@ -56,28 +57,22 @@ pub enum DiskError {
         index: u64,
         floor: u64,
     },
-    /// A host tool is missing.
-    #[error("`{tool}` not found: install {package} (run `cargo xtask setup`)")]
-    ToolMissing {
-        tool: &'static str,
-        package: &'static str,
-    },
-    /// A host tool failed.
-    #[error("`{tool}` failed ({status}): {stderr}")]
-    ToolFailed {
-        tool: &'static str,
-        status: String,
-        stderr: String,
-    },
     /// Writing the partition table failed.
     #[error(transparent)]
     Gpt(#[from] GptError),
     /// Writing the boot state failed.
     #[error("failed to write the initial boot state: {0}")]
     State(stele_verifier::Error),
-    /// Reading the UKI or making the EFI system partition failed.
+    /// A build step: the UKI and the EFI system partition, mkfs.ext4 (a missing or failing
+    /// tool), the output (it exists without --force, it is not a file).
     #[error(transparent)]
-    Esp(crate::Error),
+    Image(#[from] crate::Error),
+    /// The output is one of the inputs.
+    #[error("--out {} is the input {}: the disk would replace it; give another --out", out.display(), input.display())]
+    OutIsInput { out: PathBuf, input: PathBuf },
+    /// A slot image argument that is a directory.
+    #[error("slot image {} is a directory: give a slot image file (from `stele image build`)", path.display())]
+    SlotIsDirectory { path: PathBuf },
 }
 
 impl Report for DiskError {
@@ -85,16 +80,16 @@ impl Report for DiskError {
     /// sizes are the arguments.
     fn exit(&self) -> Exit {
         match self {
-            DiskError::Io { .. }
-            | DiskError::ToolMissing { .. }
-            | DiskError::ToolFailed { .. }
-            | DiskError::State(_) => Exit::Environment,
+            DiskError::Io { .. } | DiskError::State(_) | DiskError::SlotIsDirectory { .. } => {
+                Exit::Environment
+            }
             DiskError::Gpt(e) => e.exit(),
             DiskError::NotSlot { .. } => Exit::Refused,
-            DiskError::Size { .. } | DiskError::TooLarge { .. } | DiskError::BelowFloor { .. } => {
-                Exit::Usage
-            }
-            DiskError::Esp(e) => e.exit(),
+            DiskError::Size { .. }
+            | DiskError::TooLarge { .. }
+            | DiskError::OutIsInput { .. }
+            | DiskError::BelowFloor { .. } => Exit::Usage,
+            DiskError::Image(e) => e.exit(),
         }
     }
 }
@@ -255,7 +250,12 @@ fn open_slot(path: &Path, slot_len: u64) -> Result<SlotInput, DiskError> {
         }
     };
     let mut file = File::open(path).map_err(ioe("opening"))?;
-    let len = file.metadata().map_err(ioe("reading the size of"))?.len();
+    if file.metadata().map_err(ioe("reading"))?.is_dir() {
+        return Err(DiskError::SlotIsDirectory {
+            path: path.to_path_buf(),
+        });
+    }
+    let len = crate::slot::byte_len(&mut file).map_err(ioe("reading the size of"))?;
     if len > slot_len {
         return Err(DiskError::TooLarge {
             path: path.to_path_buf(),
@@ -263,9 +263,17 @@ fn open_slot(path: &Path, slot_len: u64) -> Result<SlotInput, DiskError> {
             slot_len,
         });
     }
-    let not_slot = |e: stele_verifier::Error| DiskError::NotSlot {
-        path: path.to_path_buf(),
-        why: e.to_string(),
+    let not_slot = |e: stele_verifier::Error| match e {
+        // Reading failed: the environment, not the file's content.
+        stele_verifier::Error::Io { source, .. } => DiskError::Io {
+            what: "reading",
+            path: path.to_path_buf(),
+            source,
+        },
+        e => DiskError::NotSlot {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        },
     };
     let loc = stele_verifier::slot::locate(&mut file, len).map_err(not_slot)?;
     // Read without a keyring (disk create has none): it only sets the starting floor, and
@@ -302,19 +310,29 @@ fn starting_floor(a: &SlotInput, b: Option<&SlotInput>) -> Result<u64, DiskError
     }
 }
 
-fn hash_file(h: &mut Sha256, s: &mut SlotInput) -> Result<(), DiskError> {
+fn hash_file(
+    h: &mut Sha256,
+    s: &mut SlotInput,
+    progress: &mut dyn Progress,
+) -> Result<(), DiskError> {
     let ioe = |source| DiskError::Io {
         what: "reading",
         path: s.path.clone(),
         source,
     };
     s.file.seek(SeekFrom::Start(0)).map_err(ioe)?;
+    let mut step = Step::new(
+        progress,
+        &format!("hashing {}", s.path.display()),
+        Some(s.len),
+    );
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let n = s.file.read(&mut buf).map_err(ioe)?;
         if n == 0 {
             return Ok(());
         }
+        step.advance(n as u64);
         h.update(&buf[..n]);
     }
 }
@@ -324,8 +342,8 @@ fn mkfs_data(disk_path: &Path, p: &Partition, seed: &[u8], epoch: u64) -> Result
     let (offset, len) = p.byte_range();
     let uuid = Guid::derive(&[seed, b"ext4-uuid"].concat()).to_string();
     let hash_seed = Guid::derive(&[seed, b"ext4-hash-seed"].concat()).to_string();
-    let out = Command::new("mkfs.ext4")
-        .env("E2FSPROGS_FAKE_TIME", epoch.max(1).to_string())
+    let mut cmd = MKFS_EXT4.command()?;
+    cmd.env("E2FSPROGS_FAKE_TIME", epoch.max(1).to_string())
         .env("MKE2FS_DEVICE_SECTSIZE", "512")
         .args([
             "-q",
@@ -342,46 +360,47 @@ fn mkfs_data(disk_path: &Path, p: &Partition, seed: &[u8], epoch: u64) -> Result
             "offset={offset},hash_seed={hash_seed},root_owner=0:0,nodiscard,lazy_itable_init=0"
         ))
         .arg(disk_path)
-        .arg(format!("{}k", len / 1024))
-        .output();
-    let out = match out {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(DiskError::ToolMissing {
-                tool: "mkfs.ext4",
-                package: "e2fsprogs",
-            })
-        }
-        Err(source) => {
-            return Err(DiskError::Io {
-                what: "running mkfs.ext4 on",
-                path: disk_path.to_path_buf(),
-                source,
-            })
-        }
-        Ok(o) => o,
-    };
-    if !out.status.success() {
-        return Err(DiskError::ToolFailed {
-            tool: "mkfs.ext4",
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
+        .arg(format!("{}k", len / 1024));
+    MKFS_EXT4.run(&mut cmd)?;
     Ok(())
 }
 
-/// Creates the disk image `out` (via a temporary file renamed into place). Returns the
-/// partition table written.
+/// Creates the disk image `out` (via a temporary file renamed into place; an existing
+/// `out` is refused). Returns the partition table written.
 pub fn create(out: &Path, spec: &DiskSpec) -> Result<Gpt, DiskError> {
-    create_with_esp(out, spec, None)
+    create_with_esp(
+        out,
+        spec,
+        None,
+        false,
+        &mut stele_verifier::progress::Silent,
+    )
 }
 
-/// [`create`] with an EFI system partition first when `esp` is given.
+/// [`create`] with an EFI system partition first when `esp` is given; an existing `out`
+/// is replaced only with `force` ([`crate::atomic::output_target`]).
 pub fn create_with_esp(
     out: &Path,
     spec: &DiskSpec,
     esp: Option<&EspSpec>,
+    force: bool,
+    progress: &mut dyn Progress,
 ) -> Result<Gpt, DiskError> {
+    // Before any work: an existing disk (its boot state and data) is not lost by mistake,
+    // nor an input replaced by the disk made from it.
+    crate::atomic::output_target(out, force)?;
+    if let Ok(o) = std::fs::metadata(out) {
+        let inputs = [Some(&spec.a), spec.b.as_ref(), esp.map(|e| &e.uki)];
+        for input in inputs.into_iter().flatten() {
+            if std::fs::metadata(input).is_ok_and(|i| stele_verifier::partition::same_file(&o, &i))
+            {
+                return Err(DiskError::OutIsInput {
+                    out: out.to_path_buf(),
+                    input: input.clone(),
+                });
+            }
+        }
+    }
     let slot_len = round_mib("slot size", spec.slot_size)?;
     let esp = esp
         .map(|e| {
@@ -390,7 +409,7 @@ pub fn create_with_esp(
             Ok((content, bytes, size))
         })
         .transpose()
-        .map_err(DiskError::Esp)?;
+        .map_err(DiskError::Image)?;
     let mut a = open_slot(&spec.a, slot_len)?;
     let mut b = spec
         .b
@@ -402,9 +421,9 @@ pub fn create_with_esp(
     h.update(b"stele-disk-v1");
     h.update(slot_len.to_le_bytes());
     h.update(spec.data_size.unwrap_or(0).to_le_bytes());
-    hash_file(&mut h, &mut a)?;
+    hash_file(&mut h, &mut a, progress)?;
     if let Some(b) = b.as_mut() {
-        hash_file(&mut h, b)?;
+        hash_file(&mut h, b, progress)?;
     }
     if let Some((content, bytes, size)) = &esp {
         content.seed(&mut h, *size, bytes);
@@ -413,13 +432,11 @@ pub fn create_with_esp(
     let esp_layout = esp.as_ref().map(|(c, _, size)| (*size, c.bios));
     let gpt = layout_with_esp(esp_layout, spec.slot_size, spec.data_size, &seed)?;
 
-    let out_path = out.to_path_buf();
-    let map_io = |what, source| DiskError::Io {
-        what,
-        path: out_path.clone(),
-        source,
-    };
-    crate::outfile::write_atomic(out, map_io, |disk, tmp_path| {
+    let mut output = crate::atomic::AtomicFile::output(out, 0o644, force)?;
+    let tmp_path = output.tmp_path().to_path_buf();
+    let tmp_path = tmp_path.as_path();
+    {
+        let disk = output.file();
         let ioe = |what| {
             move |source| DiskError::Io {
                 what,
@@ -440,15 +457,22 @@ pub fn create_with_esp(
         for (role, slot) in [(Role::SlotA, Some(&mut a)), (Role::SlotB, b.as_mut())] {
             let Some(slot) = slot else { continue };
             let (off, len) = part(role.name());
-            let mut w = PartitionIo::new(disk, off, len);
-            write_slot(&mut w, len, &mut slot.file, slot.len).map_err(|source| DiskError::Io {
-                what: "copying a slot image into",
-                path: out.to_path_buf(),
-                source,
-            })?;
+            let mut w = PartitionIo::new(&mut *disk, off, len);
+            let mut step = Step::new(
+                &mut *progress,
+                &format!("writing {}", role.name()),
+                Some(slot.len),
+            );
+            write_slot(&mut w, len, &mut step.reader(&mut slot.file), slot.len).map_err(
+                |source| DiskError::Io {
+                    what: "copying a slot image into",
+                    path: out.to_path_buf(),
+                    source,
+                },
+            )?;
         }
         let (off, len) = part(Role::State.name());
-        let mut w = PartitionIo::new(disk, off, len);
+        let mut w = PartitionIo::new(&mut *disk, off, len);
         let mut st = BootState::initial(b.is_some());
         st.rollback_floor = floor;
         stele_verifier::state::initialize(&mut w, &st).map_err(DiskError::State)?;
@@ -461,13 +485,14 @@ pub fn create_with_esp(
                 volume_id: crate::esp::volume_id(&seed),
                 epoch: spec.epoch,
             };
-            crate::esp::write(tmp_path, disk, &place, content).map_err(DiskError::Esp)?;
+            crate::esp::write(tmp_path, disk, &place, content).map_err(DiskError::Image)?;
         }
         if let Some(p) = gpt.partitions.iter().find(|p| p.name == Role::Data.name()) {
+            let _step = Step::new(&mut *progress, "mkfs.ext4 (stele-data)", None);
             mkfs_data(tmp_path, p, &seed, spec.epoch)?;
         }
-        Ok(())
-    })?;
+    }
+    output.commit_with(progress)?;
     Ok(gpt)
 }
 
@@ -560,16 +585,14 @@ mod tests {
         assert!(write_slot(&mut p, 8192, &mut Cursor::new(&image), image.len() as u64).is_err());
     }
 
-    fn tool(name: &str) -> &str {
-        if Command::new(name).arg("--version").output().is_err() {
-            panic!("`{name}` is missing: run `cargo xtask setup`");
-        }
-        name
+    fn tool(name: &str) -> PathBuf {
+        crate::tool::find(name)
+            .unwrap_or_else(|| panic!("`{name}` is missing: run `cargo xtask setup`"))
     }
 
     /// `sgdisk -v` must find no problem in a table we wrote.
     pub(crate) fn sgdisk_verify(path: &Path) {
-        let out = Command::new(tool("sgdisk"))
+        let out = std::process::Command::new(tool("sgdisk"))
             .arg("-v")
             .arg(path)
             .output()
@@ -771,18 +794,19 @@ mod tests {
         };
         create(&out, &spec).unwrap();
         assert_eq!(state(&out).rollback_floor, 5);
+        let only_a = d.path().join("only-a.img");
         create(
-            &out,
+            &only_a,
             &DiskSpec {
                 b: None,
                 ..spec.clone()
             },
         )
         .unwrap();
-        assert_eq!(state(&out).rollback_floor, 5);
+        assert_eq!(state(&only_a).rollback_floor, 5);
         for (a, b) in [(&v5, &v3), (&v3, &v5)] {
             let e = create(
-                &out,
+                &d.path().join("mixed.img"),
                 &DiskSpec {
                     a: a.clone(),
                     b: Some(b.clone()),
@@ -826,5 +850,12 @@ mod tests {
             Err(DiskError::NotSlot { .. })
         ));
         assert!(!out.exists());
+        let spec = DiskSpec {
+            a: d.path().to_path_buf(),
+            ..spec
+        };
+        let e = create(&out, &spec).unwrap_err();
+        assert!(matches!(e, DiskError::SlotIsDirectory { .. }), "{e}");
+        assert_eq!(e.exit(), Exit::Environment);
     }
 }

@@ -26,6 +26,15 @@ pub enum Error {
     /// Refusing to overwrite an existing file.
     #[error("{} already exists: refusing to overwrite it (pass --force to replace it)", path.display())]
     Exists { path: PathBuf },
+    /// A block device named as an output without `--force`.
+    #[error("{} is a block device: refusing to write to it (pass --force to overwrite the device, all of it)", path.display())]
+    DeviceOutput { path: PathBuf },
+    /// An output path that is neither a file nor a block device.
+    #[error("{} is {kind}: give a file name as the output (or a block device, with --force)", path.display())]
+    NotAnOutput { path: PathBuf, kind: &'static str },
+    /// A block device too small for the output written onto it.
+    #[error("{} is too small for the output: {why}", path.display())]
+    DeviceTooSmall { path: PathBuf, why: String },
     /// A host tool is not installed.
     #[error("{tool} not found: install the Debian package {package} (or run `cargo xtask setup`)")]
     ToolMissing {
@@ -42,6 +51,9 @@ pub enum Error {
     /// A parameter given by the caller is out of range or malformed.
     #[error("invalid {what}: {why}")]
     Invalid { what: &'static str, why: String },
+    /// A build parameter the verifier's rules refuse (what no device would accept).
+    #[error(transparent)]
+    Parameter(stele_verifier::Error),
     /// A file given as a PE image or UKI (`what`: the option or role) is not one.
     #[error("invalid {what}: {source}")]
     Uki {
@@ -75,7 +87,10 @@ impl Report for Error {
         match self {
             Error::Verifier(v) => v.exit(),
             Error::Rootfs(r) => r.exit(),
-            Error::Invalid { .. } | Error::Uki { .. } | Error::Cmdline { .. } => Exit::Usage,
+            Error::Invalid { .. }
+            | Error::Parameter(_)
+            | Error::Uki { .. }
+            | Error::Cmdline { .. } => Exit::Usage,
             // The helper process (our own binary under fakeroot) already classified it.
             Error::Helper { code: 1, .. } => Exit::Refused,
             Error::Helper { code: 2, .. } => Exit::Usage,

@@ -11,7 +11,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
-use crate::fs::{find_tool, format_uuid, run, FsOptions};
+use crate::fs::{format_uuid, FsOptions};
+use crate::tool::{DEBUGFS, MKFS_EXT4};
 use crate::{Error, Result};
 
 /// Block size of ext4 images built here.
@@ -88,7 +89,7 @@ pub(crate) fn build(mut cmd: Command, rootfs: &Path, out: &Path, opts: &FsOption
         .arg("-d")
         .arg(rootfs)
         .arg(out);
-    run(&mut cmd, "mkfs.ext4", "e2fsprogs")?;
+    MKFS_EXT4.run(&mut cmd)?;
     let mut script = String::new();
     // The superblock times and the inodes mke2fs makes itself (bad-blocks inode 1, the
     // root, lost+found) carry the fake time: set them to the epoch as well. (debugfs
@@ -137,18 +138,17 @@ fn script_item(script: &mut String, item: &Item, opts: &FsOptions) {
 
 /// Runs a debugfs script on `image`, read-write.
 fn debugfs(image: &Path, script: &str, epoch: u64) -> Result<()> {
-    let exe = find_tool("debugfs", "e2fsprogs")?;
+    let mut cmd = DEBUGFS.command()?;
     let dir = crate::atomic::temp_name(image, "debugfs")
         .map_err(|e| Error::io("name a temporary file for", image, e))?;
     let cmds = crate::cleanup::TempPath::register(dir);
     std::fs::write(cmds.path(), script).map_err(|e| Error::io("write", cmds.path(), e))?;
-    let mut cmd = Command::new(exe);
     cmd.env("E2FSPROGS_FAKE_TIME", fake_time(epoch))
         .arg("-w")
         .arg("-f")
         .arg(cmds.path())
         .arg(image);
-    let output = run(&mut cmd, "debugfs", "e2fsprogs")?;
+    let output = DEBUGFS.run(&mut cmd)?;
     // debugfs exits 0 even when a request fails; failures are the stderr lines other than
     // its version banner.
     let stderr = String::from_utf8_lossy(&output.stderr);

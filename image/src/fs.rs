@@ -3,13 +3,14 @@
 //! xattrs as in the tree (or, with `all_root`, every file owned by 0:0 and no xattrs).
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+#[cfg(test)]
+use std::process::Command;
 
 use sha2::{Digest, Sha256};
 use stele_verifier::manifest::FsType;
 
+use crate::tool::{Tool, MKFS_EROFS, MKFS_EXT4, MKSQUASHFS};
 use crate::{Error, Result};
 
 /// How to build a filesystem image.
@@ -45,12 +46,12 @@ impl FsOptions {
     }
 }
 
-/// The host tool that builds `fs_type` and the Debian package that ships it.
-pub fn tool_for(fs_type: FsType) -> (&'static str, &'static str) {
+/// The host tool that builds `fs_type`.
+pub fn tool_for(fs_type: FsType) -> Tool {
     match fs_type {
-        FsType::Erofs => ("mkfs.erofs", "erofs-utils"),
-        FsType::Squashfs => ("mksquashfs", "squashfs-tools"),
-        FsType::Ext4 => ("mkfs.ext4", "e2fsprogs"),
+        FsType::Erofs => MKFS_EROFS,
+        FsType::Squashfs => MKSQUASHFS,
+        FsType::Ext4 => MKFS_EXT4,
     }
 }
 
@@ -65,6 +66,55 @@ pub fn parse_fs_type(s: &str) -> Result<FsType> {
             format!("{other:?} (expected erofs, squashfs or ext4)"),
         )),
     }
+}
+
+/// Bytes of a filesystem image's head that hold every superblock magic stele knows.
+pub const MAGIC_HEAD: usize = 2048;
+
+/// The filesystem whose superblock magic `head` (the image's first bytes) carries, as
+/// mkfs.erofs, mksquashfs and mke2fs write them: EROFS 0xE0F5E1E2 (little-endian) at byte
+/// 1024, SquashFS `hsqs` at 0, ext2/3/4 0xEF53 (little-endian) at 1080 (superblock 1024 +
+/// 0x38). Pure.
+pub fn detect_fs_type(head: &[u8]) -> Option<FsType> {
+    let at = |off: usize, magic: &[u8]| head.get(off..off + magic.len()) == Some(magic);
+    if at(1024, &0xE0F5_E1E2u32.to_le_bytes()) {
+        Some(FsType::Erofs)
+    } else if at(0, b"hsqs") {
+        Some(FsType::Squashfs)
+    } else if at(1080, &0xEF53u16.to_le_bytes()) {
+        Some(FsType::Ext4)
+    } else {
+        None
+    }
+}
+
+/// Refuses a `--fs-image` whose superblock is not a `--fs` one (exit 2), naming what it is.
+pub fn check_fs_image(path: &Path, head: &[u8], expected: FsType) -> Result<()> {
+    let found = detect_fs_type(head);
+    if found == Some(expected) {
+        return Ok(());
+    }
+    let a = |t: FsType| match t {
+        FsType::Squashfs => "a squashfs",
+        FsType::Erofs => "an erofs",
+        FsType::Ext4 => "an ext4",
+    };
+    let why = match found {
+        Some(t) => format!(
+            "{} is {} image, not {}: pass --fs {}",
+            path.display(),
+            a(t),
+            expected.name(),
+            t.name()
+        ),
+        None => format!(
+            "{} has no erofs, squashfs or ext4 superblock: give {} image (made by {})",
+            path.display(),
+            a(expected),
+            tool_for(expected).name
+        ),
+    };
+    Err(Error::invalid("--fs-image", why))
 }
 
 /// A deterministic version-4-shaped UUID from the image name and salt.
@@ -95,20 +145,6 @@ pub fn format_uuid(u: &[u8; 16]) -> String {
     )
 }
 
-/// Finds `tool` in $PATH or the usual sbin directories.
-pub fn find_tool(tool: &'static str, package: &'static str) -> Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let extra = ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"];
-    std::env::split_paths(&path)
-        .chain(extra.iter().map(PathBuf::from))
-        .map(|d| d.join(tool))
-        .find(|p| {
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-        .ok_or(Error::ToolMissing { tool, package })
-}
-
 /// Builds a filesystem image of `rootfs` at `out`, an existing empty file that the tool
 /// writes by its path (callers reopen it afterwards).
 pub fn build_fs(rootfs: &Path, out: &Path, opts: &FsOptions) -> Result<()> {
@@ -121,15 +157,13 @@ pub fn build_fs(rootfs: &Path, out: &Path, opts: &FsOptions) -> Result<()> {
             format!("{} is not a directory", rootfs.display()),
         ));
     }
-    let (tool, package) = tool_for(opts.fs_type);
-    let exe = find_tool(tool, package)?;
+    let tool = tool_for(opts.fs_type);
     let epoch = opts.epoch.to_string();
-    let mut cmd = Command::new(&exe);
-    cmd.env_remove("SOURCE_DATE_EPOCH");
+    let mut cmd = tool.command()?;
     match opts.fs_type {
         FsType::Erofs => {
             cmd.args(erofs_args(opts)).arg(out).arg(rootfs);
-            run(&mut cmd, tool, package).map(drop)
+            tool.run(&mut cmd).map(drop)
         }
         FsType::Squashfs => {
             cmd.arg(rootfs)
@@ -139,7 +173,7 @@ pub fn build_fs(rootfs: &Path, out: &Path, opts: &FsOptions) -> Result<()> {
             if opts.all_root {
                 cmd.args(["-all-root", "-no-xattrs"]);
             }
-            run(&mut cmd, tool, package).map(drop)
+            tool.run(&mut cmd).map(drop)
         }
         FsType::Ext4 => crate::ext4::build(cmd, rootfs, out, opts),
     }
@@ -160,46 +194,6 @@ pub fn erofs_args(opts: &FsOptions) -> Vec<String> {
         args.extend(["--all-root".into(), "-x-1".into()]);
     }
     args
-}
-
-/// Runs a build tool (in its own process group, stopped on a signal, see
-/// [`crate::cleanup`]); a failure is [`Error::ToolFailed`] with its last line of output.
-pub(crate) fn run(
-    cmd: &mut Command,
-    tool: &'static str,
-    package: &'static str,
-) -> Result<std::process::Output> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let output = crate::cleanup::spawn(cmd)
-        .and_then(crate::cleanup::wait_output)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::ToolMissing { tool, package }
-            } else {
-                Error::ToolFailed {
-                    tool,
-                    status: "could not start".into(),
-                    stderr: e.to_string(),
-                }
-            }
-        })?;
-    if output.status.success() {
-        return Ok(output);
-    }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let text = if stderr.trim().is_empty() {
-        stdout
-    } else {
-        stderr
-    };
-    Err(Error::ToolFailed {
-        tool,
-        status: output.status.to_string(),
-        stderr: text.trim().lines().last().unwrap_or("").to_string(),
-    })
 }
 
 /// Writes `len` zero bytes to `w`.
@@ -229,17 +223,38 @@ mod tests {
     }
 
     #[test]
+    fn magics_name_the_filesystem() {
+        let mut head = vec![0u8; MAGIC_HEAD];
+        assert_eq!(detect_fs_type(&head), None);
+        head[1024..1028].copy_from_slice(&[0xe2, 0xe1, 0xf5, 0xe0]);
+        assert_eq!(detect_fs_type(&head), Some(FsType::Erofs));
+        let mut sq = vec![0u8; 96];
+        sq[..4].copy_from_slice(b"hsqs");
+        assert_eq!(detect_fs_type(&sq), Some(FsType::Squashfs));
+        let mut e = vec![0u8; MAGIC_HEAD];
+        e[1080..1082].copy_from_slice(&[0x53, 0xef]);
+        assert_eq!(detect_fs_type(&e), Some(FsType::Ext4));
+        let p = Path::new("x.img");
+        assert!(check_fs_image(p, &e, FsType::Ext4).is_ok());
+        let msg = check_fs_image(p, &sq, FsType::Erofs)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            msg,
+            "invalid --fs-image: x.img is a squashfs image, not erofs: pass --fs squashfs"
+        );
+        let msg = check_fs_image(p, &[0; 10], FsType::Ext4)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(msg, "invalid --fs-image: x.img has no erofs, squashfs or ext4 superblock: give an ext4 image (made by mkfs.ext4)");
+    }
+
+    #[test]
     fn fs_type_names_round_trip() {
         for t in [FsType::Erofs, FsType::Squashfs, FsType::Ext4] {
             assert_eq!(parse_fs_type(t.name()).unwrap(), t);
         }
         assert!(parse_fs_type("vfat").is_err());
-    }
-
-    #[test]
-    fn missing_tool_names_package() {
-        let e = find_tool("stele-no-such-tool", "some-package").unwrap_err();
-        assert!(e.to_string().contains("some-package"));
     }
 
     fn make_tree(root: &Path) {
@@ -288,7 +303,7 @@ mod tests {
             assert!(!x.is_empty());
             assert!(x == y, "{t:?} images differ (epoch {epoch})");
             if t == FsType::Ext4 {
-                let fsck = find_tool("e2fsck", "e2fsprogs").unwrap_or_else(|e| panic!("{e}"));
+                let fsck = crate::tool::find("e2fsck").expect("e2fsck: run `cargo xtask setup`");
                 let o = Command::new(fsck).arg("-fn").arg(&ia).output().unwrap();
                 assert!(
                     o.status.success(),

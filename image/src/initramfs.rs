@@ -8,16 +8,24 @@
 
 use std::path::{Path, PathBuf};
 
+use sha2::Digest;
+
 use stele_verifier::config::{parse_table, BootConfig, ConfigError};
 use stele_verifier::exit::{Exit, Report};
 use stele_verifier::layout;
 
 use crate::cpio::{Archive, CpioError};
-use crate::modules::{ModuleDb, ModulesError, DEFAULT_MODULES};
+use crate::modules::{takes_nowayout, ModuleDb, ModulesError, DEFAULT_MODULES};
 
-/// Keys `stele initramfs` writes itself (from `--threshold`, the resolved modules and
-/// `--name`).
-pub const GENERATED_KEYS: &[&str] = &["threshold", "modules", "name"];
+/// Keys `stele initramfs` writes itself, and the option that sets each.
+pub const GENERATED_KEYS: &[(&str, &str)] = &[
+    ("threshold", "--threshold"),
+    ("modules", "--module"),
+    ("watchdog_modules", "--module"),
+    ("stage", "--stage2"),
+    ("kernel_sha256", "--kernel"),
+    ("name", "--name"),
+];
 
 /// Directories every initramfs has (mode 0755).
 pub const DIRS: &[&str] = &[
@@ -47,16 +55,20 @@ pub enum InitramfsError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The user boot.toml sets a key `stele initramfs` generates.
-    #[error("bad boot config {origin}: `{key}` is set by `stele initramfs` (use --threshold / --module / --name), remove it from the file")]
-    Generated { origin: String, key: String },
+    #[error("bad boot config {origin}: `{key}` is set by `stele initramfs` (use {option}), remove it from the file")]
+    Generated {
+        origin: String,
+        key: String,
+        option: &'static str,
+    },
     /// A key file is not an ed25519 SPKI PEM public key (the verifier's error names it).
     #[error(transparent)]
     KeyParse(stele_verifier::Error),
-    /// A key file is not UTF-8, or is given twice.
-    #[error("bad key {path}: {why}")]
-    Key { path: PathBuf, why: String },
+    /// A key is given twice.
+    #[error("bad key {}: key {id} is given twice", path.display())]
+    Duplicate { path: PathBuf, id: String },
     /// No keys, or a threshold outside 1..=number of keys.
-    #[error("threshold {threshold} is invalid with {keys} key(s): it must be between 1 and the number of --key files")]
+    #[error("threshold {threshold} is invalid with {}: it must be between 1 and the number of --key files", stele_verifier::plural::count_len(*keys, "key", "keys"))]
     Threshold { threshold: usize, keys: usize },
     /// Two modules share a base file name, which the flat /lib/modules cannot hold.
     #[error("modules {a} and {b} have the same file name; the initramfs stores modules flat in /lib/modules")]
@@ -97,46 +109,59 @@ pub struct ModuleFile {
     pub data: Vec<u8>,
 }
 
-/// What `stele initramfs` writes into boot.toml itself.
-#[derive(Clone, Copy, Debug)]
-pub struct Generated<'a> {
+/// What `stele initramfs` puts into boot.toml itself ([`GENERATED_KEYS`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Generated {
     pub threshold: usize,
-    /// The module file names in load order.
-    pub modules: &'a [String],
-    /// The product the initramfs binds the device to (`--name`), if any.
-    pub name: Option<&'a str>,
+    /// File names, in load order.
+    pub modules: Vec<String>,
+    /// The watchdog drivers among `modules`.
+    pub watchdog_modules: Vec<String>,
+    /// `--stage2`: `stage = 2`.
+    pub stage2: bool,
+    /// `--kernel`: the sha256 of the kernel this initramfs runs under.
+    pub kernel_sha256: Option<[u8; 32]>,
+    /// `--name`: the product the initramfs binds the device to, if any.
+    pub name: Option<String>,
 }
 
-/// The final boot.toml: the user's settings (`origin` names the file in errors) plus
-/// `threshold`, `modules` and `name`, checked by the one boot.toml schema stele-init runs
-/// ([`BootConfig::from_table`]), so that what builds is what boots. Pure.
-pub fn boot_toml(
-    user: Option<(&str, &str)>,
-    generated: &Generated<'_>,
-) -> Result<String, InitramfsError> {
-    let Generated {
-        threshold,
-        modules,
-        name,
-    } = *generated;
+/// The final boot.toml: the user's settings (`origin` names the file in errors) plus what
+/// the builder generates (`threshold`, `modules`, and only when they say something:
+/// `watchdog_modules`, `stage`, `kernel_sha256`, `name`), checked by the one boot.toml
+/// schema stele-init runs ([`BootConfig::from_table`]), so that what builds is what boots.
+/// Pure.
+pub fn boot_toml(user: Option<(&str, &str)>, g: &Generated) -> Result<String, InitramfsError> {
     let (origin, mut table) = match user {
         Some((origin, text)) => (origin, parse_table(text, origin)?),
         None => ("generated boot.toml", toml::Table::new()),
     };
-    if let Some(k) = GENERATED_KEYS.iter().find(|k| table.contains_key(**k)) {
+    // In the file's (sorted) key order, so the first one named is the first one set.
+    let set = table
+        .keys()
+        .find_map(|k| GENERATED_KEYS.iter().find(|(g, _)| g == k));
+    if let Some((key, option)) = set {
         return Err(InitramfsError::Generated {
             origin: origin.to_string(),
-            key: (*k).to_string(),
+            key: (*key).to_string(),
+            option,
         });
     }
-    let t = i64::try_from(threshold).unwrap_or(i64::MAX);
+    let names = |v: &[String]| toml::Value::Array(v.iter().map(|m| m.clone().into()).collect());
+    let t = i64::try_from(g.threshold).unwrap_or(i64::MAX);
     table.insert("threshold".into(), toml::Value::Integer(t));
-    table.insert(
-        "modules".into(),
-        toml::Value::Array(modules.iter().map(|m| m.clone().into()).collect()),
-    );
-    if let Some(n) = name {
-        table.insert("name".into(), toml::Value::String(n.to_string()));
+    table.insert("modules".into(), names(&g.modules));
+    if !g.watchdog_modules.is_empty() {
+        table.insert("watchdog_modules".into(), names(&g.watchdog_modules));
+    }
+    if g.stage2 {
+        table.insert("stage".into(), toml::Value::Integer(2));
+    }
+    if let Some(d) = &g.kernel_sha256 {
+        let hex = stele_verifier::hex::encode(d);
+        table.insert("kernel_sha256".into(), toml::Value::String(hex));
+    }
+    if let Some(n) = &g.name {
+        table.insert("name".into(), toml::Value::String(n.clone()));
     }
     BootConfig::from_table(table.clone(), origin)?;
     toml::to_string(&table)
@@ -188,17 +213,14 @@ fn read(path: &Path) -> Result<Vec<u8>, InitramfsError> {
 pub fn load_keys(paths: &[PathBuf], threshold: usize) -> Result<Vec<TrustedKey>, InitramfsError> {
     let mut out: Vec<TrustedKey> = Vec::new();
     for p in paths {
-        let bytes = read(p)?;
-        let bad = |why: String| InitramfsError::Key {
-            path: p.clone(),
-            why,
-        };
-        let pem = String::from_utf8(bytes).map_err(|_| bad("not a UTF-8 PEM file".into()))?;
-        let key = stele_verifier::keys::parse_public_pem(&pem, &p.display().to_string())
+        let key = stele_verifier::keys::parse_public_key(&read(p)?, &p.display().to_string())
             .map_err(InitramfsError::KeyParse)?;
         let id = stele_verifier::keys::key_id(&key).to_string();
         if out.iter().any(|k| k.id == id) {
-            return Err(bad(format!("key {id} is given twice")));
+            return Err(InitramfsError::Duplicate {
+                path: p.clone(),
+                id,
+            });
         }
         // Stored re-encoded: the init parses exactly what the verifier writes.
         let pem = stele_verifier::keys::public_pem(&key);
@@ -227,6 +249,10 @@ pub struct InitramfsSpec {
     pub mtime: u32,
     /// `--name`: the product the device is bound to.
     pub name: Option<String>,
+    /// `--stage2`: a stage-2 initramfs (boot.toml `stage = 2`).
+    pub stage2: bool,
+    /// `--kernel`: the kernel this initramfs runs under (boot.toml `kernel_sha256`).
+    pub kernel: Option<PathBuf>,
 }
 
 /// The module names `spec` asks for, defaults first, without repeats.
@@ -279,13 +305,26 @@ pub fn build(spec: &InitramfsSpec) -> Result<(Archive, Vec<String>), InitramfsEr
         });
     }
     let order: Vec<String> = files.iter().map(|m| m.file_name.clone()).collect();
+    let kernel_sha256 = match &spec.kernel {
+        Some(k) => Some(sha2::Sha256::digest(read(k)?).into()),
+        None => None,
+    };
+    let generated = Generated {
+        threshold: spec.threshold,
+        modules: order.clone(),
+        watchdog_modules: resolved
+            .iter()
+            .zip(&files)
+            .filter(|(m, f)| m.in_watchdog_dir() && takes_nowayout(&f.data))
+            .map(|(m, _)| m.file_name.clone())
+            .collect(),
+        stage2: spec.stage2,
+        kernel_sha256,
+        name: spec.name.clone(),
+    };
     let toml_text = boot_toml(
         user.as_ref().map(|(o, t)| (o.as_str(), t.as_str())),
-        &Generated {
-            threshold: spec.threshold,
-            modules: &order,
-            name: spec.name.as_deref(),
-        },
+        &generated,
     )?;
     let init = read(&spec.init)?;
     let archive = build_archive(init, &toml_text, &keys, files, spec.mtime)?;
@@ -374,16 +413,13 @@ mod tests {
     #[test]
     fn boot_toml_adds_threshold_and_modules() {
         let user = "verify = \"full\"\non_failure = \"poweroff\"\nfailure_delay_secs = 3\n";
-        let modules = ["virtio_ring.ko".to_string(), "virtio.ko".to_string()];
-        let out = boot_toml(
-            Some(("b.toml", user)),
-            &Generated {
-                threshold: 2,
-                modules: &modules,
-                name: Some("router"),
-            },
-        )
-        .unwrap();
+        let g = Generated {
+            threshold: 2,
+            modules: vec!["virtio_ring.ko".into(), "virtio.ko".into()],
+            name: Some("router".into()),
+            ..Generated::default()
+        };
+        let out = boot_toml(Some(("b.toml", user)), &g).unwrap();
         let t: toml::Table = out.parse().unwrap();
         assert_eq!(t["threshold"].as_integer(), Some(2));
         assert_eq!(t["verify"].as_str(), Some("full"));
@@ -396,13 +432,13 @@ mod tests {
             .collect();
         assert_eq!(m, ["virtio_ring.ko", "virtio.ko"]);
         assert_eq!(t["name"].as_str(), Some("router"));
-        // No user file, no name: only threshold and modules.
-        let t: toml::Table = boot_toml(None, &plain(1, &[])).unwrap().parse().unwrap();
+        // No user file: only the generated keys, and only those that say something.
+        let t: toml::Table = boot_toml(None, &one()).unwrap().parse().unwrap();
         assert_eq!(t.len(), 2);
         // A name the schema refuses is refused with PID 1's message.
         let bad = Generated {
-            name: Some("my router"),
-            ..plain(1, &[])
+            name: Some("my router".into()),
+            ..one()
         };
         let e = boot_toml(None, &bad).unwrap_err();
         assert!(
@@ -410,22 +446,55 @@ mod tests {
                 .contains("name: \"my router\" is not a product name"),
             "{e}"
         );
+        let g = Generated {
+            modules: vec!["i6300esb.ko".into()],
+            watchdog_modules: vec!["i6300esb.ko".into()],
+            stage2: true,
+            ..one()
+        };
+        let t: toml::Table = boot_toml(None, &g).unwrap().parse().unwrap();
+        assert_eq!(t["stage"].as_integer(), Some(2));
+        assert_eq!(t["watchdog_modules"].as_array().map(Vec::len), Some(1));
+        let g = Generated {
+            kernel_sha256: Some([0xab; 32]),
+            ..one()
+        };
+        let t: toml::Table = boot_toml(None, &g).unwrap().parse().unwrap();
+        assert_eq!(
+            t["kernel_sha256"].as_str().map(str::to_owned),
+            Some("ab".repeat(32))
+        );
+        // The schema's own rule on generated values: stage 2 never kexecs.
+        let g = Generated { stage2: true, ..g };
+        let e = boot_toml(None, &g).unwrap_err();
+        assert!(e.to_string().contains("never kexecs"), "{e}");
     }
 
-    fn plain(threshold: usize, modules: &[String]) -> Generated<'_> {
+    fn one() -> Generated {
         Generated {
-            threshold,
-            modules,
-            name: None,
+            threshold: 1,
+            ..Generated::default()
         }
     }
 
     #[test]
     fn boot_toml_refuses_what_stele_init_refuses() {
         for (text, needle) in [
-            ("threshold = 2", "set by `stele initramfs`"),
-            ("modules = []", "set by `stele initramfs`"),
-            ("name = \"demo\"", "set by `stele initramfs`"),
+            (
+                "threshold = 2",
+                "set by `stele initramfs` (use --threshold)",
+            ),
+            ("modules = []", "set by `stele initramfs` (use --module)"),
+            ("name = \"demo\"", "set by `stele initramfs` (use --name)"),
+            ("stage = 2", "set by `stele initramfs` (use --stage2)"),
+            (
+                "stage = 2\nkernel_sha256 = \"\"",
+                "`kernel_sha256` is set by `stele initramfs` (use --kernel)",
+            ),
+            (
+                "watchdog_modules = []",
+                "set by `stele initramfs` (use --module)",
+            ),
             ("colour = \"red\"", "colour: unknown key"),
             ("verify = 1", "verify: must be a string"),
             ("failure_delay_secs = \"3\"", "non-negative integer"),
@@ -437,7 +506,7 @@ mod tests {
             ),
             ("this is not toml", "not valid TOML"),
         ] {
-            let e = boot_toml(Some(("u.toml", text)), &plain(1, &[])).unwrap_err();
+            let e = boot_toml(Some(("u.toml", text)), &one()).unwrap_err();
             assert_eq!(e.exit(), Exit::Usage, "{text}");
             let msg = e.to_string();
             assert!(
@@ -451,7 +520,11 @@ mod tests {
             }
         }
         // A generated value the schema refuses (a module name it would not load).
-        let e = boot_toml(None, &plain(1, &["bad".into()])).unwrap_err();
+        let g = Generated {
+            modules: vec!["bad".into()],
+            ..one()
+        };
+        let e = boot_toml(None, &g).unwrap_err();
         assert!(e.to_string().contains("modules"), "{e}");
     }
 
@@ -533,6 +606,8 @@ mod tests {
             init: PathBuf::new(),
             mtime: 0,
             name: None,
+            stage2: false,
+            kernel: None,
         };
         let r = requested_modules(&spec);
         assert_eq!(r.len(), DEFAULT_MODULES.len() + 1);
@@ -588,7 +663,8 @@ mod tests {
             Err(InitramfsError::Threshold { .. })
         ));
         let e = load_keys(&[k1.clone(), k1.clone()], 1).unwrap_err();
-        assert!(matches!(e, InitramfsError::Key { ref why, .. } if why.contains("twice")));
+        assert!(matches!(e, InitramfsError::Duplicate { .. }), "{e}");
+        assert!(e.to_string().contains("twice"), "{e}");
         let junk = d.path().join("junk.pem");
         std::fs::write(
             &junk,
@@ -612,7 +688,7 @@ mod tests {
         std::fs::write(&cfg, "verify = \"full\"\n").unwrap();
         let spec = InitramfsSpec {
             modules_dir: mods.path().to_path_buf(),
-            modules: vec!["erofs".into(), "virtio-blk".into()],
+            modules: vec!["erofs".into(), "virtio-blk".into(), "i6300esb".into()],
             default_modules: false,
             keys: vec![k1],
             threshold: 1,
@@ -620,6 +696,8 @@ mod tests {
             init,
             mtime: 77,
             name: None,
+            stage2: false,
+            kernel: None,
         };
         let (a, order) = build(&spec).unwrap();
         assert_eq!(
@@ -630,7 +708,9 @@ mod tests {
                 "erofs.ko",
                 "virtio_ring.ko",
                 "virtio.ko",
-                "virtio_blk.ko"
+                "virtio_blk.ko",
+                "watchdog.ko",
+                "i6300esb.ko"
             ]
         );
         let file = |p: &str| match a.entries().find(|(q, _)| *q == p).map(|(_, e)| &e.kind) {
@@ -650,6 +730,11 @@ mod tests {
             .map(|v| v.as_str().unwrap())
             .collect();
         assert_eq!(listed, order);
+        assert_eq!(
+            t["watchdog_modules"].as_array().unwrap()[..],
+            [toml::Value::from("i6300esb.ko")]
+        );
+        assert!(!t.contains_key("stage") && !t.contains_key("kernel_sha256"));
         assert!(
             file(&format!("etc/stele/keys/{id1}.pem")).starts_with(b"-----BEGIN PUBLIC KEY-----")
         );
@@ -662,6 +747,31 @@ mod tests {
             a.to_bytes().unwrap(),
             build(&spec).unwrap().0.to_bytes().unwrap()
         );
+        // --stage2 and --kernel: stage = 2, the kernel's sha256.
+        let kernel = d.path().join("vmlinuz");
+        std::fs::write(&kernel, b"kernel bytes").unwrap();
+        let boot_toml_of = |spec: &InitramfsSpec| -> toml::Table {
+            let (a, _) = build(spec).unwrap();
+            let text = a
+                .entries()
+                .find_map(|(p, e)| match (&e.kind, p == "etc/stele/boot.toml") {
+                    (EntryKind::File(d), true) => Some(String::from_utf8(d.clone()).unwrap()),
+                    _ => None,
+                })
+                .unwrap();
+            text.parse().unwrap()
+        };
+        let t = boot_toml_of(&InitramfsSpec {
+            kernel: Some(kernel.clone()),
+            ..spec.clone()
+        });
+        let sha = stele_verifier::hex::encode(&sha2::Sha256::digest(b"kernel bytes"));
+        assert_eq!(t["kernel_sha256"].as_str(), Some(sha.as_str()));
+        let t = boot_toml_of(&InitramfsSpec {
+            stage2: true,
+            ..spec.clone()
+        });
+        assert_eq!(t["stage"].as_integer(), Some(2));
         // A config that sets threshold is refused.
         let bad = d.path().join("bad.toml");
         std::fs::write(&bad, "threshold = 1\n").unwrap();

@@ -84,16 +84,13 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     a.commit()
 }
 
-fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| Error::io("read key file", path, e))
-}
-
 /// Loads a PKCS#8 PEM ed25519 private key (as written by `stele keygen` or
-/// `openssl genpkey -algorithm ed25519`).
+/// `openssl genpkey -algorithm ed25519`); any other content is a key error naming what
+/// the file holds (exit 2), an unreadable file an I/O error (exit 3).
 pub fn load_signing_key(path: &Path) -> Result<SigningKey> {
-    let text = read_text(path)?;
-    Ok(vkeys::parse_private_pem(
-        &text,
+    let bytes = std::fs::read(path).map_err(|e| Error::io("read key file", path, e))?;
+    Ok(vkeys::parse_private_key(
+        &bytes,
         &path.display().to_string(),
     )?)
 }
@@ -121,7 +118,7 @@ mod tests {
         assert_eq!(load_signing_key(&k).unwrap().to_bytes(), again.to_bytes());
         let public = std::fs::read_to_string(&p).unwrap();
         assert_eq!(
-            vkeys::parse_public_pem(&public, "p").unwrap(),
+            vkeys::parse_public_key(public.as_bytes(), "p").unwrap(),
             again.verifying_key()
         );
         let mode = std::fs::metadata(&k).unwrap().permissions().mode() & 0o777;

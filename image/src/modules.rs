@@ -69,6 +69,18 @@ pub struct ResolvedModule {
     pub file_name: String,
 }
 
+impl ResolvedModule {
+    /// Under `kernel/drivers/watchdog/`: with a `nowayout` parameter ([`takes_nowayout`]),
+    /// a watchdog driver, which boot.toml lists in `watchdog_modules` and stele-init loads
+    /// with `nowayout=1` when it uses the watchdog (docs/BOOT.md, "The watchdog").
+    pub fn in_watchdog_dir(&self) -> bool {
+        let parts: Vec<_> = self.path.components().map(|c| c.as_os_str()).collect();
+        parts
+            .windows(2)
+            .any(|w| w[0] == "drivers" && w[1] == "watchdog")
+    }
+}
+
 /// The module index of one kernel.
 #[derive(Clone, Debug, Default)]
 pub struct ModuleDb {
@@ -114,16 +126,30 @@ pub fn parse_softdep_pre(value: &str) -> Vec<String> {
     out
 }
 
-/// The `softdep=` values in a module's `.modinfo` section, found by scanning the bytes
-/// for NUL-delimited `softdep=...` strings.
+/// The `softdep=` values in a module's `.modinfo` section.
 pub fn modinfo_softdeps(ko: &[u8]) -> Vec<String> {
-    const KEY: &[u8] = b"softdep=";
+    modinfo_values(ko, "softdep")
+}
+
+/// True when the module declares a `nowayout` parameter (`parmtype=nowayout:...`), as
+/// the watchdog drivers do (the watchdog core module does not).
+pub fn takes_nowayout(ko: &[u8]) -> bool {
+    modinfo_values(ko, "parmtype")
+        .iter()
+        .any(|v| v.starts_with("nowayout:"))
+}
+
+/// The values of `key` in a module's `.modinfo` section, found by scanning the bytes for
+/// NUL-delimited `key=...` strings.
+pub fn modinfo_values(ko: &[u8], key: &str) -> Vec<String> {
+    let key = format!("{key}=");
+    let key = key.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
-    while let Some(off) = find(&ko[i..], KEY) {
+    while let Some(off) = find(&ko[i..], key) {
         let start = i + off;
         let at_string_start = start == 0 || ko[start - 1] == 0;
-        let vstart = start + KEY.len();
+        let vstart = start + key.len();
         let vend = ko[vstart..]
             .iter()
             .position(|&b| b == 0)
@@ -418,6 +444,14 @@ pub(crate) mod tests {
             ("kernel/fs/jbd2/jbd2.ko", b"\0softdep=pre: crypto-crc32c\0"),
             ("kernel/fs/ext4/ext4.ko", b"\0xsoftdep=pre: bogus\0"),
             ("kernel/fs/z.ko.xz", b""),
+            (
+                "kernel/drivers/watchdog/i6300esb.ko",
+                b"\0parmtype=nowayout:bool\0depends=watchdog\0name=i6300esb\0",
+            ),
+            (
+                "kernel/drivers/watchdog/watchdog.ko",
+                b"\0parmtype=open_timeout:uint\0name=watchdog\0",
+            ),
         ];
         for (p, c) in files {
             let p = d.path().join(p);
@@ -438,7 +472,9 @@ pub(crate) mod tests {
              kernel/fs/erofs/erofs.ko: kernel/lib/libcrc32c.ko\n\
              kernel/fs/jbd2/jbd2.ko:\n\
              kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/jbd2/jbd2.ko\n\
-             kernel/fs/z.ko.xz:\n",
+             kernel/fs/z.ko.xz:\n\
+             kernel/drivers/watchdog/i6300esb.ko: kernel/drivers/watchdog/watchdog.ko\n\
+             kernel/drivers/watchdog/watchdog.ko:\n",
         )
         .unwrap();
         std::fs::write(

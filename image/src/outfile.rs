@@ -1,27 +1,27 @@
-//! Writing an output file atomically with the caller's error type (over [`AtomicFile`]).
+//! Writing an output file the user named, atomically, with the caller's error type (over
+//! [`AtomicFile`] and the one output rule, [`crate::atomic::output_target`]).
 
 use std::fs::File;
-use std::io;
 use std::path::Path;
+
+use stele_verifier::progress::Silent;
 
 use crate::atomic::AtomicFile;
 
-/// Creates `path` by letting `fill` write a temporary file in the same directory (it gets
-/// the open file and its path, for tools that write by path), then syncing and renaming it
-/// over `path`. On error the temporary file is removed and `path` is untouched. `map_io`
-/// turns the I/O errors of creating, syncing and renaming (named by the first argument)
-/// into the caller's error type.
-pub fn write_atomic<T, E>(
+/// Creates the output `path` by letting `fill` write a temporary file (it gets the open
+/// file and its path, for tools that write by path), then syncing and renaming it over
+/// `path`. An existing `path` is refused unless `force` ([`crate::atomic::output_target`]).
+/// On error the temporary file is removed and `path` is untouched.
+pub fn write_atomic<T, E: From<crate::Error>>(
     path: &Path,
-    map_io: impl Fn(&'static str, io::Error) -> E,
+    force: bool,
     fill: impl FnOnce(&mut File, &Path) -> Result<T, E>,
 ) -> Result<T, E> {
     // Dropping the AtomicFile on an error removes the temporary file.
-    let mut out =
-        AtomicFile::create_io(path, 0o644).map_err(|e| map_io("creating the output file", e))?;
+    let mut out = AtomicFile::output(path, 0o644, force)?;
     let tmp = out.tmp_path().to_path_buf();
     let v = fill(out.file(), &tmp)?;
-    out.commit_io().map_err(|(what, e)| map_io(what, e))?;
+    out.commit_with(&mut Silent)?;
     Ok(v)
 }
 
@@ -34,19 +34,23 @@ mod tests {
     fn replaces_on_success_and_keeps_old_on_error() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("out.img");
-        let map = |_: &'static str, e: io::Error| e;
-        write_atomic(&p, map, |f, tmp| {
+        let io = |e| crate::Error::io("write", "out.img", e);
+        write_atomic(&p, false, |f, tmp| {
             assert!(tmp.exists());
-            f.write_all(b"one")
+            f.write_all(b"one").map_err(io)
         })
         .unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"one");
-        let r = write_atomic(&p, map, |f, _| {
-            f.write_all(b"two")?;
-            Err::<(), _>(io::Error::other("boom"))
+        let r = write_atomic(&p, false, |f, _| f.write_all(b"two").map_err(io));
+        assert!(matches!(r, Err(crate::Error::Exists { .. })));
+        let r = write_atomic(&p, true, |f, _| {
+            f.write_all(b"two").map_err(io)?;
+            Err::<(), _>(io(std::io::Error::other("boom")))
         });
         assert!(r.is_err());
         assert_eq!(std::fs::read(&p).unwrap(), b"one");
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+        write_atomic(&p, true, |f, _| f.write_all(b"two").map_err(io)).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
     }
 }

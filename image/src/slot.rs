@@ -10,13 +10,16 @@ use std::process::{Command, Stdio};
 use stele_verifier::footer::{Footer, FOOTER_SIZE};
 use stele_verifier::keys::{key_id, KeyId, SigningKey, VerifyingKey};
 use stele_verifier::manifest::{
-    signing_message, Envelope, FilesystemInfo, FsType, Manifest, VerityInfo,
+    signing_message, Envelope, FilesystemInfo, FsType, KernelInfo, Manifest, VerityInfo,
 };
+use stele_verifier::progress::{Progress, Step};
 use stele_verifier::slot::{locate, SlotLocator};
 use stele_verifier::verity::{TreeBuilder, VerityParams};
 
 use crate::atomic::AtomicFile;
+use crate::cleanup::TempPath;
 use crate::fs::{write_zeros, FsOptions};
+use crate::slot_kernel::{check_tree, Present, SlotKernel};
 use crate::{Error, Result};
 
 /// Alignment of the manifest and the footer.
@@ -38,6 +41,32 @@ pub struct BuildParams {
     pub salt: Vec<u8>,
     pub data_block_size: u32,
     pub hash_block_size: u32,
+    /// The slot's kernel (`--kernel`), as the manifest names it.
+    pub kernel: Option<KernelInfo>,
+}
+
+impl BuildParams {
+    /// Refuses, before anything is built, every parameter the verifier would refuse in the
+    /// image (exit 2): name, version, a `--rollback-index` or SOURCE_DATE_EPOCH above the
+    /// manifest's integer limit, block sizes no device maps, the salt.
+    pub fn check(&self) -> Result<()> {
+        use stele_verifier::manifest::check_integer;
+        use stele_verifier::slot::check_block_size;
+        validate_name(&self.name)?;
+        validate_version(&self.version)?;
+        check_integer("--rollback-index", self.rollback_index).map_err(Error::Parameter)?;
+        check_integer("SOURCE_DATE_EPOCH", self.created).map_err(Error::Parameter)?;
+        check_block_size("--data-block-size", self.data_block_size).map_err(Error::Parameter)?;
+        check_block_size("--hash-block-size", self.hash_block_size).map_err(Error::Parameter)?;
+        VerityParams::new(
+            self.data_block_size,
+            self.hash_block_size,
+            1,
+            self.salt.clone(),
+        )
+        .map_err(Error::Parameter)?;
+        Ok(())
+    }
 }
 
 /// What was built.
@@ -110,7 +139,7 @@ pub fn verity_params_for(fs_size: u64, params: &BuildParams) -> Result<VerityPar
         blocks,
         params.salt.clone(),
     )
-    .map_err(|e| Error::invalid("verity parameters", e.to_string()))
+    .map_err(Error::Parameter)
 }
 
 /// Writes a whole slot image to `w` from `fs_size` bytes of filesystem read from `fs`,
@@ -147,6 +176,7 @@ pub fn seal_in_place(
     f: &mut File,
     params: &BuildParams,
     keys: &[SigningKey],
+    progress: &mut dyn Progress,
 ) -> Result<BuildReport> {
     let fs_size = f
         .metadata()
@@ -154,7 +184,12 @@ pub fn seal_in_place(
         .len();
     let vp = check_build(fs_size, params)?;
     let mut builder = TreeBuilder::new(vp.clone());
-    hash_file(f, fs_size, &mut builder)?;
+    hash_file(
+        f,
+        fs_size,
+        &mut builder,
+        &mut Step::new(progress, "hashing", Some(fs_size)),
+    )?;
     f.seek(SeekFrom::Start(fs_size))
         .map_err(|e| Error::io("seek", "the slot image", e))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
@@ -166,7 +201,7 @@ pub fn seal_in_place(
 }
 
 /// Feeds the first `len` bytes of `f` to `builder`, reading ahead on another thread.
-fn hash_file(f: &File, len: u64, builder: &mut TreeBuilder) -> Result<()> {
+fn hash_file(f: &File, len: u64, builder: &mut TreeBuilder, step: &mut Step<'_>) -> Result<()> {
     use std::os::unix::fs::FileExt;
     use std::sync::mpsc::sync_channel;
     const BUF: usize = stele_verifier::verity::CHUNK_SIZE;
@@ -197,6 +232,7 @@ fn hash_file(f: &File, len: u64, builder: &mut TreeBuilder) -> Result<()> {
                 .map_err(|_| Error::invalid("filesystem image", "the reader stopped"))?
                 .map_err(|e| Error::io("read", "the filesystem image", e))?;
             builder.update(&buf)?;
+            step.advance(buf.len() as u64);
             done += buf.len() as u64;
             let _ = empty_tx.send(buf);
         }
@@ -204,10 +240,9 @@ fn hash_file(f: &File, len: u64, builder: &mut TreeBuilder) -> Result<()> {
     })
 }
 
-/// Checks name, version and size; the verity parameters for `fs_size` bytes.
+/// Checks the parameters and the size; the verity parameters for `fs_size` bytes.
 fn check_build(fs_size: u64, params: &BuildParams) -> Result<VerityParams> {
-    validate_name(&params.name)?;
-    validate_version(&params.version)?;
+    params.check()?;
     if fs_size == 0 {
         return Err(Error::invalid("filesystem image", "it is empty"));
     }
@@ -267,7 +302,10 @@ fn write_rest<W: Write>(
             salt: vp.salt().to_vec(),
             root_hash: root,
         },
+        kernel: params.kernel.clone(),
     };
+    // What the device would refuse is never signed.
+    manifest.check()?;
     let mut envelope = Envelope {
         signatures: Vec::new(),
         body: manifest.to_toml().into_bytes(),
@@ -301,22 +339,39 @@ fn write_tail<W: Write>(w: &mut W, envelope: &Envelope, manifest_offset: u64) ->
     Ok(footer)
 }
 
+/// Where and how a build writes its slot image.
+#[derive(Clone, Copy, Debug)]
+pub struct Output<'a> {
+    pub path: &'a Path,
+    /// Replace an existing file, or write onto a block device ([`AtomicFile::output`]).
+    pub force: bool,
+}
+
 /// Builds `out` from an existing filesystem image file (atomically: temp file + rename).
 pub fn build_from_fs_image(
     fs_image: &Path,
     params: &BuildParams,
     keys: &[SigningKey],
-    out: &Path,
+    out: Output<'_>,
+    progress: &mut dyn Progress,
 ) -> Result<BuildReport> {
     let mut fs =
         File::open(fs_image).map_err(|e| Error::io("open filesystem image", fs_image, e))?;
-    let fs_size = fs
-        .metadata()
-        .map_err(|e| Error::io("stat", fs_image, e))?
-        .len();
-    let mut tmp = AtomicFile::create(out, 0o644)?;
-    let report = write_slot(&mut fs, fs_size, params, keys, tmp.file())?;
-    tmp.commit()?;
+    let fs_size = byte_len(&mut fs).map_err(|e| Error::io("size", fs_image, e))?;
+    let mut head = Vec::with_capacity(crate::fs::MAGIC_HEAD);
+    (&mut fs)
+        .take(crate::fs::MAGIC_HEAD as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::io("read", fs_image, e))?;
+    crate::fs::check_fs_image(fs_image, &head, params.fs_type)?;
+    fs.seek(SeekFrom::Start(0))
+        .map_err(|e| Error::io("seek", fs_image, e))?;
+    let mut tmp = AtomicFile::output(out.path, 0o644, out.force)?.slot_image();
+    let report = {
+        let mut step = Step::new(progress, "hashing", Some(fs_size));
+        write_slot(&mut step.reader(&mut fs), fs_size, params, keys, tmp.file())?
+    };
+    tmp.commit_with(progress)?;
     Ok(report)
 }
 
@@ -329,41 +384,72 @@ pub enum RootSource<'a> {
     Tar(&'a crate::stage::TarInput),
 }
 
-/// Builds the filesystem of `src` in the output's temporary file (next to `out`), then
-/// turns it into the slot image in place and renames it over `out`.
+/// Builds the filesystem of `src` (plus the slot's `kernel` files) in the output's
+/// temporary file (next to `out`), then turns it into the slot image in place, its
+/// manifest naming the kernel, and renames it over `out`.
+///
+/// A directory is never changed: when the kernel files have to be added, the filesystem
+/// is built from a staging tree next to `out` of new directories and hard links to the
+/// directory's files ([`crate::linktree`]), removed afterwards.
 pub fn build_from_root(
     src: RootSource<'_>,
     params: &BuildParams,
     all_root: bool,
+    kernel: Option<&SlotKernel>,
     keys: &[SigningKey],
-    out: &Path,
+    out: Output<'_>,
+    progress: &mut dyn Progress,
 ) -> Result<BuildReport> {
-    validate_name(&params.name)?;
-    validate_version(&params.version)?;
+    params.check()?;
+    let params = BuildParams {
+        kernel: kernel.map(|k| k.info.clone()),
+        ..params.clone()
+    };
     let opts = FsOptions::new(
         params.fs_type,
         params.created,
         crate::fs::derive_uuid(&params.name, &params.salt),
         all_root,
     );
-    let mut tmp = AtomicFile::create(out, 0o644)?;
-    match src {
-        RootSource::Dir(dir) => crate::fs::build_fs(dir, tmp.tmp_path(), &opts)?,
-        RootSource::Tar(tar) => crate::stage::build_fs_from_tar(tar, out, tmp.tmp_path(), &opts)?,
+    let mut tmp = AtomicFile::output(out.path, 0o644, out.force)?.slot_image();
+    {
+        let tool = crate::fs::tool_for(params.fs_type).name;
+        let _step = Step::new(progress, &format!("building the filesystem ({tool})"), None);
+        match (src, kernel) {
+            (RootSource::Dir(dir), Some(k)) if check_tree(dir, &k.info)? != Present::All => {
+                let stage = TempPath::register(
+                    crate::atomic::temp_name(out.path, "stage")
+                        .map_err(|e| Error::io("name a staging directory for", out.path, e))?,
+                );
+                std::fs::create_dir(stage.path())
+                    .map_err(|e| Error::io("create staging directory", stage.path(), e))?;
+                crate::linktree::mirror(dir, stage.path())?;
+                crate::slot_kernel::place(stage.path(), k)?;
+                crate::fs::build_fs(stage.path(), tmp.tmp_path(), &opts)?;
+            }
+            (RootSource::Dir(dir), _) => crate::fs::build_fs(dir, tmp.tmp_path(), &opts)?,
+            (RootSource::Tar(tar), k) => {
+                crate::stage::build_fs_from_tar(tar, k, out.path, tmp.tmp_path(), &opts)?
+            }
+        }
     }
     // The tool wrote the file by its path (and may have replaced it): open it again.
     tmp.reopen()?;
     tmp.file()
         .set_permissions(std::fs::Permissions::from_mode(0o644))
-        .map_err(|e| Error::io("set mode of", out, e))?;
-    let report = seal_in_place(tmp.file(), params, keys)?;
-    tmp.commit()?;
+        .map_err(|e| Error::io("set mode of", out.path, e))?;
+    let report = seal_in_place(tmp.file(), &params, keys, progress)?;
+    tmp.commit_with(progress)?;
     Ok(report)
 }
 
 /// Opens a slot image file (or a partition holding one) and returns it with its length.
 pub fn open(path: &Path) -> Result<(File, u64)> {
     let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    if f.metadata().is_ok_and(|m| m.is_dir()) {
+        let e = std::io::Error::from(std::io::ErrorKind::IsADirectory);
+        return Err(Error::io("open", path, e));
+    }
     let len = byte_len(&mut f).map_err(|e| Error::io("size", path, e))?;
     Ok((f, len))
 }
@@ -413,7 +499,8 @@ pub fn rewrite_envelope(
         .permissions()
         .mode()
         & 0o777;
-    let mut tmp = AtomicFile::create(path, mode)?;
+    // A block device holding the image is written back onto (the footer at its end).
+    let mut tmp = AtomicFile::output(path, mode, true)?.slot_image();
     f.seek(SeekFrom::Start(0))
         .map_err(|e| Error::io("seek", path, e))?;
     let copied = std::io::copy(&mut (&mut f).take(loc.footer.manifest_offset), tmp.file())
@@ -545,6 +632,7 @@ mod tests {
             salt: vec![0xab; 32],
             data_block_size: 4096,
             hash_block_size: 4096,
+            kernel: None,
         }
     }
 
@@ -599,10 +687,25 @@ mod tests {
         assert_eq!(verity_params_for(4097, &p).unwrap().data_blocks(), 2);
         assert!(write_slot(&[][..], 0, &p, &[], &mut Vec::new()).is_err());
         p.data_block_size = 1000;
-        assert!(matches!(
-            verity_params_for(1, &p),
-            Err(Error::Invalid { .. })
-        ));
+        assert!(matches!(verity_params_for(1, &p), Err(Error::Parameter(_))));
+        // Blocks above the page size: the format allows them, a slot image does not.
+        p.data_block_size = 8192;
+        let e = write_slot(&[1u8; 100][..], 100, &p, &[], &mut Vec::new()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Parameter(stele_verifier::Error::SlotBlockSize { .. })
+            ),
+            "{e}"
+        );
+        assert_eq!(
+            stele_verifier::Report::exit(&e),
+            stele_verifier::Exit::Usage
+        );
+        p.data_block_size = 4096;
+        p.rollback_index = u64::MAX;
+        let e = write_slot(&[1u8; 100][..], 100, &p, &[], &mut Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("--rollback-index"), "{e}");
     }
 
     #[test]
@@ -640,8 +743,8 @@ mod tests {
         #[test]
         fn any_geometry_round_trips(
             size in 1usize..70_000,
-            dbs_log in 9u32..14,
-            hbs_log in 9u32..14,
+            dbs_log in 9u32..13,
+            hbs_log in 9u32..13,
             salt_len in 0usize..40,
             fill in proptest::prelude::any::<u8>(),
         ) {

@@ -22,8 +22,11 @@ use std::process::{Command, Stdio};
 
 use crate::archive::{self, Kind, Member};
 use crate::cleanup::{self, TempPath};
-use crate::fs::{build_fs, find_tool, FsOptions};
+use crate::fs::{build_fs, FsOptions};
+use crate::slot_kernel::SlotKernel;
 use crate::{Error, Result};
+use stele_verifier::hex;
+use stele_verifier::manifest::KernelFile;
 
 /// Where the archive is read from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,10 +79,12 @@ impl TarInput {
 /// The xattr namespaces that every filesystem image keeps.
 const XATTR_PREFIXES: [&str; 3] = ["security.", "trusted.", "user."];
 
-/// Unpacks `tar` next to `out` and builds the filesystem image of it at `fs_out` (an
-/// existing empty file), under fakeroot unless this process is root.
+/// Unpacks `tar` next to `out` (adding the slot's `kernel` files) and builds the
+/// filesystem image of it at `fs_out` (an existing empty file), under fakeroot unless this
+/// process is root.
 pub fn build_fs_from_tar(
     tar: &TarInput,
+    kernel: Option<&SlotKernel>,
     out: &Path,
     fs_out: &Path,
     opts: &FsOptions,
@@ -95,10 +100,17 @@ pub fn build_fs_from_tar(
     std::fs::set_permissions(stage.path(), std::fs::Permissions::from_mode(0o755))
         .map_err(|e| Error::io("set mode of", stage.path(), e))?;
     let privileged = nix::unistd::geteuid().is_root();
+    let args = StageArgs {
+        tar: tar.clone(),
+        kernel: kernel.cloned(),
+        stage: stage.path().to_path_buf(),
+        fs_out: fs_out.to_path_buf(),
+        opts: opts.clone(),
+    };
     if privileged {
-        stage_and_build(tar, stage.path(), fs_out, opts)
+        stage_and_build(&args)
     } else {
-        under_fakeroot(tar, stage.path(), fs_out, opts)
+        under_fakeroot(&args)
     }
     // `stage` is dropped here: the staging tree is removed.
 }
@@ -107,6 +119,8 @@ pub fn build_fs_from_tar(
 #[derive(Clone, Debug)]
 pub struct StageArgs {
     pub tar: TarInput,
+    /// The slot's kernel and initrd, added after the archive.
+    pub kernel: Option<SlotKernel>,
     /// The (existing, empty) staging directory.
     pub stage: PathBuf,
     /// The (existing, empty) filesystem image file.
@@ -137,35 +151,54 @@ impl StageArgs {
         if o.all_root {
             v.push("--all-root".into());
         }
+        if let Some(k) = &self.kernel {
+            let digest = |f: &KernelFile| format!("{}:{}", f.size, hex::encode(&f.sha256));
+            v.extend([
+                "--kernel".into(),
+                k.input.kernel.clone().into(),
+                "--kernel-digest".into(),
+                digest(&k.info.kernel).into(),
+                "--initrd".into(),
+                k.input.initrd.clone().into(),
+                "--initrd-digest".into(),
+                digest(&k.info.initrd).into(),
+                "--kernel-cmdline".into(),
+                k.input.cmdline.clone().into(),
+            ]);
+        }
         v
     }
 }
 
-/// The unpacking step itself (as root, or under fakeroot): unpack, then build.
-pub fn stage_and_build(
-    tar: &TarInput,
-    stage: &Path,
-    fs_out: &Path,
-    opts: &FsOptions,
-) -> Result<()> {
-    unpack(tar.open()?, stage, !opts.all_root)?;
+/// `SIZE:SHA256HEX` (the form [`StageArgs`] passes to the helper). Pure.
+pub fn parse_digest(s: &str) -> Option<(u64, [u8; 32])> {
+    let (size, h) = s.split_once(':')?;
+    let d = hex::decode(h)?;
+    Some((size.parse().ok()?, d.try_into().ok()?))
+}
+
+/// The unpacking step itself (as root, or under fakeroot): unpack, add the kernel files,
+/// then build.
+pub fn stage_and_build(a: &StageArgs) -> Result<()> {
+    unpack(a.tar.open()?, &a.stage, !a.opts.all_root)?;
+    if let Some(k) = &a.kernel {
+        crate::slot_kernel::place(&a.stage, k)?;
+    }
     // What PID 1 would refuse to run is refused before the filesystem is built.
-    let origin = format!("{}:{}", tar.describe(), stele_verifier::layout::SYSTEM_TOML);
-    crate::rootfs_check::check(&crate::rootfs_check::DirTree::new(stage), &origin)?;
-    build_fs(stage, fs_out, opts)
+    let origin = format!(
+        "{}:{}",
+        a.tar.describe(),
+        stele_verifier::layout::SYSTEM_TOML
+    );
+    crate::rootfs_check::check(&crate::rootfs_check::DirTree::new(&a.stage), &origin)?;
+    build_fs(&a.stage, &a.fs_out, &a.opts)
 }
 
 /// Runs [`stage_and_build`] in `stele image fs-from-tar` under fakeroot; its error line
 /// becomes this build's error.
-fn under_fakeroot(tar: &TarInput, stage: &Path, fs_out: &Path, opts: &FsOptions) -> Result<()> {
-    let fakeroot = find_tool("fakeroot", "fakeroot")?;
+fn under_fakeroot(args: &StageArgs) -> Result<()> {
+    let fakeroot = crate::tool::FAKEROOT.path()?;
     let exe = std::env::current_exe().map_err(|e| Error::io("find", "the stele binary", e))?;
-    let args = StageArgs {
-        tar: tar.clone(),
-        stage: stage.to_path_buf(),
-        fs_out: fs_out.to_path_buf(),
-        opts: opts.clone(),
-    };
     let mut cmd = Command::new(fakeroot);
     cmd.arg("--")
         .arg(exe)
@@ -336,7 +369,7 @@ fn replace(dst: &Path) -> Result<()> {
 
 /// Writes `size` bytes from `data` to a new file, leaving holes where whole 4 KiB blocks
 /// are zero (so sparse files stay sparse and the staging copy stays small).
-fn write_sparse(data: &mut dyn Read, dst: &Path, size: u64) -> Result<()> {
+pub(crate) fn write_sparse(data: &mut dyn Read, dst: &Path, size: u64) -> Result<()> {
     const BLOCK: usize = 4096;
     let mut f = File::create(dst).map_err(|e| Error::io("create", dst, e))?;
     let mut buf = vec![0u8; 64 * BLOCK];
@@ -361,8 +394,9 @@ fn write_sparse(data: &mut dyn Read, dst: &Path, size: u64) -> Result<()> {
         return Err(Error::invalid(
             "--rootfs-tar",
             format!(
-                "member {}: {written} bytes of data, the header says {size}",
-                dst.display()
+                "member {}: {} of data, the header says {size}",
+                dst.display(),
+                stele_verifier::plural::count(written, "byte", "bytes")
             ),
         ));
     }

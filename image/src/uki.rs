@@ -150,9 +150,7 @@ pub struct UkiReport {
 /// Builds the UKI at `out` (temporary file next to it, renamed into place). An existing
 /// `out` is refused unless `force`.
 pub fn build(out: &Path, spec: &UkiSpec, force: bool) -> Result<UkiReport> {
-    if !force && out.symlink_metadata().is_ok() {
-        return Err(Error::Exists { path: out.into() });
-    }
+    crate::atomic::output_target(out, force)?;
     check_cmdline(&spec.cmdline)?;
     let stub = std::fs::read(&spec.stub).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound if spec.stub == Path::new(STUB) => Error::ToolMissing {
@@ -219,8 +217,7 @@ pub fn build(out: &Path, spec: &UkiSpec, force: bool) -> Result<UkiReport> {
         SBSIGN.run(&mut cmd)?;
         bytes = read_input(&signed)?;
     }
-    let map_io = |op, e| Error::io(op, out, e);
-    crate::outfile::write_atomic(out, map_io, |f, _| {
+    crate::outfile::write_atomic(out, force, |f, _| {
         use std::io::Write;
         f.write_all(&bytes).map_err(|e| Error::io("write", out, e))
     })?;

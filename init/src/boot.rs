@@ -1,9 +1,12 @@
-//! The boot flow (docs/BOOT.md, steps 1-10): mounts, config, modules, partitions, state,
-//! verification, dm-verity, overlay root, publishing /run/stele, switch root.
+//! The boot flow (docs/BOOT.md, steps 1-10) both stages share: mounts, config, modules and
+//! the watchdog, partitions, state ([`prepare`]); then [`crate::stage1`] (choose, spend the
+//! try, verify, map, hand over to the slot's kernel or carry on) or [`crate::stage2`] (the
+//! slot stage 1 named, verified again); then the overlay root, /run/stele and switch root
+//! ([`finish`]).
 //!
-//! Decisions are pure functions at the top (slot order, phase line); the flow below calls
-//! them and [`crate::sys`]. Any failure before switch root refuses that slot and tries the
-//! other one in the same boot; with none left, the failure action runs. Never a shell.
+//! Decisions are pure functions at the top (slot order, phase line); the flow calls them
+//! and [`crate::sys`]. A failure before switch root refuses that slot; with none left, the
+//! failure action runs. Never a shell.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -12,19 +15,17 @@ use std::time::{Duration, Instant};
 use stele_update::keys::load_keyring;
 use stele_update::run_dir::{self, Devices, Publish};
 use stele_update::state_file::StateFile;
-use stele_verifier::config::{Action, BootConfig, VerifyMode};
+use stele_verifier::config::{Action, BootConfig, Stage};
 use stele_verifier::keys::Keyring;
 use stele_verifier::layout;
-use stele_verifier::manifest::Manifest;
-use stele_verifier::slot::{self, VerifyOptions};
 use stele_verifier::state::{BootState, Slot};
-use stele_verifier::verity;
 
 use crate::cmdline::{apply_cmdline, Cmdline};
 use crate::devices::{self, BlockDev, Partitions};
-use crate::mounts::{self, NEWROOT, RW};
-use crate::sys::{self, dm, Halt};
-use crate::{console, debug, error, info, modules, warn, Error, Result};
+use crate::mapped::{Clock, Mapped};
+use crate::mounts::{self, NEWROOT};
+use crate::sys::{self, Halt};
+use crate::{console, debug, error, info, modules, warn, watchdog, Error, Result};
 
 /// Filesystem magics of an initramfs root (only those are ever emptied).
 const RAMFS_MAGIC: i64 = 0x8584_58f6;
@@ -70,29 +71,14 @@ impl Phases {
             None => self.0.push((name, ms)),
         }
     }
-    /// `boot phases: mounts=3 ... total=<ms>`.
-    pub fn line(&self, total: Duration) -> String {
-        let mut s = String::from("boot phases:");
+    /// `boot phases: stage=<1|2> mounts=3 ... total=<ms>`.
+    pub fn line(&self, stage: Stage, total: Duration) -> String {
+        let mut s = format!("boot phases: stage={}", stage.number());
         for (n, ms) in &self.0 {
             s.push_str(&format!(" {n}={ms}"));
         }
         s.push_str(&format!(" total={}", total.as_millis()));
         s
-    }
-}
-
-/// A stopwatch that charges elapsed time to phases.
-#[derive(Debug)]
-struct Clock {
-    last: Instant,
-    phases: Phases,
-}
-
-impl Clock {
-    fn lap(&mut self, name: &'static str) {
-        let now = Instant::now();
-        self.phases.add(name, now - self.last);
-        self.last = now;
     }
 }
 
@@ -126,7 +112,7 @@ pub fn fail(action: Action, delay_secs: u64, cause: &str) -> ! {
         "no bootable slot: {cause}; {} in {delay_secs}s",
         action.name()
     );
-    std::thread::sleep(Duration::from_secs(delay_secs));
+    watchdog::sleep(Duration::from_secs(delay_secs));
     halt(action)
 }
 
@@ -146,13 +132,36 @@ pub fn final_halt(action: Action) -> ! {
     })
 }
 
-/// Steps 1-10. Returns only after a successful switch root.
+/// What both stages know once the state is read (steps 1-5 done).
+#[derive(Debug)]
+pub struct Ready {
+    pub start: Instant,
+    pub clock: Clock,
+    pub cfg: BootConfig,
+    /// boot.toml as read (published in /run/stele).
+    pub boot_text: String,
+    pub cmdline: Cmdline,
+    pub parts: Partitions,
+    pub state: StateFile<File>,
+    pub st: BootState,
+    pub keyring: Keyring,
+}
+
+/// Steps 1-10. Returns only after a successful switch root (stage 1 may instead reboot
+/// into the slot's own kernel).
 pub fn boot() -> Booted {
+    let ready = prepare();
+    match ready.cfg.stage {
+        Stage::One => crate::stage1::run(ready),
+        Stage::Two => crate::stage2::run(ready),
+    }
+}
+
+/// Steps 1-5: mounts, configuration, modules (and the watchdog), partitions, the state
+/// and the keyring. A failure here ends the boot (the failure action).
+fn prepare() -> Ready {
     let start = Instant::now();
-    let mut clock = Clock {
-        last: start,
-        phases: Phases::default(),
-    };
+    let mut clock = Clock::new(start);
     let _ = sys::block_all_signals();
     sys::cad_to_signal();
     for m in mounts::EARLY {
@@ -204,7 +213,8 @@ pub fn boot() -> Booted {
     console::set_debug(cmdline.debug);
     let (action, delay) = (cfg.on_failure, cfg.failure_delay_secs);
 
-    let loaded = modules::load(&cfg.modules);
+    let watchdog = cfg.watchdog_secs > 0;
+    let loaded = modules::load(&cfg.modules, &cfg.watchdog_modules, watchdog);
     for f in &loaded.failed {
         warn!("module {f}");
     }
@@ -214,6 +224,7 @@ pub fn boot() -> Booted {
         loaded.already,
         loaded.failed.len()
     );
+    watchdog::arm(cfg.watchdog_secs);
     clock.lap("modules");
 
     let parts = devices::wait(
@@ -237,10 +248,11 @@ pub fn boot() -> Booted {
 
     let mut state = StateFile::open(&parts.state.path(), true)
         .unwrap_or_else(|e| fail(action, delay, &e.to_string()));
-    let keyring = load_keyring(&[], &[PathBuf::from(layout::KEYS_DIR)], cfg.threshold)
+    let keys_dir = [PathBuf::from(layout::KEYS_DIR)];
+    let keyring = load_keyring(&[], &keys_dir, cfg.threshold, &mut |s| warn!("{s}"))
         .map_err(Error::Keys)
         .unwrap_or_else(|e| fail(action, delay, &e.to_string()));
-    let mut st = match state.load() {
+    let st = match state.load() {
         Ok(st) => st,
         Err(stele_update::Error::StateLoad {
             source: stele_verifier::Error::NoValidState,
@@ -256,73 +268,48 @@ pub fn boot() -> Booted {
     };
     debug!("boot state: {st:?}");
     clock.lap("state");
-
-    let mut tried: Vec<Slot> = Vec::new();
-    let mut causes: Vec<String> = Vec::new();
-    while let Some(s) = next_slot(&st, cmdline.slot, &tried) {
-        if tried.is_empty() {
-            if let Some(x) = exhausted(&st, s) {
-                info!("slot={} exhausted, falling back to {}", x.name(), s.name());
-            }
-            if let Some(line) = crate::attempts::fell_back(&st, s) {
-                warn!("{line}");
-            }
-        }
-        if let Some((line, wait)) = crate::attempts::degraded(&st, s, delay) {
-            warn!("{line}");
-            std::thread::sleep(wait);
-        }
-        tried.push(s);
-        let was_successful = st.slot(s).successful;
-        let before = *st.slot(s);
-        st.begin_boot(s);
-        if *st.slot(s) != before {
-            // A try that is not on disk would never run out: boot counting could not fall
-            // back. Such a slot is not booted. An unconfirmed boot of a good slot that is
-            // not on disk only means the next boot cannot know it: the slot boots.
-            if let Err(e) = write_state(&mut state, &mut st) {
-                if was_successful {
-                    warn!("slot={}: its boot could not be recorded: {e}", s.name());
-                } else {
-                    error!(
-                        "refused slot {}: its try could not be recorded: {e}",
-                        s.name()
-                    );
-                    causes.push(format!("slot {}: try not recorded: {e}", s.name()));
-                    continue;
-                }
-            }
-        }
-        match try_slot(s, &parts, &cfg, &keyring, st.rollback_floor, &mut clock) {
-            Ok(m) => {
-                publish(s, &m.body, &boot_text, &parts);
-                let t = Instant::now();
-                if let Err(e) = switch_root() {
-                    fail(action, delay, &format!("switch root failed: {e}"));
-                }
-                clock.phases.add("switch", t.elapsed());
-                return Booted {
-                    slot: s,
-                    rollback_index: m.manifest.rollback_index,
-                    was_successful,
-                    state,
-                    config: cfg,
-                    phases: clock.phases,
-                    start,
-                };
-            }
-            Err(Refusal { error, mark }) => {
-                error!("refused slot {}: {error}", s.name());
-                causes.push(format!("slot {}: {error}", s.name()));
-                if mark {
-                    st.mark_unbootable(s);
-                    // Logged inside; the other slot is tried either way.
-                    let _ = write_state(&mut state, &mut st);
-                }
-            }
-        }
+    Ready {
+        start,
+        clock,
+        cfg,
+        boot_text,
+        cmdline,
+        parts,
+        state,
+        st,
+        keyring,
     }
-    fail(action, delay, &no_slot_cause(&st, &causes))
+}
+
+/// Step 10 for a slot whose root is mounted ([`Mapped::mount_rest`]): /run/stele, switch
+/// root; the [`Booted`] the supervisor takes. A failure here ends the boot.
+pub fn finish(r: Ready, m: Mapped, was_successful: bool) -> Booted {
+    let Ready {
+        start,
+        mut clock,
+        cfg,
+        boot_text,
+        parts,
+        state,
+        ..
+    } = r;
+    let (action, delay) = (cfg.on_failure, cfg.failure_delay_secs);
+    publish(m.slot, &m.body, &boot_text, &parts);
+    let t = Instant::now();
+    if let Err(e) = switch_root() {
+        fail(action, delay, &format!("switch root failed: {e}"));
+    }
+    clock.phases.add("switch", t.elapsed());
+    watchdog::ping();
+    Booted {
+        slot: m.slot,
+        rollback_index: m.manifest.rollback_index,
+        was_successful,
+        state,
+        config: cfg,
+        phases: clock.phases,
+        start,
+    }
 }
 
 /// The cause in `no bootable slot: <cause>`: every refusal of this boot, or the state. Pure.
@@ -349,146 +336,12 @@ pub fn no_slot_cause(st: &BootState, refusals: &[String]) -> String {
 }
 
 /// Stores the state in the other copy and flushes it (logging a failure).
-fn write_state(state: &mut StateFile<File>, st: &mut BootState) -> stele_update::Result<()> {
+pub fn write_state(state: &mut StateFile<File>, st: &mut BootState) -> stele_update::Result<()> {
     let r = state.store(st);
     if let Err(e) = &r {
         error!("{e}");
     }
     r
-}
-
-/// Why a slot was refused, and whether that is the slot's fault (then it is marked
-/// unbootable) or the system's (missing partition, dm unavailable: it is not marked).
-#[derive(Debug)]
-struct Refusal {
-    error: Error,
-    mark: bool,
-}
-
-fn slot_fault(error: Error) -> Refusal {
-    Refusal { error, mark: true }
-}
-fn system_fault(error: Error) -> Refusal {
-    Refusal { error, mark: false }
-}
-
-/// A verified, mounted slot.
-#[derive(Debug)]
-struct Mounted {
-    manifest: Manifest,
-    body: Vec<u8>,
-}
-
-/// Steps 6-9 for one slot.
-fn try_slot(
-    s: Slot,
-    parts: &Partitions,
-    cfg: &BootConfig,
-    keyring: &Keyring,
-    floor: u64,
-    clock: &mut Clock,
-) -> std::result::Result<Mounted, Refusal> {
-    let name = cfg.partition(layout::Role::slot(s));
-    let dev: &BlockDev = match s {
-        Slot::A => parts.slot_a.as_ref(),
-        Slot::B => parts.slot_b.as_ref(),
-    }
-    .ok_or_else(|| {
-        system_fault(Error::PartitionMissing {
-            name: name.to_string(),
-            waited_ms: cfg.partition_timeout_secs * 1000,
-        })
-    })?;
-    let path = dev.path();
-    let mut f = File::open(&path).map_err(|e| system_fault(Error::io("open", &path, e)))?;
-    let len = sys::block_size(&f, &path).map_err(system_fault)?;
-    let opts = VerifyOptions {
-        full: cfg.verify == VerifyMode::Full,
-        rollback_floor: Some(floor),
-        product: cfg.name.as_deref(),
-    };
-    let (loc, vm) = slot::verify(&mut f, len, keyring, opts).map_err(|e| {
-        // A device that cannot be read, or a tree larger than memory, says nothing about
-        // the slot's content.
-        if crate::attempts::verify_is_system_fault(&e) {
-            system_fault(Error::from(e))
-        } else {
-            slot_fault(Error::from(e))
-        }
-    })?;
-    let m = vm.manifest;
-    let root_hex = stele_verifier::hex::encode(&m.verity.root_hash);
-    info!(
-        "slot={} version={} rollback_index={} root_hash={} verified",
-        s.name(),
-        m.version,
-        m.rollback_index,
-        root_hex
-    );
-    clock.lap("verify");
-
-    let params = m.verity_params().map_err(|e| slot_fault(e.into()))?;
-    let majmin = dev.majmin();
-    let table = verity::table_params(
-        &params,
-        &m.verity.root_hash,
-        &majmin,
-        &majmin,
-        m.verity.hash_offset,
-    )
-    .map_err(|e| slot_fault(e.into()))?;
-    let sectors = params.data_size() / 512;
-    let dm_name = format!("stele-root-{}", s.name());
-    debug!("dm {dm_name}: 0 {sectors} verity {table}");
-    let (major, minor) = dm::activate(&dm_name, "verity", sectors, &table).map_err(system_fault)?;
-    let _ = sys::mkdir_p("/dev/mapper");
-    let dm_path = format!("/dev/mapper/{dm_name}");
-    sys::mknod_block(&dm_path, major, minor).map_err(system_fault)?;
-    clock.lap("dm");
-
-    let data = parts.data.as_ref().map(BlockDev::path);
-    let plan = mounts::root_plan(
-        &dm_path,
-        m.filesystem.fs_type.name(),
-        &cfg.overlay_size,
-        data.as_deref().map(|d| mounts::DataMount::of(cfg, d)),
-    );
-    let mut done: Vec<String> = Vec::new();
-    for (i, mnt) in plan.iter().enumerate() {
-        debug!("{mnt}");
-        let r = mnt.apply().and_then(|()| {
-            if mnt.target == RW {
-                sys::mkdir_p(&format!("{RW}/upper"))?;
-                sys::mkdir_p(&format!("{RW}/work"))?;
-            }
-            Ok(())
-        });
-        match r {
-            Ok(()) => done.push(mnt.target.clone()),
-            Err(e) if i >= 3 => warn!(
-                "data partition {} not mounted at {}: {e}; {} stays on the tmpfs overlay",
-                mnt.source, cfg.data_mount, cfg.data_mount
-            ),
-            Err(e) => {
-                for t in done.iter().rev() {
-                    let _ = sys::umount(t);
-                }
-                let _ = dm::remove(&dm_name);
-                let _ = std::fs::remove_file(&dm_path);
-                // The kernel refusing the verified filesystem is the slot's fault; an I/O
-                // error, no memory or an unknown filesystem type is not.
-                return Err(Refusal {
-                    mark: i == 0 && crate::attempts::mount_is_slot_fault(&e),
-                    error: e,
-                });
-            }
-        }
-    }
-    clock.lap("mount");
-    Ok(Mounted {
-        manifest: m,
-        body: loc.envelope.body,
-    })
 }
 
 /// The partitions found, as `/run/stele/devices` lists them. Pure.
@@ -666,8 +519,11 @@ mod tests {
         p.add("verify", Duration::from_millis(10));
         p.add("verify", Duration::from_millis(5));
         assert_eq!(
-            p.line(Duration::from_millis(40)),
-            "boot phases: mounts=3 verify=15 total=40"
+            p.line(Stage::One, Duration::from_millis(40)),
+            "boot phases: stage=1 mounts=3 verify=15 total=40"
         );
+        assert!(p
+            .line(Stage::Two, Duration::ZERO)
+            .starts_with("boot phases: stage=2 "));
     }
 }

@@ -2,7 +2,7 @@
 //! boot.toml's settings, so that nothing on the command line can weaken verification.
 //! boot.toml and system.toml themselves are the verifier's schemas (`stele_verifier::config`).
 
-use stele_verifier::config::{Action, BootConfig, VerifyMode, MAX_SECS};
+use stele_verifier::config::{Action, BootConfig, Stage, VerifyMode, MAX_SECS};
 use stele_verifier::state::Slot;
 
 /// PATH given to services unless their `env` sets one; `/run/stele/bin` (the device's
@@ -16,6 +16,8 @@ pub struct Cmdline {
     pub on_failure: Option<Action>,
     pub failure_delay: Option<u64>,
     pub slot: Option<Slot>,
+    /// `stele.stage2=<a|b>`: the slot stage 1 chose (only a stage-2 initramfs heeds it).
+    pub stage2: Option<Slot>,
     pub debug: bool,
     /// Lines to log: unknown or malformed `stele.*` options (ignored).
     pub warnings: Vec<String>,
@@ -52,6 +54,9 @@ impl Cmdline {
                 ("slot", Some("a")) => c.slot = Some(Slot::A),
                 ("slot", Some("b")) => c.slot = Some(Slot::B),
                 ("slot", _) => warn("expected stele.slot=a or stele.slot=b"),
+                ("stage2", Some("a")) => c.stage2 = Some(Slot::A),
+                ("stage2", Some("b")) => c.stage2 = Some(Slot::B),
+                ("stage2", _) => warn("expected stele.stage2=a or stele.stage2=b"),
                 ("debug", None) | ("debug", Some("1")) => c.debug = true,
                 _ => warn("unknown option"),
             }
@@ -61,9 +66,17 @@ impl Cmdline {
 }
 
 /// Applies the kernel command line to boot.toml's settings. Returns warnings to log.
-/// Never weakens verification: `stele.verify=tree` over a boot.toml `full` is ignored.
+/// Never weakens verification: `stele.verify=tree` over a boot.toml `full` is ignored, and
+/// a stage-1 initramfs ignores `stele.stage2=` (it would skip the try; only stage 1 itself
+/// gives it, to the slot's kernel).
 pub fn apply_cmdline(cfg: &mut BootConfig, cmd: &Cmdline) -> Vec<String> {
     let mut warnings = cmd.warnings.clone();
+    if let (Stage::One, Some(s)) = (cfg.stage, cmd.stage2) {
+        warnings.push(format!(
+            "kernel option stele.stage2={} ignored: this is a stage-1 initramfs, which chooses the slot and spends its try itself",
+            s.name()
+        ));
+    }
     match cmd.verify {
         Some(VerifyMode::Full) => cfg.verify = VerifyMode::Full,
         Some(VerifyMode::Tree) if cfg.verify == VerifyMode::Full => warnings.push(
@@ -154,6 +167,23 @@ mod tests {
         assert_eq!(cfg.verify, VerifyMode::Full);
         assert_eq!(cfg.failure_delay_secs, 0);
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn stage2_option_counts_only_in_stage_2() {
+        let c = Cmdline::parse("console=ttyS0 stele.stage2=b panic=10");
+        assert_eq!(c.stage2, Some(Slot::B));
+        let mut cfg = BootConfig::default();
+        let w = apply_cmdline(&mut cfg, &c);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("stele.stage2=b ignored"), "{w:?}");
+        let mut two = BootConfig {
+            stage: Stage::Two,
+            ..BootConfig::default()
+        };
+        assert!(apply_cmdline(&mut two, &c).is_empty());
+        let c = Cmdline::parse("stele.stage2=c stele.stage2");
+        assert_eq!((c.stage2, c.warnings.len()), (None, 2));
     }
 
     #[test]

@@ -31,6 +31,36 @@ pub enum Error {
     Verify(stele_verifier::Error),
     /// The kernel's device-mapper reply was malformed.
     DeviceMapper(String),
+    /// The slot's kernel or initrd is not what its manifest says.
+    KernelFile { path: String, why: String },
+    /// `kexec_file_load` refused the slot's kernel (or failed).
+    KexecLoad { errno: nix::errno::Errno },
+    /// `reboot(LINUX_REBOOT_CMD_KEXEC)` failed.
+    KexecReboot { errno: nix::errno::Errno },
+}
+
+/// The errnos with which `kexec_file_load` refuses a kernel image itself: a signature the
+/// kernel does not trust or cannot read (lockdown under Secure Boot: EPERM, EKEYREJECTED,
+/// EBADMSG, ENOKEY, ENODATA, EACCES) or not a kernel it can load (ENOEXEC). Anything else
+/// (ENOMEM, ENOSYS, ...) is the system's fault, not the slot's.
+pub const KEXEC_REFUSALS: &[nix::errno::Errno] = {
+    use nix::errno::Errno::*;
+    &[
+        EKEYREJECTED,
+        EPERM,
+        EACCES,
+        ENOEXEC,
+        EBADMSG,
+        ENOKEY,
+        ENODATA,
+    ]
+};
+
+impl Error {
+    /// The kernel refused the slot's kernel image (see [`KEXEC_REFUSALS`]).
+    pub fn is_kexec_refusal(&self) -> bool {
+        matches!(self, Error::KexecLoad { errno } if KEXEC_REFUSALS.contains(errno))
+    }
 }
 
 impl Error {
@@ -73,6 +103,19 @@ impl fmt::Display for Error {
             ),
             Error::Verify(e) => write!(f, "{e}"),
             Error::DeviceMapper(why) => write!(f, "device-mapper: {why}"),
+            Error::KernelFile { path, why } => {
+                write!(f, "the slot's {path} {why} (rebuild the image with `stele image build --kernel --initrd`)")
+            }
+            Error::KexecLoad { errno } if KEXEC_REFUSALS.contains(errno) => write!(
+                f,
+                "kernel refused by kexec_file_load: {errno} (under Secure Boot the slot's kernel must be signed by a db key)"
+            ),
+            Error::KexecLoad { errno } => {
+                write!(f, "kexec_file_load failed: {errno}")
+            }
+            Error::KexecReboot { errno } => {
+                write!(f, "reboot into the slot's kernel (kexec) failed: {errno}")
+            }
         }
     }
 }
@@ -108,5 +151,27 @@ mod tests {
             waited_ms: 10,
         };
         assert!(e.to_string().contains("stele-state"));
+    }
+
+    #[test]
+    fn kexec_refusals_are_the_slots_and_say_how_to_sign() {
+        use nix::errno::Errno;
+        let e = Error::KexecLoad {
+            errno: Errno::EPERM,
+        };
+        assert!(e.is_kexec_refusal());
+        assert_eq!(
+            e.to_string(),
+            "kernel refused by kexec_file_load: EPERM: Operation not permitted (under Secure Boot the slot's kernel must be signed by a db key)"
+        );
+        for errno in [Errno::ENOMEM, Errno::ENOSYS, Errno::EBUSY] {
+            let e = Error::KexecLoad { errno };
+            assert!(!e.is_kexec_refusal(), "{errno}");
+            assert!(e.to_string().starts_with("kexec_file_load failed: "), "{e}");
+        }
+        assert!(!Error::KexecReboot {
+            errno: Errno::EPERM
+        }
+        .is_kexec_refusal());
     }
 }

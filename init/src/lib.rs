@@ -13,13 +13,18 @@ pub mod cmdline;
 pub mod console;
 pub mod devices;
 pub mod error;
+pub mod handoff;
+pub mod mapped;
 pub mod modules;
 pub mod mounts;
 pub mod pid1;
 pub mod recover;
+pub mod stage1;
+pub mod stage2;
 pub mod supervise;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod watchdog;
 
 pub use error::{Error, Result};
 

@@ -1,5 +1,7 @@
 //! Kernel modules: load the ones boot.toml lists, in order, from /lib/modules.
 
+use std::ffi::CStr;
+
 use crate::sys;
 
 /// Where `stele initramfs` puts the modules (flattened base names).
@@ -22,12 +24,24 @@ pub struct Loaded {
     pub failed: Vec<String>,
 }
 
-/// Loads every module of the plan; a failure is recorded and the rest still load (a later
-/// step then fails with its own cause, e.g. a missing partition or dm target).
-pub fn load(modules: &[String]) -> Loaded {
+/// The parameters a module is loaded with: `nowayout=1` for the watchdog drivers when the
+/// watchdog is used (so that it stays running across kexec and cannot be stopped), none
+/// otherwise. Pure.
+pub fn params(module: &str, watchdog_modules: &[String], watchdog: bool) -> &'static CStr {
+    if watchdog && watchdog_modules.iter().any(|m| m == module) {
+        c"nowayout=1"
+    } else {
+        c""
+    }
+}
+
+/// Loads every module of the plan (watchdog drivers as [`params`] says); a failure is
+/// recorded and the rest still load (a later step then fails with its own cause, e.g. a
+/// missing partition or dm target).
+pub fn load(modules: &[String], watchdog_modules: &[String], watchdog: bool) -> Loaded {
     let mut out = Loaded::default();
-    for path in plan(modules) {
-        match sys::finit_module(&path) {
+    for (name, path) in modules.iter().zip(plan(modules)) {
+        match sys::finit_module(&path, params(name, watchdog_modules, watchdog)) {
             Ok(true) => out.loaded += 1,
             Ok(false) => out.already += 1,
             Err(e) => out.failed.push(e.to_string()),
@@ -59,8 +73,16 @@ mod tests {
     }
 
     #[test]
+    fn watchdog_drivers_get_nowayout_only_when_the_watchdog_is_used() {
+        let wd = ["i6300esb.ko".to_string()];
+        assert_eq!(params("i6300esb.ko", &wd, true), c"nowayout=1");
+        assert_eq!(params("i6300esb.ko", &wd, false), c"");
+        assert_eq!(params("dm-verity.ko", &wd, true), c"");
+    }
+
+    #[test]
     fn missing_module_is_reported_not_fatal() {
-        let r = load(&["stele-no-such-module.ko".to_string()]);
+        let r = load(&["stele-no-such-module.ko".to_string()], &[], false);
         assert_eq!(r.loaded, 0);
         assert_eq!(r.failed.len(), 1);
         assert!(

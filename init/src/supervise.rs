@@ -14,7 +14,7 @@ use stele_verifier::layout::SYSTEM_TOML;
 use crate::boot::{self, Booted};
 use crate::cmdline::DEFAULT_PATH;
 use crate::sys;
-use crate::{debug, error, info, warn};
+use crate::{debug, error, info, warn, watchdog};
 
 /// Longest restart delay.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -176,14 +176,16 @@ pub fn run(b: Booted) -> ! {
         Ok(c) => c,
         Err(e) => {
             error!("nothing to run: {e}; {} in {delay}s", action.name());
-            std::thread::sleep(Duration::from_secs(delay));
+            watchdog::sleep(Duration::from_secs(delay));
             boot::halt(action)
         }
     };
     let (cfg, creds) = cfg;
-    info!("{}", b.phases.line(b.start.elapsed()));
+    info!("{}", b.phases.line(b.config.stage, b.start.elapsed()));
     if let Some(argv) = &cfg.exec {
         info!("exec {} as PID 1", argv.join(" "));
+        // Still running, for the image's init to take over (systemd: RuntimeWatchdogSec).
+        watchdog::hand_over();
         info!("ready");
         let e = sys::exec(argv);
         let _ = sys::block_all_signals();
@@ -192,6 +194,8 @@ pub fn run(b: Booted) -> ! {
             argv[0],
             action.name()
         );
+        // The watchdog is closed: the machine resets if the delay outlasts it, which is
+        // this failure's action too (a slot on trial spends its try either way).
         std::thread::sleep(Duration::from_secs(delay));
         boot::halt(action)
     }
@@ -265,6 +269,9 @@ fn command(
 impl Supervisor {
     fn run_loop(&mut self) -> ! {
         loop {
+            // Kept alive for as long as PID 1 runs this loop, good slot or not: a hung PID
+            // 1 resets the machine.
+            watchdog::ping();
             let timeout = self.next_wake();
             if let Some(sig) = sys::wait_signal(timeout) {
                 if let Some(a) = signal_action(sig) {
@@ -306,6 +313,9 @@ impl Supervisor {
         }
         if let (false, Some(d)) = (self.good, self.trial_deadline) {
             t = t.min(d.saturating_duration_since(now));
+        }
+        if let Some(ping) = watchdog::interval() {
+            t = t.min(ping);
         }
         t.max(Duration::from_millis(10))
     }
@@ -506,6 +516,7 @@ impl Supervisor {
                 }
                 sys::Reaped::None => return,
                 sys::Reaped::Running => {
+                    watchdog::ping();
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return;

@@ -119,7 +119,7 @@ fn need(what: &str, path: &Path, fix: &str) -> Result<(), QemuError> {
 }
 
 /// `virt-fw-vars`: `$STELE_VIRT_FW_VARS`, then the venv `cargo xtask setup` makes under
-/// the target directory, then `$PATH`.
+/// the target directory, then the one host-tool lookup (`$PATH` and the sbin directories).
 pub fn find_virt_fw_vars() -> Result<PathBuf, QemuError> {
     if let Some(p) = std::env::var_os("STELE_VIRT_FW_VARS") {
         let p = PathBuf::from(p);
@@ -136,12 +136,10 @@ pub fn find_virt_fw_vars() -> Result<PathBuf, QemuError> {
     }
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     dirs.push(workspace.join("target").join(VENV_DIR).join("bin"));
-    if let Some(path) = std::env::var_os("PATH") {
-        dirs.extend(std::env::split_paths(&path));
-    }
     dirs.into_iter()
         .map(|d| d.join(VIRT_FW_VARS))
         .find(|p| p.is_file())
+        .or_else(|| stele_image::tool::find(VIRT_FW_VARS))
         .ok_or_else(|| QemuError::Missing {
             what: VIRT_FW_VARS.to_string(),
             path: PathBuf::from(VIRT_FW_VARS),

@@ -308,7 +308,9 @@ impl Vm {
             })?),
             None => None,
         };
-        let mut child = Command::new(&cfg.qemu)
+        let exe = stele_image::tool::find(&cfg.qemu)
+            .ok_or_else(|| QemuError::NotFound(cfg.qemu.clone()))?;
+        let mut child = Command::new(exe)
             .args(qemu_args(cfg))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -121,6 +121,8 @@ fn initramfs_modules_load_in_boot_toml_order() {
         init,
         mtime: 0,
         name: None,
+        stage2: false,
+        kernel: None,
     };
     let (mut archive, order) = build(&spec).unwrap();
     archive.add_file("bin/busybox", 0o755, busybox()).unwrap();

@@ -8,7 +8,10 @@ use std::path::Path;
 
 use stele_verifier::exit::{print_error, Exit};
 
+use stele_verifier::progress::Progress;
+
 use crate::args::{parse_args, Command, HELP};
+use crate::progress::Line;
 use crate::run_dir::RUN_DIR;
 use crate::{install, mark_good, stage1, status, Result};
 
@@ -19,7 +22,7 @@ pub use crate::args::is_update_call;
 pub fn main(argv: &[OsString]) -> Exit {
     let r = parse_args(argv.get(1..).unwrap_or(&[]))
         .map_err(crate::Error::from)
-        .and_then(|cmd| run(&cmd, Path::new(RUN_DIR)));
+        .and_then(|cmd| run(&cmd, Path::new(RUN_DIR), &mut Line::stderr()));
     match r {
         Ok(()) => Exit::Success,
         Err(e) => print_error(&e),
@@ -27,20 +30,20 @@ pub fn main(argv: &[OsString]) -> Exit {
 }
 
 /// Progress lines on stderr.
-fn progress(line: &str) {
+fn log(line: &str) {
     eprintln!("stele: {line}");
 }
 
 /// Runs a device command against the files the boot published in `run_dir`, printing its
-/// output.
-pub fn run(cmd: &Command, run_dir: &Path) -> Result<()> {
+/// output; an install's copy is reported to `progress`.
+pub fn run(cmd: &Command, run_dir: &Path, progress: &mut dyn Progress) -> Result<()> {
     match cmd {
         Command::Help => {
             print!("{HELP}");
             Ok(())
         }
         Command::Install(b) => {
-            let done = install::on_device(run_dir, b, &mut progress)?;
+            let done = install::on_device(run_dir, b, &mut log, progress)?;
             println!("{}", install::installed_line(&done));
             Ok(())
         }
@@ -55,7 +58,7 @@ pub fn run(cmd: &Command, run_dir: &Path) -> Result<()> {
             Ok(())
         }
         Command::Stage1(u) => {
-            let done = stage1::on_device(run_dir, u, &mut progress)?;
+            let done = stage1::on_device(run_dir, u, &mut log)?;
             println!("{}", stage1::replaced_line(&done));
             Ok(())
         }

@@ -228,7 +228,9 @@ mod tests {
     fn published_files_are_the_environment_whatever_their_cause() {
         let key = stele_verifier::Error::Key {
             path: "/run/stele/keys/k.pem".into(),
-            why: "garbage".into(),
+            problem: stele_verifier::keyfile::KeyProblem::NotAKey {
+                want: stele_verifier::keyfile::Half::Public,
+            },
         };
         // The same key error: usage when the user gave the file, environment when the
         // boot published it.

@@ -6,10 +6,11 @@
 use std::fs::{File, Metadata};
 use std::io::{self, Read, Seek};
 use std::os::fd::AsFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use stele_verifier::keys::Keyring;
+use stele_verifier::progress::Progress;
 use stele_verifier::state::{BootState, Slot};
 use stele_verifier::update as vupdate;
 
@@ -102,15 +103,7 @@ impl Bundle {
     }
 }
 
-/// True when both name the same file or block device.
-pub fn same_file(a: &Metadata, b: &Metadata) -> bool {
-    let block = |m: &Metadata| m.file_type().is_block_device();
-    if block(a) && block(b) {
-        a.rdev() == b.rdev()
-    } else {
-        a.dev() == b.dev() && a.ino() == b.ino()
-    }
-}
+pub use stele_verifier::partition::same_file;
 
 /// Which slot an install writes. On the device (`booted` known) the slot that is not
 /// booted; on a disk image, the slot the state would NOT boot next (a when none is
@@ -179,9 +172,11 @@ pub fn installed_line(i: &Installed) -> String {
 /// checks (keyring, product, rollback floor ([`install_floor`]), size, hash tree) come
 /// before the state is written, so any refusal leaves it untouched. The state is locked
 /// only to read the floor and, after the write, to read it again and flip it: a bundle
-/// that stalls never keeps PID 1 from marking its slot good. Progress goes to `log`
+/// that stalls never keeps PID 1 from marking its slot good. Progress lines go to `log`
 /// (without the `stele: ` prefix): `update: writing slot <x>`, `update: flipping boot
-/// state`, `update: footer written`.
+/// state`, `update: footer written`; the bytes of the copy (and of a stream's check) to
+/// `progress`.
+#[allow(clippy::too_many_arguments)] // the install's inputs, each its own thing
 pub fn install<D: Device, S: Device>(
     bundle: &mut Bundle,
     target: Slot,
@@ -190,6 +185,7 @@ pub fn install<D: Device, S: Device>(
     state: &mut StateFile<S>,
     trust: &Trust<'_>,
     log: &mut dyn FnMut(&str),
+    progress: &mut dyn Progress,
 ) -> Result<Installed> {
     let before = state.locked(StateFile::load)?;
     let policy = vupdate::Policy {
@@ -222,14 +218,16 @@ pub fn install<D: Device, S: Device>(
                 m.name, m.version, m.rollback_index
             ));
             log(&format!("update: writing slot {}", target.name()));
-            vupdate::write_checked(reader, checked, slot, slot_len, sync).map_err(written(name))?
+            vupdate::write_checked(reader, checked, slot, slot_len, sync, progress)
+                .map_err(written(name))?
         }
         Bundle::Stream { reader, name } => {
             log(&format!(
                 "update: reading the bundle from {name}; it is verified in full once written"
             ));
             log(&format!("update: writing slot {}", target.name()));
-            vupdate::install_stream(reader, slot, slot_len, &policy, sync).map_err(written(name))?
+            vupdate::install_stream(reader, slot, slot_len, &policy, sync, progress)
+                .map_err(written(name))?
         }
     };
     let m = done.verified.manifest.clone();
@@ -262,7 +260,12 @@ pub fn install<D: Device, S: Device>(
 /// `stele update install` on the device: into the slot that is not booted, the slot
 /// partition locked throughout (one install at a time), the state only for its reads and
 /// the flip.
-pub fn on_device(run_dir: &Path, arg: &BundleArg, log: &mut dyn FnMut(&str)) -> Result<Installed> {
+pub fn on_device(
+    run_dir: &Path,
+    arg: &BundleArg,
+    log: &mut dyn FnMut(&str),
+    progress: &mut dyn Progress,
+) -> Result<Installed> {
     let dev = RunDir::read(run_dir)?;
     let running = (dev.booted, dev.booted_rollback_index()?);
     let mut state = StateFile::open(dev.state_path(), true)?;
@@ -298,6 +301,7 @@ pub fn on_device(run_dir: &Path, arg: &BundleArg, log: &mut dyn FnMut(&str)) -> 
         &mut state,
         &trust,
         log,
+        progress,
     )
     .map_err(|e| Error::Installing {
         slot: target,

@@ -7,6 +7,7 @@
 use super::*;
 use std::io::Cursor;
 use stele_verifier::exit::{Exit, Report};
+use stele_verifier::progress::Silent;
 use stele_verifier::state::{self, SlotState};
 use stele_verifier::testutil::{image_signed_by, trusted};
 
@@ -79,7 +80,16 @@ fn install_a(
     state: &mut StateFile<Cursor<Vec<u8>>>,
     trust: &Trust<'_>,
 ) -> Result<Installed> {
-    install(bundle, Slot::A, slot, 1 << 20, state, trust, &mut |_| {})
+    install(
+        bundle,
+        Slot::A,
+        slot,
+        1 << 20,
+        state,
+        trust,
+        &mut |_| {},
+        &mut Silent,
+    )
 }
 
 #[test]
@@ -96,6 +106,7 @@ fn install_flips_the_state_only_after_a_good_write() {
         &mut state_dev,
         &open(),
         &mut |l| lines.push(l.to_string()),
+        &mut Silent,
     )
     .unwrap();
     assert_eq!(
@@ -299,6 +310,7 @@ fn a_stalled_stream_does_not_hold_the_state_lock() {
                 &mut state,
                 &trust,
                 &mut |_| {},
+                &mut Silent,
             )
         })
     };

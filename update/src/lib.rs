@@ -7,7 +7,7 @@
 //! - [`install`], [`status`], [`mark_good`]: the commands
 //! - [`stage1`]: `stele update stage1`, replacing the ESP's UKI through [`fat`], a small
 //!   FAT12/16/32 reader and writer whose every write the caller orders
-//! - [`args`], [`device`]: the device binary's front-end
+//! - [`args`], [`device`], [`progress`]: the device binary's front-end
 //!
 //! The write order that keeps a power cut harmless is `stele_verifier::update`'s; this
 //! crate adds the policy (which slot, what floor, which keys), the device files and the
@@ -21,6 +21,7 @@ pub mod fat;
 pub mod install;
 pub mod keys;
 pub mod mark_good;
+pub mod progress;
 pub mod run_dir;
 pub mod stage1;
 pub mod state_file;

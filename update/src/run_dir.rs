@@ -21,6 +21,7 @@ use stele_verifier::state::Slot;
 
 use crate::keys::load_keyring;
 use crate::{Error, Result};
+use stele_verifier::exit::print_warning;
 
 /// Where the boot publishes.
 pub const RUN_DIR: &str = "/run/stele";
@@ -197,8 +198,10 @@ impl RunDir {
         let devices = Devices::parse(&read(DEVICES)?).map_err(format(DEVICES))?;
         let origin = dir.join(BOOT_TOML).display().to_string();
         let cfg = BootConfig::parse(&read(BOOT_TOML)?, &origin).map_err(Error::PublishedConfig)?;
-        let keyring =
-            load_keyring(&[], &[dir.join(KEYS)], cfg.threshold).map_err(Error::PublishedKeys)?;
+        let keyring = load_keyring(&[], &[dir.join(KEYS)], cfg.threshold, &mut |s| {
+            print_warning(&s)
+        })
+        .map_err(Error::PublishedKeys)?;
         Ok(RunDir {
             dir: dir.to_path_buf(),
             booted,

@@ -24,6 +24,13 @@ pub enum Image {
         version: String,
         rollback_index: u64,
     },
+    /// Without trusted keys (`--disk` with no `--key`): footer, manifest, layout and hash
+    /// tree check out; the signatures were not checked.
+    Unverified {
+        name: String,
+        version: String,
+        rollback_index: u64,
+    },
     /// The footer is all zeros: never written, or an install was interrupted.
     Empty,
     /// The slot has no partition.
@@ -32,9 +39,10 @@ pub enum Image {
     Invalid(String),
 }
 
-/// Checks the image in a slot (without reading every data block). Never fails: the
-/// outcome is the [`Image`].
-pub fn inspect_slot<R: Read + Seek>(r: &mut R, len: u64, keyring: &Keyring) -> Image {
+/// Checks the image in a slot (without reading every data block) against `keyring`, or
+/// without one everything but the signatures ([`Image::Unverified`]: status is not a
+/// trust decision). Never fails: the outcome is the [`Image`].
+pub fn inspect_slot<R: Read + Seek>(r: &mut R, len: u64, keyring: Option<&Keyring>) -> Image {
     if let Some(at) = len.checked_sub(FOOTER_SIZE) {
         let mut f = [0u8; 4096];
         let read = r
@@ -48,6 +56,16 @@ pub fn inspect_slot<R: Read + Seek>(r: &mut R, len: u64, keyring: &Keyring) -> I
         full: false,
         rollback_floor: None,
         product: None,
+    };
+    let Some(keyring) = keyring else {
+        return match slot::check_unsigned(r, len) {
+            Ok((_, m)) => Image::Unverified {
+                name: m.name,
+                version: m.version,
+                rollback_index: m.rollback_index,
+            },
+            Err(e) => Image::Invalid(e.to_string()),
+        };
     };
     match slot::verify(r, len, keyring, opts) {
         Ok((_, v)) => Image::Valid {
@@ -103,6 +121,7 @@ struct JsonSlot<'a> {
     successful: bool,
     unconfirmed: u8,
     valid: bool,
+    verified: bool,
     error: Option<&'a str>,
 }
 
@@ -118,10 +137,22 @@ impl<'a> From<&'a SlotStatus> for JsonSlot<'a> {
             successful: r.successful,
             unconfirmed: r.unconfirmed,
             valid: false,
+            verified: false,
             error: None,
         };
         match &s.image {
             Image::Valid {
+                name,
+                version,
+                rollback_index,
+            } => {
+                j.name = Some(name);
+                j.version = Some(version);
+                j.rollback_index = Some(*rollback_index);
+                j.valid = true;
+                j.verified = true;
+            }
+            Image::Unverified {
                 name,
                 version,
                 rollback_index,
@@ -157,7 +188,8 @@ impl Status {
     }
 
     /// One line per slot, then the floor and the next slot:
-    /// `slot a: booted version=1.0.0 rollback_index=1 priority=1 tries=0 successful=yes`. Pure.
+    /// `slot a: booted version=1.0.0 rollback_index=1 priority=1 tries_remaining=0 successful=yes`.
+    /// Pure.
     pub fn text(&self) -> String {
         let mut out = String::new();
         for s in &self.slots {
@@ -176,13 +208,20 @@ impl Status {
                 } => line.push_str(&format!(
                     " version={version} rollback_index={rollback_index}"
                 )),
+                Image::Unverified {
+                    version,
+                    rollback_index,
+                    ..
+                } => line.push_str(&format!(
+                    " unverified version={version} rollback_index={rollback_index}"
+                )),
                 Image::Empty => line.push_str(" empty"),
                 Image::Missing => line.push_str(" missing"),
                 Image::Invalid(why) => line.push_str(&format!(" invalid: {why};")),
             }
             let r = &s.record;
             line.push_str(&format!(
-                " priority={} tries={} successful={}",
+                " priority={} tries_remaining={} successful={}",
                 r.priority,
                 r.tries_remaining,
                 if r.successful { "yes" } else { "no" }
@@ -228,7 +267,7 @@ pub fn on_device(run_dir: &Path) -> Result<Status> {
         if let Some(p) = dev.devices.slot(s) {
             let checked = storage::open(p, false).and_then(|mut f| {
                 let len = storage::size(&mut f, p)?;
-                Ok(inspect_slot(&mut f, len, &dev.keyring))
+                Ok(inspect_slot(&mut f, len, Some(&dev.keyring)))
             });
             images[i] = checked.unwrap_or_else(|e| Image::Invalid(e.to_string()));
         }
@@ -266,14 +305,14 @@ mod tests {
     fn text() {
         assert_eq!(
             fixture().text(),
-            "slot a: booted version=1.0.0 rollback_index=1 priority=1 tries=0 successful=yes\n\
-             slot b: next invalid: bad signature by key \"x\"\n; priority=2 tries=3 successful=no\n\
+            "slot a: booted version=1.0.0 rollback_index=1 priority=1 tries_remaining=0 successful=yes\n\
+             slot b: next invalid: bad signature by key \"x\"\n; priority=2 tries_remaining=3 successful=no\n\
              rollback_floor=2 next=b\n"
         );
         let mut s = fixture();
         s.slots[0].record.unconfirmed = 2;
         assert!(
-            s.text().starts_with("slot a: booted version=1.0.0 rollback_index=1 priority=1 tries=0 successful=yes unconfirmed=2\n"),
+            s.text().starts_with("slot a: booted version=1.0.0 rollback_index=1 priority=1 tries_remaining=0 successful=yes unconfirmed=2\n"),
             "{}",
             s.text()
         );
@@ -297,8 +336,8 @@ mod tests {
         assert_eq!(
             fixture().json(),
             "{\"booted\":\"a\",\"next\":\"b\",\"rollback_floor\":2,\"slots\":{\
-             \"a\":{\"name\":\"demo\",\"version\":\"1.0.0\",\"rollback_index\":1,\"priority\":1,\"tries_remaining\":0,\"successful\":true,\"unconfirmed\":0,\"valid\":true,\"error\":null},\
-             \"b\":{\"name\":null,\"version\":null,\"rollback_index\":null,\"priority\":2,\"tries_remaining\":3,\"successful\":false,\"unconfirmed\":0,\"valid\":false,\"error\":\"bad signature by key \\\"x\\\"\\n\"}}}\n"
+             \"a\":{\"name\":\"demo\",\"version\":\"1.0.0\",\"rollback_index\":1,\"priority\":1,\"tries_remaining\":0,\"successful\":true,\"unconfirmed\":0,\"valid\":true,\"verified\":true,\"error\":null},\
+             \"b\":{\"name\":null,\"version\":null,\"rollback_index\":null,\"priority\":2,\"tries_remaining\":3,\"successful\":false,\"unconfirmed\":0,\"valid\":false,\"verified\":false,\"error\":\"bad signature by key \\\"x\\\"\\n\"}}}\n"
         );
         let mut s = fixture();
         s.booted = None;
@@ -315,10 +354,13 @@ mod tests {
     fn inspect_slots() {
         let img = image_signed_by(8, 1, 1, 1).0;
         let mut slot = Cursor::new(vec![0u8; 1 << 20]);
-        assert_eq!(inspect_slot(&mut slot, 1 << 20, &ring()), Image::Empty);
+        assert_eq!(
+            inspect_slot(&mut slot, 1 << 20, Some(&ring())),
+            Image::Empty
+        );
         let len = img.len() as u64;
         assert_eq!(
-            inspect_slot(&mut Cursor::new(&img), len, &ring()),
+            inspect_slot(&mut Cursor::new(&img), len, Some(&ring())),
             Image::Valid {
                 name: "demo".into(),
                 version: "1.1".into(),
@@ -326,13 +368,44 @@ mod tests {
             }
         );
         let other = image_signed_by(8, 1, 1, 2).0;
-        match inspect_slot(&mut Cursor::new(&other), len, &ring()) {
+        match inspect_slot(&mut Cursor::new(&other), len, Some(&ring())) {
             Image::Invalid(why) => assert!(why.contains("threshold"), "{why}"),
             i => panic!("{i:?}"),
         }
-        match inspect_slot(&mut Cursor::new(vec![1u8; 100]), 100, &ring()) {
+        match inspect_slot(&mut Cursor::new(vec![1u8; 100]), 100, Some(&ring())) {
             Image::Invalid(why) => assert!(why.contains("footer"), "{why}"),
             i => panic!("{i:?}"),
         }
+        // Without keys: everything but the signatures, so another signer's image shows.
+        assert_eq!(
+            inspect_slot(&mut Cursor::new(&other), len, None),
+            Image::Unverified {
+                name: "demo".into(),
+                version: "1.1".into(),
+                rollback_index: 1
+            }
+        );
+        // ... and a modified hash tree is still found.
+        let mut tampered = other.clone();
+        tampered[8 * 4096 + 5] ^= 1;
+        match inspect_slot(&mut Cursor::new(&tampered), len, None) {
+            Image::Invalid(why) => assert!(why.contains("root hash mismatch"), "{why}"),
+            i => panic!("{i:?}"),
+        }
+        let mut s = fixture();
+        s.slots[0].image = Image::Unverified {
+            name: "demo".into(),
+            version: "1.0.0".into(),
+            rollback_index: 1,
+        };
+        assert!(
+            s.text()
+                .starts_with("slot a: booted unverified version=1.0.0"),
+            "{}",
+            s.text()
+        );
+        let v: serde_json::Value = serde_json::from_str(&s.json()).unwrap();
+        assert_eq!(v["slots"]["a"]["verified"], false);
+        assert_eq!(v["slots"]["a"]["valid"], true);
     }
 }

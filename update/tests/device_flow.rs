@@ -3,6 +3,7 @@
 
 use std::io::Cursor;
 use std::path::Path;
+use stele_verifier::progress::Silent;
 
 use stele_update::install::{self, BundleArg};
 use stele_update::run_dir::{self, Devices, Publish};
@@ -77,10 +78,8 @@ fn status_install_refusals_and_mark_good() {
     let v2 = part("v2.img");
     std::fs::write(&v2, image(2, 9, 1)).unwrap();
     let mut lines = Vec::new();
-    let done = install::on_device(&run, &BundleArg::Path(v2.clone()), &mut |l| {
-        lines.push(l.to_string())
-    })
-    .unwrap();
+    let log = &mut |l: &str| lines.push(l.to_string());
+    let done = install::on_device(&run, &BundleArg::Path(v2.clone()), log, &mut Silent).unwrap();
     assert_eq!(done.slot, Slot::B);
     assert_eq!(
         lines.last().map(String::as_str),
@@ -92,7 +91,8 @@ fn status_install_refusals_and_mark_good() {
     assert_eq!(s.slots[1].record.tries_remaining, 3);
 
     // The bundle cannot be the slot being written.
-    let e = install::on_device(&run, &BundleArg::Path(part("b")), &mut |_| {}).unwrap_err();
+    let e = install::on_device(&run, &BundleArg::Path(part("b")), &mut |_| {}, &mut Silent)
+        .unwrap_err();
     assert!(matches!(e, Error::BundleIsSlot { .. }), "{e}");
     assert_eq!(e.exit(), Exit::Usage);
 
@@ -100,7 +100,7 @@ fn status_install_refusals_and_mark_good() {
     // names the slot and the partition it was meant for.
     let before = std::fs::read(part("state")).unwrap();
     std::fs::write(&v2, image(3, 9, 2)).unwrap();
-    let e = install::on_device(&run, &BundleArg::Path(v2), &mut |_| {}).unwrap_err();
+    let e = install::on_device(&run, &BundleArg::Path(v2), &mut |_| {}, &mut Silent).unwrap_err();
     assert_eq!(e.exit(), Exit::Refused);
     let msg = e.to_string();
     assert!(msg.contains("threshold not met"), "{msg}");
@@ -140,7 +140,7 @@ fn stdin_that_is_the_target_slot_is_refused() {
     // it reads stdin), then is put back.
     let saved = nix::unistd::dup(0).unwrap();
     nix::unistd::dup2(slot.as_raw_fd(), 0).unwrap();
-    let r = install::on_device(&run, &BundleArg::Stdin, &mut |_| {});
+    let r = install::on_device(&run, &BundleArg::Stdin, &mut |_| {}, &mut Silent);
     nix::unistd::dup2(saved, 0).unwrap();
     nix::unistd::close(saved).unwrap();
     let e = r.unwrap_err();
@@ -167,7 +167,8 @@ fn a_bound_device_refuses_another_product() {
     let before = std::fs::read(&state).unwrap();
     let v2 = base.path().join("v2.img");
     std::fs::write(&v2, image(2, 9, 1)).unwrap();
-    let e = install::on_device(&run, &BundleArg::Path(v2.clone()), &mut |_| {}).unwrap_err();
+    let e = install::on_device(&run, &BundleArg::Path(v2.clone()), &mut |_| {}, &mut Silent)
+        .unwrap_err();
     assert_eq!(e.exit(), Exit::Refused);
     assert!(
         e.to_string()
@@ -180,5 +181,5 @@ fn a_bound_device_refuses_another_product() {
         "threshold = 1\nname = \"demo\"\n",
     )
     .unwrap();
-    install::on_device(&run, &BundleArg::Path(v2), &mut |_| {}).unwrap();
+    install::on_device(&run, &BundleArg::Path(v2), &mut |_| {}, &mut Silent).unwrap();
 }

@@ -2,6 +2,8 @@
 
 use std::io;
 
+use crate::plural::{count, count_len};
+
 /// Result alias for the verifier.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -17,7 +19,7 @@ pub enum Error {
         source: io::Error,
     },
     /// The input ended before `what` was complete.
-    #[error("truncated image: {what} needs {needed} bytes at offset {offset}, but the input has {available}")]
+    #[error("truncated image: {what} needs {} at offset {offset}, but the input has {available}", count(*needed, "byte", "bytes"))]
     Truncated {
         what: &'static str,
         offset: u64,
@@ -45,7 +47,7 @@ pub enum Error {
     #[error("bad signature by key {key_id}: the manifest or the signature was modified")]
     BadSignature { key_id: String },
     /// Not enough distinct trusted keys signed the manifest.
-    #[error("signature threshold not met: {valid} valid signature(s) from trusted keys, {threshold} required (unknown keys: {unknown})")]
+    #[error("signature threshold not met: {} from trusted keys, {threshold} required (unknown keys: {unknown})", count_len(*valid, "valid signature", "valid signatures"))]
     ThresholdNotMet {
         valid: usize,
         threshold: usize,
@@ -55,9 +57,12 @@ pub enum Error {
     /// The manifest body (signed and verified) is not valid UTF-8 TOML of the right shape.
     #[error("malformed manifest body: {0}")]
     Body(String),
-    /// A key file could not be parsed.
-    #[error("bad key {path}: {why}")]
-    Key { path: String, why: String },
+    /// A key file does not hold the ed25519 key wanted: what it holds, and the fix.
+    #[error("bad key {path}: {}", problem.describe(path))]
+    Key {
+        path: String,
+        problem: crate::keyfile::KeyProblem,
+    },
     /// The image's rollback index is below the device's rollback floor.
     #[error("rollback refused: image rollback_index {index} is below the rollback floor {floor}")]
     Rollback { index: u64, floor: u64 },
@@ -74,6 +79,9 @@ pub enum Error {
     /// was checked before): the data was modified.
     #[error("root hash mismatch: the data computes {computed}, signed {expected}: the bundle's data was modified")]
     DataRootMismatch { computed: String, expected: String },
+    /// A verity block size no slot image may have ([`crate::slot::check_block_size`]).
+    #[error("{}", slot_block_size(what, *size))]
+    SlotBlockSize { what: &'static str, size: u32 },
     /// No valid copy of the boot state.
     #[error("no valid boot state copy (both copies are corrupt or blank)")]
     NoValidState,
@@ -85,6 +93,19 @@ pub enum Error {
     /// initramfs, `stele initramfs --name`) is bound to.
     #[error("product refused: the image is {found:?}, this device is bound to {expected:?} (stele initramfs --name): build the image with --name {expected}")]
     WrongProduct { found: String, expected: String },
+}
+
+/// The message of [`Error::SlotBlockSize`].
+fn slot_block_size(what: &str, size: u32) -> String {
+    use crate::slot::{MAX_SLOT_BLOCK_SIZE as MAX, MIN_SLOT_BLOCK_SIZE as MIN};
+    if size.is_power_of_two() && size > MAX {
+        format!(
+            "invalid {what} {size}: above {MAX}, the x86-64 page size, the largest block the \
+             kernel's dm-verity maps, so no device could boot this slot (use {MAX})"
+        )
+    } else {
+        format!("invalid {what} {size}: a slot image takes a power of two from {MIN} to {MAX}")
+    }
 }
 
 /// The cause added to a bad footer magic.

@@ -28,6 +28,16 @@ impl Exit {
     pub fn code(self) -> u8 {
         self as u8
     }
+
+    /// The class's name, as the JSON outputs and docs/CLI.md give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Exit::Success => "success",
+            Exit::Refused => "refused",
+            Exit::Usage => "usage",
+            Exit::Environment => "environment",
+        }
+    }
 }
 
 impl From<Exit> for std::process::ExitCode {
@@ -70,6 +80,17 @@ pub fn print_error(e: &dyn Report) -> Exit {
     write_error(&mut std::io::stderr().lock(), e)
 }
 
+/// Writes `stele: warning: <message>` (one line, [`error_line`]) to `out`: something the
+/// command went on without (a skipped file, a setting the kernel cannot use).
+pub fn write_warning(out: &mut dyn Write, w: &dyn std::fmt::Display) {
+    let _ = writeln!(out, "stele: warning: {}", error_line(&w.to_string()));
+}
+
+/// [`write_warning`] to stderr.
+pub fn print_warning(w: &dyn std::fmt::Display) {
+    write_warning(&mut std::io::stderr().lock(), w);
+}
+
 impl Report for crate::Error {
     /// I/O and memory are the environment; a key file is the caller's input; everything else is a
     /// check that refused.
@@ -105,11 +126,16 @@ mod tests {
         assert_eq!(out, b"stele: error: malformed manifest body: x y\n");
         let key = crate::Error::Key {
             path: "k.pem".into(),
-            why: "no".into(),
+            problem: crate::keyfile::KeyProblem::Empty {
+                want: crate::keyfile::Half::Public,
+            },
         };
         assert_eq!(key.exit(), Exit::Usage);
         let io = crate::Error::io("slot", std::io::Error::other("gone"));
         assert_eq!(io.exit(), Exit::Environment);
         assert_eq!(Exit::Environment.code(), 3);
+        let mut out = Vec::new();
+        write_warning(&mut out, &"a\nb");
+        assert_eq!(out, b"stele: warning: a b\n");
     }
 }

@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 pub use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{
-    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, KeypairBytes,
-};
+use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey, KeypairBytes};
 use sha2::{Digest, Sha256};
 
+use crate::keyfile::{self, KeyProblem};
 use crate::{Error, Result};
 
 /// First 8 bytes of sha256 of the raw 32-byte public key. Displays as 16 hex digits.
@@ -30,34 +29,23 @@ pub fn key_id(key: &VerifyingKey) -> KeyId {
     KeyId(id)
 }
 
-fn key_error(origin: &str, why: impl std::fmt::Display) -> Error {
-    Error::Key {
+fn key_error(origin: &str) -> impl FnOnce(KeyProblem) -> Error + '_ {
+    move |problem| Error::Key {
         path: origin.to_string(),
-        why: why.to_string(),
+        problem,
     }
 }
 
-/// Parses a SubjectPublicKeyInfo PEM ed25519 public key; `origin` names it in errors.
-pub fn parse_public_pem(pem: &str, origin: &str) -> Result<VerifyingKey> {
-    VerifyingKey::from_public_key_pem(pem.trim()).map_err(|e| {
-        key_error(
-            origin,
-            format!("not an ed25519 public key in SPKI PEM (\"-----BEGIN PUBLIC KEY-----\"): {e}"),
-        )
-    })
+/// Parses the bytes of an ed25519 public key file (SubjectPublicKeyInfo PEM); `origin`
+/// names it in errors, which say what the file holds instead ([`crate::keyfile`]).
+pub fn parse_public_key(bytes: &[u8], origin: &str) -> Result<VerifyingKey> {
+    keyfile::parse_public(bytes).map_err(key_error(origin))
 }
 
-/// Parses a PKCS#8 PEM ed25519 private key; `origin` names it in errors.
-pub fn parse_private_pem(pem: &str, origin: &str) -> Result<SigningKey> {
-    SigningKey::from_pkcs8_pem(pem.trim()).map_err(|e| {
-        key_error(
-            origin,
-            format!(
-                "not an ed25519 private key in PKCS#8 PEM (\"-----BEGIN PRIVATE KEY-----\", \
-                 as made by `openssl genpkey -algorithm ed25519`): {e}"
-            ),
-        )
-    })
+/// Parses the bytes of an ed25519 private key file (PKCS#8 PEM); `origin` names it in
+/// errors, which say what the file holds instead ([`crate::keyfile`]).
+pub fn parse_private_key(bytes: &[u8], origin: &str) -> Result<SigningKey> {
+    keyfile::parse_private(bytes).map_err(key_error(origin))
 }
 
 /// Encodes a public key as SPKI PEM.
@@ -134,9 +122,12 @@ impl Keyring {
             return Err(Error::invalid(
                 "keyring threshold",
                 format!(
-                    "{threshold} with {} distinct trusted key(s); it must be between 1 and the \
-                     number of keys",
-                    keys.len()
+                    "{threshold} with {}; it must be between 1 and the number of keys",
+                    crate::plural::count_len(
+                        keys.len(),
+                        "distinct trusted key",
+                        "distinct trusted keys"
+                    )
                 ),
             ));
         }
@@ -177,12 +168,15 @@ mod tests {
         let pem = private_pem(&sk);
         assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
         assert_eq!(
-            parse_private_pem(&pem, "k").unwrap().to_bytes(),
+            parse_private_key(pem.as_bytes(), "k").unwrap().to_bytes(),
             sk.to_bytes()
         );
         let pub_pem = public_pem(&sk.verifying_key());
         assert!(pub_pem.starts_with("-----BEGIN PUBLIC KEY-----\n"));
-        assert_eq!(parse_public_pem(&pub_pem, "k").unwrap(), sk.verifying_key());
+        assert_eq!(
+            parse_public_key(pub_pem.as_bytes(), "k").unwrap(),
+            sk.verifying_key()
+        );
     }
 
     #[test]
@@ -212,17 +206,17 @@ mod tests {
             "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
         ] {
             assert!(
-                matches!(parse_public_pem(bad, "x.pem"), Err(Error::Key { path, .. }) if path == "x.pem")
+                matches!(parse_public_key(bad.as_bytes(), "x.pem"), Err(Error::Key { path, .. }) if path == "x.pem")
             );
             assert!(matches!(
-                parse_private_pem(bad, "x.pem"),
+                parse_private_key(bad.as_bytes(), "x.pem"),
                 Err(Error::Key { .. })
             ));
         }
         // A public key is not a private key and vice versa.
         let sk = key(3);
-        assert!(parse_private_pem(&public_pem(&sk.verifying_key()), "p").is_err());
-        assert!(parse_public_pem(&private_pem(&sk), "p").is_err());
+        assert!(parse_private_key(public_pem(&sk.verifying_key()).as_bytes(), "p").is_err());
+        assert!(parse_public_key(private_pem(&sk).as_bytes(), "p").is_err());
     }
 
     #[test]
@@ -258,7 +252,7 @@ mod tests {
             "openssl genpkey failed: run `cargo xtask setup`"
         );
         let pem = std::fs::read_to_string(&ossl_key).unwrap();
-        let sk = parse_private_pem(&pem, "ossl.pem").unwrap();
+        let sk = parse_private_key(pem.as_bytes(), "ossl.pem").unwrap();
         // Same bytes back: our encoding is OpenSSL's.
         assert_eq!(private_pem(&sk), pem);
         let out = Command::new("openssl")
@@ -269,7 +263,7 @@ mod tests {
         assert!(out.status.success());
         let ossl_pub = String::from_utf8(out.stdout).unwrap();
         assert_eq!(
-            parse_public_pem(&ossl_pub, "p").unwrap(),
+            parse_public_key(ossl_pub.as_bytes(), "p").unwrap(),
             sk.verifying_key()
         );
         assert_eq!(public_pem(&sk.verifying_key()), ossl_pub);

@@ -11,10 +11,13 @@ pub mod error;
 pub mod exit;
 pub mod footer;
 pub mod hex;
+pub mod keyfile;
 pub mod keys;
 pub mod layout;
 pub mod manifest;
 pub mod partition;
+pub mod plural;
+pub mod progress;
 pub mod slot;
 pub mod state;
 #[cfg(any(test, feature = "test-util"))]

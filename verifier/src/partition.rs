@@ -2,7 +2,20 @@
 //! every format reader and writer works on a partition inside a disk image file as it does
 //! on a block device.
 
+use std::fs::Metadata;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+/// True when both name the same file or block device (two paths, a symlink, a device
+/// node and its alias): the check behind every "input is the output" refusal. Pure.
+pub fn same_file(a: &Metadata, b: &Metadata) -> bool {
+    let block = |m: &Metadata| m.file_type().is_block_device();
+    if block(a) && block(b) {
+        a.rdev() == b.rdev()
+    } else {
+        a.dev() == b.dev() && a.ino() == b.ino()
+    }
+}
 
 /// A window of a disk (a partition) as its own `Read + Write + Seek` device.
 #[derive(Debug)]

@@ -11,6 +11,25 @@ use crate::{Error, Result};
 /// Buffer of the reader used for the full data pass.
 const DATA_READ_BUFFER: usize = 4 << 20;
 
+/// Smallest verity block size of a slot image.
+pub const MIN_SLOT_BLOCK_SIZE: u32 = crate::verity::MIN_BLOCK_SIZE;
+/// Largest verity block size of a slot image (data and hash blocks): the kernel's dm-verity
+/// maps blocks of at most the page size, 4096 bytes on x86-64. The format itself
+/// ([`crate::verity::MAX_BLOCK_SIZE`]) and the `stele verity` verbs go further.
+pub const MAX_SLOT_BLOCK_SIZE: u32 = 4096;
+
+/// The slot-image rule on a verity block size `size` (`what` names it): a power of two from
+/// [`MIN_SLOT_BLOCK_SIZE`] to [`MAX_SLOT_BLOCK_SIZE`]. Checked by every reader of a slot
+/// ([`verify`]: `stele verify`, installs, stele-init) and by the build, so the build
+/// refuses exactly what the device would. Pure.
+pub fn check_block_size(what: &'static str, size: u32) -> Result<()> {
+    if size.is_power_of_two() && (MIN_SLOT_BLOCK_SIZE..=MAX_SLOT_BLOCK_SIZE).contains(&size) {
+        Ok(())
+    } else {
+        Err(Error::SlotBlockSize { what, size })
+    }
+}
+
 /// What to check besides the signatures.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct VerifyOptions<'a> {
@@ -142,6 +161,8 @@ fn check_contents<R: Read + Seek>(
     full: bool,
 ) -> Result<()> {
     let params = m.verity_params()?;
+    check_block_size("verity data block size", params.data_block_size())?;
+    check_block_size("verity hash block size", params.hash_block_size())?;
     let hash_offset = m.verity.hash_offset;
     let tree_size = params.hash_tree_size();
     let hash_end = hash_offset.checked_add(tree_size).ok_or_else(|| {
@@ -333,6 +354,32 @@ mod tests {
             verify(&mut Cursor::new(&img), img.len() as u64, &other, FULL),
             Err(Error::ThresholdNotMet { .. })
         ));
+    }
+
+    /// A validly signed image with 8 KiB blocks (which the format allows) is refused as a
+    /// slot; 512-byte blocks are fine.
+    #[test]
+    fn block_sizes_above_the_page_size_are_refused() {
+        for (dbs, hbs, ok) in [(512, 4096, true), (8192, 4096, false), (4096, 8192, false)] {
+            let img = crate::testutil::image_with_blocks(16, dbs, hbs);
+            let r = check(&img, FULL);
+            assert_eq!(r.is_ok(), ok, "{dbs}/{hbs}: {r:?}");
+            if !ok {
+                assert!(
+                    matches!(r, Err(Error::SlotBlockSize { size: 8192, .. })),
+                    "{r:?}"
+                );
+                let msg = r.unwrap_err().to_string();
+                assert!(msg.contains("above 4096"), "{msg}");
+            }
+        }
+        assert!(check_block_size("--data-block-size", 1000).is_err());
+        assert!(check_block_size("--data-block-size", 256).is_err());
+        let e = check_block_size("--data-block-size", 1000).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid --data-block-size 1000: a slot image takes a power of two from 512 to 4096"
+        );
     }
 
     #[test]

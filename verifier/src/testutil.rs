@@ -39,6 +39,18 @@ pub fn image(blocks: u64, rollback_index: u64, seed: u8) -> (Vec<u8>, u64) {
 /// [`image`] signed by `key(signer)`.
 pub fn image_signed_by(blocks: u64, rollback_index: u64, seed: u8, signer: u8) -> (Vec<u8>, u64) {
     let params = VerityParams::new(4096, 4096, blocks, vec![0x5a; 32]).unwrap();
+    signed(&params, rollback_index, seed, signer)
+}
+
+/// An [`image`] (rollback index 1) with other verity block sizes.
+pub fn image_with_blocks(blocks: u64, data_block_size: u32, hash_block_size: u32) -> Vec<u8> {
+    let p = VerityParams::new(data_block_size, hash_block_size, blocks, vec![0x5a; 32]).unwrap();
+    signed(&p, 1, 0, 1).0
+}
+
+/// A slot image of `params`, signed by `key(signer)`.
+fn signed(params: &VerityParams, rollback_index: u64, seed: u8, signer: u8) -> (Vec<u8>, u64) {
+    let params = params.clone();
     let (img, root) = data_and_tree(&params, seed);
     let m = manifest_for(
         &params,
@@ -93,6 +105,7 @@ pub fn manifest_for(
             salt: params.salt().to_vec(),
             root_hash: root,
         },
+        kernel: None,
     }
 }
 

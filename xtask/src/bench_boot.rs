@@ -367,23 +367,39 @@ fn prepare(
     let script_initrd = script_initramfs(dir, &dir.join("initrd.cpio"), &dir.join("slot.img"))?;
     let help = s(&["image", "build", "--help"])?;
     let kexec_disk = if slot_carries_kernel(&help) {
-        // A kernel that differs from stage 1's (4 KiB of padding), so stage 1 kexecs.
+        // A kernel that differs from stage 1's (4 KiB of padding), so stage 1 kexecs,
+        // with the slot's own stage-2 initramfs and a console.
         let mut bytes = io(kernel, fs::read(kernel))?;
         bytes.extend_from_slice(&[0u8; 4096]);
         io(dir, fs::write(dir.join("slot-vmlinuz"), bytes))?;
+        let stage2 = [
+            "initramfs",
+            "--stage2",
+            "--modules-dir",
+            &modules.display().to_string(),
+            "--init",
+            &init.display().to_string(),
+            "--key",
+            "release.pub",
+            "--out",
+            "stage2.cpio",
+        ];
         let kexec = [
             &build[..],
             &[
                 "--kernel",
                 "slot-vmlinuz",
                 "--initrd",
-                "initrd.cpio",
+                "stage2.cpio",
+                "--kernel-cmdline",
+                CMDLINE,
                 "--out",
                 "slot-kexec.img",
             ],
         ]
         .concat();
-        s(&kexec)
+        s(&stage2)
+            .and_then(|_| s(&kexec))
             .and_then(|_| {
                 s(&[
                     &disk[..],

@@ -39,6 +39,8 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("fakeroot", "fakeroot"),
     ("libcap2-bin", "setcap"),
     ("tar", "tar"),
+    // `script`: a terminal for the progress-bar test.
+    ("bsdutils", "script"),
 ];
 
 /// Packages whose program another package may also provide: checked with dpkg.

@@ -7,7 +7,7 @@
 //! refusal is one error that names the file.
 
 use stele_verifier::config::cases::{File, CASES, VALID_SYSTEM};
-use stele_verifier::config::{is_under, BootConfig, ConfigError, SystemConfig, MAX_SECS};
+use stele_verifier::config::{is_under, BootConfig, ConfigError, Stage, SystemConfig, MAX_SECS};
 
 use crate::Seed;
 
@@ -81,6 +81,19 @@ fn check_boot(c: &BootConfig) {
     if let Some(n) = &c.name {
         assert!(stele_verifier::manifest::valid_name(n), "name {n:?}");
     }
+    for m in &c.watchdog_modules {
+        assert!(c.modules.contains(m), "watchdog module {m:?} not loaded");
+    }
+    assert!(
+        (1..=MAX_SECS).contains(&c.stage2_panic_secs) && c.watchdog_secs <= MAX_SECS,
+        "stage2_panic_secs {} watchdog_secs {}",
+        c.stage2_panic_secs,
+        c.watchdog_secs
+    );
+    assert!(
+        c.stage == Stage::One || c.kernel_sha256.is_none(),
+        "a stage-2 initramfs with a kernel digest"
+    );
 }
 
 /// An accepted system.toml keeps every rule of docs/BOOT.md.
@@ -175,9 +188,14 @@ on_failure = "poweroff"
 failure_delay_secs = 3
 partition_timeout_secs = 20
 threshold = 2
-modules = ["virtio_blk.ko", "dm-verity.ko"]
+modules = ["virtio_blk.ko", "dm-verity.ko", "i6300esb.ko"]
 name = "router-x1"
 data_options = ["nosuid", "nodev", "noatime", "commit=30"]
+stage = 1
+kernel_sha256 = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+stage2_panic_secs = 5
+watchdog_secs = 30
+watchdog_modules = ["i6300esb.ko"]
 "#;
 
 /// A system.toml with services, health and every service key (accepted).

@@ -2,7 +2,7 @@
 //! manifest body, signed by a trusted key, then verified: the body parser and its checks
 //! behind the signature check).
 
-use stele_verifier::manifest::{Envelope, FsType, Manifest};
+use stele_verifier::manifest::{Envelope, FsType, KernelInfo, Manifest};
 use stele_verifier::testutil::manifest_for;
 use stele_verifier::verity::VerityParams;
 use stele_verifier::Error;
@@ -92,6 +92,14 @@ pub fn sample_manifests() -> Vec<Manifest> {
         let params = VerityParams::new(dbs, hbs, blocks, salt).expect("valid verity parameters");
         let mut m = manifest_for(&params, [0xab; 32], fs, i as u64 + 1, format!("{i}.0"));
         m.created = 1_700_000_000;
+        // One body with the slot's own kernel (`[kernel]`).
+        if fs == FsType::Squashfs {
+            m.kernel = Some(KernelInfo::at_default_paths(
+                (8_000_000, [0x11; 32]),
+                (3_000_000, [0x22; 32]),
+                "console=ttyS0 quiet".into(),
+            ));
+        }
         m
     })
     .collect()

@@ -4,6 +4,8 @@
 //! and the path. Safe nix calls are wrapped here too so the rest of the crate reads as policy.
 
 pub mod dm;
+pub mod kexec;
+pub mod watchdog;
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -75,10 +77,11 @@ pub fn mkdir_p(path: &str) -> Result<()> {
         .map_err(|e| Error::io("mkdir", path, e))
 }
 
-/// Loads a kernel module from a file. Ok(false) when it was already loaded (EEXIST).
-pub fn finit_module(path: &str) -> Result<bool> {
+/// Loads a kernel module from a file with `params` (`name=value ...`, may be empty).
+/// Ok(false) when it was already loaded (EEXIST).
+pub fn finit_module(path: &str, params: &std::ffi::CStr) -> Result<bool> {
     let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    match nix::kmod::finit_module(&f, c"", nix::kmod::ModuleInitFlags::empty()) {
+    match nix::kmod::finit_module(&f, params, nix::kmod::ModuleInitFlags::empty()) {
         Ok(()) => Ok(true),
         Err(Errno::EEXIST) => Ok(false),
         Err(e) => Err(Error::sys("finit_module", path, e)),

@@ -1,7 +1,9 @@
 //! `/etc/stele/boot.toml`: partition names, data mount and its options, overlay size,
-//! verification mode, failure policy, keyring threshold, module list and the product the
-//! device is bound to (docs/BOOT.md). Parsed and validated by [`BootConfig::parse`], the
-//! one function the initramfs builder and PID 1 both call.
+//! verification mode, failure policy, keyring threshold, module list, the product the
+//! device is bound to, the stage (1: choose a slot and kexec into its kernel; 2: boot the
+//! slot stage 1 chose), the running kernel's sha256 and the watchdog (docs/BOOT.md).
+//! Parsed and validated by [`BootConfig::parse`], the one function the initramfs builder
+//! and PID 1 both call.
 
 use super::{is_under, parse_table, ConfigError, Fields};
 use crate::layout::{Role, ROLES};
@@ -35,6 +37,28 @@ impl Action {
         match self {
             Action::Reboot => "reboot",
             Action::Poweroff => "poweroff",
+        }
+    }
+}
+
+/// Which stage an initramfs is (docs/BOOT.md, "Two stages").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Stage {
+    /// Started by the firmware or a boot loader: chooses the slot, spends its try, and
+    /// hands over to the slot's own kernel when it has one.
+    #[default]
+    One,
+    /// Started only by stage 1 (kexec): boots the slot named by `stele.stage2=`, verifies
+    /// it again, spends no try, never kexecs.
+    Two,
+}
+
+impl Stage {
+    /// `1` or `2`, as in boot.toml and the console lines.
+    pub fn number(self) -> u64 {
+        match self {
+            Stage::One => 1,
+            Stage::Two => 2,
         }
     }
 }
@@ -122,6 +146,18 @@ pub struct BootConfig {
     pub name: Option<String>,
     /// Mount options of the data partition (checked: [`BootConfig::data_mount_options`]).
     pub data_options: Vec<String>,
+    /// `stage`: 1 (default) or 2.
+    pub stage: Stage,
+    /// `kernel_sha256`: the kernel this (stage-1) initramfs runs under; a slot whose kernel
+    /// has this sha256 boots in place, without kexec.
+    pub kernel_sha256: Option<[u8; 32]>,
+    /// `stage2_panic_secs`: the `panic=` stage 1 gives the slot's kernel (1..=3600).
+    pub stage2_panic_secs: u64,
+    /// `watchdog_secs`: the hardware watchdog's timeout; 0 = not used.
+    pub watchdog_secs: u64,
+    /// `watchdog_modules`: the watchdog drivers among `modules`, loaded with `nowayout=1`
+    /// when the watchdog is used.
+    pub watchdog_modules: Vec<String>,
 }
 
 impl Default for BootConfig {
@@ -142,9 +178,17 @@ impl Default for BootConfig {
             modules: Vec::new(),
             name: None,
             data_options: DEFAULT_DATA_OPTIONS.map(String::from).to_vec(),
+            stage: Stage::One,
+            kernel_sha256: None,
+            stage2_panic_secs: DEFAULT_STAGE2_PANIC_SECS,
+            watchdog_secs: 0,
+            watchdog_modules: Vec::new(),
         }
     }
 }
+
+/// Default `stage2_panic_secs`.
+pub const DEFAULT_STAGE2_PANIC_SECS: u64 = 10;
 
 /// The keys of boot.toml, in the order docs/BOOT.md lists them.
 pub const KEYS: &[&str] = &[
@@ -163,6 +207,11 @@ pub const KEYS: &[&str] = &[
     "modules",
     "name",
     "data_options",
+    "stage",
+    "kernel_sha256",
+    "stage2_panic_secs",
+    "watchdog_secs",
+    "watchdog_modules",
 ];
 
 /// Directories the writable data partition must not cover: they hold the verified system
@@ -218,6 +267,32 @@ impl BootConfig {
         c.name = f.string("name")?;
         if let Some(v) = f.strings("data_options")? {
             c.data_options = v;
+        }
+        match f.uint("stage")? {
+            None | Some(1) => {}
+            Some(2) => c.stage = Stage::Two,
+            Some(n) => return Err(f.error("stage", format!("must be 1 or 2, not {n}"))),
+        }
+        if let Some(h) = f.string("kernel_sha256")? {
+            let digest = crate::hex::decode(&h).and_then(|v| <[u8; 32]>::try_from(v).ok());
+            match digest {
+                Some(d) if h.len() == 64 => c.kernel_sha256 = Some(d),
+                _ => {
+                    return Err(f.error(
+                        "kernel_sha256",
+                        format!("{h:?} is not a sha256 (64 hex digits)"),
+                    ))
+                }
+            }
+        }
+        if let Some(v) = f.secs("stage2_panic_secs")? {
+            c.stage2_panic_secs = v;
+        }
+        if let Some(v) = f.secs("watchdog_secs")? {
+            c.watchdog_secs = v;
+        }
+        if let Some(v) = f.strings("watchdog_modules")? {
+            c.watchdog_modules = v;
         }
         f.finish(KEYS)?;
         c.validate(origin)?;
@@ -299,6 +374,28 @@ impl BootConfig {
                     format!("{m:?} is not a module file name like \"dm-verity.ko\""),
                 ));
             }
+        }
+        if let Some(m) = self
+            .watchdog_modules
+            .iter()
+            .find(|m| !self.modules.contains(m))
+        {
+            return Err(err(
+                "watchdog_modules",
+                format!("{m:?} is not one of the modules"),
+            ));
+        }
+        if self.stage2_panic_secs == 0 {
+            return Err(err(
+                "stage2_panic_secs",
+                "must be at least 1 (with panic=0 a panicking slot kernel would wait forever instead of rebooting)".into(),
+            ));
+        }
+        if self.stage == Stage::Two && self.kernel_sha256.is_some() {
+            return Err(err(
+                "kernel_sha256",
+                "a stage-2 initramfs never kexecs (build it without --kernel)".into(),
+            ));
         }
         Ok(())
     }
@@ -402,9 +499,14 @@ on_failure = "poweroff"
 failure_delay_secs = 3
 partition_timeout_secs = 20
 threshold = 2
-modules = ["virtio_blk.ko", "dm-verity.ko"]
+modules = ["virtio_blk.ko", "dm-verity.ko", "i6300esb.ko"]
 name = "router-x1"
 data_options = ["nodev", "nosuid", "noatime", "errors=remount-ro", "commit=30"]
+stage = 1
+kernel_sha256 = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF"
+stage2_panic_secs = 3
+watchdog_secs = 30
+watchdog_modules = ["i6300esb.ko"]
 "#;
         let c = BootConfig::parse(text, "boot.toml").unwrap();
         assert_eq!(c.name.as_deref(), Some("router-x1"));
@@ -423,7 +525,15 @@ data_options = ["nodev", "nosuid", "noatime", "errors=remount-ro", "commit=30"]
         assert_eq!(c.verify, VerifyMode::Full);
         assert_eq!(c.on_failure, Action::Poweroff);
         assert_eq!(c.threshold, 2);
-        assert_eq!(c.modules, vec!["virtio_blk.ko", "dm-verity.ko"]);
+        assert_eq!(c.modules, ["virtio_blk.ko", "dm-verity.ko", "i6300esb.ko"]);
+        assert_eq!(c.stage, Stage::One);
+        assert_eq!(c.kernel_sha256.map(|d| d[31]), Some(0xff));
+        assert_eq!((c.stage2_panic_secs, c.watchdog_secs), (3, 30));
+        assert_eq!(c.watchdog_modules, ["i6300esb.ko"]);
+        let two = BootConfig::parse("stage = 2", "boot.toml").unwrap();
+        assert_eq!((two.stage, two.stage.number()), (Stage::Two, 2));
+        assert_eq!(d.stage2_panic_secs, DEFAULT_STAGE2_PANIC_SECS);
+        assert_eq!(d.watchdog_secs, 0, "the watchdog is off unless asked for");
         assert_eq!(c.data_mount, "/srv/data");
         assert_eq!(c.state_partition, "st");
         assert_eq!(c.partition_timeout_secs, 20);

@@ -208,6 +208,44 @@ pub const CASES: &[Case] = &[
         "not a module file name",
     ),
     generated("modules = \"dm-verity.ko\"", "modules", "array of strings"),
+    generated("stage = 3", "stage", "must be 1 or 2"),
+    generated("stage = \"2\"", "stage", "non-negative integer"),
+    generated(
+        "kernel_sha256 = \"abc\"",
+        "kernel_sha256",
+        "not a sha256 (64 hex digits)",
+    ),
+    generated(
+        "stage = 2\nkernel_sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"",
+        "kernel_sha256",
+        "never kexecs",
+    ),
+    generated(
+        "watchdog_modules = [\"i6300esb.ko\"]",
+        "watchdog_modules",
+        "not one of the modules",
+    ),
+    // The watchdog and the slot kernel's panic delay.
+    boot(
+        "watchdog_secs = 4000",
+        Some("watchdog_secs"),
+        "above the limit of 3600 seconds",
+    ),
+    boot(
+        "watchdog_secs = \"30\"",
+        Some("watchdog_secs"),
+        "non-negative integer",
+    ),
+    boot(
+        "stage2_panic_secs = 0",
+        Some("stage2_panic_secs"),
+        "must be at least 1",
+    ),
+    boot(
+        "stage2_panic_secs = 3601",
+        Some("stage2_panic_secs"),
+        "above the limit of 3600 seconds",
+    ),
     // system.toml: syntax, keys, what to run.
     system("[service", None, "not valid TOML"),
     system("mode = \"exec\"", Some("mode"), "unknown key"),

@@ -13,7 +13,7 @@ pub mod cases;
 pub mod system;
 
 pub use accounts::{Account, Accounts, Credentials, RunAs};
-pub use boot::{Action, BootConfig, MountFlag, VerifyMode};
+pub use boot::{Action, BootConfig, MountFlag, Stage, VerifyMode};
 pub use system::{Restart, Service, SystemConfig};
 
 use crate::exit::{Exit, Report};

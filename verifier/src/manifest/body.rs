@@ -1,5 +1,6 @@
 //! The manifest body: TOML with the image's name, version, rollback index, filesystem and
-//! verity parameters, decoded only after its signatures were checked, and sanity-checked.
+//! verity parameters and the optional `[kernel]` table, decoded only after its signatures
+//! were checked, and sanity-checked.
 
 use serde::Deserialize;
 
@@ -18,6 +19,7 @@ struct RawManifest {
     created: u64,
     filesystem: RawFilesystem,
     verity: RawVerity,
+    kernel: Option<RawKernel>,
 }
 
 #[derive(Deserialize)]
@@ -40,13 +42,51 @@ struct RawVerity {
     root_hash: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKernel {
+    path: String,
+    size: u64,
+    sha256: String,
+    initrd_path: String,
+    initrd_size: u64,
+    initrd_sha256: String,
+    cmdline: String,
+}
+
+/// Hex of the key `what` (e.g. `verity.salt`).
 fn decode_hex(what: &str, s: &str) -> Result<Vec<u8>> {
     if s == "-" {
         return Err(Error::Body(format!(
-            "verity.{what}: write an empty salt as \"\", not \"-\""
+            "{what}: write an empty salt as \"\", not \"-\""
         )));
     }
-    hex::decode(s).ok_or_else(|| Error::Body(format!("verity.{what}: {s:?} is not hex")))
+    hex::decode(s).ok_or_else(|| Error::Body(format!("{what}: {s:?} is not hex")))
+}
+
+/// A sha256 in hex of the key `what`.
+fn decode_sha256(what: &str, s: &str) -> Result<[u8; 32]> {
+    decode_hex(what, s)?
+        .try_into()
+        .map_err(|v: Vec<u8>| Error::Body(format!("{what} is {} bytes, a sha256 is 32", v.len())))
+}
+
+impl RawKernel {
+    fn decode(self) -> Result<KernelInfo> {
+        Ok(KernelInfo {
+            kernel: KernelFile {
+                sha256: decode_sha256("kernel.sha256", &self.sha256)?,
+                path: self.path,
+                size: self.size,
+            },
+            initrd: KernelFile {
+                sha256: decode_sha256("kernel.initrd_sha256", &self.initrd_sha256)?,
+                path: self.initrd_path,
+                size: self.initrd_size,
+            },
+            cmdline: self.cmdline,
+        })
+    }
 }
 
 impl Manifest {
@@ -84,15 +124,9 @@ impl Manifest {
                 raw.verity.algorithm
             )));
         }
-        let salt = decode_hex("salt", &raw.verity.salt)?;
-        let root_hash = decode_hex("root_hash", &raw.verity.root_hash)?
-            .try_into()
-            .map_err(|v: Vec<u8>| {
-                Error::Body(format!(
-                    "verity.root_hash is {} bytes, a sha256 is 32",
-                    v.len()
-                ))
-            })?;
+        let salt = decode_hex("verity.salt", &raw.verity.salt)?;
+        let root_hash = decode_sha256("verity.root_hash", &raw.verity.root_hash)?;
+        let kernel = raw.kernel.map(RawKernel::decode).transpose()?;
         let m = Manifest {
             name: raw.name,
             version: raw.version,
@@ -110,6 +144,7 @@ impl Manifest {
                 salt,
                 root_hash,
             },
+            kernel,
         };
         m.check()?;
         Ok(m)
@@ -142,12 +177,7 @@ impl Manifest {
             ("manifest verity.data_blocks", self.verity.data_blocks),
             ("manifest verity.hash_offset", self.verity.hash_offset),
         ] {
-            if v > i64::MAX as u64 {
-                return Err(Error::invalid(
-                    what,
-                    format!("{v} is above 2^63 - 1 (TOML's limit)"),
-                ));
-            }
+            check_integer(what, v)?;
         }
         let params = self.verity_params()?;
         let data_size = params.data_size();
@@ -182,13 +212,37 @@ impl Manifest {
                 ),
             ));
         }
-        Ok(())
+        match &self.kernel {
+            Some(k) => k.check(),
+            None => Ok(()),
+        }
     }
 
-    /// Encodes the body as TOML (deterministic field order).
+    /// Encodes the body as TOML (deterministic field order; `[kernel]` last, only when
+    /// there is one, so a body without it is what it always was).
     pub fn to_toml(&self) -> String {
         let s = |v: &str| toml::Value::String(v.to_string()).to_string();
         let v = &self.verity;
+        let kernel = self.kernel.as_ref().map_or_else(String::new, |k| {
+            format!(
+                "\n\
+                 [kernel]\n\
+                 path = {}\n\
+                 size = {}\n\
+                 sha256 = \"{}\"\n\
+                 initrd_path = {}\n\
+                 initrd_size = {}\n\
+                 initrd_sha256 = \"{}\"\n\
+                 cmdline = {}\n",
+                s(&k.kernel.path),
+                k.kernel.size,
+                hex::encode(&k.kernel.sha256),
+                s(&k.initrd.path),
+                k.initrd.size,
+                hex::encode(&k.initrd.sha256),
+                s(&k.cmdline),
+            )
+        });
         format!(
             "format_version = {FORMAT_VERSION}\n\
              name = {}\n\
@@ -207,7 +261,8 @@ impl Manifest {
              data_blocks = {}\n\
              hash_offset = {}\n\
              salt = \"{}\"\n\
-             root_hash = \"{}\"\n",
+             root_hash = \"{}\"\n\
+             {kernel}",
             s(&self.name),
             s(&self.version),
             self.rollback_index,
@@ -318,6 +373,81 @@ mod tests {
         assert_eq!(Manifest::parse_body(m.to_toml().as_bytes()).unwrap(), m);
     }
 
+    fn with_kernel() -> Manifest {
+        Manifest {
+            kernel: Some(super::super::kernel::tests::sample()),
+            ..sample()
+        }
+    }
+
+    #[test]
+    fn kernel_table_round_trips_after_verity() {
+        let m = with_kernel();
+        let text = m.to_toml();
+        assert!(text.starts_with(&sample().to_toml()), "{text}");
+        assert!(
+            text.ends_with(&format!(
+                "\n[kernel]\npath = \"/boot/stele/vmlinuz\"\nsize = 8000000\nsha256 = \"{}\"\ninitrd_path = \"/boot/stele/initrd\"\ninitrd_size = 3000000\ninitrd_sha256 = \"{}\"\ncmdline = \"console=ttyS0 quiet\"\n",
+                "11".repeat(32),
+                "22".repeat(32)
+            )),
+            "{text}"
+        );
+        assert_eq!(Manifest::parse_body(text.as_bytes()).unwrap(), m);
+        // Quotes in the command line survive the TOML round trip.
+        let mut q = with_kernel();
+        if let Some(k) = q.kernel.as_mut() {
+            k.cmdline = "a=\"b c\" d='e'".into();
+        }
+        assert_eq!(Manifest::parse_body(q.to_toml().as_bytes()).unwrap(), q);
+    }
+
+    #[test]
+    fn kernel_table_checks() {
+        let text = with_kernel().to_toml();
+        let edit = |a: &str, b: &str| {
+            assert!(text.contains(a), "{a}");
+            Manifest::parse_body(text.replace(a, b).as_bytes())
+        };
+        for (a, b) in [
+            ("[kernel]", "[kernels]"),
+            ("cmdline = ", "extra = 1\ncmdline = "),
+            ("size = 8000000\n", ""),
+            (
+                "path = \"/boot/stele/vmlinuz\"",
+                "path = \"boot/stele/vmlinuz\"",
+            ),
+            (
+                "path = \"/boot/stele/vmlinuz\"",
+                "path = \"/boot/../vmlinuz\"",
+            ),
+            (
+                "initrd_path = \"/boot/stele/initrd\"",
+                "initrd_path = \"/boot/stele/vmlinuz\"",
+            ),
+            ("size = 8000000", "size = 0"),
+            ("initrd_size = 3000000", "initrd_size = 2000000000"),
+            ("initrd_size = 3000000", "initrd_size = -1"),
+            ("sha256 = \"1111", "sha256 = \"11"),
+            ("sha256 = \"1111", "sha256 = \"xx11"),
+            (
+                "cmdline = \"console=ttyS0 quiet\"",
+                "cmdline = \"stele.stage2=a\"",
+            ),
+            ("cmdline = \"console=ttyS0 quiet\"", "cmdline = \"a\\nb\""),
+            ("cmdline = \"console=ttyS0 quiet\"", "cmdline = 5"),
+        ] {
+            assert!(edit(a, b).is_err(), "{a} -> {b}");
+        }
+        assert!(matches!(
+            edit("size = 8000000", "size = 0"),
+            Err(Error::Invalid {
+                what: "manifest kernel.size",
+                ..
+            })
+        ));
+    }
+
     fn arb_manifest() -> impl Strategy<Value = Manifest> {
         (
             "[A-Za-z0-9._-]{1,64}",
@@ -333,6 +463,13 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..=256),
             any::<[u8; 32]>(),
             any::<u64>(),
+            proptest::option::of((
+                "/[a-z]{1,20}",
+                "/[A-Z]{1,20}",
+                1u64..=MAX_FILE_SIZE,
+                1u64..=MAX_FILE_SIZE,
+                "[ -~]{0,80}",
+            )),
         )
             .prop_filter_map(
                 "hash_offset multiple of hash block",
@@ -346,6 +483,7 @@ mod tests {
                     salt,
                     root_hash,
                     r,
+                    kernel,
                 )| {
                     let data_size = blocks << d;
                     if data_size % (1u64 << h) != 0 {
@@ -368,6 +506,19 @@ mod tests {
                             salt,
                             root_hash,
                         },
+                        kernel: kernel.map(|(k, i, ks, is, c)| KernelInfo {
+                            kernel: KernelFile {
+                                path: k,
+                                size: ks,
+                                sha256: root_hash,
+                            },
+                            initrd: KernelFile {
+                                path: i,
+                                size: is,
+                                sha256: [7; 32],
+                            },
+                            cmdline: c.replace(STAGE2_OPTION, "x"),
+                        }),
                     })
                 },
             )

@@ -112,8 +112,12 @@ impl Envelope {
             return Err(Error::invalid(
                 "manifest envelope",
                 format!(
-                    "{} trailing bytes after the body (envelope is {total} bytes)",
-                    bytes.len() - total
+                    "{} after the body (envelope is {total} bytes)",
+                    crate::plural::count_len(
+                        bytes.len() - total,
+                        "trailing byte",
+                        "trailing bytes"
+                    )
                 ),
             ));
         }

@@ -2,10 +2,17 @@
 //!
 //! The body is parsed only after enough signatures over its raw bytes have been checked.
 //! `envelope.rs`: the binary envelope, signing and signature checks; `body.rs`: the TOML
-//! body and its sanity checks. The types they share are here.
+//! body and its sanity checks; `kernel.rs`: the optional `[kernel]` table. The types they
+//! share are here.
 
 mod body;
 mod envelope;
+mod kernel;
+
+pub use kernel::{
+    check_cmdline, check_path, KernelFile, KernelInfo, DEFAULT_INITRD_PATH, DEFAULT_KERNEL_PATH,
+    MAX_CMDLINE_LEN, MAX_FILE_SIZE, MAX_PATH_LEN, STAGE2_OPTION,
+};
 
 use crate::keys::KeyId;
 use crate::verity::DIGEST_LEN;
@@ -28,6 +35,21 @@ pub const ENVELOPE_HEADER_LEN: usize = 24;
 pub const SIGNATURE_ENTRY_LEN: usize = 72;
 /// Longest `name` and `version`.
 pub const MAX_NAME_LEN: usize = 64;
+/// Largest integer of a manifest body (`rollback_index`, `created`, sizes and offsets):
+/// TOML integers are signed 64-bit, so 2^63 - 1.
+pub const MAX_INTEGER: u64 = i64::MAX as u64;
+
+/// Refuses `v` above [`MAX_INTEGER`] (`what` names it): the one limit behind the body's
+/// checks and the build's refusal of a `--rollback-index` no device could read. Pure.
+pub fn check_integer(what: &'static str, v: u64) -> crate::Result<()> {
+    if v > MAX_INTEGER {
+        return Err(crate::Error::invalid(
+            what,
+            format!("{v} is above 2^63 - 1 = {MAX_INTEGER}, the largest integer a manifest holds (TOML's limit)"),
+        ));
+    }
+    Ok(())
+}
 
 /// The rule of a product name (the manifest `name`, boot.toml `name`), as errors state it.
 pub const NAME_RULE: &str = "use 1..=64 characters of A-Z a-z 0-9 . _ -";
@@ -99,6 +121,8 @@ pub struct Manifest {
     pub created: u64,
     pub filesystem: FilesystemInfo,
     pub verity: VerityInfo,
+    /// The slot's own kernel, stage-2 initramfs and command line (`[kernel]`), if any.
+    pub kernel: Option<KernelInfo>,
 }
 
 /// A manifest whose signatures met the keyring's threshold.
@@ -140,6 +164,7 @@ pub(crate) mod tests {
                 salt: vec![0x5d, 0x1f],
                 root_hash: [0x9a; 32],
             },
+            kernel: None,
         }
     }
 

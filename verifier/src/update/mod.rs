@@ -25,6 +25,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use crate::footer::{Footer, FOOTER_LEN, FOOTER_SIZE};
 use crate::keys::Keyring;
 use crate::manifest::VerifiedManifest;
+use crate::progress::{Progress, Silent, Step};
 use crate::slot::{self, VerifyOptions};
 use crate::state::{self, BootState, Slot};
 use crate::verity::TreeBuilder;
@@ -180,18 +181,20 @@ pub fn install_seekable<R: Read + Seek, D: Read + Write + Seek>(
     sync: SyncFn<'_, D>,
 ) -> Result<Written> {
     let checked = check_seekable(bundle, bundle_len, slot_len, policy)?;
-    write_checked(bundle, checked, slot, slot_len, sync)
+    write_checked(bundle, checked, slot, slot_len, sync, &mut Silent)
 }
 
 /// Steps 2-3 for a [`Checked`] bundle: the slot's footer is zeroed, the image is copied
 /// while its hash tree is computed, both the tree and the root hash must match the signed
-/// manifest, and the verified envelope is written. [`Written::commit`] finishes.
+/// manifest, and the verified envelope is written. [`Written::commit`] finishes. The copy
+/// is reported to `progress`.
 pub fn write_checked<R: Read + Seek, D: Read + Write + Seek>(
     bundle: &mut R,
     checked: Checked,
     slot: &mut D,
     slot_len: u64,
     sync: SyncFn<'_, D>,
+    progress: &mut dyn Progress,
 ) -> Result<Written> {
     let Checked { loc, verified } = checked;
     let image_len = loc.footer.image_len;
@@ -215,6 +218,7 @@ pub fn write_checked<R: Read + Seek, D: Read + Write + Seek>(
     let mut stored_tree = Vec::new();
     let mut buf = vec![0u8; COPY_BUFFER];
     let mut pos = 0u64;
+    let mut step = Step::new(progress, "writing", Some(hash_end));
     while pos < hash_end {
         let want = usize::try_from((hash_end - pos).min(COPY_BUFFER as u64)).unwrap_or(COPY_BUFFER);
         let chunk = &mut buf[..want];
@@ -239,8 +243,10 @@ pub fn write_checked<R: Read + Seek, D: Read + Write + Seek>(
             stored_tree.extend_from_slice(&chunk[from..]);
         }
         slot.write_all(chunk).map_err(io_err("slot"))?;
+        step.advance(want as u64);
         pos = end;
     }
+    drop(step);
     let (computed_tree, root) = tree.finish()?;
     if root != m.verity.root_hash {
         return Err(Error::DataRootMismatch {
@@ -277,12 +283,14 @@ pub fn write_checked<R: Read + Seek, D: Read + Write + Seek>(
 /// The signatures are at the end of the bundle, so the image is written to the (already
 /// invalidated) slot first and then verified in full from the slot: signatures, rollback
 /// floor, hash tree and every data block. The footer is written by [`Written::commit`].
+/// The copy and the check are reported to `progress`.
 pub fn install_stream<R: Read, D: Read + Write + Seek>(
     bundle: &mut R,
     slot: &mut D,
     slot_len: u64,
     policy: &Policy<'_>,
     sync: SyncFn<'_, D>,
+    progress: &mut dyn Progress,
 ) -> Result<Written> {
     let capacity = slot_len
         .checked_sub(FOOTER_SIZE)
@@ -296,6 +304,7 @@ pub fn install_stream<R: Read, D: Read + Write + Seek>(
     let mut pending: Vec<u8> = Vec::with_capacity(COPY_BUFFER + hold);
     let mut buf = vec![0u8; COPY_BUFFER];
     let mut written = 0u64;
+    let mut step = Step::new(&mut *progress, "writing", None);
     loop {
         let n = match bundle.read(&mut buf) {
             Ok(0) => break,
@@ -304,10 +313,13 @@ pub fn install_stream<R: Read, D: Read + Write + Seek>(
             Err(e) => return Err(Error::io("bundle", e)),
         };
         pending.extend_from_slice(&buf[..n]);
+        step.advance(n as u64);
         if pending.len() > hold {
             let out = pending.len() - hold;
             if written + out as u64 > capacity {
-                return Err(too_large(written + out as u64 + FOOTER_SIZE, slot_len));
+                // The size of the whole stream, not how far it got: read the rest.
+                let rest = io::copy(bundle, &mut io::sink()).map_err(io_err("bundle"))?;
+                return Err(too_large(written + pending.len() as u64 + rest, slot_len));
             }
             slot.write_all(&pending[..out]).map_err(io_err("slot"))?;
             written += out as u64;
@@ -324,15 +336,17 @@ pub fn install_stream<R: Read, D: Read + Write + Seek>(
     }
     slot.flush().map_err(io_err("slot"))?;
     sync(slot).map_err(io_err("slot"))?;
+    drop(step);
 
     // Verify the slot as the bundle: its first `written` bytes followed by the held footer.
     let total = written + FOOTER_SIZE;
-    let mut view = WithFooter {
+    let mut step = Step::new(progress, "verifying", Some(total));
+    let mut view = step.reader(WithFooter {
         dev: &mut *slot,
         body_len: written,
         footer: &pending,
         pos: 0,
-    };
+    });
     let (loc, verified) = slot::verify(
         &mut view,
         total,
@@ -512,6 +526,7 @@ mod tests {
             SLOT_LEN,
             &policy(0),
             &mut no_sync,
+            &mut crate::progress::Silent,
         )
         .unwrap();
         let done = commit(done, &mut slot);
@@ -572,8 +587,15 @@ mod tests {
         assert!(verify_slot(&mut slot).is_err());
 
         let mut slot = blank_slot();
-        let err = install_stream(&mut &img[..], &mut slot, SLOT_LEN, &policy(0), &mut no_sync)
-            .unwrap_err();
+        let err = install_stream(
+            &mut &img[..],
+            &mut slot,
+            SLOT_LEN,
+            &policy(0),
+            &mut no_sync,
+            &mut Silent,
+        )
+        .unwrap_err();
         // From a stream the product is checked too, once the image is in the slot.
         let (good, _) = image(40, 3, 1);
         let mut other = blank_slot();
@@ -581,8 +603,15 @@ mod tests {
             product: Some("router"),
             ..policy(0)
         };
-        let e =
-            install_stream(&mut &good[..], &mut other, SLOT_LEN, &bound, &mut no_sync).unwrap_err();
+        let e = install_stream(
+            &mut &good[..],
+            &mut other,
+            SLOT_LEN,
+            &bound,
+            &mut no_sync,
+            &mut Silent,
+        )
+        .unwrap_err();
         assert!(matches!(e, Error::WrongProduct { .. }), "{e}");
         assert!(
             matches!(err, Error::DataBlockMismatch { block: 7 }),
@@ -681,18 +710,30 @@ mod tests {
             256 * 1024,
             &policy(0),
             &mut no_sync,
+            &mut crate::progress::Silent,
         )
         .unwrap_err();
-        assert!(err.to_string().contains("slot holds"), "{err}");
+        // The stream's whole size, not where the copy stopped.
+        let needs = format!(
+            "the image needs {} bytes but the slot holds 262144",
+            img.len()
+        );
+        assert!(err.to_string().contains(&needs), "{err}");
         let err = install_file(&img, &mut small, 256 * 1024, 0).unwrap_err();
         assert!(err.to_string().contains("slot holds"), "{err}");
 
         let (img, _) = image(40, 3, 1);
         let mut slot = blank_slot();
         let cut = &img[..img.len() - 100];
-        assert!(
-            install_stream(&mut &cut[..], &mut slot, SLOT_LEN, &policy(0), &mut no_sync).is_err()
-        );
+        assert!(install_stream(
+            &mut &cut[..],
+            &mut slot,
+            SLOT_LEN,
+            &policy(0),
+            &mut no_sync,
+            &mut Silent
+        )
+        .is_err());
         assert!(verify_slot(&mut slot).is_err());
     }
 }

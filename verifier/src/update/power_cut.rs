@@ -70,7 +70,15 @@ fn power_cut_at_any_write_still_boots() {
     let (new, _) = image(8, 2, 9);
     let (leftover, _) = image(8, 1, 5);
     let mut a = blank_slot();
-    let w = install_stream(&mut &old[..], &mut a, SLOT_LEN, &policy(0), &mut no_sync).unwrap();
+    let w = install_stream(
+        &mut &old[..],
+        &mut a,
+        SLOT_LEN,
+        &policy(0),
+        &mut no_sync,
+        &mut crate::progress::Silent,
+    )
+    .unwrap();
     let _ = commit(w, &mut a);
     let mut b = blank_slot();
     let w = install_stream(
@@ -79,6 +87,7 @@ fn power_cut_at_any_write_still_boots() {
         SLOT_LEN,
         &policy(0),
         &mut no_sync,
+        &mut crate::progress::Silent,
     )
     .unwrap();
     let _ = commit(w, &mut b);

@@ -1,0 +1,72 @@
+//! Stage 1 (boot.toml `stage = 1`, started by the firmware or a boot loader): choose a
+//! slot, spend its try or count a good slot's unconfirmed boot ([`crate::attempts`];
+//! written and flushed before anything is mounted), verify, map,
+//! mount the lower layer; then hand over to the slot's own kernel with kexec
+//! ([`crate::handoff`]) or, when it has none or it is the running one, carry on in place.
+//! A refused slot is marked (when it is its fault) and the other one tried in the same
+//! boot; with none left, the failure action runs.
+
+use stele_verifier::state::Slot;
+
+use crate::boot::{exhausted, fail, finish, next_slot, no_slot_cause, write_state, Booted, Ready};
+use crate::mapped::{self, Refusal};
+use crate::{attempts, error, handoff, info, warn, watchdog};
+
+/// Stage 1 from a ready state to switch root (or into the slot's kernel).
+pub fn run(mut r: Ready) -> Booted {
+    let (action, delay) = (r.cfg.on_failure, r.cfg.failure_delay_secs);
+    let mut tried: Vec<Slot> = Vec::new();
+    let mut causes: Vec<String> = Vec::new();
+    while let Some(s) = next_slot(&r.st, r.cmdline.slot, &tried) {
+        if tried.is_empty() {
+            if let Some(x) = exhausted(&r.st, s) {
+                info!("slot={} exhausted, falling back to {}", x.name(), s.name());
+            }
+            if let Some(line) = attempts::fell_back(&r.st, s) {
+                warn!("{line}");
+            }
+        }
+        if let Some((line, wait)) = attempts::degraded(&r.st, s, delay) {
+            warn!("{line}");
+            watchdog::sleep(wait);
+        }
+        tried.push(s);
+        let was_successful = r.st.slot(s).successful;
+        let before = *r.st.slot(s);
+        r.st.begin_boot(s);
+        if *r.st.slot(s) != before {
+            // A try that is not on disk would never run out: boot counting could not fall
+            // back. Such a slot is not booted. An unconfirmed boot of a good slot that is
+            // not on disk only means the next boot cannot know it: the slot boots.
+            if let Err(e) = write_state(&mut r.state, &mut r.st) {
+                if was_successful {
+                    warn!("slot={}: its boot could not be recorded: {e}", s.name());
+                } else {
+                    error!(
+                        "refused slot {}: its try could not be recorded: {e}",
+                        s.name()
+                    );
+                    causes.push(format!("slot {}: try not recorded: {e}", s.name()));
+                    continue;
+                }
+            }
+        }
+        let floor = r.st.rollback_floor;
+        let booted = mapped::map(s, &r.parts, &r.cfg, &r.keyring, floor, &mut r.clock)
+            .and_then(|m| handoff::hand_over(m, &r.cfg, &mut r.clock, r.start))
+            .and_then(|m| m.mount_rest(&r.cfg, &mut r.clock));
+        match booted {
+            Ok(m) => return finish(r, m, was_successful),
+            Err(Refusal { error, mark }) => {
+                error!("refused slot {}: {error}", s.name());
+                causes.push(format!("slot {}: {error}", s.name()));
+                if mark {
+                    r.st.mark_unbootable(s);
+                    // Logged inside; the other slot is tried either way.
+                    let _ = write_state(&mut r.state, &mut r.st);
+                }
+            }
+        }
+    }
+    fail(action, delay, &no_slot_cause(&r.st, &causes))
+}
