@@ -146,28 +146,36 @@ pub struct EspPlace {
     pub epoch: u64,
 }
 
-/// Formats the ESP inside the disk file `disk_path` (open as `disk`) and fills it.
+/// Formats the ESP and fills it, in a file of its own beside `disk_path`, then copies it
+/// into the disk (open as `disk`) at `at.offset`.
+///
+/// Not in place (mtools' `-i DISK@@OFFSET`): mtools 4.0.32 (Debian 12) loses track of a
+/// FAT inside an image file larger than about 256 MiB (`mmd ::/EFI ::/EFI/BOOT` then says
+/// `File "::/EFI/BOOT" not found`), so any disk with real slots would fail.
 pub fn write(disk_path: &Path, disk: &mut File, at: &EspPlace, c: &EspContent) -> Result<()> {
-    let sector_offset = at.offset / 512;
+    let work = Scratch::beside(disk_path)?;
+    let esp = work.join("esp.img");
+    File::create(&esp)
+        .and_then(|f| f.set_len(at.len))
+        .map_err(|e| Error::io("create", &esp, e))?;
     let mut mkfs = MKFS_VFAT.command()?;
     mkfs.args(["-F", "32", "-S", "512", "--invariant"])
         .arg("-i")
         .arg(format!("{:08x}", at.volume_id))
         .args(["-n", LABEL])
+        // The hidden sectors of the boot sector: where the partition starts on the disk.
         .arg("-h")
-        .arg(sector_offset.to_string())
-        .arg(format!("--offset={sector_offset}"))
-        .arg(disk_path)
+        .arg((at.offset / 512).to_string())
+        .arg(&esp)
         .arg((at.len / 1024).to_string());
     MKFS_VFAT.run(&mut mkfs)?;
-    let image = format!("{}@@{}", disk_path.display(), at.offset);
     let fat_epoch = at.epoch.max(FAT_EPOCH).to_string();
     let mtools = |t: &crate::tool::Tool| -> Result<std::process::Command> {
         let mut c = t.command()?;
         c.env("SOURCE_DATE_EPOCH", &fat_epoch)
             .env("MTOOLS_SKIP_CHECK", "1")
             .arg("-i")
-            .arg(&image);
+            .arg(&esp);
         Ok(c)
     };
     let mut dirs = vec!["::/EFI", "::/EFI/BOOT"];
@@ -177,7 +185,6 @@ pub fn write(disk_path: &Path, disk: &mut File, at: &EspPlace, c: &EspContent) -
     MMD.run(mtools(&MMD)?.args(&dirs))?;
     MCOPY.run(mtools(&MCOPY)?.arg(&c.uki).arg(UKI_PATH))?;
     if c.bios {
-        let work = Scratch::beside(disk_path)?;
         for (name, dest, bytes) in [
             ("vmlinuz", BIOS_KERNEL, c.parts.linux.as_slice()),
             ("initrd", BIOS_INITRD, c.parts.initrd.as_slice()),
@@ -192,16 +199,69 @@ pub fn write(disk_path: &Path, disk: &mut File, at: &EspPlace, c: &EspContent) -
         }
         let mut sl = SYSLINUX.command()?;
         sl.env("SOURCE_DATE_EPOCH", &fat_epoch)
-            .arg("--offset")
-            .arg(at.offset.to_string())
             .args(["--directory", SYSLINUX_DIR, "--install"])
-            .arg(disk_path);
+            .arg(&esp);
         SYSLINUX.run(&mut sl)?;
-        let ioe = |e| Error::io("update the boot sectors of", disk_path, e);
-        copy_boot_sector_to_backup(disk, at.offset).map_err(ioe)?;
-        write_mbr_boot_code(disk).map_err(ioe)?;
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&esp)
+            .map_err(|e| Error::io("open", &esp, e))?;
+        copy_boot_sector_to_backup(&mut f, 0).map_err(|e| Error::io("update", &esp, e))?;
+    }
+    let mut f = File::open(&esp).map_err(|e| Error::io("open", &esp, e))?;
+    let block_device = {
+        use std::os::unix::fs::FileTypeExt;
+        disk.metadata()
+            .is_ok_and(|m| m.file_type().is_block_device())
+    };
+    copy_into(&mut f, disk, at.offset, !block_device)
+        .map_err(|e| Error::io("write the ESP into", disk_path, e))?;
+    if c.bios {
+        write_mbr_boot_code(disk)
+            .map_err(|e| Error::io("update the boot code of", disk_path, e))?;
     }
     Ok(())
+}
+
+/// Copies all of `src` into `disk` at `offset`. Into a regular file (a new disk image,
+/// all holes) blocks of zeros are skipped, so the image stays sparse and its block map
+/// small; onto a block device everything is written.
+fn copy_into<R: Read, D: Write + Seek>(
+    src: &mut R,
+    disk: &mut D,
+    offset: u64,
+    skip_zeros: bool,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = offset;
+    loop {
+        let n = read_full(src, &mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        for block in buf[..n].chunks(4096) {
+            if !(skip_zeros && block.iter().all(|&b| b == 0)) {
+                disk.seek(SeekFrom::Start(at))?;
+                disk.write_all(block)?;
+            }
+            at += block.len() as u64;
+        }
+    }
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// SYSLINUX rewrites the FAT32 boot sector only: copy it to the backup boot sector (BPB
@@ -244,6 +304,22 @@ fn write_mbr_boot_code<D: Write + Seek>(disk: &mut D) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use std::io::Cursor;
+
+    #[test]
+    fn copy_into_skips_zero_blocks_only_when_asked() {
+        let mut src = vec![0u8; 3 * 4096];
+        src[4096 + 5] = 7;
+        for skip in [true, false] {
+            let mut disk = Cursor::new(vec![0xAAu8; 5 * 4096]);
+            copy_into(&mut Cursor::new(&src), &mut disk, 4096, skip).unwrap();
+            let d = disk.into_inner();
+            assert_eq!(d[..4096], [0xAA; 4096], "before the offset");
+            assert_eq!(d[2 * 4096 + 5], 7);
+            let zeros_kept = d[4096..2 * 4096].iter().all(|&b| b == 0xAA);
+            assert_eq!(zeros_kept, skip, "skip={skip}");
+            assert_eq!(d[4 * 4096..], [0xAA; 4096], "after the ESP");
+        }
+    }
 
     #[test]
     fn sizes() {

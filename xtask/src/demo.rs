@@ -1,6 +1,8 @@
 //! `cargo xtask demo`: what stele does, end to end, for a newcomer.
 //!
-//! Key pair → slot image from a small root filesystem → verified → a tampered copy refused.
+//! Key pair → slot image from a small root filesystem → verified → a tampered copy refused →
+//! a signed stage-1 UKI on the ESP booted by UEFI firmware under Secure Boot → an update
+//! carrying its own kernel installed in the guest and started by kexec.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -37,6 +39,25 @@ impl Demo {
             Ok(())
         } else {
             Err(format!("`stele {}` failed", args.join(" ")))
+        }
+    }
+
+    /// Runs a host tool in the demo directory, echoing it; fails when it fails.
+    fn host(&self, tool: &str, args: &[&str]) -> Result<(), String> {
+        println!("$ {tool} {}", args.join(" "));
+        let out = Command::new(tool)
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .map_err(|e| format!("could not run {tool}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{tool} {}` failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
         }
     }
 
@@ -122,13 +143,34 @@ pub fn demo() -> Result<(), String> {
     d.must(&["keygen", "--private", "other.key", "--public", "other.pub"])?;
     d.must_fail(&["verify", "demo-1.0.0.img", "--key", "other.pub"])?;
 
+    d.step("7. Secure Boot keys of the vendor: a db certificate the firmware trusts (openssl)");
+    d.host(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=stele demo db/",
+            "-keyout",
+            "db.key",
+            "-out",
+            "db.crt",
+        ],
+    )?;
+
     d.step(
-        "7. Boot it: initramfs (stele-init, trusted key, kernel modules) + GPT disk, under QEMU",
+        "8. Stage 1: an initramfs (stele-init, trusted key, modules) in a signed UKI on the ESP",
     );
     let kernel = crate::kernel::ensure()?;
     let init = crate::util::build_static_init()?;
     let modules = kernel.modules.display().to_string();
     let init = init.display().to_string();
+    let vmlinuz = kernel.kernel.display().to_string();
     d.must(&[
         "initramfs",
         "--modules-dir",
@@ -137,14 +179,34 @@ pub fn demo() -> Result<(), String> {
         "release.pub",
         "--init",
         &init,
+        "--kernel",
+        &vmlinuz,
         "--out",
         "initrd.cpio",
+    ])?;
+    d.must(&[
+        "uki",
+        "build",
+        "--kernel",
+        &vmlinuz,
+        "--initrd",
+        "initrd.cpio",
+        "--cmdline",
+        "console=ttyS0 panic=-1",
+        "--sign-key",
+        "db.key",
+        "--sign-cert",
+        "db.crt",
+        "--out",
+        "stage1.efi",
     ])?;
     d.must(&[
         "disk",
         "create",
         "--out",
         "disk.img",
+        "--uki",
+        "stage1.efi",
         "--slot-size",
         "64M",
         "--a",
@@ -152,16 +214,21 @@ pub fn demo() -> Result<(), String> {
         "--data-size",
         "16M",
     ])?;
-    let vmlinuz = kernel.kernel.display().to_string();
+
+    d.step("9. Boot it through UEFI firmware (OVMF) with Secure Boot enforcing: only db-signed code runs");
     d.must(&[
         "qemu",
         "run",
-        "--kernel",
-        &vmlinuz,
-        "--initrd",
-        "initrd.cpio",
+        "--firmware",
+        "uefi",
+        "--secure-boot",
+        "db.crt",
         "--disk",
         "disk.img",
+        "--expect",
+        "Secure boot enabled",
+        "--expect",
+        "stele: slot=a version=1.0.0",
         "--expect",
         "verified",
         "--expect",
@@ -171,10 +238,41 @@ pub fn demo() -> Result<(), String> {
         "--expect",
         "stele: halted",
         "--timeout",
-        "180",
+        "300",
     ])?;
 
-    d.step("8. An update: version 2 is built and signed, and installed from inside the running VM");
+    d.step(
+        "10. An update with a new kernel: version 2 carries its own kernel and stage-2 initramfs",
+    );
+    // Debian's kernel without its Debian signature, signed with the demo's db key: a kernel
+    // other than the running one, byte for byte, that the Secure Boot lockdown accepts.
+    fs::copy(&kernel.kernel, d.dir.join("vmlinuz-2"))
+        .map_err(|e| format!("copying {}: {e}", kernel.kernel.display()))?;
+    d.host("sbattach", &["--remove", "vmlinuz-2"])?;
+    d.host(
+        "sbsign",
+        &[
+            "--key",
+            "db.key",
+            "--cert",
+            "db.crt",
+            "--output",
+            "vmlinuz-2",
+            "vmlinuz-2",
+        ],
+    )?;
+    d.must(&[
+        "initramfs",
+        "--modules-dir",
+        &modules,
+        "--key",
+        "release.pub",
+        "--init",
+        &init,
+        "--stage2",
+        "--out",
+        "stage2.cpio",
+    ])?;
     write_sample_rootfs(&d.dir.join("rootfs-2"), "2.0.0")?;
     d.must(&[
         "image",
@@ -189,19 +287,30 @@ pub fn demo() -> Result<(), String> {
         "2.0.0",
         "--rollback-index",
         "2",
+        "--kernel",
+        "vmlinuz-2",
+        "--initrd",
+        "stage2.cpio",
+        "--kernel-cmdline",
+        "console=ttyS0",
         "--out",
         "demo-2.0.0.img",
     ])?;
+    d.must(&["inspect", "demo-2.0.0.img"])?;
+
+    d.step(
+        "11. Install it from inside the running VM, reboot, and kexec into the slot's own kernel",
+    );
     println!(
         "(the bundle is the slot image itself, attached to the VM as a second disk, /dev/vdb)"
     );
     d.must(&[
         "qemu",
         "run",
-        "--kernel",
-        &vmlinuz,
-        "--initrd",
-        "initrd.cpio",
+        "--firmware",
+        "uefi",
+        "--secure-boot",
+        "db.crt",
         "--disk",
         "disk.img",
         "--disk",
@@ -215,22 +324,32 @@ pub fn demo() -> Result<(), String> {
         "--expect",
         "stele: slot=b version=2.0.0",
         "--expect",
+        "stele: slot=b kernel ",
+        "--expect",
+        "kexec_core: Starting new kernel",
+        "--expect",
+        "stele: slot=b version=2.0.0",
+        "--expect",
+        "verified",
+        "--expect",
         "stele: slot=b marked good",
         "--expect",
         "demo: done",
         "--expect",
         "stele: halted",
         "--timeout",
-        "300",
+        "420",
     ])?;
 
     println!(
         "\ndemo: the signed image verified and booted into a read-only, dm-verity-protected root;"
     );
     println!("demo: every tampered or untrusted variant was refused;");
+    println!("demo: stage 1 booted from the ESP through UEFI firmware with Secure Boot enforcing;");
     println!(
-        "demo: version 2 was installed into slot b from inside the VM, booted, and marked good."
+        "demo: version 2 was installed into slot b from inside the VM, its own kernel started by kexec,"
     );
+    println!("demo: verified again by its own stele-init, and marked good.");
     println!("demo: files are in {}", d.dir.display());
     Ok(())
 }
