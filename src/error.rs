@@ -50,6 +50,13 @@ pub enum Error {
         #[source]
         source: GptError,
     },
+    /// `stele update stage1 --disk` on a disk made without `--uki`.
+    #[error("{}: no EFI system partition ({}): the disk was made without `--uki`, so it has no stage 1 to replace (make it with `stele disk create --uki UKI.efi ...` to boot through UEFI)", path.display(), stele_verifier::layout::Role::Esp.name())]
+    NoEspOnDisk {
+        path: PathBuf,
+        #[source]
+        source: GptError,
+    },
     #[error(transparent)]
     Usage(#[from] Usage),
     /// Writing an output file.
@@ -157,12 +164,30 @@ pub enum Usage {
     AppendNeedsKernel,
     #[error("--initrd needs --kernel")]
     InitrdNeedsKernel,
+    #[error("invalid --max-rate {0:?}: bytes per second, e.g. 500K or 2M")]
+    Rate(String),
+    #[error("--timeout must be at least 1 second")]
+    Timeout,
+    #[error("--max-rate, --deadline and --timeout go with an http:// or https:// URL")]
+    FetchNeedsUrl,
+    #[error("invalid {arg} {value:?}: {why}")]
+    Arg {
+        arg: &'static str,
+        value: String,
+        why: &'static str,
+    },
+    #[error("release {version}: {why}")]
+    Release { version: String, why: String },
+    #[error("{0}")]
+    Channel(#[source] stele_verifier::channel::ChannelError),
     #[error("--kernel and --initrd go together: the slot's kernel boots with its stage-2 initramfs (`stele initramfs --stage2`)")]
     KernelNeedsInitrd,
     #[error("--kernel-cmdline needs --kernel and --initrd")]
     CmdlineNeedsKernel,
     #[error("--kernel and --initrd need --rootfs or --rootfs-tar: a --fs-image is wrapped as it is, nothing can be added to it")]
     KernelWithFsImage,
+    #[error("--fetch-client needs --rootfs or --rootfs-tar: a --fs-image is wrapped as it is, nothing can be added to it")]
+    FetchClientWithFsImage,
     #[error("--kernel is for a stage-1 initramfs: a stage-2 one (--stage2) never kexecs, so it has no use for the running kernel's digest")]
     KernelWithStage2,
 }
@@ -206,7 +231,7 @@ impl Report for Error {
             Error::Update(e) => e.exit(),
             Error::Keyring(e) => e.exit(),
             Error::Qemu(e) => e.exit(),
-            Error::DiskImage { source, .. } => source.exit(),
+            Error::DiskImage { source, .. } | Error::NoEspOnDisk { source, .. } => source.exit(),
             Error::Usage(_) => Exit::Usage,
             Error::Output { .. } => Exit::Environment,
             Error::NoValidSignature { .. }

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::ArgGroup;
+use stele_image::added::{AddedFile, Additions};
 use stele_image::fs::parse_fs_type;
 use stele_image::slot::{BuildParams, BuildReport, ALIGN, DEFAULT_BLOCK_SIZE};
 use stele_image::slot_kernel::{KernelInput, SlotKernel};
@@ -21,6 +22,8 @@ pub enum ImageCommand {
     /// Build a signed slot image from a root directory, a tar archive or an existing
     /// filesystem image.
     Build(BuildArgs),
+    /// The bytes a device running OLD.img would fetch to install NEW.img as a delta.
+    Diff(crate::diff::DiffArgs),
     /// Internal: the unpacking step of `build --rootfs-tar`, run under fakeroot.
     #[command(name = "fs-from-tar", hide = true)]
     FsFromTar(FsFromTarArgs),
@@ -52,6 +55,10 @@ pub struct FsFromTarArgs {
     initrd_digest: Option<String>,
     #[arg(long, default_value = "")]
     kernel_cmdline: String,
+    #[arg(long)]
+    fetch_client: Option<PathBuf>,
+    #[arg(long)]
+    fetch_client_digest: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -107,6 +114,11 @@ pub struct BuildArgs {
     /// Output slot image (written to a temporary file, renamed at the end).
     #[arg(long, value_name = "SLOT.img")]
     out: PathBuf,
+    /// Put this fetch client (the static `stele-fetch`) into the image at
+    /// /usr/lib/stele/stele-fetch (mode 0755), so the device can update over HTTP; with
+    /// --rootfs or --rootfs-tar (DIR is not changed: the file goes into a staging tree).
+    #[arg(long, value_name = "PATH")]
+    fetch_client: Option<PathBuf>,
     /// Replace an existing --out (or write onto a block device).
     #[arg(long)]
     force: bool,
@@ -138,6 +150,7 @@ pub fn run(c: ImageCommand) -> CliResult {
     match c {
         ImageCommand::Build(a) => build(&a),
         ImageCommand::FsFromTar(a) => fs_from_tar(&a),
+        ImageCommand::Diff(a) => crate::diff::diff(&a),
     }
 }
 
@@ -163,34 +176,46 @@ fn fs_from_tar(a: &FsFromTarArgs) -> CliResult {
     })?;
     let opts =
         stele_image::fs::FsOptions::new(parse_fs_type(&a.fs_type)?, a.epoch, uuid, a.all_root);
+    let digest = |arg: &'static str, v: &String| {
+        stele_image::stage::parse_digest(v).ok_or_else(|| {
+            Error::from(stele_image::Error::invalid(
+                arg,
+                format!("{v:?} is not SIZE:SHA256-HEX"),
+            ))
+        })
+    };
     let kernel = match (&a.kernel, &a.kernel_digest, &a.initrd, &a.initrd_digest) {
-        (Some(kernel), Some(kd), Some(initrd), Some(id)) => {
-            let digest = |arg: &'static str, v: &String| {
-                stele_image::stage::parse_digest(v).ok_or_else(|| {
-                    Error::from(stele_image::Error::invalid(
-                        arg,
-                        format!("{v:?} is not SIZE:SHA256-HEX"),
-                    ))
-                })
-            };
-            Some(SlotKernel {
-                info: KernelInfo::at_default_paths(
-                    digest("--kernel-digest", kd)?,
-                    digest("--initrd-digest", id)?,
-                    a.kernel_cmdline.clone(),
-                ),
-                input: KernelInput {
-                    kernel: kernel.clone(),
-                    initrd: initrd.clone(),
-                    cmdline: a.kernel_cmdline.clone(),
-                },
+        (Some(kernel), Some(kd), Some(initrd), Some(id)) => Some(SlotKernel {
+            info: KernelInfo::at_default_paths(
+                digest("--kernel-digest", kd)?,
+                digest("--initrd-digest", id)?,
+                a.kernel_cmdline.clone(),
+            ),
+            input: KernelInput {
+                kernel: kernel.clone(),
+                initrd: initrd.clone(),
+                cmdline: a.kernel_cmdline.clone(),
+            },
+        }),
+        _ => None,
+    };
+    let fetch_client = match (&a.fetch_client, &a.fetch_client_digest) {
+        (Some(src), Some(d)) => {
+            let (size, sha256) = digest("--fetch-client-digest", d)?;
+            Some(AddedFile {
+                size,
+                sha256,
+                ..AddedFile::fetch_client(src)?
             })
         }
         _ => None,
     };
     stele_image::stage::stage_and_build(&StageArgs {
         tar: stele_image::stage::TarInput::parse(&a.tar),
-        kernel,
+        adds: Additions {
+            kernel,
+            fetch_client,
+        },
         stage: a.stage.clone(),
         fs_out: a.fs_out.clone(),
         opts,
@@ -265,7 +290,17 @@ fn build_image(a: &BuildArgs) -> CliResult<BuildReport> {
         .iter()
         .map(|p| stele_image::keys::load_signing_key(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let kernel = kernel_input(a)?.map(KernelInput::describe).transpose()?;
+    if a.fetch_client.is_some() && a.fs_image.is_some() {
+        return Err(Usage::FetchClientWithFsImage.into());
+    }
+    let adds = Additions {
+        kernel: kernel_input(a)?.map(KernelInput::describe).transpose()?,
+        fetch_client: a
+            .fetch_client
+            .as_deref()
+            .map(AddedFile::fetch_client)
+            .transpose()?,
+    };
     if let Some(dir) = &a.rootfs {
         // What PID 1 would refuse to run is refused now, before anything is built (a tar
         // archive is checked once it is unpacked, before its filesystem is built).
@@ -281,13 +316,12 @@ fn build_image(a: &BuildArgs) -> CliResult<BuildReport> {
         force: a.force,
     };
     let bars = &mut Bars::stderr();
-    let k = kernel.as_ref();
     let report = match (&a.rootfs, &tar, &a.fs_image) {
         (Some(dir), None, None) => build_from_root(
             RootSource::Dir(dir),
             &params,
             a.all_root,
-            k,
+            &adds,
             &keys,
             out,
             bars,
@@ -296,7 +330,7 @@ fn build_image(a: &BuildArgs) -> CliResult<BuildReport> {
             RootSource::Tar(tar),
             &params,
             a.all_root,
-            k,
+            &adds,
             &keys,
             out,
             bars,

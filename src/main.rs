@@ -1,8 +1,11 @@
 //! The stele command line: argument parsing and dispatch only; each subcommand group
 //! lives in its own module.
 
+mod channel;
+mod diff;
 mod disk;
 mod error;
+mod fetch;
 mod image;
 mod initramfs;
 mod inspect;
@@ -59,6 +62,9 @@ enum Command {
     /// Unified Kernel Images: the stage-1 boot file for UEFI (and Secure Boot).
     #[command(subcommand)]
     Uki(uki::UkiCommand),
+    /// Signed update channels: what a fleet is offered, fresh and in rollout waves.
+    #[command(subcommand)]
+    Channel(channel::ChannelCommand),
 }
 
 fn run(cli: Cli) -> CliResult {
@@ -74,6 +80,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Qemu(a) => qemu::run(a),
         Command::Update(c) => update::run(c),
         Command::Uki(c) => uki::run(c),
+        Command::Channel(c) => channel::run(c),
     }
 }
 

@@ -130,8 +130,21 @@ fn write_junit(path: &Path, xml: &str) -> CliResult {
 }
 
 /// Runs `stele qemu ...`.
+/// On SIGINT, SIGTERM or SIGHUP: QEMU is stopped, the fresh variable store removed, and
+/// the run ends with 128 + the signal.
+fn stop_the_vm_on_signals() -> CliResult {
+    fn on_signal(sig: i32) -> ! {
+        let name = nix::sys::signal::Signal::try_from(sig).map_or("a signal", |s| s.as_str());
+        eprintln!("stele: error: interrupted by {name}: the VM was stopped");
+        std::process::exit(128 + sig)
+    }
+    stele_image::cleanup::install(on_signal)
+        .map_err(|e| Error::io("set up signal handling for", "the VM", e.into()))
+}
+
 pub fn run(args: QemuArgs) -> CliResult {
     let QemuCmd::Run(r) = args.cmd;
+    stop_the_vm_on_signals()?;
     let kind = firmware_kind(&r)?;
     let mut _vars_dir = None;
     let fw = match kind {

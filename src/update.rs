@@ -8,8 +8,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use stele_image::disk::find_partition;
+use stele_image::gpt::GptError;
 use stele_update::args::Command as DevCommand;
 use stele_update::device;
+use stele_update::fetch::{is_url, Location};
 use stele_update::install::{self, BundleArg, Trust};
 use stele_update::run_dir::RUN_DIR;
 use stele_update::stage1;
@@ -20,7 +22,7 @@ use stele_verifier::exit::print_warning;
 use stele_verifier::keys::Keyring;
 use stele_verifier::layout::Role;
 use stele_verifier::partition::PartitionIo;
-use stele_verifier::state::Slot;
+use stele_verifier::state::{BootState, Slot};
 
 use crate::error::{CliResult, Error, Usage};
 use crate::progress::Bars;
@@ -35,9 +37,40 @@ pub enum UpdateCommand {
     Status(StatusArgs),
     /// Mark the booted slot good, raising the rollback floor (on the device only).
     MarkGood,
+    /// What an install of URL (or a slot image file) would fetch and reuse, as a delta
+    /// from the running slot; writes nothing.
+    Plan(PlanArgs),
+    /// Check the signed update channel: what it offers and whether this device's wave is
+    /// due (on the device only); changes nothing.
+    Check(ChannelArgs),
+    /// Check the channel, then install the release it offers (on the device only).
+    Apply(ChannelArgs),
     /// Replace the stage-1 UKI (\EFI\BOOT\BOOTX64.EFI) on the EFI system partition:
     /// written beside the old one, flushed, then switched in one write.
     Stage1(Stage1Args),
+}
+
+/// Arguments of `stele update plan`.
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// An http:// or https:// URL of a slot image, or a slot image file.
+    #[arg(value_name = "URL|FILE")]
+    location: String,
+    #[command(flatten)]
+    offline: Offline,
+    /// Cut a request that sends nothing for SECONDS.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    timeout: u64,
+}
+
+/// Arguments of `stele update check` and `apply`.
+#[derive(Debug, clap::Args)]
+pub struct ChannelArgs {
+    /// The signed channel file: an http:// or https:// URL, or a file.
+    #[arg(long, value_name = "URL")]
+    channel: String,
+    #[command(flatten)]
+    fetch: crate::fetch::FetchArgs,
 }
 
 /// Arguments of `stele update stage1`.
@@ -73,7 +106,7 @@ pub struct Offline {
 #[derive(Debug, clap::Args)]
 pub struct InstallArgs {
     /// The slot image: a file, a block device, or `-` for stdin.
-    #[arg(value_name = "BUNDLE|-")]
+    #[arg(value_name = "BUNDLE|-|URL")]
     bundle: PathBuf,
     #[command(flatten)]
     offline: Offline,
@@ -81,6 +114,9 @@ pub struct InstallArgs {
     /// the product of the image the disk boots next, when that image verifies.
     #[arg(long, value_name = "NAME", requires = "disk")]
     name: Option<String>,
+    /// With an http(s):// URL: a delta install (only the blocks the device lacks).
+    #[command(flatten)]
+    fetch: crate::fetch::FetchArgs,
 }
 
 /// Arguments of `stele update status`.
@@ -96,6 +132,19 @@ pub struct StatusArgs {
 /// Runs `stele update ...`.
 pub fn run(cmd: UpdateCommand) -> CliResult {
     match cmd {
+        UpdateCommand::Install(a) if a.bundle.to_str().is_some_and(is_url) => {
+            let url = a.bundle.to_string_lossy().into_owned();
+            let opts = a.fetch.options()?;
+            match offline_keys(&a.offline)? {
+                Some((disk, Some(keyring))) => {
+                    let loc = Location::parse(&url);
+                    crate::fetch::install_disk(&disk, &loc, &keyring, a.name.as_deref(), &opts)
+                }
+                Some((_, None)) => Err(Usage::DiskWithoutKeys.into()),
+                None => on_device(&DevCommand::InstallUrl { url, opts }),
+            }
+        }
+        UpdateCommand::Install(a) if a.fetch.given() => Err(Usage::FetchNeedsUrl.into()),
         UpdateCommand::Install(a) => {
             let bundle = if a.bundle.as_os_str() == "-" {
                 BundleArg::Stdin
@@ -120,6 +169,28 @@ pub fn run(cmd: UpdateCommand) -> CliResult {
             None => on_device(&DevCommand::Status { json: a.json }),
         },
         UpdateCommand::MarkGood => on_device(&DevCommand::MarkGood),
+        UpdateCommand::Plan(a) => {
+            let opts = crate::fetch::FetchArgs::timeout_only(a.timeout)?;
+            let loc = Location::parse(&a.location);
+            match offline_keys(&a.offline)? {
+                Some((disk, Some(keyring))) => {
+                    crate::fetch::plan_disk(&disk, &loc, &keyring, &opts)
+                }
+                Some((_, None)) => Err(Usage::DiskWithoutKeys.into()),
+                None => on_device(&DevCommand::Plan {
+                    location: a.location,
+                    opts,
+                }),
+            }
+        }
+        UpdateCommand::Check(a) => on_device(&DevCommand::Check {
+            channel: a.channel,
+            opts: a.fetch.options()?,
+        }),
+        UpdateCommand::Apply(a) => on_device(&DevCommand::Apply {
+            channel: a.channel,
+            opts: a.fetch.options()?,
+        }),
         UpdateCommand::Stage1(a) => {
             let uki = if a.uki.as_os_str() == "-" {
                 BundleArg::Stdin
@@ -171,17 +242,23 @@ fn offline_keys(o: &Offline) -> CliResult<Option<(PathBuf, Option<Keyring>)>> {
 }
 
 /// The disk image, and the byte range of the partition of `role` in it.
-fn open_partition(disk: &Path, role: Role, write: bool) -> CliResult<(File, u64, u64)> {
+pub(crate) fn open_partition(disk: &Path, role: Role, write: bool) -> CliResult<(File, u64, u64)> {
     let mut f = storage::open(&disk.display().to_string(), write)?;
-    let (off, len) = find_partition(&mut f, role.name()).map_err(|source| Error::DiskImage {
-        path: disk.to_path_buf(),
-        source,
+    let (off, len) = find_partition(&mut f, role.name()).map_err(|source| match source {
+        GptError::NotFound(_) if role == Role::Esp => Error::NoEspOnDisk {
+            path: disk.to_path_buf(),
+            source,
+        },
+        source => Error::DiskImage {
+            path: disk.to_path_buf(),
+            source,
+        },
     })?;
     Ok((f, off, len))
 }
 
 /// The install's progress lines, as the device binary prints them.
-fn log(line: &str) {
+pub(crate) fn log(line: &str) {
     eprintln!("stele: {line}");
 }
 
@@ -199,30 +276,7 @@ fn install_disk(disk: &Path, arg: &BundleArg, keyring: &Keyring, name: Option<&s
     let st = state.load()?;
     let target = install::plan(&st, None)?;
     let (mut slot_disk, t_off, t_len) = open_partition(disk, Role::slot(target), true)?;
-    // What the disk boots next: its verified index raises the floor, its name is the
-    // product unless --name says.
-    let next = st
-        .choose()
-        .and_then(|s| {
-            Some((
-                s,
-                find_partition(&mut slot_disk, Role::slot(s).name()).ok()?,
-            ))
-        })
-        .and_then(|(s, (off, len))| {
-            match inspect_slot(
-                &mut PartitionIo::new(&mut slot_disk, off, len),
-                len,
-                Some(keyring),
-            ) {
-                Image::Valid {
-                    name,
-                    rollback_index,
-                    ..
-                } => Some((s, rollback_index, name)),
-                _ => None,
-            }
-        });
+    let next = disk_next(&mut slot_disk, &st, keyring);
     let (mut bundle, bundle_md) = install::open_bundle(arg)?;
     let disk_md = slot_disk
         .metadata()
@@ -233,12 +287,7 @@ fn install_disk(disk: &Path, arg: &BundleArg, keyring: &Keyring, name: Option<&s
         }
         .into());
     }
-    let product = name.or(next.as_ref().map(|(_, _, n)| n.as_str()));
-    let trust = Trust {
-        keyring,
-        product,
-        running: next.as_ref().map(|(s, i, _)| (*s, *i)),
-    };
+    let trust = disk_trust(keyring, name, next.as_ref());
     let mut slot = PartitionIo::new(&mut slot_disk, t_off, t_len);
     let done = install::install(
         &mut bundle,
@@ -252,6 +301,39 @@ fn install_disk(disk: &Path, arg: &BundleArg, keyring: &Keyring, name: Option<&s
     )?;
     println!("{}", install::installed_line(&done));
     Ok(())
+}
+
+/// What a disk boots next (`disk`: the disk image, any partition's file): the slot, its
+/// verified rollback index and product, when its image verifies against `keyring`.
+pub(crate) fn disk_next(
+    disk: &mut File,
+    st: &BootState,
+    keyring: &Keyring,
+) -> Option<(Slot, u64, String)> {
+    let s = st.choose()?;
+    let (off, len) = find_partition(disk, Role::slot(s).name()).ok()?;
+    match inspect_slot(&mut PartitionIo::new(disk, off, len), len, Some(keyring)) {
+        Image::Valid {
+            name,
+            rollback_index,
+            ..
+        } => Some((s, rollback_index, name)),
+        _ => None,
+    }
+}
+
+/// An offline install's trust: `keyring`; the product `name` (`--name`), else that of
+/// the slot the disk boots next; that slot's verified index raising the floor.
+pub(crate) fn disk_trust<'a>(
+    keyring: &'a Keyring,
+    name: Option<&'a str>,
+    next: Option<&'a (Slot, u64, String)>,
+) -> Trust<'a> {
+    Trust {
+        keyring,
+        product: name.or(next.map(|(_, _, n)| n.as_str())),
+        running: next.map(|(s, i, _)| (*s, *i)),
+    }
 }
 
 /// Offline status: both slots of the disk checked against the keyring (without one,

@@ -2,6 +2,7 @@
 //! | --stage2`: the files go into the image (from a directory without touching it, and
 //! from a tar archive, also unprivileged) exactly as if the tree had held them, the
 //! manifest names them, and what the device would refuse is refused at build time.
+//! `--fetch-client` goes in by the same mechanism (image/src/added.rs).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -197,6 +198,79 @@ fn tar_builds_add_the_kernel_files_also_for_an_unprivileged_user() {
     }
 }
 
+/// Puts a fetch client into `root` by hand at its path: 0:0, mode 0755.
+fn place_client_by_hand(root: &Path, client: &str) {
+    let mut at = root.to_path_buf();
+    for d in ["usr", "lib", "stele"] {
+        at.push(d);
+        if !at.exists() {
+            std::fs::create_dir(&at).unwrap();
+            std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::os::unix::fs::lchown(&at, Some(0), Some(0)).unwrap();
+        }
+    }
+    let p = at.join("stele-fetch");
+    std::fs::copy(client, &p).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::lchown(&p, Some(0), Some(0)).unwrap();
+}
+
+#[test]
+fn the_fetch_client_goes_in_by_the_same_staging_as_the_kernel_files() {
+    let fx = Fixture::new();
+    let (k, _) = fx.keygen("a");
+    let (kernel, initrd) = kernel_files(&fx);
+    let client = fx.p("stele-fetch");
+    std::fs::write(&client, b"\x7fELF a static fetch client").unwrap();
+    let root = fx.path("root");
+    owners_tree(&root);
+    let r = root.display().to_string();
+    let before = snapshot(&root);
+    let with = [
+        "--kernel",
+        kernel.as_str(),
+        "--initrd",
+        &initrd,
+        "--fetch-client",
+        &client,
+    ];
+    let staged = fx.p("staged.img");
+    ok(build(fx.image(&r, &k), "erofs", &with).run(&staged));
+    assert_eq!(snapshot(&root), before, "the root tree was changed");
+    // The tree holding all three files itself: the very same filesystem.
+    let held = fx.path("held");
+    owners_tree(&held);
+    place_by_hand(&held, &kernel, &initrd);
+    place_client_by_hand(&held, &client);
+    let hand = fx.p("hand.img");
+    let h = held.display().to_string();
+    ok(build(fx.image(&h, &k), "erofs", &[]).run(&hand));
+    assert!(
+        fs_bytes(&staged) == fs_bytes(&hand),
+        "the staged build differs from the tree holding the files"
+    );
+    // From a tar archive, unprivileged (fakeroot): as if the archive held it.
+    let tar = fx.path("root.tar");
+    tar_of(&root, &tar);
+    let held_tar = fx.path("held.tar");
+    place_client_by_hand(&root, &client);
+    tar_of(&root, &held_tar);
+    std::fs::set_permissions(fx.dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    for f in [&k, &client] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    need_tool("setpriv");
+    need_tool("fakeroot");
+    let (t, ht) = (tar.display().to_string(), held_tar.display().to_string());
+    let (user, user_held) = (fx.p("user.img"), fx.p("user-held.img"));
+    as_nobody(&build(fx.tar_image(&t, &k), "erofs", &["--fetch-client", &client]).argv(&user));
+    as_nobody(&build(fx.tar_image(&ht, &k), "erofs", &[]).argv(&user_held));
+    assert!(
+        fs_bytes(&user) == fs_bytes(&user_held),
+        "the tar build's fetch client differs from an archive holding it"
+    );
+}
+
 #[test]
 fn what_the_device_would_refuse_is_refused_at_build_time() {
     let fx = Fixture::new();
@@ -246,6 +320,11 @@ fn what_the_device_would_refuse_is_refused_at_build_time() {
             vec!["--fs-image", &f, "--kernel", &kernel, "--initrd", &initrd],
             2,
             "a --fs-image is wrapped as it is",
+        ),
+        (
+            vec!["--fs-image", &f, "--fetch-client", &kernel],
+            2,
+            "--fetch-client needs --rootfs or --rootfs-tar",
         ),
         (
             vec![
@@ -321,6 +400,7 @@ fn initramfs_records_the_kernel_or_the_stage() {
         fx.initramfs(&[&p])
             .modules_dir(modules.to_str().unwrap())
             .init(init.to_str().unwrap())
+            // The same --out each time (the output rule: replaced only with --force).
             .args(&["--no-default-modules", "--force"])
             .args(extra)
             .out("initrd")

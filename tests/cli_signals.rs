@@ -1,5 +1,6 @@
 //! SIGINT or SIGTERM in the middle of `stele image build` stops the build tools, removes
-//! every temporary file and staging directory, and exits 128 + N with one line.
+//! every temporary file and staging directory, and exits 128 + N with one line; in the
+//! middle of `stele qemu run` it stops the VM.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::fixture::env_path;
 use crate::fixture::{Fixture, Image};
 use crate::util::*;
 
@@ -120,4 +122,63 @@ fn interrupted_builds_leave_no_temporary_files() {
     std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o644)).unwrap();
     need_tool("fakeroot");
     interrupt(fx.tar_image(&tar, &k), &out, Signal::SIGTERM, true);
+}
+
+/// The processes whose command line mentions `needle` (other than this test's own).
+fn processes_with(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+/// SIGTERM to `stele qemu run` (a CI job cancelled) stops QEMU too: no VM is left holding
+/// the disk's lock, and the fresh UEFI variable store is removed.
+#[test]
+fn an_interrupted_qemu_run_leaves_no_vm_behind() {
+    let fx = Fixture::new();
+    let disk = fx.p("held-by-qemu.img");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let kernel = env_path("STELE_KERNEL").display().to_string();
+    let child = Command::new(env!("CARGO_BIN_EXE_stele"))
+        .args(["qemu", "run", "--kernel", &kernel, "--initrd", &disk])
+        .args([
+            "--disk",
+            &disk,
+            "--expect",
+            "never printed",
+            "--timeout",
+            "300",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while processes_with("held-by-qemu.img").len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "QEMU never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
+    kill(pid, Signal::SIGTERM).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        o.status.code(),
+        Some(128 + Signal::SIGTERM as i32),
+        "{stderr}"
+    );
+    assert!(
+        stderr.ends_with("stele: error: interrupted by SIGTERM: the VM was stopped\n"),
+        "{stderr}"
+    );
+    let left = processes_with("held-by-qemu.img");
+    assert!(left.is_empty(), "QEMU still running: {left:?}");
 }

@@ -172,7 +172,11 @@ fn stage1_refusals_are_one_line_and_change_nothing() {
 
     // A disk without an ESP; the device mode without /run/stele.
     let plain = esp_less_disk(&fx, &slot, "plain.img").build();
-    fails(&stage1(&plain, &fx.p("old.efi")), 2, &["stele-esp"]);
+    fails(
+        &stage1(&plain, &fx.p("old.efi")),
+        2,
+        &["no EFI system partition (stele-esp)", "`--uki`"],
+    );
     if !Path::new("/run/stele/devices").exists() {
         fails(
             &uki_env(&["update", "stage1", &fx.p("old.efi")]),

@@ -1,7 +1,8 @@
 //! The trust rules on the build host: a fresh disk's rollback floor, the floor of the slot
 //! a disk boots (its verified index), product binding (`stele initramfs --name`, `stele
 //! update install --disk --name`), disks laid out the old way (state copies 4 KiB apart)
-//! read and written in place, and a state whose sequence is at its end.
+//! read and written in place, a state whose sequence is at its end, and the same rules on
+//! the fetch path (`update install --disk DISK URL`).
 
 use crate::fixture::{
     change_state, old_layout, old_layout_copies, partition_bytes, state, Fixture,
@@ -174,4 +175,43 @@ fn a_state_at_the_end_of_its_sequence_still_installs() {
     assert_eq!(st.choose(), Some(crate::fixture::Slot::B));
     let st = change_state(&d, |st| st.mark_good(crate::fixture::Slot::B, 2));
     assert_eq!((st.sequence, st.rollback_floor), (1, 2));
+}
+
+/// The fetch path (`stele update install --disk DISK URL`, a delta over HTTP) meets the
+/// same rules as a bundle file: on a disk whose state says floor 0 while its good slot
+/// runs v5, another product's image and v3 are refused before anything is written;
+/// `--name` binds the product explicitly.
+#[test]
+fn fetched_images_meet_the_product_and_the_running_slots_floor() {
+    let fx = Fixture::new();
+    let (k, p) = fx.keygen("k");
+    std::fs::create_dir_all(fx.path("www")).unwrap();
+    image(&fx, "www/v5.img", &k, "demo", 5);
+    let v5 = fx.p("www/v5.img");
+    image(&fx, "www/v3.img", &k, "demo", 3);
+    image(&fx, "www/router.img", &k, "router", 6);
+    let d = fx.disk(&v5).slot_size("4M").no_data().build();
+    change_state(&d, |st| st.rollback_floor = 0);
+    let before = partition_bytes(&d, "stele-state");
+    let slot_b = partition_bytes(&d, "stele-root-b");
+    let nginx = fx.nginx("www");
+    fails(
+        &install(&d, &p, &nginx.url("router.img"), &[]),
+        1,
+        &["product refused: the image is \"router\", this device is bound to \"demo\""],
+    );
+    fails(
+        &install(&d, &p, &nginx.url("v3.img"), &[]),
+        1,
+        &["rollback", "below the rollback floor 5"],
+    );
+    fails(
+        &install(&d, &p, &nginx.url("v5.img"), &["--name", "router"]),
+        1,
+        &["this device is bound to \"router\""],
+    );
+    assert_eq!(partition_bytes(&d, "stele-state"), before);
+    assert_eq!(partition_bytes(&d, "stele-root-b"), slot_b);
+    let out = ok(install(&d, &p, &nginx.url("v5.img"), &[]));
+    assert!(out.contains("rollback_index=5 into slot b"), "{out}");
 }

@@ -1,7 +1,8 @@
 //! The one test fixture: a directory with builders for what the tests make with the
 //! `stele` binary (keys, busybox root trees, slot images, initramfs, UKIs, GPT disks);
-//! QEMU boots of them in [`boot`]; partitions and the boot state of a disk image in
-//! [`internals`], the one place the tests reach into stele's libraries.
+//! QEMU boots of them in [`boot`]; HTTP servers on loopback (nginx, a fault-injecting one)
+//! in [`http`]; partitions and the boot state of a disk image in [`internals`], the one
+//! place the tests reach into stele's libraries.
 //!
 //! Only the initramfs and boot builders need the set-up's STELE_KERNEL, STELE_MODULES and
 //! STELE_INIT (set by `cargo xtask test`); everything else runs under a plain `cargo test`.
@@ -9,6 +10,7 @@
 //! and are executable in that tree (what `stele image build` checks).
 
 mod boot;
+mod http;
 mod internals;
 
 use std::fs;
@@ -16,6 +18,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub use boot::Guest;
+pub use http::{Fault, FaultServer};
 pub use internals::{
     change_partition, change_state, gpt_image, old_layout, old_layout_copies, partition,
     partition_bytes, rename_partitions, state, unmappable_slot, Slot, GPTMBR, UKI_STUB,

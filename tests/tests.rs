@@ -24,6 +24,11 @@
 //! - cli_update: `stele update --disk`: offline install, status, refusals leave the state alone
 //! - cli_trust: a fresh disk's floor, the floor of the slot a disk boots, product binding
 //!   offline, old-layout state partitions, a state sequence at its end
+//! - fleet_http: `update install --disk URL` against nginx and a fault-injecting server;
+//!   `update plan`, `image diff`, `channel build`
+//! - fleet_resume: a connection cut at 100 random offsets; each re-run fetches only what is missing
+//! - fleet_vm: under QEMU a device applies a signed channel from nginx as a delta, through a
+//!   power cut, and boots into the new slot
 //! - cli_stage1: `stele update stage1 --disk`: the ESP's UKI replaced, nothing else; refusals
 //! - update_vm: A/B updates under QEMU: install in the guest, fallback, refusals, power cuts
 //! - boot: the real kernel under QEMU boots our initramfs and disk (needs `cargo xtask test`)
@@ -60,6 +65,9 @@ mod cli_trust;
 mod cli_uki;
 mod cli_update;
 mod cli_verity;
+mod fleet_http;
+mod fleet_resume;
+mod fleet_vm;
 mod kexec_vm;
 mod stage1_vm;
 mod uefi_vm;

@@ -140,6 +140,22 @@ pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
     Ok(child)
 }
 
+/// Whether [`install`] has run in this process (a signal would then stop the children
+/// started by [`spawn`] before the process ends).
+pub fn installed() -> bool {
+    installed_flag().get().is_some()
+}
+
+fn installed_flag() -> &'static OnceLock<()> {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    &INSTALLED
+}
+
+/// Forgets a child started by [`spawn`] that the caller reaped itself.
+pub fn forget(pid: u32) {
+    forget_child(pid);
+}
+
 fn forget_child(pid: u32) {
     let mut s = state();
     s.children.retain(|p| *p != pid);
@@ -218,13 +234,13 @@ fn signals() -> SigSet {
 /// the clean-up and must end the process (it may print one line first). Call it from the
 /// main thread before any other thread is started.
 pub fn install(on_signal: fn(i32) -> !) -> nix::Result<()> {
-    static INSTALLED: OnceLock<()> = OnceLock::new();
-    if INSTALLED.get().is_some() {
+    let flag = installed_flag();
+    if flag.get().is_some() {
         return Ok(());
     }
     let set = signals();
     set.thread_block()?;
-    INSTALLED.get_or_init(|| ());
+    flag.get_or_init(|| ());
     std::thread::Builder::new()
         .name("stele-signals".into())
         .spawn(move || {

@@ -5,6 +5,7 @@
 //! writes the initramfs (cpio, kernel modules) and GPT disk images that boot it.
 //! Everything read back goes through `stele-verifier`.
 
+pub mod added;
 pub mod archive;
 pub mod atomic;
 pub mod bmap;

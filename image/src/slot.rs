@@ -16,10 +16,10 @@ use stele_verifier::progress::{Progress, Step};
 use stele_verifier::slot::{locate, SlotLocator};
 use stele_verifier::verity::{TreeBuilder, VerityParams};
 
+use crate::added::{check_tree, Additions, Present};
 use crate::atomic::AtomicFile;
 use crate::cleanup::TempPath;
 use crate::fs::{write_zeros, FsOptions};
-use crate::slot_kernel::{check_tree, Present, SlotKernel};
 use crate::{Error, Result};
 
 /// Alignment of the manifest and the footer.
@@ -384,25 +384,25 @@ pub enum RootSource<'a> {
     Tar(&'a crate::stage::TarInput),
 }
 
-/// Builds the filesystem of `src` (plus the slot's `kernel` files) in the output's
-/// temporary file (next to `out`), then turns it into the slot image in place, its
-/// manifest naming the kernel, and renames it over `out`.
+/// Builds the filesystem of `src` (plus the files of `adds`: the slot's kernel, the fetch
+/// client) in the output's temporary file (next to `out`), then turns it into the slot
+/// image in place, its manifest naming the kernel, and renames it over `out`.
 ///
-/// A directory is never changed: when the kernel files have to be added, the filesystem
-/// is built from a staging tree next to `out` of new directories and hard links to the
+/// A directory is never changed: when files have to be added, the filesystem is built
+/// from a staging tree next to `out` of new directories and hard links to the
 /// directory's files ([`crate::linktree`]), removed afterwards.
 pub fn build_from_root(
     src: RootSource<'_>,
     params: &BuildParams,
     all_root: bool,
-    kernel: Option<&SlotKernel>,
+    adds: &Additions,
     keys: &[SigningKey],
     out: Output<'_>,
     progress: &mut dyn Progress,
 ) -> Result<BuildReport> {
     params.check()?;
     let params = BuildParams {
-        kernel: kernel.map(|k| k.info.clone()),
+        kernel: adds.kernel.as_ref().map(|k| k.info.clone()),
         ..params.clone()
     };
     let opts = FsOptions::new(
@@ -415,8 +415,9 @@ pub fn build_from_root(
     {
         let tool = crate::fs::tool_for(params.fs_type).name;
         let _step = Step::new(progress, &format!("building the filesystem ({tool})"), None);
-        match (src, kernel) {
-            (RootSource::Dir(dir), Some(k)) if check_tree(dir, &k.info)? != Present::All => {
+        let files = adds.files();
+        match src {
+            RootSource::Dir(dir) if check_tree(dir, &files)? != Present::All => {
                 let stage = TempPath::register(
                     crate::atomic::temp_name(out.path, "stage")
                         .map_err(|e| Error::io("name a staging directory for", out.path, e))?,
@@ -424,12 +425,12 @@ pub fn build_from_root(
                 std::fs::create_dir(stage.path())
                     .map_err(|e| Error::io("create staging directory", stage.path(), e))?;
                 crate::linktree::mirror(dir, stage.path())?;
-                crate::slot_kernel::place(stage.path(), k)?;
+                crate::added::place(stage.path(), &files)?;
                 crate::fs::build_fs(stage.path(), tmp.tmp_path(), &opts)?;
             }
-            (RootSource::Dir(dir), _) => crate::fs::build_fs(dir, tmp.tmp_path(), &opts)?,
-            (RootSource::Tar(tar), k) => {
-                crate::stage::build_fs_from_tar(tar, k, out.path, tmp.tmp_path(), &opts)?
+            RootSource::Dir(dir) => crate::fs::build_fs(dir, tmp.tmp_path(), &opts)?,
+            RootSource::Tar(tar) => {
+                crate::stage::build_fs_from_tar(tar, adds, out.path, tmp.tmp_path(), &opts)?
             }
         }
     }

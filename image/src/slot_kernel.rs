@@ -1,16 +1,13 @@
 //! The slot's own kernel and stage-2 initramfs (`stele image build --kernel --initrd
 //! [--kernel-cmdline]`): described for the manifest's `[kernel]` table (sizes, sha256,
-//! the default paths), checked against what the root tree already holds at those paths,
-//! and placed into a staging tree (owner 0:0, mode 0644, new directories 0755 0:0).
+//! the default paths); [`crate::added`] checks them against what the root tree already
+//! holds at those paths and places them into the staging tree (owner 0:0, mode 0644).
 
-use std::fs::File;
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use stele_verifier::manifest::{KernelFile, KernelInfo};
 
+use crate::added::{digest, AddedFile};
 use crate::{Error, Result};
 
 /// `--kernel`, `--initrd` and `--kernel-cmdline`.
@@ -26,25 +23,6 @@ pub struct KernelInput {
 pub struct SlotKernel {
     pub input: KernelInput,
     pub info: KernelInfo,
-}
-
-/// What a root tree holds at the kernel's paths.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Present {
-    /// Neither file: both go in.
-    None,
-    /// One of them already, byte for byte: the other goes in.
-    Some,
-    /// Both already, byte for byte: nothing to add.
-    All,
-}
-
-/// Size and sha256 of a file, reading it once.
-fn digest(path: &Path) -> Result<(u64, [u8; 32])> {
-    let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let mut h = Sha256::new();
-    let n = std::io::copy(&mut f, &mut h).map_err(|e| Error::io("read", path, e))?;
-    Ok((n, h.finalize().into()))
 }
 
 impl KernelInput {
@@ -75,149 +53,30 @@ impl KernelInput {
 }
 
 impl SlotKernel {
-    /// The input files with their manifest entries.
-    fn files(&self) -> [(&Path, &KernelFile); 2] {
+    /// The kernel and initrd as files the build adds to the root tree (mode 0644).
+    pub fn files(&self) -> [AddedFile; 2] {
+        let file = |src: &Path, f: &KernelFile| AddedFile {
+            src: src.to_path_buf(),
+            path: f.path.clone(),
+            mode: 0o644,
+            size: f.size,
+            sha256: f.sha256,
+            option: "--kernel/--initrd",
+        };
         [
-            (&self.input.kernel, &self.info.kernel),
-            (&self.input.initrd, &self.info.initrd),
+            file(&self.input.kernel, &self.info.kernel),
+            file(&self.input.initrd, &self.info.initrd),
         ]
     }
-}
-
-/// `root` + an absolute path inside it.
-fn inside(root: &Path, path: &str) -> PathBuf {
-    root.join(path.trim_start_matches('/'))
-}
-
-/// Refuses a tree that holds anything but directories on the way to the kernel's paths,
-/// or at those paths anything but a regular file with the very bytes of the manifest.
-pub fn check_tree(root: &Path, info: &KernelInfo) -> Result<Present> {
-    let mut present = 0;
-    for f in [&info.kernel, &info.initrd] {
-        let mut at = root.to_path_buf();
-        let parts: Vec<&str> = f.path.trim_start_matches('/').split('/').collect();
-        for (i, part) in parts.iter().enumerate() {
-            at.push(part);
-            let md = match at.symlink_metadata() {
-                Ok(md) => md,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                Err(e) => return Err(Error::io("read", &at, e)),
-            };
-            let last = i + 1 == parts.len();
-            let ok = if last {
-                md.is_file() && md.len() == f.size && digest(&at)?.1 == f.sha256
-            } else {
-                md.is_dir()
-            };
-            if !ok {
-                let what = if last {
-                    "another file"
-                } else {
-                    "not a directory"
-                };
-                return Err(Error::invalid(
-                    "--kernel/--initrd",
-                    format!(
-                        "the root tree already has {} at {} ({what}): remove it, or leave out --kernel/--initrd",
-                        at.display(),
-                        f.path
-                    ),
-                ));
-            }
-            if last {
-                present += 1;
-            }
-        }
-    }
-    Ok(match present {
-        0 => Present::None,
-        1 => Present::Some,
-        _ => Present::All,
-    })
-}
-
-/// Writes the kernel and initrd into the staging tree `root` at their manifest paths,
-/// unless the tree has them already ([`check_tree`] first), hashing each copy: a file
-/// that changed since [`KernelInput::describe`] is an error.
-pub fn place(root: &Path, k: &SlotKernel) -> Result<()> {
-    check_tree(root, &k.info)?;
-    for (src, f) in k.files() {
-        let dst = inside(root, &f.path);
-        if dst.symlink_metadata().is_ok() {
-            continue;
-        }
-        if let Some(parent) = dst.parent() {
-            make_dirs(root, parent)?;
-        }
-        let mut from = File::open(src).map_err(|e| Error::io("open", src, e))?;
-        // A new file: never an inode the tree shares with the source.
-        let mut to = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&dst)
-            .map_err(|e| Error::io("create", &dst, e))?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut n = 0u64;
-        loop {
-            let k = from.read(&mut buf).map_err(|e| Error::io("read", src, e))?;
-            if k == 0 {
-                break;
-            }
-            h.update(&buf[..k]);
-            to.write_all(&buf[..k])
-                .map_err(|e| Error::io("write", &dst, e))?;
-            n += k as u64;
-        }
-        if n != f.size || <[u8; 32]>::from(h.finalize()) != f.sha256 {
-            return Err(Error::invalid(
-                "--kernel/--initrd",
-                format!("{} changed while the image was built", src.display()),
-            ));
-        }
-        own_root(&dst, 0o644)?;
-    }
-    Ok(())
-}
-
-/// The missing directories from `root` down to `dir`, each 0755 owned by 0:0.
-fn make_dirs(root: &Path, dir: &Path) -> Result<()> {
-    let rel = dir.strip_prefix(root).unwrap_or(dir);
-    let mut at = root.to_path_buf();
-    for c in rel.components() {
-        at.push(c);
-        if at.symlink_metadata().is_err() {
-            std::fs::DirBuilder::new()
-                .mode(0o755)
-                .create(&at)
-                .map_err(|e| Error::io("create directory", &at, e))?;
-            own_root(&at, 0o755)?;
-        }
-    }
-    Ok(())
-}
-
-/// Owner 0:0 and `mode` (root, or fakeroot's root, can; anyone else is told how).
-fn own_root(p: &Path, mode: u32) -> Result<()> {
-    std::os::unix::fs::lchown(p, Some(0), Some(0)).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::PermissionDenied {
-            Error::invalid(
-                "--kernel/--initrd",
-                "the kernel files are owned by 0:0 in the image, which needs root: build as root, or from --rootfs-tar (owners without root)",
-            )
-        } else {
-            Error::io("set the owner of", p, e)
-        }
-    })?;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| Error::io("set mode of", p, e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::added::{check_tree, place, Present};
+    use sha2::{Digest, Sha256};
     use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::PermissionsExt;
 
     fn input(dir: &Path) -> KernelInput {
         std::fs::write(dir.join("vmlinuz"), b"kernel").unwrap();
@@ -256,13 +115,13 @@ mod tests {
     fn places_files_and_refuses_other_files_at_their_paths() {
         let t = tempfile::tempdir().unwrap();
         let sk = input(t.path()).describe().unwrap();
-        let k = &sk.info;
+        let k = &sk.files();
         let root = t.path().join("root");
         std::fs::create_dir_all(root.join("boot")).unwrap();
         std::fs::set_permissions(root.join("boot"), std::fs::Permissions::from_mode(0o700))
             .unwrap();
         assert_eq!(check_tree(&root, k).unwrap(), Present::None);
-        place(&root, &sk).unwrap();
+        place(&root, &sk.files()).unwrap();
         assert_eq!(check_tree(&root, k).unwrap(), Present::All);
         let md = |p: &str| root.join(p).metadata().unwrap();
         assert_eq!(
@@ -277,7 +136,7 @@ mod tests {
             b"initrd!"
         );
         // Already there with the same bytes: nothing to do, no error.
-        place(&root, &sk).unwrap();
+        place(&root, &sk.files()).unwrap();
         // A different file, a symlink, a file where a directory must be: refused.
         std::fs::write(root.join("boot/stele/initrd"), b"other").unwrap();
         assert!(check_tree(&root, k).is_err());
@@ -294,7 +153,7 @@ mod tests {
         let other = t.path().join("other");
         std::fs::create_dir(&other).unwrap();
         std::fs::write(&sk.input.kernel, b"KERNEL").unwrap();
-        let e = place(&other, &sk).unwrap_err();
+        let e = place(&other, &sk.files()).unwrap_err();
         assert!(e.to_string().contains("changed"), "{e}");
     }
 }

@@ -20,10 +20,10 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::added::Additions;
 use crate::archive::{self, Kind, Member};
 use crate::cleanup::{self, TempPath};
 use crate::fs::{build_fs, FsOptions};
-use crate::slot_kernel::SlotKernel;
 use crate::{Error, Result};
 use stele_verifier::hex;
 use stele_verifier::manifest::KernelFile;
@@ -79,12 +79,12 @@ impl TarInput {
 /// The xattr namespaces that every filesystem image keeps.
 const XATTR_PREFIXES: [&str; 3] = ["security.", "trusted.", "user."];
 
-/// Unpacks `tar` next to `out` (adding the slot's `kernel` files) and builds the
+/// Unpacks `tar` next to `out` (adding the files of `adds`) and builds the
 /// filesystem image of it at `fs_out` (an existing empty file), under fakeroot unless this
 /// process is root.
 pub fn build_fs_from_tar(
     tar: &TarInput,
-    kernel: Option<&SlotKernel>,
+    adds: &Additions,
     out: &Path,
     fs_out: &Path,
     opts: &FsOptions,
@@ -102,7 +102,7 @@ pub fn build_fs_from_tar(
     let privileged = nix::unistd::geteuid().is_root();
     let args = StageArgs {
         tar: tar.clone(),
-        kernel: kernel.cloned(),
+        adds: adds.clone(),
         stage: stage.path().to_path_buf(),
         fs_out: fs_out.to_path_buf(),
         opts: opts.clone(),
@@ -119,8 +119,8 @@ pub fn build_fs_from_tar(
 #[derive(Clone, Debug)]
 pub struct StageArgs {
     pub tar: TarInput,
-    /// The slot's kernel and initrd, added after the archive.
-    pub kernel: Option<SlotKernel>,
+    /// The slot's kernel and initrd and the fetch client, added after the archive.
+    pub adds: Additions,
     /// The (existing, empty) staging directory.
     pub stage: PathBuf,
     /// The (existing, empty) filesystem image file.
@@ -151,8 +151,8 @@ impl StageArgs {
         if o.all_root {
             v.push("--all-root".into());
         }
-        if let Some(k) = &self.kernel {
-            let digest = |f: &KernelFile| format!("{}:{}", f.size, hex::encode(&f.sha256));
+        if let Some(k) = &self.adds.kernel {
+            let digest = |f: &KernelFile| digest_arg(f.size, &f.sha256);
             v.extend([
                 "--kernel".into(),
                 k.input.kernel.clone().into(),
@@ -166,8 +166,21 @@ impl StageArgs {
                 k.input.cmdline.clone().into(),
             ]);
         }
+        if let Some(f) = &self.adds.fetch_client {
+            v.extend([
+                "--fetch-client".into(),
+                f.src.clone().into(),
+                "--fetch-client-digest".into(),
+                digest_arg(f.size, &f.sha256).into(),
+            ]);
+        }
         v
     }
+}
+
+/// `SIZE:SHA256HEX` of a file [`StageArgs`] passes to the helper. Pure.
+fn digest_arg(size: u64, sha256: &[u8; 32]) -> String {
+    format!("{size}:{}", hex::encode(sha256))
 }
 
 /// `SIZE:SHA256HEX` (the form [`StageArgs`] passes to the helper). Pure.
@@ -177,13 +190,11 @@ pub fn parse_digest(s: &str) -> Option<(u64, [u8; 32])> {
     Some((size.parse().ok()?, d.try_into().ok()?))
 }
 
-/// The unpacking step itself (as root, or under fakeroot): unpack, add the kernel files,
-/// then build.
+/// The unpacking step itself (as root, or under fakeroot): unpack, add the files, then
+/// build.
 pub fn stage_and_build(a: &StageArgs) -> Result<()> {
     unpack(a.tar.open()?, &a.stage, !a.opts.all_root)?;
-    if let Some(k) = &a.kernel {
-        crate::slot_kernel::place(&a.stage, k)?;
-    }
+    crate::added::place(&a.stage, &a.adds.files())?;
     // What PID 1 would refuse to run is refused before the filesystem is built.
     let origin = format!(
         "{}:{}",

@@ -239,6 +239,14 @@ mod tests {
         targets.iter().position(|x| *x == t).unwrap()
     }
 
+    /// The lower layer is where the update commands look for it (the fetch client, the
+    /// channel keys): the `/run/stele` contract of stele-update.
+    #[test]
+    fn lower_is_the_run_dir_contract() {
+        use stele_update::run_dir::{LOWER as LOWER_NAME, RUN_DIR};
+        assert_eq!(LOWER, format!("{RUN_DIR}/{LOWER_NAME}"));
+    }
+
     #[test]
     fn early_plan_order() {
         let t: Vec<&str> = EARLY.iter().map(|m| m.target).collect();

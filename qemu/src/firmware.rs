@@ -80,9 +80,10 @@ pub fn machine_args(fw: &Firmware) -> Vec<String> {
     a
 }
 
-/// A directory for one VM's variable store, removed when dropped.
+/// A directory for one VM's variable store, removed when dropped (and, where the process
+/// cleans up on signals, on SIGINT/SIGTERM/SIGHUP: [`stele_image::cleanup`]).
 #[derive(Debug)]
-pub struct VarsDir(PathBuf);
+pub struct VarsDir(stele_image::cleanup::TempPath);
 
 impl VarsDir {
     fn new() -> Result<VarsDir, QemuError> {
@@ -92,17 +93,15 @@ impl VarsDir {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::create_dir_all(&p).map_err(|source| QemuError::Spawn {
-            what: format!("a directory for the variable store ({})", p.display()),
+        let dir = stele_image::cleanup::TempPath::register(p);
+        std::fs::create_dir_all(dir.path()).map_err(|source| QemuError::Spawn {
+            what: format!(
+                "a directory for the variable store ({})",
+                dir.path().display()
+            ),
             source,
         })?;
-        Ok(VarsDir(p))
-    }
-}
-
-impl Drop for VarsDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        Ok(VarsDir(dir))
     }
 }
 
@@ -231,7 +230,7 @@ pub fn prepare_uefi(
         Some(p) => (p.to_path_buf(), None),
         None => {
             let d = VarsDir::new()?;
-            (d.0.join("OVMF_VARS.fd"), Some(d))
+            (d.0.path().join("OVMF_VARS.fd"), Some(d))
         }
     };
     if !vars.exists() {

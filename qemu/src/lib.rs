@@ -310,19 +310,25 @@ impl Vm {
         };
         let exe = stele_image::tool::find(&cfg.qemu)
             .ok_or_else(|| QemuError::NotFound(cfg.qemu.clone()))?;
-        let mut child = Command::new(exe)
-            .args(qemu_args(cfg))
+        let mut cmd = Command::new(exe);
+        cmd.args(qemu_args(cfg))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => QemuError::NotFound(cfg.qemu.clone()),
-                _ => QemuError::Spawn {
-                    what: cfg.qemu.clone(),
-                    source: e,
-                },
-            })?;
+            .stderr(Stdio::inherit());
+        // Where the process stops its children on SIGINT/SIGTERM/SIGHUP (`stele qemu run`),
+        // QEMU is one of them: a cancelled CI job leaves no VM holding the disk's lock.
+        let spawned = if stele_image::cleanup::installed() {
+            stele_image::cleanup::spawn(&mut cmd)
+        } else {
+            cmd.spawn()
+        };
+        let mut child = spawned.map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => QemuError::NotFound(cfg.qemu.clone()),
+            _ => QemuError::Spawn {
+                what: cfg.qemu.clone(),
+                source: e,
+            },
+        })?;
         let mut stdout = child.stdout.take().ok_or_else(|| QemuError::Spawn {
             what: String::from("the console pipe"),
             source: io::Error::other("no stdout pipe"),
@@ -364,6 +370,7 @@ impl Vm {
                 let mut c = child.lock().unwrap_or_else(|e| e.into_inner());
                 let _ = c.kill();
                 let _ = c.wait();
+                stele_image::cleanup::forget(c.id());
                 return Err(e);
             }
         };
@@ -476,6 +483,7 @@ impl Vm {
                     source,
                 })?;
             if let Some(s) = polled {
+                stele_image::cleanup::forget(self.child().id());
                 self.status = Some(s);
                 self.join_reader();
                 return Ok(s);
@@ -503,6 +511,7 @@ impl Vm {
                 source,
             })?
         };
+        stele_image::cleanup::forget(self.child().id());
         self.status = Some(status);
         self.join_reader();
         Ok(())

@@ -9,7 +9,7 @@ use crate::run_dir::PROGRAM;
 
 /// One-line usage, appended to usage errors.
 pub const USAGE_LINE: &str =
-    "usage: stele update install BUNDLE|- | stele update status [--json] | stele update mark-good | stele update stage1 UKI.efi|-";
+    "usage: stele update install BUNDLE|-|URL | stele update plan URL | stele update check|apply --channel URL | stele update status [--json] | stele update mark-good | stele update stage1 UKI.efi|-";
 
 /// `stele update --help`.
 pub const HELP: &str = "\
@@ -22,6 +22,15 @@ usage:
   stele update status [--json]    both slots (image, priority, tries, good), the booted slot
                                   and the rollback floor
   stele update mark-good          mark the booted slot good (raises the rollback floor)
+  stele update install URL [--max-rate RATE] [--deadline S] [--timeout S]
+                                  fetch a slot image over HTTP(S) as a delta (only the
+                                  blocks this device lacks), resuming where a cut left off
+  stele update plan URL|FILE      what such an install would fetch and reuse; writes nothing
+  stele update check --channel URL
+                                  what the signed channel offers and whether this device's
+                                  wave is due; changes nothing
+  stele update apply --channel URL [--max-rate RATE] [--deadline S] [--timeout S]
+                                  check, then install the release the channel offers
   stele update stage1 UKI.efi|-   replace the stage-1 UKI on the EFI system partition
                                   (\\EFI\\BOOT\\BOOTX64.EFI), power-safe: written beside the
                                   old one, then switched; `-` reads stdin
@@ -33,7 +42,29 @@ exit codes: 0 ok, 1 refused, 2 usage, 3 environment
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     Install(BundleArg),
-    Status { json: bool },
+    /// `install URL`: a delta install fetched over HTTP(S).
+    InstallUrl {
+        url: String,
+        opts: crate::fetch::FetchOptions,
+    },
+    /// `plan URL|FILE`.
+    Plan {
+        location: String,
+        opts: crate::fetch::FetchOptions,
+    },
+    /// `check --channel URL`.
+    Check {
+        channel: String,
+        opts: crate::fetch::FetchOptions,
+    },
+    /// `apply --channel URL`.
+    Apply {
+        channel: String,
+        opts: crate::fetch::FetchOptions,
+    },
+    Status {
+        json: bool,
+    },
     MarkGood,
     Stage1(BundleArg),
     Help,
@@ -64,6 +95,16 @@ pub enum ArgsError {
     MissingUki,
     #[error("unexpected argument {arg} for {command}")]
     Unexpected { command: &'static str, arg: String },
+    #[error("{0} needs a value")]
+    MissingValue(String),
+    #[error("invalid {option} {value:?}")]
+    BadValue { option: String, value: String },
+    #[error("--max-rate, --deadline and --timeout go with an http:// or https:// URL")]
+    FetchOptionsNeedUrl,
+    #[error("plan needs a URL or a slot image file")]
+    MissingLocation,
+    #[error("check and apply need --channel URL")]
+    MissingChannel,
 }
 
 /// True when this process is `stele` (the update front-end), not the boot: argv[0]'s base
@@ -114,6 +155,9 @@ pub fn parse_args(args: &[OsString]) -> Result<Command, ArgsError> {
         command,
         arg: a.to_string_lossy().into_owned(),
     };
+    if let Some(fetch) = crate::fetch::args::parse(utf8(sub)?, opts) {
+        return fetch;
+    }
     match utf8(sub)? {
         "-h" | "--help" | "help" => Ok(Command::Help),
         "install" => match opts {

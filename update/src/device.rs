@@ -47,6 +47,39 @@ pub fn run(cmd: &Command, run_dir: &Path, progress: &mut dyn Progress) -> Result
             println!("{}", install::installed_line(&done));
             Ok(())
         }
+        Command::InstallUrl { url, opts } => {
+            let loc = crate::fetch::Location::parse(url);
+            let done =
+                crate::fetch::on_device(run_dir, &loc, opts, &mut |_| Ok(()), &mut log, progress)?;
+            println!("{}", crate::fetch::summary_line(&done));
+            println!("{}", install::installed_line(&done.installed));
+            Ok(())
+        }
+        Command::Plan { location, opts } => {
+            let loc = crate::fetch::Location::parse(location);
+            print!("{}", crate::fetch::plan_on_device(run_dir, &loc, opts)?);
+            Ok(())
+        }
+        Command::Check { channel, opts } => {
+            let loc = crate::fetch::Location::parse(channel);
+            print!("{}", crate::channel::check_on_device(run_dir, &loc, opts)?);
+            Ok(())
+        }
+        Command::Apply { channel, opts } => {
+            let loc = crate::fetch::Location::parse(channel);
+            match crate::channel::apply_on_device(run_dir, &loc, opts, &mut log, progress)? {
+                crate::channel::Applied::UpToDate { version } => {
+                    println!(
+                        "stele: up to date: {version} is the newest release this device takes"
+                    );
+                }
+                crate::channel::Applied::Installed(done) => {
+                    println!("{}", crate::fetch::summary_line(&done));
+                    println!("{}", install::installed_line(&done.installed));
+                }
+            }
+            Ok(())
+        }
         Command::Status { json } => {
             let st = status::on_device(run_dir)?;
             print!("{}", if *json { st.json() } else { st.text() });

@@ -140,6 +140,32 @@ pub enum Error {
         #[source]
         source: stele_verifier::Error,
     },
+    /// A delta install or plan from a URL or file failed.
+    #[error("{url}: {source}")]
+    Fetch {
+        url: String,
+        #[source]
+        source: stele_verifier::update::delta::DeltaError,
+    },
+    /// The booted image has no fetch client.
+    #[error("{} does not exist: this image cannot fetch over HTTP (build it with `stele image build --fetch-client PATH`)", path.display())]
+    NoFetchClient { path: PathBuf },
+    /// A channel file or its offer was refused.
+    #[error("{location}: {source}")]
+    Channel {
+        location: String,
+        #[source]
+        source: stele_verifier::channel::ChannelError,
+    },
+    /// The device's channel state cannot be read or written.
+    #[error("{}: {why}", path.display())]
+    ChannelState { path: PathBuf, why: String },
+    /// The image's channel keys do not make a keyring.
+    #[error("{0} (the channel keys of the booted image)")]
+    ChannelKeys(#[source] KeyringError),
+    /// Channel commands need the data partition for their state.
+    #[error("this device has no data partition: the channel state (last sequence, rollout seed) needs persistent storage (stele disk create --data-size)")]
+    NoDataPartition,
     /// `stele update stage1` was refused or failed (`esp`: the device or disk image).
     #[error("{}", stage1_message(uki, esp, source))]
     Stage1 {
@@ -207,6 +233,12 @@ impl Report for Error {
             | E::PublishedManifest { .. }
             | E::NoSlotPartition { .. } => Exit::Environment,
             E::OnTrial { .. } => Exit::Refused,
+            E::Fetch { source, .. } => source.exit(),
+            E::Channel { source, .. } => source.exit(),
+            E::NoFetchClient { .. }
+            | E::ChannelState { .. }
+            | E::ChannelKeys(_)
+            | E::NoDataPartition => Exit::Environment,
             E::Stage1 { source, .. } if source.is_input() => Exit::Usage,
             E::Stage1 { .. } | E::NoEsp { .. } | E::EspBusy { .. } => Exit::Environment,
             E::UkiNotAFile { .. } => Exit::Usage,

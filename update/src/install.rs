@@ -290,7 +290,7 @@ pub fn on_device(
     })?;
     let trust = Trust {
         keyring: &dev.keyring,
-        product: dev.product.as_deref(),
+        product: dev.config.name.as_deref(),
         running: Some(running),
     };
     install(

@@ -5,6 +5,8 @@
 //! - [`state_file`]: the boot state device: open, lock, load, store with fdatasync
 //! - [`keys`]: a keyring from key files and directories
 //! - [`install`], [`status`], [`mark_good`]: the commands
+//! - [`fetch`]: installs and plans from a URL (or file) as a delta; [`channel`]: the
+//!   signed update channel on the device
 //! - [`stage1`]: `stele update stage1`, replacing the ESP's UKI through [`fat`], a small
 //!   FAT12/16/32 reader and writer whose every write the caller orders
 //! - [`args`], [`device`], [`progress`]: the device binary's front-end
@@ -15,9 +17,11 @@
 //! `File::sync_data` and locked with nix's `Flock`.
 
 pub mod args;
+pub mod channel;
 pub mod device;
 pub mod error;
 pub mod fat;
+pub mod fetch;
 pub mod install;
 pub mod keys;
 pub mod mark_good;

@@ -39,6 +39,9 @@ pub const BOOT_TOML: &str = "boot.toml";
 pub const DEVICES: &str = "devices";
 /// The trusted keys.
 pub const KEYS: &str = "keys";
+/// The verified root's read-only lower layer, mounted by the boot (init/src/mounts.rs
+/// `LOWER`), kept after switch root: what is run from the image is run from here.
+pub const LOWER: &str = "lower";
 
 /// A malformed `slot` or `devices` file.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -179,8 +182,8 @@ pub struct RunDir {
     pub devices: Devices,
     /// The trusted keys with boot.toml's threshold: the keyring that checked the boot.
     pub keyring: Keyring,
-    /// boot.toml `name`: the product the device is bound to.
-    pub product: Option<String>,
+    /// The boot.toml the boot published (its `name`: the product the device is bound to).
+    pub config: BootConfig,
 }
 
 impl RunDir {
@@ -207,7 +210,7 @@ impl RunDir {
             booted,
             devices,
             keyring,
-            product: cfg.name,
+            config: cfg,
         })
     }
 
@@ -217,6 +220,11 @@ impl RunDir {
             slot: s,
             devices: self.dir.join(DEVICES),
         })
+    }
+
+    /// The verified root's lower layer (`/run/stele/lower`).
+    pub fn lower(&self) -> PathBuf {
+        self.dir.join(LOWER)
     }
 
     /// The state partition.

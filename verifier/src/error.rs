@@ -43,9 +43,13 @@ pub enum Error {
     /// A field holds a value outside its allowed range.
     #[error("invalid {what}: {why}")]
     Invalid { what: &'static str, why: String },
-    /// A signature by a trusted key does not verify: the manifest was tampered with.
-    #[error("bad signature by key {key_id}: the manifest or the signature was modified")]
-    BadSignature { key_id: String },
+    /// A signature by a trusted key does not verify: the document was tampered with.
+    #[error("bad signature by key {key_id}: the {what} or the signature was modified")]
+    BadSignature {
+        key_id: String,
+        /// The signed document: `manifest` or `channel`.
+        what: &'static str,
+    },
     /// Not enough distinct trusted keys signed the manifest.
     #[error("signature threshold not met: {} from trusted keys, {threshold} required (unknown keys: {unknown})", count_len(*valid, "valid signature", "valid signatures"))]
     ThresholdNotMet {

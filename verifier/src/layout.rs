@@ -114,6 +114,11 @@ pub const KEYS_DIR: &str = "/etc/stele/keys";
 pub const MODULES_DIR: &str = "/lib/modules";
 /// system.toml, inside the slot image's root filesystem.
 pub const SYSTEM_TOML: &str = "/etc/stele/system.toml";
+/// The fetch client inside a slot image (`stele image build --fetch-client`), run by the
+/// device's `stele update install URL` from the verified lower layer.
+pub const FETCH_CLIENT: &str = "/usr/lib/stele/stele-fetch";
+/// The update channel's public keys inside a slot image (`*.pem`).
+pub const CHANNEL_KEYS_DIR: &str = "/etc/stele/channel-keys";
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@
 //! crate to read or check a slot image, a configuration file, the partition layout or a UKI, and
 //! take their exit classes from [`exit`].
 
+pub mod channel;
 pub mod config;
 pub mod error;
 pub mod exit;

@@ -109,6 +109,34 @@ pub fn manifest_for(
     }
 }
 
+/// A slot image (signed by `key(1)`) whose data are `blocks` (4096 bytes each), with a
+/// salt of 32 `salt` bytes, hash blocks of `hbs` bytes, version `<index>.<salt>`.
+pub fn image_of_blocks(blocks: &[Vec<u8>], salt: u8, index: u64, hbs: u32) -> Vec<u8> {
+    let params = VerityParams::new(4096, hbs, blocks.len() as u64, vec![salt; 32]).unwrap();
+    let mut data: Vec<u8> = blocks.concat();
+    let (area, root) = build_tree(&data[..], &params).unwrap();
+    data.extend_from_slice(&area);
+    let m = manifest_for(
+        &params,
+        root,
+        FsType::Erofs,
+        index,
+        format!("{index}.{salt}"),
+    );
+    let mut env = Envelope::new(m.to_toml().into_bytes());
+    env.sign(&key(1)).unwrap();
+    assemble(data, &env.to_bytes(), 0).0
+}
+
+/// A slot partition of `slot_len` bytes (0xee) holding `img` at 0 and its footer at the end.
+pub fn slot_with(img: &[u8], slot_len: usize) -> Vec<u8> {
+    let f = crate::footer::FOOTER_LEN;
+    let mut s = vec![0xee; slot_len];
+    s[..img.len()].copy_from_slice(img);
+    s[slot_len - f..].copy_from_slice(&img[img.len() - f..]);
+    s
+}
+
 /// Lays out a slot image as docs/FORMATS.md says around `data_and_tree` (see
 /// [`data_and_tree`]): the envelope at the next multiple of 4096, then `slack` more bytes
 /// (a partition larger than the image) and the footer at the end. Returns the image and

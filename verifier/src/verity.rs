@@ -10,6 +10,9 @@ use sha2::{Digest, Sha256};
 
 use crate::{Error, Result};
 
+mod level0;
+pub use level0::{digest_blocks, Level0};
+
 /// Size of a sha256 digest.
 pub const DIGEST_LEN: usize = 32;
 /// Smallest allowed data or hash block size.
@@ -388,17 +391,21 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Reads `total` bytes of data in chunks and hands each chunk to `f`.
+///
+/// Reading overlaps with hashing: while `f` works on one chunk on a thread of its own, the
+/// next chunk is read into a second buffer (from the page cache, the read is a copy that
+/// would otherwise leave the hashing threads idle).
 fn for_each_chunk<R: Read>(
     mut data: R,
     total: u64,
-    mut f: impl FnMut(&[u8]) -> Result<()>,
+    mut f: impl FnMut(&[u8]) -> Result<()> + Send,
 ) -> Result<()> {
     // No more than the data: a small image does not zero a whole chunk.
-    let mut buf = vec![0u8; usize::try_from(total).map_or(CHUNK_SIZE, |t| t.min(CHUNK_SIZE))];
-    let mut done = 0u64;
-    while done < total {
+    let cap = usize::try_from(total).map_or(CHUNK_SIZE, |t| t.min(CHUNK_SIZE));
+    let read = |data: &mut R, buf: &mut Vec<u8>, done: u64| -> Result<usize> {
         let want = usize::try_from(total - done).map_or(CHUNK_SIZE, |r| r.min(CHUNK_SIZE));
-        let n = read_full(&mut data, &mut buf[..want]).map_err(|e| Error::io("verity data", e))?;
+        buf.resize(want, 0);
+        let n = read_full(data, buf).map_err(|e| Error::io("verity data", e))?;
         if n < want {
             return Err(Error::Truncated {
                 what: "verity data",
@@ -407,10 +414,25 @@ fn for_each_chunk<R: Read>(
                 available: done + n as u64,
             });
         }
-        f(&buf[..n])?;
-        done += n as u64;
+        Ok(n)
+    };
+    if total == 0 {
+        return Ok(());
     }
-    Ok(())
+    let mut cur = Vec::with_capacity(cap);
+    let mut next = Vec::with_capacity(cap);
+    let mut done = read(&mut data, &mut cur, 0)? as u64;
+    while done < total {
+        let (hashed, read_next) = std::thread::scope(|s| {
+            let hashing = s.spawn(|| f(&cur));
+            let r = read(&mut data, &mut next, done);
+            (hashing.join(), r)
+        });
+        hashed.unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+        done += read_next? as u64;
+        std::mem::swap(&mut cur, &mut next);
+    }
+    f(&cur)
 }
 
 /// Builds the tree of `params.data_size()` bytes read from `data`.

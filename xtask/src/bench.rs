@@ -36,6 +36,7 @@ pub fn verity() -> Result<(), String> {
     let mut t_vs = Vec::new();
     let mut root_stele = String::new();
     let mut root_vs = String::new();
+    let mut cpu_stele = Vec::new();
     for i in 0..RUNS {
         for (which, times, root, hash) in [
             ("stele", &mut t_stele, &mut root_stele, &stele_hash),
@@ -53,10 +54,15 @@ pub fn verity() -> Result<(), String> {
             };
             cmd.arg(&data).arg(hash).args(["--salt", SALT]);
             let start = Instant::now();
+            let cpu0 = children_cpu_secs()?;
             let out = output(&mut cmd, which)?;
             let secs = start.elapsed().as_secs_f64();
+            let cpu = children_cpu_secs()? - cpu0;
             *root = root_hash(&out).ok_or_else(|| format!("{which} printed no Root hash line"))?;
             times.push(secs);
+            if which == "stele" {
+                cpu_stele.push(cpu);
+            }
             eprintln!("xtask: run {}: {which} {secs:.3} s", i + 1);
         }
     }
@@ -71,6 +77,7 @@ pub fn verity() -> Result<(), String> {
         return Err("hash areas differ between stele and veritysetup".into());
     }
     let (mut v_stele, mut v_vs) = (Vec::new(), Vec::new());
+    let mut cpu_verify = Vec::new();
     for i in 0..RUNS {
         for (which, times) in [("stele", &mut v_stele), ("veritysetup", &mut v_vs)] {
             let mut cmd = if which == "stele" {
@@ -90,8 +97,12 @@ pub fn verity() -> Result<(), String> {
                 c
             };
             let start = Instant::now();
+            let cpu0 = children_cpu_secs()?;
             output(&mut cmd, which)?;
             let secs = start.elapsed().as_secs_f64();
+            if which == "stele" {
+                cpu_verify.push(children_cpu_secs()? - cpu0);
+            }
             times.push(secs);
             eprintln!("xtask: verify run {}: {which} {secs:.3} s", i + 1);
         }
@@ -130,6 +141,24 @@ pub fn verity() -> Result<(), String> {
         100.0 * mib(ms) / limit,
         100.0 * mib(vs) / limit
     );
+    // Wall time depends on what else runs on the machine; CPU time much less: the MiB
+    // stele hashes per CPU-second against one openssl process's rate (half the limit).
+    let (cf, cv) = (median(&mut cpu_stele), median(&mut cpu_verify));
+    println!(
+        "  stele CPU time (user+sys) median {cf:.3} s (format), {cv:.3} s (verify): {:.0} and {:.0} MiB per CPU-second,",
+        mib(cf),
+        mib(cv)
+    );
+    println!(
+        "  {:.0} % and {:.0} % of one core's openssl rate ({:.0} MiB/s); the wall-clock percentages above",
+        100.0 * mib(cf) / (limit / 2.0),
+        100.0 * mib(cv) / (limit / 2.0),
+        limit / 2.0
+    );
+    println!(
+        "  hold only on an otherwise idle machine (load average now: {})",
+        load_average()
+    );
     println!("  root hash (both): {root_stele}; hash areas identical");
     Ok(())
 }
@@ -167,6 +196,44 @@ fn sha256_limit() -> Result<f64, String> {
         total += k * 1000.0 / (1024.0 * 1024.0);
     }
     Ok(total)
+}
+
+/// The 1-, 5- and 15-minute load averages (/proc/loadavg), as text.
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// CPU seconds (user + system) of this process's waited-for children so far:
+/// `cutime` + `cstime` of /proc/self/stat, in clock ticks of `getconf CLK_TCK`.
+fn children_cpu_secs() -> Result<f64, String> {
+    let hz = clock_ticks()?;
+    let stat =
+        fs::read_to_string("/proc/self/stat").map_err(|e| format!("/proc/self/stat: {e}"))?;
+    // The fields after the command name (which may hold spaces) end at its last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64, String> {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or_else(|| format!("/proc/self/stat: no field {}", i + 3))
+    };
+    Ok((ticks(13)? + ticks(14)?) / hz)
+}
+
+/// Clock ticks per second, asked once (a `getconf` run would add to the children's time).
+fn clock_ticks() -> Result<f64, String> {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    if let Some(t) = TICKS.get() {
+        return Ok(*t);
+    }
+    let out = output(Command::new("getconf").arg("CLK_TCK"), "getconf")?;
+    let t = out
+        .trim()
+        .parse()
+        .map_err(|_| format!("getconf CLK_TCK printed {out:?}"))?;
+    Ok(*TICKS.get_or_init(|| t))
 }
 
 pub(crate) fn root_hash(out: &str) -> Option<String> {

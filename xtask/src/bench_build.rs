@@ -21,7 +21,7 @@ use stele_verifier::manifest::FsType;
 use crate::bench::{median, root_hash, SALT};
 use crate::util::{build_cli, output, target_dir};
 
-fn env_u64(name: &str, default: u64) -> Result<u64, String> {
+pub(crate) fn env_u64(name: &str, default: u64) -> Result<u64, String> {
     match std::env::var(name) {
         Ok(v) => v
             .parse()
@@ -31,7 +31,7 @@ fn env_u64(name: &str, default: u64) -> Result<u64, String> {
 }
 
 /// xorshift64*: cheap, deterministic filler and sizes.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -40,7 +40,7 @@ impl Rng {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
-    fn fill(&mut self, buf: &mut [u8]) {
+    pub(crate) fn fill(&mut self, buf: &mut [u8]) {
         for chunk in buf.chunks_mut(8) {
             let v = self.next().to_le_bytes();
             chunk.copy_from_slice(&v[..chunk.len()]);
@@ -52,7 +52,7 @@ impl Rng {
 /// directories, files of mixed sizes like a Debian root's (74 % under 8 KiB, 25 % up to
 /// 64 KiB, 1 % up to 2 MiB; about 22 KiB on average), pseudo-random content. Returns the
 /// file count and the bytes.
-fn make_tree(dir: &Path, mib: u64) -> Result<(u64, u64), String> {
+pub(crate) fn make_tree(dir: &Path, mib: u64) -> Result<(u64, u64), String> {
     let done = dir.join(".complete-v2");
     if let Ok(s) = fs::read_to_string(&done) {
         if let Some((n, b)) = s.trim().split_once(' ') {
@@ -184,7 +184,7 @@ fn salt() -> Vec<u8> {
         .collect()
 }
 
-const MIB: f64 = 1024.0 * 1024.0;
+pub(crate) const MIB: f64 = 1024.0 * 1024.0;
 
 /// `cargo xtask bench build`.
 pub fn build() -> Result<(), String> {
@@ -270,7 +270,7 @@ pub fn build() -> Result<(), String> {
 }
 
 /// `(blocks, blocks at a changed position, blocks whose content is not in the old image)`.
-fn delta(old: &[u8], new: &[u8]) -> (usize, usize, usize) {
+pub(crate) fn delta(old: &[u8], new: &[u8]) -> (usize, usize, usize) {
     const B: usize = 4096;
     let known: HashSet<&[u8]> = old.chunks(B).collect();
     let changed = new

@@ -1,13 +1,14 @@
 //! cargo xtask: set-up of host tools and the test kernel, the test suite, the demo,
 //! benchmarks, fuzzing.
 //!
-//! Usage: `cargo xtask setup | test | demo | bench verity|build|erofs-delta|boot | fuzz`.
+//! Usage: `cargo xtask setup | test | demo | bench verity|build|erofs-delta|boot|delta | fuzz`.
 //! Everything here runs other programs; it holds no logic of stele's own (the fuzz
 //! targets and their seeds are stele-fuzz-inputs).
 
 mod bench;
 mod bench_boot;
 mod bench_build;
+mod bench_delta;
 mod demo;
 mod fuzz;
 mod kernel;
@@ -19,7 +20,7 @@ mod util;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: cargo xtask <setup | test [-- cargo test args] | demo \
-                     | bench verity|build|erofs-delta|boot [--runs N] \
+                     | bench verity|build|erofs-delta|delta|boot [--runs N] \
                      | fuzz [--seconds N] [--target T]... [--sanitizer S] [--seeds-only]>";
 
 fn main() -> ExitCode {
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
             Some("verity") => bench::verity(),
             Some("build") => bench_build::build(),
             Some("erofs-delta") => bench_build::erofs_delta(),
+            Some("delta") => bench_delta::delta_bench(),
             Some("boot") => bench_boot::boot(&args[2..]),
             _ => Err(format!("unknown benchmark; {USAGE}")),
         },
@@ -51,11 +53,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// `cargo xtask test`: set-up, the static init, then the whole workspace's tests with the
-/// kernel, modules and init paths in the environment.
+/// `cargo xtask test`: set-up, the static init and fetch client, then the whole workspace's tests with the
+/// kernel, modules, init and fetch client paths in the environment.
 fn test(extra: &[String]) -> Result<(), String> {
     let env = setup::setup()?;
     let init = util::build_static_init()?;
+    let fetch = util::build_static_fetch()?;
     let mut args = vec!["test", "--workspace", "--all-targets"];
     let extra: Vec<&str> = extra
         .iter()
@@ -76,6 +79,7 @@ fn test(extra: &[String]) -> Result<(), String> {
     cmd.args(&args)
         .env("STELE_KERNEL", &env.kernel)
         .env("STELE_MODULES", &env.modules)
-        .env("STELE_INIT", &init);
+        .env("STELE_INIT", &init)
+        .env("STELE_FETCH", &fetch);
     util::run(&mut cmd, "cargo test")
 }

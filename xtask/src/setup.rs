@@ -39,6 +39,13 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("fakeroot", "fakeroot"),
     ("libcap2-bin", "setcap"),
     ("tar", "tar"),
+    // Fleet updates: the tests serve slot images with a real static server; the delta
+    // benchmark compares with curl and measures the fetch client's memory with time -v.
+    ("nginx", "/usr/sbin/nginx"),
+    // The QEMU fleet test's guestfwd runs one socat per guest connection to loopback.
+    ("socat", "socat"),
+    ("curl", "curl"),
+    ("time", "/usr/bin/time"),
     // `script`: a terminal for the progress-bar test.
     ("bsdutils", "script"),
 ];

@@ -1,5 +1,6 @@
 //! House rules as tests (rust-analyzer's tidy): every tracked Rust file starts with a `//!`
-//! line saying what it is for, and stays short enough for a reader to hold.
+//! line saying what it is for, and stays short enough for a reader to hold; PID 1 links no
+//! network code.
 
 use std::process::Command;
 
@@ -59,4 +60,56 @@ fn every_rust_file_has_its_doc_line_and_fits() {
         })
         .collect();
     assert!(bad.is_empty(), "house rules broken:\n{}", bad.join("\n"));
+}
+
+/// PID 1 links no network code: no HTTP or TLS crate in stele-init's dependency tree
+/// (the fetch client, a separate binary, has them).
+#[test]
+fn pid1_links_no_network_code() {
+    let out = crate::util::output(
+        crate::util::cargo().args([
+            "tree",
+            "--quiet",
+            "-p",
+            "stele-init",
+            "-e",
+            "normal,build",
+            "--prefix",
+            "none",
+        ]),
+        "cargo tree -p stele-init",
+    )
+    .expect("cargo tree");
+    assert!(out.contains("stele-update"), "unexpected tree: {out}");
+    for krate in [
+        "ureq",
+        "rustls",
+        "ring",
+        "webpki",
+        "http",
+        "hyper",
+        "stele-fetch",
+    ] {
+        let found: Vec<&str> = out
+            .lines()
+            .filter(|l| l.split_whitespace().next() == Some(krate))
+            .collect();
+        assert!(found.is_empty(), "stele-init depends on {found:?}");
+    }
+    // The check sees them where they are.
+    let fetch = crate::util::output(
+        crate::util::cargo().args([
+            "tree",
+            "--quiet",
+            "-p",
+            "stele-fetch",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ]),
+        "cargo tree -p stele-fetch",
+    )
+    .expect("cargo tree");
+    assert!(fetch.lines().any(|l| l.starts_with("ureq ")), "{fetch}");
 }

@@ -76,6 +76,17 @@ pub const INIT_TARGET: &str = "x86_64-unknown-linux-gnu";
 
 /// Builds stele-init static (`+crt-static`, profile `init`) and returns its path.
 pub fn build_static_init() -> Result<PathBuf, String> {
+    build_static("stele-init", "stele-init")
+}
+
+/// Builds the fetch client static like the init: it runs from a slot image, with no
+/// libraries of the image's own.
+pub fn build_static_fetch() -> Result<PathBuf, String> {
+    build_static("stele-fetch", "stele-fetch")
+}
+
+/// Builds `package`'s binary `bin` static (`+crt-static`, profile `init`).
+fn build_static(package: &str, bin: &str) -> Result<PathBuf, String> {
     run(
         cargo()
             .args([
@@ -84,7 +95,9 @@ pub fn build_static_init() -> Result<PathBuf, String> {
                 "--profile",
                 "init",
                 "-p",
-                "stele-init",
+                package,
+                "--bin",
+                bin,
                 "--target",
                 INIT_TARGET,
             ])
@@ -95,17 +108,14 @@ pub fn build_static_init() -> Result<PathBuf, String> {
                 "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
                 "-C target-feature=+crt-static",
             ),
-        "building the static stele-init",
+        &format!("building the static {bin}"),
     )?;
-    let path = target_dir()
-        .join(INIT_TARGET)
-        .join("init")
-        .join("stele-init");
+    let path = target_dir().join(INIT_TARGET).join("init").join(bin);
     let size = std::fs::metadata(&path)
         .map_err(|e| format!("{}: {e}", path.display()))?
         .len();
     eprintln!(
-        "xtask: static stele-init: {} ({size} bytes, {:.2} MiB)",
+        "xtask: static {bin}: {} ({size} bytes, {:.2} MiB)",
         path.display(),
         size as f64 / f64::from(1u32 << 20)
     );

@@ -7,8 +7,10 @@
 //! [`TARGETS`]; a `[[bin]]` in fuzz/Cargo.toml and fuzz/fuzz_targets/<name>.rs calling
 //! `run`. The tests check that the three lists agree.
 
+pub mod channel;
 pub mod codec;
 pub mod config;
+pub mod delta;
 pub mod envelope;
 pub mod footer;
 pub mod slot;
@@ -114,6 +116,20 @@ pub const TARGETS: &[Target] = &[
         seeds: config::system_seeds,
         stages: config::STAGES,
         depth: config::system_depth,
+    },
+    Target {
+        name: "channel_verify",
+        run: channel::run,
+        seeds: channel::seeds,
+        stages: channel::STAGES,
+        depth: channel::depth,
+    },
+    Target {
+        name: "delta_install",
+        run: delta::run,
+        seeds: delta::seeds,
+        stages: delta::STAGES,
+        depth: delta::depth,
     },
 ];
 

@@ -1,5 +1,7 @@
-//! The manifest envelope: magic, version, signatures (key id + ed25519 signature), body;
-//! signing and the threshold check, before which the body is never parsed.
+//! The signed envelope: magic, version, signatures (key id + ed25519 signature), body;
+//! signing and the threshold check, before which the body is never parsed. One format for
+//! every signed document, each with its own [`Domain`] (magic and signing context): the
+//! slot manifest ([`MANIFEST`]) and the update channel (`crate::channel`).
 
 use std::collections::BTreeSet;
 
@@ -15,15 +17,6 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(v)
 }
 
-fn truncated(needed: usize, available: usize) -> Error {
-    Error::Truncated {
-        what: "manifest envelope",
-        offset: 0,
-        needed: needed as u64,
-        available: available as u64,
-    }
-}
-
 impl Envelope {
     /// An unsigned envelope around `body`.
     pub fn new(body: Vec<u8>) -> Self {
@@ -35,15 +28,20 @@ impl Envelope {
 
     /// Checks the limits that [`Envelope::parse`] enforces, for envelopes built in memory.
     pub fn check_structure(&self) -> Result<()> {
+        self.check_structure_in(&MANIFEST)
+    }
+
+    /// [`Envelope::check_structure`] for the documents of `domain`.
+    pub fn check_structure_in(&self, domain: &Domain) -> Result<()> {
         if self.body.is_empty() || self.body.len() > MAX_BODY_LEN {
             return Err(Error::invalid(
-                "manifest body_len",
+                domain.body_len,
                 format!("{} bytes, must be 1..={MAX_BODY_LEN}", self.body.len()),
             ));
         }
         if self.signatures.len() > MAX_SIGNATURES {
             return Err(Error::invalid(
-                "manifest sig_count",
+                domain.sig_count,
                 format!(
                     "{} signatures, at most {MAX_SIGNATURES} allowed",
                     self.signatures.len()
@@ -54,7 +52,7 @@ impl Envelope {
         for s in &self.signatures {
             if !seen.insert(s.key_id) {
                 return Err(Error::invalid(
-                    "manifest signatures",
+                    domain.signatures,
                     format!("key {} signed twice", s.key_id),
                 ));
             }
@@ -62,21 +60,33 @@ impl Envelope {
         Ok(())
     }
 
-    /// Parses the envelope structure (exact length, limits, distinct key ids). No crypto.
+    /// Parses a manifest envelope (exact length, limits, distinct key ids). No crypto.
     pub fn parse(bytes: &[u8]) -> Result<Self> {
+        Self::parse_in(bytes, &MANIFEST)
+    }
+
+    /// Parses an envelope of `domain` (its magic; exact length, limits, distinct key ids).
+    /// No crypto.
+    pub fn parse_in(bytes: &[u8], domain: &Domain) -> Result<Self> {
+        let truncated = |needed: usize| Error::Truncated {
+            what: domain.envelope,
+            offset: 0,
+            needed: needed as u64,
+            available: bytes.len() as u64,
+        };
         if bytes.len() < ENVELOPE_HEADER_LEN {
-            return Err(truncated(ENVELOPE_HEADER_LEN, bytes.len()));
+            return Err(truncated(ENVELOPE_HEADER_LEN));
         }
-        if &bytes[0..8] != MANIFEST_MAGIC {
+        if &bytes[0..8] != domain.magic {
             return Err(Error::BadMagic {
-                what: "manifest",
+                what: domain.name,
                 found: bytes[0..8].to_vec(),
             });
         }
         let version = u32_at(bytes, 8);
         if version != ENVELOPE_VERSION {
             return Err(Error::UnsupportedVersion {
-                what: "manifest envelope",
+                what: domain.envelope,
                 found: u64::from(version),
                 supported: u64::from(ENVELOPE_VERSION),
             });
@@ -85,32 +95,32 @@ impl Envelope {
         let sig_count = u32_at(bytes, 16);
         if u32_at(bytes, 20) != 0 {
             return Err(Error::invalid(
-                "manifest envelope",
+                domain.envelope,
                 "reserved bytes are not zero (written by a newer stele?)",
             ));
         }
         let body_len = usize::try_from(body_len).unwrap_or(usize::MAX);
         if body_len == 0 || body_len > MAX_BODY_LEN {
             return Err(Error::invalid(
-                "manifest body_len",
+                domain.body_len,
                 format!("{body_len} bytes, must be 1..={MAX_BODY_LEN}"),
             ));
         }
         let sig_count = usize::try_from(sig_count).unwrap_or(usize::MAX);
         if sig_count > MAX_SIGNATURES {
             return Err(Error::invalid(
-                "manifest sig_count",
+                domain.sig_count,
                 format!("{sig_count} signatures, at most {MAX_SIGNATURES} allowed"),
             ));
         }
         let body_start = ENVELOPE_HEADER_LEN + SIGNATURE_ENTRY_LEN * sig_count;
         let total = body_start + body_len;
         if bytes.len() < total {
-            return Err(truncated(total, bytes.len()));
+            return Err(truncated(total));
         }
         if bytes.len() > total {
             return Err(Error::invalid(
-                "manifest envelope",
+                domain.envelope,
                 format!(
                     "{} after the body (envelope is {total} bytes)",
                     crate::plural::count_len(
@@ -138,17 +148,22 @@ impl Envelope {
             signatures,
             body: bytes[body_start..].to_vec(),
         };
-        env.check_structure()?;
+        env.check_structure_in(domain)?;
         Ok(env)
     }
 
-    /// Encodes the envelope. Limits are not checked here: [`Envelope::sign`] and
+    /// Encodes a manifest envelope. Limits are not checked here: [`Envelope::sign`] and
     /// [`Envelope::check_structure`] do.
     pub fn to_bytes(&self) -> Vec<u8> {
+        self.to_bytes_in(&MANIFEST)
+    }
+
+    /// Encodes the envelope with `domain`'s magic.
+    pub fn to_bytes_in(&self, domain: &Domain) -> Vec<u8> {
         let mut b = Vec::with_capacity(
             ENVELOPE_HEADER_LEN + SIGNATURE_ENTRY_LEN * self.signatures.len() + self.body.len(),
         );
-        b.extend_from_slice(MANIFEST_MAGIC);
+        b.extend_from_slice(domain.magic);
         b.extend_from_slice(&ENVELOPE_VERSION.to_le_bytes());
         let body_len = u32::try_from(self.body.len()).unwrap_or(u32::MAX);
         let sig_count = u32::try_from(self.signatures.len()).unwrap_or(u32::MAX);
@@ -164,7 +179,7 @@ impl Envelope {
     }
 
     /// Puts `entry` in place of the same key's signature, or appends it.
-    fn put(&mut self, entry: SignatureEntry) -> Result<()> {
+    fn put(&mut self, entry: SignatureEntry, domain: &Domain) -> Result<()> {
         let mut candidate = Envelope {
             signatures: self.signatures.clone(),
             body: Vec::new(),
@@ -179,7 +194,7 @@ impl Envelope {
             candidate.signatures.push(entry);
         }
         candidate.body = std::mem::take(&mut self.body);
-        let checked = candidate.check_structure();
+        let checked = candidate.check_structure_in(domain);
         if checked.is_ok() {
             self.signatures = candidate.signatures;
         }
@@ -187,35 +202,51 @@ impl Envelope {
         checked
     }
 
-    /// Signs the body with `key` and appends (or replaces) that key's signature.
+    /// Signs the body as a manifest with `key` and appends (or replaces) that key's signature.
     pub fn sign(&mut self, key: &SigningKey) -> Result<()> {
-        let sig = key.sign(&signing_message(&self.body));
-        self.put(SignatureEntry {
-            key_id: key_id(&key.verifying_key()),
-            signature: sig.to_bytes(),
-        })
+        self.sign_in(key, &MANIFEST)
     }
 
-    /// Appends a signature made elsewhere (external signer); checked against `key` first.
+    /// Signs the body in `domain` (its signing context) with `key`.
+    pub fn sign_in(&mut self, key: &SigningKey, domain: &Domain) -> Result<()> {
+        let sig = key.sign(&domain.message(&self.body));
+        self.put(
+            SignatureEntry {
+                key_id: key_id(&key.verifying_key()),
+                signature: sig.to_bytes(),
+            },
+            domain,
+        )
+    }
+
+    /// Appends a manifest signature made elsewhere (external signer); checked against
+    /// `key` first.
     pub fn add_signature(&mut self, key: &VerifyingKey, signature: [u8; 64]) -> Result<()> {
         let id = key_id(key);
         key.verify_strict(
-            &signing_message(&self.body),
+            &MANIFEST.message(&self.body),
             &Signature::from_bytes(&signature),
         )
         .map_err(|_| Error::BadSignature {
             key_id: id.to_string(),
+            what: MANIFEST.name,
         })?;
-        self.put(SignatureEntry {
-            key_id: id,
-            signature,
-        })
+        self.put(
+            SignatureEntry {
+                key_id: id,
+                signature,
+            },
+            &MANIFEST,
+        )
     }
 
-    /// Checks signatures against `keyring`, then parses the body. The only way to a trusted [`Manifest`].
-    pub fn verify(&self, keyring: &Keyring) -> Result<VerifiedManifest> {
-        self.check_structure()?;
-        let message = signing_message(&self.body);
+    /// Checks the signatures over the raw body against `keyring` in `domain`: every
+    /// signature by a trusted key must verify, and at least the threshold of them must be
+    /// there. Returns the trusted keys that signed, in envelope order. The body is not
+    /// looked at.
+    pub fn verify_signatures_in(&self, keyring: &Keyring, domain: &Domain) -> Result<Vec<KeyId>> {
+        self.check_structure_in(domain)?;
+        let message = domain.message(&self.body);
         let mut signed_by = Vec::new();
         let mut unknown = Vec::new();
         for s in &self.signatures {
@@ -224,6 +255,7 @@ impl Envelope {
                     key.verify_strict(&message, &Signature::from_bytes(&s.signature))
                         .map_err(|_| Error::BadSignature {
                             key_id: s.key_id.to_string(),
+                            what: domain.name,
                         })?;
                     signed_by.push(s.key_id);
                 }
@@ -242,6 +274,12 @@ impl Envelope {
                 },
             });
         }
+        Ok(signed_by)
+    }
+
+    /// Checks signatures against `keyring`, then parses the body. The only way to a trusted [`Manifest`].
+    pub fn verify(&self, keyring: &Keyring) -> Result<VerifiedManifest> {
+        let signed_by = self.verify_signatures_in(keyring, &MANIFEST)?;
         let manifest = Manifest::parse_body(&self.body)?;
         Ok(VerifiedManifest {
             manifest,
@@ -346,7 +384,7 @@ mod tests {
         bad.signatures[1].signature[5] ^= 1;
         assert!(matches!(
             bad.verify(&ring(&[1, 2], 1)),
-            Err(Error::BadSignature { key_id }) if key_id == self::key_id(&key(2).verifying_key()).to_string()
+            Err(Error::BadSignature { key_id, .. }) if key_id == self::key_id(&key(2).verifying_key()).to_string()
         ));
         // Body tampering breaks every signature.
         let mut t = signed(&m, &[1]);

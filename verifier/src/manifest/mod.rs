@@ -25,6 +25,45 @@ pub const ENVELOPE_VERSION: u32 = 1;
 pub const FORMAT_VERSION: u64 = 1;
 /// Domain separator prefixed to the body in the signed message.
 pub const SIGNING_CONTEXT: &[u8] = b"stele-manifest-v1\0";
+
+/// One kind of signed document in the envelope format: its magic, the domain separator
+/// its signatures are made over (so that a signature of one kind never verifies as
+/// another), and the names its errors use.
+#[derive(Debug)]
+pub struct Domain {
+    /// The envelope's first 8 bytes.
+    pub magic: &'static [u8; 8],
+    /// Prefixed to the body in the signed message.
+    pub context: &'static [u8],
+    /// The document, in errors (`manifest`).
+    pub name: &'static str,
+    /// The envelope, in errors (`manifest envelope`).
+    pub envelope: &'static str,
+    pub body_len: &'static str,
+    pub sig_count: &'static str,
+    pub signatures: &'static str,
+}
+
+impl Domain {
+    /// The exact message that is signed: `context || body`.
+    pub fn message(&self, body: &[u8]) -> Vec<u8> {
+        let mut m = Vec::with_capacity(self.context.len() + body.len());
+        m.extend_from_slice(self.context);
+        m.extend_from_slice(body);
+        m
+    }
+}
+
+/// The slot manifest's domain.
+pub const MANIFEST: Domain = Domain {
+    magic: MANIFEST_MAGIC,
+    context: SIGNING_CONTEXT,
+    name: "manifest",
+    envelope: "manifest envelope",
+    body_len: "manifest body_len",
+    sig_count: "manifest sig_count",
+    signatures: "manifest signatures",
+};
 /// Largest body accepted.
 pub const MAX_BODY_LEN: usize = 65536;
 /// Most signatures accepted.
@@ -133,12 +172,9 @@ pub struct VerifiedManifest {
     pub signed_by: Vec<KeyId>,
 }
 
-/// The exact message that is signed: `SIGNING_CONTEXT || body`.
+/// The exact message a manifest signature is over: `SIGNING_CONTEXT || body`.
 pub fn signing_message(body: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(SIGNING_CONTEXT.len() + body.len());
-    m.extend_from_slice(SIGNING_CONTEXT);
-    m.extend_from_slice(body);
-    m
+    MANIFEST.message(body)
 }
 
 #[cfg(test)]

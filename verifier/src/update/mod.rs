@@ -31,6 +31,8 @@ use crate::state::{self, BootState, Slot};
 use crate::verity::TreeBuilder;
 use crate::{hex, Error, Result};
 
+pub mod delta;
+
 /// Tries a freshly installed slot gets before it is abandoned.
 pub const NEW_SLOT_TRIES: u8 = 3;
 
@@ -425,6 +427,8 @@ impl<D> Seek for WithFooter<'_, D> {
 
 #[cfg(test)]
 mod power_cut;
+#[cfg(test)]
+mod power_cut_delta;
 
 #[cfg(test)]
 #[allow(clippy::cast_possible_truncation)] // test sizes are small

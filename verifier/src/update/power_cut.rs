@@ -13,12 +13,12 @@ use crate::testutil::image;
 /// A device that applies writes and records them, split at 512-byte sectors, with the
 /// sync points, so that a power cut after any prefix of the writes can be replayed.
 /// Every write of every recorded device, in the order they happened: (device, offset, bytes).
-type WriteLog = std::rc::Rc<std::cell::RefCell<Vec<(usize, u64, Vec<u8>)>>>;
+pub(super) type WriteLog = std::rc::Rc<std::cell::RefCell<Vec<(usize, u64, Vec<u8>)>>>;
 
-struct Recorder {
-    id: usize,
-    dev: Cursor<Vec<u8>>,
-    log: WriteLog,
+pub(super) struct Recorder {
+    pub(super) id: usize,
+    pub(super) dev: Cursor<Vec<u8>>,
+    pub(super) log: WriteLog,
 }
 
 impl Read for Recorder {
@@ -47,7 +47,10 @@ impl Write for Recorder {
 
 /// What stele-init would boot from (slots, state): the chosen slot if it verifies,
 /// else the other one; the version booted.
-fn boot(slots: &mut [Cursor<Vec<u8>>; 2], state_dev: &mut Cursor<Vec<u8>>) -> Option<String> {
+pub(super) fn boot(
+    slots: &mut [Cursor<Vec<u8>>; 2],
+    state_dev: &mut Cursor<Vec<u8>>,
+) -> Option<String> {
     let (mut st, _) = load(state_dev).ok()?;
     for _ in 0..2 {
         let s = st.choose()?;
@@ -58,6 +61,82 @@ fn boot(slots: &mut [Cursor<Vec<u8>>; 2], state_dev: &mut Cursor<Vec<u8>>) -> Op
         }
     }
     None
+}
+
+/// Applies the first `cut` writes of `writes` to copies of slot b and the state (the
+/// write at `cut` only half when `torn`). Device 1 is slot b, 2 the state.
+pub(super) fn replay(
+    writes: &[(usize, u64, Vec<u8>)],
+    cut: usize,
+    torn: bool,
+    b: &Cursor<Vec<u8>>,
+    st: &Cursor<Vec<u8>>,
+) -> (Cursor<Vec<u8>>, Cursor<Vec<u8>>) {
+    let (mut b, mut st) = (b.clone(), st.clone());
+    for (i, (dev, off, data)) in writes.iter().enumerate().take(cut + usize::from(torn)) {
+        let data = if i == cut {
+            &data[..data.len() / 2]
+        } else {
+            &data[..]
+        };
+        let target = if *dev == 1 { &mut b } else { &mut st };
+        let start = *off as usize;
+        target.get_mut()[start..start + data.len()].copy_from_slice(data);
+    }
+    (b, st)
+}
+
+/// Replays every prefix of an install's `writes` into slot b (a holds "1.1", b "1.5", the
+/// install "2.9"), whole and with the next write torn: the device must always boot one of
+/// the three, never the new content before the flip (`flip_at` writes) nor as if good,
+/// and the new content once everything is written. `then` gets each cut (the number of
+/// writes, torn, slot b as cut). Returns the versions that booted.
+pub(super) fn every_prefix_boots(
+    writes: &[(usize, u64, Vec<u8>)],
+    flip_at: usize,
+    a: &Cursor<Vec<u8>>,
+    b: &Cursor<Vec<u8>>,
+    st: &Cursor<Vec<u8>>,
+    mut then: impl FnMut(usize, bool, Cursor<Vec<u8>>),
+) -> std::collections::BTreeSet<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for cut in 0..=writes.len() {
+        for torn in [false, true] {
+            if torn && cut == writes.len() {
+                continue;
+            }
+            let (b_cut, mut state) = replay(writes, cut, torn, b, st);
+            let mut slots = [a.clone(), b_cut.clone()];
+            let booted = boot(&mut slots, &mut state)
+                .unwrap_or_else(|| panic!("no bootable slot after {cut} writes (torn: {torn})"));
+            // Old b (before its footer is zeroed), a (while b is rewritten and until
+            // its new footer is there), new b (at the end).
+            assert!(
+                ["1.5", "1.1", "2.9"].contains(&booted.as_str()),
+                "booted {booted} after {cut} writes"
+            );
+            if cut <= flip_at {
+                assert_ne!(
+                    booted, "2.9",
+                    "new content booted before the flip ({cut} writes)"
+                );
+            }
+            if booted == "2.9" {
+                // New content only ever boots as a trial, never under b's old record.
+                let (st, _) = load(&mut state).unwrap();
+                assert!(
+                    !st.slot(Slot::B).successful,
+                    "new content booted as if good after {cut} writes (torn: {torn})"
+                );
+            }
+            if cut == writes.len() {
+                assert_eq!(booted, "2.9");
+            }
+            seen.insert(booted);
+            then(cut, torn, b_cut);
+        }
+    }
+    seen
 }
 
 /// Power cut at every write (sector) of an install into slot b (copy, flip, footer):
@@ -122,52 +201,6 @@ fn power_cut_at_any_write_still_boots() {
     .unwrap();
     let writes: Vec<(usize, u64, Vec<u8>)> = log.borrow().clone();
 
-    let mut seen = std::collections::BTreeSet::new();
-    for cut in 0..=writes.len() {
-        for torn in [false, true] {
-            if torn && cut == writes.len() {
-                continue;
-            }
-            let mut slots = [a.clone(), b.clone()];
-            let mut state = st.clone();
-            for (i, (dev, off, data)) in writes.iter().enumerate().take(cut + usize::from(torn)) {
-                // The torn write lands only its first half.
-                let data = if i == cut {
-                    &data[..data.len() / 2]
-                } else {
-                    &data[..]
-                };
-                let target = if *dev == 1 { &mut slots[1] } else { &mut state };
-                let start = *off as usize;
-                target.get_mut()[start..start + data.len()].copy_from_slice(data);
-            }
-            let booted = boot(&mut slots, &mut state)
-                .unwrap_or_else(|| panic!("no bootable slot after {cut} writes (torn: {torn})"));
-            // Old b (before its footer is zeroed), a (while b is rewritten and until
-            // its new footer is there), new b (at the end).
-            assert!(
-                ["1.5", "1.1", "2.9"].contains(&booted.as_str()),
-                "booted {booted} after {cut} writes"
-            );
-            if cut <= flip_at {
-                assert_ne!(
-                    booted, "2.9",
-                    "new content booted before the flip ({cut} writes)"
-                );
-            }
-            if booted == "2.9" {
-                // New content only ever boots as a trial, never under b's old record.
-                let (st, _) = load(&mut state).unwrap();
-                assert!(
-                    !st.slot(Slot::B).successful,
-                    "new content booted as if good after {cut} writes (torn: {torn})"
-                );
-            }
-            if cut == writes.len() {
-                assert_eq!(booted, "2.9");
-            }
-            seen.insert(booted);
-        }
-    }
+    let seen = every_prefix_boots(&writes, flip_at, &a, &b, &st, |_, _, _| {});
     assert_eq!(seen.len(), 3, "{seen:?}");
 }

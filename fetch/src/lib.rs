@@ -1,0 +1,313 @@
+//! stele-fetch: HTTP(S) for stele, kept out of PID 1. [`HttpSource`] reads byte ranges of
+//! a slot image with single `Range` requests over one kept-alive connection (ureq, rustls
+//! with the Mozilla roots); the `stele-fetch` binary serves it to the device's `stele`
+//! over a pipe (stele_update::fetch::protocol), and the host CLI uses it in-process.
+
+use std::io::Read;
+use std::time::Duration;
+
+use stele_verifier::update::delta::{FetchError, RangeSource, Sink};
+use ureq::http::{header, StatusCode};
+use ureq::Agent;
+
+/// Bytes read from a body at once.
+const READ_CHUNK: usize = 64 << 10;
+
+/// A slot image on an HTTP(S) server.
+pub struct HttpSource {
+    agent: Agent,
+    url: String,
+    len: Option<u64>,
+    ignores_ranges: bool,
+    /// The last 4 KiB, from the first request (`Range: bytes=-4096`): (offset, bytes).
+    tail: Option<(u64, Vec<u8>)>,
+    stream: Option<ureq::BodyReader<'static>>,
+}
+
+impl std::fmt::Debug for HttpSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HttpSource({})", self.url)
+    }
+}
+
+/// What a status means for a retry.
+fn status_error(status: StatusCode, retry_after: Option<Duration>) -> FetchError {
+    let why = format!(
+        "HTTP {} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )
+    .trim_end()
+    .to_string();
+    if status.is_server_error()
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+    {
+        FetchError::Transient { why, retry_after }
+    } else {
+        FetchError::Permanent { why }
+    }
+}
+
+fn ureq_error(e: ureq::Error) -> FetchError {
+    use ureq::Error as E;
+    match e {
+        E::BadUri(_) | E::InvalidProxyUrl | E::Tls(_) | E::Pem(_) | E::Rustls(_) => {
+            FetchError::Permanent { why: e.to_string() }
+        }
+        other => FetchError::transient(other.to_string()),
+    }
+}
+
+/// `Retry-After` in seconds (an HTTP date is not used: the backoff decides then).
+fn retry_after(h: &ureq::http::HeaderMap) -> Option<Duration> {
+    h.get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// `Content-Range: bytes a-b/total` as (a, b, total). Pure.
+pub fn content_range(v: &str) -> Option<(u64, u64, u64)> {
+    let rest = v.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?, total.parse().ok()?))
+}
+
+impl HttpSource {
+    /// A source for `url`; a request that sends nothing for `timeout` (connecting,
+    /// waiting for the answer, or between two reads of its body) is cut.
+    pub fn new(url: &str, timeout: Duration) -> Self {
+        let config = Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(timeout))
+            .timeout_recv_response(Some(timeout))
+            .timeout_per_read(Some(timeout))
+            .user_agent(concat!("stele-fetch/", env!("CARGO_PKG_VERSION")))
+            .build();
+        HttpSource {
+            agent: config.into(),
+            url: url.to_string(),
+            len: None,
+            ignores_ranges: false,
+            tail: None,
+            stream: None,
+        }
+    }
+
+    fn get(&self, range: Option<&str>) -> Result<ureq::http::Response<ureq::Body>, FetchError> {
+        let mut req = self.agent.get(&self.url);
+        if let Some(r) = range {
+            req = req.header(header::RANGE, r);
+        }
+        req.call().map_err(ureq_error)
+    }
+
+    /// The total length an answer states, checked against what was seen before.
+    fn learn_len(&mut self, total: u64) -> Result<(), FetchError> {
+        match self.len {
+            Some(was) if was != total => Err(FetchError::Changed { was, now: total }),
+            _ => {
+                self.len = Some(total);
+                Ok(())
+            }
+        }
+    }
+
+    /// A 206 answer for `off..off + len`: its Content-Range must say exactly that.
+    fn check_partial(
+        &mut self,
+        resp: &ureq::http::Response<ureq::Body>,
+        off: Option<u64>,
+        len: u64,
+    ) -> Result<u64, FetchError> {
+        let cr = resp
+            .headers()
+            .get(header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(content_range)
+            .ok_or_else(|| FetchError::transient("a 206 answer without a valid Content-Range"))?;
+        let (a, b, total) = cr;
+        self.learn_len(total)?;
+        let want_a = off.unwrap_or(total.saturating_sub(len));
+        let want_b = (want_a + len).min(total).saturating_sub(1);
+        if a != want_a || b != want_b {
+            return Err(FetchError::transient(format!(
+                "asked for bytes {want_a}-{want_b}, the server sent {a}-{b}"
+            )));
+        }
+        Ok(a)
+    }
+}
+
+/// Reads exactly `len` bytes of `body` into `sink`.
+fn pour(body: &mut dyn Read, len: u64, sink: Sink<'_>) -> Result<(), FetchError> {
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut left = len;
+    while left > 0 {
+        let want = usize::try_from(left.min(READ_CHUNK as u64)).unwrap_or(READ_CHUNK);
+        match body.read(&mut buf[..want]) {
+            Ok(0) => {
+                return Err(FetchError::transient(format!(
+                    "the answer ended {left} bytes early"
+                )))
+            }
+            Ok(n) => {
+                sink(&buf[..n]).map_err(|_| FetchError::Aborted)?;
+                left -= n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(FetchError::transient(format!("reading the answer: {e}"))),
+        }
+    }
+    Ok(())
+}
+
+impl RangeSource for HttpSource {
+    fn name(&self) -> String {
+        self.url.clone()
+    }
+
+    /// The first request: `Range: bytes=-4096` (the footer), which also tells the length.
+    fn len(&mut self) -> Result<u64, FetchError> {
+        if let Some(l) = self.len {
+            return Ok(l);
+        }
+        let resp = self.get(Some("bytes=-4096"))?;
+        let status = resp.status();
+        if status == StatusCode::PARTIAL_CONTENT {
+            let a = self.check_partial(&resp, None, 4096)?;
+            let total = self.len.unwrap_or(0);
+            let mut bytes = Vec::new();
+            let mut body = resp.into_body().into_reader();
+            pour(&mut body, total - a, &mut |c| {
+                bytes.extend_from_slice(c);
+                Ok(())
+            })?;
+            self.tail = Some((a, bytes));
+            return Ok(total);
+        }
+        if status == StatusCode::OK {
+            self.ignores_ranges = true;
+            let total = resp
+                .body()
+                .content_length()
+                .ok_or_else(|| FetchError::Permanent {
+                    why: "the server ignores Range and sends no Content-Length".into(),
+                })?;
+            self.learn_len(total)?;
+            return Ok(total);
+        }
+        Err(status_error(status, retry_after(resp.headers())))
+    }
+
+    fn read_range(&mut self, off: u64, len: u64, sink: Sink<'_>) -> Result<(), FetchError> {
+        // The answer to the first request serves the first read of those bytes, once: a
+        // read again (its check failed) goes to the server.
+        if let Some((t_off, bytes)) = self.tail.take() {
+            let end = t_off + bytes.len() as u64;
+            if off >= t_off && off + len <= end {
+                let a = usize::try_from(off - t_off).unwrap_or(0);
+                let b = a + usize::try_from(len).unwrap_or(0);
+                return sink(&bytes[a..b]).map_err(|_| FetchError::Aborted);
+            }
+        }
+        if self.ignores_ranges {
+            return Err(FetchError::RangesIgnored);
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let range = format!("bytes={off}-{}", off + len - 1);
+        let resp = self.get(Some(&range))?;
+        let status = resp.status();
+        if status == StatusCode::OK {
+            self.ignores_ranges = true;
+            return Err(FetchError::RangesIgnored);
+        }
+        if status == StatusCode::RANGE_NOT_SATISFIABLE {
+            // `Content-Range: bytes */<total>`: the file is shorter than it was.
+            let now = resp
+                .headers()
+                .get(header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().strip_prefix("bytes */")?.parse().ok())
+                .unwrap_or(0);
+            return Err(FetchError::Changed {
+                was: self.len.unwrap_or(0),
+                now,
+            });
+        }
+        if status != StatusCode::PARTIAL_CONTENT {
+            return Err(status_error(status, retry_after(resp.headers())));
+        }
+        self.check_partial(&resp, Some(off), len)?;
+        let mut body = resp.into_body().into_reader();
+        pour(&mut body, len, sink)
+    }
+
+    fn start_stream(&mut self) -> Result<(), FetchError> {
+        self.stream = None;
+        let resp = self.get(None)?;
+        let status = resp.status();
+        if status != StatusCode::OK {
+            return Err(status_error(status, retry_after(resp.headers())));
+        }
+        if let Some(total) = resp.body().content_length() {
+            self.learn_len(total)?;
+        }
+        self.stream = Some(resp.into_body().into_reader());
+        Ok(())
+    }
+
+    fn read_stream(&mut self, buf: &mut [u8]) -> Result<usize, FetchError> {
+        let Some(s) = &mut self.stream else {
+            return Err(FetchError::transient("no stream is open"));
+        };
+        loop {
+            match s.read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.stream = None;
+                    return Err(FetchError::transient(format!("reading the stream: {e}")));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(content_range("bytes 0-4095/8192"), Some((0, 4095, 8192)));
+        assert_eq!(
+            content_range(" bytes 4096-8191/8192 "),
+            Some((4096, 8191, 8192))
+        );
+        assert_eq!(content_range("bytes */8192"), None);
+        assert_eq!(content_range("items 0-1/2"), None);
+        let e = status_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(Duration::from_secs(2)),
+        );
+        assert!(matches!(
+            e,
+            FetchError::Transient {
+                retry_after: Some(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            status_error(StatusCode::NOT_FOUND, None),
+            FetchError::Permanent { ref why } if why == "HTTP 404 Not Found"
+        ));
+    }
+}
