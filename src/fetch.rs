@@ -98,11 +98,13 @@ fn base_of(disk: &Path, st: &BootState) -> CliResult<Base> {
 }
 
 /// `stele update install --disk DISK URL`: into the slot the disk's state would not boot
-/// next; the slot it boots next is the base.
+/// next; the slot it boots next is the base, and its floor and product apply as for a
+/// bundle file (`--name` binds another product).
 pub fn install_disk(
     disk: &Path,
     loc: &Location,
     keyring: &Keyring,
+    name: Option<&str>,
     opts: &FetchOptions,
 ) -> CliResult {
     let mut src = host_source(loc, opts)?;
@@ -114,6 +116,8 @@ pub fn install_disk(
     let st = state.load()?;
     let target = install::plan(&st, None)?;
     let (mut tf, t_off, t_len) = open_partition(disk, Role::slot(target), true)?;
+    let next = crate::update::disk_next(&mut tf, &st, keyring);
+    let trust = crate::update::disk_trust(keyring, name, next.as_ref());
     let mut slot = PartitionIo::new(&mut tf, t_off, t_len);
     let (_, mut base_file) = base_of(disk, &st)?;
     let mut base_io = base_file
@@ -129,9 +133,7 @@ pub fn install_disk(
             base: base_io.as_mut().map(|(b, l)| (b, *l)),
         },
         &mut state,
-        keyring,
-        // A build host has no TPM of the device's, nor its initramfs: the state's floor.
-        stele_update::rollback::Floors::default(),
+        &trust,
         opts,
         &mut |_| Ok(()),
         &mut log,

@@ -31,9 +31,14 @@ pub struct InitramfsArgs {
     /// Signatures needed: 1 ..= number of keys.
     #[arg(long, default_value_t = 1)]
     pub threshold: usize,
-    /// boot.toml settings (must not set `threshold` or `modules`).
+    /// boot.toml settings (must not set `threshold`, `modules` or `name`).
     #[arg(long, value_name = "boot.toml")]
     pub config: Option<PathBuf>,
+    /// Bind the device to this product: slots and updates whose manifest `name` differs
+    /// are refused at boot and at install (boot.toml `name`). Without it, any image signed
+    /// by the keys boots (a warning says so).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
     /// The stele-init binary, installed as /init.
     #[arg(long, value_name = "PATH")]
     pub init: PathBuf,
@@ -56,6 +61,9 @@ pub struct InitramfsArgs {
     #[arg(long)]
     pub force: bool,
 }
+
+/// What `stele initramfs` says on stderr when no `--name` binds the device to a product.
+pub const UNBOUND_WARNING: &str = "no --name: this initramfs boots and installs any product's image signed by its keys; give --name PRODUCT to bind the device to one";
 
 /// Runs `stele initramfs`.
 pub fn run(args: InitramfsArgs) -> CliResult {
@@ -81,6 +89,7 @@ pub fn run(args: InitramfsArgs) -> CliResult {
         config: args.config,
         init: args.init,
         mtime,
+        name: args.name,
         stage2: args.stage2,
         kernel: args.kernel,
         min_rollback_index: args.min_rollback_index,
@@ -95,12 +104,16 @@ pub fn run(args: InitramfsArgs) -> CliResult {
             source,
         })
     })?;
+    if spec.name.is_none() {
+        stele_verifier::exit::print_warning(&UNBOUND_WARNING);
+    }
     println!(
-        "wrote {} ({}, {}, threshold {}, modules: {})",
+        "wrote {} ({}, {}, threshold {}, product {}, modules: {})",
         out.display(),
         count_len(bytes.len(), "byte", "bytes"),
         count_len(spec.keys.len(), "key", "keys"),
         spec.threshold,
+        spec.name.as_deref().unwrap_or("any"),
         order.join(" ")
     );
     Ok(())

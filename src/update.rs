@@ -12,7 +12,7 @@ use stele_image::gpt::GptError;
 use stele_update::args::Command as DevCommand;
 use stele_update::device;
 use stele_update::fetch::{is_url, Location};
-use stele_update::install::{self, BundleArg};
+use stele_update::install::{self, BundleArg, Trust};
 use stele_update::run_dir::RUN_DIR;
 use stele_update::stage1;
 use stele_update::state_file::StateFile;
@@ -22,7 +22,7 @@ use stele_verifier::exit::print_warning;
 use stele_verifier::keys::Keyring;
 use stele_verifier::layout::Role;
 use stele_verifier::partition::PartitionIo;
-use stele_verifier::state::Slot;
+use stele_verifier::state::{BootState, Slot};
 
 use crate::error::{CliResult, Error, Usage};
 use crate::progress::Bars;
@@ -110,6 +110,10 @@ pub struct InstallArgs {
     bundle: PathBuf,
     #[command(flatten)]
     offline: Offline,
+    /// The product the disk is bound to (its initramfs's `--name`); with --disk. Default:
+    /// the product of the image the disk boots next, when that image verifies.
+    #[arg(long, value_name = "NAME", requires = "disk")]
+    name: Option<String>,
     /// With an http(s):// URL: a delta install (only the blocks the device lacks).
     #[command(flatten)]
     fetch: crate::fetch::FetchArgs,
@@ -133,7 +137,8 @@ pub fn run(cmd: UpdateCommand) -> CliResult {
             let opts = a.fetch.options()?;
             match offline_keys(&a.offline)? {
                 Some((disk, Some(keyring))) => {
-                    crate::fetch::install_disk(&disk, &Location::parse(&url), &keyring, &opts)
+                    let loc = Location::parse(&url);
+                    crate::fetch::install_disk(&disk, &loc, &keyring, a.name.as_deref(), &opts)
                 }
                 Some((_, None)) => Err(Usage::DiskWithoutKeys.into()),
                 None => on_device(&DevCommand::InstallUrl { url, opts }),
@@ -147,7 +152,9 @@ pub fn run(cmd: UpdateCommand) -> CliResult {
                 BundleArg::Path(a.bundle)
             };
             match offline_keys(&a.offline)? {
-                Some((disk, Some(keyring))) => install_disk(&disk, &bundle, &keyring),
+                Some((disk, Some(keyring))) => {
+                    install_disk(&disk, &bundle, &keyring, a.name.as_deref())
+                }
                 Some((_, None)) => Err(Usage::DiskWithoutKeys.into()),
                 None => on_device(&DevCommand::Install(bundle)),
             }
@@ -255,15 +262,21 @@ pub(crate) fn log(line: &str) {
     eprintln!("stele: {line}");
 }
 
-/// Offline install: into the slot the disk's state would not boot next.
-fn install_disk(disk: &Path, arg: &BundleArg, keyring: &Keyring) -> CliResult {
+/// Offline install: into the slot the disk's state would not boot next, with the floor
+/// and product of the slot it does boot next (when its image verifies), the disk image
+/// locked for the whole install.
+fn install_disk(disk: &Path, arg: &BundleArg, keyring: &Keyring, name: Option<&str>) -> CliResult {
     let (mut state_disk, s_off, s_len) = open_partition(disk, Role::State, true)?;
-    let mut state = StateFile::new(
-        PartitionIo::new(&mut state_disk, s_off, s_len),
-        disk.display().to_string(),
-    );
-    let target = install::plan(&state.load()?, None)?;
+    let shown = disk.display().to_string();
+    let _lock =
+        storage::try_lock(&state_disk, &shown)?.ok_or_else(|| stele_update::Error::SlotBusy {
+            path: shown.clone(),
+        })?;
+    let mut state = StateFile::new(PartitionIo::new(&mut state_disk, s_off, s_len), shown);
+    let st = state.load()?;
+    let target = install::plan(&st, None)?;
     let (mut slot_disk, t_off, t_len) = open_partition(disk, Role::slot(target), true)?;
+    let next = disk_next(&mut slot_disk, &st, keyring);
     let (mut bundle, bundle_md) = install::open_bundle(arg)?;
     let disk_md = slot_disk
         .metadata()
@@ -274,6 +287,7 @@ fn install_disk(disk: &Path, arg: &BundleArg, keyring: &Keyring) -> CliResult {
         }
         .into());
     }
+    let trust = disk_trust(keyring, name, next.as_ref());
     let mut slot = PartitionIo::new(&mut slot_disk, t_off, t_len);
     let done = install::install(
         &mut bundle,
@@ -281,14 +295,47 @@ fn install_disk(disk: &Path, arg: &BundleArg, keyring: &Keyring) -> CliResult {
         &mut slot,
         t_len,
         &mut state,
-        keyring,
-        // A disk image on a build host: the state's floor (no TPM, no initramfs here).
-        stele_update::rollback::Floors::default(),
+        &trust,
         &mut log,
         &mut Bars::stderr(),
     )?;
     println!("{}", install::installed_line(&done));
     Ok(())
+}
+
+/// What a disk boots next (`disk`: the disk image, any partition's file): the slot, its
+/// verified rollback index and product, when its image verifies against `keyring`.
+pub(crate) fn disk_next(
+    disk: &mut File,
+    st: &BootState,
+    keyring: &Keyring,
+) -> Option<(Slot, u64, String)> {
+    let s = st.choose()?;
+    let (off, len) = find_partition(disk, Role::slot(s).name()).ok()?;
+    match inspect_slot(&mut PartitionIo::new(disk, off, len), len, Some(keyring)) {
+        Image::Valid {
+            name,
+            rollback_index,
+            ..
+        } => Some((s, rollback_index, name)),
+        _ => None,
+    }
+}
+
+/// An offline install's trust: `keyring`; the product `name` (`--name`), else that of
+/// the slot the disk boots next; that slot's verified index raising the floor.
+pub(crate) fn disk_trust<'a>(
+    keyring: &'a Keyring,
+    name: Option<&'a str>,
+    next: Option<&'a (Slot, u64, String)>,
+) -> Trust<'a> {
+    Trust {
+        keyring,
+        product: name.or(next.map(|(_, _, n)| n.as_str())),
+        running: next.map(|(s, i, _)| (*s, *i)),
+        // A disk image on a build host: no TPM of the device's, no initramfs minimum.
+        floors: stele_update::rollback::Floors::default(),
+    }
 }
 
 /// Offline status: both slots of the disk checked against the keyring (without one,

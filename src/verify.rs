@@ -79,6 +79,7 @@ fn check(a: &VerifyArgs) -> CliResult<(Checked, String)> {
     let opts = VerifyOptions {
         full: a.full,
         rollback_floor: a.rollback_floor,
+        product: None,
     };
     let (loc, verified) = if a.full {
         // The data pass reads the whole image: a bar on a terminal.

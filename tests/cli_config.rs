@@ -26,6 +26,17 @@ pub fn static_elf() -> Vec<u8> {
     b
 }
 
+/// An empty modules directory and a static /init for `stele initramfs` (nothing is ever
+/// loaded or run): (modules dir, init path).
+fn fake_kernel(fx: &Fixture) -> (String, String) {
+    let modules = fx.path("modules");
+    std::fs::create_dir(&modules).expect("mkdir");
+    std::fs::write(modules.join("modules.dep"), "").expect("write modules.dep");
+    let init = fx.path("init");
+    std::fs::write(&init, static_elf()).expect("write init");
+    (fx.p("modules"), fx.p("init"))
+}
+
 /// `stele image build` of `root` signed with `key` into `out`.
 fn build(fx: &Fixture, root: &str, key: &str, out: &Path) -> Out {
     fx.image(root, key)
@@ -47,11 +58,7 @@ fn refused_with(out: &Out, line: &str, out_path: &Path) {
 fn initramfs_config_refuses_what_stele_init_refuses() {
     let fx = Fixture::new();
     let (_, p) = fx.keygen("k");
-    let modules = fx.path("modules");
-    std::fs::create_dir(&modules).expect("mkdir");
-    std::fs::write(modules.join("modules.dep"), "").expect("write modules.dep");
-    let init = fx.path("init");
-    std::fs::write(&init, static_elf()).expect("write init");
+    let (modules, init) = fake_kernel(&fx);
     let out_dir = fx.path("out");
     std::fs::create_dir(&out_dir).expect("mkdir");
     let out = out_dir.join("initrd");
@@ -59,8 +66,8 @@ fn initramfs_config_refuses_what_stele_init_refuses() {
     let cfg = fx.path("boot.toml");
     let run = |text: &str| {
         fx.initramfs(&[&p])
-            .modules_dir(modules.to_str().expect("utf-8"))
-            .init(init.to_str().expect("utf-8"))
+            .modules_dir(&modules)
+            .init(&init)
             .args(&["--no-default-modules"])
             .config(text)
             .out("out/initrd")
@@ -98,6 +105,54 @@ fn initramfs_config_refuses_what_stele_init_refuses() {
         text.contains("data_mount = \"/srv\""),
         "boot.toml not in the archive"
     );
+}
+
+/// `stele initramfs --name` binds the initramfs to a product (boot.toml `name`, checked by
+/// PID 1's schema); without it the build warns that any product's image would boot.
+#[test]
+fn initramfs_name_binds_the_product_and_its_absence_is_a_warning() {
+    let fx = Fixture::new();
+    let (_, p) = fx.keygen("k");
+    let (modules, init) = fake_kernel(&fx);
+    let build = |name: Option<&str>| {
+        let mut b = fx
+            .initramfs(&[&p])
+            .modules_dir(&modules)
+            .init(&init)
+            .args(&["--no-default-modules", "--force"]);
+        if let Some(n) = name {
+            b = b.args(&["--name", n]);
+        }
+        b.run()
+    };
+    let bound = build(Some("router-x1"));
+    assert_eq!(bound.code, 0, "{bound:?}");
+    assert!(bound.stderr.is_empty(), "{bound:?}");
+    assert!(bound.stdout.contains("product router-x1"), "{bound:?}");
+    let cpio = String::from_utf8_lossy(&std::fs::read(fx.path("initrd.cpio")).expect("initrd"))
+        .into_owned();
+    assert!(
+        cpio.contains("name = \"router-x1\""),
+        "boot.toml has no name"
+    );
+    let open = build(None);
+    assert_eq!(open.code, 0, "{open:?}");
+    assert!(
+        open.stderr.starts_with(
+            "stele: warning: no --name: this initramfs boots and installs any product's image"
+        ),
+        "{open:?}"
+    );
+    assert!(open.stdout.contains("product any"), "{open:?}");
+    // A name the schema refuses: PID 1's line, nothing written.
+    std::fs::remove_file(fx.path("initrd.cpio")).expect("rm");
+    let bad = build(Some("my router"));
+    fails(
+        &bad,
+        2,
+        &["invalid generated boot.toml: name: \"my router\" is not a product name"],
+    );
+    assert!(!fx.path("initrd.cpio").exists());
 }
 
 #[test]

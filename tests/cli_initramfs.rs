@@ -34,7 +34,7 @@ fn summary_counts_keys_and_an_existing_output_needs_force() {
     let (_, p) = fx.keygen("a");
     let out = crate::util::ok(fx.initramfs(&[&p]).run());
     assert!(
-        out.contains(" bytes, 1 key, threshold 1, modules: "),
+        out.contains(" bytes, 1 key, threshold 1, product any, modules: "),
         "{out}"
     );
     let before = std::fs::read(fx.path("initrd.cpio")).unwrap();

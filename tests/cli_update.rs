@@ -80,7 +80,8 @@ fn offline_install_goes_to_the_other_slot_and_boots_it_next() {
     let s = status_json(&d, &p);
     assert_eq!(s["booted"], serde_json::Value::Null);
     assert_eq!(s["next"], "b");
-    assert_eq!(s["rollback_floor"], 0);
+    // A fresh disk starts at its image's rollback index.
+    assert_eq!(s["rollback_floor"], 1);
     let b = &s["slots"]["b"];
     assert_eq!(b["version"], "2.0.0");
     assert_eq!(b["rollback_index"], 2);
@@ -241,7 +242,7 @@ fn status_without_keys_shows_unverified_slots() {
         text,
         "slot a: next unverified version=1.0.0 rollback_index=1 priority=2 tries_remaining=0 successful=yes\n\
          slot b: empty priority=0 tries_remaining=0 successful=no\n\
-         rollback_floor=0 next=a\n"
+         rollback_floor=1 next=a\n"
     );
     let out = ok(stele(&["update", "status", "--disk", &d, "--json"]));
     let s: serde_json::Value = serde_json::from_str(&out).unwrap();

@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 pub use boot::Guest;
 pub use http::{Fault, FaultServer};
 pub use internals::{
-    change_state, envelope_sha256, partition, partition_bytes, state, unmappable_slot, Slot,
-    GPTMBR, UKI_STUB,
+    change_partition, change_state, envelope_sha256, gpt_image, old_layout, old_layout_copies,
+    partition, partition_bytes, rename_partitions, state, unmappable_slot, Slot, GPTMBR, UKI_STUB,
 };
 
 use crate::util::{need_tool, ok, stele, stele_env, stele_stdin, Out};
@@ -50,6 +50,20 @@ const APPLETS: [&str; 24] = [
 ];
 /// The system.toml of the CLI tests' tree: PID 1 goes to that tree's `/usr/bin/hello`.
 const HELLO_SYSTEM: &str = "exec = [\"/usr/bin/hello\"]\n";
+
+/// `len` pseudo-random letters from `seed` (xorshift): a file with data blocks of its own,
+/// and a needle to find it by inside a slot.
+pub fn ballast(len: usize, seed: u64) -> String {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + u8::try_from(x % 26).expect("a letter"))
+        })
+        .collect()
+}
 
 /// A path the set-up provides; panics naming `cargo xtask test` when it is missing.
 pub fn env_path(var: &str) -> PathBuf {

@@ -2,9 +2,10 @@
 //! kexec into the slot's own kernel with stage 2 verifying the same slot and spending no
 //! try; the same-kernel fast path; a slot kernel that panics and one that hangs (the
 //! watchdog survives kexec and resets the machine) falling back after their tries, with the
-//! state on disk checked afterwards; stage 2 verifying with its own keys; an update
-//! carrying a new kernel and a new stele-init installed inside the guest, and an older
-//! image refused below the floor; the watchdog handed over to an exec'd init.
+//! state on disk checked afterwards; stage 2 verifying with its own keys and product, and
+//! counting no unconfirmed boot of a good slot; an update carrying a new kernel and a new
+//! stele-init installed inside the guest, and an older image refused below the floor; the
+//! watchdog handed over to an exec'd init.
 //!
 //! The slot's "new" kernel is the Debian kernel with its signature stripped
 //! (`sbattach --remove`): another sha256, the same kernel.
@@ -237,26 +238,55 @@ fn the_same_kernel_boots_in_place_without_kexec() {
 #[test]
 fn stage_2_verifies_again_with_its_own_keys() {
     let fx = Fixture::new();
-    let (key, public) = release(&fx);
+    let release = release(&fx);
     let (_, other) = fx.keygen("other");
-    let kernel = stripped_kernel(&fx);
+    stage_2_refuses_b(&fx, &release, &[&other], &[], "signature threshold not met");
+}
+
+/// Stage 2 applies the product binding too: a stage-2 initramfs bound to another product
+/// (`--name`) refuses the slot, marks it, and stage 1 falls back after the reboot.
+#[test]
+fn stage_2_checks_the_product_again() {
+    let fx = Fixture::new();
+    let release = release(&fx);
+    stage_2_refuses_b(
+        &fx,
+        &release,
+        &[&release.1],
+        &["--name", "other"],
+        "product refused: the image is \"test\", this device is bound to \"other\"",
+    );
+}
+
+/// Slot b (on trial, its own kernel, signed by `release`) carries a stage-2 initramfs
+/// trusting `keys` built with `extra`: stage 2 refuses b with `cause` and marks it; stage
+/// 1 boots a after the reboot.
+fn stage_2_refuses_b(
+    fx: &Fixture,
+    (key, public): &(String, String),
+    keys: &[&str],
+    extra: &[&str],
+    cause: &str,
+) {
+    let kernel = stripped_kernel(fx);
     let stage2 = fx
-        .initramfs(&[&other])
+        .initramfs(keys)
         .args(&["--stage2"])
+        .args(extra)
         .config("failure_delay_secs = 1\n")
-        .out("stage2-other.cpio")
+        .out("stage2-refusing.cpio")
         .build();
-    let r2 = app_root(&fx, "root2", SYSTEM, SHOW_AND_POWER_OFF);
-    let v2 = kernel_image(&fx, (&r2, &key), ("2.0.0", 2), (&kernel, &stage2), "v2.img");
-    let disk = updated_disk(&fx, (&key, &public), &v2);
-    let initrd = stage1(&fx, &public, "", &[]);
+    let r2 = app_root(fx, "root2", SYSTEM, SHOW_AND_POWER_OFF);
+    let v2 = kernel_image(fx, (&r2, key), ("2.0.0", 2), (&kernel, &stage2), "v2.img");
+    let disk = updated_disk(fx, (key, public), &v2);
+    let initrd = stage1(fx, public, "", &[]);
     let mut vm = fx.boot(&initrd, &disk).start();
     vm.expect_all(&[
         "stele: slot=b version=2.0.0",
         "kexec_core: Starting new kernel",
     ]);
     let refused = vm.expect("stele: refused slot b:");
-    assert!(refused.contains("signature threshold not met"), "{refused}");
+    assert!(refused.contains(cause), "{refused}");
     vm.expect_all(&[
         "stele: no bootable slot: slot b:",
         "stele: shutdown: reboot",
@@ -269,10 +299,48 @@ fn stage_2_verifies_again_with_its_own_keys() {
         !console.contains("exhausted"),
         "b was refused, not out of tries"
     );
-    let st = status_on_disk(&disk, &public);
+    let st = status_on_disk(&disk, public);
     assert!(
         line(&st, "b").contains("priority=0"),
         "b marked unbootable: {st}"
+    );
+}
+
+/// A good slot booted through its own kernel: stage 1 counts one unconfirmed boot before
+/// it kexecs (docs/BOOT.md "Verity errors and unconfirmed boots"), stage 2 counts none
+/// (the guest sees 1, not 2) and checks the product it is bound to, and marking the slot
+/// good in stage 2 clears the count on disk.
+#[test]
+fn a_good_slot_through_kexec_counts_one_unconfirmed_boot() {
+    let fx = Fixture::new();
+    let (key, public) = release(&fx);
+    let kernel = stripped_kernel(&fx);
+    let stage2 = stage2(&fx, &public, "stage2.cpio", &["--name", "test"]);
+    let r = app_root(&fx, "root", SYSTEM, SHOW_AND_POWER_OFF);
+    let img = kernel_image(&fx, (&r, &key), ("1.0.0", 1), (&kernel, &stage2), "v1.img");
+    let disk = fx.disk(&img).build();
+    let initrd = stage1(&fx, &public, "", &["--name", "test"]);
+    let mut vm = fx.boot(&initrd, &disk).start();
+    vm.expect_all(&[
+        "stele: slot=a version=1.0.0",
+        "kexec_core: Starting new kernel",
+        "stele: stele-init ",
+        "stele: slot=a version=1.0.0",
+        "stele: ready",
+    ]);
+    let a = vm.expect("svc: slot a:");
+    assert!(
+        a.contains("booted") && a.contains("successful=yes unconfirmed=1"),
+        "{a}"
+    );
+    vm.expect_all(&["stele: slot=a marked good", "svc: done"]);
+    vm.powered_off();
+    assert_eq!(vm.boot_count(), 2, "two kernel boots: stage 1 and stage 2");
+    let st = status_on_disk(&disk, &public);
+    let a = line(&st, "a");
+    assert!(
+        a.contains("successful=yes") && !a.contains("unconfirmed"),
+        "{st}"
     );
 }
 

@@ -22,6 +22,8 @@
 //! - cli_verity: `stele verity` against `veritysetup --no-superblock`
 //! - cli_uki: `stele uki build`, ESP/BIOS/bmap disks: reproducible, checked by the real tools
 //! - cli_update: `stele update --disk`: offline install, status, refusals leave the state alone
+//! - cli_trust: a fresh disk's floor, the floor of the slot a disk boots, product binding
+//!   offline, old-layout state partitions, a state sequence at its end
 //! - fleet_http: `update install --disk URL` against nginx and a fault-injecting server;
 //!   `update plan`, `image diff`, `channel build`
 //! - fleet_resume: a connection cut at 100 random offsets; each re-run fetches only what is missing
@@ -40,6 +42,9 @@
 //!   and boot refuse the older image), rollback_storage = "tpm" without a TPM, measured boot
 //! - vm_owners: an image from a tar boots with its owners and a working file capability
 //! - vm_init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
+//! - vm_trust: a corrupted good slot, RUST_MIN_STACK on the command line, partitions on
+//!   another disk (at the scan and late), services as users, another product, a lost or
+//!   wrapped or old-layout state, a stalled install
 
 mod fixture;
 mod util;
@@ -58,6 +63,7 @@ mod cli_repro;
 mod cli_signals;
 mod cli_stage1;
 mod cli_tamper;
+mod cli_trust;
 mod cli_uki;
 mod cli_update;
 mod cli_verity;
@@ -71,3 +77,4 @@ mod uefi_vm;
 mod update_vm;
 mod vm_init;
 mod vm_owners;
+mod vm_trust;

@@ -7,7 +7,7 @@
 use std::fs;
 use std::time::Duration;
 
-use crate::fixture::{partition, Fixture, Guest, Rootfs};
+use crate::fixture::{ballast, partition, Fixture, Guest, Rootfs};
 use crate::util::{ok, stele};
 
 /// Seconds a healthy slot needs before it is marked good.
@@ -49,20 +49,6 @@ fn system(service: &str, restart: &str) -> String {
     format!(
         "{SYSTEM_HEAD}\n[[service]]\nname = \"app\"\nexec = [\"{service}\"]\nrestart = \"{restart}\"\n"
     )
-}
-
-/// A pseudo-random file, so that the image has some size to copy (and the power cut
-/// has a window to land in).
-fn ballast(len: usize, seed: u64) -> String {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            char::from(b'a' + u8::try_from(x % 26).unwrap())
-        })
-        .collect()
 }
 
 /// A root tree whose one service, `/bin/app`, is `service`.
@@ -186,12 +172,12 @@ fn refused_bundles_leave_the_state_alone() {
     let service = r#"#!/bin/sh
 sleep 3
 state=$(grep '^state=' /run/stele/devices | cut -d= -f2)
-before=$(dd if=$state bs=4096 count=2 2>/dev/null | md5sum)
+before=$(md5sum < $state)
 for dev in /dev/vdb /dev/vdc; do
   /run/stele/bin/stele update install $dev
   echo "guest: install $dev exit $?"
 done
-after=$(dd if=$state bs=4096 count=2 2>/dev/null | md5sum)
+after=$(md5sum < $state)
 if [ "$before" = "$after" ]; then echo "guest: state unchanged"; else echo "guest: STATE CHANGED $before $after"; fi
 if [ -e /var/rebooted ]; then kill -USR2 1; else touch /var/rebooted; sync; kill -TERM 1; fi
 sleep 100

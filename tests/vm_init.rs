@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use crate::fixture::{change_state, partition, state, Fixture, Slot};
-use crate::util::write_flipped;
+use crate::util::{ok, stele, write_flipped};
 
 /// The initramfs of these tests: `failure_delay_secs = 1`.
 fn initramfs(fx: &Fixture, public: &str) -> String {
@@ -44,7 +44,13 @@ fn verified_slot_runs_services_marks_good_and_powers_off() {
     let a = fx.image(&root, &k).index(4).build("a.img");
     let initrd = initramfs(&fx, &p);
     let d = disk(&fx, &a, &a);
-    assert_eq!(state(&d).rollback_floor, 0);
+    assert_eq!(
+        state(&d).rollback_floor,
+        4,
+        "a fresh disk starts at its images' index"
+    );
+    // As a disk of an older stele left it: marking good raises the floor again.
+    change_state(&d, |st| st.rollback_floor = 0);
     let mut v = fx.boot(&initrd, &d).no_reboot().start();
     v.expect_all(&[
         "stele: slot=a version=1.0.0 rollback_index=4 root_hash=",
@@ -75,7 +81,8 @@ fn tampered_slot_is_refused_with_full_verification_and_b_boots() {
     let (k, p) = fx.keygen("k");
     let root = fx.rootfs("root", GOOD).build();
     let a = fx.image(&root, &k).version("2.0.0").index(2).build("a.img");
-    let b = fx.image(&root, &k).build("b.img");
+    // The same rollback index: a fresh disk's floor is its images' highest.
+    let b = fx.image(&root, &k).index(2).build("b.img");
     let initrd = initramfs(&fx, &p);
     let d = disk(&fx, &a, &b);
     // One flipped bit in slot a's filesystem data: signatures and tree are intact, so only
@@ -92,7 +99,7 @@ fn tampered_slot_is_refused_with_full_verification_and_b_boots() {
     v.expect_all(&[
         "stele: warning: kernel option stele.bogus ignored",
         "stele: refused slot a: verity mismatch at data block 2",
-        "stele: slot=b version=1.0.0 rollback_index=1 root_hash=",
+        "stele: slot=b version=1.0.0 rollback_index=2 root_hash=",
         "probe: slot=b root=overlay",
         "stele: slot=b marked good",
         "stele: halted",
@@ -120,9 +127,10 @@ fn crash_looping_trial_slot_falls_back_after_its_tries() {
     let a = fx.image(&good, &k).build("a.img");
     let b = fx.image(&bad, &k).version("2.0.0").index(2).build("b.img");
     let initrd = initramfs(&fx, &p);
-    let d = disk(&fx, &a, &b);
-    // As an update would leave it: b on trial with 3 tries, top priority.
-    change_state(&d, |st| st.activate_new(Slot::B, 3));
+    let d = fx.disk(&a).slot_size("32M").data_size("16M").build();
+    // As an update leaves it: b on trial with 3 tries, top priority.
+    ok(stele(&["update", "install", "--disk", &d, "--key", &p, &b]));
+    assert_eq!(state(&d).slot(Slot::B).tries_remaining, 3);
     // The VM reboots as hardware would; each boot of b spends one try.
     let mut v = fx.boot(&initrd, &d).start();
     for _ in 0..3 {

@@ -22,8 +22,8 @@ use stele_verifier::progress::{Progress, Step};
 pub const MIB: u64 = 1 << 20;
 /// GPT entry attribute bit 2: legacy BIOS bootable (set on the ESP with `--bios`).
 pub const LEGACY_BIOS_BOOTABLE: u64 = 1 << 2;
-/// Size of the state partition.
-pub const STATE_SIZE: u64 = MIB;
+/// Size of the state partition: its two copies an erase block (1 MiB) apart.
+pub const STATE_SIZE: u64 = stele_verifier::state::PARTITION_SIZE;
 
 /// What went wrong while creating a disk.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,14 @@ pub enum DiskError {
     /// The file is not a stele slot image (no valid footer/manifest locator).
     #[error("{path} is not a stele slot image: {why}")]
     NotSlot { path: PathBuf, why: String },
+    /// A slot image's rollback index is below the other's, which is the disk's rollback
+    /// floor: that slot could never boot.
+    #[error("slot image {path} has rollback_index {index}, below the other slot image's {floor}: the disk starts with rollback floor {floor}, so this slot could never boot; give both slots images with rollback_index {floor} (or leave --b out)")]
+    BelowFloor {
+        path: PathBuf,
+        index: u64,
+        floor: u64,
+    },
     /// Writing the partition table failed.
     #[error(transparent)]
     Gpt(#[from] GptError),
@@ -77,9 +85,10 @@ impl Report for DiskError {
             }
             DiskError::Gpt(e) => e.exit(),
             DiskError::NotSlot { .. } => Exit::Refused,
-            DiskError::Size { .. } | DiskError::TooLarge { .. } | DiskError::OutIsInput { .. } => {
-                Exit::Usage
-            }
+            DiskError::Size { .. }
+            | DiskError::TooLarge { .. }
+            | DiskError::OutIsInput { .. }
+            | DiskError::BelowFloor { .. } => Exit::Usage,
             DiskError::Image(e) => e.exit(),
         }
     }
@@ -228,6 +237,8 @@ struct SlotInput {
     path: PathBuf,
     file: File,
     len: u64,
+    /// From the image's manifest as built (signatures are the device's to check).
+    rollback_index: u64,
 }
 
 fn open_slot(path: &Path, slot_len: u64) -> Result<SlotInput, DiskError> {
@@ -252,7 +263,7 @@ fn open_slot(path: &Path, slot_len: u64) -> Result<SlotInput, DiskError> {
             slot_len,
         });
     }
-    stele_verifier::slot::locate(&mut file, len).map_err(|e| match e {
+    let not_slot = |e: stele_verifier::Error| match e {
         // Reading failed: the environment, not the file's content.
         stele_verifier::Error::Io { source, .. } => DiskError::Io {
             what: "reading",
@@ -263,12 +274,40 @@ fn open_slot(path: &Path, slot_len: u64) -> Result<SlotInput, DiskError> {
             path: path.to_path_buf(),
             why: e.to_string(),
         },
-    })?;
+    };
+    let loc = stele_verifier::slot::locate(&mut file, len).map_err(not_slot)?;
+    // Read without a keyring (disk create has none): it only sets the starting floor, and
+    // every slot is verified against the device's keys at boot.
+    let rollback_index = loc
+        .envelope
+        .unverified_manifest()
+        .map_err(not_slot)?
+        .rollback_index;
     Ok(SlotInput {
         path: path.to_path_buf(),
         file,
         len,
+        rollback_index,
     })
+}
+
+/// The rollback floor a fresh disk starts with: the highest rollback index of its slot
+/// images, so that no older signed image installs before an update is marked good. A slot
+/// image below it could never boot and is refused.
+fn starting_floor(a: &SlotInput, b: Option<&SlotInput>) -> Result<u64, DiskError> {
+    let floor = b.map_or(a.rollback_index, |b| b.rollback_index.max(a.rollback_index));
+    match [Some(a), b]
+        .into_iter()
+        .flatten()
+        .find(|s| s.rollback_index < floor)
+    {
+        Some(low) => Err(DiskError::BelowFloor {
+            path: low.path.clone(),
+            index: low.rollback_index,
+            floor,
+        }),
+        None => Ok(floor),
+    }
 }
 
 fn hash_file(
@@ -377,6 +416,7 @@ pub fn create_with_esp(
         .as_deref()
         .map(|p| open_slot(p, slot_len))
         .transpose()?;
+    let floor = starting_floor(&a, b.as_ref())?;
     let mut h = Sha256::new();
     h.update(b"stele-disk-v1");
     h.update(slot_len.to_le_bytes());
@@ -433,8 +473,9 @@ pub fn create_with_esp(
         }
         let (off, len) = part(Role::State.name());
         let mut w = PartitionIo::new(&mut *disk, off, len);
-        stele_verifier::state::initialize(&mut w, &BootState::initial(b.is_some()))
-            .map_err(DiskError::State)?;
+        let mut st = BootState::initial(b.is_some());
+        st.rollback_floor = floor;
+        stele_verifier::state::initialize(&mut w, &st).map_err(DiskError::State)?;
         disk.flush().map_err(ioe("writing"))?;
         if let Some((content, _, _)) = &esp {
             let (offset, len) = part(Role::Esp.name());
@@ -456,295 +497,5 @@ pub fn create_with_esp(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Cursor;
-
-    const STATE_NAME: &str = Role::State.name();
-    const SLOT_A_NAME: &str = Role::SlotA.name();
-    const SLOT_B_NAME: &str = Role::SlotB.name();
-    const DATA_NAME: &str = Role::Data.name();
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("64M"), Ok(64 << 20));
-        assert_eq!(parse_size("1G"), Ok(1 << 30));
-        assert_eq!(parse_size("512K"), Ok(512 << 10));
-        assert_eq!(parse_size("2MiB"), Ok(2 << 20));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        for bad in ["", "M", "1.5G", "-1", "12X", "99999999999999999999T"] {
-            assert!(parse_size(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn layout_is_aligned_and_named() {
-        let g = layout(3 * MIB + 1, Some(8 * MIB), b"seed").unwrap();
-        let names: Vec<&str> = g.partitions.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, [STATE_NAME, SLOT_A_NAME, SLOT_B_NAME, DATA_NAME]);
-        let ranges: Vec<(u64, u64)> = g.partitions.iter().map(Partition::byte_range).collect();
-        assert_eq!(
-            ranges,
-            [
-                (MIB, MIB),
-                (2 * MIB, 4 * MIB),
-                (6 * MIB, 4 * MIB),
-                (10 * MIB, 8 * MIB)
-            ]
-        );
-        assert_eq!(g.total_sectors * SECTOR, 19 * MIB);
-        let roles = [Role::State, Role::SlotA, Role::SlotB, Role::Data];
-        for (p, role) in g.partitions.iter().zip(roles) {
-            assert_eq!(p.type_guid.to_string(), role.spec().type_guid);
-        }
-        g.check().unwrap();
-        let guids: std::collections::HashSet<Guid> = g.partitions.iter().map(|p| p.guid).collect();
-        assert_eq!(guids.len(), 4);
-        assert_eq!(layout(3 * MIB + 1, Some(8 * MIB), b"seed").unwrap(), g);
-        assert_ne!(
-            layout(3 * MIB + 1, Some(8 * MIB), b"other")
-                .unwrap()
-                .disk_guid,
-            g.disk_guid
-        );
-        assert_eq!(layout(MIB, None, b"s").unwrap().partitions.len(), 3);
-        assert!(matches!(layout(0, None, b"s"), Err(DiskError::Size { .. })));
-    }
-
-    #[test]
-    fn slot_written_with_footer_at_partition_end() {
-        let mut image: Vec<u8> = (0..3 * 4096u32).map(|i| (i % 7) as u8).collect();
-        image[2 * 4096..].fill(0xF0);
-        let mut disk = Cursor::new(vec![0u8; 64 * 1024]);
-        {
-            let mut p = PartitionIo::new(&mut disk, 8192, 32 * 1024);
-            write_slot(
-                &mut p,
-                32 * 1024,
-                &mut Cursor::new(&image),
-                image.len() as u64,
-            )
-            .unwrap();
-        }
-        let d = disk.into_inner();
-        assert_eq!(&d[8192..8192 + image.len()], &image[..]);
-        assert!(d[8192 + image.len()..8192 + 28 * 1024]
-            .iter()
-            .all(|&b| b == 0));
-        assert!(d[8192 + 28 * 1024..8192 + 32 * 1024]
-            .iter()
-            .all(|&b| b == 0xF0));
-        assert!(d[..8192]
-            .iter()
-            .chain(&d[8192 + 32 * 1024..])
-            .all(|&b| b == 0));
-        // Too large for the partition.
-        let mut disk = Cursor::new(vec![0u8; 64 * 1024]);
-        let mut p = PartitionIo::new(&mut disk, 0, 8192);
-        assert!(write_slot(&mut p, 8192, &mut Cursor::new(&image), image.len() as u64).is_err());
-    }
-
-    fn tool(name: &str) -> PathBuf {
-        crate::tool::find(name)
-            .unwrap_or_else(|| panic!("`{name}` is missing: run `cargo xtask setup`"))
-    }
-
-    /// `sgdisk -v` must find no problem in a table we wrote.
-    pub(crate) fn sgdisk_verify(path: &Path) {
-        let out = std::process::Command::new(tool("sgdisk"))
-            .arg("-v")
-            .arg(path)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "sgdisk -v failed: {text}");
-        assert!(text.contains("No problems found"), "sgdisk -v: {text}");
-    }
-
-    /// The table and the data filesystem, without slot images (those need the verifier).
-    fn table_and_data(dir: &Path, name: &str) -> Vec<u8> {
-        let g = layout(MIB, Some(8 * MIB), b"seed").unwrap();
-        let path = dir.join(name);
-        let mut f = File::create(&path).unwrap();
-        f.set_len(g.total_sectors * SECTOR).unwrap();
-        g.write(&mut f).unwrap();
-        drop(f);
-        let data = g.partitions.iter().find(|p| p.name == DATA_NAME).unwrap();
-        tool("mkfs.ext4");
-        mkfs_data(&path, data, b"seed", 1_700_000_000).unwrap();
-        sgdisk_verify(&path);
-        let mut f = File::open(&path).unwrap();
-        let (off, len) = find_partition(&mut f, DATA_NAME).unwrap();
-        assert_eq!((off, len), data.byte_range());
-        let bytes = std::fs::read(&path).unwrap();
-        // ext4 superblock at 1024 in the partition: magic 0xEF53 at 56, label at 120.
-        let off = usize::try_from(off).unwrap();
-        let sb = &bytes[off + 1024..off + 2048];
-        assert_eq!(&sb[56..58], &[0x53, 0xEF]);
-        assert_eq!(&sb[120..130], b"stele-data");
-        // Nothing written outside the data partition except the GPT.
-        let slot_a = find_partition(&mut f, SLOT_A_NAME).unwrap();
-        let (a0, alen) = (
-            usize::try_from(slot_a.0).unwrap(),
-            usize::try_from(slot_a.1).unwrap(),
-        );
-        let a = &bytes[a0..a0 + alen];
-        assert!(a.iter().all(|&b| b == 0));
-        bytes
-    }
-
-    #[test]
-    fn sgdisk_accepts_table_and_data_fs_is_reproducible() {
-        let d = tempfile::tempdir().unwrap();
-        let one = table_and_data(d.path(), "one.img");
-        let two = table_and_data(d.path(), "two.img");
-        assert!(one == two, "two runs gave different disk bytes");
-    }
-
-    /// A minimal slot image `locate` accepts: `data_len` bytes of `fill`, an unsigned
-    /// envelope at the next 4 KiB boundary, padding, the footer.
-    fn fake_slot(dir: &Path, name: &str, fill: u8, data_len: usize) -> PathBuf {
-        use stele_verifier::footer::Footer;
-        use stele_verifier::manifest::Envelope;
-        let env = Envelope {
-            signatures: vec![],
-            body: b"format_version = 1\n".to_vec(),
-        }
-        .to_bytes();
-        let mut img = vec![fill; data_len];
-        img.resize(data_len.next_multiple_of(4096), 0);
-        let manifest_offset = img.len() as u64;
-        img.extend_from_slice(&env);
-        img.resize(img.len().next_multiple_of(4096), 0);
-        let footer = Footer {
-            manifest_offset,
-            manifest_len: env.len() as u64,
-            image_len: manifest_offset + env.len() as u64,
-        };
-        img.extend_from_slice(&footer.to_bytes());
-        let p = dir.join(name);
-        std::fs::write(&p, img).unwrap();
-        p
-    }
-
-    fn range(bytes: &[u8], (off, len): (u64, u64)) -> &[u8] {
-        let off = usize::try_from(off).unwrap();
-        &bytes[off..off + usize::try_from(len).unwrap()]
-    }
-
-    #[test]
-    fn create_full_disk() {
-        let d = tempfile::tempdir().unwrap();
-        let a = fake_slot(d.path(), "a.img", 0xAA, 10_000);
-        let b = fake_slot(d.path(), "b.img", 0xBB, 20_000);
-        let spec = DiskSpec {
-            slot_size: MIB,
-            a: a.clone(),
-            b: Some(b.clone()),
-            data_size: Some(4 * MIB),
-            epoch: 0,
-        };
-        let out = d.path().join("disk.img");
-        let gpt = create(&out, &spec).unwrap();
-        sgdisk_verify(&out);
-        let bytes = std::fs::read(&out).unwrap();
-        assert_eq!(bytes.len() as u64, gpt.total_sectors * SECTOR);
-        // 1 MiB before the state, state 1, slots 1 + 1, data 4, 1 MiB for the backup GPT.
-        assert_eq!(bytes.len() as u64, 9 * MIB);
-        let mut f = File::open(&out).unwrap();
-        for (name, img) in [(SLOT_A_NAME, &a), (SLOT_B_NAME, &b)] {
-            let img = std::fs::read(img).unwrap();
-            let part = range(&bytes, find_partition(&mut f, name).unwrap());
-            assert_eq!(&part[..img.len()], &img[..], "{name}");
-            assert_eq!(
-                &part[part.len() - 4096..],
-                &img[img.len() - 4096..],
-                "{name}"
-            );
-            // The partition is a valid slot container on its own.
-            let mut c = std::io::Cursor::new(part);
-            stele_verifier::slot::locate(&mut c, part.len() as u64).unwrap();
-        }
-        let (so, sl) = find_partition(&mut f, STATE_NAME).unwrap();
-        assert_eq!((so, sl), (MIB, MIB));
-        let mut w = PartitionIo::new(&mut f, so, sl);
-        assert_eq!(
-            stele_verifier::state::load(&mut w).unwrap(),
-            (BootState::initial(true), 0)
-        );
-        let data = range(&bytes, find_partition(&mut f, DATA_NAME).unwrap());
-        assert_eq!(&data[1024 + 56..1024 + 58], &[0x53, 0xEF]);
-        // Reproducible, and no temporary file left behind.
-        let out2 = d.path().join("disk2.img");
-        create(&out2, &spec).unwrap();
-        assert!(std::fs::read(&out2).unwrap() == bytes);
-        let names: Vec<String> = std::fs::read_dir(d.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with('.'))
-            .collect();
-        assert!(names.is_empty(), "{names:?}");
-    }
-
-    #[test]
-    fn create_without_b_marks_b_unbootable() {
-        let d = tempfile::tempdir().unwrap();
-        let a = fake_slot(d.path(), "a.img", 1, 4096);
-        let spec = DiskSpec {
-            slot_size: 2 * MIB,
-            a,
-            b: None,
-            data_size: None,
-            epoch: 0,
-        };
-        let out = d.path().join("disk.img");
-        let gpt = create(&out, &spec).unwrap();
-        assert_eq!(gpt.partitions.len(), 3);
-        sgdisk_verify(&out);
-        let mut f = File::open(&out).unwrap();
-        let (so, sl) = find_partition(&mut f, STATE_NAME).unwrap();
-        let (state, _) =
-            stele_verifier::state::load(&mut PartitionIo::new(&mut f, so, sl)).unwrap();
-        assert_eq!(state.slots, BootState::initial(false).slots);
-        let bytes = std::fs::read(&out).unwrap();
-        let b = range(&bytes, find_partition(&mut f, SLOT_B_NAME).unwrap());
-        assert!(b.iter().all(|&x| x == 0));
-    }
-
-    #[test]
-    fn create_refuses_oversized_and_non_slot_images() {
-        let d = tempfile::tempdir().unwrap();
-        let big = fake_slot(d.path(), "big.img", 1, 2 << 20);
-        let big_len = std::fs::metadata(&big).unwrap().len();
-        let out = d.path().join("disk.img");
-        let spec = DiskSpec {
-            slot_size: MIB,
-            a: big,
-            b: None,
-            data_size: None,
-            epoch: 0,
-        };
-        let e = create(&out, &spec).unwrap_err();
-        assert!(matches!(e, DiskError::TooLarge { slot_len, .. } if slot_len == MIB));
-        let msg = e.to_string();
-        assert!(
-            msg.contains(&MIB.to_string()) && msg.contains(&big_len.to_string()),
-            "{msg}"
-        );
-        let junk = d.path().join("junk.img");
-        std::fs::write(&junk, vec![0x5Au8; 3 * 4096]).unwrap();
-        let spec = DiskSpec { a: junk, ..spec };
-        assert!(matches!(
-            create(&out, &spec),
-            Err(DiskError::NotSlot { .. })
-        ));
-        assert!(!out.exists());
-        let spec = DiskSpec {
-            a: d.path().to_path_buf(),
-            ..spec
-        };
-        let e = create(&out, &spec).unwrap_err();
-        assert!(matches!(e, DiskError::SlotIsDirectory { .. }), "{e}");
-        assert_eq!(e.exit(), Exit::Environment);
-    }
-}
+#[path = "disk_tests.rs"]
+mod tests;

@@ -24,6 +24,7 @@ pub const GENERATED_KEYS: &[(&str, &str)] = &[
     ("watchdog_modules", "--module"),
     ("stage", "--stage2"),
     ("kernel_sha256", "--kernel"),
+    ("name", "--name"),
 ];
 
 /// A key the user's boot.toml or an option sets, not both.
@@ -125,12 +126,15 @@ pub struct Generated {
     pub kernel_sha256: Option<[u8; 32]>,
     /// `--min-rollback-index`.
     pub min_rollback_index: Option<u64>,
+    /// `--name`: the product the initramfs binds the device to, if any.
+    pub name: Option<String>,
 }
 
 /// The final boot.toml: the user's settings (`origin` names the file in errors) plus what
 /// the builder generates (`threshold`, `modules`, and only when they say something:
-/// `watchdog_modules`, `stage`, `kernel_sha256`), checked by the one boot.toml schema
-/// stele-init runs ([`BootConfig::from_table`]), so that what builds is what boots. Pure.
+/// `watchdog_modules`, `stage`, `kernel_sha256`, `name`), checked by the one boot.toml
+/// schema stele-init runs ([`BootConfig::from_table`]), so that what builds is what boots.
+/// Pure.
 pub fn boot_toml(user: Option<(&str, &str)>, g: &Generated) -> Result<String, InitramfsError> {
     let (origin, mut table) = match user {
         Some((origin, text)) => (origin, parse_table(text, origin)?),
@@ -178,6 +182,9 @@ pub fn boot_toml(user: Option<(&str, &str)>, g: &Generated) -> Result<String, In
             )
         })?;
         table.insert(key.into(), toml::Value::Integer(v));
+    }
+    if let Some(n) = &g.name {
+        table.insert("name".into(), toml::Value::String(n.clone()));
     }
     BootConfig::from_table(table.clone(), origin)?;
     toml::to_string(&table)
@@ -263,6 +270,8 @@ pub struct InitramfsSpec {
     pub config: Option<PathBuf>,
     pub init: PathBuf,
     pub mtime: u32,
+    /// `--name`: the product the device is bound to.
+    pub name: Option<String>,
     /// `--stage2`: a stage-2 initramfs (boot.toml `stage = 2`).
     pub stage2: bool,
     /// `--kernel`: the kernel this initramfs runs under (boot.toml `kernel_sha256`).
@@ -337,6 +346,7 @@ pub fn build(spec: &InitramfsSpec) -> Result<(Archive, Vec<String>), InitramfsEr
         stage2: spec.stage2,
         kernel_sha256,
         min_rollback_index: spec.min_rollback_index,
+        name: spec.name.clone(),
     };
     let toml_text = boot_toml(
         user.as_ref().map(|(o, t)| (o.as_str(), t.as_str())),
@@ -432,6 +442,7 @@ mod tests {
         let g = Generated {
             threshold: 2,
             modules: vec!["virtio_ring.ko".into(), "virtio.ko".into()],
+            name: Some("router".into()),
             ..Generated::default()
         };
         let out = boot_toml(Some(("b.toml", user)), &g).unwrap();
@@ -446,9 +457,21 @@ mod tests {
             .map(|v| v.as_str().unwrap())
             .collect();
         assert_eq!(m, ["virtio_ring.ko", "virtio.ko"]);
+        assert_eq!(t["name"].as_str(), Some("router"));
         // No user file: only the generated keys, and only those that say something.
         let t: toml::Table = boot_toml(None, &one()).unwrap().parse().unwrap();
         assert_eq!(t.len(), 2);
+        // A name the schema refuses is refused with PID 1's message.
+        let bad = Generated {
+            name: Some("my router".into()),
+            ..one()
+        };
+        let e = boot_toml(None, &bad).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("name: \"my router\" is not a product name"),
+            "{e}"
+        );
         let g = Generated {
             modules: vec!["i6300esb.ko".into()],
             watchdog_modules: vec!["i6300esb.ko".into()],
@@ -512,6 +535,7 @@ mod tests {
                 "set by `stele initramfs` (use --threshold)",
             ),
             ("modules = []", "set by `stele initramfs` (use --module)"),
+            ("name = \"demo\"", "set by `stele initramfs` (use --name)"),
             ("stage = 2", "set by `stele initramfs` (use --stage2)"),
             (
                 "stage = 2\nkernel_sha256 = \"\"",
@@ -631,6 +655,7 @@ mod tests {
             config: None,
             init: PathBuf::new(),
             mtime: 0,
+            name: None,
             stage2: false,
             kernel: None,
             min_rollback_index: None,
@@ -721,6 +746,7 @@ mod tests {
             config: Some(cfg),
             init,
             mtime: 77,
+            name: None,
             stage2: false,
             kernel: None,
             min_rollback_index: None,

@@ -5,6 +5,9 @@
 //! absolute symlinks from the tree's root, relative ones from their directory, `..` never
 //! above the root, at most [`MAX_LINKS`] links.
 //!
+//! The users and groups services run as (`user`, `group`, `supplementary_groups`) must be
+//! in the tree's own `/etc/passwd` and `/etc/group`, where PID 1 will look them up.
+//!
 //! The tree is read through [`Tree`] (look at one path without following it, read one
 //! file), implemented here for a directory ([`DirTree`]); a tar archive can implement it
 //! too. The resolution is [`resolve`], the same for every tree.
@@ -13,7 +16,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use stele_verifier::config::{ConfigError, SystemConfig};
+use stele_verifier::config::{Accounts, ConfigError, SystemConfig};
 use stele_verifier::exit::{Exit, Report};
 use stele_verifier::layout::SYSTEM_TOML;
 
@@ -243,7 +246,33 @@ pub fn check(tree: &dyn Tree, origin: &str) -> Result<Option<SystemConfig>, Root
             problem,
         });
     }
+    if cfg.services.iter().any(|s| !s.run_as.is_default()) {
+        let accounts = Accounts::parse(
+            &text_of(tree, "/etc/passwd")?,
+            &text_of(tree, "/etc/group")?,
+        );
+        cfg.credentials(origin, &accounts)?;
+    }
     Ok(Some(cfg))
+}
+
+/// The text of the regular file at `path` in the tree (symlinks resolved inside it), empty
+/// when there is none: what PID 1 reads from the image.
+fn text_of(tree: &dyn Tree, path: &str) -> Result<String, RootfsError> {
+    let io_err = |source| RootfsError::Io {
+        path: path.to_string(),
+        source,
+    };
+    match resolve(tree, path).map_err(io_err)? {
+        Resolved::Found {
+            path: at,
+            node: Node::File { .. },
+        } => {
+            let bytes = tree.read(&at).map_err(io_err)?;
+            Ok(String::from_utf8_lossy(&bytes).into_owned())
+        }
+        _ => Ok(String::new()),
+    }
 }
 
 /// [`check`] of a directory: the origin is `DIR/etc/stele/system.toml`.
@@ -347,6 +376,29 @@ mod tests {
             );
             assert!(msg.contains(problem), "{text}: {msg}");
         }
+    }
+
+    /// A service's user and groups must be in the tree's own /etc/passwd and /etc/group.
+    #[test]
+    fn users_and_groups_come_from_the_tree() {
+        let svc = "[[service]]\nname = \"w\"\nexec = [\"/bin/app\"]\nuser = \"web\"\nsupplementary_groups = [\"logs\"]\n";
+        let (dir, r) = with_system(svc);
+        let e = r.unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("service \"w\" user: user \"web\" is not in the image's /etc/passwd"),
+            "{e}"
+        );
+        std::fs::write(dir.path().join("etc/passwd"), "web:x:33:33::/:/bin/false\n").unwrap();
+        let e = check_dir(dir.path()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("\"logs\" is not in the image's /etc/group"),
+            "{e}"
+        );
+        std::fs::write(dir.path().join("etc/group"), "logs:x:4:\n").unwrap();
+        let cfg = check_dir(dir.path()).unwrap().unwrap();
+        assert_eq!(cfg.services[0].run_as.supplementary_groups.len(), 1);
     }
 
     #[test]

@@ -656,6 +656,7 @@ mod tests {
         let opts = VerifyOptions {
             full: true,
             rollback_floor: Some(3),
+            product: None,
         };
         let len = img.len() as u64;
         let (loc, vm) = verify(&mut std::io::Cursor::new(&img), len, &ring, opts).unwrap();
@@ -758,7 +759,7 @@ mod tests {
             let fs = vec![fill; size];
             let img = build(&fs, &p, std::slice::from_ref(&key));
             let ring = Keyring::new(vec![key.verifying_key()], 1).unwrap();
-            let opts = VerifyOptions { full: true, rollback_floor: None };
+            let opts = VerifyOptions { full: true, rollback_floor: None, product: None };
             let (loc, vm) = verify(&mut std::io::Cursor::new(&img), img.len() as u64, &ring, opts).unwrap();
             let m = &vm.manifest;
             proptest::prop_assert_eq!(m.verity.hash_offset % u64::from(p.hash_block_size), 0);

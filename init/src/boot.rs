@@ -184,6 +184,11 @@ fn prepare() -> Ready {
             }
         }
     }
+    // Without procfs before, it shows now whether this is the kernel's init.
+    if let Some(line) = crate::pid1::detect().refusal() {
+        eprintln!("{line}");
+        std::process::exit(2);
+    }
     console::open();
     info!("stele-init {} starting", env!("CARGO_PKG_VERSION"));
     clock.lap("mounts");
@@ -242,18 +247,32 @@ fn prepare() -> Ready {
         parts.state.path(),
         parts.state.majmin()
     );
+    for d in &parts.ignored {
+        warn!("{}", devices::stranger_line(d, &parts.state.path()));
+    }
     clock.lap("devices");
 
     let mut state = StateFile::open(&parts.state.path(), true)
         .unwrap_or_else(|e| fail(action, delay, &e.to_string()));
-    let st = state
-        .load()
-        .unwrap_or_else(|e| fail(action, delay, &e.to_string()));
-    debug!("boot state: {st:?}");
     let keys_dir = [PathBuf::from(layout::KEYS_DIR)];
     let keyring = load_keyring(&[], &keys_dir, cfg.threshold, &mut |s| warn!("{s}"))
         .map_err(Error::Keys)
         .unwrap_or_else(|e| fail(action, delay, &e.to_string()));
+    let st = match state.load() {
+        Ok(st) => st,
+        Err(stele_update::Error::StateLoad {
+            source: stele_verifier::Error::NoValidState,
+            ..
+        }) => match crate::recover::rebuild(&mut state, &parts, &cfg, &keyring) {
+            Ok((st, line)) => {
+                warn!("{line}");
+                st
+            }
+            Err(cause) => fail(action, delay, &cause),
+        },
+        Err(e) => fail(action, delay, &e.to_string()),
+    };
+    debug!("boot state: {st:?}");
     let (tpm, floors) =
         open_tpm(&cfg, st.rollback_floor).unwrap_or_else(|e| fail(action, delay, &e.to_string()));
     clock.lap("state");
@@ -508,6 +527,7 @@ mod tests {
             major: 254,
             minor,
             partname: None,
+            disk: None,
         }
     }
 
@@ -519,6 +539,7 @@ mod tests {
             slot_a: Some(bd("vda3", 3)),
             slot_b: Some(bd("vda4", 4)),
             data: None,
+            ignored: Vec::new(),
         };
         assert_eq!(
             devices_of(&parts).to_text(),

@@ -1,7 +1,15 @@
-//! Finding partitions by GPT name: `PARTNAME=` in /sys/class/block/*/uevent.
+//! Finding partitions by GPT name: `PARTNAME=` in /sys/class/block/*/uevent, and the disk
+//! each is on (its parent in sysfs). `stele-state` anchors the boot: every other stele
+//! partition counts only on the same disk (a USB stick must not supply the data partition
+//! or a slot); one elsewhere is ignored with a warning, at the scan and again before the
+//! slot is marked good ([`strangers`]).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
+use stele_update::run_dir::{Devices, DEVICES, RUN_DIR};
+use stele_verifier::config::BootConfig;
+use stele_verifier::layout::ROLES;
 
 use crate::{Error, Result};
 
@@ -13,6 +21,9 @@ pub struct BlockDev {
     pub major: u32,
     pub minor: u32,
     pub partname: Option<String>,
+    /// Kernel name of the disk it is a partition of (`vda`), from sysfs; `None` when not
+    /// known (then it matches only another unknown disk).
+    pub disk: Option<String>,
 }
 
 impl BlockDev {
@@ -48,7 +59,21 @@ pub fn parse_uevent(text: &str) -> Option<BlockDev> {
         major: major?,
         minor: minor?,
         partname,
+        disk: None,
     })
+}
+
+/// The disk a partition's sysfs entry (`/sys/class/block/vda2`, a link into
+/// `/sys/devices/.../block/vda/vda2`) belongs to: its parent directory's name.
+fn disk_of(entry: &std::path::Path) -> Option<String> {
+    let real = std::fs::canonicalize(entry).ok()?;
+    let parent = real.parent()?;
+    // A whole disk's parent is the `block` directory itself.
+    parent
+        .join("dev")
+        .exists()
+        .then(|| parent.file_name()?.to_str().map(str::to_string))
+        .flatten()
 }
 
 /// One scan of /sys/class/block: partition name → every device carrying it.
@@ -63,8 +88,9 @@ pub fn scan() -> BTreeMap<String, Vec<BlockDev>> {
         let Ok(text) = std::fs::read_to_string(p.join("uevent")) else {
             continue;
         };
-        if let Some(dev) = parse_uevent(&text) {
+        if let Some(mut dev) = parse_uevent(&text) {
             if let Some(name) = dev.partname.clone() {
+                dev.disk = disk_of(&p);
                 out.entry(name).or_default().push(dev);
             }
         }
@@ -90,6 +116,92 @@ pub fn unique(found: &BTreeMap<String, Vec<BlockDev>>, name: &str) -> Result<Opt
     }
 }
 
+/// The one device named `name` on the disk of `state`, and those named so elsewhere (to
+/// be ignored, with a warning). Two on that disk are an error. Pure.
+pub fn on_disk_of(
+    found: &BTreeMap<String, Vec<BlockDev>>,
+    name: &str,
+    state: &BlockDev,
+) -> Result<(Option<BlockDev>, Vec<BlockDev>)> {
+    let (here, elsewhere): (Vec<BlockDev>, Vec<BlockDev>) = found
+        .get(name)
+        .into_iter()
+        .flatten()
+        .cloned()
+        .partition(|d| d.disk == state.disk);
+    let mut here_only = BTreeMap::new();
+    if !here.is_empty() {
+        here_only.insert(name.to_string(), here);
+    }
+    Ok((unique(&here_only, name)?, elsewhere))
+}
+
+/// Every device carrying one of `names` that is not one of `in_use` (`/dev/...` paths):
+/// stele partitions on another disk, seen at the scan or plugged in since. Pure.
+pub fn strangers<'a>(
+    found: &'a BTreeMap<String, Vec<BlockDev>>,
+    names: &[&str],
+    in_use: &[String],
+) -> Vec<&'a BlockDev> {
+    names
+        .iter()
+        .filter_map(|n| found.get(*n))
+        .flatten()
+        .filter(|d| !in_use.contains(&d.path()))
+        .collect()
+}
+
+/// The warnings for the stele partitions (boot.toml's names) that are not the ones in use
+/// (`/run/stele/devices`), from a new scan: PID 1 logs them before it marks the slot good,
+/// so a partition plugged in after the boot's scan is reported too. It is never used:
+/// what the boot uses was opened (or mapped) at the scan.
+pub fn recheck(cfg: &BootConfig) -> Vec<String> {
+    let path = std::path::Path::new(RUN_DIR).join(DEVICES);
+    let devices = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| Devices::parse(&t).ok())
+        .unwrap_or_default();
+    let in_use: Vec<String> = ROLES
+        .iter()
+        .filter_map(|r| devices.get(r.role).map(str::to_string))
+        .collect();
+    let names = ROLES.map(|r| cfg.partition(r.role));
+    let found = scan();
+    let boot_disk = found
+        .values()
+        .flatten()
+        .find(|d| d.path() == devices.state)
+        .and_then(|d| d.disk.clone());
+    strangers(&found, &names, &in_use)
+        .into_iter()
+        .map(|d| late_line(d, &devices.state, boot_disk.as_deref()))
+        .collect()
+}
+
+/// The warning for a stele partition a new scan found that is not in use: on another
+/// disk, or (`boot_disk` being its disk) one that appeared on the boot disk after the
+/// boot's scan. Pure.
+pub fn late_line(d: &BlockDev, state: &str, boot_disk: Option<&str>) -> String {
+    if boot_disk.is_some() && d.disk.as_deref() == boot_disk {
+        format!(
+            "partition {} on {} appeared on the boot disk after the boot's scan: not used",
+            d.partname.as_deref().unwrap_or("?"),
+            d.path()
+        )
+    } else {
+        stranger_line(d, state)
+    }
+}
+
+/// The warning for a partition that is not on the boot disk. Pure.
+pub fn stranger_line(d: &BlockDev, state: &str) -> String {
+    format!(
+        "partition {} on {} is not on the disk of the boot state ({state}): ignored",
+        d.partname.as_deref().unwrap_or("?"),
+        d.path()
+    )
+}
+
 /// The partitions of the boot.
 #[derive(Clone, Debug)]
 pub struct Partitions {
@@ -99,14 +211,17 @@ pub struct Partitions {
     pub slot_a: Option<BlockDev>,
     pub slot_b: Option<BlockDev>,
     pub data: Option<BlockDev>,
+    /// Partitions with one of those names on another disk: not used.
+    pub ignored: Vec<BlockDev>,
 }
 
 /// Poll interval while waiting for partitions.
 pub const POLL: Duration = Duration::from_millis(50);
 
-/// Waits (bounded) until the state and both slot partitions are present, polling every
-/// 50 ms. At the timeout the state partition is required; a missing slot is reported by
-/// the caller when it tries that slot. The data partition and the ESP are optional.
+/// Waits (bounded) until the state and both slot partitions on its disk are present,
+/// polling every 50 ms. At the timeout the state partition is required; a missing slot is
+/// reported by the caller when it tries that slot. The data partition and the ESP are
+/// optional. Partitions of those names on other disks are [`Partitions::ignored`].
 pub fn wait(
     esp: &str,
     state: &str,
@@ -118,22 +233,47 @@ pub fn wait(
     let start = Instant::now();
     loop {
         let found = scan();
-        let all = [state, a, b].iter().all(|n| found.contains_key(*n));
-        if all || start.elapsed() >= timeout {
-            let state = unique(&found, state)?.ok_or_else(|| Error::PartitionMissing {
-                name: state.to_string(),
-                waited_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
-            })?;
-            return Ok(Partitions {
-                esp: unique(&found, esp)?,
-                state,
-                slot_a: unique(&found, a)?,
-                slot_b: unique(&found, b)?,
-                data: unique(&found, data)?,
-            });
+        let late = start.elapsed() >= timeout;
+        match unique(&found, state)? {
+            Some(st) => {
+                let parts = select(&found, st, [esp, a, b, data])?;
+                if late || (parts.slot_a.is_some() && parts.slot_b.is_some()) {
+                    return Ok(parts);
+                }
+            }
+            None if late => {
+                return Err(Error::PartitionMissing {
+                    name: state.to_string(),
+                    waited_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+                })
+            }
+            None => {}
         }
         std::thread::sleep(POLL);
     }
+}
+
+/// The partitions named `[esp, a, b, data]` on the disk of `state`. Pure.
+pub fn select(
+    found: &BTreeMap<String, Vec<BlockDev>>,
+    state: BlockDev,
+    [esp, a, b, data]: [&str; 4],
+) -> Result<Partitions> {
+    let mut ignored = Vec::new();
+    let mut pick = |name: &str| -> Result<Option<BlockDev>> {
+        let (d, elsewhere) = on_disk_of(found, name, &state)?;
+        ignored.extend(elsewhere);
+        Ok(d)
+    };
+    let (esp, slot_a, slot_b, data) = (pick(esp)?, pick(a)?, pick(b)?, pick(data)?);
+    Ok(Partitions {
+        esp,
+        state,
+        slot_a,
+        slot_b,
+        data,
+        ignored,
+    })
 }
 
 #[cfg(test)]
@@ -161,6 +301,71 @@ mod tests {
         assert_eq!(parse_uevent(""), None);
     }
 
+    fn on(disk: &str, devname: &str, minor: u32, name: &str) -> BlockDev {
+        BlockDev {
+            devname: devname.into(),
+            major: 254,
+            minor,
+            partname: Some(name.into()),
+            disk: Some(disk.into()),
+        }
+    }
+
+    /// Only the boot state's disk supplies the other partitions: a USB stick's data
+    /// partition or slot is ignored (and listed), a second one on the same disk is refused.
+    #[test]
+    fn partitions_come_from_the_disk_of_the_state() {
+        let mut found: BTreeMap<String, Vec<BlockDev>> = BTreeMap::new();
+        for d in [
+            on("vda", "vda1", 1, "stele-state"),
+            on("vda", "vda2", 2, "stele-root-a"),
+            on("vda", "vda3", 3, "stele-root-b"),
+            on("sda", "sda1", 17, "stele-root-b"),
+            on("sda", "sda2", 18, "stele-data"),
+        ] {
+            found
+                .entry(d.partname.clone().unwrap())
+                .or_default()
+                .push(d);
+        }
+        let names = ["stele-esp", "stele-root-a", "stele-root-b", "stele-data"];
+        let state = unique(&found, "stele-state").unwrap().unwrap();
+        let p = select(&found, state.clone(), names).unwrap();
+        assert_eq!(p.slot_b.unwrap().devname, "vda3");
+        assert_eq!(p.data, None, "the stick's data partition is not used");
+        assert_eq!(p.esp, None);
+        let ignored: Vec<&str> = p.ignored.iter().map(|d| d.devname.as_str()).collect();
+        assert_eq!(ignored, ["sda1", "sda2"]);
+        assert_eq!(
+            stranger_line(&p.ignored[1], "/dev/vda1"),
+            "partition stele-data on /dev/sda2 is not on the disk of the boot state (/dev/vda1): ignored"
+        );
+        // Plugged in later: found by a new scan, as a stranger to what is in use.
+        let in_use = ["/dev/vda1", "/dev/vda2", "/dev/vda3"].map(String::from);
+        let late: Vec<&str> = strangers(
+            &found,
+            &["stele-state", "stele-root-b", "stele-data"],
+            &in_use,
+        )
+        .iter()
+        .map(|d| d.devname.as_str())
+        .collect();
+        assert_eq!(late, ["sda1", "sda2"]);
+        let on_boot_disk = on("vda", "vda7", 7, "stele-data");
+        assert_eq!(
+            late_line(&on_boot_disk, "/dev/vda1", Some("vda")),
+            "partition stele-data on /dev/vda7 appeared on the boot disk after the boot's scan: not used"
+        );
+        assert!(late_line(&p.ignored[1], "/dev/vda1", Some("vda")).ends_with(": ignored"));
+        // Two of a name on the state's disk: refused, naming both.
+        found
+            .get_mut("stele-root-a")
+            .unwrap()
+            .push(on("vda", "vda9", 9, "stele-root-a"));
+        let e = select(&found, state, names).unwrap_err().to_string();
+        assert!(e.contains("/dev/vda2, /dev/vda9"), "{e}");
+    }
+
     #[test]
     fn a_name_on_two_disks_is_refused() {
         let dev = |n: &str, minor| BlockDev {
@@ -168,6 +373,7 @@ mod tests {
             major: 8,
             minor,
             partname: Some("stele-state".into()),
+            disk: None,
         };
         let mut found = BTreeMap::new();
         found.insert("stele-state".to_string(), vec![dev("sda1", 1)]);

@@ -7,6 +7,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod attempts;
 pub mod boot;
 pub mod cmdline;
 pub mod console;
@@ -16,6 +17,8 @@ pub mod handoff;
 pub mod mapped;
 pub mod modules;
 pub mod mounts;
+pub mod pid1;
+pub mod recover;
 pub mod stage1;
 pub mod stage2;
 pub mod supervise;
@@ -25,14 +28,13 @@ pub mod watchdog;
 
 pub use error::{Error, Result};
 
-/// The whole life of PID 1: boot, then supervise; never returns. Outside PID 1 it refuses
-/// to do anything (it would remount and reboot the machine it runs on) and exits 2.
-pub fn run() -> ! {
-    if std::process::id() != 1 {
-        eprintln!(
-            "stele-init: must run as PID 1 (it is the initramfs /init, built by `stele initramfs`); refusing to run as pid {}",
-            std::process::id()
-        );
+/// The whole life of PID 1: boot, then supervise; never returns. Anything but the kernel's
+/// init ([`pid1::Role`]: another pid, or PID 1 of a child PID namespace) refuses with one
+/// line and exits 2 before touching anything (it would mount over and reboot the machine
+/// it runs on).
+pub fn run(role: pid1::Role) -> ! {
+    if let Some(line) = role.refusal() {
+        eprintln!("{line}");
         std::process::exit(2);
     }
     boot::install_panic_hook();

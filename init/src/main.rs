@@ -2,9 +2,16 @@
 //! device's `stele` command (multi-call: `stele update ...`, see stele_update::device).
 
 fn main() {
+    // The kernel turns every `key=value` word of its command line it does not know into
+    // PID 1's environment (RUST_MIN_STACK=... changes how this binary spawns threads):
+    // cleared before anything else.
+    if std::process::id() == 1 {
+        stele_init::sys::clear_environment();
+    }
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if stele_update::device::is_update_call(std::process::id(), &argv) {
+    let role = stele_init::pid1::detect();
+    if stele_update::device::is_update_call(role.is_boot(), &argv) {
         std::process::exit(i32::from(stele_update::device::main(&argv).code()));
     }
-    stele_init::run()
+    stele_init::run(role)
 }

@@ -18,7 +18,7 @@ use crate::boot::Phases;
 use crate::devices::{BlockDev, Partitions};
 use crate::mounts::{self, OwnedMount, RW};
 use crate::sys::{self, dm};
-use crate::{debug, error, info, warn, watchdog, Error};
+use crate::{attempts, debug, error, info, warn, watchdog, Error};
 use stele_tpm::transport::Channel;
 use stele_tpm::Tpm;
 
@@ -106,11 +106,16 @@ pub fn map(
     let opts = VerifyOptions {
         full: cfg.verify == VerifyMode::Full,
         rollback_floor: Some(floor),
+        product: cfg.name.as_deref(),
     };
-    let (loc, vm) = slot::verify(&mut f, len, keyring, opts).map_err(|e| match e {
-        // A device that cannot be read says nothing about the slot's content.
-        stele_verifier::Error::Io { .. } => system_fault(Error::from(e)),
-        e => slot_fault(Error::from(e)),
+    let (loc, vm) = slot::verify(&mut f, len, keyring, opts).map_err(|e| {
+        // A device that cannot be read, or a tree larger than memory, says nothing about
+        // the slot's content.
+        if attempts::verify_is_system_fault(&e) {
+            system_fault(Error::from(e))
+        } else {
+            slot_fault(Error::from(e))
+        }
     })?;
     let m = vm.manifest;
     info!(
@@ -145,15 +150,12 @@ pub fn map(
     }
     clock.lap("dm");
 
-    let data = parts
-        .data
-        .as_ref()
-        .map(|d| (d.path(), cfg.data_mount.clone()));
+    let data = parts.data.as_ref().map(BlockDev::path);
     let plan = mounts::root_plan(
         &dm_path,
         m.filesystem.fs_type.name(),
         &cfg.overlay_size,
-        data.as_ref().map(|(d, p)| (d.as_str(), p.as_str())),
+        data.as_deref().map(|d| mounts::DataMount::of(cfg, d)),
     );
     let mut mapped = Mapped {
         slot: s,
@@ -168,10 +170,10 @@ pub fn map(
     debug!("{lower}");
     if let Err(e) = lower.apply() {
         mapped.undo();
-        // The kernel refusing the verified filesystem is the slot's fault; a filesystem
-        // type it does not know (module missing from the initramfs) or no memory is not.
+        // The kernel refusing the verified filesystem is the slot's fault; an I/O error,
+        // no memory or an unknown filesystem type is not.
         return Err(Refusal {
-            mark: !is_system_mount_error(&e),
+            mark: attempts::mount_is_slot_fault(&e),
             error: e,
         });
     }
@@ -197,16 +199,6 @@ fn measure(s: Slot, tpm: Option<&mut Tpm<Channel<File>>>, envelope: &[u8]) {
         ),
         Err(e) => error!("slot={} not measured: {e}", s.name()),
     }
-}
-
-fn is_system_mount_error(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Sys {
-            errno: nix::errno::Errno::ENODEV | nix::errno::Errno::ENOMEM,
-            ..
-        }
-    )
 }
 
 impl Mapped {

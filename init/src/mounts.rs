@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use stele_verifier::config::{BootConfig, MountFlag};
+
 use crate::sys;
 use crate::Result;
 
@@ -10,6 +12,65 @@ const NOSUID: u64 = libc::MS_NOSUID;
 const NODEV: u64 = libc::MS_NODEV;
 const NOEXEC: u64 = libc::MS_NOEXEC;
 const RDONLY: u64 = libc::MS_RDONLY;
+
+/// The `MS_*` bit of a boot.toml `data_options` flag, and its mount(8) name.
+pub fn flag_bit(f: MountFlag) -> u64 {
+    match f {
+        MountFlag::NoSuid => NOSUID,
+        MountFlag::NoDev => NODEV,
+        MountFlag::NoExec => NOEXEC,
+        MountFlag::NoSymFollow => libc::MS_NOSYMFOLLOW,
+        MountFlag::NoAtime => libc::MS_NOATIME,
+        MountFlag::NoDirAtime => libc::MS_NODIRATIME,
+        MountFlag::RelAtime => libc::MS_RELATIME,
+        MountFlag::StrictAtime => libc::MS_STRICTATIME,
+        MountFlag::LazyTime => libc::MS_LAZYTIME,
+        MountFlag::Sync => libc::MS_SYNCHRONOUS,
+        MountFlag::DirSync => libc::MS_DIRSYNC,
+    }
+}
+
+/// Names of the flags [`Mount`]'s display shows, in order.
+const FLAG_NAMES: [(u64, &str); 11] = [
+    (RDONLY, "ro"),
+    (NOSUID, "nosuid"),
+    (NODEV, "nodev"),
+    (NOEXEC, "noexec"),
+    (libc::MS_NOSYMFOLLOW, "nosymfollow"),
+    (libc::MS_NOATIME, "noatime"),
+    (libc::MS_NODIRATIME, "nodiratime"),
+    (libc::MS_RELATIME, "relatime"),
+    (libc::MS_STRICTATIME, "strictatime"),
+    (libc::MS_LAZYTIME, "lazytime"),
+    (libc::MS_SYNCHRONOUS, "sync"),
+];
+
+/// The data partition's mount: where, and with which flags and ext4 options (boot.toml
+/// `data_mount`, `data_options`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataMount<'a> {
+    pub device: &'a str,
+    pub mountpoint: &'a str,
+    pub flags: u64,
+    pub options: String,
+}
+
+impl<'a> DataMount<'a> {
+    /// `device` mounted as boot.toml `cfg` says (its `data_options` were checked when it
+    /// was parsed; should they not be, the defaults apply). Pure.
+    pub fn of(cfg: &'a BootConfig, device: &'a str) -> Self {
+        let (flags, options) = cfg
+            .data_mount_options()
+            .or_else(|_| BootConfig::default().data_mount_options())
+            .unwrap_or_default();
+        DataMount {
+            device,
+            mountpoint: &cfg.data_mount,
+            flags: flag_bits(&flags),
+            options,
+        }
+    }
+}
 
 /// One mount: `mount -t fstype -o flags,data source target`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,12 +88,10 @@ pub type OwnedMount = Mount<String>;
 impl<S: AsRef<str>> fmt::Display for Mount<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut opts: Vec<&str> = Vec::new();
-        for (bit, name) in [
-            (RDONLY, "ro"),
-            (NOSUID, "nosuid"),
-            (NODEV, "nodev"),
-            (NOEXEC, "noexec"),
-        ] {
+        for (bit, name) in FLAG_NAMES
+            .into_iter()
+            .chain([(libc::MS_DIRSYNC, "dirsync")])
+        {
             if self.flags & bit != 0 {
                 opts.push(name);
             }
@@ -130,7 +189,7 @@ pub fn root_plan(
     dm_dev: &str,
     fstype: &str,
     overlay_size: &str,
-    data: Option<(&str, &str)>,
+    data: Option<DataMount<'_>>,
 ) -> Vec<OwnedMount> {
     let mut plan = vec![
         Mount {
@@ -155,16 +214,21 @@ pub fn root_plan(
             data: format!("lowerdir={LOWER},upperdir={RW}/upper,workdir={RW}/work"),
         },
     ];
-    if let Some((dev, mountpoint)) = data {
+    if let Some(d) = data {
         plan.push(Mount {
-            source: dev.to_string(),
-            target: format!("{NEWROOT}{mountpoint}"),
+            source: d.device.to_string(),
+            target: format!("{NEWROOT}{}", d.mountpoint),
             fstype: "ext4".into(),
-            flags: NOSUID | NODEV,
-            data: String::new(),
+            flags: d.flags,
+            data: d.options,
         });
     }
     plan
+}
+
+/// The flags of `flags` as one `MS_*` word. Pure.
+pub fn flag_bits(flags: &[MountFlag]) -> u64 {
+    flags.iter().fold(0, |acc, f| acc | flag_bit(*f))
 }
 
 #[cfg(test)]
@@ -210,11 +274,13 @@ mod tests {
 
     #[test]
     fn root_plan_order_and_options() {
+        let cfg = BootConfig::default();
+        let data = DataMount::of(&cfg, "/dev/vda4");
         let p = root_plan(
             "/dev/mapper/stele-root-a",
             "erofs",
             "50%",
-            Some(("/dev/vda4", "/var")),
+            Some(data.clone()),
         );
         let t: Vec<&str> = p.iter().map(|m| m.target.as_str()).collect();
         assert_eq!(t, [LOWER, RW, NEWROOT, "/newroot/var"]);
@@ -233,7 +299,41 @@ mod tests {
             p[0].to_string(),
             "mount -t erofs /dev/mapper/stele-root-a /run/stele/lower -o ro,nodev"
         );
+        assert_eq!(
+            p[3].to_string(),
+            "mount -t ext4 /dev/vda4 /newroot/var -o nosuid,nodev,noexec",
+            "the data partition's defaults"
+        );
+        let tuned = DataMount {
+            flags: NOSUID | NODEV | libc::MS_NOSYMFOLLOW | libc::MS_NOATIME,
+            options: "errors=remount-ro,commit=30".into(),
+            ..data
+        };
+        let p = root_plan("/dev/dm-0", "squashfs", "64m", Some(tuned));
+        assert_eq!(
+            p[3].to_string(),
+            "mount -t ext4 /dev/vda4 /newroot/var -o nosuid,nodev,nosymfollow,noatime,errors=remount-ro,commit=30"
+        );
         let p = root_plan("/dev/dm-0", "squashfs", "64m", None);
         assert_eq!(p.len(), 3);
+    }
+
+    /// Every flag boot.toml may name maps to its own bit, and shows under its own name.
+    #[test]
+    fn every_data_flag_has_its_bit_and_name() {
+        let mut seen = 0u64;
+        for (name, f) in MountFlag::CHOICES {
+            let bit = flag_bit(f);
+            assert_eq!(seen & bit, 0, "{name} shares a bit");
+            seen |= bit;
+            let m = Mount {
+                source: "s",
+                target: "t",
+                fstype: "ext4",
+                flags: bit,
+                data: "",
+            };
+            assert_eq!(m.to_string(), format!("mount -t ext4 s t -o {name}"));
+        }
     }
 }

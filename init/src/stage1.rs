@@ -1,5 +1,6 @@
 //! Stage 1 (boot.toml `stage = 1`, started by the firmware or a boot loader): choose a
-//! slot, spend its try (written and flushed before anything is mounted), verify, map,
+//! slot, spend its try or count a good slot's unconfirmed boot ([`crate::attempts`];
+//! written and flushed before anything is mounted), verify, map,
 //! mount the lower layer; then hand over to the slot's own kernel with kexec
 //! ([`crate::handoff`]) or, when it has none or it is the running one, carry on in place.
 //! A refused slot is marked (when it is its fault) and the other one tried in the same
@@ -9,7 +10,7 @@ use stele_verifier::state::Slot;
 
 use crate::boot::{exhausted, fail, finish, next_slot, no_slot_cause, write_state, Booted, Ready};
 use crate::mapped::{self, Refusal};
-use crate::{error, handoff, info};
+use crate::{attempts, error, handoff, info, warn, watchdog};
 
 /// Stage 1 from a ready state to switch root (or into the slot's kernel).
 pub fn run(mut r: Ready) -> Booted {
@@ -21,20 +22,33 @@ pub fn run(mut r: Ready) -> Booted {
             if let Some(x) = exhausted(&r.st, s) {
                 info!("slot={} exhausted, falling back to {}", x.name(), s.name());
             }
+            if let Some(line) = attempts::fell_back(&r.st, s) {
+                warn!("{line}");
+            }
+        }
+        if let Some((line, wait)) = attempts::degraded(&r.st, s, delay) {
+            warn!("{line}");
+            watchdog::sleep(wait);
         }
         tried.push(s);
         let was_successful = r.st.slot(s).successful;
-        if !was_successful {
-            r.st.begin_try(s);
+        let before = *r.st.slot(s);
+        r.st.begin_boot(s);
+        if *r.st.slot(s) != before {
             // A try that is not on disk would never run out: boot counting could not fall
-            // back. Such a slot is not booted.
+            // back. Such a slot is not booted. An unconfirmed boot of a good slot that is
+            // not on disk only means the next boot cannot know it: the slot boots.
             if let Err(e) = write_state(&mut r.state, &mut r.st) {
-                error!(
-                    "refused slot {}: its try could not be recorded: {e}",
-                    s.name()
-                );
-                causes.push(format!("slot {}: try not recorded: {e}", s.name()));
-                continue;
+                if was_successful {
+                    warn!("slot={}: its boot could not be recorded: {e}", s.name());
+                } else {
+                    error!(
+                        "refused slot {}: its try could not be recorded: {e}",
+                        s.name()
+                    );
+                    causes.push(format!("slot {}: try not recorded: {e}", s.name()));
+                    continue;
+                }
             }
         }
         let floor = r.floors.effective();

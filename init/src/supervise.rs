@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use stele_verifier::config::{Action, Restart, Service, SystemConfig};
+use stele_verifier::config::{Accounts, Action, Credentials, Restart, Service, SystemConfig};
 use stele_verifier::layout::SYSTEM_TOML;
 
 use crate::boot::{self, Booted};
@@ -131,6 +131,8 @@ fn unescape(s: &str) -> String {
 #[derive(Debug)]
 struct Svc {
     spec: Service,
+    /// Who it runs as (`None`: root, as PID 1).
+    creds: Option<Credentials>,
     pid: Option<i32>,
     started: Instant,
     consecutive: u32,
@@ -165,8 +167,9 @@ pub fn run(b: Booted) -> ! {
         .and_then(|t| {
             SystemConfig::parse(&t, SYSTEM_TOML)
                 .and_then(|c| {
-                    c.check_programs(SYSTEM_TOML, &b.config.data_mount)
-                        .map(|()| c)
+                    c.check_programs(SYSTEM_TOML, &b.config.data_mount)?;
+                    let creds = c.credentials(SYSTEM_TOML, &image_accounts())?;
+                    Ok((c, creds))
                 })
                 .map_err(|e| e.to_string())
         }) {
@@ -177,6 +180,7 @@ pub fn run(b: Booted) -> ! {
             boot::halt(action)
         }
     };
+    let (cfg, creds) = cfg;
     info!("{}", b.phases.line(b.config.stage, b.start.elapsed()));
     if let Some(argv) = &cfg.exec {
         info!("exec {} as PID 1", argv.join(" "));
@@ -199,8 +203,10 @@ pub fn run(b: Booted) -> ! {
     let svcs = cfg
         .services
         .iter()
-        .map(|s| Svc {
+        .zip(creds)
+        .map(|(s, creds)| Svc {
             spec: s.clone(),
+            creds,
             pid: None,
             started: now,
             consecutive: 0,
@@ -225,6 +231,16 @@ pub fn run(b: Booted) -> ! {
     sup.start_due();
     info!("ready");
     sup.run_loop()
+}
+
+/// The image's users and groups, from the verified layer (never the overlay, which the
+/// tmpfs upper layer could change): empty when it has no such file.
+fn image_accounts() -> Accounts {
+    let read = |f: &str| std::fs::read_to_string(format!("{}{f}", crate::mounts::LOWER));
+    Accounts::parse(
+        &read("/etc/passwd").unwrap_or_default(),
+        &read("/etc/group").unwrap_or_default(),
+    )
 }
 
 fn exec_status(e: &std::io::Error) -> i32 {
@@ -316,7 +332,7 @@ impl Supervisor {
             let mut cmd = command(&s.spec.exec, &s.spec.env, &s.spec.workdir);
             s.started = now;
             self.last_start = now;
-            match sys::spawn(&mut cmd) {
+            match sys::spawn(&mut cmd, s.creds.as_ref()) {
                 Ok(pid) => {
                     s.pid = Some(pid);
                     info!("service {} started pid {pid}", s.spec.name);
@@ -419,7 +435,7 @@ impl Supervisor {
             None => self.mark_good(),
             Some(argv) => {
                 let mut cmd = command(argv, &Default::default(), "/");
-                match sys::spawn(&mut cmd) {
+                match sys::spawn(&mut cmd, None) {
                     Ok(pid) => self.health_pid = Some(pid),
                     Err(e) => {
                         warn!("health check {} failed to start: {e}", argv[0]);
@@ -432,6 +448,9 @@ impl Supervisor {
 
     fn mark_good(&mut self) {
         self.good = true;
+        for w in crate::devices::recheck(&self.b.config) {
+            warn!("{w}");
+        }
         let b = &mut self.b;
         // `stele update` may hold the state for a moment; PID 1 never blocks on it: it
         // tries again a second later.
@@ -532,6 +551,7 @@ mod tests {
             restart,
             restart_delay: delay,
             on_exit,
+            run_as: Default::default(),
         }
     }
 

@@ -120,6 +120,7 @@ fn initramfs_modules_load_in_boot_toml_order() {
         config: None,
         init,
         mtime: 0,
+        name: None,
         stage2: false,
         kernel: None,
         min_rollback_index: None,

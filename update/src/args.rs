@@ -107,10 +107,12 @@ pub enum ArgsError {
     MissingChannel,
 }
 
-/// True when this process is `stele` (the update front-end), not PID 1: argv[0]'s base
-/// name is `stele`, or argv[1] is `update`. PID 1 is always the init. Pure.
-pub fn is_update_call(pid: u32, argv: &[OsString]) -> bool {
-    if pid == 1 {
+/// True when this process is `stele` (the update front-end), not the boot: argv[0]'s base
+/// name is `stele`, or argv[1] is `update`. The kernel's init (`boot`: PID 1 of the initial
+/// PID namespace) is always the boot; PID 1 of another namespace (`unshare -p -f`, a
+/// container) is not, and runs the device commands like any other process. Pure.
+pub fn is_update_call(boot: bool, argv: &[OsString]) -> bool {
+    if boot {
         return false;
     }
     let named = argv
@@ -201,14 +203,17 @@ mod tests {
 
     #[test]
     fn multicall_is_chosen_by_name_or_update_but_never_as_pid1() {
-        assert!(is_update_call(42, &os(&["/run/stele/bin/stele", "update"])));
-        assert!(is_update_call(42, &os(&["stele"])));
-        assert!(is_update_call(42, &os(&["/init", "update", "status"])));
-        assert!(!is_update_call(42, &os(&["/init"])));
-        assert!(!is_update_call(42, &os(&["stele-init", "status"])));
-        assert!(!is_update_call(1, &os(&["/init", "update"])));
-        assert!(!is_update_call(1, &os(&["stele", "update"])));
-        assert!(!is_update_call(42, &[]));
+        assert!(is_update_call(
+            false,
+            &os(&["/run/stele/bin/stele", "update"])
+        ));
+        assert!(is_update_call(false, &os(&["stele"])));
+        assert!(is_update_call(false, &os(&["/init", "update", "status"])));
+        assert!(!is_update_call(false, &os(&["/init"])));
+        assert!(!is_update_call(false, &os(&["stele-init", "status"])));
+        assert!(!is_update_call(true, &os(&["/init", "update"])));
+        assert!(!is_update_call(true, &os(&["stele", "update"])));
+        assert!(!is_update_call(false, &[]));
     }
 
     #[test]

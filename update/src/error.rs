@@ -101,11 +101,14 @@ pub enum Error {
     /// The bundle is a directory.
     #[error("{path} is a directory, not a slot image")]
     BundleIsDirectory { path: String },
-    /// The bundle is the partition being written.
+    /// The bundle (a path, or stdin) is the partition being written.
     #[error(
-        "the bundle is {path}, the slot being written: give a slot image file or another device"
+        "the bundle ({bundle}) is {path}, the slot being written: give a slot image file or another device"
     )]
-    BundleIsSlot { path: String },
+    BundleIsSlot { bundle: String, path: String },
+    /// Another install holds the target slot.
+    #[error("another `stele update install` is writing {path}: wait for it to finish")]
+    SlotBusy { path: String },
     /// The bundle is the disk image being updated.
     #[error("the bundle is the disk image itself: give a slot image built by `stele image build`")]
     BundleIsDisk { path: String },
@@ -227,9 +230,11 @@ impl Report for Error {
             E::Args(_) | E::BundleIsDirectory { .. } | E::BundleIsSlot { .. } => Exit::Usage,
             E::BundleIsDisk { .. } => Exit::Usage,
             E::Keyring(k) => k.exit(),
-            E::Io { .. } | E::NotAFile { .. } | E::Lock { .. } | E::StateSync { .. } => {
-                Exit::Environment
-            }
+            E::Io { .. }
+            | E::NotAFile { .. }
+            | E::Lock { .. }
+            | E::StateSync { .. }
+            | E::SlotBusy { .. } => Exit::Environment,
             // What the boot published is the device's environment, whatever is wrong in it.
             E::NotPublished { .. }
             | E::PublishedFormat { .. }

@@ -3,8 +3,9 @@
 //! [`install`] serves the device (partitions from `/run/stele`) and the host CLI's `--disk`
 //! (partition windows of a disk image).
 
-use std::fs::Metadata;
+use std::fs::{File, Metadata};
 use std::io::{self, Read, Seek};
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
@@ -56,14 +57,22 @@ impl std::fmt::Debug for Bundle {
 
 /// Opens a bundle argument: stdin for `-`, a regular file or block device as seekable,
 /// anything else (a FIFO, a character device) as a stream. Also returns the metadata of
-/// what was opened (to refuse installing a partition onto itself).
+/// what was opened, stdin's too (to refuse installing a partition onto itself).
 pub fn open_bundle(arg: &BundleArg) -> Result<(Bundle, Option<Metadata>)> {
     let BundleArg::Path(p) = arg else {
-        let stdin = Bundle::Stream {
-            reader: Box::new(io::stdin()),
+        let stdin = io::stdin();
+        // What stdin is (`< /dev/vda3` makes it the partition itself); unknown when it
+        // cannot be duplicated (closed), which then reads as an empty stream.
+        let md = stdin
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .and_then(|fd| File::from(fd).metadata().ok());
+        let stream = Bundle::Stream {
+            reader: Box::new(stdin),
             name: "stdin".into(),
         };
-        return Ok((stdin, None));
+        return Ok((stream, md));
     };
     let name = p.display().to_string();
     let mut f = storage::open(&name, false)?;
@@ -86,6 +95,15 @@ pub fn open_bundle(arg: &BundleArg) -> Result<(Bundle, Option<Metadata>)> {
     Ok((b, Some(md)))
 }
 
+impl Bundle {
+    /// The name errors give it (`stdin`, or its path).
+    pub fn name(&self) -> &str {
+        match self {
+            Bundle::Seekable { name, .. } | Bundle::Stream { name, .. } => name,
+        }
+    }
+}
+
 pub use stele_verifier::partition::same_file;
 
 /// Which slot an install writes. On the device (`booted` known) the slot that is not
@@ -105,6 +123,44 @@ pub fn plan(st: &BootState, booted: Option<Slot>) -> Result<Slot> {
         }
     }
     Ok(target)
+}
+
+/// The rollback floor an install must meet: the state's floor, raised to the running
+/// slot's verified rollback index when that slot is good (its index is the floor the
+/// state would have once it is marked good; a fresh disk, or one made by an older stele,
+/// may not have it yet). `running` is the booted slot on the device, the slot the state
+/// boots next on a disk image. Pure.
+pub fn install_floor(st: &BootState, running: Option<(Slot, u64)>) -> u64 {
+    match running {
+        Some((s, index)) if st.slot(s).successful => st.rollback_floor.max(index),
+        _ => st.rollback_floor,
+    }
+}
+
+/// What the device trusts: its keyring, the product it is bound to, the running slot
+/// with its verified rollback index (for [`install_floor`]), and the floors kept outside
+/// the state (the TPM counter's, the initramfs minimum).
+#[derive(Clone, Copy, Debug)]
+pub struct Trust<'a> {
+    pub keyring: &'a Keyring,
+    pub product: Option<&'a str>,
+    /// The slot running (on the device) or booting next (on a disk image) and its
+    /// verified rollback index, when known.
+    pub running: Option<(Slot, u64)>,
+    /// `tpm` and `initramfs` of [`rollback::floors`] (its `state` is not used: the state
+    /// is read at each check). A build host has neither: `Floors::default()`.
+    pub floors: Floors,
+}
+
+impl Trust<'_> {
+    /// The floors an install must meet against state `st`: `state` is [`install_floor`]
+    /// (the state's floor, or the good running slot's index when higher). Pure.
+    pub fn floors(&self, st: &BootState) -> Floors {
+        Floors {
+            state: install_floor(st, self.running),
+            ..self.floors
+        }
+    }
 }
 
 /// What an install did.
@@ -129,11 +185,13 @@ pub fn installed_line(i: &Installed) -> String {
 }
 
 /// Installs `bundle` into slot `target` (`slot_len` bytes) and flips the boot state; the
-/// checks (keyring, the rollback floor: the state's, or `floors`' TPM and initramfs floors
-/// when higher, size, hash tree) come before the state is written, so any refusal leaves
-/// it untouched. Progress lines go to `log` (without the
-/// `stele: ` prefix): `update: writing slot <x>`, `update: flipping boot state`,
-/// `update: footer written`; the bytes of the copy (and of a stream's check) to
+/// checks (keyring, product, rollback floor ([`Trust::floors`]: [`install_floor`], the TPM's,
+/// the initramfs minimum), size, hash tree) come before the state is written, so any
+/// refusal leaves it untouched. The state is locked only to read the floor and, after the
+/// write, to read it again and flip it: a bundle that stalls never keeps PID 1 from
+/// marking its slot good. Progress lines go to `log` (without the `stele: ` prefix):
+/// `update: writing slot <x>`, `update: flipping boot state`, `update: footer written`;
+/// the bytes of the copy (and of a stream's check) to
 /// `progress`.
 #[allow(clippy::too_many_arguments)] // the install's inputs, each its own thing
 pub fn install<D: Device, S: Device>(
@@ -142,25 +200,76 @@ pub fn install<D: Device, S: Device>(
     slot: &mut D,
     slot_len: u64,
     state: &mut StateFile<S>,
-    keyring: &Keyring,
-    floors: Floors,
+    trust: &Trust<'_>,
     log: &mut dyn FnMut(&str),
     progress: &mut dyn Progress,
 ) -> Result<Installed> {
-    let floors = Floors {
-        state: state.load()?.rollback_floor,
-        ..floors
+    let before = state.locked(StateFile::load)?;
+    let floors = trust.floors(&before);
+    let policy = vupdate::Policy {
+        keyring: trust.keyring,
+        rollback_floor: floors.effective(),
+        product: trust.product,
     };
-    let floor = floors.effective();
-    let done = write(
-        bundle, target, slot, slot_len, keyring, floor, log, progress,
-    );
-    let done = done.map_err(|e| rollback::name_floors(e, floors))?;
-    // The state first, then the footer: the slot's old record never applies to the new
-    // content (verifier::update).
-    log("update: flipping boot state");
+    let floor = policy.rollback_floor;
+    let written = |bundle: &str| {
+        let bundle = bundle.to_string();
+        move |source| Error::Written {
+            bundle,
+            slot: target,
+            source,
+        }
+    };
+    let sync = &mut |d: &mut D| d.sync();
+    let written_or_refused = (|| -> Result<vupdate::Written> {
+        Ok(match bundle {
+            Bundle::Seekable { reader, len, name } => {
+                let checked =
+                    vupdate::check_seekable(reader, *len, slot_len, &policy).map_err(|source| {
+                        Error::Bundle {
+                            bundle: name.clone(),
+                            source,
+                        }
+                    })?;
+                let m = &checked.verified().manifest;
+                log(&format!(
+                "update: {name}: {} {} rollback_index={} verified (signatures, product, rollback floor {floor}, hash tree)",
+                m.name, m.version, m.rollback_index
+            ));
+                log(&format!("update: writing slot {}", target.name()));
+                vupdate::write_checked(reader, checked, slot, slot_len, sync, progress)
+                    .map_err(written(name))?
+            }
+            Bundle::Stream { reader, name } => {
+                log(&format!(
+                    "update: reading the bundle from {name}; it is verified in full once written"
+                ));
+                log(&format!("update: writing slot {}", target.name()));
+                vupdate::install_stream(reader, slot, slot_len, &policy, sync, progress)
+                    .map_err(written(name))?
+            }
+        })
+    })();
+    let done = written_or_refused.map_err(|e| rollback::name_floors(e, floors))?;
     let m = done.verified.manifest.clone();
-    let new_state = state.commit(done, slot, slot_len, target)?;
+    // The state first, then the footer: the slot's old record never applies to the new
+    // content (verifier::update). Under the lock, the floor is checked again: PID 1 may
+    // have marked the running slot good (raising it) meanwhile. (The target cannot have
+    // changed: only another install could make it bootable, and the slot is locked.)
+    let new_state = state.locked(|state| {
+        let now = state.load()?;
+        let floors_now = trust.floors(&now);
+        let floor_now = floors_now.effective();
+        if m.rollback_index < floor_now {
+            let e = written(bundle.name())(stele_verifier::Error::Rollback {
+                index: m.rollback_index,
+                floor: floor_now,
+            });
+            return Err(rollback::name_floors(e, floors_now));
+        }
+        log("update: flipping boot state");
+        state.commit(done, slot, slot_len, target)
+    })?;
     log("update: footer written");
     Ok(Installed {
         name: m.name,
@@ -171,58 +280,9 @@ pub fn install<D: Device, S: Device>(
     })
 }
 
-/// The check and the copy of [`install`], up to the commit.
-#[allow(clippy::too_many_arguments)] // the install's inputs, each its own thing
-fn write<D: Device>(
-    bundle: &mut Bundle,
-    target: Slot,
-    slot: &mut D,
-    slot_len: u64,
-    keyring: &Keyring,
-    floor: u64,
-    log: &mut dyn FnMut(&str),
-    progress: &mut dyn Progress,
-) -> Result<vupdate::Written> {
-    let written = |bundle: &str| {
-        let bundle = bundle.to_string();
-        move |source| Error::Written {
-            bundle,
-            slot: target,
-            source,
-        }
-    };
-    let sync = &mut |d: &mut D| d.sync();
-    let done = match bundle {
-        Bundle::Seekable { reader, len, name } => {
-            let checked = vupdate::check_seekable(reader, *len, slot_len, keyring, floor).map_err(
-                |source| Error::Bundle {
-                    bundle: name.clone(),
-                    source,
-                },
-            )?;
-            let m = &checked.verified().manifest;
-            log(&format!(
-                "update: {name}: {} {} rollback_index={} verified (signatures, rollback floor {floor}, hash tree)",
-                m.name, m.version, m.rollback_index
-            ));
-            log(&format!("update: writing slot {}", target.name()));
-            vupdate::write_checked(reader, checked, slot, slot_len, sync, progress)
-                .map_err(written(name))?
-        }
-        Bundle::Stream { reader, name } => {
-            log(&format!(
-                "update: reading the bundle from {name}; it is verified in full once written"
-            ));
-            log(&format!("update: writing slot {}", target.name()));
-            vupdate::install_stream(reader, slot, slot_len, keyring, floor, sync, progress)
-                .map_err(written(name))?
-        }
-    };
-    Ok(done)
-}
-
-/// `stele update install` on the device: into the slot that is not booted, the state
-/// locked throughout.
+/// `stele update install` on the device: into the slot that is not booted, the slot
+/// partition locked throughout (one install at a time), the state only for its reads and
+/// the flip.
 pub fn on_device(
     run_dir: &Path,
     arg: &BundleArg,
@@ -230,11 +290,9 @@ pub fn on_device(
     progress: &mut dyn Progress,
 ) -> Result<Installed> {
     let dev = RunDir::read(run_dir)?;
+    let running = (dev.booted, dev.booted_rollback_index()?);
     let mut state = StateFile::open(dev.state_path(), true)?;
-    // Held until the install returns (the file is closed): PID 1 does not mark a slot good
-    // in between, so the floor read here is the floor at the flip.
-    state.lock()?;
-    let target = plan(&state.load()?, Some(dev.booted))?;
+    let target = plan(&state.locked(StateFile::load)?, Some(dev.booted))?;
     let slot_path = dev.slot_path(target)?.to_string();
     let mut tpm = rollback::open_counter(&dev.config)?;
     let floors = rollback::floors(0, tpm.counter(), &dev.config)?;
@@ -246,17 +304,28 @@ pub fn on_device(
             .metadata()
             .map_err(|e| Error::io("stat", &slot_path, e))?;
         if same_file(bmd, &smd) {
-            return Err(Error::BundleIsSlot { path: slot_path });
+            return Err(Error::BundleIsSlot {
+                bundle: bundle.name().to_string(),
+                path: slot_path,
+            });
         }
     }
+    let _busy = storage::try_lock(&slot, &slot_path)?.ok_or_else(|| Error::SlotBusy {
+        path: slot_path.clone(),
+    })?;
+    let trust = Trust {
+        keyring: &dev.keyring,
+        product: dev.config.name.as_deref(),
+        running: Some(running),
+        floors,
+    };
     install(
         &mut bundle,
         target,
         &mut slot,
         slot_len,
         &mut state,
-        &dev.keyring,
-        floors,
+        &trust,
         log,
         progress,
     )
@@ -268,183 +337,5 @@ pub fn on_device(
 }
 
 #[cfg(test)]
-#[allow(clippy::cast_possible_truncation)] // test sizes are small
-mod tests {
-    use super::*;
-    use std::io::Cursor;
-    use stele_verifier::exit::{Exit, Report};
-    use stele_verifier::progress::Silent;
-    use stele_verifier::state::{self, SlotState};
-    use stele_verifier::testutil::{image_signed_by, ring};
-
-    /// A state with floor 2.
-    fn st(a: (u8, u8, bool), b: (u8, u8, bool)) -> BootState {
-        BootState {
-            rollback_floor: 2,
-            ..stele_verifier::testutil::state(a, b)
-        }
-    }
-
-    #[test]
-    fn target_slot() {
-        let good = (2, 0, true);
-        let fallback = (1, 0, true);
-        let trial = (2, 3, false);
-        let dead = (0, 0, false);
-        // On the device: never the booted slot.
-        assert_eq!(plan(&st(good, fallback), Some(Slot::A)).unwrap(), Slot::B);
-        assert_eq!(plan(&st(fallback, good), Some(Slot::B)).unwrap(), Slot::A);
-        // Booted a, b already installed but not booted yet: b again.
-        assert_eq!(plan(&st(fallback, trial), Some(Slot::A)).unwrap(), Slot::B);
-        // Booted b on trial: a is its fallback, refused.
-        let e = plan(&st(fallback, trial), Some(Slot::B)).unwrap_err();
-        assert_eq!(e.exit(), Exit::Refused);
-        assert!(e.to_string().contains("mark-good"), "{e}");
-        // ...unless a is not bootable anyway.
-        assert_eq!(plan(&st(dead, trial), Some(Slot::B)).unwrap(), Slot::A);
-        // On a disk image: the slot the state would not choose.
-        assert_eq!(plan(&st(good, dead), None).unwrap(), Slot::B);
-        assert_eq!(plan(&st(fallback, good), None).unwrap(), Slot::A);
-        assert_eq!(plan(&st(dead, dead), None).unwrap(), Slot::A);
-        let e = plan(&st(fallback, trial), None).unwrap_err();
-        assert!(matches!(
-            e,
-            Error::OnTrial {
-                on_device: false,
-                ..
-            }
-        ));
-    }
-
-    fn fresh_state() -> StateFile<Cursor<Vec<u8>>> {
-        let mut c = Cursor::new(vec![0u8; 8192]);
-        state::initialize(&mut c, &BootState::initial(false)).unwrap();
-        StateFile::new(c, "state")
-    }
-
-    fn seekable(img: Vec<u8>, name: &str) -> Bundle {
-        Bundle::Seekable {
-            len: img.len() as u64,
-            reader: Box::new(Cursor::new(img)),
-            name: name.into(),
-        }
-    }
-
-    /// [`install`] into slot a of `slot` (1 MiB), quietly, trusting key 1.
-    fn install_a(
-        bundle: &mut Bundle,
-        slot: &mut Cursor<Vec<u8>>,
-        state: &mut StateFile<Cursor<Vec<u8>>>,
-    ) -> Result<Installed> {
-        install(
-            bundle,
-            Slot::A,
-            slot,
-            1 << 20,
-            state,
-            &ring(),
-            Floors::default(),
-            &mut |_| {},
-            &mut Silent,
-        )
-    }
-
-    #[test]
-    fn install_flips_the_state_only_after_a_good_write() {
-        let img = image_signed_by(8, 5, 2, 1).0;
-        let mut slot = Cursor::new(vec![0u8; 1 << 20]);
-        let mut state_dev = fresh_state();
-        let mut lines = Vec::new();
-        let done = install(
-            &mut seekable(img, "v5.img"),
-            Slot::B,
-            &mut slot,
-            1 << 20,
-            &mut state_dev,
-            &ring(),
-            Floors::default(),
-            &mut |l| lines.push(l.to_string()),
-            &mut Silent,
-        )
-        .unwrap();
-        assert_eq!(
-            installed_line(&done),
-            "stele: installed demo 5.2 rollback_index=5 into slot b; reboot to boot it"
-        );
-        assert_eq!(lines[1], "update: writing slot b");
-        assert_eq!(
-            lines[2..],
-            ["update: flipping boot state", "update: footer written"]
-        );
-        let s = state_dev.load().unwrap();
-        assert_eq!(s.choose(), Some(Slot::B));
-        assert_eq!(
-            *s.slot(Slot::B),
-            SlotState {
-                priority: 2,
-                tries_remaining: 3,
-                successful: false
-            }
-        );
-        assert_eq!(s, done.state);
-
-        // Marking it good raises the floor; then an older bundle is refused by the floor,
-        // from a stream too, and the state is not written.
-        assert!(state_dev.mark_good(Slot::B, 5).unwrap());
-        let before = state_dev.get_ref().get_ref().clone();
-        let mut old = Bundle::Stream {
-            reader: Box::new(Cursor::new(image_signed_by(8, 4, 3, 1).0)),
-            name: "stdin".into(),
-        };
-        let e = install_a(&mut old, &mut slot, &mut state_dev).unwrap_err();
-        assert_eq!(e.exit(), Exit::Refused);
-        let Error::Floors { floors, source } = &e else {
-            panic!("not a floor refusal: {e}")
-        };
-        assert!(
-            matches!(**source, Error::Written { slot: Slot::A, .. }),
-            "{e}"
-        );
-        assert_eq!(floors.effective(), 5);
-        assert!(e.to_string().contains("rollback"), "{e}");
-        assert_eq!(state_dev.get_ref().get_ref(), &before);
-        // The TPM's floor counts even when the state's is lower: a newer image is refused
-        // before the slot is touched, and the refusal names the TPM.
-        let slot_before = slot.get_ref().clone();
-        let tpm = Floors {
-            tpm: Some(7),
-            ..Floors::default()
-        };
-        let e = install(
-            &mut seekable(image_signed_by(8, 6, 1, 1).0, "v6.img"),
-            Slot::A,
-            &mut slot,
-            1 << 20,
-            &mut state_dev,
-            &ring(),
-            tpm,
-            &mut |_| {},
-            &mut Silent,
-        )
-        .unwrap_err();
-        assert_eq!(e.exit(), Exit::Refused);
-        assert_eq!(
-            e.to_string(),
-            "v6.img: rollback refused: image rollback_index 6 is below the rollback floor 7 (state 5, tpm 7, initramfs 0)"
-        );
-        assert_eq!(slot.get_ref(), &slot_before);
-        assert_eq!(state_dev.get_ref().get_ref(), &before);
-        // A seekable bundle signed by an unknown key: refused before the slot is touched.
-        let slot_before = slot.get_ref().clone();
-        let mut other = seekable(image_signed_by(8, 6, 3, 2).0, "other.img");
-        let e = install_a(&mut other, &mut slot, &mut state_dev).unwrap_err();
-        assert!(matches!(e, Error::Bundle { .. }), "{e}");
-        assert!(
-            e.to_string()
-                .starts_with("other.img: signature threshold not met"),
-            "{e}"
-        );
-        assert_eq!(slot.get_ref(), &slot_before);
-        assert_eq!(state_dev.get_ref().get_ref(), &before);
-    }
-}
+#[path = "install_tests.rs"]
+mod tests;

@@ -4,7 +4,7 @@
 //! ```text
 //! /run/stele/slot           a or b: the booted slot
 //! /run/stele/manifest.toml  the booted image's verified manifest body, byte for byte
-//! /run/stele/boot.toml      the initramfs's boot.toml (threshold)
+//! /run/stele/boot.toml      the initramfs's boot.toml (threshold, name)
 //! /run/stele/devices        esp=, state=/dev/vda2, a=, b=, data= (empty: absent)
 //! /run/stele/keys/          the initramfs's trusted keys
 //! /run/stele/bin/stele      stele-init itself: the device's `stele update`
@@ -182,12 +182,13 @@ pub struct RunDir {
     pub devices: Devices,
     /// The trusted keys with boot.toml's threshold: the keyring that checked the boot.
     pub keyring: Keyring,
-    /// boot.toml as the boot read it (rollback_storage, min_rollback_index, ...).
+    /// boot.toml as the boot read it (its `name`: the product the device is bound to;
+    /// rollback_storage, min_rollback_index, ...).
     pub config: BootConfig,
 }
 
 impl RunDir {
-    /// Reads `slot`, `devices`, `boot.toml` (threshold) and `keys/` from `dir`.
+    /// Reads `slot`, `devices`, `boot.toml` (threshold, name) and `keys/` from `dir`.
     pub fn read(dir: &Path) -> Result<RunDir> {
         let read = |name: &str| {
             let path = dir.join(name);

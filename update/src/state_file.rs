@@ -1,8 +1,9 @@
 //! The boot state device and its protocol, in one type: open (read-only or read-write),
-//! lock (flock: blocking for `stele update`, a non-blocking try for PID 1's mark-good),
-//! load (the valid copy with the highest sequence), store (the other copy, then
-//! fdatasync), unlock (or drop). Used by the boot, the supervisor and every update command,
-//! on a partition or on a window of a disk image.
+//! lock (flock: blocking for `stele update`, a non-blocking try for PID 1's mark-good;
+//! held only around a read and the write that depends on it, never while a bundle is
+//! read), load (the newest valid copy), store (the other copy, then fdatasync), unlock
+//! (or drop). Used by the boot, the supervisor and every update command, on a partition
+//! or on a window of a disk image (which its user locks as a whole).
 
 use std::fs::File;
 
@@ -79,6 +80,20 @@ impl<D: Device> StateFile<D> {
         })
     }
 
+    /// Writes a fresh state area holding `st` ([`state::initialize`]: copy 0, the other
+    /// cleared) and flushes it. For a state with no valid copy left.
+    pub fn initialize(&mut self, st: &BootState) -> Result<()> {
+        state::initialize(&mut self.dev, st).map_err(|source| Error::StateStore {
+            origin: self.origin.clone(),
+            source,
+        })?;
+        self.copy = Some(0);
+        self.dev.sync().map_err(|source| Error::StateSync {
+            origin: self.origin.clone(),
+            source,
+        })
+    }
+
     /// Marks `slot` good: successful, tries 0, the rollback floor raised to
     /// `rollback_index`. Returns false when the state already said so (nothing written).
     pub fn mark_good(&mut self, slot: Slot, rollback_index: u64) -> Result<bool> {
@@ -121,8 +136,11 @@ impl StateFile<File> {
     pub fn open(path: &str, write: bool) -> Result<Self> {
         Ok(StateFile::new(storage::open(path, write)?, path))
     }
+}
 
+impl<D: Device> StateFile<D> {
     /// Takes the state lock, waiting for another holder (`stele update`, PID 1) to finish.
+    /// A device that cannot be locked ([`Device::lock_handle`]) needs no lock.
     pub fn lock(&mut self) -> Result<()> {
         self.take_lock(FlockArg::LockExclusive).map(|_| ())
     }
@@ -138,6 +156,14 @@ impl StateFile<File> {
         self.lock = None;
     }
 
+    /// Runs `f` with the state locked, and unlocks again.
+    pub fn locked<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.lock()?;
+        let r = f(self);
+        self.unlock();
+        r
+    }
+
     fn take_lock(&mut self, arg: FlockArg) -> Result<bool> {
         if self.lock.is_some() {
             return Ok(true);
@@ -146,10 +172,10 @@ impl StateFile<File> {
             path: self.origin.clone(),
             errno,
         };
-        let dup = self
-            .dev
-            .try_clone()
-            .map_err(|e| Error::io("duplicate", self.origin.clone(), e))?;
+        let Some(dup) = self.dev.lock_handle() else {
+            return Ok(true);
+        };
+        let dup = dup.map_err(|e| Error::io("duplicate", self.origin.clone(), e))?;
         match Flock::lock(dup, arg) {
             Ok(l) => {
                 self.lock = Some(l);

@@ -55,6 +55,7 @@ pub fn inspect_slot<R: Read + Seek>(r: &mut R, len: u64, keyring: Option<&Keyrin
     let opts = VerifyOptions {
         full: false,
         rollback_floor: None,
+        product: None,
     };
     let Some(keyring) = keyring else {
         return match slot::check_unsigned(r, len) {
@@ -118,6 +119,7 @@ struct JsonSlot<'a> {
     priority: u8,
     tries_remaining: u8,
     successful: bool,
+    unconfirmed: u8,
     valid: bool,
     verified: bool,
     error: Option<&'a str>,
@@ -133,6 +135,7 @@ impl<'a> From<&'a SlotStatus> for JsonSlot<'a> {
             priority: r.priority,
             tries_remaining: r.tries_remaining,
             successful: r.successful,
+            unconfirmed: r.unconfirmed,
             valid: false,
             verified: false,
             error: None,
@@ -218,11 +221,15 @@ impl Status {
             }
             let r = &s.record;
             line.push_str(&format!(
-                " priority={} tries_remaining={} successful={}\n",
+                " priority={} tries_remaining={} successful={}",
                 r.priority,
                 r.tries_remaining,
                 if r.successful { "yes" } else { "no" }
             ));
+            if r.unconfirmed > 0 {
+                line.push_str(&format!(" unconfirmed={}", r.unconfirmed));
+            }
+            line.push('\n');
             out.push_str(&line);
         }
         out.push_str(&format!(
@@ -308,6 +315,13 @@ mod tests {
              rollback_floor=2 next=b\n"
         );
         let mut s = fixture();
+        s.slots[0].record.unconfirmed = 2;
+        assert!(
+            s.text().starts_with("slot a: booted version=1.0.0 rollback_index=1 priority=1 tries_remaining=0 successful=yes unconfirmed=2\n"),
+            "{}",
+            s.text()
+        );
+        let mut s = fixture();
         s.slots[1].image = Image::Empty;
         s.booted = None;
         assert!(
@@ -327,8 +341,8 @@ mod tests {
         assert_eq!(
             fixture().json(),
             "{\"booted\":\"a\",\"next\":\"b\",\"rollback_floor\":2,\"slots\":{\
-             \"a\":{\"name\":\"demo\",\"version\":\"1.0.0\",\"rollback_index\":1,\"priority\":1,\"tries_remaining\":0,\"successful\":true,\"valid\":true,\"verified\":true,\"error\":null},\
-             \"b\":{\"name\":null,\"version\":null,\"rollback_index\":null,\"priority\":2,\"tries_remaining\":3,\"successful\":false,\"valid\":false,\"verified\":false,\"error\":\"bad signature by key \\\"x\\\"\\n\"}}}\n"
+             \"a\":{\"name\":\"demo\",\"version\":\"1.0.0\",\"rollback_index\":1,\"priority\":1,\"tries_remaining\":0,\"successful\":true,\"unconfirmed\":0,\"valid\":true,\"verified\":true,\"error\":null},\
+             \"b\":{\"name\":null,\"version\":null,\"rollback_index\":null,\"priority\":2,\"tries_remaining\":3,\"successful\":false,\"unconfirmed\":0,\"valid\":false,\"verified\":false,\"error\":\"bad signature by key \\\"x\\\"\\n\"}}}\n"
         );
         let mut s = fixture();
         s.booted = None;

@@ -6,6 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileTypeExt;
 
+use nix::fcntl::{Flock, FlockArg};
 use stele_verifier::partition::PartitionIo;
 
 use crate::{Error, Result};
@@ -14,11 +15,22 @@ use crate::{Error, Result};
 pub trait Device: Read + Write + Seek {
     /// Flushes written data to stable storage (fdatasync for a file or block device).
     fn sync(&mut self) -> io::Result<()>;
+
+    /// A duplicate of the open file whose flock(2) locks this device; `None` for a device
+    /// nobody else can open (memory, or a window of a disk image that its user locks as a
+    /// whole).
+    fn lock_handle(&self) -> Option<io::Result<File>> {
+        None
+    }
 }
 
 impl Device for File {
     fn sync(&mut self) -> io::Result<()> {
         self.sync_data()
+    }
+
+    fn lock_handle(&self) -> Option<io::Result<File>> {
+        Some(self.try_clone())
     }
 }
 
@@ -33,6 +45,20 @@ impl<D: Device> Device for PartitionIo<'_, D> {
 impl Device for Cursor<Vec<u8>> {
     fn sync(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// An exclusive flock(2) on `f`, without waiting: `Ok(None)` when another open file holds
+/// it. Dropping the lock releases it.
+pub fn try_lock(f: &File, path: &str) -> Result<Option<Flock<File>>> {
+    let dup = f.try_clone().map_err(|e| Error::io("duplicate", path, e))?;
+    match Flock::lock(dup, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(Some(l)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, errno)) => Err(Error::Lock {
+            path: path.into(),
+            errno,
+        }),
     }
 }
 

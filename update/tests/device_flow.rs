@@ -122,3 +122,64 @@ fn status_install_refusals_and_mark_good() {
     assert_eq!(e.exit(), Exit::Environment);
     assert!(e.to_string().contains("nowhere/slot"), "{e}");
 }
+
+/// `stele update install -` whose stdin is the target slot's partition itself (`<
+/// /dev/vda3`) is refused before anything is written; it used to zero that slot's footer
+/// (the fallback's) and then copy the slot onto itself.
+#[test]
+fn stdin_that_is_the_target_slot_is_refused() {
+    use std::os::fd::AsRawFd;
+    let base = tempfile::tempdir().unwrap();
+    let run = device(base.path());
+    let b = base.path().join("b");
+    // Slot b holds a good image too: the fallback an install into b would overwrite.
+    std::fs::copy(base.path().join("a"), &b).unwrap();
+    let before = std::fs::read(&b).unwrap();
+    let slot = std::fs::File::open(&b).unwrap();
+    // This test binary's stdin becomes the partition for the one call (nothing else in
+    // it reads stdin), then is put back.
+    let saved = nix::unistd::dup(0).unwrap();
+    nix::unistd::dup2(slot.as_raw_fd(), 0).unwrap();
+    let r = install::on_device(&run, &BundleArg::Stdin, &mut |_| {}, &mut Silent);
+    nix::unistd::dup2(saved, 0).unwrap();
+    nix::unistd::close(saved).unwrap();
+    let e = r.unwrap_err();
+    assert!(
+        matches!(&e, Error::BundleIsSlot { bundle, .. } if bundle == "stdin"),
+        "{e}"
+    );
+    assert_eq!(e.exit(), Exit::Usage);
+    assert_eq!(std::fs::read(&b).unwrap(), before, "slot b was written");
+}
+
+/// A device bound to a product (boot.toml `name`, published by the boot) refuses another
+/// product's image signed by its own key, and installs its own.
+#[test]
+fn a_bound_device_refuses_another_product() {
+    let base = tempfile::tempdir().unwrap();
+    let run = device(base.path());
+    std::fs::write(
+        run.join(run_dir::BOOT_TOML),
+        "threshold = 1\nname = \"router\"\n",
+    )
+    .unwrap();
+    let state = base.path().join("state");
+    let before = std::fs::read(&state).unwrap();
+    let v2 = base.path().join("v2.img");
+    std::fs::write(&v2, image(2, 9, 1)).unwrap();
+    let e = install::on_device(&run, &BundleArg::Path(v2.clone()), &mut |_| {}, &mut Silent)
+        .unwrap_err();
+    assert_eq!(e.exit(), Exit::Refused);
+    assert!(
+        e.to_string()
+            .contains("product refused: the image is \"demo\", this device is bound to \"router\""),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(&state).unwrap(), before);
+    std::fs::write(
+        run.join(run_dir::BOOT_TOML),
+        "threshold = 1\nname = \"demo\"\n",
+    )
+    .unwrap();
+    install::on_device(&run, &BundleArg::Path(v2), &mut |_| {}, &mut Silent).unwrap();
+}

@@ -89,6 +89,14 @@ pub enum Error {
     /// No valid copy of the boot state.
     #[error("no valid boot state copy (both copies are corrupt or blank)")]
     NoValidState,
+    /// A region to read in one piece does not fit in memory: the machine's fault, not the
+    /// image's (a device with more memory can verify it).
+    #[error("{what}: {bytes} bytes do not fit in memory")]
+    NoMemory { what: &'static str, bytes: u64 },
+    /// The signed manifest names another product than the one this device (its
+    /// initramfs, `stele initramfs --name`) is bound to.
+    #[error("product refused: the image is {found:?}, this device is bound to {expected:?} (stele initramfs --name): build the image with --name {expected}")]
+    WrongProduct { found: String, expected: String },
 }
 
 /// The message of [`Error::SlotBlockSize`].

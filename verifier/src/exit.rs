@@ -92,11 +92,11 @@ pub fn print_warning(w: &dyn std::fmt::Display) {
 }
 
 impl Report for crate::Error {
-    /// I/O is the environment; a key file is the caller's input; everything else is a
+    /// I/O and memory are the environment; a key file is the caller's input; everything else is a
     /// check that refused.
     fn exit(&self) -> Exit {
         match self {
-            crate::Error::Io { .. } => Exit::Environment,
+            crate::Error::Io { .. } | crate::Error::NoMemory { .. } => Exit::Environment,
             crate::Error::Key { .. } => Exit::Usage,
             _ => Exit::Refused,
         }

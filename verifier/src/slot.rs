@@ -32,11 +32,14 @@ pub fn check_block_size(what: &'static str, size: u32) -> Result<()> {
 
 /// What to check besides the signatures.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct VerifyOptions {
+pub struct VerifyOptions<'a> {
     /// Check every data block against the signed root hash.
     pub full: bool,
     /// Refuse a rollback_index below this.
     pub rollback_floor: Option<u64>,
+    /// Refuse a manifest `name` other than this (the product the device is bound to,
+    /// boot.toml `name`).
+    pub product: Option<&'a str>,
 }
 
 /// Footer and envelope of a slot, located but not yet trusted.
@@ -69,7 +72,7 @@ fn read_region<R: Read + Seek>(
         .map_err(|e| Error::io(what, e))?;
     let mut buf = Vec::new();
     buf.try_reserve_exact(n)
-        .map_err(|_| Error::invalid(what, format!("{len} bytes do not fit in memory")))?;
+        .map_err(|_| Error::NoMemory { what, bytes: len })?;
     let got = r
         .by_ref()
         .take(len)
@@ -108,7 +111,7 @@ pub fn verify<R: Read + Seek>(
     r: &mut R,
     len: u64,
     keyring: &Keyring,
-    opts: VerifyOptions,
+    opts: VerifyOptions<'_>,
 ) -> Result<(SlotLocator, VerifiedManifest)> {
     let loc = locate(r, len)?;
     let verified = loc.envelope.verify(keyring)?;
@@ -121,8 +124,21 @@ pub fn verify<R: Read + Seek>(
             });
         }
     }
+    check_product(m, opts.product)?;
     check_contents(r, &loc, m, opts.full)?;
     Ok((loc, verified))
+}
+
+/// Refuses a verified manifest whose `name` is not `product` (when the device is bound to
+/// one). Pure.
+pub fn check_product(m: &Manifest, product: Option<&str>) -> Result<()> {
+    match product {
+        Some(p) if m.name != p => Err(Error::WrongProduct {
+            found: m.name.clone(),
+            expected: p.to_string(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Everything but the signatures, for a signer (`stele sign`): parses the body WITHOUT
@@ -220,13 +236,14 @@ mod tests {
         crate::testutil::image(blocks, rollback_index, 0)
     }
 
-    fn check(img: &[u8], opts: VerifyOptions) -> Result<(SlotLocator, VerifiedManifest)> {
+    fn check(img: &[u8], opts: VerifyOptions<'_>) -> Result<(SlotLocator, VerifiedManifest)> {
         verify(&mut Cursor::new(img), img.len() as u64, &ring(), opts)
     }
 
     const FULL: VerifyOptions = VerifyOptions {
         full: true,
         rollback_floor: None,
+        product: None,
     };
 
     /// One data block has no hash blocks: the data is checked even without `full`.
@@ -264,12 +281,32 @@ mod tests {
         let opts = |floor| VerifyOptions {
             full: false,
             rollback_floor: Some(floor),
+            product: None,
         };
         check(&img, opts(5)).unwrap();
         assert!(matches!(
             check(&img, opts(6)),
             Err(Error::Rollback { index: 5, floor: 6 })
         ));
+    }
+
+    /// A device bound to a product refuses another product's image (signed by a key it
+    /// trusts); an unbound one takes any name.
+    #[test]
+    fn product_binding() {
+        let (img, _) = image(2, 5);
+        let opts = |product| VerifyOptions {
+            product,
+            ..VerifyOptions::default()
+        };
+        check(&img, opts(None)).unwrap();
+        check(&img, opts(Some("demo"))).unwrap();
+        let e = check(&img, opts(Some("router"))).unwrap_err();
+        assert!(
+            matches!(&e, Error::WrongProduct { found, expected } if found == "demo" && expected == "router"),
+            "{e}"
+        );
+        assert_eq!(crate::exit::Report::exit(&e), crate::exit::Exit::Refused);
     }
 
     #[test]

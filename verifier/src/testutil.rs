@@ -20,6 +20,12 @@ pub fn ring() -> Keyring {
     Keyring::new(vec![key(1).verifying_key()], 1).unwrap()
 }
 
+/// [`ring`], built once, for what borrows a keyring for the whole test.
+pub fn trusted() -> &'static Keyring {
+    static RING: std::sync::OnceLock<Keyring> = std::sync::OnceLock::new();
+    RING.get_or_init(ring)
+}
+
 fn round_up(v: u64, to: u64) -> u64 {
     v.div_ceil(to) * to
 }
@@ -146,12 +152,13 @@ pub fn assemble(mut img: Vec<u8>, envelope: &[u8], slack: usize) -> (Vec<u8>, u6
 }
 
 /// A boot state from (priority, tries_remaining, successful) of a and b; sequence 1,
-/// floor 0.
+/// floor 0, no unconfirmed boot.
 pub fn state(a: (u8, u8, bool), b: (u8, u8, bool)) -> BootState {
     let mk = |(priority, tries_remaining, successful)| SlotState {
         priority,
         tries_remaining,
         successful,
+        unconfirmed: 0,
     };
     BootState {
         sequence: 1,

@@ -164,7 +164,7 @@ pub fn demo() -> Result<(), String> {
     )?;
 
     d.step(
-        "8. Stage 1: an initramfs (stele-init, trusted key, modules) in a signed UKI on the ESP",
+        "8. Stage 1: an initramfs (stele-init, trusted key, modules, bound to the product demo) in a signed UKI on the ESP",
     );
     let kernel = crate::kernel::ensure()?;
     let init = crate::util::build_static_init()?;
@@ -181,6 +181,8 @@ pub fn demo() -> Result<(), String> {
         &init,
         "--kernel",
         &vmlinuz,
+        "--name",
+        "demo",
         "--out",
         "initrd.cpio",
     ])?;
@@ -270,6 +272,8 @@ pub fn demo() -> Result<(), String> {
         "--init",
         &init,
         "--stage2",
+        "--name",
+        "demo",
         "--out",
         "stage2.cpio",
     ])?;

@@ -66,6 +66,21 @@ fn check_boot(c: &BootConfig) {
     for m in &c.modules {
         assert!(m.ends_with(".ko") && !m.contains('/'), "module {m:?}");
     }
+    for required in stele_verifier::config::boot::REQUIRED_DATA_OPTIONS {
+        assert!(
+            c.data_options.iter().any(|o| o == required),
+            "data_options {:?} without {required}",
+            c.data_options
+        );
+    }
+    assert!(
+        c.data_mount_options().is_ok(),
+        "data_options {:?}",
+        c.data_options
+    );
+    if let Some(n) = &c.name {
+        assert!(stele_verifier::manifest::valid_name(n), "name {n:?}");
+    }
     for m in &c.watchdog_modules {
         assert!(c.modules.contains(m), "watchdog module {m:?} not loaded");
     }
@@ -112,6 +127,17 @@ fn check_system(c: &SystemConfig) {
         assert!(c.services[..i].iter().all(|o| o.name != s.name));
         assert!(s.workdir.starts_with('/'));
         assert!(s.restart_delay <= MAX_SECS);
+        for a in s
+            .run_as
+            .user
+            .iter()
+            .chain(&s.run_as.group)
+            .chain(&s.run_as.supplementary_groups)
+        {
+            if let stele_verifier::config::Account::Id(id) = a {
+                assert_ne!(*id, u32::MAX, "id -1 accepted");
+            }
+        }
     }
 }
 
@@ -163,6 +189,8 @@ failure_delay_secs = 3
 partition_timeout_secs = 20
 threshold = 2
 modules = ["virtio_blk.ko", "dm-verity.ko", "i6300esb.ko"]
+name = "router-x1"
+data_options = ["nosuid", "nodev", "noatime", "commit=30"]
 stage = 1
 kernel_sha256 = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 stage2_panic_secs = 5
@@ -186,6 +214,10 @@ on_exit = "poweroff"
 [[service]]
 name = "other"
 exec = ["/bin/other"]
+user = "app"
+group = 1001
+supplementary_groups = ["audio", 44]
+no_new_privs = true
 "#;
 
 fn seeds_for(files: &[File], valid: &[(&str, &str)]) -> Vec<Seed> {

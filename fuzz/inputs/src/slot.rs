@@ -69,6 +69,7 @@ pub fn ladder(img: &[u8], keyring: &Keyring, floor: Option<u64>) -> usize {
     let opts = |full| VerifyOptions {
         full,
         rollback_floor: floor,
+        product: None,
     };
     if verify(&mut Cursor::new(img), len, keyring, opts(false)).is_err() {
         return 5;
@@ -103,6 +104,7 @@ pub fn run_image(data: &[u8]) {
     let opts = VerifyOptions {
         full: true,
         rollback_floor: Some(LOCATE_FLOOR),
+        product: None,
     };
     if let Ok((_, v)) = verify(&mut Cursor::new(data), len, ring(1), opts) {
         assert!(located.is_ok());
@@ -480,6 +482,7 @@ pub fn run(data: &[u8]) {
     let opts = |full| VerifyOptions {
         full,
         rollback_floor: input.floor,
+        product: None,
     };
     let quick = verify(&mut Cursor::new(img), len, b.ring, opts(false));
     let full = verify(&mut Cursor::new(img), len, b.ring, opts(true));

@@ -19,7 +19,8 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::stat::{Mode, SFlag};
 use nix::sys::wait::{WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
+use nix::unistd::{Gid, Pid, Uid};
+use stele_verifier::config::Credentials;
 
 use crate::{Error, Result};
 
@@ -229,20 +230,51 @@ pub fn reap_all() -> Vec<(i32, i32)> {
 
 /// Starts a process in its own session with an empty signal mask and default handlers
 /// (PID 1 installs no handlers and ignores nothing; it only blocks, so the mask is cleared
-/// here explicitly). Returns its pid.
-pub fn spawn(cmd: &mut Command) -> std::io::Result<i32> {
-    // SAFETY: the closure runs in the forked child before exec and only calls setsid(2) and
-    // sigprocmask(2), both async-signal-safe; SigSet::empty() is a stack value, no allocation.
+/// here explicitly), switched to `creds` when given: exactly its supplementary groups,
+/// its group, its user, then no_new_privs. Returns its pid.
+pub fn spawn(cmd: &mut Command, creds: Option<&Credentials>) -> std::io::Result<i32> {
+    let ids = creds.map(|c| {
+        let groups: Vec<Gid> = c.groups.iter().map(|&g| Gid::from_raw(g)).collect();
+        (
+            groups,
+            Gid::from_raw(c.gid),
+            Uid::from_raw(c.uid),
+            c.no_new_privs,
+        )
+    });
+    // SAFETY: the closure runs in the forked child before exec and only calls setsid(2),
+    // sigprocmask(2), setgroups(2), setgid(2), setuid(2) and prctl(2), all
+    // async-signal-safe (PID 1 is single-threaded: no other thread's setxid to join); it
+    // reads `ids`, built before the fork, and allocates nothing.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
             nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
                 .map_err(std::io::Error::from)?;
+            if let Some((groups, gid, uid, no_new_privs)) = &ids {
+                nix::unistd::setgroups(groups).map_err(std::io::Error::from)?;
+                nix::unistd::setgid(*gid).map_err(std::io::Error::from)?;
+                nix::unistd::setuid(*uid).map_err(std::io::Error::from)?;
+                if *no_new_privs {
+                    nix::sys::prctl::set_no_new_privs().map_err(std::io::Error::from)?;
+                }
+            }
             Ok(())
         });
     }
     let child = cmd.spawn()?;
     i32::try_from(child.id()).map_err(|_| std::io::Error::other("pid out of range"))
+}
+
+/// Removes every environment variable: the kernel gives PID 1 each `key=value` word of its
+/// command line it does not know (RUST_MIN_STACK=..., LD_PRELOAD=...), and PID 1 uses
+/// none. Call it first, before any thread exists.
+pub fn clear_environment() {
+    for (key, _) in std::env::vars_os() {
+        // SAFETY (single-threaded): called first in main, before any thread is spawned,
+        // so nothing reads the environment concurrently.
+        std::env::remove_var(key);
+    }
 }
 
 /// Replaces PID 1 with `argv` (the image's own init). Returns only on failure.
@@ -318,7 +350,7 @@ mod tests {
             "{{ echo $$; cut -d' ' -f6 /proc/self/stat; grep SigBlk /proc/self/status; }} > {0}.tmp && mv {0}.tmp {0}",
             dir.display()
         );
-        let pid = spawn(Command::new("/bin/sh").args(["-c", &script])).expect("run /bin/sh");
+        let pid = spawn(Command::new("/bin/sh").args(["-c", &script]), None).expect("run /bin/sh");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let text = loop {
             if let Ok(t) = std::fs::read_to_string(&dir) {
@@ -335,6 +367,58 @@ mod tests {
             lines[2], "SigBlk:\t0000000000000000",
             "the child's mask is empty"
         );
+    }
+
+    /// A service with credentials runs with exactly those ids and groups and, asked for,
+    /// no_new_privs; a plain one keeps PID 1's.
+    #[test]
+    fn spawned_children_take_their_credentials() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test switches users: run it as root (as `cargo xtask test` does in CI)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let run = |creds: Option<&Credentials>, name: &str| {
+            let out = dir.path().join(name);
+            let script = format!(
+                "{{ id -u; id -g; id -G; grep NoNewPrivs /proc/self/status; }} > {0}.tmp && mv {0}.tmp {0}",
+                out.display()
+            );
+            spawn(Command::new("/bin/sh").args(["-c", &script]), creds).expect("run /bin/sh");
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Ok(t) = std::fs::read_to_string(&out) {
+                    break t;
+                }
+                assert!(std::time::Instant::now() < deadline, "child wrote nothing");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        // The output file is written as the service's user: let it.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        let creds = Credentials {
+            uid: 65534,
+            gid: 65533,
+            groups: vec![4, 27],
+            no_new_privs: true,
+        };
+        let lines: Vec<String> = run(Some(&creds), "as-nobody")
+            .lines()
+            .map(String::from)
+            .collect();
+        assert_eq!(lines[0], "65534");
+        assert_eq!(lines[1], "65533");
+        let mut groups: Vec<&str> = lines[2].split(' ').collect();
+        groups.sort_unstable();
+        assert_eq!(groups, ["27", "4", "65533"]);
+        assert_eq!(lines[3], "NoNewPrivs:\t1");
+        let root = run(None, "as-root");
+        assert!(root.starts_with("0\n0\n"), "{root}");
+        assert!(root.ends_with("NoNewPrivs:\t0\n"), "{root}");
     }
 
     #[test]

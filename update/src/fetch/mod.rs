@@ -29,7 +29,7 @@ use stele_verifier::update::delta::{
 };
 
 use crate::install::Installed;
-use crate::rollback::{self, Floors};
+use crate::rollback;
 use crate::run_dir::RunDir;
 use crate::state_file::StateFile;
 use crate::storage::{self, Device};
@@ -290,10 +290,10 @@ pub fn plan_from<T: Read + Seek, B: Read + Seek>(
 }
 
 /// Installs the image of `src` into `slots.target` as a delta and flips the boot state:
-/// signed first (checked against `keyring` and the rollback floor: the state's, or
-/// `floors`' TPM and initramfs floors when higher, as [`crate::install::install`]; then `check`,
-/// the caller's own refusals: a channel's manifest digest; the place for the device's
-/// product binding too, once it exists: every refusal there comes before the slot is
+/// signed first (checked against `trust`'s keyring and the install's rollback floors,
+/// [`crate::install::Trust::floors`]: the state's or the good running slot's, the TPM's,
+/// the initramfs minimum; then its product, then `check`, the caller's own
+/// refusals: a channel's manifest digest; every refusal there comes before the slot is
 /// touched), then plan and write in the install write order. Progress lines go to `log`
 /// (without `stele: `), the bytes fetched to `progress` (a bar or a line on a terminal).
 #[allow(clippy::too_many_arguments)]
@@ -302,17 +302,17 @@ pub fn install_from<D: Device, B: Read + Seek, S: Device>(
     clock: &mut dyn Clock,
     slots: Slots<'_, D, B>,
     state: &mut StateFile<S>,
-    keyring: &Keyring,
-    floors: Floors,
+    trust: &crate::install::Trust<'_>,
     opts: &FetchOptions,
     check: &mut dyn FnMut(&Meta) -> Result<()>,
     log: &mut dyn FnMut(&str),
     progress: &mut dyn Progress,
 ) -> Result<DeltaInstalled> {
-    let floors = Floors {
-        state: state.load()?.rollback_floor,
-        ..floors
-    };
+    let keyring = trust.keyring;
+    // The state is locked only to read the floor here and to read it again and flip it
+    // at the end (as a bundle install): a fetch that stalls never keeps PID 1 from
+    // marking its slot good.
+    let floors = trust.floors(&state.locked(StateFile::load)?);
     let floor = floors.effective();
     let name = src.name();
     let err = |source| Error::Fetch {
@@ -330,8 +330,10 @@ pub fn install_from<D: Device, B: Read + Seek, S: Device>(
         .map_err(err)
         .map_err(|e| rollback::name_floors(e, floors))?;
     let m = &meta.manifest;
+    stele_verifier::slot::check_product(m, trust.product)
+        .map_err(|e| err(DeltaError::Verify(e)))?;
     log(&format!(
-        "update: {name}: {} {} rollback_index={} verified (signatures, rollback floor {floor}, hash tree)",
+        "update: {name}: {} {} rollback_index={} verified (signatures, product, rollback floor {floor}, hash tree)",
         m.name, m.version, m.rollback_index
     ));
     check(&meta)?;
@@ -367,9 +369,22 @@ pub fn install_from<D: Device, B: Read + Seek, S: Device>(
         url: name.clone(),
         source,
     })?;
-    log("update: flipping boot state");
     let m = written.verified.manifest.clone();
-    let new_state = state.commit(written, slot, slot_len, target)?;
+    // Under the lock, the floor again: PID 1 may have marked the running slot good (and
+    // raised it) during the fetch.
+    let new_state = state.locked(|state| {
+        let floors_now = trust.floors(&state.load()?);
+        let floor_now = floors_now.effective();
+        if m.rollback_index < floor_now {
+            let e = err(DeltaError::Verify(stele_verifier::Error::Rollback {
+                index: m.rollback_index,
+                floor: floor_now,
+            }));
+            return Err(rollback::name_floors(e, floors_now));
+        }
+        log("update: flipping boot state");
+        state.commit(written, slot, slot_len, target)
+    })?;
     log("update: footer written");
     Ok(DeltaInstalled {
         installed: Installed {
@@ -412,7 +427,8 @@ pub fn device_source(
 }
 
 /// `stele update install URL` on the device: into the slot that is not booted, the
-/// booted slot as the base, the state locked throughout.
+/// booted slot as the base; the target slot partition locked throughout (one install at a
+/// time), the state only for its reads and the flip.
 pub fn on_device(
     run_dir: &Path,
     loc: &Location,
@@ -422,15 +438,18 @@ pub fn on_device(
     progress: &mut dyn Progress,
 ) -> Result<DeltaInstalled> {
     let dev = RunDir::read(run_dir)?;
+    let running = (dev.booted, dev.booted_rollback_index()?);
     let mut src = device_source(&dev, loc, opts)?;
     let mut state = StateFile::open(dev.state_path(), true)?;
-    state.lock()?;
-    let target = crate::install::plan(&state.load()?, Some(dev.booted))?;
+    let target = crate::install::plan(&state.locked(StateFile::load)?, Some(dev.booted))?;
     let mut tpm = rollback::open_counter(&dev.config)?;
     let floors = rollback::floors(0, tpm.counter(), &dev.config)?;
     let slot_path = dev.slot_path(target)?.to_string();
     let mut slot = storage::open(&slot_path, true)?;
     let slot_len = storage::size(&mut slot, &slot_path)?;
+    let _busy = storage::try_lock(&slot, &slot_path)?.ok_or_else(|| Error::SlotBusy {
+        path: slot_path.clone(),
+    })?;
     let base_path = dev.slot_path(dev.booted)?.to_string();
     let mut base = storage::open(&base_path, false)?;
     let base_len = storage::size(&mut base, &base_path)?;
@@ -444,8 +463,12 @@ pub fn on_device(
             base: Some((&mut base, base_len)),
         },
         &mut state,
-        &dev.keyring,
-        floors,
+        &crate::install::Trust {
+            keyring: &dev.keyring,
+            product: dev.config.name.as_deref(),
+            running: Some(running),
+            floors,
+        },
         opts,
         check,
         log,
@@ -488,11 +511,12 @@ pub fn plan_on_device(run_dir: &Path, loc: &Location, opts: &FetchOptions) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rollback::Floors;
     use std::io::Cursor;
     use stele_verifier::exit::{Exit, Report};
     use stele_verifier::progress::Silent;
     use stele_verifier::state::{self, BootState};
-    use stele_verifier::testutil::{image_signed_by, ring};
+    use stele_verifier::testutil::{image_signed_by, trusted};
 
     /// A URL install applies the same floors as a file install: the TPM's and the
     /// initramfs minimum count when the state's is lower, and the refusal names them,
@@ -510,6 +534,7 @@ mod tests {
             },
         ] {
             let img = image_signed_by(8, 6, 1, 1).0;
+            let keyring = trusted();
             let mut c = Cursor::new(vec![0u8; 8192]);
             state::initialize(&mut c, &BootState::initial(false)).unwrap();
             let mut st = StateFile::new(c, "state");
@@ -526,8 +551,12 @@ mod tests {
                     base: None,
                 },
                 &mut st,
-                &ring(),
-                floors,
+                &crate::install::Trust {
+                    keyring,
+                    product: None,
+                    running: None,
+                    floors,
+                },
                 &FetchOptions::default(),
                 &mut |_| Ok(()),
                 &mut |_| {},

@@ -1,11 +1,13 @@
-//! `/etc/stele/boot.toml`: partition names, data mount, overlay size, verification mode,
-//! failure policy, keyring threshold, module list, the stage (1: choose a slot and kexec
-//! into its kernel; 2: boot the slot stage 1 chose), the running kernel's sha256 and the
-//! watchdog (docs/BOOT.md). Parsed and validated by [`BootConfig::parse`], the one function
-//! the initramfs builder and PID 1 both call.
+//! `/etc/stele/boot.toml`: partition names, data mount and its options, overlay size,
+//! verification mode, failure policy, keyring threshold, module list, the product the
+//! device is bound to, the stage (1: choose a slot and kexec into its kernel; 2: boot the
+//! slot stage 1 chose), the running kernel's sha256 and the watchdog (docs/BOOT.md).
+//! Parsed and validated by [`BootConfig::parse`], the one function the initramfs builder
+//! and PID 1 both call.
 
 use super::{is_under, parse_table, ConfigError, Fields};
 use crate::layout::{Role, ROLES};
+use crate::manifest::{valid_name, NAME_RULE};
 
 /// `verify`: how much is checked in userspace before mounting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -89,6 +91,62 @@ impl RollbackStorage {
     ];
 }
 
+/// A mount flag `data_options` may set on the data partition (PID 1 maps each to its
+/// `MS_*` bit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MountFlag {
+    NoSuid,
+    NoDev,
+    NoExec,
+    NoSymFollow,
+    NoAtime,
+    NoDirAtime,
+    RelAtime,
+    StrictAtime,
+    LazyTime,
+    Sync,
+    DirSync,
+}
+
+impl MountFlag {
+    /// The option names, as in mount(8).
+    pub const CHOICES: [(&'static str, MountFlag); 11] = [
+        ("nosuid", MountFlag::NoSuid),
+        ("nodev", MountFlag::NoDev),
+        ("noexec", MountFlag::NoExec),
+        ("nosymfollow", MountFlag::NoSymFollow),
+        ("noatime", MountFlag::NoAtime),
+        ("nodiratime", MountFlag::NoDirAtime),
+        ("relatime", MountFlag::RelAtime),
+        ("strictatime", MountFlag::StrictAtime),
+        ("lazytime", MountFlag::LazyTime),
+        ("sync", MountFlag::Sync),
+        ("dirsync", MountFlag::DirSync),
+    ];
+}
+
+/// ext4 options `data_options` may pass to the data partition's filesystem (besides
+/// `commit=<1..=300>`).
+pub const DATA_FS_OPTIONS: &[&str] = &[
+    "errors=remount-ro",
+    "errors=continue",
+    "errors=panic",
+    "data=ordered",
+    "data=journal",
+    "data=writeback",
+    "discard",
+    "nodiscard",
+    "noauto_da_alloc",
+    "journal_checksum",
+];
+
+/// The options the data partition is mounted with unless boot.toml says otherwise.
+pub const DEFAULT_DATA_OPTIONS: [&str; 3] = ["nosuid", "nodev", "noexec"];
+
+/// Options every `data_options` must keep: without them a disk writer could plant a
+/// setuid-root program or a device node that a service would then use.
+pub const REQUIRED_DATA_OPTIONS: [&str; 2] = ["nosuid", "nodev"];
+
 /// `/etc/stele/boot.toml`. See docs/BOOT.md.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BootConfig {
@@ -105,6 +163,11 @@ pub struct BootConfig {
     pub partition_timeout_secs: u64,
     pub threshold: usize,
     pub modules: Vec<String>,
+    /// The product this initramfs (so the device) is bound to: a slot or bundle whose
+    /// manifest `name` differs is refused. `None`: any product signed by the keys.
+    pub name: Option<String>,
+    /// Mount options of the data partition (checked: [`BootConfig::data_mount_options`]).
+    pub data_options: Vec<String>,
     /// `stage`: 1 (default) or 2.
     pub stage: Stage,
     /// `kernel_sha256`: the kernel this (stage-1) initramfs runs under; a slot whose kernel
@@ -139,6 +202,8 @@ impl Default for BootConfig {
             partition_timeout_secs: 10,
             threshold: 1,
             modules: Vec::new(),
+            name: None,
+            data_options: DEFAULT_DATA_OPTIONS.map(String::from).to_vec(),
             stage: Stage::One,
             kernel_sha256: None,
             stage2_panic_secs: DEFAULT_STAGE2_PANIC_SECS,
@@ -168,6 +233,8 @@ pub const KEYS: &[&str] = &[
     "partition_timeout_secs",
     "threshold",
     "modules",
+    "name",
+    "data_options",
     "stage",
     "kernel_sha256",
     "stage2_panic_secs",
@@ -226,6 +293,10 @@ impl BootConfig {
         }
         if let Some(v) = f.strings("modules")? {
             c.modules = v;
+        }
+        c.name = f.string("name")?;
+        if let Some(v) = f.strings("data_options")? {
+            c.data_options = v;
         }
         match f.uint("stage")? {
             None | Some(1) => {}
@@ -304,6 +375,14 @@ impl BootConfig {
             }
         }
         check_data_mount(&self.data_mount).map_err(|why| err("data_mount", why))?;
+        self.data_mount_options()
+            .map_err(|why| err("data_options", why))?;
+        if let Some(n) = self.name.as_deref().filter(|n| !valid_name(n)) {
+            return Err(err(
+                "name",
+                format!("{n:?} is not a product name: {NAME_RULE}"),
+            ));
+        }
         if !valid_size(&self.overlay_size) {
             return Err(err(
                 "overlay_size",
@@ -356,6 +435,51 @@ impl BootConfig {
         }
         Ok(())
     }
+}
+
+impl BootConfig {
+    /// `data_options` as the mount flags and the filesystem's option string (comma
+    /// separated): each option known (a [`MountFlag`], one of [`DATA_FS_OPTIONS`] or
+    /// `commit=<1..=300>`), none twice, [`REQUIRED_DATA_OPTIONS`] present. Pure.
+    pub fn data_mount_options(&self) -> Result<(Vec<MountFlag>, String), String> {
+        let mut flags = Vec::new();
+        let mut fs: Vec<&str> = Vec::new();
+        for (i, o) in self.data_options.iter().enumerate() {
+            if self.data_options[..i].contains(o) {
+                return Err(format!("{o:?} is given twice"));
+            }
+            if let Some((_, f)) = MountFlag::CHOICES.iter().find(|(n, _)| n == o) {
+                flags.push(*f);
+            } else if DATA_FS_OPTIONS.contains(&o.as_str()) || valid_commit(o) {
+                fs.push(o);
+            } else {
+                let names: Vec<&str> = MountFlag::CHOICES.iter().map(|(n, _)| *n).collect();
+                return Err(format!(
+                    "{o:?} is not a data partition option (known: {}, {}, commit=<1..=300>)",
+                    names.join(", "),
+                    DATA_FS_OPTIONS.join(", ")
+                ));
+            }
+        }
+        if let Some(r) = REQUIRED_DATA_OPTIONS
+            .iter()
+            .find(|r| !self.data_options.iter().any(|o| o == *r))
+        {
+            return Err(format!(
+                "must include {r:?}: without it a disk writer could plant a {} on the writable data partition",
+                if *r == "nosuid" { "setuid-root program" } else { "device node" }
+            ));
+        }
+        Ok((flags, fs.join(",")))
+    }
+}
+
+/// `commit=<seconds>`, 1..=300.
+fn valid_commit(o: &str) -> bool {
+    o.strip_prefix("commit=")
+        .and_then(|n| n.parse::<u64>().ok())
+        .is_some_and(|n| (1..=300).contains(&n))
+        && !o.contains('+')
 }
 
 /// `data_mount`: a plain absolute path below `/` that does not cover a system directory.
@@ -412,6 +536,8 @@ failure_delay_secs = 3
 partition_timeout_secs = 20
 threshold = 2
 modules = ["virtio_blk.ko", "dm-verity.ko", "i6300esb.ko"]
+name = "router-x1"
+data_options = ["nodev", "nosuid", "noatime", "errors=remount-ro", "commit=30"]
 stage = 1
 kernel_sha256 = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF"
 stage2_panic_secs = 3
@@ -421,6 +547,19 @@ rollback_storage = "tpm"
 min_rollback_index = 7
 "#;
         let c = BootConfig::parse(text, "boot.toml").unwrap();
+        assert_eq!(c.name.as_deref(), Some("router-x1"));
+        let (flags, fs) = c.data_mount_options().unwrap();
+        assert_eq!(
+            flags,
+            [MountFlag::NoDev, MountFlag::NoSuid, MountFlag::NoAtime]
+        );
+        assert_eq!(fs, "errors=remount-ro,commit=30");
+        let d = BootConfig::default();
+        assert_eq!(d.name, None);
+        assert_eq!(
+            d.data_mount_options().unwrap().0,
+            [MountFlag::NoSuid, MountFlag::NoDev, MountFlag::NoExec]
+        );
         assert_eq!(c.verify, VerifyMode::Full);
         assert_eq!(c.on_failure, Action::Poweroff);
         assert_eq!(c.threshold, 2);

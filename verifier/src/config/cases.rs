@@ -160,7 +160,41 @@ pub const CASES: &[Case] = &[
         Some("partition_timeout_secs"),
         "above the limit of 3600 seconds",
     ),
+    // The data partition's mount options.
+    boot(
+        "data_options = [\"nosuid\"]",
+        Some("data_options"),
+        "must include \"nodev\"",
+    ),
+    boot(
+        "data_options = [\"nodev\", \"noexec\"]",
+        Some("data_options"),
+        "must include \"nosuid\"",
+    ),
+    boot(
+        "data_options = [\"nosuid\", \"nodev\", \"suid\"]",
+        Some("data_options"),
+        "not a data partition option",
+    ),
+    boot(
+        "data_options = [\"nosuid\", \"nodev\", \"commit=0\"]",
+        Some("data_options"),
+        "not a data partition option",
+    ),
+    boot(
+        "data_options = [\"nosuid\", \"nodev\", \"nodev\"]",
+        Some("data_options"),
+        "given twice",
+    ),
+    boot(
+        "data_options = \"nosuid,nodev\"",
+        Some("data_options"),
+        "array of strings",
+    ),
     // What `stele initramfs` writes itself.
+    generated("name = \"my product\"", "name", "not a product name"),
+    generated("name = \"\"", "name", "not a product name"),
+    generated("name = 1", "name", "must be a string"),
     generated("threshold = 0", "threshold", "must be at least 1"),
     generated("threshold = \"1\"", "threshold", "non-negative integer"),
     generated(
@@ -327,6 +361,32 @@ pub const CASES: &[Case] = &[
         "[[service]]\nname = \"a\"\nexec = [\"/a\"]\nrestart_delay = 4000",
         Some("service \"a\" restart_delay"),
         "above the limit of 3600 seconds",
+    ),
+    // Who a service runs as.
+    system(
+        "[[service]]\nname = \"a\"\nexec = [\"/a\"]\nuser = \"a b\"",
+        Some("service \"a\" user"),
+        "a name of 1..=32 characters",
+    ),
+    system(
+        "[[service]]\nname = \"a\"\nexec = [\"/a\"]\ngroup = -1",
+        Some("service \"a\" group"),
+        "a name of 1..=32 characters",
+    ),
+    system(
+        "[[service]]\nname = \"a\"\nexec = [\"/a\"]\nsupplementary_groups = \"audio\"",
+        Some("service \"a\" supplementary_groups"),
+        "array of group names or ids",
+    ),
+    system(
+        "[[service]]\nname = \"a\"\nexec = [\"/a\"]\nsupplementary_groups = [\"audio\", true]",
+        Some("service \"a\" supplementary_groups"),
+        "each must be a name",
+    ),
+    system(
+        "[[service]]\nname = \"a\"\nexec = [\"/a\"]\nno_new_privs = \"yes\"",
+        Some("service \"a\" no_new_privs"),
+        "must be true or false",
     ),
 ];
 

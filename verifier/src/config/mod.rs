@@ -6,12 +6,14 @@
 //! written out by hand ([`Fields`]) rather than derived, so every error names the key and
 //! the rule.
 
+pub mod accounts;
 pub mod boot;
 #[cfg(any(test, feature = "test-util"))]
 pub mod cases;
 pub mod system;
 
-pub use boot::{Action, BootConfig, RollbackStorage, Stage, VerifyMode};
+pub use accounts::{Account, Accounts, Credentials, RunAs};
+pub use boot::{Action, BootConfig, MountFlag, RollbackStorage, Stage, VerifyMode};
 pub use system::{Restart, Service, SystemConfig};
 
 use crate::exit::{Exit, Report};
@@ -154,6 +156,15 @@ impl<'a> Fields<'a> {
                 Err(self.error(key, format!("{v} is above the limit of {MAX_SECS} seconds")))
             }
             v => Ok(v),
+        }
+    }
+
+    /// A boolean.
+    pub fn boolean(&mut self, key: &str) -> Result<Option<bool>, ConfigError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(toml::Value::Boolean(b)) => Ok(Some(b)),
+            Some(_) => Err(self.error(key, "must be true or false")),
         }
     }
 

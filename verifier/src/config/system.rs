@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::accounts::{account, Account, Accounts, Credentials, RunAs, ACCOUNT_NAME_RULE};
 use super::{is_under, parse_table, Action, ConfigError, Fields};
 
 /// `restart` policy of a service.
@@ -34,6 +35,8 @@ pub struct Service {
     pub restart: Restart,
     pub restart_delay: u64,
     pub on_exit: Option<Action>,
+    /// `user`, `group`, `supplementary_groups`, `no_new_privs`.
+    pub run_as: RunAs,
 }
 
 /// `/etc/stele/system.toml` in the image. See docs/BOOT.md.
@@ -67,6 +70,10 @@ pub const SERVICE_KEYS: &[&str] = &[
     "restart",
     "restart_delay",
     "on_exit",
+    "user",
+    "group",
+    "supplementary_groups",
+    "no_new_privs",
 ];
 
 impl SystemConfig {
@@ -143,6 +150,24 @@ impl SystemConfig {
         top.chain(services)
     }
 
+    /// What each service runs as (in the order of [`SystemConfig::services`]), its names
+    /// resolved in the image's own users and groups; a name the image does not have is
+    /// refused naming the service's key. Pure.
+    pub fn credentials(
+        &self,
+        origin: &str,
+        accounts: &Accounts,
+    ) -> Result<Vec<Option<Credentials>>, ConfigError> {
+        self.services
+            .iter()
+            .map(|s| {
+                s.run_as.resolve(accounts).map_err(|(key, why)| {
+                    ConfigError::key(origin, format!("service {:?} {key}", s.name), why)
+                })
+            })
+            .collect()
+    }
+
     /// Refuses programs that would run from the writable data partition mounted at
     /// `data_mount` (boot.toml): only the verified image may provide what PID 1 runs. Pure.
     pub fn check_programs(&self, origin: &str, data_mount: &str) -> Result<(), ConfigError> {
@@ -215,6 +240,7 @@ fn parse_service(origin: &str, i: usize, v: toml::Value) -> Result<Service, Conf
     let restart = f.choice("restart", &Restart::CHOICES)?.unwrap_or_default();
     let restart_delay = f.secs("restart_delay")?.unwrap_or(1);
     let on_exit = f.choice("on_exit", &Action::CHOICES)?;
+    let run_as = parse_run_as(&mut f)?;
     f.finish(SERVICE_KEYS)?;
     Ok(Service {
         name,
@@ -224,6 +250,49 @@ fn parse_service(origin: &str, i: usize, v: toml::Value) -> Result<Service, Conf
         restart,
         restart_delay,
         on_exit,
+        run_as,
+    })
+}
+
+/// `user`, `group` (a name or an id each), `supplementary_groups` (an array of them),
+/// `no_new_privs` (a boolean).
+fn parse_run_as(f: &mut Fields<'_>) -> Result<RunAs, ConfigError> {
+    let one = |f: &mut Fields<'_>, key: &str| -> Result<Option<Account>, ConfigError> {
+        match f.take(key) {
+            None => Ok(None),
+            Some(v) => account(&v)
+                .map(Some)
+                .ok_or_else(|| f.error(key, format!("must be {ACCOUNT_NAME_RULE}"))),
+        }
+    };
+    let user = one(f, "user")?;
+    let group = one(f, "group")?;
+    let supplementary_groups = match f.take("supplementary_groups") {
+        None => Vec::new(),
+        Some(toml::Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                account(v).ok_or_else(|| {
+                    f.error(
+                        "supplementary_groups",
+                        format!("each must be {ACCOUNT_NAME_RULE}"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(f.error(
+                "supplementary_groups",
+                "must be an array of group names or ids",
+            ))
+        }
+    };
+    let no_new_privs = f.boolean("no_new_privs")?.unwrap_or(false);
+    Ok(RunAs {
+        user,
+        group,
+        supplementary_groups,
+        no_new_privs,
     })
 }
 
@@ -246,6 +315,10 @@ on_exit = "poweroff"
 [[service]]
 name = "other"
 exec = ["/bin/other"]
+user = "app"
+group = 1001
+supplementary_groups = ["audio", 7]
+no_new_privs = true
 "#;
 
     #[test]
@@ -266,6 +339,19 @@ exec = ["/bin/other"]
         assert_eq!(o.restart_delay, 1);
         assert_eq!(o.workdir, "/");
         assert_eq!(o.on_exit, None);
+        assert!(d.run_as.is_default());
+        assert_eq!(o.run_as.user, Some(Account::Name("app".into())));
+        assert_eq!(o.run_as.group, Some(Account::Id(1001)));
+        assert!(o.run_as.no_new_privs);
+        let accounts = Accounts::parse("app:x:1000:1000::/:/bin/sh\n", "audio:x:29:\n");
+        let creds = s.credentials("system.toml", &accounts).unwrap();
+        assert_eq!(creds[0], None);
+        let c = creds[1].as_ref().unwrap();
+        assert_eq!((c.uid, c.gid, c.groups.clone()), (1000, 1001, vec![29, 7]));
+        let e = s
+            .credentials("system.toml", &Accounts::default())
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("service \"other\" user"));
         let progs: Vec<(String, &str)> = s.programs().collect();
         assert_eq!(
             progs,

@@ -152,15 +152,10 @@ impl Manifest {
 
     /// The sanity checks of docs/FORMATS.md that need only the body.
     pub fn check(&self) -> Result<()> {
-        let name_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-        if self.name.is_empty() || self.name.len() > MAX_NAME_LEN || !self.name.chars().all(name_ok)
-        {
+        if !super::valid_name(&self.name) {
             return Err(Error::invalid(
                 "manifest name",
-                format!(
-                    "{:?}: use 1..=64 characters of A-Z a-z 0-9 . _ -",
-                    self.name
-                ),
+                format!("{:?}: {}", self.name, super::NAME_RULE),
             ));
         }
         if self.version.is_empty()

@@ -90,6 +90,15 @@ pub fn check_integer(what: &'static str, v: u64) -> crate::Result<()> {
     Ok(())
 }
 
+/// The rule of a product name (the manifest `name`, boot.toml `name`), as errors state it.
+pub const NAME_RULE: &str = "use 1..=64 characters of A-Z a-z 0-9 . _ -";
+
+/// True when `name` is a valid product name ([`NAME_RULE`]). Pure.
+pub fn valid_name(name: &str) -> bool {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    !name.is_empty() && name.len() <= MAX_NAME_LEN && name.chars().all(ok)
+}
+
 /// One signature in the envelope.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignatureEntry {

@@ -42,6 +42,27 @@ const COPY_BUFFER: usize = 1 << 20;
 /// Flushes a device to stable storage (fdatasync for a block device or file).
 pub type SyncFn<'a, D> = &'a mut dyn FnMut(&mut D) -> io::Result<()>;
 
+/// What a bundle must satisfy to be installed: signed by the device's keyring, a
+/// rollback_index at or above `rollback_floor`, and (when the device is bound to a
+/// product) that product's `name`.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy<'a> {
+    pub keyring: &'a Keyring,
+    pub rollback_floor: u64,
+    pub product: Option<&'a str>,
+}
+
+impl Policy<'_> {
+    /// The options of [`slot::verify`] that apply this policy.
+    fn verify_options(&self, full: bool) -> VerifyOptions<'_> {
+        VerifyOptions {
+            full,
+            rollback_floor: Some(self.rollback_floor),
+            product: self.product,
+        }
+    }
+}
+
 /// An image written to a slot and checked there, without its footer yet: the slot cannot
 /// boot until [`Written::commit`].
 #[derive(Clone, Debug)]
@@ -132,17 +153,13 @@ pub fn check_seekable<R: Read + Seek>(
     bundle: &mut R,
     bundle_len: u64,
     slot_len: u64,
-    keyring: &Keyring,
-    rollback_floor: u64,
+    policy: &Policy<'_>,
 ) -> Result<Checked> {
     let (loc, verified) = slot::verify(
         bundle,
         bundle_len,
-        keyring,
-        VerifyOptions {
-            full: false,
-            rollback_floor: Some(rollback_floor),
-        },
+        policy.keyring,
+        policy.verify_options(false),
     )?;
     let needed = loc
         .footer
@@ -162,11 +179,10 @@ pub fn install_seekable<R: Read + Seek, D: Read + Write + Seek>(
     bundle_len: u64,
     slot: &mut D,
     slot_len: u64,
-    keyring: &Keyring,
-    rollback_floor: u64,
+    policy: &Policy<'_>,
     sync: SyncFn<'_, D>,
 ) -> Result<Written> {
-    let checked = check_seekable(bundle, bundle_len, slot_len, keyring, rollback_floor)?;
+    let checked = check_seekable(bundle, bundle_len, slot_len, policy)?;
     write_checked(bundle, checked, slot, slot_len, sync, &mut Silent)
 }
 
@@ -274,8 +290,7 @@ pub fn install_stream<R: Read, D: Read + Write + Seek>(
     bundle: &mut R,
     slot: &mut D,
     slot_len: u64,
-    keyring: &Keyring,
-    rollback_floor: u64,
+    policy: &Policy<'_>,
     sync: SyncFn<'_, D>,
     progress: &mut dyn Progress,
 ) -> Result<Written> {
@@ -337,11 +352,8 @@ pub fn install_stream<R: Read, D: Read + Write + Seek>(
     let (loc, verified) = slot::verify(
         &mut view,
         total,
-        keyring,
-        VerifyOptions {
-            full: true,
-            rollback_floor: Some(rollback_floor),
-        },
+        policy.keyring,
+        policy.verify_options(true),
     )?;
     Ok(Written {
         verified,
@@ -358,11 +370,10 @@ pub fn activate<D: Read + Write + Seek>(
     slot: Slot,
     sync: SyncFn<'_, D>,
 ) -> Result<BootState> {
-    let (mut st, copy) = state::load(dev)?;
+    let (mut st, mut copy) = state::load(dev)?;
     st.activate_new(slot, NEW_SLOT_TRIES);
-    state::store(dev, &st, copy)?;
+    state::store_next(dev, &mut st, &mut copy)?;
     sync(dev).map_err(io_err("boot state"))?;
-    st.sequence += 1;
     Ok(st)
 }
 
@@ -424,10 +435,20 @@ mod power_cut_delta;
 mod tests {
     use super::*;
     use crate::state::initialize;
-    use crate::testutil::{image, ring};
+    use crate::testutil::{image, ring, trusted};
     use std::io::Cursor;
 
     pub(super) const SLOT_LEN: u64 = 1 << 20;
+
+    /// The policy of a device trusting `key(1)` with rollback floor `floor`, not bound to
+    /// a product.
+    pub(super) fn policy(rollback_floor: u64) -> Policy<'static> {
+        Policy {
+            keyring: trusted(),
+            rollback_floor,
+            product: None,
+        }
+    }
 
     pub(super) fn no_sync<D>(_: &mut D) -> io::Result<()> {
         Ok(())
@@ -463,8 +484,7 @@ mod tests {
             len,
             slot,
             slot_len,
-            &ring(),
-            floor,
+            &policy(floor),
             &mut no_sync,
         )
     }
@@ -472,7 +492,7 @@ mod tests {
     pub(super) fn verify_slot(slot: &mut Cursor<Vec<u8>>) -> Result<VerifiedManifest> {
         let full = VerifyOptions {
             full: true,
-            rollback_floor: None,
+            ..VerifyOptions::default()
         };
         slot::verify(slot, SLOT_LEN, &ring(), full).map(|(_, v)| v)
     }
@@ -508,8 +528,7 @@ mod tests {
             &mut Dribble(&img),
             &mut slot,
             SLOT_LEN,
-            &ring(),
-            0,
+            &policy(0),
             &mut no_sync,
             &mut crate::progress::Silent,
         )
@@ -522,7 +541,11 @@ mod tests {
     #[test]
     fn refused_bundles_leave_the_slot_untouched_when_seekable() {
         let (img, manifest_offset) = image(40, 3, 1);
-        let cases: Vec<(Vec<u8>, u64, &str)> = vec![
+        let other_product = Policy {
+            product: Some("router"),
+            ..policy(0)
+        };
+        let cases: Vec<(Vec<u8>, Policy<'_>, &str)> = vec![
             // A flipped bit in the manifest body.
             (
                 {
@@ -531,15 +554,25 @@ mod tests {
                     b[at] ^= 1;
                     b
                 },
-                0,
+                policy(0),
                 "signature",
             ),
             // Below the rollback floor.
-            (img.clone(), 4, "rollback"),
+            (img.clone(), policy(4), "rollback"),
+            // Another product's image, signed by a trusted key.
+            (img.clone(), other_product, "product refused"),
         ];
-        for (bundle, floor, why) in cases {
+        for (bundle, policy, why) in cases {
             let mut slot = blank_slot();
-            let err = install_file(&bundle, &mut slot, SLOT_LEN, floor).unwrap_err();
+            let err = install_seekable(
+                &mut Cursor::new(&bundle),
+                bundle.len() as u64,
+                &mut slot,
+                SLOT_LEN,
+                &policy,
+                &mut no_sync,
+            )
+            .unwrap_err();
             assert!(err.to_string().contains(why), "{why}: {err}");
             assert!(
                 slot.get_ref().iter().all(|&b| b == 0xee),
@@ -562,12 +595,28 @@ mod tests {
             &mut &img[..],
             &mut slot,
             SLOT_LEN,
-            &ring(),
-            0,
+            &policy(0),
             &mut no_sync,
             &mut Silent,
         )
         .unwrap_err();
+        // From a stream the product is checked too, once the image is in the slot.
+        let (good, _) = image(40, 3, 1);
+        let mut other = blank_slot();
+        let bound = Policy {
+            product: Some("router"),
+            ..policy(0)
+        };
+        let e = install_stream(
+            &mut &good[..],
+            &mut other,
+            SLOT_LEN,
+            &bound,
+            &mut no_sync,
+            &mut Silent,
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::WrongProduct { .. }), "{e}");
         assert!(
             matches!(err, Error::DataBlockMismatch { block: 7 }),
             "{err}"
@@ -627,8 +676,7 @@ mod tests {
             img.len() as u64,
             &mut slot,
             SLOT_LEN,
-            &ring(),
-            0,
+            &policy(0),
             &mut no_sync,
         )
         .unwrap();
@@ -648,8 +696,7 @@ mod tests {
             img.len() as u64,
             &mut slot,
             SLOT_LEN,
-            &ring(),
-            0,
+            &policy(0),
             &mut no_sync,
         )
         .unwrap_err();
@@ -665,8 +712,7 @@ mod tests {
             &mut &img[..],
             &mut small,
             256 * 1024,
-            &ring(),
-            0,
+            &policy(0),
             &mut no_sync,
             &mut crate::progress::Silent,
         )
@@ -687,8 +733,7 @@ mod tests {
             &mut &cut[..],
             &mut slot,
             SLOT_LEN,
-            &ring(),
-            0,
+            &policy(0),
             &mut no_sync,
             &mut Silent
         )

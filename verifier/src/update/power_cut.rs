@@ -5,10 +5,10 @@
 
 use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
 
-use super::tests::{blank_slot, commit, install_file, no_sync, verify_slot, SLOT_LEN};
+use super::tests::{blank_slot, commit, install_file, no_sync, policy, verify_slot, SLOT_LEN};
 use super::*;
 use crate::state::{initialize, load};
-use crate::testutil::{image, ring};
+use crate::testutil::image;
 
 /// A device that applies writes and records them, split at 512-byte sectors, with the
 /// sync points, so that a power cut after any prefix of the writes can be replayed.
@@ -153,8 +153,7 @@ fn power_cut_at_any_write_still_boots() {
         &mut &old[..],
         &mut a,
         SLOT_LEN,
-        &ring(),
-        0,
+        &policy(0),
         &mut no_sync,
         &mut crate::progress::Silent,
     )
@@ -165,8 +164,7 @@ fn power_cut_at_any_write_still_boots() {
         &mut &leftover[..],
         &mut b,
         SLOT_LEN,
-        &ring(),
-        0,
+        &policy(0),
         &mut no_sync,
         &mut crate::progress::Silent,
     )

@@ -225,7 +225,7 @@ pub(crate) fn assert_installed(target: &Cursor<Vec<u8>>, img: &[u8]) {
     assert_eq!(&t[t.len() - FOOTER_LEN..], &img[body..], "footer");
     let full = slot::VerifyOptions {
         full: true,
-        rollback_floor: None,
+        ..Default::default()
     };
     slot::verify(&mut Cursor::new(t), SLOT_LEN, &ring(), full).unwrap();
 }
