@@ -82,7 +82,8 @@ fn tpm_floor_survives_a_state_reset() {
         .read_only_disk(&v2)
         .start();
     vm.expect("stele: TPM rollback counter 0x013e5e1e defined");
-    vm.expect("stele: rollback floor 0 (state 0, tpm 0, initramfs 0)");
+    // A fresh disk's state starts at its image's index (1); a fresh TPM counter at 0.
+    vm.expect("stele: rollback floor 1 (state 1, tpm 0, initramfs 0)");
     vm.expect("stele: slot=a marked good");
     vm.expect("stele: TPM rollback floor raised from 0 to 1");
     vm.expect("stele: installed test 2.0.0 rollback_index=2 into slot b");
@@ -111,9 +112,11 @@ fn tpm_floor_survives_a_state_reset() {
     vm.expect("stele: rollback floor 2 (state 0, tpm 2, initramfs 0)");
     vm.expect("stele: refused slot a: rollback refused: image rollback_index 1 is below the rollback floor 2");
     vm.expect("stele: slot=b version=2.0.0 rollback_index=2");
+    // The install is refused by the TPM floor, and (since the running slot b is good) by
+    // b's own index too: both are named.
     let refused = vm.expect("stele: error:");
     assert!(
-        refused.contains("rollback refused: image rollback_index 1 is below the rollback floor 2 (state 0, tpm 2, initramfs 0)"),
+        refused.contains("rollback refused: image rollback_index 1 is below the rollback floor 2 (state 0, running slot 2, tpm 2, initramfs 0)"),
         "{refused}"
     );
     vm.expect("v2: install exit 1");

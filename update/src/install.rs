@@ -153,11 +153,16 @@ pub struct Trust<'a> {
 }
 
 impl Trust<'_> {
-    /// The floors an install must meet against state `st`: `state` is [`install_floor`]
-    /// (the state's floor, or the good running slot's index when higher). Pure.
+    /// The floors an install must meet against state `st`: the state's, the good running
+    /// slot's index (together [`install_floor`]), the TPM's and the initramfs minimum.
+    /// Pure.
     pub fn floors(&self, st: &BootState) -> Floors {
         Floors {
-            state: install_floor(st, self.running),
+            state: st.rollback_floor,
+            running: self
+                .running
+                .filter(|(s, _)| st.slot(*s).successful)
+                .map(|(_, index)| index),
             ..self.floors
         }
     }

@@ -18,11 +18,15 @@ use crate::{Error, Result};
 /// The TPM counter on the machine's TPM device.
 pub type DeviceCounter = RollbackCounter<Channel<File>>;
 
-/// The three floors of one decision.
+/// The floors of one decision.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Floors {
     /// The boot state's `rollback_floor`.
     pub state: u64,
+    /// For an install: the running (or, on a disk image, next) slot's verified
+    /// rollback_index when that slot is good (its floor once marked good; a fresh disk, or
+    /// one made by an older stele, may not have it in the state yet).
+    pub running: Option<u64>,
     /// The TPM counter's floor, when a TPM is used.
     pub tpm: Option<u64>,
     /// boot.toml `min_rollback_index`.
@@ -32,16 +36,23 @@ pub struct Floors {
 impl Floors {
     /// The floor that applies: the highest of the three. Pure.
     pub fn effective(&self) -> u64 {
-        self.state.max(self.tpm.unwrap_or(0)).max(self.initramfs)
+        self.state
+            .max(self.running.unwrap_or(0))
+            .max(self.tpm.unwrap_or(0))
+            .max(self.initramfs)
     }
 }
 
 impl Floors {
-    /// `state 0, tpm 2, initramfs 0` (`tpm none` without a TPM). Pure.
+    /// `state 0, tpm 2, initramfs 0` (`tpm none` without a TPM; `, running slot N`
+    /// after the state's for an install whose running slot is good). Pure.
     pub fn sources(&self) -> String {
         let tpm = self.tpm.map_or("none".to_string(), |t| t.to_string());
+        let running = self
+            .running
+            .map_or(String::new(), |r| format!(", running slot {r}"));
         format!(
-            "state {}, tpm {tpm}, initramfs {}",
+            "state {}{running}, tpm {tpm}, initramfs {}",
             self.state, self.initramfs
         )
     }
@@ -133,6 +144,7 @@ pub fn floors<T: Transport>(
 ) -> Result<Floors> {
     Ok(Floors {
         state: state_floor,
+        running: None,
         tpm: counter.map(|c| c.floor()).transpose()?,
         initramfs: cfg.min_rollback_index,
     })
@@ -173,6 +185,7 @@ mod tests {
     fn the_effective_floor_is_the_highest() {
         let f = Floors {
             state: 0,
+            running: None,
             tpm: Some(2),
             initramfs: 1,
         };
@@ -180,12 +193,25 @@ mod tests {
         assert_eq!(f.to_string(), "2 (state 0, tpm 2, initramfs 1)");
         let f = Floors {
             state: 5,
+            running: None,
             tpm: None,
             initramfs: 1,
         };
         assert_eq!(f.to_string(), "5 (state 5, tpm none, initramfs 1)");
+        // An install whose running slot is good: its index counts, and is named.
+        let f = Floors {
+            state: 0,
+            running: Some(4),
+            tpm: Some(2),
+            initramfs: 1,
+        };
+        assert_eq!(
+            f.to_string(),
+            "4 (state 0, running slot 4, tpm 2, initramfs 1)"
+        );
         let f = Floors {
             state: 5,
+            running: Some(7),
             tpm: Some(3),
             initramfs: 9,
         };
@@ -196,6 +222,7 @@ mod tests {
     fn a_rollback_refusal_names_the_floors() {
         let floors = Floors {
             state: 0,
+            running: None,
             tpm: Some(2),
             initramfs: 0,
         };
