@@ -489,7 +489,14 @@ pub fn plan_on_device(run_dir: &Path, loc: &Location, opts: &FetchOptions) -> Re
     let st = state.load()?;
     let target = crate::install::plan(&st, Some(dev.booted))?;
     let mut tpm = rollback::open_counter(&dev.config)?;
-    let floors = rollback::floors(st.rollback_floor, tpm.counter(), &dev.config)?;
+    // The floors an install would meet (the good running slot's index included).
+    let trust = crate::install::Trust {
+        keyring: &dev.keyring,
+        product: dev.config.name.as_deref(),
+        running: Some((dev.booted, dev.booted_rollback_index()?)),
+        floors: rollback::floors(0, tpm.counter(), &dev.config)?,
+    };
+    let floors = trust.floors(&st);
     let slot_path = dev.slot_path(target)?.to_string();
     let mut slot = storage::open(&slot_path, false)?;
     let slot_len = storage::size(&mut slot, &slot_path)?;
