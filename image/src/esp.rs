@@ -215,7 +215,7 @@ pub fn write(disk_path: &Path, disk: &mut File, at: &EspPlace, c: &EspContent) -
         disk.metadata()
             .is_ok_and(|m| m.file_type().is_block_device())
     };
-    copy_into(&mut f, disk, at.offset, !block_device)
+    copy_into(&mut f, at.len, disk, at.offset, !block_device)
         .map_err(|e| Error::io("write the ESP into", disk_path, e))?;
     if c.bios {
         write_mbr_boot_code(disk)
@@ -224,44 +224,30 @@ pub fn write(disk_path: &Path, disk: &mut File, at: &EspPlace, c: &EspContent) -
     Ok(())
 }
 
-/// Copies all of `src` into `disk` at `offset`. Into a regular file (a new disk image,
-/// all holes) blocks of zeros are skipped, so the image stays sparse and its block map
-/// small; onto a block device everything is written.
+/// Copies the `len` bytes of `src` into `disk` at `offset`. Into a regular file (a new
+/// disk image, all holes) blocks of zeros are skipped, so the image stays sparse and its
+/// block map small; onto a block device everything is written.
 fn copy_into<R: Read, D: Write + Seek>(
     src: &mut R,
+    len: u64,
     disk: &mut D,
     offset: u64,
     skip_zeros: bool,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 1 << 20];
-    let mut at = offset;
-    loop {
-        let n = read_full(src, &mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        for block in buf[..n].chunks(4096) {
+    let mut done = 0u64;
+    while done < len {
+        let n = usize::try_from(len - done).map_or(buf.len(), |r| r.min(buf.len()));
+        src.read_exact(&mut buf[..n])?;
+        for (i, block) in buf[..n].chunks(4096).enumerate() {
             if !(skip_zeros && block.iter().all(|&b| b == 0)) {
-                disk.seek(SeekFrom::Start(at))?;
+                disk.seek(SeekFrom::Start(offset + done + i as u64 * 4096))?;
                 disk.write_all(block)?;
             }
-            at += block.len() as u64;
         }
+        done += n as u64;
     }
-}
-
-/// Reads until `buf` is full or the input ends; returns the bytes read.
-fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
+    Ok(())
 }
 
 /// SYSLINUX rewrites the FAT32 boot sector only: copy it to the backup boot sector (BPB
@@ -311,7 +297,7 @@ mod tests {
         src[4096 + 5] = 7;
         for skip in [true, false] {
             let mut disk = Cursor::new(vec![0xAAu8; 5 * 4096]);
-            copy_into(&mut Cursor::new(&src), &mut disk, 4096, skip).unwrap();
+            copy_into(&mut Cursor::new(&src), 3 * 4096, &mut disk, 4096, skip).unwrap();
             let d = disk.into_inner();
             assert_eq!(d[..4096], [0xAA; 4096], "before the offset");
             assert_eq!(d[2 * 4096 + 5], 7);
