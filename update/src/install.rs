@@ -256,24 +256,44 @@ pub fn install<D: Device, S: Device>(
         })
     })();
     let done = written_or_refused.map_err(|e| rollback::name_floors(e, floors))?;
-    let m = done.verified.manifest.clone();
-    // The state first, then the footer: the slot's old record never applies to the new
-    // content (verifier::update). Under the lock, the floor is checked again: PID 1 may
-    // have marked the running slot good (raising it) meanwhile. (The target cannot have
-    // changed: only another install could make it bootable, and the slot is locked.)
+    let name = bundle.name().to_string();
+    flip(
+        state,
+        trust,
+        done,
+        (slot, slot_len, target),
+        written(&name),
+        log,
+    )
+}
+
+/// The end of every install, from a bundle or a URL: under the state lock the floors are
+/// checked again (PID 1 may have marked the running slot good, raising them, while the
+/// image was written), then the state is flipped and the footer written — the state
+/// first: the slot's old record never applies to the new content (verifier::update). (The
+/// target cannot have changed: only another install could make it bootable, and the slot
+/// is locked.) `refused` wraps a rollback refusal with where the image came from.
+pub(crate) fn flip<D: Device, S: Device>(
+    state: &mut StateFile<S>,
+    trust: &Trust<'_>,
+    written: vupdate::Written,
+    (slot, slot_len, target): (&mut D, u64, Slot),
+    refused: impl FnOnce(stele_verifier::Error) -> Error,
+    log: &mut dyn FnMut(&str),
+) -> Result<Installed> {
+    let m = written.verified.manifest.clone();
     let new_state = state.locked(|state| {
-        let now = state.load()?;
-        let floors_now = trust.floors(&now);
+        let floors_now = trust.floors(&state.load()?);
         let floor_now = floors_now.effective();
         if m.rollback_index < floor_now {
-            let e = written(bundle.name())(stele_verifier::Error::Rollback {
+            let e = refused(stele_verifier::Error::Rollback {
                 index: m.rollback_index,
                 floor: floor_now,
             });
             return Err(rollback::name_floors(e, floors_now));
         }
         log("update: flipping boot state");
-        state.commit(done, slot, slot_len, target)
+        state.commit(written, slot, slot_len, target)
     })?;
     log("update: footer written");
     Ok(Installed {

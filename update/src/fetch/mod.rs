@@ -369,31 +369,16 @@ pub fn install_from<D: Device, B: Read + Seek, S: Device>(
         url: name.clone(),
         source,
     })?;
-    let m = written.verified.manifest.clone();
-    // Under the lock, the floor again: PID 1 may have marked the running slot good (and
-    // raised it) during the fetch.
-    let new_state = state.locked(|state| {
-        let floors_now = trust.floors(&state.load()?);
-        let floor_now = floors_now.effective();
-        if m.rollback_index < floor_now {
-            let e = err(DeltaError::Verify(stele_verifier::Error::Rollback {
-                index: m.rollback_index,
-                floor: floor_now,
-            }));
-            return Err(rollback::name_floors(e, floors_now));
-        }
-        log("update: flipping boot state");
-        state.commit(written, slot, slot_len, target)
-    })?;
-    log("update: footer written");
+    let installed = crate::install::flip(
+        state,
+        trust,
+        written,
+        (slot, slot_len, target),
+        |e| err(DeltaError::Verify(e)),
+        log,
+    )?;
     Ok(DeltaInstalled {
-        installed: Installed {
-            name: m.name,
-            version: m.version,
-            rollback_index: m.rollback_index,
-            slot: target,
-            state: new_state,
-        },
+        installed,
         stats,
         block_size: p.block_size,
     })
