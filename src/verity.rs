@@ -11,7 +11,7 @@ use stele_verifier::partition::same_file;
 use stele_verifier::plural::count;
 use stele_verifier::progress::Step;
 use stele_verifier::slot::{check_block_size, MAX_SLOT_BLOCK_SIZE};
-use stele_verifier::verity::{build_tree, verify_data, VerityParams, DIGEST_LEN};
+use stele_verifier::verity::{build_tree, verify_data_at, VerityParams, DIGEST_LEN};
 use stele_verifier::Error as VError;
 
 use crate::error::{CliResult, Error, Usage};
@@ -173,7 +173,7 @@ fn format(a: &FormatArgs) -> CliResult {
     let (tree, root) = {
         let mut bars = Bars::stderr();
         let mut step = Step::new(&mut bars, "hashing", Some(p.data_size()));
-        build_tree(step.reader(f.take(p.data_size())), &p)?
+        build_tree(&f, &p, &mut |n| step.advance(n))?
     };
     let mut out = File::create(&a.hash).map_err(|e| Error::io("create", &a.hash, e))?;
     out.write_all(&tree)
@@ -223,8 +223,7 @@ fn verify(a: &VerifyArgs) -> CliResult {
         .map_err(|e| Error::io("read", &a.hash, e))?;
     let mut bars = Bars::stderr();
     let mut step = Step::new(&mut bars, "verifying", Some(p.data_size()));
-    let data = step.reader(f.take(p.data_size()));
-    verify_data(data, &area, &p, &root).map_err(|e| match e {
+    verify_data_at(&f, &area, &p, &root, &mut |n| step.advance(n)).map_err(|e| match e {
         // The top hash block (or, with one data block, the block itself) does not hash to
         // ROOT: most likely other parameters than the tree was made with.
         VError::RootHashMismatch { computed, .. } => Error::VerityRoot {

@@ -14,7 +14,7 @@ use stele_verifier::manifest::{
 };
 use stele_verifier::progress::{Progress, Step};
 use stele_verifier::slot::{locate, SlotLocator};
-use stele_verifier::verity::{TreeBuilder, VerityParams};
+use stele_verifier::verity::{build_tree, TreeBuilder, VerityParams};
 
 use crate::added::{check_tree, Additions, Present};
 use crate::atomic::AtomicFile;
@@ -166,12 +166,12 @@ pub fn write_slot<R: Read, W: Write>(
         copied += want as u64;
     }
     pad_data(&mut builder, w, fs_size, vp.data_size())?;
-    write_rest(w, builder, &vp, fs_size, params, keys)
+    write_rest(w, builder.finish()?, &vp, fs_size, params, keys)
 }
 
-/// Turns the filesystem image that fills `f` into a slot image in place: hashes it (read
-/// back on a second thread while the tree is built), pads it to the data block size and
-/// appends hash tree, manifest and footer. No copy of the filesystem is made.
+/// Turns the filesystem image that fills `f` into a slot image in place: pads it with
+/// zeros to the data block size, hashes it (each hashing thread reading its own pieces of
+/// the file) and appends hash tree, manifest and footer. No copy of the filesystem is made.
 pub fn seal_in_place(
     f: &mut File,
     params: &BuildParams,
@@ -183,61 +183,20 @@ pub fn seal_in_place(
         .map_err(|e| Error::io("stat", "the filesystem image", e))?
         .len();
     let vp = check_build(fs_size, params)?;
-    let mut builder = TreeBuilder::new(vp.clone());
-    hash_file(
-        f,
-        fs_size,
-        &mut builder,
-        &mut Step::new(progress, "hashing", Some(fs_size)),
-    )?;
-    f.seek(SeekFrom::Start(fs_size))
+    // The padding reads back as zeros, as write_slot writes it.
+    f.set_len(vp.data_size())
+        .map_err(|e| Error::io("extend", "the slot image", e))?;
+    let tree = {
+        let mut step = Step::new(progress, "hashing", Some(vp.data_size()));
+        build_tree(&*f, &vp, &mut |n| step.advance(n))?
+    };
+    f.seek(SeekFrom::Start(vp.data_size()))
         .map_err(|e| Error::io("seek", "the slot image", e))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-    pad_data(&mut builder, &mut w, fs_size, vp.data_size())?;
-    let report = write_rest(&mut w, builder, &vp, fs_size, params, keys)?;
+    let report = write_rest(&mut w, tree, &vp, fs_size, params, keys)?;
     w.flush()
         .map_err(|e| Error::io("write", "the slot image", e))?;
     Ok(report)
-}
-
-/// Feeds the first `len` bytes of `f` to `builder`, reading ahead on another thread.
-fn hash_file(f: &File, len: u64, builder: &mut TreeBuilder, step: &mut Step<'_>) -> Result<()> {
-    use std::os::unix::fs::FileExt;
-    use std::sync::mpsc::sync_channel;
-    const BUF: usize = stele_verifier::verity::CHUNK_SIZE;
-    let (full_tx, full_rx) = sync_channel::<std::io::Result<Vec<u8>>>(2);
-    let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(3);
-    for _ in 0..3 {
-        let _ = empty_tx.send(vec![0u8; BUF]);
-    }
-    std::thread::scope(|scope| {
-        scope.spawn(move || {
-            let mut pos = 0u64;
-            while pos < len {
-                let Ok(mut buf) = empty_rx.recv() else { return };
-                let n = usize::try_from((len - pos).min(BUF as u64)).unwrap_or(BUF);
-                buf.resize(n, 0);
-                let res = f.read_exact_at(&mut buf, pos).map(|()| buf);
-                let failed = res.is_err();
-                if full_tx.send(res).is_err() || failed {
-                    return;
-                }
-                pos += n as u64;
-            }
-        });
-        let mut done = 0u64;
-        while done < len {
-            let buf = full_rx
-                .recv()
-                .map_err(|_| Error::invalid("filesystem image", "the reader stopped"))?
-                .map_err(|e| Error::io("read", "the filesystem image", e))?;
-            builder.update(&buf)?;
-            step.advance(buf.len() as u64);
-            done += buf.len() as u64;
-            let _ = empty_tx.send(buf);
-        }
-        Ok(())
-    })
 }
 
 /// Checks the parameters and the size; the verity parameters for `fs_size` bytes.
@@ -269,10 +228,11 @@ fn pad_data<W: Write>(
     Ok(())
 }
 
-/// Hash tree, manifest (signed by `keys`) and footer; `w` is at the end of the data.
+/// Hash tree (`tree` and `root`, as built over the data), manifest (signed by `keys`) and
+/// footer; `w` is at the end of the data.
 fn write_rest<W: Write>(
     w: &mut W,
-    builder: TreeBuilder,
+    (tree, root): (Vec<u8>, [u8; 32]),
     vp: &VerityParams,
     fs_size: u64,
     params: &BuildParams,
@@ -280,7 +240,6 @@ fn write_rest<W: Write>(
 ) -> Result<BuildReport> {
     let wio = |e| Error::io("write", "the slot image", e);
     let data_size = vp.data_size();
-    let (tree, root) = builder.finish()?;
     w.write_all(&tree).map_err(wio)?;
     let tree_end = data_size + tree.len() as u64;
     let manifest_offset = align_up(tree_end, ALIGN);

@@ -75,7 +75,7 @@ pub fn data_and_tree(params: &VerityParams, seed: u8) -> (Vec<u8>, [u8; 32]) {
         img.extend_from_slice(&period);
     }
     img.truncate(size);
-    let (area, root) = build_tree(&img[..], params).unwrap();
+    let (area, root) = build_tree(&img[..], params, &mut |_| {}).unwrap();
     img.extend_from_slice(&area);
     (img, root)
 }
@@ -114,7 +114,7 @@ pub fn manifest_for(
 pub fn image_of_blocks(blocks: &[Vec<u8>], salt: u8, index: u64, hbs: u32) -> Vec<u8> {
     let params = VerityParams::new(4096, hbs, blocks.len() as u64, vec![salt; 32]).unwrap();
     let mut data: Vec<u8> = blocks.concat();
-    let (area, root) = build_tree(&data[..], &params).unwrap();
+    let (area, root) = build_tree(&data[..], &params, &mut |_| {}).unwrap();
     data.extend_from_slice(&area);
     let m = manifest_for(
         &params,

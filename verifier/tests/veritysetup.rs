@@ -130,7 +130,7 @@ fn check(blocks: u64, (dbs, hbs): (u32, u32), salt_len: usize) {
     std::fs::write(&data_path, &data).unwrap();
 
     let params = VerityParams::new(dbs, hbs, blocks, salt.clone()).unwrap();
-    let (area, root) = build_tree(&data[..], &params).unwrap();
+    let (area, root) = build_tree(&data[..], &params, &mut |_| {}).unwrap();
     let their_root = vs_format(&data_path, &hash_path, sizes, &salt);
     let their_area = std::fs::read(&hash_path).unwrap();
     let what = format!("{blocks} blocks of {dbs}, hash blocks of {hbs}, salt {salt_len} bytes");

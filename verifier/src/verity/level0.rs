@@ -101,4 +101,15 @@ impl<'a> Level0<'a> {
         d.copy_from_slice(entry(self.area, off, self.hbs, self.epb, to_usize(block)));
         Some(d)
     }
+
+    /// Checks the digests of data blocks `first..` against their entries.
+    /// Error: [`Error::DataBlockMismatch`] naming the first block that differs.
+    pub(super) fn check(&self, first: u64, digests: &[[u8; DIGEST_LEN]]) -> Result<()> {
+        for (block, d) in (first..).zip(digests) {
+            if self.get(block).as_ref() != Some(d) {
+                return Err(Error::DataBlockMismatch { block });
+            }
+        }
+        Ok(())
+    }
 }
