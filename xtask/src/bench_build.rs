@@ -186,6 +186,12 @@ fn salt() -> Vec<u8> {
 
 pub(crate) const MIB: f64 = 1024.0 * 1024.0;
 
+/// `sync` before a timed run: the write-back of the tree or of the previous run's image
+/// (over a GiB) does not land in the next run's time.
+fn settle() -> Result<(), String> {
+    output(&mut Command::new("sync"), "sync").map(drop)
+}
+
 /// `cargo xtask bench build`.
 pub fn build() -> Result<(), String> {
     crate::setup::setup()?;
@@ -222,6 +228,7 @@ pub fn build() -> Result<(), String> {
     for run in 0..runs {
         let hand_dir = bench.join("out-hand");
         fresh_dir(&hand_dir)?;
+        settle()?;
         let (t, p, hand_root) = timed(&hand_dir, || by_hand(&tree, &hand_dir))?;
         eprintln!("xtask: run {}: by hand {t:.3} s", run + 1);
         times[0].push(t);
@@ -233,6 +240,7 @@ pub fn build() -> Result<(), String> {
             }
             let dir = bench.join(format!("out-{name}"));
             fresh_dir(&dir)?;
+            settle()?;
             let (t, p, root) = timed(&dir, || stele_build(exe, &key, &tree, &dir))?;
             eprintln!("xtask: run {}: {name} {t:.3} s", run + 1);
             if i == 0 && root != hand_root {
