@@ -315,7 +315,6 @@ fn data_blocks<'a, D: ReadAt + ?Sized>(
 ) -> Blocks<'a, D> {
     Blocks {
         src: data,
-        offset: 0,
         base,
         block_size: usize_of(p.data_block_size),
         blocks: p.data_blocks,
@@ -414,7 +413,6 @@ pub fn verify_data<R: Read>(
     for_each_chunk(data, params.data_size(), |chunk| {
         let blocks = Blocks {
             src: chunk,
-            offset: 0,
             base: &base,
             block_size: bs,
             blocks: (chunk.len() / bs) as u64,

@@ -60,11 +60,10 @@ impl ReadAt for File {
     }
 }
 
-/// What [`hash_pieces`] hashes: `blocks` blocks of `block_size` bytes from `offset` of
-/// `src`, each digest `sha256(salt || block)` with the salt already in `base`.
+/// What [`hash_pieces`] hashes: the first `blocks` blocks of `block_size` bytes of `src`,
+/// each digest `sha256(salt || block)` with the salt already in `base`.
 pub(super) struct Blocks<'a, S: ReadAt + ?Sized> {
     pub src: &'a S,
-    pub offset: u64,
     pub base: &'a Sha256,
     pub block_size: usize,
     pub blocks: u64,
@@ -98,7 +97,7 @@ pub(super) fn hash_pieces<S: ReadAt + ?Sized>(
         let want = n * b.block_size;
         let bytes = b
             .src
-            .bytes_at(b.offset + first * bs, want, buf)
+            .bytes_at(first * bs, want, buf)
             .map_err(|e| Error::io("verity data", e))?;
         if bytes.len() < want {
             return Err(Error::Truncated {
@@ -172,7 +171,6 @@ pub(super) fn hash_blocks(
 ) {
     let blocks = Blocks {
         src: data,
-        offset: 0,
         base,
         block_size,
         blocks: out.len() as u64,
@@ -316,7 +314,6 @@ mod tests {
         let base = p.salted();
         let blocks = Blocks {
             src: &data[..],
-            offset: 0,
             base: &base,
             block_size: 4096,
             blocks: p.data_blocks(),
