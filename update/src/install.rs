@@ -152,7 +152,22 @@ pub struct Trust<'a> {
     pub floors: Floors,
 }
 
-impl Trust<'_> {
+impl<'a> Trust<'a> {
+    /// The trust of an install on the device: the keyring and product of the run
+    /// directory, the booted slot with its verified rollback index, and the floors kept
+    /// outside the state (the TPM counter's, the initramfs minimum). Every install and
+    /// plan on the device starts from it.
+    pub fn on_device(dev: &'a RunDir) -> Result<Self> {
+        let running = (dev.booted, dev.booted_rollback_index()?);
+        let mut tpm = rollback::open_counter(&dev.config)?;
+        Ok(Trust {
+            keyring: &dev.keyring,
+            product: dev.config.name.as_deref(),
+            running: Some(running),
+            floors: rollback::floors(0, tpm.counter(), &dev.config)?,
+        })
+    }
+
     /// The floors an install must meet against state `st`: the state's, the good running
     /// slot's index (together [`install_floor`]), the TPM's and the initramfs minimum.
     /// Pure.
@@ -315,12 +330,10 @@ pub fn on_device(
     progress: &mut dyn Progress,
 ) -> Result<Installed> {
     let dev = RunDir::read(run_dir)?;
-    let running = (dev.booted, dev.booted_rollback_index()?);
+    let trust = Trust::on_device(&dev)?;
     let mut state = StateFile::open(dev.state_path(), true)?;
     let target = plan(&state.locked(StateFile::load)?, Some(dev.booted))?;
     let slot_path = dev.slot_path(target)?.to_string();
-    let mut tpm = rollback::open_counter(&dev.config)?;
-    let floors = rollback::floors(0, tpm.counter(), &dev.config)?;
     let (mut bundle, bundle_md) = open_bundle(arg)?;
     let mut slot = storage::open(&slot_path, true)?;
     let slot_len = storage::size(&mut slot, &slot_path)?;
@@ -338,12 +351,6 @@ pub fn on_device(
     let _busy = storage::try_lock(&slot, &slot_path)?.ok_or_else(|| Error::SlotBusy {
         path: slot_path.clone(),
     })?;
-    let trust = Trust {
-        keyring: &dev.keyring,
-        product: dev.config.name.as_deref(),
-        running: Some(running),
-        floors,
-    };
     install(
         &mut bundle,
         target,

@@ -423,12 +423,10 @@ pub fn on_device(
     progress: &mut dyn Progress,
 ) -> Result<DeltaInstalled> {
     let dev = RunDir::read(run_dir)?;
-    let running = (dev.booted, dev.booted_rollback_index()?);
+    let trust = crate::install::Trust::on_device(&dev)?;
     let mut src = device_source(&dev, loc, opts)?;
     let mut state = StateFile::open(dev.state_path(), true)?;
     let target = crate::install::plan(&state.locked(StateFile::load)?, Some(dev.booted))?;
-    let mut tpm = rollback::open_counter(&dev.config)?;
-    let floors = rollback::floors(0, tpm.counter(), &dev.config)?;
     let slot_path = dev.slot_path(target)?.to_string();
     let mut slot = storage::open(&slot_path, true)?;
     let slot_len = storage::size(&mut slot, &slot_path)?;
@@ -448,12 +446,7 @@ pub fn on_device(
             base: Some((&mut base, base_len)),
         },
         &mut state,
-        &crate::install::Trust {
-            keyring: &dev.keyring,
-            product: dev.config.name.as_deref(),
-            running: Some(running),
-            floors,
-        },
+        &trust,
         opts,
         check,
         log,
@@ -473,15 +466,8 @@ pub fn plan_on_device(run_dir: &Path, loc: &Location, opts: &FetchOptions) -> Re
     let mut state = StateFile::open(dev.state_path(), false)?;
     let st = state.load()?;
     let target = crate::install::plan(&st, Some(dev.booted))?;
-    let mut tpm = rollback::open_counter(&dev.config)?;
     // The floors an install would meet (the good running slot's index included).
-    let trust = crate::install::Trust {
-        keyring: &dev.keyring,
-        product: dev.config.name.as_deref(),
-        running: Some((dev.booted, dev.booted_rollback_index()?)),
-        floors: rollback::floors(0, tpm.counter(), &dev.config)?,
-    };
-    let floors = trust.floors(&st);
+    let floors = crate::install::Trust::on_device(&dev)?.floors(&st);
     let slot_path = dev.slot_path(target)?.to_string();
     let mut slot = storage::open(&slot_path, false)?;
     let slot_len = storage::size(&mut slot, &slot_path)?;
