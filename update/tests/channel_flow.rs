@@ -11,13 +11,14 @@ use std::path::PathBuf;
 use sha2::{Digest, Sha256};
 use stele_update::channel::{self, Applied};
 use stele_update::fetch::{FetchOptions, Location};
-use stele_update::run_dir::{self, Devices, Publish};
 use stele_update::status;
 use stele_verifier::channel::{sign, Channel, ChannelRecord, ChannelState, Release, Wave};
 use stele_verifier::exit::{write_error, Exit};
 use stele_verifier::keys::public_pem;
-use stele_verifier::state::{self, BootState, Slot};
+use stele_verifier::state::Slot;
 use stele_verifier::testutil::{image_signed_by, key};
+
+mod common;
 
 const NOW_ISH: u64 = 1_750_000_000;
 const FAR: u64 = 4_000_000_000;
@@ -50,43 +51,13 @@ fn device() -> Device {
     let base = tempfile::tempdir().unwrap();
     let part = |n: &str| base.path().join(n);
     let a = image_signed_by(8, 1, 1, 1).0;
-    let mut a_part = vec![0u8; 1 << 20];
-    a_part[..a.len()].copy_from_slice(&a);
-    a_part[(1 << 20) - 4096..].copy_from_slice(&a[a.len() - 4096..]);
-    std::fs::write(part("a"), &a_part).unwrap();
-    std::fs::write(part("b"), vec![0u8; 1 << 20]).unwrap();
     std::fs::write(part("data"), b"").unwrap();
-    let mut st = Cursor::new(vec![0u8; 8192]);
-    state::initialize(&mut st, &BootState::initial(false)).unwrap();
-    std::fs::write(part("state"), st.into_inner()).unwrap();
-    let keys = part("initramfs-keys");
-    std::fs::create_dir(&keys).unwrap();
-    std::fs::write(keys.join("k.pem"), public_pem(&key(1).verifying_key())).unwrap();
-    let body = stele_verifier::slot::locate(&mut Cursor::new(&a), a.len() as u64)
-        .unwrap()
-        .envelope
-        .body;
-    let run = part("run");
-    run_dir::publish(
-        &run,
-        &Publish {
-            slot: Slot::A,
-            manifest: &body,
-            boot_toml: &format!(
-                "threshold = 1\ndata_mount = \"{}\"\n",
-                part("var").display()
-            ),
-            devices: &Devices {
-                state: part("state").display().to_string(),
-                a: Some(part("a").display().to_string()),
-                b: Some(part("b").display().to_string()),
-                data: Some(part("data").display().to_string()),
-                esp: None,
-            },
-            keys_dir: &keys,
-        },
-    )
-    .unwrap();
+    let boot_toml = format!(
+        "threshold = 1\ndata_mount = \"{}\"\n",
+        part("var").display()
+    );
+    let data = Some(part("data").display().to_string());
+    let run = common::publish_device(base.path(), &a, &boot_toml, data);
     let ck = channel::channel_keys_in(&run.join("lower"));
     std::fs::create_dir_all(&ck).unwrap();
     std::fs::write(ck.join("channel.pem"), public_pem(&key(7).verifying_key())).unwrap();

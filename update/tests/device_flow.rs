@@ -1,61 +1,26 @@
 //! The device flow on the host: `/run/stele` as the boot publishes it (run_dir::publish),
 //! pointing at regular files for the partitions; status, install, refusals, mark-good.
 
-use std::io::Cursor;
 use std::path::Path;
 use stele_verifier::progress::Silent;
 
 use stele_update::install::{self, BundleArg};
-use stele_update::run_dir::{self, Devices, Publish};
+use stele_update::run_dir;
 use stele_update::status::{self, Image};
 use stele_update::{mark_good, Error};
 use stele_verifier::exit::{Exit, Report};
-use stele_verifier::keys::public_pem;
-use stele_verifier::state::{self, BootState, Slot};
-use stele_verifier::testutil::{image_signed_by, key};
+use stele_verifier::state::Slot;
+use stele_verifier::testutil::image_signed_by;
+
+mod common;
 
 fn image(rollback_index: u64, seed: u8, signer: u8) -> Vec<u8> {
     image_signed_by(8, rollback_index, seed, signer).0
 }
 
-/// A device: state, slot a holding `a` (footer at the partition's end), empty slot b.
+/// A device: state, slot a holding v1 (rollback index 1), empty slot b.
 fn device(base: &Path) -> std::path::PathBuf {
-    let part = |n: &str| base.join(n).display().to_string();
-    let a = image(1, 1, 1);
-    let mut a_part = vec![0u8; 1 << 20];
-    a_part[..a.len()].copy_from_slice(&a);
-    a_part[(1 << 20) - 4096..].copy_from_slice(&a[a.len() - 4096..]);
-    std::fs::write(part("a"), &a_part).unwrap();
-    std::fs::write(part("b"), vec![0u8; 1 << 20]).unwrap();
-    let mut st = Cursor::new(vec![0u8; 8192]);
-    state::initialize(&mut st, &BootState::initial(false)).unwrap();
-    std::fs::write(part("state"), st.into_inner()).unwrap();
-    let keys = base.join("initramfs-keys");
-    std::fs::create_dir(&keys).unwrap();
-    std::fs::write(keys.join("k.pem"), public_pem(&key(1).verifying_key())).unwrap();
-    let body = stele_verifier::slot::locate(&mut Cursor::new(&a), a.len() as u64)
-        .unwrap()
-        .envelope
-        .body;
-    let run = base.join("run");
-    run_dir::publish(
-        &run,
-        &Publish {
-            slot: Slot::A,
-            manifest: &body,
-            boot_toml: "threshold = 1\n",
-            devices: &Devices {
-                esp: None,
-                state: part("state"),
-                a: Some(part("a")),
-                b: Some(part("b")),
-                data: None,
-            },
-            keys_dir: &keys,
-        },
-    )
-    .unwrap();
-    run
+    common::publish_device(base, &image(1, 1, 1), "threshold = 1\n", None)
 }
 
 #[test]
