@@ -45,6 +45,57 @@ impl Write for Recorder {
     }
 }
 
+/// A boot state where both slots are good and b (priority 2) comes before a (priority
+/// 1), as every replay starts.
+pub(super) fn b_first_state() -> Cursor<Vec<u8>> {
+    let mut st = Cursor::new(vec![0u8; 8192]);
+    let mut start = BootState::initial(true);
+    start.slot_mut(Slot::A).priority = 1;
+    start.slot_mut(Slot::B).priority = 2;
+    initialize(&mut st, &start).unwrap();
+    st
+}
+
+/// Copies of slot b (device 1) and the state (device 2) whose writes go into one log.
+pub(super) struct Recording {
+    pub(super) log: WriteLog,
+    pub(super) b: Recorder,
+    pub(super) st: Recorder,
+}
+
+impl Recording {
+    pub(super) fn new(b: &Cursor<Vec<u8>>, st: &Cursor<Vec<u8>>) -> Self {
+        let log = WriteLog::default();
+        let recorder = |id, dev: &Cursor<Vec<u8>>| Recorder {
+            id,
+            dev: dev.clone(),
+            log: log.clone(),
+        };
+        Recording {
+            b: recorder(1, b),
+            st: recorder(2, st),
+            log,
+        }
+    }
+
+    /// Commits `w` (flip to b, footer) on the recorded devices; every write recorded and
+    /// how many of them came before the flip.
+    pub(super) fn commit(mut self, w: Written) -> (Vec<(usize, u64, Vec<u8>)>, usize) {
+        let flip_at = self.log.borrow().len();
+        w.commit(
+            &mut self.b,
+            SLOT_LEN,
+            &mut no_sync,
+            &mut self.st,
+            Slot::B,
+            &mut no_sync,
+        )
+        .unwrap();
+        let writes = self.log.borrow().clone();
+        (writes, flip_at)
+    }
+}
+
 /// What stele-init would boot from (slots, state): the chosen slot if it verifies,
 /// else the other one; the version booted.
 pub(super) fn boot(
@@ -170,36 +221,12 @@ fn power_cut_at_any_write_still_boots() {
     )
     .unwrap();
     let _ = commit(w, &mut b);
-    let mut st = Cursor::new(vec![0u8; 8192]);
-    let mut start = BootState::initial(true);
-    start.slot_mut(Slot::A).priority = 1;
-    start.slot_mut(Slot::B).priority = 2;
-    initialize(&mut st, &start).unwrap();
+    let st = b_first_state();
 
     // Record the install of `new` into b: copy, then flip and footer, as they happen.
-    let log = WriteLog::default();
-    let mut rec_b = Recorder {
-        id: 1,
-        dev: b.clone(),
-        log: log.clone(),
-    };
-    let mut rec_st = Recorder {
-        id: 2,
-        dev: st.clone(),
-        log: log.clone(),
-    };
-    let w = install_file(&new, &mut rec_b, SLOT_LEN, 0).unwrap();
-    let flip_at = log.borrow().len();
-    w.commit(
-        &mut rec_b,
-        SLOT_LEN,
-        &mut no_sync,
-        &mut rec_st,
-        Slot::B,
-        &mut no_sync,
-    )
-    .unwrap();
-    let writes: Vec<(usize, u64, Vec<u8>)> = log.borrow().clone();
+    let mut rec = Recording::new(&b, &st);
+    let w = install_file(&new, &mut rec.b, SLOT_LEN, 0).unwrap();
+    let (writes, flip_at) = rec.commit(w);
 
     let seen = every_prefix_boots(&writes, flip_at, &a, &b, &st, |_, _, _| {});
     assert_eq!(seen.len(), 3, "{seen:?}");

@@ -11,7 +11,7 @@ use super::delta::apply::apply;
 use super::delta::plan::plan;
 use super::delta::tests::{block, image_of, install, slot_with, FakeClock, MemSource};
 use super::delta::{fetch_meta, Fetcher, RetryPolicy, Trust};
-use super::power_cut::{boot, every_prefix_boots, Recorder, WriteLog};
+use super::power_cut::{b_first_state, boot, every_prefix_boots, Recording};
 use super::tests::{no_sync, SLOT_LEN};
 use super::*;
 use crate::state::{initialize, load};
@@ -30,24 +30,10 @@ fn power_cut_at_any_write_of_a_delta_install_still_boots_and_resumes() {
     let a = slot_with(&image_of(&old, 1, 1));
     let b = slot_with(&image_of(&[block(50, 3), block(51, 3)], 5, 1));
     let new_img = image_of(&new, 9, 2);
-    let mut st = Cursor::new(vec![0u8; 8192]);
-    let mut start = BootState::initial(true);
-    start.slot_mut(Slot::A).priority = 1;
-    start.slot_mut(Slot::B).priority = 2;
-    initialize(&mut st, &start).unwrap();
+    let st = b_first_state();
 
     // Record the delta install of the new image into b, with a as the base.
-    let log = WriteLog::default();
-    let mut rec_b = Recorder {
-        id: 1,
-        dev: b.clone(),
-        log: log.clone(),
-    };
-    let mut rec_st = Recorder {
-        id: 2,
-        dev: st.clone(),
-        log: log.clone(),
-    };
+    let mut rec = Recording::new(&b, &st);
     let mut src = MemSource::new(new_img.clone());
     let mut clock = FakeClock::default();
     let mut f = Fetcher::new(&mut src, &mut clock, RetryPolicy::default(), None);
@@ -56,7 +42,7 @@ fn power_cut_at_any_write_of_a_delta_install_still_boots_and_resumes() {
     let mut base = a.clone();
     let p = plan(
         &meta,
-        Some((&mut rec_b.dev, SLOT_LEN)),
+        Some((&mut rec.b.dev, SLOT_LEN)),
         Some((&mut base, SLOT_LEN)),
         Trust::Keyring(&keys),
         1 << 20,
@@ -67,24 +53,14 @@ fn power_cut_at_any_write_of_a_delta_install_still_boots_and_resumes() {
         &meta,
         &p,
         &mut f,
-        &mut rec_b,
+        &mut rec.b,
         SLOT_LEN,
         Some(&mut base),
         &mut no_sync,
         &mut crate::progress::Silent,
     )
     .unwrap();
-    let flip_at = log.borrow().len();
-    w.commit(
-        &mut rec_b,
-        SLOT_LEN,
-        &mut no_sync,
-        &mut rec_st,
-        Slot::B,
-        &mut no_sync,
-    )
-    .unwrap();
-    let writes: Vec<(usize, u64, Vec<u8>)> = log.borrow().clone();
+    let (writes, flip_at) = rec.commit(w);
 
     let seen = every_prefix_boots(&writes, flip_at, &a, &b, &st, |cut, _, b_cut| {
         // The slot is the journal: a new run from this state finishes the install and
