@@ -51,17 +51,23 @@ const APPLETS: [&str; 24] = [
 /// The system.toml of the CLI tests' tree: PID 1 goes to that tree's `/usr/bin/hello`.
 const HELLO_SYSTEM: &str = "exec = [\"/usr/bin/hello\"]\n";
 
+/// The states after `seed` of xorshift64 (13, 7, 17): the tests' one cheap, repeatable
+/// pseudo-random sequence (`seed` must not be 0).
+pub fn xorshift(seed: u64) -> impl Iterator<Item = u64> {
+    std::iter::successors(Some(seed), |&x| {
+        let x = x ^ (x << 13);
+        let x = x ^ (x >> 7);
+        Some(x ^ (x << 17))
+    })
+    .skip(1)
+}
+
 /// `len` pseudo-random letters from `seed` (xorshift): a file with data blocks of its own,
 /// and a needle to find it by inside a slot.
 pub fn ballast(len: usize, seed: u64) -> String {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            char::from(b'a' + u8::try_from(x % 26).expect("a letter"))
-        })
+    xorshift(seed | 1)
+        .take(len)
+        .map(|x| char::from(b'a' + u8::try_from(x % 26).expect("a letter")))
         .collect()
 }
 

@@ -5,7 +5,7 @@
 
 use std::fs;
 
-use crate::fixture::{partition_bytes, state, Fault, FaultServer, Fixture, Slot};
+use crate::fixture::{partition_bytes, state, xorshift, Fault, FaultServer, Fixture, Slot};
 use crate::util::{fails, ok, stele, Out};
 
 /// Signing key, v1 (in slot a of `disk.img`) and v2 (a file changed, one added).
@@ -19,14 +19,9 @@ pub struct Pair {
 
 /// Pseudo-random bytes (xorshift), so that blocks do not repeat.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x.to_le_bytes()[3]
-        })
+    xorshift(seed | 1)
+        .take(len)
+        .map(|x| x.to_le_bytes()[3])
         .collect()
 }
 

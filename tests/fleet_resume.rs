@@ -4,7 +4,7 @@
 
 use std::fs;
 
-use crate::fixture::{Fault, FaultServer, Fixture};
+use crate::fixture::{xorshift, Fault, FaultServer, Fixture};
 use crate::fleet_http::{assert_v2_in_b, install, pair};
 
 /// Data blocks the plan line of an install says it fetches:
@@ -56,12 +56,8 @@ fn a_cut_anywhere_resumes_fetching_only_what_is_missing() {
     }
     assert_eq!(fetched_blocks.len() as u64, to_fetch);
 
-    let mut x: u64 = 0x5eed_f1ee7;
     let disk = fx.p("cut.img");
-    for i in 0..100 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+    for (i, x) in xorshift(0x5eed_f1ee7).take(100).enumerate() {
         let k = x % v2.len() as u64;
         fs::copy(&p.disk, &disk).unwrap();
         let server = FaultServer::start(v2.clone());
