@@ -69,19 +69,23 @@ fn fs_bytes(img: &str) -> Vec<u8> {
     bytes[..usize::try_from(size).unwrap()].to_vec()
 }
 
+/// Gives `p` mode `mode` and owner 0:0, as a vendor's tree holds its files.
+fn root_owned(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    std::os::unix::fs::lchown(p, Some(0), Some(0)).unwrap();
+}
+
 /// Puts the kernel files into `root` by hand, as a vendor's tree would hold them.
 fn place_by_hand(root: &Path, kernel: &str, initrd: &str) {
     let dir = root.join("boot/stele");
     std::fs::create_dir_all(&dir).unwrap();
     for d in [root.join("boot"), dir.clone()] {
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::os::unix::fs::lchown(&d, Some(0), Some(0)).unwrap();
+        root_owned(&d, 0o755);
     }
     for (src, name) in [(kernel, "vmlinuz"), (initrd, "initrd")] {
         let p = dir.join(name);
         std::fs::copy(src, &p).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        std::os::unix::fs::lchown(&p, Some(0), Some(0)).unwrap();
+        root_owned(&p, 0o644);
     }
 }
 
@@ -205,14 +209,12 @@ fn place_client_by_hand(root: &Path, client: &str) {
         at.push(d);
         if !at.exists() {
             std::fs::create_dir(&at).unwrap();
-            std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o755)).unwrap();
-            std::os::unix::fs::lchown(&at, Some(0), Some(0)).unwrap();
+            root_owned(&at, 0o755);
         }
     }
     let p = at.join("stele-fetch");
     std::fs::copy(client, &p).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::os::unix::fs::lchown(&p, Some(0), Some(0)).unwrap();
+    root_owned(&p, 0o755);
 }
 
 #[test]
