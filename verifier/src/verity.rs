@@ -330,14 +330,15 @@ pub fn build_tree<D: ReadAt + ?Sized>(
     progress: &mut dyn FnMut(u64),
 ) -> Result<(Vec<u8>, [u8; DIGEST_LEN])> {
     let base = params.salted();
-    let tree = Mutex::new(Tree::new(params, default_threads())?);
+    let threads = default_threads();
+    let tree = Mutex::new(Tree::new(params, threads)?);
     let place = |first: u64, digests: &[Digest32]| {
         let mut tree = tree.lock().unwrap_or_else(PoisonError::into_inner);
         tree.place_level0(first, digests);
         Ok(())
     };
     let blocks = data_blocks(data, &base, params);
-    hash_pieces(&blocks, default_threads(), &place, progress)?;
+    hash_pieces(&blocks, threads, &place, progress)?;
     tree.into_inner()
         .unwrap_or_else(PoisonError::into_inner)
         .finish()

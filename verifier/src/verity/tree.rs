@@ -13,6 +13,8 @@ pub(super) struct Tree<'a> {
     threads: usize,
     base: Sha256,
     area: Vec<u8>,
+    /// Where level 0 starts in `area`; `None` with a single data block.
+    level0: Option<usize>,
     /// With a single data block there is no hash block: its digest is the root.
     only: Option<Digest32>,
 }
@@ -27,6 +29,7 @@ impl<'a> Tree<'a> {
             threads,
             base: params.salted(),
             area: vec![0u8; size],
+            level0: params.level_offsets().first().map(|&o| to_usize(o)),
             only: None,
         })
     }
@@ -34,10 +37,10 @@ impl<'a> Tree<'a> {
     /// Places the digests of data blocks `first..` as level-0 entries.
     pub(super) fn place_level0(&mut self, first: u64, digests: &[Digest32]) {
         let p = self.params;
-        match p.level_offsets().first() {
-            Some(&off) => place_digests(
+        match self.level0 {
+            Some(off) => place_digests(
                 &mut self.area,
-                to_usize(off),
+                off,
                 usize_of(p.hash_block_size),
                 p.entries_per_block(),
                 to_usize(first),
