@@ -23,5 +23,6 @@ pub mod error;
 pub mod fat;
 pub mod remote;
 pub mod runtime;
+pub mod target;
 
 pub use error::{Error, Result};

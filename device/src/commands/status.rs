@@ -2,7 +2,6 @@
 //! slot) or one JSON object (serde; field names documented in docs/CLI.md).
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
 
 use serde::Serialize;
 use stele_verifier::footer::FOOTER_SIZE;
@@ -10,9 +9,8 @@ use stele_verifier::keys::Keyring;
 use stele_verifier::slot::{self, VerifyOptions};
 use stele_verifier::state::{BootState, Slot, SlotState};
 
-use crate::runtime::run_dir::RunDir;
-use crate::runtime::state_file::StateFile;
-use crate::runtime::storage;
+use crate::runtime::rollback::Floors;
+use crate::target::Target;
 use crate::Result;
 
 /// What a slot holds.
@@ -258,25 +256,20 @@ impl Status {
     }
 }
 
-/// `stele update status` on the device.
-pub fn on_device(run_dir: &Path) -> Result<Status> {
-    let dev = RunDir::read(run_dir)?;
-    let st = StateFile::open(dev.state_path(), false)?.load()?;
-    let mut images = [Image::Missing, Image::Missing];
-    for (i, s) in [Slot::A, Slot::B].into_iter().enumerate() {
-        if let Some(p) = dev.devices.slot(s) {
-            let checked = storage::open(p, false).and_then(|mut f| {
-                let len = storage::size(&mut f, p)?;
-                Ok(inspect_slot(&mut f, len, Some(&dev.keyring)))
-            });
-            images[i] = checked.unwrap_or_else(|e| Image::Invalid(e.to_string()));
-        }
+/// `stele update status` on an opened target: both slots checked against its keyring;
+/// on the device the booted slot, and the floor an install is checked against (the TPM's
+/// or the initramfs minimum when higher than the state's).
+pub fn run(t: &mut Target) -> Result<Status> {
+    let st = t.state.load()?;
+    t.load_floors()?;
+    let mut status = Status::new(&st, t.booted(), t.images());
+    if t.on_device() {
+        let floors = Floors {
+            state: st.rollback_floor,
+            ..t.trusted.floors()
+        };
+        status.rollback_floor = floors.effective();
     }
-    let mut tpm = crate::runtime::rollback::open_counter(&dev.config)?;
-    let floors = crate::runtime::rollback::floors(st.rollback_floor, tpm.counter(), &dev.config)?;
-    let mut status = Status::new(&st, Some(dev.booted), images);
-    // What an install is checked against: the TPM's or the initramfs floor when higher.
-    status.rollback_floor = floors.effective();
     Ok(status)
 }
 
