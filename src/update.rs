@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use stele_device::cli::args::Command as DevCommand;
 use stele_device::cli::{self, spec, At};
-use stele_device::remote::DEFAULT_TIMEOUT_SECS;
 use stele_device::commands::install::BundleArg;
 use stele_device::remote::is_url;
+use stele_device::remote::DEFAULT_TIMEOUT_SECS;
 use stele_device::runtime::run_dir::RUN_DIR;
 use stele_verifier::exit::print_warning;
 use stele_verifier::keys::Keyring;
@@ -242,7 +242,10 @@ mod tests {
             let sub = cmd
                 .find_subcommand(c.name)
                 .unwrap_or_else(|| panic!("no `update {}` on the host", c.name));
-            assert_eq!(sub.get_about().map(ToString::to_string).as_deref(), Some(c.about));
+            assert_eq!(
+                sub.get_about().map(ToString::to_string).as_deref(),
+                Some(c.about)
+            );
             for arg in sub.get_arguments() {
                 let Some(long) = arg.get_long() else { continue };
                 if let Some(o) = spec::OPTIONS.iter().find(|o| o.long == long) {

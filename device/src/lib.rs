@@ -21,6 +21,7 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod fat;
+pub mod inspect;
 pub mod remote;
 pub mod runtime;
 pub mod target;

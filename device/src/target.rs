@@ -21,16 +21,74 @@ use stele_verifier::layout::Role;
 use stele_verifier::partition::PartitionIo;
 use stele_verifier::state::{BootState, Slot};
 
-use stele_engine::delta::RangeSource;
-
-use crate::commands::install::{self, Trust};
-use crate::commands::status::{inspect_slot, Image};
-use crate::remote::{self, FetchOptions, Location};
+use crate::inspect::{inspect_slot, Image};
 use crate::runtime::rollback::{self, Floors};
 use crate::runtime::run_dir::{RunDir, DEVICES};
 use crate::runtime::state_file::StateFile;
 use crate::runtime::storage::{self, Storage};
 use crate::{Error, Result};
+
+/// Which slot an install writes. On the device (`booted` known) the slot that is not
+/// booted; on a disk image, the slot the state would NOT boot next (a when none is
+/// bootable). Refused when the running (or next) slot is on trial and the target is its
+/// bootable fallback: overwriting it would leave no slot known to be good. Pure.
+pub fn plan(st: &BootState, booted: Option<Slot>) -> Result<Slot> {
+    let running = booted.or_else(|| st.choose());
+    let target = running.map_or(Slot::A, Slot::other);
+    if let Some(r) = running {
+        if !st.slot(r).successful && st.slot(target).bootable() {
+            return Err(Error::OnTrial {
+                running: r,
+                target,
+                on_device: booted.is_some(),
+            });
+        }
+    }
+    Ok(target)
+}
+
+/// The rollback floor an install must meet: the state's floor, raised to the running
+/// slot's verified rollback index when that slot is good (its index is the floor the
+/// state would have once it is marked good; a fresh disk, or one made by an older stele,
+/// may not have it yet). `running` is the booted slot on the device, the slot the state
+/// boots next on a disk image. Pure.
+pub fn install_floor(st: &BootState, running: Option<(Slot, u64)>) -> u64 {
+    match running {
+        Some((s, index)) if st.slot(s).successful => st.rollback_floor.max(index),
+        _ => st.rollback_floor,
+    }
+}
+
+/// What the device trusts: its keyring, the product it is bound to, the running slot
+/// with its verified rollback index (for [`install_floor`]), and the floors kept outside
+/// the state (the TPM counter's, the initramfs minimum).
+#[derive(Clone, Copy, Debug)]
+pub struct Trust<'a> {
+    pub keyring: &'a Keyring,
+    pub product: Option<&'a str>,
+    /// The slot running (on the device) or booting next (on a disk image) and its
+    /// verified rollback index, when known.
+    pub running: Option<(Slot, u64)>,
+    /// `tpm` and `initramfs` of [`rollback::floors`] (its `state` is not used: the state
+    /// is read at each check). A build host has neither: `Floors::default()`.
+    pub floors: Floors,
+}
+
+impl Trust<'_> {
+    /// The floors an install must meet against state `st`: the state's, the good running
+    /// slot's index (together [`install_floor`]), the TPM's and the initramfs minimum.
+    /// Pure.
+    pub fn floors(&self, st: &BootState) -> Floors {
+        Floors {
+            state: st.rollback_floor,
+            running: self
+                .running
+                .filter(|(s, _)| st.slot(*s).successful)
+                .map(|(_, index)| index),
+            ..self.floors
+        }
+    }
+}
 
 /// One partition of a target: a whole block device (or file) on the device, a window of
 /// the disk image on a host. Reads, writes and flushes as a [`Storage`].
@@ -184,7 +242,7 @@ pub struct Target {
 
 /// Opens an HTTP(S) range source for a URL with a request timeout: the host CLI's
 /// in-process client (stele-fetch), which the device crate does not link.
-pub type HttpOpener = fn(&str, std::time::Duration) -> Box<dyn RangeSource>;
+pub type HttpOpener = fn(&str, std::time::Duration) -> Box<dyn stele_engine::delta::RangeSource>;
 
 impl Target {
     /// The running device, from what the boot published in `run_dir`: its keyring, product
@@ -277,16 +335,6 @@ impl Target {
         self.load_floors()
     }
 
-    /// The source of the image at `loc`: on the device the fetch client from the verified
-    /// root for a URL; on a host the HTTP client the front-end gave ([`Target::http`]);
-    /// a file as it is.
-    pub fn source(&self, loc: &Location, opts: &FetchOptions) -> Result<Box<dyn RangeSource>> {
-        match &self.place {
-            Place::Device(dev) => remote::device_source(dev, loc, opts),
-            Place::Disk(_) => remote::host_source(loc, opts, self.http),
-        }
-    }
-
     /// The run directory, on the device.
     pub fn run_dir(&self) -> Option<&RunDir> {
         match &self.place {
@@ -344,14 +392,14 @@ impl Target {
         }
     }
 
-    /// The slot an install writes ([`install::plan`]: the slot not booted on the device,
+    /// The slot an install writes ([`plan`]: the slot not booted on the device,
     /// the one the state would not boot next on a disk image), read under the state lock,
     /// opened read-write and locked: a second install on the device is refused
     /// ([`Error::SlotBusy`]).
     pub fn install_slot(&mut self) -> Result<InstallSlot> {
         let booted = self.booted();
         let st = self.state.locked(StateFile::load)?;
-        let slot = install::plan(&st, booted)?;
+        let slot = plan(&st, booted)?;
         let part = self.slot(slot, true)?;
         let lock = match self.place {
             Place::Device(_) => {

@@ -10,11 +10,11 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 
 use stele_engine as vupdate;
-use stele_verifier::keys::Keyring;
+
 use stele_verifier::progress::Progress;
 use stele_verifier::state::{BootState, Slot};
 
-use crate::runtime::rollback::{self, Floors};
+use crate::runtime::rollback;
 use crate::runtime::state_file::StateFile;
 use crate::runtime::storage::{self, Storage};
 use crate::target::{Place, Target};
@@ -106,67 +106,7 @@ impl Bundle {
 
 pub use stele_verifier::partition::same_file;
 
-/// Which slot an install writes. On the device (`booted` known) the slot that is not
-/// booted; on a disk image, the slot the state would NOT boot next (a when none is
-/// bootable). Refused when the running (or next) slot is on trial and the target is its
-/// bootable fallback: overwriting it would leave no slot known to be good. Pure.
-pub fn plan(st: &BootState, booted: Option<Slot>) -> Result<Slot> {
-    let running = booted.or_else(|| st.choose());
-    let target = running.map_or(Slot::A, Slot::other);
-    if let Some(r) = running {
-        if !st.slot(r).successful && st.slot(target).bootable() {
-            return Err(Error::OnTrial {
-                running: r,
-                target,
-                on_device: booted.is_some(),
-            });
-        }
-    }
-    Ok(target)
-}
-
-/// The rollback floor an install must meet: the state's floor, raised to the running
-/// slot's verified rollback index when that slot is good (its index is the floor the
-/// state would have once it is marked good; a fresh disk, or one made by an older stele,
-/// may not have it yet). `running` is the booted slot on the device, the slot the state
-/// boots next on a disk image. Pure.
-pub fn install_floor(st: &BootState, running: Option<(Slot, u64)>) -> u64 {
-    match running {
-        Some((s, index)) if st.slot(s).successful => st.rollback_floor.max(index),
-        _ => st.rollback_floor,
-    }
-}
-
-/// What the device trusts: its keyring, the product it is bound to, the running slot
-/// with its verified rollback index (for [`install_floor`]), and the floors kept outside
-/// the state (the TPM counter's, the initramfs minimum).
-#[derive(Clone, Copy, Debug)]
-pub struct Trust<'a> {
-    pub keyring: &'a Keyring,
-    pub product: Option<&'a str>,
-    /// The slot running (on the device) or booting next (on a disk image) and its
-    /// verified rollback index, when known.
-    pub running: Option<(Slot, u64)>,
-    /// `tpm` and `initramfs` of [`rollback::floors`] (its `state` is not used: the state
-    /// is read at each check). A build host has neither: `Floors::default()`.
-    pub floors: Floors,
-}
-
-impl Trust<'_> {
-    /// The floors an install must meet against state `st`: the state's, the good running
-    /// slot's index (together [`install_floor`]), the TPM's and the initramfs minimum.
-    /// Pure.
-    pub fn floors(&self, st: &BootState) -> Floors {
-        Floors {
-            state: st.rollback_floor,
-            running: self
-                .running
-                .filter(|(s, _)| st.slot(*s).successful)
-                .map(|(_, index)| index),
-            ..self.floors
-        }
-    }
-}
+pub use crate::target::{install_floor, plan, Trust};
 
 /// What an install did.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -415,6 +415,16 @@ pub fn device_source(
     }
 }
 
+/// The source of the image at `loc` for target `t`: on the device the fetch client from
+/// the verified root for a URL; on a host the HTTP client the front-end gave
+/// ([`Target::http`]); a file as it is.
+pub fn source(t: &Target, loc: &Location, opts: &FetchOptions) -> Result<Box<dyn RangeSource>> {
+    match &t.place {
+        Place::Device(dev) => device_source(dev, loc, opts),
+        Place::Disk(_) => host_source(loc, opts, t.http),
+    }
+}
+
 /// The source of `loc` on a host: `http` for a URL (the host's in-process client; none:
 /// [`Error::NoHttp`]), the file otherwise.
 pub fn host_source(
@@ -450,7 +460,7 @@ pub fn install(
     log: &mut dyn FnMut(&str),
     progress: &mut dyn Progress,
 ) -> Result<DeltaInstalled> {
-    let mut src = t.source(loc, opts)?;
+    let mut src = source(t, loc, opts)?;
     let mut target = t.install_slot()?;
     let st = t.state.locked(StateFile::load)?;
     let mut base = t.base(&st)?;
@@ -488,7 +498,7 @@ pub fn install(
 /// `stele update plan URL|FILE` on an opened target ([`Target::load_trust`] read): what
 /// [`install`] would fetch and reuse, against the floors it would meet; writes nothing.
 pub fn plan(t: &mut Target, loc: &Location, opts: &FetchOptions) -> Result<String> {
-    let mut src = t.source(loc, opts)?;
+    let mut src = source(t, loc, opts)?;
     let st = t.state.load()?;
     let target = crate::commands::install::plan(&st, t.booted())?;
     let trust = t.trusted.trust()?;
