@@ -91,7 +91,7 @@ pub(crate) fn build(mut cmd: Command, rootfs: &Path, out: &Path, opts: &Ext4Opti
         .arg((scan.entries + 64).to_string())
         .args(["-O", "^has_journal,^resize_inode"])
         .arg("-U")
-        .arg(&uuid)
+        .arg(uuid)
         .arg("-E")
         .arg(format!(
             "hash_seed={uuid},root_owner={uid}:{gid},lazy_itable_init=0,lazy_journal_init=0,nodiscard"
