@@ -5,12 +5,17 @@
 //! absolute symlinks from the tree's root, relative ones from their directory, `..` never
 //! above the root, at most [`MAX_LINKS`] links.
 //!
+//! The files PID 1 and the updater trust ([`stele_verifier::layout::TRUSTED`]) must not be
+//! reached through a symlink that leaves the tree or points into a directory the device
+//! writes: the rule is the device's own ([`check_all_trusted`]).
+//!
 //! The users and groups services run as (`user`, `group`, `supplementary_groups`) must be
 //! in the tree's own `/etc/passwd` and `/etc/group`, where PID 1 will look them up.
 //!
 //! The tree is read through [`Tree`] (look at one path without following it, read one
 //! file), implemented here for a directory ([`DirTree`]); a tar archive can implement it
-//! too. The resolution is [`resolve`], the same for every tree.
+//! too. The resolution is [`resolve`] (stele_verifier::resolve), the same for every tree
+//! and for the device's lower layer.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -18,33 +23,9 @@ use std::path::{Path, PathBuf};
 
 use stele_verifier::config::{Accounts, ConfigError, SystemConfig};
 use stele_verifier::exit::{Exit, Report};
-use stele_verifier::layout::SYSTEM_TOML;
-
-/// Most symlinks followed while resolving one path (Linux's MAXSYMLINKS).
-pub const MAX_LINKS: usize = 40;
-
-/// What is at a path of the tree, not following a final symlink.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Node {
-    /// A regular file with its permission bits.
-    File {
-        mode: u32,
-    },
-    Dir,
-    /// A symlink and its target, as stored.
-    Symlink(String),
-    /// A device, FIFO or socket.
-    Other,
-}
-
-/// Read access to a root tree. Paths are absolute within the tree (`/etc/stele/system.toml`)
-/// and contain no symlink before their last component ([`resolve`] sees to that).
-pub trait Tree {
-    /// What is at `path` (a final symlink is not followed); `None` when nothing is.
-    fn lstat(&self, path: &str) -> io::Result<Option<Node>>;
-    /// The bytes of the regular file at `path`.
-    fn read(&self, path: &str) -> io::Result<Vec<u8>>;
-}
+use stele_verifier::layout::{GROUP, PASSWD, SYSTEM_TOML};
+use stele_verifier::resolve::{check_all_trusted, LinkOut};
+pub use stele_verifier::resolve::{resolve, Node, Resolved, Tree, MAX_LINKS};
 
 /// A root tree that is a directory of the build host.
 #[derive(Clone, Debug)]
@@ -91,72 +72,6 @@ impl Tree for DirTree {
     }
 }
 
-/// Where resolving a path ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Resolved {
-    /// The path leads to `node` at `path` (no symlink in it).
-    Found { path: String, node: Node },
-    /// Nothing at `at`.
-    Missing { at: String },
-    /// `at` is in the middle of the path but not a directory.
-    NotADirectory { at: String },
-    /// More than [`MAX_LINKS`] symlinks.
-    Loop,
-}
-
-/// Resolves `path` inside `tree`, following every symlink as the device's kernel would
-/// with the tree as its root.
-pub fn resolve(tree: &dyn Tree, path: &str) -> io::Result<Resolved> {
-    let mut pending: Vec<String> = Vec::new();
-    push_components(&mut pending, path);
-    let mut done: Vec<String> = Vec::new();
-    let mut node = Node::Dir;
-    let mut links = 0;
-    while let Some(c) = pending.pop() {
-        if node != Node::Dir {
-            return Ok(Resolved::NotADirectory { at: join(&done) });
-        }
-        if c == ".." {
-            done.pop();
-            continue;
-        }
-        done.push(c);
-        let at = join(&done);
-        match tree.lstat(&at)? {
-            None => return Ok(Resolved::Missing { at }),
-            Some(Node::Symlink(target)) => {
-                links += 1;
-                if links > MAX_LINKS {
-                    return Ok(Resolved::Loop);
-                }
-                done.pop();
-                if target.starts_with('/') {
-                    done.clear();
-                }
-                push_components(&mut pending, &target);
-                node = Node::Dir;
-            }
-            Some(n) => node = n,
-        }
-    }
-    Ok(Resolved::Found {
-        path: join(&done),
-        node,
-    })
-}
-
-/// Pushes the components of `path` so that the first is popped first.
-fn push_components(pending: &mut Vec<String>, path: &str) {
-    let comps = path.split('/').filter(|c| !c.is_empty() && *c != ".");
-    let mut v: Vec<String> = comps.map(str::to_string).collect();
-    v.reverse();
-    pending.extend(v);
-}
-
-fn join(components: &[String]) -> String {
-    format!("/{}", components.join("/"))
-}
-
 /// Why a program of system.toml cannot run.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Problem {
@@ -186,6 +101,9 @@ pub enum RootfsError {
         program: String,
         problem: Problem,
     },
+    /// A trusted file is behind a link out of the image.
+    #[error("invalid rootfs: {0}")]
+    TrustedLink(#[from] LinkOut),
     /// The tree cannot be read.
     #[error("cannot read {path} in the rootfs: {source}")]
     Io {
@@ -204,13 +122,18 @@ impl Report for RootfsError {
     }
 }
 
-/// Checks `tree`'s system.toml (`origin` names it in errors) and the programs it runs.
-/// Returns the parsed file, or `None` when the tree has none.
+/// Checks that no trusted file of `tree` is behind a link out of it, then its system.toml
+/// (`origin` names it in errors) and the programs it runs. Returns the parsed file, or
+/// `None` when the tree has none.
 pub fn check(tree: &dyn Tree, origin: &str) -> Result<Option<SystemConfig>, RootfsError> {
     let io_err = |path: &str| {
         let path = path.to_string();
         move |source| RootfsError::Io { path, source }
     };
+    // The image cannot know boot.toml's data mount: /var, its default, is in WRITABLE.
+    if let Some(out) = check_all_trusted(tree, "/var").map_err(io_err("/"))? {
+        return Err(out.into());
+    }
     let at = match resolve(tree, SYSTEM_TOML).map_err(io_err(SYSTEM_TOML))? {
         Resolved::Found {
             path,
@@ -247,10 +170,7 @@ pub fn check(tree: &dyn Tree, origin: &str) -> Result<Option<SystemConfig>, Root
         });
     }
     if cfg.services.iter().any(|s| !s.run_as.is_default()) {
-        let accounts = Accounts::parse(
-            &text_of(tree, "/etc/passwd")?,
-            &text_of(tree, "/etc/group")?,
-        );
+        let accounts = Accounts::parse(&text_of(tree, PASSWD)?, &text_of(tree, GROUP)?);
         cfg.credentials(origin, &accounts)?;
     }
     Ok(Some(cfg))

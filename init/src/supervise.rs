@@ -4,12 +4,14 @@
 //!
 //! Restart, backoff, crash-loop and health decisions are pure functions, tested below.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use stele_update::verified::Lower;
 use stele_verifier::config::{Accounts, Action, Credentials, Restart, Service, SystemConfig};
-use stele_verifier::layout::SYSTEM_TOML;
+use stele_verifier::layout::{GROUP, PASSWD, SYSTEM_TOML};
 
 use crate::boot::{self, Booted};
 use crate::cmdline::DEFAULT_PATH;
@@ -159,20 +161,26 @@ struct Supervisor {
 pub fn run(b: Booted) -> ! {
     let action = b.config.on_failure;
     let delay = b.config.failure_delay_secs;
-    // Read from the verified layer itself, not through the overlay: nothing written to the
-    // tmpfs upper layer or mounted from the data partition can change what runs.
-    let path = format!("{}{SYSTEM_TOML}", crate::mounts::LOWER);
-    let cfg = match std::fs::read_to_string(&path)
-        .map_err(|e| format!("read {SYSTEM_TOML} failed: {e} (the image must contain it)"))
-        .and_then(|t| {
-            SystemConfig::parse(&t, SYSTEM_TOML)
-                .and_then(|c| {
-                    c.check_programs(SYSTEM_TOML, &b.config.data_mount)?;
-                    let creds = c.credentials(SYSTEM_TOML, &image_accounts())?;
-                    Ok((c, creds))
-                })
-                .map_err(|e| e.to_string())
-        }) {
+    // Read from the verified layer itself, not through the overlay, and never through a
+    // link out of it (stele_update::verified): nothing written to the tmpfs upper layer or
+    // mounted from the data partition can change what runs.
+    let cfg = Lower::open(Path::new(crate::mounts::LOWER), &b.config.data_mount)
+        .and_then(|lower| Ok((lower.read(SYSTEM_TOML)?, lower)))
+        .map_err(|e| e.to_string())
+        .and_then(|(bytes, lower)| {
+            let t = bytes.ok_or_else(|| {
+                format!("read {SYSTEM_TOML} failed: not found (the image must contain it)")
+            })?;
+            let t = String::from_utf8_lossy(&t);
+            let c = SystemConfig::parse(&t, SYSTEM_TOML).map_err(|e| e.to_string())?;
+            c.check_programs(SYSTEM_TOML, &b.config.data_mount)
+                .map_err(|e| e.to_string())?;
+            let creds = c
+                .credentials(SYSTEM_TOML, &image_accounts(&lower)?)
+                .map_err(|e| e.to_string())?;
+            Ok((c, creds))
+        });
+    let cfg = match cfg {
         Ok(c) => c,
         Err(e) => {
             error!("nothing to run: {e}; {} in {delay}s", action.name());
@@ -234,13 +242,14 @@ pub fn run(b: Booted) -> ! {
 }
 
 /// The image's users and groups, from the verified layer (never the overlay, which the
-/// tmpfs upper layer could change): empty when it has no such file.
-fn image_accounts() -> Accounts {
-    let read = |f: &str| std::fs::read_to_string(format!("{}{f}", crate::mounts::LOWER));
-    Accounts::parse(
-        &read("/etc/passwd").unwrap_or_default(),
-        &read("/etc/group").unwrap_or_default(),
-    )
+/// tmpfs upper layer could change, nor through a link out of the image): empty when it
+/// has no such file.
+fn image_accounts(lower: &Lower) -> Result<Accounts, String> {
+    let read = |f: &str| -> Result<String, String> {
+        let bytes = lower.read(f).map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned())
+    };
+    Ok(Accounts::parse(&read(PASSWD)?, &read(GROUP)?))
 }
 
 fn exec_status(e: &std::io::Error) -> i32 {

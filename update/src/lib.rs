@@ -19,6 +19,7 @@
 
 pub mod args;
 pub mod channel;
+pub mod data_file;
 pub mod device;
 pub mod error;
 pub mod fat;
@@ -33,5 +34,6 @@ pub mod stage1;
 pub mod state_file;
 pub mod status;
 pub mod storage;
+pub mod verified;
 
 pub use error::{Error, Result};

@@ -7,8 +7,9 @@
 //! On the device, `stele` links no network code: an `http(s)://` location is fetched by
 //! the fetch client at `/usr/lib/stele/stele-fetch` (verifier::layout::FETCH_CLIENT) inside
 //! the verified root, run from the dm-verity
-//! lower layer (`/run/stele/lower/usr/lib/stele/stele-fetch`), never from the overlay or
-//! the data partition. Any other location is a local file.
+//! lower layer (`/run/stele/lower/usr/lib/stele/stele-fetch`), opened inside it
+//! (crate::verified) and executed from that descriptor, never from the overlay or the data
+//! partition. Any other location is a local file.
 
 pub mod args;
 pub mod pipe;
@@ -33,6 +34,7 @@ use crate::rollback;
 use crate::run_dir::RunDir;
 use crate::state_file::StateFile;
 use crate::storage::{self, Device};
+use crate::verified::Lower;
 use crate::{Error, Result};
 
 /// Where the fetch client is inside a slot image (and so under the verified lower layer),
@@ -393,15 +395,18 @@ pub fn device_source(
 ) -> Result<Box<dyn RangeSource>> {
     match loc {
         Location::Http(url) => {
-            let program = fetch_client_in(&dev.lower());
-            if !program.is_file() {
-                return Err(Error::NoFetchClient { path: program });
-            }
+            // Opened inside the verified image and run from that descriptor (pipe::Program).
+            let lower = Lower::open(&dev.lower(), &dev.config.data_mount)?;
+            let path = lower.show(stele_verifier::layout::FETCH_CLIENT);
+            let Some(file) = lower.open_file(stele_verifier::layout::FETCH_CLIENT)? else {
+                return Err(Error::NoFetchClient { path });
+            };
+            let program = pipe::Program { file, path };
             let args = vec![
                 "--timeout".to_string(),
                 opts.timeout.as_secs().max(1).to_string(),
             ];
-            Ok(Box::new(pipe::PipeSource::new(&program, args, url)))
+            Ok(Box::new(pipe::PipeSource::new(program, args, url)))
         }
         Location::File(p) => {
             let name = p.display().to_string();
