@@ -42,6 +42,8 @@
 //!   and boot refuse the older image), rollback_storage = "tpm" without a TPM, measured boot
 //! - vm_owners: an image from a tar boots with its owners and a working file capability
 //! - vm_init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
+//! - vm_links: a system.toml or /etc/passwd linked into /var (the data partition) is
+//!   refused by PID 1, naming the link; the attacker's file there never runs
 //! - vm_trust: a corrupted good slot, RUST_MIN_STACK on the command line, partitions on
 //!   another disk (at the scan and late), services as users, another product, a lost or
 //!   wrapped or old-layout state, a stalled install
@@ -76,5 +78,6 @@ mod tpm_vm;
 mod uefi_vm;
 mod update_vm;
 mod vm_init;
+mod vm_links;
 mod vm_owners;
 mod vm_trust;
