@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use stele_update::verified::Lower;
+use stele_device::runtime::verified::Lower;
 use stele_verifier::config::{Accounts, Action, Credentials, Restart, Service, SystemConfig};
 use stele_verifier::layout::{GROUP, PASSWD, SYSTEM_TOML};
 
@@ -162,7 +162,7 @@ pub fn run(b: Booted) -> ! {
     let action = b.config.on_failure;
     let delay = b.config.failure_delay_secs;
     // Read from the verified layer itself, not through the overlay, and never through a
-    // link out of it (stele_update::verified): nothing written to the tmpfs upper layer or
+    // link out of it (stele_device::runtime::verified): nothing written to the tmpfs upper layer or
     // mounted from the data partition can change what runs.
     let cfg = Lower::open(Path::new(crate::mounts::LOWER), &b.config.data_mount)
         .and_then(|lower| Ok((lower.read(SYSTEM_TOML)?, lower)))
@@ -476,7 +476,7 @@ impl Supervisor {
             }
             Err(e) => warn!("{e}; marking good without the state lock"),
         }
-        let r = stele_update::rollback::mark_good(
+        let r = stele_device::runtime::rollback::mark_good(
             &mut b.state,
             b.tpm.counter(),
             b.slot,
