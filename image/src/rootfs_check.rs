@@ -70,6 +70,12 @@ impl Tree for DirTree {
     fn read(&self, path: &str) -> io::Result<Vec<u8>> {
         std::fs::read(self.host(path))
     }
+
+    fn list(&self, path: &str) -> io::Result<Vec<String>> {
+        std::fs::read_dir(self.host(path))?
+            .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+            .collect()
+    }
 }
 
 /// Why a program of system.toml cannot run.

@@ -165,7 +165,10 @@ pub fn run(b: Booted) -> ! {
     // link out of it (stele_device::runtime::verified): nothing written to the tmpfs upper layer or
     // mounted from the data partition can change what runs.
     let cfg = Lower::open(Path::new(crate::mounts::LOWER), &b.config.data_mount)
-        .and_then(|lower| Ok((lower.read(SYSTEM_TOML)?, lower)))
+        .and_then(|lower| {
+            lower.check_all()?;
+            Ok((lower.read(SYSTEM_TOML)?, lower))
+        })
         .map_err(|e| e.to_string())
         .and_then(|(bytes, lower)| {
             let t = bytes.ok_or_else(|| {

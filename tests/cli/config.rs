@@ -218,7 +218,7 @@ fn image_build_refuses_programs_the_rootfs_does_not_have() {
 }
 
 /// Issue 18: an image whose trusted files (/etc/stele/system.toml, /etc/passwd, /etc/group,
-/// the channel keys, the fetch client, or a directory above one) sit behind a symlink out
+/// the channel keys and each key in them, the fetch client, or a directory above one) sit behind a symlink out
 /// of the image, or into what the device writes (/var, /run, /tmp...), built with exit 0;
 /// on the device whoever writes the data partition then chose what PID 1 runs. The build
 /// refuses each with one line naming the path and the link; a link inside the image builds.
@@ -252,6 +252,12 @@ fn image_build_refuses_a_trusted_file_linked_out_of_the_image() {
             "etc/stele/channel-keys",
             "/var/lib/keys",
             "/etc/stele/channel-keys",
+            "into /var",
+        ),
+        (
+            "etc/stele/channel-keys/a.pem",
+            "/var/lib/keys/a.pem",
+            "/etc/stele/channel-keys/a.pem",
             "into /var",
         ),
         (

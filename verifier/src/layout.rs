@@ -128,6 +128,8 @@ pub const GROUP: &str = "/etc/group";
 /// verified lower layer, never through a link out of it (`crate::resolve::check_trusted`;
 /// `stele image build` refuses such a link, the device refuses the image).
 pub const TRUSTED: [&str; 5] = [SYSTEM_TOML, PASSWD, GROUP, CHANNEL_KEYS_DIR, FETCH_CLIENT];
+/// The directories of [`TRUSTED`] whose every entry is trusted too (the channel keys).
+pub const TRUSTED_DIRS: [&str; 1] = [CHANNEL_KEYS_DIR];
 
 /// Where the running device writes or mounts over (the data partition is mounted at /var by
 /// default; the tmpfs /run and /tmp; the kernel's /dev, /proc and /sys): no trusted file may

@@ -37,6 +37,8 @@ pub trait Tree {
     fn lstat(&self, path: &str) -> io::Result<Option<Node>>;
     /// The bytes of the regular file at `path`.
     fn read(&self, path: &str) -> io::Result<Vec<u8>>;
+    /// The names in the directory at `path` (without `.` and `..`), in any order.
+    fn list(&self, path: &str) -> io::Result<Vec<String>>;
 }
 
 /// Where resolving a path ended.
@@ -209,11 +211,24 @@ pub fn check_trusted(
     }))
 }
 
-/// [`check_trusted`] for every path of [`layout::TRUSTED`]: the first refusal.
+/// [`check_trusted`] for every path of [`layout::TRUSTED`] and every entry of the
+/// directories of [`layout::TRUSTED_DIRS`] (sorted by name): the first refusal.
 pub fn check_all_trusted(tree: &dyn Tree, data_mount: &str) -> io::Result<Option<LinkOut>> {
     let writable = writable_dirs(data_mount);
-    for p in layout::TRUSTED {
-        if let Some(out) = check_trusted(tree, p, &writable)? {
+    let mut paths: Vec<String> = layout::TRUSTED.iter().map(|p| p.to_string()).collect();
+    for dir in layout::TRUSTED_DIRS {
+        if let Resolved::Found {
+            path,
+            node: Node::Dir,
+        } = resolve(tree, dir)?
+        {
+            let mut names = tree.list(&path)?;
+            names.sort();
+            paths.extend(names.iter().map(|n| format!("{dir}/{n}")));
+        }
+    }
+    for p in paths {
+        if let Some(out) = check_trusted(tree, &p, &writable)? {
             return Ok(Some(out));
         }
     }
@@ -242,6 +257,17 @@ mod tests {
         }
         fn read(&self, _: &str) -> io::Result<Vec<u8>> {
             Ok(Vec::new())
+        }
+        fn list(&self, path: &str) -> io::Result<Vec<String>> {
+            let dir = format!("{path}/");
+            let mut v: Vec<String> = self
+                .0
+                .keys()
+                .filter_map(|k| k.strip_prefix(&dir))
+                .map(|rest| rest.split('/').next().unwrap_or(rest).to_string())
+                .collect();
+            v.dedup();
+            Ok(v)
         }
     }
 
@@ -311,6 +337,16 @@ mod tests {
                 &[("/etc/stele/channel-keys", "/var/lib/keys")],
                 "/var",
                 "/etc/stele/channel-keys",
+                Escape::Writable("/var".into()),
+            ),
+            (
+                // One key of the directory, behind the image's own link to the directory.
+                &[
+                    ("/etc/stele/channel-keys", "/usr/share/keys"),
+                    ("/usr/share/keys/a.pem", "/var/lib/keys/a.pem"),
+                ],
+                "/var",
+                "/usr/share/keys/a.pem",
                 Escape::Writable("/var".into()),
             ),
         ] {

@@ -36,12 +36,6 @@ use crate::runtime::storage::{self, Device};
 use crate::runtime::verified::Lower;
 use crate::{Error, Result};
 
-/// Where the fetch client is inside a slot image (and so under the verified lower layer),
-/// relative to the image's root.
-pub fn fetch_client_in(root: &Path) -> PathBuf {
-    root.join(stele_verifier::layout::FETCH_CLIENT.trim_start_matches('/'))
-}
-
 /// Where an image or channel is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Location {

@@ -18,7 +18,9 @@ use crate::runtime::keyring::{KeyringError, Skipped, KEY_EXTENSIONS};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use stele_verifier::exit::{Exit, Report};
 use stele_verifier::keys::{parse_public_key, Keyring};
-use stele_verifier::resolve::{check_trusted, writable_dirs, LinkOut, Node, Tree};
+use stele_verifier::resolve::{
+    check_all_trusted, check_trusted, writable_dirs, LinkOut, Node, Tree,
+};
 
 /// Largest trusted file read into memory (system.toml, /etc/passwd, a key).
 pub const MAX_TRUSTED_LEN: u64 = 4 << 20;
@@ -81,6 +83,24 @@ impl Lower {
             path: path.to_path_buf(),
             data_mount: data_mount.to_string(),
         })
+    }
+
+    /// Checks every trusted file of the image (verifier::layout::TRUSTED and the entries
+    /// of TRUSTED_DIRS) with the build's rule, as `stele image build` does: PID 1 runs
+    /// nothing from an image that the build would have refused.
+    pub fn check_all(&self) -> Result<(), VerifiedError> {
+        let out =
+            check_all_trusted(self, &self.data_mount).map_err(|source| VerifiedError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        match out {
+            Some(out) => Err(VerifiedError::LinkOut {
+                lower: self.show(&out.path),
+                out,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Where `path` (absolute in the image) is under the lower layer, for messages.
@@ -172,17 +192,22 @@ impl Lower {
             Err(rustix::io::Errno::NOENT) => return Ok(None),
             Err(e) => return Err(io_err(e.into())),
         };
-        let mut names = Vec::new();
-        for entry in rustix::fs::Dir::read_from(&fd).map_err(|e| io_err(e.into()))? {
-            let entry = entry.map_err(|e| io_err(e.into()))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name != "." && name != ".." {
-                names.push(name);
-            }
-        }
+        let mut names = names_in(&fd).map_err(io_err)?;
         names.sort();
         Ok(Some(names))
     }
+}
+
+/// The names in the open directory `fd`, without `.` and `..`.
+fn names_in(fd: &OwnedFd) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(fd)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name != "." && name != ".." {
+            names.push(name);
+        }
+    }
+    Ok(names)
 }
 
 /// The lower layer as a tree for the shared link rule: `lstat` and `readlink` relative to
@@ -210,6 +235,15 @@ impl Tree for Lower {
             },
             _ => Node::Other,
         }))
+    }
+
+    fn list(&self, path: &str) -> io::Result<Vec<String>> {
+        let rel = match path.trim_start_matches('/') {
+            "" => ".",
+            p => p,
+        };
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        names_in(&rustix::fs::openat(&self.dir, rel, flags, Mode::empty())?)
     }
 
     fn read(&self, path: &str) -> io::Result<Vec<u8>> {
@@ -381,4 +415,33 @@ mod tests {
     }
 
     const CHANNEL_KEYS: &str = stele_verifier::layout::CHANNEL_KEYS_DIR;
+
+    /// What PID 1 checks before it reads anything: the build's whole rule, down to one key
+    /// of the channel-key directory and the fetch client.
+    #[test]
+    fn the_whole_image_is_checked_as_the_build_checks_it() {
+        let d = lower();
+        let l = Lower::open(d.path(), "/var").unwrap();
+        l.check_all().unwrap();
+        let keys = d.path().join("etc/stele/channel-keys");
+        std::fs::write(keys.join("a.pem"), "key").unwrap();
+        symlink("/run/keys/b.pem", keys.join("b.pem")).unwrap();
+        let e = l.check_all().unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "/etc/stele/channel-keys/b.pem -> /run/keys/b.pem, into /run, which the device writes"
+            ),
+            "{e}"
+        );
+        std::fs::remove_file(keys.join("b.pem")).unwrap();
+        std::fs::create_dir_all(d.path().join("usr/lib/stele")).unwrap();
+        symlink(
+            "../../../../tmp/f",
+            d.path().join("usr/lib/stele/stele-fetch"),
+        )
+        .unwrap();
+        let e = l.check_all().unwrap_err();
+        assert!(e.to_string().contains("which leaves the image"), "{e}");
+        assert_eq!(e.exit(), Exit::Refused);
+    }
 }
