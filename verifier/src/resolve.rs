@@ -398,4 +398,50 @@ mod tests {
              (put the file itself there)"
         );
     }
+
+    use proptest::strategy::Strategy;
+
+    proptest::proptest! {
+        /// On any graph of links (loops, `..`, absolute and relative), the check never
+        /// panics, and when it passes, each trusted file that resolves does so outside
+        /// every writable directory: the rule is about where the file ends up, not about
+        /// how the links are spelled.
+        #[test]
+        fn a_passed_check_never_ends_in_a_writable_directory(
+            links in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        "/etc", "/etc/stele", "/etc/passwd", "/etc/stele/system.toml",
+                        "/srv", "/srv/a", "/usr/lib/stele", "/l",
+                    ]),
+                    proptest::prop_oneof![
+                        proptest::sample::select(vec![
+                            "/var/lib/x", "/var/lib/x/system.toml", "../var/lib/x",
+                            "../../var/lib/x/passwd", "/srv/../var/lib/x", "/l/../x", "/l",
+                            "../l", "/srv/a", "a", "lib/x", "/var/lib", "/run", "../srv",
+                        ])
+                        .prop_map(str::to_string),
+                        "(/)?((\\.\\.|\\.|etc|srv|var|lib|x|a|l|stele)/){0,4}(etc|stele|passwd|a|l|x|var|lib|system.toml)",
+                    ],
+                ),
+                0..6,
+            )
+        ) {
+            let links: Vec<(&str, &str)> = links.iter().map(|(a, t)| (*a, t.as_str())).collect();
+            let mut t = tree(&links);
+            for f in ["/var/lib/x/passwd", "/var/lib/x/group", "/var/lib/x/stele/system.toml", "/run/x/passwd"] {
+                t.0.entry(f.to_string()).or_insert(Node::File { mode: 0o644 });
+            }
+            if check_all_trusted(&t, "/var").unwrap().is_none() {
+                for p in layout::TRUSTED {
+                    if let Resolved::Found { path, .. } = resolve(&t, p).unwrap() {
+                        let under = layout::WRITABLE
+                            .iter()
+                            .any(|w| path == *w || path.starts_with(&format!("{w}/")));
+                        proptest::prop_assert!(!under, "{p} -> {path} through {links:?}");
+                    }
+                }
+            }
+        }
+    }
 }
