@@ -285,6 +285,26 @@ fn image_build_refuses_a_trusted_file_linked_out_of_the_image() {
         fails(&res, 2, &["invalid rootfs: ", path, &named, why]);
         assert!(!out.exists(), "{at}: an image was written");
     }
+    // The same from a tar archive: checked once it is unpacked, before anything is built.
+    let root = fx.tree("tar-root", false).build();
+    let r = Path::new(&root);
+    std::fs::remove_file(r.join("etc/passwd")).ok();
+    std::os::unix::fs::symlink("/var/lib/x/passwd", r.join("etc/passwd")).expect("symlink");
+    let tar = fx.path("root.tar");
+    crate::cli::owners::tar_of(r, &tar);
+    let res = fx
+        .tar_image(tar.to_str().expect("utf-8"), &k)
+        .run(out.to_str().expect("utf-8"));
+    fails(
+        &res,
+        2,
+        &[
+            "invalid rootfs: ",
+            "/etc/passwd -> /var/lib/x/passwd",
+            "into /var",
+        ],
+    );
+    assert!(!out.exists(), "tar: an image was written");
     // Links that stay inside the image and out of what the device writes are fine.
     let root = fx.tree("inside", false).build();
     let r = Path::new(&root);
