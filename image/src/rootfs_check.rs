@@ -175,15 +175,19 @@ pub fn check(tree: &dyn Tree, origin: &str) -> Result<Option<SystemConfig>, Root
             problem,
         });
     }
+    // PID 1 reads both whatever the services' users are, and refuses either when it is
+    // there but cannot be read as a file.
+    let accounts = Accounts::parse(&text_of(tree, PASSWD)?, &text_of(tree, GROUP)?);
     if cfg.services.iter().any(|s| !s.run_as.is_default()) {
-        let accounts = Accounts::parse(&text_of(tree, PASSWD)?, &text_of(tree, GROUP)?);
         cfg.credentials(origin, &accounts)?;
     }
     Ok(Some(cfg))
 }
 
 /// The text of the regular file at `path` in the tree (symlinks resolved inside it), empty
-/// when there is none: what PID 1 reads from the image.
+/// when there is none: what PID 1 reads from the image. Something else there (a directory,
+/// FIFO or device, a link loop, a file in place of a directory on the way) is refused, as
+/// PID 1 refuses it.
 fn text_of(tree: &dyn Tree, path: &str) -> Result<String, RootfsError> {
     let io_err = |source| RootfsError::Io {
         path: path.to_string(),
@@ -197,7 +201,16 @@ fn text_of(tree: &dyn Tree, path: &str) -> Result<String, RootfsError> {
             let bytes = tree.read(&at).map_err(io_err)?;
             Ok(String::from_utf8_lossy(&bytes).into_owned())
         }
-        _ => Ok(String::new()),
+        Resolved::Missing { .. } => Ok(String::new()),
+        Resolved::Found { .. } => Err(ConfigError::file(path, "is not a regular file").into()),
+        Resolved::Loop => {
+            Err(ConfigError::file(path, "cannot be resolved (more than 40 symbolic links)").into())
+        }
+        Resolved::NotADirectory { at } => Err(ConfigError::file(
+            path,
+            format!("cannot be reached ({at} is not a directory)"),
+        )
+        .into()),
     }
 }
 
@@ -325,6 +338,23 @@ mod tests {
         std::fs::write(dir.path().join("etc/group"), "logs:x:4:\n").unwrap();
         let cfg = check_dir(dir.path()).unwrap().unwrap();
         assert_eq!(cfg.services[0].run_as.supplementary_groups.len(), 1);
+    }
+
+    /// PID 1 refuses an /etc/passwd or /etc/group it cannot read as a file (a FIFO hung
+    /// it before); the build refuses it too, with or without service users.
+    #[test]
+    fn passwd_or_group_that_is_not_a_file_is_refused() {
+        let (d, r) = with_system("exec = [\"/bin/app\"]\n");
+        assert!(r.unwrap().is_some());
+        let fifo = d.path().join("etc/passwd");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let e = check_dir(d.path()).unwrap_err();
+        assert_eq!(e.to_string(), "invalid /etc/passwd: is not a regular file");
+        assert_eq!(e.exit(), Exit::Usage);
+        std::fs::remove_file(&fifo).unwrap();
+        std::fs::create_dir(d.path().join("etc/group")).unwrap();
+        let e = check_dir(d.path()).unwrap_err();
+        assert_eq!(e.to_string(), "invalid /etc/group: is not a regular file");
     }
 
     #[test]
