@@ -184,6 +184,14 @@ pub enum Error {
     /// The device's channel state cannot be read or written.
     #[error("{}: {why}", path.display())]
     ChannelState { path: PathBuf, why: String },
+    /// A file stele keeps on the data partition is not a regular file, or cannot be read
+    /// or written (crate::runtime::data_file).
+    #[error(transparent)]
+    DataFile(#[from] crate::runtime::data_file::DataFileError),
+    /// A trusted file of the verified layer was refused or cannot be read
+    /// (crate::runtime::verified).
+    #[error(transparent)]
+    Verified(#[from] crate::runtime::verified::VerifiedError),
     /// The image's channel keys do not make a keyring.
     #[error("{0} (the channel keys of the booted image)")]
     ChannelKeys(#[source] KeyringError),
@@ -286,6 +294,8 @@ impl Report for Error {
             E::OnTrial { .. } => Exit::Refused,
             E::Fetch { source, .. } => source.exit(),
             E::Channel { source, .. } => source.exit(),
+            E::DataFile(e) => e.exit(),
+            E::Verified(e) => e.exit(),
             E::NoFetchClient { .. }
             | E::ChannelState { .. }
             | E::ChannelKeys(_)

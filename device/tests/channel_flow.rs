@@ -232,3 +232,45 @@ fn a_due_release_is_installed_and_the_channel_remembered() {
         "{text}"
     );
 }
+
+/// Issue 18: a FIFO at channel.toml hung `check` and `apply` (the open waited for a
+/// writer), and a symlink there was read through. Each is now one line naming the file,
+/// exit 3, before anything is written: not the slots, not the boot state, not the link's
+/// target.
+#[test]
+fn a_fifo_or_a_symlink_at_the_channel_state_is_refused_and_nothing_written() {
+    let d = device();
+    let loc = write_channel(&d, &offer(&d));
+    let parts = || {
+        ["a", "b", "state"]
+            .map(|n| std::fs::read(d.part(n)).unwrap())
+            .to_vec()
+    };
+    let before = parts();
+    let state = d.state_file();
+    std::fs::remove_file(&state).unwrap();
+    nix::unistd::mkfifo(&state, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let victim = d.part("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    for (kind, needle) in [
+        ("fifo", "is a FIFO, not a regular file"),
+        ("link", "is a symbolic link, not a regular file"),
+    ] {
+        if kind == "link" {
+            std::fs::remove_file(&state).unwrap();
+            std::os::unix::fs::symlink(&victim, &state).unwrap();
+        }
+        let check = common::on_device::check(&d.run, &loc, &FetchOptions::default());
+        for e in [check.err().unwrap(), apply(&d, &loc).err().unwrap()] {
+            let (text, exit) = line(&e);
+            assert_eq!(exit, Exit::Environment, "{kind}: {text}");
+            assert_eq!(text.lines().count(), 1, "{kind}: {text}");
+            assert!(
+                text.starts_with(&format!("stele: error: {} {needle}", state.display())),
+                "{kind}: {text}"
+            );
+        }
+        assert_eq!(parts(), before, "{kind}: something was written");
+    }
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
+}

@@ -168,6 +168,22 @@ pub const SYSTEM_TOML: &str = "/etc/stele/system.toml";
 pub const FETCH_CLIENT: &str = "/usr/lib/stele/stele-fetch";
 /// The update channel's public keys inside a slot image (`*.pem`).
 pub const CHANNEL_KEYS_DIR: &str = "/etc/stele/channel-keys";
+/// The image's users, read by PID 1 for the services' `user`.
+pub const PASSWD: &str = "/etc/passwd";
+/// The image's groups, read by PID 1 for the services' `group` and supplementary groups.
+pub const GROUP: &str = "/etc/group";
+
+/// The files of the image that PID 1 and the updater trust after switch root: read from the
+/// verified lower layer, never through a link out of it (`crate::resolve::check_trusted`;
+/// `stele image build` refuses such a link, the device refuses the image).
+pub const TRUSTED: [&str; 5] = [SYSTEM_TOML, PASSWD, GROUP, CHANNEL_KEYS_DIR, FETCH_CLIENT];
+/// The directories of [`TRUSTED`] whose every entry is trusted too (the channel keys).
+pub const TRUSTED_DIRS: [&str; 1] = [CHANNEL_KEYS_DIR];
+
+/// Where the running device writes or mounts over (the data partition is mounted at /var by
+/// default; the tmpfs /run and /tmp; the kernel's /dev, /proc and /sys): no trusted file may
+/// be linked into them.
+pub const WRITABLE: [&str; 6] = ["/var", "/run", "/tmp", "/dev", "/proc", "/sys"];
 
 #[cfg(test)]
 mod tests {
@@ -196,7 +212,10 @@ mod tests {
         assert_eq!(names.get(Role::Data), "stele-data");
         let order: Vec<Role> = names.iter().map(|(r, _)| r).collect();
         assert_eq!(order, ROLES.map(|r| r.role));
-        for p in [INIT, BOOT_TOML, KEYS_DIR, MODULES_DIR, SYSTEM_TOML] {
+        for p in [INIT, BOOT_TOML, KEYS_DIR, MODULES_DIR]
+            .iter()
+            .chain(&TRUSTED)
+        {
             assert!(p.starts_with('/'), "{p}");
         }
     }

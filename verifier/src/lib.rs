@@ -20,6 +20,7 @@ pub mod manifest;
 pub mod partition;
 pub mod plural;
 pub mod progress;
+pub mod resolve;
 pub mod slot;
 pub mod state;
 #[cfg(any(test, feature = "test-util"))]

@@ -7,8 +7,9 @@
 //! On the device, `stele` links no network code: an `http(s)://` location is fetched by
 //! the fetch client at `/usr/lib/stele/stele-fetch` (verifier::layout::FETCH_CLIENT) inside
 //! the verified root, run from the dm-verity
-//! lower layer (`/run/stele/lower/usr/lib/stele/stele-fetch`), never from the overlay or
-//! the data partition. Any other location is a local file.
+//! lower layer (`/run/stele/lower/usr/lib/stele/stele-fetch`), opened inside it
+//! (crate::runtime::verified) and executed from that descriptor, never from the overlay or the data
+//! partition. Any other location is a local file.
 
 pub mod pipe;
 pub mod protocol;
@@ -32,14 +33,9 @@ use crate::runtime::rollback;
 use crate::runtime::run_dir::RunDir;
 use crate::runtime::state_file::StateFile;
 use crate::runtime::storage::{self, Storage};
+use crate::runtime::verified::Lower;
 use crate::target::{Place, Target};
 use crate::{Error, Result};
-
-/// Where the fetch client is inside a slot image (and so under the verified lower layer),
-/// relative to the image's root.
-pub fn fetch_client_in(root: &Path) -> PathBuf {
-    root.join(stele_verifier::layout::FETCH_CLIENT.trim_start_matches('/'))
-}
 
 /// Where an image or channel is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -397,15 +393,18 @@ pub fn device_source(
 ) -> Result<Box<dyn RangeSource>> {
     match loc {
         Location::Http(url) => {
-            let program = fetch_client_in(&dev.lower());
-            if !program.is_file() {
-                return Err(Error::NoFetchClient { path: program });
-            }
+            // Opened inside the verified image and run from that descriptor (pipe::Program).
+            let lower = Lower::open(&dev.lower(), &dev.config.data_mount)?;
+            let path = lower.show(stele_verifier::layout::FETCH_CLIENT);
+            let Some(file) = lower.open_file(stele_verifier::layout::FETCH_CLIENT)? else {
+                return Err(Error::NoFetchClient { path });
+            };
+            let program = pipe::Program { file, path };
             let args = vec![
                 "--timeout".to_string(),
                 opts.timeout.as_secs().max(1).to_string(),
             ];
-            Ok(Box::new(pipe::PipeSource::new(&program, args, url)))
+            Ok(Box::new(pipe::PipeSource::new(program, args, url)))
         }
         Location::File(p) => {
             let name = p.display().to_string();
