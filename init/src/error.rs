@@ -35,6 +35,13 @@ pub enum Error {
     KernelFile { path: String, why: String },
     /// `kexec_file_load` refused the slot's kernel (or failed).
     KexecLoad { errno: nix::errno::Errno },
+    /// `kexec_file_load` refused the slot's kernel (EPERM/EACCES) while a lockdown or IMA
+    /// option on this boot's command line (`options`) asks the kernel to: this boot's
+    /// policy, not the slot's fault.
+    KexecPolicy {
+        errno: nix::errno::Errno,
+        options: String,
+    },
     /// `reboot(LINUX_REBOOT_CMD_KEXEC)` failed.
     KexecReboot { errno: nix::errno::Errno },
 }
@@ -60,6 +67,12 @@ impl Error {
     /// The kernel refused the slot's kernel image (see [`KEXEC_REFUSALS`]).
     pub fn is_kexec_refusal(&self) -> bool {
         matches!(self, Error::KexecLoad { errno } if KEXEC_REFUSALS.contains(errno))
+    }
+
+    /// The kernel refused the slot's kernel because of this boot's command line (see
+    /// [`Error::KexecPolicy`]): the attempt is undone, nothing about the slot is kept.
+    pub fn is_this_boots_policy(&self) -> bool {
+        matches!(self, Error::KexecPolicy { .. })
     }
 }
 
@@ -113,6 +126,10 @@ impl fmt::Display for Error {
             Error::KexecLoad { errno } => {
                 write!(f, "kexec_file_load failed: {errno}")
             }
+            Error::KexecPolicy { errno, options } => write!(
+                f,
+                "kernel refused by kexec_file_load under this boot's kernel policy ({options}): {errno} (not the slot's fault: it is not marked and keeps its try; boot without the option, or sign the slot's kernel for it)"
+            ),
             Error::KexecReboot { errno } => {
                 write!(f, "reboot into the slot's kernel (kexec) failed: {errno}")
             }
