@@ -353,7 +353,12 @@ pub fn build(spec: &InitramfsSpec) -> Result<(Archive, Vec<String>), InitramfsEr
         &generated,
     )?;
     let init = read(&spec.init)?;
-    let archive = build_archive(init, &toml_text, &keys, files, spec.mtime)?;
+    let mut archive = build_archive(init, &toml_text, &keys, files, spec.mtime)?;
+    let aliases = crate::storage_alias::subset(&spec.modules_dir)?;
+    if !aliases.is_empty() {
+        let path = stele_verifier::modalias::STORAGE_ALIAS.trim_start_matches('/');
+        archive.add_file(path, 0o644, aliases.into_bytes())?;
+    }
     Ok((archive, order))
 }
 

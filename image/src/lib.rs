@@ -27,6 +27,7 @@ pub mod rootfs_check;
 pub mod slot;
 pub mod slot_kernel;
 pub mod stage;
+pub mod storage_alias;
 pub mod tool;
 pub mod uki;
 

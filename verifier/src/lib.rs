@@ -16,6 +16,7 @@ pub mod keyfile;
 pub mod keys;
 pub mod layout;
 pub mod manifest;
+pub mod modalias;
 pub mod partition;
 pub mod plural;
 pub mod progress;
