@@ -25,6 +25,12 @@ pub enum Error {
     },
     /// A partition did not appear in time.
     PartitionMissing { name: String, waited_ms: u64 },
+    /// No disk the kernel sees carries the state partition: what it does see.
+    NoStateDisk {
+        name: String,
+        waited_ms: u64,
+        seen: crate::missing::Seen,
+    },
     /// Two block devices carry the same partition name.
     PartitionAmbiguous { name: String, devices: String },
     /// The verifier refused the slot or the state.
@@ -110,6 +116,11 @@ impl fmt::Display for Error {
                 f,
                 "partition {name} not found after {waited_ms} ms (check the disk's GPT partition names)"
             ),
+            Error::NoStateDisk {
+                name,
+                waited_ms,
+                seen,
+            } => write!(f, "partition {name} not found after {waited_ms} ms: {seen}"),
             Error::PartitionAmbiguous { name, devices } => write!(
                 f,
                 "partition name {name} is on more than one device ({devices}): refusing to guess; remove the other disk or rename its partitions"
