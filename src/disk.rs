@@ -71,7 +71,7 @@ fn converted(
     (out, force, bmap, format): (&std::path::Path, bool, bool, DiskFormat),
     spec: &DiskSpec,
     esp: Option<&EspSpec>,
-) -> CliResult<stele_image::gpt::Gpt> {
+) -> CliResult<stele_verifier::gpt::Gpt> {
     let target = stele_image::atomic::output_target(out, force)?;
     if target == stele_image::atomic::Target::Device || bmap {
         return Err(Usage::FormatOfRaw(format.name()).into());
