@@ -12,6 +12,7 @@ pub mod error;
 pub mod exit;
 pub mod footer;
 pub mod gpt;
+pub mod gpt_grow;
 pub mod hex;
 pub mod keyfile;
 pub mod keys;
