@@ -27,7 +27,6 @@ pub mod random;
 pub mod rootfs_check;
 pub mod slot;
 pub mod stage;
-pub mod storage_alias;
 pub mod tool;
 pub mod uki;
 
