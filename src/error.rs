@@ -137,6 +137,8 @@ pub enum Usage {
     ThresholdWithoutKeys,
     #[error("--bmap maps a disk image file for `bmaptool copy`; with a block device as --out, drop --bmap")]
     BmapOfDevice,
+    #[error("--format {0} writes a disk image file for a VM host; for a block device or --bmap, drop --format (raw is the default)")]
+    FormatOfRaw(&'static str),
     #[error("--secure-boot and --vars need --firmware uefi")]
     UefiOnly,
     #[error(

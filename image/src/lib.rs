@@ -12,6 +12,7 @@ pub mod bmap;
 pub mod cleanup;
 pub mod cpio;
 pub mod disk;
+pub mod disk_format;
 pub mod error;
 pub mod esp;
 pub mod ext4;

@@ -26,7 +26,7 @@ use crate::devices::{self, BlockDev, Partitions};
 use crate::mapped::{Clock, Mapped, Phases};
 use crate::mounts::{self, NEWROOT};
 use crate::sys::{self, Halt};
-use crate::{console, debug, error, info, modules, warn, watchdog, Error, Result};
+use crate::{console, debug, error, info, missing, modules, warn, watchdog, Error, Result};
 
 /// Filesystem magics of an initramfs root (only those are ever emptied).
 const RAMFS_MAGIC: i64 = 0x8584_58f6;
@@ -204,6 +204,15 @@ pub fn prepare() -> Ready {
         &cfg.partitions,
         Duration::from_secs(cfg.partition_timeout_secs),
     )
+    .map_err(|e| match e {
+        // Say what the kernel does see instead (docs/BOOT.md "No stele disk").
+        Error::PartitionMissing { name, waited_ms } => Error::NoStateDisk {
+            seen: missing::look(&name, &missing::aliases()),
+            name,
+            waited_ms,
+        },
+        e => e,
+    })
     .unwrap_or_else(|e| fail(action, delay, &e.to_string()));
     debug!(
         "state partition {} ({})",

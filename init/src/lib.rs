@@ -15,6 +15,7 @@ pub mod devices;
 pub mod error;
 pub mod handoff;
 pub mod mapped;
+pub mod missing;
 pub mod modules;
 pub mod mounts;
 pub mod pid1;

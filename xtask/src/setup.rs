@@ -19,6 +19,8 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("openssl", "openssl"),
     ("qemu-system-x86", "qemu-system-x86_64"),
     ("gdisk", "sgdisk"),
+    // `stele disk create --format qcow2|vmdk`.
+    ("qemu-utils", "qemu-img"),
     ("cpio", "cpio"),
     ("kmod", "depmod"),
     ("busybox-static", "busybox"),
