@@ -57,7 +57,7 @@ pub struct ChannelArgs {
     #[arg(long, value_name = spec::CHANNEL.value, help = spec::CHANNEL.help)]
     channel: String,
     #[command(flatten)]
-    fetch: crate::fetch::FetchArgs,
+    fetch: crate::remote::FetchArgs,
 }
 
 /// Arguments of `stele update stage1`.
@@ -103,7 +103,7 @@ pub struct InstallArgs {
     name: Option<String>,
     /// With an http(s):// URL: a delta install (only the blocks the device lacks).
     #[command(flatten)]
-    fetch: crate::fetch::FetchArgs,
+    fetch: crate::remote::FetchArgs,
 }
 
 /// Arguments of `stele update status`.
@@ -130,7 +130,7 @@ pub fn run(cmd: UpdateCommand) -> CliResult {
         UpdateCommand::Status(a) => (DevCommand::Status { json: a.json }, a.offline, None),
         UpdateCommand::MarkGood => (DevCommand::MarkGood, Offline::default(), None),
         UpdateCommand::Plan(a) => {
-            let opts = crate::fetch::FetchArgs::timeout_only(a.timeout)?;
+            let opts = crate::remote::FetchArgs::timeout_only(a.timeout)?;
             let cmd = DevCommand::Plan {
                 location: a.location,
                 opts,
@@ -175,7 +175,7 @@ pub fn run(cmd: UpdateCommand) -> CliResult {
                     path: &disk,
                     keyring,
                     product,
-                    http: Some(crate::fetch::http),
+                    http: Some(crate::remote::http),
                 },
                 &mut Bars::stderr(),
             )?)

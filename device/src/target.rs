@@ -22,10 +22,10 @@ use stele_verifier::partition::PartitionIo;
 use stele_verifier::state::{BootState, Slot};
 
 use crate::inspect::{inspect_slot, Image};
+use crate::runtime::open::{self, Storage};
 use crate::runtime::rollback::{self, Floors};
 use crate::runtime::run_dir::{RunDir, DEVICES};
 use crate::runtime::state_file::StateFile;
-use crate::runtime::storage::{self, Storage};
 use crate::{Error, Result};
 
 /// Which slot an install writes. On the device (`booted` known) the slot that is not
@@ -101,8 +101,8 @@ pub struct Part {
 impl Part {
     /// The partition at `path` (a block device or file), whole.
     fn whole(path: &str, write: bool) -> Result<Part> {
-        let mut f = storage::open(path, write)?;
-        let len = storage::size(&mut f, path)?;
+        let mut f = open::open(path, write)?;
+        let len = open::size(&mut f, path)?;
         Ok(Part {
             io: PartitionIo::new(f, 0, len),
             path: path.to_string(),
@@ -112,7 +112,7 @@ impl Part {
     /// The partition of `role` in the disk image `disk`, found by its GPT name.
     fn window(disk: &Path, role: Role, write: bool) -> Result<Part> {
         let shown = disk.display().to_string();
-        let mut f = storage::open(&shown, write)?;
+        let mut f = open::open(&shown, write)?;
         let (off, len) = find_partition(&mut f, role.name()).map_err(|source| match source {
             GptError::NotFound(_) if role == Role::Esp => Error::NoEspOnDisk {
                 path: disk.to_path_buf(),
@@ -285,7 +285,7 @@ impl Target {
         let shown = path.display().to_string();
         let part = Part::window(path, Role::State, write)?;
         let disk_lock = if write {
-            let lock = storage::try_lock(part.file(), &shown)?.ok_or_else(|| Error::DiskBusy {
+            let lock = open::try_lock(part.file(), &shown)?.ok_or_else(|| Error::DiskBusy {
                 path: shown.clone(),
             })?;
             Some(lock)
@@ -382,7 +382,7 @@ impl Target {
                         Some(nix::libc::EBUSY) => Error::EspBusy { path: path.clone() },
                         _ => Error::io("open", &path, e),
                     })?;
-                let len = storage::size(&mut f, &path)?;
+                let len = open::size(&mut f, &path)?;
                 Ok(Part {
                     io: PartitionIo::new(f, 0, len),
                     path,
@@ -402,13 +402,11 @@ impl Target {
         let slot = plan(&st, booted)?;
         let part = self.slot(slot, true)?;
         let lock = match self.place {
-            Place::Device(_) => {
-                Some(storage::try_lock(part.file(), part.path())?.ok_or_else(|| {
-                    Error::SlotBusy {
-                        path: part.path().to_string(),
-                    }
-                })?)
-            }
+            Place::Device(_) => Some(open::try_lock(part.file(), part.path())?.ok_or_else(
+                || Error::SlotBusy {
+                    path: part.path().to_string(),
+                },
+            )?),
             Place::Disk(_) => None,
         };
         Ok(InstallSlot {

@@ -25,7 +25,7 @@ use stele_verifier::uki::{self, UkiError};
 
 use crate::commands::install::BundleArg;
 use crate::fat::{write_at, Entry, FatError, Fs, Link, DELETED};
-use crate::runtime::storage::{self, Storage};
+use crate::runtime::open::{self, Storage};
 use crate::target::Target;
 use crate::{Error, Result};
 
@@ -380,7 +380,7 @@ pub fn read_uki(arg: &BundleArg, limit: u64) -> Result<(Vec<u8>, String)> {
         BundleArg::Stdin => (Box::new(io::stdin()), "stdin".into()),
         BundleArg::Path(p) => {
             let name = p.display().to_string();
-            let f = storage::open(&name, false)?;
+            let f = open::open(&name, false)?;
             let md = f.metadata().map_err(|e| Error::io("stat", &name, e))?;
             if !md.is_file() && !md.file_type().is_fifo() {
                 return Err(Error::UkiNotAFile { path: name });

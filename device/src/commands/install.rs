@@ -14,9 +14,9 @@ use stele_engine as vupdate;
 use stele_verifier::progress::Progress;
 use stele_verifier::state::{BootState, Slot};
 
+use crate::runtime::open::{self, Storage};
 use crate::runtime::rollback;
 use crate::runtime::state_file::StateFile;
-use crate::runtime::storage::{self, Storage};
 use crate::target::{Place, Target};
 use crate::{Error, Result};
 
@@ -75,10 +75,10 @@ pub fn open_bundle(arg: &BundleArg) -> Result<(Bundle, Option<Metadata>)> {
         return Ok((stream, md));
     };
     let name = p.display().to_string();
-    let mut f = storage::open(&name, false)?;
+    let mut f = open::open(&name, false)?;
     let md = f.metadata().map_err(|e| Error::io("stat", &name, e))?;
     let b = if md.is_file() || md.file_type().is_block_device() {
-        let len = storage::size(&mut f, &name)?;
+        let len = open::size(&mut f, &name)?;
         Bundle::Seekable {
             reader: Box::new(f),
             len,

@@ -29,10 +29,10 @@ use stele_verifier::progress::Progress;
 use stele_verifier::state::Slot;
 
 use crate::commands::install::Installed;
+use crate::runtime::open::{self, Storage};
 use crate::runtime::rollback;
 use crate::runtime::run_dir::RunDir;
 use crate::runtime::state_file::StateFile;
-use crate::runtime::storage::{self, Storage};
 use crate::runtime::verified::Lower;
 use crate::target::{Place, Target};
 use crate::{Error, Result};
@@ -408,7 +408,7 @@ pub fn device_source(
         }
         Location::File(p) => {
             let name = p.display().to_string();
-            let f = storage::open(&name, false)?;
+            let f = open::open(&name, false)?;
             Ok(Box::new(ReaderSource::new(f, name)))
         }
     }
@@ -438,10 +438,7 @@ pub fn host_source(
         },
         Location::File(p) => {
             let name = p.display().to_string();
-            Ok(Box::new(ReaderSource::new(
-                storage::open(&name, false)?,
-                name,
-            )))
+            Ok(Box::new(ReaderSource::new(open::open(&name, false)?, name)))
         }
     }
 }

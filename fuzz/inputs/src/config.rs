@@ -42,7 +42,7 @@ fn check_boot(c: &BootConfig) {
         "data_mount {:?}",
         c.data_mount
     );
-    for d in stele_verifier::config::boot::SYSTEM_DIRS {
+    for d in stele_verifier::config::boot_toml::SYSTEM_DIRS {
         assert!(
             !is_under(&c.data_mount, d),
             "data_mount {:?} over {d}",
@@ -62,7 +62,7 @@ fn check_boot(c: &BootConfig) {
     for m in &c.modules {
         assert!(m.ends_with(".ko") && !m.contains('/'), "module {m:?}");
     }
-    for required in stele_verifier::config::boot::REQUIRED_DATA_OPTIONS {
+    for required in stele_verifier::config::boot_toml::REQUIRED_DATA_OPTIONS {
         assert!(
             c.data_options.iter().any(|o| o == required),
             "data_options {:?} without {required}",
