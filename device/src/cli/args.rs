@@ -41,7 +41,7 @@ pub enum Command {
     Help,
 }
 
-/// What is wrong with the arguments (the message gets [`spec::usage_line`] appended).
+/// What is wrong with the arguments (the message gets [`crate::cli::spec::usage_line`] appended).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ArgsError {
     #[error("argument {0:?} is not UTF-8")]
