@@ -1,5 +1,5 @@
 //! The device binary's command line, parsed by hand (the init stays lean: no clap); the
-//! commands, their help and defaults are [`spec`]'s. Pure.
+//! commands, their help and defaults are [`crate::cli::spec`]'s. Pure.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
