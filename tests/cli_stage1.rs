@@ -253,3 +253,30 @@ fn stage1_refuses_ukis_systemd_stub_would_read_otherwise() {
     fails(&out, 2, &["no .initrd section"]);
     assert!(!fx.path("noinitrd.efi").exists());
 }
+
+/// Regression (issue 18): an ESP whose boot sector says 4096-byte sectors, one FAT,
+/// total32 0xFFFFFFFF and FAT size 0xF0000000 made `stele update stage1 --disk` abort
+/// ("memory allocation of 16492674416640 bytes failed"). Now one line, nothing written.
+#[test]
+fn stage1_refuses_an_esp_larger_than_its_partition() {
+    let fx = Fixture::new();
+    inputs(&fx);
+    let (key, _) = fx.keygen("release");
+    let slot = fx.build("slot.img", &key);
+    build_uki(&fx, "old.efi", "panic=-1", &[]);
+    let disk = esp_disk(&fx, &slot, &fx.p("old.efi"), "disk.img", &[]);
+    let (off, _) = partition(&disk, ESP);
+    let mut bytes = std::fs::read(&disk).unwrap();
+    let bs = &mut bytes[usize::try_from(off).unwrap()..][..512];
+    bs[11..13].copy_from_slice(&4096u16.to_le_bytes());
+    bs[16] = 1;
+    bs[32..36].copy_from_slice(&0xFFFF_FFFFu32.to_le_bytes());
+    bs[36..40].copy_from_slice(&0xF000_0000u32.to_le_bytes());
+    std::fs::write(&disk, &bytes).unwrap();
+    fails(
+        &stage1(&disk, &fx.p("old.efi")),
+        3,
+        &["not a FAT filesystem", "larger than the partition"],
+    );
+    assert!(std::fs::read(&disk).unwrap() == bytes);
+}
