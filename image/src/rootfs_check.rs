@@ -186,6 +186,9 @@ pub enum RootfsError {
         program: String,
         problem: Problem,
     },
+    /// The followed update channels (crate::rootfs_channels) are refused.
+    #[error("invalid {path} in the rootfs: {why}")]
+    Channels { path: &'static str, why: String },
     /// The tree cannot be read.
     #[error("cannot read {path} in the rootfs: {source}")]
     Io {
@@ -204,9 +207,11 @@ impl Report for RootfsError {
     }
 }
 
-/// Checks `tree`'s system.toml (`origin` names it in errors) and the programs it runs.
+/// Checks `tree`'s system.toml (`origin` names it in errors) and the programs it runs, and
+/// its followed channels (crate::rootfs_channels).
 /// Returns the parsed file, or `None` when the tree has none.
 pub fn check(tree: &dyn Tree, origin: &str) -> Result<Option<SystemConfig>, RootfsError> {
+    crate::rootfs_channels::check(tree)?;
     let io_err = |path: &str| {
         let path = path.to_string();
         move |source| RootfsError::Io { path, source }

@@ -6,6 +6,8 @@
 //!
 //! - channel keys: `/etc/stele/channel-keys/*.pem` of the booted image, read from the
 //!   verified lower layer (`/run/stele/lower/etc/stele/channel-keys`), threshold 1;
+//! - followed channels: `/etc/stele/channels` of the booted image, from the lower layer:
+//!   a channel file of another name is refused;
 //! - channel state: `<data_mount>/lib/stele/channel.toml` on the data partition, written
 //!   atomically (temporary file, fsync, rename, fsync of the directory).
 
@@ -35,6 +37,24 @@ use crate::{Error, Result};
 pub fn channel_keys_in(root: &Path) -> PathBuf {
     root.join(stele_verifier::layout::CHANNEL_KEYS_DIR.trim_start_matches('/'))
 }
+/// The followed-channels file inside the image, relative to its root
+/// (verifier::layout::CHANNELS_FILE).
+pub fn channels_file_in(root: &Path) -> PathBuf {
+    root.join(stele_verifier::layout::CHANNELS_FILE.trim_start_matches('/'))
+}
+
+/// The channels the image at `root` follows (its `/etc/stele/channels`); a missing or
+/// malformed file is an error naming it.
+pub fn followed_in(root: &Path) -> Result<Vec<String>> {
+    let path = channels_file_in(root);
+    let err = |why: String| Error::FollowedChannels {
+        path: path.clone(),
+        why,
+    };
+    let text = fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
+    channel::parse_followed(&text).map_err(err)
+}
+
 /// The channel state under the data partition's mount point.
 pub const STATE_FILE: &str = "lib/stele/channel.toml";
 /// Largest channel file read.
@@ -47,6 +67,8 @@ pub struct ChannelEnv {
     pub keyring: Keyring,
     /// The booted image's manifest (the verified body the boot published).
     pub booted: Manifest,
+    /// The channels the booted image follows.
+    pub follows: Vec<String>,
     pub state_path: PathBuf,
     pub state: ChannelState,
 }
@@ -120,6 +142,7 @@ pub fn env(run_dir: &Path) -> Result<ChannelEnv> {
     let keys = channel_keys_in(&dev.lower());
     let keyring =
         load_keyring(&[], &[keys], 1, &mut |s| print_warning(&s)).map_err(Error::ChannelKeys)?;
+    let follows = followed_in(&dev.lower())?;
     let mpath = run_dir.join(MANIFEST);
     let body = fs::read(&mpath).map_err(|source| Error::NotPublished {
         path: mpath.clone(),
@@ -135,6 +158,7 @@ pub fn env(run_dir: &Path) -> Result<ChannelEnv> {
         dev,
         keyring,
         booted,
+        follows,
         state_path,
         state,
     })
@@ -173,13 +197,14 @@ fn clock_now() -> Option<u64> {
         .map(|d| d.as_secs())
 }
 
-fn view(e: &ChannelEnv) -> DeviceView<'_> {
+fn view<'a>(e: &'a ChannelEnv, follows: &'a [&'a str]) -> DeviceView<'a> {
     DeviceView {
         name: &e.booted.name,
         version: &e.booted.version,
         rollback_index: e.booted.rollback_index,
         created: e.booted.created,
         clock: clock_now(),
+        follows,
     }
 }
 
@@ -236,7 +261,8 @@ pub fn check_on_device(run_dir: &Path, loc: &Location, opts: &FetchOptions) -> R
         location: loc.show(),
         source,
     };
-    match decide(&v, &view(&e), &e.state) {
+    let follows: Vec<&str> = e.follows.iter().map(String::as_str).collect();
+    match decide(&v, &view(&e, &follows), &e.state) {
         Ok(d) => Ok(describe(&v, &e, &Ok(d.offer))),
         Err(err @ ChannelError::WaveNotDue { .. }) => Ok(describe(&v, &e, &Err(&err))),
         Err(err) => Err(refuse(err)),
@@ -267,7 +293,8 @@ pub fn apply_on_device(
         location: loc.show(),
         source,
     };
-    let d = decide(&v, &view(&e), &e.state).map_err(refuse)?;
+    let follows: Vec<&str> = e.follows.iter().map(String::as_str).collect();
+    let d = decide(&v, &view(&e, &follows), &e.state).map_err(refuse)?;
     let mut state = e.state.clone();
     state.channels.insert(v.channel.channel.clone(), d.record);
     let release = match d.offer {

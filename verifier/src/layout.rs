@@ -119,6 +119,9 @@ pub const SYSTEM_TOML: &str = "/etc/stele/system.toml";
 pub const FETCH_CLIENT: &str = "/usr/lib/stele/stele-fetch";
 /// The update channel's public keys inside a slot image (`*.pem`).
 pub const CHANNEL_KEYS_DIR: &str = "/etc/stele/channel-keys";
+/// The update channels a slot image follows, one name per line
+/// (verifier::channel::parse_followed).
+pub const CHANNELS_FILE: &str = "/etc/stele/channels";
 
 #[cfg(test)]
 mod tests {
