@@ -25,7 +25,10 @@ use stele_verifier::state::{BootState, Slot};
 use crate::error::{CliResult, Usage};
 use crate::update::{log, open_partition};
 
-/// `--max-rate`, `--deadline`, `--timeout`.
+/// `--max-time`'s default (stele_verifier::update::delta::DEFAULT_MAX_TIME), in seconds.
+const MAX_TIME: u64 = stele_verifier::update::delta::DEFAULT_MAX_TIME.as_secs();
+
+/// `--max-rate`, `--deadline`, `--max-time`, `--timeout`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FetchArgs {
     /// Fetch at most RATE bytes per second on average (K, M, G: powers of 1024), for
@@ -35,6 +38,10 @@ pub struct FetchArgs {
     /// Stop retrying after SECONDS without receiving a byte.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     deadline: u64,
+    /// End the whole fetch after SECONDS, progress or not (a server trickling bytes cannot
+    /// keep it running); a new run resumes where it ended.
+    #[arg(long, value_name = "SECONDS", default_value_t = MAX_TIME, value_parser = clap::value_parser!(u64).range(1..))]
+    max_time: u64,
     /// Cut a request that sends nothing for SECONDS.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     timeout: u64,
@@ -43,7 +50,10 @@ pub struct FetchArgs {
 impl FetchArgs {
     /// Any option given away from its default.
     pub fn given(&self) -> bool {
-        self.max_rate.is_some() || self.deadline != 300 || self.timeout != 30
+        self.max_rate.is_some()
+            || self.deadline != 300
+            || self.max_time != MAX_TIME
+            || self.timeout != 30
     }
 
     /// The options of a command that only fetches (no rate, no retries to tune).
@@ -51,6 +61,7 @@ impl FetchArgs {
         FetchArgs {
             max_rate: None,
             deadline: 300,
+            max_time: MAX_TIME,
             timeout,
         }
         .options()
@@ -69,6 +80,7 @@ impl FetchArgs {
             max_rate,
             deadline: Duration::from_secs(self.deadline),
             timeout: Duration::from_secs(self.timeout),
+            max_time: Duration::from_secs(self.max_time),
         })
     }
 }

@@ -22,14 +22,15 @@ usage:
   stele update status [--json]    both slots (image, priority, tries, good), the booted slot
                                   and the rollback floor
   stele update mark-good          mark the booted slot good (raises the rollback floor)
-  stele update install URL [--max-rate RATE] [--deadline S] [--timeout S]
+  stele update install URL [--max-rate RATE] [--deadline S] [--max-time S] [--timeout S]
                                   fetch a slot image over HTTP(S) as a delta (only the
                                   blocks this device lacks), resuming where a cut left off
   stele update plan URL|FILE      what such an install would fetch and reuse; writes nothing
   stele update check --channel URL
                                   what the signed channel offers and whether this device's
                                   wave is due; changes nothing
-  stele update apply --channel URL [--max-rate RATE] [--deadline S] [--timeout S]
+  stele update apply --channel URL [--max-rate RATE] [--deadline S] [--max-time S]
+                                  [--timeout S]
                                   check, then install the release the channel offers
   stele update stage1 UKI.efi|-   replace the stage-1 UKI on the EFI system partition
                                   (\\EFI\\BOOT\\BOOTX64.EFI), power-safe: written beside the
@@ -99,7 +100,7 @@ pub enum ArgsError {
     MissingValue(String),
     #[error("invalid {option} {value:?}")]
     BadValue { option: String, value: String },
-    #[error("--max-rate, --deadline and --timeout go with an http:// or https:// URL")]
+    #[error("--max-rate, --deadline, --max-time and --timeout go with an http:// or https:// URL")]
     FetchOptionsNeedUrl,
     #[error("plan needs a URL or a slot image file")]
     MissingLocation,

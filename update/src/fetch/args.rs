@@ -36,6 +36,7 @@ pub fn parse(sub: &str, opts: &[OsString]) -> Option<Result<Command, ArgsError>>
         is_url(a)
             || a.starts_with("--max-rate")
             || a.starts_with("--deadline")
+            || a.starts_with("--max-time")
             || a.starts_with("--timeout")
     };
     match sub {
@@ -57,7 +58,10 @@ fn parse_with(sub: &str, args: &[&str]) -> Result<Command, ArgsError> {
             Some((o, v)) if o.starts_with("--") => (o, Some(v)),
             _ => (a, None),
         };
-        let takes_value = matches!(opt, "--max-rate" | "--deadline" | "--timeout" | "--channel");
+        let takes_value = matches!(
+            opt,
+            "--max-rate" | "--deadline" | "--max-time" | "--timeout" | "--channel"
+        );
         let v = if takes_value {
             match inline {
                 Some(v) => v,
@@ -79,6 +83,13 @@ fn parse_with(sub: &str, args: &[&str]) -> Result<Command, ArgsError> {
             }
             "--deadline" if installs => {
                 opts.deadline = Duration::from_secs(v.parse().map_err(|_| bad(opt, v))?);
+            }
+            "--max-time" if installs => {
+                let secs: u64 = v.parse().map_err(|_| bad(opt, v))?;
+                if secs == 0 {
+                    return Err(bad(opt, v));
+                }
+                opts.max_time = Duration::from_secs(secs);
             }
             "--timeout" => {
                 let secs: u64 = v.parse().map_err(|_| bad(opt, v))?;
@@ -152,13 +163,29 @@ mod tests {
         );
         let Some(Ok(Command::InstallUrl { url, opts })) = p(
             "install",
-            &["http://h/v2.img", "--max-rate", "1M", "--deadline=60"],
+            &[
+                "http://h/v2.img",
+                "--max-rate",
+                "1M",
+                "--deadline=60",
+                "--max-time",
+                "3600",
+            ],
         ) else {
             panic!()
         };
         assert_eq!(url, "http://h/v2.img");
         assert_eq!(opts.max_rate, Some(1 << 20));
         assert_eq!(opts.deadline, Duration::from_secs(60));
+        assert_eq!(opts.max_time, Duration::from_secs(3600));
+        assert_eq!(
+            FetchOptions::default().max_time,
+            Duration::from_secs(6 * 3600)
+        );
+        assert!(matches!(
+            p("install", &["/dev/vdb", "--max-time", "60"]),
+            Some(Err(ArgsError::FetchOptionsNeedUrl))
+        ));
         assert!(matches!(
             p("install", &["/dev/vdb", "--max-rate", "1M"]),
             Some(Err(ArgsError::FetchOptionsNeedUrl))
@@ -188,6 +215,8 @@ mod tests {
             ("plan", &[][..]),
             ("install", &["http://h/x", "--max-rate", "soon"][..]),
             ("install", &["http://h/x", "--timeout", "0"][..]),
+            ("install", &["http://h/x", "--max-time", "0"][..]),
+            ("check", &["--max-time", "60", "--channel", "c"][..]),
             ("check", &["--channel", "c", "extra"][..]),
         ] {
             assert!(matches!(p(sub, bad), Some(Err(_))), "{sub} {bad:?}");

@@ -109,6 +109,8 @@ pub struct FetchOptions {
     pub deadline: Duration,
     /// `--timeout`: one request that sends nothing for this long is cut (fetch client).
     pub timeout: Duration,
+    /// `--max-time`: the whole fetch ends after this long, progress or not.
+    pub max_time: Duration,
 }
 
 impl Default for FetchOptions {
@@ -117,6 +119,7 @@ impl Default for FetchOptions {
             max_rate: None,
             deadline: Duration::from_secs(300),
             timeout: Duration::from_secs(30),
+            max_time: stele_verifier::update::delta::DEFAULT_MAX_TIME,
         }
     }
 }
@@ -126,6 +129,7 @@ impl FetchOptions {
     pub fn policy(&self) -> RetryPolicy {
         RetryPolicy {
             deadline: self.deadline,
+            max_time: self.max_time,
             ..RetryPolicy::default()
         }
     }
