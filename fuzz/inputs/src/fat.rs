@@ -1,5 +1,5 @@
 //! Target `fat_read`: bytes as the EFI system partition `stele update stage1` reads
-//! (stele_update::fat): boot sector, active FAT, the directory tree from the root,
+//! (stele_device::fat): boot sector, active FAT, the directory tree from the root,
 //! `\EFI\BOOT\BOOTX64.EFI`. Never a panic, never an allocation larger than the partition.
 //!
 //! Input: the partition's length in 512-byte sectors (u32, little-endian; at most
@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::process::Command;
 
-use stele_update::fat::{short_name, Dir, FatError, Fs};
+use stele_device::fat::{short_name, Dir, FatError, Fs};
 
 use crate::Seed;
 
