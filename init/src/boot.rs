@@ -18,7 +18,7 @@ use stele_device::runtime::run_dir::{self, Devices, Publish};
 use stele_device::runtime::state_file::StateFile;
 use stele_verifier::config::{Action, BootConfig};
 use stele_verifier::keys::Keyring;
-use stele_verifier::layout;
+use stele_verifier::layout::{self, PerRole};
 use stele_verifier::state::{BootState, Slot};
 
 use crate::cmdline::{apply_cmdline, Cmdline};
@@ -201,11 +201,7 @@ pub fn prepare() -> Ready {
     clock.lap("modules");
 
     let parts = devices::wait(
-        &cfg.esp_partition,
-        &cfg.state_partition,
-        &cfg.slot_a_partition,
-        &cfg.slot_b_partition,
-        &cfg.data_partition,
+        &cfg.partitions,
         Duration::from_secs(cfg.partition_timeout_secs),
     )
     .unwrap_or_else(|e| fail(action, delay, &e.to_string()));
@@ -347,14 +343,7 @@ pub fn write_state(state: &mut StateFile<File>, st: &mut BootState) -> stele_dev
 
 /// The partitions found, as `/run/stele/devices` lists them. Pure.
 pub fn devices_of(parts: &Partitions) -> Devices {
-    let dev = |d: &Option<BlockDev>| d.as_ref().map(BlockDev::path);
-    Devices {
-        esp: dev(&parts.esp),
-        state: parts.state.path(),
-        a: dev(&parts.slot_a),
-        b: dev(&parts.slot_b),
-        data: dev(&parts.data),
-    }
+    Devices(PerRole::from_fn(|r| parts.get(r).map(BlockDev::path)))
 }
 
 /// Publishes /run/stele (stele_device::runtime::run_dir) and copies this binary to
@@ -500,12 +489,16 @@ mod tests {
 
     #[test]
     fn publishes_the_partitions_it_found() {
+        use stele_verifier::layout::Role;
         let parts = Partitions {
-            esp: Some(bd("vda1", 1)),
             state: bd("vda2", 2),
-            slot_a: Some(bd("vda3", 3)),
-            slot_b: Some(bd("vda4", 4)),
-            data: None,
+            found: PerRole::from_fn(|r| match r {
+                Role::Esp => Some(bd("vda1", 1)),
+                Role::State => Some(bd("vda2", 2)),
+                Role::SlotA => Some(bd("vda3", 3)),
+                Role::SlotB => Some(bd("vda4", 4)),
+                Role::Data => None,
+            }),
             ignored: Vec::new(),
         };
         assert_eq!(

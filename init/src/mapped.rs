@@ -113,11 +113,7 @@ pub fn map(
     clock: &mut Clock,
 ) -> Result<Mapped, Refusal> {
     let name = cfg.partition(layout::Role::slot(s));
-    let dev: &BlockDev = match s {
-        Slot::A => parts.slot_a.as_ref(),
-        Slot::B => parts.slot_b.as_ref(),
-    }
-    .ok_or_else(|| {
+    let dev: &BlockDev = parts.slot(s).ok_or_else(|| {
         system_fault(Error::PartitionMissing {
             name: name.to_string(),
             waited_ms: cfg.partition_timeout_secs * 1000,
@@ -173,7 +169,9 @@ pub fn map(
     }
     clock.lap("dm");
 
-    let data = parts.data.as_ref().map(BlockDev::path);
+    let data = parts
+        .get(stele_verifier::layout::Role::Data)
+        .map(BlockDev::path);
     let plan = mounts::root_plan(
         &dm_path,
         m.filesystem.fs_type.name(),

@@ -77,7 +77,11 @@ pub struct ChannelEnv {
 /// Where the channel state lives on this device: `<data_mount>/lib/stele/channel.toml`,
 /// only with a data partition.
 pub fn state_path(dev: &RunDir) -> Result<PathBuf> {
-    if dev.devices.data.is_none() {
+    if dev
+        .devices
+        .get(stele_verifier::layout::Role::Data)
+        .is_none()
+    {
         return Err(Error::NoDataPartition);
     }
     Ok(Path::new(&dev.config.data_mount).join(STATE_FILE))

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use stele_device::runtime::run_dir::{self, Devices, Publish};
 use stele_verifier::keys::public_pem;
+use stele_verifier::layout::{PerRole, Role};
 use stele_verifier::state::{self, BootState, Slot};
 use stele_verifier::testutil::key;
 
@@ -37,13 +38,13 @@ pub fn publish_device(base: &Path, a: &[u8], boot_toml: &str, data: Option<Strin
             slot: Slot::A,
             manifest: &body,
             boot_toml,
-            devices: &Devices {
-                esp: None,
-                state: part("state"),
-                a: Some(part("a")),
-                b: Some(part("b")),
-                data,
-            },
+            devices: &Devices(PerRole::from_fn(|r| match r {
+                Role::Esp => None,
+                Role::State => Some(part("state")),
+                Role::SlotA => Some(part("a")),
+                Role::SlotB => Some(part("b")),
+                Role::Data => data.clone(),
+            })),
             keys_dir: &keys,
         },
     )

@@ -50,12 +50,8 @@ fn check_boot(c: &BootConfig) {
         );
     }
     assert!(c.failure_delay_secs <= MAX_SECS && c.partition_timeout_secs <= MAX_SECS);
-    let names = [
-        &c.state_partition,
-        &c.slot_a_partition,
-        &c.slot_b_partition,
-        &c.data_partition,
-    ];
+    use stele_verifier::layout::Role;
+    let names = [Role::State, Role::SlotA, Role::SlotB, Role::Data].map(|r| c.partition(r));
     for (i, a) in names.iter().enumerate() {
         assert!(!a.is_empty(), "empty partition name");
         assert!(
