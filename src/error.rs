@@ -155,7 +155,7 @@ pub enum Usage {
     Rate(String),
     #[error("--timeout must be at least 1 second")]
     Timeout,
-    #[error("--max-rate, --deadline and --timeout go with an http:// or https:// URL")]
+    #[error("--max-rate, --deadline, --max-time and --timeout go with an http:// or https:// URL")]
     FetchNeedsUrl,
     #[error("invalid {arg} {value:?}: {why}")]
     Arg {

@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use stele_device::cli::args::parse_rate;
 use stele_device::cli::spec;
-use stele_device::remote::{FetchOptions, Location, DEFAULT_DEADLINE_SECS, DEFAULT_TIMEOUT_SECS};
+use stele_device::remote::{
+    FetchOptions, Location, DEFAULT_DEADLINE_SECS, DEFAULT_MAX_TIME_SECS, DEFAULT_TIMEOUT_SECS,
+};
 use stele_engine::delta::RangeSource;
 use stele_fetch::HttpSource;
 
 use crate::error::{CliResult, Usage};
 
-/// `--max-rate`, `--deadline`, `--timeout`.
+/// `--max-rate`, `--deadline`, `--max-time`, `--timeout`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FetchArgs {
     #[arg(long, value_name = spec::MAX_RATE.value, help = spec::MAX_RATE.help)]
@@ -21,6 +23,9 @@ pub struct FetchArgs {
     #[arg(long, value_name = spec::DEADLINE.value, help = spec::DEADLINE.help,
           default_value_t = DEFAULT_DEADLINE_SECS)]
     deadline: u64,
+    #[arg(long, value_name = spec::MAX_TIME.value, help = spec::MAX_TIME.help,
+          default_value_t = DEFAULT_MAX_TIME_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    max_time: u64,
     #[arg(long, value_name = spec::TIMEOUT.value, help = spec::TIMEOUT.help,
           default_value_t = DEFAULT_TIMEOUT_SECS)]
     timeout: u64,
@@ -31,6 +36,7 @@ impl FetchArgs {
     pub fn given(&self) -> bool {
         self.max_rate.is_some()
             || self.deadline != DEFAULT_DEADLINE_SECS
+            || self.max_time != DEFAULT_MAX_TIME_SECS
             || self.timeout != DEFAULT_TIMEOUT_SECS
     }
 
@@ -39,6 +45,7 @@ impl FetchArgs {
         FetchArgs {
             max_rate: None,
             deadline: DEFAULT_DEADLINE_SECS,
+            max_time: DEFAULT_MAX_TIME_SECS,
             timeout,
         }
         .options()
@@ -57,6 +64,7 @@ impl FetchArgs {
             max_rate,
             deadline: Duration::from_secs(self.deadline),
             timeout: Duration::from_secs(self.timeout),
+            max_time: Duration::from_secs(self.max_time),
         })
     }
 }

@@ -195,6 +195,9 @@ pub enum Error {
     /// The image's channel keys do not make a keyring.
     #[error("{0} (the channel keys of the booted image)")]
     ChannelKeys(#[source] KeyringError),
+    /// The booted image does not say which channels it follows, or says it badly.
+    #[error("{}: {why} (the update channels the booted image follows, one name per line; build the image with it: docs/FORMATS.md \"Followed channels\")", path.display())]
+    FollowedChannels { path: PathBuf, why: String },
     /// Channel commands need the data partition for their state.
     #[error("this device has no data partition: the channel state (last sequence, rollout seed) needs persistent storage (stele disk create --data-size)")]
     NoDataPartition,
@@ -299,6 +302,7 @@ impl Report for Error {
             E::NoFetchClient { .. }
             | E::ChannelState { .. }
             | E::ChannelKeys(_)
+            | E::FollowedChannels { .. }
             | E::NoDataPartition => Exit::Environment,
             E::Stage1 { source, .. } if source.is_input() => Exit::Usage,
             E::Stage1 { .. } | E::NoEsp { .. } | E::EspBusy { .. } => Exit::Environment,

@@ -28,6 +28,8 @@ pub enum FatError {
     NotFat(&'static str),
     #[error("the FAT filesystem is damaged ({0}): check it with `fsck.vfat -n`")]
     Corrupt(String),
+    #[error("not enough memory to read {0} of the ESP: check it with `fsck.vfat -n`")]
+    NoMemory(&'static str),
 }
 
 fn io(op: &'static str) -> impl FnOnce(io::Error) -> FatError {
@@ -89,8 +91,11 @@ fn le32(b: &[u8], o: usize) -> u64 {
 }
 
 impl Volume {
-    /// Reads the geometry out of a boot sector (its first 512 bytes). Pure.
-    pub fn parse(bs: &[u8]) -> Result<Volume, FatError> {
+    /// Reads the geometry out of a boot sector (its first 512 bytes) of a partition of
+    /// `partition` bytes. Every region it names (FATs, root directory, data clusters) must
+    /// lie inside the partition, so nothing sized by the boot sector is larger than the
+    /// partition. Pure.
+    pub fn parse(bs: &[u8], partition: u64) -> Result<Volume, FatError> {
         if bs.len() < 512 || bs[510..512] != [0x55, 0xAA] {
             return Err(FatError::NotFat("no boot sector signature 55 AA"));
         }
@@ -120,6 +125,13 @@ impl Volume {
         if reserved == 0 || fats == 0 || fat_sectors == 0 || total == 0 {
             return Err(FatError::NotFat(
                 "zero reserved sectors, FATs, FAT size or volume size",
+            ));
+        }
+        // Every size below is at most `total` sectors: bound that by the partition first
+        // (a crafted total32 and FAT size once asked for 16 TB of memory).
+        if total.saturating_mul(sector) > partition {
+            return Err(FatError::NotFat(
+                "its boot sector gives a volume larger than the partition",
             ));
         }
         let root_sectors = (root_entries * ENTRY as u64).div_ceil(sector);
@@ -222,14 +234,20 @@ impl Table {
     /// Reads the active FAT of `vol`.
     pub fn read<D: Read + Seek>(dev: &mut D, vol: &Volume) -> Result<Table, FatError> {
         let len = usize::try_from(vol.fat_len).map_err(|_| FatError::NotFat("FAT too large"))?;
-        let mut bytes = vec![0u8; len];
+        let mut bytes = zeroed(len, "the FAT")?;
         dev.seek(SeekFrom::Start(vol.active_fat))
             .and_then(|_| dev.read_exact(&mut bytes))
             .map_err(io("reading the FAT"))?;
         let sector = usize::try_from(vol.sector).unwrap_or(512);
         Ok(Table {
             kind: vol.kind,
-            dirty: vec![false; len.div_ceil(sector)],
+            dirty: {
+                let mut d = Vec::new();
+                d.try_reserve_exact(len.div_ceil(sector))
+                    .map_err(|_| FatError::NoMemory("the FAT"))?;
+                d.resize(len.div_ceil(sector), false);
+                d
+            },
             bytes,
             sector,
         })
@@ -395,6 +413,15 @@ pub fn write_at<D: Write + Seek>(
         .map_err(io(op))
 }
 
+/// `len` zero bytes, or [`FatError::NoMemory`] (never an abort) when they cannot be had.
+fn zeroed(len: usize, what: &'static str) -> Result<Vec<u8>, FatError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|_| FatError::NoMemory(what))?;
+    v.resize(len, 0);
+    Ok(v)
+}
+
 fn read_at<D: Read + Seek>(dev: &mut D, off: u64, buf: &mut [u8]) -> Result<(), FatError> {
     dev.seek(SeekFrom::Start(off))
         .and_then(|_| dev.read_exact(buf))
@@ -487,8 +514,11 @@ pub struct Fs {
 }
 
 impl Fs {
-    /// Reads the boot sector and the active FAT.
+    /// Reads the boot sector and the active FAT; the partition is `dev`'s length.
     pub fn open<D: Read + Seek>(dev: &mut D) -> Result<Fs, FatError> {
+        let partition = dev
+            .seek(SeekFrom::End(0))
+            .map_err(io("finding the ESP's size"))?;
         let mut bs = [0u8; 512];
         read_at(dev, 0, &mut bs).map_err(|e| match e {
             FatError::Io { source, .. } if source.kind() == io::ErrorKind::UnexpectedEof => {
@@ -496,7 +526,7 @@ impl Fs {
             }
             e => e,
         })?;
-        let vol = Volume::parse(&bs)?;
+        let vol = Volume::parse(&bs, partition)?;
         let table = Table::read(dev, &vol)?;
         Ok(Fs { vol, table })
     }
@@ -519,7 +549,7 @@ impl Fs {
     pub fn entries<D: Read + Seek>(&self, dev: &mut D, dir: Dir) -> Result<Vec<Entry>, FatError> {
         let mut out = Vec::new();
         for (off, len) in self.dir_ranges(dir)? {
-            let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
+            let mut buf = zeroed(usize::try_from(len).unwrap_or(0), "a directory")?;
             read_at(dev, off, &mut buf)?;
             for (i, raw) in buf.chunks_exact(ENTRY).enumerate() {
                 let mut e = Entry {
@@ -590,7 +620,10 @@ impl Fs {
         if (chain.len() as u64) < u64::from(e.size()).div_ceil(self.vol.cluster) {
             return Err(corrupt("a file is larger than its cluster chain"));
         }
-        let mut out = vec![0u8; usize::try_from(size).map_err(|_| corrupt("file too large"))?];
+        let mut out = zeroed(
+            usize::try_from(size).map_err(|_| corrupt("file too large"))?,
+            "a file",
+        )?;
         let cs = usize::try_from(self.vol.cluster).unwrap_or(usize::MAX);
         for (c, chunk) in chain.iter().zip(out.chunks_mut(cs)) {
             read_at(dev, self.vol.cluster_offset(*c), chunk)?;
@@ -601,7 +634,10 @@ impl Fs {
     /// Which clusters the directory tree uses (index = cluster number): every live entry's
     /// chain, directories walked from the root. Cross-linked or broken chains are refused.
     pub fn reachable<D: Read + Seek>(&self, dev: &mut D) -> Result<Vec<bool>, FatError> {
-        let mut used = vec![false; self.vol.clusters as usize + 2];
+        let mut used = Vec::new();
+        used.try_reserve_exact(self.vol.clusters as usize + 2)
+            .map_err(|_| FatError::NoMemory("the cluster map"))?;
+        used.resize(self.vol.clusters as usize + 2, false);
         let mut dirs = vec![self.vol.root];
         if let Dir::Chain(c) = self.vol.root {
             self.mark(&mut used, c)?;

@@ -60,6 +60,7 @@ fn device() -> Device {
     let ck = channel::channel_keys_in(&run.join("lower"));
     std::fs::create_dir_all(&ck).unwrap();
     std::fs::write(ck.join("channel.pem"), public_pem(&key(7).verifying_key())).unwrap();
+    std::fs::write(channel::channels_file_in(&run.join("lower")), "stable\n").unwrap();
     let v2 = image_signed_by(8, 2, 9, 1).0;
     std::fs::write(part("v2.img"), &v2).unwrap();
     let d = Device { base, run, v2 };
@@ -121,6 +122,13 @@ fn every_refusal_is_one_line_and_writes_nothing() {
                 c.expires = 2000;
             }),
             "the channel expired at 1970-01-01T00:33:20Z",
+        ),
+        (
+            // Issue 18: another channel's valid file (beta's, or a retired channel's) at
+            // the followed URL would re-offer a withdrawn release and move the device.
+            "another channel",
+            Box::new(|c, _| c.channel = "beta".into()),
+            "the channel file is channel \"beta\" but this image follows \"stable\": refused",
         ),
         (
             "lower sequence",
@@ -273,4 +281,25 @@ fn a_fifo_or_a_symlink_at_the_channel_state_is_refused_and_nothing_written() {
         assert_eq!(parts(), before, "{kind}: something was written");
     }
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
+}
+
+/// An image with channel keys but no `/etc/stele/channels` (built before channels were
+/// pinned, or by hand) does not act on any channel: one line naming the file, exit 3,
+/// nothing written.
+#[test]
+fn an_image_that_follows_no_channel_acts_on_none() {
+    let d = device();
+    std::fs::remove_file(channel::channels_file_in(&d.run.join("lower"))).unwrap();
+    let loc = write_channel(&d, &offer(&d));
+    let before = d.snapshot();
+    let e = apply(&d, &loc).expect_err("installed without a followed channel");
+    let (text, exit) = line(&e);
+    assert_eq!(exit, Exit::Environment, "{text}");
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("etc/stele/channels: "), "{text}");
+    assert!(
+        text.contains("the update channels the booted image follows"),
+        "{text}"
+    );
+    assert_eq!(d.snapshot(), before);
 }

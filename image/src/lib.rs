@@ -24,6 +24,7 @@ pub mod linktree;
 pub mod modules;
 pub mod outfile;
 pub mod random;
+pub mod rootfs_channels;
 pub mod rootfs_check;
 pub mod slot;
 pub mod stage;

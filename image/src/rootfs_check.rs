@@ -110,6 +110,9 @@ pub enum RootfsError {
     /// A trusted file is behind a link out of the image.
     #[error("invalid rootfs: {0}")]
     TrustedLink(#[from] LinkOut),
+    /// The followed update channels (crate::rootfs_channels) are refused.
+    #[error("invalid {path} in the rootfs: {why}")]
+    Channels { path: &'static str, why: String },
     /// The tree cannot be read.
     #[error("cannot read {path} in the rootfs: {source}")]
     Io {
@@ -129,8 +132,8 @@ impl Report for RootfsError {
 }
 
 /// Checks that no trusted file of `tree` is behind a link out of it, then its system.toml
-/// (`origin` names it in errors) and the programs it runs. Returns the parsed file, or
-/// `None` when the tree has none.
+/// (`origin` names it in errors) and the programs it runs, and its followed channels
+/// (crate::rootfs_channels). Returns the parsed file, or `None` when the tree has none.
 pub fn check(tree: &dyn Tree, origin: &str) -> Result<Option<SystemConfig>, RootfsError> {
     let io_err = |path: &str| {
         let path = path.to_string();
@@ -140,6 +143,7 @@ pub fn check(tree: &dyn Tree, origin: &str) -> Result<Option<SystemConfig>, Root
     if let Some(out) = check_all_trusted(tree, "/var").map_err(io_err("/"))? {
         return Err(out.into());
     }
+    crate::rootfs_channels::check(tree)?;
     let at = match resolve(tree, SYSTEM_TOML).map_err(io_err(SYSTEM_TOML))? {
         Resolved::Found {
             path,

@@ -97,7 +97,11 @@ pub fn section_plan(stub: &PeInfo, sizes: &[(&str, u64)]) -> Result<Vec<(String,
     let mut next = end.next_multiple_of(align);
     let mut plan = Vec::new();
     for (name, size) in sizes {
-        if stub.sections.iter().any(|s| s.name == *name) {
+        if stub
+            .sections
+            .iter()
+            .any(|s| stele_verifier::uki::stub_takes(s, name))
+        {
             return Err(bad(
                 "EFI stub",
                 format!("the stub already has a {name} section"),
@@ -217,6 +221,12 @@ pub fn build(out: &Path, spec: &UkiSpec, force: bool) -> Result<UkiReport> {
         SBSIGN.run(&mut cmd)?;
         bytes = read_input(&signed)?;
     }
+    // The build refuses what `stele update stage1` and the disk builder would refuse (an
+    // input objcopy left out, such as an empty initrd).
+    stele_verifier::uki::parse(&bytes).map_err(|source| Error::Uki {
+        what: "UKI built",
+        source,
+    })?;
     crate::outfile::write_atomic(out, force, |f, _| {
         use std::io::Write;
         f.write_all(&bytes).map_err(|e| Error::io("write", out, e))

@@ -329,3 +329,38 @@ fn image_build_refuses_a_trusted_file_linked_out_of_the_image() {
         &p,
     ]));
 }
+
+/// The channels an image follows (issue 18): `stele image build` refuses a rootfs with
+/// channel keys but no `/etc/stele/channels`, or a malformed one, with the line the
+/// device's parser gives, and builds once it names its channel.
+#[test]
+fn image_build_refuses_channel_keys_without_a_followed_channel() {
+    need_tool("mkfs.erofs");
+    let fx = Fixture::new();
+    let (k, p) = fx.keygen("k");
+    let root = fx.tree("root", false).build();
+    let r = Path::new(&root);
+    std::fs::create_dir_all(r.join("etc/stele/channel-keys")).expect("mkdir");
+    std::fs::copy(&p, r.join("etc/stele/channel-keys/channel.pem")).expect("copy");
+    let out = fx.path("s.img");
+    fails(
+        &build(&fx, &root, &k, &out),
+        2,
+        &[
+            "invalid /etc/stele/channels in the rootfs: missing",
+            "one per line",
+        ],
+    );
+    std::fs::write(r.join("etc/stele/channels"), "stable\nbeta/2\n").expect("write");
+    fails(
+        &build(&fx, &root, &k, &out),
+        2,
+        &[
+            "/etc/stele/channels",
+            "line 2: \"beta/2\" is not a channel name",
+        ],
+    );
+    assert!(!out.exists());
+    std::fs::write(r.join("etc/stele/channels"), "stable\n").expect("write");
+    ok(build(&fx, &root, &k, &out));
+}

@@ -185,3 +185,98 @@ fn stage1_refusals_are_one_line_and_change_nothing() {
         );
     }
 }
+
+/// `at` of the section-table entry named `name` (8 bytes, NUL-padded) in a PE image.
+fn section_entry(uki: &[u8], name: &str) -> usize {
+    let mut field = [0u8; 8];
+    field[..name.len()].copy_from_slice(name.as_bytes());
+    uki[..4096]
+        .windows(8)
+        .position(|w| w == field)
+        .unwrap_or_else(|| panic!("no {name} section entry"))
+}
+
+/// Regression (issue 18): UKIs `stele uki build` (objcopy) really produced, then crafted so
+/// that systemd-stub would read other bytes than stele checked: a second `.cmdline` (the
+/// stub takes the last), a `.cmdline` with VirtualSize 0 (the stub reads it as empty and
+/// takes the loader's command line, even under Secure Boot; stele read the raw data). Both
+/// `stele update stage1` and `stele disk create --uki` refuse them with one line, and
+/// `stele uki build` refuses to write a UKI the device would refuse.
+#[test]
+fn stage1_refuses_ukis_systemd_stub_would_read_otherwise() {
+    let fx = Fixture::new();
+    inputs(&fx);
+    let (key, _) = fx.keygen("release");
+    let slot = fx.build("slot.img", &key);
+    let good = build_uki(&fx, "old.efi", "console=ttyS0 panic=-1", &[]);
+    let disk = esp_disk(&fx, &slot, &fx.p("old.efi"), "disk.img", &[]);
+    let before = std::fs::read(&disk).unwrap();
+
+    let mut dup = good.clone();
+    let osrel = section_entry(&dup, ".osrel");
+    dup[osrel..osrel + 8].copy_from_slice(b".cmdline");
+    std::fs::write(fx.path("dup.efi"), &dup).unwrap();
+    let mut empty = good.clone();
+    let cmdline = section_entry(&empty, ".cmdline");
+    empty[cmdline + 8..cmdline + 12].fill(0);
+    std::fs::write(fx.path("empty.efi"), &empty).unwrap();
+    for (file, why) in [
+        ("dup.efi", "more than one .cmdline section"),
+        ("empty.efi", "the .cmdline section is empty (VirtualSize 0"),
+    ] {
+        fails(
+            &stage1(&disk, &fx.p(file)),
+            2,
+            &[file, "not a stage-1 UKI", why],
+        );
+        assert!(std::fs::read(&disk).unwrap() == before, "{file}");
+        let d = esp_less_disk(&fx, &slot, "crafted.img")
+            .args(&["--uki", &fx.p(file)])
+            .run();
+        fails(&d, 2, &["--uki", why]);
+        assert!(!fx.path("crafted.img").exists());
+    }
+    ok(stage1(&disk, &fx.p("old.efi")));
+
+    // objcopy leaves an empty input out: the build refuses, as the device would.
+    std::fs::write(fx.path("initrd.cpio"), b"").unwrap();
+    let out = uki_env(&[
+        "uki",
+        "build",
+        "--kernel",
+        &fx.p("vmlinuz"),
+        "--initrd",
+        &fx.p("initrd.cpio"),
+        "--out",
+        &fx.p("noinitrd.efi"),
+    ]);
+    fails(&out, 2, &["no .initrd section"]);
+    assert!(!fx.path("noinitrd.efi").exists());
+}
+
+/// Regression (issue 18): an ESP whose boot sector says 4096-byte sectors, one FAT,
+/// total32 0xFFFFFFFF and FAT size 0xF0000000 made `stele update stage1 --disk` abort
+/// ("memory allocation of 16492674416640 bytes failed"). Now one line, nothing written.
+#[test]
+fn stage1_refuses_an_esp_larger_than_its_partition() {
+    let fx = Fixture::new();
+    inputs(&fx);
+    let (key, _) = fx.keygen("release");
+    let slot = fx.build("slot.img", &key);
+    build_uki(&fx, "old.efi", "panic=-1", &[]);
+    let disk = esp_disk(&fx, &slot, &fx.p("old.efi"), "disk.img", &[]);
+    let (off, _) = partition(&disk, ESP);
+    let mut bytes = std::fs::read(&disk).unwrap();
+    let bs = &mut bytes[usize::try_from(off).unwrap()..][..512];
+    bs[11..13].copy_from_slice(&4096u16.to_le_bytes());
+    bs[16] = 1;
+    bs[32..36].copy_from_slice(&0xFFFF_FFFFu32.to_le_bytes());
+    bs[36..40].copy_from_slice(&0xF000_0000u32.to_le_bytes());
+    std::fs::write(&disk, &bytes).unwrap();
+    fails(
+        &stage1(&disk, &fx.p("old.efi")),
+        3,
+        &["not a FAT filesystem", "larger than the partition"],
+    );
+    assert!(std::fs::read(&disk).unwrap() == bytes);
+}

@@ -5,7 +5,9 @@
 
 use std::fs;
 
-use crate::fixture::{partition_bytes, state, xorshift, Fault, FaultServer, Fixture, Slot};
+use crate::fixture::{
+    partition_bytes, state, xorshift, Fault, FaultServer, Fixture, Slot, TRICKLE_BYTES,
+};
 use crate::util::{fails, ok, stele, Out};
 
 /// Signing key, v1 (in slot a of `disk.img`) and v2 (a file changed, one added).
@@ -232,6 +234,65 @@ fn faults_end_verified_or_refused() {
         }
     }
     let _ = &p.key;
+}
+
+/// Regression (issue 18): a server that sends one byte a second, never stalling long
+/// enough for `--timeout` or `--deadline`, kept `install` running for ever with the other
+/// slot already invalidated. `--max-time` ends it: exit 3, one line, the boot state as it
+/// was (the running slot boots), and the next run resumes and completes.
+#[test]
+fn a_trickling_server_ends_at_max_time_and_the_install_resumes() {
+    let fx = Fixture::new();
+    let p = pair(&fx, 300 * 1024);
+    let v2 = fs::read(&p.v2).unwrap();
+    let needle = &noise(300 * 1024, 9)[..64];
+    let data_at = v2.windows(64).position(|w| w == needle).unwrap() as u64 + 5000;
+    let disk = fx.p("trickle.img");
+    fs::copy(&p.disk, &disk).unwrap();
+    let before = partition_bytes(&disk, "stele-state");
+    let server = FaultServer::start(v2.clone());
+    server.faults(&[Fault::Trickle(data_at)]);
+    let started = std::time::Instant::now();
+    let out = install(
+        &p,
+        &disk,
+        &server.url(),
+        &["--max-time", "6", "--timeout", "3"],
+    );
+    let took = started.elapsed();
+    let last = out.stderr.lines().last().unwrap_or("").to_string();
+    let err = Out {
+        code: out.code,
+        stdout: String::new(),
+        stderr: last + "\n",
+    };
+    fails(
+        &err,
+        3,
+        &[
+            "did not finish within --max-time 6s",
+            "running it again resumes",
+        ],
+    );
+    // It ended at max-time, not when the server gave up trickling.
+    assert!(
+        took.as_secs() < TRICKLE_BYTES as u64,
+        "{took:?}: {:?}",
+        server.log()
+    );
+    assert_eq!(
+        partition_bytes(&disk, "stele-state"),
+        before,
+        "state written"
+    );
+    assert_eq!(state(&disk).choose(), Some(Slot::A));
+    let again = ok(install(&p, &disk, &server.url(), &[]));
+    assert_v2_in_b(&p, &disk);
+    // It resumed: the blocks that arrived before max-time are not fetched again.
+    let fresh_disk = fx.p("fresh.img");
+    fs::copy(&p.disk, &fresh_disk).unwrap();
+    let fresh = ok(install(&p, &fresh_disk, &server.url(), &[]));
+    assert!(fetched(&again) < fetched(&fresh), "{again}\n{fresh}");
 }
 
 #[test]

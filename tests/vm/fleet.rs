@@ -52,6 +52,7 @@ fn root<'a>(fx: &'a Fixture, name: &str, service: &str, channel_pem: &str) -> Ro
             fs::read(channel_pem).unwrap(),
             0o644,
         )
+        .file("etc/stele/channels", "stable\n", 0o644)
         .file("srv/ballast", noise(2_000_000, 3), 0o644)
         .symlink("bin/ifconfig", "busybox")
 }

@@ -168,6 +168,9 @@ pub const SYSTEM_TOML: &str = "/etc/stele/system.toml";
 pub const FETCH_CLIENT: &str = "/usr/lib/stele/stele-fetch";
 /// The update channel's public keys inside a slot image (`*.pem`).
 pub const CHANNEL_KEYS_DIR: &str = "/etc/stele/channel-keys";
+/// The update channels a slot image follows, one name per line
+/// (verifier::channel::parse_followed).
+pub const CHANNELS_FILE: &str = "/etc/stele/channels";
 /// The image's users, read by PID 1 for the services' `user`.
 pub const PASSWD: &str = "/etc/passwd";
 /// The image's groups, read by PID 1 for the services' `group` and supplementary groups.
@@ -176,7 +179,14 @@ pub const GROUP: &str = "/etc/group";
 /// The files of the image that PID 1 and the updater trust after switch root: read from the
 /// verified lower layer, never through a link out of it (`crate::resolve::check_trusted`;
 /// `stele image build` refuses such a link, the device refuses the image).
-pub const TRUSTED: [&str; 5] = [SYSTEM_TOML, PASSWD, GROUP, CHANNEL_KEYS_DIR, FETCH_CLIENT];
+pub const TRUSTED: [&str; 6] = [
+    SYSTEM_TOML,
+    PASSWD,
+    GROUP,
+    CHANNEL_KEYS_DIR,
+    CHANNELS_FILE,
+    FETCH_CLIENT,
+];
 /// The directories of [`TRUSTED`] whose every entry is trusted too (the channel keys).
 pub const TRUSTED_DIRS: [&str; 1] = [CHANNEL_KEYS_DIR];
 

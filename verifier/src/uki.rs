@@ -22,6 +22,12 @@ pub enum UkiError {
     MissingSection(&'static str),
     #[error("the {0} section lies outside the file")]
     SectionOutside(&'static str),
+    #[error("the UKI has more than one {0} section (systemd-stub would take the last one, stele the first); build it with exactly one")]
+    DuplicateSection(&'static str),
+    #[error("the {0} section is empty (VirtualSize 0: systemd-stub would read nothing there); build it with content")]
+    EmptySection(&'static str),
+    #[error("the {0} section's VirtualSize is larger than its data in the file (systemd-stub would read zero padding); rebuild the UKI with objcopy or `stele uki build`")]
+    SectionPadded(&'static str),
     #[error("the .cmdline section is not text")]
     CmdlineNotText,
     #[error("its .cmdline: {0}")]
@@ -148,16 +154,53 @@ pub fn parse_pe(b: &[u8]) -> Result<PeInfo, UkiError> {
     })
 }
 
-/// The content of a section: its raw data, cut to the virtual size (objcopy pads the raw
-/// data to the file alignment). `None` when it lies outside `b`.
+/// The content of a section as systemd-stub reads it: `VirtualSize` bytes from its start
+/// (objcopy pads the raw data to the file alignment, so `SizeOfRawData` is larger). `None`
+/// when they lie outside `b` or outside the section's raw data.
 pub fn section_data<'a>(b: &'a [u8], s: &Section) -> Option<&'a [u8]> {
-    let len = if s.virtual_size == 0 {
-        s.raw_size
-    } else {
-        s.virtual_size.min(s.raw_size)
-    };
+    if s.virtual_size > s.raw_size {
+        return None;
+    }
     let start = s.raw_offset as usize;
-    b.get(start..start.checked_add(len as usize)?)
+    b.get(start..start.checked_add(s.virtual_size as usize)?)
+}
+
+/// The sections systemd-stub reads and stele checks: each at most once, never empty.
+pub const STUB_SECTIONS: [&str; 4] = [".cmdline", ".linux", ".initrd", ".osrel"];
+
+/// True when systemd-stub would take section `s` for `name`: the same name, or (as the
+/// stub of systemd 252, Debian 12, compares only `name`'s length) a longer one that
+/// starts with it.
+pub fn stub_takes(s: &Section, name: &str) -> bool {
+    s.name.starts_with(name)
+}
+
+/// The one section systemd-stub would read as `name`, its content as the stub reads it
+/// (`VirtualSize` bytes). Refuses a second section of that name (the stub takes the last,
+/// a reader of the first would check other bytes than the stub runs), an empty one (an
+/// empty `.cmdline` lets the loader's command line through), and one whose `VirtualSize`
+/// exceeds its raw data. `Ok(None)` when there is none. Never panics.
+pub fn stub_section<'a>(
+    b: &'a [u8],
+    pe: &PeInfo,
+    name: &'static str,
+) -> Result<Option<&'a [u8]>, UkiError> {
+    let mut found = pe.sections.iter().filter(|s| stub_takes(s, name));
+    let Some(s) = found.next() else {
+        return Ok(None);
+    };
+    if found.next().is_some() {
+        return Err(UkiError::DuplicateSection(name));
+    }
+    if s.virtual_size == 0 {
+        return Err(UkiError::EmptySection(name));
+    }
+    if s.virtual_size > s.raw_size {
+        return Err(UkiError::SectionPadded(name));
+    }
+    section_data(b, s)
+        .map(Some)
+        .ok_or(UkiError::SectionOutside(name))
 }
 
 /// Checks a stage-1 command line: not empty (an empty `.cmdline` would let systemd-stub take
@@ -187,25 +230,26 @@ pub struct Uki<'a> {
     pub cmdline: &'a str,
 }
 
-/// Reads a UKI (signed or not): a PE32+ image with `.linux`, `.initrd` and `.cmdline`
-/// sections inside the file and an acceptable command line. Never panics on arbitrary
-/// bytes.
+/// Reads a UKI (signed or not) as systemd-stub reads it: a PE32+ image with exactly one
+/// `.linux`, `.initrd` and `.cmdline` section (and at most one `.osrel`), each non-empty,
+/// read by its `VirtualSize`, inside the file, and an acceptable command line. Never
+/// panics on arbitrary bytes.
 pub fn parse(b: &[u8]) -> Result<Uki<'_>, UkiError> {
     let pe = parse_pe(b)?;
-    let get = |name: &'static str| -> Result<&[u8], UkiError> {
-        let s = pe
-            .sections
-            .iter()
-            .find(|s| s.name == name)
-            .ok_or(UkiError::MissingSection(name))?;
-        section_data(b, s).ok_or(UkiError::SectionOutside(name))
-    };
-    let cmdline = std::str::from_utf8(get(".cmdline")?)
+    let mut found: [&[u8]; 4] = [&[]; 4];
+    for (slot, name) in found.iter_mut().zip(STUB_SECTIONS) {
+        match stub_section(b, &pe, name)? {
+            Some(data) => *slot = data,
+            // `.osrel` is optional; the others are what a stage 1 boots.
+            None if name == ".osrel" => {}
+            None => return Err(UkiError::MissingSection(name)),
+        }
+    }
+    let [cmdline, linux, initrd, _osrel] = found;
+    let cmdline = std::str::from_utf8(cmdline)
         .map_err(|_| UkiError::CmdlineNotText)?
         .trim_end_matches(['\0', '\n']);
     check_cmdline(cmdline).map_err(UkiError::Cmdline)?;
-    let linux = get(".linux")?;
-    let initrd = get(".initrd")?;
     Ok(Uki {
         pe,
         linux,
@@ -374,6 +418,56 @@ mod tests {
         assert_eq!(p.cmdline, "console=ttyS0");
         assert!(p.pe.is_signed());
         assert_eq!(p.linux.len(), 0x3000 - 0xa00);
+    }
+
+    /// Regression (issue 18): a `.cmdline` with VirtualSize 0 was read by its raw size
+    /// (and accepted), while systemd-stub reads it as empty and takes the loader's command
+    /// line; a second `.cmdline` was ignored by stele, taken by the stub.
+    #[test]
+    fn sections_the_stub_reads_otherwise_are_refused() {
+        let secs = |cmdline_vs: u32, extra: &[(&'static str, u32, u32, u32, u32)]| {
+            let mut s = vec![
+                (".cmdline", 0x1000, cmdline_vs, 0x400, 0x200),
+                (".initrd", 0x2000, 3, 0x600, 0x200),
+                (".linux", 0x3000, 5, 0x800, 0x200),
+            ];
+            s.extend_from_slice(extra);
+            let mut b = fake_pe(&s, 0xc00, (0, 0));
+            b[0x400..0x408].copy_from_slice(b"panic=-1");
+            b[0xa00..0xa0c].copy_from_slice(b"init=/bin/sh");
+            b
+        };
+        assert_eq!(parse(&secs(8, &[])).unwrap().cmdline, "panic=-1");
+        assert_eq!(
+            parse(&secs(0, &[])),
+            Err(UkiError::EmptySection(".cmdline"))
+        );
+        let second = (".cmdline", 0x4000, 12, 0xa00, 0x200);
+        assert_eq!(
+            parse(&secs(8, &[second])),
+            Err(UkiError::DuplicateSection(".cmdline"))
+        );
+        for name in [".linux", ".initrd", ".osrel", ".linuxAB"] {
+            let want = if name == ".linuxAB" { ".linux" } else { name };
+            let two = [
+                (name, 0x4000, 4, 0xa00, 0x200),
+                (want, 0x5000, 4, 0xa00, 0x200),
+            ];
+            assert_eq!(
+                parse(&secs(8, &two)),
+                Err(UkiError::DuplicateSection(want)),
+                "{name}"
+            );
+        }
+        assert!(parse(&secs(8, &[(".osrel", 0x4000, 4, 0xa00, 0x200)])).is_ok());
+        assert_eq!(
+            parse(&secs(8, &[(".osrel", 0x4000, 0, 0xa00, 0x200)])),
+            Err(UkiError::EmptySection(".osrel"))
+        );
+        assert_eq!(
+            parse(&secs(0x201, &[])),
+            Err(UkiError::SectionPadded(".cmdline"))
+        );
     }
 
     #[test]

@@ -70,7 +70,7 @@ pub enum ArgsError {
     MissingValue(String),
     #[error("invalid {option} {value:?}")]
     BadValue { option: String, value: String },
-    #[error("--max-rate, --deadline and --timeout go with an http:// or https:// URL")]
+    #[error("--max-rate, --deadline, --max-time and --timeout go with an http:// or https:// URL")]
     FetchOptionsNeedUrl,
     #[error("plan needs a URL or a slot image file")]
     MissingLocation,
@@ -191,6 +191,7 @@ fn parse_fetch(sub: &str, opts: &[OsString]) -> Option<Result<Command, ArgsError
         is_url(a)
             || a.starts_with("--max-rate")
             || a.starts_with("--deadline")
+            || a.starts_with("--max-time")
             || a.starts_with("--timeout")
     };
     match sub {
@@ -212,7 +213,10 @@ fn parse_with(sub: &str, args: &[&str]) -> Result<Command, ArgsError> {
             Some((o, v)) if o.starts_with("--") => (o, Some(v)),
             _ => (a, None),
         };
-        let takes_value = matches!(opt, "--max-rate" | "--deadline" | "--timeout" | "--channel");
+        let takes_value = matches!(
+            opt,
+            "--max-rate" | "--deadline" | "--max-time" | "--timeout" | "--channel"
+        );
         let v = if takes_value {
             match inline {
                 Some(v) => v,
@@ -234,6 +238,13 @@ fn parse_with(sub: &str, args: &[&str]) -> Result<Command, ArgsError> {
             }
             "--deadline" if installs => {
                 opts.deadline = Duration::from_secs(v.parse().map_err(|_| bad(opt, v))?);
+            }
+            "--max-time" if installs => {
+                let secs: u64 = v.parse().map_err(|_| bad(opt, v))?;
+                if secs == 0 {
+                    return Err(bad(opt, v));
+                }
+                opts.max_time = Duration::from_secs(secs);
             }
             "--timeout" => {
                 let secs: u64 = v.parse().map_err(|_| bad(opt, v))?;
@@ -425,10 +436,26 @@ mod fetch_tests {
         );
         let Some(Ok(Command::InstallUrl { url, opts })) = p(
             "install",
-            &["http://h/v2.img", "--max-rate", "1M", "--deadline=60"],
+            &[
+                "http://h/v2.img",
+                "--max-rate",
+                "1M",
+                "--deadline=60",
+                "--max-time",
+                "3600",
+            ],
         ) else {
             panic!()
         };
+        assert_eq!(opts.max_time, Duration::from_secs(3600));
+        assert_eq!(
+            FetchOptions::default().max_time,
+            Duration::from_secs(6 * 3600)
+        );
+        assert!(matches!(
+            p("install", &["/dev/vdb", "--max-time", "60"]),
+            Some(Err(ArgsError::FetchOptionsNeedUrl))
+        ));
         assert_eq!(url, "http://h/v2.img");
         assert_eq!(opts.max_rate, Some(1 << 20));
         assert_eq!(opts.deadline, Duration::from_secs(60));
@@ -461,6 +488,8 @@ mod fetch_tests {
             ("plan", &[][..]),
             ("install", &["http://h/x", "--max-rate", "soon"][..]),
             ("install", &["http://h/x", "--timeout", "0"][..]),
+            ("install", &["http://h/x", "--max-time", "0"][..]),
+            ("check", &["--max-time", "60", "--channel", "c"][..]),
             ("check", &["--channel", "c", "extra"][..]),
         ] {
             assert!(matches!(p(sub, bad), Some(Err(_))), "{sub} {bad:?}");

@@ -3,7 +3,7 @@
 //! hand-written parser and its `--help` ([`help`]), and the host CLI's clap definitions
 //! (src/update.rs takes every `about`, `help` and default from here). Pure.
 
-use crate::remote::{DEFAULT_DEADLINE_SECS, DEFAULT_TIMEOUT_SECS};
+use crate::remote::{DEFAULT_DEADLINE_SECS, DEFAULT_MAX_TIME_SECS, DEFAULT_TIMEOUT_SECS};
 
 /// One `stele update` command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,7 +25,7 @@ pub struct Opt {
 
 pub const INSTALL: Cmd = Cmd {
     name: "install",
-    args: "BUNDLE|-|URL [--max-rate RATE] [--deadline S] [--timeout S]",
+    args: "BUNDLE|-|URL [--max-rate RATE] [--deadline S] [--max-time S] [--timeout S]",
     about: "Verify a signed slot image and write it to the slot that is not running; the boot \
             state then boots it next (3 tries, not yet good). BUNDLE is a file or block \
             device, `-` reads stdin; an http(s):// URL is fetched as a delta (only the blocks \
@@ -56,7 +56,7 @@ pub const CHECK: Cmd = Cmd {
 };
 pub const APPLY: Cmd = Cmd {
     name: "apply",
-    args: "--channel URL [--max-rate RATE] [--deadline S] [--timeout S]",
+    args: "--channel URL [--max-rate RATE] [--deadline S] [--max-time S] [--timeout S]",
     about: "Check the channel, then install the release it offers (on the device only).",
 };
 pub const STAGE1: Cmd = Cmd {
@@ -80,6 +80,13 @@ pub const DEADLINE: Opt = Opt {
     value: "SECONDS",
     help: "Stop retrying after SECONDS without receiving a byte.",
 };
+pub const MAX_TIME: Opt = Opt {
+    long: "max-time",
+    value: "SECONDS",
+    help: "End the whole fetch after SECONDS, progress or not (a server trickling bytes \
+           cannot keep it running); the target slot keeps what arrived and a new run \
+           resumes.",
+};
 pub const TIMEOUT: Opt = Opt {
     long: "timeout",
     value: "SECONDS",
@@ -97,12 +104,13 @@ pub const JSON: Opt = Opt {
 };
 
 /// Every option, in the order the help lists them.
-pub const OPTIONS: [Opt; 5] = [MAX_RATE, DEADLINE, TIMEOUT, CHANNEL, JSON];
+pub const OPTIONS: [Opt; 6] = [MAX_RATE, DEADLINE, MAX_TIME, TIMEOUT, CHANNEL, JSON];
 
 /// The default of an option, as the help shows it.
 fn default_of(o: &Opt) -> Option<u64> {
     match o.long {
         "deadline" => Some(DEFAULT_DEADLINE_SECS),
+        "max-time" => Some(DEFAULT_MAX_TIME_SECS),
         "timeout" => Some(DEFAULT_TIMEOUT_SECS),
         _ => None,
     }
@@ -147,8 +155,9 @@ pub fn help() -> String {
         "stele update: A/B updates on the device (this `stele` is stele-init, multi-call)\n\nusage:\n",
     );
     for c in COMMANDS {
-        out.push_str(format!("  stele update {} {}", c.name, c.args).trim_end());
-        out.push('\n');
+        // A long usage continues on lines of its own, indented deeper.
+        let usage = wrap(&format!("stele update {} {}", c.name, c.args), "    ", 92);
+        out.push_str(&format!("  {}", usage.trim_start()));
         out.push_str(&wrap(c.about, "      ", 92));
     }
     out.push_str("\noptions:\n");
@@ -192,6 +201,12 @@ mod tests {
         );
         assert!(
             h.contains(&format!("Default: {DEFAULT_TIMEOUT_SECS}.")),
+            "{h}"
+        );
+        // Wrapped anywhere: compare the words.
+        let words = h.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            words.contains(&format!("Default: {DEFAULT_MAX_TIME_SECS}.")),
             "{h}"
         );
         assert!(h.lines().all(|l| l.len() <= 92), "{h}");

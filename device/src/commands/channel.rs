@@ -6,6 +6,8 @@
 //!
 //! - channel keys: `/etc/stele/channel-keys/*.pem` of the booted image, read from the
 //!   verified lower layer (`/run/stele/lower/etc/stele/channel-keys`), threshold 1;
+//! - followed channels: `/etc/stele/channels` of the booted image, from the lower layer:
+//!   a channel file of another name is refused;
 //! - channel state: `<data_mount>/lib/stele/channel.toml` on the data partition, written
 //!   atomically (temporary file, fsync, rename, fsync of the directory).
 
@@ -36,6 +38,28 @@ use crate::{Error, Result};
 pub fn channel_keys_in(root: &Path) -> PathBuf {
     root.join(stele_verifier::layout::CHANNEL_KEYS_DIR.trim_start_matches('/'))
 }
+/// The followed-channels file inside the image, relative to its root
+/// (verifier::layout::CHANNELS_FILE).
+pub fn channels_file_in(root: &Path) -> PathBuf {
+    root.join(stele_verifier::layout::CHANNELS_FILE.trim_start_matches('/'))
+}
+
+/// The channels the verified image follows (its `/etc/stele/channels`, read inside the
+/// lower layer like the channel keys); a missing or malformed file is an error naming it.
+pub fn followed_in(lower: &Lower) -> Result<Vec<String>> {
+    let file = stele_verifier::layout::CHANNELS_FILE;
+    let path = lower.show(file);
+    let err = |why: String| Error::FollowedChannels {
+        path: path.clone(),
+        why,
+    };
+    let bytes = lower
+        .read(file)?
+        .ok_or_else(|| err("no such file".to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|_| err("not UTF-8".to_string()))?;
+    channel::parse_followed(&text).map_err(err)
+}
+
 /// The channel state under the data partition's mount point.
 pub const STATE_FILE: &str = "lib/stele/channel.toml";
 /// Largest channel file read.
@@ -48,6 +72,8 @@ pub struct ChannelEnv {
     pub keyring: Keyring,
     /// The booted image's manifest (the verified body the boot published).
     pub booted: Manifest,
+    /// The channels the booted image follows.
+    pub follows: Vec<String>,
     pub state_path: PathBuf,
     pub state: ChannelState,
 }
@@ -106,11 +132,11 @@ pub fn save_state(path: &Path, st: &ChannelState) -> Result<()> {
 pub fn env(run_dir: &Path) -> Result<ChannelEnv> {
     let dev = RunDir::read(run_dir)?;
     // Inside the verified image, never through a link out of it (crate::runtime::verified).
-    let keyring = Lower::open(&dev.lower(), &dev.config.data_mount)?.keyring(
-        stele_verifier::layout::CHANNEL_KEYS_DIR,
-        1,
-        &mut |s| print_warning(&s),
-    )?;
+    let lower = Lower::open(&dev.lower(), &dev.config.data_mount)?;
+    let keyring = lower.keyring(stele_verifier::layout::CHANNEL_KEYS_DIR, 1, &mut |s| {
+        print_warning(&s)
+    })?;
+    let follows = followed_in(&lower)?;
     let mpath = run_dir.join(MANIFEST);
     let body = fs::read(&mpath).map_err(|source| Error::NotPublished {
         path: mpath.clone(),
@@ -126,6 +152,7 @@ pub fn env(run_dir: &Path) -> Result<ChannelEnv> {
         dev,
         keyring,
         booted,
+        follows,
         state_path,
         state,
     })
@@ -164,13 +191,14 @@ fn clock_now() -> Option<u64> {
         .map(|d| d.as_secs())
 }
 
-fn view(e: &ChannelEnv) -> DeviceView<'_> {
+fn view<'a>(e: &'a ChannelEnv, follows: &'a [&'a str]) -> DeviceView<'a> {
     DeviceView {
         name: &e.booted.name,
         version: &e.booted.version,
         rollback_index: e.booted.rollback_index,
         created: e.booted.created,
         clock: clock_now(),
+        follows,
     }
 }
 
@@ -227,7 +255,8 @@ pub fn check(t: &Target, loc: &Location, opts: &FetchOptions) -> Result<String> 
         location: loc.show(),
         source,
     };
-    match decide(&v, &view(&e), &e.state) {
+    let follows: Vec<&str> = e.follows.iter().map(String::as_str).collect();
+    match decide(&v, &view(&e, &follows), &e.state) {
         Ok(d) => Ok(describe(&v, &e, &Ok(d.offer))),
         Err(err @ ChannelError::WaveNotDue { .. }) => Ok(describe(&v, &e, &Err(&err))),
         Err(err) => Err(refuse(err)),
@@ -266,7 +295,8 @@ pub fn apply(
         location: loc.show(),
         source,
     };
-    let d = decide(&v, &view(&e), &e.state).map_err(refuse)?;
+    let follows: Vec<&str> = e.follows.iter().map(String::as_str).collect();
+    let d = decide(&v, &view(&e, &follows), &e.state).map_err(refuse)?;
     let mut state = e.state.clone();
     state.channels.insert(v.channel.channel.clone(), d.record);
     let release = match d.offer {

@@ -242,3 +242,33 @@ fn damaged_volumes_are_errors_not_panics() {
     ));
     assert!(matches!(fs.reachable(&mut dev), Err(FatError::Corrupt(_))));
 }
+
+/// Regression (issue 18): a FAT32 boot sector with 4096-byte sectors, one FAT, total32
+/// 0xFFFFFFFF and FAT size 0xF0000000 made the reader allocate the FAT it names ("memory
+/// allocation of 16492674416640 bytes failed", an abort). Every size is now checked against
+/// the partition first; a volume even one sector larger than its partition is refused.
+#[test]
+fn a_boot_sector_larger_than_its_partition_is_refused_before_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "32", 34000, &[]);
+    let mut crafted = img.clone();
+    crafted[11..13].copy_from_slice(&4096u16.to_le_bytes());
+    crafted[16] = 1;
+    crafted[32..36].copy_from_slice(&0xFFFF_FFFFu32.to_le_bytes());
+    crafted[36..40].copy_from_slice(&0xF000_0000u32.to_le_bytes());
+    let partition = img.len() as u64;
+    assert!(matches!(
+        Volume::parse(&crafted[..512], partition),
+        Err(FatError::NotFat(m)) if m.contains("larger than the partition")
+    ));
+    assert!(matches!(
+        Fs::open(&mut Cursor::new(crafted)),
+        Err(FatError::NotFat(_))
+    ));
+    let cut = img[..img.len() - 512].to_vec();
+    assert!(matches!(
+        Fs::open(&mut Cursor::new(cut)),
+        Err(FatError::NotFat(m)) if m.contains("larger than the partition")
+    ));
+    Fs::open(&mut Cursor::new(img)).unwrap();
+}

@@ -105,12 +105,17 @@ pub struct FetchOptions {
     pub deadline: Duration,
     /// `--timeout`: one request that sends nothing for this long is cut (fetch client).
     pub timeout: Duration,
+    /// `--max-time`: the whole fetch ends after this long, progress or not.
+    pub max_time: Duration,
 }
 
 /// `--deadline`'s default, in seconds: both front-ends take it from here.
 pub const DEFAULT_DEADLINE_SECS: u64 = 300;
 /// `--timeout`'s default, in seconds: both front-ends take it from here.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
+/// `--max-time`'s default, in seconds (stele_engine::delta::DEFAULT_MAX_TIME): both
+/// front-ends take it from here.
+pub const DEFAULT_MAX_TIME_SECS: u64 = stele_engine::delta::DEFAULT_MAX_TIME.as_secs();
 
 impl Default for FetchOptions {
     fn default() -> Self {
@@ -118,6 +123,7 @@ impl Default for FetchOptions {
             max_rate: None,
             deadline: Duration::from_secs(DEFAULT_DEADLINE_SECS),
             timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
+            max_time: Duration::from_secs(DEFAULT_MAX_TIME_SECS),
         }
     }
 }
@@ -127,6 +133,7 @@ impl FetchOptions {
     pub fn policy(&self) -> RetryPolicy {
         RetryPolicy {
             deadline: self.deadline,
+            max_time: self.max_time,
             ..RetryPolicy::default()
         }
     }

@@ -25,7 +25,7 @@ pub mod tree;
 use std::io;
 use std::time::Duration;
 
-pub use retry::{Backoff, Clock, RetryPolicy, Throttle};
+pub use retry::{Backoff, Clock, RetryPolicy, Throttle, DEFAULT_MAX_TIME};
 pub use source::{Abort, FetchError, RangeSource, ReaderSource, Sink, Streamed};
 pub use tree::KnownHashBlocks;
 
@@ -72,6 +72,12 @@ pub enum DeltaError {
         #[source]
         source: io::Error,
     },
+    /// The fetch ran past `--max-time` (the slot keeps what arrived; a new run resumes).
+    #[error("{source_name}: the update did not finish within --max-time {}s: stopped; the target slot keeps the blocks that arrived and the boot state is unchanged, so running it again resumes (raise --max-time on a slow link)", limit.as_secs())]
+    OutOfTime {
+        source_name: String,
+        limit: Duration,
+    },
     /// Writing needs a manifest whose signatures were checked.
     #[error("the image's signatures were not checked: it cannot be installed")]
     Unsigned,
@@ -87,7 +93,9 @@ impl stele_verifier::exit::Report for DeltaError {
             DeltaError::BadData { .. } | DeltaError::TooLarge { .. } | DeltaError::Unsigned => {
                 Exit::Refused
             }
-            DeltaError::Fetch { .. } | DeltaError::Io { .. } => Exit::Environment,
+            DeltaError::Fetch { .. } | DeltaError::Io { .. } | DeltaError::OutOfTime { .. } => {
+                Exit::Environment
+            }
         }
     }
 }
@@ -151,6 +159,8 @@ pub struct Fetcher<'a> {
     throttle: Throttle,
     streamed: Option<Streamed>,
     len: Option<u64>,
+    /// When the fetcher was made: [`RetryPolicy::max_time`] counts from here.
+    started: Duration,
     /// Bytes received from the source.
     pub received: u64,
     /// Range requests made (answered or not).
@@ -184,6 +194,7 @@ impl<'a> Fetcher<'a> {
             throttle: Throttle::new(max_rate),
             streamed: None,
             len: None,
+            started: now,
             received: 0,
             requests: 0,
         }
@@ -204,9 +215,21 @@ impl<'a> Fetcher<'a> {
         self.streamed.is_some()
     }
 
-    /// Waits after a failed attempt, or gives up (the deadline, or an error retrying
-    /// cannot fix).
+    /// True once [`RetryPolicy::max_time`] has passed since the fetcher was made.
+    fn out_of_time(&self, now: Duration) -> bool {
+        now.saturating_sub(self.started) >= self.policy.max_time
+    }
+
+    /// Waits after a failed attempt, or gives up (past `max_time`, the deadline, or an
+    /// error retrying cannot fix). An attempt stopped by `max_time` ends here.
     pub fn failed(&mut self, what: &'static str, error: FetchError) -> Result<(), DeltaError> {
+        let now = self.clock.now();
+        if self.out_of_time(now) {
+            return Err(DeltaError::OutOfTime {
+                source_name: self.src.name(),
+                limit: self.policy.max_time,
+            });
+        }
         let give_up = |gave_up, error| DeltaError::Fetch {
             source_name: self.src.name(),
             what,
@@ -217,9 +240,13 @@ impl<'a> Fetcher<'a> {
             FetchError::Transient { retry_after, .. } => *retry_after,
             _ => return Err(give_up(false, error)),
         };
-        let now = self.clock.now();
         let random = self.clock.random();
         match self.backoff.next_delay(now, retry_after, random) {
+            // A wait that would end past max_time: stop now, it is the same end.
+            Some(d) if self.out_of_time(now + d) => Err(DeltaError::OutOfTime {
+                source_name: self.src.name(),
+                limit: self.policy.max_time,
+            }),
             Some(d) => {
                 self.clock.sleep(d);
                 Ok(())
@@ -269,15 +296,26 @@ impl<'a> Fetcher<'a> {
 
     /// One attempt at `len` bytes at `off`, throttled, counted; a server found to ignore
     /// Range switches the fetcher to streaming and the attempt is made again that way.
+    /// Past [`RetryPolicy::max_time`] no request is made and a running one is stopped at
+    /// its next bytes: [`FetchError::Aborted`], which [`Fetcher::failed`] turns into
+    /// [`DeltaError::OutOfTime`].
     pub fn attempt(&mut self, off: u64, len: u64, sink: Sink<'_>) -> Result<(), FetchError> {
+        let now = self.clock.now();
+        if self.out_of_time(now) {
+            return Err(FetchError::Aborted);
+        }
         self.requests += 1;
         let clock = &mut *self.clock;
         let throttle = &mut self.throttle;
         let backoff = &mut self.backoff;
+        let end = self.started.saturating_add(self.policy.max_time);
         let mut delivered = 0u64;
         let mut counted = |chunk: &[u8]| -> Result<(), Abort> {
-            delivered += chunk.len() as u64;
             let now = clock.now();
+            if now >= end {
+                return Err(Abort);
+            }
+            delivered += chunk.len() as u64;
             backoff.progress(now);
             let wait = throttle.account(chunk.len() as u64, now);
             if !wait.is_zero() {

@@ -26,7 +26,13 @@ pub struct RetryPolicy {
     /// Answers that fail their checks (a flipped bit) for the same bytes before the
     /// source is refused as serving another image.
     pub bad_answers: u32,
+    /// The whole fetch ends after this long, progress or not (`--max-time`): a server
+    /// that trickles a byte now and then cannot keep an install running for ever.
+    pub max_time: Duration,
 }
+
+/// [`RetryPolicy::max_time`] unless told otherwise: 6 hours.
+pub const DEFAULT_MAX_TIME: Duration = Duration::from_secs(6 * 3600);
 
 impl Default for RetryPolicy {
     fn default() -> Self {
@@ -35,6 +41,7 @@ impl Default for RetryPolicy {
             cap: Duration::from_secs(30),
             deadline: Duration::from_secs(300),
             bad_answers: 3,
+            max_time: DEFAULT_MAX_TIME,
         }
     }
 }
@@ -126,6 +133,7 @@ mod tests {
             cap: Duration::from_secs(8),
             deadline: Duration::from_secs(20),
             bad_answers: 3,
+            max_time: DEFAULT_MAX_TIME,
         };
         let mut b = Backoff::new(p, Duration::ZERO);
         let s = Duration::from_secs;

@@ -634,3 +634,87 @@ fn max_rate_paces_the_fetch() {
         stats.fetched
     );
 }
+
+/// A source that sends one byte per second of a shared clock: a server trickling just
+/// fast enough never to stall.
+struct Trickle {
+    file: Vec<u8>,
+    time: std::rc::Rc<std::cell::Cell<Duration>>,
+}
+
+impl RangeSource for Trickle {
+    fn name(&self) -> String {
+        "mem://trickle".into()
+    }
+    fn len(&mut self) -> Result<u64, FetchError> {
+        Ok(self.file.len() as u64)
+    }
+    fn read_range(&mut self, off: u64, len: u64, sink: Sink<'_>) -> Result<(), FetchError> {
+        for b in &self.file[off as usize..(off + len) as usize] {
+            self.time.set(self.time.get() + Duration::from_secs(1));
+            sink(std::slice::from_ref(b)).map_err(|_| FetchError::Aborted)?;
+        }
+        Ok(())
+    }
+    fn start_stream(&mut self) -> Result<(), FetchError> {
+        Err(FetchError::Permanent { why: "no".into() })
+    }
+    fn read_stream(&mut self, _: &mut [u8]) -> Result<usize, FetchError> {
+        Ok(0)
+    }
+}
+
+/// The clock the [`Trickle`] source moves.
+struct SharedClock(std::rc::Rc<std::cell::Cell<Duration>>);
+
+impl Clock for SharedClock {
+    fn now(&mut self) -> Duration {
+        self.0.get()
+    }
+    fn sleep(&mut self, d: Duration) {
+        self.0.set(self.0.get() + d);
+    }
+    fn random(&mut self) -> f64 {
+        0.5
+    }
+}
+
+/// Regression (issue 18): a server that trickles one byte at a time, never stalling long
+/// enough for `--deadline`, kept an install running for ever. `max_time` ends the fetch at
+/// the first byte after it, even inside one answer, with no request after it.
+#[test]
+fn a_trickling_server_ends_at_max_time() {
+    let time = std::rc::Rc::new(std::cell::Cell::new(Duration::from_secs(1000)));
+    let mut src = Trickle {
+        file: vec![7; 4096],
+        time: time.clone(),
+    };
+    let mut clock = SharedClock(time.clone());
+    let policy = RetryPolicy {
+        max_time: Duration::from_secs(100),
+        ..quick()
+    };
+    let mut f = Fetcher::new(&mut src, &mut clock, policy, None);
+    let e = f.read_vec("data", 0, 4096).unwrap_err();
+    assert!(
+        matches!(&e, DeltaError::OutOfTime { limit, .. } if *limit == Duration::from_secs(100)),
+        "{e}"
+    );
+    assert!(e.to_string().contains("within --max-time 100s"), "{e}");
+    assert_eq!(f.requests, 1, "no request after max_time");
+    assert_eq!(f.received, 99, "bytes taken before max_time");
+    assert_eq!(
+        stele_verifier::exit::Report::exit(&e),
+        stele_verifier::exit::Exit::Environment
+    );
+    drop(f);
+    assert_eq!(time.get(), Duration::from_secs(1100));
+    // A whole answer inside max_time arrives.
+    let mut clock = SharedClock(time.clone());
+    let policy = RetryPolicy {
+        max_time: Duration::from_secs(5000),
+        ..quick()
+    };
+    let mut f = Fetcher::new(&mut src, &mut clock, policy, None);
+    assert_eq!(f.read_vec("data", 0, 4096).unwrap(), vec![7; 4096]);
+}

@@ -17,6 +17,7 @@ const DEVICE: DeviceView<'static> = DeviceView {
     rollback_index: 1,
     created: 1_700_000_000,
     clock: Some(1_700_000_100),
+    follows: &["stable"],
 };
 
 pub fn run(data: &[u8]) {

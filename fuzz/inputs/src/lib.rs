@@ -12,6 +12,7 @@ pub mod codec;
 pub mod config;
 pub mod delta;
 pub mod envelope;
+pub mod fat;
 pub mod footer;
 pub mod slot;
 pub mod state;
@@ -130,6 +131,13 @@ pub const TARGETS: &[Target] = &[
         seeds: delta::seeds,
         stages: delta::STAGES,
         depth: delta::depth,
+    },
+    Target {
+        name: "fat_read",
+        run: fat::run,
+        seeds: fat::seeds,
+        stages: fat::STAGES,
+        depth: fat::depth,
     },
 ];
 

@@ -6,14 +6,16 @@
 //! `STELECHN` and signing context `"stele-channel-v1\0"`, so that a manifest signature
 //! never verifies as a channel and a channel signature never as a manifest. Channel keys
 //! are a keyring of their own. `body.rs`: the TOML body; `policy.rs`: the device's
-//! decision (pure); `state.rs`: what the device remembers between checks; `time.rs`:
+//! decision (pure); `follow.rs`: the channels an image follows; `state.rs`: what the device remembers between checks; `time.rs`:
 //! RFC 3339 times.
 
 mod body;
+mod follow;
 mod policy;
 mod state;
 mod time;
 
+pub use follow::{parse_followed, MAX_FOLLOWED};
 pub use policy::{decide, due_at, Decision, DeviceView, Offer};
 pub use state::{ChannelRecord, ChannelState, STATE_FORMAT_VERSION};
 pub use time::{format_rfc3339, parse_rfc3339};
@@ -110,6 +112,9 @@ pub enum ChannelError {
     /// Another product's channel.
     #[error("the channel is for product {found:?} but this device runs {expected:?}: use the channel of this product")]
     WrongProduct { found: String, expected: String },
+    /// A channel this image does not follow (another channel's file at the followed URL).
+    #[error("the channel file is channel {found:?} but this image follows {}: refused (moving a device to another channel means installing an image that follows it: docs/BOOT.md \"Moving a device to another channel\")", quoted(follows))]
+    NotFollowed { found: String, follows: Vec<String> },
     /// An older channel file than one seen before (a replay, or a server frozen on old data).
     #[error("channel {channel:?} has sequence {found}, lower than {seen} seen before: a replayed or stale channel file is refused")]
     OldSequence {
@@ -149,6 +154,14 @@ pub(crate) fn name_ok(s: &str) -> bool {
         && s.len() <= crate::manifest::MAX_NAME_LEN
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn quoted(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn due_text(due: Option<u64>) -> String {

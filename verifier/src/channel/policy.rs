@@ -15,6 +15,8 @@ pub struct DeviceView<'a> {
     pub created: u64,
     /// The system clock, when the device has one it believes (seconds since the epoch).
     pub clock: Option<u64>,
+    /// The channel names the booted image follows (its `/etc/stele/channels`).
+    pub follows: &'a [&'a str],
 }
 
 /// What the channel offers this device now.
@@ -51,7 +53,8 @@ pub fn due_at(release: &Release, seed: u64) -> Option<u64> {
         .map(|w| release.start.saturating_add(w.after))
 }
 
-/// Checks a verified channel for this device, in this order: product name, sequence
+/// Checks a verified channel for this device, in this order: product name, channel name
+/// (one the booted image follows), sequence
 /// (not below the last seen; the same sequence only for the same file), expiry (against
 /// the best time known); then the offer: the newest release above the booted
 /// `rollback_index` whose wave is due. Nothing is written: the caller stores `record`.
@@ -65,6 +68,12 @@ pub fn decide<'c>(
         return Err(ChannelError::WrongProduct {
             found: c.name.clone(),
             expected: device.name.to_string(),
+        });
+    }
+    if !device.follows.contains(&c.channel.as_str()) {
+        return Err(ChannelError::NotFollowed {
+            found: c.channel.clone(),
+            follows: device.follows.iter().map(|s| s.to_string()).collect(),
         });
     }
     if let Some(seen) = state.channels.get(&c.channel) {
@@ -147,6 +156,7 @@ mod tests {
             rollback_index: 1,
             created: 1_600_000_000,
             clock,
+            follows: &["stable"],
         }
     }
 
@@ -230,6 +240,73 @@ mod tests {
         let mut st = ChannelState::new(3);
         st.channels.insert("beta".into(), seen(100, [0; 32]));
         decide(&v, &device(Some(START)), &st).unwrap();
+    }
+
+    /// Regression (issue 18): freshness is kept per channel name, and nothing said which
+    /// channel a device follows, so another channel's unexpired file (beta's, a retired
+    /// channel's) at the followed URL re-offered a withdrawn release and moved the device.
+    #[test]
+    fn another_channels_file_is_refused() {
+        let mut beta = sample();
+        beta.channel = "beta".into();
+        let v = verified(beta);
+        let e = decide(&v, &device(Some(START)), &ChannelState::new(3)).unwrap_err();
+        assert!(
+            matches!(&e, ChannelError::NotFollowed { found, follows } if found == "beta" && follows == &["stable"]),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("this image follows \"stable\""),
+            "{e}"
+        );
+        let mut both = device(Some(START));
+        both.follows = &["stable", "beta"];
+        decide(&v, &both, &ChannelState::new(3)).unwrap();
+    }
+
+    /// What a device without a clock gets (docs/BOOT.md "Threat model"): the best time it
+    /// knows never goes back (the booted image's `created`, the latest `issued` it
+    /// accepted, both remembered or signed), so a file that expired before that is
+    /// refused even with the clock at 1970; but the same last accepted file, replayed, is
+    /// accepted until a newer time is known (a newer file, or a newer image).
+    #[test]
+    fn a_clockless_device_refuses_what_expired_before_the_newest_time_it_knows() {
+        let v = verified(sample());
+        let (issued, expires) = (v.channel.issued, v.channel.expires);
+        let mut st = ChannelState::new(3);
+        st.channels.insert(
+            "stable".into(),
+            ChannelRecord {
+                sequence: 7,
+                issued,
+                sha256: v.sha256,
+            },
+        );
+        // The replay of the last accepted file: accepted (the documented limit).
+        let d = decide(&v, &device(None), &st).unwrap();
+        assert_eq!(d.now, issued);
+        // A clock set back (a dead RTC battery) does not move the best time back.
+        assert_eq!(decide(&v, &device(Some(0)), &st).unwrap().now, issued);
+        // Once the device runs an image built after the file expired: refused.
+        let mut updated = device(None);
+        updated.created = expires;
+        assert!(matches!(
+            decide(&v, &updated, &st),
+            Err(ChannelError::Expired { now, .. }) if now == expires
+        ));
+        // Once it accepted a file issued after that expiry (on a followed channel): refused.
+        st.channels.insert(
+            "beta".into(),
+            ChannelRecord {
+                sequence: 1,
+                issued: expires + 1,
+                sha256: [0; 32],
+            },
+        );
+        assert!(matches!(
+            decide(&v, &device(None), &st),
+            Err(ChannelError::Expired { .. })
+        ));
     }
 
     /// Expiry against the best time known: the clock, or when the clock is unknown or
