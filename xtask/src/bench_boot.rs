@@ -458,7 +458,7 @@ fn boot_once(inp: &Inputs, how: Boot, log: &Path) -> Result<Sample, String> {
             cfg.accel = a.trim().to_string();
         }
     }
-    cfg.disks = vec![(disk, false)];
+    cfg.disks = vec![stele_qemu::Disk::new(disk)];
     cfg.no_reboot = how != Boot::UefiKexec;
     cfg.timeout = VM_TIMEOUT;
     cfg.serial_log = Some(log.to_path_buf());
