@@ -40,6 +40,9 @@
 //! - stage1_vm: `stele update stage1` in a guest booted by OVMF; the next boot runs the new UKI
 //! - tpm_vm: under swtpm: the TPM rollback floor survives a reset of the state's floor (install
 //!   and boot refuse the older image), rollback_storage = "tpm" without a TPM, measured boot
+//! - debian13_vm: Debian 13's kernel with its xz-compressed modules boots a verified slot,
+//!   as stage 1 and as a slot's kernel after a kexec
+//! - hardware_vm: the same disk booted by OVMF over NVMe, SATA, virtio-scsi and USB
 //! - vm_owners: an image from a tar boots with its owners and a working file capability
 //! - vm_init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
 //! - vm_trust: a corrupted good slot, RUST_MIN_STACK on the command line, partitions on
@@ -67,9 +70,11 @@ mod cli_trust;
 mod cli_uki;
 mod cli_update;
 mod cli_verity;
+mod debian13_vm;
 mod fleet_http;
 mod fleet_resume;
 mod fleet_vm;
+mod hardware_vm;
 mod kexec_vm;
 mod stage1_vm;
 mod tpm_vm;

@@ -115,6 +115,7 @@ fn initramfs_modules_load_in_boot_toml_order() {
         modules_dir: mods,
         modules: vec![],
         default_modules: true,
+        hardware: stele_image::hardware::Hardware::Qemu,
         keys: vec![key],
         threshold: 1,
         config: None,

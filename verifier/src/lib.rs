@@ -14,6 +14,7 @@ pub mod footer;
 pub mod hex;
 pub mod keyfile;
 pub mod keys;
+pub mod kmod;
 pub mod layout;
 pub mod manifest;
 pub mod partition;
