@@ -20,7 +20,7 @@ pub mod gpt;
 pub mod hardware;
 pub mod initramfs;
 pub mod kconfig;
-pub mod keys;
+pub mod key_files;
 pub mod kodecode;
 pub mod linktree;
 pub mod modules;
