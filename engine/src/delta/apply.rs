@@ -4,11 +4,11 @@
 //! flips the state and writes the footer.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 
 use super::plan::{merge, Action, Plan};
 use super::{io_err, Abort, DeltaError, FetchError, Fetcher, Meta, Written};
-use crate::SyncFn;
+use crate::Storage;
 use stele_verifier::footer::{FOOTER_LEN, FOOTER_SIZE};
 use stele_verifier::manifest::VerifiedManifest;
 use stele_verifier::progress::{Progress, Step};
@@ -42,9 +42,8 @@ impl Stats {
 /// loses at most this much of what was fetched (the slot is the journal of a resume).
 pub const SYNC_EVERY: u64 = 1 << 20;
 
-struct Out<'a, 's, D> {
+struct Out<'a, D> {
     dev: &'a mut D,
-    sync: SyncFn<'s, D>,
     unsynced: u64,
     bs: u64,
     l0: Level0<'a>,
@@ -55,7 +54,7 @@ struct Out<'a, 's, D> {
     step: Step<'a>,
 }
 
-impl<D: Write + Seek> Out<'_, '_, D> {
+impl<D: Storage> Out<'_, D> {
     fn matches(&self, block: u64, bytes: &[u8]) -> bool {
         digest_blocks(self.params, bytes).first().copied() == self.l0.get(block)
     }
@@ -68,7 +67,7 @@ impl<D: Write + Seek> Out<'_, '_, D> {
         if self.unsynced >= SYNC_EVERY {
             self.unsynced = 0;
             self.dev.flush().map_err(io_err("target slot"))?;
-            (self.sync)(self.dev).map_err(io_err("target slot"))?;
+            self.dev.sync().map_err(io_err("target slot"))?;
         }
         Ok(())
     }
@@ -86,14 +85,13 @@ pub fn mib(bytes: u64) -> String {
 /// `fetcher`; the fetched data bytes are one step of `progress` (named with what is
 /// fetched and reused). Returns what [`Written::commit`] finishes, and the counts.
 #[allow(clippy::too_many_arguments)]
-pub fn apply<D: Read + Write + Seek, B: Read + Seek>(
+pub fn apply<D: Storage, B: Read + Seek>(
     meta: &Meta,
     plan: &Plan,
     fetcher: &mut Fetcher<'_>,
     target: &mut D,
     slot_len: u64,
     mut base: Option<&mut B>,
-    sync: SyncFn<'_, D>,
     progress: &mut dyn Progress,
 ) -> Result<(Written, Stats), DeltaError> {
     let signed_by = meta.signed_by.clone().ok_or(DeltaError::Unsigned)?;
@@ -113,12 +111,11 @@ pub fn apply<D: Read + Write + Seek, B: Read + Seek>(
     target
         .write_all(&[0u8; FOOTER_LEN])
         .map_err(io_err("slot footer"))?;
-    sync(target).map_err(io_err("slot footer"))?;
+    target.sync().map_err(io_err("slot footer"))?;
 
     // 3. The data blocks, in order.
     let mut out = Out {
         dev: target,
-        sync,
         unsynced: 0,
         bs,
         l0: meta.level0()?,
@@ -195,7 +192,7 @@ pub fn apply<D: Read + Write + Seek, B: Read + Seek>(
     dev.write_all(&meta.envelope.to_bytes())
         .map_err(io_err("target slot"))?;
     dev.flush().map_err(io_err("target slot"))?;
-    (out.sync)(dev).map_err(io_err("target slot"))?;
+    dev.sync().map_err(io_err("target slot"))?;
     let mut stats = out.stats;
     stats.fetched = meta.fetched + fetcher.received - start;
     stats.requests = fetcher.requests - requests;
@@ -223,8 +220,8 @@ impl Plan {
 /// good ones as they arrive. A cut answer is resumed from the first block not received; a
 /// bad block is asked for again, and after the policy's `bad_answers` bad answers for one
 /// block the source is refused.
-fn fetch_run<D: Write + Seek>(
-    out: &mut Out<'_, '_, D>,
+fn fetch_run<D: Storage>(
+    out: &mut Out<'_, D>,
     fetcher: &mut Fetcher<'_>,
     first: u64,
     count: u64,
