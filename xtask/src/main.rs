@@ -13,6 +13,8 @@ mod bench_modules;
 mod bench_script;
 mod demo;
 mod fuzz;
+#[cfg(test)]
+mod imports;
 mod kernel;
 mod setup;
 #[cfg(test)]
