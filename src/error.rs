@@ -151,6 +151,10 @@ pub enum Usage {
     AppendNeedsKernel,
     #[error("--initrd needs --kernel")]
     InitrdNeedsKernel,
+    #[error("--disk-bus given {buses} times for {disks} --disk: give it once (for every disk) or once per --disk, in the same order")]
+    DiskBuses { buses: usize, disks: usize },
+    #[error("--smp must be at least 1")]
+    Smp,
     #[error("invalid --max-rate {0:?}: bytes per second, e.g. 500K or 2M")]
     Rate(String),
     #[error("--timeout must be at least 1 second")]

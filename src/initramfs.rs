@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use stele_image::cpio::Archive;
+use stele_image::hardware::Hardware;
 use stele_image::initramfs::{build, check_static_elf, InitramfsSpec};
 
 use stele_verifier::plural::count_len;
@@ -17,14 +18,19 @@ pub struct InitramfsArgs {
     /// The kernel's modules directory (/lib/modules/<version>, after depmod).
     #[arg(long, value_name = "DIR")]
     pub modules_dir: PathBuf,
-    /// A module to include besides the default set (repeatable; dashes = underscores,
-    /// aliases accepted).
+    /// A module to include besides the default set, loaded on every boot (repeatable;
+    /// dashes = underscores, aliases accepted).
     #[arg(long = "module", value_name = "NAME")]
     pub modules: Vec<String>,
-    /// Include only the --module modules, not the default set (virtio_pci, virtio_blk,
-    /// dm_verity, erofs, squashfs, ext4, overlay).
+    /// Include only the --module modules, not the default set (dm_verity, erofs, squashfs,
+    /// ext4, overlay and the --hardware drivers).
     #[arg(long)]
     pub no_default_modules: bool,
+    /// The drivers carried, each loaded only when a device it drives is present: generic
+    /// (NVMe, SATA, virtio, eMMC/SD, TPM, watchdogs), qemu (virtio disks), host (what this
+    /// machine's devices need).
+    #[arg(long, value_name = "PROFILE", value_enum, default_value = "generic")]
+    pub hardware: HardwareArg,
     /// A trusted public key (SPKI PEM; repeatable).
     #[arg(long = "key", value_name = "P.pem", required = true)]
     pub keys: Vec<PathBuf>,
@@ -62,6 +68,24 @@ pub struct InitramfsArgs {
     pub force: bool,
 }
 
+/// `--hardware`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HardwareArg {
+    Generic,
+    Qemu,
+    Host,
+}
+
+impl From<HardwareArg> for Hardware {
+    fn from(h: HardwareArg) -> Hardware {
+        match h {
+            HardwareArg::Generic => Hardware::Generic,
+            HardwareArg::Qemu => Hardware::Qemu,
+            HardwareArg::Host => Hardware::Host,
+        }
+    }
+}
+
 /// What `stele initramfs` says on stderr when no `--name` binds the device to a product.
 pub const UNBOUND_WARNING: &str = "no --name: this initramfs boots and installs any product's image signed by its keys; give --name PRODUCT to bind the device to one";
 
@@ -84,6 +108,7 @@ pub fn run(args: InitramfsArgs) -> CliResult {
         modules_dir: args.modules_dir,
         modules: args.modules,
         default_modules: !args.no_default_modules,
+        hardware: args.hardware.into(),
         keys: args.keys,
         threshold: args.threshold,
         config: args.config,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use stele_qemu::firmware::{self, Firmware};
 use stele_qemu::junit::{self, Case, Outcome};
-use stele_qemu::{QemuError, Vm, VmConfig};
+use stele_qemu::{Disk, DiskBus, QemuError, Vm, VmConfig};
 
 use crate::error::{CliResult, Error, Usage};
 
@@ -35,6 +35,50 @@ pub enum FirmwareArg {
     Bios,
 }
 
+/// A disk's bus (`--disk-bus`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BusArg {
+    Virtio,
+    Nvme,
+    Sata,
+    Scsi,
+    Usb,
+}
+
+impl From<BusArg> for DiskBus {
+    fn from(b: BusArg) -> DiskBus {
+        match b {
+            BusArg::Virtio => DiskBus::Virtio,
+            BusArg::Nvme => DiskBus::Nvme,
+            BusArg::Sata => DiskBus::Sata,
+            BusArg::Scsi => DiskBus::Scsi,
+            BusArg::Usb => DiskBus::Usb,
+        }
+    }
+}
+
+/// The disks with their buses: `--disk-bus` once applies to every disk, else there is one
+/// per `--disk`. Pure.
+fn disks(r: &RunArgs) -> CliResult<Vec<Disk>> {
+    let bus = |i: usize| match r.disk_buses.as_slice() {
+        [] => Some(DiskBus::Virtio),
+        [one] => Some((*one).into()),
+        many => many.get(i).map(|b| (*b).into()),
+    };
+    if r.disk_buses.len() > 1 && r.disk_buses.len() != r.disks.len() {
+        return Err(Usage::DiskBuses {
+            buses: r.disk_buses.len(),
+            disks: r.disks.len(),
+        }
+        .into());
+    }
+    Ok(r.disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| Disk::new(d).on(bus(i).unwrap_or_default()))
+        .collect())
+}
+
 /// Arguments of `stele qemu run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -45,9 +89,16 @@ pub struct RunArgs {
     /// The initramfs (needed for direct boot).
     #[arg(long, value_name = "INITRD")]
     pub initrd: Option<PathBuf>,
-    /// A raw disk image, attached as a virtio disk (repeatable: vda, vdb, ...).
+    /// A raw disk image (repeatable), attached on --disk-bus (virtio: vda, vdb, ...).
     #[arg(long = "disk", value_name = "DISK")]
     pub disks: Vec<PathBuf>,
+    /// The bus of the disks: virtio (default), nvme, sata (AHCI), scsi (virtio-scsi) or
+    /// usb (a removable USB stick on xHCI). Once for every disk, or once per --disk.
+    #[arg(long = "disk-bus", value_name = "BUS", value_enum)]
+    pub disk_buses: Vec<BusArg>,
+    /// Virtual CPUs.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub smp: u32,
     /// Extra kernel command line (after `console=ttyS0 panic=-1`; needs --kernel).
     #[arg(long, value_name = "ARGS", default_value = "")]
     pub append: String,
@@ -153,6 +204,10 @@ pub fn run(args: QemuArgs) -> CliResult {
     let QemuCmd::Run(r) = args.cmd;
     stop_the_vm_on_signals()?;
     let kind = firmware_kind(&r)?;
+    let vm_disks = disks(&r)?;
+    if r.smp == 0 {
+        return Err(Usage::Smp.into());
+    }
     let mut _vars_dir = None;
     let fw = match kind {
         FirmwareArg::Direct => Firmware::Direct,
@@ -177,7 +232,8 @@ pub fn run(args: QemuArgs) -> CliResult {
         }
         (None, false) => None,
     };
-    cfg.disks = r.disks.into_iter().map(|d| (d, false)).collect();
+    cfg.disks = vm_disks;
+    cfg.smp = r.smp;
     cfg.append = r.append;
     cfg.memory_mb = r.memory;
     cfg.no_reboot = r.no_reboot;
@@ -308,6 +364,52 @@ mod tests {
         ] {
             assert_eq!(kind(bad), Err(Exit::Usage), "{bad:?}");
         }
+    }
+
+    fn buses(args: &[&str]) -> Result<Vec<DiskBus>, Exit> {
+        let t = T::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
+            .map_err(|_| Exit::Usage)?;
+        let d = disks(&t.r).map_err(|e| e.exit())?;
+        Ok(d.into_iter().map(|d| d.bus).collect())
+    }
+
+    #[test]
+    fn disk_buses_once_or_per_disk() {
+        use DiskBus::*;
+        assert_eq!(
+            buses(&["--disk", "a", "--disk", "b"]),
+            Ok(vec![Virtio, Virtio])
+        );
+        assert_eq!(
+            buses(&["--disk", "a", "--disk", "b", "--disk-bus", "nvme"]),
+            Ok(vec![Nvme, Nvme])
+        );
+        let per = [
+            "--disk",
+            "a",
+            "--disk-bus",
+            "sata",
+            "--disk",
+            "b",
+            "--disk-bus",
+            "usb",
+        ];
+        assert_eq!(buses(&per), Ok(vec![Sata, Usb]));
+        let three = [
+            "--disk",
+            "a",
+            "--disk-bus",
+            "scsi",
+            "--disk-bus",
+            "usb",
+            "--disk-bus",
+            "nvme",
+        ];
+        assert_eq!(buses(&three), Err(Exit::Usage));
+        assert_eq!(
+            buses(&["--disk", "a", "--disk-bus", "ide"]),
+            Err(Exit::Usage)
+        );
     }
 
     #[test]

@@ -41,6 +41,10 @@
 //! - vm::esp_uki: `stele update stage1` in a guest booted by OVMF; the next boot runs the new UKI
 //! - vm::tpm: under swtpm: the TPM rollback floor survives a reset of the state's floor (install
 //!   and boot refuse the older image), rollback_storage = "tpm" without a TPM, measured boot
+//! - vm::debian13: Debian 13's kernel with its xz-compressed modules boots a verified slot,
+//!   as stage 1 and as a slot's kernel after a kexec
+//! - vm::hardware: the same disk with a default initramfs booted by OVMF over NVMe, SATA and
+//!   virtio-scsi, and from a USB stick with USB storage asked for
 //! - vm::owners: an image from a tar boots with its owners and a working file capability
 //! - vm::init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
 //! - vm::links: a system.toml or /etc/passwd linked into /var (the data partition) is
@@ -79,8 +83,10 @@ pub(crate) mod net {
 
 pub(crate) mod vm {
     pub(crate) mod boot;
+    pub(crate) mod debian13;
     pub(crate) mod esp_uki;
     pub(crate) mod fleet;
+    pub(crate) mod hardware;
     pub(crate) mod init;
     pub(crate) mod kexec;
     pub(crate) mod links;

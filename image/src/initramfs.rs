@@ -15,13 +15,15 @@ use stele_verifier::exit::{Exit, Report};
 use stele_verifier::layout;
 
 use crate::cpio::{Archive, CpioError};
-use crate::modules::{takes_nowayout, ModuleDb, ModulesError, DEFAULT_MODULES};
+use crate::hardware::{self, Hardware};
+use crate::modules::{ModuleDb, ModulesError};
 
 /// Keys `stele initramfs` writes itself, and the option that sets each.
 pub const GENERATED_KEYS: &[(&str, &str)] = &[
     ("threshold", "--threshold"),
     ("modules", "--module"),
     ("watchdog_modules", "--module"),
+    ("modaliases", "--hardware"),
     ("stage", "--stage2"),
     ("kernel_sha256", "--kernel"),
     ("name", "--name"),
@@ -120,6 +122,8 @@ pub struct Generated {
     pub modules: Vec<String>,
     /// The watchdog drivers among `modules`.
     pub watchdog_modules: Vec<String>,
+    /// The modules loaded only for present devices, with their device aliases.
+    pub modaliases: std::collections::BTreeMap<String, Vec<String>>,
     /// `--stage2`: `stage = 2`.
     pub stage2: bool,
     /// `--kernel`: the sha256 of the kernel this initramfs runs under.
@@ -157,6 +161,14 @@ pub fn boot_toml(user: Option<(&str, &str)>, g: &Generated) -> Result<String, In
     table.insert("modules".into(), names(&g.modules));
     if !g.watchdog_modules.is_empty() {
         table.insert("watchdog_modules".into(), names(&g.watchdog_modules));
+    }
+    if !g.modaliases.is_empty() {
+        let t: toml::Table = g
+            .modaliases
+            .iter()
+            .map(|(m, p)| (m.clone(), names(p)))
+            .collect();
+        table.insert("modaliases".into(), toml::Value::Table(t));
     }
     if g.stage2 {
         table.insert("stage".into(), toml::Value::Integer(2));
@@ -262,9 +274,13 @@ pub fn load_keys(paths: &[PathBuf], threshold: usize) -> Result<Vec<TrustedKey>,
 #[derive(Clone, Debug)]
 pub struct InitramfsSpec {
     pub modules_dir: PathBuf,
-    /// Modules asked for besides (or, without `default_modules`, instead of) the defaults.
+    /// Modules asked for besides (or, without `default_modules`, instead of) the defaults;
+    /// they load on every boot.
     pub modules: Vec<String>,
+    /// The core ([`hardware::CORE`]) and the `hardware` profile's drivers.
     pub default_modules: bool,
+    /// `--hardware`: the drivers carried (each loaded only for a present device).
+    pub hardware: Hardware,
     pub keys: Vec<PathBuf>,
     pub threshold: usize,
     pub config: Option<PathBuf>,
@@ -280,10 +296,11 @@ pub struct InitramfsSpec {
     pub min_rollback_index: Option<u64>,
 }
 
-/// The module names `spec` asks for, defaults first, without repeats.
+/// The module names `spec` asks for on every boot (the core first, unless
+/// `default_modules` is off, then `--module`s), without repeats.
 pub fn requested_modules(spec: &InitramfsSpec) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
-    let defaults = DEFAULT_MODULES.iter().map(|s| s.to_string());
+    let defaults = hardware::CORE.iter().map(|s| s.to_string());
     let base: Vec<String> = if spec.default_modules {
         defaults.collect()
     } else {
@@ -311,8 +328,18 @@ pub fn build(spec: &InitramfsSpec) -> Result<(Archive, Vec<String>), InitramfsEr
     };
     let db = ModuleDb::load(&spec.modules_dir)?;
     let names = requested_modules(spec);
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let resolved = db.resolve(&refs)?;
+    let (resolved, modaliases) = if spec.default_modules {
+        let present = match spec.hardware {
+            Hardware::Host => hardware::present_modaliases(std::path::Path::new("/sys")),
+            _ => Vec::new(),
+        };
+        let drivers = hardware::drivers(&db, spec.hardware, &present);
+        let host = (spec.hardware == Hardware::Host).then_some(present.as_slice());
+        hardware::plan(&db, &names, &drivers, host)?
+    } else {
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        (db.resolve(&refs)?, Default::default())
+    };
     let mut files: Vec<ModuleFile> = Vec::new();
     for (i, m) in resolved.iter().enumerate() {
         if let Some(j) = resolved[..i]
@@ -339,10 +366,10 @@ pub fn build(spec: &InitramfsSpec) -> Result<(Archive, Vec<String>), InitramfsEr
         modules: order.clone(),
         watchdog_modules: resolved
             .iter()
-            .zip(&files)
-            .filter(|(m, f)| m.in_watchdog_dir() && takes_nowayout(&f.data))
-            .map(|(m, _)| m.file_name.clone())
+            .filter(|m| m.in_watchdog_dir() && m.nowayout)
+            .map(|m| m.file_name.clone())
             .collect(),
+        modaliases,
         stage2: spec.stage2,
         kernel_sha256,
         min_rollback_index: spec.min_rollback_index,

@@ -245,6 +245,7 @@ fn requested_modules_defaults_and_replacement() {
         modules_dir: PathBuf::new(),
         modules: vec!["vfat".into(), "erofs".into()],
         default_modules: true,
+        hardware: Default::default(),
         keys: vec![],
         threshold: 1,
         config: None,
@@ -256,7 +257,7 @@ fn requested_modules_defaults_and_replacement() {
         min_rollback_index: None,
     };
     let r = requested_modules(&spec);
-    assert_eq!(r.len(), DEFAULT_MODULES.len() + 1);
+    assert_eq!(r.len(), hardware::CORE.len() + 1);
     assert_eq!(r.last().map(String::as_str), Some("vfat"));
     spec.default_modules = false;
     assert_eq!(requested_modules(&spec), ["vfat", "erofs"]);
@@ -336,6 +337,7 @@ fn build_from_files() {
         modules_dir: mods.path().to_path_buf(),
         modules: vec!["erofs".into(), "virtio-blk".into(), "i6300esb".into()],
         default_modules: false,
+        hardware: Default::default(),
         keys: vec![k1],
         threshold: 1,
         config: Some(cfg),

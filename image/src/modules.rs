@@ -8,18 +8,10 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use stele_verifier::exit::{Exit, Report};
+use stele_verifier::kmod::ModuleFormat;
 
-/// The modules a QEMU boot from virtio disks with dm-verity, EROFS/SquashFS/ext4 roots
-/// and an overlay needs (their dependencies are added by [`ModuleDb::resolve`]).
-pub const DEFAULT_MODULES: &[&str] = &[
-    "virtio_pci",
-    "virtio_blk",
-    "dm_verity",
-    "erofs",
-    "squashfs",
-    "ext4",
-    "overlay",
-];
+use crate::kconfig::KernelConfig;
+use crate::kodecode::{decode, DecodeError};
 
 /// What went wrong while resolving modules.
 #[derive(Debug, thiserror::Error)]
@@ -34,10 +26,29 @@ pub enum ModulesError {
     /// No module, built-in or alias has this name.
     #[error("kernel module {name:?} not found in {dir} (not in modules.dep, modules.builtin or modules.alias)")]
     Unknown { name: String, dir: PathBuf },
-    /// The module is compressed; stele copies modules as they are and the kernel's
-    /// finit_module from an initramfs needs them uncompressed.
-    #[error("kernel module {path} is compressed: stele needs uncompressed .ko modules (decompress them, e.g. `unxz`/`unzstd`, and rerun depmod)")]
-    Compressed { path: PathBuf },
+    /// The module is compressed and the kernel's configuration, which says whether the
+    /// kernel can load it, was not found.
+    #[error("kernel module {} is {}-compressed and the kernel's configuration was not found ({}): put the kernel's config-<version> there (stele checks that the kernel can decompress {} modules)", path.display(), format.name(), looked, format.name())]
+    NoKernelConfig {
+        path: PathBuf,
+        format: ModuleFormat,
+        looked: String,
+    },
+    /// The kernel cannot load the module as it is compressed.
+    #[error("kernel module {} is {}-compressed but this kernel cannot load it ({} lacks {}=y): decompress the modules (`{}`) and rerun depmod, or use a kernel built with {}", path.display(), format.name(), config.display(), missing.join("=y and "), unpack(*format), format.kernel_config().join(" and "))]
+    CannotLoad {
+        path: PathBuf,
+        format: ModuleFormat,
+        config: PathBuf,
+        missing: Vec<&'static str>,
+    },
+    /// A compressed module does not decompress.
+    #[error("kernel module {}: {source}", path.display())]
+    Decode {
+        path: PathBuf,
+        #[source]
+        source: DecodeError,
+    },
     /// A line of an index file is malformed.
     #[error("malformed {file} line {line}: {why}")]
     BadIndex {
@@ -47,9 +58,19 @@ pub enum ModulesError {
     },
 }
 
+/// The command that decompresses modules in `format` in place.
+fn unpack(format: ModuleFormat) -> &'static str {
+    match format {
+        ModuleFormat::Plain => "",
+        ModuleFormat::Gzip => "gunzip",
+        ModuleFormat::Xz => "unxz",
+        ModuleFormat::Zstd => "unzstd --rm",
+    }
+}
+
 impl Report for ModulesError {
-    /// An unreadable index is the environment; an unknown or compressed module is the
-    /// arguments.
+    /// An unreadable index or configuration is the environment; an unknown module, one the
+    /// kernel cannot load or a corrupt one is the arguments.
     fn exit(&self) -> Exit {
         match self {
             ModulesError::Read { .. } => Exit::Environment,
@@ -65,8 +86,10 @@ pub struct ResolvedModule {
     pub name: String,
     /// The file in the modules dir.
     pub path: PathBuf,
-    /// Its base file name: `dm-verity.ko`.
+    /// Its base file name: `dm-verity.ko`, or `dm-verity.ko.xz` as the kernel shipped it.
     pub file_name: String,
+    /// It declares a `nowayout` parameter ([`takes_nowayout`]).
+    pub nowayout: bool,
 }
 
 impl ResolvedModule {
@@ -91,24 +114,18 @@ pub struct ModuleDb {
     aliases: Vec<(String, String)>,
     builtin: HashSet<String>,
     builtin_aliases: HashSet<String>,
+    /// The kernel's configuration, read when the first compressed module is resolved.
+    kernel_config: std::cell::OnceCell<Option<KernelConfig>>,
 }
 
-/// `kernel/drivers/md/dm-verity.ko` -> `dm_verity`.
+/// `kernel/drivers/md/dm-verity.ko` -> `dm_verity` (also `.ko.xz`, ...).
 pub fn module_name(path: &str) -> String {
-    let base = path.rsplit('/').next().unwrap_or(path);
-    let stem = base.split(".ko").next().unwrap_or(base);
-    normalize(stem)
+    stele_verifier::kmod::module_name(path)
 }
 
 /// Dashes and underscores are equivalent in module names.
 pub fn normalize(name: &str) -> String {
     name.replace('-', "_")
-}
-
-fn is_compressed(path: &str) -> bool {
-    [".ko.xz", ".ko.zst", ".ko.gz"]
-        .iter()
-        .any(|s| path.ends_with(s))
 }
 
 /// Parses the `pre:` names out of a softdep value (`pre: a b post: c`).
@@ -168,10 +185,9 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Shell-style pattern match (`*`, `?`, `[...]`) as modules.alias patterns use.
-pub fn glob_match(pattern: &str, s: &str) -> bool {
-    stele_verifier::modalias::glob_match(pattern, s)
-}
+/// Shell-style pattern match, as modules.alias patterns use (the one matcher,
+/// [`stele_verifier::modalias::glob_match`]).
+pub use stele_verifier::modalias::glob_match;
 
 fn read_text(path: &Path, required: bool) -> Result<String, ModulesError> {
     match std::fs::read(path) {
@@ -309,6 +325,34 @@ impl ModuleDb {
         }
     }
 
+    /// The modules whose file lies under one of `dirs` (`kernel/drivers/ata/`), sorted.
+    pub fn modules_under(&self, dirs: &[&str]) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .deps
+            .iter()
+            .filter(|(_, (rel, _))| dirs.iter().any(|d| rel.starts_with(d)))
+            .map(|(n, _)| n.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// `requested` is a loadable module of this kernel (not built in, not unknown).
+    pub fn is_module(&self, requested: &str) -> bool {
+        matches!(self.lookup(requested), Ok(Target::Module(_)))
+    }
+
+    /// The modules.alias patterns of module `name` for devices on the buses stele-init
+    /// scans ([`stele_verifier::kmod::scanned_alias`]), in file order.
+    pub fn device_aliases(&self, name: &str) -> Vec<String> {
+        let n = normalize(name);
+        self.aliases
+            .iter()
+            .filter(|(p, m)| *m == n && stele_verifier::kmod::scanned_alias(p))
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
     /// The modules to load for `requested`, each after its dependencies and `pre:`
     /// soft dependencies; built-in modules are left out. Reads the `.ko` files.
     pub fn resolve(&self, requested: &[&str]) -> Result<Vec<ResolvedModule>, ModulesError> {
@@ -340,10 +384,15 @@ impl ModuleDb {
             });
         };
         let path = self.dir.join(rel);
-        if is_compressed(rel) {
-            return Err(ModulesError::Compressed { path });
+        let format = ModuleFormat::of(rel).unwrap_or(ModuleFormat::Plain);
+        if format.compressed() {
+            self.check_loadable(&path, format)?;
         }
-        let ko = std::fs::read(&path).map_err(|source| ModulesError::Read {
+        let raw = std::fs::read(&path).map_err(|source| ModulesError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let ko = decode(format, &raw).map_err(|source| ModulesError::Decode {
             path: path.clone(),
             source,
         })?;
@@ -369,8 +418,40 @@ impl ModuleDb {
             name: name.to_string(),
             path,
             file_name,
+            nowayout: takes_nowayout(&ko),
         });
         Ok(())
+    }
+
+    /// The kernel (by its configuration) can decompress a module in `format`, else the one
+    /// error line that says so.
+    fn check_loadable(&self, path: &Path, format: ModuleFormat) -> Result<(), ModulesError> {
+        let config = self.kernel_config.get_or_init(|| {
+            // An unreadable configuration counts as none found (the error names where).
+            KernelConfig::find(&self.dir).ok().flatten()
+        });
+        let Some(config) = config else {
+            let looked = KernelConfig::candidates(&self.dir)
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(ModulesError::NoKernelConfig {
+                path: path.to_path_buf(),
+                format,
+                looked,
+            });
+        };
+        let missing = config.missing(format);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(ModulesError::CannotLoad {
+            path: path.to_path_buf(),
+            format,
+            config: config.path.clone(),
+            missing,
+        })
     }
 }
 
@@ -522,21 +603,105 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn errors_unknown_and_compressed() {
+    fn errors_unknown_and_unreadable() {
         let d = fake_dir();
         let db = ModuleDb::load(d.path()).unwrap();
         assert!(matches!(
             db.resolve(&["nope"]),
             Err(ModulesError::Unknown { ref name, .. }) if name == "nope"
         ));
-        let e = db.resolve(&["z"]).unwrap_err();
-        assert!(matches!(e, ModulesError::Compressed { .. }));
-        assert!(e.to_string().contains("uncompressed"));
         let missing = tempfile::tempdir().unwrap();
         assert!(matches!(
             ModuleDb::load(missing.path()),
             Err(ModulesError::Read { .. })
         ));
+    }
+
+    /// Debian 13's shape: every module xz-compressed, the kernel able to load only xz.
+    fn compressed_dir(config: Option<&str>) -> tempfile::TempDir {
+        use crate::kodecode::tests::compress;
+        let d = tempfile::tempdir().unwrap();
+        let files: &[(&str, ModuleFormat, &[u8])] = &[
+            (
+                "kernel/drivers/watchdog/i6300esb.ko.xz",
+                ModuleFormat::Xz,
+                b"\0parmtype=nowayout:bool\0depends=\0name=i6300esb\0",
+            ),
+            (
+                "kernel/fs/jbd2/jbd2.ko.zst",
+                ModuleFormat::Zstd,
+                b"\0name=jbd2\0",
+            ),
+            (
+                "kernel/fs/ext4/ext4.ko.xz",
+                ModuleFormat::Xz,
+                b"\0softdep=pre: jbd2\0name=ext4\0",
+            ),
+            ("kernel/fs/bad.ko.xz", ModuleFormat::Plain, b"\0name=bad\0"),
+        ];
+        let mut dep = String::new();
+        for (p, f, c) in files {
+            let path = d.path().join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, compress(*f, c)).unwrap();
+            dep.push_str(&format!("{p}:\n"));
+        }
+        std::fs::write(d.path().join("modules.dep"), dep).unwrap();
+        if let Some(c) = config {
+            std::fs::write(d.path().join("config"), c).unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn compressed_modules_kept_when_the_kernel_loads_them() {
+        let d = compressed_dir(Some(
+            "CONFIG_MODULE_DECOMPRESS=y\nCONFIG_MODULE_COMPRESS_XZ=y\nCONFIG_MODULE_COMPRESS_ZSTD=y\n",
+        ));
+        let db = ModuleDb::load(d.path()).unwrap();
+        let r = db.resolve(&["i6300esb", "ext4"]).unwrap();
+        // The softdep comes from the decompressed .modinfo; the files stay as shipped.
+        assert_eq!(names(&r), ["i6300esb", "jbd2", "ext4"]);
+        assert_eq!(r[0].file_name, "i6300esb.ko.xz");
+        assert!(r[0].nowayout && r[0].in_watchdog_dir());
+        assert_eq!(r[1].file_name, "jbd2.ko.zst");
+        assert!(!r[2].nowayout);
+    }
+
+    #[test]
+    fn compressed_modules_the_kernel_cannot_load_are_refused() {
+        let d = compressed_dir(Some(
+            "CONFIG_MODULE_DECOMPRESS=y\nCONFIG_MODULE_COMPRESS_XZ=y\n",
+        ));
+        let db = ModuleDb::load(d.path()).unwrap();
+        assert!(db.resolve(&["i6300esb"]).is_ok());
+        let e = db.resolve(&["ext4"]).unwrap_err();
+        assert!(
+            matches!(e, ModulesError::CannotLoad { format: ModuleFormat::Zstd, ref missing, .. } if missing == &["CONFIG_MODULE_COMPRESS_ZSTD"]),
+            "{e}"
+        );
+        assert!(e.to_string().contains("unzstd"), "{e}");
+        let e = db.resolve(&["bad"]).unwrap_err();
+        assert!(matches!(e, ModulesError::Decode { .. }), "{e}");
+
+        let none = compressed_dir(None);
+        let e = ModuleDb::load(none.path())
+            .unwrap()
+            .resolve(&["i6300esb"])
+            .unwrap_err();
+        assert!(matches!(e, ModulesError::NoKernelConfig { .. }), "{e}");
+        assert!(e.to_string().contains("/config"), "{e}");
+        let old = compressed_dir(Some("# CONFIG_MODULE_DECOMPRESS is not set\n"));
+        let e = ModuleDb::load(old.path())
+            .unwrap()
+            .resolve(&["i6300esb"])
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("CONFIG_MODULE_DECOMPRESS=y and CONFIG_MODULE_COMPRESS_XZ=y"),
+            "{e}"
+        );
+        assert_eq!(e.exit(), Exit::Usage);
     }
 
     #[test]

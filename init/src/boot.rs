@@ -187,15 +187,21 @@ pub fn prepare() -> Ready {
     let (action, delay) = (cfg.on_failure, cfg.failure_delay_secs);
 
     let watchdog = cfg.watchdog_secs > 0;
-    let loaded = modules::load(&cfg.modules, &cfg.watchdog_modules, watchdog);
+    let loaded = modules::load(
+        &cfg.modules,
+        &cfg.watchdog_modules,
+        watchdog,
+        &cfg.modaliases,
+    );
     for f in &loaded.failed {
         warn!("module {f}");
     }
     debug!(
-        "modules: {} loaded, {} already present, {} failed",
+        "modules: {} loaded, {} already present, {} failed, {} without a device",
         loaded.loaded,
         loaded.already,
-        loaded.failed.len()
+        loaded.failed.len(),
+        loaded.skipped
     );
     watchdog::arm(cfg.watchdog_secs);
     clock.lap("modules");

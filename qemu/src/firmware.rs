@@ -271,8 +271,8 @@ pub fn check_inputs(cfg: &crate::VmConfig) -> Result<(), QemuError> {
     if cfg.firmware.is_direct() || given(&cfg.initrd) {
         need("the initrd", &cfg.initrd, fix)?;
     }
-    for (d, _) in &cfg.disks {
-        need("the disk image", d, fix)?;
+    for d in &cfg.disks {
+        need("the disk image", &d.path, fix)?;
     }
     if let Firmware::Uefi(u) = &cfg.firmware {
         need("the OVMF firmware", &u.code, OVMF_FIX)?;
@@ -337,7 +337,7 @@ mod tests {
     #[test]
     fn uefi_boots_the_disk_without_kernel_arguments() {
         let mut c = crate::VmConfig::with_firmware(uefi(false));
-        c.disks = vec![("/d/disk.img".into(), false)];
+        c.disks = vec![crate::Disk::new("/d/disk.img")];
         let a = crate::qemu_args(&c);
         for flag in ["-kernel", "-initrd", "-append"] {
             assert!(pair(&a, flag).is_empty(), "{flag} in {a:?}");
@@ -416,7 +416,7 @@ mod tests {
         c.firmware = Firmware::Bios;
         c.kernel = PathBuf::new();
         c.initrd = PathBuf::new();
-        c.disks = vec![("/nonexistent/disk.img".into(), false)];
+        c.disks = vec![crate::Disk::new("/nonexistent/disk.img")];
         let e = check_inputs(&c).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/disk.img"), "{e}");
         c.disks.clear();

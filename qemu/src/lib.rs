@@ -5,12 +5,14 @@
 //! and to stdout), [`Vm::expect`] waits for text on it, [`Vm::kill`] is a power cut, and a
 //! watchdog kills the VM at its hard timeout. Dropping a `Vm` kills it. [`firmware`]
 //! boots through SeaBIOS or OVMF (UEFI, Secure Boot); [`tpm`] adds a TPM 2.0 (swtpm);
-//! [`junit`] reports expectations.
+//! [`junit`] reports expectations; [`bus`] puts the disks on virtio, NVMe, SATA, SCSI or USB.
 
+pub mod bus;
 pub mod firmware;
 pub mod junit;
 pub mod tpm;
 
+pub use bus::{Disk, DiskBus};
 pub use firmware::{Firmware, Uefi};
 
 use std::fs::File;
@@ -134,12 +136,13 @@ pub struct VmConfig {
     pub qemu: String,
     pub kernel: PathBuf,
     pub initrd: PathBuf,
-    /// Raw disk images, each `(path, readonly)`, attached as virtio disks in order
-    /// (`/dev/vda`, `/dev/vdb`, ...).
-    pub disks: Vec<(PathBuf, bool)>,
+    /// Raw disk images, attached in order, each on its bus ([`bus::disk_args`]).
+    pub disks: Vec<Disk>,
     /// Extra kernel command line, after [`BASE_APPEND`].
     pub append: String,
     pub memory_mb: u32,
+    /// Virtual CPUs (`-smp`).
+    pub smp: u32,
     /// `tcg` or `kvm`.
     pub accel: String,
     /// Where to copy the console as it comes.
@@ -163,7 +166,7 @@ pub struct VmConfig {
 }
 
 impl VmConfig {
-    /// Defaults: TCG, 512 MiB, no disks, 300 s hard timeout. Pure.
+    /// Defaults: TCG, 512 MiB, one CPU, no disks, 300 s hard timeout. Pure.
     pub fn new(kernel: impl Into<PathBuf>, initrd: impl Into<PathBuf>) -> Self {
         VmConfig {
             qemu: QEMU.to_string(),
@@ -172,6 +175,7 @@ impl VmConfig {
             disks: Vec::new(),
             append: String::new(),
             memory_mb: 512,
+            smp: 1,
             accel: String::from("tcg"),
             serial_log: None,
             extra_args: Vec::new(),
@@ -203,11 +207,6 @@ impl VmConfig {
     }
 }
 
-/// QEMU's option syntax doubles commas inside a value.
-fn escape_opt(s: &str) -> String {
-    s.replace(',', ",,")
-}
-
 /// The QEMU arguments (without the binary) for `cfg`. Pure.
 pub fn qemu_args(cfg: &VmConfig) -> Vec<String> {
     let mut a: Vec<String> = [
@@ -228,7 +227,7 @@ pub fn qemu_args(cfg: &VmConfig) -> Vec<String> {
         "-m".into(),
         cfg.memory_mb.to_string(),
         "-smp".into(),
-        "1".into(),
+        cfg.smp.max(1).to_string(),
     ]);
     a.extend(firmware::machine_args(&cfg.firmware));
     if cfg.no_reboot {
@@ -247,16 +246,7 @@ pub fn qemu_args(cfg: &VmConfig) -> Vec<String> {
         };
         a.extend(["-append".into(), append]);
     }
-    for (path, ro) in &cfg.disks {
-        let mut d = format!(
-            "file={},format=raw,if=virtio",
-            escape_opt(&path.display().to_string())
-        );
-        if *ro {
-            d.push_str(",readonly=on");
-        }
-        a.extend(["-drive".into(), d]);
-    }
+    a.extend(bus::disk_args(&cfg.disks));
     if cfg.watchdog {
         a.extend(["-device", "i6300esb", "-action", "watchdog=reset"].map(String::from));
     }
@@ -635,7 +625,8 @@ mod tests {
     #[test]
     fn disks_append_and_options() {
         let mut c = VmConfig::new("k", "i");
-        c.disks = vec![("/d/a,b.img".into(), false), ("/d/ro.img".into(), true)];
+        c.disks = vec![Disk::new("/d/a,b.img"), Disk::new("/d/ro.img").read_only()];
+        c.smp = 2;
         c.append = " stele.debug quiet ".into();
         c.memory_mb = 1024;
         c.accel = "kvm".into();
@@ -654,6 +645,7 @@ mod tests {
             ["console=ttyS0 panic=-1 stele.debug quiet"]
         );
         assert_eq!(pair(&a, "-m"), ["1024"]);
+        assert_eq!(pair(&a, "-smp"), ["2"]);
         assert_eq!(pair(&a, "-accel"), ["kvm"]);
         assert!(a.contains(&"-no-reboot".to_string()));
         assert_eq!(&a[a.len() - 2..], ["-cpu", "max"]);

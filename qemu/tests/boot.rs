@@ -115,6 +115,7 @@ fn initramfs_modules_load_in_boot_toml_order() {
         modules_dir: mods,
         modules: vec![],
         default_modules: true,
+        hardware: stele_image::hardware::Hardware::Qemu,
         keys: vec![key],
         threshold: 1,
         config: None,
@@ -134,7 +135,7 @@ fn initramfs_modules_load_in_boot_toml_order() {
 
     let mut cfg = VmConfig::from_env(k, initrd);
     cfg.append = "quiet".into();
-    cfg.disks = vec![(disk, true)];
+    cfg.disks = vec![stele_qemu::Disk::new(disk).read_only()];
     cfg.timeout = Duration::from_secs(240);
     let mut vm = Vm::start(&cfg).unwrap();
     let loaded = vm.expect("LOADED:", Duration::from_secs(200)).unwrap();

@@ -8,6 +8,7 @@
 use std::fs;
 
 use crate::fixture::Fixture;
+use stele_qemu::DiskBus;
 
 /// A good image boots: verified, `/` is an overlay over the dm-verity device, a write to `/`
 /// is gone after a reboot while a write to the data partition survives, 100 orphans are all
@@ -171,14 +172,16 @@ fn no_stele_disk_names_the_controller_without_a_driver_and_its_module() {
     let (key, public) = fx.keygen("release");
     let root = fx.rootfs("rootfs", "exec = [\"/bin/sh\"]\n").build();
     let img = fx.image(&root, &key).build("slot.img");
+    // The virtio-only profile: the generic default carries the NVMe driver.
     let initrd = fx
         .initramfs(&[&public])
         .config("partition_timeout_secs = 2\n")
+        .args(&["--hardware", "qemu"])
         .build();
     let disk = fx.disk(&img).build();
     let mut vm = fx
         .boot(&initrd, &disk)
-        .nvme_disks()
+        .disk_bus(DiskBus::Nvme)
         .append("stele.on_failure=poweroff stele.failure_delay=0")
         .no_reboot()
         .start();

@@ -16,7 +16,7 @@ use crate::fixture::{env_path, Fixture, Guest};
 use crate::util::{need_tool, ok, stele};
 
 /// The first 12 hex digits of a file's sha256, as stele-init prints them.
-fn short_sha(path: &str) -> String {
+pub(crate) fn short_sha(path: &str) -> String {
     let d = Sha256::digest(std::fs::read(path).unwrap());
     stele_verifier::hex::encode(&d[..6])
 }
@@ -43,7 +43,7 @@ pub fn stripped_kernel(fx: &Fixture) -> String {
 }
 
 /// Keys and the stage-2 initramfs `out` (trusting release.pem) with `extra` options.
-fn stage2(fx: &Fixture, public: &str, out: &str, extra: &[&str]) -> String {
+pub(crate) fn stage2(fx: &Fixture, public: &str, out: &str, extra: &[&str]) -> String {
     fx.initramfs(&[public])
         .args(&["--stage2"])
         .args(extra)
@@ -52,7 +52,7 @@ fn stage2(fx: &Fixture, public: &str, out: &str, extra: &[&str]) -> String {
 }
 
 /// Stage 1 that knows the running (Debian) kernel, with boot.toml `config`.
-fn stage1(fx: &Fixture, public: &str, config: &str, extra: &[&str]) -> String {
+pub(crate) fn stage1(fx: &Fixture, public: &str, config: &str, extra: &[&str]) -> String {
     fx.initramfs(&[public])
         .config(config)
         .args(&["--kernel", &debian_kernel()])
@@ -63,7 +63,7 @@ fn stage1(fx: &Fixture, public: &str, config: &str, extra: &[&str]) -> String {
 
 /// A slot image (name `test`) of `root` carrying `kernel` and `initrd` (`console=ttyS0`
 /// for stage 2).
-fn kernel_image(
+pub(crate) fn kernel_image(
     fx: &Fixture,
     (root, key): (&str, &str),
     (version, index): (&str, u64),
@@ -97,13 +97,13 @@ fn raw_initrd(fx: &Fixture, out: &str, init: Option<&str>) -> String {
 }
 
 /// `stele update status --disk` of the disk the guest left behind.
-fn status_on_disk(disk: &str, public: &str) -> String {
+pub(crate) fn status_on_disk(disk: &str, public: &str) -> String {
     ok(stele(&[
         "update", "status", "--disk", disk, "--key", public,
     ]))
 }
 
-fn line<'a>(status: &'a str, slot: &str) -> &'a str {
+pub(crate) fn line<'a>(status: &'a str, slot: &str) -> &'a str {
     status
         .lines()
         .find(|l| l.starts_with(&format!("slot {slot}:")))
@@ -112,7 +112,7 @@ fn line<'a>(status: &'a str, slot: &str) -> &'a str {
 
 /// The image's service: shows what the kernel was told and the state, waits to be marked
 /// good, powers off.
-const SHOW_AND_POWER_OFF: &str = r#"#!/bin/sh
+pub(crate) const SHOW_AND_POWER_OFF: &str = r#"#!/bin/sh
 echo "svc: cmdline=$(cat /proc/cmdline)"
 /run/stele/bin/stele update status | while read l; do echo "svc: $l"; done
 sleep 3
@@ -121,21 +121,21 @@ kill -USR2 1
 sleep 100
 "#;
 
-const SYSTEM: &str = "healthy_after = 2\nshutdown_grace = 3\n\n[[service]]\nname = \"app\"\nexec = [\"/bin/app\"]\nrestart = \"never\"\n";
+pub(crate) const SYSTEM: &str = "healthy_after = 2\nshutdown_grace = 3\n\n[[service]]\nname = \"app\"\nexec = [\"/bin/app\"]\nrestart = \"never\"\n";
 
 /// A root tree whose one service, /bin/app, is `app`.
-fn app_root(fx: &Fixture, name: &str, system: &str, app: &str) -> String {
+pub(crate) fn app_root(fx: &Fixture, name: &str, system: &str, app: &str) -> String {
     fx.rootfs(name, system).file("bin/app", app, 0o755).build()
 }
 
 /// The release of these tests: the signing key, its public key.
-fn release(fx: &Fixture) -> (String, String) {
+pub(crate) fn release(fx: &Fixture) -> (String, String) {
     fx.keygen("release")
 }
 
 /// v1 (no kernel of its own) in slot a, and an update `v2` installed into slot b on the
 /// build host: b on trial with three tries, a the good fallback.
-fn updated_disk(fx: &Fixture, (key, public): (&str, &str), v2: &str) -> String {
+pub(crate) fn updated_disk(fx: &Fixture, (key, public): (&str, &str), v2: &str) -> String {
     let r1 = app_root(fx, "root1", SYSTEM, SHOW_AND_POWER_OFF);
     let v1 = fx
         .image(&r1, key)

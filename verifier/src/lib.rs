@@ -16,6 +16,7 @@ pub mod gpt_grow;
 pub mod hex;
 pub mod keyfile;
 pub mod keys;
+pub mod kmod;
 pub mod layout;
 pub mod manifest;
 pub mod modalias;

@@ -1,8 +1,11 @@
-//! The test kernel: Debian's current amd64 kernel package, downloaded with `apt-get
-//! download`, unpacked with `dpkg -x`, `depmod -b` run on it, cached under target/.
+//! The test kernels: Debian's current amd64 kernel package (of the machine's release), and
+//! Debian 13's ("trixie": compressed modules, in /usr/lib/modules) from a private apt
+//! source list under target/ (the machine's sources stay as they are); each downloaded
+//! with `apt-get download`, unpacked with `dpkg -x`, `depmod -b` run on it, cached under
+//! target/.
 //!
 //! `STELE_KERNEL` (a vmlinuz) and `STELE_MODULES` (its /lib/modules/<version> directory)
-//! override it.
+//! override the first, `STELE_KERNEL13` and `STELE_MODULES13` the second.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -17,23 +20,52 @@ pub struct KernelEnv {
     pub modules: PathBuf,
 }
 
-fn cache_dir() -> PathBuf {
-    target_dir().join("stele-kernel")
+/// Where a test kernel comes from.
+struct Source {
+    /// Its cache under target/.
+    dir: &'static str,
+    /// The variables that override it (kernel, modules).
+    vars: (&'static str, &'static str),
+    /// A Debian release fetched through a private apt source list, or `None`: the
+    /// machine's own.
+    release: Option<&'static str>,
 }
+
+const MACHINE: Source = Source {
+    dir: "stele-kernel",
+    vars: ("STELE_KERNEL", "STELE_MODULES"),
+    release: None,
+};
+
+const DEBIAN13: Source = Source {
+    dir: "stele-kernel-debian13",
+    vars: ("STELE_KERNEL13", "STELE_MODULES13"),
+    release: Some("trixie"),
+};
 
 /// Returns the kernel, downloading and unpacking it on first use.
 pub fn ensure() -> Result<KernelEnv, String> {
-    if let Some(kernel) = std::env::var_os("STELE_KERNEL") {
-        let modules = std::env::var_os("STELE_MODULES").ok_or(
-            "STELE_KERNEL is set but STELE_MODULES is not: set it to the kernel's modules directory (…/lib/modules/<version>)",
-        )?;
+    ensure_from(&MACHINE)
+}
+
+/// Returns Debian 13's kernel, downloading and unpacking it on first use.
+pub fn ensure_debian13() -> Result<KernelEnv, String> {
+    ensure_from(&DEBIAN13)
+}
+
+fn ensure_from(src: &Source) -> Result<KernelEnv, String> {
+    let (kvar, mvar) = src.vars;
+    if let Some(kernel) = std::env::var_os(kvar) {
+        let modules = std::env::var_os(mvar).ok_or(format!(
+            "{kvar} is set but {mvar} is not: set it to the kernel's modules directory (…/lib/modules/<version>)"
+        ))?;
         let env = KernelEnv {
             kernel: PathBuf::from(kernel),
             modules: PathBuf::from(modules),
         };
         return check(env);
     }
-    let marker = cache_dir().join("kernel.env");
+    let marker = target_dir().join(src.dir).join("kernel.env");
     if let Ok(text) = fs::read_to_string(&marker) {
         if let Some(env) = parse_marker(&text) {
             if let Ok(env) = check(env) {
@@ -41,7 +73,7 @@ pub fn ensure() -> Result<KernelEnv, String> {
             }
         }
     }
-    let env = download()?;
+    let env = download(src)?;
     fs::write(
         &marker,
         format!(
@@ -83,11 +115,52 @@ fn check(env: KernelEnv) -> Result<KernelEnv, String> {
     Ok(env)
 }
 
-/// The kernel image package that `linux-image-amd64` depends on.
-fn resolve_package() -> Result<String, String> {
+/// The `-o` options that point apt at a private source list of `release` under `dir`
+/// (lists and cache there too), written (and its lists fetched) when missing.
+fn private_apt(dir: &Path, release: &str) -> Result<Vec<String>, String> {
+    let apt = dir.join("apt");
+    let lists = apt.join("lists");
+    let cache = apt.join("cache");
+    for d in [lists.join("partial"), cache.join("archives/partial")] {
+        fs::create_dir_all(&d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+    }
+    let sources = apt.join("sources.list");
+    let keyring = "/usr/share/keyrings/debian-archive-keyring.gpg";
+    let text = format!(
+        "deb [signed-by={keyring}] http://deb.debian.org/debian {release} main\n\
+         deb [signed-by={keyring}] http://deb.debian.org/debian-security {release}-security main\n"
+    );
+    fs::write(&sources, text).map_err(|e| format!("writing {}: {e}", sources.display()))?;
+    let opts = vec![
+        format!("-oDir::Etc::sourcelist={}", sources.display()),
+        "-oDir::Etc::sourceparts=-".to_owned(),
+        format!("-oDir::State::Lists={}", lists.display()),
+        format!("-oDir::Cache={}", cache.display()),
+        "-oAPT::Get::List-Cleanup=0".to_owned(),
+    ];
+    if !Path::new(keyring).is_file() {
+        return Err(format!(
+            "{keyring} not found: install the Debian package debian-archive-keyring"
+        ));
+    }
+    eprintln!("xtask: fetching the package lists of Debian {release} (private, under target/)");
+    run(
+        Command::new("apt-get")
+            .args(&opts)
+            .args(["update", "-q"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        &format!("apt-get update (Debian {release})"),
+    )?;
+    Ok(opts)
+}
+
+/// The kernel image package that `linux-image-amd64` depends on (with `apt`'s options).
+fn resolve_package(apt: &[String]) -> Result<String, String> {
     let query = || {
         output(
-            Command::new("apt-cache").args(["depends", "linux-image-amd64"]),
+            Command::new("apt-cache")
+                .args(apt)
+                .args(["depends", "linux-image-amd64"]),
             "apt-cache depends linux-image-amd64",
         )
         .ok()
@@ -102,15 +175,25 @@ fn resolve_package() -> Result<String, String> {
     if let Some(p) = query() {
         return Ok(p);
     }
+    if !apt.is_empty() {
+        return Err(
+            "cannot resolve the kernel package in the private Debian source list (apt-get update failed?)"
+                .to_owned(),
+        );
+    }
     apt_update()?;
     query().ok_or_else(|| {
         "cannot resolve the kernel package: `apt-cache depends linux-image-amd64` names no linux-image-* (is this Debian with its package lists?); set STELE_KERNEL and STELE_MODULES instead".to_owned()
     })
 }
 
-fn download() -> Result<KernelEnv, String> {
-    let pkg = resolve_package()?;
-    let dir = cache_dir();
+fn download(src: &Source) -> Result<KernelEnv, String> {
+    let dir = target_dir().join(src.dir);
+    let apt = match src.release {
+        Some(r) => private_apt(&dir, r)?,
+        None => Vec::new(),
+    };
+    let pkg = resolve_package(&apt)?;
     let dl = dir.join("download");
     let unpack = dir.join("root");
     let _ = fs::remove_dir_all(&dl);
@@ -121,6 +204,7 @@ fn download() -> Result<KernelEnv, String> {
     eprintln!("xtask: downloading the test kernel {pkg}");
     run(
         Command::new("apt-get")
+            .args(&apt)
             .arg("download")
             .arg(&pkg)
             .current_dir(&dl),
@@ -152,10 +236,16 @@ fn download() -> Result<KernelEnv, String> {
             Some((d, v))
         })
         .ok_or_else(|| format!("{pkg} has no lib/modules/<version>"))?;
+    // depmod -b BASE reads BASE/lib/modules/<version>: BASE is the unpacked root, or its
+    // usr/ for a kernel that ships /usr/lib/modules (Debian 13).
+    let base = mods_base
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("no base directory above lib/modules")?;
     run(
         Command::new("depmod")
             .arg("-b")
-            .arg(&unpack)
+            .arg(base)
             .arg(&version)
             .env("PATH", "/usr/sbin:/sbin:/usr/bin:/bin"),
         "depmod -b",

@@ -9,6 +9,8 @@ mod bench;
 mod bench_boot;
 mod bench_build;
 mod bench_delta;
+mod bench_modules;
+mod bench_script;
 mod demo;
 mod fuzz;
 #[cfg(test)]
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
 /// kernel, modules, init and fetch client paths in the environment.
 fn test(extra: &[String]) -> Result<(), String> {
     let env = setup::setup()?;
+    let env13 = kernel::ensure_debian13()?;
     let init = util::build_static_init()?;
     let fetch = util::build_static_fetch()?;
     let mut args = vec!["test", "--workspace", "--all-targets"];
@@ -81,6 +84,8 @@ fn test(extra: &[String]) -> Result<(), String> {
     cmd.args(&args)
         .env("STELE_KERNEL", &env.kernel)
         .env("STELE_MODULES", &env.modules)
+        .env("STELE_KERNEL13", &env13.kernel)
+        .env("STELE_MODULES13", &env13.modules)
         .env("STELE_INIT", &init)
         .env("STELE_FETCH", &fetch);
     util::run(&mut cmd, "cargo test")

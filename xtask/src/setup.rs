@@ -41,6 +41,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("fakeroot", "fakeroot"),
     ("libcap2-bin", "setcap"),
     ("tar", "tar"),
+    // The standard compressors, to cross-check stele's decoders of compressed modules.
+    ("xz-utils", "xz"),
+    ("zstd", "zstd"),
+    ("gzip", "gzip"),
     // Fleet updates: the tests serve slot images with a real static server; the delta
     // benchmark compares with curl and measures the fetch client's memory with time -v.
     ("nginx", "/usr/sbin/nginx"),
@@ -69,15 +73,18 @@ const DPKG_CHECKED: &[&str] = &[
 /// PyPI into a venv under target/, where stele-qemu looks for them.
 const VIRT_FIRMWARE: &str = "virt-firmware==26.10";
 
-/// Installs missing packages, then makes sure the test kernel is there.
+/// Installs missing packages, then makes sure the test kernels are there; returns the
+/// first (the machine's release; [`kernel::ensure_debian13`] gives the second).
 pub fn setup() -> Result<KernelEnv, String> {
     install_packages()?;
     install_venv()?;
     let env = kernel::ensure()?;
+    let env13 = kernel::ensure_debian13()?;
     eprintln!(
-        "xtask: setup ok: tools present; kernel {} (modules {})",
+        "xtask: setup ok: tools present; kernel {} (modules {}); Debian 13's kernel {}",
         env.kernel.display(),
-        env.modules.display()
+        env.modules.display(),
+        env13.kernel.display()
     );
     Ok(env)
 }

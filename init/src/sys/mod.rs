@@ -77,11 +77,21 @@ pub fn mkdir_p(path: &str) -> Result<()> {
         .map_err(|e| Error::io("mkdir", path, e))
 }
 
-/// Loads a kernel module from a file with `params` (`name=value ...`, may be empty).
+/// `MODULE_INIT_COMPRESSED_FILE` (linux/module.h): the kernel decompresses the file
+/// itself (CONFIG_MODULE_DECOMPRESS, checked by `stele initramfs`); nix does not name it.
+const MODULE_INIT_COMPRESSED_FILE: u32 = 4;
+
+/// Loads a kernel module from a file with `params` (`name=value ...`, may be empty);
+/// `compressed`: the file is compressed and the kernel decompresses it.
 /// Ok(false) when it was already loaded (EEXIST).
-pub fn finit_module(path: &str, params: &std::ffi::CStr) -> Result<bool> {
+pub fn finit_module(path: &str, params: &std::ffi::CStr, compressed: bool) -> Result<bool> {
     let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    match nix::kmod::finit_module(&f, params, nix::kmod::ModuleInitFlags::empty()) {
+    let flags = if compressed {
+        nix::kmod::ModuleInitFlags::from_bits_retain(MODULE_INIT_COMPRESSED_FILE)
+    } else {
+        nix::kmod::ModuleInitFlags::empty()
+    };
+    match nix::kmod::finit_module(&f, params, flags) {
         Ok(()) => Ok(true),
         Err(Errno::EEXIST) => Ok(false),
         Err(e) => Err(Error::sys("finit_module", path, e)),

@@ -178,6 +178,9 @@ pub struct BootConfig {
     /// `watchdog_modules`: the watchdog drivers among `modules`, loaded with `nowayout=1`
     /// when the watchdog is used.
     pub watchdog_modules: Vec<String>,
+    /// `modaliases`: modules (file names among `modules`) loaded only when a present
+    /// device's modalias matches one of their patterns; the others always load.
+    pub modaliases: std::collections::BTreeMap<String, Vec<String>>,
     /// `rollback_storage`: also keep the floor in a TPM counter.
     pub rollback_storage: RollbackStorage,
     /// `min_rollback_index`: the floor this initramfs sets, whatever the state and TPM say.
@@ -203,10 +206,31 @@ impl Default for BootConfig {
             stage2_panic_secs: DEFAULT_STAGE2_PANIC_SECS,
             watchdog_secs: 0,
             watchdog_modules: Vec::new(),
+            modaliases: std::collections::BTreeMap::new(),
             rollback_storage: RollbackStorage::TpmIfPresent,
             min_rollback_index: 0,
         }
     }
+}
+
+/// A `modaliases` value: a table of arrays of strings.
+fn modaliases(v: toml::Value) -> Option<std::collections::BTreeMap<String, Vec<String>>> {
+    let toml::Value::Table(t) = v else {
+        return None;
+    };
+    t.into_iter()
+        .map(|(k, v)| match v {
+            toml::Value::Array(items) => items
+                .into_iter()
+                .map(|i| match i {
+                    toml::Value::String(s) => Some(s),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()
+                .map(|p| (k, p)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Default `stage2_panic_secs`.
@@ -234,6 +258,7 @@ pub const KEYS: &[&str] = &[
     "stage2_panic_secs",
     "watchdog_secs",
     "watchdog_modules",
+    "modaliases",
     "rollback_storage",
     "min_rollback_index",
 ];
@@ -318,6 +343,14 @@ impl BootConfig {
         if let Some(v) = f.strings("watchdog_modules")? {
             c.watchdog_modules = v;
         }
+        if let Some(v) = f.take("modaliases") {
+            c.modaliases = modaliases(v).ok_or_else(|| {
+                f.error(
+                    "modaliases",
+                    "must be a table of module file names to arrays of modalias patterns",
+                )
+            })?;
+        }
         if let Some(v) = f.choice("rollback_storage", &RollbackStorage::CHOICES)? {
             c.rollback_storage = v;
         }
@@ -384,14 +417,27 @@ impl BootConfig {
             if m.is_empty()
                 || m.contains('/')
                 || m.starts_with('.')
-                || !m.ends_with(".ko")
+                || crate::kmod::ModuleFormat::of(m).is_none()
                 || m.chars().any(|c| c.is_control() || c.is_whitespace())
             {
                 return Err(err(
                     "modules",
-                    format!("{m:?} is not a module file name like \"dm-verity.ko\""),
+                    format!("{m:?} is not a module file name like \"dm-verity.ko\" or \"dm-verity.ko.xz\""),
                 ));
             }
+        }
+        if let Some((m, p)) = self.modaliases.iter().find(|(m, p)| {
+            !self.modules.contains(m)
+                || p.is_empty()
+                || p.iter()
+                    .any(|a| a.is_empty() || a.chars().any(|c| c.is_control() || c.is_whitespace()))
+        }) {
+            let why = if self.modules.contains(m) {
+                format!("{m:?}: {p:?} is not a list of modalias patterns")
+            } else {
+                format!("{m:?} is not one of the modules")
+            };
+            return Err(err("modaliases", why));
         }
         if let Some(m) = self
             .watchdog_modules
@@ -525,6 +571,7 @@ kernel_sha256 = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEF
 stage2_panic_secs = 3
 watchdog_secs = 30
 watchdog_modules = ["i6300esb.ko"]
+modaliases = { "virtio_blk.ko" = ["virtio:d00000002v*"] }
 rollback_storage = "tpm"
 min_rollback_index = 7
 "#;
@@ -550,6 +597,8 @@ min_rollback_index = 7
         assert_eq!(c.kernel_sha256.map(|d| d[31]), Some(0xff));
         assert_eq!((c.stage2_panic_secs, c.watchdog_secs), (3, 30));
         assert_eq!(c.watchdog_modules, ["i6300esb.ko"]);
+        assert_eq!(c.modaliases["virtio_blk.ko"], ["virtio:d00000002v*"]);
+        assert!(d.modaliases.is_empty(), "every module loads unless told");
         assert_eq!(
             (c.rollback_storage, c.min_rollback_index),
             (RollbackStorage::Tpm, 7)

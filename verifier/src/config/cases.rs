@@ -225,6 +225,21 @@ pub const CASES: &[Case] = &[
         "watchdog_modules",
         "not one of the modules",
     ),
+    generated(
+        "modaliases = { \"nvme.ko\" = [\"pci:v*\"] }",
+        "modaliases",
+        "not one of the modules",
+    ),
+    generated(
+        "modules = [\"nvme.ko\"]\nmodaliases = { \"nvme.ko\" = [] }",
+        "modaliases",
+        "not a list of modalias patterns",
+    ),
+    generated(
+        "modaliases = [\"pci:v*\"]",
+        "modaliases",
+        "must be a table of module file names",
+    ),
     // The rollback floor's storage and the initramfs minimum.
     boot(
         "rollback_storage = \"tpm2\"",
