@@ -27,7 +27,6 @@ pub mod linktree;
 pub mod modules;
 pub mod outfile;
 pub mod random;
-pub mod rootfs_channels;
 pub mod rootfs_check;
 pub mod slot;
 pub mod stage;
