@@ -84,6 +84,14 @@ pub fn host_source(loc: &Location, opts: &FetchOptions) -> CliResult<Box<dyn Ran
     })
 }
 
+/// The compressed form beside a URL (`IMAGE.img.zst`), decoded in-process.
+fn zsource(loc: &Location, opts: &FetchOptions) -> Option<Box<dyn RangeSource>> {
+    match stele_update::fetch::compressed::compressed_of(loc)? {
+        Location::Http(url) => Some(Box::new(HttpSource::new(&url, opts.timeout))),
+        Location::File(_) => None,
+    }
+}
+
 /// The slot the disk boots next (the base of a delta) and a fresh handle of the disk with
 /// that slot's byte range.
 type Base = (Option<Slot>, Option<(File, u64, u64)>);
@@ -108,6 +116,7 @@ pub fn install_disk(
     opts: &FetchOptions,
 ) -> CliResult {
     let mut src = host_source(loc, opts)?;
+    let mut zsrc = zsource(loc, opts);
     let (mut sf, s_off, s_len) = open_partition(disk, Role::State, true)?;
     let mut state = StateFile::new(
         PartitionIo::new(&mut sf, s_off, s_len),
@@ -125,6 +134,7 @@ pub fn install_disk(
         .map(|(f, off, len)| (PartitionIo::new(f, *off, *len), *len));
     let done = install_from(
         &mut *src,
+        zsrc.as_mut().map(|z| &mut **z as &mut dyn RangeSource),
         &mut SystemClock::default(),
         Slots {
             target,
@@ -147,6 +157,7 @@ pub fn install_disk(
 /// `stele update plan --disk DISK URL|FILE`: what that install would do.
 pub fn plan_disk(disk: &Path, loc: &Location, keyring: &Keyring, opts: &FetchOptions) -> CliResult {
     let mut src = host_source(loc, opts)?;
+    let mut zsrc = zsource(loc, opts);
     let (mut sf, s_off, s_len) = open_partition(disk, Role::State, false)?;
     let st = StateFile::new(
         PartitionIo::new(&mut sf, s_off, s_len),
@@ -159,8 +170,9 @@ pub fn plan_disk(disk: &Path, loc: &Location, keyring: &Keyring, opts: &FetchOpt
     let mut base_io = base_file
         .as_mut()
         .map(|(f, off, len)| (PartitionIo::new(f, *off, *len), *len));
-    let (meta, p) = plan_from(
+    let (meta, p, ways) = plan_from(
         &mut *src,
+        zsrc.as_mut().map(|z| &mut **z as &mut dyn RangeSource),
         &mut SystemClock::default(),
         Some((&mut PartitionIo::new(&mut tf, t_off, t_len), t_len)),
         base_io.as_mut().map(|(b, l)| (b, *l)),
@@ -168,6 +180,9 @@ pub fn plan_disk(disk: &Path, loc: &Location, keyring: &Keyring, opts: &FetchOpt
         keyring,
         opts,
     )?;
-    print!("{}", plan_text(&loc.show(), &meta, &p, target, base_slot));
+    print!(
+        "{}",
+        plan_text(&loc.show(), &meta, &p, &ways, target, base_slot)
+    );
     Ok(())
 }

@@ -18,7 +18,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub use boot::Guest;
-pub use http::{Fault, FaultServer};
+pub use http::{Fault, FaultServer, Nginx};
 pub use internals::{
     change_partition, change_state, envelope_sha256, gpt_image, old_layout, old_layout_copies,
     partition, partition_bytes, rename_partitions, state, unmappable_slot, Slot, GPTMBR, UKI_STUB,

@@ -26,6 +26,8 @@
 //!   offline, old-layout state partitions, a state sequence at its end
 //! - fleet_http: `update install --disk URL` against nginx and a fault-injecting server;
 //!   `update plan`, `image diff`, `channel build`
+//! - fleet_zstd: the compressed form IMAGE.img.zst over nginx: the planner takes it when it
+//!   costs fewer bytes; a tampered or bomb frame is refused and the install ends raw
 //! - fleet_resume: a connection cut at 100 random offsets; each re-run fetches only what is missing
 //! - fleet_vm: under QEMU a device applies a signed channel from nginx as a delta, through a
 //!   power cut, and boots into the new slot
@@ -70,6 +72,7 @@ mod cli_verity;
 mod fleet_http;
 mod fleet_resume;
 mod fleet_vm;
+mod fleet_zstd;
 mod kexec_vm;
 mod stage1_vm;
 mod tpm_vm;

@@ -29,5 +29,6 @@ pub mod slot_kernel;
 pub mod stage;
 pub mod tool;
 pub mod uki;
+pub mod zst;
 
 pub use error::{Error, Result};

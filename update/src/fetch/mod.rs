@@ -11,6 +11,7 @@
 //! the data partition. Any other location is a local file.
 
 pub mod args;
+pub mod compressed;
 pub mod pipe;
 pub mod protocol;
 
@@ -21,8 +22,9 @@ use std::time::{Duration, Instant};
 use stele_verifier::keys::Keyring;
 use stele_verifier::progress::Progress;
 use stele_verifier::state::Slot;
-use stele_verifier::update::delta::apply::{apply, Stats};
+use stele_verifier::update::delta::apply::{apply_with, Stats};
 use stele_verifier::update::delta::plan::{plan, BaseUse, Plan};
+use stele_verifier::update::delta::ways::{Framed, WayKind, Ways};
 use stele_verifier::update::delta::{
     fetch_meta, Clock, DeltaError, Fetcher, KnownHashBlocks, Meta, RangeSource, ReaderSource,
     RetryPolicy, Trust, DEFAULT_MAX_RANGE,
@@ -183,25 +185,40 @@ pub struct DeltaInstalled {
     pub installed: Installed,
     pub stats: Stats,
     pub block_size: u64,
+    /// The way the data came (raw blocks, the compressed form's frames).
+    pub way: WayKind,
 }
 
 /// The stable summary line of a delta install (stdout, before the installed line). Pure.
 pub fn summary_line(d: &DeltaInstalled) -> String {
     let s = &d.stats;
     format!(
-        "stele: fetched {} bytes, reused {} bytes (kept {}, copied {}, zero {} blocks of {}; {} requests)",
+        "stele: fetched {} bytes, reused {} bytes (kept {}, copied {}, zero {} blocks of {}; {} requests); way {}{}",
         s.fetched,
         s.reused_bytes(d.block_size),
         s.kept,
         s.copied,
         s.zeroed,
         d.block_size,
-        s.requests
+        s.requests,
+        d.way.name(),
+        if s.frames > 0 {
+            format!(" ({} frames for {} blocks)", s.frames, s.frame_blocks)
+        } else {
+            String::new()
+        }
     )
 }
 
 /// What a plan prints. Pure.
-pub fn plan_text(from: &str, meta: &Meta, p: &Plan, target: Slot, base: Option<Slot>) -> String {
+pub fn plan_text(
+    from: &str,
+    meta: &Meta,
+    p: &Plan,
+    ways: &Ways,
+    target: Slot,
+    base: Option<Slot>,
+) -> String {
     let m = &meta.manifest;
     let base_line = match (&p.base, base) {
         (BaseUse::OwnTree, Some(b)) => format!("slot {} (its own hash tree: same salt)", b.name()),
@@ -213,7 +230,8 @@ pub fn plan_text(from: &str, meta: &Meta, p: &Plan, target: Slot, base: Option<S
         "plan: {} {} rollback_index={} from {from} into slot {}\n\
          plan: base: {base_line}\n\
          plan: {} data blocks of {} bytes: {} kept in slot {}, {} copied, {} zero, {} fetched in {} ranges\n\
-         plan: fetch {} bytes ({} of data, {} of footer, manifest and hash tree), reuse {} bytes; the image is {} bytes\n",
+         plan: fetch {} bytes ({} of data, {} of footer, manifest and hash tree), reuse {} bytes; the image is {} bytes\n\
+         plan: way {}: {}\n",
         m.name,
         m.version,
         m.rollback_index,
@@ -226,11 +244,13 @@ pub fn plan_text(from: &str, meta: &Meta, p: &Plan, target: Slot, base: Option<S
         p.counts.zero,
         p.counts.fetch,
         p.ranges.len(),
-        meta.fetched + p.fetch_bytes(),
-        p.fetch_bytes(),
+        meta.fetched + ways.bytes(),
+        ways.bytes(),
         meta.fetched,
         p.reused_bytes(),
-        meta.len
+        meta.len,
+        ways.chosen.name(),
+        ways.describe()
     )
 }
 
@@ -261,13 +281,14 @@ fn signed_first<'a, B: Read + Seek>(
 #[allow(clippy::too_many_arguments)]
 pub fn plan_from<T: Read + Seek, B: Read + Seek>(
     src: &mut dyn RangeSource,
+    zsrc: Option<&mut dyn RangeSource>,
     clock: &mut dyn Clock,
     target: Option<(&mut T, u64)>,
     base: Option<(&mut B, u64)>,
     floor: u64,
     keyring: &Keyring,
     opts: &FetchOptions,
-) -> Result<(Meta, Plan)> {
+) -> Result<(Meta, Plan, Ways)> {
     let name = src.name();
     let err = |source| Error::Fetch {
         url: name.clone(),
@@ -286,7 +307,10 @@ pub fn plan_from<T: Read + Seek, B: Read + Seek>(
         DEFAULT_MAX_RANGE,
     )
     .map_err(err)?;
-    Ok((meta, p))
+    let mut zclock = SystemClock::default();
+    let mut zf = zsrc.map(|z| Fetcher::new(z, &mut zclock, opts.policy(), opts.max_rate));
+    let ways = compressed::choose(zf.as_mut(), &meta, &p);
+    Ok((meta, p, ways))
 }
 
 /// Installs the image of `src` into `slots.target` as a delta and flips the boot state:
@@ -299,6 +323,7 @@ pub fn plan_from<T: Read + Seek, B: Read + Seek>(
 #[allow(clippy::too_many_arguments)]
 pub fn install_from<D: Device, B: Read + Seek, S: Device>(
     src: &mut dyn RangeSource,
+    zsrc: Option<&mut dyn RangeSource>,
     clock: &mut dyn Clock,
     slots: Slots<'_, D, B>,
     state: &mut StateFile<S>,
@@ -345,27 +370,45 @@ pub fn install_from<D: Device, B: Read + Seek, S: Device>(
         DEFAULT_MAX_RANGE,
     )
     .map_err(err)?;
+    let mut zclock = SystemClock::default();
+    let mut zf = zsrc.map(|z| Fetcher::new(z, &mut zclock, opts.policy(), opts.max_rate));
+    let ways = compressed::choose(zf.as_mut(), &meta, &p);
     log(&format!(
         "update: plan: fetch {} bytes in {} ranges, reuse {} bytes ({} kept, {} copied, {} zero blocks)",
-        p.fetch_bytes() + meta.fetched,
+        ways.bytes() + meta.fetched,
         p.ranges.len(),
         p.reused_bytes(),
         p.counts.keep,
         p.counts.copy,
         p.counts.zero
     ));
+    log(&compressed::way_line(&ways));
     log(&format!("update: writing slot {}", target.name()));
-    let (written, stats) = apply(
+    let frame_plan = ways
+        .frames
+        .as_ref()
+        .filter(|_| ways.chosen == WayKind::Zstd);
+    let mut framed = match (frame_plan, zf.as_mut()) {
+        (Some(fp), Some(zf)) => Some(Framed::new(zf, fp)),
+        _ => None,
+    };
+    let applied = apply_with(
         &meta,
         &p,
         &mut f,
+        framed.as_mut(),
         slot,
         slot_len,
         base.map(|(b, _)| b),
         &mut |d: &mut D| d.sync(),
         progress,
-    )
-    .map_err(|source| Error::Fetch {
+    );
+    if let Some(why) = framed.and_then(|f| f.refused) {
+        log(&format!(
+            "update: the zstd way was given up ({why}): its remaining blocks were fetched raw"
+        ));
+    }
+    let (written, stats) = applied.map_err(|source| Error::Fetch {
         url: name.clone(),
         source,
     })?;
@@ -381,6 +424,7 @@ pub fn install_from<D: Device, B: Read + Seek, S: Device>(
         installed,
         stats,
         block_size: p.block_size,
+        way: ways.chosen,
     })
 }
 
@@ -411,6 +455,18 @@ pub fn device_source(
     }
 }
 
+/// The source of the compressed form beside `loc` on the device (another run of the
+/// fetch client), when `loc` is a URL.
+fn zsource(
+    dev: &RunDir,
+    loc: &Location,
+    opts: &FetchOptions,
+) -> Result<Option<Box<dyn RangeSource>>> {
+    compressed::compressed_of(loc)
+        .map(|z| device_source(dev, &z, opts))
+        .transpose()
+}
+
 /// `stele update install URL` on the device: into the slot that is not booted, the
 /// booted slot as the base; the target slot partition locked throughout (one install at a
 /// time), the state only for its reads and the flip.
@@ -425,6 +481,7 @@ pub fn on_device(
     let dev = RunDir::read(run_dir)?;
     let trust = crate::install::Trust::on_device(&dev)?;
     let mut src = device_source(&dev, loc, opts)?;
+    let mut zsrc = zsource(&dev, loc, opts)?;
     let mut state = StateFile::open(dev.state_path(), true)?;
     let target = crate::install::plan(&state.locked(StateFile::load)?, Some(dev.booted))?;
     let slot_path = dev.slot_path(target)?.to_string();
@@ -438,6 +495,7 @@ pub fn on_device(
     let base_len = storage::size(&mut base, &base_path)?;
     install_from(
         &mut *src,
+        zsrc.as_mut().map(|z| &mut **z as &mut dyn RangeSource),
         &mut SystemClock::default(),
         Slots {
             target,
@@ -463,6 +521,7 @@ pub fn on_device(
 pub fn plan_on_device(run_dir: &Path, loc: &Location, opts: &FetchOptions) -> Result<String> {
     let dev = RunDir::read(run_dir)?;
     let mut src = device_source(&dev, loc, opts)?;
+    let mut zsrc = zsource(&dev, loc, opts)?;
     let mut state = StateFile::open(dev.state_path(), false)?;
     let st = state.load()?;
     let target = crate::install::plan(&st, Some(dev.booted))?;
@@ -474,8 +533,9 @@ pub fn plan_on_device(run_dir: &Path, loc: &Location, opts: &FetchOptions) -> Re
     let base_path = dev.slot_path(dev.booted)?.to_string();
     let mut base = storage::open(&base_path, false)?;
     let base_len = storage::size(&mut base, &base_path)?;
-    let (meta, p) = plan_from(
+    let (meta, p, ways) = plan_from(
         &mut *src,
+        zsrc.as_mut().map(|z| &mut **z as &mut dyn RangeSource),
         &mut SystemClock::default(),
         Some((&mut slot, slot_len)),
         Some((&mut base, base_len)),
@@ -483,7 +543,14 @@ pub fn plan_on_device(run_dir: &Path, loc: &Location, opts: &FetchOptions) -> Re
         &dev.keyring,
         opts,
     )?;
-    Ok(plan_text(&loc.show(), &meta, &p, target, Some(dev.booted)))
+    Ok(plan_text(
+        &loc.show(),
+        &meta,
+        &p,
+        &ways,
+        target,
+        Some(dev.booted),
+    ))
 }
 
 #[cfg(test)]
@@ -521,6 +588,7 @@ mod tests {
             let mut src = ReaderSource::new(Cursor::new(img), "v6.img".to_string());
             let e = install_from(
                 &mut src,
+                None,
                 &mut SystemClock::default(),
                 Slots::<_, Cursor<Vec<u8>>> {
                     target: Slot::A,

@@ -8,6 +8,9 @@
 //! -> RANGE <off> <len>        <- OK <len>, then DATA <n>\n<n bytes> ..., then END
 //! -> STREAM                   <- OK <len>            (the whole file from byte 0)
 //! -> NEXT <max>               <- DATA <n>\n<n bytes> | END
+//! -> FRAME <i> <off> <len> <raw>  <- OK <raw>, then DATA ..., then END: frame i of a
+//!                                compressed form (IMAGE.img.zst), `len` bytes at `off`,
+//!                                decoded by the client to exactly `raw` bytes
 //! any reply may instead be    <- ERR transient <retry-after ms|-> <why>
 //!                                ERR permanent <why> | ERR ranges-ignored
 //!                                ERR changed <was> <now>
@@ -16,6 +19,7 @@
 use std::io::{self, BufRead, Write};
 use std::time::Duration;
 
+use stele_verifier::update::delta::zst::Frame;
 use stele_verifier::update::delta::{Abort, FetchError, RangeSource};
 
 /// Largest data chunk on the wire.
@@ -28,6 +32,7 @@ pub enum Request {
     Range { off: u64, len: u64 },
     Stream,
     Next { max: u64 },
+    Frame(Frame),
 }
 
 impl Request {
@@ -38,6 +43,9 @@ impl Request {
             Request::Range { off, len } => format!("RANGE {off} {len}\n"),
             Request::Stream => "STREAM\n".into(),
             Request::Next { max } => format!("NEXT {max}\n"),
+            Request::Frame(f) => {
+                format!("FRAME {} {} {} {}\n", f.index, f.offset, f.len, f.raw_len)
+            }
         }
     }
 
@@ -55,6 +63,19 @@ impl Request {
             "NEXT" => Request::Next {
                 max: num(w.next())?,
             },
+            "FRAME" => {
+                let index = num(w.next())?;
+                let offset = num(w.next())?;
+                let len = num(w.next())?;
+                let raw_len = num(w.next())?;
+                Request::Frame(Frame {
+                    index,
+                    offset,
+                    len,
+                    raw_offset: index.checked_mul(stele_verifier::update::delta::zst::FRAME_RAW)?,
+                    raw_len,
+                })
+            }
             _ => return None,
         };
         w.next().is_none().then_some(r)
@@ -151,10 +172,15 @@ pub fn serve(
                 Ok(l) => writeln!(output, "OK {l}")?,
                 Err(e) => output.write_all(error_line(&e).as_bytes())?,
             },
-            Request::Range { off, len } => {
-                writeln!(output, "OK {len}")?;
+            Request::Range { .. } | Request::Frame(_) => {
+                let announced = match req {
+                    Request::Frame(f) => f.raw_len,
+                    Request::Range { len, .. } => len,
+                    _ => 0,
+                };
+                writeln!(output, "OK {announced}")?;
                 let mut pipe_error = None;
-                let r = src.read_range(off, len, &mut |chunk: &[u8]| {
+                let mut sink = |chunk: &[u8]| {
                     for c in chunk.chunks(MAX_CHUNK) {
                         let w =
                             writeln!(output, "DATA {}", c.len()).and_then(|()| output.write_all(c));
@@ -164,7 +190,12 @@ pub fn serve(
                         }
                     }
                     Ok(())
-                });
+                };
+                let r = match req {
+                    Request::Frame(f) => src.read_frame(&f, &mut sink),
+                    Request::Range { off, len } => src.read_range(off, len, &mut sink),
+                    _ => Ok(()),
+                };
                 if let Some(e) = pipe_error {
                     return Err(e);
                 }
@@ -209,6 +240,13 @@ mod tests {
             Request::Range { off: 7, len: 4096 },
             Request::Stream,
             Request::Next { max: 65536 },
+            Request::Frame(Frame {
+                index: 3,
+                offset: 9000,
+                len: 4000,
+                raw_offset: 3 * stele_verifier::update::delta::zst::FRAME_RAW,
+                raw_len: 262_144,
+            }),
         ] {
             assert_eq!(Request::parse(&r.line()), Some(r));
         }

@@ -14,6 +14,7 @@
 use super::plan::{merge, Action, Plan};
 use super::zst::{Frame, SeekTable};
 use super::{DeltaError, FetchError, Fetcher};
+use crate::footer::FOOTER_SIZE;
 
 /// Which way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -296,10 +297,11 @@ impl<'f, 'a> Framed<'f, 'a> {
     }
 }
 
-/// Finds and reads the seek table of the compressed form served by `f` (its last
-/// [`super::zst::TABLE_FOOTER_LEN`] bytes, then the table), checked against the signed
-/// image `meta`: the table and the bytes read for it, or why there is no `zstd` way
-/// (no such file, not this image's, malformed). Retries like any read.
+/// Finds and reads the seek table of the compressed form served by `f`, checked against
+/// the signed image `meta`: the table and the bytes read for it, or why there is no
+/// `zstd` way (no such file, not this image's, malformed). Reads the file's last
+/// [`FOOTER_SIZE`] bytes (an HTTP source already has them from its first request), and
+/// the rest of the table only when it is longer. Retries like any read.
 pub fn fetch_table(f: &mut Fetcher<'_>, meta: &super::Meta) -> Result<(SeekTable, u64), String> {
     use super::zst::{table_len, TABLE_FOOTER_LEN};
     let start = f.received;
@@ -311,11 +313,20 @@ pub fn fetch_table(f: &mut Fetcher<'_>, meta: &super::Meta) -> Result<(SeekTable
     if len < TABLE_FOOTER_LEN {
         return Err(format!("it is {len} bytes long"));
     }
-    let footer = f
-        .read_vec("the seek table", len - TABLE_FOOTER_LEN, TABLE_FOOTER_LEN)
-        .map_err(why)?;
-    let tl = table_len(&footer, len).map_err(|e| e.to_string())?;
-    let table = f.read_vec("the seek table", len - tl, tl).map_err(why)?;
+    let t0 = FOOTER_SIZE.min(len);
+    let tail = f.read_vec("the seek table", len - t0, t0).map_err(why)?;
+    let footer_at = tail.len() - 9;
+    let tl = table_len(&tail[footer_at..], len).map_err(|e| e.to_string())?;
+    let table = match usize::try_from(t0.saturating_sub(tl)) {
+        Ok(skip) if tl <= t0 => tail[skip..].to_vec(),
+        _ => {
+            let mut head = f
+                .read_vec("the seek table", len - tl, tl - t0)
+                .map_err(why)?;
+            head.extend_from_slice(&tail);
+            head
+        }
+    };
     let bs = u64::from(meta.params.data_block_size());
     let t = SeekTable::parse(&table, len, meta.len, bs).map_err(|e| e.to_string())?;
     Ok((t, f.received - start))
