@@ -203,7 +203,7 @@ pub fn layout_with_esp(
 
 /// Writes a slot image into a partition: the image at offset 0, and its footer (last
 /// 4096 bytes) again in the partition's last 4096 bytes.
-pub fn write_slot<D: Write + Seek, R: Read + Seek>(
+pub fn flash_slot<D: Write + Seek, R: Read + Seek>(
     part: &mut D,
     part_len: u64,
     image: &mut R,
@@ -463,7 +463,7 @@ pub fn create_with_esp(
                 &format!("writing {}", role.name()),
                 Some(slot.len),
             );
-            write_slot(&mut w, len, &mut step.reader(&mut slot.file), slot.len).map_err(
+            flash_slot(&mut w, len, &mut step.reader(&mut slot.file), slot.len).map_err(
                 |source| DiskError::Io {
                     what: "copying a slot image into",
                     path: out.to_path_buf(),

@@ -18,7 +18,7 @@ pub mod ext4;
 pub mod fs;
 pub mod gpt;
 pub mod initramfs;
-pub mod keys;
+pub mod key_files;
 pub mod linktree;
 pub mod modules;
 pub mod outfile;

@@ -1,5 +1,5 @@
 //! Writes the compressed transfer form of a slot image, `IMAGE.img.zst` (the format is the
-//! engine's `stele_verifier::update::delta::zst`, docs/FORMATS.md): independent zstd
+//! engine's `stele_engine::delta::zst`, docs/FORMATS.md): independent zstd
 //! frames of [`FRAME_RAW`] bytes at [`LEVEL`], then the seek table. Reproducible: the same
 //! image gives the same bytes (frames are compressed apart, on as many threads as there
 //! are cores, and written in order).
@@ -8,8 +8,8 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use stele_engine::delta::zst::{encode_table, FRAME_RAW, SUFFIX};
 use stele_verifier::progress::{Progress, Step};
-use stele_verifier::update::delta::zst::{encode_table, FRAME_RAW, SUFFIX};
 
 use crate::atomic::AtomicFile;
 use crate::{Error, Result};
@@ -137,7 +137,7 @@ pub fn write_beside(image: &Path, force: bool, progress: &mut dyn Progress) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stele_verifier::update::delta::zst::{decode_frame, table_len, SeekTable};
+    use stele_engine::delta::zst::{decode_frame, table_len, SeekTable};
 
     /// The compressed form decodes, frame by frame, to the image, and the same image
     /// gives the same bytes.
