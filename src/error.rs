@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use stele_device::runtime::keyring::KeyringError;
 use stele_image::cpio::CpioError;
 use stele_image::disk::DiskError;
-use stele_image::gpt::GptError;
 use stele_image::initramfs::InitramfsError;
 use stele_image::rootfs_check::RootfsError;
 use stele_qemu::QemuError;
 use stele_verifier::config::ConfigError;
 use stele_verifier::exit::{Exit, Report};
+use stele_verifier::gpt::GptError;
 use stele_verifier::plural::count;
 
 /// Result of a subcommand.

@@ -83,19 +83,12 @@ pub enum Error {
         #[source]
         source: stele_verifier::Error,
     },
-    /// The boot state cannot be written.
+    /// The boot state cannot be written or flushed.
     #[error("{origin}: writing the boot state failed: {source}")]
     StateStore {
         origin: String,
         #[source]
-        source: stele_verifier::Error,
-    },
-    /// The boot state was written but could not be flushed.
-    #[error("{origin}: flushing the boot state failed: {source}")]
-    StateSync {
-        origin: String,
-        #[source]
-        source: io::Error,
+        source: stele_engine::state_write::StateWriteError,
     },
 
     /// The bundle is a directory.
@@ -213,6 +206,19 @@ fn stage1_message(uki: &str, esp: &str, e: &crate::commands::esp::Stage1Error) -
 }
 
 impl Error {
+    /// True when the boot state has no valid copy (never written, or both copies lost):
+    /// the boot then rebuilds it from the slots (init's `recover`). The one question the
+    /// boot asks of a state error.
+    pub fn is_no_valid_state(&self) -> bool {
+        matches!(
+            self,
+            Error::StateLoad {
+                source: stele_verifier::Error::NoValidState,
+                ..
+            }
+        )
+    }
+
     /// Shorthand for [`Error::Io`].
     pub fn io(op: &'static str, path: impl Into<String>, source: io::Error) -> Self {
         Error::Io {
@@ -230,11 +236,13 @@ impl Report for Error {
             E::Args(_) | E::BundleIsDirectory { .. } | E::BundleIsSlot { .. } => Exit::Usage,
             E::BundleIsDisk { .. } => Exit::Usage,
             E::Keyring(k) => k.exit(),
-            E::Io { .. }
-            | E::NotAFile { .. }
-            | E::Lock { .. }
-            | E::StateSync { .. }
-            | E::SlotBusy { .. } => Exit::Environment,
+            E::Io { .. } | E::NotAFile { .. } | E::Lock { .. } | E::SlotBusy { .. } => {
+                Exit::Environment
+            }
+            E::StateStore { source, .. } => match source {
+                stele_engine::state_write::StateWriteError::Write(e) => e.exit(),
+                stele_engine::state_write::StateWriteError::Flush(_) => Exit::Environment,
+            },
             // What the boot published is the device's environment, whatever is wrong in it.
             E::NotPublished { .. }
             | E::PublishedFormat { .. }
@@ -253,7 +261,6 @@ impl Report for Error {
             E::Stage1 { .. } | E::NoEsp { .. } | E::EspBusy { .. } => Exit::Environment,
             E::UkiNotAFile { .. } => Exit::Usage,
             E::StateLoad { source, .. }
-            | E::StateStore { source, .. }
             | E::Bundle { source, .. }
             | E::Written { source, .. }
             | E::Commit { source } => source.exit(),

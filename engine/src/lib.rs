@@ -20,7 +20,7 @@
 //! and 5 leaves a trial slot without a footer, refused at boot, and the old slot boots.
 //! Generic over `Read`/`Write`/`Seek`; flushing to stable storage is the caller's `sync`.
 
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 
 use stele_verifier::footer::{Footer, FOOTER_LEN, FOOTER_SIZE};
 use stele_verifier::keys::Keyring;
@@ -32,15 +32,16 @@ use stele_verifier::verity::TreeBuilder;
 use stele_verifier::{hex, Error, Result};
 
 pub mod delta;
+pub mod state_write;
+pub mod storage;
+
+pub use storage::Storage;
 
 /// Tries a freshly installed slot gets before it is abandoned.
 pub const NEW_SLOT_TRIES: u8 = 3;
 
 /// Copy buffer size.
 const COPY_BUFFER: usize = 1 << 20;
-
-/// Flushes a device to stable storage (fdatasync for a block device or file).
-pub type SyncFn<'a, D> = &'a mut dyn FnMut(&mut D) -> io::Result<()>;
 
 /// What a bundle must satisfy to be installed: signed by the device's keyring, a
 /// rollback_index at or above `rollback_floor`, and (when the device is bound to a
@@ -78,17 +79,15 @@ pub struct Written {
 impl Written {
     /// Steps 4 and 5: flips the boot state to `target` ([`activate`]), then writes the
     /// footer into the slot's last 4 KiB and flushes it. Returns the new state.
-    pub fn commit<D: Write + Seek, S: Read + Write + Seek>(
+    pub fn commit<D: Storage, S: Storage>(
         self,
         slot: &mut D,
         slot_len: u64,
-        slot_sync: SyncFn<'_, D>,
         state: &mut S,
         target: Slot,
-        state_sync: SyncFn<'_, S>,
     ) -> Result<BootState> {
-        let st = activate(state, target, state_sync)?;
-        write_footer(slot, slot_len, &self.footer, slot_sync)?;
+        let st = activate(state, target)?;
+        write_footer(slot, slot_len, &self.footer)?;
         Ok(st)
     }
 }
@@ -108,7 +107,7 @@ fn too_large(needed: u64, slot_len: u64) -> Error {
 }
 
 /// Zeroes the slot's footer so the slot cannot boot while it is being rewritten.
-fn invalidate<D: Write + Seek>(slot: &mut D, slot_len: u64, sync: SyncFn<'_, D>) -> Result<()> {
+fn invalidate<D: Storage>(slot: &mut D, slot_len: u64) -> Result<()> {
     let at = slot_len
         .checked_sub(FOOTER_SIZE)
         .ok_or_else(|| too_large(FOOTER_SIZE, slot_len))?;
@@ -116,20 +115,15 @@ fn invalidate<D: Write + Seek>(slot: &mut D, slot_len: u64, sync: SyncFn<'_, D>)
         .map_err(io_err("slot footer"))?;
     slot.write_all(&[0u8; FOOTER_LEN])
         .map_err(io_err("slot footer"))?;
-    sync(slot).map_err(io_err("slot footer"))
+    slot.sync().map_err(io_err("slot footer"))
 }
 
-fn write_footer<D: Write + Seek>(
-    slot: &mut D,
-    slot_len: u64,
-    footer: &Footer,
-    sync: SyncFn<'_, D>,
-) -> Result<()> {
+fn write_footer<D: Storage>(slot: &mut D, slot_len: u64, footer: &Footer) -> Result<()> {
     slot.seek(SeekFrom::Start(slot_len - FOOTER_SIZE))
         .map_err(io_err("slot footer"))?;
     slot.write_all(&footer.to_bytes())
         .map_err(io_err("slot footer"))?;
-    sync(slot).map_err(io_err("slot footer"))
+    slot.sync().map_err(io_err("slot footer"))
 }
 
 /// A bundle read out of order whose signatures, rollback index, size and hash tree have
@@ -174,28 +168,26 @@ pub fn check_seekable<R: Read + Seek>(
 
 /// Steps 1-3 for a bundle that can be read out of order (a file of `bundle_len` bytes):
 /// [`check_seekable`], then [`write_checked`]. [`Written::commit`] finishes.
-pub fn install_seekable<R: Read + Seek, D: Read + Write + Seek>(
+pub fn install_seekable<R: Read + Seek, D: Storage>(
     bundle: &mut R,
     bundle_len: u64,
     slot: &mut D,
     slot_len: u64,
     policy: &Policy<'_>,
-    sync: SyncFn<'_, D>,
 ) -> Result<Written> {
     let checked = check_seekable(bundle, bundle_len, slot_len, policy)?;
-    write_checked(bundle, checked, slot, slot_len, sync, &mut Silent)
+    write_checked(bundle, checked, slot, slot_len, &mut Silent)
 }
 
 /// Steps 2-3 for a [`Checked`] bundle: the slot's footer is zeroed, the image is copied
 /// while its hash tree is computed, both the tree and the root hash must match the signed
 /// manifest, and the verified envelope is written. [`Written::commit`] finishes. The copy
 /// is reported to `progress`.
-pub fn write_checked<R: Read + Seek, D: Read + Write + Seek>(
+pub fn write_checked<R: Read + Seek, D: Storage>(
     bundle: &mut R,
     checked: Checked,
     slot: &mut D,
     slot_len: u64,
-    sync: SyncFn<'_, D>,
     progress: &mut dyn Progress,
 ) -> Result<Written> {
     let Checked { loc, verified } = checked;
@@ -209,7 +201,7 @@ pub fn write_checked<R: Read + Seek, D: Read + Write + Seek>(
     let hash_end = hash_offset + params.hash_tree_size();
 
     // 2. The slot cannot boot from now until the footer is back.
-    invalidate(slot, slot_len, &mut *sync)?;
+    invalidate(slot, slot_len)?;
 
     // 3. Copy data and hash tree, hashing the data on the way. Only these are read again
     //    from the bundle; the manifest written is the envelope verified in step 1, so a
@@ -272,7 +264,7 @@ pub fn write_checked<R: Read + Seek, D: Read + Write + Seek>(
     io::copy(&mut io::repeat(0).take(padding), slot).map_err(io_err("slot"))?;
     slot.write_all(&envelope).map_err(io_err("slot"))?;
     slot.flush().map_err(io_err("slot"))?;
-    sync(slot).map_err(io_err("slot"))?;
+    slot.sync().map_err(io_err("slot"))?;
     Ok(Written {
         verified,
         image_len,
@@ -286,18 +278,17 @@ pub fn write_checked<R: Read + Seek, D: Read + Write + Seek>(
 /// invalidated) slot first and then verified in full from the slot: signatures, rollback
 /// floor, hash tree and every data block. The footer is written by [`Written::commit`].
 /// The copy and the check are reported to `progress`.
-pub fn install_stream<R: Read, D: Read + Write + Seek>(
+pub fn install_stream<R: Read, D: Storage>(
     bundle: &mut R,
     slot: &mut D,
     slot_len: u64,
     policy: &Policy<'_>,
-    sync: SyncFn<'_, D>,
     progress: &mut dyn Progress,
 ) -> Result<Written> {
     let capacity = slot_len
         .checked_sub(FOOTER_SIZE)
         .ok_or_else(|| too_large(FOOTER_SIZE, slot_len))?;
-    invalidate(slot, slot_len, &mut *sync)?;
+    invalidate(slot, slot_len)?;
     slot.seek(SeekFrom::Start(0)).map_err(io_err("slot"))?;
 
     // The last 4096 bytes of the stream are the footer: hold them back, never write them at
@@ -337,7 +328,7 @@ pub fn install_stream<R: Read, D: Read + Write + Seek>(
         });
     }
     slot.flush().map_err(io_err("slot"))?;
-    sync(slot).map_err(io_err("slot"))?;
+    slot.sync().map_err(io_err("slot"))?;
     drop(step);
 
     // Verify the slot as the bundle: its first `written` bytes followed by the held footer.
@@ -364,16 +355,14 @@ pub fn install_stream<R: Read, D: Read + Write + Seek>(
 
 /// Flips the boot state after a successful install into `slot`: it becomes the first
 /// choice with [`NEW_SLOT_TRIES`] tries, not yet good; the running slot stays the fallback.
-/// Reads the state, writes the other copy, then `sync`s.
-pub fn activate<D: Read + Write + Seek>(
-    dev: &mut D,
-    slot: Slot,
-    sync: SyncFn<'_, D>,
-) -> Result<BootState> {
+/// Reads the state, then writes it by the one protocol ([`state_write::store`]).
+pub fn activate<D: Storage>(dev: &mut D, slot: Slot) -> Result<BootState> {
     let (mut st, mut copy) = state::load(dev)?;
     st.activate_new(slot, NEW_SLOT_TRIES);
-    state::store_next(dev, &mut st, &mut copy)?;
-    sync(dev).map_err(io_err("boot state"))?;
+    state_write::store(dev, &mut st, &mut copy).map_err(|e| match e {
+        state_write::StateWriteError::Write(e) => e,
+        state_write::StateWriteError::Flush(e) => Error::io("boot state", e),
+    })?;
     Ok(st)
 }
 
@@ -450,10 +439,6 @@ mod tests {
         }
     }
 
-    pub(super) fn no_sync<D>(_: &mut D) -> io::Result<()> {
-        Ok(())
-    }
-
     pub(super) fn blank_slot() -> Cursor<Vec<u8>> {
         Cursor::new(vec![0xee; SLOT_LEN as usize])
     }
@@ -462,17 +447,14 @@ mod tests {
     pub(super) fn commit(w: Written, slot: &mut Cursor<Vec<u8>>) -> Written {
         let mut st = Cursor::new(vec![0u8; 8192]);
         initialize(&mut st, &BootState::initial(true)).unwrap();
-        let after = w
-            .clone()
-            .commit(slot, SLOT_LEN, &mut no_sync, &mut st, Slot::B, &mut no_sync)
-            .unwrap();
+        let after = w.clone().commit(slot, SLOT_LEN, &mut st, Slot::B).unwrap();
         assert_eq!(after.choose(), Some(Slot::B));
         assert_eq!(after.slot(Slot::B).tries_remaining, NEW_SLOT_TRIES);
         w
     }
 
     /// [`install_seekable`] of a bundle file held in memory, trusting `key(1)`.
-    pub(super) fn install_file<D: Read + Write + Seek>(
+    pub(super) fn install_file<D: Storage>(
         bundle: &[u8],
         slot: &mut D,
         slot_len: u64,
@@ -485,7 +467,6 @@ mod tests {
             slot,
             slot_len,
             &policy(floor),
-            &mut no_sync,
         )
     }
 
@@ -529,7 +510,6 @@ mod tests {
             &mut slot,
             SLOT_LEN,
             &policy(0),
-            &mut no_sync,
             &mut stele_verifier::progress::Silent,
         )
         .unwrap();
@@ -570,7 +550,6 @@ mod tests {
                 &mut slot,
                 SLOT_LEN,
                 &policy,
-                &mut no_sync,
             )
             .unwrap_err();
             assert!(err.to_string().contains(why), "{why}: {err}");
@@ -591,15 +570,8 @@ mod tests {
         assert!(verify_slot(&mut slot).is_err());
 
         let mut slot = blank_slot();
-        let err = install_stream(
-            &mut &img[..],
-            &mut slot,
-            SLOT_LEN,
-            &policy(0),
-            &mut no_sync,
-            &mut Silent,
-        )
-        .unwrap_err();
+        let err = install_stream(&mut &img[..], &mut slot, SLOT_LEN, &policy(0), &mut Silent)
+            .unwrap_err();
         // From a stream the product is checked too, once the image is in the slot.
         let (good, _) = image(40, 3, 1);
         let mut other = blank_slot();
@@ -607,15 +579,8 @@ mod tests {
             product: Some("router"),
             ..policy(0)
         };
-        let e = install_stream(
-            &mut &good[..],
-            &mut other,
-            SLOT_LEN,
-            &bound,
-            &mut no_sync,
-            &mut Silent,
-        )
-        .unwrap_err();
+        let e =
+            install_stream(&mut &good[..], &mut other, SLOT_LEN, &bound, &mut Silent).unwrap_err();
         assert!(matches!(e, Error::WrongProduct { .. }), "{e}");
         assert!(
             matches!(err, Error::DataBlockMismatch { block: 7 }),
@@ -677,7 +642,6 @@ mod tests {
             &mut slot,
             SLOT_LEN,
             &policy(0),
-            &mut no_sync,
         )
         .unwrap();
         let _ = commit(w, &mut slot);
@@ -697,7 +661,6 @@ mod tests {
             &mut slot,
             SLOT_LEN,
             &policy(0),
-            &mut no_sync,
         )
         .unwrap_err();
         assert!(err.to_string().contains("changed while"), "{err}");
@@ -713,7 +676,6 @@ mod tests {
             &mut small,
             256 * 1024,
             &policy(0),
-            &mut no_sync,
             &mut stele_verifier::progress::Silent,
         )
         .unwrap_err();
@@ -729,15 +691,9 @@ mod tests {
         let (img, _) = image(40, 3, 1);
         let mut slot = blank_slot();
         let cut = &img[..img.len() - 100];
-        assert!(install_stream(
-            &mut &cut[..],
-            &mut slot,
-            SLOT_LEN,
-            &policy(0),
-            &mut no_sync,
-            &mut Silent
-        )
-        .is_err());
+        assert!(
+            install_stream(&mut &cut[..], &mut slot, SLOT_LEN, &policy(0), &mut Silent).is_err()
+        );
         assert!(verify_slot(&mut slot).is_err());
     }
 }

@@ -12,7 +12,7 @@ use super::delta::plan::plan;
 use super::delta::tests::{block, image_of, install, slot_with, FakeClock, MemSource};
 use super::delta::{fetch_meta, Fetcher, RetryPolicy, Trust};
 use super::power_cut::{b_first_state, boot, every_prefix_boots, Recording};
-use super::tests::{no_sync, SLOT_LEN};
+use super::tests::SLOT_LEN;
 use super::*;
 use stele_verifier::state::{initialize, load};
 use stele_verifier::testutil::ring;
@@ -56,7 +56,6 @@ fn power_cut_at_any_write_of_a_delta_install_still_boots_and_resumes() {
         &mut rec.b,
         SLOT_LEN,
         Some(&mut base),
-        &mut no_sync,
         &mut stele_verifier::progress::Silent,
     )
     .unwrap();

@@ -10,10 +10,10 @@ use stele_verifier::footer::FOOTER_SIZE;
 use stele_verifier::state::BootState;
 
 pub use crate::esp::EspSpec;
-pub use crate::gpt::find_partition;
-use crate::gpt::{Gpt, GptError, Guid, Partition, SECTOR};
 use crate::tool::MKFS_EXT4;
 use stele_verifier::exit::{Exit, Report};
+pub use stele_verifier::gpt::find_partition;
+use stele_verifier::gpt::{Gpt, GptError, Guid, Partition, SECTOR};
 use stele_verifier::layout::Role;
 use stele_verifier::partition::PartitionIo;
 use stele_verifier::progress::{Progress, Step};

@@ -16,7 +16,6 @@ pub mod error;
 pub mod esp;
 pub mod ext4;
 pub mod fs;
-pub mod gpt;
 pub mod initramfs;
 pub mod key_files;
 pub mod linktree;

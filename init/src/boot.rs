@@ -260,16 +260,15 @@ fn prepare() -> Ready {
         .unwrap_or_else(|e| fail(action, delay, &e.to_string()));
     let st = match state.load() {
         Ok(st) => st,
-        Err(stele_device::Error::StateLoad {
-            source: stele_verifier::Error::NoValidState,
-            ..
-        }) => match crate::recover::rebuild(&mut state, &parts, &cfg, &keyring) {
-            Ok((st, line)) => {
-                warn!("{line}");
-                st
+        Err(e) if e.is_no_valid_state() => {
+            match crate::recover::rebuild(&mut state, &parts, &cfg, &keyring) {
+                Ok((st, line)) => {
+                    warn!("{line}");
+                    st
+                }
+                Err(cause) => fail(action, delay, &cause),
             }
-            Err(cause) => fail(action, delay, &cause),
-        },
+        }
         Err(e) => fail(action, delay, &e.to_string()),
     };
     debug!("boot state: {st:?}");

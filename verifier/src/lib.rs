@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod exit;
 pub mod footer;
+pub mod gpt;
 pub mod hex;
 pub mod keyfile;
 pub mod keys;

@@ -29,7 +29,7 @@ use stele_verifier::uki::{self, UkiError};
 use crate::commands::install::BundleArg;
 use crate::fat::{write_at, Entry, FatError, Fs, Link, DELETED};
 use crate::runtime::run_dir::{RunDir, DEVICES};
-use crate::runtime::storage::{self, Device};
+use crate::runtime::storage::{self, Storage};
 use crate::{Error, Result};
 
 /// Where the firmware finds stage 1.
@@ -119,7 +119,7 @@ pub struct Replaced {
 
 /// Checks the new UKI and plans the update of the ESP on `dev`: where the file goes, which
 /// entry flips, what is freed. Reads only.
-pub fn plan<D: Device>(dev: &mut D, new: &[u8]) -> Result<Plan, Stage1Error> {
+pub fn plan<D: Storage>(dev: &mut D, new: &[u8]) -> Result<Plan, Stage1Error> {
     let signed = uki::parse(new).map_err(Stage1Error::NotUki)?.pe.is_signed();
     let fs = Fs::open(dev)?;
     let boot = fs.find_dir(dev, &DIRS)?.ok_or(Stage1Error::NoStage1)?;
@@ -224,14 +224,14 @@ fn long_name_parts(entries: &[Entry], old: &[Entry]) -> Vec<u64> {
     out
 }
 
-fn sync<D: Device>(dev: &mut D) -> Result<(), Stage1Error> {
+fn sync<D: Storage>(dev: &mut D) -> Result<(), Stage1Error> {
     dev.sync().map_err(Stage1Error::Sync)
 }
 
 impl Plan {
     /// Writes the new UKI `new` (the bytes [`plan`] checked) in the documented order,
     /// flushing between the steps. `progress` gets one line per step.
-    pub fn write<D: Device>(
+    pub fn write<D: Storage>(
         mut self,
         dev: &mut D,
         new: &[u8],
@@ -322,7 +322,7 @@ impl Plan {
     }
 
     /// The FSInfo sector's offset, when the volume has a valid one.
-    fn fsinfo<D: Device>(&self, dev: &mut D) -> Result<Option<u64>, Stage1Error> {
+    fn fsinfo<D: Storage>(&self, dev: &mut D) -> Result<Option<u64>, Stage1Error> {
         let Some(off) = self.fs.vol.fsinfo else {
             return Ok(None);
         };
@@ -339,7 +339,7 @@ impl Plan {
 }
 
 /// [`plan`] then [`Plan::write`]: replaces stage 1 on the ESP `dev` with `new`.
-pub fn replace<D: Device>(
+pub fn replace<D: Storage>(
     dev: &mut D,
     new: &[u8],
     progress: &mut dyn FnMut(&str),
@@ -408,7 +408,7 @@ pub fn read_uki(arg: &BundleArg, limit: u64) -> Result<(Vec<u8>, String)> {
 
 /// `stele update stage1` on an opened ESP (`esp_name` for messages, `esp_len` bytes): reads
 /// the UKI, replaces stage 1, returns what the output line says. Both front-ends run this.
-pub fn run<D: Device>(
+pub fn run<D: Storage>(
     esp: &mut D,
     esp_len: u64,
     esp_name: &str,

@@ -17,7 +17,7 @@ use stele_verifier::state::{BootState, Slot};
 use crate::runtime::rollback::{self, Floors};
 use crate::runtime::run_dir::RunDir;
 use crate::runtime::state_file::StateFile;
-use crate::runtime::storage::{self, Device};
+use crate::runtime::storage::{self, Storage};
 use crate::{Error, Result};
 
 /// Where an install reads the bundle from.
@@ -214,7 +214,7 @@ pub fn installed_line(i: &Installed) -> String {
 /// the bytes of the copy (and of a stream's check) to
 /// `progress`.
 #[allow(clippy::too_many_arguments)] // the install's inputs, each its own thing
-pub fn install<D: Device, S: Device>(
+pub fn install<D: Storage, S: Storage>(
     bundle: &mut Bundle,
     target: Slot,
     slot: &mut D,
@@ -240,7 +240,6 @@ pub fn install<D: Device, S: Device>(
             source,
         }
     };
-    let sync = &mut |d: &mut D| d.sync();
     let written_or_refused = (|| -> Result<vupdate::Written> {
         Ok(match bundle {
             Bundle::Seekable { reader, len, name } => {
@@ -257,7 +256,7 @@ pub fn install<D: Device, S: Device>(
                 m.name, m.version, m.rollback_index
             ));
                 log(&format!("update: writing slot {}", target.name()));
-                vupdate::write_checked(reader, checked, slot, slot_len, sync, progress)
+                vupdate::write_checked(reader, checked, slot, slot_len, progress)
                     .map_err(written(name))?
             }
             Bundle::Stream { reader, name } => {
@@ -265,7 +264,7 @@ pub fn install<D: Device, S: Device>(
                     "update: reading the bundle from {name}; it is verified in full once written"
                 ));
                 log(&format!("update: writing slot {}", target.name()));
-                vupdate::install_stream(reader, slot, slot_len, &policy, sync, progress)
+                vupdate::install_stream(reader, slot, slot_len, &policy, progress)
                     .map_err(written(name))?
             }
         })
@@ -288,7 +287,7 @@ pub fn install<D: Device, S: Device>(
 /// first: the slot's old record never applies to the new content (stele_engine). (The
 /// target cannot have changed: only another install could make it bootable, and the slot
 /// is locked.) `refused` wraps a rollback refusal with where the image came from.
-pub(crate) fn flip<D: Device, S: Device>(
+pub(crate) fn flip<D: Storage, S: Storage>(
     state: &mut StateFile<S>,
     trust: &Trust<'_>,
     written: vupdate::Written,

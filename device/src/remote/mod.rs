@@ -33,7 +33,7 @@ use crate::commands::install::Installed;
 use crate::runtime::rollback;
 use crate::runtime::run_dir::RunDir;
 use crate::runtime::state_file::StateFile;
-use crate::runtime::storage::{self, Device};
+use crate::runtime::storage::{self, Storage};
 use crate::{Error, Result};
 
 /// Where the fetch client is inside a slot image (and so under the verified lower layer),
@@ -320,7 +320,7 @@ pub fn plan_from<T: Read + Seek, B: Read + Seek>(
 /// touched), then plan and write in the install write order. Progress lines go to `log`
 /// (without `stele: `), the bytes fetched to `progress` (a bar or a line on a terminal).
 #[allow(clippy::too_many_arguments)]
-pub fn install_from<D: Device, B: Read + Seek, S: Device>(
+pub fn install_from<D: Storage, B: Read + Seek, S: Storage>(
     src: &mut dyn RangeSource,
     zsrc: Option<&mut dyn RangeSource>,
     clock: &mut dyn Clock,
@@ -399,7 +399,6 @@ pub fn install_from<D: Device, B: Read + Seek, S: Device>(
         slot,
         slot_len,
         base.map(|(b, _)| b),
-        &mut |d: &mut D| d.sync(),
         progress,
     );
     if let Some(why) = framed.and_then(|f| f.refused) {

@@ -12,7 +12,7 @@ use stele_verifier::config::{BootConfig, RollbackStorage};
 use stele_verifier::state::Slot;
 
 use crate::runtime::state_file::StateFile;
-use crate::runtime::storage::Device;
+use crate::runtime::storage::Storage;
 use crate::{Error, Result};
 
 /// The TPM counter on the machine's TPM device.
@@ -163,7 +163,7 @@ pub struct MarkedGood {
 /// floor can be raised to it (refused before anything is written), then the state
 /// (successful, floor raised), then the TPM counter. A power cut between the two leaves
 /// the TPM behind the state; the next mark-good (every boot of a good slot) raises it.
-pub fn mark_good<D: Device, T: Transport>(
+pub fn mark_good<D: Storage, T: Transport>(
     state: &mut StateFile<D>,
     mut counter: Option<&mut RollbackCounter<T>>,
     slot: Slot,

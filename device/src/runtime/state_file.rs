@@ -11,7 +11,7 @@ use nix::fcntl::{Flock, FlockArg};
 use stele_engine::Written;
 use stele_verifier::state::{self, BootState, Slot};
 
-use crate::runtime::storage::{self, Device};
+use crate::runtime::storage::{self, Storage};
 use crate::{Error, Result};
 
 /// The boot state on a device `D`.
@@ -21,19 +21,32 @@ pub struct StateFile<D> {
     origin: String,
     /// The copy that holds the state last loaded or stored (`None`: not known yet).
     copy: Option<usize>,
-    /// Held while locked: a duplicate of the file descriptor, so the lock goes with the
-    /// open file and dropping it unlocks.
+    /// The open file whose flock(2) is the state lock: the state partition's own file on
+    /// the device; `None` for a window of a disk image (its user locks the whole image) or
+    /// memory.
+    lock_file: Option<File>,
+    /// Held while locked: a duplicate of `lock_file`, so the lock goes with the open file
+    /// and dropping it unlocks.
     lock: Option<Flock<File>>,
 }
 
-impl<D: Device> StateFile<D> {
+impl<D: Storage> StateFile<D> {
     /// The state on `dev`; `origin` names it in errors (its path).
     pub fn new(dev: D, origin: impl Into<String>) -> Self {
         StateFile {
             dev,
             origin: origin.into(),
             copy: None,
+            lock_file: None,
             lock: None,
+        }
+    }
+
+    /// The state on `dev`, locked through `lock_file` (the partition's open file).
+    pub fn locking(dev: D, origin: impl Into<String>, lock_file: File) -> Self {
+        StateFile {
+            lock_file: Some(lock_file),
+            ..StateFile::new(dev, origin)
         }
     }
 
@@ -69,29 +82,27 @@ impl<D: Device> StateFile<D> {
                 self.copy.unwrap_or(0)
             }
         };
-        state::store_next(&mut self.dev, st, &mut copy).map_err(|source| Error::StateStore {
-            origin: self.origin.clone(),
-            source,
+        stele_engine::state_write::store(&mut self.dev, st, &mut copy).map_err(|source| {
+            Error::StateStore {
+                origin: self.origin.clone(),
+                source,
+            }
         })?;
         self.copy = Some(copy);
-        self.dev.sync().map_err(|source| Error::StateSync {
-            origin: self.origin.clone(),
-            source,
-        })
+        Ok(())
     }
 
     /// Writes a fresh state area holding `st` ([`state::initialize`]: copy 0, the other
     /// cleared) and flushes it. For a state with no valid copy left.
     pub fn initialize(&mut self, st: &BootState) -> Result<()> {
-        state::initialize(&mut self.dev, st).map_err(|source| Error::StateStore {
-            origin: self.origin.clone(),
-            source,
+        stele_engine::state_write::initialize(&mut self.dev, st).map_err(|source| {
+            Error::StateStore {
+                origin: self.origin.clone(),
+                source,
+            }
         })?;
         self.copy = Some(0);
-        self.dev.sync().map_err(|source| Error::StateSync {
-            origin: self.origin.clone(),
-            source,
-        })
+        Ok(())
     }
 
     /// Marks `slot` good: successful, tries 0, the rollback floor raised to
@@ -109,7 +120,7 @@ impl<D: Device> StateFile<D> {
 
     /// Finishes an install ([`Written::commit`]): flips the state to `target` (new slot
     /// first, on trial), then writes the slot's footer; both flushed.
-    pub fn commit<S: Device>(
+    pub fn commit<S: Storage>(
         &mut self,
         written: Written,
         slot: &mut S,
@@ -119,14 +130,7 @@ impl<D: Device> StateFile<D> {
         // The commit loads and stores on its own: the copy is no longer known here.
         self.copy = None;
         written
-            .commit(
-                slot,
-                slot_len,
-                &mut |d: &mut S| d.sync(),
-                &mut self.dev,
-                target,
-                &mut |d: &mut D| d.sync(),
-            )
+            .commit(slot, slot_len, &mut self.dev, target)
             .map_err(|source| Error::Commit { source })
     }
 }
@@ -134,11 +138,13 @@ impl<D: Device> StateFile<D> {
 impl StateFile<File> {
     /// Opens the state partition at `path`, read-write with `write`.
     pub fn open(path: &str, write: bool) -> Result<Self> {
-        Ok(StateFile::new(storage::open(path, write)?, path))
+        let f = storage::open(path, write)?;
+        let lock_file = f.try_clone().map_err(|e| Error::io("duplicate", path, e))?;
+        Ok(StateFile::locking(f, path, lock_file))
     }
 }
 
-impl<D: Device> StateFile<D> {
+impl<D: Storage> StateFile<D> {
     /// Takes the state lock, waiting for another holder (`stele update`, PID 1) to finish.
     /// A device that cannot be locked ([`Device::lock_handle`]) needs no lock.
     pub fn lock(&mut self) -> Result<()> {
@@ -172,10 +178,12 @@ impl<D: Device> StateFile<D> {
             path: self.origin.clone(),
             errno,
         };
-        let Some(dup) = self.dev.lock_handle() else {
+        let Some(file) = &self.lock_file else {
             return Ok(true);
         };
-        let dup = dup.map_err(|e| Error::io("duplicate", self.origin.clone(), e))?;
+        let dup = file
+            .try_clone()
+            .map_err(|e| Error::io("duplicate", self.origin.clone(), e))?;
         match Flock::lock(dup, arg) {
             Ok(l) => {
                 self.lock = Some(l);
@@ -246,6 +254,10 @@ mod tests {
         let e = f.load().unwrap_err();
         assert!(matches!(e, Error::StateLoad { .. }));
         assert!(e.to_string().starts_with("/dev/vda1: boot state"), "{e}");
+        // Zeros hold no valid copy: the boot's one question of a state error.
+        assert!(e.is_no_valid_state());
+        let other = Error::NoDataPartition;
+        assert!(!other.is_no_valid_state());
     }
 
     /// Two opens of the state device exclude each other; the non-blocking side (PID 1) is

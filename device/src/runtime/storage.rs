@@ -1,52 +1,16 @@
-//! Partitions as the update code sees them: something to read, write, seek and flush
-//! ([`Device`]): a block device or file, a partition window of a disk image, or memory.
-//! Opening and sizing one: a block device is sized by seeking to its end (no ioctl).
+//! Partitions as the update code opens them: read-only or read-write, sized by seeking to
+//! their end (no ioctl), locked with flock(2). What is read, written and flushed is a
+//! [`Storage`] (stele_engine: the one flush abstraction).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileTypeExt;
 
 use nix::fcntl::{Flock, FlockArg};
-use stele_verifier::partition::PartitionIo;
 
 use crate::{Error, Result};
 
-/// A partition that can be flushed to stable storage.
-pub trait Device: Read + Write + Seek {
-    /// Flushes written data to stable storage (fdatasync for a file or block device).
-    fn sync(&mut self) -> io::Result<()>;
-
-    /// A duplicate of the open file whose flock(2) locks this device; `None` for a device
-    /// nobody else can open (memory, or a window of a disk image that its user locks as a
-    /// whole).
-    fn lock_handle(&self) -> Option<io::Result<File>> {
-        None
-    }
-}
-
-impl Device for File {
-    fn sync(&mut self) -> io::Result<()> {
-        self.sync_data()
-    }
-
-    fn lock_handle(&self) -> Option<io::Result<File>> {
-        Some(self.try_clone())
-    }
-}
-
-/// A partition of a disk image: flushing it flushes the disk.
-impl<D: Device> Device for PartitionIo<'_, D> {
-    fn sync(&mut self) -> io::Result<()> {
-        self.get_mut().sync()
-    }
-}
-
-/// A device in memory (tests, replays): nothing to flush.
-impl Device for Cursor<Vec<u8>> {
-    fn sync(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+pub use stele_engine::Storage;
 
 /// An exclusive flock(2) on `f`, without waiting: `Ok(None)` when another open file holds
 /// it. Dropping the lock releases it.

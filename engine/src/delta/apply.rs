@@ -4,12 +4,12 @@
 //! flips the state and writes the footer.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 
 use super::plan::{merge, Action, Plan};
 use super::ways::Framed;
 use super::{io_err, Abort, DeltaError, FetchError, Fetcher, Meta, Written};
-use crate::SyncFn;
+use crate::Storage;
 use stele_verifier::footer::{FOOTER_LEN, FOOTER_SIZE};
 use stele_verifier::manifest::VerifiedManifest;
 use stele_verifier::progress::{Progress, Step};
@@ -46,9 +46,8 @@ impl Stats {
 /// loses at most this much of what was fetched (the slot is the journal of a resume).
 pub const SYNC_EVERY: u64 = 1 << 20;
 
-struct Out<'a, 's, D> {
+struct Out<'a, D> {
     dev: &'a mut D,
-    sync: SyncFn<'s, D>,
     unsynced: u64,
     bs: u64,
     l0: Level0<'a>,
@@ -59,7 +58,7 @@ struct Out<'a, 's, D> {
     step: Step<'a>,
 }
 
-impl<D: Write + Seek> Out<'_, '_, D> {
+impl<D: Storage> Out<'_, D> {
     fn matches(&self, block: u64, bytes: &[u8]) -> bool {
         digest_blocks(self.params, bytes).first().copied() == self.l0.get(block)
     }
@@ -72,7 +71,7 @@ impl<D: Write + Seek> Out<'_, '_, D> {
         if self.unsynced >= SYNC_EVERY {
             self.unsynced = 0;
             self.dev.flush().map_err(io_err("target slot"))?;
-            (self.sync)(self.dev).map_err(io_err("target slot"))?;
+            self.dev.sync().map_err(io_err("target slot"))?;
         }
         Ok(())
     }
@@ -90,7 +89,7 @@ pub fn mib(bytes: u64) -> String {
 /// `fetcher`; the fetched data bytes are one step of `progress` (named with what is
 /// fetched and reused). Returns what [`Written::commit`] finishes, and the counts.
 #[allow(clippy::too_many_arguments)]
-pub fn apply<D: Read + Write + Seek, B: Read + Seek>(
+pub fn apply<D: Storage, B: Read + Seek>(
     meta: &Meta,
     plan: &Plan,
     fetcher: &mut Fetcher<'_>,
@@ -117,7 +116,6 @@ pub fn apply_with<D: Read + Write + Seek, B: Read + Seek>(
     target: &mut D,
     slot_len: u64,
     mut base: Option<&mut B>,
-    sync: SyncFn<'_, D>,
     progress: &mut dyn Progress,
 ) -> Result<(Written, Stats), DeltaError> {
     let signed_by = meta.signed_by.clone().ok_or(DeltaError::Unsigned)?;
@@ -137,12 +135,11 @@ pub fn apply_with<D: Read + Write + Seek, B: Read + Seek>(
     target
         .write_all(&[0u8; FOOTER_LEN])
         .map_err(io_err("slot footer"))?;
-    sync(target).map_err(io_err("slot footer"))?;
+    target.sync().map_err(io_err("slot footer"))?;
 
     // 3. The data blocks, in order.
     let mut out = Out {
         dev: target,
-        sync,
         unsynced: 0,
         bs,
         l0: meta.level0()?,
@@ -229,7 +226,7 @@ pub fn apply_with<D: Read + Write + Seek, B: Read + Seek>(
     dev.write_all(&meta.envelope.to_bytes())
         .map_err(io_err("target slot"))?;
     dev.flush().map_err(io_err("target slot"))?;
-    (out.sync)(dev).map_err(io_err("target slot"))?;
+    dev.sync().map_err(io_err("target slot"))?;
     let mut stats = out.stats;
     stats.fetched = meta.fetched + fetcher.received - start;
     if let Some(f) = framed.as_deref() {
@@ -295,8 +292,8 @@ fn frame_block<D: Write + Seek>(
 /// good ones as they arrive. A cut answer is resumed from the first block not received; a
 /// bad block is asked for again, and after the policy's `bad_answers` bad answers for one
 /// block the source is refused.
-fn fetch_run<D: Write + Seek>(
-    out: &mut Out<'_, '_, D>,
+fn fetch_run<D: Storage>(
+    out: &mut Out<'_, D>,
     fetcher: &mut Fetcher<'_>,
     first: u64,
     count: u64,

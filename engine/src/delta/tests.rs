@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use super::apply::{apply, Stats};
 use super::plan::{plan, Action, Plan};
 use super::*;
-use crate::tests::{no_sync, SLOT_LEN};
+use crate::tests::SLOT_LEN;
 use stele_verifier::footer::FOOTER_LEN;
 use stele_verifier::slot;
 use stele_verifier::testutil::{key, ring};
@@ -204,7 +204,6 @@ pub(crate) fn install(
         target,
         SLOT_LEN,
         base,
-        &mut no_sync,
         &mut stele_verifier::progress::Silent,
     )?;
     let _ = crate::tests::commit(w, target);
@@ -542,7 +541,6 @@ fn unsigned_meta_plans_but_never_writes() {
         &mut target,
         SLOT_LEN,
         Some(&mut base),
-        &mut no_sync,
         &mut stele_verifier::progress::Silent,
     );
     assert!(matches!(r, Err(DeltaError::Unsigned)));
@@ -618,7 +616,6 @@ fn max_rate_paces_the_fetch() {
         &mut target,
         SLOT_LEN,
         None,
-        &mut no_sync,
         &mut stele_verifier::progress::Silent,
     )
     .unwrap();

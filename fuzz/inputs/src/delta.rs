@@ -326,7 +326,6 @@ fn install(data: &[u8]) -> usize {
         &mut target,
         SLOT_LEN,
         Some(&mut base),
-        &mut |_| Ok(()),
         &mut Silent,
     ) else {
         return 1;

@@ -72,7 +72,7 @@ impl Write for Recorder {
         Ok(())
     }
 }
-impl Device for Recorder {
+impl Storage for Recorder {
     fn sync(&mut self) -> io::Result<()> {
         self.log.push(Op::Sync);
         Ok(())

@@ -168,7 +168,7 @@ fn leftovers_of_an_interrupted_update_are_reclaimed() {
             Ok(())
         }
     }
-    impl Device for CutAtFirstSync {
+    impl Storage for CutAtFirstSync {
         fn sync(&mut self) -> std::io::Result<()> {
             self.synced = true;
             Ok(())

@@ -4,8 +4,8 @@
 //! bytes), and the backup entry array and header at the end of the disk, with their CRC32s.
 //! Generic over `Read/Write + Seek`, so tests run on `Cursor<Vec<u8>>`.
 
+use crate::exit::{Exit, Report};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use stele_verifier::exit::{Exit, Report};
 
 use sha2::{Digest, Sha256};
 
