@@ -96,19 +96,16 @@ pub fn apply<D: Storage, B: Read + Seek>(
     target: &mut D,
     slot_len: u64,
     base: Option<&mut B>,
-    sync: SyncFn<'_, D>,
     progress: &mut dyn Progress,
 ) -> Result<(Written, Stats), DeltaError> {
-    apply_with(
-        meta, plan, fetcher, None, target, slot_len, base, sync, progress,
-    )
+    apply_with(meta, plan, fetcher, None, target, slot_len, base, progress)
 }
 
 /// [`apply`], the blocks that `framed` covers taken from the compressed form's frames
 /// (each still checked against the tree; a bad one, and all later ones once the way is
 /// given up, fetched raw through `fetcher`).
 #[allow(clippy::too_many_arguments)]
-pub fn apply_with<D: Read + Write + Seek, B: Read + Seek>(
+pub fn apply_with<D: Storage, B: Read + Seek>(
     meta: &Meta,
     plan: &Plan,
     fetcher: &mut Fetcher<'_>,
@@ -256,8 +253,8 @@ impl Plan {
 
 /// Data block `i` from its frame: checked and written, or (a bad block, the way given
 /// up) left to the raw fetches at the end, the way given up with the reason.
-fn frame_block<D: Write + Seek>(
-    out: &mut Out<'_, '_, D>,
+fn frame_block<D: Storage>(
+    out: &mut Out<'_, D>,
     f: &mut Framed<'_, '_>,
     i: u64,
     block: &mut [u8],

@@ -13,7 +13,7 @@ use super::tests::{assert_installed, block, image_of, slot_with, FakeClock, Faul
 use super::ways::{fetch_table, FramePlan, Framed, WayKind, Ways};
 use super::zst::{encode_table, FRAME_RAW};
 use super::*;
-use crate::tests::{no_sync, SLOT_LEN};
+use crate::tests::SLOT_LEN;
 use stele_verifier::testutil::ring;
 
 /// The compressed form of `img` as the build side writes it (`zstd` level 3 here), frame
@@ -102,7 +102,6 @@ fn install_z(
         target,
         SLOT_LEN,
         base,
-        &mut no_sync,
         &mut stele_verifier::progress::Silent,
     )?;
     let refused = framed.and_then(|f| f.refused);
