@@ -15,6 +15,7 @@ pub mod envelope;
 pub mod footer;
 pub mod slot;
 pub mod state;
+pub mod zst;
 
 use std::sync::OnceLock;
 
@@ -130,6 +131,13 @@ pub const TARGETS: &[Target] = &[
         seeds: delta::seeds,
         stages: delta::STAGES,
         depth: delta::depth,
+    },
+    Target {
+        name: "zst_frames",
+        run: zst::run,
+        seeds: zst::seeds,
+        stages: zst::STAGES,
+        depth: zst::depth,
     },
 ];
 
