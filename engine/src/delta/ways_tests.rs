@@ -270,3 +270,31 @@ fn a_compressed_form_of_another_image_is_not_used() {
         run.ways.describe()
     );
 }
+
+/// A resumed install (a cut left the first half of the image in the target) takes only
+/// the frames of the blocks still missing: the kept blocks cost nothing.
+#[test]
+fn a_resumed_install_fetches_only_the_frames_it_still_lacks() {
+    let img = image_of(&new_blocks(), 1, 2);
+    let zfile = compressed(&img, &|_, _| None);
+    let mut whole = ZSource(MemSource::new(zfile.clone()));
+    let mut target = Cursor::new(vec![0xee; SLOT_LEN as usize]);
+    let first = install_z(
+        &mut MemSource::new(img.clone()),
+        &mut whole,
+        &mut target,
+        None,
+    )
+    .unwrap();
+    let mut target = Cursor::new(vec![0xee; SLOT_LEN as usize]);
+    let half = 100 * 4096;
+    target.get_mut()[..half].copy_from_slice(&img[..half]);
+    let mut z = ZSource(MemSource::new(zfile));
+    let run = install_z(&mut MemSource::new(img.clone()), &mut z, &mut target, None).unwrap();
+    assert_installed(&target, &img);
+    assert_eq!(run.plan.counts.keep, 100);
+    assert_eq!(run.ways.chosen, WayKind::Zstd);
+    // Frame 0 (blocks 0..64) is not fetched again; frame 1 (64..128) still is.
+    assert_eq!(run.stats.frames, first.stats.frames - 1);
+    assert!(z.0.sent < whole.0.sent, "{} >= {}", z.0.sent, whole.0.sent);
+}
