@@ -47,11 +47,13 @@ fn served(fx: &Fixture) -> (Pair, Nginx) {
         .image(&r1, &key)
         .version("1.0.0")
         .index(1)
+        .compressed()
         .build("v1.img");
     let v2 = fx
         .image(&r2, &key)
         .version("2.0.0")
         .index(2)
+        .compressed()
         .build("v2.img");
     assert!(
         fs::metadata(format!("{v2}.zst")).is_ok(),
@@ -245,13 +247,19 @@ fn without_a_compressed_form_the_install_is_raw() {
         "{plan}"
     );
     let r = fx.tree("r3", false).file("a", b"a", 0o644).build();
-    let v3 = fx
-        .image(&r, &p.key)
-        .args(&["--no-compressed"])
-        .build("v3.img");
+    // The fixture passes --no-compressed unless asked.
+    let v3 = fx.image(&r, &p.key).build("v3.img");
     assert!(fs::metadata(&v3).is_ok());
     assert!(
         fs::metadata(format!("{v3}.zst")).is_err(),
         "--no-compressed wrote {v3}.zst"
+    );
+    // By default the build says what it wrote beside the image.
+    let out = ok(fx.image(&r, &p.key).compressed().run("v4.img"));
+    let v4 = fx.p("v4.img");
+    let zlen = fs::metadata(format!("{v4}.zst")).unwrap().len();
+    assert!(
+        out.contains(&format!("compressed: {v4}.zst {zlen} bytes (")),
+        "{out}"
     );
 }
