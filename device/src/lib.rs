@@ -21,7 +21,9 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod fat;
+pub mod inspect;
 pub mod remote;
 pub mod runtime;
+pub mod target;
 
 pub use error::{Error, Result};

@@ -6,10 +6,10 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use stele_verifier::footer::FOOTER_SIZE;
 use stele_verifier::state::BootState;
 
 pub use crate::esp::EspSpec;
+pub use crate::flash::flash_slot;
 use crate::tool::MKFS_EXT4;
 use stele_verifier::exit::{Exit, Report};
 pub use stele_verifier::gpt::find_partition;
@@ -199,38 +199,6 @@ pub fn layout_with_esp(
         total_sectors: total / SECTOR,
         partitions,
     })
-}
-
-/// Writes a slot image into a partition: the image at offset 0, and its footer (last
-/// 4096 bytes) again in the partition's last 4096 bytes.
-pub fn flash_slot<D: Write + Seek, R: Read + Seek>(
-    part: &mut D,
-    part_len: u64,
-    image: &mut R,
-    image_len: u64,
-) -> io::Result<()> {
-    if image_len > part_len || image_len < FOOTER_SIZE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("image of {image_len} bytes does not fit a {part_len}-byte partition"),
-        ));
-    }
-    image.seek(SeekFrom::Start(0))?;
-    part.seek(SeekFrom::Start(0))?;
-    let copied = io::copy(&mut image.take(image_len), part)?;
-    if copied != image_len {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the slot image shrank while copying",
-        ));
-    }
-    let mut footer = [0u8; 4096];
-    debug_assert_eq!(footer.len() as u64, FOOTER_SIZE);
-    image.seek(SeekFrom::Start(image_len - FOOTER_SIZE))?;
-    image.read_exact(&mut footer)?;
-    part.seek(SeekFrom::Start(part_len - FOOTER_SIZE))?;
-    part.write_all(&footer)?;
-    Ok(())
 }
 
 struct SlotInput {

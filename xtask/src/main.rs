@@ -11,6 +11,8 @@ mod bench_build;
 mod bench_delta;
 mod demo;
 mod fuzz;
+#[cfg(test)]
+mod imports;
 mod kernel;
 mod setup;
 #[cfg(test)]

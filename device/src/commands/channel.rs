@@ -28,6 +28,7 @@ use stele_verifier::manifest::Manifest;
 use crate::remote::{self, device_source, DeltaInstalled, FetchOptions, Location, SystemClock};
 use crate::runtime::keyring::load_keyring;
 use crate::runtime::run_dir::{RunDir, MANIFEST};
+use crate::target::Target;
 use crate::{Error, Result};
 
 /// The channel keys inside the image, relative to its root
@@ -229,8 +230,8 @@ pub fn describe(
 /// `check --channel`: verifies the channel and prints what it offers; writes nothing
 /// (except a new device's rollout seed). A refused channel (signature, product,
 /// sequence, expiry) is an error; a wave not yet due is shown, not an error.
-pub fn check_on_device(run_dir: &Path, loc: &Location, opts: &FetchOptions) -> Result<String> {
-    let e = env(run_dir)?;
+pub fn check(t: &Target, loc: &Location, opts: &FetchOptions) -> Result<String> {
+    let e = env(device_dir(t, "check")?)?;
     let v = read_channel(&e, loc, opts)?;
     let refuse = |source| Error::Channel {
         location: loc.show(),
@@ -243,6 +244,14 @@ pub fn check_on_device(run_dir: &Path, loc: &Location, opts: &FetchOptions) -> R
     }
 }
 
+/// The run directory of a target on the device; the channel commands have no meaning on
+/// a disk image.
+fn device_dir<'a>(t: &'a Target, command: &'static str) -> Result<&'a Path> {
+    t.run_dir()
+        .map(|d| d.dir.as_path())
+        .ok_or(Error::DeviceOnly { command })
+}
+
 /// What `apply` did.
 #[derive(Debug)]
 pub enum Applied {
@@ -250,18 +259,18 @@ pub enum Applied {
     Installed(DeltaInstalled),
 }
 
-/// `apply --channel`: [`check_on_device`]'s checks, then the delta install of the offered
+/// `apply --channel`: [`check`]'s checks, then the delta install of the offered
 /// release. Its image must have the channel's length and manifest digest (and so its
 /// version and rollback index) before anything is written; the channel state is
 /// recorded then (or when the device is up to date). Every refusal writes nothing.
-pub fn apply_on_device(
-    run_dir: &Path,
+pub fn apply(
+    t: &mut Target,
     loc: &Location,
     opts: &FetchOptions,
     log: &mut dyn FnMut(&str),
     progress: &mut dyn stele_verifier::progress::Progress,
 ) -> Result<Applied> {
-    let e = env(run_dir)?;
+    let e = env(device_dir(t, "apply")?)?;
     let v = read_channel(&e, loc, opts)?;
     let refuse = |source| Error::Channel {
         location: loc.show(),
@@ -327,6 +336,7 @@ pub fn apply_on_device(
         // The channel is acted on: remember it before the slot is touched.
         save_state(&e.state_path, &state)
     };
-    let done = remote::on_device(run_dir, &image, opts, &mut check, log, progress)?;
+    t.load_trust()?;
+    let done = remote::install(t, &image, opts, &mut check, log, progress)?;
     Ok(Applied::Installed(done))
 }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use stele_engine::delta::apply::{apply_with, Stats};
-use stele_engine::delta::plan::{plan, BaseUse, Plan};
+use stele_engine::delta::plan::{plan as plan_delta, BaseUse, Plan};
 use stele_engine::delta::ways::{Framed, WayKind, Ways};
 use stele_engine::delta::{
     fetch_meta, Clock, DeltaError, Fetcher, KnownHashBlocks, Meta, RangeSource, ReaderSource,
@@ -34,6 +34,7 @@ use crate::runtime::rollback;
 use crate::runtime::run_dir::RunDir;
 use crate::runtime::state_file::StateFile;
 use crate::runtime::storage::{self, Storage};
+use crate::target::{Place, Target};
 use crate::{Error, Result};
 
 /// Where the fetch client is inside a slot image (and so under the verified lower layer),
@@ -112,12 +113,17 @@ pub struct FetchOptions {
     pub timeout: Duration,
 }
 
+/// `--deadline`'s default, in seconds: both front-ends take it from here.
+pub const DEFAULT_DEADLINE_SECS: u64 = 300;
+/// `--timeout`'s default, in seconds: both front-ends take it from here.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
+
 impl Default for FetchOptions {
     fn default() -> Self {
         FetchOptions {
             max_rate: None,
-            deadline: Duration::from_secs(300),
-            timeout: Duration::from_secs(30),
+            deadline: Duration::from_secs(DEFAULT_DEADLINE_SECS),
+            timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
         }
     }
 }
@@ -298,7 +304,7 @@ pub fn plan_from<T: Read + Seek, B: Read + Seek>(
     let base_ref = base.as_mut().map(|(b, l)| (&mut **b, *l));
     let (_, meta) =
         signed_first(src, clock, base_ref, keyring, opts, floor, slot_len).map_err(err)?;
-    let p = plan(
+    let p = plan_delta(
         &meta,
         target,
         base,
@@ -361,7 +367,7 @@ pub fn install_from<D: Storage, B: Read + Seek, S: Storage>(
         m.name, m.version, m.rollback_index
     ));
     check(&meta)?;
-    let p = plan(
+    let p = plan_delta(
         &meta,
         Some((&mut *slot, slot_len)),
         base.as_mut().map(|(b, l)| (&mut **b, *l)),
@@ -453,102 +459,127 @@ pub fn device_source(
     }
 }
 
-/// The source of the compressed form beside `loc` on the device (another run of the
-/// fetch client), when `loc` is a URL.
-fn zsource(
-    dev: &RunDir,
+/// The source of the image at `loc` for target `t`: on the device the fetch client from
+/// the verified root for a URL; on a host the HTTP client the front-end gave
+/// ([`Target::http`]); a file as it is.
+pub fn source(t: &Target, loc: &Location, opts: &FetchOptions) -> Result<Box<dyn RangeSource>> {
+    match &t.place {
+        Place::Device(dev) => device_source(dev, loc, opts),
+        Place::Disk(_) => host_source(loc, opts, t.http),
+    }
+}
+
+/// The source of `loc` on a host: `http` for a URL (the host's in-process client; none:
+/// [`Error::NoHttp`]), the file otherwise.
+pub fn host_source(
+    loc: &Location,
+    opts: &FetchOptions,
+    http: Option<crate::target::HttpOpener>,
+) -> Result<Box<dyn RangeSource>> {
+    match loc {
+        Location::Http(url) => match http {
+            Some(open) => Ok(open(url, opts.timeout)),
+            None => Err(Error::NoHttp { url: url.clone() }),
+        },
+        Location::File(p) => {
+            let name = p.display().to_string();
+            Ok(Box::new(ReaderSource::new(
+                storage::open(&name, false)?,
+                name,
+            )))
+        }
+    }
+}
+
+/// The source of the compressed form beside `loc` (`URL.zst`) for target `t`, when `loc`
+/// is a URL: decoded by the fetch client on the device, in-process on a host.
+pub fn zsource(
+    t: &Target,
     loc: &Location,
     opts: &FetchOptions,
 ) -> Result<Option<Box<dyn RangeSource>>> {
     compressed::compressed_of(loc)
-        .map(|z| device_source(dev, &z, opts))
+        .map(|z| source(t, &z, opts))
         .transpose()
 }
 
-/// `stele update install URL` on the device: into the slot that is not booted, the
-/// booted slot as the base; the target slot partition locked throughout (one install at a
-/// time), the state only for its reads and the flip.
-pub fn on_device(
-    run_dir: &Path,
+/// `stele update install URL|FILE` (as a delta) on an opened target
+/// ([`Target::load_trust`] read): into [`Target::install_slot`] (locked throughout), with
+/// [`Target::base`] (the booted slot, or the slot a disk image boots next) as the base; the
+/// state locked only for its reads and the flip. `check` is the caller's own refusal of
+/// the verified metadata (a channel's digest), before the slot is touched.
+pub fn install(
+    t: &mut Target,
     loc: &Location,
     opts: &FetchOptions,
     check: &mut dyn FnMut(&Meta) -> Result<()>,
     log: &mut dyn FnMut(&str),
     progress: &mut dyn Progress,
 ) -> Result<DeltaInstalled> {
-    let dev = RunDir::read(run_dir)?;
-    let trust = crate::commands::install::Trust::on_device(&dev)?;
-    let mut src = device_source(&dev, loc, opts)?;
-    let mut zsrc = zsource(&dev, loc, opts)?;
-    let mut state = StateFile::open(dev.state_path(), true)?;
-    let target = crate::commands::install::plan(&state.locked(StateFile::load)?, Some(dev.booted))?;
-    let slot_path = dev.slot_path(target)?.to_string();
-    let mut slot = storage::open(&slot_path, true)?;
-    let slot_len = storage::size(&mut slot, &slot_path)?;
-    let _busy = storage::try_lock(&slot, &slot_path)?.ok_or_else(|| Error::SlotBusy {
-        path: slot_path.clone(),
-    })?;
-    let base_path = dev.slot_path(dev.booted)?.to_string();
-    let mut base = storage::open(&base_path, false)?;
-    let base_len = storage::size(&mut base, &base_path)?;
-    install_from(
+    let mut src = source(t, loc, opts)?;
+    let mut zsrc = zsource(t, loc, opts)?;
+    let mut target = t.install_slot()?;
+    let st = t.state.locked(StateFile::load)?;
+    let mut base = t.base(&st)?;
+    let trust = t.trusted.trust()?;
+    let slot_len = target.part.len();
+    let done = install_from(
         &mut *src,
         zsrc.as_mut().map(|z| &mut **z as &mut dyn RangeSource),
         &mut SystemClock::default(),
         Slots {
-            target,
-            slot: &mut slot,
+            target: target.slot,
+            slot: &mut target.part,
             slot_len,
-            base: Some((&mut base, base_len)),
+            base: base.as_mut().map(|(_, b)| {
+                let len = b.len();
+                (b, len)
+            }),
         },
-        &mut state,
+        &mut t.state,
         &trust,
         opts,
         check,
         log,
         progress,
-    )
-    .map_err(|e| Error::Installing {
-        slot: target,
-        path: slot_path,
-        source: Box::new(e),
-    })
+    );
+    match t.place {
+        Place::Device(_) => done.map_err(|e| Error::Installing {
+            slot: target.slot,
+            path: target.part.path().to_string(),
+            source: Box::new(e),
+        }),
+        Place::Disk(_) => done,
+    }
 }
 
-/// `stele update plan URL` on the device: what an install would do, as text.
-pub fn plan_on_device(run_dir: &Path, loc: &Location, opts: &FetchOptions) -> Result<String> {
-    let dev = RunDir::read(run_dir)?;
-    let mut src = device_source(&dev, loc, opts)?;
-    let mut zsrc = zsource(&dev, loc, opts)?;
-    let mut state = StateFile::open(dev.state_path(), false)?;
-    let st = state.load()?;
-    let target = crate::commands::install::plan(&st, Some(dev.booted))?;
-    // The floors an install would meet (the good running slot's index included).
-    let floors = crate::commands::install::Trust::on_device(&dev)?.floors(&st);
-    let slot_path = dev.slot_path(target)?.to_string();
-    let mut slot = storage::open(&slot_path, false)?;
-    let slot_len = storage::size(&mut slot, &slot_path)?;
-    let base_path = dev.slot_path(dev.booted)?.to_string();
-    let mut base = storage::open(&base_path, false)?;
-    let base_len = storage::size(&mut base, &base_path)?;
+/// `stele update plan URL|FILE` on an opened target ([`Target::load_trust`] read): what
+/// [`install`] would fetch and reuse, against the floors it would meet; writes nothing.
+pub fn plan(t: &mut Target, loc: &Location, opts: &FetchOptions) -> Result<String> {
+    let mut src = source(t, loc, opts)?;
+    let mut zsrc = zsource(t, loc, opts)?;
+    let st = t.state.load()?;
+    let target = crate::commands::install::plan(&st, t.booted())?;
+    let trust = t.trusted.trust()?;
+    let floors = trust.floors(&st);
+    let mut slot = t.slot(target, false)?;
+    let slot_len = slot.len();
+    let mut base = t.base(&st)?;
+    let base_slot = base.as_ref().map(|(s, _)| *s);
     let (meta, p, ways) = plan_from(
         &mut *src,
         zsrc.as_mut().map(|z| &mut **z as &mut dyn RangeSource),
         &mut SystemClock::default(),
         Some((&mut slot, slot_len)),
-        Some((&mut base, base_len)),
+        base.as_mut().map(|(_, b)| {
+            let len = b.len();
+            (b, len)
+        }),
         floors.effective(),
-        &dev.keyring,
+        trust.keyring,
         opts,
     )?;
-    Ok(plan_text(
-        &loc.show(),
-        &meta,
-        &p,
-        &ways,
-        target,
-        Some(dev.booted),
-    ))
+    Ok(plan_text(&loc.show(), &meta, &p, &ways, target, base_slot))
 }
 
 #[cfg(test)]
