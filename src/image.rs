@@ -122,6 +122,11 @@ pub struct BuildArgs {
     /// Replace an existing --out (or write onto a block device).
     #[arg(long)]
     force: bool,
+    /// Do not write the compressed transfer form OUT.zst beside --out (zstd frames and a
+    /// seek table: devices fetch the frames covering the blocks they lack). It is never
+    /// written beside a block device.
+    #[arg(long)]
+    no_compressed: bool,
     /// Print one JSON object (verdict, error, manifest, root hash, key ids, sizes) instead
     /// of the `built:` line, also when the build fails.
     #[arg(long)]
@@ -228,7 +233,7 @@ fn build(a: &BuildArgs) -> CliResult {
     if a.json {
         let image = r.as_ref().map_or_else(
             |_| ImageJson::default(),
-            |b| {
+            |(b, _)| {
                 let file = stele_image::slot::align_up(b.footer.image_len, ALIGN) + FOOTER_SIZE;
                 ImageJson::new(&b.manifest, &b.signed_by, &b.footer, file)
             },
@@ -238,10 +243,26 @@ fn build(a: &BuildArgs) -> CliResult {
             result: image,
         };
         Outcome::new("built", r.as_ref().map(drop), doc).print();
-    } else if let Ok(report) = &r {
+    } else if let Ok((report, z)) = &r {
         print_report(&a.out, report);
+        if let Some(z) = z {
+            print_compressed(z);
+        }
     }
     r.map(drop)
+}
+
+/// `compressed: OUT.zst N bytes (P % of the image's M) in F frames`.
+fn print_compressed(z: &stele_image::zst::ZstReport) {
+    #[allow(clippy::cast_precision_loss)]
+    let pct = z.len as f64 * 100.0 / z.raw_len.max(1) as f64;
+    println!(
+        "compressed: {} {} bytes ({pct:.1} % of the image's {}) in {} frames",
+        z.path.display(),
+        z.len,
+        z.raw_len,
+        z.frames
+    );
 }
 
 /// `--kernel`, `--initrd`, `--kernel-cmdline`: both files or neither; a command line only
@@ -268,7 +289,7 @@ struct BuildJson {
     result: ImageJson,
 }
 
-fn build_image(a: &BuildArgs) -> CliResult<BuildReport> {
+fn build_image(a: &BuildArgs) -> CliResult<(BuildReport, Option<stele_image::zst::ZstReport>)> {
     clean_up_on_signals()?;
     let params = BuildParams {
         name: a.name.clone(),
@@ -284,7 +305,11 @@ fn build_image(a: &BuildArgs) -> CliResult<BuildReport> {
     // Everything a device would refuse in the image, and an existing output, are refused
     // before any work.
     params.check()?;
-    stele_image::atomic::output_target(&a.out, a.force)?;
+    let target = stele_image::atomic::output_target(&a.out, a.force)?;
+    let compressed = !a.no_compressed && target != stele_image::atomic::Target::Device;
+    if compressed {
+        stele_image::atomic::output_target(&stele_image::zst::path_of(&a.out), a.force)?;
+    }
     let keys = a
         .keys
         .iter()
@@ -340,7 +365,12 @@ fn build_image(a: &BuildArgs) -> CliResult<BuildReport> {
         }
         _ => return Err(Usage::OneInput.into()),
     };
-    Ok(report)
+    let z = if compressed {
+        Some(stele_image::zst::write_beside(&a.out, a.force, bars)?)
+    } else {
+        None
+    };
+    Ok((report, z))
 }
 
 fn print_report(out: &Path, r: &BuildReport) {

@@ -18,7 +18,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub use boot::Guest;
-pub use http::{Fault, FaultServer, TRICKLE_BYTES};
+pub use http::{Fault, FaultServer, Nginx, TRICKLE_BYTES};
 pub use internals::{
     change_partition, change_state, envelope_sha256, gpt_image, old_layout, old_layout_copies,
     partition, partition_bytes, rename_partitions, state, unmappable_slot, Slot, GPTMBR, UKI_STUB,
@@ -200,6 +200,7 @@ impl Fixture {
             fs: None,
             epoch: None,
             extra: Vec::new(),
+            compressed: false,
         }
     }
 
@@ -344,6 +345,8 @@ pub struct Image<'a> {
     fs: Option<String>,
     epoch: Option<String>,
     extra: Vec<String>,
+    /// Without it, `--no-compressed` is passed.
+    compressed: bool,
 }
 
 impl Image<'_> {
@@ -380,6 +383,13 @@ impl Image<'_> {
         self
     }
 
+    /// Also writes the compressed form OUT.zst (the CLI's default; the fixture passes
+    /// `--no-compressed` unless asked, so that only the tests of it pay for it).
+    pub fn compressed(mut self) -> Self {
+        self.compressed = true;
+        self
+    }
+
     /// Further arguments, as given.
     pub fn args(mut self, args: &[&str]) -> Self {
         self.extra.extend(args.iter().map(|a| (*a).to_owned()));
@@ -406,6 +416,9 @@ impl Image<'_> {
             if let Some(v) = value {
                 args.extend([flag.to_owned(), v.clone()]);
             }
+        }
+        if !self.compressed {
+            args.push("--no-compressed".to_owned());
         }
         args.extend(self.extra.iter().cloned());
         args

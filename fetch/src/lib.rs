@@ -6,7 +6,8 @@
 use std::io::Read;
 use std::time::Duration;
 
-use stele_engine::delta::{FetchError, RangeSource, Sink};
+use stele_engine::delta::zst::Frame;
+use stele_engine::delta::{read_frame_by_range, FetchError, RangeSource, Sink};
 use ureq::http::{header, StatusCode};
 use ureq::Agent;
 
@@ -278,6 +279,11 @@ impl RangeSource for HttpSource {
                 }
             }
         }
+    }
+
+    /// The frame by one Range request, decoded here (bounded: a bomb is refused).
+    fn read_frame(&mut self, frame: &Frame, sink: Sink<'_>) -> Result<(), FetchError> {
+        read_frame_by_range(self, frame, sink)
     }
 }
 

@@ -32,5 +32,6 @@ pub mod slot;
 pub mod stage;
 pub mod tool;
 pub mod uki;
+pub mod zst;
 
 pub use error::{Error, Result};

@@ -127,7 +127,13 @@ fn nginx_serves_a_delta_and_its_log_shows_the_ranges() {
     );
 
     // The footer first, then the envelope and the tree, then only data ranges.
-    let log = nginx.log().split_off(planned);
+    // (The compressed form v2.img.zst is not served here: its 404s are not image ranges.)
+    let log: Vec<String> = nginx
+        .log()
+        .split_off(planned)
+        .into_iter()
+        .filter(|l| l.starts_with("GET /v2.img "))
+        .collect();
     assert!(
         log[0].starts_with("GET /v2.img 206 bytes=-4096 4096"),
         "{log:?}"

@@ -259,6 +259,14 @@ pub fn delta_bench() -> Result<(), String> {
     let served = work.join("www").join("image.img");
     fs::copy(&last_new, &served).map_err(|e| e.to_string())?;
     let size = fs::metadata(&served).map_err(|e| e.to_string())?.len();
+    // Its compressed form (written by `stele image build`) beside it: the fresh install
+    // below takes it when it costs fewer bytes than the raw image.
+    let zst_len = {
+        let mut z = last_new.clone().into_os_string();
+        z.push(".zst");
+        let zs = work.join("www").join("image.img.zst");
+        fs::copy(&z, &zs).map_err(|e| format!("{}: {e}", PathBuf::from(&z).display()))?
+    };
     let _server = nginx(&work.join("nginx"), &work.join("www"), port)?;
     let url = format!("http://127.0.0.1:{port}/image.img");
     // Warm the page cache.
@@ -335,7 +343,17 @@ pub fn delta_bench() -> Result<(), String> {
         .and_then(|l| l.split(' ').next())
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| format!("no summary line: {out}"))?;
+    let way = out
+        .lines()
+        .find_map(|l| l.strip_prefix("stele: fetched "))
+        .and_then(|l| l.rsplit_once("; way "))
+        .map_or("?", |w| w.1)
+        .to_string();
     let mib_s = |secs: f64| size as f64 / MIB / secs;
+    println!(
+        "  compressed form image.img.zst (zstd frames of 256 KiB): {zst_len} bytes = {:.1} % of the image; the fresh install took way {way}",
+        100.0 * zst_len as f64 / size as f64
+    );
     println!("  on loopback nginx, {size} bytes, {runs} runs each (medians):");
     println!(
         "    fresh install: fetched {fresh} bytes = {:.3} % of the image (target <= 100.5 %), {install_secs:.2} s",

@@ -11,6 +11,7 @@
 //! (crate::runtime::verified) and executed from that descriptor, never from the overlay or the data
 //! partition. Any other location is a local file.
 
+pub mod compressed;
 pub mod pipe;
 pub mod protocol;
 
@@ -18,8 +19,9 @@ use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use stele_engine::delta::apply::{apply, Stats};
+use stele_engine::delta::apply::{apply_with, Stats};
 use stele_engine::delta::plan::{plan as plan_delta, BaseUse, Plan};
+use stele_engine::delta::ways::{Framed, WayKind, Ways};
 use stele_engine::delta::{
     fetch_meta, Clock, DeltaError, Fetcher, KnownHashBlocks, Meta, RangeSource, ReaderSource,
     RetryPolicy, Trust, DEFAULT_MAX_RANGE,
@@ -191,25 +193,40 @@ pub struct DeltaInstalled {
     pub installed: Installed,
     pub stats: Stats,
     pub block_size: u64,
+    /// The way the data came (raw blocks, the compressed form's frames).
+    pub way: WayKind,
 }
 
 /// The stable summary line of a delta install (stdout, before the installed line). Pure.
 pub fn summary_line(d: &DeltaInstalled) -> String {
     let s = &d.stats;
     format!(
-        "stele: fetched {} bytes, reused {} bytes (kept {}, copied {}, zero {} blocks of {}; {} requests)",
+        "stele: fetched {} bytes, reused {} bytes (kept {}, copied {}, zero {} blocks of {}; {} requests); way {}{}",
         s.fetched,
         s.reused_bytes(d.block_size),
         s.kept,
         s.copied,
         s.zeroed,
         d.block_size,
-        s.requests
+        s.requests,
+        d.way.name(),
+        if s.frames > 0 {
+            format!(" ({} frames for {} blocks)", s.frames, s.frame_blocks)
+        } else {
+            String::new()
+        }
     )
 }
 
 /// What a plan prints. Pure.
-pub fn plan_text(from: &str, meta: &Meta, p: &Plan, target: Slot, base: Option<Slot>) -> String {
+pub fn plan_text(
+    from: &str,
+    meta: &Meta,
+    p: &Plan,
+    ways: &Ways,
+    target: Slot,
+    base: Option<Slot>,
+) -> String {
     let m = &meta.manifest;
     let base_line = match (&p.base, base) {
         (BaseUse::OwnTree, Some(b)) => format!("slot {} (its own hash tree: same salt)", b.name()),
@@ -221,7 +238,8 @@ pub fn plan_text(from: &str, meta: &Meta, p: &Plan, target: Slot, base: Option<S
         "plan: {} {} rollback_index={} from {from} into slot {}\n\
          plan: base: {base_line}\n\
          plan: {} data blocks of {} bytes: {} kept in slot {}, {} copied, {} zero, {} fetched in {} ranges\n\
-         plan: fetch {} bytes ({} of data, {} of footer, manifest and hash tree), reuse {} bytes; the image is {} bytes\n",
+         plan: fetch {} bytes ({} of data, {} of footer, manifest and hash tree), reuse {} bytes; the image is {} bytes\n\
+         plan: way {}: {}\n",
         m.name,
         m.version,
         m.rollback_index,
@@ -234,11 +252,13 @@ pub fn plan_text(from: &str, meta: &Meta, p: &Plan, target: Slot, base: Option<S
         p.counts.zero,
         p.counts.fetch,
         p.ranges.len(),
-        meta.fetched + p.fetch_bytes(),
-        p.fetch_bytes(),
+        meta.fetched + ways.bytes(),
+        ways.bytes(),
         meta.fetched,
         p.reused_bytes(),
-        meta.len
+        meta.len,
+        ways.chosen.name(),
+        ways.describe()
     )
 }
 
@@ -269,13 +289,14 @@ fn signed_first<'a, B: Read + Seek>(
 #[allow(clippy::too_many_arguments)]
 pub fn plan_from<T: Read + Seek, B: Read + Seek>(
     src: &mut dyn RangeSource,
+    zsrc: Option<&mut dyn RangeSource>,
     clock: &mut dyn Clock,
     target: Option<(&mut T, u64)>,
     base: Option<(&mut B, u64)>,
     floor: u64,
     keyring: &Keyring,
     opts: &FetchOptions,
-) -> Result<(Meta, Plan)> {
+) -> Result<(Meta, Plan, Ways)> {
     let name = src.name();
     let err = |source| Error::Fetch {
         url: name.clone(),
@@ -294,7 +315,10 @@ pub fn plan_from<T: Read + Seek, B: Read + Seek>(
         DEFAULT_MAX_RANGE,
     )
     .map_err(err)?;
-    Ok((meta, p))
+    let mut zclock = SystemClock::default();
+    let mut zf = zsrc.map(|z| Fetcher::new(z, &mut zclock, opts.policy(), opts.max_rate));
+    let ways = compressed::choose(zf.as_mut(), &meta, &p);
+    Ok((meta, p, ways))
 }
 
 /// Installs the image of `src` into `slots.target` as a delta and flips the boot state:
@@ -307,6 +331,7 @@ pub fn plan_from<T: Read + Seek, B: Read + Seek>(
 #[allow(clippy::too_many_arguments)]
 pub fn install_from<D: Storage, B: Read + Seek, S: Storage>(
     src: &mut dyn RangeSource,
+    zsrc: Option<&mut dyn RangeSource>,
     clock: &mut dyn Clock,
     slots: Slots<'_, D, B>,
     state: &mut StateFile<S>,
@@ -353,26 +378,44 @@ pub fn install_from<D: Storage, B: Read + Seek, S: Storage>(
         DEFAULT_MAX_RANGE,
     )
     .map_err(err)?;
+    let mut zclock = SystemClock::default();
+    let mut zf = zsrc.map(|z| Fetcher::new(z, &mut zclock, opts.policy(), opts.max_rate));
+    let ways = compressed::choose(zf.as_mut(), &meta, &p);
     log(&format!(
         "update: plan: fetch {} bytes in {} ranges, reuse {} bytes ({} kept, {} copied, {} zero blocks)",
-        p.fetch_bytes() + meta.fetched,
+        ways.bytes() + meta.fetched,
         p.ranges.len(),
         p.reused_bytes(),
         p.counts.keep,
         p.counts.copy,
         p.counts.zero
     ));
+    log(&compressed::way_line(&ways));
     log(&format!("update: writing slot {}", target.name()));
-    let (written, stats) = apply(
+    let frame_plan = ways
+        .frames
+        .as_ref()
+        .filter(|_| ways.chosen == WayKind::Zstd);
+    let mut framed = match (frame_plan, zf.as_mut()) {
+        (Some(fp), Some(zf)) => Some(Framed::new(zf, fp)),
+        _ => None,
+    };
+    let applied = apply_with(
         &meta,
         &p,
         &mut f,
+        framed.as_mut(),
         slot,
         slot_len,
         base.map(|(b, _)| b),
         progress,
-    )
-    .map_err(|source| Error::Fetch {
+    );
+    if let Some(why) = framed.and_then(|f| f.refused) {
+        log(&format!(
+            "update: the zstd way was given up ({why}): its remaining blocks were fetched raw"
+        ));
+    }
+    let (written, stats) = applied.map_err(|source| Error::Fetch {
         url: name.clone(),
         source,
     })?;
@@ -388,6 +431,7 @@ pub fn install_from<D: Storage, B: Read + Seek, S: Storage>(
         installed,
         stats,
         block_size: p.block_size,
+        way: ways.chosen,
     })
 }
 
@@ -450,6 +494,18 @@ pub fn host_source(
     }
 }
 
+/// The source of the compressed form beside `loc` (`URL.zst`) for target `t`, when `loc`
+/// is a URL: decoded by the fetch client on the device, in-process on a host.
+pub fn zsource(
+    t: &Target,
+    loc: &Location,
+    opts: &FetchOptions,
+) -> Result<Option<Box<dyn RangeSource>>> {
+    compressed::compressed_of(loc)
+        .map(|z| source(t, &z, opts))
+        .transpose()
+}
+
 /// `stele update install URL|FILE` (as a delta) on an opened target
 /// ([`Target::load_trust`] read): into [`Target::install_slot`] (locked throughout), with
 /// [`Target::base`] (the booted slot, or the slot a disk image boots next) as the base; the
@@ -464,6 +520,7 @@ pub fn install(
     progress: &mut dyn Progress,
 ) -> Result<DeltaInstalled> {
     let mut src = source(t, loc, opts)?;
+    let mut zsrc = zsource(t, loc, opts)?;
     let mut target = t.install_slot()?;
     let st = t.state.locked(StateFile::load)?;
     let mut base = t.base(&st)?;
@@ -471,6 +528,7 @@ pub fn install(
     let slot_len = target.part.len();
     let done = install_from(
         &mut *src,
+        zsrc.as_mut().map(|z| &mut **z as &mut dyn RangeSource),
         &mut SystemClock::default(),
         Slots {
             target: target.slot,
@@ -502,6 +560,7 @@ pub fn install(
 /// [`install`] would fetch and reuse, against the floors it would meet; writes nothing.
 pub fn plan(t: &mut Target, loc: &Location, opts: &FetchOptions) -> Result<String> {
     let mut src = source(t, loc, opts)?;
+    let mut zsrc = zsource(t, loc, opts)?;
     let st = t.state.load()?;
     let target = crate::commands::install::plan(&st, t.booted())?;
     let trust = t.trusted.trust()?;
@@ -510,8 +569,9 @@ pub fn plan(t: &mut Target, loc: &Location, opts: &FetchOptions) -> Result<Strin
     let slot_len = slot.len();
     let mut base = t.base(&st)?;
     let base_slot = base.as_ref().map(|(s, _)| *s);
-    let (meta, p) = plan_from(
+    let (meta, p, ways) = plan_from(
         &mut *src,
+        zsrc.as_mut().map(|z| &mut **z as &mut dyn RangeSource),
         &mut SystemClock::default(),
         Some((&mut slot, slot_len)),
         base.as_mut().map(|(_, b)| {
@@ -522,7 +582,7 @@ pub fn plan(t: &mut Target, loc: &Location, opts: &FetchOptions) -> Result<Strin
         trust.keyring,
         opts,
     )?;
-    Ok(plan_text(&loc.show(), &meta, &p, target, base_slot))
+    Ok(plan_text(&loc.show(), &meta, &p, &ways, target, base_slot))
 }
 
 #[cfg(test)]
@@ -560,6 +620,7 @@ mod tests {
             let mut src = ReaderSource::new(Cursor::new(img), "v6.img".to_string());
             let e = install_from(
                 &mut src,
+                None,
                 &mut SystemClock::default(),
                 Slots::<_, Cursor<Vec<u8>>> {
                     target: Slot::A,

@@ -17,6 +17,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
+use stele_engine::delta::zst::Frame;
 use stele_engine::delta::{FetchError, RangeSource, Sink};
 
 use super::protocol::{parse_reply, Reply, Request, MAX_CHUNK};
@@ -177,7 +178,46 @@ impl RangeSource for PipeSource {
     }
 
     fn read_range(&mut self, off: u64, len: u64, sink: Sink<'_>) -> Result<(), FetchError> {
-        match self.ask(Request::Range { off, len })? {
+        self.answer(Request::Range { off, len }, sink)
+    }
+
+    /// The fetch client fetches the frame and decodes it (`stele` links no decoder).
+    fn read_frame(&mut self, frame: &Frame, sink: Sink<'_>) -> Result<(), FetchError> {
+        self.answer(Request::Frame(*frame), sink)
+    }
+
+    fn start_stream(&mut self) -> Result<(), FetchError> {
+        match self.ask(Request::Stream)? {
+            Reply::Ok(l) => {
+                self.len = Some(l);
+                Ok(())
+            }
+            Reply::Err(e) => Err(e),
+            other => Err(broken(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    fn read_stream(&mut self, buf: &mut [u8]) -> Result<usize, FetchError> {
+        let max = buf.len().min(MAX_CHUNK) as u64;
+        match self.ask(Request::Next { max })? {
+            Reply::Data(n) if n <= buf.len() => {
+                self.data(n, buf)?;
+                Ok(n)
+            }
+            Reply::End => Ok(0),
+            Reply::Err(e) => Err(e),
+            other => {
+                self.running = None;
+                Err(broken(format!("unexpected reply {other:?}")))
+            }
+        }
+    }
+}
+
+impl PipeSource {
+    /// Sends `req` and hands its `DATA` chunks to `sink` until `END`.
+    fn answer(&mut self, req: Request, sink: Sink<'_>) -> Result<(), FetchError> {
+        match self.ask(req)? {
             Reply::Ok(_) => {}
             Reply::Err(e) => return Err(e),
             other => return Err(broken(format!("unexpected reply {other:?}"))),
@@ -207,33 +247,6 @@ impl RangeSource for PipeSource {
                     self.running = None;
                     return Err(e);
                 }
-            }
-        }
-    }
-
-    fn start_stream(&mut self) -> Result<(), FetchError> {
-        match self.ask(Request::Stream)? {
-            Reply::Ok(l) => {
-                self.len = Some(l);
-                Ok(())
-            }
-            Reply::Err(e) => Err(e),
-            other => Err(broken(format!("unexpected reply {other:?}"))),
-        }
-    }
-
-    fn read_stream(&mut self, buf: &mut [u8]) -> Result<usize, FetchError> {
-        let max = buf.len().min(MAX_CHUNK) as u64;
-        match self.ask(Request::Next { max })? {
-            Reply::Data(n) if n <= buf.len() => {
-                self.data(n, buf)?;
-                Ok(n)
-            }
-            Reply::End => Ok(0),
-            Reply::Err(e) => Err(e),
-            other => {
-                self.running = None;
-                Err(broken(format!("unexpected reply {other:?}")))
             }
         }
     }

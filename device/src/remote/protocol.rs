@@ -8,6 +8,9 @@
 //! -> RANGE <off> <len>        <- OK <len>, then DATA <n>\n<n bytes> ..., then END
 //! -> STREAM                   <- OK <len>            (the whole file from byte 0)
 //! -> NEXT <max>               <- DATA <n>\n<n bytes> | END
+//! -> FRAME <i> <off> <len> <raw>  <- OK <raw>, then DATA ..., then END: frame i of a
+//!                                compressed form (IMAGE.img.zst), `len` bytes at `off`,
+//!                                decoded by the client to exactly `raw` bytes
 //! any reply may instead be    <- ERR transient <retry-after ms|-> <why>
 //!                                ERR permanent <why> | ERR ranges-ignored
 //!                                ERR changed <was> <now>
@@ -16,6 +19,7 @@
 use std::io::{self, BufRead, Write};
 use std::time::Duration;
 
+use stele_engine::delta::zst::Frame;
 use stele_engine::delta::{Abort, FetchError, RangeSource};
 
 /// Largest data chunk on the wire.
@@ -28,6 +32,7 @@ pub enum Request {
     Range { off: u64, len: u64 },
     Stream,
     Next { max: u64 },
+    Frame(Frame),
 }
 
 impl Request {
@@ -38,6 +43,9 @@ impl Request {
             Request::Range { off, len } => format!("RANGE {off} {len}\n"),
             Request::Stream => "STREAM\n".into(),
             Request::Next { max } => format!("NEXT {max}\n"),
+            Request::Frame(f) => {
+                format!("FRAME {} {} {} {}\n", f.index, f.offset, f.len, f.raw_len)
+            }
         }
     }
 
@@ -55,6 +63,19 @@ impl Request {
             "NEXT" => Request::Next {
                 max: num(w.next())?,
             },
+            "FRAME" => {
+                let index = num(w.next())?;
+                let offset = num(w.next())?;
+                let len = num(w.next())?;
+                let raw_len = num(w.next())?;
+                Request::Frame(Frame {
+                    index,
+                    offset,
+                    len,
+                    raw_offset: index.checked_mul(stele_engine::delta::zst::FRAME_RAW)?,
+                    raw_len,
+                })
+            }
             _ => return None,
         };
         w.next().is_none().then_some(r)
@@ -151,10 +172,15 @@ pub fn serve(
                 Ok(l) => writeln!(output, "OK {l}")?,
                 Err(e) => output.write_all(error_line(&e).as_bytes())?,
             },
-            Request::Range { off, len } => {
-                writeln!(output, "OK {len}")?;
+            Request::Range { .. } | Request::Frame(_) => {
+                let announced = match req {
+                    Request::Frame(f) => f.raw_len,
+                    Request::Range { len, .. } => len,
+                    _ => 0,
+                };
+                writeln!(output, "OK {announced}")?;
                 let mut pipe_error = None;
-                let r = src.read_range(off, len, &mut |chunk: &[u8]| {
+                let mut sink = |chunk: &[u8]| {
                     for c in chunk.chunks(MAX_CHUNK) {
                         let w =
                             writeln!(output, "DATA {}", c.len()).and_then(|()| output.write_all(c));
@@ -164,7 +190,12 @@ pub fn serve(
                         }
                     }
                     Ok(())
-                });
+                };
+                let r = match req {
+                    Request::Frame(f) => src.read_frame(&f, &mut sink),
+                    Request::Range { off, len } => src.read_range(off, len, &mut sink),
+                    _ => Ok(()),
+                };
                 if let Some(e) = pipe_error {
                     return Err(e);
                 }
@@ -201,6 +232,94 @@ pub fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use stele_engine::delta::zst::{encode_table, FRAME_RAW};
+    use stele_engine::delta::{read_frame_by_range, ReaderSource, Sink};
+
+    /// A local file that decodes frames, as the fetch client's HTTP source does.
+    struct Decoding(ReaderSource<std::io::Cursor<Vec<u8>>>);
+
+    impl RangeSource for Decoding {
+        fn name(&self) -> String {
+            self.0.name()
+        }
+        fn len(&mut self) -> Result<u64, FetchError> {
+            self.0.len()
+        }
+        fn read_range(&mut self, off: u64, len: u64, sink: Sink<'_>) -> Result<(), FetchError> {
+            self.0.read_range(off, len, sink)
+        }
+        fn start_stream(&mut self) -> Result<(), FetchError> {
+            self.0.start_stream()
+        }
+        fn read_stream(&mut self, buf: &mut [u8]) -> Result<usize, FetchError> {
+            self.0.read_stream(buf)
+        }
+        fn read_frame(&mut self, frame: &Frame, sink: Sink<'_>) -> Result<(), FetchError> {
+            read_frame_by_range(self, frame, sink)
+        }
+    }
+
+    /// The reply of `serve` to one request, split into its header, data and last line.
+    fn ask(src: &mut dyn RangeSource, req: &Request) -> (String, Vec<u8>, String) {
+        let mut out = Vec::new();
+        serve(src, &mut req.line().as_bytes(), &mut out).unwrap();
+        let mut r = &out[..];
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let head = line.clone();
+        let mut data = Vec::new();
+        loop {
+            line.clear();
+            if r.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            match parse_reply(&line) {
+                Some(Reply::Data(n)) => {
+                    data.extend_from_slice(&r[..n]);
+                    r = &r[n..];
+                }
+                _ => break,
+            }
+        }
+        (head, data, line)
+    }
+
+    /// The fetch client answers FRAME with the frame decoded; a frame that decodes to
+    /// more than asked (a bomb) is one permanent error line naming it.
+    #[test]
+    #[allow(clippy::cast_possible_truncation)] // test sizes are small
+    fn frames_are_decoded_by_the_client_and_a_bomb_is_one_error_line() {
+        let raw: Vec<u8> = (0..FRAME_RAW as u32).map(|i| (i / 97) as u8).collect();
+        let good = zstd::bulk::compress(&raw, 3).unwrap();
+        let bomb = zstd::bulk::compress(&vec![0u8; 16 << 20], 3).unwrap();
+        let mut file = good.clone();
+        file.extend_from_slice(&bomb);
+        file.extend_from_slice(&encode_table(&[
+            (good.len() as u32, FRAME_RAW as u32),
+            (bomb.len() as u32, FRAME_RAW as u32),
+        ]));
+        let mut src = Decoding(ReaderSource::new(std::io::Cursor::new(file), "x.img.zst"));
+        let frame = |index, offset, len| Frame {
+            index,
+            offset,
+            len,
+            raw_offset: index * FRAME_RAW,
+            raw_len: FRAME_RAW,
+        };
+        let (head, data, end) = ask(&mut src, &Request::Frame(frame(0, 0, good.len() as u64)));
+        assert_eq!(head, format!("OK {FRAME_RAW}\n"));
+        assert!(data == raw, "the frame decoded to other bytes");
+        assert_eq!(end, "END\n");
+        let (_, data, end) = ask(
+            &mut src,
+            &Request::Frame(frame(1, good.len() as u64, bomb.len() as u64)),
+        );
+        assert!(data.is_empty());
+        assert_eq!(
+            end,
+            "ERR permanent frame 1 decompresses to more than its 262144 bytes: refused\n"
+        );
+    }
 
     #[test]
     fn lines_round_trip() {
@@ -209,6 +328,13 @@ mod tests {
             Request::Range { off: 7, len: 4096 },
             Request::Stream,
             Request::Next { max: 65536 },
+            Request::Frame(Frame {
+                index: 3,
+                offset: 9000,
+                len: 4000,
+                raw_offset: 3 * stele_engine::delta::zst::FRAME_RAW,
+                raw_len: 262_144,
+            }),
         ] {
             assert_eq!(Request::parse(&r.line()), Some(r));
         }

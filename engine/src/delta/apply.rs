@@ -7,6 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Seek, SeekFrom};
 
 use super::plan::{merge, Action, Plan};
+use super::ways::Framed;
 use super::{io_err, Abort, DeltaError, FetchError, Fetcher, Meta, Written};
 use crate::Storage;
 use stele_verifier::footer::{FOOTER_LEN, FOOTER_SIZE};
@@ -29,6 +30,9 @@ pub struct Stats {
     /// matched.
     pub refetched_blocks: u64,
     pub requests: u64,
+    /// Frames of the compressed form fetched (the `zstd` way), and the blocks they gave.
+    pub frames: u64,
+    pub frame_blocks: u64,
 }
 
 impl Stats {
@@ -91,6 +95,23 @@ pub fn apply<D: Storage, B: Read + Seek>(
     fetcher: &mut Fetcher<'_>,
     target: &mut D,
     slot_len: u64,
+    base: Option<&mut B>,
+    progress: &mut dyn Progress,
+) -> Result<(Written, Stats), DeltaError> {
+    apply_with(meta, plan, fetcher, None, target, slot_len, base, progress)
+}
+
+/// [`apply`], the blocks that `framed` covers taken from the compressed form's frames
+/// (each still checked against the tree; a bad one, and all later ones once the way is
+/// given up, fetched raw through `fetcher`).
+#[allow(clippy::too_many_arguments)]
+pub fn apply_with<D: Storage, B: Read + Seek>(
+    meta: &Meta,
+    plan: &Plan,
+    fetcher: &mut Fetcher<'_>,
+    mut framed: Option<&mut Framed<'_, '_>>,
+    target: &mut D,
+    slot_len: u64,
     mut base: Option<&mut B>,
     progress: &mut dyn Progress,
 ) -> Result<(Written, Stats), DeltaError> {
@@ -134,7 +155,12 @@ pub fn apply<D: Storage, B: Read + Seek>(
     let mut late: Vec<Action> = vec![Action::Keep; plan.actions.len()];
     let mut block = vec![0u8; usize::try_from(bs).unwrap_or(4096)];
     let zero = vec![0u8; block.len()];
-    let mut ranges = plan.ranges.iter().copied().peekable();
+    let raw_ranges = match framed.as_deref() {
+        Some(f) => &f.plan.raw_ranges,
+        None => &plan.ranges,
+    };
+    let framed_start = framed.as_deref().map_or(0, |f| f.fetcher.received);
+    let mut ranges = raw_ranges.iter().copied().peekable();
     let mut i = 0u64;
     while i < n {
         let action = plan.actions[usize::try_from(i).unwrap_or(0)];
@@ -162,6 +188,11 @@ pub fn apply<D: Storage, B: Read + Seek>(
                     // The base no longer holds it: fetch it at the end.
                     late[usize::try_from(i).unwrap_or(0)] = Action::Fetch;
                     out.stats.refetched_blocks += 1;
+                }
+            }
+            Action::Fetch if framed.as_deref().is_some_and(|f| f.plan.covers(i)) => {
+                if let Some(f) = framed.as_deref_mut() {
+                    frame_block(&mut out, f, i, &mut block, &mut late)?;
                 }
             }
             Action::Fetch => {
@@ -195,6 +226,10 @@ pub fn apply<D: Storage, B: Read + Seek>(
     dev.sync().map_err(io_err("target slot"))?;
     let mut stats = out.stats;
     stats.fetched = meta.fetched + fetcher.received - start;
+    if let Some(f) = framed.as_deref() {
+        stats.fetched += f.plan.table_fetched + f.fetcher.received - framed_start;
+        stats.frames = f.frames_fetched;
+    }
     stats.requests = fetcher.requests - requests;
     Ok((
         Written {
@@ -214,6 +249,40 @@ impl Plan {
     pub fn ranges_max_blocks(&self) -> u64 {
         self.ranges.iter().map(|r| r.1).max().unwrap_or(1)
     }
+}
+
+/// Data block `i` from its frame: checked and written, or (a bad block, the way given
+/// up) left to the raw fetches at the end, the way given up with the reason.
+fn frame_block<D: Storage>(
+    out: &mut Out<'_, D>,
+    f: &mut Framed<'_, '_>,
+    i: u64,
+    block: &mut [u8],
+    late: &mut [Action],
+) -> Result<(), DeltaError> {
+    let bs = out.bs;
+    let good = match f.block(i, bs) {
+        Some(b) => {
+            block.copy_from_slice(b);
+            out.matches(i, block)
+        }
+        None => false,
+    };
+    if good {
+        out.write(i, block)?;
+        out.stats.fetched_blocks += 1;
+        out.stats.frame_blocks += 1;
+        out.step.advance(bs);
+        return Ok(());
+    }
+    if f.refused.is_none() {
+        f.refuse(format!(
+            "frame {} gave data block {i}, which does not match the signed hash tree",
+            (i * bs) / f.plan.table.frame_raw
+        ));
+    }
+    late[usize::try_from(i).unwrap_or(0)] = Action::Fetch;
+    Ok(())
 }
 
 /// Fetches blocks `first..first + count`, checking each against the tree and writing the

@@ -21,12 +21,16 @@ pub mod plan;
 pub mod retry;
 pub mod source;
 pub mod tree;
+pub mod ways;
+pub mod zst;
 
 use std::io;
 use std::time::Duration;
 
 pub use retry::{Backoff, Clock, RetryPolicy, Throttle, DEFAULT_MAX_TIME};
-pub use source::{Abort, FetchError, RangeSource, ReaderSource, Sink, Streamed};
+pub use source::{
+    read_frame_by_range, Abort, FetchError, RangeSource, ReaderSource, Sink, Streamed,
+};
 pub use tree::KnownHashBlocks;
 
 use super::Written;
@@ -346,6 +350,23 @@ impl<'a> Fetcher<'a> {
         }
     }
 
+    /// One attempt at frame `frame` of the source (a compressed form), decoded by the
+    /// source; its compressed length is counted as received once it is answered.
+    pub fn attempt_frame(&mut self, frame: &zst::Frame, sink: Sink<'_>) -> Result<(), FetchError> {
+        self.requests += 1;
+        let r = self.src.read_frame(frame, sink);
+        if r.is_ok() {
+            self.received += frame.len;
+            let now = self.clock.now();
+            self.backoff.progress(now);
+            let wait = self.throttle.account(frame.len, now);
+            if !wait.is_zero() {
+                self.clock.sleep(wait);
+            }
+        }
+        r
+    }
+
     /// `len` bytes at `off` in memory, retried until they arrive whole.
     pub fn read_vec(
         &mut self,
@@ -488,3 +509,5 @@ pub fn fetch_meta(
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod ways_tests;

@@ -61,6 +61,41 @@ pub trait RangeSource {
     fn start_stream(&mut self) -> Result<(), FetchError>;
     /// The next bytes of the stream [`RangeSource::start_stream`] started; 0 at its end.
     fn read_stream(&mut self, buf: &mut [u8]) -> Result<usize, FetchError>;
+    /// Frame `frame` of this file (a compressed form, `IMAGE.img.zst`), decoded, to
+    /// `sink`. Only a source that decodes implements it ([`read_frame_by_range`]: the
+    /// fetch client, the host CLI's HTTP); the others say they cannot, and the device
+    /// (which links no decoder) asks the fetch client.
+    fn read_frame(&mut self, frame: &super::zst::Frame, sink: Sink<'_>) -> Result<(), FetchError> {
+        let _ = (frame, sink);
+        Err(FetchError::Permanent {
+            why: "this source does not decode zstd frames".into(),
+        })
+    }
+}
+
+/// [`RangeSource::read_frame`] for a source that decodes: the frame's compressed bytes by
+/// one range read, then [`super::zst::decode_frame`] (bounded: a bomb is refused).
+pub fn read_frame_by_range(
+    src: &mut dyn RangeSource,
+    frame: &super::zst::Frame,
+    sink: Sink<'_>,
+) -> Result<(), FetchError> {
+    if frame.len > super::zst::MAX_FRAME_COMPRESSED {
+        return Err(FetchError::Permanent {
+            why: format!("frame {} is {} bytes long: refused", frame.index, frame.len),
+        });
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(frame.len).unwrap_or(0));
+    src.read_range(frame.offset, frame.len, &mut |c: &[u8]| {
+        bytes.extend_from_slice(c);
+        Ok(())
+    })?;
+    if bytes.len() as u64 != frame.len {
+        return Err(FetchError::transient("the answer was short"));
+    }
+    let raw = super::zst::decode_frame(frame.index, &bytes, frame.raw_len)
+        .map_err(|e| FetchError::Permanent { why: e.to_string() })?;
+    sink(&raw).map_err(|_| FetchError::Aborted)
 }
 
 /// A local file (or anything `Read + Seek`) as a range source.

@@ -16,6 +16,7 @@ pub mod fat;
 pub mod footer;
 pub mod slot;
 pub mod state;
+pub mod zst;
 
 use std::sync::OnceLock;
 
@@ -138,6 +139,13 @@ pub const TARGETS: &[Target] = &[
         seeds: fat::seeds,
         stages: fat::STAGES,
         depth: fat::depth,
+    },
+    Target {
+        name: "zst_frames",
+        run: zst::run,
+        seeds: zst::seeds,
+        stages: zst::STAGES,
+        depth: zst::depth,
     },
 ];
 

@@ -1,0 +1,333 @@
+//! The ways to fetch what a [`Plan`] lacks, each with its exact byte count known before
+//! the first data byte, and the choice of the fewest bytes. Today two ways: `raw` (the
+//! image's own blocks, in ranges) and `zstd` (the frames of the compressed form
+//! `IMAGE.img.zst` where a frame costs fewer bytes than the raw blocks it replaces, raw
+//! ranges for the rest, plus its seek table). A published delta will be a third entry of
+//! the same list. With nothing to reuse, the `zstd` way is the whole compressed image.
+//!
+//! [`Framed`] carries the `zstd` way out during [`super::apply::apply_with`]: it fetches a
+//! frame (decoded by the source: on the device, the fetch client) when its first block is
+//! written. Each decoded block is still checked against the signed tree by the writer; a
+//! frame that fails (refused by its decoder, a bad block, retries given up) ends the
+//! `zstd` way, and its blocks and every later one are fetched raw.
+
+use super::plan::{merge, Action, Plan};
+use super::zst::{Frame, SeekTable};
+use super::{DeltaError, FetchError, Fetcher};
+use stele_verifier::footer::FOOTER_SIZE;
+
+/// Which way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WayKind {
+    /// The image's blocks, uncompressed, by Range requests.
+    Raw,
+    /// The compressed form's frames (and raw blocks where a frame costs more).
+    Zstd,
+}
+
+impl WayKind {
+    /// The name printed in plans and summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            WayKind::Raw => "raw",
+            WayKind::Zstd => "zstd",
+        }
+    }
+}
+
+/// One way and the bytes it fetches for the data (the signed footer, manifest and tree
+/// are fetched before planning and not counted here).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Way {
+    pub kind: WayKind,
+    pub bytes: u64,
+}
+
+/// The `zstd` way of a plan: which frames, and the raw ranges of the other blocks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FramePlan {
+    pub table: SeekTable,
+    /// Bytes read to find and read the table (its footer, then the table).
+    pub table_fetched: u64,
+    /// The frames fetched, in order.
+    pub frames: Vec<u64>,
+    /// Per data block: true when it comes from a frame.
+    covered: Vec<bool>,
+    /// The fetched blocks not in a chosen frame, as ranges: (first block, blocks).
+    pub raw_ranges: Vec<(u64, u64)>,
+    /// Compressed bytes of the chosen frames.
+    pub frame_bytes: u64,
+    /// Bytes of the raw ranges.
+    pub raw_bytes: u64,
+}
+
+impl FramePlan {
+    /// The `zstd` way for `plan` with `table` (read with `table_fetched` bytes): each
+    /// frame that holds blocks to fetch is taken when its compressed length is below the
+    /// bytes of those blocks; raw ranges of at most `max_blocks` for the others. Pure.
+    pub fn new(plan: &Plan, table: SeekTable, table_fetched: u64, max_blocks: u64) -> Self {
+        let bs = plan.block_size;
+        let per = (table.frame_raw / bs).max(1);
+        let mut frames = Vec::new();
+        let mut covered = vec![false; plan.actions.len()];
+        let mut raw_actions = plan.actions.clone();
+        let mut frame_bytes = 0;
+        let per = usize::try_from(per).unwrap_or(1);
+        for (f, chunk) in plan.actions.chunks(per).enumerate() {
+            let wanted = chunk.iter().filter(|a| **a == Action::Fetch).count() as u64;
+            let Some(fr) = table.frame(f as u64) else {
+                break;
+            };
+            if wanted == 0 || fr.len >= wanted * bs {
+                continue;
+            }
+            frames.push(f as u64);
+            frame_bytes += fr.len;
+            let first = f * per;
+            for (k, a) in chunk.iter().enumerate() {
+                if *a == Action::Fetch {
+                    covered[first + k] = true;
+                    raw_actions[first + k] = Action::Keep;
+                }
+            }
+        }
+        let raw_ranges = merge(&raw_actions, max_blocks);
+        let raw_bytes = raw_ranges.iter().map(|r| r.1).sum::<u64>() * bs;
+        FramePlan {
+            table,
+            table_fetched,
+            frames,
+            covered,
+            raw_ranges,
+            frame_bytes,
+            raw_bytes,
+        }
+    }
+
+    /// True when data block `i` comes from a frame.
+    pub fn covers(&self, i: u64) -> bool {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| self.covered.get(i).copied())
+            .unwrap_or(false)
+    }
+
+    /// All the bytes of this way: the table, the frames, the raw ranges.
+    pub fn bytes(&self) -> u64 {
+        self.table_fetched + self.frame_bytes + self.raw_bytes
+    }
+}
+
+/// The ways to carry out `plan` and the one with the fewest bytes (raw on a tie).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ways {
+    pub ways: Vec<Way>,
+    pub chosen: WayKind,
+    /// The `zstd` way's detail, when there is a compressed form (chosen or not).
+    pub frames: Option<FramePlan>,
+    /// Why there is no `zstd` way (no compressed form, a refused table).
+    pub no_zstd: Option<String>,
+}
+
+impl Ways {
+    /// Every way of `plan` (the `zstd` way when `frames` is given, else `no_zstd` says
+    /// why not); chooses the fewest bytes. Pure.
+    pub fn choose(plan: &Plan, frames: Result<FramePlan, String>) -> Ways {
+        let mut ways = vec![Way {
+            kind: WayKind::Raw,
+            bytes: plan.fetch_bytes(),
+        }];
+        let (frames, no_zstd) = match frames {
+            Ok(f) => {
+                ways.push(Way {
+                    kind: WayKind::Zstd,
+                    bytes: f.bytes(),
+                });
+                (Some(f), None)
+            }
+            Err(why) => (None, Some(why)),
+        };
+        let chosen = ways
+            .iter()
+            .min_by_key(|w| w.bytes)
+            .map_or(WayKind::Raw, |w| w.kind);
+        Ways {
+            frames,
+            ways,
+            chosen,
+            no_zstd,
+        }
+    }
+
+    /// The chosen way's bytes.
+    pub fn bytes(&self) -> u64 {
+        self.ways
+            .iter()
+            .find(|w| w.kind == self.chosen)
+            .map_or(0, |w| w.bytes)
+    }
+
+    /// `raw 1234 bytes, zstd 567 bytes (chosen)`: every way and its bytes. Pure.
+    pub fn describe(&self) -> String {
+        let mut s: Vec<String> = self
+            .ways
+            .iter()
+            .map(|w| {
+                let mark = if w.kind == self.chosen {
+                    " (chosen)"
+                } else {
+                    ""
+                };
+                format!("{} {} bytes{mark}", w.kind.name(), w.bytes)
+            })
+            .collect();
+        if let Some(why) = &self.no_zstd {
+            s.push(format!("no zstd way: {why}"));
+        }
+        s.join(", ")
+    }
+}
+
+/// The `zstd` way being carried out: the fetcher of the compressed form and its plan.
+pub struct Framed<'f, 'a> {
+    pub fetcher: &'f mut Fetcher<'a>,
+    pub plan: &'f FramePlan,
+    /// Why the way was given up (its remaining blocks were fetched raw).
+    pub refused: Option<String>,
+    /// Frames fetched and decoded.
+    pub frames_fetched: u64,
+    current: Option<(Frame, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for Framed<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Framed")
+            .field("frames", &self.plan.frames.len())
+            .field("refused", &self.refused)
+            .finish()
+    }
+}
+
+impl<'f, 'a> Framed<'f, 'a> {
+    pub fn new(fetcher: &'f mut Fetcher<'a>, plan: &'f FramePlan) -> Self {
+        Framed {
+            fetcher,
+            plan,
+            refused: None,
+            frames_fetched: 0,
+            current: None,
+        }
+    }
+
+    /// True when block `i` is to come from a frame and the way still stands.
+    pub fn serves(&self, i: u64) -> bool {
+        self.refused.is_none() && self.plan.covers(i)
+    }
+
+    /// Gives the way up: later blocks are fetched raw.
+    pub fn refuse(&mut self, why: String) {
+        self.current = None;
+        self.refused.get_or_insert(why);
+    }
+
+    /// The bytes of data block `i` (`bs` bytes) from its frame, fetching the frame when
+    /// it is not the current one. `None` when the way was given up (now or before).
+    pub fn block(&mut self, i: u64, bs: u64) -> Option<&[u8]> {
+        if !self.serves(i) {
+            return None;
+        }
+        let off = i.checked_mul(bs)?;
+        let Some(frame) = self.plan.table.frame_at(off) else {
+            self.refuse(format!("no frame holds block {i}"));
+            return None;
+        };
+        if self
+            .current
+            .as_ref()
+            .is_none_or(|c| c.0.index != frame.index)
+        {
+            match self.fetch(&frame) {
+                Ok(bytes) => {
+                    self.frames_fetched += 1;
+                    self.current = Some((frame, bytes));
+                }
+                Err(why) => {
+                    self.refuse(why);
+                    return None;
+                }
+            }
+        }
+        let (fr, bytes) = self.current.as_ref()?;
+        let a = usize::try_from(off - fr.raw_offset).ok()?;
+        let b = a.checked_add(usize::try_from(bs).ok()?)?;
+        bytes.get(a..b)
+    }
+
+    /// One frame, decoded, retried like any answer; the reason as text when it fails.
+    fn fetch(&mut self, frame: &Frame) -> Result<Vec<u8>, String> {
+        let name = self.fetcher.name();
+        loop {
+            let mut out = Vec::with_capacity(usize::try_from(frame.raw_len).unwrap_or(0));
+            let r = self.fetcher.attempt_frame(frame, &mut |c: &[u8]| {
+                if (out.len() + c.len()) as u64 > frame.raw_len {
+                    return Err(super::Abort);
+                }
+                out.extend_from_slice(c);
+                Ok(())
+            });
+            let e = match r {
+                Ok(()) if out.len() as u64 == frame.raw_len => return Ok(out),
+                Ok(()) | Err(FetchError::Aborted) => FetchError::Permanent {
+                    why: format!(
+                        "frame {} gave {} bytes, not its {}",
+                        frame.index,
+                        out.len(),
+                        frame.raw_len
+                    ),
+                },
+                Err(e) => e,
+            };
+            if let Err(d) = self.fetcher.failed("a frame", e) {
+                return Err(match d {
+                    DeltaError::Fetch { error, .. } => format!("{name}: {error}"),
+                    other => other.to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// Finds and reads the seek table of the compressed form served by `f`, checked against
+/// the signed image `meta`: the table and the bytes read for it, or why there is no
+/// `zstd` way (no such file, not this image's, malformed). Reads the file's last
+/// [`FOOTER_SIZE`] bytes (an HTTP source already has them from its first request), and
+/// the rest of the table only when it is longer. Retries like any read.
+pub fn fetch_table(f: &mut Fetcher<'_>, meta: &super::Meta) -> Result<(SeekTable, u64), String> {
+    use super::zst::{table_len, TABLE_FOOTER_LEN};
+    let start = f.received;
+    let why = |e: DeltaError| match e {
+        DeltaError::Fetch { error, .. } => error.to_string(),
+        other => other.to_string(),
+    };
+    let len = f.file_len().map_err(why)?;
+    if len < TABLE_FOOTER_LEN {
+        return Err(format!("it is {len} bytes long"));
+    }
+    let t0 = FOOTER_SIZE.min(len);
+    let tail = f.read_vec("the seek table", len - t0, t0).map_err(why)?;
+    let footer_at = tail.len() - 9;
+    let tl = table_len(&tail[footer_at..], len).map_err(|e| e.to_string())?;
+    let table = match usize::try_from(t0.saturating_sub(tl)) {
+        Ok(skip) if tl <= t0 => tail[skip..].to_vec(),
+        _ => {
+            let mut head = f
+                .read_vec("the seek table", len - tl, tl - t0)
+                .map_err(why)?;
+            head.extend_from_slice(&tail);
+            head
+        }
+    };
+    let bs = u64::from(meta.params.data_block_size());
+    let t = SeekTable::parse(&table, len, meta.len, bs).map_err(|e| e.to_string())?;
+    Ok((t, f.received - start))
+}
