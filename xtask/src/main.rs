@@ -1,14 +1,16 @@
 //! cargo xtask: set-up of host tools and the test kernel, the test suite, the demo,
 //! benchmarks, fuzzing.
 //!
-//! Usage: `cargo xtask setup | test | demo | bench verity|build|erofs-delta|boot|delta | fuzz`.
+//! Usage: `cargo xtask setup | test | demo | bench verity|build|erofs-delta|boot|delta [synthetic|debian] | fuzz`.
 //! Everything here runs other programs; it holds no logic of stele's own (the fuzz
 //! targets and their seeds are stele-fuzz-inputs).
 
 mod bench;
 mod bench_boot;
 mod bench_build;
+mod bench_debian;
 mod bench_delta;
+mod bench_distro;
 mod demo;
 mod fuzz;
 mod kernel;
@@ -20,7 +22,7 @@ mod util;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: cargo xtask <setup | test [-- cargo test args] | demo \
-                     | bench verity|build|erofs-delta|delta|boot [--runs N] \
+                     | bench verity|build|erofs-delta|delta [synthetic|debian]|boot [--runs N] \
                      | fuzz [--seconds N] [--target T]... [--sanitizer S] [--seeds-only]>";
 
 fn main() -> ExitCode {
@@ -34,7 +36,14 @@ fn main() -> ExitCode {
             Some("verity") => bench::verity(),
             Some("build") => bench_build::build(),
             Some("erofs-delta") => bench_build::erofs_delta(),
-            Some("delta") => bench_delta::delta_bench(),
+            Some("delta") => match args.get(2).map(String::as_str) {
+                None => bench_delta::delta_bench().and_then(|()| bench_distro::debian_bench()),
+                Some("synthetic") => bench_delta::delta_bench(),
+                Some("debian") => bench_distro::debian_bench(),
+                Some(other) => Err(format!(
+                    "unknown delta benchmark {other:?}: synthetic or debian (default both)"
+                )),
+            },
             Some("boot") => bench_boot::boot(&args[2..]),
             _ => Err(format!("unknown benchmark; {USAGE}")),
         },
