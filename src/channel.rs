@@ -7,10 +7,10 @@
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use stele_update::fetch::{is_url, FetchOptions, Location, SystemClock};
+use stele_device::remote::{is_url, FetchOptions, Location, SystemClock};
+use stele_engine::delta::{fetch_meta, Fetcher, Trust};
 use stele_verifier::channel::{self, format_rfc3339, parse_rfc3339, Channel, Release, Wave};
 use stele_verifier::keys::key_id;
-use stele_verifier::update::delta::{fetch_meta, Fetcher, Trust};
 
 use crate::error::{CliResult, Error, Usage};
 
@@ -113,7 +113,7 @@ fn read_release(
     // The signatures are the devices' business (their keyring); the image must still
     // be a well-formed slot image whose tree matches its root hash.
     let meta = fetch_meta(&mut f, Trust::Unsigned, None, None, None).map_err(|source| {
-        stele_update::Error::Fetch {
+        stele_device::Error::Fetch {
             url: loc.show(),
             source,
         }
@@ -152,7 +152,7 @@ fn build(a: &BuildArgs) -> CliResult {
     let keys = a
         .keys
         .iter()
-        .map(|p| stele_image::keys::load_signing_key(p))
+        .map(|p| stele_image::key_files::load_signing_key(p))
         .collect::<Result<Vec<_>, _>>()?;
     let issued = match &a.issued {
         Some(v) => time("--issued", v)?,

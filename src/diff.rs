@@ -4,11 +4,9 @@
 
 use std::path::PathBuf;
 
-use stele_update::fetch::{FetchOptions, Location, SystemClock};
-use stele_verifier::update::delta::plan::{plan, BaseUse};
-use stele_verifier::update::delta::{
-    fetch_meta, Fetcher, KnownHashBlocks, Trust, DEFAULT_MAX_RANGE,
-};
+use stele_device::remote::{FetchOptions, Location, SystemClock};
+use stele_engine::delta::plan::{plan, BaseUse};
+use stele_engine::delta::{fetch_meta, Fetcher, KnownHashBlocks, Trust, DEFAULT_MAX_RANGE};
 
 use crate::error::CliResult;
 
@@ -31,7 +29,7 @@ pub fn diff(a: &DiffArgs) -> CliResult {
     let keyring = if a.keys.is_empty() {
         None
     } else {
-        Some(stele_update::keys::load_keyring(
+        Some(stele_device::runtime::keyring::load_keyring(
             &a.keys,
             &[],
             1,
@@ -44,13 +42,13 @@ pub fn diff(a: &DiffArgs) -> CliResult {
     let mut src = crate::fetch::host_source(&new, &opts)?;
     let mut clock = SystemClock::default();
     let mut f = Fetcher::new(&mut *src, &mut clock, opts.policy(), None);
-    let err = |source| stele_update::Error::Fetch {
+    let err = |source| stele_device::Error::Fetch {
         url: new.show(),
         source,
     };
     let old_name = a.old.display().to_string();
-    let mut old = stele_update::storage::open(&old_name, false)?;
-    let old_len = stele_update::storage::size(&mut old, &old_name)?;
+    let mut old = stele_device::runtime::storage::open(&old_name, false)?;
+    let old_len = stele_device::runtime::storage::size(&mut old, &old_name)?;
     let known = KnownHashBlocks::from_slot(&mut old, old_len, trust).map_err(err)?;
     let meta = fetch_meta(&mut f, trust, None, None, known.as_ref()).map_err(err)?;
     let p = plan::<std::fs::File, _>(

@@ -5,15 +5,15 @@
 use std::io;
 use std::path::PathBuf;
 
+use stele_device::runtime::keyring::KeyringError;
 use stele_image::cpio::CpioError;
 use stele_image::disk::DiskError;
-use stele_image::gpt::GptError;
 use stele_image::initramfs::InitramfsError;
 use stele_image::rootfs_check::RootfsError;
 use stele_qemu::QemuError;
-use stele_update::keys::KeyringError;
 use stele_verifier::config::ConfigError;
 use stele_verifier::exit::{Exit, Report};
+use stele_verifier::gpt::GptError;
 use stele_verifier::plural::count;
 
 /// Result of a subcommand.
@@ -37,7 +37,7 @@ pub enum Error {
     #[error(transparent)]
     Rootfs(#[from] RootfsError),
     #[error(transparent)]
-    Update(#[from] stele_update::Error),
+    Update(#[from] stele_device::Error),
     #[error(transparent)]
     Keyring(#[from] KeyringError),
     /// The console was already shown as it came: the message without its tail.

@@ -1,5 +1,5 @@
 //! `stele update install URL` and `stele update plan URL|FILE` on a build host (`--disk`):
-//! the delta install of stele_update::fetch into the disk image's target slot, with the
+//! the delta install of stele_device::remote into the disk image's target slot, with the
 //! slot the disk boots next as the base, HTTP in-process (stele-fetch's [`HttpSource`]).
 //! Without `--disk` the device commands run as on the device.
 
@@ -7,18 +7,18 @@ use std::fs::File;
 use std::path::Path;
 use std::time::Duration;
 
-use stele_fetch::HttpSource;
-use stele_update::fetch::args::parse_rate;
-use stele_update::fetch::{
+use stele_device::cli::remote_args::parse_rate;
+use stele_device::commands::install;
+use stele_device::remote::{
     install_from, plan_from, plan_text, summary_line, FetchOptions, Location, Slots, SystemClock,
 };
-use stele_update::install;
-use stele_update::state_file::StateFile;
-use stele_update::storage;
+use stele_device::runtime::state_file::StateFile;
+use stele_device::runtime::storage;
+use stele_engine::delta::{RangeSource, ReaderSource};
+use stele_fetch::HttpSource;
 use stele_verifier::keys::Keyring;
 use stele_verifier::layout::Role;
 use stele_verifier::partition::PartitionIo;
-use stele_verifier::update::delta::{RangeSource, ReaderSource};
 
 use stele_verifier::state::{BootState, Slot};
 

@@ -288,7 +288,7 @@ fn build_image(a: &BuildArgs) -> CliResult<BuildReport> {
     let keys = a
         .keys
         .iter()
-        .map(|p| stele_image::keys::load_signing_key(p))
+        .map(|p| stele_image::key_files::load_signing_key(p))
         .collect::<Result<Vec<_>, _>>()?;
     if a.fetch_client.is_some() && a.fs_image.is_some() {
         return Err(Usage::FetchClientWithFsImage.into());
@@ -365,7 +365,7 @@ fn print_report(out: &Path, r: &BuildReport) {
 pub fn sign(a: &SignArgs) -> CliResult {
     if let Some(cmd) = &a.signer_cmd {
         let public = a.public.as_ref().ok_or(Usage::SignerNeedsPublic)?;
-        let key = stele_update::keys::load_public_key(public)?;
+        let key = stele_device::runtime::keyring::load_public_key(public)?;
         let id = stele_image::slot::sign_external(&a.image, cmd, &key).context(&a.image)?;
         println!("signed: {} by {id} (external signer)", a.image.display());
         return Ok(());
@@ -375,7 +375,7 @@ pub fn sign(a: &SignArgs) -> CliResult {
     let keys = a
         .keys
         .iter()
-        .map(|p| stele_image::keys::load_signing_key(p))
+        .map(|p| stele_image::key_files::load_signing_key(p))
         .collect::<Result<Vec<_>, _>>()?;
     stele_image::slot::rewrite_envelope(&a.image, |env| {
         keys.iter().try_for_each(|k| Ok(env.sign(k)?))

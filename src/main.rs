@@ -10,7 +10,7 @@ mod image;
 mod initramfs;
 mod inspect;
 mod json;
-mod keys;
+mod keygen;
 mod progress;
 mod qemu;
 mod uki;
@@ -37,7 +37,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Generate an ed25519 key pair (PKCS#8 private, SPKI public PEM).
-    Keygen(keys::KeygenArgs),
+    Keygen(keygen::KeygenArgs),
     /// Build slot images.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -69,7 +69,7 @@ enum Command {
 
 fn run(cli: Cli) -> CliResult {
     match cli.command {
-        Command::Keygen(a) => keys::keygen(&a),
+        Command::Keygen(a) => keygen::keygen(&a),
         Command::Image(c) => image::run(c),
         Command::Sign(a) => image::sign(&a),
         Command::Verify(a) => verify::verify(&a),

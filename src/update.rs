@@ -1,4 +1,4 @@
-//! `stele update`: a front-end of stele-update. On the device it runs the same commands as
+//! `stele update`: a front-end of stele-device. On the device it runs the same commands as
 //! the device binary against /run/stele; with `--disk` it works offline on a disk image
 //! (factory images, CI): the partitions are found by GPT name and handed, as windows of the
 //! disk, to the same install and status code, with the trusted keys given on the command
@@ -7,18 +7,18 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use stele_device::cli;
+use stele_device::cli::args::Command as DevCommand;
+use stele_device::commands::esp;
+use stele_device::commands::install::{self, BundleArg, Trust};
+use stele_device::commands::status::{inspect_slot, Image, Status};
+use stele_device::remote::{is_url, Location};
+use stele_device::runtime::run_dir::RUN_DIR;
+use stele_device::runtime::state_file::StateFile;
+use stele_device::runtime::storage;
 use stele_image::disk::find_partition;
-use stele_image::gpt::GptError;
-use stele_update::args::Command as DevCommand;
-use stele_update::device;
-use stele_update::fetch::{is_url, Location};
-use stele_update::install::{self, BundleArg, Trust};
-use stele_update::run_dir::RUN_DIR;
-use stele_update::stage1;
-use stele_update::state_file::StateFile;
-use stele_update::status::{inspect_slot, Image, Status};
-use stele_update::storage;
 use stele_verifier::exit::print_warning;
+use stele_verifier::gpt::GptError;
 use stele_verifier::keys::Keyring;
 use stele_verifier::layout::Role;
 use stele_verifier::partition::PartitionIo;
@@ -210,14 +210,14 @@ fn stage1_disk(disk: &Path, uki: &BundleArg) -> CliResult {
     let (mut f, off, len) = open_partition(disk, Role::Esp, true)?;
     let mut esp = PartitionIo::new(&mut f, off, len);
     let name = format!("{} ({})", disk.display(), Role::Esp.name());
-    let done = stage1::run(&mut esp, len, &name, uki, &mut log)?;
-    println!("{}", stage1::replaced_line(&done));
+    let done = esp::run(&mut esp, len, &name, uki, &mut log)?;
+    println!("{}", esp::replaced_line(&done));
     Ok(())
 }
 
 /// What the device binary runs for the same command.
 fn on_device(cmd: &DevCommand) -> CliResult {
-    Ok(device::run(cmd, Path::new(RUN_DIR), &mut Bars::stderr())?)
+    Ok(cli::run(cmd, Path::new(RUN_DIR), &mut Bars::stderr())?)
 }
 
 /// `Some((disk, keyring))` with --disk (no keyring without keys); `None` on the device.
@@ -230,7 +230,7 @@ fn offline_keys(o: &Offline) -> CliResult<Option<(PathBuf, Option<Keyring>)>> {
         Some(_) if o.threshold.is_some() && !has_keys => Err(Usage::ThresholdWithoutKeys.into()),
         Some(d) if !has_keys => Ok(Some((d.clone(), None))),
         Some(d) => {
-            let ring = stele_update::keys::load_keyring(
+            let ring = stele_device::runtime::keyring::load_keyring(
                 &o.keys,
                 &o.keys_dir,
                 o.threshold.unwrap_or(1),
@@ -269,7 +269,7 @@ fn install_disk(disk: &Path, arg: &BundleArg, keyring: &Keyring, name: Option<&s
     let (mut state_disk, s_off, s_len) = open_partition(disk, Role::State, true)?;
     let shown = disk.display().to_string();
     let _lock =
-        storage::try_lock(&state_disk, &shown)?.ok_or_else(|| stele_update::Error::SlotBusy {
+        storage::try_lock(&state_disk, &shown)?.ok_or_else(|| stele_device::Error::SlotBusy {
             path: shown.clone(),
         })?;
     let mut state = StateFile::new(PartitionIo::new(&mut state_disk, s_off, s_len), shown);
@@ -282,7 +282,7 @@ fn install_disk(disk: &Path, arg: &BundleArg, keyring: &Keyring, name: Option<&s
         .metadata()
         .map_err(|e| Error::io("stat", disk, e))?;
     if bundle_md.is_some_and(|m| install::same_file(&m, &disk_md)) {
-        return Err(stele_update::Error::BundleIsDisk {
+        return Err(stele_device::Error::BundleIsDisk {
             path: disk.display().to_string(),
         }
         .into());
@@ -334,7 +334,7 @@ pub(crate) fn disk_trust<'a>(
         product: name.or(next.map(|(_, _, n)| n.as_str())),
         running: next.map(|(s, i, _)| (*s, *i)),
         // A disk image on a build host: no TPM of the device's, no initramfs minimum.
-        floors: stele_update::rollback::Floors::default(),
+        floors: stele_device::runtime::rollback::Floors::default(),
     }
 }
 

@@ -72,9 +72,12 @@ struct VerifyJson {
 
 /// The checks; the image's JSON fields and the text line of a success.
 fn check(a: &VerifyArgs) -> CliResult<(Checked, String)> {
-    let keyring = stele_update::keys::load_keyring(&a.keys, &a.keys_dir, a.threshold, &mut |s| {
-        print_warning(&s)
-    })?;
+    let keyring = stele_device::runtime::keyring::load_keyring(
+        &a.keys,
+        &a.keys_dir,
+        a.threshold,
+        &mut |s| print_warning(&s),
+    )?;
     let (mut f, len) = stele_image::slot::open(&a.image)?;
     let opts = VerifyOptions {
         full: a.full,

@@ -1,80 +1,89 @@
 //! Integration tests of the `stele` command line (one test binary).
 //!
-//! Modules:
+//! Modules, in three groups: `cli` runs the host `stele` on files, `net` adds loopback
+//! HTTP servers (nginx, a fault-injecting server), `vm` boots real kernels under QEMU.
 //! - util: running `stele` and host tools, error-line assertions, an independent FORMATS.md reader
 //! - fixture (+ fixture/boot.rs, fixture/internals.rs): the one fixture: keys, rootfs,
 //!   images, initramfs, UKIs, disks, QEMU boots, partitions and boot state
-//! - cli_badinput: each bad input of issue 8 (limits, same files, superblocks, block sizes,
+//! - cli::badinput: each bad input of issue 8 (limits, same files, superblocks, block sizes,
 //!   existing outputs and devices, host tools): one line, its exit code, nothing changed
-//! - cli_keys: keygen, wrong keys, key files of every other kind, key directories,
+//! - cli::keys: keygen, wrong keys, key files of every other kind, key directories,
 //!   thresholds, OpenSSL interop, external signers
-//! - cli_image: build, verify, inspect, --fs-image, atomic output, veritysetup cross-check
-//! - cli_tamper: one flipped bit in each region is refused with the right cause
-//! - cli_malformed: empty, truncated, absurd and validly-signed-but-bad images
-//! - cli_repro: reproducible builds for erofs, squashfs and ext4
-//! - cli_output: --json of image build and verify; progress bars only on a terminal
-//! - cli_owners: owners, modes, xattrs, hard links, holes; --all-root; --rootfs-tar (unprivileged)
-//! - cli_signals: SIGINT/SIGTERM during a build leave no temporary file
-//! - cli_initramfs: `stele initramfs` refuses an /init that cannot boot
-//! - cli_kernel: `image build --kernel --initrd`: the files go in as if the tree held
+//! - cli::image: build, verify, inspect, --fs-image, atomic output, veritysetup cross-check
+//! - cli::tamper: one flipped bit in each region is refused with the right cause
+//! - cli::malformed: empty, truncated, absurd and validly-signed-but-bad images
+//! - cli::repro: reproducible builds for erofs, squashfs and ext4
+//! - cli::output: --json of image build and verify; progress bars only on a terminal
+//! - cli::owners: owners, modes, xattrs, hard links, holes; --all-root; --rootfs-tar (unprivileged)
+//! - cli::signals: SIGINT/SIGTERM during a build leave no temporary file
+//! - cli::initramfs: `stele initramfs` refuses an /init that cannot boot
+//! - cli::kernel: `image build --kernel --initrd`: the files go in as if the tree held
 //!   them, the tree untouched; `initramfs --kernel | --stage2`; build-time refusals
-//! - cli_config: the build refuses every boot.toml / system.toml PID 1 refuses, same message
-//! - cli_verity: `stele verity` against `veritysetup --no-superblock`
-//! - cli_uki: `stele uki build`, ESP/BIOS/bmap disks: reproducible, checked by the real tools
-//! - cli_update: `stele update --disk`: offline install, status, refusals leave the state alone
-//! - cli_trust: a fresh disk's floor, the floor of the slot a disk boots, product binding
+//! - cli::config: the build refuses every boot.toml / system.toml PID 1 refuses, same message
+//! - cli::verity: `stele verity` against `veritysetup --no-superblock`
+//! - cli::uki: `stele uki build`, ESP/BIOS/bmap disks: reproducible, checked by the real tools
+//! - cli::update: `stele update --disk`: offline install, status, refusals leave the state alone
+//! - cli::trust: a fresh disk's floor, the floor of the slot a disk boots, product binding
 //!   offline, old-layout state partitions, a state sequence at its end
-//! - fleet_http: `update install --disk URL` against nginx and a fault-injecting server;
+//! - net::http: `update install --disk URL` against nginx and a fault-injecting server;
 //!   `update plan`, `image diff`, `channel build`
-//! - fleet_resume: a connection cut at 100 random offsets; each re-run fetches only what is missing
-//! - fleet_vm: under QEMU a device applies a signed channel from nginx as a delta, through a
+//! - net::resume: a connection cut at 100 random offsets; each re-run fetches only what is missing
+//! - vm::fleet: under QEMU a device applies a signed channel from nginx as a delta, through a
 //!   power cut, and boots into the new slot
-//! - cli_stage1: `stele update stage1 --disk`: the ESP's UKI replaced, nothing else; refusals
-//! - update_vm: A/B updates under QEMU: install in the guest, fallback, refusals, power cuts
-//! - boot: the real kernel under QEMU boots our initramfs and disk (needs `cargo xtask test`)
-//! - uefi_vm: OVMF boots the ESP's UKI, Secure Boot refuses unsigned and ignores loader
+//! - cli::esp_uki: `stele update stage1 --disk`: the ESP's UKI replaced, nothing else; refusals
+//! - vm::update: A/B updates under QEMU: install in the guest, fallback, refusals, power cuts
+//! - vm::boot: the real kernel under QEMU boots our initramfs and disk (needs `cargo xtask test`)
+//! - vm::uefi: OVMF boots the ESP's UKI, Secure Boot refuses unsigned and ignores loader
 //!   command lines, SeaBIOS boots the same disk through SYSLINUX
-//! - kexec_vm: stage 1 kexecs into the slot's kernel and stage 2 verifies the same slot;
+//! - vm::kexec: stage 1 kexecs into the slot's kernel and stage 2 verifies the same slot;
 //!   the same-kernel fast path; panicking and hanging (watchdog) slot kernels fall back; an
 //!   update with a new kernel and stele-init installed in the guest
-//! - stage1_vm: `stele update stage1` in a guest booted by OVMF; the next boot runs the new UKI
-//! - tpm_vm: under swtpm: the TPM rollback floor survives a reset of the state's floor (install
+//! - vm::esp_uki: `stele update stage1` in a guest booted by OVMF; the next boot runs the new UKI
+//! - vm::tpm: under swtpm: the TPM rollback floor survives a reset of the state's floor (install
 //!   and boot refuse the older image), rollback_storage = "tpm" without a TPM, measured boot
-//! - vm_owners: an image from a tar boots with its owners and a working file capability
-//! - vm_init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
-//! - vm_trust: a corrupted good slot, RUST_MIN_STACK on the command line, partitions on
+//! - vm::owners: an image from a tar boots with its owners and a working file capability
+//! - vm::init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
+//! - vm::trust: a corrupted good slot, RUST_MIN_STACK on the command line, partitions on
 //!   another disk (at the scan and late), services as users, another product, a lost or
 //!   wrapped or old-layout state, a stalled install
 
 mod fixture;
 mod util;
 
-mod boot;
-mod cli_badinput;
-mod cli_config;
-mod cli_image;
-mod cli_initramfs;
-mod cli_kernel;
-mod cli_keys;
-mod cli_malformed;
-mod cli_output;
-mod cli_owners;
-mod cli_repro;
-mod cli_signals;
-mod cli_stage1;
-mod cli_tamper;
-mod cli_trust;
-mod cli_uki;
-mod cli_update;
-mod cli_verity;
-mod fleet_http;
-mod fleet_resume;
-mod fleet_vm;
-mod kexec_vm;
-mod stage1_vm;
-mod tpm_vm;
-mod uefi_vm;
-mod update_vm;
-mod vm_init;
-mod vm_owners;
-mod vm_trust;
+pub(crate) mod cli {
+    pub(crate) mod badinput;
+    pub(crate) mod config;
+    pub(crate) mod esp_uki;
+    pub(crate) mod image;
+    pub(crate) mod initramfs;
+    pub(crate) mod kernel;
+    pub(crate) mod keys;
+    pub(crate) mod malformed;
+    pub(crate) mod output;
+    pub(crate) mod owners;
+    pub(crate) mod repro;
+    pub(crate) mod signals;
+    pub(crate) mod tamper;
+    pub(crate) mod trust;
+    pub(crate) mod uki;
+    pub(crate) mod update;
+    pub(crate) mod verity;
+}
+
+pub(crate) mod net {
+    pub(crate) mod http;
+    pub(crate) mod resume;
+}
+
+pub(crate) mod vm {
+    pub(crate) mod boot;
+    pub(crate) mod esp_uki;
+    pub(crate) mod fleet;
+    pub(crate) mod init;
+    pub(crate) mod kexec;
+    pub(crate) mod owners;
+    pub(crate) mod tpm;
+    pub(crate) mod trust;
+    pub(crate) mod uefi;
+    pub(crate) mod update;
+}

@@ -1,12 +1,12 @@
 //! stele-fetch: HTTP(S) for stele, kept out of PID 1. [`HttpSource`] reads byte ranges of
 //! a slot image with single `Range` requests over one kept-alive connection (ureq, rustls
 //! with the Mozilla roots); the `stele-fetch` binary serves it to the device's `stele`
-//! over a pipe (stele_update::fetch::protocol), and the host CLI uses it in-process.
+//! over a pipe (stele_device::remote::protocol), and the host CLI uses it in-process.
 
 use std::io::Read;
 use std::time::Duration;
 
-use stele_verifier::update::delta::{FetchError, RangeSource, Sink};
+use stele_engine::delta::{FetchError, RangeSource, Sink};
 use ureq::http::{header, StatusCode};
 use ureq::Agent;
 

@@ -1,5 +1,5 @@
 //! `stele-fetch`: the device's fetch client. `stele-fetch [--timeout S] URL` serves byte
-//! ranges of URL on stdin/stdout to the device's `stele` (stele_update::fetch::protocol);
+//! ranges of URL on stdin/stdout to the device's `stele` (stele_device::remote::protocol);
 //! `stele-fetch [--timeout S] --output FILE URL` downloads URL to FILE with the same range
 //! requests (diagnostics, benchmarks). Errors: one `stele-fetch: error:` line, exit 3.
 
@@ -7,9 +7,9 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use stele_device::remote::protocol::serve;
+use stele_engine::delta::RangeSource;
 use stele_fetch::HttpSource;
-use stele_update::fetch::protocol::serve;
-use stele_verifier::update::delta::RangeSource;
 
 const USAGE: &str = "usage: stele-fetch [--timeout SECONDS] [--output FILE] URL";
 
@@ -69,16 +69,13 @@ fn main() -> ExitCode {
 fn download(src: &mut HttpSource, out: &str) -> Result<u64, String> {
     let mut f = std::fs::File::create(out).map_err(|e| format!("{out}: {e}"))?;
     let len = src.len().map_err(|e| e.to_string())?;
-    let mut write = |c: &[u8]| {
-        f.write_all(c)
-            .map_err(|_| stele_verifier::update::delta::Abort)
-    };
+    let mut write = |c: &[u8]| f.write_all(c).map_err(|_| stele_engine::delta::Abort);
     let mut off = 0u64;
     while off < len {
         let n = (len - off).min(4 << 20);
         match src.read_range(off, n, &mut write) {
             Ok(()) => off += n,
-            Err(stele_verifier::update::delta::FetchError::RangesIgnored) => {
+            Err(stele_engine::delta::FetchError::RangesIgnored) => {
                 src.start_stream().map_err(|e| e.to_string())?;
                 let mut buf = vec![0u8; 256 << 10];
                 let mut done = 0u64;

@@ -10,10 +10,10 @@ use stele_verifier::footer::FOOTER_SIZE;
 use stele_verifier::state::BootState;
 
 pub use crate::esp::EspSpec;
-pub use crate::gpt::find_partition;
-use crate::gpt::{Gpt, GptError, Guid, Partition, SECTOR};
 use crate::tool::MKFS_EXT4;
 use stele_verifier::exit::{Exit, Report};
+pub use stele_verifier::gpt::find_partition;
+use stele_verifier::gpt::{Gpt, GptError, Guid, Partition, SECTOR};
 use stele_verifier::layout::Role;
 use stele_verifier::partition::PartitionIo;
 use stele_verifier::progress::{Progress, Step};
@@ -203,7 +203,7 @@ pub fn layout_with_esp(
 
 /// Writes a slot image into a partition: the image at offset 0, and its footer (last
 /// 4096 bytes) again in the partition's last 4096 bytes.
-pub fn write_slot<D: Write + Seek, R: Read + Seek>(
+pub fn flash_slot<D: Write + Seek, R: Read + Seek>(
     part: &mut D,
     part_len: u64,
     image: &mut R,
@@ -463,7 +463,7 @@ pub fn create_with_esp(
                 &format!("writing {}", role.name()),
                 Some(slot.len),
             );
-            write_slot(&mut w, len, &mut step.reader(&mut slot.file), slot.len).map_err(
+            flash_slot(&mut w, len, &mut step.reader(&mut slot.file), slot.len).map_err(
                 |source| DiskError::Io {
                     what: "copying a slot image into",
                     path: out.to_path_buf(),

@@ -62,7 +62,7 @@ fn slot_written_with_footer_at_partition_end() {
     let mut disk = Cursor::new(vec![0u8; 64 * 1024]);
     {
         let mut p = PartitionIo::new(&mut disk, 8192, 32 * 1024);
-        write_slot(
+        flash_slot(
             &mut p,
             32 * 1024,
             &mut Cursor::new(&image),
@@ -85,7 +85,7 @@ fn slot_written_with_footer_at_partition_end() {
     // Too large for the partition.
     let mut disk = Cursor::new(vec![0u8; 64 * 1024]);
     let mut p = PartitionIo::new(&mut disk, 0, 8192);
-    assert!(write_slot(&mut p, 8192, &mut Cursor::new(&image), image.len() as u64).is_err());
+    assert!(flash_slot(&mut p, 8192, &mut Cursor::new(&image), image.len() as u64).is_err());
 }
 
 fn tool(name: &str) -> PathBuf {

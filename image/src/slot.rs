@@ -144,7 +144,7 @@ pub fn verity_params_for(fs_size: u64, params: &BuildParams) -> Result<VerityPar
 
 /// Writes a whole slot image to `w` from `fs_size` bytes of filesystem read from `fs`,
 /// signed by each of `keys`. `w` must be positioned at offset 0.
-pub fn write_slot<R: Read, W: Write>(
+pub fn assemble_slot<R: Read, W: Write>(
     mut fs: R,
     fs_size: u64,
     params: &BuildParams,
@@ -183,7 +183,7 @@ pub fn seal_in_place(
         .map_err(|e| Error::io("stat", "the filesystem image", e))?
         .len();
     let vp = check_build(fs_size, params)?;
-    // The padding reads back as zeros, as write_slot writes it.
+    // The padding reads back as zeros, as assemble_slot writes it.
     f.set_len(vp.data_size())
         .map_err(|e| Error::io("extend", "the slot image", e))?;
     let tree = {
@@ -328,7 +328,7 @@ pub fn build_from_fs_image(
     let mut tmp = AtomicFile::output(out.path, 0o644, out.force)?.slot_image();
     let report = {
         let mut step = Step::new(progress, "hashing", Some(fs_size));
-        write_slot(&mut step.reader(&mut fs), fs_size, params, keys, tmp.file())?
+        assemble_slot(&mut step.reader(&mut fs), fs_size, params, keys, tmp.file())?
     };
     tmp.commit_with(progress)?;
     Ok(report)
@@ -598,7 +598,7 @@ mod tests {
 
     fn build(fs: &[u8], p: &BuildParams, keys: &[SigningKey]) -> Vec<u8> {
         let mut out = Vec::new();
-        write_slot(fs, fs.len() as u64, p, keys, &mut out).unwrap();
+        assemble_slot(fs, fs.len() as u64, p, keys, &mut out).unwrap();
         out
     }
 
@@ -645,12 +645,12 @@ mod tests {
         p.data_block_size = 4096;
         p.hash_block_size = 512;
         assert_eq!(verity_params_for(4097, &p).unwrap().data_blocks(), 2);
-        assert!(write_slot(&[][..], 0, &p, &[], &mut Vec::new()).is_err());
+        assert!(assemble_slot(&[][..], 0, &p, &[], &mut Vec::new()).is_err());
         p.data_block_size = 1000;
         assert!(matches!(verity_params_for(1, &p), Err(Error::Parameter(_))));
         // Blocks above the page size: the format allows them, a slot image does not.
         p.data_block_size = 8192;
-        let e = write_slot(&[1u8; 100][..], 100, &p, &[], &mut Vec::new()).unwrap_err();
+        let e = assemble_slot(&[1u8; 100][..], 100, &p, &[], &mut Vec::new()).unwrap_err();
         assert!(
             matches!(
                 e,
@@ -664,7 +664,7 @@ mod tests {
         );
         p.data_block_size = 4096;
         p.rollback_index = u64::MAX;
-        let e = write_slot(&[1u8; 100][..], 100, &p, &[], &mut Vec::new()).unwrap_err();
+        let e = assemble_slot(&[1u8; 100][..], 100, &p, &[], &mut Vec::new()).unwrap_err();
         assert!(e.to_string().contains("--rollback-index"), "{e}");
     }
 

@@ -12,10 +12,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use stele_update::keys::load_keyring;
-use stele_update::rollback::{self, Floors, TpmUse};
-use stele_update::run_dir::{self, Devices, Publish};
-use stele_update::state_file::StateFile;
+use stele_device::runtime::keyring::load_keyring;
+use stele_device::runtime::rollback::{self, Floors, TpmUse};
+use stele_device::runtime::run_dir::{self, Devices, Publish};
+use stele_device::runtime::state_file::StateFile;
 use stele_verifier::config::{Action, BootConfig, Stage};
 use stele_verifier::keys::Keyring;
 use stele_verifier::layout;
@@ -260,16 +260,15 @@ fn prepare() -> Ready {
         .unwrap_or_else(|e| fail(action, delay, &e.to_string()));
     let st = match state.load() {
         Ok(st) => st,
-        Err(stele_update::Error::StateLoad {
-            source: stele_verifier::Error::NoValidState,
-            ..
-        }) => match crate::recover::rebuild(&mut state, &parts, &cfg, &keyring) {
-            Ok((st, line)) => {
-                warn!("{line}");
-                st
+        Err(e) if e.is_no_valid_state() => {
+            match crate::recover::rebuild(&mut state, &parts, &cfg, &keyring) {
+                Ok((st, line)) => {
+                    warn!("{line}");
+                    st
+                }
+                Err(cause) => fail(action, delay, &cause),
             }
-            Err(cause) => fail(action, delay, &cause),
-        },
+        }
         Err(e) => fail(action, delay, &e.to_string()),
     };
     debug!("boot state: {st:?}");
@@ -297,7 +296,7 @@ fn prepare() -> Ready {
 fn open_tpm(
     cfg: &BootConfig,
     state_floor: u64,
-) -> stele_update::Result<(TpmUse<stele_tpm::transport::Channel<File>>, Floors)> {
+) -> stele_device::Result<(TpmUse<stele_tpm::transport::Channel<File>>, Floors)> {
     let mut tpm = rollback::open_counter(cfg)?;
     match &tpm {
         TpmUse::Counter(_, stele_tpm::counter::Opened::Defined) => info!(
@@ -371,7 +370,7 @@ pub fn no_slot_cause(st: &BootState, refusals: &[String]) -> String {
 }
 
 /// Stores the state in the other copy and flushes it (logging a failure).
-pub fn write_state(state: &mut StateFile<File>, st: &mut BootState) -> stele_update::Result<()> {
+pub fn write_state(state: &mut StateFile<File>, st: &mut BootState) -> stele_device::Result<()> {
     let r = state.store(st);
     if let Err(e) = &r {
         error!("{e}");
@@ -391,7 +390,7 @@ pub fn devices_of(parts: &Partitions) -> Devices {
     }
 }
 
-/// Publishes /run/stele (stele_update::run_dir) and copies this binary to
+/// Publishes /run/stele (stele_device::runtime::run_dir) and copies this binary to
 /// /run/stele/bin/stele (the device's `stele update`). Failures are warnings: they only
 /// matter to `stele update`, which says what is missing.
 fn publish(s: Slot, body: &[u8], boot_text: &str, parts: &Partitions) {

@@ -6,7 +6,7 @@ use stele_verifier::config::{Action, BootConfig, Stage, VerifyMode, MAX_SECS};
 use stele_verifier::state::Slot;
 
 /// PATH given to services unless their `env` sets one; `/run/stele/bin` (the device's
-/// `stele`, a copy of stele-init: `stele_update::run_dir::BIN_DIR`) comes first.
+/// `stele`, a copy of stele-init: `stele_device::runtime::run_dir::BIN_DIR`) comes first.
 pub const DEFAULT_PATH: &str = "/run/stele/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// `stele.*` options from /proc/cmdline.
@@ -188,6 +188,6 @@ mod tests {
 
     #[test]
     fn services_find_the_device_stele_first() {
-        assert!(DEFAULT_PATH.starts_with(&format!("{}:", stele_update::run_dir::BIN_DIR)));
+        assert!(DEFAULT_PATH.starts_with(&format!("{}:", stele_device::runtime::run_dir::BIN_DIR)));
     }
 }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use stele_update::run_dir::{Devices, DEVICES, RUN_DIR};
+use stele_device::runtime::run_dir::{Devices, DEVICES, RUN_DIR};
 use stele_verifier::config::BootConfig;
 use stele_verifier::layout::ROLES;
 

@@ -10,7 +10,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// The initramfs's trusted keys do not make a keyring.
-    Keys(stele_update::keys::KeyringError),
+    Keys(stele_device::runtime::keyring::KeyringError),
     /// A system call failed.
     Sys {
         op: &'static str,

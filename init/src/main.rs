@@ -1,5 +1,5 @@
 //! stele-init: PID 1 (verify, switch root, supervise), and on the running system also the
-//! device's `stele` command (multi-call: `stele update ...`, see stele_update::device).
+//! device's `stele` command (multi-call: `stele update ...`, see stele_device::cli).
 
 fn main() {
     // The kernel turns every `key=value` word of its command line it does not know into
@@ -10,8 +10,8 @@ fn main() {
     }
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let role = stele_init::pid1::detect();
-    if stele_update::device::is_update_call(role.is_boot(), &argv) {
-        std::process::exit(i32::from(stele_update::device::main(&argv).code()));
+    if stele_device::cli::is_update_call(role.is_boot(), &argv) {
+        std::process::exit(i32::from(stele_device::cli::main(&argv).code()));
     }
     stele_init::run(role)
 }

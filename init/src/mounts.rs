@@ -240,10 +240,10 @@ mod tests {
     }
 
     /// The lower layer is where the update commands look for it (the fetch client, the
-    /// channel keys): the `/run/stele` contract of stele-update.
+    /// channel keys): the `/run/stele` contract of stele-device.
     #[test]
     fn lower_is_the_run_dir_contract() {
-        use stele_update::run_dir::{LOWER as LOWER_NAME, RUN_DIR};
+        use stele_device::runtime::run_dir::{LOWER as LOWER_NAME, RUN_DIR};
         assert_eq!(LOWER, format!("{RUN_DIR}/{LOWER_NAME}"));
     }
 

@@ -7,7 +7,7 @@
 
 use std::fs::File;
 
-use stele_update::state_file::StateFile;
+use stele_device::runtime::state_file::StateFile;
 use stele_verifier::config::BootConfig;
 use stele_verifier::keys::Keyring;
 use stele_verifier::slot::{self, VerifyOptions};

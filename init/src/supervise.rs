@@ -467,7 +467,7 @@ impl Supervisor {
             }
             Err(e) => warn!("{e}; marking good without the state lock"),
         }
-        let r = stele_update::rollback::mark_good(
+        let r = stele_device::runtime::rollback::mark_good(
             &mut b.state,
             b.tpm.counter(),
             b.slot,

@@ -2,7 +2,7 @@
 //!
 //! Pure Rust: no syscalls beyond `Read`/`Write`/`Seek`, no panics on any input, so every
 //! parser here can be fuzzed and run anywhere. The build side (`stele-image`), the PID 1
-//! (`stele-init`), the update library (`stele-update`) and the CLI all go through this
+//! (`stele-init`), the update library (`stele-device`) and the CLI all go through this
 //! crate to read or check a slot image, a configuration file, the partition layout or a UKI, and
 //! take their exit classes from [`exit`].
 
@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod exit;
 pub mod footer;
+pub mod gpt;
 pub mod hex;
 pub mod keyfile;
 pub mod keys;
@@ -24,7 +25,6 @@ pub mod state;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testutil;
 pub mod uki;
-pub mod update;
 pub mod verity;
 
 pub use error::{Error, Result};

@@ -17,18 +17,19 @@ pub fn same_file(a: &Metadata, b: &Metadata) -> bool {
     }
 }
 
-/// A window of a disk (a partition) as its own `Read + Write + Seek` device.
+/// A window of a disk (a partition) as its own `Read + Write + Seek` device. `D` is the
+/// disk: owned (a `File`) or borrowed (`&mut File`, `&mut Cursor<..>`).
 #[derive(Debug)]
-pub struct PartitionIo<'a, D> {
-    disk: &'a mut D,
+pub struct PartitionIo<D> {
+    disk: D,
     start: u64,
     len: u64,
     pos: u64,
 }
 
-impl<'a, D: Seek> PartitionIo<'a, D> {
+impl<D: Seek> PartitionIo<D> {
     /// The `len` bytes of `disk` starting at `start`.
-    pub fn new(disk: &'a mut D, start: u64, len: u64) -> Self {
+    pub fn new(disk: D, start: u64, len: u64) -> Self {
         PartitionIo {
             disk,
             start,
@@ -39,12 +40,22 @@ impl<'a, D: Seek> PartitionIo<'a, D> {
 
     /// The whole disk, e.g. to flush it.
     pub fn get_ref(&self) -> &D {
-        self.disk
+        &self.disk
     }
 
     /// The whole disk, mutably.
     pub fn get_mut(&mut self) -> &mut D {
-        self.disk
+        &mut self.disk
+    }
+
+    /// The window's length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True for an empty window.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     fn room(&self, want: usize) -> usize {
@@ -53,7 +64,7 @@ impl<'a, D: Seek> PartitionIo<'a, D> {
     }
 }
 
-impl<D: Read + Seek> Read for PartitionIo<'_, D> {
+impl<D: Read + Seek> Read for PartitionIo<D> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.room(buf.len());
         if n == 0 {
@@ -66,7 +77,7 @@ impl<D: Read + Seek> Read for PartitionIo<'_, D> {
     }
 }
 
-impl<D: Write + Seek> Write for PartitionIo<'_, D> {
+impl<D: Write + Seek> Write for PartitionIo<D> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.room(buf.len());
         if n == 0 && !buf.is_empty() {
@@ -86,7 +97,7 @@ impl<D: Write + Seek> Write for PartitionIo<'_, D> {
     }
 }
 
-impl<D: Seek> Seek for PartitionIo<'_, D> {
+impl<D: Seek> Seek for PartitionIo<D> {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
         let new = match to {
             SeekFrom::Start(o) => Some(o),

@@ -80,7 +80,7 @@ fn pid1_links_no_network_code() {
         "cargo tree -p stele-init",
     )
     .expect("cargo tree");
-    assert!(out.contains("stele-update"), "unexpected tree: {out}");
+    assert!(out.contains("stele-device"), "unexpected tree: {out}");
     for krate in [
         "ureq",
         "rustls",

@@ -13,13 +13,13 @@ use std::collections::VecDeque;
 use std::io::Cursor;
 use std::time::Duration;
 
-use stele_verifier::progress::Silent;
-use stele_verifier::testutil::{image_of_blocks, ring, slot_with};
-use stele_verifier::update::delta::apply::apply;
-use stele_verifier::update::delta::plan::{plan, Action};
-use stele_verifier::update::delta::{
+use stele_engine::delta::apply::apply;
+use stele_engine::delta::plan::{plan, Action};
+use stele_engine::delta::{
     fetch_meta, Clock, FetchError, Fetcher, KnownHashBlocks, RangeSource, RetryPolicy, Sink, Trust,
 };
+use stele_verifier::progress::Silent;
+use stele_verifier::testutil::{image_of_blocks, ring, slot_with};
 
 use crate::codec::{Reader, Writer};
 use crate::Seed;
@@ -326,7 +326,6 @@ fn install(data: &[u8]) -> usize {
         &mut target,
         SLOT_LEN,
         Some(&mut base),
-        &mut |_| Ok(()),
         &mut Silent,
     ) else {
         return 1;

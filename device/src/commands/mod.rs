@@ -1,0 +1,9 @@
+//! The `stele update` commands, each a function of an opened install target: install (a
+//! bundle file or stream), status, mark-good, the signed channel's check and apply, and
+//! replacing the ESP's stage-1 UKI ([`esp`]).
+
+pub mod channel;
+pub mod esp;
+pub mod install;
+pub mod mark_good;
+pub mod status;

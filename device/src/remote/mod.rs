@@ -1,0 +1,579 @@
+//! `stele update install URL` and `stele update plan URL`: a delta install of an image
+//! read through byte ranges ([`stele_engine::delta`]) into the slot that is not
+//! running, with the running slot as the base, the progress line and the summary. The same
+//! [`install_from`] and [`plan_from`] serve the device (the fetch client over a pipe,
+//! [`pipe`]) and the host CLI's `--disk` (HTTP in-process).
+//!
+//! On the device, `stele` links no network code: an `http(s)://` location is fetched by
+//! the fetch client at `/usr/lib/stele/stele-fetch` (verifier::layout::FETCH_CLIENT) inside
+//! the verified root, run from the dm-verity
+//! lower layer (`/run/stele/lower/usr/lib/stele/stele-fetch`), never from the overlay or
+//! the data partition. Any other location is a local file.
+
+pub mod pipe;
+pub mod protocol;
+
+use std::io::{Read, Seek};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use stele_engine::delta::apply::{apply, Stats};
+use stele_engine::delta::plan::{plan, BaseUse, Plan};
+use stele_engine::delta::{
+    fetch_meta, Clock, DeltaError, Fetcher, KnownHashBlocks, Meta, RangeSource, ReaderSource,
+    RetryPolicy, Trust, DEFAULT_MAX_RANGE,
+};
+use stele_verifier::keys::Keyring;
+use stele_verifier::progress::Progress;
+use stele_verifier::state::Slot;
+
+use crate::commands::install::Installed;
+use crate::runtime::rollback;
+use crate::runtime::run_dir::RunDir;
+use crate::runtime::state_file::StateFile;
+use crate::runtime::storage::{self, Storage};
+use crate::{Error, Result};
+
+/// Where the fetch client is inside a slot image (and so under the verified lower layer),
+/// relative to the image's root.
+pub fn fetch_client_in(root: &Path) -> PathBuf {
+    root.join(stele_verifier::layout::FETCH_CLIENT.trim_start_matches('/'))
+}
+
+/// Where an image or channel is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// `http://` or `https://`.
+    Http(String),
+    /// A local file (or block device).
+    File(PathBuf),
+}
+
+impl Location {
+    /// An `http(s)://` URL, else a path. Pure.
+    pub fn parse(s: &str) -> Location {
+        if is_url(s) {
+            Location::Http(s.to_string())
+        } else {
+            Location::File(PathBuf::from(s))
+        }
+    }
+
+    /// `reference` (a channel's release url) resolved against this location: an absolute
+    /// URL as it is, a relative one against this location's directory. Pure.
+    pub fn resolve(&self, reference: &str) -> Location {
+        if is_url(reference) {
+            return Location::Http(reference.to_string());
+        }
+        match self {
+            Location::Http(u) => {
+                // Scheme and authority stay; the path's last segment (and any query) goes.
+                let path_start = u.find("://").map_or(0, |i| i + 3);
+                let path_start = u[path_start..]
+                    .find('/')
+                    .map_or(u.len(), |i| path_start + i);
+                let dir_end = u[path_start..]
+                    .split(['?', '#'])
+                    .next()
+                    .and_then(|p| p.rfind('/'))
+                    .map_or(path_start, |i| path_start + i);
+                Location::Http(format!("{}/{reference}", &u[..dir_end]))
+            }
+            Location::File(p) => {
+                Location::File(p.parent().unwrap_or(Path::new("")).join(reference))
+            }
+        }
+    }
+
+    /// The location as given.
+    pub fn show(&self) -> String {
+        match self {
+            Location::Http(u) => u.clone(),
+            Location::File(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// True for `http://` and `https://` locations. Pure.
+pub fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+/// The knobs of a fetch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FetchOptions {
+    /// `--max-rate`: bytes per second on average.
+    pub max_rate: Option<u64>,
+    /// `--deadline`: give up retrying after this long without a byte.
+    pub deadline: Duration,
+    /// `--timeout`: one request that sends nothing for this long is cut (fetch client).
+    pub timeout: Duration,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            max_rate: None,
+            deadline: Duration::from_secs(300),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl FetchOptions {
+    /// The retry policy these options give.
+    pub fn policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            deadline: self.deadline,
+            ..RetryPolicy::default()
+        }
+    }
+}
+
+/// The real clock, and jitter from a xorshift seeded by the time and the pid.
+#[derive(Debug)]
+pub struct SystemClock {
+    start: Instant,
+    rng: u64,
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::from(d.subsec_nanos()) ^ d.as_secs());
+        SystemClock {
+            start: Instant::now(),
+            rng: (t ^ u64::from(std::process::id()).rotate_left(32)) | 1,
+        }
+    }
+}
+
+impl Clock for SystemClock {
+    fn now(&mut self) -> Duration {
+        self.start.elapsed()
+    }
+    fn sleep(&mut self, d: Duration) {
+        std::thread::sleep(d);
+    }
+    fn random(&mut self) -> f64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        #[allow(clippy::cast_precision_loss)]
+        let r = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
+        r
+    }
+}
+
+/// The slots of a delta install: the target (written) and the running slot (the base).
+#[derive(Debug)]
+pub struct Slots<'a, D, B> {
+    pub target: Slot,
+    pub slot: &'a mut D,
+    pub slot_len: u64,
+    /// The running slot and its length, when it can be read.
+    pub base: Option<(&'a mut B, u64)>,
+}
+
+/// What a delta install did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeltaInstalled {
+    pub installed: Installed,
+    pub stats: Stats,
+    pub block_size: u64,
+}
+
+/// The stable summary line of a delta install (stdout, before the installed line). Pure.
+pub fn summary_line(d: &DeltaInstalled) -> String {
+    let s = &d.stats;
+    format!(
+        "stele: fetched {} bytes, reused {} bytes (kept {}, copied {}, zero {} blocks of {}; {} requests)",
+        s.fetched,
+        s.reused_bytes(d.block_size),
+        s.kept,
+        s.copied,
+        s.zeroed,
+        d.block_size,
+        s.requests
+    )
+}
+
+/// What a plan prints. Pure.
+pub fn plan_text(from: &str, meta: &Meta, p: &Plan, target: Slot, base: Option<Slot>) -> String {
+    let m = &meta.manifest;
+    let base_line = match (&p.base, base) {
+        (BaseUse::OwnTree, Some(b)) => format!("slot {} (its own hash tree: same salt)", b.name()),
+        (BaseUse::Hashed, Some(b)) => format!("slot {} (hashed with the new salt)", b.name()),
+        (BaseUse::Unusable(why), Some(b)) => format!("none (slot {}: {why})", b.name()),
+        _ => "none".to_string(),
+    };
+    format!(
+        "plan: {} {} rollback_index={} from {from} into slot {}\n\
+         plan: base: {base_line}\n\
+         plan: {} data blocks of {} bytes: {} kept in slot {}, {} copied, {} zero, {} fetched in {} ranges\n\
+         plan: fetch {} bytes ({} of data, {} of footer, manifest and hash tree), reuse {} bytes; the image is {} bytes\n",
+        m.name,
+        m.version,
+        m.rollback_index,
+        target.name(),
+        p.actions.len(),
+        p.block_size,
+        p.counts.keep,
+        target.name(),
+        p.counts.copy,
+        p.counts.zero,
+        p.counts.fetch,
+        p.ranges.len(),
+        meta.fetched + p.fetch_bytes(),
+        p.fetch_bytes(),
+        meta.fetched,
+        p.reused_bytes(),
+        meta.len
+    )
+}
+
+/// Signed first ([`fetch_meta`]): footer, envelope and tree of `src`, checked against
+/// `keyring`, the rollback `floor` and `slot_len`, the running slot `base`'s verified tree
+/// serving as known hash blocks. Returns the fetcher to go on with.
+fn signed_first<'a, B: Read + Seek>(
+    src: &'a mut dyn RangeSource,
+    clock: &'a mut dyn Clock,
+    base: Option<(&mut B, u64)>,
+    keyring: &Keyring,
+    opts: &FetchOptions,
+    floor: u64,
+    slot_len: Option<u64>,
+) -> std::result::Result<(Fetcher<'a>, Meta), DeltaError> {
+    let trust = Trust::Keyring(keyring);
+    let known = match base {
+        Some((b, l)) => KnownHashBlocks::from_slot(b, l, trust)?,
+        None => None,
+    };
+    let mut f = Fetcher::new(src, clock, opts.policy(), opts.max_rate);
+    let meta = fetch_meta(&mut f, trust, Some(floor), slot_len, known.as_ref())?;
+    Ok((f, meta))
+}
+
+/// Signed first, then the plan: what an install of `src` into `target` would do. Reads
+/// the target and base slots; writes nothing.
+#[allow(clippy::too_many_arguments)]
+pub fn plan_from<T: Read + Seek, B: Read + Seek>(
+    src: &mut dyn RangeSource,
+    clock: &mut dyn Clock,
+    target: Option<(&mut T, u64)>,
+    base: Option<(&mut B, u64)>,
+    floor: u64,
+    keyring: &Keyring,
+    opts: &FetchOptions,
+) -> Result<(Meta, Plan)> {
+    let name = src.name();
+    let err = |source| Error::Fetch {
+        url: name.clone(),
+        source,
+    };
+    let slot_len = target.as_ref().map(|t| t.1);
+    let mut base = base;
+    let base_ref = base.as_mut().map(|(b, l)| (&mut **b, *l));
+    let (_, meta) =
+        signed_first(src, clock, base_ref, keyring, opts, floor, slot_len).map_err(err)?;
+    let p = plan(
+        &meta,
+        target,
+        base,
+        Trust::Keyring(keyring),
+        DEFAULT_MAX_RANGE,
+    )
+    .map_err(err)?;
+    Ok((meta, p))
+}
+
+/// Installs the image of `src` into `slots.target` as a delta and flips the boot state:
+/// signed first (checked against `trust`'s keyring and the install's rollback floors,
+/// [`crate::commands::install::Trust::floors`]: the state's or the good running slot's, the TPM's,
+/// the initramfs minimum; then its product, then `check`, the caller's own
+/// refusals: a channel's manifest digest; every refusal there comes before the slot is
+/// touched), then plan and write in the install write order. Progress lines go to `log`
+/// (without `stele: `), the bytes fetched to `progress` (a bar or a line on a terminal).
+#[allow(clippy::too_many_arguments)]
+pub fn install_from<D: Storage, B: Read + Seek, S: Storage>(
+    src: &mut dyn RangeSource,
+    clock: &mut dyn Clock,
+    slots: Slots<'_, D, B>,
+    state: &mut StateFile<S>,
+    trust: &crate::commands::install::Trust<'_>,
+    opts: &FetchOptions,
+    check: &mut dyn FnMut(&Meta) -> Result<()>,
+    log: &mut dyn FnMut(&str),
+    progress: &mut dyn Progress,
+) -> Result<DeltaInstalled> {
+    let keyring = trust.keyring;
+    // The state is locked only to read the floor here and to read it again and flip it
+    // at the end (as a bundle install): a fetch that stalls never keeps PID 1 from
+    // marking its slot good.
+    let floors = trust.floors(&state.locked(StateFile::load)?);
+    let floor = floors.effective();
+    let name = src.name();
+    let err = |source| Error::Fetch {
+        url: name.clone(),
+        source,
+    };
+    let Slots {
+        target,
+        slot,
+        slot_len,
+        mut base,
+    } = slots;
+    let base_ref = base.as_mut().map(|(b, l)| (&mut **b, *l));
+    let (mut f, meta) = signed_first(src, clock, base_ref, keyring, opts, floor, Some(slot_len))
+        .map_err(err)
+        .map_err(|e| rollback::name_floors(e, floors))?;
+    let m = &meta.manifest;
+    stele_verifier::slot::check_product(m, trust.product)
+        .map_err(|e| err(DeltaError::Verify(e)))?;
+    log(&format!(
+        "update: {name}: {} {} rollback_index={} verified (signatures, product, rollback floor {floor}, hash tree)",
+        m.name, m.version, m.rollback_index
+    ));
+    check(&meta)?;
+    let p = plan(
+        &meta,
+        Some((&mut *slot, slot_len)),
+        base.as_mut().map(|(b, l)| (&mut **b, *l)),
+        Trust::Keyring(keyring),
+        DEFAULT_MAX_RANGE,
+    )
+    .map_err(err)?;
+    log(&format!(
+        "update: plan: fetch {} bytes in {} ranges, reuse {} bytes ({} kept, {} copied, {} zero blocks)",
+        p.fetch_bytes() + meta.fetched,
+        p.ranges.len(),
+        p.reused_bytes(),
+        p.counts.keep,
+        p.counts.copy,
+        p.counts.zero
+    ));
+    log(&format!("update: writing slot {}", target.name()));
+    let (written, stats) = apply(
+        &meta,
+        &p,
+        &mut f,
+        slot,
+        slot_len,
+        base.map(|(b, _)| b),
+        progress,
+    )
+    .map_err(|source| Error::Fetch {
+        url: name.clone(),
+        source,
+    })?;
+    let installed = crate::commands::install::flip(
+        state,
+        trust,
+        written,
+        (slot, slot_len, target),
+        |e| err(DeltaError::Verify(e)),
+        log,
+    )?;
+    Ok(DeltaInstalled {
+        installed,
+        stats,
+        block_size: p.block_size,
+    })
+}
+
+/// The source of `loc` on the device: the fetch client from the verified root for a URL
+/// (with `--timeout`), the file itself otherwise.
+pub fn device_source(
+    dev: &RunDir,
+    loc: &Location,
+    opts: &FetchOptions,
+) -> Result<Box<dyn RangeSource>> {
+    match loc {
+        Location::Http(url) => {
+            let program = fetch_client_in(&dev.lower());
+            if !program.is_file() {
+                return Err(Error::NoFetchClient { path: program });
+            }
+            let args = vec![
+                "--timeout".to_string(),
+                opts.timeout.as_secs().max(1).to_string(),
+            ];
+            Ok(Box::new(pipe::PipeSource::new(&program, args, url)))
+        }
+        Location::File(p) => {
+            let name = p.display().to_string();
+            let f = storage::open(&name, false)?;
+            Ok(Box::new(ReaderSource::new(f, name)))
+        }
+    }
+}
+
+/// `stele update install URL` on the device: into the slot that is not booted, the
+/// booted slot as the base; the target slot partition locked throughout (one install at a
+/// time), the state only for its reads and the flip.
+pub fn on_device(
+    run_dir: &Path,
+    loc: &Location,
+    opts: &FetchOptions,
+    check: &mut dyn FnMut(&Meta) -> Result<()>,
+    log: &mut dyn FnMut(&str),
+    progress: &mut dyn Progress,
+) -> Result<DeltaInstalled> {
+    let dev = RunDir::read(run_dir)?;
+    let trust = crate::commands::install::Trust::on_device(&dev)?;
+    let mut src = device_source(&dev, loc, opts)?;
+    let mut state = StateFile::open(dev.state_path(), true)?;
+    let target = crate::commands::install::plan(&state.locked(StateFile::load)?, Some(dev.booted))?;
+    let slot_path = dev.slot_path(target)?.to_string();
+    let mut slot = storage::open(&slot_path, true)?;
+    let slot_len = storage::size(&mut slot, &slot_path)?;
+    let _busy = storage::try_lock(&slot, &slot_path)?.ok_or_else(|| Error::SlotBusy {
+        path: slot_path.clone(),
+    })?;
+    let base_path = dev.slot_path(dev.booted)?.to_string();
+    let mut base = storage::open(&base_path, false)?;
+    let base_len = storage::size(&mut base, &base_path)?;
+    install_from(
+        &mut *src,
+        &mut SystemClock::default(),
+        Slots {
+            target,
+            slot: &mut slot,
+            slot_len,
+            base: Some((&mut base, base_len)),
+        },
+        &mut state,
+        &trust,
+        opts,
+        check,
+        log,
+        progress,
+    )
+    .map_err(|e| Error::Installing {
+        slot: target,
+        path: slot_path,
+        source: Box::new(e),
+    })
+}
+
+/// `stele update plan URL` on the device: what an install would do, as text.
+pub fn plan_on_device(run_dir: &Path, loc: &Location, opts: &FetchOptions) -> Result<String> {
+    let dev = RunDir::read(run_dir)?;
+    let mut src = device_source(&dev, loc, opts)?;
+    let mut state = StateFile::open(dev.state_path(), false)?;
+    let st = state.load()?;
+    let target = crate::commands::install::plan(&st, Some(dev.booted))?;
+    // The floors an install would meet (the good running slot's index included).
+    let floors = crate::commands::install::Trust::on_device(&dev)?.floors(&st);
+    let slot_path = dev.slot_path(target)?.to_string();
+    let mut slot = storage::open(&slot_path, false)?;
+    let slot_len = storage::size(&mut slot, &slot_path)?;
+    let base_path = dev.slot_path(dev.booted)?.to_string();
+    let mut base = storage::open(&base_path, false)?;
+    let base_len = storage::size(&mut base, &base_path)?;
+    let (meta, p) = plan_from(
+        &mut *src,
+        &mut SystemClock::default(),
+        Some((&mut slot, slot_len)),
+        Some((&mut base, base_len)),
+        floors.effective(),
+        &dev.keyring,
+        opts,
+    )?;
+    Ok(plan_text(&loc.show(), &meta, &p, target, Some(dev.booted)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::rollback::Floors;
+    use std::io::Cursor;
+    use stele_verifier::exit::{Exit, Report};
+    use stele_verifier::progress::Silent;
+    use stele_verifier::state::{self, BootState};
+    use stele_verifier::testutil::{image_signed_by, trusted};
+
+    /// A URL install applies the same floors as a file install: the TPM's and the
+    /// initramfs minimum count when the state's is lower, and the refusal names them,
+    /// before the slot or the state is touched.
+    #[test]
+    fn a_url_install_is_refused_below_the_tpm_or_initramfs_floor() {
+        for floors in [
+            Floors {
+                tpm: Some(7),
+                ..Floors::default()
+            },
+            Floors {
+                initramfs: 7,
+                ..Floors::default()
+            },
+        ] {
+            let img = image_signed_by(8, 6, 1, 1).0;
+            let keyring = trusted();
+            let mut c = Cursor::new(vec![0u8; 8192]);
+            state::initialize(&mut c, &BootState::initial(false)).unwrap();
+            let mut st = StateFile::new(c, "state");
+            let state_before = st.get_ref().get_ref().clone();
+            let mut slot = Cursor::new(vec![0xAAu8; 1 << 20]);
+            let mut src = ReaderSource::new(Cursor::new(img), "v6.img".to_string());
+            let e = install_from(
+                &mut src,
+                &mut SystemClock::default(),
+                Slots::<_, Cursor<Vec<u8>>> {
+                    target: Slot::A,
+                    slot: &mut slot,
+                    slot_len: 1 << 20,
+                    base: None,
+                },
+                &mut st,
+                &crate::commands::install::Trust {
+                    keyring,
+                    product: None,
+                    running: None,
+                    floors,
+                },
+                &FetchOptions::default(),
+                &mut |_| Ok(()),
+                &mut |_| {},
+                &mut Silent,
+            )
+            .unwrap_err();
+            assert_eq!(e.exit(), Exit::Refused, "{e}");
+            assert!(matches!(e, Error::Floors { .. }), "{e}");
+            assert!(e.to_string().contains("rollback"), "{e}");
+            assert!(e.to_string().contains(&floors.sources()), "{e}");
+            assert!(slot.get_ref().iter().all(|&b| b == 0xAA), "slot written");
+            assert_eq!(st.get_ref().get_ref(), &state_before, "state written");
+        }
+    }
+
+    #[test]
+    fn relative_references_resolve_against_the_channel() {
+        let ch = Location::parse("https://cdn.example.com/fleet/stable.channel?x=1");
+        assert_eq!(
+            ch.resolve("demo-2.img"),
+            Location::Http("https://cdn.example.com/fleet/demo-2.img".into())
+        );
+        assert_eq!(
+            ch.resolve("img/demo-2.img"),
+            Location::Http("https://cdn.example.com/fleet/img/demo-2.img".into())
+        );
+        assert_eq!(
+            Location::parse("http://10.0.2.100/channel").resolve("v2.img"),
+            Location::Http("http://10.0.2.100/v2.img".into())
+        );
+        assert_eq!(
+            Location::parse("http://10.0.2.100").resolve("v2.img"),
+            Location::Http("http://10.0.2.100/v2.img".into())
+        );
+        assert_eq!(
+            ch.resolve("http://other/x.img"),
+            Location::Http("http://other/x.img".into())
+        );
+        assert_eq!(
+            Location::parse("/media/usb/stable.channel").resolve("v2.img"),
+            Location::File("/media/usb/v2.img".into())
+        );
+    }
+}

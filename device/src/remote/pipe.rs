@@ -1,0 +1,214 @@
+//! The device's side of the fetch protocol: a [`RangeSource`] that runs the fetch client
+//! (`stele-fetch URL`, from the verified root) and talks to it over its stdin/stdout. A
+//! client that dies is started again on the next request (a transient error meanwhile).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use stele_engine::delta::{FetchError, RangeSource, Sink};
+
+use super::protocol::{parse_reply, Reply, Request, MAX_CHUNK};
+
+/// A running fetch client.
+struct Running {
+    child: Child,
+    to: ChildStdin,
+    from: BufReader<ChildStdout>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Closing its stdin ends a client waiting for a request; one in the middle of a
+        // transfer is killed.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The fetch client `program` serving `url`.
+pub struct PipeSource {
+    program: PathBuf,
+    args: Vec<String>,
+    url: String,
+    running: Option<Running>,
+    len: Option<u64>,
+}
+
+impl std::fmt::Debug for PipeSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PipeSource({} {})", self.program.display(), self.url)
+    }
+}
+
+fn broken(why: impl std::fmt::Display) -> FetchError {
+    FetchError::transient(format!("the fetch client stopped: {why}"))
+}
+
+impl PipeSource {
+    /// A source that runs `program ARGS... URL` when first asked.
+    pub fn new(program: &Path, args: Vec<String>, url: &str) -> Self {
+        PipeSource {
+            program: program.to_path_buf(),
+            args,
+            url: url.to_string(),
+            running: None,
+            len: None,
+        }
+    }
+
+    fn client(&mut self) -> Result<&mut Running, FetchError> {
+        if self.running.is_none() {
+            let mut child = Command::new(&self.program)
+                .args(&self.args)
+                .arg(&self.url)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .map_err(|e| FetchError::Permanent {
+                    why: format!(
+                        "cannot run the fetch client {}: {e}",
+                        self.program.display()
+                    ),
+                })?;
+            let (Some(to), Some(from)) = (child.stdin.take(), child.stdout.take()) else {
+                return Err(broken("no pipes"));
+            };
+            self.running = Some(Running {
+                child,
+                to,
+                from: BufReader::with_capacity(MAX_CHUNK + 64, from),
+            });
+        }
+        self.running.as_mut().ok_or_else(|| broken("not running"))
+    }
+
+    /// Sends `req`; reads one reply line. Any pipe failure drops the client.
+    fn ask(&mut self, req: Request) -> Result<Reply, FetchError> {
+        let r = (|| {
+            let c = self.client()?;
+            c.to.write_all(req.line().as_bytes()).map_err(broken)?;
+            c.to.flush().map_err(broken)?;
+            read_reply(&mut c.from)
+        })();
+        if matches!(r, Err(FetchError::Transient { .. })) && self.is_broken() {
+            self.running = None;
+        }
+        r
+    }
+
+    fn is_broken(&mut self) -> bool {
+        match &mut self.running {
+            Some(r) => !matches!(r.child.try_wait(), Ok(None)),
+            None => true,
+        }
+    }
+
+    fn data(&mut self, n: usize, buf: &mut [u8]) -> Result<(), FetchError> {
+        let r = match &mut self.running {
+            Some(c) => c.from.read_exact(&mut buf[..n]).map_err(broken),
+            None => Err(broken("not running")),
+        };
+        if r.is_err() {
+            self.running = None;
+        }
+        r
+    }
+}
+
+fn read_reply(from: &mut BufReader<ChildStdout>) -> Result<Reply, FetchError> {
+    let mut line = String::new();
+    match from.read_line(&mut line) {
+        Ok(0) => Err(broken("it exited")),
+        Ok(_) => parse_reply(&line).ok_or_else(|| FetchError::Permanent {
+            why: format!(
+                "the fetch client sent a malformed line {:?}",
+                line.trim_end()
+            ),
+        }),
+        Err(e) => Err(broken(e)),
+    }
+}
+
+impl RangeSource for PipeSource {
+    fn name(&self) -> String {
+        self.url.clone()
+    }
+
+    fn len(&mut self) -> Result<u64, FetchError> {
+        if let Some(l) = self.len {
+            return Ok(l);
+        }
+        match self.ask(Request::Len)? {
+            Reply::Ok(l) => {
+                self.len = Some(l);
+                Ok(l)
+            }
+            Reply::Err(e) => Err(e),
+            other => Err(broken(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    fn read_range(&mut self, off: u64, len: u64, sink: Sink<'_>) -> Result<(), FetchError> {
+        match self.ask(Request::Range { off, len })? {
+            Reply::Ok(_) => {}
+            Reply::Err(e) => return Err(e),
+            other => return Err(broken(format!("unexpected reply {other:?}"))),
+        }
+        let mut buf = vec![0u8; MAX_CHUNK];
+        loop {
+            let reply = match &mut self.running {
+                Some(c) => read_reply(&mut c.from),
+                None => Err(broken("not running")),
+            };
+            match reply {
+                Ok(Reply::Data(n)) => {
+                    self.data(n, &mut buf)?;
+                    if sink(&buf[..n]).is_err() {
+                        // The rest of the answer is still on its way: start afresh.
+                        self.running = None;
+                        return Err(FetchError::Aborted);
+                    }
+                }
+                Ok(Reply::End) => return Ok(()),
+                Ok(Reply::Err(e)) => return Err(e),
+                Ok(other) => {
+                    self.running = None;
+                    return Err(broken(format!("unexpected reply {other:?}")));
+                }
+                Err(e) => {
+                    self.running = None;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn start_stream(&mut self) -> Result<(), FetchError> {
+        match self.ask(Request::Stream)? {
+            Reply::Ok(l) => {
+                self.len = Some(l);
+                Ok(())
+            }
+            Reply::Err(e) => Err(e),
+            other => Err(broken(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    fn read_stream(&mut self, buf: &mut [u8]) -> Result<usize, FetchError> {
+        let max = buf.len().min(MAX_CHUNK) as u64;
+        match self.ask(Request::Next { max })? {
+            Reply::Data(n) if n <= buf.len() => {
+                self.data(n, buf)?;
+                Ok(n)
+            }
+            Reply::End => Ok(0),
+            Reply::Err(e) => Err(e),
+            other => {
+                self.running = None;
+                Err(broken(format!("unexpected reply {other:?}")))
+            }
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! Carrying out a [`Plan`] in the install write order: the target's footer zeroed, the
+//! data blocks in order (kept, copied, zeroed or fetched; each checked against the
+//! verified tree before it is written), the tree, the envelope. [`Written::commit`] then
+//! flips the state and writes the footer.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Seek, SeekFrom};
+
+use super::plan::{merge, Action, Plan};
+use super::{io_err, Abort, DeltaError, FetchError, Fetcher, Meta, Written};
+use crate::Storage;
+use stele_verifier::footer::{FOOTER_LEN, FOOTER_SIZE};
+use stele_verifier::manifest::VerifiedManifest;
+use stele_verifier::progress::{Progress, Step};
+use stele_verifier::verity::{digest_blocks, Level0};
+
+/// What an install did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Bytes received from the source, all of it (footer, manifest, tree, data, answers
+    /// fetched again).
+    pub fetched: u64,
+    pub kept: u64,
+    pub copied: u64,
+    pub zeroed: u64,
+    /// Data blocks written from the source.
+    pub fetched_blocks: u64,
+    /// Blocks asked for again: a bad answer, a cut connection, a copy that no longer
+    /// matched.
+    pub refetched_blocks: u64,
+    pub requests: u64,
+}
+
+impl Stats {
+    /// Bytes of data not fetched.
+    pub fn reused_bytes(&self, block_size: u64) -> u64 {
+        (self.kept + self.copied + self.zeroed) * block_size
+    }
+}
+
+/// Written data is flushed to stable storage at least this often, so that a power cut
+/// loses at most this much of what was fetched (the slot is the journal of a resume).
+pub const SYNC_EVERY: u64 = 1 << 20;
+
+struct Out<'a, D> {
+    dev: &'a mut D,
+    unsynced: u64,
+    bs: u64,
+    l0: Level0<'a>,
+    params: &'a stele_verifier::verity::VerityParams,
+    stats: Stats,
+    /// The data fetched, as bytes of the step (at most the plan's: an answer fetched
+    /// again is not counted twice).
+    step: Step<'a>,
+}
+
+impl<D: Storage> Out<'_, D> {
+    fn matches(&self, block: u64, bytes: &[u8]) -> bool {
+        digest_blocks(self.params, bytes).first().copied() == self.l0.get(block)
+    }
+    fn write(&mut self, block: u64, bytes: &[u8]) -> Result<(), DeltaError> {
+        self.dev
+            .seek(SeekFrom::Start(block * self.bs))
+            .map_err(io_err("target slot"))?;
+        self.dev.write_all(bytes).map_err(io_err("target slot"))?;
+        self.unsynced += bytes.len() as u64;
+        if self.unsynced >= SYNC_EVERY {
+            self.unsynced = 0;
+            self.dev.flush().map_err(io_err("target slot"))?;
+            self.dev.sync().map_err(io_err("target slot"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes as `12.3 MiB`. Pure.
+pub fn mib(bytes: u64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let m = bytes as f64 / f64::from(1u32 << 20);
+    format!("{m:.1} MiB")
+}
+
+/// Steps 2-3 of an install (see the module docs of [`super`]): writes `meta`'s image into
+/// `target` (`slot_len` bytes) as `plan` says, copying from `base` and fetching through
+/// `fetcher`; the fetched data bytes are one step of `progress` (named with what is
+/// fetched and reused). Returns what [`Written::commit`] finishes, and the counts.
+#[allow(clippy::too_many_arguments)]
+pub fn apply<D: Storage, B: Read + Seek>(
+    meta: &Meta,
+    plan: &Plan,
+    fetcher: &mut Fetcher<'_>,
+    target: &mut D,
+    slot_len: u64,
+    mut base: Option<&mut B>,
+    progress: &mut dyn Progress,
+) -> Result<(Written, Stats), DeltaError> {
+    let signed_by = meta.signed_by.clone().ok_or(DeltaError::Unsigned)?;
+    let needed = meta.image_len().saturating_add(FOOTER_SIZE);
+    if needed > slot_len {
+        return Err(DeltaError::TooLarge { needed, slot_len });
+    }
+    let start = fetcher.received;
+    let requests = fetcher.requests;
+    let bs = plan.block_size;
+    let n = meta.params.data_blocks();
+
+    // 2. The slot cannot boot from now until the footer is back.
+    target
+        .seek(SeekFrom::Start(slot_len - FOOTER_SIZE))
+        .map_err(io_err("slot footer"))?;
+    target
+        .write_all(&[0u8; FOOTER_LEN])
+        .map_err(io_err("slot footer"))?;
+    target.sync().map_err(io_err("slot footer"))?;
+
+    // 3. The data blocks, in order.
+    let mut out = Out {
+        dev: target,
+        unsynced: 0,
+        bs,
+        l0: meta.level0()?,
+        params: &meta.params,
+        stats: Stats::default(),
+        step: Step::new(
+            progress,
+            &format!(
+                "fetching {}, reusing {}",
+                mib(plan.fetch_bytes()),
+                mib(plan.reused_bytes())
+            ),
+            Some(plan.fetch_bytes()),
+        ),
+    };
+    let mut late: Vec<Action> = vec![Action::Keep; plan.actions.len()];
+    let mut block = vec![0u8; usize::try_from(bs).unwrap_or(4096)];
+    let zero = vec![0u8; block.len()];
+    let mut ranges = plan.ranges.iter().copied().peekable();
+    let mut i = 0u64;
+    while i < n {
+        let action = plan.actions[usize::try_from(i).unwrap_or(0)];
+        match action {
+            Action::Keep => {
+                out.stats.kept += 1;
+            }
+            Action::Zero => {
+                out.write(i, &zero)?;
+                out.stats.zeroed += 1;
+            }
+            Action::Copy(j) => {
+                let copied = match base.as_deref_mut() {
+                    Some(b) => {
+                        b.seek(SeekFrom::Start(j * bs))
+                            .map_err(io_err("base slot"))?;
+                        b.read_exact(&mut block).is_ok() && out.matches(i, &block)
+                    }
+                    None => false,
+                };
+                if copied {
+                    out.write(i, &block)?;
+                    out.stats.copied += 1;
+                } else {
+                    // The base no longer holds it: fetch it at the end.
+                    late[usize::try_from(i).unwrap_or(0)] = Action::Fetch;
+                    out.stats.refetched_blocks += 1;
+                }
+            }
+            Action::Fetch => {
+                let (first, count) = match ranges.next() {
+                    Some(r) if r.0 == i => r,
+                    _ => (i, 1),
+                };
+                fetch_run(&mut out, fetcher, first, count)?;
+                i = first + count;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    for (first, count) in merge(&late, plan.ranges_max_blocks()) {
+        fetch_run(&mut out, fetcher, first, count)?;
+    }
+
+    // The tree, the padding up to the manifest, the envelope checked in step 1.
+    let hash_offset = meta.manifest.verity.hash_offset;
+    let hash_end = hash_offset + meta.tree.len() as u64;
+    let dev = &mut *out.dev;
+    dev.seek(SeekFrom::Start(hash_offset))
+        .map_err(io_err("target slot"))?;
+    dev.write_all(&meta.tree).map_err(io_err("target slot"))?;
+    let padding = meta.footer.manifest_offset.saturating_sub(hash_end);
+    io::copy(&mut io::repeat(0).take(padding), dev).map_err(io_err("target slot"))?;
+    dev.write_all(&meta.envelope.to_bytes())
+        .map_err(io_err("target slot"))?;
+    dev.flush().map_err(io_err("target slot"))?;
+    dev.sync().map_err(io_err("target slot"))?;
+    let mut stats = out.stats;
+    stats.fetched = meta.fetched + fetcher.received - start;
+    stats.requests = fetcher.requests - requests;
+    Ok((
+        Written {
+            verified: VerifiedManifest {
+                manifest: meta.manifest.clone(),
+                signed_by,
+            },
+            image_len: meta.image_len(),
+            footer: meta.footer,
+        },
+        stats,
+    ))
+}
+
+impl Plan {
+    /// The longest range the plan was merged with, in blocks.
+    pub fn ranges_max_blocks(&self) -> u64 {
+        self.ranges.iter().map(|r| r.1).max().unwrap_or(1)
+    }
+}
+
+/// Fetches blocks `first..first + count`, checking each against the tree and writing the
+/// good ones as they arrive. A cut answer is resumed from the first block not received; a
+/// bad block is asked for again, and after the policy's `bad_answers` bad answers for one
+/// block the source is refused.
+fn fetch_run<D: Storage>(
+    out: &mut Out<'_, D>,
+    fetcher: &mut Fetcher<'_>,
+    first: u64,
+    count: u64,
+) -> Result<(), DeltaError> {
+    let bs = out.bs;
+    let bad_limit = fetcher.policy().bad_answers.max(1);
+    let mut pending: VecDeque<(u64, u64)> = VecDeque::from([(first, count)]);
+    let mut bad_answers: HashMap<u64, u32> = HashMap::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(usize::try_from(bs).unwrap_or(4096));
+    while let Some((s, c)) = pending.pop_front() {
+        buf.clear();
+        let mut next = s;
+        let mut bad = Vec::new();
+        let mut failure: Option<DeltaError> = None;
+        let end = s + c;
+        let r = {
+            let mut sink = |mut chunk: &[u8]| -> Result<(), Abort> {
+                while !chunk.is_empty() && next < end {
+                    let take = (usize::try_from(bs).unwrap_or(4096) - buf.len()).min(chunk.len());
+                    buf.extend_from_slice(&chunk[..take]);
+                    chunk = &chunk[take..];
+                    if buf.len() as u64 == bs {
+                        if out.matches(next, &buf) {
+                            if let Err(e) = out.write(next, &buf) {
+                                failure = Some(e);
+                                return Err(Abort);
+                            }
+                            out.stats.fetched_blocks += 1;
+                            out.step.advance(bs);
+                        } else {
+                            bad.push(next);
+                        }
+                        buf.clear();
+                        next += 1;
+                    }
+                }
+                Ok(())
+            };
+            fetcher.attempt(s * bs, c * bs, &mut sink)
+        };
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let result = match r {
+            Ok(()) if next < end => Err(FetchError::transient("the answer was short")),
+            other => other,
+        };
+        if let Err(e) = result {
+            if next < end {
+                pending.push_front((next, end - next));
+                out.stats.refetched_blocks += u64::from(!buf.is_empty());
+            }
+            fetcher.failed("data", e)?;
+        }
+        for b in bad {
+            let k = bad_answers.entry(b).or_insert(0);
+            *k += 1;
+            if *k >= bad_limit {
+                return Err(DeltaError::BadData {
+                    source_name: fetcher.name(),
+                    what: format!("data block {b}"),
+                    answers: *k,
+                });
+            }
+            out.stats.refetched_blocks += 1;
+            pending.push_back((b, 1));
+        }
+    }
+    Ok(())
+}
