@@ -11,6 +11,9 @@
 //! stele's uncompressed default.
 //!
 //! Needs root and, the first time, the network (debootstrap and apt; the roots are cached).
+//! STELE_BENCH_MKFS_EROFS names another mkfs.erofs for the compressed variants (e.g. a newer
+//! erofs-utils with lzma and zstd; the uncompressed default is always the host's, through
+//! `stele image build`).
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -30,8 +33,9 @@ use crate::util::{build_cli, output, target_dir};
 /// The compressors measured, when the host's mkfs.erofs has them.
 const COMPRESSORS: &[&str] = &["lz4hc", "lz4", "lzma", "zstd", "deflate"];
 
-/// `cargo xtask bench delta debian`.
-pub fn debian_bench() -> Result<(), String> {
+/// `cargo xtask bench delta debian`; with `erofs_only` (`bench delta debian-erofs`) only
+/// the images and the EROFS compression table, without the other tools and the install.
+pub fn debian_bench(erofs_only: bool) -> Result<(), String> {
     crate::setup::setup()?;
     crate::setup::install_packages(crate::setup::BENCH_PACKAGES)?;
     if !crate::setup::is_root() {
@@ -39,7 +43,12 @@ pub fn debian_bench() -> Result<(), String> {
     }
     let stele = build_cli()?;
     let (old, new, trixie) = bench_debian::roots()?;
-    let work = target_dir().join("bench").join("debian-run");
+    let run = if erofs_only {
+        "debian-erofs-run"
+    } else {
+        "debian-run"
+    };
+    let work = target_dir().join("bench").join(run);
     remove_root(&work)?;
     fs::create_dir_all(work.join("www")).map_err(|e| e.to_string())?;
     let (key, public) = (work.join("k.key"), work.join("k.pem"));
@@ -95,6 +104,9 @@ pub fn debian_bench() -> Result<(), String> {
         trixie.packages.len()
     );
     let plain = &images[0];
+    if erofs_only {
+        return compression(&stele, &variants, &images, &missing);
+    }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -111,9 +123,14 @@ pub fn debian_bench() -> Result<(), String> {
     Ok(())
 }
 
+/// The mkfs.erofs of the compressed variants.
+fn mkfs_erofs() -> PathBuf {
+    std::env::var_os("STELE_BENCH_MKFS_EROFS").map_or_else(|| "mkfs.erofs".into(), PathBuf::from)
+}
+
 /// The compressors of [`COMPRESSORS`] the host's mkfs.erofs has, and those it lacks.
 fn compressors() -> Result<(Vec<String>, Vec<String>), String> {
-    let out = Command::new("mkfs.erofs")
+    let out = Command::new(mkfs_erofs())
         .arg("--help")
         .output()
         .map_err(|e| format!("could not start mkfs.erofs: {e}"))?;
@@ -157,7 +174,7 @@ fn build_compressed(
     let fs_img = img.with_extension("erofs");
     let _ = fs::remove_file(&fs_img);
     output(
-        Command::new("mkfs.erofs")
+        Command::new(mkfs_erofs())
             .args(erofs_args(&opts))
             .arg(format!("-z{compressor}"))
             .arg(&fs_img)
@@ -414,7 +431,20 @@ fn compression(
     images: &[Vec<PathBuf>],
     missing: &[String],
 ) -> Result<(), String> {
-    println!("  EROFS compression (stele's delta bytes; % of that variant's new image / of the uncompressed new image):");
+    let mkfs = mkfs_erofs();
+    let version = Command::new(&mkfs)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "erofs-utils 1.5 or older: no --version".to_string(),
+            |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        );
+    println!(
+        "  EROFS compression, {} ({version}) -z, 4 KiB physical clusters; stele's delta bytes, % of that variant's new image / of the uncompressed new image:",
+        mkfs.display()
+    );
     println!("    | mkfs.erofs | new image bytes | security update | major upgrade |");
     println!("    | --- | ---: | ---: | ---: |");
     let base = [len(&images[0][1])?, len(&images[0][2])?];
@@ -439,7 +469,7 @@ fn compression(
     }
     if !missing.is_empty() {
         println!(
-            "    (not measured: -z{} are not in this host's mkfs.erofs)",
+            "    (not measured: -z{} are not in this mkfs.erofs)",
             missing.join(", -z")
         );
     }
