@@ -130,24 +130,26 @@ fn mkfs_erofs() -> PathBuf {
 
 /// The compressors of [`COMPRESSORS`] the host's mkfs.erofs has, and those it lacks.
 fn compressors() -> Result<(Vec<String>, Vec<String>), String> {
-    let out = Command::new(mkfs_erofs())
-        .arg("--help")
-        .output()
-        .map_err(|e| format!("could not start mkfs.erofs: {e}"))?;
-    Ok(parse_compressors(&format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )))
+    let mut text = String::new();
+    for arg in ["--help", "--version"] {
+        let out = Command::new(mkfs_erofs())
+            .arg(arg)
+            .output()
+            .map_err(|e| format!("could not start mkfs.erofs: {e}"))?;
+        text.push_str(&String::from_utf8_lossy(&out.stdout));
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(parse_compressors(&text))
 }
 
-/// [`compressors`] from `mkfs.erofs --help`: erofs-utils 1.5 says "Available compressors
-/// are: lz4hc, lz4"; later ones list each as `[name]` under -z.
+/// [`compressors`] from `mkfs.erofs --help` and `--version`: erofs-utils 1.5's help says
+/// "Available compressors are: lz4hc, lz4"; 1.9's `--version` "available compressors: lz4,
+/// lz4hc, lzma, deflate, zstd".
 fn parse_compressors(help: &str) -> (Vec<String>, Vec<String>) {
     let has = |c: &str| {
         help.lines().any(|l| {
             let l = l.trim_start();
-            (l.contains("compressors") || l.starts_with('['))
+            l.to_ascii_lowercase().starts_with("available compressors")
                 && l.split(|ch: char| !ch.is_ascii_alphanumeric())
                     .any(|w| w == c)
         })
@@ -486,8 +488,15 @@ mod tests {
         let (yes, no) = parse_compressors(v15);
         assert_eq!(yes, ["lz4hc", "lz4"]);
         assert_eq!(no, ["lzma", "zstd", "deflate"]);
-        let later = " -zX[,Y][:...]  X=compressor\n    [lz4]\n    [lz4hc]\n        level=<0-12>\n    [lzma]\n    [zstd]\n";
-        assert_eq!(parse_compressors(later).0, ["lz4hc", "lz4", "lzma", "zstd"]);
+        // erofs-utils 1.9.3: --help lists them without the word, --version with it.
+        let v19 = " -zX[,level=Y]  X=compressor (Y=compression level)\n    [:...]  supported compressors and their option ranges are:\n      lz4\n      lz4hc\n      zstd\nmkfs.erofs (erofs-utils) 1.9.3\navailable compressors: lz4, lz4hc, lzma, deflate, zstd\n";
+        assert_eq!(
+            parse_compressors(v19).0,
+            ["lz4hc", "lz4", "lzma", "zstd", "deflate"]
+        );
+        assert!(parse_compressors("usage: [options] FILE DIRECTORY\n")
+            .0
+            .is_empty());
     }
     #[test]
     fn roots_list_packages_that_changed() {
