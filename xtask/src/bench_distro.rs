@@ -441,7 +441,10 @@ fn compression(
         .filter(|o| o.status.success())
         .map_or_else(
             || "erofs-utils 1.5 or older: no --version".to_string(),
-            |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            |o| {
+                let text = String::from_utf8_lossy(&o.stdout);
+                text.lines().next().unwrap_or("").trim().to_string()
+            },
         );
     println!(
         "  EROFS compression, {} ({version}) -z, 4 KiB physical clusters; stele's delta bytes, % of that variant's new image / of the uncompressed new image:",
