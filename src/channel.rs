@@ -107,7 +107,7 @@ fn read_release(
         Location::File(out.parent().unwrap_or(Path::new("")).join(url))
     };
     let opts = FetchOptions::default();
-    let mut src = crate::fetch::host_source(&loc, &opts)?;
+    let mut src = crate::remote::host_source(&loc, &opts)?;
     let mut clock = SystemClock::default();
     let mut f = Fetcher::new(&mut *src, &mut clock, opts.policy(), None);
     // The signatures are the devices' business (their keyring); the image must still

@@ -39,7 +39,7 @@ pub fn diff(a: &DiffArgs) -> CliResult {
     let trust = keyring.as_ref().map_or(Trust::Unsigned, Trust::Keyring);
     let new = Location::File(a.new.clone());
     let opts = FetchOptions::default();
-    let mut src = crate::fetch::host_source(&new, &opts)?;
+    let mut src = crate::remote::host_source(&new, &opts)?;
     let mut clock = SystemClock::default();
     let mut f = Fetcher::new(&mut *src, &mut clock, opts.policy(), None);
     let err = |source| stele_device::Error::Fetch {
@@ -47,8 +47,8 @@ pub fn diff(a: &DiffArgs) -> CliResult {
         source,
     };
     let old_name = a.old.display().to_string();
-    let mut old = stele_device::runtime::storage::open(&old_name, false)?;
-    let old_len = stele_device::runtime::storage::size(&mut old, &old_name)?;
+    let mut old = stele_device::runtime::open::open(&old_name, false)?;
+    let old_len = stele_device::runtime::open::size(&mut old, &old_name)?;
     let known = KnownHashBlocks::from_slot(&mut old, old_len, trust).map_err(err)?;
     let meta = fetch_meta(&mut f, trust, None, None, known.as_ref()).map_err(err)?;
     let p = plan::<std::fs::File, _>(

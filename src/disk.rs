@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use stele_image::disk::{create_with_esp, parse_size, DiskSpec, EspSpec};
+use stele_image::disk_format::{self, DiskFormat};
 
 use crate::error::{CliResult, Usage};
 use crate::progress::Bars;
@@ -55,9 +56,33 @@ pub struct CreateArgs {
     /// Also write DISK.bmap (bmaptool create) for `bmaptool copy`.
     #[arg(long)]
     pub bmap: bool,
+    /// Write the disk as raw (default), qcow2 or vmdk (through qemu-img, for VM hosts).
+    #[arg(long, value_name = "FORMAT", default_value = "raw")]
+    pub format: DiskFormat,
     /// Replace an existing --out (and DISK.bmap), or write onto a block device.
     #[arg(long)]
     pub force: bool,
+}
+
+/// A disk in a VM format: the raw disk built in a scratch directory beside --out, converted
+/// by qemu-img, renamed into place. A block device or --bmap (a map of raw bytes) with it
+/// is refused, and a missing qemu-img, before anything is built.
+fn converted(
+    (out, force, bmap, format): (&std::path::Path, bool, bool, DiskFormat),
+    spec: &DiskSpec,
+    esp: Option<&EspSpec>,
+) -> CliResult<stele_verifier::gpt::Gpt> {
+    let target = stele_image::atomic::output_target(out, force)?;
+    if target == stele_image::atomic::Target::Device || bmap {
+        return Err(Usage::FormatOfRaw(format.name()).into());
+    }
+    disk_format::QEMU_IMG.path()?;
+    let scratch = stele_image::tool::Scratch::beside(out)?;
+    let (raw, conv) = (scratch.join("disk.raw"), scratch.join("disk.out"));
+    let gpt = create_with_esp(&raw, spec, esp, false, &mut Bars::stderr())?;
+    disk_format::convert(&raw, &conv, format)?;
+    std::fs::rename(&conv, out).map_err(|e| stele_image::Error::io("rename into place", out, e))?;
+    Ok(gpt)
 }
 
 /// Runs `stele disk ...`.
@@ -85,7 +110,11 @@ pub fn run(args: DiskArgs) -> CliResult {
                 }
                 stele_image::atomic::output_target(&stele_image::bmap::path_for(&c.out), c.force)?;
             }
-            let gpt = create_with_esp(&c.out, &spec, esp.as_ref(), c.force, &mut Bars::stderr())?;
+            let gpt = if c.format == DiskFormat::Raw {
+                create_with_esp(&c.out, &spec, esp.as_ref(), c.force, &mut Bars::stderr())?
+            } else {
+                converted((&c.out, c.force, c.bmap, c.format), &spec, esp.as_ref())?
+            };
             println!("wrote {}", c.out.display());
             for p in &gpt.partitions {
                 let (off, len) = p.byte_range();

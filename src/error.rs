@@ -13,7 +13,6 @@ use stele_image::rootfs_check::RootfsError;
 use stele_qemu::QemuError;
 use stele_verifier::config::ConfigError;
 use stele_verifier::exit::{Exit, Report};
-use stele_verifier::gpt::GptError;
 use stele_verifier::plural::count;
 
 /// Result of a subcommand.
@@ -43,20 +42,6 @@ pub enum Error {
     /// The console was already shown as it came: the message without its tail.
     #[error("{}", .0.summary())]
     Qemu(#[from] QemuError),
-    /// `--disk` names something that is not a disk made by `stele disk create`.
-    #[error("{}: {source} (a disk made by `stele disk create` is expected)", path.display())]
-    DiskImage {
-        path: PathBuf,
-        #[source]
-        source: GptError,
-    },
-    /// `stele update stage1 --disk` on a disk made without `--uki`.
-    #[error("{}: no EFI system partition ({}): the disk was made without `--uki`, so it has no stage 1 to replace (make it with `stele disk create --uki UKI.efi ...` to boot through UEFI)", path.display(), stele_verifier::layout::Role::Esp.name())]
-    NoEspOnDisk {
-        path: PathBuf,
-        #[source]
-        source: GptError,
-    },
     #[error(transparent)]
     Usage(#[from] Usage),
     /// Writing an output file.
@@ -152,6 +137,8 @@ pub enum Usage {
     ThresholdWithoutKeys,
     #[error("--bmap maps a disk image file for `bmaptool copy`; with a block device as --out, drop --bmap")]
     BmapOfDevice,
+    #[error("--format {0} writes a disk image file for a VM host; for a block device or --bmap, drop --format (raw is the default)")]
+    FormatOfRaw(&'static str),
     #[error("--secure-boot and --vars need --firmware uefi")]
     UefiOnly,
     #[error(
@@ -231,7 +218,6 @@ impl Report for Error {
             Error::Update(e) => e.exit(),
             Error::Keyring(e) => e.exit(),
             Error::Qemu(e) => e.exit(),
-            Error::DiskImage { source, .. } | Error::NoEspOnDisk { source, .. } => source.exit(),
             Error::Usage(_) => Exit::Usage,
             Error::Output { .. } => Exit::Environment,
             Error::NoValidSignature { .. }

@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 
 use clap::ArgGroup;
 use stele_image::added::{AddedFile, Additions};
+use stele_image::added::{KernelInput, SlotKernel};
 use stele_image::fs::parse_fs_type;
 use stele_image::slot::{BuildParams, BuildReport, ALIGN, DEFAULT_BLOCK_SIZE};
-use stele_image::slot_kernel::{KernelInput, SlotKernel};
 use stele_image::stage::StageArgs;
 use stele_verifier::footer::FOOTER_SIZE;
 use stele_verifier::hex;

@@ -4,49 +4,37 @@
 //! disk, to the same install and status code, with the trusted keys given on the command
 //! line. Same checks, same output, same exit codes.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use stele_device::cli;
 use stele_device::cli::args::Command as DevCommand;
-use stele_device::commands::esp;
-use stele_device::commands::install::{self, BundleArg, Trust};
-use stele_device::commands::status::{inspect_slot, Image, Status};
-use stele_device::remote::{is_url, Location};
+use stele_device::cli::{self, spec, At};
+use stele_device::commands::install::BundleArg;
+use stele_device::remote::is_url;
+use stele_device::remote::DEFAULT_TIMEOUT_SECS;
 use stele_device::runtime::run_dir::RUN_DIR;
-use stele_device::runtime::state_file::StateFile;
-use stele_device::runtime::storage;
-use stele_image::disk::find_partition;
 use stele_verifier::exit::print_warning;
-use stele_verifier::gpt::GptError;
 use stele_verifier::keys::Keyring;
-use stele_verifier::layout::Role;
-use stele_verifier::partition::PartitionIo;
-use stele_verifier::state::{BootState, Slot};
 
-use crate::error::{CliResult, Error, Usage};
+use crate::error::{CliResult, Usage};
 use crate::progress::Bars;
 
-/// `stele update` subcommands.
+/// `stele update` subcommands: what each does and its options' help and defaults are the
+/// device's description (stele_device::cli::spec), so both front-ends say the same.
 #[derive(Debug, clap::Subcommand)]
 pub enum UpdateCommand {
-    /// Verify a signed slot image and write it to the slot that is not running; the boot
-    /// state then boots it next (3 tries, not yet good).
+    #[command(about = spec::INSTALL.about)]
     Install(InstallArgs),
-    /// Show both slots (image, priority, tries, good), the booted slot and the rollback floor.
+    #[command(about = spec::STATUS.about)]
     Status(StatusArgs),
-    /// Mark the booted slot good, raising the rollback floor (on the device only).
+    #[command(about = spec::MARK_GOOD.about)]
     MarkGood,
-    /// What an install of URL (or a slot image file) would fetch and reuse, as a delta
-    /// from the running slot; writes nothing.
+    #[command(about = spec::PLAN.about)]
     Plan(PlanArgs),
-    /// Check the signed update channel: what it offers and whether this device's wave is
-    /// due (on the device only); changes nothing.
+    #[command(about = spec::CHECK.about)]
     Check(ChannelArgs),
-    /// Check the channel, then install the release it offers (on the device only).
+    #[command(about = spec::APPLY.about)]
     Apply(ChannelArgs),
-    /// Replace the stage-1 UKI (\EFI\BOOT\BOOTX64.EFI) on the EFI system partition:
-    /// written beside the old one, flushed, then switched in one write.
+    #[command(about = spec::STAGE1.about)]
     Stage1(Stage1Args),
 }
 
@@ -58,19 +46,18 @@ pub struct PlanArgs {
     location: String,
     #[command(flatten)]
     offline: Offline,
-    /// Cut a request that sends nothing for SECONDS.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    #[arg(long, value_name = spec::TIMEOUT.value, help = spec::TIMEOUT.help,
+          default_value_t = DEFAULT_TIMEOUT_SECS)]
     timeout: u64,
 }
 
 /// Arguments of `stele update check` and `apply`.
 #[derive(Debug, clap::Args)]
 pub struct ChannelArgs {
-    /// The signed channel file: an http:// or https:// URL, or a file.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = spec::CHANNEL.value, help = spec::CHANNEL.help)]
     channel: String,
     #[command(flatten)]
-    fetch: crate::fetch::FetchArgs,
+    fetch: crate::remote::FetchArgs,
 }
 
 /// Arguments of `stele update stage1`.
@@ -86,7 +73,7 @@ pub struct Stage1Args {
 }
 
 /// Offline mode: a disk image and the keys to trust.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Default, clap::Args)]
 pub struct Offline {
     /// Work on this disk image (made by `stele disk create`) instead of the running device.
     #[arg(long, value_name = "DISK.img")]
@@ -116,108 +103,94 @@ pub struct InstallArgs {
     name: Option<String>,
     /// With an http(s):// URL: a delta install (only the blocks the device lacks).
     #[command(flatten)]
-    fetch: crate::fetch::FetchArgs,
+    fetch: crate::remote::FetchArgs,
 }
 
 /// Arguments of `stele update status`.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
-    /// One JSON object instead of text.
-    #[arg(long)]
+    #[arg(long, help = spec::JSON.help)]
     json: bool,
     #[command(flatten)]
     offline: Offline,
 }
 
-/// Runs `stele update ...`.
+/// Runs `stele update ...`: maps the arguments to the device's command and where it runs
+/// (`--disk`: the disk image with the keys given; else the device), then runs it as the
+/// device binary does ([`cli::run`]).
 pub fn run(cmd: UpdateCommand) -> CliResult {
-    match cmd {
+    let (cmd, offline, product) = match cmd {
         UpdateCommand::Install(a) if a.bundle.to_str().is_some_and(is_url) => {
             let url = a.bundle.to_string_lossy().into_owned();
             let opts = a.fetch.options()?;
-            match offline_keys(&a.offline)? {
-                Some((disk, Some(keyring))) => {
-                    let loc = Location::parse(&url);
-                    crate::fetch::install_disk(&disk, &loc, &keyring, a.name.as_deref(), &opts)
-                }
-                Some((_, None)) => Err(Usage::DiskWithoutKeys.into()),
-                None => on_device(&DevCommand::InstallUrl { url, opts }),
-            }
+            (DevCommand::InstallUrl { url, opts }, a.offline, a.name)
         }
-        UpdateCommand::Install(a) if a.fetch.given() => Err(Usage::FetchNeedsUrl.into()),
-        UpdateCommand::Install(a) => {
-            let bundle = if a.bundle.as_os_str() == "-" {
-                BundleArg::Stdin
-            } else {
-                BundleArg::Path(a.bundle)
-            };
-            match offline_keys(&a.offline)? {
-                Some((disk, Some(keyring))) => {
-                    install_disk(&disk, &bundle, &keyring, a.name.as_deref())
-                }
-                Some((_, None)) => Err(Usage::DiskWithoutKeys.into()),
-                None => on_device(&DevCommand::Install(bundle)),
-            }
-        }
-        UpdateCommand::Status(a) => match offline_keys(&a.offline)? {
-            // Without keys the slots show as unverified: status is not a trust decision.
-            Some((disk, keyring)) => {
-                let st = status_disk(&disk, keyring.as_ref())?;
-                print!("{}", if a.json { st.json() } else { st.text() });
-                Ok(())
-            }
-            None => on_device(&DevCommand::Status { json: a.json }),
-        },
-        UpdateCommand::MarkGood => on_device(&DevCommand::MarkGood),
+        UpdateCommand::Install(a) if a.fetch.given() => return Err(Usage::FetchNeedsUrl.into()),
+        UpdateCommand::Install(a) => (DevCommand::Install(bundle_arg(a.bundle)), a.offline, a.name),
+        UpdateCommand::Status(a) => (DevCommand::Status { json: a.json }, a.offline, None),
+        UpdateCommand::MarkGood => (DevCommand::MarkGood, Offline::default(), None),
         UpdateCommand::Plan(a) => {
-            let opts = crate::fetch::FetchArgs::timeout_only(a.timeout)?;
-            let loc = Location::parse(&a.location);
-            match offline_keys(&a.offline)? {
-                Some((disk, Some(keyring))) => {
-                    crate::fetch::plan_disk(&disk, &loc, &keyring, &opts)
-                }
-                Some((_, None)) => Err(Usage::DiskWithoutKeys.into()),
-                None => on_device(&DevCommand::Plan {
-                    location: a.location,
-                    opts,
-                }),
-            }
-        }
-        UpdateCommand::Check(a) => on_device(&DevCommand::Check {
-            channel: a.channel,
-            opts: a.fetch.options()?,
-        }),
-        UpdateCommand::Apply(a) => on_device(&DevCommand::Apply {
-            channel: a.channel,
-            opts: a.fetch.options()?,
-        }),
-        UpdateCommand::Stage1(a) => {
-            let uki = if a.uki.as_os_str() == "-" {
-                BundleArg::Stdin
-            } else {
-                BundleArg::Path(a.uki)
+            let opts = crate::remote::FetchArgs::timeout_only(a.timeout)?;
+            let cmd = DevCommand::Plan {
+                location: a.location,
+                opts,
             };
-            match a.disk {
-                Some(disk) => stage1_disk(&disk, &uki),
-                None => on_device(&DevCommand::Stage1(uki)),
-            }
+            (cmd, a.offline, None)
         }
+        UpdateCommand::Check(a) => (
+            DevCommand::Check {
+                channel: a.channel,
+                opts: a.fetch.options()?,
+            },
+            Offline::default(),
+            None,
+        ),
+        UpdateCommand::Apply(a) => (
+            DevCommand::Apply {
+                channel: a.channel,
+                opts: a.fetch.options()?,
+            },
+            Offline::default(),
+            None,
+        ),
+        UpdateCommand::Stage1(a) => {
+            let offline = Offline {
+                disk: a.disk,
+                ..Offline::default()
+            };
+            (DevCommand::Stage1(bundle_arg(a.uki)), offline, None)
+        }
+    };
+    let writes_with_keys = matches!(
+        cmd,
+        DevCommand::Install(_) | DevCommand::InstallUrl { .. } | DevCommand::Plan { .. }
+    );
+    let at = match offline_keys(&offline)? {
+        None => At::Device(Path::new(RUN_DIR)),
+        Some((_, None)) if writes_with_keys => return Err(Usage::DiskWithoutKeys.into()),
+        Some((disk, keyring)) => {
+            return Ok(cli::run(
+                &cmd,
+                At::Disk {
+                    path: &disk,
+                    keyring,
+                    product,
+                    http: Some(crate::remote::http),
+                },
+                &mut Bars::stderr(),
+            )?)
+        }
+    };
+    Ok(cli::run(&cmd, at, &mut Bars::stderr())?)
+}
+
+/// `-` is standard input.
+fn bundle_arg(p: PathBuf) -> BundleArg {
+    if p.as_os_str() == "-" {
+        BundleArg::Stdin
+    } else {
+        BundleArg::Path(p)
     }
-}
-
-/// Offline stage-1 update: the disk's `stele-esp` partition, flushed with the disk file.
-fn stage1_disk(disk: &Path, uki: &BundleArg) -> CliResult {
-    let (mut f, off, len) = open_partition(disk, Role::Esp, true)?;
-    let mut esp = PartitionIo::new(&mut f, off, len);
-    let name = format!("{} ({})", disk.display(), Role::Esp.name());
-    let done = esp::run(&mut esp, len, &name, uki, &mut log)?;
-    println!("{}", esp::replaced_line(&done));
-    Ok(())
-}
-
-/// What the device binary runs for the same command.
-fn on_device(cmd: &DevCommand) -> CliResult {
-    Ok(cli::run(cmd, Path::new(RUN_DIR), &mut Bars::stderr())?)
 }
 
 /// `Some((disk, keyring))` with --disk (no keyring without keys); `None` on the device.
@@ -241,121 +214,6 @@ fn offline_keys(o: &Offline) -> CliResult<Option<(PathBuf, Option<Keyring>)>> {
     }
 }
 
-/// The disk image, and the byte range of the partition of `role` in it.
-pub(crate) fn open_partition(disk: &Path, role: Role, write: bool) -> CliResult<(File, u64, u64)> {
-    let mut f = storage::open(&disk.display().to_string(), write)?;
-    let (off, len) = find_partition(&mut f, role.name()).map_err(|source| match source {
-        GptError::NotFound(_) if role == Role::Esp => Error::NoEspOnDisk {
-            path: disk.to_path_buf(),
-            source,
-        },
-        source => Error::DiskImage {
-            path: disk.to_path_buf(),
-            source,
-        },
-    })?;
-    Ok((f, off, len))
-}
-
-/// The install's progress lines, as the device binary prints them.
-pub(crate) fn log(line: &str) {
-    eprintln!("stele: {line}");
-}
-
-/// Offline install: into the slot the disk's state would not boot next, with the floor
-/// and product of the slot it does boot next (when its image verifies), the disk image
-/// locked for the whole install.
-fn install_disk(disk: &Path, arg: &BundleArg, keyring: &Keyring, name: Option<&str>) -> CliResult {
-    let (mut state_disk, s_off, s_len) = open_partition(disk, Role::State, true)?;
-    let shown = disk.display().to_string();
-    let _lock =
-        storage::try_lock(&state_disk, &shown)?.ok_or_else(|| stele_device::Error::SlotBusy {
-            path: shown.clone(),
-        })?;
-    let mut state = StateFile::new(PartitionIo::new(&mut state_disk, s_off, s_len), shown);
-    let st = state.load()?;
-    let target = install::plan(&st, None)?;
-    let (mut slot_disk, t_off, t_len) = open_partition(disk, Role::slot(target), true)?;
-    let next = disk_next(&mut slot_disk, &st, keyring);
-    let (mut bundle, bundle_md) = install::open_bundle(arg)?;
-    let disk_md = slot_disk
-        .metadata()
-        .map_err(|e| Error::io("stat", disk, e))?;
-    if bundle_md.is_some_and(|m| install::same_file(&m, &disk_md)) {
-        return Err(stele_device::Error::BundleIsDisk {
-            path: disk.display().to_string(),
-        }
-        .into());
-    }
-    let trust = disk_trust(keyring, name, next.as_ref());
-    let mut slot = PartitionIo::new(&mut slot_disk, t_off, t_len);
-    let done = install::install(
-        &mut bundle,
-        target,
-        &mut slot,
-        t_len,
-        &mut state,
-        &trust,
-        &mut log,
-        &mut Bars::stderr(),
-    )?;
-    println!("{}", install::installed_line(&done));
-    Ok(())
-}
-
-/// What a disk boots next (`disk`: the disk image, any partition's file): the slot, its
-/// verified rollback index and product, when its image verifies against `keyring`.
-pub(crate) fn disk_next(
-    disk: &mut File,
-    st: &BootState,
-    keyring: &Keyring,
-) -> Option<(Slot, u64, String)> {
-    let s = st.choose()?;
-    let (off, len) = find_partition(disk, Role::slot(s).name()).ok()?;
-    match inspect_slot(&mut PartitionIo::new(disk, off, len), len, Some(keyring)) {
-        Image::Valid {
-            name,
-            rollback_index,
-            ..
-        } => Some((s, rollback_index, name)),
-        _ => None,
-    }
-}
-
-/// An offline install's trust: `keyring`; the product `name` (`--name`), else that of
-/// the slot the disk boots next; that slot's verified index raising the floor.
-pub(crate) fn disk_trust<'a>(
-    keyring: &'a Keyring,
-    name: Option<&'a str>,
-    next: Option<&'a (Slot, u64, String)>,
-) -> Trust<'a> {
-    Trust {
-        keyring,
-        product: name.or(next.map(|(_, _, n)| n.as_str())),
-        running: next.map(|(s, i, _)| (*s, *i)),
-        // A disk image on a build host: no TPM of the device's, no initramfs minimum.
-        floors: stele_device::runtime::rollback::Floors::default(),
-    }
-}
-
-/// Offline status: both slots of the disk checked against the keyring (without one,
-/// everything but the signatures).
-fn status_disk(disk: &Path, keyring: Option<&Keyring>) -> CliResult<Status> {
-    let (mut f, s_off, s_len) = open_partition(disk, Role::State, false)?;
-    let st = StateFile::new(
-        PartitionIo::new(&mut f, s_off, s_len),
-        disk.display().to_string(),
-    )
-    .load()?;
-    let mut images = [Image::Missing, Image::Missing];
-    for (i, s) in [Slot::A, Slot::B].into_iter().enumerate() {
-        if let Ok((off, len)) = find_partition(&mut f, Role::slot(s).name()) {
-            images[i] = inspect_slot(&mut PartitionIo::new(&mut f, off, len), len, keyring);
-        }
-    }
-    Ok(Status::new(&st, None, images))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,6 +230,43 @@ mod tests {
             keys_dir: vec![],
             threshold: threshold.then_some(1),
         }
+    }
+
+    /// The host's `stele update` says what the device's says: every command's help and
+    /// every option's help and default come from stele_device::cli::spec.
+    #[test]
+    fn clap_help_is_the_device_description() {
+        use clap::Subcommand;
+        let cmd = UpdateCommand::augment_subcommands(clap::Command::new("update"));
+        for c in spec::COMMANDS {
+            let sub = cmd
+                .find_subcommand(c.name)
+                .unwrap_or_else(|| panic!("no `update {}` on the host", c.name));
+            assert_eq!(
+                sub.get_about().map(ToString::to_string).as_deref(),
+                Some(c.about)
+            );
+            for arg in sub.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                if let Some(o) = spec::OPTIONS.iter().find(|o| o.long == long) {
+                    let help = arg.get_help().map(ToString::to_string);
+                    assert_eq!(help.as_deref(), Some(o.help), "update {} --{long}", c.name);
+                }
+            }
+        }
+        let deadline = cmd
+            .find_subcommand("install")
+            .and_then(|s| s.get_arguments().find(|a| a.get_long() == Some("deadline")))
+            .map(|a| {
+                a.get_default_values()
+                    .iter()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+            });
+        assert_eq!(
+            deadline,
+            Some(vec![stele_device::remote::DEFAULT_DEADLINE_SECS.to_string()])
+        );
     }
 
     #[test]

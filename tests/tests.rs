@@ -43,6 +43,8 @@
 //!   and boot refuse the older image), rollback_storage = "tpm" without a TPM, measured boot
 //! - vm::owners: an image from a tar boots with its owners and a working file capability
 //! - vm::init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
+//! - vm::links: a system.toml or /etc/passwd linked into /var (the data partition) is
+//!   refused by PID 1, naming the link; the attacker's file there never runs
 //! - vm::trust: a corrupted good slot, RUST_MIN_STACK on the command line, partitions on
 //!   another disk (at the scan and late), services as users, another product, a lost or
 //!   wrapped or old-layout state, a stalled install
@@ -81,6 +83,7 @@ pub(crate) mod vm {
     pub(crate) mod fleet;
     pub(crate) mod init;
     pub(crate) mod kexec;
+    pub(crate) mod links;
     pub(crate) mod owners;
     pub(crate) mod tpm;
     pub(crate) mod trust;

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use stele_verifier::exit::{Exit, Report};
 use stele_verifier::state::Slot;
 
-use crate::cli::args::{ArgsError, USAGE_LINE};
+use crate::cli::args::ArgsError;
+use crate::cli::spec::usage_line;
 use crate::runtime::keyring::KeyringError;
 use crate::runtime::run_dir::FormatError;
 
@@ -21,7 +22,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// The device binary's arguments.
-    #[error("{0}; {USAGE_LINE}")]
+    #[error("{0}; {usage}", usage = usage_line())]
     Args(#[from] ArgsError),
     /// A file or device could not be opened, read, written or sized.
     #[error("{op} {path} failed: {source}")]
@@ -102,6 +103,36 @@ pub enum Error {
     /// Another install holds the target slot.
     #[error("another `stele update install` is writing {path}: wait for it to finish")]
     SlotBusy { path: String },
+    /// Another command writes the same disk image.
+    #[error("{path} is in use by another stele command writing it (an install or a stage-1 update): let it finish, then run this again")]
+    DiskBusy { path: String },
+    /// An install or plan on a disk image without trusted keys.
+    #[error(
+        "no trusted keys to check the image against: give --key P.pem or --keys DIR with --disk"
+    )]
+    NoKeys,
+    /// A URL on a host without an HTTP client.
+    #[error(
+        "{url}: this front-end has no HTTP client; give a file, or run the command on the device"
+    )]
+    NoHttp { url: String },
+    /// A command of the running device (mark-good, check, apply) given a disk image.
+    #[error("`stele update {command}` runs on the device only (it reads /run/stele); a disk image has no booted slot")]
+    DeviceOnly { command: &'static str },
+    /// `--disk` names something that is not a disk made by `stele disk create`.
+    #[error("{}: {source} (a disk made by `stele disk create` is expected)", path.display())]
+    DiskImage {
+        path: PathBuf,
+        #[source]
+        source: stele_verifier::gpt::GptError,
+    },
+    /// The ESP of a disk made without `--uki`.
+    #[error("{}: no EFI system partition ({}): the disk was made without `--uki`, so it has no stage 1 to replace (make it with `stele disk create --uki UKI.efi ...` to boot through UEFI)", path.display(), stele_verifier::layout::Role::Esp.name())]
+    NoEspOnDisk {
+        path: PathBuf,
+        #[source]
+        source: stele_verifier::gpt::GptError,
+    },
     /// The bundle is the disk image being updated.
     #[error("the bundle is the disk image itself: give a slot image built by `stele image build`")]
     BundleIsDisk { path: String },
@@ -153,6 +184,14 @@ pub enum Error {
     /// The device's channel state cannot be read or written.
     #[error("{}: {why}", path.display())]
     ChannelState { path: PathBuf, why: String },
+    /// A file stele keeps on the data partition is not a regular file, or cannot be read
+    /// or written (crate::runtime::data_file).
+    #[error(transparent)]
+    DataFile(#[from] crate::runtime::data_file::DataFileError),
+    /// A trusted file of the verified layer was refused or cannot be read
+    /// (crate::runtime::verified).
+    #[error(transparent)]
+    Verified(#[from] crate::runtime::verified::VerifiedError),
     /// The image's channel keys do not make a keyring.
     #[error("{0} (the channel keys of the booted image)")]
     ChannelKeys(#[source] KeyringError),
@@ -234,7 +273,9 @@ impl Report for Error {
         use Error as E;
         match self {
             E::Args(_) | E::BundleIsDirectory { .. } | E::BundleIsSlot { .. } => Exit::Usage,
-            E::BundleIsDisk { .. } => Exit::Usage,
+            E::BundleIsDisk { .. } | E::NoKeys | E::DeviceOnly { .. } => Exit::Usage,
+            E::DiskBusy { .. } | E::NoHttp { .. } => Exit::Environment,
+            E::DiskImage { source, .. } | E::NoEspOnDisk { source, .. } => source.exit(),
             E::Keyring(k) => k.exit(),
             E::Io { .. } | E::NotAFile { .. } | E::Lock { .. } | E::SlotBusy { .. } => {
                 Exit::Environment
@@ -253,6 +294,8 @@ impl Report for Error {
             E::OnTrial { .. } => Exit::Refused,
             E::Fetch { source, .. } => source.exit(),
             E::Channel { source, .. } => source.exit(),
+            E::DataFile(e) => e.exit(),
+            E::Verified(e) => e.exit(),
             E::NoFetchClient { .. }
             | E::ChannelState { .. }
             | E::ChannelKeys(_)

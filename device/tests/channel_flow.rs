@@ -10,7 +10,6 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 use stele_device::commands::channel::{self, Applied};
-use stele_device::commands::status;
 use stele_device::remote::{FetchOptions, Location};
 use stele_verifier::channel::{sign, Channel, ChannelRecord, ChannelState, Release, Wave};
 use stele_verifier::exit::{write_error, Exit};
@@ -101,13 +100,7 @@ fn write_channel(d: &Device, c: &Channel) -> Location {
 }
 
 fn apply(d: &Device, loc: &Location) -> stele_device::Result<Applied> {
-    channel::apply_on_device(
-        &d.run,
-        loc,
-        &FetchOptions::default(),
-        &mut |_| {},
-        &mut stele_verifier::progress::Silent,
-    )
+    common::on_device::apply(&d.run, loc, &FetchOptions::default(), &mut |_| {})
 }
 
 /// The one line the device prints for an error, and its exit class.
@@ -195,7 +188,7 @@ fn a_due_release_is_installed_and_the_channel_remembered() {
     let d = device();
     let c = offer(&d);
     let loc = write_channel(&d, &c);
-    let text = channel::check_on_device(&d.run, &loc, &FetchOptions::default()).unwrap();
+    let text = common::on_device::check(&d.run, &loc, &FetchOptions::default()).unwrap();
     assert!(
         text.contains("stele: offered: 2.9 rollback_index=2, due now"),
         "{text}"
@@ -206,7 +199,7 @@ fn a_due_release_is_installed_and_the_channel_remembered() {
     };
     assert_eq!(done.installed.slot, Slot::B);
     assert_eq!(done.installed.version, "2.9");
-    let s = status::on_device(&d.run).unwrap();
+    let s = common::on_device::status(&d.run).unwrap();
     assert_eq!(s.next, Some(Slot::B));
     let st = ChannelState::parse(&std::fs::read_to_string(d.state_file()).unwrap()).unwrap();
     assert_eq!(st.seed, 500);
@@ -215,13 +208,13 @@ fn a_due_release_is_installed_and_the_channel_remembered() {
     let mut older = c.clone();
     older.sequence = 4;
     let loc_old = write_channel(&d, &older);
-    let e = channel::check_on_device(&d.run, &loc_old, &FetchOptions::default()).unwrap_err();
+    let e = common::on_device::check(&d.run, &loc_old, &FetchOptions::default()).unwrap_err();
     assert!(line(&e).0.contains("lower than 5"), "{}", line(&e).0);
     // A channel not signed by the image's channel key: refused before its body is read.
     let p = d.part("forged.channel");
     std::fs::write(&p, sign(&c, &[key(1)]).unwrap()).unwrap();
     let e =
-        channel::check_on_device(&d.run, &Location::File(p), &FetchOptions::default()).unwrap_err();
+        common::on_device::check(&d.run, &Location::File(p), &FetchOptions::default()).unwrap_err();
     let (text, exit) = line(&e);
     assert_eq!(exit, Exit::Refused);
     assert!(
@@ -233,9 +226,51 @@ fn a_due_release_is_installed_and_the_channel_remembered() {
     later.sequence = 6;
     later.releases[0].start = FAR;
     let loc = write_channel(&d, &later);
-    let text = channel::check_on_device(&d.run, &loc, &FetchOptions::default()).unwrap();
+    let text = common::on_device::check(&d.run, &loc, &FetchOptions::default()).unwrap();
     assert!(
         text.contains("stele: not offered: release 2.9 is not yet due"),
         "{text}"
     );
+}
+
+/// Issue 18: a FIFO at channel.toml hung `check` and `apply` (the open waited for a
+/// writer), and a symlink there was read through. Each is now one line naming the file,
+/// exit 3, before anything is written: not the slots, not the boot state, not the link's
+/// target.
+#[test]
+fn a_fifo_or_a_symlink_at_the_channel_state_is_refused_and_nothing_written() {
+    let d = device();
+    let loc = write_channel(&d, &offer(&d));
+    let parts = || {
+        ["a", "b", "state"]
+            .map(|n| std::fs::read(d.part(n)).unwrap())
+            .to_vec()
+    };
+    let before = parts();
+    let state = d.state_file();
+    std::fs::remove_file(&state).unwrap();
+    nix::unistd::mkfifo(&state, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let victim = d.part("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    for (kind, needle) in [
+        ("fifo", "is a FIFO, not a regular file"),
+        ("link", "is a symbolic link, not a regular file"),
+    ] {
+        if kind == "link" {
+            std::fs::remove_file(&state).unwrap();
+            std::os::unix::fs::symlink(&victim, &state).unwrap();
+        }
+        let check = common::on_device::check(&d.run, &loc, &FetchOptions::default());
+        for e in [check.err().unwrap(), apply(&d, &loc).err().unwrap()] {
+            let (text, exit) = line(&e);
+            assert_eq!(exit, Exit::Environment, "{kind}: {text}");
+            assert_eq!(text.lines().count(), 1, "{kind}: {text}");
+            assert!(
+                text.starts_with(&format!("stele: error: {} {needle}", state.display())),
+                "{kind}: {text}"
+            );
+        }
+        assert_eq!(parts(), before, "{kind}: something was written");
+    }
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
 }

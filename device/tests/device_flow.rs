@@ -2,11 +2,9 @@
 //! pointing at regular files for the partitions; status, install, refusals, mark-good.
 
 use std::path::Path;
-use stele_verifier::progress::Silent;
 
-use stele_device::commands::install::{self, BundleArg};
-use stele_device::commands::mark_good;
-use stele_device::commands::status::{self, Image};
+use stele_device::commands::install::BundleArg;
+use stele_device::commands::status::Image;
 use stele_device::runtime::run_dir;
 use stele_device::Error;
 use stele_verifier::exit::{Exit, Report};
@@ -30,7 +28,7 @@ fn status_install_refusals_and_mark_good() {
     let run = device(base.path());
     let part = |n: &str| base.path().join(n);
 
-    let s = status::on_device(&run).unwrap();
+    let s = common::on_device::status(&run).unwrap();
     assert_eq!(s.booted, Some(Slot::A));
     assert_eq!(s.slots[1].image, Image::Empty);
     assert!(matches!(
@@ -45,20 +43,19 @@ fn status_install_refusals_and_mark_good() {
     std::fs::write(&v2, image(2, 9, 1)).unwrap();
     let mut lines = Vec::new();
     let log = &mut |l: &str| lines.push(l.to_string());
-    let done = install::on_device(&run, &BundleArg::Path(v2.clone()), log, &mut Silent).unwrap();
+    let done = common::on_device::install(&run, &BundleArg::Path(v2.clone()), log).unwrap();
     assert_eq!(done.slot, Slot::B);
     assert_eq!(
         lines.last().map(String::as_str),
         Some("update: footer written")
     );
-    let s = status::on_device(&run).unwrap();
+    let s = common::on_device::status(&run).unwrap();
     assert_eq!(s.next, Some(Slot::B));
     assert!(matches!(&s.slots[1].image, Image::Valid { version, .. } if version == "2.9"));
     assert_eq!(s.slots[1].record.tries_remaining, 3);
 
     // The bundle cannot be the slot being written.
-    let e = install::on_device(&run, &BundleArg::Path(part("b")), &mut |_| {}, &mut Silent)
-        .unwrap_err();
+    let e = common::on_device::install(&run, &BundleArg::Path(part("b")), &mut |_| {}).unwrap_err();
     assert!(matches!(e, Error::BundleIsSlot { .. }), "{e}");
     assert_eq!(e.exit(), Exit::Usage);
 
@@ -66,7 +63,7 @@ fn status_install_refusals_and_mark_good() {
     // names the slot and the partition it was meant for.
     let before = std::fs::read(part("state")).unwrap();
     std::fs::write(&v2, image(3, 9, 2)).unwrap();
-    let e = install::on_device(&run, &BundleArg::Path(v2), &mut |_| {}, &mut Silent).unwrap_err();
+    let e = common::on_device::install(&run, &BundleArg::Path(v2), &mut |_| {}).unwrap_err();
     assert_eq!(e.exit(), Exit::Refused);
     let msg = e.to_string();
     assert!(msg.contains("threshold not met"), "{msg}");
@@ -80,11 +77,11 @@ fn status_install_refusals_and_mark_good() {
     assert_eq!(std::fs::read(part("state")).unwrap(), before);
 
     // mark-good of the booted slot a raises the floor to 1.
-    assert_eq!(mark_good::on_device(&run).unwrap(), Slot::A);
-    assert_eq!(status::on_device(&run).unwrap().rollback_floor, 1);
+    assert_eq!(common::on_device::mark_good(&run).unwrap(), Slot::A);
+    assert_eq!(common::on_device::status(&run).unwrap().rollback_floor, 1);
 
     // Nothing published: an environment error naming the file.
-    let e = status::on_device(&base.path().join("nowhere")).unwrap_err();
+    let e = common::on_device::status(&base.path().join("nowhere")).unwrap_err();
     assert_eq!(e.exit(), Exit::Environment);
     assert!(e.to_string().contains("nowhere/slot"), "{e}");
 }
@@ -106,7 +103,7 @@ fn stdin_that_is_the_target_slot_is_refused() {
     // it reads stdin), then is put back.
     let saved = nix::unistd::dup(0).unwrap();
     nix::unistd::dup2(slot.as_raw_fd(), 0).unwrap();
-    let r = install::on_device(&run, &BundleArg::Stdin, &mut |_| {}, &mut Silent);
+    let r = common::on_device::install(&run, &BundleArg::Stdin, &mut |_| {});
     nix::unistd::dup2(saved, 0).unwrap();
     nix::unistd::close(saved).unwrap();
     let e = r.unwrap_err();
@@ -133,8 +130,8 @@ fn a_bound_device_refuses_another_product() {
     let before = std::fs::read(&state).unwrap();
     let v2 = base.path().join("v2.img");
     std::fs::write(&v2, image(2, 9, 1)).unwrap();
-    let e = install::on_device(&run, &BundleArg::Path(v2.clone()), &mut |_| {}, &mut Silent)
-        .unwrap_err();
+    let e =
+        common::on_device::install(&run, &BundleArg::Path(v2.clone()), &mut |_| {}).unwrap_err();
     assert_eq!(e.exit(), Exit::Refused);
     assert!(
         e.to_string()
@@ -147,5 +144,5 @@ fn a_bound_device_refuses_another_product() {
         "threshold = 1\nname = \"demo\"\n",
     )
     .unwrap();
-    install::on_device(&run, &BundleArg::Path(v2), &mut |_| {}, &mut Silent).unwrap();
+    common::on_device::install(&run, &BundleArg::Path(v2), &mut |_| {}).unwrap();
 }

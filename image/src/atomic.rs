@@ -261,7 +261,7 @@ fn copy_onto_device(
     src.seek(SeekFrom::Start(0)).map_err(|e| (WRITE, e))?;
     if slot {
         let mut part = step.reader(src);
-        crate::disk::flash_slot(&mut d, dev_len, &mut part, len).map_err(|e| (WRITE, e))?;
+        crate::flash::flash_slot(&mut d, dev_len, &mut part, len).map_err(|e| (WRITE, e))?;
     } else {
         d.seek(SeekFrom::Start(0)).map_err(|e| (WRITE, e))?;
         std::io::copy(&mut step.reader(src.take(len)), &mut d).map_err(|e| (WRITE, e))?;

@@ -6,15 +6,15 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use stele_verifier::footer::FOOTER_SIZE;
 use stele_verifier::state::BootState;
 
 pub use crate::esp::EspSpec;
+pub use crate::flash::flash_slot;
 use crate::tool::MKFS_EXT4;
 use stele_verifier::exit::{Exit, Report};
 pub use stele_verifier::gpt::find_partition;
 use stele_verifier::gpt::{Gpt, GptError, Guid, Partition, SECTOR};
-use stele_verifier::layout::Role;
+use stele_verifier::layout::{PerRole, Role};
 use stele_verifier::partition::PartitionIo;
 use stele_verifier::progress::{Progress, Step};
 
@@ -156,25 +156,21 @@ pub fn layout_with_esp(
     seed: &[u8],
 ) -> Result<Gpt, DiskError> {
     let slot = round_mib("slot size", slot_size)?;
-    let mut parts = Vec::new();
+    // The one partition record: each role's size and attributes, laid out in its order.
+    let mut sizes: PerRole<Option<(u64, u64)>> = PerRole::default();
     if let Some((size, bios)) = esp {
         let attrs = if bios { LEGACY_BIOS_BOOTABLE } else { 0 };
-        let esp = Role::Esp.spec();
-        parts.push((esp.name, esp.type_guid, round_mib("ESP size", size)?, attrs));
+        *sizes.get_mut(Role::Esp) = Some((round_mib("ESP size", size)?, attrs));
     }
-    let mut roles = vec![
-        (Role::State, STATE_SIZE),
-        (Role::SlotA, slot),
-        (Role::SlotB, slot),
-    ];
+    *sizes.get_mut(Role::State) = Some((STATE_SIZE, 0));
+    *sizes.get_mut(Role::SlotA) = Some((slot, 0));
+    *sizes.get_mut(Role::SlotB) = Some((slot, 0));
     if let Some(d) = data_size {
-        roles.push((Role::Data, round_mib("data size", d)?));
+        *sizes.get_mut(Role::Data) = Some((round_mib("data size", d)?, 0));
     }
-    parts.extend(
-        roles
-            .into_iter()
-            .map(|(r, size)| (r.name(), r.spec().type_guid, size, 0)),
-    );
+    let parts = sizes
+        .iter()
+        .filter_map(|(r, s)| s.map(|(size, attrs)| (r.name(), r.spec().type_guid, size, attrs)));
     let mut start = MIB;
     let mut partitions = Vec::new();
     for (name, ty, size, attributes) in parts {
@@ -199,38 +195,6 @@ pub fn layout_with_esp(
         total_sectors: total / SECTOR,
         partitions,
     })
-}
-
-/// Writes a slot image into a partition: the image at offset 0, and its footer (last
-/// 4096 bytes) again in the partition's last 4096 bytes.
-pub fn flash_slot<D: Write + Seek, R: Read + Seek>(
-    part: &mut D,
-    part_len: u64,
-    image: &mut R,
-    image_len: u64,
-) -> io::Result<()> {
-    if image_len > part_len || image_len < FOOTER_SIZE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("image of {image_len} bytes does not fit a {part_len}-byte partition"),
-        ));
-    }
-    image.seek(SeekFrom::Start(0))?;
-    part.seek(SeekFrom::Start(0))?;
-    let copied = io::copy(&mut image.take(image_len), part)?;
-    if copied != image_len {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the slot image shrank while copying",
-        ));
-    }
-    let mut footer = [0u8; 4096];
-    debug_assert_eq!(footer.len() as u64, FOOTER_SIZE);
-    image.seek(SeekFrom::Start(image_len - FOOTER_SIZE))?;
-    image.read_exact(&mut footer)?;
-    part.seek(SeekFrom::Start(part_len - FOOTER_SIZE))?;
-    part.write_all(&footer)?;
-    Ok(())
 }
 
 struct SlotInput {

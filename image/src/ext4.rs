@@ -11,7 +11,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
-use crate::fs::{format_uuid, FsOptions};
 use crate::tool::{DEBUGFS, MKFS_EXT4};
 use crate::{Error, Result};
 
@@ -53,7 +52,18 @@ impl Scan {
 }
 
 /// Builds the ext4 image of `rootfs` at `out` with `cmd` (mkfs.ext4).
-pub(crate) fn build(mut cmd: Command, rootfs: &Path, out: &Path, opts: &FsOptions) -> Result<()> {
+/// What [`build`] takes of the build's filesystem options (crate::fs::FsOptions).
+#[derive(Clone, Debug)]
+pub(crate) struct Ext4Options {
+    /// The filesystem UUID, formatted.
+    pub uuid: String,
+    /// SOURCE_DATE_EPOCH: every timestamp.
+    pub epoch: u64,
+    /// Every file owned by 0:0.
+    pub all_root: bool,
+}
+
+pub(crate) fn build(mut cmd: Command, rootfs: &Path, out: &Path, opts: &Ext4Options) -> Result<()> {
     let mut scan = Scan::default();
     scan_dir(rootfs, "", &mut scan)?;
     let root = rootfs
@@ -64,7 +74,7 @@ pub(crate) fn build(mut cmd: Command, rootfs: &Path, out: &Path, opts: &FsOption
     } else {
         (root.uid(), root.gid())
     };
-    let uuid = format_uuid(&opts.uuid);
+    let uuid = &opts.uuid;
     let f = File::options()
         .write(true)
         .open(out)
@@ -81,7 +91,7 @@ pub(crate) fn build(mut cmd: Command, rootfs: &Path, out: &Path, opts: &FsOption
         .arg((scan.entries + 64).to_string())
         .args(["-O", "^has_journal,^resize_inode"])
         .arg("-U")
-        .arg(&uuid)
+        .arg(uuid)
         .arg("-E")
         .arg(format!(
             "hash_seed={uuid},root_owner={uid}:{gid},lazy_itable_init=0,lazy_journal_init=0,nodiscard"
@@ -121,7 +131,7 @@ pub(crate) fn build(mut cmd: Command, rootfs: &Path, out: &Path, opts: &FsOption
     debugfs(out, &script, epoch)
 }
 
-fn script_item(script: &mut String, item: &Item, opts: &FsOptions) {
+fn script_item(script: &mut String, item: &Item, opts: &Ext4Options) {
     let p = &item.path;
     for field in ["atime", "mtime", "ctime", "crtime"] {
         script.push_str(&format!("sif \"{p}\" {field} @{}\n", opts.epoch));

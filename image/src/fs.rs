@@ -175,7 +175,14 @@ pub fn build_fs(rootfs: &Path, out: &Path, opts: &FsOptions) -> Result<()> {
             }
             tool.run(&mut cmd).map(drop)
         }
-        FsType::Ext4 => crate::ext4::build(cmd, rootfs, out, opts),
+        FsType::Ext4 => {
+            let ext4 = crate::ext4::Ext4Options {
+                uuid: format_uuid(&opts.uuid),
+                epoch: opts.epoch,
+                all_root: opts.all_root,
+            };
+            crate::ext4::build(cmd, rootfs, out, &ext4)
+        }
     }
 }
 

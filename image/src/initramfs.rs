@@ -353,8 +353,36 @@ pub fn build(spec: &InitramfsSpec) -> Result<(Archive, Vec<String>), InitramfsEr
         &generated,
     )?;
     let init = read(&spec.init)?;
-    let archive = build_archive(init, &toml_text, &keys, files, spec.mtime)?;
+    let mut archive = build_archive(init, &toml_text, &keys, files, spec.mtime)?;
+    let aliases = storage_aliases(&spec.modules_dir)?;
+    if !aliases.is_empty() {
+        let path = stele_verifier::modalias::STORAGE_ALIAS.trim_start_matches('/');
+        archive.add_file(path, 0o644, aliases.into_bytes())?;
+    }
     Ok((archive, order))
+}
+
+/// The initramfs's storage aliases (`/etc/stele/storage.alias`, docs/FORMATS.md): the
+/// storage-driver subset of the kernel's `modules.alias` in `dir`, filtered by
+/// `stele_verifier::modalias::storage_subset` (the one definition); empty when `dir` has
+/// no `modules.alias` (PID 1 then names a driverless controller by its PCI id).
+pub fn storage_aliases(dir: &Path) -> Result<String, InitramfsError> {
+    let read = |name: &str| -> Result<String, InitramfsError> {
+        let path = dir.join(name);
+        match std::fs::read(&path) {
+            Ok(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(source) => Err(InitramfsError::Read { path, source }),
+        }
+    };
+    let alias = read("modules.alias")?;
+    if alias.is_empty() {
+        return Ok(String::new());
+    }
+    Ok(stele_verifier::modalias::storage_subset(
+        &read("modules.dep")?,
+        &alias,
+    ))
 }
 
 /// The kernel runs `/init` before any library is there: it must be an ELF executable

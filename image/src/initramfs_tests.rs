@@ -429,3 +429,23 @@ fn build_from_files() {
         Err(InitramfsError::Generated { .. })
     ));
 }
+
+#[test]
+fn storage_aliases_of_a_modules_dir_and_none_without_modules_alias() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("modules.dep"),
+        "kernel/drivers/nvme/host/nvme.ko:\nkernel/net/x.ko:\n",
+    )
+    .unwrap();
+    assert_eq!(storage_aliases(d.path()).unwrap(), "");
+    std::fs::write(
+        d.path().join("modules.alias"),
+        "alias pci:v*d*sv*sd*bc01sc08i02* nvme\nalias pci:v*d*sv*sd*bc02* x\n",
+    )
+    .unwrap();
+    assert_eq!(
+        storage_aliases(d.path()).unwrap(),
+        "alias pci:v*d*sv*sd*bc01sc08i02* nvme\n"
+    );
+}

@@ -170,41 +170,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Shell-style pattern match (`*`, `?`, `[...]`) as modules.alias patterns use.
 pub fn glob_match(pattern: &str, s: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = s.chars().collect();
-    glob_at(&p, &t)
-}
-
-fn glob_at(p: &[char], t: &[char]) -> bool {
-    match p.first() {
-        None => t.is_empty(),
-        Some('*') => (0..=t.len()).any(|i| glob_at(&p[1..], &t[i..])),
-        Some('?') => !t.is_empty() && glob_at(&p[1..], &t[1..]),
-        Some('[') => {
-            let Some(close) = p.iter().skip(1).position(|&c| c == ']') else {
-                return t.first() == Some(&'[') && glob_at(&p[1..], &t[1..]);
-            };
-            let class = &p[1..=close];
-            let Some(&c) = t.first() else { return false };
-            let (neg, class) = match class.first() {
-                Some('!' | '^') => (true, &class[1..]),
-                _ => (false, class),
-            };
-            let mut hit = false;
-            let mut k = 0;
-            while k < class.len() {
-                if k + 2 < class.len() && class[k + 1] == '-' {
-                    hit |= class[k] <= c && c <= class[k + 2];
-                    k += 3;
-                } else {
-                    hit |= class[k] == c;
-                    k += 1;
-                }
-            }
-            hit != neg && glob_at(&p[close + 2..], &t[1..])
-        }
-        Some(&c) => t.first() == Some(&c) && glob_at(&p[1..], &t[1..]),
-    }
+    stele_verifier::modalias::glob_match(pattern, s)
 }
 
 fn read_text(path: &Path, required: bool) -> Result<String, ModulesError> {

@@ -5,12 +5,17 @@
 //! absolute symlinks from the tree's root, relative ones from their directory, `..` never
 //! above the root, at most [`MAX_LINKS`] links.
 //!
+//! The files PID 1 and the updater trust ([`stele_verifier::layout::TRUSTED`]) must not be
+//! reached through a symlink that leaves the tree or points into a directory the device
+//! writes: the rule is the device's own ([`check_all_trusted`]).
+//!
 //! The users and groups services run as (`user`, `group`, `supplementary_groups`) must be
 //! in the tree's own `/etc/passwd` and `/etc/group`, where PID 1 will look them up.
 //!
 //! The tree is read through [`Tree`] (look at one path without following it, read one
 //! file), implemented here for a directory ([`DirTree`]); a tar archive can implement it
-//! too. The resolution is [`resolve`], the same for every tree.
+//! too. The resolution is [`resolve`] (stele_verifier::resolve), the same for every tree
+//! and for the device's lower layer.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -18,33 +23,9 @@ use std::path::{Path, PathBuf};
 
 use stele_verifier::config::{Accounts, ConfigError, SystemConfig};
 use stele_verifier::exit::{Exit, Report};
-use stele_verifier::layout::SYSTEM_TOML;
-
-/// Most symlinks followed while resolving one path (Linux's MAXSYMLINKS).
-pub const MAX_LINKS: usize = 40;
-
-/// What is at a path of the tree, not following a final symlink.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Node {
-    /// A regular file with its permission bits.
-    File {
-        mode: u32,
-    },
-    Dir,
-    /// A symlink and its target, as stored.
-    Symlink(String),
-    /// A device, FIFO or socket.
-    Other,
-}
-
-/// Read access to a root tree. Paths are absolute within the tree (`/etc/stele/system.toml`)
-/// and contain no symlink before their last component ([`resolve`] sees to that).
-pub trait Tree {
-    /// What is at `path` (a final symlink is not followed); `None` when nothing is.
-    fn lstat(&self, path: &str) -> io::Result<Option<Node>>;
-    /// The bytes of the regular file at `path`.
-    fn read(&self, path: &str) -> io::Result<Vec<u8>>;
-}
+use stele_verifier::layout::{GROUP, PASSWD, SYSTEM_TOML};
+use stele_verifier::resolve::{check_all_trusted, LinkOut};
+pub use stele_verifier::resolve::{resolve, Node, Resolved, Tree, MAX_LINKS};
 
 /// A root tree that is a directory of the build host.
 #[derive(Clone, Debug)]
@@ -89,72 +70,12 @@ impl Tree for DirTree {
     fn read(&self, path: &str) -> io::Result<Vec<u8>> {
         std::fs::read(self.host(path))
     }
-}
 
-/// Where resolving a path ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Resolved {
-    /// The path leads to `node` at `path` (no symlink in it).
-    Found { path: String, node: Node },
-    /// Nothing at `at`.
-    Missing { at: String },
-    /// `at` is in the middle of the path but not a directory.
-    NotADirectory { at: String },
-    /// More than [`MAX_LINKS`] symlinks.
-    Loop,
-}
-
-/// Resolves `path` inside `tree`, following every symlink as the device's kernel would
-/// with the tree as its root.
-pub fn resolve(tree: &dyn Tree, path: &str) -> io::Result<Resolved> {
-    let mut pending: Vec<String> = Vec::new();
-    push_components(&mut pending, path);
-    let mut done: Vec<String> = Vec::new();
-    let mut node = Node::Dir;
-    let mut links = 0;
-    while let Some(c) = pending.pop() {
-        if node != Node::Dir {
-            return Ok(Resolved::NotADirectory { at: join(&done) });
-        }
-        if c == ".." {
-            done.pop();
-            continue;
-        }
-        done.push(c);
-        let at = join(&done);
-        match tree.lstat(&at)? {
-            None => return Ok(Resolved::Missing { at }),
-            Some(Node::Symlink(target)) => {
-                links += 1;
-                if links > MAX_LINKS {
-                    return Ok(Resolved::Loop);
-                }
-                done.pop();
-                if target.starts_with('/') {
-                    done.clear();
-                }
-                push_components(&mut pending, &target);
-                node = Node::Dir;
-            }
-            Some(n) => node = n,
-        }
+    fn list(&self, path: &str) -> io::Result<Vec<String>> {
+        std::fs::read_dir(self.host(path))?
+            .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+            .collect()
     }
-    Ok(Resolved::Found {
-        path: join(&done),
-        node,
-    })
-}
-
-/// Pushes the components of `path` so that the first is popped first.
-fn push_components(pending: &mut Vec<String>, path: &str) {
-    let comps = path.split('/').filter(|c| !c.is_empty() && *c != ".");
-    let mut v: Vec<String> = comps.map(str::to_string).collect();
-    v.reverse();
-    pending.extend(v);
-}
-
-fn join(components: &[String]) -> String {
-    format!("/{}", components.join("/"))
 }
 
 /// Why a program of system.toml cannot run.
@@ -186,6 +107,9 @@ pub enum RootfsError {
         program: String,
         problem: Problem,
     },
+    /// A trusted file is behind a link out of the image.
+    #[error("invalid rootfs: {0}")]
+    TrustedLink(#[from] LinkOut),
     /// The tree cannot be read.
     #[error("cannot read {path} in the rootfs: {source}")]
     Io {
@@ -204,13 +128,18 @@ impl Report for RootfsError {
     }
 }
 
-/// Checks `tree`'s system.toml (`origin` names it in errors) and the programs it runs.
-/// Returns the parsed file, or `None` when the tree has none.
+/// Checks that no trusted file of `tree` is behind a link out of it, then its system.toml
+/// (`origin` names it in errors) and the programs it runs. Returns the parsed file, or
+/// `None` when the tree has none.
 pub fn check(tree: &dyn Tree, origin: &str) -> Result<Option<SystemConfig>, RootfsError> {
     let io_err = |path: &str| {
         let path = path.to_string();
         move |source| RootfsError::Io { path, source }
     };
+    // The image cannot know boot.toml's data mount: /var, its default, is in WRITABLE.
+    if let Some(out) = check_all_trusted(tree, "/var").map_err(io_err("/"))? {
+        return Err(out.into());
+    }
     let at = match resolve(tree, SYSTEM_TOML).map_err(io_err(SYSTEM_TOML))? {
         Resolved::Found {
             path,
@@ -246,18 +175,19 @@ pub fn check(tree: &dyn Tree, origin: &str) -> Result<Option<SystemConfig>, Root
             problem,
         });
     }
+    // PID 1 reads both whatever the services' users are, and refuses either when it is
+    // there but cannot be read as a file.
+    let accounts = Accounts::parse(&text_of(tree, PASSWD)?, &text_of(tree, GROUP)?);
     if cfg.services.iter().any(|s| !s.run_as.is_default()) {
-        let accounts = Accounts::parse(
-            &text_of(tree, "/etc/passwd")?,
-            &text_of(tree, "/etc/group")?,
-        );
         cfg.credentials(origin, &accounts)?;
     }
     Ok(Some(cfg))
 }
 
 /// The text of the regular file at `path` in the tree (symlinks resolved inside it), empty
-/// when there is none: what PID 1 reads from the image.
+/// when there is none: what PID 1 reads from the image. Something else there (a directory,
+/// FIFO or device, a link loop, a file in place of a directory on the way) is refused, as
+/// PID 1 refuses it.
 fn text_of(tree: &dyn Tree, path: &str) -> Result<String, RootfsError> {
     let io_err = |source| RootfsError::Io {
         path: path.to_string(),
@@ -271,7 +201,16 @@ fn text_of(tree: &dyn Tree, path: &str) -> Result<String, RootfsError> {
             let bytes = tree.read(&at).map_err(io_err)?;
             Ok(String::from_utf8_lossy(&bytes).into_owned())
         }
-        _ => Ok(String::new()),
+        Resolved::Missing { .. } => Ok(String::new()),
+        Resolved::Found { .. } => Err(ConfigError::file(path, "is not a regular file").into()),
+        Resolved::Loop => {
+            Err(ConfigError::file(path, "cannot be resolved (more than 40 symbolic links)").into())
+        }
+        Resolved::NotADirectory { at } => Err(ConfigError::file(
+            path,
+            format!("cannot be reached ({at} is not a directory)"),
+        )
+        .into()),
     }
 }
 
@@ -399,6 +338,23 @@ mod tests {
         std::fs::write(dir.path().join("etc/group"), "logs:x:4:\n").unwrap();
         let cfg = check_dir(dir.path()).unwrap().unwrap();
         assert_eq!(cfg.services[0].run_as.supplementary_groups.len(), 1);
+    }
+
+    /// PID 1 refuses an /etc/passwd or /etc/group it cannot read as a file (a FIFO hung
+    /// it before); the build refuses it too, with or without service users.
+    #[test]
+    fn passwd_or_group_that_is_not_a_file_is_refused() {
+        let (d, r) = with_system("exec = [\"/bin/app\"]\n");
+        assert!(r.unwrap().is_some());
+        let fifo = d.path().join("etc/passwd");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let e = check_dir(d.path()).unwrap_err();
+        assert_eq!(e.to_string(), "invalid /etc/passwd: is not a regular file");
+        assert_eq!(e.exit(), Exit::Usage);
+        std::fs::remove_file(&fifo).unwrap();
+        std::fs::create_dir(d.path().join("etc/group")).unwrap();
+        let e = check_dir(d.path()).unwrap_err();
+        assert_eq!(e.to_string(), "invalid /etc/group: is not a regular file");
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The boot flow (docs/BOOT.md, steps 1-10) both stages share: mounts, config, modules and
-//! the watchdog, partitions, state ([`prepare`]); then [`crate::stage1`] (choose, spend the
-//! try, verify, map, hand over to the slot's kernel or carry on) or [`crate::stage2`] (the
-//! slot stage 1 named, verified again); then the overlay root, /run/stele and switch root
-//! ([`finish`]).
+//! the watchdog, partitions, state ([`prepare`]); then (chosen by [`crate::run`]) stage 1
+//! (choose, spend the try, verify, map, hand over to the slot's kernel or carry on) or
+//! stage 2 (the slot stage 1 named, verified again), each ending in the overlay root,
+//! /run/stele and switch root ([`finish`]). Nothing here calls the stages.
 //!
 //! Decisions are pure functions at the top (slot order, phase line); the flow calls them
 //! and [`crate::sys`]. A failure before switch root refuses that slot; with none left, the
@@ -16,17 +16,17 @@ use stele_device::runtime::keyring::load_keyring;
 use stele_device::runtime::rollback::{self, Floors, TpmUse};
 use stele_device::runtime::run_dir::{self, Devices, Publish};
 use stele_device::runtime::state_file::StateFile;
-use stele_verifier::config::{Action, BootConfig, Stage};
+use stele_verifier::config::{Action, BootConfig};
 use stele_verifier::keys::Keyring;
-use stele_verifier::layout;
+use stele_verifier::layout::{self, PerRole};
 use stele_verifier::state::{BootState, Slot};
 
 use crate::cmdline::{apply_cmdline, Cmdline};
 use crate::devices::{self, BlockDev, Partitions};
-use crate::mapped::{Clock, Mapped};
+use crate::mapped::{Clock, Mapped, Phases};
 use crate::mounts::{self, NEWROOT};
 use crate::sys::{self, Halt};
-use crate::{console, debug, error, info, modules, warn, watchdog, Error, Result};
+use crate::{console, debug, error, info, missing, modules, warn, watchdog, Error, Result};
 
 /// Filesystem magics of an initramfs root (only those are ever emptied).
 const RAMFS_MAGIC: i64 = 0x8584_58f6;
@@ -57,30 +57,6 @@ pub fn exhausted(st: &BootState, chosen: Slot) -> Option<Slot> {
     let c = st.slot(chosen);
     let outranks = o.priority > c.priority || (o.priority == c.priority && other == Slot::A);
     (o.priority > 0 && !o.successful && o.tries_remaining == 0 && outranks).then_some(other)
-}
-
-/// Milliseconds per boot phase, in order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Phases(pub Vec<(&'static str, u64)>);
-
-impl Phases {
-    /// Adds `d` to phase `name` (phases repeat when a slot is refused and the other tried).
-    pub fn add(&mut self, name: &'static str, d: Duration) {
-        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        match self.0.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, v)) => *v = v.saturating_add(ms),
-            None => self.0.push((name, ms)),
-        }
-    }
-    /// `boot phases: stage=<1|2> mounts=3 ... total=<ms>`.
-    pub fn line(&self, stage: Stage, total: Duration) -> String {
-        let mut s = format!("boot phases: stage={}", stage.number());
-        for (n, ms) in &self.0 {
-            s.push_str(&format!(" {n}={ms}"));
-        }
-        s.push_str(&format!(" total={}", total.as_millis()));
-        s
-    }
 }
 
 /// What the boot hands to the supervisor.
@@ -153,19 +129,10 @@ pub struct Ready {
     pub floors: Floors,
 }
 
-/// Steps 1-10. Returns only after a successful switch root (stage 1 may instead reboot
-/// into the slot's own kernel).
-pub fn boot() -> Booted {
-    let ready = prepare();
-    match ready.cfg.stage {
-        Stage::One => crate::stage1::run(ready),
-        Stage::Two => crate::stage2::run(ready),
-    }
-}
-
 /// Steps 1-5: mounts, configuration, modules (and the watchdog), partitions, the state
-/// and the keyring. A failure here ends the boot (the failure action).
-fn prepare() -> Ready {
+/// and the keyring. A failure here ends the boot (the failure action). Then stage 1 or
+/// stage 2 goes on ([`crate::run`]).
+pub fn prepare() -> Ready {
     let start = Instant::now();
     let mut clock = Clock::new(start);
     let _ = sys::block_all_signals();
@@ -234,13 +201,18 @@ fn prepare() -> Ready {
     clock.lap("modules");
 
     let parts = devices::wait(
-        &cfg.esp_partition,
-        &cfg.state_partition,
-        &cfg.slot_a_partition,
-        &cfg.slot_b_partition,
-        &cfg.data_partition,
+        &cfg.partitions,
         Duration::from_secs(cfg.partition_timeout_secs),
     )
+    .map_err(|e| match e {
+        // Say what the kernel does see instead (docs/BOOT.md "No stele disk").
+        Error::PartitionMissing { name, waited_ms } => Error::NoStateDisk {
+            seen: missing::look(&name, &missing::aliases()),
+            name,
+            waited_ms,
+        },
+        e => e,
+    })
     .unwrap_or_else(|e| fail(action, delay, &e.to_string()));
     debug!(
         "state partition {} ({})",
@@ -380,14 +352,7 @@ pub fn write_state(state: &mut StateFile<File>, st: &mut BootState) -> stele_dev
 
 /// The partitions found, as `/run/stele/devices` lists them. Pure.
 pub fn devices_of(parts: &Partitions) -> Devices {
-    let dev = |d: &Option<BlockDev>| d.as_ref().map(BlockDev::path);
-    Devices {
-        esp: dev(&parts.esp),
-        state: parts.state.path(),
-        a: dev(&parts.slot_a),
-        b: dev(&parts.slot_b),
-        data: dev(&parts.data),
-    }
+    Devices(PerRole::from_fn(|r| parts.get(r).map(BlockDev::path)))
 }
 
 /// Publishes /run/stele (stele_device::runtime::run_dir) and copies this binary to
@@ -434,6 +399,7 @@ fn switch_root() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use stele_verifier::config::Stage;
 
     use stele_verifier::testutil::state as st;
 
@@ -532,12 +498,16 @@ mod tests {
 
     #[test]
     fn publishes_the_partitions_it_found() {
+        use stele_verifier::layout::Role;
         let parts = Partitions {
-            esp: Some(bd("vda1", 1)),
             state: bd("vda2", 2),
-            slot_a: Some(bd("vda3", 3)),
-            slot_b: Some(bd("vda4", 4)),
-            data: None,
+            found: PerRole::from_fn(|r| match r {
+                Role::Esp => Some(bd("vda1", 1)),
+                Role::State => Some(bd("vda2", 2)),
+                Role::SlotA => Some(bd("vda3", 3)),
+                Role::SlotB => Some(bd("vda4", 4)),
+                Role::Data => None,
+            }),
             ignored: Vec::new(),
         };
         assert_eq!(

@@ -9,7 +9,26 @@ use stele_verifier::state::Slot;
 /// `stele`, a copy of stele-init: `stele_device::runtime::run_dir::BIN_DIR`) comes first.
 pub const DEFAULT_PATH: &str = "/run/stele/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// `stele.*` options from /proc/cmdline.
+/// Kernel options that make this boot's kernel refuse a kexec image it would load without
+/// them (lockdown, IMA appraisal): a `kexec_file_load` refused (EPERM/EACCES) while one is
+/// on the command line is this boot's policy, not the slot's fault (docs/BOOT.md "Two
+/// stages"). An entry ending in `=` matches any value.
+pub const POLICY_OPTIONS: &[&str] = &[
+    "lockdown=",
+    "ima_appraise=",
+    "ima_policy=",
+    "ima_appraise_tcb",
+];
+
+/// True when the kernel option `word` is one of [`POLICY_OPTIONS`]. Pure.
+pub fn is_policy_option(word: &str) -> bool {
+    POLICY_OPTIONS.iter().any(|o| match o.strip_suffix('=') {
+        Some(key) => word.split_once('=').is_some_and(|(k, _)| k == key),
+        None => word == *o,
+    })
+}
+
+/// `stele.*` options from /proc/cmdline, and the kernel's own policy options.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Cmdline {
     pub verify: Option<VerifyMode>,
@@ -19,6 +38,9 @@ pub struct Cmdline {
     /// `stele.stage2=<a|b>`: the slot stage 1 chose (only a stage-2 initramfs heeds it).
     pub stage2: Option<Slot>,
     pub debug: bool,
+    /// Options (as written) that set this boot's kernel policy for kexec: see
+    /// [`POLICY_OPTIONS`].
+    pub policy: Vec<String>,
     /// Lines to log: unknown or malformed `stele.*` options (ignored).
     pub warnings: Vec<String>,
 }
@@ -29,6 +51,9 @@ impl Cmdline {
     pub fn parse(text: &str) -> Self {
         let mut c = Cmdline::default();
         for word in split_cmdline(text) {
+            if is_policy_option(&word) {
+                c.policy.push(word.clone());
+            }
             let Some(opt) = word.strip_prefix("stele.") else {
                 continue;
             };
@@ -184,6 +209,26 @@ mod tests {
         assert!(apply_cmdline(&mut two, &c).is_empty());
         let c = Cmdline::parse("stele.stage2=c stele.stage2");
         assert_eq!((c.stage2, c.warnings.len()), (None, 2));
+    }
+
+    #[test]
+    fn lockdown_and_ima_options_are_this_boots_policy() {
+        let c = Cmdline::parse(
+            "console=ttyS0 lockdown=integrity ima_appraise=enforce ima_policy=secure_boot ima_appraise_tcb lockdownx=1 ima_hash=sha256 stele.slot=b",
+        );
+        assert_eq!(
+            c.policy,
+            [
+                "lockdown=integrity",
+                "ima_appraise=enforce",
+                "ima_policy=secure_boot",
+                "ima_appraise_tcb"
+            ]
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert!(Cmdline::parse("console=ttyS0 ima_hash=sha256 lockdown")
+            .policy
+            .is_empty());
     }
 
     #[test]

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use stele_device::runtime::run_dir::{Devices, DEVICES, RUN_DIR};
 use stele_verifier::config::BootConfig;
-use stele_verifier::layout::ROLES;
+use stele_verifier::layout::{PerRole, Role, ROLES};
+use stele_verifier::state::Slot;
 
 use crate::{Error, Result};
 
@@ -170,11 +171,11 @@ pub fn recheck(cfg: &BootConfig) -> Vec<String> {
     let boot_disk = found
         .values()
         .flatten()
-        .find(|d| d.path() == devices.state)
+        .find(|d| d.path() == devices.state())
         .and_then(|d| d.disk.clone());
     strangers(&found, &names, &in_use)
         .into_iter()
-        .map(|d| late_line(d, &devices.state, boot_disk.as_deref()))
+        .map(|d| late_line(d, devices.state(), boot_disk.as_deref()))
         .collect()
 }
 
@@ -205,14 +206,25 @@ pub fn stranger_line(d: &BlockDev, state: &str) -> String {
 /// The partitions of the boot.
 #[derive(Clone, Debug)]
 pub struct Partitions {
-    /// The EFI system partition: never read by the boot, only published.
-    pub esp: Option<BlockDev>,
+    /// The boot state's partition: its disk is the boot disk.
     pub state: BlockDev,
-    pub slot_a: Option<BlockDev>,
-    pub slot_b: Option<BlockDev>,
-    pub data: Option<BlockDev>,
+    /// The partition of each role on the boot disk (the state's too; the ESP is never
+    /// read by the boot, only published).
+    pub found: PerRole<Option<BlockDev>>,
     /// Partitions with one of those names on another disk: not used.
     pub ignored: Vec<BlockDev>,
+}
+
+impl Partitions {
+    /// The partition of slot `s`, if found.
+    pub fn slot(&self, s: Slot) -> Option<&BlockDev> {
+        self.found.get(Role::slot(s)).as_ref()
+    }
+
+    /// The partition of `role`, if found.
+    pub fn get(&self, role: Role) -> Option<&BlockDev> {
+        self.found.get(role).as_ref()
+    }
 }
 
 /// Poll interval while waiting for partitions.
@@ -222,22 +234,16 @@ pub const POLL: Duration = Duration::from_millis(50);
 /// polling every 50 ms. At the timeout the state partition is required; a missing slot is
 /// reported by the caller when it tries that slot. The data partition and the ESP are
 /// optional. Partitions of those names on other disks are [`Partitions::ignored`].
-pub fn wait(
-    esp: &str,
-    state: &str,
-    a: &str,
-    b: &str,
-    data: &str,
-    timeout: Duration,
-) -> Result<Partitions> {
+pub fn wait(names: &PerRole<String>, timeout: Duration) -> Result<Partitions> {
+    let state = names.get(Role::State).as_str();
     let start = Instant::now();
     loop {
         let found = scan();
         let late = start.elapsed() >= timeout;
         match unique(&found, state)? {
             Some(st) => {
-                let parts = select(&found, st, [esp, a, b, data])?;
-                if late || (parts.slot_a.is_some() && parts.slot_b.is_some()) {
+                let parts = select(&found, st, names)?;
+                if late || (parts.slot(Slot::A).is_some() && parts.slot(Slot::B).is_some()) {
                     return Ok(parts);
                 }
             }
@@ -253,25 +259,26 @@ pub fn wait(
     }
 }
 
-/// The partitions named `[esp, a, b, data]` on the disk of `state`. Pure.
+/// The partitions of every other role (`names`) on the disk of `state`. Pure.
 pub fn select(
     found: &BTreeMap<String, Vec<BlockDev>>,
     state: BlockDev,
-    [esp, a, b, data]: [&str; 4],
+    names: &PerRole<String>,
 ) -> Result<Partitions> {
     let mut ignored = Vec::new();
-    let mut pick = |name: &str| -> Result<Option<BlockDev>> {
+    let mut parts = PerRole::default();
+    for (role, name) in names.iter() {
+        if role == Role::State {
+            *parts.get_mut(role) = Some(state.clone());
+            continue;
+        }
         let (d, elsewhere) = on_disk_of(found, name, &state)?;
         ignored.extend(elsewhere);
-        Ok(d)
-    };
-    let (esp, slot_a, slot_b, data) = (pick(esp)?, pick(a)?, pick(b)?, pick(data)?);
+        *parts.get_mut(role) = d;
+    }
     Ok(Partitions {
-        esp,
         state,
-        slot_a,
-        slot_b,
-        data,
+        found: parts,
         ignored,
     })
 }
@@ -328,12 +335,16 @@ mod tests {
                 .or_default()
                 .push(d);
         }
-        let names = ["stele-esp", "stele-root-a", "stele-root-b", "stele-data"];
+        let names = PerRole::default_names();
         let state = unique(&found, "stele-state").unwrap().unwrap();
-        let p = select(&found, state.clone(), names).unwrap();
-        assert_eq!(p.slot_b.unwrap().devname, "vda3");
-        assert_eq!(p.data, None, "the stick's data partition is not used");
-        assert_eq!(p.esp, None);
+        let p = select(&found, state.clone(), &names).unwrap();
+        assert_eq!(p.slot(Slot::B).unwrap().devname, "vda3");
+        assert!(
+            p.get(Role::Data).is_none(),
+            "the stick's data partition is not used"
+        );
+        assert!(p.get(Role::Esp).is_none());
+        assert_eq!(p.get(Role::State).unwrap().devname, "vda1");
         let ignored: Vec<&str> = p.ignored.iter().map(|d| d.devname.as_str()).collect();
         assert_eq!(ignored, ["sda1", "sda2"]);
         assert_eq!(
@@ -362,7 +373,7 @@ mod tests {
             .get_mut("stele-root-a")
             .unwrap()
             .push(on("vda", "vda9", 9, "stele-root-a"));
-        let e = select(&found, state, names).unwrap_err().to_string();
+        let e = select(&found, state, &names).unwrap_err().to_string();
         assert!(e.contains("/dev/vda2, /dev/vda9"), "{e}");
     }
 

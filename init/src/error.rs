@@ -25,6 +25,12 @@ pub enum Error {
     },
     /// A partition did not appear in time.
     PartitionMissing { name: String, waited_ms: u64 },
+    /// No disk the kernel sees carries the state partition: what it does see.
+    NoStateDisk {
+        name: String,
+        waited_ms: u64,
+        seen: crate::missing::Seen,
+    },
     /// Two block devices carry the same partition name.
     PartitionAmbiguous { name: String, devices: String },
     /// The verifier refused the slot or the state.
@@ -35,6 +41,13 @@ pub enum Error {
     KernelFile { path: String, why: String },
     /// `kexec_file_load` refused the slot's kernel (or failed).
     KexecLoad { errno: nix::errno::Errno },
+    /// `kexec_file_load` refused the slot's kernel (EPERM/EACCES) while a lockdown or IMA
+    /// option on this boot's command line (`options`) asks the kernel to: this boot's
+    /// policy, not the slot's fault.
+    KexecPolicy {
+        errno: nix::errno::Errno,
+        options: String,
+    },
     /// `reboot(LINUX_REBOOT_CMD_KEXEC)` failed.
     KexecReboot { errno: nix::errno::Errno },
 }
@@ -60,6 +73,12 @@ impl Error {
     /// The kernel refused the slot's kernel image (see [`KEXEC_REFUSALS`]).
     pub fn is_kexec_refusal(&self) -> bool {
         matches!(self, Error::KexecLoad { errno } if KEXEC_REFUSALS.contains(errno))
+    }
+
+    /// The kernel refused the slot's kernel because of this boot's command line (see
+    /// [`Error::KexecPolicy`]): the attempt is undone, nothing about the slot is kept.
+    pub fn is_this_boots_policy(&self) -> bool {
+        matches!(self, Error::KexecPolicy { .. })
     }
 }
 
@@ -97,6 +116,11 @@ impl fmt::Display for Error {
                 f,
                 "partition {name} not found after {waited_ms} ms (check the disk's GPT partition names)"
             ),
+            Error::NoStateDisk {
+                name,
+                waited_ms,
+                seen,
+            } => write!(f, "partition {name} not found after {waited_ms} ms: {seen}"),
             Error::PartitionAmbiguous { name, devices } => write!(
                 f,
                 "partition name {name} is on more than one device ({devices}): refusing to guess; remove the other disk or rename its partitions"
@@ -113,6 +137,10 @@ impl fmt::Display for Error {
             Error::KexecLoad { errno } => {
                 write!(f, "kexec_file_load failed: {errno}")
             }
+            Error::KexecPolicy { errno, options } => write!(
+                f,
+                "kernel refused by kexec_file_load under this boot's kernel policy ({options}): {errno} (not the slot's fault: it is not marked and keeps its try; boot without the option, or sign the slot's kernel for it)"
+            ),
             Error::KexecReboot { errno } => {
                 write!(f, "reboot into the slot's kernel (kexec) failed: {errno}")
             }

@@ -39,6 +39,26 @@ pub fn decide(kernel: Option<&KernelInfo>, running: Option<&[u8; 32]>) -> Decisi
     }
 }
 
+/// How a `kexec_file_load` that failed with `errno` is judged, `policy` being this boot's
+/// lockdown/IMA options ([`crate::cmdline::POLICY_OPTIONS`]): EPERM or EACCES under such
+/// an option is this boot's policy (not marked, the try given back by stage 1); otherwise
+/// an image refusal ([`crate::error::KEXEC_REFUSALS`]) is the slot's, the rest the
+/// system's. Pure.
+pub fn judge_kexec(errno: nix::errno::Errno, policy: &[String]) -> Refusal {
+    use nix::errno::Errno;
+    if matches!(errno, Errno::EPERM | Errno::EACCES) && !policy.is_empty() {
+        return system_fault(Error::KexecPolicy {
+            errno,
+            options: policy.join(" "),
+        });
+    }
+    let error = Error::KexecLoad { errno };
+    Refusal {
+        mark: error.is_kexec_refusal(),
+        error,
+    }
+}
+
 /// The first 12 hex digits of a sha256, as the console shows it. Pure.
 pub fn short(sha256: &[u8; 32]) -> String {
     hex::encode(&sha256[..6])
@@ -96,10 +116,11 @@ fn open_checked(root: &File, f: &KernelFile) -> Result<File, Refusal> {
 /// and, when the kernel is not the running one, boots it: logs
 /// `slot=<x> kernel <sha> kexec`, loads it, prints stage 1's phases line, syncs and
 /// reboots into it (never returning). Returns the mapped slot to carry on in place, or the
-/// refusal (the slot's mount undone).
+/// refusal (the slot's mount undone). `policy`: this boot's lockdown/IMA options.
 pub fn hand_over(
     mut m: Mapped,
     cfg: &BootConfig,
+    policy: &[String],
     clock: &mut Clock,
     start: std::time::Instant,
 ) -> Result<Mapped, Refusal> {
@@ -131,7 +152,7 @@ pub fn hand_over(
         );
         return Ok(m);
     }
-    let r = kexec_into(s, &k, &kernel, &initrd, cfg, clock, start);
+    let r = kexec_into(s, &k, (&kernel, &initrd), (cfg, policy), clock, start);
     // Closed first: open files would keep the lower layer busy.
     drop((kernel, initrd));
     m.undo();
@@ -142,9 +163,8 @@ pub fn hand_over(
 fn kexec_into(
     s: Slot,
     k: &KernelInfo,
-    kernel: &File,
-    initrd: &File,
-    cfg: &BootConfig,
+    (kernel, initrd): (&File, &File),
+    (cfg, policy): (&BootConfig, &[String]),
     clock: &mut Clock,
     start: std::time::Instant,
 ) -> Refusal {
@@ -156,11 +176,8 @@ fn kexec_into(
             why: "contains a NUL byte".into(),
         });
     };
-    if let Err(e) = kexec::kexec_file_load(kernel, initrd, &cmdline) {
-        return Refusal {
-            mark: e.is_kexec_refusal(),
-            error: e,
-        };
+    if let Err(errno) = kexec::kexec_file_load(kernel, initrd, &cmdline) {
+        return judge_kexec(errno, policy);
     }
     clock.lap("kexec");
     info!("{}", clock.phases.line(cfg.stage, start.elapsed()));
@@ -186,6 +203,34 @@ mod tests {
         assert_eq!(decide(Some(&info(1)), None), Decision::Kexec);
         // The initrd's digest plays no part.
         assert_eq!(decide(Some(&info(9)), Some(&[9; 32])), Decision::SameKernel);
+    }
+
+    /// Regression (issue 20): `lockdown=integrity` on one boot's command line made the
+    /// kexec refusal mark the slot unbootable for good.
+    #[test]
+    fn a_kexec_refused_under_a_lockdown_option_is_not_the_slots_fault() {
+        use nix::errno::Errno;
+        let policy = vec!["lockdown=integrity".to_string()];
+        for errno in [Errno::EPERM, Errno::EACCES] {
+            let r = judge_kexec(errno, &policy);
+            assert!(!r.mark, "{errno}");
+            assert!(r.error.is_this_boots_policy(), "{errno}");
+            assert!(
+                r.error
+                    .to_string()
+                    .contains("this boot's kernel policy (lockdown=integrity)"),
+                "{}",
+                r.error
+            );
+            // Without such an option the same errno is the slot's (Secure Boot's lockdown).
+            let r = judge_kexec(errno, &[]);
+            assert!(r.mark && !r.error.is_this_boots_policy(), "{errno}");
+        }
+        // A signature the kernel rejects is the slot's whatever the command line says.
+        let r = judge_kexec(Errno::EKEYREJECTED, &policy);
+        assert!(r.mark && !r.error.is_this_boots_policy());
+        let r = judge_kexec(Errno::ENOMEM, &policy);
+        assert!(!r.mark && !r.error.is_this_boots_policy());
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod devices;
 pub mod error;
 pub mod handoff;
 pub mod mapped;
+pub mod missing;
 pub mod modules;
 pub mod mounts;
 pub mod pid1;
@@ -28,6 +29,8 @@ pub mod watchdog;
 
 pub use error::{Error, Result};
 
+use stele_verifier::config::Stage;
+
 /// The whole life of PID 1: boot, then supervise; never returns. Anything but the kernel's
 /// init ([`pid1::Role`]: another pid, or PID 1 of a child PID namespace) refuses with one
 /// line and exits 2 before touching anything (it would mount over and reboot the machine
@@ -38,6 +41,12 @@ pub fn run(role: pid1::Role) -> ! {
         std::process::exit(2);
     }
     boot::install_panic_hook();
-    let booted = boot::boot();
+    // Steps 1-10; returns only after a successful switch root (stage 1 may instead
+    // reboot into the slot's own kernel).
+    let ready = boot::prepare();
+    let booted = match ready.cfg.stage {
+        Stage::One => stage1::run(ready),
+        Stage::Two => stage2::run(ready),
+    };
     supervise::run(booted)
 }

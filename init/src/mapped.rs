@@ -4,9 +4,9 @@
 //! refused, undone again. Both stages use it.
 
 use std::fs::File;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use stele_verifier::config::{BootConfig, VerifyMode};
+use stele_verifier::config::{BootConfig, Stage, VerifyMode};
 use stele_verifier::keys::Keyring;
 use stele_verifier::layout;
 use stele_verifier::manifest::Manifest;
@@ -14,7 +14,6 @@ use stele_verifier::slot::{self, VerifyOptions};
 use stele_verifier::state::Slot;
 use stele_verifier::verity;
 
-use crate::boot::Phases;
 use crate::devices::{BlockDev, Partitions};
 use crate::mounts::{self, OwnedMount, RW};
 use crate::sys::{self, dm};
@@ -38,6 +37,30 @@ pub fn slot_fault(error: Error) -> Refusal {
 /// A refusal that is the system's fault.
 pub fn system_fault(error: Error) -> Refusal {
     Refusal { error, mark: false }
+}
+
+/// Milliseconds per boot phase, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Phases(pub Vec<(&'static str, u64)>);
+
+impl Phases {
+    /// Adds `d` to phase `name` (phases repeat when a slot is refused and the other tried).
+    pub fn add(&mut self, name: &'static str, d: Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, v)) => *v = v.saturating_add(ms),
+            None => self.0.push((name, ms)),
+        }
+    }
+    /// `boot phases: stage=<1|2> mounts=3 ... total=<ms>`.
+    pub fn line(&self, stage: Stage, total: Duration) -> String {
+        let mut s = format!("boot phases: stage={}", stage.number());
+        for (n, ms) in &self.0 {
+            s.push_str(&format!(" {n}={ms}"));
+        }
+        s.push_str(&format!(" total={}", total.as_millis()));
+        s
+    }
 }
 
 /// A stopwatch that charges elapsed time to phases, and keeps the watchdog alive at each.
@@ -90,11 +113,7 @@ pub fn map(
     clock: &mut Clock,
 ) -> Result<Mapped, Refusal> {
     let name = cfg.partition(layout::Role::slot(s));
-    let dev: &BlockDev = match s {
-        Slot::A => parts.slot_a.as_ref(),
-        Slot::B => parts.slot_b.as_ref(),
-    }
-    .ok_or_else(|| {
+    let dev: &BlockDev = parts.slot(s).ok_or_else(|| {
         system_fault(Error::PartitionMissing {
             name: name.to_string(),
             waited_ms: cfg.partition_timeout_secs * 1000,
@@ -150,7 +169,9 @@ pub fn map(
     }
     clock.lap("dm");
 
-    let data = parts.data.as_ref().map(BlockDev::path);
+    let data = parts
+        .get(stele_verifier::layout::Role::Data)
+        .map(BlockDev::path);
     let plan = mounts::root_plan(
         &dm_path,
         m.filesystem.fs_type.name(),

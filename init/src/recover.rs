@@ -18,10 +18,7 @@ use crate::sys;
 
 /// The rollback index of the image in slot `s` when it verifies, else `None`.
 fn verified_index(s: Slot, parts: &Partitions, cfg: &BootConfig, keyring: &Keyring) -> Option<u64> {
-    let dev = match s {
-        Slot::A => parts.slot_a.as_ref(),
-        Slot::B => parts.slot_b.as_ref(),
-    }?;
+    let dev = parts.slot(s)?;
     let path = dev.path();
     let mut f = File::open(&path).ok()?;
     let len = sys::block_size(&f, &path).ok()?;

@@ -4,7 +4,8 @@
 //! mount the lower layer; then hand over to the slot's own kernel with kexec
 //! ([`crate::handoff`]) or, when it has none or it is the running one, carry on in place.
 //! A refused slot is marked (when it is its fault) and the other one tried in the same
-//! boot; with none left, the failure action runs.
+//! boot; with none left, the failure action runs. A kexec refused by this boot's
+//! lockdown/IMA command-line options gives the slot's try back (nothing kept on disk).
 
 use stele_verifier::state::Slot;
 
@@ -54,7 +55,10 @@ pub fn run(mut r: Ready) -> Booted {
         let floor = r.floors.effective();
         let tpm = r.tpm.tpm();
         let booted = mapped::map(s, &r.parts, &r.cfg, &r.keyring, floor, tpm, &mut r.clock)
-            .and_then(|m| handoff::hand_over(m, &r.cfg, &mut r.clock, r.start))
+            .and_then(|m| {
+                let policy = &r.cmdline.policy;
+                handoff::hand_over(m, &r.cfg, policy, &mut r.clock, r.start)
+            })
             .and_then(|m| m.mount_rest(&r.cfg, &mut r.clock));
         match booted {
             Ok(m) => return finish(r, m, was_successful),
@@ -65,6 +69,13 @@ pub fn run(mut r: Ready) -> Booted {
                     r.st.mark_unbootable(s);
                     // Logged inside; the other slot is tried either way.
                     let _ = write_state(&mut r.state, &mut r.st);
+                } else if error.is_this_boots_policy() && *r.st.slot(s) != before {
+                    // Nothing of the slot was tried: its try (or unconfirmed boot) is
+                    // given back, so that nothing on disk stops it once the option is gone.
+                    *r.st.slot_mut(s) = before;
+                    if write_state(&mut r.state, &mut r.st).is_ok() {
+                        info!("slot={}: try given back (this boot's kernel policy refused its kernel, not the slot)", s.name());
+                    }
                 }
             }
         }

@@ -4,12 +4,16 @@
 //!
 //! Restart, backoff, crash-loop and health decisions are pure functions, tested below.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use stele_verifier::config::{Accounts, Action, Credentials, Restart, Service, SystemConfig};
-use stele_verifier::layout::SYSTEM_TOML;
+use stele_device::runtime::verified::Lower;
+use stele_verifier::config::{
+    Accounts, Action, ConfigError, Credentials, Restart, Service, SystemConfig,
+};
+use stele_verifier::layout::{GROUP, PASSWD, SYSTEM_TOML};
 
 use crate::boot::{self, Booted};
 use crate::cmdline::DEFAULT_PATH;
@@ -159,20 +163,8 @@ struct Supervisor {
 pub fn run(b: Booted) -> ! {
     let action = b.config.on_failure;
     let delay = b.config.failure_delay_secs;
-    // Read from the verified layer itself, not through the overlay: nothing written to the
-    // tmpfs upper layer or mounted from the data partition can change what runs.
-    let path = format!("{}{SYSTEM_TOML}", crate::mounts::LOWER);
-    let cfg = match std::fs::read_to_string(&path)
-        .map_err(|e| format!("read {SYSTEM_TOML} failed: {e} (the image must contain it)"))
-        .and_then(|t| {
-            SystemConfig::parse(&t, SYSTEM_TOML)
-                .and_then(|c| {
-                    c.check_programs(SYSTEM_TOML, &b.config.data_mount)?;
-                    let creds = c.credentials(SYSTEM_TOML, &image_accounts())?;
-                    Ok((c, creds))
-                })
-                .map_err(|e| e.to_string())
-        }) {
+    let cfg = load_system(Path::new(crate::mounts::LOWER), &b.config.data_mount);
+    let cfg = match cfg {
         Ok(c) => c,
         Err(e) => {
             error!("nothing to run: {e}; {} in {delay}s", action.name());
@@ -233,14 +225,44 @@ pub fn run(b: Booted) -> ! {
     sup.run_loop()
 }
 
+/// system.toml and the services' credentials, from the verified layer at `lower` itself,
+/// not through the overlay, and never through a link out of it
+/// (stele_device::runtime::verified): nothing written to the tmpfs upper layer or mounted
+/// from the data partition (at `data_mount`) can change what runs. `Err` is the cause
+/// PID 1 logs after "nothing to run: ".
+fn load_system(
+    lower: &Path,
+    data_mount: &str,
+) -> Result<(SystemConfig, Vec<Option<Credentials>>), String> {
+    let lower = Lower::open(lower, data_mount).map_err(|e| e.to_string())?;
+    lower.check_all().map_err(|e| e.to_string())?;
+    let t = lower
+        .read(SYSTEM_TOML)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| {
+            format!("read {SYSTEM_TOML} failed: not found (the image must contain it)")
+        })?;
+    // As `stele image build` refuses it (image/src/rootfs_check.rs).
+    let t = String::from_utf8(t)
+        .map_err(|_| ConfigError::file(SYSTEM_TOML, "not UTF-8").to_string())?;
+    let c = SystemConfig::parse(&t, SYSTEM_TOML).map_err(|e| e.to_string())?;
+    c.check_programs(SYSTEM_TOML, data_mount)
+        .map_err(|e| e.to_string())?;
+    let creds = c
+        .credentials(SYSTEM_TOML, &image_accounts(&lower)?)
+        .map_err(|e| e.to_string())?;
+    Ok((c, creds))
+}
+
 /// The image's users and groups, from the verified layer (never the overlay, which the
-/// tmpfs upper layer could change): empty when it has no such file.
-fn image_accounts() -> Accounts {
-    let read = |f: &str| std::fs::read_to_string(format!("{}{f}", crate::mounts::LOWER));
-    Accounts::parse(
-        &read("/etc/passwd").unwrap_or_default(),
-        &read("/etc/group").unwrap_or_default(),
-    )
+/// tmpfs upper layer could change, nor through a link out of the image): empty when it
+/// has no such file.
+fn image_accounts(lower: &Lower) -> Result<Accounts, String> {
+    let read = |f: &str| -> Result<String, String> {
+        let bytes = lower.read(f).map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned())
+    };
+    Ok(Accounts::parse(&read(PASSWD)?, &read(GROUP)?))
 }
 
 fn exec_status(e: &std::io::Error) -> i32 {
@@ -541,6 +563,43 @@ impl Supervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 18 on the host: the lower layer's system.toml or /etc/passwd behind a link
+    /// into the data mount is refused naming the link; a non-UTF-8 system.toml is refused
+    /// as the build refuses it; a clean tree loads with the user's uid from the image.
+    #[test]
+    fn system_toml_and_passwd_are_read_only_from_inside_the_image() {
+        use std::os::unix::fs::symlink;
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::fs::create_dir_all(r.join("etc/stele")).unwrap();
+        std::fs::create_dir_all(r.join("bin")).unwrap();
+        std::fs::write(r.join("bin/app"), "").unwrap();
+        let system = "[[service]]\nname = \"a\"\nexec = [\"/bin/app\"]\nuser = \"svc\"\n";
+        std::fs::write(r.join("etc/stele/system.toml"), system).unwrap();
+        std::fs::write(r.join("etc/passwd"), "svc:x:1000:1000::/:/bin/false\n").unwrap();
+        let (_, creds) = load_system(r, "/data").unwrap();
+        assert_eq!(creds[0].as_ref().map(|c| c.uid), Some(1000));
+        std::fs::remove_file(r.join("etc/passwd")).unwrap();
+        symlink("/data/passwd", r.join("etc/passwd")).unwrap();
+        let e = load_system(r, "/data").unwrap_err();
+        assert!(
+            e.contains("/etc/passwd -> /data/passwd, into /data, which the device writes"),
+            "{e}"
+        );
+        std::fs::remove_file(r.join("etc/passwd")).unwrap();
+        std::fs::remove_file(r.join("etc/stele/system.toml")).unwrap();
+        symlink("/var/x/system.toml", r.join("etc/stele/system.toml")).unwrap();
+        let e = load_system(r, "/data").unwrap_err();
+        assert!(
+            e.contains("/etc/stele/system.toml -> /var/x/system.toml, into /var"),
+            "{e}"
+        );
+        std::fs::remove_file(r.join("etc/stele/system.toml")).unwrap();
+        std::fs::write(r.join("etc/stele/system.toml"), b"exec = [\"\xff\"]\n").unwrap();
+        let e = load_system(r, "/data").unwrap_err();
+        assert_eq!(e, "invalid /etc/stele/system.toml: not UTF-8");
+    }
 
     fn svc(restart: Restart, delay: u64, on_exit: Option<Action>) -> Service {
         Service {

@@ -216,3 +216,116 @@ fn image_build_refuses_programs_the_rootfs_does_not_have() {
         &p,
     ]));
 }
+
+/// Issue 18: an image whose trusted files (/etc/stele/system.toml, /etc/passwd, /etc/group,
+/// the channel keys and each key in them, the fetch client, or a directory above one) sit behind a symlink out
+/// of the image, or into what the device writes (/var, /run, /tmp...), built with exit 0;
+/// on the device whoever writes the data partition then chose what PID 1 runs. The build
+/// refuses each with one line naming the path and the link; a link inside the image builds.
+#[test]
+fn image_build_refuses_a_trusted_file_linked_out_of_the_image() {
+    need_tool("mkfs.erofs");
+    let fx = Fixture::new();
+    let (k, p) = fx.keygen("k");
+    let out = fx.path("s.img");
+    for (i, (at, target, path, why)) in [
+        (
+            "etc/stele/system.toml",
+            "/var/lib/x/system.toml",
+            "/etc/stele/system.toml",
+            "into /var",
+        ),
+        (
+            "etc/stele",
+            "/var/lib/stele",
+            "/etc/stele/system.toml",
+            "into /var",
+        ),
+        (
+            "etc/passwd",
+            "../../../../tmp/passwd",
+            "/etc/passwd",
+            "leaves the image",
+        ),
+        ("etc/group", "/run/group", "/etc/group", "into /run"),
+        (
+            "etc/stele/channel-keys",
+            "/var/lib/keys",
+            "/etc/stele/channel-keys",
+            "into /var",
+        ),
+        (
+            "etc/stele/channel-keys/a.pem",
+            "/var/lib/keys/a.pem",
+            "/etc/stele/channel-keys/a.pem",
+            "into /var",
+        ),
+        (
+            "usr/lib/stele/stele-fetch",
+            "/tmp/stele-fetch",
+            "/usr/lib/stele/stele-fetch",
+            "into /tmp",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let root = fx.tree(&format!("root{i}"), false).build();
+        let r = Path::new(&root);
+        let link = r.join(at);
+        if at == "etc/stele" {
+            std::fs::remove_dir_all(&link).expect("rm etc/stele");
+        } else {
+            std::fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");
+            let _ = std::fs::remove_file(&link);
+        }
+        std::os::unix::fs::symlink(target, &link).expect("symlink");
+        let res = build(&fx, &root, &k, &out);
+        let named = format!("/{at} -> {target}");
+        fails(&res, 2, &["invalid rootfs: ", path, &named, why]);
+        assert!(!out.exists(), "{at}: an image was written");
+    }
+    // The same from a tar archive: checked once it is unpacked, before anything is built.
+    let root = fx.tree("tar-root", false).build();
+    let r = Path::new(&root);
+    std::fs::remove_file(r.join("etc/passwd")).ok();
+    std::os::unix::fs::symlink("/var/lib/x/passwd", r.join("etc/passwd")).expect("symlink");
+    let tar = fx.path("root.tar");
+    crate::cli::owners::tar_of(r, &tar);
+    let res = fx
+        .tar_image(tar.to_str().expect("utf-8"), &k)
+        .run(out.to_str().expect("utf-8"));
+    fails(
+        &res,
+        2,
+        &[
+            "invalid rootfs: ",
+            "/etc/passwd -> /var/lib/x/passwd",
+            "into /var",
+        ],
+    );
+    assert!(!out.exists(), "tar: an image was written");
+    // Links that stay inside the image and out of what the device writes are fine.
+    let root = fx.tree("inside", false).build();
+    let r = Path::new(&root);
+    std::fs::create_dir_all(r.join("usr/share/stele")).expect("mkdir");
+    std::fs::rename(
+        r.join("etc/stele/system.toml"),
+        r.join("usr/share/stele/system.toml"),
+    )
+    .expect("move system.toml");
+    std::os::unix::fs::symlink(
+        "../../usr/share/stele/system.toml",
+        r.join("etc/stele/system.toml"),
+    )
+    .expect("symlink");
+    std::fs::write(r.join("usr/share/stele/passwd"), "root:x:0:0::/:/bin/sh\n").expect("write");
+    std::os::unix::fs::symlink("/usr/share/stele/passwd", r.join("etc/passwd")).expect("symlink");
+    ok(build(&fx, &root, &k, &out));
+    ok(stele(&[
+        "verify",
+        out.to_str().expect("utf-8"),
+        "--key",
+        &p,
+    ]));
+}

@@ -521,3 +521,47 @@ fn qemu_run_refuses_missing_files_and_impossible_combinations() {
     );
     assert_eq!(run(&["--bios", "--secure-boot", "x.crt"], &[]).code, 2);
 }
+
+/// Issue 20 item 5, the table part: a disk from `stele disk create` copied onto a disk
+/// four times its size, grown by `stele_verifier::gpt_grow` (as PID 1 will): `sgdisk -v`
+/// finds no problem (backup header and array at the new end), sgdisk sees the data
+/// partition end at the disk's last usable sector, and the ext4 inside is untouched and
+/// clean (`e2fsck -fn`). Growing again does nothing.
+#[test]
+fn a_grown_disk_passes_sgdisk_and_keeps_its_data_partition() {
+    use stele_verifier::gpt_grow;
+    let fx = Fixture::new();
+    let (k, _) = fx.keygen("a");
+    let root = fx.tree("root", true).build();
+    let img = fx.image(&root, &k).version("1.0").build("a.img");
+    let disk = fx.disk(&img).slot_size("8M").build();
+    let data_before = fx.path("data-before");
+    sgdisk_partition(&disk, 4, &data_before);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&disk)
+        .unwrap();
+    let len = f.metadata().unwrap().len() * 4;
+    f.set_len(len).unwrap();
+    let plan = gpt_grow::plan(&mut f, len, "stele-data").unwrap().unwrap();
+    gpt_grow::apply(&mut f, &plan, &mut |f| f.sync_data()).unwrap();
+    assert_eq!(gpt_grow::plan(&mut f, len, "stele-data").unwrap(), None);
+    drop(f);
+    let v = host("sgdisk", &["-v", &disk]);
+    assert!(
+        v.code == 0 && v.stdout.contains("No problems found"),
+        "{v:?}"
+    );
+    let data_after = fx.path("data-after");
+    let info = sgdisk_partition(&disk, 4, &data_after);
+    let last = format!("Last sector: {} ", len / 512 - 34);
+    assert!(info.contains(&last), "{last}: {info}");
+    let (before, after) = (
+        std::fs::read(&data_before).unwrap(),
+        std::fs::read(&data_after).unwrap(),
+    );
+    assert!(after.len() > 3 * before.len() && after[..before.len()] == before[..]);
+    let fsck = host("e2fsck", &["-fn", &data_after.display().to_string()]);
+    assert_eq!(fsck.code, 0, "{fsck:?}");
+}

@@ -339,3 +339,67 @@ fn shipped_systemd_unit_marks_good_after_boot_complete() {
     let conf = include_str!("../../dist/systemd/50-stele-watchdog.conf");
     assert!(conf.contains("\n[Manager]\nRuntimeWatchdogSec="), "{conf}");
 }
+
+/// Waits (bounded) until a process holds a flock(2) on `path` (/proc/locks lists it by
+/// inode), so that what runs next overlaps it.
+fn wait_for_flock(path: &str, child: &mut std::process::Child) {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(path).expect("disk").ino();
+    let want = format!(":{ino} ");
+    for _ in 0..300 {
+        let locks = std::fs::read_to_string("/proc/locks").expect("/proc/locks");
+        if locks
+            .lines()
+            .any(|l| l.contains("FLOCK") && format!("{l} ").contains(&want))
+        {
+            return;
+        }
+        assert!(
+            child.try_wait().expect("child").is_none(),
+            "the first install ended before it took the disk"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no process took the lock of {path} within 15 s");
+}
+
+/// Two `stele update install --disk d.img` runs against one disk image: while the first
+/// holds the disk (waiting for a bundle that does not come: a URL whose server never
+/// answers, or a FIFO nobody writes), a second one, of a file or of a URL, is refused with
+/// one line and the disk stays byte for byte as it was. (The URL install once took no
+/// lock at all, so two could write one image at once.) Once the first is gone, an install
+/// goes through.
+#[test]
+fn a_second_install_into_a_disk_in_use_is_refused_and_changes_nothing() {
+    let fx = Fixture::new();
+    let (k, p) = fx.keygen("k");
+    let v1 = build(&fx, "v1.img", &k, "1.0.0", 1, 0);
+    let v2 = build(&fx, "v2.img", &k, "2.0.0", 2, 0);
+    let d = disk(&fx, "d.img", &v1);
+    let before = std::fs::read(&d).unwrap();
+    // Accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v2.img", silent.local_addr().unwrap());
+    let fifo = fx.path("bundle.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let fifo = fifo.to_str().unwrap().to_string();
+    for first in [&url, &fifo] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stele"))
+            .args(["update", "install", "--disk", &d, "--key", &p, first])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_flock(&d, &mut child);
+        for second in [&v2, &url] {
+            let out = stele(&["update", "install", "--disk", &d, "--key", &p, second]);
+            fails(&out, 3, &[&d, "in use by another stele command"]);
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(std::fs::read(&d).unwrap() == before, "the disk changed");
+    }
+    drop(silent);
+    let out = stele(&["update", "install", "--disk", &d, "--key", &p, &v2]);
+    assert_eq!(out.code, 0, "{out:?}");
+}

@@ -161,6 +161,40 @@ fn untrusted_key_is_refused() {
     assert!(!console.contains("# "), "a shell prompt appeared");
 }
 
+/// Issue 20: a disk on an NVMe controller with a virtio-only initramfs said "check the
+/// disk's GPT partition names". Now the console names the disks the kernel sees (none) and
+/// the controller without a driver, with the `--module` that binds it (from the
+/// initramfs's storage aliases).
+#[test]
+fn no_stele_disk_names_the_controller_without_a_driver_and_its_module() {
+    let fx = Fixture::new();
+    let (key, public) = fx.keygen("release");
+    let root = fx.rootfs("rootfs", "exec = [\"/bin/sh\"]\n").build();
+    let img = fx.image(&root, &key).build("slot.img");
+    let initrd = fx
+        .initramfs(&[&public])
+        .config("partition_timeout_secs = 2\n")
+        .build();
+    let disk = fx.disk(&img).build();
+    let mut vm = fx
+        .boot(&initrd, &disk)
+        .nvme_disks()
+        .append("stele.on_failure=poweroff stele.failure_delay=0")
+        .no_reboot()
+        .start();
+    let line = vm.expect("stele: no bootable slot:");
+    assert!(
+        line.contains("partition stele-state not found after "),
+        "{line}"
+    );
+    assert!(
+        line.contains(" NVMe controller (PCI id 1b36:0010) has no driver: rebuild the initramfs with `stele initramfs --module nvme`"),
+        "{line}"
+    );
+    assert!(!line.contains("check the disk's GPT"), "{line}");
+    vm.exits();
+}
+
 /// One flipped byte inside a file's data: the manifest still verifies (the signed root hash
 /// covers the data only through the tree), but reading the file trips dm-verity, which
 /// restarts the machine (`restart_on_corruption`) before the content is ever seen.

@@ -344,6 +344,61 @@ fn a_good_slot_through_kexec_counts_one_unconfirmed_boot() {
     );
 }
 
+/// Regression (issue 20): a kexec refused because of `lockdown=integrity` on one boot's
+/// command line (the unsigned slot kernel: EPERM) marked slot b unbootable for good. Now
+/// that boot falls back to a with b's try given back, and the next boot, without the
+/// option, kexecs into b.
+#[test]
+fn a_kexec_refused_by_a_lockdown_option_fails_that_boot_only() {
+    let fx = Fixture::new();
+    let (key, public) = release(&fx);
+    let kernel = stripped_kernel(&fx);
+    let stage2 = stage2(&fx, &public, "stage2.cpio", &[]);
+    let r2 = app_root(&fx, "root2", SYSTEM, SHOW_AND_POWER_OFF);
+    let v2 = kernel_image(&fx, (&r2, &key), ("2.0.0", 2), (&kernel, &stage2), "v2.img");
+    let disk = updated_disk(&fx, (&key, &public), &v2);
+    let initrd = stage1(&fx, &public, "", &[]);
+    let kexec = format!("stele: slot=b kernel {} kexec", short_sha(&kernel));
+    let mut vm = fx.boot(&initrd, &disk).append("lockdown=integrity").start();
+    vm.expect(&kexec);
+    let refused = vm.expect("stele: refused slot b:");
+    assert!(
+        refused.contains(
+            "kernel refused by kexec_file_load under this boot's kernel policy (lockdown=integrity): EPERM"
+        ),
+        "{refused}"
+    );
+    vm.expect("stele: slot=b: try given back");
+    vm.expect_all(&["stele: slot=a version=1.0.0", "stele: ready"]);
+    let b = vm.expect("svc: slot b:");
+    assert!(b.contains("tries_remaining=3 successful=no"), "{b}");
+    vm.expect("svc: done");
+    let console = vm.powered_off();
+    assert!(
+        !console.contains("kexec_core: Starting new kernel"),
+        "{console}"
+    );
+    let st = status_on_disk(&disk, &public);
+    let b = line(&st, "b");
+    assert!(
+        b.contains("tries_remaining=3") && !b.contains("priority=0"),
+        "b untouched on disk: {st}"
+    );
+    // The option gone, b boots through its own kernel.
+    let mut vm = fx.boot(&initrd, &disk).start();
+    vm.expect_all(&[
+        &kexec,
+        "kexec_core: Starting new kernel",
+        "stele: stele-init ",
+        "stele: slot=b version=2.0.0",
+        "stele: ready",
+        "stele: slot=b marked good",
+        "svc: done",
+    ]);
+    vm.powered_off();
+    assert_eq!(vm.boot_count(), 2, "stage 1 and stage 2");
+}
+
 /// A stage-2 initramfs started without `stele.stage2=` (by anything but stage 1) refuses
 /// with one line and runs the failure action.
 #[test]

@@ -193,7 +193,7 @@ impl Gpt {
         self.total_sectors - 1
     }
 
-    fn last_usable(&self) -> u64 {
+    pub(crate) fn last_usable(&self) -> u64 {
         self.last_lba() - 1 - ENTRY_SECTORS
     }
 
@@ -237,7 +237,7 @@ impl Gpt {
         Ok(())
     }
 
-    fn entries_bytes(&self) -> Vec<u8> {
+    pub(crate) fn entries_bytes(&self) -> Vec<u8> {
         let mut v = vec![0u8; (NUM_ENTRIES * ENTRY_SIZE) as usize];
         for (p, e) in self
             .partitions
@@ -256,7 +256,7 @@ impl Gpt {
         v
     }
 
-    fn header_bytes(
+    pub(crate) fn header_bytes(
         &self,
         my_lba: u64,
         alt_lba: u64,
@@ -281,7 +281,7 @@ impl Gpt {
         h
     }
 
-    fn protective_mbr(&self) -> [u8; 512] {
+    pub(crate) fn protective_mbr(&self) -> [u8; 512] {
         let mut m = [0u8; 512];
         let e = &mut m[446..462];
         e[0] = 0; // not bootable

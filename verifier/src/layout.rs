@@ -104,6 +104,55 @@ impl Role {
     }
 }
 
+impl Role {
+    /// Its place in [`ROLES`] (and in a [`PerRole`]).
+    pub const fn index(self) -> usize {
+        match self {
+            Role::Esp => 0,
+            Role::State => 1,
+            Role::SlotA => 2,
+            Role::SlotB => 3,
+            Role::Data => 4,
+        }
+    }
+}
+
+/// THE partition record: one value per role, in [`ROLES`] order. boot.toml's partition
+/// names (`PerRole<String>`), the partitions the boot found on the disk (init), what it
+/// publishes in `/run/stele/devices` (`PerRole<Option<String>>`) and the partitions
+/// `stele disk create` lays out are each one of these, so a role is added in one table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PerRole<T>([T; ROLES.len()]);
+
+impl<T> PerRole<T> {
+    /// A record with `f(role)` for every role.
+    pub fn from_fn(mut f: impl FnMut(Role) -> T) -> Self {
+        PerRole(ROLES.map(|r| f(r.role)))
+    }
+
+    /// The value of `role`.
+    pub fn get(&self, role: Role) -> &T {
+        &self.0[role.index()]
+    }
+
+    /// The value of `role`, mutably.
+    pub fn get_mut(&mut self, role: Role) -> &mut T {
+        &mut self.0[role.index()]
+    }
+
+    /// Every role with its value, in [`ROLES`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (Role, &T)> {
+        ROLES.iter().map(|r| r.role).zip(self.0.iter())
+    }
+}
+
+impl PerRole<String> {
+    /// Every role's default GPT partition name.
+    pub fn default_names() -> Self {
+        PerRole::from_fn(|r| r.name().to_string())
+    }
+}
+
 /// The init, in the initramfs.
 pub const INIT: &str = "/init";
 /// boot.toml, in the initramfs (a copy is published in `/run/stele`).
@@ -119,6 +168,22 @@ pub const SYSTEM_TOML: &str = "/etc/stele/system.toml";
 pub const FETCH_CLIENT: &str = "/usr/lib/stele/stele-fetch";
 /// The update channel's public keys inside a slot image (`*.pem`).
 pub const CHANNEL_KEYS_DIR: &str = "/etc/stele/channel-keys";
+/// The image's users, read by PID 1 for the services' `user`.
+pub const PASSWD: &str = "/etc/passwd";
+/// The image's groups, read by PID 1 for the services' `group` and supplementary groups.
+pub const GROUP: &str = "/etc/group";
+
+/// The files of the image that PID 1 and the updater trust after switch root: read from the
+/// verified lower layer, never through a link out of it (`crate::resolve::check_trusted`;
+/// `stele image build` refuses such a link, the device refuses the image).
+pub const TRUSTED: [&str; 5] = [SYSTEM_TOML, PASSWD, GROUP, CHANNEL_KEYS_DIR, FETCH_CLIENT];
+/// The directories of [`TRUSTED`] whose every entry is trusted too (the channel keys).
+pub const TRUSTED_DIRS: [&str; 1] = [CHANNEL_KEYS_DIR];
+
+/// Where the running device writes or mounts over (the data partition is mounted at /var by
+/// default; the tmpfs /run and /tmp; the kernel's /dev, /proc and /sys): no trusted file may
+/// be linked into them.
+pub const WRITABLE: [&str; 6] = ["/var", "/run", "/tmp", "/dev", "/proc", "/sys"];
 
 #[cfg(test)]
 mod tests {
@@ -140,7 +205,17 @@ mod tests {
             assert_eq!(v.len(), ROLES.len(), "{v:?}");
         }
         assert_eq!(Role::slot(Slot::B).name(), "stele-root-b");
-        for p in [INIT, BOOT_TOML, KEYS_DIR, MODULES_DIR, SYSTEM_TOML] {
+        for (i, r) in ROLES.iter().enumerate() {
+            assert_eq!(r.role.index(), i, "{r:?}");
+        }
+        let names = PerRole::default_names();
+        assert_eq!(names.get(Role::Data), "stele-data");
+        let order: Vec<Role> = names.iter().map(|(r, _)| r).collect();
+        assert_eq!(order, ROLES.map(|r| r.role));
+        for p in [INIT, BOOT_TOML, KEYS_DIR, MODULES_DIR]
+            .iter()
+            .chain(&TRUSTED)
+        {
             assert!(p.starts_with('/'), "{p}");
         }
     }

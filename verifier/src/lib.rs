@@ -12,14 +12,17 @@ pub mod error;
 pub mod exit;
 pub mod footer;
 pub mod gpt;
+pub mod gpt_grow;
 pub mod hex;
 pub mod keyfile;
 pub mod keys;
 pub mod layout;
 pub mod manifest;
+pub mod modalias;
 pub mod partition;
 pub mod plural;
 pub mod progress;
+pub mod resolve;
 pub mod slot;
 pub mod state;
 #[cfg(any(test, feature = "test-util"))]

@@ -8,8 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::setup::apt_update;
-use crate::util::{output, run, target_dir};
+use crate::util::{apt_update, output, run, target_dir};
 
 /// Where the kernel and its modules are.
 #[derive(Debug, Clone)]

@@ -13,6 +13,8 @@ mod bench_delta;
 mod bench_distro;
 mod demo;
 mod fuzz;
+#[cfg(test)]
+mod imports;
 mod kernel;
 mod setup;
 #[cfg(test)]

@@ -7,7 +7,7 @@
 use std::process::Command;
 
 use crate::kernel::{self, KernelEnv};
-use crate::util::{have_tool, output, run, target_dir};
+use crate::util::{apt_update, have_tool, output, run, target_dir};
 
 /// Debian packages the project needs, with one program (or, when absolute, one file) each
 /// that proves it is installed.
@@ -19,6 +19,8 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("openssl", "openssl"),
     ("qemu-system-x86", "qemu-system-x86_64"),
     ("gdisk", "sgdisk"),
+    // `stele disk create --format qcow2|vmdk`.
+    ("qemu-utils", "qemu-img"),
     ("cpio", "cpio"),
     ("kmod", "depmod"),
     ("busybox-static", "busybox"),
@@ -178,20 +180,5 @@ fn install_venv() -> Result<(), String> {
             VIRT_FIRMWARE,
         ]),
         &format!("pip install {VIRT_FIRMWARE}"),
-    )
-}
-
-/// `apt-get update`, once per setup run.
-pub fn apt_update() -> Result<(), String> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static DONE: AtomicBool = AtomicBool::new(false);
-    if DONE.swap(true, Ordering::SeqCst) {
-        return Ok(());
-    }
-    run(
-        Command::new("apt-get")
-            .args(["update", "-q"])
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-        "apt-get update",
     )
 }

@@ -8,7 +8,7 @@ use std::process::Command;
 pub const MAX_LINES: usize = 800;
 
 /// The tracked `.rs` files of the repository, as `git ls-files` lists them.
-fn rust_files() -> Vec<String> {
+pub(crate) fn rust_files() -> Vec<String> {
     let out = Command::new("git")
         .args([
             "ls-files",

@@ -121,3 +121,18 @@ fn build_static(package: &str, bin: &str) -> Result<PathBuf, String> {
     );
     Ok(path)
 }
+
+/// `apt-get update`, once per setup run.
+pub fn apt_update() -> Result<(), String> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if DONE.swap(true, Ordering::SeqCst) {
+        return Ok(());
+    }
+    run(
+        Command::new("apt-get")
+            .args(["update", "-q"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        "apt-get update",
+    )
+}

@@ -1,42 +1,13 @@
-//! The device binary's command line, parsed by hand (the init stays lean: no clap), and its
-//! help text. Pure.
+//! The device binary's command line, parsed by hand (the init stays lean: no clap); the
+//! commands, their help and defaults are [`crate::cli::spec`]'s. Pure.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::commands::install::BundleArg;
+use crate::remote::{is_url, FetchOptions};
 use crate::runtime::run_dir::PROGRAM;
-
-/// One-line usage, appended to usage errors.
-pub const USAGE_LINE: &str =
-    "usage: stele update install BUNDLE|-|URL | stele update plan URL | stele update check|apply --channel URL | stele update status [--json] | stele update mark-good | stele update stage1 UKI.efi|-";
-
-/// `stele update --help`.
-pub const HELP: &str = "\
-stele update: A/B updates on the device (this `stele` is stele-init, multi-call)
-
-usage:
-  stele update install BUNDLE|-   verify a signed slot image and write it to the slot that is
-                                  not running, then boot it next (3 tries, not yet good);
-                                  BUNDLE is a file or block device, `-` reads stdin
-  stele update status [--json]    both slots (image, priority, tries, good), the booted slot
-                                  and the rollback floor
-  stele update mark-good          mark the booted slot good (raises the rollback floor)
-  stele update install URL [--max-rate RATE] [--deadline S] [--timeout S]
-                                  fetch a slot image over HTTP(S) as a delta (only the
-                                  blocks this device lacks), resuming where a cut left off
-  stele update plan URL|FILE      what such an install would fetch and reuse; writes nothing
-  stele update check --channel URL
-                                  what the signed channel offers and whether this device's
-                                  wave is due; changes nothing
-  stele update apply --channel URL [--max-rate RATE] [--deadline S] [--timeout S]
-                                  check, then install the release the channel offers
-  stele update stage1 UKI.efi|-   replace the stage-1 UKI on the EFI system partition
-                                  (\\EFI\\BOOT\\BOOTX64.EFI), power-safe: written beside the
-                                  old one, then switched; `-` reads stdin
-
-exit codes: 0 ok, 1 refused, 2 usage, 3 environment
-";
 
 /// An update command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,7 +41,7 @@ pub enum Command {
     Help,
 }
 
-/// What is wrong with the arguments (the message gets [`USAGE_LINE`] appended).
+/// What is wrong with the arguments (the message gets [`crate::cli::spec::usage_line`] appended).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ArgsError {
     #[error("argument {0:?} is not UTF-8")]
@@ -155,7 +126,7 @@ pub fn parse_args(args: &[OsString]) -> Result<Command, ArgsError> {
         command,
         arg: a.to_string_lossy().into_owned(),
     };
-    if let Some(fetch) = crate::cli::remote_args::parse(utf8(sub)?, opts) {
+    if let Some(fetch) = parse_fetch(utf8(sub)?, opts) {
         return fetch;
     }
     match utf8(sub)? {
@@ -188,6 +159,129 @@ pub fn parse_args(args: &[OsString]) -> Result<Command, ArgsError> {
             [_, a, ..] => Err(unexpected("stage1", a)),
         },
         other => Err(ArgsError::UnknownUpdateCommand(other.into())),
+    }
+}
+
+/// A rate like `500K`, `2M` or `1000000` (bytes per second; K, M, G are powers of 1024).
+/// Pure.
+pub fn parse_rate(s: &str) -> Option<u64> {
+    let s = s.trim_end_matches("/s");
+    let (num, mul) = match s.char_indices().last()? {
+        (i, 'K' | 'k') => (&s[..i], 1u64 << 10),
+        (i, 'M' | 'm') => (&s[..i], 1 << 20),
+        (i, 'G' | 'g') => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mul).filter(|&r| r > 0)
+}
+
+fn bad(opt: &str, v: &str) -> ArgsError {
+    ArgsError::BadValue {
+        option: opt.to_string(),
+        value: v.to_string(),
+    }
+}
+
+/// Parses the fetch commands; `None` when `sub`/`opts` are not one of them (an install
+/// of a file or stdin stays with [`crate::cli::args`]).
+fn parse_fetch(sub: &str, opts: &[OsString]) -> Option<Result<Command, ArgsError>> {
+    let strs: Option<Vec<&str>> = opts.iter().map(|o| o.to_str()).collect();
+    let strs = strs?;
+    let fetchy = |a: &&str| {
+        is_url(a)
+            || a.starts_with("--max-rate")
+            || a.starts_with("--deadline")
+            || a.starts_with("--timeout")
+    };
+    match sub {
+        "install" if strs.iter().any(fetchy) => Some(parse_with(sub, &strs)),
+        "plan" | "check" | "apply" => Some(parse_with(sub, &strs)),
+        _ => None,
+    }
+}
+
+fn parse_with(sub: &str, args: &[&str]) -> Result<Command, ArgsError> {
+    let mut opts = FetchOptions::default();
+    let mut channel = None;
+    let mut positional = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i];
+        i += 1;
+        let (opt, inline) = match a.split_once('=') {
+            Some((o, v)) if o.starts_with("--") => (o, Some(v)),
+            _ => (a, None),
+        };
+        let takes_value = matches!(opt, "--max-rate" | "--deadline" | "--timeout" | "--channel");
+        let v = if takes_value {
+            match inline {
+                Some(v) => v,
+                None => {
+                    let v = args
+                        .get(i)
+                        .ok_or_else(|| ArgsError::MissingValue(opt.to_string()))?;
+                    i += 1;
+                    v
+                }
+            }
+        } else {
+            ""
+        };
+        let installs = sub == "install" || sub == "apply";
+        match opt {
+            "--max-rate" if installs => {
+                opts.max_rate = Some(parse_rate(v).ok_or_else(|| bad(opt, v))?);
+            }
+            "--deadline" if installs => {
+                opts.deadline = Duration::from_secs(v.parse().map_err(|_| bad(opt, v))?);
+            }
+            "--timeout" => {
+                let secs: u64 = v.parse().map_err(|_| bad(opt, v))?;
+                if secs == 0 {
+                    return Err(bad(opt, v));
+                }
+                opts.timeout = Duration::from_secs(secs);
+            }
+            "--channel" if sub == "check" || sub == "apply" => channel = Some(v.to_string()),
+            o if o.starts_with('-') && o != "-" => {
+                return Err(ArgsError::UnknownOption(a.to_string()))
+            }
+            _ => positional.push(a.to_string()),
+        }
+    }
+    let one = |what: ArgsError| -> Result<String, ArgsError> {
+        match positional.as_slice() {
+            [p] => Ok(p.clone()),
+            [] => Err(what),
+            _ => Err(ArgsError::TwoBundles),
+        }
+    };
+    match sub {
+        "install" => {
+            let url = one(ArgsError::MissingBundle)?;
+            if !is_url(&url) {
+                return Err(ArgsError::FetchOptionsNeedUrl);
+            }
+            Ok(Command::InstallUrl { url, opts })
+        }
+        "plan" => Ok(Command::Plan {
+            location: one(ArgsError::MissingLocation)?,
+            opts,
+        }),
+        _ => {
+            if let Some(p) = positional.first() {
+                return Err(ArgsError::Unexpected {
+                    command: if sub == "check" { "check" } else { "apply" },
+                    arg: p.clone(),
+                });
+            }
+            let channel = channel.ok_or(ArgsError::MissingChannel)?;
+            Ok(if sub == "check" {
+                Command::Check { channel, opts }
+            } else {
+                Command::Apply { channel, opts }
+            })
+        }
     }
 }
 
@@ -298,10 +392,78 @@ mod tests {
             assert_eq!(e, want, "{bad:?}");
             let e = Error::from(e);
             assert_eq!(e.exit(), Exit::Usage, "{bad:?}");
-            assert!(e.to_string().ends_with(USAGE_LINE), "{bad:?}");
+            assert!(
+                e.to_string().ends_with(&crate::cli::spec::usage_line()),
+                "{bad:?}"
+            );
         }
         assert!(Error::from(p(&["image"]).unwrap_err())
             .to_string()
             .contains("only `stele update`"));
+    }
+}
+
+#[cfg(test)]
+mod fetch_tests {
+    use super::*;
+
+    fn p(sub: &str, v: &[&str]) -> Option<Result<Command, ArgsError>> {
+        let os: Vec<OsString> = v.iter().map(OsString::from).collect();
+        parse_fetch(sub, &os)
+    }
+
+    #[test]
+    fn fetch_commands() {
+        assert_eq!(parse_rate("2M"), Some(2 << 20));
+        assert_eq!(parse_rate("500k/s"), Some(500 << 10));
+        assert_eq!(parse_rate("1000"), Some(1000));
+        assert_eq!(parse_rate("0"), None);
+        assert_eq!(parse_rate("fast"), None);
+        assert!(
+            p("install", &["/dev/vdb"]).is_none(),
+            "a file stays with args.rs"
+        );
+        let Some(Ok(Command::InstallUrl { url, opts })) = p(
+            "install",
+            &["http://h/v2.img", "--max-rate", "1M", "--deadline=60"],
+        ) else {
+            panic!()
+        };
+        assert_eq!(url, "http://h/v2.img");
+        assert_eq!(opts.max_rate, Some(1 << 20));
+        assert_eq!(opts.deadline, Duration::from_secs(60));
+        assert!(matches!(
+            p("install", &["/dev/vdb", "--max-rate", "1M"]),
+            Some(Err(ArgsError::FetchOptionsNeedUrl))
+        ));
+        assert!(matches!(
+            p("plan", &["v2.img"]),
+            Some(Ok(Command::Plan { .. }))
+        ));
+        assert!(matches!(
+            p("check", &["--channel", "http://h/c"]),
+            Some(Ok(Command::Check { .. }))
+        ));
+        assert!(matches!(
+            p("apply", &["--channel", "http://h/c", "--max-rate", "64K"]),
+            Some(Ok(Command::Apply {
+                opts: FetchOptions {
+                    max_rate: Some(65536),
+                    ..
+                },
+                ..
+            }))
+        ));
+        for (sub, bad) in [
+            ("check", &["--max-rate", "1M", "--channel", "c"][..]),
+            ("apply", &[][..]),
+            ("apply", &["--channel"][..]),
+            ("plan", &[][..]),
+            ("install", &["http://h/x", "--max-rate", "soon"][..]),
+            ("install", &["http://h/x", "--timeout", "0"][..]),
+            ("check", &["--channel", "c", "extra"][..]),
+        ] {
+            assert!(matches!(p(sub, bad), Some(Err(_))), "{sub} {bad:?}");
+        }
     }
 }

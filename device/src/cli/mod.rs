@@ -12,12 +12,16 @@ use stele_verifier::progress::Progress;
 
 pub mod args;
 pub mod progress;
-pub mod remote_args;
+pub mod spec;
 
-use crate::commands::{esp, install, mark_good, status};
+use stele_verifier::keys::Keyring;
+
+use crate::commands::{channel, esp, install, mark_good, status};
+use crate::remote::{self, Location};
 use crate::runtime::run_dir::RUN_DIR;
+use crate::target::{HttpOpener, Target};
 use crate::Result;
-use args::{parse_args, Command, HELP};
+use args::{parse_args, Command};
 use progress::Line;
 
 pub use crate::cli::args::is_update_call;
@@ -27,7 +31,7 @@ pub use crate::cli::args::is_update_call;
 pub fn main(argv: &[OsString]) -> Exit {
     let r = parse_args(argv.get(1..).unwrap_or(&[]))
         .map_err(crate::Error::from)
-        .and_then(|cmd| run(&cmd, Path::new(RUN_DIR), &mut Line::stderr()));
+        .and_then(|cmd| run(&cmd, At::Device(Path::new(RUN_DIR)), &mut Line::stderr()));
     match r {
         Ok(()) => Exit::Success,
         Err(e) => print_error(&e),
@@ -39,71 +43,103 @@ fn log(line: &str) {
     eprintln!("stele: {line}");
 }
 
-/// Runs a device command against the files the boot published in `run_dir`, printing its
-/// output; an install's copy is reported to `progress`.
-pub fn run(cmd: &Command, run_dir: &Path, progress: &mut dyn Progress) -> Result<()> {
-    match cmd {
-        Command::Help => {
-            print!("{HELP}");
-            Ok(())
+/// Where a command runs: the device (the run directory its boot published), or a disk
+/// image on a host with the keys and product the command line gave.
+#[derive(Debug)]
+pub enum At<'a> {
+    Device(&'a Path),
+    Disk {
+        path: &'a Path,
+        keyring: Option<Keyring>,
+        product: Option<String>,
+        http: Option<HttpOpener>,
+    },
+}
+
+impl At<'_> {
+    /// Opens the target, for writing with `write`.
+    fn open(self, write: bool) -> Result<Target> {
+        match self {
+            At::Device(run_dir) => Target::device(run_dir, write),
+            At::Disk {
+                path,
+                keyring,
+                product,
+                http,
+            } => {
+                let mut t = Target::disk(path, keyring, product, write)?;
+                t.http = http;
+                Ok(t)
+            }
         }
+    }
+
+    /// Opens the target with what an install or plan is checked against.
+    fn open_trusted(self, write: bool) -> Result<Target> {
+        let mut t = self.open(write)?;
+        t.load_trust()?;
+        Ok(t)
+    }
+}
+
+/// Runs an update command at `at`, printing its output (the same lines on both
+/// front-ends); an install's copy is reported to `progress`. Each command opens its
+/// target and calls one function.
+pub fn run(cmd: &Command, at: At<'_>, progress: &mut dyn Progress) -> Result<()> {
+    match cmd {
+        Command::Help => print!("{}", spec::help()),
         Command::Install(b) => {
-            let done = install::on_device(run_dir, b, &mut log, progress)?;
+            let mut t = at.open_trusted(true)?;
+            let done = install::run(&mut t, b, &mut log, progress)?;
             println!("{}", install::installed_line(&done));
-            Ok(())
         }
         Command::InstallUrl { url, opts } => {
-            let loc = crate::remote::Location::parse(url);
-            let done =
-                crate::remote::on_device(run_dir, &loc, opts, &mut |_| Ok(()), &mut log, progress)?;
-            println!("{}", crate::remote::summary_line(&done));
+            let mut t = at.open_trusted(true)?;
+            let loc = Location::parse(url);
+            let done = remote::install(&mut t, &loc, opts, &mut |_| Ok(()), &mut log, progress)?;
+            println!("{}", remote::summary_line(&done));
             println!("{}", install::installed_line(&done.installed));
-            Ok(())
         }
         Command::Plan { location, opts } => {
-            let loc = crate::remote::Location::parse(location);
-            print!("{}", crate::remote::plan_on_device(run_dir, &loc, opts)?);
-            Ok(())
-        }
-        Command::Check { channel, opts } => {
-            let loc = crate::remote::Location::parse(channel);
+            let mut t = at.open_trusted(false)?;
             print!(
                 "{}",
-                crate::commands::channel::check_on_device(run_dir, &loc, opts)?
+                remote::plan(&mut t, &Location::parse(location), opts)?
             );
-            Ok(())
         }
-        Command::Apply { channel, opts } => {
-            let loc = crate::remote::Location::parse(channel);
-            match crate::commands::channel::apply_on_device(
-                run_dir, &loc, opts, &mut log, progress,
-            )? {
-                crate::commands::channel::Applied::UpToDate { version } => {
+        Command::Check { channel: ch, opts } => {
+            let t = at.open(false)?;
+            print!("{}", channel::check(&t, &Location::parse(ch), opts)?);
+        }
+        Command::Apply { channel: ch, opts } => {
+            let mut t = at.open(true)?;
+            match channel::apply(&mut t, &Location::parse(ch), opts, &mut log, progress)? {
+                channel::Applied::UpToDate { version } => {
                     println!(
                         "stele: up to date: {version} is the newest release this device takes"
                     );
                 }
-                crate::commands::channel::Applied::Installed(done) => {
-                    println!("{}", crate::remote::summary_line(&done));
+                channel::Applied::Installed(done) => {
+                    println!("{}", remote::summary_line(&done));
                     println!("{}", install::installed_line(&done.installed));
                 }
             }
-            Ok(())
         }
         Command::Status { json } => {
-            let st = status::on_device(run_dir)?;
+            let mut t = at.open(false)?;
+            let st = status::run(&mut t)?;
             print!("{}", if *json { st.json() } else { st.text() });
-            Ok(())
         }
         Command::MarkGood => {
-            let s = mark_good::on_device(run_dir)?;
+            let mut t = at.open(true)?;
+            let s = mark_good::run(&mut t)?;
             println!("stele: slot={} marked good", s.name());
-            Ok(())
         }
         Command::Stage1(u) => {
-            let done = esp::on_device(run_dir, u, &mut log)?;
+            let t = at.open(true)?;
+            let done = esp::on_target(&t, u, &mut log)?;
             println!("{}", esp::replaced_line(&done));
-            Ok(())
         }
     }
+    Ok(())
 }

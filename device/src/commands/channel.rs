@@ -10,7 +10,6 @@
 //!   atomically (temporary file, fsync, rename, fsync of the directory).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -26,8 +25,10 @@ use stele_verifier::keys::Keyring;
 use stele_verifier::manifest::Manifest;
 
 use crate::remote::{self, device_source, DeltaInstalled, FetchOptions, Location, SystemClock};
-use crate::runtime::keyring::load_keyring;
+use crate::runtime::data_file;
 use crate::runtime::run_dir::{RunDir, MANIFEST};
+use crate::runtime::verified::Lower;
+use crate::target::Target;
 use crate::{Error, Result};
 
 /// The channel keys inside the image, relative to its root
@@ -54,7 +55,11 @@ pub struct ChannelEnv {
 /// Where the channel state lives on this device: `<data_mount>/lib/stele/channel.toml`,
 /// only with a data partition.
 pub fn state_path(dev: &RunDir) -> Result<PathBuf> {
-    if dev.devices.data.is_none() {
+    if dev
+        .devices
+        .get(stele_verifier::layout::Role::Data)
+        .is_none()
+    {
         return Err(Error::NoDataPartition);
     }
     Ok(Path::new(&dev.config.data_mount).join(STATE_FILE))
@@ -62,21 +67,21 @@ pub fn state_path(dev: &RunDir) -> Result<PathBuf> {
 
 /// Reads the channel state; a missing file is a new state with a fresh random seed,
 /// written at once (the seed is the device's for good).
+/// Opened as data (crate::runtime::data_file): no link followed, a FIFO or device refused.
 pub fn load_state(path: &Path) -> Result<ChannelState> {
-    match fs::read_to_string(path) {
-        Ok(text) => ChannelState::parse(&text).map_err(|why| Error::ChannelState {
-            path: path.to_path_buf(),
-            why,
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    match data_file::read(path).map_err(Error::DataFile)? {
+        Some(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            ChannelState::parse(&text).map_err(|why| Error::ChannelState {
+                path: path.to_path_buf(),
+                why,
+            })
+        }
+        None => {
             let st = ChannelState::new(random_seed(path)?);
             save_state(path, &st)?;
             Ok(st)
         }
-        Err(e) => Err(Error::ChannelState {
-            path: path.to_path_buf(),
-            why: e.to_string(),
-        }),
     }
 }
 
@@ -91,35 +96,21 @@ fn random_seed(path: &Path) -> Result<u64> {
     Ok(u64::from_le_bytes(b) % SEED_RANGE)
 }
 
-/// Writes the channel state atomically: a temporary file next to it, fsync, rename,
-/// fsync of the directory.
+/// Writes the channel state atomically: a new temporary file next to it (never through a
+/// link planted there), fsync, rename, fsync of the directory (crate::runtime::data_file).
 pub fn save_state(path: &Path, st: &ChannelState) -> Result<()> {
-    let err = |e: std::io::Error| Error::ChannelState {
-        path: path.to_path_buf(),
-        why: e.to_string(),
-    };
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    fs::create_dir_all(dir).map_err(err)?;
-    let tmp = dir.join(format!(".channel.toml.tmp-{}", std::process::id()));
-    let written = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(st.to_toml().as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written.map_err(err)
+    data_file::write_atomic(path, st.to_toml().as_bytes()).map_err(Error::DataFile)
 }
 
 /// Reads `/run/stele` and everything a channel decision needs.
 pub fn env(run_dir: &Path) -> Result<ChannelEnv> {
     let dev = RunDir::read(run_dir)?;
-    let keys = channel_keys_in(&dev.lower());
-    let keyring =
-        load_keyring(&[], &[keys], 1, &mut |s| print_warning(&s)).map_err(Error::ChannelKeys)?;
+    // Inside the verified image, never through a link out of it (crate::runtime::verified).
+    let keyring = Lower::open(&dev.lower(), &dev.config.data_mount)?.keyring(
+        stele_verifier::layout::CHANNEL_KEYS_DIR,
+        1,
+        &mut |s| print_warning(&s),
+    )?;
     let mpath = run_dir.join(MANIFEST);
     let body = fs::read(&mpath).map_err(|source| Error::NotPublished {
         path: mpath.clone(),
@@ -229,8 +220,8 @@ pub fn describe(
 /// `check --channel`: verifies the channel and prints what it offers; writes nothing
 /// (except a new device's rollout seed). A refused channel (signature, product,
 /// sequence, expiry) is an error; a wave not yet due is shown, not an error.
-pub fn check_on_device(run_dir: &Path, loc: &Location, opts: &FetchOptions) -> Result<String> {
-    let e = env(run_dir)?;
+pub fn check(t: &Target, loc: &Location, opts: &FetchOptions) -> Result<String> {
+    let e = env(device_dir(t, "check")?)?;
     let v = read_channel(&e, loc, opts)?;
     let refuse = |source| Error::Channel {
         location: loc.show(),
@@ -243,6 +234,14 @@ pub fn check_on_device(run_dir: &Path, loc: &Location, opts: &FetchOptions) -> R
     }
 }
 
+/// The run directory of a target on the device; the channel commands have no meaning on
+/// a disk image.
+fn device_dir<'a>(t: &'a Target, command: &'static str) -> Result<&'a Path> {
+    t.run_dir()
+        .map(|d| d.dir.as_path())
+        .ok_or(Error::DeviceOnly { command })
+}
+
 /// What `apply` did.
 #[derive(Debug)]
 pub enum Applied {
@@ -250,18 +249,18 @@ pub enum Applied {
     Installed(DeltaInstalled),
 }
 
-/// `apply --channel`: [`check_on_device`]'s checks, then the delta install of the offered
+/// `apply --channel`: [`check`]'s checks, then the delta install of the offered
 /// release. Its image must have the channel's length and manifest digest (and so its
 /// version and rollback index) before anything is written; the channel state is
 /// recorded then (or when the device is up to date). Every refusal writes nothing.
-pub fn apply_on_device(
-    run_dir: &Path,
+pub fn apply(
+    t: &mut Target,
     loc: &Location,
     opts: &FetchOptions,
     log: &mut dyn FnMut(&str),
     progress: &mut dyn stele_verifier::progress::Progress,
 ) -> Result<Applied> {
-    let e = env(run_dir)?;
+    let e = env(device_dir(t, "apply")?)?;
     let v = read_channel(&e, loc, opts)?;
     let refuse = |source| Error::Channel {
         location: loc.show(),
@@ -327,6 +326,7 @@ pub fn apply_on_device(
         // The channel is acted on: remember it before the slot is touched.
         save_state(&e.state_path, &state)
     };
-    let done = remote::on_device(run_dir, &image, opts, &mut check, log, progress)?;
+    t.load_trust()?;
+    let done = remote::install(t, &image, opts, &mut check, log, progress)?;
     Ok(Applied::Installed(done))
 }

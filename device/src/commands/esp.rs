@@ -17,19 +17,16 @@
 //! flushed file: the proof is the replay test (stage1/power_cut.rs). Decisions ([`plan`])
 //! apart from writes ([`Plan::write`]). Layout in docs/FORMATS.md, "Replacing stage 1".
 
-use std::fs::OpenOptions;
 use std::io::{self, Read};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::path::Path;
+use std::os::unix::fs::FileTypeExt;
 
 use sha2::{Digest, Sha256};
-use stele_verifier::layout::Role;
 use stele_verifier::uki::{self, UkiError};
 
 use crate::commands::install::BundleArg;
 use crate::fat::{write_at, Entry, FatError, Fs, Link, DELETED};
-use crate::runtime::run_dir::{RunDir, DEVICES};
-use crate::runtime::storage::{self, Storage};
+use crate::runtime::open::{self, Storage};
+use crate::target::Target;
 use crate::{Error, Result};
 
 /// Where the firmware finds stage 1.
@@ -383,7 +380,7 @@ pub fn read_uki(arg: &BundleArg, limit: u64) -> Result<(Vec<u8>, String)> {
         BundleArg::Stdin => (Box::new(io::stdin()), "stdin".into()),
         BundleArg::Path(p) => {
             let name = p.display().to_string();
-            let f = storage::open(&name, false)?;
+            let f = open::open(&name, false)?;
             let md = f.metadata().map_err(|e| Error::io("stat", &name, e))?;
             if !md.is_file() && !md.file_type().is_fifo() {
                 return Err(Error::UkiNotAFile { path: name });
@@ -436,28 +433,13 @@ pub fn run<D: Storage>(
     })
 }
 
-/// `stele update stage1` on the device: the ESP the boot published in
-/// `/run/stele/devices` (`esp=`), opened exclusively (refused while it is mounted).
-pub fn on_device(run_dir: &Path, arg: &BundleArg, progress: &mut dyn FnMut(&str)) -> Result<Done> {
-    let dev = RunDir::read(run_dir)?;
-    let path = dev
-        .devices
-        .get(Role::Esp)
-        .ok_or_else(|| Error::NoEsp {
-            devices: run_dir.join(DEVICES),
-        })?
-        .to_string();
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(nix::libc::O_EXCL)
-        .open(&path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(nix::libc::EBUSY) => Error::EspBusy { path: path.clone() },
-            _ => Error::io("open", &path, e),
-        })?;
-    let len = storage::size(&mut f, &path)?;
-    run(&mut f, len, &path, arg, progress)
+/// `stele update stage1` on an opened target: its ESP ([`Target::esp`]: on the device
+/// the partition the boot published, opened exclusively; the disk image's otherwise).
+pub fn on_target(t: &Target, arg: &BundleArg, progress: &mut dyn FnMut(&str)) -> Result<Done> {
+    let mut esp = t.esp()?;
+    let len = esp.len();
+    let name = esp.path().to_string();
+    run(&mut esp, len, &name, arg, progress)
 }
 
 #[cfg(test)]

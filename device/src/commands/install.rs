@@ -7,17 +7,17 @@ use std::fs::{File, Metadata};
 use std::io::{self, Read, Seek};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileTypeExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use stele_engine as vupdate;
-use stele_verifier::keys::Keyring;
+
 use stele_verifier::progress::Progress;
 use stele_verifier::state::{BootState, Slot};
 
-use crate::runtime::rollback::{self, Floors};
-use crate::runtime::run_dir::RunDir;
+use crate::runtime::open::{self, Storage};
+use crate::runtime::rollback;
 use crate::runtime::state_file::StateFile;
-use crate::runtime::storage::{self, Storage};
+use crate::target::{Place, Target};
 use crate::{Error, Result};
 
 /// Where an install reads the bundle from.
@@ -75,10 +75,10 @@ pub fn open_bundle(arg: &BundleArg) -> Result<(Bundle, Option<Metadata>)> {
         return Ok((stream, md));
     };
     let name = p.display().to_string();
-    let mut f = storage::open(&name, false)?;
+    let mut f = open::open(&name, false)?;
     let md = f.metadata().map_err(|e| Error::io("stat", &name, e))?;
     let b = if md.is_file() || md.file_type().is_block_device() {
-        let len = storage::size(&mut f, &name)?;
+        let len = open::size(&mut f, &name)?;
         Bundle::Seekable {
             reader: Box::new(f),
             len,
@@ -106,82 +106,7 @@ impl Bundle {
 
 pub use stele_verifier::partition::same_file;
 
-/// Which slot an install writes. On the device (`booted` known) the slot that is not
-/// booted; on a disk image, the slot the state would NOT boot next (a when none is
-/// bootable). Refused when the running (or next) slot is on trial and the target is its
-/// bootable fallback: overwriting it would leave no slot known to be good. Pure.
-pub fn plan(st: &BootState, booted: Option<Slot>) -> Result<Slot> {
-    let running = booted.or_else(|| st.choose());
-    let target = running.map_or(Slot::A, Slot::other);
-    if let Some(r) = running {
-        if !st.slot(r).successful && st.slot(target).bootable() {
-            return Err(Error::OnTrial {
-                running: r,
-                target,
-                on_device: booted.is_some(),
-            });
-        }
-    }
-    Ok(target)
-}
-
-/// The rollback floor an install must meet: the state's floor, raised to the running
-/// slot's verified rollback index when that slot is good (its index is the floor the
-/// state would have once it is marked good; a fresh disk, or one made by an older stele,
-/// may not have it yet). `running` is the booted slot on the device, the slot the state
-/// boots next on a disk image. Pure.
-pub fn install_floor(st: &BootState, running: Option<(Slot, u64)>) -> u64 {
-    match running {
-        Some((s, index)) if st.slot(s).successful => st.rollback_floor.max(index),
-        _ => st.rollback_floor,
-    }
-}
-
-/// What the device trusts: its keyring, the product it is bound to, the running slot
-/// with its verified rollback index (for [`install_floor`]), and the floors kept outside
-/// the state (the TPM counter's, the initramfs minimum).
-#[derive(Clone, Copy, Debug)]
-pub struct Trust<'a> {
-    pub keyring: &'a Keyring,
-    pub product: Option<&'a str>,
-    /// The slot running (on the device) or booting next (on a disk image) and its
-    /// verified rollback index, when known.
-    pub running: Option<(Slot, u64)>,
-    /// `tpm` and `initramfs` of [`rollback::floors`] (its `state` is not used: the state
-    /// is read at each check). A build host has neither: `Floors::default()`.
-    pub floors: Floors,
-}
-
-impl<'a> Trust<'a> {
-    /// The trust of an install on the device: the keyring and product of the run
-    /// directory, the booted slot with its verified rollback index, and the floors kept
-    /// outside the state (the TPM counter's, the initramfs minimum). Every install and
-    /// plan on the device starts from it.
-    pub fn on_device(dev: &'a RunDir) -> Result<Self> {
-        let running = (dev.booted, dev.booted_rollback_index()?);
-        let mut tpm = rollback::open_counter(&dev.config)?;
-        Ok(Trust {
-            keyring: &dev.keyring,
-            product: dev.config.name.as_deref(),
-            running: Some(running),
-            floors: rollback::floors(0, tpm.counter(), &dev.config)?,
-        })
-    }
-
-    /// The floors an install must meet against state `st`: the state's, the good running
-    /// slot's index (together [`install_floor`]), the TPM's and the initramfs minimum.
-    /// Pure.
-    pub fn floors(&self, st: &BootState) -> Floors {
-        Floors {
-            state: st.rollback_floor,
-            running: self
-                .running
-                .filter(|(s, _)| st.slot(*s).successful)
-                .map(|(_, index)| index),
-            ..self.floors
-        }
-    }
-}
+pub use crate::target::{install_floor, plan, Trust};
 
 /// What an install did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -319,52 +244,56 @@ pub(crate) fn flip<D: Storage, S: Storage>(
     })
 }
 
-/// `stele update install` on the device: into the slot that is not booted, the slot
-/// partition locked throughout (one install at a time), the state only for its reads and
-/// the flip.
-pub fn on_device(
-    run_dir: &Path,
+/// `stele update install BUNDLE|-` on an opened target ([`Target::load_trust`] read):
+/// into [`Target::install_slot`] (locked for the install), the state locked only for its
+/// reads and the flip. A bundle that is the target slot itself (or the disk image) is
+/// refused before anything is written.
+pub fn run(
+    t: &mut Target,
     arg: &BundleArg,
     log: &mut dyn FnMut(&str),
     progress: &mut dyn Progress,
 ) -> Result<Installed> {
-    let dev = RunDir::read(run_dir)?;
-    let trust = Trust::on_device(&dev)?;
-    let mut state = StateFile::open(dev.state_path(), true)?;
-    let target = plan(&state.locked(StateFile::load)?, Some(dev.booted))?;
-    let slot_path = dev.slot_path(target)?.to_string();
+    let mut target = t.install_slot()?;
     let (mut bundle, bundle_md) = open_bundle(arg)?;
-    let mut slot = storage::open(&slot_path, true)?;
-    let slot_len = storage::size(&mut slot, &slot_path)?;
     if let Some(bmd) = &bundle_md {
-        let smd = slot
+        let part = &target.part;
+        let smd = part
+            .file()
             .metadata()
-            .map_err(|e| Error::io("stat", &slot_path, e))?;
+            .map_err(|e| Error::io("stat", part.path(), e))?;
         if same_file(bmd, &smd) {
-            return Err(Error::BundleIsSlot {
-                bundle: bundle.name().to_string(),
-                path: slot_path,
+            return Err(match t.place {
+                Place::Device(_) => Error::BundleIsSlot {
+                    bundle: bundle.name().to_string(),
+                    path: part.path().to_string(),
+                },
+                Place::Disk(ref p) => Error::BundleIsDisk {
+                    path: p.display().to_string(),
+                },
             });
         }
     }
-    let _busy = storage::try_lock(&slot, &slot_path)?.ok_or_else(|| Error::SlotBusy {
-        path: slot_path.clone(),
-    })?;
-    install(
+    let trust = t.trusted.trust()?;
+    let slot_len = target.part.len();
+    let done = install(
         &mut bundle,
-        target,
-        &mut slot,
+        target.slot,
+        &mut target.part,
         slot_len,
-        &mut state,
+        &mut t.state,
         &trust,
         log,
         progress,
-    )
-    .map_err(|e| Error::Installing {
-        slot: target,
-        path: slot_path,
-        source: Box::new(e),
-    })
+    );
+    match t.place {
+        Place::Device(_) => done.map_err(|e| Error::Installing {
+            slot: target.slot,
+            path: target.part.path().to_string(),
+            source: Box::new(e),
+        }),
+        Place::Disk(_) => done,
+    }
 }
 
 #[cfg(test)]

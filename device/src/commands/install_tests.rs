@@ -5,6 +5,7 @@
 #![allow(clippy::cast_possible_truncation)] // test sizes are small
 
 use super::*;
+use crate::runtime::rollback::Floors;
 use std::io::Cursor;
 use stele_verifier::exit::{Exit, Report};
 use stele_verifier::progress::Silent;

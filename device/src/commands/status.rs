@@ -1,81 +1,15 @@
 //! `stele update status`: the boot state and what each slot holds, as text (one line per
 //! slot) or one JSON object (serde; field names documented in docs/CLI.md).
 
-use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
-
 use serde::Serialize;
-use stele_verifier::footer::FOOTER_SIZE;
-use stele_verifier::keys::Keyring;
-use stele_verifier::slot::{self, VerifyOptions};
+
 use stele_verifier::state::{BootState, Slot, SlotState};
 
-use crate::runtime::run_dir::RunDir;
-use crate::runtime::state_file::StateFile;
-use crate::runtime::storage;
+use crate::runtime::rollback::Floors;
+use crate::target::Target;
 use crate::Result;
 
-/// What a slot holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Image {
-    /// Signatures (keyring threshold), layout and hash tree check out.
-    Valid {
-        name: String,
-        version: String,
-        rollback_index: u64,
-    },
-    /// Without trusted keys (`--disk` with no `--key`): footer, manifest, layout and hash
-    /// tree check out; the signatures were not checked.
-    Unverified {
-        name: String,
-        version: String,
-        rollback_index: u64,
-    },
-    /// The footer is all zeros: never written, or an install was interrupted.
-    Empty,
-    /// The slot has no partition.
-    Missing,
-    /// Anything else, with the cause.
-    Invalid(String),
-}
-
-/// Checks the image in a slot (without reading every data block) against `keyring`, or
-/// without one everything but the signatures ([`Image::Unverified`]: status is not a
-/// trust decision). Never fails: the outcome is the [`Image`].
-pub fn inspect_slot<R: Read + Seek>(r: &mut R, len: u64, keyring: Option<&Keyring>) -> Image {
-    if let Some(at) = len.checked_sub(FOOTER_SIZE) {
-        let mut f = [0u8; 4096];
-        let read = r
-            .seek(SeekFrom::Start(at))
-            .and_then(|_| r.read_exact(&mut f));
-        if read.is_ok() && f.iter().all(|&b| b == 0) {
-            return Image::Empty;
-        }
-    }
-    let opts = VerifyOptions {
-        full: false,
-        rollback_floor: None,
-        product: None,
-    };
-    let Some(keyring) = keyring else {
-        return match slot::check_unsigned(r, len) {
-            Ok((_, m)) => Image::Unverified {
-                name: m.name,
-                version: m.version,
-                rollback_index: m.rollback_index,
-            },
-            Err(e) => Image::Invalid(e.to_string()),
-        };
-    };
-    match slot::verify(r, len, keyring, opts) {
-        Ok((_, v)) => Image::Valid {
-            name: v.manifest.name,
-            version: v.manifest.version,
-            rollback_index: v.manifest.rollback_index,
-        },
-        Err(e) => Image::Invalid(e.to_string()),
-    }
-}
+pub use crate::inspect::{inspect_slot, Image};
 
 /// One slot in the status.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -258,25 +192,20 @@ impl Status {
     }
 }
 
-/// `stele update status` on the device.
-pub fn on_device(run_dir: &Path) -> Result<Status> {
-    let dev = RunDir::read(run_dir)?;
-    let st = StateFile::open(dev.state_path(), false)?.load()?;
-    let mut images = [Image::Missing, Image::Missing];
-    for (i, s) in [Slot::A, Slot::B].into_iter().enumerate() {
-        if let Some(p) = dev.devices.slot(s) {
-            let checked = storage::open(p, false).and_then(|mut f| {
-                let len = storage::size(&mut f, p)?;
-                Ok(inspect_slot(&mut f, len, Some(&dev.keyring)))
-            });
-            images[i] = checked.unwrap_or_else(|e| Image::Invalid(e.to_string()));
-        }
+/// `stele update status` on an opened target: both slots checked against its keyring;
+/// on the device the booted slot, and the floor an install is checked against (the TPM's
+/// or the initramfs minimum when higher than the state's).
+pub fn run(t: &mut Target) -> Result<Status> {
+    let st = t.state.load()?;
+    t.load_floors()?;
+    let mut status = Status::new(&st, t.booted(), t.images());
+    if t.on_device() {
+        let floors = Floors {
+            state: st.rollback_floor,
+            ..t.trusted.floors()
+        };
+        status.rollback_floor = floors.effective();
     }
-    let mut tpm = crate::runtime::rollback::open_counter(&dev.config)?;
-    let floors = crate::runtime::rollback::floors(st.rollback_floor, tpm.counter(), &dev.config)?;
-    let mut status = Status::new(&st, Some(dev.booted), images);
-    // What an install is checked against: the TPM's or the initramfs floor when higher.
-    status.rollback_floor = floors.effective();
     Ok(status)
 }
 

@@ -7,8 +7,9 @@
 //! On the device, `stele` links no network code: an `http(s)://` location is fetched by
 //! the fetch client at `/usr/lib/stele/stele-fetch` (verifier::layout::FETCH_CLIENT) inside
 //! the verified root, run from the dm-verity
-//! lower layer (`/run/stele/lower/usr/lib/stele/stele-fetch`), never from the overlay or
-//! the data partition. Any other location is a local file.
+//! lower layer (`/run/stele/lower/usr/lib/stele/stele-fetch`), opened inside it
+//! (crate::runtime::verified) and executed from that descriptor, never from the overlay or the data
+//! partition. Any other location is a local file.
 
 pub mod pipe;
 pub mod protocol;
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use stele_engine::delta::apply::{apply, Stats};
-use stele_engine::delta::plan::{plan, BaseUse, Plan};
+use stele_engine::delta::plan::{plan as plan_delta, BaseUse, Plan};
 use stele_engine::delta::{
     fetch_meta, Clock, DeltaError, Fetcher, KnownHashBlocks, Meta, RangeSource, ReaderSource,
     RetryPolicy, Trust, DEFAULT_MAX_RANGE,
@@ -28,17 +29,13 @@ use stele_verifier::progress::Progress;
 use stele_verifier::state::Slot;
 
 use crate::commands::install::Installed;
+use crate::runtime::open::{self, Storage};
 use crate::runtime::rollback;
 use crate::runtime::run_dir::RunDir;
 use crate::runtime::state_file::StateFile;
-use crate::runtime::storage::{self, Storage};
+use crate::runtime::verified::Lower;
+use crate::target::{Place, Target};
 use crate::{Error, Result};
-
-/// Where the fetch client is inside a slot image (and so under the verified lower layer),
-/// relative to the image's root.
-pub fn fetch_client_in(root: &Path) -> PathBuf {
-    root.join(stele_verifier::layout::FETCH_CLIENT.trim_start_matches('/'))
-}
 
 /// Where an image or channel is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,12 +107,17 @@ pub struct FetchOptions {
     pub timeout: Duration,
 }
 
+/// `--deadline`'s default, in seconds: both front-ends take it from here.
+pub const DEFAULT_DEADLINE_SECS: u64 = 300;
+/// `--timeout`'s default, in seconds: both front-ends take it from here.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
+
 impl Default for FetchOptions {
     fn default() -> Self {
         FetchOptions {
             max_rate: None,
-            deadline: Duration::from_secs(300),
-            timeout: Duration::from_secs(30),
+            deadline: Duration::from_secs(DEFAULT_DEADLINE_SECS),
+            timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
         }
     }
 }
@@ -277,7 +279,7 @@ pub fn plan_from<T: Read + Seek, B: Read + Seek>(
     let base_ref = base.as_mut().map(|(b, l)| (&mut **b, *l));
     let (_, meta) =
         signed_first(src, clock, base_ref, keyring, opts, floor, slot_len).map_err(err)?;
-    let p = plan(
+    let p = plan_delta(
         &meta,
         target,
         base,
@@ -336,7 +338,7 @@ pub fn install_from<D: Storage, B: Read + Seek, S: Storage>(
         m.name, m.version, m.rollback_index
     ));
     check(&meta)?;
-    let p = plan(
+    let p = plan_delta(
         &meta,
         Some((&mut *slot, slot_len)),
         base.as_mut().map(|(b, l)| (&mut **b, *l)),
@@ -391,97 +393,129 @@ pub fn device_source(
 ) -> Result<Box<dyn RangeSource>> {
     match loc {
         Location::Http(url) => {
-            let program = fetch_client_in(&dev.lower());
-            if !program.is_file() {
-                return Err(Error::NoFetchClient { path: program });
-            }
+            // Opened inside the verified image and run from that descriptor (pipe::Program).
+            let lower = Lower::open(&dev.lower(), &dev.config.data_mount)?;
+            let path = lower.show(stele_verifier::layout::FETCH_CLIENT);
+            let Some(file) = lower.open_file(stele_verifier::layout::FETCH_CLIENT)? else {
+                return Err(Error::NoFetchClient { path });
+            };
+            let program = pipe::Program { file, path };
             let args = vec![
                 "--timeout".to_string(),
                 opts.timeout.as_secs().max(1).to_string(),
             ];
-            Ok(Box::new(pipe::PipeSource::new(&program, args, url)))
+            Ok(Box::new(pipe::PipeSource::new(program, args, url)))
         }
         Location::File(p) => {
             let name = p.display().to_string();
-            let f = storage::open(&name, false)?;
+            let f = open::open(&name, false)?;
             Ok(Box::new(ReaderSource::new(f, name)))
         }
     }
 }
 
-/// `stele update install URL` on the device: into the slot that is not booted, the
-/// booted slot as the base; the target slot partition locked throughout (one install at a
-/// time), the state only for its reads and the flip.
-pub fn on_device(
-    run_dir: &Path,
+/// The source of the image at `loc` for target `t`: on the device the fetch client from
+/// the verified root for a URL; on a host the HTTP client the front-end gave
+/// ([`Target::http`]); a file as it is.
+pub fn source(t: &Target, loc: &Location, opts: &FetchOptions) -> Result<Box<dyn RangeSource>> {
+    match &t.place {
+        Place::Device(dev) => device_source(dev, loc, opts),
+        Place::Disk(_) => host_source(loc, opts, t.http),
+    }
+}
+
+/// The source of `loc` on a host: `http` for a URL (the host's in-process client; none:
+/// [`Error::NoHttp`]), the file otherwise.
+pub fn host_source(
+    loc: &Location,
+    opts: &FetchOptions,
+    http: Option<crate::target::HttpOpener>,
+) -> Result<Box<dyn RangeSource>> {
+    match loc {
+        Location::Http(url) => match http {
+            Some(open) => Ok(open(url, opts.timeout)),
+            None => Err(Error::NoHttp { url: url.clone() }),
+        },
+        Location::File(p) => {
+            let name = p.display().to_string();
+            Ok(Box::new(ReaderSource::new(open::open(&name, false)?, name)))
+        }
+    }
+}
+
+/// `stele update install URL|FILE` (as a delta) on an opened target
+/// ([`Target::load_trust`] read): into [`Target::install_slot`] (locked throughout), with
+/// [`Target::base`] (the booted slot, or the slot a disk image boots next) as the base; the
+/// state locked only for its reads and the flip. `check` is the caller's own refusal of
+/// the verified metadata (a channel's digest), before the slot is touched.
+pub fn install(
+    t: &mut Target,
     loc: &Location,
     opts: &FetchOptions,
     check: &mut dyn FnMut(&Meta) -> Result<()>,
     log: &mut dyn FnMut(&str),
     progress: &mut dyn Progress,
 ) -> Result<DeltaInstalled> {
-    let dev = RunDir::read(run_dir)?;
-    let trust = crate::commands::install::Trust::on_device(&dev)?;
-    let mut src = device_source(&dev, loc, opts)?;
-    let mut state = StateFile::open(dev.state_path(), true)?;
-    let target = crate::commands::install::plan(&state.locked(StateFile::load)?, Some(dev.booted))?;
-    let slot_path = dev.slot_path(target)?.to_string();
-    let mut slot = storage::open(&slot_path, true)?;
-    let slot_len = storage::size(&mut slot, &slot_path)?;
-    let _busy = storage::try_lock(&slot, &slot_path)?.ok_or_else(|| Error::SlotBusy {
-        path: slot_path.clone(),
-    })?;
-    let base_path = dev.slot_path(dev.booted)?.to_string();
-    let mut base = storage::open(&base_path, false)?;
-    let base_len = storage::size(&mut base, &base_path)?;
-    install_from(
+    let mut src = source(t, loc, opts)?;
+    let mut target = t.install_slot()?;
+    let st = t.state.locked(StateFile::load)?;
+    let mut base = t.base(&st)?;
+    let trust = t.trusted.trust()?;
+    let slot_len = target.part.len();
+    let done = install_from(
         &mut *src,
         &mut SystemClock::default(),
         Slots {
-            target,
-            slot: &mut slot,
+            target: target.slot,
+            slot: &mut target.part,
             slot_len,
-            base: Some((&mut base, base_len)),
+            base: base.as_mut().map(|(_, b)| {
+                let len = b.len();
+                (b, len)
+            }),
         },
-        &mut state,
+        &mut t.state,
         &trust,
         opts,
         check,
         log,
         progress,
-    )
-    .map_err(|e| Error::Installing {
-        slot: target,
-        path: slot_path,
-        source: Box::new(e),
-    })
+    );
+    match t.place {
+        Place::Device(_) => done.map_err(|e| Error::Installing {
+            slot: target.slot,
+            path: target.part.path().to_string(),
+            source: Box::new(e),
+        }),
+        Place::Disk(_) => done,
+    }
 }
 
-/// `stele update plan URL` on the device: what an install would do, as text.
-pub fn plan_on_device(run_dir: &Path, loc: &Location, opts: &FetchOptions) -> Result<String> {
-    let dev = RunDir::read(run_dir)?;
-    let mut src = device_source(&dev, loc, opts)?;
-    let mut state = StateFile::open(dev.state_path(), false)?;
-    let st = state.load()?;
-    let target = crate::commands::install::plan(&st, Some(dev.booted))?;
-    // The floors an install would meet (the good running slot's index included).
-    let floors = crate::commands::install::Trust::on_device(&dev)?.floors(&st);
-    let slot_path = dev.slot_path(target)?.to_string();
-    let mut slot = storage::open(&slot_path, false)?;
-    let slot_len = storage::size(&mut slot, &slot_path)?;
-    let base_path = dev.slot_path(dev.booted)?.to_string();
-    let mut base = storage::open(&base_path, false)?;
-    let base_len = storage::size(&mut base, &base_path)?;
+/// `stele update plan URL|FILE` on an opened target ([`Target::load_trust`] read): what
+/// [`install`] would fetch and reuse, against the floors it would meet; writes nothing.
+pub fn plan(t: &mut Target, loc: &Location, opts: &FetchOptions) -> Result<String> {
+    let mut src = source(t, loc, opts)?;
+    let st = t.state.load()?;
+    let target = crate::commands::install::plan(&st, t.booted())?;
+    let trust = t.trusted.trust()?;
+    let floors = trust.floors(&st);
+    let mut slot = t.slot(target, false)?;
+    let slot_len = slot.len();
+    let mut base = t.base(&st)?;
+    let base_slot = base.as_ref().map(|(s, _)| *s);
     let (meta, p) = plan_from(
         &mut *src,
         &mut SystemClock::default(),
         Some((&mut slot, slot_len)),
-        Some((&mut base, base_len)),
+        base.as_mut().map(|(_, b)| {
+            let len = b.len();
+            (b, len)
+        }),
         floors.effective(),
-        &dev.keyring,
+        trust.keyring,
         opts,
     )?;
-    Ok(plan_text(&loc.show(), &meta, &p, target, Some(dev.booted)))
+    Ok(plan_text(&loc.show(), &meta, &p, target, base_slot))
 }
 
 #[cfg(test)]

@@ -1,8 +1,19 @@
 //! The device's side of the fetch protocol: a [`RangeSource`] that runs the fetch client
 //! (`stele-fetch URL`, from the verified root) and talks to it over its stdin/stdout. A
 //! client that dies is started again on the next request (a transient error meanwhile).
+//!
+//! The client is run from a descriptor opened inside the verified image
+//! (crate::runtime::verified::Lower::open_file), as `/proc/self/fd/N`: the kernel execs the very
+//! file that descriptor holds, so nothing changed on the overlay or the data partition
+//! after the open can take its place. (std's Command has no fexecve; a magic link of the
+//! parent's own descriptor is what glibc's fexecve falls back to. The descriptor is
+//! close-on-exec: the kernel opens an ELF binary before it closes those, so the client
+//! starts and does not inherit it.)
 
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
@@ -26,9 +37,17 @@ impl Drop for Running {
     }
 }
 
+/// The fetch client: its open executable and the path it was opened as (its `argv[0]`
+/// and its name in messages).
+#[derive(Debug)]
+pub struct Program {
+    pub file: File,
+    pub path: PathBuf,
+}
+
 /// The fetch client `program` serving `url`.
 pub struct PipeSource {
-    program: PathBuf,
+    program: Program,
     args: Vec<String>,
     url: String,
     running: Option<Running>,
@@ -37,7 +56,12 @@ pub struct PipeSource {
 
 impl std::fmt::Debug for PipeSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PipeSource({} {})", self.program.display(), self.url)
+        write!(
+            f,
+            "PipeSource({} {})",
+            self.program.path.display(),
+            self.url
+        )
     }
 }
 
@@ -47,9 +71,9 @@ fn broken(why: impl std::fmt::Display) -> FetchError {
 
 impl PipeSource {
     /// A source that runs `program ARGS... URL` when first asked.
-    pub fn new(program: &Path, args: Vec<String>, url: &str) -> Self {
+    pub fn new(program: Program, args: Vec<String>, url: &str) -> Self {
         PipeSource {
-            program: program.to_path_buf(),
+            program,
             args,
             url: url.to_string(),
             running: None,
@@ -59,7 +83,9 @@ impl PipeSource {
 
     fn client(&mut self) -> Result<&mut Running, FetchError> {
         if self.running.is_none() {
-            let mut child = Command::new(&self.program)
+            let exe = Path::new("/proc/self/fd").join(self.program.file.as_raw_fd().to_string());
+            let mut child = Command::new(exe)
+                .arg0(&self.program.path)
                 .args(&self.args)
                 .arg(&self.url)
                 .stdin(Stdio::piped())
@@ -69,7 +95,7 @@ impl PipeSource {
                 .map_err(|e| FetchError::Permanent {
                     why: format!(
                         "cannot run the fetch client {}: {e}",
-                        self.program.display()
+                        self.program.path.display()
                     ),
                 })?;
             let (Some(to), Some(from)) = (child.stdin.take(), child.stdout.take()) else {
@@ -210,5 +236,41 @@ impl RangeSource for PipeSource {
                 Err(broken(format!("unexpected reply {other:?}")))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::verified::Lower;
+    use stele_verifier::layout::FETCH_CLIENT;
+
+    /// The client runs from the descriptor opened inside the verified layer: a file put in
+    /// its place afterwards is not what runs.
+    #[test]
+    fn the_fetch_client_runs_from_the_descriptor_opened_in_the_image() {
+        let d = tempfile::tempdir().unwrap();
+        let at = d.path().join(FETCH_CLIENT.trim_start_matches('/'));
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        std::fs::copy("/bin/sh", &at).unwrap();
+        let lower = Lower::open(d.path(), "/var").unwrap();
+        let file = lower.open_file(FETCH_CLIENT).unwrap().unwrap();
+        let swapped = d.path().join("swapped");
+        std::fs::copy("/bin/false", &swapped).unwrap();
+        std::fs::rename(&swapped, &at).unwrap();
+        let program = Program {
+            file,
+            path: at.clone(),
+        };
+        let script = "read -r request; echo \"ran $0: $request\"".to_string();
+        let mut src = PipeSource::new(program, vec!["-c".into(), script], "http://x/i.img");
+        let e = src.len().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            FetchError::Permanent {
+                why: "the fetch client sent a malformed line \"ran http://x/i.img: LEN\"".into()
+            }
+            .to_string()
+        );
     }
 }

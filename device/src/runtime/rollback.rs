@@ -11,8 +11,8 @@ use stele_tpm::Tpm;
 use stele_verifier::config::{BootConfig, RollbackStorage};
 use stele_verifier::state::Slot;
 
+use crate::runtime::open::Storage;
 use crate::runtime::state_file::StateFile;
-use crate::runtime::storage::Storage;
 use crate::{Error, Result};
 
 /// The TPM counter on the machine's TPM device.

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use stele_verifier::config::BootConfig;
 use stele_verifier::keys::Keyring;
-use stele_verifier::layout::{Role, ROLES};
+use stele_verifier::layout::{PerRole, Role, ROLES};
 use stele_verifier::manifest::Manifest;
 use stele_verifier::state::Slot;
 
@@ -54,32 +54,25 @@ pub enum FormatError {
     NoState,
 }
 
-/// `/run/stele/devices`: the partition of each role the boot found.
+/// `/run/stele/devices`: the partition of each role the boot found ([`PerRole`], the one
+/// partition record; the state's is always there).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Devices {
-    /// The EFI system partition (`stele update stage1`), if the disk has one.
-    pub esp: Option<String>,
-    pub state: String,
-    pub a: Option<String>,
-    pub b: Option<String>,
-    pub data: Option<String>,
-}
+pub struct Devices(pub PerRole<Option<String>>);
 
 impl Devices {
     /// The partition of `role`, if present.
     pub fn get(&self, role: Role) -> Option<&str> {
-        match role {
-            Role::Esp => self.esp.as_deref(),
-            Role::State => Some(self.state.as_str()).filter(|s| !s.is_empty()),
-            Role::SlotA => self.a.as_deref(),
-            Role::SlotB => self.b.as_deref(),
-            Role::Data => self.data.as_deref(),
-        }
+        self.0.get(role).as_deref().filter(|p| !p.is_empty())
     }
 
     /// The partition of slot `s`, if present.
     pub fn slot(&self, s: Slot) -> Option<&str> {
         self.get(Role::slot(s))
+    }
+
+    /// The state partition ([`Devices::parse`] requires it).
+    pub fn state(&self) -> &str {
+        self.get(Role::State).unwrap_or_default()
     }
 
     /// One `<key>=<path>` line per role, in [`ROLES`] order (empty when absent). Pure.
@@ -98,21 +91,11 @@ impl Devices {
                 .split_once('=')
                 .ok_or_else(|| FormatError::NotKeyValue(line.into()))?;
             let v = v.trim();
-            let val = (!v.is_empty()).then(|| v.to_string());
-            match ROLES
-                .iter()
-                .find(|r| r.devices_key == k.trim())
-                .map(|r| r.role)
-            {
-                Some(Role::Esp) => d.esp = val,
-                Some(Role::State) => d.state = v.to_string(),
-                Some(Role::SlotA) => d.a = val,
-                Some(Role::SlotB) => d.b = val,
-                Some(Role::Data) => d.data = val,
-                None => {}
+            if let Some(r) = ROLES.iter().find(|r| r.devices_key == k.trim()) {
+                *d.0.get_mut(r.role) = (!v.is_empty()).then(|| v.to_string());
             }
         }
-        if d.state.is_empty() {
+        if d.get(Role::State).is_none() {
             return Err(FormatError::NoState);
         }
         Ok(d)
@@ -230,7 +213,7 @@ impl RunDir {
 
     /// The state partition.
     pub fn state_path(&self) -> &str {
-        &self.devices.state
+        self.devices.state()
     }
 
     /// The rollback index of the manifest verified at boot (`manifest.toml`).
@@ -261,12 +244,13 @@ mod tests {
         assert!(parse_slot("").is_err());
         let d =
             Devices::parse("state=/dev/vda1\na=/dev/vda2\nb=\ndata=/dev/vda4\nnew=x\n").unwrap();
-        assert_eq!(d.state, "/dev/vda1");
+        assert_eq!(d.state(), "/dev/vda1");
         assert_eq!(d.slot(Slot::A), Some("/dev/vda2"));
         assert_eq!(d.slot(Slot::B), None);
-        assert_eq!(d.data.as_deref(), Some("/dev/vda4"));
+        assert_eq!(d.get(Role::Data), Some("/dev/vda4"));
         assert_eq!(
-            d.esp, None,
+            d.get(Role::Esp),
+            None,
             "no esp= line (a boot before the ESP role): no ESP"
         );
         assert_eq!(Devices::parse("a=/dev/vda2\n"), Err(FormatError::NoState));
@@ -283,13 +267,13 @@ mod tests {
             let k = key(seed).verifying_key();
             std::fs::write(keys_in.join(format!("{}.pem", key_id(&k))), public_pem(&k)).unwrap();
         }
-        let devices = Devices {
-            esp: Some("/dev/vda1".into()),
-            state: "/dev/vda2".into(),
-            a: Some("/dev/vda3".into()),
-            b: Some("/dev/vda4".into()),
-            data: None,
-        };
+        let devices = Devices(PerRole::from_fn(|r| match r {
+            Role::Esp => Some("/dev/vda1".into()),
+            Role::State => Some("/dev/vda2".into()),
+            Role::SlotA => Some("/dev/vda3".into()),
+            Role::SlotB => Some("/dev/vda4".into()),
+            Role::Data => None,
+        }));
         let (img, _) = image(8, 5, 1);
         let body = stele_verifier::slot::locate(&mut std::io::Cursor::new(&img), img.len() as u64)
             .unwrap()
@@ -329,7 +313,8 @@ mod tests {
         assert_eq!(std::fs::read(run.join(MANIFEST)).unwrap(), body);
 
         // Absent slot partition, missing files: environment errors naming the file.
-        let no_b = Devices { b: None, ..devices };
+        let mut no_b = devices.clone();
+        *no_b.0.get_mut(Role::SlotB) = None;
         std::fs::write(run.join(DEVICES), no_b.to_text()).unwrap();
         let e = RunDir::read(&run).unwrap().slot_path(Slot::B).unwrap_err();
         assert!(e.to_string().contains("has no b= path"), "{e}");

@@ -11,7 +11,7 @@ use nix::fcntl::{Flock, FlockArg};
 use stele_engine::Written;
 use stele_verifier::state::{self, BootState, Slot};
 
-use crate::runtime::storage::{self, Storage};
+use crate::runtime::open::{self, Storage};
 use crate::{Error, Result};
 
 /// The boot state on a device `D`.
@@ -138,7 +138,7 @@ impl<D: Storage> StateFile<D> {
 impl StateFile<File> {
     /// Opens the state partition at `path`, read-write with `write`.
     pub fn open(path: &str, write: bool) -> Result<Self> {
-        let f = storage::open(path, write)?;
+        let f = open::open(path, write)?;
         let lock_file = f.try_clone().map_err(|e| Error::io("duplicate", path, e))?;
         Ok(StateFile::locking(f, path, lock_file))
     }

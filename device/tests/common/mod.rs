@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use stele_device::runtime::run_dir::{self, Devices, Publish};
 use stele_verifier::keys::public_pem;
+use stele_verifier::layout::{PerRole, Role};
 use stele_verifier::state::{self, BootState, Slot};
 use stele_verifier::testutil::key;
 
@@ -37,16 +38,59 @@ pub fn publish_device(base: &Path, a: &[u8], boot_toml: &str, data: Option<Strin
             slot: Slot::A,
             manifest: &body,
             boot_toml,
-            devices: &Devices {
-                esp: None,
-                state: part("state"),
-                a: Some(part("a")),
-                b: Some(part("b")),
-                data,
-            },
+            devices: &Devices(PerRole::from_fn(|r| match r {
+                Role::Esp => None,
+                Role::State => Some(part("state")),
+                Role::SlotA => Some(part("a")),
+                Role::SlotB => Some(part("b")),
+                Role::Data => data.clone(),
+            })),
             keys_dir: &keys,
         },
     )
     .unwrap();
     run
+}
+
+/// The device's commands on the target its run directory names, as the device binary
+/// runs them: open the target, call one function.
+#[allow(dead_code)] // each test binary uses some
+pub mod on_device {
+    use std::path::Path;
+
+    use stele_device::commands::channel::{self, Applied};
+    use stele_device::commands::install::{self, BundleArg, Installed};
+    use stele_device::commands::{mark_good, status};
+    use stele_device::remote::{FetchOptions, Location};
+    use stele_device::target::Target;
+    use stele_device::Result;
+    use stele_verifier::progress::Silent;
+    use stele_verifier::state::Slot;
+
+    pub fn install(run: &Path, arg: &BundleArg, log: &mut dyn FnMut(&str)) -> Result<Installed> {
+        let mut t = Target::device(run, true)?;
+        t.load_trust()?;
+        install::run(&mut t, arg, log, &mut Silent)
+    }
+
+    pub fn status(run: &Path) -> Result<status::Status> {
+        status::run(&mut Target::device(run, false)?)
+    }
+
+    pub fn mark_good(run: &Path) -> Result<Slot> {
+        mark_good::run(&mut Target::device(run, true)?)
+    }
+
+    pub fn check(run: &Path, loc: &Location, opts: &FetchOptions) -> Result<String> {
+        channel::check(&Target::device(run, false)?, loc, opts)
+    }
+
+    pub fn apply(
+        run: &Path,
+        loc: &Location,
+        opts: &FetchOptions,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<Applied> {
+        channel::apply(&mut Target::device(run, true)?, loc, opts, log, &mut Silent)
+    }
 }

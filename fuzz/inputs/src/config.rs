@@ -42,7 +42,7 @@ fn check_boot(c: &BootConfig) {
         "data_mount {:?}",
         c.data_mount
     );
-    for d in stele_verifier::config::boot::SYSTEM_DIRS {
+    for d in stele_verifier::config::boot_toml::SYSTEM_DIRS {
         assert!(
             !is_under(&c.data_mount, d),
             "data_mount {:?} over {d}",
@@ -50,12 +50,8 @@ fn check_boot(c: &BootConfig) {
         );
     }
     assert!(c.failure_delay_secs <= MAX_SECS && c.partition_timeout_secs <= MAX_SECS);
-    let names = [
-        &c.state_partition,
-        &c.slot_a_partition,
-        &c.slot_b_partition,
-        &c.data_partition,
-    ];
+    use stele_verifier::layout::Role;
+    let names = [Role::State, Role::SlotA, Role::SlotB, Role::Data].map(|r| c.partition(r));
     for (i, a) in names.iter().enumerate() {
         assert!(!a.is_empty(), "empty partition name");
         assert!(
@@ -66,7 +62,7 @@ fn check_boot(c: &BootConfig) {
     for m in &c.modules {
         assert!(m.ends_with(".ko") && !m.contains('/'), "module {m:?}");
     }
-    for required in stele_verifier::config::boot::REQUIRED_DATA_OPTIONS {
+    for required in stele_verifier::config::boot_toml::REQUIRED_DATA_OPTIONS {
         assert!(
             c.data_options.iter().any(|o| o == required),
             "data_options {:?} without {required}",

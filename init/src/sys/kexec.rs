@@ -26,8 +26,12 @@ pub fn open_in_root(root: &File, path: &str) -> Result<File> {
 
 /// Loads `kernel` with `initrd` and `cmdline` for the next `reboot(KEXEC)`. Under lockdown
 /// (Secure Boot) the kernel checks the image's signature against its trusted keys and the
-/// firmware's db here.
-pub fn kexec_file_load(kernel: &File, initrd: &File, cmdline: &CStr) -> Result<()> {
+/// firmware's db here. Returns the errno on failure (the caller judges it).
+pub fn kexec_file_load(
+    kernel: &File,
+    initrd: &File,
+    cmdline: &CStr,
+) -> std::result::Result<(), Errno> {
     let len = cmdline.to_bytes_with_nul().len();
     // SAFETY: both descriptors are open files owned by the caller for the whole call;
     // `cmdline` points to `len` readable bytes ending in its NUL (the kernel wants the
@@ -45,9 +49,7 @@ pub fn kexec_file_load(kernel: &File, initrd: &File, cmdline: &CStr) -> Result<(
     if r == 0 {
         Ok(())
     } else {
-        Err(Error::KexecLoad {
-            errno: Errno::last(),
-        })
+        Err(Errno::last())
     }
 }
 

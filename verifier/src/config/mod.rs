@@ -7,14 +7,14 @@
 //! the rule.
 
 pub mod accounts;
-pub mod boot;
+pub mod boot_toml;
 #[cfg(any(test, feature = "test-util"))]
 pub mod cases;
-pub mod system;
+pub mod system_toml;
 
 pub use accounts::{Account, Accounts, Credentials, RunAs};
-pub use boot::{Action, BootConfig, MountFlag, RollbackStorage, Stage, VerifyMode};
-pub use system::{Restart, Service, SystemConfig};
+pub use boot_toml::{Action, BootConfig, MountFlag, RollbackStorage, Stage, VerifyMode};
+pub use system_toml::{Restart, Service, SystemConfig};
 
 use crate::exit::{Exit, Report};
 

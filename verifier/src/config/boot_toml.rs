@@ -6,7 +6,7 @@
 //! and PID 1 both call.
 
 use super::{is_under, parse_table, ConfigError, Fields};
-use crate::layout::{Role, ROLES};
+use crate::layout::{PerRole, Role, ROLES};
 use crate::manifest::{valid_name, NAME_RULE};
 
 /// `verify`: how much is checked in userspace before mounting.
@@ -150,11 +150,9 @@ pub const REQUIRED_DATA_OPTIONS: [&str; 2] = ["nosuid", "nodev"];
 /// `/etc/stele/boot.toml`. See docs/BOOT.md.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BootConfig {
-    pub esp_partition: String,
-    pub state_partition: String,
-    pub slot_a_partition: String,
-    pub slot_b_partition: String,
-    pub data_partition: String,
+    /// The GPT partition name of each role (keys `esp_partition`, `state_partition`, ...:
+    /// [`RoleSpec::config_key`](crate::layout::RoleSpec)).
+    pub partitions: PerRole<String>,
     pub data_mount: String,
     pub overlay_size: String,
     pub verify: VerifyMode,
@@ -189,11 +187,7 @@ pub struct BootConfig {
 impl Default for BootConfig {
     fn default() -> Self {
         BootConfig {
-            esp_partition: Role::Esp.name().into(),
-            state_partition: Role::State.name().into(),
-            slot_a_partition: Role::SlotA.name().into(),
-            slot_b_partition: Role::SlotB.name().into(),
-            data_partition: Role::Data.name().into(),
+            partitions: PerRole::default_names(),
             data_mount: "/var".into(),
             overlay_size: "50%".into(),
             verify: VerifyMode::Tree,
@@ -337,23 +331,11 @@ impl BootConfig {
 
     /// The GPT partition name of `role`.
     pub fn partition(&self, role: Role) -> &str {
-        match role {
-            Role::Esp => &self.esp_partition,
-            Role::State => &self.state_partition,
-            Role::SlotA => &self.slot_a_partition,
-            Role::SlotB => &self.slot_b_partition,
-            Role::Data => &self.data_partition,
-        }
+        self.partitions.get(role)
     }
 
     fn partition_mut(&mut self, role: Role) -> &mut String {
-        match role {
-            Role::Esp => &mut self.esp_partition,
-            Role::State => &mut self.state_partition,
-            Role::SlotA => &mut self.slot_a_partition,
-            Role::SlotB => &mut self.slot_b_partition,
-            Role::Data => &mut self.data_partition,
-        }
+        self.partitions.get_mut(role)
     }
 
     fn validate(&self, origin: &str) -> Result<(), ConfigError> {
@@ -579,7 +561,7 @@ min_rollback_index = 7
         assert_eq!(d.stage2_panic_secs, DEFAULT_STAGE2_PANIC_SECS);
         assert_eq!(d.watchdog_secs, 0, "the watchdog is off unless asked for");
         assert_eq!(c.data_mount, "/srv/data");
-        assert_eq!(c.state_partition, "st");
+        assert_eq!(c.partition(Role::State), "st");
         assert_eq!(c.partition_timeout_secs, 20);
         assert_eq!(c.partition(Role::Data), "dd");
         assert_eq!(c.partition(Role::Esp), "EFI system");

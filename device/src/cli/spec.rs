@@ -1,0 +1,202 @@
+//! THE description of the `stele update` commands: each command's name, arguments and help,
+//! each option's help and default. Both front-ends are made from it: the device binary's
+//! hand-written parser and its `--help` ([`help`]), and the host CLI's clap definitions
+//! (src/update.rs takes every `about`, `help` and default from here). Pure.
+
+use crate::remote::{DEFAULT_DEADLINE_SECS, DEFAULT_TIMEOUT_SECS};
+
+/// One `stele update` command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cmd {
+    pub name: &'static str,
+    /// Its arguments and options, as the usage shows them.
+    pub args: &'static str,
+    /// What it does (one or two sentences).
+    pub about: &'static str,
+}
+
+/// One option of the fetch commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opt {
+    pub long: &'static str,
+    pub value: &'static str,
+    pub help: &'static str,
+}
+
+pub const INSTALL: Cmd = Cmd {
+    name: "install",
+    args: "BUNDLE|-|URL [--max-rate RATE] [--deadline S] [--timeout S]",
+    about: "Verify a signed slot image and write it to the slot that is not running; the boot \
+            state then boots it next (3 tries, not yet good). BUNDLE is a file or block \
+            device, `-` reads stdin; an http(s):// URL is fetched as a delta (only the blocks \
+            this device lacks), resuming where a cut left off.",
+};
+pub const STATUS: Cmd = Cmd {
+    name: "status",
+    args: "[--json]",
+    about: "Show both slots (image, priority, tries, good), the booted slot and the rollback \
+            floor.",
+};
+pub const MARK_GOOD: Cmd = Cmd {
+    name: "mark-good",
+    args: "",
+    about: "Mark the booted slot good, raising the rollback floor (on the device only).",
+};
+pub const PLAN: Cmd = Cmd {
+    name: "plan",
+    args: "URL|FILE [--timeout S]",
+    about: "What an install of URL (or a slot image file) would fetch and reuse, as a delta \
+            from the running slot; writes nothing.",
+};
+pub const CHECK: Cmd = Cmd {
+    name: "check",
+    args: "--channel URL [--timeout S]",
+    about: "Check the signed update channel: what it offers and whether this device's wave is \
+            due (on the device only); changes nothing.",
+};
+pub const APPLY: Cmd = Cmd {
+    name: "apply",
+    args: "--channel URL [--max-rate RATE] [--deadline S] [--timeout S]",
+    about: "Check the channel, then install the release it offers (on the device only).",
+};
+pub const STAGE1: Cmd = Cmd {
+    name: "stage1",
+    args: "UKI.efi|-",
+    about: "Replace the stage-1 UKI (\\EFI\\BOOT\\BOOTX64.EFI) on the EFI system partition: \
+            written beside the old one, flushed, then switched in one write; `-` reads stdin.",
+};
+
+/// Every command, in the order the help lists them.
+pub const COMMANDS: [Cmd; 7] = [INSTALL, STATUS, MARK_GOOD, PLAN, CHECK, APPLY, STAGE1];
+
+pub const MAX_RATE: Opt = Opt {
+    long: "max-rate",
+    value: "RATE",
+    help: "Fetch at most RATE bytes per second on average (K, M, G: powers of 1024), for \
+           metered links.",
+};
+pub const DEADLINE: Opt = Opt {
+    long: "deadline",
+    value: "SECONDS",
+    help: "Stop retrying after SECONDS without receiving a byte.",
+};
+pub const TIMEOUT: Opt = Opt {
+    long: "timeout",
+    value: "SECONDS",
+    help: "Cut a request that sends nothing for SECONDS.",
+};
+pub const CHANNEL: Opt = Opt {
+    long: "channel",
+    value: "URL",
+    help: "The signed channel file: an http:// or https:// URL, or a file.",
+};
+pub const JSON: Opt = Opt {
+    long: "json",
+    value: "",
+    help: "One JSON object instead of text.",
+};
+
+/// Every option, in the order the help lists them.
+pub const OPTIONS: [Opt; 5] = [MAX_RATE, DEADLINE, TIMEOUT, CHANNEL, JSON];
+
+/// The default of an option, as the help shows it.
+fn default_of(o: &Opt) -> Option<u64> {
+    match o.long {
+        "deadline" => Some(DEFAULT_DEADLINE_SECS),
+        "timeout" => Some(DEFAULT_TIMEOUT_SECS),
+        _ => None,
+    }
+}
+
+/// The one-line usage that usage errors end with.
+pub fn usage_line() -> String {
+    let cmds: Vec<String> = COMMANDS
+        .iter()
+        .map(|c| {
+            format!("stele update {} {}", c.name, c.args)
+                .trim_end()
+                .to_string()
+        })
+        .collect();
+    format!("usage: {}", cmds.join(" | "))
+}
+
+/// Breaks `text` into lines of at most `width` characters, each indented by `indent`.
+fn wrap(text: &str, indent: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && indent.len() + line.len() + 1 + word.len() > width {
+            out.push_str(&format!("{indent}{line}\n"));
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        out.push_str(&format!("{indent}{line}\n"));
+    }
+    out
+}
+
+/// `stele update --help` on the device.
+pub fn help() -> String {
+    let mut out = String::from(
+        "stele update: A/B updates on the device (this `stele` is stele-init, multi-call)\n\nusage:\n",
+    );
+    for c in COMMANDS {
+        out.push_str(format!("  stele update {} {}", c.name, c.args).trim_end());
+        out.push('\n');
+        out.push_str(&wrap(c.about, "      ", 92));
+    }
+    out.push_str("\noptions:\n");
+    for o in OPTIONS {
+        let head = format!("  --{} {}", o.long, o.value);
+        out.push_str(head.trim_end());
+        out.push('\n');
+        let help = match default_of(&o) {
+            Some(d) => format!("{} Default: {d}.", o.help),
+            None => o.help.to_string(),
+        };
+        out.push_str(&wrap(&help, "      ", 92));
+    }
+    out.push_str("\nexit codes: 0 ok, 1 refused, 2 usage, 3 environment\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_help_names_every_command_and_option_with_its_default() {
+        let h = help();
+        for c in COMMANDS {
+            assert!(h.contains(&format!("stele update {}", c.name)), "{h}");
+            let first_words: String = c
+                .about
+                .split_whitespace()
+                .take(4)
+                .collect::<Vec<_>>()
+                .join(" ");
+            assert!(h.contains(&first_words), "{first_words}: {h}");
+        }
+        for o in OPTIONS {
+            assert!(h.contains(&format!("--{}", o.long)), "{h}");
+        }
+        assert!(
+            h.contains(&format!("Default: {DEFAULT_DEADLINE_SECS}.")),
+            "{h}"
+        );
+        assert!(
+            h.contains(&format!("Default: {DEFAULT_TIMEOUT_SECS}.")),
+            "{h}"
+        );
+        assert!(h.lines().all(|l| l.len() <= 92), "{h}");
+        let u = usage_line();
+        assert!(u.starts_with("usage: stele update install"), "{u}");
+        assert!(u.contains("| stele update mark-good |"), "{u}");
+    }
+}
