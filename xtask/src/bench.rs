@@ -266,3 +266,16 @@ fn write_data(path: &Path) -> Result<(), String> {
     w.flush()
         .map_err(|e| format!("writing {}: {e}", path.display()))
 }
+
+/// The CPU model and the number of CPUs (/proc/cpuinfo), for benchmark headers.
+pub(crate) fn cpu_model() -> String {
+    let info = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = info
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown CPU", |(_, m)| m.trim())
+        .to_string();
+    let n = info.lines().filter(|l| l.starts_with("processor")).count();
+    format!("{model} x {n}")
+}

@@ -17,7 +17,7 @@ use crate::bench_build::{delta, env_u64, make_tree, Rng, MIB};
 use crate::util::{build_cli, build_static_fetch, output, target_dir};
 
 /// `stele image build` of `tree` into `out` with the benchmark's key and salt.
-fn build_image(
+pub(crate) fn build_image(
     stele: &Path,
     key: &Path,
     tree: &Path,
@@ -59,7 +59,7 @@ fn build_salted(
 }
 
 /// The bytes `stele image diff` says a device on `old` fetches for `new`: (total, data).
-fn diff(stele: &Path, old: &Path, new: &Path) -> Result<(u64, u64), String> {
+pub(crate) fn diff(stele: &Path, old: &Path, new: &Path) -> Result<(u64, u64), String> {
     let out = output(
         Command::new(stele)
             .args(["image", "diff"])
@@ -81,7 +81,7 @@ fn diff(stele: &Path, old: &Path, new: &Path) -> Result<(u64, u64), String> {
     Ok((after[0], after[1]))
 }
 
-struct Nginx(Child);
+pub(crate) struct Nginx(Child);
 
 impl Drop for Nginx {
     fn drop(&mut self) {
@@ -91,7 +91,7 @@ impl Drop for Nginx {
 }
 
 /// nginx on 127.0.0.1:`port` serving `root` (no master process, as the current user).
-fn nginx(dir: &Path, root: &Path, port: u16) -> Result<Nginx, String> {
+pub(crate) fn nginx(dir: &Path, root: &Path, port: u16) -> Result<Nginx, String> {
     fs::create_dir_all(dir.join("tmp")).map_err(|e| e.to_string())?;
     let conf = dir.join("nginx.conf");
     fs::write(

@@ -1,14 +1,16 @@
 //! cargo xtask: set-up of host tools and the test kernel, the test suite, the demo,
 //! benchmarks, fuzzing.
 //!
-//! Usage: `cargo xtask setup | test | demo | bench verity|build|erofs-delta|boot|delta | fuzz`.
+//! Usage: `cargo xtask setup | test | demo | bench verity|build|erofs-delta|boot|delta [synthetic|debian|debian-erofs] | fuzz`.
 //! Everything here runs other programs; it holds no logic of stele's own (the fuzz
 //! targets and their seeds are stele-fuzz-inputs).
 
 mod bench;
 mod bench_boot;
 mod bench_build;
+mod bench_debian;
 mod bench_delta;
+mod bench_distro;
 mod bench_modules;
 mod bench_script;
 mod demo;
@@ -24,7 +26,7 @@ mod util;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: cargo xtask <setup | test [-- cargo test args] | demo \
-                     | bench verity|build|erofs-delta|delta|boot [--runs N] \
+                     | bench verity|build|erofs-delta|delta [synthetic|debian|debian-erofs]|boot [--runs N] \
                      | fuzz [--seconds N] [--target T]... [--sanitizer S] [--seeds-only]>";
 
 fn main() -> ExitCode {
@@ -38,7 +40,15 @@ fn main() -> ExitCode {
             Some("verity") => bench::verity(),
             Some("build") => bench_build::build(),
             Some("erofs-delta") => bench_build::erofs_delta(),
-            Some("delta") => bench_delta::delta_bench(),
+            Some("delta") => match args.get(2).map(String::as_str) {
+                None => bench_delta::delta_bench().and_then(|()| bench_distro::debian_bench(false)),
+                Some("synthetic") => bench_delta::delta_bench(),
+                Some("debian") => bench_distro::debian_bench(false),
+                Some("debian-erofs") => bench_distro::debian_bench(true),
+                Some(other) => Err(format!(
+                    "unknown delta benchmark {other:?}: synthetic, debian or debian-erofs (default: synthetic and debian)"
+                )),
+            },
             Some("boot") => bench_boot::boot(&args[2..]),
             _ => Err(format!("unknown benchmark; {USAGE}")),
         },

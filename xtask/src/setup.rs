@@ -61,6 +61,16 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("tpm2-tools", "tpm2_nvread"),
 ];
 
+/// Debian packages only `cargo xtask bench delta debian` needs (not installed for the
+/// tests): the appliance roots and the standard tools it compares with.
+pub const BENCH_PACKAGES: &[(&str, &str)] = &[
+    ("debootstrap", "debootstrap"),
+    ("xdelta3", "xdelta3"),
+    ("zstd", "zstd"),
+    ("casync", "casync"),
+    ("xz-utils", "xz"),
+];
+
 /// Packages whose program another package may also provide: checked with dpkg.
 const DPKG_CHECKED: &[&str] = &[
     // Debian's `busybox` (dynamic) also provides /bin/busybox; we need the static one.
@@ -76,7 +86,7 @@ const VIRT_FIRMWARE: &str = "virt-firmware==26.10";
 /// Installs missing packages, then makes sure the test kernels are there; returns the
 /// first (the machine's release; [`kernel::ensure_debian13`] gives the second).
 pub fn setup() -> Result<KernelEnv, String> {
-    install_packages()?;
+    install_packages(PACKAGES)?;
     install_venv()?;
     let env = kernel::ensure()?;
     let env13 = kernel::ensure_debian13()?;
@@ -89,8 +99,8 @@ pub fn setup() -> Result<KernelEnv, String> {
     Ok(env)
 }
 
-fn missing_packages() -> Vec<&'static str> {
-    PACKAGES
+fn missing_packages(packages: &[(&'static str, &str)]) -> Vec<&'static str> {
+    packages
         .iter()
         .filter(|(pkg, tool)| {
             if DPKG_CHECKED.contains(pkg) {
@@ -113,14 +123,16 @@ fn dpkg_installed(pkg: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     output(Command::new("id").arg("-u"), "id -u")
         .map(|s| s.trim() == "0")
         .unwrap_or(false)
 }
 
-fn install_packages() -> Result<(), String> {
-    let missing = missing_packages();
+/// Installs those of `packages` that are missing (as root with apt-get; otherwise the
+/// error says what to install).
+pub fn install_packages(packages: &[(&'static str, &str)]) -> Result<(), String> {
+    let missing = missing_packages(packages);
     if missing.is_empty() {
         return Ok(());
     }
@@ -144,7 +156,7 @@ fn install_packages() -> Result<(), String> {
             .env("DEBIAN_FRONTEND", "noninteractive"),
         &format!("apt-get install {list}"),
     )?;
-    let still = missing_packages();
+    let still = missing_packages(packages);
     if still.is_empty() {
         Ok(())
     } else {

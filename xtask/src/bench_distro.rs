@@ -1,0 +1,518 @@
+//! `cargo xtask bench delta debian`: a real distribution update. Three Debian appliance
+//! roots (bench_debian.rs: a bookworm point release, the same root after its security and
+//! updates suites, the same root upgraded to trixie), each built with `stele image build`
+//! (EROFS, SOURCE_DATE_EPOCH=0, one salt); for the security update and the major upgrade,
+//! in the same run: the bytes of stele's delta install (`stele image diff`, exact), xdelta3
+//! -9, `zstd -19 --long=31 --patch-from`, casync seeded with the old image and the whole
+//! new image with `xz -9`, with ratios against stele; the wall time and peak RSS of a real
+//! `stele update install --disk` over loopback nginx against `zstd --patch-from -d`; and
+//! the image size and delta bytes with EROFS's own compression (every `mkfs.erofs -z`
+//! compressor the host's erofs-utils has, of lz4hc, lz4, lzma, zstd, deflate) against
+//! stele's uncompressed default.
+//!
+//! Needs root and, the first time, the network (debootstrap and apt; the roots are cached).
+//! STELE_BENCH_MKFS_EROFS names another mkfs.erofs for the compressed variants (e.g. a newer
+//! erofs-utils with lzma and zstd; the uncompressed default is always the host's, through
+//! `stele image build`).
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use stele_image::fs::{derive_uuid, erofs_args, FsOptions};
+use stele_verifier::manifest::FsType;
+
+use crate::bench::SALT;
+use crate::bench_build::MIB;
+use crate::bench_debian::{self, remove_root};
+use crate::bench_delta::{build_image, diff, nginx};
+use crate::util::{build_cli, output, target_dir};
+
+/// The compressors measured, when the host's mkfs.erofs has them.
+const COMPRESSORS: &[&str] = &["lz4hc", "lz4", "lzma", "zstd", "deflate"];
+
+/// `cargo xtask bench delta debian`; with `erofs_only` (`bench delta debian-erofs`) only
+/// the images and the EROFS compression table, without the other tools and the install.
+pub fn debian_bench(erofs_only: bool) -> Result<(), String> {
+    crate::setup::setup()?;
+    crate::setup::install_packages(crate::setup::BENCH_PACKAGES)?;
+    if !crate::setup::is_root() {
+        return Err("the Debian roots need root (debootstrap, chroot, owners kept in the images): run `cargo xtask bench delta debian` as root".into());
+    }
+    let stele = build_cli()?;
+    let (old, new, trixie) = bench_debian::roots()?;
+    let run = if erofs_only {
+        "debian-erofs-run"
+    } else {
+        "debian-run"
+    };
+    let work = target_dir().join("bench").join(run);
+    remove_root(&work)?;
+    fs::create_dir_all(work.join("www")).map_err(|e| e.to_string())?;
+    let (key, public) = (work.join("k.key"), work.join("k.pem"));
+    output(
+        Command::new(&stele)
+            .args(["keygen", "--private"])
+            .arg(&key)
+            .arg("--public")
+            .arg(&public),
+        "stele keygen",
+    )?;
+    let (available, missing) = compressors()?;
+    let mut variants = vec!["none".to_string()];
+    variants.extend(available);
+    // images[variant][0..3] = old, new, trixie.
+    let mut images: Vec<Vec<PathBuf>> = Vec::new();
+    let roots = [("old", &old), ("new", &new), ("trixie", &trixie)];
+    for (i, (name, root)) in roots.iter().enumerate() {
+        let dir = work.join(format!("root-{name}"));
+        bench_debian::extract(&root.tar, &dir)?;
+        for (v, variant) in variants.iter().enumerate() {
+            if images.len() <= v {
+                images.push(Vec::new());
+            }
+            let img = work.join(format!("{name}-{variant}.img"));
+            let version = (i + 1).to_string();
+            eprintln!("xtask: building {}", img.display());
+            if variant == "none" {
+                build_image(&stele, &key, &dir, &img, &version)?;
+            } else {
+                build_compressed(&stele, &key, &dir, &img, &version, variant)?;
+            }
+            images[v].push(img);
+        }
+        remove_root(&dir)?;
+    }
+    let cpu = crate::bench::cpu_model();
+    let (up, added, removed) = bench_debian::changed(&old, &new);
+    let (up2, added2, removed2) = bench_debian::changed(&new, &trixie);
+    println!(
+        "bench delta debian: debootstrap minbase + {}; CPU: {cpu}",
+        bench_debian::INCLUDE
+    );
+    println!(
+        "  security update: bookworm (point release, {} packages) -> + bookworm-updates and bookworm-security: {} upgraded ({}), {added} added, {removed} removed",
+        old.packages.len(),
+        up.len(),
+        up.join(", ")
+    );
+    println!(
+        "  major upgrade: that root -> trixie: {} upgraded, {added2} added, {removed2} removed ({} packages)",
+        up2.len(),
+        trixie.packages.len()
+    );
+    let plain = &images[0];
+    if erofs_only {
+        return compression(&stele, &variants, &images, &missing);
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())?;
+    let _server = nginx(&work.join("nginx"), &work.join("www"), port)?;
+    for (what, from, to) in [
+        ("security update", &plain[0], &plain[1]),
+        ("major upgrade", &plain[1], &plain[2]),
+    ] {
+        pair(&stele, &work, what, from, to)?;
+        install(&stele, &work, &public, port, from, to)?;
+    }
+    compression(&stele, &variants, &images, &missing)?;
+    Ok(())
+}
+
+/// The mkfs.erofs of the compressed variants.
+fn mkfs_erofs() -> PathBuf {
+    std::env::var_os("STELE_BENCH_MKFS_EROFS").map_or_else(|| "mkfs.erofs".into(), PathBuf::from)
+}
+
+/// The compressors of [`COMPRESSORS`] the host's mkfs.erofs has, and those it lacks.
+fn compressors() -> Result<(Vec<String>, Vec<String>), String> {
+    let mut text = String::new();
+    for arg in ["--help", "--version"] {
+        let out = Command::new(mkfs_erofs())
+            .arg(arg)
+            .output()
+            .map_err(|e| format!("could not start mkfs.erofs: {e}"))?;
+        text.push_str(&String::from_utf8_lossy(&out.stdout));
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(parse_compressors(&text))
+}
+
+/// [`compressors`] from `mkfs.erofs --help` and `--version`: erofs-utils 1.5's help says
+/// "Available compressors are: lz4hc, lz4"; 1.9's `--version` "available compressors: lz4,
+/// lz4hc, lzma, deflate, zstd".
+fn parse_compressors(help: &str) -> (Vec<String>, Vec<String>) {
+    let has = |c: &str| {
+        help.lines().any(|l| {
+            let l = l.trim_start();
+            l.to_ascii_lowercase().starts_with("available compressors")
+                && l.split(|ch: char| !ch.is_ascii_alphanumeric())
+                    .any(|w| w == c)
+        })
+    };
+    let (yes, no): (Vec<&str>, Vec<&str>) = COMPRESSORS.iter().partition(|c| has(c));
+    (
+        yes.into_iter().map(str::to_string).collect(),
+        no.into_iter().map(str::to_string).collect(),
+    )
+}
+
+/// mkfs.erofs with stele's options and `-z<compressor>`, wrapped by `stele image build
+/// --fs-image` with the benchmark's key and salt.
+fn build_compressed(
+    stele: &Path,
+    key: &Path,
+    dir: &Path,
+    img: &Path,
+    version: &str,
+    compressor: &str,
+) -> Result<(), String> {
+    let salt = stele_verifier::hex::decode(SALT).ok_or("bad salt")?;
+    let opts = FsOptions::new(FsType::Erofs, 0, derive_uuid("bench", &salt), false);
+    let fs_img = img.with_extension("erofs");
+    let _ = fs::remove_file(&fs_img);
+    output(
+        Command::new(mkfs_erofs())
+            .args(erofs_args(&opts))
+            .arg(format!("-z{compressor}"))
+            .arg(&fs_img)
+            .arg(dir),
+        &format!("mkfs.erofs -z{compressor}"),
+    )?;
+    output(
+        Command::new(stele)
+            .args(["image", "build", "--fs", "erofs", "--fs-image"])
+            .arg(&fs_img)
+            .arg("--key")
+            .arg(key)
+            .args(["--name", "bench", "--version", version])
+            .args(["--rollback-index", "2", "--salt", SALT, "--out"])
+            .arg(img)
+            .env("SOURCE_DATE_EPOCH", "0"),
+        "stele image build --fs-image",
+    )?;
+    fs::remove_file(&fs_img).map_err(|e| e.to_string())
+}
+
+fn len(p: &Path) -> Result<u64, String> {
+    fs::metadata(p)
+        .map(|m| m.len())
+        .map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// Runs `cmd` (stdout to `stdout` when given) and returns its wall time.
+fn timed(cmd: &mut Command, what: &str, stdout: Option<&Path>) -> Result<f64, String> {
+    if let Some(p) = stdout {
+        cmd.stdout(Stdio::from(
+            File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        ));
+    }
+    let start = Instant::now();
+    let out = cmd
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("could not start {what}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// The file names (chunk ids) in a casync store.
+fn chunks(store: &Path) -> Result<Vec<(String, u64)>, String> {
+    let mut all = Vec::new();
+    for dir in fs::read_dir(store).map_err(|e| format!("{}: {e}", store.display()))? {
+        let dir = dir.map_err(|e| e.to_string())?.path();
+        if !dir.is_dir() {
+            continue;
+        }
+        for f in fs::read_dir(&dir).map_err(|e| e.to_string())? {
+            let f = f.map_err(|e| e.to_string())?;
+            let size = f.metadata().map_err(|e| e.to_string())?.len();
+            all.push((f.file_name().to_string_lossy().into_owned(), size));
+        }
+    }
+    Ok(all)
+}
+
+/// The bytes a device on `from` downloads for `to`, stele and the standard tools, printed
+/// as a table with ratios against stele.
+fn pair(stele: &Path, work: &Path, what: &str, from: &Path, to: &Path) -> Result<(), String> {
+    let size = len(to)?;
+    let (stele_bytes, _) = diff(stele, from, to)?;
+    let d = work.join("pair");
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+    let xd = d.join("xdelta3.vcdiff");
+    let t_xd = timed(
+        Command::new("xdelta3")
+            .args(["-9", "-e", "-f", "-s"])
+            .arg(from)
+            .arg(to)
+            .arg(&xd),
+        "xdelta3",
+        None,
+    )?;
+    let zp = d.join("patch.zst");
+    let from_arg = format!("--patch-from={}", from.display());
+    let t_zp = timed(
+        Command::new("zstd")
+            .args(["-q", "-f", "-19", "--long=31", &from_arg])
+            .arg(to)
+            .arg("-o")
+            .arg(&zp),
+        "zstd --patch-from",
+        None,
+    )?;
+    let (store_old, store_new) = (d.join("store-old"), d.join("store-new"));
+    for (img, store, index) in [
+        (from, &store_old, d.join("old.caibx")),
+        (to, &store_new, d.join("new.caibx")),
+    ] {
+        output(
+            Command::new("casync")
+                .arg("make")
+                .arg(format!("--store={}", store.display()))
+                .arg(&index)
+                .arg(img),
+            "casync make",
+        )?;
+    }
+    let seeded: HashSet<String> = chunks(&store_old)?.into_iter().map(|c| c.0).collect();
+    let casync_bytes = len(&d.join("new.caibx"))?
+        + chunks(&store_new)?
+            .iter()
+            .filter(|(id, _)| !seeded.contains(id))
+            .map(|c| c.1)
+            .sum::<u64>();
+    let xz = d.join("new.img.xz");
+    let t_xz = timed(
+        Command::new("xz").args(["-9", "-T1", "-c"]).arg(to),
+        "xz -9",
+        Some(&xz),
+    )?;
+    println!(
+        "  {what}: new image {size} bytes ({:.1} MiB)",
+        size as f64 / MIB
+    );
+    println!(
+        "    | what a device on the old release downloads | bytes | % of the new image | x stele | encode s |"
+    );
+    println!("    | --- | ---: | ---: | ---: | ---: |");
+    let rows = [
+        (
+            "stele `update install URL` (block delta, `image diff`, exact)",
+            stele_bytes,
+            None,
+        ),
+        (
+            "casync (default chunks, compressed, seeded with the old image)",
+            casync_bytes,
+            None,
+        ),
+        ("the whole new image, `xz -9`", len(&xz)?, Some(t_xz)),
+        ("xdelta3 `-9` old image -> new image", len(&xd)?, Some(t_xd)),
+        (
+            "`zstd -19 --long=31 --patch-from=old new`",
+            len(&zp)?,
+            Some(t_zp),
+        ),
+        ("the whole new image, raw (a fresh install)", size, None),
+    ];
+    for (name, bytes, secs) in rows {
+        println!(
+            "    | {name} | {bytes} | {:.1} % | {:.2} | {} |",
+            100.0 * bytes as f64 / size as f64,
+            bytes as f64 / stele_bytes as f64,
+            secs.map_or("-".into(), |s| format!("{s:.1}"))
+        );
+    }
+    Ok(())
+}
+
+/// A real `stele update install --disk` of `to` (served by the loopback nginx) over a disk
+/// whose slot a holds `from`, under `/usr/bin/time -v`; against `zstd --patch-from -d` of
+/// the same pair (the patch [`pair`] left).
+fn install(
+    stele: &Path,
+    work: &Path,
+    public: &Path,
+    port: u16,
+    from: &Path,
+    to: &Path,
+) -> Result<(), String> {
+    let served = work.join("www").join("new.img");
+    let _ = fs::remove_file(&served);
+    fs::hard_link(to, &served).map_err(|e| e.to_string())?;
+    let disk = work.join("disk.img");
+    let _ = fs::remove_file(&disk);
+    let slot_mib = len(from)?.max(len(to)?) / (1 << 20) + 8;
+    output(
+        Command::new(stele)
+            .args(["disk", "create", "--out"])
+            .arg(&disk)
+            .args(["--slot-size", &format!("{slot_mib}M"), "--a"])
+            .arg(from),
+        "stele disk create",
+    )?;
+    let url = format!("http://127.0.0.1:{port}/new.img");
+    let start = Instant::now();
+    let out = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(stele)
+        .args(["update", "install", "--disk"])
+        .arg(&disk)
+        .arg("--key")
+        .arg(public)
+        .arg(&url)
+        .output()
+        .map_err(|e| format!("could not start /usr/bin/time: {e}"))?;
+    let secs = start.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("stele update install failed: {}", stderr.trim()));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let fetched: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("stele: fetched "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("no summary line: {stdout}"))?;
+    let rss: u64 = stderr
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let (predicted, _) = diff(stele, from, to)?;
+    let patch = work.join("pair").join("patch.zst");
+    let decoded = work.join("pair").join("decoded.img");
+    let from_arg = format!("--patch-from={}", from.display());
+    let t_zstd = timed(
+        Command::new("zstd")
+            .args(["-q", "-f", "-d", "--long=31", &from_arg])
+            .arg(&patch)
+            .arg("-o")
+            .arg(&decoded),
+        "zstd --patch-from -d",
+        None,
+    )?;
+    if fs::read(&decoded).map_err(|e| e.to_string())? != fs::read(to).map_err(|e| e.to_string())? {
+        return Err("zstd --patch-from -d did not give the new image".into());
+    }
+    let _ = fs::remove_file(&decoded);
+    println!(
+        "    install over loopback nginx: fetched {fetched} bytes ({}), {secs:.2} s, peak RSS {:.1} MiB; zstd --patch-from -d {t_zstd:.2} s; stele/zstd time {:.2}",
+        if fetched == predicted {
+            "as `stele image diff` predicted".to_string()
+        } else {
+            format!("`stele image diff` predicted {predicted}")
+        },
+        rss as f64 / 1024.0,
+        secs / t_zstd
+    );
+    fs::remove_file(&disk).map_err(|e| e.to_string())
+}
+
+/// Image sizes and stele's delta bytes for each EROFS compressor against the
+/// uncompressed default.
+fn compression(
+    stele: &Path,
+    variants: &[String],
+    images: &[Vec<PathBuf>],
+    missing: &[String],
+) -> Result<(), String> {
+    let mkfs = mkfs_erofs();
+    let version = Command::new(&mkfs)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "erofs-utils 1.5 or older: no --version".to_string(),
+            |o| {
+                let text = String::from_utf8_lossy(&o.stdout);
+                text.lines().next().unwrap_or("").trim().to_string()
+            },
+        );
+    println!(
+        "  EROFS compression, {} ({version}) -z, 4 KiB physical clusters; stele's delta bytes, % of that variant's new image / of the uncompressed new image:",
+        mkfs.display()
+    );
+    println!("    | mkfs.erofs | new image bytes | security update | major upgrade |");
+    println!("    | --- | ---: | ---: | ---: |");
+    let base = [len(&images[0][1])?, len(&images[0][2])?];
+    for (variant, imgs) in variants.iter().zip(images) {
+        let sizes = [len(&imgs[0])?, len(&imgs[1])?, len(&imgs[2])?];
+        let sec = diff(stele, &imgs[0], &imgs[1])?.0;
+        let major = diff(stele, &imgs[1], &imgs[2])?.0;
+        let name = if variant == "none" {
+            "uncompressed (default)".to_string()
+        } else {
+            format!("-z{variant}")
+        };
+        println!(
+            "    | {name} | {} ({:.1} %) | {sec} ({:.1} % / {:.1} %) | {major} ({:.1} % / {:.1} %) |",
+            sizes[1],
+            100.0 * sizes[1] as f64 / base[0] as f64,
+            100.0 * sec as f64 / sizes[1] as f64,
+            100.0 * sec as f64 / base[0] as f64,
+            100.0 * major as f64 / sizes[2] as f64,
+            100.0 * major as f64 / base[1] as f64,
+        );
+    }
+    if !missing.is_empty() {
+        println!(
+            "    (not measured: -z{} are not in this mkfs.erofs)",
+            missing.join(", -z")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_compressors;
+
+    #[test]
+    fn compressors_of_erofs_utils_1_5_and_later() {
+        let v15 = " -zX[,Y]               X=compressor (Y=compression level, optional)\n\nAvailable compressors are: lz4hc, lz4\n";
+        let (yes, no) = parse_compressors(v15);
+        assert_eq!(yes, ["lz4hc", "lz4"]);
+        assert_eq!(no, ["lzma", "zstd", "deflate"]);
+        // erofs-utils 1.9.3: --help lists them without the word, --version with it.
+        let v19 = " -zX[,level=Y]  X=compressor (Y=compression level)\n    [:...]  supported compressors and their option ranges are:\n      lz4\n      lz4hc\n      zstd\nmkfs.erofs (erofs-utils) 1.9.3\navailable compressors: lz4, lz4hc, lzma, deflate, zstd\n";
+        assert_eq!(
+            parse_compressors(v19).0,
+            ["lz4hc", "lz4", "lzma", "zstd", "deflate"]
+        );
+        assert!(parse_compressors("usage: [options] FILE DIRECTORY\n")
+            .0
+            .is_empty());
+    }
+    #[test]
+    fn roots_list_packages_that_changed() {
+        use crate::bench_debian::{changed, Root};
+        let root = |list: &[(&str, &str)]| Root {
+            tar: Default::default(),
+            packages: list
+                .iter()
+                .map(|(p, v)| (p.to_string(), v.to_string()))
+                .collect(),
+        };
+        let a = root(&[("openssl", "3.0.15-1"), ("zlib1g", "1.2.13"), ("gone", "1")]);
+        let b = root(&[("openssl", "3.0.16-1"), ("zlib1g", "1.2.13"), ("new", "1")]);
+        assert_eq!(changed(&a, &b), (vec!["openssl".to_string()], 1, 1));
+    }
+}
