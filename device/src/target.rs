@@ -228,6 +228,25 @@ pub struct InstallSlot {
     _lock: Option<Flock<File>>,
 }
 
+impl InstallSlot {
+    /// An install's outcome, its failure naming the slot and partition on the device
+    /// (`installing into slot b (/dev/vda4): ...`); a disk image's errors already name
+    /// the image.
+    pub fn named<T>(&self, done: Result<T>, on_device: bool) -> Result<T> {
+        done.map_err(|e| {
+            if on_device {
+                Error::Installing {
+                    slot: self.slot,
+                    path: self.part.path().to_string(),
+                    source: Box::new(e),
+                }
+            } else {
+                e
+            }
+        })
+    }
+}
+
 /// An opened install target.
 #[derive(Debug)]
 pub struct Target {

@@ -286,14 +286,7 @@ pub fn run(
         log,
         progress,
     );
-    match t.place {
-        Place::Device(_) => done.map_err(|e| Error::Installing {
-            slot: target.slot,
-            path: target.part.path().to_string(),
-            source: Box::new(e),
-        }),
-        Place::Disk(_) => done,
-    }
+    target.named(done, t.on_device())
 }
 
 #[cfg(test)]

@@ -546,14 +546,7 @@ pub fn install(
         log,
         progress,
     );
-    match t.place {
-        Place::Device(_) => done.map_err(|e| Error::Installing {
-            slot: target.slot,
-            path: target.part.path().to_string(),
-            source: Box::new(e),
-        }),
-        Place::Disk(_) => done,
-    }
+    target.named(done, t.on_device())
 }
 
 /// `stele update plan URL|FILE` on an opened target ([`Target::load_trust`] read): what
