@@ -224,6 +224,8 @@ impl Trusted {
 pub struct InstallSlot {
     pub slot: Slot,
     pub part: Part,
+    /// The boot state it was chosen from (read under the state lock).
+    pub state: BootState,
     /// The slot partition's lock (the device); a disk image is locked as a whole.
     _lock: Option<Flock<File>>,
 }
@@ -431,6 +433,7 @@ impl Target {
         Ok(InstallSlot {
             slot,
             part,
+            state: st,
             _lock: lock,
         })
     }

@@ -522,8 +522,7 @@ pub fn install(
     let mut src = source(t, loc, opts)?;
     let mut zsrc = zsource(t, loc, opts)?;
     let mut target = t.install_slot()?;
-    let st = t.state.locked(StateFile::load)?;
-    let mut base = t.base(&st)?;
+    let mut base = t.base(&target.state)?;
     let trust = t.trusted.trust()?;
     let slot_len = target.part.len();
     let done = install_from(
