@@ -165,21 +165,16 @@ pub fn run(cmd: UpdateCommand) -> CliResult {
         cmd,
         DevCommand::Install(_) | DevCommand::InstallUrl { .. } | DevCommand::Plan { .. }
     );
-    let at = match offline_keys(&offline)? {
+    let disk = offline_keys(&offline)?;
+    let at = match disk {
         None => At::Device(Path::new(RUN_DIR)),
         Some((_, None)) if writes_with_keys => return Err(Usage::DiskWithoutKeys.into()),
-        Some((disk, keyring)) => {
-            return Ok(cli::run(
-                &cmd,
-                At::Disk {
-                    path: &disk,
-                    keyring,
-                    product,
-                    http: Some(crate::remote::http),
-                },
-                &mut Bars::stderr(),
-            )?)
-        }
+        Some((ref path, keyring)) => At::Disk {
+            path,
+            keyring,
+            product,
+            http: Some(crate::remote::http),
+        },
     };
     Ok(cli::run(&cmd, at, &mut Bars::stderr())?)
 }
