@@ -457,11 +457,7 @@ pub fn device_source(
             ];
             Ok(Box::new(pipe::PipeSource::new(program, args, url)))
         }
-        Location::File(p) => {
-            let name = p.display().to_string();
-            let f = open::open(&name, false)?;
-            Ok(Box::new(ReaderSource::new(f, name)))
-        }
+        Location::File(p) => file_source(p),
     }
 }
 
@@ -487,11 +483,14 @@ pub fn host_source(
             Some(open) => Ok(open(url, opts.timeout)),
             None => Err(Error::NoHttp { url: url.clone() }),
         },
-        Location::File(p) => {
-            let name = p.display().to_string();
-            Ok(Box::new(ReaderSource::new(open::open(&name, false)?, name)))
-        }
+        Location::File(p) => file_source(p),
     }
+}
+
+/// A local image file (or block device) read through byte ranges, on either side.
+fn file_source(p: &Path) -> Result<Box<dyn RangeSource>> {
+    let name = p.display().to_string();
+    Ok(Box::new(ReaderSource::new(open::open(&name, false)?, name)))
 }
 
 /// The source of the compressed form beside `loc` (`URL.zst`) for target `t`, when `loc`
