@@ -2,7 +2,7 @@
 //! compressed as the distribution shipped them: the kernel decompresses those); a module
 //! boot.toml `modaliases` gates loads only once a present device's modalias matches.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::CStr;
 use std::path::Path;
 
@@ -52,25 +52,34 @@ pub fn present_modaliases(sys: &Path) -> Vec<String> {
 }
 
 /// The modules of `modules` to load now, in order: those not `done` that no gate holds back
-/// (not in `gates`, or one of their patterns matches a `present` modalias). Pure.
+/// (not in `gates`, or one of their patterns matches a `present` modalias). Each distinct
+/// pattern is tried once (the generic profile repeats a driver's few hundred PCI ids on
+/// each of its dependencies). Pure.
 pub fn due<'a>(
     modules: &'a [String],
     gates: &BTreeMap<String, Vec<String>>,
     present: &[String],
     done: &HashSet<&str>,
 ) -> Vec<&'a str> {
-    modules
-        .iter()
-        .map(String::as_str)
-        .filter(|m| !done.contains(m))
-        .filter(|m| {
-            gates.get(*m).is_none_or(|patterns| {
-                patterns
-                    .iter()
-                    .any(|p| present.iter().any(|a| glob_match(p, a)))
-            })
-        })
-        .collect()
+    let mut matches: HashMap<&str, bool> = HashMap::new();
+    let mut out = Vec::new();
+    for m in modules.iter().map(String::as_str) {
+        if done.contains(m) {
+            continue;
+        }
+        let open = match gates.get(m) {
+            None => true,
+            Some(patterns) => patterns.iter().any(|p| {
+                *matches
+                    .entry(p)
+                    .or_insert_with(|| present.iter().any(|a| glob_match(p, a)))
+            }),
+        };
+        if open {
+            out.push(m);
+        }
+    }
+    out
 }
 
 /// The parameters a module is loaded with: `nowayout=1` for the watchdog drivers when the
