@@ -6,14 +6,13 @@
 //! unless the firmware booted it or boot.toml `allow_removable` says so. [`choose`] is the
 //! pure decision; [`binding`] and [`disks`] read the firmware and sysfs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
 use stele_verifier::config::BootConfig;
 use stele_verifier::gpt::{Gpt, Guid, SECTOR};
 
-use crate::devices::BlockDev;
 use crate::sys;
 
 /// Where efivarfs is mounted.
@@ -279,23 +278,18 @@ fn read_gpt(name: &str) -> Option<(Guid, Vec<Guid>)> {
     ))
 }
 
-/// The disks of one scan: each whole disk, whether it is removable, whether a partition
-/// named `state` of `found` is on it, and (for a binding by GUID) its GPT, read once per
-/// disk and kept in `gpts`.
+/// The disks of one scan: each whole disk, whether it is removable, whether it carries
+/// the state partition (its kernel name is in `with_state`), and (for a binding by GUID)
+/// its GPT, read once per disk and kept in `gpts`.
 pub fn disks(
-    found: &BTreeMap<String, Vec<BlockDev>>,
-    state: &str,
+    with_state: &[&str],
     rule: &Rule,
     gpts: &mut HashMap<String, (Guid, Vec<Guid>)>,
 ) -> Vec<Disk> {
     whole_disks()
         .into_iter()
         .map(|name| {
-            let has_state = found
-                .get(state)
-                .into_iter()
-                .flatten()
-                .any(|d| d.disk.as_deref() == Some(name.as_str()));
+            let has_state = with_state.contains(&name.as_str());
             let gpt = if rule.binding == Binding::Unbound {
                 None
             } else if let Some(g) = gpts.get(&name) {

@@ -244,7 +244,13 @@ pub fn wait(names: &PerRole<String>, timeout: Duration, rule: &Rule) -> Result<P
     loop {
         let found = scan();
         let late = start.elapsed() >= timeout;
-        let disks = boot_disk::disks(&found, state, rule, &mut gpts);
+        let with_state: Vec<&str> = found
+            .get(state)
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d.disk.as_deref())
+            .collect();
+        let disks = boot_disk::disks(&with_state, rule, &mut gpts);
         match boot_disk::choose(&disks, rule) {
             Choice::Boot(disk) => {
                 let mut on_disk = found.clone();
