@@ -53,6 +53,11 @@ pub struct CreateArgs {
     /// and command line.
     #[arg(long, requires = "uki")]
     pub bios: bool,
+    /// The GPT disk GUID: the disk's identity, which `stele initramfs --boot-disk` records
+    /// for machines whose firmware does not name the boot disk (default: derived from the
+    /// content, printed).
+    #[arg(long, value_name = "GUID", value_parser = crate::initramfs::parse_guid)]
+    pub disk_guid: Option<stele_verifier::gpt::Guid>,
     /// Also write DISK.bmap (bmaptool create) for `bmaptool copy`.
     #[arg(long)]
     pub bmap: bool,
@@ -96,6 +101,7 @@ pub fn run(args: DiskArgs) -> CliResult {
                 b: c.b,
                 data_size: c.data_size,
                 epoch: source_date_epoch()?,
+                disk_guid: c.disk_guid,
             };
             let esp = c.uki.map(|uki| EspSpec {
                 uki,
@@ -115,7 +121,7 @@ pub fn run(args: DiskArgs) -> CliResult {
             } else {
                 converted((&c.out, c.force, c.bmap, c.format), &spec, esp.as_ref())?
             };
-            println!("wrote {}", c.out.display());
+            println!("wrote {} (disk GUID {})", c.out.display(), gpt.disk_guid);
             for p in &gpt.partitions {
                 let (off, len) = p.byte_range();
                 println!("  {:<13} offset {off:>12} size {len:>12}", p.name);

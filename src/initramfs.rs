@@ -60,12 +60,27 @@ pub struct InitramfsArgs {
     /// install with this initramfs, whatever the boot state and the TPM say.
     #[arg(long, value_name = "N")]
     pub min_rollback_index: Option<u64>,
+    /// boot.toml `boot_disk`: the GPT disk GUID of the disk this machine boots from, used
+    /// where the firmware does not say (direct kernel boot, BIOS); `stele disk create`
+    /// prints it and `--disk-guid` sets it.
+    #[arg(long, value_name = "GUID", value_parser = parse_guid)]
+    pub boot_disk: Option<stele_verifier::gpt::Guid>,
     /// Where to write the initramfs.
     #[arg(long, value_name = "INITRD")]
     pub out: PathBuf,
     /// Replace an existing --out.
     #[arg(long)]
     pub force: bool,
+}
+
+/// A GPT GUID argument (`--boot-disk`, `disk create --disk-guid`): the textual form, not
+/// all zero.
+pub fn parse_guid(s: &str) -> Result<stele_verifier::gpt::Guid, String> {
+    stele_verifier::gpt::Guid::parse(s)
+        .filter(|g| !g.is_zero())
+        .ok_or_else(|| {
+            format!("{s:?} is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, not all zero)")
+        })
 }
 
 /// `--hardware`.
@@ -118,6 +133,7 @@ pub fn run(args: InitramfsArgs) -> CliResult {
         stage2: args.stage2,
         kernel: args.kernel,
         min_rollback_index: args.min_rollback_index,
+        boot_disk: args.boot_disk,
     };
     let (archive, order) = build(&spec)?;
     let bytes = archive.to_bytes()?;

@@ -47,6 +47,9 @@
 //!   as stage 1 and as a slot's kernel after a kexec
 //! - vm::hardware: the same disk with a default initramfs booted by OVMF over NVMe, SATA and
 //!   virtio-scsi, and from a USB stick with USB storage asked for
+//! - vm::boot_disk: the boot disk is bound: a USB stick with a stele disk beside the
+//!   internal one is ignored (either attachment order); two internal stele disks are refused
+//!   unless `stele initramfs --boot-disk` names one
 //! - vm::owners: an image from a tar boots with its owners and a working file capability
 //! - vm::init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
 //! - vm::links: a system.toml or /etc/passwd linked into /var (the data partition) is
@@ -86,6 +89,7 @@ pub(crate) mod net {
 
 pub(crate) mod vm {
     pub(crate) mod boot;
+    pub(crate) mod boot_disk;
     pub(crate) mod debian13;
     pub(crate) mod esp_uki;
     pub(crate) mod fleet;

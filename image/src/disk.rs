@@ -125,6 +125,9 @@ pub struct DiskSpec {
     pub data_size: Option<u64>,
     /// Timestamp for the data filesystem (SOURCE_DATE_EPOCH).
     pub epoch: u64,
+    /// `--disk-guid`: the GPT disk GUID (the disk's identity, docs/BOOT.md "The boot
+    /// disk"); derived from the content when not given.
+    pub disk_guid: Option<Guid>,
 }
 
 fn round_mib(what: &'static str, n: u64) -> Result<u64, DiskError> {
@@ -392,9 +395,16 @@ pub fn create_with_esp(
     if let Some((content, bytes, size)) = &esp {
         content.seed(&mut h, *size, bytes);
     }
+    if let Some(g) = spec.disk_guid {
+        h.update(b"disk-guid");
+        h.update(g.0);
+    }
     let seed = h.finalize().to_vec();
     let esp_layout = esp.as_ref().map(|(c, _, size)| (*size, c.bios));
-    let gpt = layout_with_esp(esp_layout, spec.slot_size, spec.data_size, &seed)?;
+    let mut gpt = layout_with_esp(esp_layout, spec.slot_size, spec.data_size, &seed)?;
+    if let Some(g) = spec.disk_guid {
+        gpt.disk_guid = g;
+    }
 
     let mut output = crate::atomic::AtomicFile::output(out, 0o644, force)?;
     let tmp_path = output.tmp_path().to_path_buf();

@@ -199,6 +199,7 @@ fn create_full_disk() {
         b: Some(b.clone()),
         data_size: Some(4 * MIB),
         epoch: 0,
+        disk_guid: None,
     };
     let out = d.path().join("disk.img");
     let gpt = create(&out, &spec).unwrap();
@@ -251,6 +252,7 @@ fn create_without_b_marks_b_unbootable() {
         b: None,
         data_size: None,
         epoch: 0,
+        disk_guid: None,
     };
     let out = d.path().join("disk.img");
     let gpt = create(&out, &spec).unwrap();
@@ -280,6 +282,7 @@ fn a_fresh_disk_starts_at_its_images_rollback_index() {
         b: Some(v5.clone()),
         data_size: None,
         epoch: 0,
+        disk_guid: None,
     };
     let state = |out: &Path| {
         let mut f = File::open(out).unwrap();
@@ -330,6 +333,7 @@ fn create_refuses_oversized_and_non_slot_images() {
         b: None,
         data_size: None,
         epoch: 0,
+        disk_guid: None,
     };
     let e = create(&out, &spec).unwrap_err();
     assert!(matches!(e, DiskError::TooLarge { slot_len, .. } if slot_len == MIB));
@@ -353,4 +357,37 @@ fn create_refuses_oversized_and_non_slot_images() {
     let e = create(&out, &spec).unwrap_err();
     assert!(matches!(e, DiskError::SlotIsDirectory { .. }), "{e}");
     assert_eq!(e.exit(), Exit::Environment);
+}
+
+/// `--disk-guid`: the GPT disk GUID is the one given (the identity `stele initramfs
+/// --boot-disk` records), and the partition GUIDs differ from those of the same content
+/// without it (two disks of one image with two identities share no PARTUUID).
+#[test]
+fn disk_guid_is_the_one_given() {
+    let d = tempfile::tempdir().unwrap();
+    let a = fake_slot(d.path(), "a.img", 0xAA, 10_000);
+    let spec = DiskSpec {
+        slot_size: MIB,
+        a,
+        b: None,
+        data_size: None,
+        epoch: 0,
+        disk_guid: None,
+    };
+    let plain = create(&d.path().join("plain.img"), &spec).unwrap();
+    let guid = Guid::parse("5a1e0000-0000-4000-8000-00000000d15c").unwrap();
+    let named = DiskSpec {
+        disk_guid: Some(guid),
+        ..spec.clone()
+    };
+    let out = d.path().join("named.img");
+    let gpt = create(&out, &named).unwrap();
+    sgdisk_verify(&out);
+    assert_eq!(gpt.disk_guid, guid);
+    assert_ne!(plain.disk_guid, guid);
+    for (p, q) in plain.partitions.iter().zip(&gpt.partitions) {
+        assert_ne!(p.guid, q.guid, "{}", p.name);
+    }
+    let again = create(&d.path().join("again.img"), &named).unwrap();
+    assert_eq!(again, gpt, "reproducible");
 }

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
-use stele_verifier::kmod::{glob_match, SCANNED_BUSES};
+use stele_verifier::kmod::{glob_match, EFI_ALIAS, SCANNED_BUSES};
 
 use crate::modules::{ModuleDb, ModulesError, ResolvedModule};
 
@@ -61,6 +61,11 @@ pub const GENERIC: &[Driver] = &[
 /// Drivers carried only when asked for by `--module`, with what serves them: USB storage
 /// (the disks behind it need sd_mod, the sticks a USB host controller driver).
 pub const ON_REQUEST: &[Driver] = &[d("usb_storage", &["sd_mod", "xhci_pci", "ehci_pci"])];
+
+/// Modules every profile carries for the platform, each with the (pseudo) modalias that
+/// makes stele-init load it: efivarfs, to read the boot disk the UEFI firmware names,
+/// loaded only on a UEFI boot ([`EFI_ALIAS`]).
+pub const PLATFORM: &[(&str, &str)] = &[("efivarfs", EFI_ALIAS)];
 
 /// Where `host` also looks for drivers of the build machine's devices (storage
 /// controllers, the TPM, watchdogs), as paths in the modules directory.
@@ -178,6 +183,14 @@ pub fn plan(
                 unconditional.insert(m.name);
             } else {
                 gates.entry(m.name).or_default().extend(own.iter().cloned());
+            }
+        }
+    }
+    for (module, alias) in PLATFORM {
+        if db.is_module(module) && !unconditional.contains(*module) {
+            names.push((*module).to_owned());
+            for m in db.resolve(&[module])? {
+                gates.entry(m.name).or_default().insert((*alias).to_owned());
             }
         }
     }

@@ -30,7 +30,10 @@ pub const GENERATED_KEYS: &[(&str, &str)] = &[
 ];
 
 /// A key the user's boot.toml or an option sets, not both.
-pub const OPTION_KEYS: &[(&str, &str)] = &[("min_rollback_index", "--min-rollback-index")];
+pub const OPTION_KEYS: &[(&str, &str)] = &[
+    ("min_rollback_index", "--min-rollback-index"),
+    ("boot_disk", "--boot-disk"),
+];
 
 /// Directories every initramfs has (mode 0755).
 pub const DIRS: &[&str] = &[
@@ -132,6 +135,8 @@ pub struct Generated {
     pub min_rollback_index: Option<u64>,
     /// `--name`: the product the initramfs binds the device to, if any.
     pub name: Option<String>,
+    /// `--boot-disk`: the GPT disk GUID of the disk the machine boots from.
+    pub boot_disk: Option<stele_verifier::gpt::Guid>,
 }
 
 /// The final boot.toml: the user's settings (`origin` names the file in errors) plus what
@@ -177,8 +182,8 @@ pub fn boot_toml(user: Option<(&str, &str)>, g: &Generated) -> Result<String, In
         let hex = stele_verifier::hex::encode(d);
         table.insert("kernel_sha256".into(), toml::Value::String(hex));
     }
-    if let Some(n) = g.min_rollback_index {
-        let (key, option) = OPTION_KEYS[0];
+    let option_value = |i: usize, v: toml::Value, table: &mut toml::Table| {
+        let (key, option) = OPTION_KEYS[i];
         if table.contains_key(key) {
             return Err(InitramfsError::Generated {
                 origin: origin.to_string(),
@@ -186,14 +191,21 @@ pub fn boot_toml(user: Option<(&str, &str)>, g: &Generated) -> Result<String, In
                 option,
             });
         }
+        table.insert(key.into(), v);
+        Ok(())
+    };
+    if let Some(n) = g.min_rollback_index {
         let v = i64::try_from(n).map_err(|_| {
             ConfigError::key(
                 origin,
-                key,
+                OPTION_KEYS[0].0,
                 format!("{n} is above the TOML limit {}", i64::MAX),
             )
         })?;
-        table.insert(key.into(), toml::Value::Integer(v));
+        option_value(0, toml::Value::Integer(v), &mut table)?;
+    }
+    if let Some(g) = g.boot_disk {
+        option_value(1, toml::Value::String(g.to_string()), &mut table)?;
     }
     if let Some(n) = &g.name {
         table.insert("name".into(), toml::Value::String(n.clone()));
@@ -294,6 +306,8 @@ pub struct InitramfsSpec {
     pub kernel: Option<PathBuf>,
     /// `--min-rollback-index` (boot.toml `min_rollback_index`).
     pub min_rollback_index: Option<u64>,
+    /// `--boot-disk` (boot.toml `boot_disk`).
+    pub boot_disk: Option<stele_verifier::gpt::Guid>,
 }
 
 /// The module names `spec` asks for on every boot (the core first, unless
@@ -374,6 +388,7 @@ pub fn build(spec: &InitramfsSpec) -> Result<(Archive, Vec<String>), InitramfsEr
         kernel_sha256,
         min_rollback_index: spec.min_rollback_index,
         name: spec.name.clone(),
+        boot_disk: spec.boot_disk,
     };
     let toml_text = boot_toml(
         user.as_ref().map(|(o, t)| (o.as_str(), t.as_str())),

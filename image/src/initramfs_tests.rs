@@ -115,6 +115,25 @@ fn min_rollback_index_from_the_option_or_the_file_not_both() {
     assert!(boot_toml(None, &huge).is_err());
 }
 
+#[test]
+fn boot_disk_from_the_option_or_the_file_not_both() {
+    let guid = stele_verifier::gpt::Guid::derive(b"disk");
+    let g = Generated {
+        boot_disk: Some(guid),
+        ..one()
+    };
+    let t: toml::Table = boot_toml(None, &g).unwrap().parse().unwrap();
+    assert_eq!(t["boot_disk"].as_str(), Some(guid.to_string().as_str()));
+    let file = Some((
+        "b.toml",
+        "boot_disk = \"5a1e0000-0000-4000-8000-00000000d15c\"\n",
+    ));
+    let t: toml::Table = boot_toml(file, &one()).unwrap().parse().unwrap();
+    assert!(t.contains_key("boot_disk"));
+    let e = boot_toml(file, &g).unwrap_err();
+    assert!(e.to_string().contains("--boot-disk"), "{e}");
+}
+
 fn one() -> Generated {
     Generated {
         threshold: 1,
@@ -255,6 +274,7 @@ fn requested_modules_defaults_and_replacement() {
         stage2: false,
         kernel: None,
         min_rollback_index: None,
+        boot_disk: None,
     };
     let r = requested_modules(&spec);
     assert_eq!(r.len(), hardware::CORE.len() + 1);
@@ -347,6 +367,7 @@ fn build_from_files() {
         stage2: false,
         kernel: None,
         min_rollback_index: None,
+        boot_disk: None,
     };
     let (a, order) = build(&spec).unwrap();
     assert_eq!(

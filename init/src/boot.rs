@@ -26,7 +26,9 @@ use crate::devices::{self, BlockDev, Partitions};
 use crate::mapped::{Clock, Mapped, Phases};
 use crate::mounts::{self, NEWROOT};
 use crate::sys::{self, Halt};
-use crate::{console, debug, error, info, missing, modules, warn, watchdog, Error, Result};
+use crate::{
+    boot_disk, console, debug, error, info, missing, modules, warn, watchdog, Error, Result,
+};
 
 /// Filesystem magics of an initramfs root (only those are ever emptied).
 const RAMFS_MAGIC: i64 = 0x8584_58f6;
@@ -206,9 +208,15 @@ pub fn prepare() -> Ready {
     watchdog::arm(cfg.watchdog_secs);
     clock.lap("modules");
 
+    let rule = boot_disk::Rule {
+        binding: boot_disk::binding(&cfg),
+        allow_removable: cfg.allow_removable,
+    };
+    let state_name = cfg.partition(layout::Role::State).to_string();
     let parts = devices::wait(
         &cfg.partitions,
         Duration::from_secs(cfg.partition_timeout_secs),
+        &rule,
     )
     .map_err(|e| match e {
         // Say what the kernel does see instead (docs/BOOT.md "No stele disk").
@@ -217,9 +225,25 @@ pub fn prepare() -> Ready {
             name,
             waited_ms,
         },
+        Error::BootDiskMissing {
+            binding, waited_ms, ..
+        } => Error::BootDiskMissing {
+            binding,
+            waited_ms,
+            seen: Some(missing::look(&state_name, &missing::aliases())),
+        },
         e => e,
     })
     .unwrap_or_else(|e| fail(action, delay, &e.to_string()));
+    info!(
+        "boot disk {}: {}",
+        parts
+            .state
+            .disk
+            .as_deref()
+            .map_or_else(|| parts.state.path(), |d| format!("/dev/{d}")),
+        rule.binding
+    );
     debug!(
         "state partition {} ({})",
         parts.state.path(),

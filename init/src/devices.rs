@@ -1,10 +1,10 @@
 //! Finding partitions by GPT name: `PARTNAME=` in /sys/class/block/*/uevent, and the disk
-//! each is on (its parent in sysfs). `stele-state` anchors the boot: every other stele
-//! partition counts only on the same disk (a USB stick must not supply the data partition
-//! or a slot); one elsewhere is ignored with a warning, at the scan and again before the
-//! slot is marked good ([`strangers`]).
+//! each is on (its parent in sysfs). The boot disk ([`crate::boot_disk`]) supplies every
+//! stele partition (a USB stick must not supply the state, the data partition or a slot);
+//! one elsewhere is ignored with a warning, at the scan and again before the slot is
+//! marked good ([`strangers`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use stele_device::runtime::run_dir::{Devices, DEVICES, RUN_DIR};
@@ -12,6 +12,7 @@ use stele_verifier::config::BootConfig;
 use stele_verifier::layout::{PerRole, Role, ROLES};
 use stele_verifier::state::Slot;
 
+use crate::boot_disk::{self, Binding, Choice, Rule};
 use crate::{Error, Result};
 
 /// A block device found in sysfs.
@@ -230,30 +231,62 @@ impl Partitions {
 /// Poll interval while waiting for partitions.
 pub const POLL: Duration = Duration::from_millis(50);
 
-/// Waits (bounded) until the state and both slot partitions on its disk are present,
-/// polling every 50 ms. At the timeout the state partition is required; a missing slot is
-/// reported by the caller when it tries that slot. The data partition and the ESP are
-/// optional. Partitions of those names on other disks are [`Partitions::ignored`].
-pub fn wait(names: &PerRole<String>, timeout: Duration) -> Result<Partitions> {
+/// Waits (bounded) until the boot disk ([`boot_disk::choose`] under `rule`) and the state
+/// and both slot partitions on it are present, polling every 50 ms: it waits for the
+/// bound disk, never taking the first stele disk found. At the timeout the state partition
+/// is required; a missing slot is reported by the caller when it tries that slot. The data
+/// partition and the ESP are optional. Partitions of those names on other disks are
+/// [`Partitions::ignored`].
+pub fn wait(names: &PerRole<String>, timeout: Duration, rule: &Rule) -> Result<Partitions> {
     let state = names.get(Role::State).as_str();
     let start = Instant::now();
+    let mut gpts = HashMap::new();
     loop {
         let found = scan();
         let late = start.elapsed() >= timeout;
-        match unique(&found, state)? {
-            Some(st) => {
-                let parts = select(&found, st, names)?;
-                if late || (parts.slot(Slot::A).is_some() && parts.slot(Slot::B).is_some()) {
-                    return Ok(parts);
+        let with_state: Vec<&str> = found
+            .get(state)
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d.disk.as_deref())
+            .collect();
+        let disks = boot_disk::disks(&with_state, rule, &mut gpts);
+        match boot_disk::choose(&disks, rule) {
+            Choice::Boot(disk) => {
+                let mut on_disk = found.clone();
+                on_disk
+                    .entry(state.to_string())
+                    .or_default()
+                    .retain(|d| d.disk.as_deref() == Some(disk.as_str()));
+                if let Some(st) = unique(&on_disk, state)? {
+                    let parts = select(&found, st, names)?;
+                    if late || (parts.slot(Slot::A).is_some() && parts.slot(Slot::B).is_some()) {
+                        return Ok(parts);
+                    }
                 }
             }
-            None if late => {
-                return Err(Error::PartitionMissing {
-                    name: state.to_string(),
-                    waited_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+            Choice::Refuse(r) => return Err(Error::BootDisk(r)),
+            Choice::Wait if late => {
+                return Err(match boot_disk::at_timeout(&disks, rule) {
+                    Some(r) => Error::BootDisk(r),
+                    None => {
+                        let waited_ms =
+                            u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+                        match rule.binding {
+                            Binding::Unbound => Error::PartitionMissing {
+                                name: state.to_string(),
+                                waited_ms,
+                            },
+                            binding => Error::BootDiskMissing {
+                                binding,
+                                waited_ms,
+                                seen: None,
+                            },
+                        }
+                    }
                 })
             }
-            None => {}
+            Choice::Wait => {}
         }
         std::thread::sleep(POLL);
     }
@@ -268,13 +301,13 @@ pub fn select(
     let mut ignored = Vec::new();
     let mut parts = PerRole::default();
     for (role, name) in names.iter() {
-        if role == Role::State {
-            *parts.get_mut(role) = Some(state.clone());
-            continue;
-        }
         let (d, elsewhere) = on_disk_of(found, name, &state)?;
         ignored.extend(elsewhere);
-        *parts.get_mut(role) = d;
+        *parts.get_mut(role) = if role == Role::State {
+            Some(state.clone())
+        } else {
+            d
+        };
     }
     Ok(Partitions {
         state,

@@ -31,6 +31,15 @@ pub enum Error {
         waited_ms: u64,
         seen: crate::missing::Seen,
     },
+    /// No disk may boot ([`crate::boot_disk::choose`]).
+    BootDisk(crate::boot_disk::Refusal),
+    /// The disk the firmware or boot.toml names did not appear in time (with what the
+    /// kernel does see, once looked at).
+    BootDiskMissing {
+        binding: crate::boot_disk::Binding,
+        waited_ms: u64,
+        seen: Option<crate::missing::Seen>,
+    },
     /// Two block devices carry the same partition name.
     PartitionAmbiguous { name: String, devices: String },
     /// The verifier refused the slot or the state.
@@ -121,6 +130,18 @@ impl fmt::Display for Error {
                 waited_ms,
                 seen,
             } => write!(f, "partition {name} not found after {waited_ms} ms: {seen}"),
+            Error::BootDisk(r) => write!(f, "{r}"),
+            Error::BootDiskMissing {
+                binding,
+                waited_ms,
+                seen,
+            } => {
+                write!(f, "{binding} not found after {waited_ms} ms")?;
+                match seen {
+                    Some(seen) => write!(f, ": {seen}"),
+                    None => Ok(()),
+                }
+            }
             Error::PartitionAmbiguous { name, devices } => write!(
                 f,
                 "partition name {name} is on more than one device ({devices}): refusing to guess; remove the other disk or rename its partitions"

@@ -9,6 +9,7 @@
 
 pub mod attempts;
 pub mod boot;
+pub mod boot_disk;
 pub mod cmdline;
 pub mod console;
 pub mod devices;

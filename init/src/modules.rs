@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::CStr;
 use std::path::Path;
 
-use stele_verifier::kmod::{glob_match, ModuleFormat, SCANNED_BUSES};
+use stele_verifier::kmod::{glob_match, ModuleFormat, EFI_ALIAS, EFI_SYSFS, SCANNED_BUSES};
 
 use crate::sys;
 
@@ -35,9 +35,13 @@ pub struct Loaded {
 }
 
 /// The modaliases of the devices present under `sys` (`/sys`): every
-/// `bus/<bus>/devices/*/modalias` of the [`SCANNED_BUSES`].
+/// `bus/<bus>/devices/*/modalias` of the [`SCANNED_BUSES`], and [`EFI_ALIAS`] on a UEFI
+/// boot.
 pub fn present_modaliases(sys: &Path) -> Vec<String> {
     let mut out = Vec::new();
+    if sys.join(EFI_SYSFS).is_dir() {
+        out.push(EFI_ALIAS.to_owned());
+    }
     for bus in SCANNED_BUSES {
         let Ok(dir) = std::fs::read_dir(sys.join("bus").join(bus).join("devices")) else {
             continue;

@@ -125,6 +125,7 @@ fn initramfs_modules_load_in_boot_toml_order() {
         stage2: false,
         kernel: None,
         min_rollback_index: None,
+        boot_disk: None,
     };
     let (mut archive, order) = build(&spec).unwrap();
     archive.add_file("bin/busybox", 0o755, busybox()).unwrap();

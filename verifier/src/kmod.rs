@@ -89,6 +89,15 @@ pub fn module_name(path: &str) -> String {
 /// are not gated.
 pub const SCANNED_BUSES: [&str; 4] = ["pci", "acpi", "platform", "virtio"];
 
+/// The modalias stele-init counts as present when the machine booted through UEFI
+/// (`/sys/firmware/efi` exists): it gates efivarfs, which PID 1 needs to read the boot
+/// disk the firmware names and which a BIOS boot's kernel refuses to load (docs/BOOT.md
+/// "The boot disk").
+pub const EFI_ALIAS: &str = "firmware:efi";
+
+/// Where the kernel shows that it booted through UEFI.
+pub const EFI_SYSFS: &str = "firmware/efi";
+
 /// A modules.alias pattern of a device on one of the [`SCANNED_BUSES`]
 /// (`pci:v*d*sv*sd*bc01sc08i02*`, `acpi*:PNP0C31:*`). Pure.
 pub fn scanned_alias(pattern: &str) -> bool {

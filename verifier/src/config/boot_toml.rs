@@ -185,6 +185,12 @@ pub struct BootConfig {
     pub rollback_storage: RollbackStorage,
     /// `min_rollback_index`: the floor this initramfs sets, whatever the state and TPM say.
     pub min_rollback_index: u64,
+    /// `boot_disk`: the GPT disk GUID of the disk this machine boots from, where the
+    /// firmware does not say (direct kernel boot, BIOS); docs/BOOT.md "The boot disk".
+    pub boot_disk: Option<crate::gpt::Guid>,
+    /// `allow_removable`: a removable disk may supply the state, the slots and the data
+    /// partition (an appliance that boots from its own USB stick without UEFI).
+    pub allow_removable: bool,
 }
 
 impl Default for BootConfig {
@@ -209,6 +215,8 @@ impl Default for BootConfig {
             modaliases: std::collections::BTreeMap::new(),
             rollback_storage: RollbackStorage::TpmIfPresent,
             min_rollback_index: 0,
+            boot_disk: None,
+            allow_removable: false,
         }
     }
 }
@@ -261,6 +269,8 @@ pub const KEYS: &[&str] = &[
     "modaliases",
     "rollback_storage",
     "min_rollback_index",
+    "boot_disk",
+    "allow_removable",
 ];
 
 /// Directories the writable data partition must not cover: they hold the verified system
@@ -356,6 +366,19 @@ impl BootConfig {
         }
         if let Some(v) = f.uint("min_rollback_index")? {
             c.min_rollback_index = v;
+        }
+        if let Some(g) = f.string("boot_disk")? {
+            c.boot_disk = Some(crate::gpt::Guid::parse(&g).filter(|g| !g.is_zero()).ok_or_else(
+                || {
+                    f.error(
+                        "boot_disk",
+                        format!("{g:?} is not a disk GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, not all zero)"),
+                    )
+                },
+            )?);
+        }
+        if let Some(v) = f.boolean("allow_removable")? {
+            c.allow_removable = v;
         }
         f.finish(KEYS)?;
         c.validate(origin)?;
@@ -574,6 +597,8 @@ watchdog_modules = ["i6300esb.ko"]
 modaliases = { "virtio_blk.ko" = ["virtio:d00000002v*"] }
 rollback_storage = "tpm"
 min_rollback_index = 7
+boot_disk = "5A1E0000-0000-4000-8000-00000000D15C"
+allow_removable = true
 "#;
         let c = BootConfig::parse(text, "boot.toml").unwrap();
         assert_eq!(c.name.as_deref(), Some("router-x1"));
@@ -605,6 +630,13 @@ min_rollback_index = 7
         );
         assert_eq!(d.rollback_storage, RollbackStorage::TpmIfPresent);
         assert_eq!(d.min_rollback_index, 0);
+        assert_eq!(
+            c.boot_disk.map(|g| g.to_string()).as_deref(),
+            Some("5a1e0000-0000-4000-8000-00000000d15c"),
+            "a GUID in either case"
+        );
+        assert!(c.allow_removable);
+        assert_eq!((d.boot_disk, d.allow_removable), (None, false));
         let two = BootConfig::parse("stage = 2", "boot.toml").unwrap();
         assert_eq!((two.stage, two.stage.number()), (Stage::Two, 2));
         assert_eq!(d.stage2_panic_secs, DEFAULT_STAGE2_PANIC_SECS);

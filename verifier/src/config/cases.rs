@@ -240,6 +240,18 @@ pub const CASES: &[Case] = &[
         "modaliases",
         "must be a table of module file names",
     ),
+    // The boot disk (docs/BOOT.md "The boot disk").
+    boot(
+        "boot_disk = \"vda\"",
+        Some("boot_disk"),
+        "is not a disk GUID",
+    ),
+    boot(
+        "boot_disk = \"00000000-0000-0000-0000-000000000000\"",
+        Some("boot_disk"),
+        "not all zero",
+    ),
+    boot("allow_removable = 1", Some("allow_removable"), "must be true or false"),
     // The rollback floor's storage and the initramfs minimum.
     boot(
         "rollback_storage = \"tpm2\"",
