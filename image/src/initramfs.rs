@@ -16,7 +16,7 @@ use stele_verifier::layout;
 
 use crate::cpio::{Archive, CpioError};
 use crate::hardware::{self, Hardware};
-use crate::modules::{ModuleDb, ModulesError};
+use crate::modules::{ModuleDb, ModulesError, ResolvedModule};
 
 /// Keys `stele initramfs` writes itself, and the option that sets each.
 pub const GENERATED_KEYS: &[(&str, &str)] = &[
@@ -24,6 +24,7 @@ pub const GENERATED_KEYS: &[(&str, &str)] = &[
     ("modules", "--module"),
     ("watchdog_modules", "--module"),
     ("modaliases", "--hardware"),
+    ("module_deps", "--module"),
     ("stage", "--stage2"),
     ("kernel_sha256", "--kernel"),
     ("name", "--name"),
@@ -127,6 +128,8 @@ pub struct Generated {
     pub watchdog_modules: Vec<String>,
     /// The modules loaded only for present devices, with their device aliases.
     pub modaliases: std::collections::BTreeMap<String, Vec<String>>,
+    /// For each module that needs others loaded first, their file names.
+    pub module_deps: std::collections::BTreeMap<String, Vec<String>>,
     /// `--stage2`: `stage = 2`.
     pub stage2: bool,
     /// `--kernel`: the sha256 of the kernel this initramfs runs under.
@@ -174,6 +177,14 @@ pub fn boot_toml(user: Option<(&str, &str)>, g: &Generated) -> Result<String, In
             .map(|(m, p)| (m.clone(), names(p)))
             .collect();
         table.insert("modaliases".into(), toml::Value::Table(t));
+    }
+    if !g.module_deps.is_empty() {
+        let t: toml::Table = g
+            .module_deps
+            .iter()
+            .map(|(m, d)| (m.clone(), names(d)))
+            .collect();
+        table.insert("module_deps".into(), toml::Value::Table(t));
     }
     if g.stage2 {
         table.insert("stage".into(), toml::Value::Integer(2));
@@ -328,6 +339,27 @@ pub fn requested_modules(spec: &InitramfsSpec) -> Vec<String> {
     names
 }
 
+/// boot.toml `module_deps`: for each module that needs others loaded first (its
+/// dependencies and soft dependencies `pre:`), their file names, so that stele-init can
+/// load independent modules at the same time. Pure.
+fn module_deps(resolved: &[ResolvedModule]) -> std::collections::BTreeMap<String, Vec<String>> {
+    let file: std::collections::HashMap<&str, &str> = resolved
+        .iter()
+        .map(|m| (m.name.as_str(), m.file_name.as_str()))
+        .collect();
+    resolved
+        .iter()
+        .filter_map(|m| {
+            let d: Vec<String> = m
+                .after
+                .iter()
+                .filter_map(|a| file.get(a.as_str()).map(|f| (*f).to_owned()))
+                .collect();
+            (!d.is_empty()).then(|| (m.file_name.clone(), d))
+        })
+        .collect()
+}
+
 /// Reads all inputs and builds the archive. Returns it and the module load order.
 pub fn build(spec: &InitramfsSpec) -> Result<(Archive, Vec<String>), InitramfsError> {
     let keys = load_keys(&spec.keys, spec.threshold)?;
@@ -384,6 +416,7 @@ pub fn build(spec: &InitramfsSpec) -> Result<(Archive, Vec<String>), InitramfsEr
             .map(|m| m.file_name.clone())
             .collect(),
         modaliases,
+        module_deps: module_deps(&resolved),
         stage2: spec.stage2,
         kernel_sha256,
         min_rollback_index: spec.min_rollback_index,

@@ -404,6 +404,20 @@ fn build_from_files() {
         t["watchdog_modules"].as_array().unwrap()[..],
         [toml::Value::from("i6300esb.ko")]
     );
+    // What each module needs loaded first (modules.dep and softdep pre:), so that
+    // stele-init loads the others at the same time; modules needing nothing have no entry.
+    let needs = |m: &str| -> Vec<&str> {
+        t["module_deps"].get(m).map_or(Vec::new(), |v| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap())
+                .collect()
+        })
+    };
+    assert_eq!(needs("libcrc32c.ko"), ["crc32c_generic.ko"]);
+    assert_eq!(needs("virtio_blk.ko"), ["virtio.ko", "virtio_ring.ko"]);
+    assert!(needs("crc32c_generic.ko").is_empty() && needs("virtio_ring.ko").is_empty());
     assert!(!t.contains_key("stage") && !t.contains_key("kernel_sha256"));
     assert!(file(&format!("etc/stele/keys/{id1}.pem")).starts_with(b"-----BEGIN PUBLIC KEY-----"));
     assert_eq!(

@@ -90,6 +90,9 @@ pub struct ResolvedModule {
     pub file_name: String,
     /// It declares a `nowayout` parameter ([`takes_nowayout`]).
     pub nowayout: bool,
+    /// The modules (normalized names) that must be loaded before it: its `modules.dep`
+    /// dependencies and soft dependencies `pre:` (boot.toml `module_deps`).
+    pub after: Vec<String>,
 }
 
 impl ResolvedModule {
@@ -401,9 +404,11 @@ impl ModuleDb {
             pre.extend(parse_softdep_pre(&v));
         }
         let mut seen = HashSet::new();
+        let mut after = Vec::new();
         for p in pre.iter().filter(|p| seen.insert(p.as_str())) {
             if let Target::Module(m) = self.lookup(p)? {
                 self.visit(&m, state, order)?;
+                after.push(m);
             }
         }
         for d in deps {
@@ -411,6 +416,7 @@ impl ModuleDb {
                 continue;
             }
             self.visit(d, state, order)?;
+            after.push(d.clone());
         }
         state.insert(name.to_string(), true);
         let file_name = rel.rsplit('/').next().unwrap_or(rel).to_string();
@@ -419,6 +425,7 @@ impl ModuleDb {
             path,
             file_name,
             nowayout: takes_nowayout(&ko),
+            after,
         });
         Ok(())
     }

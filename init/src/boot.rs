@@ -194,6 +194,7 @@ pub fn prepare() -> Ready {
         &cfg.watchdog_modules,
         watchdog,
         &cfg.modaliases,
+        &cfg.module_deps,
     );
     for f in &loaded.failed {
         warn!("module {f}");

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::CStr;
 use std::path::Path;
+use std::sync::{Condvar, Mutex};
 
 use stele_verifier::kmod::{glob_match, ModuleFormat, EFI_ALIAS, EFI_SYSFS, SCANNED_BUSES};
 
@@ -100,6 +101,10 @@ pub fn params(module: &str, watchdog_modules: &[String], watchdog: bool) -> &'st
 /// Loads the modules of the plan that are [`due`] (watchdog drivers as [`params`] says),
 /// in rounds: a driver's probe adds devices (virtio_pci the virtio devices, lpc_ich the
 /// iTCO watchdog), so the present modaliases are read again until a round loads nothing.
+/// Within a round, a module starts as soon as the ones it needs (boot.toml `module_deps`)
+/// are loaded, device drivers first, on as many threads as the machine has CPUs (at most
+/// [`MAX_WORKERS`]): the kernel checks, relocates and initializes independent modules at
+/// the same time, and a disk's probe runs while the filesystems load.
 /// A failure is recorded and the rest still load (a later step then fails with its own
 /// cause, e.g. a missing partition or dm target).
 pub fn load(
@@ -107,7 +112,31 @@ pub fn load(
     watchdog_modules: &[String],
     watchdog: bool,
     gates: &BTreeMap<String, Vec<String>>,
+    deps: &BTreeMap<String, Vec<String>>,
 ) -> Loaded {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS));
+    load_with(modules, gates, deps, workers, &|name: &str| {
+        let compressed = ModuleFormat::of(name).is_some_and(ModuleFormat::compressed);
+        let p = params(name, watchdog_modules, watchdog);
+        sys::finit_module(&path(name), p, compressed).map_err(|e| e.to_string())
+    })
+}
+
+/// Threads loading modules at most: beyond a few, the kernel's module lock and the disk
+/// probe, not the CPUs, bound the time.
+pub const MAX_WORKERS: usize = 4;
+
+/// [`load`] with `load_one` (true: loaded, false: was already there) on `workers` threads.
+fn load_with<F>(
+    modules: &[String],
+    gates: &BTreeMap<String, Vec<String>>,
+    deps: &BTreeMap<String, Vec<String>>,
+    workers: usize,
+    load_one: &F,
+) -> Loaded
+where
+    F: Fn(&str) -> std::result::Result<bool, String> + Sync,
+{
     let mut out = Loaded::default();
     let mut done: HashSet<&str> = HashSet::new();
     loop {
@@ -120,20 +149,119 @@ pub fn load(
         if now.is_empty() {
             break;
         }
-        for name in now {
-            done.insert(name);
-            let path = path(name);
-            let compressed = ModuleFormat::of(name).is_some_and(ModuleFormat::compressed);
-            let p = params(name, watchdog_modules, watchdog);
-            match sys::finit_module(&path, p, compressed) {
+        // Without `module_deps` (an initramfs of an older stele) the needs are unknown:
+        // the list's order is the only safe one.
+        let (workers, driver) = if deps.is_empty() {
+            (1, vec![false; now.len()])
+        } else {
+            (
+                workers,
+                now.iter().map(|m| gates.contains_key(*m)).collect(),
+            )
+        };
+        for r in load_round(&now, deps, &driver, workers, load_one) {
+            match r {
                 Ok(true) => out.loaded += 1,
                 Ok(false) => out.already += 1,
-                Err(e) => out.failed.push(e.to_string()),
+                Err(e) => out.failed.push(e),
             }
         }
+        done.extend(now);
     }
     out.skipped = modules.len() - done.len();
     out
+}
+
+/// The module of `round` to start next: of those not `started` whose needs in `round`
+/// (`deps`) have all `finished` (tried: a failed one does not hold it back; it then fails
+/// with its own cause), the first device driver (`driver`: gated by a modalias, so its
+/// probe, which waits for the device, starts early), else the first. Since `module_deps`
+/// names only earlier modules, the first one not started is ready once everything before
+/// it has finished: loading always goes on. Pure.
+fn next_ready(
+    round: &[&str],
+    deps: &BTreeMap<String, Vec<String>>,
+    driver: &[bool],
+    started: &[bool],
+    finished: &[bool],
+) -> Option<usize> {
+    let ready = |i: &usize| {
+        !started[*i]
+            && deps.get(round[*i]).is_none_or(|needs| {
+                needs.iter().all(|n| {
+                    round
+                        .iter()
+                        .position(|m| m == n)
+                        .is_none_or(|j| finished[j])
+                })
+            })
+    };
+    (0..round.len())
+        .filter(ready)
+        .find(|&i| driver[i])
+        .or_else(|| (0..round.len()).find(ready))
+}
+
+/// Loads `round` on up to `workers` threads as [`next_ready`] orders it; the results in
+/// `round`'s order.
+fn load_round<F>(
+    round: &[&str],
+    deps: &BTreeMap<String, Vec<String>>,
+    driver: &[bool],
+    workers: usize,
+    load_one: &F,
+) -> Vec<std::result::Result<bool, String>>
+where
+    F: Fn(&str) -> std::result::Result<bool, String> + Sync,
+{
+    struct Progress {
+        started: Vec<bool>,
+        finished: Vec<bool>,
+        results: Vec<Option<std::result::Result<bool, String>>>,
+    }
+    let n = round.len();
+    let progress = Mutex::new(Progress {
+        started: vec![false; n],
+        finished: vec![false; n],
+        results: vec![None; n],
+    });
+    let changed = Condvar::new();
+    let work = || loop {
+        let i = {
+            let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if let Some(i) = next_ready(round, deps, driver, &p.started, &p.finished) {
+                    p.started[i] = true;
+                    break i;
+                }
+                if p.started.iter().all(|s| *s) {
+                    return;
+                }
+                p = changed.wait(p).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        let r = load_one(round[i]);
+        let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
+        p.finished[i] = true;
+        p.results[i] = Some(r);
+        changed.notify_all();
+    };
+    let workers = workers.clamp(1, n.max(1));
+    if workers == 1 {
+        work();
+    } else {
+        std::thread::scope(|s| {
+            for _ in 1..workers {
+                s.spawn(work);
+            }
+            work();
+        });
+    }
+    let p = progress.into_inner().unwrap_or_else(|e| e.into_inner());
+    p.results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err("not loaded".to_owned())))
+        .collect()
 }
 
 #[cfg(test)]
@@ -214,6 +342,7 @@ mod tests {
             &[],
             false,
             &BTreeMap::new(),
+            &BTreeMap::new(),
         );
         assert_eq!(r.loaded, 0);
         assert_eq!(r.failed.len(), 1);
@@ -222,5 +351,125 @@ mod tests {
             "{:?}",
             r.failed
         );
+    }
+
+    fn deps_of(pairs: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
+        pairs
+            .iter()
+            .map(|(m, d)| ((*m).to_owned(), d.iter().map(|x| (*x).to_owned()).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn a_module_is_ready_once_what_it_needs_has_been_tried() {
+        let round = ["crc16.ko", "jbd2.ko", "ext4.ko", "virtio_blk.ko"];
+        let deps = deps_of(&[("ext4.ko", &["crc16.ko", "jbd2.ko", "mbcache.ko"])]);
+        let plain = [false; 4];
+        let mut started = [false; 4];
+        let mut finished = [false; 4];
+        assert_eq!(
+            next_ready(&round, &deps, &plain, &started, &finished),
+            Some(0)
+        );
+        // A device driver that is ready goes first.
+        let driver = [false, false, false, true];
+        assert_eq!(
+            next_ready(&round, &deps, &driver, &started, &finished),
+            Some(3)
+        );
+        started[0] = true;
+        started[1] = true;
+        // ext4 waits for crc16 and jbd2 (mbcache is not in this round: loaded before, or
+        // gated off); virtio_blk needs nothing.
+        assert_eq!(
+            next_ready(&round, &deps, &plain, &started, &finished),
+            Some(3)
+        );
+        started[3] = true;
+        finished[0] = true;
+        assert_eq!(next_ready(&round, &deps, &plain, &started, &finished), None);
+        finished[1] = true;
+        assert_eq!(
+            next_ready(&round, &deps, &plain, &started, &finished),
+            Some(2)
+        );
+    }
+
+    /// Independent modules load at the same time (the first waits until the second has
+    /// started), and no module starts before the ones it needs have finished.
+    #[test]
+    fn independent_modules_load_at_the_same_time_and_dependents_wait() {
+        let round = [
+            "dm-mod.ko",
+            "dm-verity.ko",
+            "virtio.ko",
+            "virtio_blk.ko",
+            "ext4.ko",
+        ];
+        let deps = deps_of(&[
+            ("dm-verity.ko", &["dm-mod.ko"]),
+            ("virtio_blk.ko", &["virtio.ko"]),
+        ]);
+        let log: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        let seen = Condvar::new();
+        let load_one = |name: &str| {
+            let mut l = log.lock().unwrap();
+            l.push(format!("start {name}"));
+            seen.notify_all();
+            if name == "dm-mod.ko" {
+                let (l2, t) = seen
+                    .wait_timeout_while(l, std::time::Duration::from_secs(20), |l| {
+                        !l.iter().any(|e| e == "start virtio.ko")
+                    })
+                    .unwrap();
+                assert!(
+                    !t.timed_out(),
+                    "virtio.ko never started while dm-mod.ko loaded"
+                );
+                l = l2;
+            }
+            l.push(format!("end {name}"));
+            seen.notify_all();
+            Ok(name != "ext4.ko")
+        };
+        let r = load_round(&round, &deps, &[false; 5], 2, &load_one);
+        assert_eq!(r, [Ok(true), Ok(true), Ok(true), Ok(true), Ok(false)]);
+        let l = log.into_inner().unwrap();
+        let at = |e: &str| l.iter().position(|x| x == e).unwrap();
+        assert!(at("end dm-mod.ko") < at("start dm-verity.ko"), "{l:?}");
+        assert!(at("end virtio.ko") < at("start virtio_blk.ko"), "{l:?}");
+        assert!(at("start virtio.ko") < at("end dm-mod.ko"), "{l:?}");
+    }
+
+    /// One CPU, or an initramfs without `module_deps` (an older stele's: the needs are
+    /// unknown) on any number: the list's order, one at a time.
+    #[test]
+    fn without_known_needs_modules_load_in_list_order_and_failures_keep_their_place() {
+        let modules: Vec<String> = ["a.ko", "b.ko", "c.ko"].map(String::from).to_vec();
+        for workers in [1, 4] {
+            let order = Mutex::new(Vec::new());
+            let running = std::sync::atomic::AtomicUsize::new(0);
+            let r = load_with(
+                &modules,
+                &BTreeMap::new(),
+                &BTreeMap::new(),
+                workers,
+                &|n: &str| {
+                    let at_once = running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    assert_eq!(at_once, 0, "{n} started while another module loaded");
+                    std::thread::yield_now();
+                    order.lock().unwrap().push(n.to_owned());
+                    running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    if n == "b.ko" {
+                        Err(format!("/lib/modules/{n}: no such file"))
+                    } else {
+                        Ok(true)
+                    }
+                },
+            );
+            assert_eq!(order.into_inner().unwrap(), ["a.ko", "b.ko", "c.ko"]);
+            assert_eq!((r.loaded, r.already, r.skipped), (2, 0, 0));
+            assert_eq!(r.failed, ["/lib/modules/b.ko: no such file"]);
+        }
     }
 }

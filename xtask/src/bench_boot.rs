@@ -1,11 +1,13 @@
-//! `cargo xtask bench boot [--runs N]`: QEMU start to `stele: ready` for a direct kernel
+//! `cargo xtask bench boot [--runs N] [--smp N]`: QEMU start to `stele: ready` for a direct kernel
 //! boot, a UEFI boot of stage 1 without kexec and one that kexecs into the slot's kernel
 //! (skipped, with a note, while a slot image cannot carry a kernel); and stele-init's
 //! userspace phase against a busybox + veritysetup script init doing the same work (same
 //! modules in the same order, verity with the same root hash and salt, mount, tmpfs
 //! overlay, switch root into the same root) in the same QEMU. The phase runs from the
 //! kernel's `Run /init as init process` to the line the first program of the new root
-//! writes to /dev/kmsg, both kernel timestamps. Medians of N runs (default 5), the runs of
+//! writes to /dev/kmsg, both kernel timestamps. Every row's machine has the same CPUs
+//! (`--smp`, default 2: stele-init loads independent modules on each; the script loads them
+//! one after another, as such scripts do). Medians of N runs (default 5), the runs of
 //! every row interleaved, same machine, same run. Every boot starts from a fresh copy of its
 //! disk (a boot that spends a try would make the next run wait `failure_delay_secs`).
 //! The userspace phase is shown for the generic hardware profile (the default), the qemu
@@ -59,19 +61,28 @@ const APPLETS: &[&str] = &[
     "sleep",
 ];
 
-/// `--runs N` (default 5). Pure.
-pub fn parse_runs(args: &[String]) -> Result<usize, String> {
-    match args {
-        [] => Ok(5),
-        [flag, n] if flag == "--runs" => n
-            .parse::<usize>()
-            .ok()
-            .filter(|&n| n > 0)
-            .ok_or_else(|| format!("--runs {n:?}: expected a number of runs, at least 1")),
-        _ => Err(format!(
-            "unexpected arguments {args:?}; usage: cargo xtask bench boot [--runs N]"
-        )),
+/// `--runs N` (default 5) and `--smp N` (default 2: the CPUs of every row's virtual
+/// machine; the smallest x86-64 machines users own have two). Pure.
+pub fn parse_args(args: &[String]) -> Result<(usize, u32), String> {
+    let usage = "usage: cargo xtask bench boot [--runs N] [--smp N]";
+    let (mut runs, mut smp) = (5usize, 2u32);
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let n = it.next();
+        let num = |what: &str| {
+            n.and_then(|n| n.parse::<u32>().ok())
+                .filter(|&n| n > 0)
+                .ok_or_else(|| {
+                    format!("{flag} {n:?}: expected a number of {what}, at least 1; {usage}")
+                })
+        };
+        match flag.as_str() {
+            "--runs" => runs = num("runs")? as usize,
+            "--smp" => smp = num("CPUs")?,
+            _ => return Err(format!("unexpected arguments {args:?}; {usage}")),
+        }
     }
+    Ok((runs, smp))
 }
 
 /// The kernel timestamp (seconds) of a console line `[    1.234567] <text>`. Pure.
@@ -421,7 +432,7 @@ struct Sample {
     modules_ms: Option<u64>,
 }
 
-fn boot_once(inp: &Inputs, how: Boot, log: &Path) -> Result<Sample, String> {
+fn boot_once(inp: &Inputs, how: Boot, smp: u32, log: &Path) -> Result<Sample, String> {
     let template = match how {
         Boot::UefiKexec => inp.kexec_disk.clone()?,
         _ => inp.disk.clone(),
@@ -447,6 +458,7 @@ fn boot_once(inp: &Inputs, how: Boot, log: &Path) -> Result<Sample, String> {
         }
     }
     cfg.disks = vec![stele_qemu::Disk::new(disk)];
+    cfg.smp = smp;
     cfg.no_reboot = how != Boot::UefiKexec;
     cfg.timeout = VM_TIMEOUT;
     cfg.serial_log = Some(log.to_path_buf());
@@ -514,7 +526,7 @@ fn stat(v: &[Option<f64>], unit: f64, suffix: &str) -> String {
 
 /// Runs the benchmark and prints the table.
 pub fn boot(args: &[String]) -> Result<(), String> {
-    let runs = parse_runs(args)?;
+    let (runs, smp) = parse_args(args)?;
     let env = crate::setup::setup()?;
     let env13 = crate::kernel::ensure_debian13()
         .ok()
@@ -557,7 +569,7 @@ pub fn boot(args: &[String]) -> Result<(), String> {
                 continue;
             }
             let log = dir.join(format!("console-{r}-{i}.log"));
-            match boot_once(&inp, *how, &log) {
+            match boot_once(&inp, *how, smp, &log) {
                 Ok(s) => {
                     eprintln!(
                         "xtask: run {}: {name}: ready {:?} s, userspace {:?} s, phases {:?} ms, modules {:?} ms",
@@ -590,8 +602,9 @@ pub fn boot(args: &[String]) -> Result<(), String> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     println!(
-        "bench boot: QEMU ({}), 512 MiB, {kernel}, {runs} runs per row, interleaved, a fresh disk each boot; medians",
-        std::env::var("STELE_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into())
+        "bench boot: QEMU ({}), {smp} CPUs, 512 MiB, {kernel}, {runs} runs per row, interleaved, a fresh disk each boot; medians; host CPU: {}",
+        std::env::var("STELE_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into()),
+        crate::bench::cpu_model()
     );
     println!("  QEMU start to `stele: ready` (stele-init, --hardware generic):");
     for (r, (name, _)) in rows.iter().enumerate().take(3) {
@@ -678,16 +691,18 @@ mod tests {
 
     #[test]
     fn arguments_and_medians() {
-        assert_eq!(parse_runs(&[]), Ok(5));
-        assert_eq!(parse_runs(&["--runs".into(), "3".into()]), Ok(3));
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(parse_args(&[]), Ok((5, 2)));
+        assert_eq!(parse_args(&v(&["--runs", "3"])), Ok((3, 2)));
+        assert_eq!(parse_args(&v(&["--smp", "1", "--runs", "3"])), Ok((3, 1)));
         for bad in [
             &["--runs", "0"][..],
             &["--runs", "x"],
             &["--runs"],
+            &["--smp", "0"],
             &["-n", "3"],
         ] {
-            let v: Vec<String> = bad.iter().map(|s| s.to_string()).collect();
-            assert!(parse_runs(&v).is_err(), "{bad:?}");
+            assert!(parse_args(&v(bad)).is_err(), "{bad:?}");
         }
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
         assert_eq!(

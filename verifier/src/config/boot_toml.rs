@@ -181,6 +181,10 @@ pub struct BootConfig {
     /// `modaliases`: modules (file names among `modules`) loaded only when a present
     /// device's modalias matches one of their patterns; the others always load.
     pub modaliases: std::collections::BTreeMap<String, Vec<String>>,
+    /// `module_deps`: for a module among `modules`, the modules that must be loaded before
+    /// it (each earlier in `modules`); stele-init loads modules whose dependencies are
+    /// loaded at the same time. A module without an entry needs none.
+    pub module_deps: std::collections::BTreeMap<String, Vec<String>>,
     /// `rollback_storage`: also keep the floor in a TPM counter.
     pub rollback_storage: RollbackStorage,
     /// `min_rollback_index`: the floor this initramfs sets, whatever the state and TPM say.
@@ -213,6 +217,7 @@ impl Default for BootConfig {
             watchdog_secs: 0,
             watchdog_modules: Vec::new(),
             modaliases: std::collections::BTreeMap::new(),
+            module_deps: std::collections::BTreeMap::new(),
             rollback_storage: RollbackStorage::TpmIfPresent,
             min_rollback_index: 0,
             boot_disk: None,
@@ -221,8 +226,8 @@ impl Default for BootConfig {
     }
 }
 
-/// A `modaliases` value: a table of arrays of strings.
-fn modaliases(v: toml::Value) -> Option<std::collections::BTreeMap<String, Vec<String>>> {
+/// A `modaliases` or `module_deps` value: a table of arrays of strings.
+fn string_lists(v: toml::Value) -> Option<std::collections::BTreeMap<String, Vec<String>>> {
     let toml::Value::Table(t) = v else {
         return None;
     };
@@ -267,6 +272,7 @@ pub const KEYS: &[&str] = &[
     "watchdog_secs",
     "watchdog_modules",
     "modaliases",
+    "module_deps",
     "rollback_storage",
     "min_rollback_index",
     "boot_disk",
@@ -354,10 +360,18 @@ impl BootConfig {
             c.watchdog_modules = v;
         }
         if let Some(v) = f.take("modaliases") {
-            c.modaliases = modaliases(v).ok_or_else(|| {
+            c.modaliases = string_lists(v).ok_or_else(|| {
                 f.error(
                     "modaliases",
                     "must be a table of module file names to arrays of modalias patterns",
+                )
+            })?;
+        }
+        if let Some(v) = f.take("module_deps") {
+            c.module_deps = string_lists(v).ok_or_else(|| {
+                f.error(
+                    "module_deps",
+                    "must be a table of module file names to arrays of module file names",
                 )
             })?;
         }
@@ -461,6 +475,21 @@ impl BootConfig {
                 format!("{m:?} is not one of the modules")
             };
             return Err(err("modaliases", why));
+        }
+        let index = |m: &String| self.modules.iter().position(|x| x == m);
+        for (m, deps) in &self.module_deps {
+            let Some(at) = index(m) else {
+                return Err(err(
+                    "module_deps",
+                    format!("{m:?} is not one of the modules"),
+                ));
+            };
+            if let Some(d) = deps.iter().find(|d| index(d).is_none_or(|i| i >= at)) {
+                return Err(err(
+                    "module_deps",
+                    format!("{m:?} needs {d:?}, which is not one of the modules before it"),
+                ));
+            }
         }
         if let Some(m) = self
             .watchdog_modules

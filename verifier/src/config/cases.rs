@@ -240,6 +240,26 @@ pub const CASES: &[Case] = &[
         "modaliases",
         "must be a table of module file names",
     ),
+    generated(
+        "modules = [\"nvme.ko\", \"nvme-core.ko\"]\nmodule_deps = { \"nvme.ko\" = [\"nvme-core.ko\"] }",
+        "module_deps",
+        "\"nvme.ko\" needs \"nvme-core.ko\", which is not one of the modules before it",
+    ),
+    generated(
+        "modules = [\"nvme.ko\"]\nmodule_deps = { \"nvme.ko\" = [\"nvme-core.ko\"] }",
+        "module_deps",
+        "not one of the modules before it",
+    ),
+    generated(
+        "modules = [\"nvme.ko\"]\nmodule_deps = { \"ahci.ko\" = [] }",
+        "module_deps",
+        "\"ahci.ko\" is not one of the modules",
+    ),
+    generated(
+        "module_deps = [\"nvme.ko\"]",
+        "module_deps",
+        "must be a table of module file names to arrays of module file names",
+    ),
     // The boot disk (docs/BOOT.md "The boot disk").
     boot(
         "boot_disk = \"vda\"",
