@@ -47,6 +47,8 @@
 //!   as stage 1 and as a slot's kernel after a kexec
 //! - vm::hardware: the same disk with a default initramfs booted by OVMF over NVMe, SATA and
 //!   virtio-scsi, and from a USB stick with USB storage asked for
+//! - vm::grow: a 256 MiB disk on a 1 GiB one: the data partition and its ext4 fill it once,
+//!   files kept, `sgdisk -v` clean; `grow_data = false`; power cuts during the grow
 //! - vm::owners: an image from a tar boots with its owners and a working file capability
 //! - vm::init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
 //! - vm::links: a system.toml or /etc/passwd linked into /var (the data partition) is
@@ -89,6 +91,7 @@ pub(crate) mod vm {
     pub(crate) mod debian13;
     pub(crate) mod esp_uki;
     pub(crate) mod fleet;
+    pub(crate) mod grow;
     pub(crate) mod hardware;
     pub(crate) mod init;
     pub(crate) mod kexec;
