@@ -61,7 +61,7 @@ pub struct CreateArgs {
     /// Also write DISK.bmap (bmaptool create) for `bmaptool copy`.
     #[arg(long)]
     pub bmap: bool,
-    /// Write the disk as raw (default), qcow2 or vmdk (through qemu-img, for VM hosts).
+    /// Write the disk as raw (default), qcow2, vmdk or vhdx (through qemu-img, for VM hosts).
     #[arg(long, value_name = "FORMAT", default_value = "raw")]
     pub format: DiskFormat,
     /// Replace an existing --out (and DISK.bmap), or write onto a block device.

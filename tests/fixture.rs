@@ -20,8 +20,9 @@ use std::path::{Path, PathBuf};
 pub use boot::Guest;
 pub use http::{Fault, FaultServer, Nginx, TRICKLE_BYTES};
 pub use internals::{
-    change_partition, change_state, envelope_sha256, gpt_image, old_layout, old_layout_copies,
-    partition, partition_bytes, rename_partitions, state, unmappable_slot, Slot, GPTMBR, UKI_STUB,
+    change_partition, change_state, envelope_sha256, gpt_image, grow_table, old_layout,
+    old_layout_copies, partition, partition_bytes, rename_partitions, state, unmappable_slot, Slot,
+    GPTMBR, UKI_STUB,
 };
 
 use crate::util::{need_tool, ok, stele, stele_env, stele_stdin, Out};

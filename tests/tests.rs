@@ -50,6 +50,8 @@
 //! - vm::boot_disk: the boot disk is bound: a USB stick with a stele disk beside the
 //!   internal one is ignored (either attachment order); two internal stele disks are refused
 //!   unless `stele initramfs --boot-disk` names one
+//! - vm::grow: a 256 MiB disk on a 1 GiB one: the data partition and its ext4 fill it once,
+//!   files kept, `sgdisk -v` clean; `grow_data = false`; power cuts during the grow
 //! - vm::owners: an image from a tar boots with its owners and a working file capability
 //! - vm::init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
 //! - vm::links: a system.toml or /etc/passwd linked into /var (the data partition) is
@@ -93,6 +95,7 @@ pub(crate) mod vm {
     pub(crate) mod debian13;
     pub(crate) mod esp_uki;
     pub(crate) mod fleet;
+    pub(crate) mod grow;
     pub(crate) mod hardware;
     pub(crate) mod init;
     pub(crate) mod kexec;

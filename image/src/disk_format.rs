@@ -1,6 +1,7 @@
 //! `stele disk create --format`: the raw GPT disk converted for VM hosts with `qemu-img`
-//! (qcow2, vmdk), reproducibly: qemu-img writes a random VMDK content id (`CID=`), which
-//! is replaced by one derived from the disk's GPT GUID (docs/FORMATS.md "Disk formats").
+//! (qcow2, vmdk, vhdx), reproducibly: qemu-img writes a random VMDK content id (`CID=`)
+//! and random VHDX GUIDs and sequence numbers, which are replaced by values derived from
+//! the disk's GPT GUID (docs/FORMATS.md "Disk formats"; the VHDX part in vhdx.rs).
 
 use std::path::Path;
 
@@ -23,6 +24,8 @@ pub enum DiskFormat {
     Qcow2,
     /// VMware's monolithic sparse disk (also VirtualBox).
     Vmdk,
+    /// Hyper-V's dynamic disk (also Azure Stack HCI).
+    Vhdx,
 }
 
 impl DiskFormat {
@@ -32,6 +35,7 @@ impl DiskFormat {
             DiskFormat::Raw => "raw",
             DiskFormat::Qcow2 => "qcow2",
             DiskFormat::Vmdk => "vmdk",
+            DiskFormat::Vhdx => "vhdx",
         }
     }
 }
@@ -43,8 +47,9 @@ impl std::str::FromStr for DiskFormat {
             "raw" => Ok(DiskFormat::Raw),
             "qcow2" => Ok(DiskFormat::Qcow2),
             "vmdk" => Ok(DiskFormat::Vmdk),
+            "vhdx" => Ok(DiskFormat::Vhdx),
             _ => Err(format!(
-                "unknown disk format {s:?}: expected raw, qcow2 or vmdk"
+                "unknown disk format {s:?}: expected raw, qcow2, vmdk or vhdx"
             )),
         }
     }
@@ -58,11 +63,23 @@ pub fn convert(raw: &Path, out: &Path, format: DiskFormat) -> Result<()> {
         .arg(raw)
         .arg(out);
     QEMU_IMG.run(&mut cmd)?;
+    let mut gpt = [0u8; 1024];
+    let mut f = std::fs::File::open(raw).map_err(|e| Error::io("open", raw, e))?;
+    std::io::Read::read_exact(&mut f, &mut gpt).map_err(|e| Error::io("read", raw, e))?;
+    let mut disk_guid = [0u8; 16];
+    disk_guid.copy_from_slice(&gpt[512 + 56..512 + 72]);
+    if format == DiskFormat::Vhdx {
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(out)
+            .map_err(|e| Error::io("open", out, e))?;
+        crate::vhdx::set_ids(&mut f, &disk_guid)
+            .map_err(|e| Error::io("rewrite the ids of", out, e))?;
+        f.sync_all().map_err(|e| Error::io("sync", out, e))?;
+    }
     if format == DiskFormat::Vmdk {
-        let mut gpt = [0u8; 1024];
-        let mut f = std::fs::File::open(raw).map_err(|e| Error::io("open", raw, e))?;
-        std::io::Read::read_exact(&mut f, &mut gpt).map_err(|e| Error::io("read", raw, e))?;
-        let cid = cid_of(&gpt[512 + 56..512 + 72]);
+        let cid = cid_of(&disk_guid);
         let mut bytes = std::fs::read(out).map_err(|e| Error::io("read", out, e))?;
         set_vmdk_cid(&mut bytes, cid)
             .ok_or_else(|| Error::invalid("qemu-img's vmdk", "no CID= in its descriptor"))?;

@@ -32,6 +32,7 @@ pub mod slot;
 pub mod stage;
 pub mod tool;
 pub mod uki;
+pub mod vhdx;
 pub mod zst;
 
 pub use error::{Error, Result};

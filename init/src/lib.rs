@@ -14,6 +14,7 @@ pub mod cmdline;
 pub mod console;
 pub mod devices;
 pub mod error;
+pub mod grow;
 pub mod handoff;
 pub mod mapped;
 pub mod missing;

@@ -169,9 +169,7 @@ pub fn map(
     }
     clock.lap("dm");
 
-    let data = parts
-        .get(stele_verifier::layout::Role::Data)
-        .map(BlockDev::path);
+    let data = parts.get(layout::Role::Data).map(BlockDev::path);
     let plan = mounts::root_plan(
         &dm_path,
         m.filesystem.fs_type.name(),
@@ -224,12 +222,28 @@ fn measure(s: Slot, tpm: Option<&mut Tpm<Channel<File>>>, envelope: &[u8]) {
 
 impl Mapped {
     /// The rest of step 9: tmpfs upper, overlay on /newroot, the data partition (a data
-    /// partition that does not mount is a warning: `data_mount` stays on the overlay).
-    /// On failure everything is undone; none of these is the slot's fault.
-    pub fn mount_rest(mut self, cfg: &BootConfig, clock: &mut Clock) -> Result<Self, Refusal> {
+    /// partition that does not mount is a warning: `data_mount` stays on the overlay),
+    /// grown to the end of its disk around its mount unless boot.toml `grow_data = false`
+    /// ([`crate::grow`]). On failure everything is undone; none of these is the slot's
+    /// fault.
+    pub fn mount_rest(
+        mut self,
+        cfg: &BootConfig,
+        parts: &Partitions,
+        clock: &mut Clock,
+    ) -> Result<Self, Refusal> {
         let rest: Vec<OwnedMount> = self.plan[1..].to_vec();
         for (i, mnt) in rest.iter().enumerate() {
             debug!("{mnt}");
+            // After tmpfs and overlay: the data partition.
+            let data = i >= 2;
+            let grow = parts
+                .get(layout::Role::Data)
+                .filter(|_| data && cfg.grow_data)
+                .and_then(|d| {
+                    let name = cfg.partition(layout::Role::Data);
+                    crate::grow::Grow::table(d, name, &mnt.target)
+                });
             let r = mnt.apply().and_then(|()| {
                 if mnt.target == RW {
                     sys::mkdir_p(&format!("{RW}/upper"))?;
@@ -237,10 +251,10 @@ impl Mapped {
                 }
                 Ok(())
             });
+            let mounted = r.is_ok();
             match r {
                 Ok(()) => self.mounted.push(mnt.target.clone()),
-                // After tmpfs and overlay: the data partition.
-                Err(e) if i >= 2 => warn!(
+                Err(e) if data => warn!(
                     "data partition {} not mounted at {}: {e}; {} stays on the tmpfs overlay",
                     mnt.source, cfg.data_mount, cfg.data_mount
                 ),
@@ -248,6 +262,9 @@ impl Mapped {
                     self.undo();
                     return Err(system_fault(e));
                 }
+            }
+            if let Some(g) = grow {
+                g.finish(mounted);
             }
         }
         clock.lap("mount");

@@ -59,7 +59,7 @@ pub fn run(mut r: Ready) -> Booted {
                 let policy = &r.cmdline.policy;
                 handoff::hand_over(m, &r.cfg, policy, &mut r.clock, r.start)
             })
-            .and_then(|m| m.mount_rest(&r.cfg, &mut r.clock));
+            .and_then(|m| m.mount_rest(&r.cfg, &r.parts, &mut r.clock));
         match booted {
             Ok(m) => return finish(r, m, was_successful),
             Err(Refusal { error, mark }) => {

@@ -22,7 +22,7 @@ pub fn run(mut r: Ready) -> Booted {
     let floor = r.floors.effective();
     let tpm = r.tpm.tpm();
     let booted = mapped::map(s, &r.parts, &r.cfg, &r.keyring, floor, tpm, &mut r.clock)
-        .and_then(|m| m.mount_rest(&r.cfg, &mut r.clock));
+        .and_then(|m| m.mount_rest(&r.cfg, &r.parts, &mut r.clock));
     match booted {
         Ok(m) => finish(r, m, was_successful),
         Err(Refusal { error, mark }) => {

@@ -47,10 +47,12 @@ fn same_inputs_same_bytes_for_every_filesystem() {
     }
 }
 
-/// Issue 20: `stele disk create --format qcow2|vmdk` (through qemu-img) for VM hosts: two
-/// builds a second apart give the same bytes (qemu-img's random VMDK content id is
-/// replaced), `qemu-img check` accepts them and converted back they are the raw disk byte
-/// for byte; a block device or --bmap with a VM format is refused with one line.
+/// Issue 20: `stele disk create --format qcow2|vmdk|vhdx` (through qemu-img) for VM
+/// hosts: two builds a second apart give the same bytes (qemu-img's random VMDK content
+/// id and VHDX GUIDs and sequence numbers are replaced), `qemu-img check` accepts them,
+/// `qemu-img compare` finds them equal to the raw disk, and converted back they are the
+/// raw disk byte for byte; a block device or --bmap with a VM format is refused with one
+/// line.
 #[test]
 fn disk_formats_are_the_raw_disk_reproducibly() {
     let fx = Fixture::new();
@@ -74,8 +76,9 @@ fn disk_formats_are_the_raw_disk_reproducibly() {
         ));
         out
     };
-    let raw = std::fs::read(create("disk.raw", "raw")).unwrap();
-    for format in ["qcow2", "vmdk"] {
+    let raw_path = create("disk.raw", "raw");
+    let raw = std::fs::read(&raw_path).unwrap();
+    for format in ["qcow2", "vmdk", "vhdx"] {
         let a = create(&format!("a.{format}"), format);
         std::thread::sleep(std::time::Duration::from_millis(1100));
         let b = create(&format!("b.{format}"), format);
@@ -86,6 +89,11 @@ fn disk_formats_are_the_raw_disk_reproducibly() {
         let info = ok(host("qemu-img", &["info", &a]));
         assert!(info.contains(&format!("file format: {format}")), "{info}");
         ok(host("qemu-img", &["check", &a]));
+        let cmp = ok(host(
+            "qemu-img",
+            &["compare", "-f", "raw", "-F", format, &raw_path, &a],
+        ));
+        assert!(cmp.contains("Images are identical"), "{format}: {cmp}");
         let back = fx.p(&format!("back-{format}.raw"));
         ok(host("qemu-img", &["convert", "-O", "raw", &a, &back]));
         assert!(
@@ -112,5 +120,8 @@ fn disk_formats_are_the_raw_disk_reproducibly() {
     assert!(!std::path::Path::new(&out).exists());
     let o = stele(&[&args[..], &["--format", "vhd"]].concat());
     assert_eq!(o.code, 2, "{o:?}");
-    assert!(o.stderr.contains("expected raw, qcow2 or vmdk"), "{o:?}");
+    assert!(
+        o.stderr.contains("expected raw, qcow2, vmdk or vhdx"),
+        "{o:?}"
+    );
 }

@@ -26,6 +26,8 @@ pub const MIN_GAIN_SECTORS: u64 = 2048;
 /// What a grow does, and the writes that do it, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
+    /// The data partition's first LBA (it does not move).
+    pub first_lba: u64,
     /// The data partition's last LBA now and after (equal when only finishing a grow).
     pub last_lba: (u64, u64),
     /// (LBA, bytes), in the order they must reach the disk, each flushed before the next.
@@ -108,6 +110,7 @@ pub fn plan<D: Read + Seek>(disk: &mut D, len: u64, name: &str) -> Result<Option
     writes.push((1, new.header_bytes(1, last, 2, ecrc).to_vec()));
     writes.push((0, mbr.to_vec()));
     Ok(Some(Plan {
+        first_lba: data.first_lba,
         last_lba: (data.last_lba, after),
         writes,
     }))
@@ -233,8 +236,8 @@ mod tests {
                 let mut v = start.clone();
                 let mut c = Cursor::new(&mut v[..]);
                 let before = Plan {
-                    last_lba: p.last_lba,
                     writes: p.writes[..i].to_vec(),
+                    ..p.clone()
                 };
                 apply(&mut c, &before, &mut |_| Ok(())).unwrap();
                 let at = us(lba * SECTOR);

@@ -10,6 +10,8 @@ use crate::manifest::{Envelope, FilesystemInfo, FsType, Manifest, VerityInfo};
 use crate::state::{BootState, SlotState};
 use crate::verity::{build_tree, VerityParams};
 
+pub mod grow;
+
 /// A deterministic signing key.
 pub fn key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])

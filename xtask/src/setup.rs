@@ -19,7 +19,7 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("openssl", "openssl"),
     ("qemu-system-x86", "qemu-system-x86_64"),
     ("gdisk", "sgdisk"),
-    // `stele disk create --format qcow2|vmdk`.
+    // `stele disk create --format qcow2|vmdk|vhdx`.
     ("qemu-utils", "qemu-img"),
     ("cpio", "cpio"),
     ("kmod", "depmod"),

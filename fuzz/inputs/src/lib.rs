@@ -10,6 +10,7 @@
 pub mod channel;
 pub mod codec;
 pub mod config;
+pub mod data_grow;
 pub mod delta;
 pub mod envelope;
 pub mod fat;
@@ -139,6 +140,13 @@ pub const TARGETS: &[Target] = &[
         seeds: fat::seeds,
         stages: fat::STAGES,
         depth: fat::depth,
+    },
+    Target {
+        name: "data_grow",
+        run: data_grow::run,
+        seeds: data_grow::seeds,
+        stages: data_grow::STAGES,
+        depth: data_grow::depth,
     },
     Target {
         name: "zst_frames",

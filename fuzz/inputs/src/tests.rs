@@ -113,4 +113,21 @@ proptest! {
     fn any_state_input_runs(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
         state::run(&bytes);
     }
+
+    /// The grow's seed with bytes changed in its tables and superblock (the headers, the
+    /// entries, the data partition's superblock), a power cut anywhere.
+    #[test]
+    fn a_changed_disk_grows_safely(
+        changes in proptest::collection::vec((0usize..4, 0usize..1024, any::<u8>()), 1..6),
+        cut in any::<u8>(),
+    ) {
+        let mut input = data_grow::seeds().remove(0).bytes;
+        input[1] = cut % 12;
+        for (area, at, v) in changes {
+            // Input offset 2 is the disk's byte 0: MBR+header, the entries, the superblock.
+            let base = [2 + 512, 2 + 1024, 2 + 1024 + 512, 2 + 300 * 512 + 1024][area];
+            input[base + at % 512] = v;
+        }
+        data_grow::run(&input);
+    }
 }

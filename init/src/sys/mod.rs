@@ -3,6 +3,7 @@
 //! Each wrapper is one line of intent, the call, and an [`Error`] that names the operation
 //! and the path. Safe nix calls are wrapped here too so the rest of the crate reads as policy.
 
+pub mod blk;
 pub mod dm;
 pub mod kexec;
 pub mod watchdog;

@@ -166,6 +166,9 @@ pub struct BootConfig {
     pub name: Option<String>,
     /// Mount options of the data partition (checked: [`BootConfig::data_mount_options`]).
     pub data_options: Vec<String>,
+    /// `grow_data`: on a disk larger than its image, PID 1 grows the data partition (the
+    /// last one) and its ext4 to the disk's end (docs/BOOT.md).
+    pub grow_data: bool,
     /// `stage`: 1 (default) or 2.
     pub stage: Stage,
     /// `kernel_sha256`: the kernel this (stage-1) initramfs runs under; a slot whose kernel
@@ -211,6 +214,7 @@ impl Default for BootConfig {
             modules: Vec::new(),
             name: None,
             data_options: DEFAULT_DATA_OPTIONS.map(String::from).to_vec(),
+            grow_data: true,
             stage: Stage::One,
             kernel_sha256: None,
             stage2_panic_secs: DEFAULT_STAGE2_PANIC_SECS,
@@ -266,6 +270,7 @@ pub const KEYS: &[&str] = &[
     "modules",
     "name",
     "data_options",
+    "grow_data",
     "stage",
     "kernel_sha256",
     "stage2_panic_secs",
@@ -332,6 +337,9 @@ impl BootConfig {
         c.name = f.string("name")?;
         if let Some(v) = f.strings("data_options")? {
             c.data_options = v;
+        }
+        if let Some(v) = f.boolean("grow_data")? {
+            c.grow_data = v;
         }
         match f.uint("stage")? {
             None | Some(1) => {}
@@ -618,6 +626,7 @@ threshold = 2
 modules = ["virtio_blk.ko", "dm-verity.ko", "i6300esb.ko"]
 name = "router-x1"
 data_options = ["nodev", "nosuid", "noatime", "errors=remount-ro", "commit=30"]
+grow_data = false
 stage = 1
 kernel_sha256 = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF"
 stage2_panic_secs = 3
@@ -671,6 +680,10 @@ allow_removable = true
         assert_eq!(d.stage2_panic_secs, DEFAULT_STAGE2_PANIC_SECS);
         assert_eq!(d.watchdog_secs, 0, "the watchdog is off unless asked for");
         assert_eq!(c.data_mount, "/srv/data");
+        assert!(
+            d.grow_data && !c.grow_data,
+            "the data partition grows unless told"
+        );
         assert_eq!(c.partition(Role::State), "st");
         assert_eq!(c.partition_timeout_secs, 20);
         assert_eq!(c.partition(Role::Data), "dd");

@@ -191,6 +191,11 @@ pub const CASES: &[Case] = &[
         Some("data_options"),
         "array of strings",
     ),
+    boot(
+        "grow_data = \"no\"",
+        Some("grow_data"),
+        "must be true or false",
+    ),
     // What `stele initramfs` writes itself.
     generated("name = \"my product\"", "name", "not a product name"),
     generated("name = \"\"", "name", "not a product name"),
