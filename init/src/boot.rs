@@ -200,11 +200,12 @@ pub fn prepare() -> Ready {
         warn!("module {f}");
     }
     debug!(
-        "modules: {} loaded, {} already present, {} failed, {} without a device",
+        "modules: {} loaded, {} already present, {} failed, {} without a device, {} at a time",
         loaded.loaded,
         loaded.already,
         loaded.failed.len(),
-        loaded.skipped
+        loaded.skipped,
+        loaded.at_once
     );
     watchdog::arm(cfg.watchdog_secs);
     clock.lap("modules");

@@ -33,6 +33,8 @@ pub struct Loaded {
     pub failed: Vec<String>,
     /// Gated modules no present device needed.
     pub skipped: usize,
+    /// Modules loaded at the same time at most (threads).
+    pub at_once: usize,
 }
 
 /// The modaliases of the devices present under `sys` (`/sys`): every
@@ -159,6 +161,7 @@ where
                 now.iter().map(|m| gates.contains_key(*m)).collect(),
             )
         };
+        out.at_once = out.at_once.max(workers.clamp(1, now.len()));
         for r in load_round(&now, deps, &driver, workers, load_one) {
             match r {
                 Ok(true) => out.loaded += 1,
@@ -468,7 +471,7 @@ mod tests {
                 },
             );
             assert_eq!(order.into_inner().unwrap(), ["a.ko", "b.ko", "c.ko"]);
-            assert_eq!((r.loaded, r.already, r.skipped), (2, 0, 0));
+            assert_eq!((r.loaded, r.already, r.skipped, r.at_once), (2, 0, 0, 1));
             assert_eq!(r.failed, ["/lib/modules/b.ko: no such file"]);
         }
     }

@@ -71,7 +71,7 @@ fn artifacts() -> &'static Artifacts {
 /// Boots a copy of the disk on `bus` through OVMF: the firmware starts the UKI from a
 /// device path through `firmware_node` (`NVMe(`, `Sata(`, ...), the init finds the state
 /// partition on the bus's device (`/dev/nvme0n1p`, `/dev/sda`) and the slot boots.
-fn boots_over(bus: DiskBus, firmware_node: &str, device: &str) -> String {
+fn boots_over(bus: DiskBus, cpus: u32, firmware_node: &str, device: &str) -> String {
     let a = artifacts();
     let dir = a.fx.path(bus.name());
     std::fs::create_dir_all(&dir).unwrap();
@@ -86,6 +86,7 @@ fn boots_over(bus: DiskBus, firmware_node: &str, device: &str) -> String {
     let mut vm =
         a.fx.firmware_boot(Firmware::Uefi(u), disk.to_str().unwrap())
             .disk_bus(bus)
+            .cpus(cpus)
             .no_reboot()
             .console_log(dir.join("console.log").to_str().unwrap())
             .start();
@@ -118,22 +119,24 @@ fn count_of(modules: &str, what: &str) -> usize {
 
 #[test]
 fn uefi_boots_the_disk_over_nvme() {
-    let modules = boots_over(DiskBus::Nvme, "NVMe(", "/dev/nvme0n1p");
+    // Two CPUs: the modules load two at a time, each after the ones it needs.
+    let modules = boots_over(DiskBus::Nvme, 2, "NVMe(", "/dev/nvme0n1p");
     // No AHCI, SD host, virtio or watchdog device on this machine: their drivers wait.
     assert!(count_of(&modules, " without a device") >= 5, "{modules}");
+    assert_eq!(count_of(&modules, " at a time"), 2, "{modules}");
 }
 
 #[test]
 fn uefi_boots_the_disk_over_sata() {
-    boots_over(DiskBus::Sata, "Sata(", "/dev/sda");
+    boots_over(DiskBus::Sata, 1, "Sata(", "/dev/sda");
 }
 
 #[test]
 fn uefi_boots_the_disk_over_virtio_scsi() {
-    boots_over(DiskBus::Scsi, "Scsi(", "/dev/sda");
+    boots_over(DiskBus::Scsi, 1, "Scsi(", "/dev/sda");
 }
 
 #[test]
 fn uefi_boots_the_disk_from_a_usb_stick() {
-    boots_over(DiskBus::Usb, "USB(", "/dev/sda");
+    boots_over(DiskBus::Usb, 1, "USB(", "/dev/sda");
 }
