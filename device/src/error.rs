@@ -91,6 +91,20 @@ pub enum Error {
         #[source]
         source: stele_engine::state_write::StateWriteError,
     },
+    /// The flight recorder cannot be read.
+    #[error("{origin}: reading the flight recorder failed: {source}")]
+    RecorderRead {
+        origin: String,
+        #[source]
+        source: stele_verifier::Error,
+    },
+    /// An event cannot be appended to the flight recorder.
+    #[error("{origin}: recording an event failed: {source}")]
+    RecorderWrite {
+        origin: String,
+        #[source]
+        source: stele_engine::recorder_write::RecordError,
+    },
 
     /// The bundle is a directory.
     #[error("{path} is a directory, not a slot image")]
@@ -287,6 +301,10 @@ impl Report for Error {
                 stele_engine::state_write::StateWriteError::Write(e) => e.exit(),
                 stele_engine::state_write::StateWriteError::Flush(_) => Exit::Environment,
             },
+            E::RecorderWrite { source, .. } => match source {
+                stele_engine::recorder_write::RecordError::Write(e) => e.exit(),
+                stele_engine::recorder_write::RecordError::Flush(_) => Exit::Environment,
+            },
             // What the boot published is the device's environment, whatever is wrong in it.
             E::NotPublished { .. }
             | E::PublishedFormat { .. }
@@ -308,6 +326,7 @@ impl Report for Error {
             E::Stage1 { .. } | E::NoEsp { .. } | E::EspBusy { .. } => Exit::Environment,
             E::UkiNotAFile { .. } => Exit::Usage,
             E::StateLoad { source, .. }
+            | E::RecorderRead { source, .. }
             | E::Bundle { source, .. }
             | E::Written { source, .. }
             | E::Commit { source } => source.exit(),

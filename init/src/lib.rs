@@ -13,6 +13,7 @@ pub mod cmdline;
 pub mod console;
 pub mod devices;
 pub mod error;
+pub mod flight;
 pub mod handoff;
 pub mod mapped;
 pub mod missing;

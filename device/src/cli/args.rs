@@ -38,6 +38,12 @@ pub enum Command {
     },
     MarkGood,
     Stage1(BundleArg),
+    /// `history [--json]`.
+    History {
+        json: bool,
+    },
+    /// `why`.
+    Why,
     Help,
 }
 
@@ -148,6 +154,15 @@ pub fn parse_args(args: &[OsString]) -> Result<Command, ArgsError> {
         "mark-good" => match opts {
             [] => Ok(Command::MarkGood),
             [a, ..] => Err(unexpected("mark-good", a)),
+        },
+        "history" => match opts {
+            [] => Ok(Command::History { json: false }),
+            [j] if j == "--json" => Ok(Command::History { json: true }),
+            [a, ..] => Err(unexpected("history", a)),
+        },
+        "why" => match opts {
+            [] => Ok(Command::Why),
+            [a, ..] => Err(unexpected("why", a)),
         },
         "stage1" => match opts {
             [u] if u == "-" => Ok(Command::Stage1(BundleArg::Stdin)),
@@ -341,6 +356,12 @@ mod tests {
             Command::Status { json: true }
         );
         assert_eq!(p(&["update", "mark-good"]).unwrap(), Command::MarkGood);
+        assert_eq!(
+            p(&["update", "history", "--json"]).unwrap(),
+            Command::History { json: true }
+        );
+        assert_eq!(p(&["update", "why"]).unwrap(), Command::Why);
+        assert!(p(&["update", "why", "x"]).is_err());
         assert_eq!(
             p(&["update", "stage1", "new.efi"]).unwrap(),
             Command::Stage1(BundleArg::Path("new.efi".into()))

@@ -66,8 +66,25 @@ pub const STAGE1: Cmd = Cmd {
             written beside the old one, flushed, then switched in one write; `-` reads stdin.",
 };
 
+pub const HISTORY: Cmd = Cmd {
+    name: "history",
+    args: "[--json]",
+    about: "List the flight recorder's events, oldest first, one line each: every boot's \
+            slot, release and outcome (verified, refused and why, fell back, the health \
+            command's failure and output, marked good) and every install and channel check.",
+};
+pub const WHY: Cmd = Cmd {
+    name: "why",
+    args: "",
+    about: "Explain the last fallback or refusal in one paragraph, with its evidence from the \
+            flight recorder: the slot and release, its tries, the health command's status \
+            and output or the refusal's cause, what runs since, and what to do.",
+};
+
 /// Every command, in the order the help lists them.
-pub const COMMANDS: [Cmd; 7] = [INSTALL, STATUS, MARK_GOOD, PLAN, CHECK, APPLY, STAGE1];
+pub const COMMANDS: [Cmd; 9] = [
+    INSTALL, STATUS, MARK_GOOD, PLAN, CHECK, APPLY, STAGE1, HISTORY, WHY,
+];
 
 pub const MAX_RATE: Opt = Opt {
     long: "max-rate",

@@ -34,8 +34,6 @@ pub enum Origin {
     Pid1,
     /// `stele update` on the device.
     Update,
-    /// `stele update --disk` on a host.
-    Host,
     /// A code this stele does not know (written by a newer one).
     Other(u8),
 }
@@ -81,7 +79,8 @@ pub enum Kind {
 pub struct Release {
     pub version: String,
     pub rollback_index: u64,
-    /// The first 8 bytes of the sha256 of the signed manifest envelope.
+    /// The first 8 bytes of the release's signed dm-verity root hash (its content's
+    /// identity, in the verified manifest both at boot and at install).
     pub digest: [u8; 8],
 }
 
@@ -193,7 +192,6 @@ impl Origin {
             Origin::Stage2 => 2,
             Origin::Pid1 => 3,
             Origin::Update => 4,
-            Origin::Host => 5,
             Origin::Other(c) => c,
         }
     }
@@ -204,7 +202,6 @@ impl Origin {
             2 => Origin::Stage2,
             3 => Origin::Pid1,
             4 => Origin::Update,
-            5 => Origin::Host,
             c => Origin::Other(c),
         }
     }
@@ -215,7 +212,6 @@ impl Origin {
             Origin::Stage2 => "stage2",
             Origin::Pid1 => "pid1",
             Origin::Update => "update",
-            Origin::Host => "host",
             Origin::Other(_) => "unknown",
         }
     }
