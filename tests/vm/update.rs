@@ -209,12 +209,12 @@ sleep 100
     let low = vm.expect("stele: error:");
     assert!(low.contains("rollback"), "{low}");
     vm.expect("guest: install /dev/vdc exit 1");
-    vm.expect("guest: state unchanged");
     vm.expect("guest: refusals recorded 2");
+    vm.expect("guest: state unchanged");
     vm.expect("stele: shutdown: reboot");
     vm.expect("stele: slot=a version=1.0.0");
-    vm.expect("guest: state unchanged");
     vm.expect("guest: refusals recorded 4");
+    vm.expect("guest: state unchanged");
     let console = vm.powered_off();
     assert!(!console.contains("STATE CHANGED"));
     assert!(!console.contains("slot=b version"), "slot b booted");
