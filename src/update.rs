@@ -40,6 +40,18 @@ pub enum UpdateCommand {
     History(StatusArgs),
     #[command(about = spec::WHY.about)]
     Why(WhyArgs),
+    #[command(about = spec::REPORT.about)]
+    Report(ReportArgs),
+}
+
+/// Arguments of `stele update report` (on the device only: the backlog is on its data
+/// partition).
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    #[arg(long, help = spec::SEND.help)]
+    send: bool,
+    #[arg(long, help = spec::JSON.help)]
+    json: bool,
 }
 
 /// Arguments of `stele update why`.
@@ -142,6 +154,14 @@ pub fn run(cmd: UpdateCommand) -> CliResult {
         UpdateCommand::History(a) => (DevCommand::History { json: a.json }, a.offline, None),
         UpdateCommand::Why(a) => (DevCommand::Why, a.offline, None),
         UpdateCommand::MarkGood => (DevCommand::MarkGood, Offline::default(), None),
+        UpdateCommand::Report(a) => (
+            DevCommand::Report {
+                send: a.send,
+                json: a.json,
+            },
+            Offline::default(),
+            None,
+        ),
         UpdateCommand::Plan(a) => {
             let opts = crate::remote::FetchArgs::timeout_only(a.timeout)?;
             let cmd = DevCommand::Plan {

@@ -212,6 +212,9 @@ pub enum Error {
     /// The booted image does not say which channels it follows, or says it badly.
     #[error("{}: {why} (the update channels the booted image follows, one name per line; build the image with it: docs/FORMATS.md \"Followed channels\")", path.display())]
     FollowedChannels { path: PathBuf, why: String },
+    /// A report was not made, kept or sent (crate::report; boxed: the error stays small).
+    #[error(transparent)]
+    Reporting(Box<crate::report::ReportingError>),
     /// Channel commands need the data partition for their state.
     #[error("this device has no data partition: the channel state (last sequence, rollout seed) needs persistent storage (stele disk create --data-size)")]
     NoDataPartition,
@@ -285,6 +288,12 @@ impl Error {
     }
 }
 
+impl From<crate::report::ReportingError> for Error {
+    fn from(e: crate::report::ReportingError) -> Self {
+        Error::Reporting(Box::new(e))
+    }
+}
+
 impl Report for Error {
     fn exit(&self) -> Exit {
         use Error as E;
@@ -316,6 +325,7 @@ impl Report for Error {
             E::Fetch { source, .. } => source.exit(),
             E::Channel { source, .. } => source.exit(),
             E::DataFile(e) => e.exit(),
+            E::Reporting(e) => e.exit(),
             E::Verified(e) => e.exit(),
             E::NoFetchClient { .. }
             | E::ChannelState { .. }

@@ -162,6 +162,8 @@ struct Supervisor {
     /// The health command's last failure recorded (status, output): a repeat of it is
     /// not recorded again.
     last_health: Option<(i32, String)>,
+    /// `stele update report --send` after the slot is marked good (crate::report).
+    reporter: crate::report::Reporter,
 }
 
 /// Step 11-12. Never returns.
@@ -222,7 +224,9 @@ pub fn run(b: Booted) -> ! {
         next_health: now,
         trial_deadline: None,
         last_health: None,
+        reporter: crate::report::Reporter::default(),
     };
+    sup.reporter.enabled = sup.cfg.report.is_some();
     if !sup.b.was_successful {
         sup.trial_deadline = Some(now + Duration::from_secs(sup.cfg.trial_timeout));
     }
@@ -314,6 +318,7 @@ impl Supervisor {
                 self.reaped(pid, status);
             }
             self.start_due();
+            self.reporter.start_due(Instant::now());
             self.check_health();
             if trial_expired(self.trial_deadline, self.good, Instant::now()) {
                 error!(
@@ -345,6 +350,9 @@ impl Supervisor {
         }
         if let (false, Some(d)) = (self.good, self.trial_deadline) {
             t = t.min(d.saturating_duration_since(now));
+        }
+        if let Some(d) = self.reporter.wake_in(now) {
+            t = t.min(d);
         }
         if let Some(ping) = watchdog::interval() {
             t = t.min(ping);
@@ -384,6 +392,10 @@ impl Supervisor {
     }
 
     fn reaped(&mut self, pid: i32, status: i32) {
+        let mount = &self.b.config.data_mount;
+        if self.reporter.reaped(pid, status, mount, Instant::now()) {
+            return;
+        }
         if self.health_pid == Some(pid) {
             self.health_pid = None;
             if status == 0 {
@@ -548,6 +560,7 @@ impl Supervisor {
         match r {
             Ok(done) => {
                 info!("slot={} marked good", b.slot.name());
+                self.reporter.start();
                 if let Some((from, to)) = done.tpm.filter(|(f, t)| f != t) {
                     info!("TPM rollback floor raised from {from} to {to}");
                 }

@@ -44,6 +44,11 @@ pub enum Command {
     },
     /// `why`.
     Why,
+    /// `report [--send] [--json]`.
+    Report {
+        send: bool,
+        json: bool,
+    },
     Help,
 }
 
@@ -164,6 +169,17 @@ pub fn parse_args(args: &[OsString]) -> Result<Command, ArgsError> {
             [] => Ok(Command::Why),
             [a, ..] => Err(unexpected("why", a)),
         },
+        "report" => {
+            let (mut send, mut json) = (false, false);
+            for a in opts {
+                match a.to_str() {
+                    Some("--send") if !send => send = true,
+                    Some("--json") if !json => json = true,
+                    _ => return Err(unexpected("report", a)),
+                }
+            }
+            Ok(Command::Report { send, json })
+        }
         "stage1" => match opts {
             [u] if u == "-" => Ok(Command::Stage1(BundleArg::Stdin)),
             [u] if u.to_string_lossy().starts_with('-') => {

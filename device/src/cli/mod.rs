@@ -18,7 +18,7 @@ use stele_verifier::exit::Report;
 use stele_verifier::keys::Keyring;
 use stele_verifier::recorder::Kind;
 
-use crate::commands::{channel, esp, history, install, mark_good, status, why};
+use crate::commands::{channel, esp, history, install, mark_good, report, status, why};
 use crate::remote::{self, Location};
 use crate::runtime::run_dir::RUN_DIR;
 use crate::target::{HttpOpener, Target};
@@ -96,6 +96,7 @@ pub fn run(cmd: &Command, at: At<'_>, progress: &mut dyn Progress) -> Result<()>
             let done = install::run(&mut t, b, &mut log, progress);
             let done = history::outcome(&mut t, done, |d| Some(d))?;
             println!("{}", install::installed_line(&done));
+            report::after_install(&mut t);
         }
         Command::InstallUrl { url, opts } => {
             let mut t = at.open_trusted(true)?;
@@ -105,6 +106,7 @@ pub fn run(cmd: &Command, at: At<'_>, progress: &mut dyn Progress) -> Result<()>
             let done = history::outcome(&mut t, done, |d| Some(&d.installed))?;
             println!("{}", remote::summary_line(&done));
             println!("{}", install::installed_line(&done.installed));
+            report::after_install(&mut t);
         }
         Command::Plan { location, opts } => {
             let mut t = at.open_trusted(false)?;
@@ -148,6 +150,7 @@ pub fn run(cmd: &Command, at: At<'_>, progress: &mut dyn Progress) -> Result<()>
                 channel::Applied::Installed(done) => {
                     println!("{}", remote::summary_line(&done));
                     println!("{}", install::installed_line(&done.installed));
+                    report::after_install(&mut t);
                 }
             }
         }
@@ -175,6 +178,14 @@ pub fn run(cmd: &Command, at: At<'_>, progress: &mut dyn Progress) -> Result<()>
             match history::run(&mut t)?.ring {
                 Some(ring) => println!("{}", why::explain(&ring.events, &st)),
                 None => println!("{}", history::NO_RING),
+            }
+        }
+        Command::Report { send, json } => {
+            let mut t = at.open(false)?;
+            let (shown, unsent) = report::run(&mut t, *send)?;
+            print!("{}", if *json { shown.json() } else { shown.text() });
+            if let Some(e) = unsent {
+                return Err(e);
             }
         }
         Command::Stage1(u) => {

@@ -106,6 +106,34 @@ struct JsonEvent<'a> {
     text: &'a str,
 }
 
+impl<'a> JsonEvent<'a> {
+    fn of(e: &'a Event) -> Self {
+        JsonEvent {
+            sequence: e.sequence,
+            boot_id: hex::encode(&e.boot_id),
+            monotonic_ms: e.monotonic_ms,
+            wall_time: e.wall_secs.map(format_rfc3339),
+            origin: e.origin.name(),
+            kind: e.kind.name(),
+            kind_code: e.kind.code(),
+            slot: e.slot.map(Slot::name),
+            version: e.release.as_ref().map(|r| r.version.as_str()),
+            rollback_index: e.release.as_ref().map(|r| r.rollback_index),
+            root_hash_prefix: e.release.as_ref().map(|r| hex::encode(&r.digest)),
+            class: e.class.map(|c| c.name()),
+            count: e.count,
+            status: e.status,
+            text: &e.text,
+        }
+    }
+}
+
+/// One event as `history --json` shows it (also in a report's `events`). Pure.
+pub fn event_json(e: &Event) -> serde_json::Value {
+    // Plain strings, integers and options: serializing cannot fail.
+    serde_json::to_value(JsonEvent::of(e)).unwrap_or_default()
+}
+
 #[derive(Serialize)]
 struct Json<'a> {
     recorder: bool,
@@ -142,26 +170,7 @@ impl History {
         let j = Json {
             recorder: self.ring.is_some(),
             damaged: self.ring.as_ref().map_or(0, |r| r.damaged),
-            events: events
-                .iter()
-                .map(|e| JsonEvent {
-                    sequence: e.sequence,
-                    boot_id: hex::encode(&e.boot_id),
-                    monotonic_ms: e.monotonic_ms,
-                    wall_time: e.wall_secs.map(format_rfc3339),
-                    origin: e.origin.name(),
-                    kind: e.kind.name(),
-                    kind_code: e.kind.code(),
-                    slot: e.slot.map(Slot::name),
-                    version: e.release.as_ref().map(|r| r.version.as_str()),
-                    rollback_index: e.release.as_ref().map(|r| r.rollback_index),
-                    root_hash_prefix: e.release.as_ref().map(|r| hex::encode(&r.digest)),
-                    class: e.class.map(|c| c.name()),
-                    count: e.count,
-                    status: e.status,
-                    text: &e.text,
-                })
-                .collect(),
+            events: events.iter().map(JsonEvent::of).collect(),
         };
         // Plain strings, integers and options: serializing cannot fail.
         let mut s = serde_json::to_string(&j).unwrap_or_default();
