@@ -379,6 +379,22 @@ mod tests {
         assert_eq!(p(&["update", "why"]).unwrap(), Command::Why);
         assert!(p(&["update", "why", "x"]).is_err());
         assert_eq!(
+            p(&["update", "report"]).unwrap(),
+            Command::Report {
+                send: false,
+                json: false
+            }
+        );
+        assert_eq!(
+            p(&["update", "report", "--json", "--send"]).unwrap(),
+            Command::Report {
+                send: true,
+                json: true
+            }
+        );
+        assert!(p(&["update", "report", "--send", "--send"]).is_err());
+        assert!(p(&["update", "report", "--url"]).is_err());
+        assert_eq!(
             p(&["update", "stage1", "new.efi"]).unwrap(),
             Command::Stage1(BundleArg::Path("new.efi".into()))
         );

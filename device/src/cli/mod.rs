@@ -96,7 +96,7 @@ pub fn run(cmd: &Command, at: At<'_>, progress: &mut dyn Progress) -> Result<()>
             let done = install::run(&mut t, b, &mut log, progress);
             let done = history::outcome(&mut t, done, |d| Some(d))?;
             println!("{}", install::installed_line(&done));
-            report::after_install(&mut t);
+            report::after(&mut t);
         }
         Command::InstallUrl { url, opts } => {
             let mut t = at.open_trusted(true)?;
@@ -106,7 +106,7 @@ pub fn run(cmd: &Command, at: At<'_>, progress: &mut dyn Progress) -> Result<()>
             let done = history::outcome(&mut t, done, |d| Some(&d.installed))?;
             println!("{}", remote::summary_line(&done));
             println!("{}", install::installed_line(&done.installed));
-            report::after_install(&mut t);
+            report::after(&mut t);
         }
         Command::Plan { location, opts } => {
             let mut t = at.open_trusted(false)?;
@@ -150,7 +150,7 @@ pub fn run(cmd: &Command, at: At<'_>, progress: &mut dyn Progress) -> Result<()>
                 channel::Applied::Installed(done) => {
                     println!("{}", remote::summary_line(&done));
                     println!("{}", install::installed_line(&done.installed));
-                    report::after_install(&mut t);
+                    report::after(&mut t);
                 }
             }
         }
@@ -166,6 +166,7 @@ pub fn run(cmd: &Command, at: At<'_>, progress: &mut dyn Progress) -> Result<()>
             e.slot = Some(s);
             history::note(&mut t, e);
             println!("stele: slot={} marked good", s.name());
+            report::after(&mut t);
         }
         Command::History { json } => {
             let mut t = at.open(false)?;

@@ -89,7 +89,7 @@ pub const REPORT: Cmd = Cmd {
             reports. With --send, make a report of the flight recorder's events since the \
             last one and both slots' states, then send every kept report, oldest first (on \
             the device only; PID 1 runs it after marking a slot good, an install after it \
-            flipped).",
+            flipped, mark-good after it).",
 };
 
 /// Every command, in the order the help lists them.

@@ -1,7 +1,7 @@
 //! `stele update report [--send] [--json]` (on the device only): show the report backlog,
 //! or make a report of what the flight recorder holds since the last one and send the
 //! backlog (docs/CLI.md). PID 1 runs `stele update report --send` after marking a slot
-//! good; an install on the device does the same after it flipped ([`after_install`]).
+//! good; an install or `mark-good` on the device does the same after it ([`after`]).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -120,11 +120,8 @@ pub fn run(t: &mut Target, send_now: bool) -> Result<(Shown, Option<Error>)> {
     let dev = t.run_dir().ok_or(Error::DeviceOnly { command: "report" })?;
     let mount = rep::data_mount(dev)?;
     let (cfg, program) = rep::from_image(dev)?;
-    let program = if send_now {
-        Some(rep::fetch_client(dev, program)?)
-    } else {
-        None
-    };
+    // Checked after the report is made: it is kept even when it cannot be sent.
+    let program = rep::fetch_client(dev, program);
     let b = Backlog::open(&mount)?;
     let mut shown = Shown {
         method: cfg.as_ref().map(|c| c.method.name()),
@@ -136,12 +133,12 @@ pub fn run(t: &mut Target, send_now: bool) -> Result<(Shown, Option<Error>)> {
         ..Shown::default()
     };
     let mut unsent = None;
-    if let Some(program) = program {
+    if send_now {
         let cfg = cfg.ok_or(ReportingError::NoUrl)?;
         let device = rep::device_id(&mount, true)?.unwrap_or_default();
         shown.made = make(t, &b, &device)?;
         let mut client = FetchClient {
-            program,
+            program: program?,
             method: cfg.method.name(),
         };
         let round = send::round(&b, &cfg, &device, &mut client, &mut std::thread::sleep)?;
@@ -172,10 +169,10 @@ fn note_round(shown: &mut Shown, round: Round) {
     shown.failure = round.failure;
 }
 
-/// After an install on the device: a report and a round of sending, when the booted image
-/// names a report URL and the device has a data partition. Never fails the install: a
-/// problem is one warning line (the report waits in the backlog).
-pub fn after_install(t: &mut Target) {
+/// After an install or `mark-good` on the device: a report and a round of sending, when
+/// the booted image names a report URL and the device has a data partition. Never fails
+/// the command: a problem is one warning line (the report waits in the backlog).
+pub fn after(t: &mut Target) {
     let Some(dev) = t.run_dir() else {
         return;
     };
