@@ -15,8 +15,9 @@ const SYSTEM: &str = "healthy_after = 1\nhealth = [\"/bin/netup\"]\nshutdown_gra
 const NETUP: &str = "#!/bin/sh\nifconfig eth0 10.0.2.15 netmask 255.255.255.0 up\n";
 
 /// Counts its boots on the data partition; waits until PID 1's report of this boot is
-/// made and its sending over (`stele update report` waits for the backlog's lock); reboots,
-/// and on the third boot installs /dev/vdb and powers off.
+/// made and its sending over (`stele update report` waits for the backlog's lock) and the
+/// report child has ended (a reboot would cut its last lines); reboots, and on the third
+/// boot installs /dev/vdb and powers off.
 const APP: &str = r#"#!/bin/sh
 n=$(cat /var/boots 2>/dev/null || echo 0); n=$((n+1)); echo $n > /var/boots; sync
 echo "app: boot $n"
@@ -25,6 +26,8 @@ until stele update report | grep -q "^next report: $n,"; do
   i=$((i+1)); if [ $i -gt 120 ]; then echo "app: no report"; break; fi
   sleep 1
 done
+# The child prints its lines after it let go of the backlog: wait for it to end.
+while ps | grep -q "[r]eport --send"; do sleep 1; done
 echo "app: boot $n reported"
 if [ $n = 3 ]; then
   stele update install /dev/vdb
