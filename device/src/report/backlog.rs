@@ -21,8 +21,8 @@ pub const DIR: &str = "lib/stele/reports";
 pub const CURSOR: &str = "cursor";
 /// At most this many reports are kept.
 pub const MAX_FILES: usize = 32;
-/// At most this many bytes of reports are kept (a report is at most about 70 KiB: 128
-/// events of the flight recorder).
+/// At most this many bytes of reports are kept (a report of the whole ring is tens of
+/// KiB; the largest possible, under 350 KiB, fits twice: doc.rs tests it).
 pub const MAX_BYTES: u64 = 1 << 20;
 
 /// Where the backlog stands.

@@ -149,6 +149,63 @@ mod tests {
         assert_eq!(select(&Ring::default(), 0), (0, &[][..], 0));
     }
 
+    /// The largest report there can be: the whole ring, every event with every field set
+    /// and its version and text at their limits in characters JSON escapes (6 bytes each).
+    /// The backlog's bound holds at least two.
+    #[test]
+    fn the_largest_report_fits_twice_in_the_backlog() {
+        use stele_verifier::exit::Exit;
+        use stele_verifier::recorder::ring::CAPACITY;
+        use stele_verifier::recorder::{Release, TEXT_MAX, VERSION_MAX};
+        let st = BootState::initial(true);
+        let status = Status::new(
+            &st,
+            Some(Slot::A),
+            [Image::Invalid("x".repeat(300)), Image::Empty],
+        );
+        let events: Vec<Event> = (0..CAPACITY)
+            .map(|s| Event {
+                sequence: u64::MAX - s,
+                boot_id: [0xff; 16],
+                monotonic_ms: Some(u64::MAX),
+                wall_secs: Some(4_000_000_000),
+                origin: Origin::Other(200),
+                kind: Kind::InstallRefused,
+                slot: Some(Slot::B),
+                release: Some(Release {
+                    version: "\u{1}".repeat(VERSION_MAX),
+                    rollback_index: u64::MAX,
+                    digest: [0xff; 8],
+                }),
+                class: Some(Exit::Environment),
+                count: 255,
+                status: Some(i32::MIN),
+                text: "\u{1}".repeat(TEXT_MAX),
+            })
+            .collect();
+        let i = Input {
+            device: "0123456789abcdef0123456789abcdef",
+            seq: u64::MAX,
+            made: Some(4_000_000_000),
+            boot_id: [0xff; 16],
+            running: Running {
+                name: "\u{1}".repeat(64),
+                version: "\u{1}".repeat(64),
+                rollback_index: u64::MAX,
+                slot: "b",
+            },
+            status: &status,
+            since: 0,
+            events: &events,
+            missed: u64::MAX,
+            damaged: usize::MAX,
+            dropped_reports: u64::MAX,
+        };
+        let len = document(&i).len() as u64;
+        assert!(len * 2 <= crate::report::backlog::MAX_BYTES, "{len} bytes");
+        println!("largest report: {len} bytes");
+    }
+
     #[test]
     fn the_document_has_its_schema_device_slots_and_events() {
         let st = BootState::initial(true);
