@@ -36,6 +36,29 @@ pub enum UpdateCommand {
     Apply(ChannelArgs),
     #[command(about = spec::STAGE1.about)]
     Stage1(Stage1Args),
+    #[command(about = spec::HISTORY.about)]
+    History(StatusArgs),
+    #[command(about = spec::WHY.about)]
+    Why(WhyArgs),
+    #[command(about = spec::REPORT.about)]
+    Report(ReportArgs),
+}
+
+/// Arguments of `stele update report` (on the device only: the backlog is on its data
+/// partition).
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    #[arg(long, help = spec::SEND.help)]
+    send: bool,
+    #[arg(long, help = spec::JSON.help)]
+    json: bool,
+}
+
+/// Arguments of `stele update why`.
+#[derive(Debug, clap::Args)]
+pub struct WhyArgs {
+    #[command(flatten)]
+    offline: Offline,
 }
 
 /// Arguments of `stele update plan`.
@@ -106,7 +129,7 @@ pub struct InstallArgs {
     fetch: crate::remote::FetchArgs,
 }
 
-/// Arguments of `stele update status`.
+/// Arguments of `stele update status` and `history`.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     #[arg(long, help = spec::JSON.help)]
@@ -128,7 +151,17 @@ pub fn run(cmd: UpdateCommand) -> CliResult {
         UpdateCommand::Install(a) if a.fetch.given() => return Err(Usage::FetchNeedsUrl.into()),
         UpdateCommand::Install(a) => (DevCommand::Install(bundle_arg(a.bundle)), a.offline, a.name),
         UpdateCommand::Status(a) => (DevCommand::Status { json: a.json }, a.offline, None),
+        UpdateCommand::History(a) => (DevCommand::History { json: a.json }, a.offline, None),
+        UpdateCommand::Why(a) => (DevCommand::Why, a.offline, None),
         UpdateCommand::MarkGood => (DevCommand::MarkGood, Offline::default(), None),
+        UpdateCommand::Report(a) => (
+            DevCommand::Report {
+                send: a.send,
+                json: a.json,
+            },
+            Offline::default(),
+            None,
+        ),
         UpdateCommand::Plan(a) => {
             let opts = crate::remote::FetchArgs::timeout_only(a.timeout)?;
             let cmd = DevCommand::Plan {

@@ -10,6 +10,7 @@
 //! and are executable in that tree (what `stele image build` checks).
 
 mod boot;
+mod collector;
 mod http;
 mod internals;
 
@@ -18,6 +19,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub use boot::Guest;
+pub use collector::Collector;
 pub use http::{Fault, FaultServer, Nginx, TRICKLE_BYTES};
 pub use internals::{
     change_partition, change_state, envelope_sha256, gpt_image, grow_table, old_layout,

@@ -53,6 +53,10 @@
 //! - vm::grow: a 256 MiB disk on a 1 GiB one: the data partition and its ext4 fill it once,
 //!   files kept, `sgdisk -v` clean; `grow_data = false`; power cuts during the grow
 //! - vm::owners: an image from a tar boots with its owners and a working file capability
+//! - vm::recorder: the flight recorder: `update why` after a failed health command, in the
+//!   guest and with --disk; a reboot loop stays within the ring's bound
+//! - vm::report: reports to a loopback collector for 3 boots and an install; a report kept
+//!   while the collector is down goes out on the next boot
 //! - vm::init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
 //! - vm::links: a system.toml or /etc/passwd linked into /var (the data partition) is
 //!   refused by PID 1, naming the link; the attacker's file there never runs
@@ -101,6 +105,8 @@ pub(crate) mod vm {
     pub(crate) mod kexec;
     pub(crate) mod links;
     pub(crate) mod owners;
+    pub(crate) mod recorder;
+    pub(crate) mod report;
     pub(crate) mod tpm;
     pub(crate) mod trust;
     pub(crate) mod uefi;

@@ -91,6 +91,20 @@ pub enum Error {
         #[source]
         source: stele_engine::state_write::StateWriteError,
     },
+    /// The flight recorder cannot be read.
+    #[error("{origin}: reading the flight recorder failed: {source}")]
+    RecorderRead {
+        origin: String,
+        #[source]
+        source: stele_verifier::Error,
+    },
+    /// An event cannot be appended to the flight recorder.
+    #[error("{origin}: recording an event failed: {source}")]
+    RecorderWrite {
+        origin: String,
+        #[source]
+        source: stele_engine::recorder_write::RecordError,
+    },
 
     /// The bundle is a directory.
     #[error("{path} is a directory, not a slot image")]
@@ -198,6 +212,9 @@ pub enum Error {
     /// The booted image does not say which channels it follows, or says it badly.
     #[error("{}: {why} (the update channels the booted image follows, one name per line; build the image with it: docs/FORMATS.md \"Followed channels\")", path.display())]
     FollowedChannels { path: PathBuf, why: String },
+    /// A report was not made, kept or sent (crate::report; boxed: the error stays small).
+    #[error(transparent)]
+    Reporting(Box<crate::report::ReportingError>),
     /// Channel commands need the data partition for their state.
     #[error("this device has no data partition: the channel state (last sequence, rollout seed) needs persistent storage (stele disk create --data-size)")]
     NoDataPartition,
@@ -271,6 +288,12 @@ impl Error {
     }
 }
 
+impl From<crate::report::ReportingError> for Error {
+    fn from(e: crate::report::ReportingError) -> Self {
+        Error::Reporting(Box::new(e))
+    }
+}
+
 impl Report for Error {
     fn exit(&self) -> Exit {
         use Error as E;
@@ -287,6 +310,10 @@ impl Report for Error {
                 stele_engine::state_write::StateWriteError::Write(e) => e.exit(),
                 stele_engine::state_write::StateWriteError::Flush(_) => Exit::Environment,
             },
+            E::RecorderWrite { source, .. } => match source {
+                stele_engine::recorder_write::RecordError::Write(e) => e.exit(),
+                stele_engine::recorder_write::RecordError::Flush(_) => Exit::Environment,
+            },
             // What the boot published is the device's environment, whatever is wrong in it.
             E::NotPublished { .. }
             | E::PublishedFormat { .. }
@@ -298,6 +325,7 @@ impl Report for Error {
             E::Fetch { source, .. } => source.exit(),
             E::Channel { source, .. } => source.exit(),
             E::DataFile(e) => e.exit(),
+            E::Reporting(e) => e.exit(),
             E::Verified(e) => e.exit(),
             E::NoFetchClient { .. }
             | E::ChannelState { .. }
@@ -308,6 +336,7 @@ impl Report for Error {
             E::Stage1 { .. } | E::NoEsp { .. } | E::EspBusy { .. } => Exit::Environment,
             E::UkiNotAFile { .. } => Exit::Usage,
             E::StateLoad { source, .. }
+            | E::RecorderRead { source, .. }
             | E::Bundle { source, .. }
             | E::Written { source, .. }
             | E::Commit { source } => source.exit(),

@@ -26,6 +26,7 @@ pub mod error;
 pub mod fat;
 pub mod inspect;
 pub mod remote;
+pub mod report;
 pub mod runtime;
 pub mod target;
 

@@ -32,6 +32,7 @@ use stele_verifier::verity::TreeBuilder;
 use stele_verifier::{hex, Error, Result};
 
 pub mod delta;
+pub mod recorder_write;
 pub mod state_write;
 pub mod storage;
 
@@ -418,6 +419,8 @@ impl<D> Seek for WithFooter<'_, D> {
 mod power_cut;
 #[cfg(test)]
 mod power_cut_delta;
+#[cfg(test)]
+mod power_cut_recorder;
 
 #[cfg(test)]
 #[allow(clippy::cast_possible_truncation)] // test sizes are small

@@ -13,12 +13,12 @@ use stele_verifier::testutil::image;
 /// A device that applies writes and records them, split at 512-byte sectors, with the
 /// sync points, so that a power cut after any prefix of the writes can be replayed.
 /// Every write of every recorded device, in the order they happened: (device, offset, bytes).
-pub(super) type WriteLog = std::rc::Rc<std::cell::RefCell<Vec<(usize, u64, Vec<u8>)>>>;
+pub(crate) type WriteLog = std::rc::Rc<std::cell::RefCell<Vec<(usize, u64, Vec<u8>)>>>;
 
-pub(super) struct Recorder {
-    pub(super) id: usize,
-    pub(super) dev: Cursor<Vec<u8>>,
-    pub(super) log: WriteLog,
+pub(crate) struct Recorder {
+    pub(crate) id: usize,
+    pub(crate) dev: Cursor<Vec<u8>>,
+    pub(crate) log: WriteLog,
 }
 
 impl Read for Recorder {
@@ -65,7 +65,7 @@ pub(super) fn b_first_state() -> Cursor<Vec<u8>> {
 
 /// Copies of slot b (device 1) and the state (device 2) whose writes go into one log.
 pub(super) struct Recording {
-    pub(super) log: WriteLog,
+    pub(crate) log: WriteLog,
     pub(super) b: Recorder,
     pub(super) st: Recorder,
 }

@@ -2,12 +2,14 @@
 //! a slot image with single `Range` requests over one kept-alive connection (ureq, rustls
 //! with the Mozilla roots); the `stele-fetch` binary serves it to the device's `stele`
 //! over a pipe (stele_device::remote::protocol), and the host CLI uses it in-process.
+//! [`send`] PUTs or POSTs one report (stele_device::report).
 
 use std::io::Read;
 use std::time::Duration;
 
 use stele_engine::delta::zst::Frame;
 use stele_engine::delta::{read_frame_by_range, FetchError, RangeSource, Sink};
+use stele_verifier::config::Method;
 use ureq::http::{header, StatusCode};
 use ureq::Agent;
 
@@ -287,9 +289,115 @@ impl RangeSource for HttpSource {
     }
 }
 
+/// The largest report body [`send`] takes (a report is at most a few tens of KiB:
+/// docs/FORMATS.md "Report document").
+pub const MAX_SEND: usize = 1 << 20;
+
+/// Sends `body` (JSON) to `url` by `method` (PUT or POST) in one request; a 2xx answer is
+/// success (its status returned), anything else an error that says whether a retry may
+/// help ([`FetchError::Transient`]: no answer, 5xx, 408, 429) or not.
+pub fn send(url: &str, method: Method, body: &[u8], timeout: Duration) -> Result<u16, FetchError> {
+    let agent: Agent = Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(timeout))
+        .timeout_send_body(Some(timeout))
+        .timeout_recv_response(Some(timeout))
+        .user_agent(concat!("stele-fetch/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into();
+    let req = match method {
+        Method::Put => agent.put(url),
+        Method::Post => agent.post(url),
+    };
+    let resp = req
+        .header(header::CONTENT_TYPE, "application/json")
+        .send(body)
+        .map_err(ureq_error)?;
+    let status = resp.status();
+    if status.is_success() {
+        Ok(status.as_u16())
+    } else {
+        Err(status_error(status, retry_after(resp.headers())))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A one-request collector on 127.0.0.1 answering `status`; returns its URL and what
+    /// it got (the request head and body).
+    fn collector(status: &'static str) -> (String, std::thread::JoinHandle<(String, Vec<u8>)>) {
+        use std::io::{BufRead, BufReader, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let h = std::thread::spawn(move || {
+            let (conn, _) = l.accept().unwrap();
+            let mut out = conn.try_clone().unwrap();
+            let mut r = BufReader::new(conn);
+            let (mut head, mut len) = (String::new(), 0usize);
+            loop {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                if line.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                head.push_str(&line);
+            }
+            let mut body = vec![0u8; len];
+            r.read_exact(&mut body).unwrap();
+            write!(
+                out,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            (head, body)
+        });
+        (format!("http://127.0.0.1:{port}/r/dev/1.json"), h)
+    }
+
+    #[test]
+    fn a_report_is_put_or_posted_and_the_answer_says_whether_to_retry() {
+        let t = Duration::from_secs(5);
+        let (url, h) = collector("201 Created");
+        assert_eq!(send(&url, Method::Put, b"{\"seq\":1}", t).unwrap(), 201);
+        let (head, body) = h.join().unwrap();
+        assert!(head.starts_with("PUT /r/dev/1.json HTTP/1.1"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{head}"
+        );
+        assert_eq!(body, b"{\"seq\":1}");
+        let (url, h) = collector("503 Service Unavailable");
+        let e = send(&url, Method::Post, b"{}", t).unwrap_err();
+        assert!(matches!(e, FetchError::Transient { .. }), "{e}");
+        assert!(h.join().unwrap().0.starts_with("POST "));
+        let (url, h) = collector("403 Forbidden");
+        let e = send(&url, Method::Put, b"{}", t).unwrap_err();
+        assert!(
+            matches!(e, FetchError::Permanent { ref why } if why == "HTTP 403 Forbidden"),
+            "{e}"
+        );
+        h.join().unwrap();
+        // Nobody listening: a retry may help.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = send(
+            &format!("http://127.0.0.1:{port}/x"),
+            Method::Post,
+            b"{}",
+            t,
+        )
+        .unwrap_err();
+        assert!(matches!(e, FetchError::Transient { .. }), "{e}");
+    }
 
     #[test]
     fn content_ranges() {

@@ -1,7 +1,9 @@
 //! `stele-fetch`: the device's fetch client. `stele-fetch [--timeout S] URL` serves byte
 //! ranges of URL on stdin/stdout to the device's `stele` (stele_device::remote::protocol);
 //! `stele-fetch [--timeout S] --output FILE URL` downloads URL to FILE with the same range
-//! requests (diagnostics, benchmarks). Errors: one `stele-fetch: error:` line, exit 3.
+//! requests (diagnostics, benchmarks); `stele-fetch [--timeout S] --send put|post URL` sends
+//! the report on stdin (stele_device::report). Errors: one `stele-fetch: error:` line, exit
+//! 3 (or 1: a report the collector refused, which a retry would not change).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -10,8 +12,9 @@ use std::time::Duration;
 use stele_device::remote::protocol::serve;
 use stele_engine::delta::RangeSource;
 use stele_fetch::HttpSource;
+use stele_verifier::config::{Method, ReportConfig};
 
-const USAGE: &str = "usage: stele-fetch [--timeout SECONDS] [--output FILE] URL";
+const USAGE: &str = "usage: stele-fetch [--timeout SECONDS] [--output FILE | --send put|post] URL";
 
 fn fail(why: &str, code: u8) -> ExitCode {
     eprintln!("stele-fetch: error: {why}");
@@ -21,6 +24,7 @@ fn fail(why: &str, code: u8) -> ExitCode {
 fn main() -> ExitCode {
     let mut timeout = Duration::from_secs(30);
     let mut output = None;
+    let mut send = None;
     let mut url = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -33,6 +37,11 @@ fn main() -> ExitCode {
                 Some(o) => output = Some(o),
                 None => return fail(&format!("--output needs a file; {USAGE}"), 2),
             },
+            "--send" => match args.next().as_deref() {
+                Some("put") => send = Some(Method::Put),
+                Some("post") => send = Some(Method::Post),
+                _ => return fail(&format!("--send needs put or post; {USAGE}"), 2),
+            },
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -44,6 +53,9 @@ fn main() -> ExitCode {
     let Some(url) = url else {
         return fail(USAGE, 2);
     };
+    if let Some(method) = send {
+        return send_report(&url, method, timeout);
+    }
     let mut src = HttpSource::new(&url, timeout);
     match output {
         None => {
@@ -62,6 +74,39 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&format!("{url}: {e}"), 3),
         },
+    }
+}
+
+/// Sends stdin (at most [`stele_fetch::MAX_SEND`] bytes) to `url`: exit 0 on a 2xx answer,
+/// 3 when a retry may help, 1 when the collector refused it. The URL is shown without its
+/// query (a presigned URL's signature stays off the console).
+fn send_report(url: &str, method: Method, timeout: Duration) -> ExitCode {
+    use std::io::Read;
+    let shown = ReportConfig::shown(url);
+    let mut body = Vec::new();
+    let limit = stele_fetch::MAX_SEND as u64 + 1;
+    if let Err(e) = std::io::stdin().lock().take(limit).read_to_end(&mut body) {
+        return fail(&format!("reading the report on stdin: {e}"), 3);
+    }
+    if body.len() > stele_fetch::MAX_SEND {
+        return fail(
+            &format!("the report is larger than {} bytes", stele_fetch::MAX_SEND),
+            1,
+        );
+    }
+    match stele_fetch::send(url, method, &body, timeout) {
+        Ok(status) => {
+            println!(
+                "stele-fetch: {} {shown}: HTTP {status}, {} bytes sent",
+                method.name().to_uppercase(),
+                body.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e @ stele_engine::delta::FetchError::Permanent { .. }) => {
+            fail(&format!("{shown}: {e}"), 1)
+        }
+        Err(e) => fail(&format!("{shown}: {e}"), 3),
     }
 }
 

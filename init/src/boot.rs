@@ -66,6 +66,8 @@ pub fn exhausted(st: &BootState, chosen: Slot) -> Option<Slot> {
 pub struct Booted {
     pub slot: Slot,
     pub rollback_index: u64,
+    /// The booted release, as the flight recorder names it.
+    pub release: stele_verifier::recorder::Release,
     /// The slot was already marked successful when it was chosen (not on trial).
     pub was_successful: bool,
     /// The boot state partition, open read-write.
@@ -341,6 +343,7 @@ pub fn finish(r: Ready, m: Mapped, was_successful: bool) -> Booted {
     Booted {
         slot: m.slot,
         rollback_index: m.manifest.rollback_index,
+        release: stele_device::runtime::flight::release(&m.manifest),
         was_successful,
         state,
         tpm,

@@ -181,6 +181,23 @@ impl std::error::Error for Error {
     }
 }
 
+/// The exit class of a cause, as the flight recorder keeps it beside the console's text:
+/// what the verifier refused keeps its class, a kernel the kernel refused or a slot file
+/// that is not what its manifest says is refused, the keys built into the initramfs are
+/// its builder's input, everything else (devices, syscalls, device-mapper) is the machine.
+impl stele_verifier::exit::Report for Error {
+    fn exit(&self) -> stele_verifier::exit::Exit {
+        use stele_verifier::exit::Exit;
+        match self {
+            Error::Verify(e) => e.exit(),
+            Error::KernelFile { .. } => Exit::Refused,
+            Error::KexecLoad { .. } if self.is_kexec_refusal() => Exit::Refused,
+            Error::Keys(_) => Exit::Usage,
+            _ => Exit::Environment,
+        }
+    }
+}
+
 impl From<stele_verifier::Error> for Error {
     fn from(e: stele_verifier::Error) -> Self {
         Error::Verify(e)

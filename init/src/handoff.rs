@@ -116,13 +116,15 @@ fn open_checked(root: &File, f: &KernelFile) -> Result<File, Refusal> {
 /// and, when the kernel is not the running one, boots it: logs
 /// `slot=<x> kernel <sha> kexec`, loads it, prints stage 1's phases line, syncs and
 /// reboots into it (never returning). Returns the mapped slot to carry on in place, or the
-/// refusal (the slot's mount undone). `policy`: this boot's lockdown/IMA options.
+/// refusal (the slot's mount undone). `policy`: this boot's lockdown/IMA options;
+/// `on_kexec` runs just before the kernel is loaded (the flight recorder's event).
 pub fn hand_over(
     mut m: Mapped,
     cfg: &BootConfig,
     policy: &[String],
     clock: &mut Clock,
     start: std::time::Instant,
+    on_kexec: &mut dyn FnMut(),
 ) -> Result<Mapped, Refusal> {
     let Some(k) = m.manifest.kernel.clone() else {
         return Ok(m);
@@ -152,6 +154,7 @@ pub fn hand_over(
         );
         return Ok(m);
     }
+    on_kexec();
     let r = kexec_into(s, &k, (&kernel, &initrd), (cfg, policy), clock, start);
     // Closed first: open files would keep the lower layer busy.
     drop((kernel, initrd));

@@ -7,11 +7,14 @@
 //! boot; with none left, the failure action runs. A kexec refused by this boot's
 //! lockdown/IMA command-line options gives the slot's try back (nothing kept on disk).
 
+use stele_verifier::recorder::{Kind, Origin};
 use stele_verifier::state::Slot;
 
 use crate::boot::{exhausted, fail, finish, next_slot, no_slot_cause, write_state, Booted, Ready};
 use crate::mapped::{self, Refusal};
-use crate::{attempts, error, handoff, info, warn, watchdog};
+use crate::{attempts, error, flight, handoff, info, warn, watchdog};
+
+const ORIGIN: Origin = Origin::Stage1;
 
 /// Stage 1 from a ready state to switch root (or into the slot's kernel).
 pub fn run(mut r: Ready) -> Booted {
@@ -22,13 +25,25 @@ pub fn run(mut r: Ready) -> Booted {
         if tried.is_empty() {
             if let Some(x) = exhausted(&r.st, s) {
                 info!("slot={} exhausted, falling back to {}", x.name(), s.name());
+                flight::record(&mut r.state, &flight::event(ORIGIN, Kind::FellBack, x));
             }
             if let Some(line) = attempts::fell_back(&r.st, s) {
                 warn!("{line}");
+                let x = s.other();
+                let mut e = flight::event(ORIGIN, Kind::FellBack, x);
+                e.count = r.st.slot(x).unconfirmed;
+                flight::record(&mut r.state, &e);
             }
         }
         if let Some((line, wait)) = attempts::degraded(&r.st, s, delay) {
             warn!("{line}");
+            let mut e = flight::event(ORIGIN, Kind::Unconfirmed, s);
+            e.count = r.st.slot(s).unconfirmed;
+            // A good slot that keeps failing stops costing state writes at 255 boots
+            // (BootState::begin_boot); so does its record.
+            if e.count < u8::MAX {
+                flight::record(&mut r.state, &e);
+            }
             watchdog::sleep(wait);
         }
         tried.push(s);
@@ -48,16 +63,26 @@ pub fn run(mut r: Ready) -> Booted {
                         s.name()
                     );
                     causes.push(format!("slot {}: try not recorded: {e}", s.name()));
+                    let ev = flight::refused(ORIGIN, Kind::Refused, Some(s), &e);
+                    flight::record(&mut r.state, &ev);
                     continue;
                 }
             }
         }
         let floor = r.floors.effective();
         let tpm = r.tpm.tpm();
+        let count = if was_successful {
+            r.st.slot(s).unconfirmed
+        } else {
+            r.st.slot(s).tries_remaining
+        };
+        let state = &mut r.state;
         let booted = mapped::map(s, &r.parts, &r.cfg, &r.keyring, floor, tpm, &mut r.clock)
             .and_then(|m| {
+                flight::record(state, &flight::verified(ORIGIN, s, &m.manifest, count));
                 let policy = &r.cmdline.policy;
-                handoff::hand_over(m, &r.cfg, policy, &mut r.clock, r.start)
+                let mut kexec = || flight::record(state, &flight::event(ORIGIN, Kind::Kexec, s));
+                handoff::hand_over(m, &r.cfg, policy, &mut r.clock, r.start, &mut kexec)
             })
             .and_then(|m| m.mount_rest(&r.cfg, &r.parts, &mut r.clock));
         match booted {
@@ -65,6 +90,8 @@ pub fn run(mut r: Ready) -> Booted {
             Err(Refusal { error, mark }) => {
                 error!("refused slot {}: {error}", s.name());
                 causes.push(format!("slot {}: {error}", s.name()));
+                let ev = flight::refused(ORIGIN, Kind::Refused, Some(s), &error);
+                flight::record(&mut r.state, &ev);
                 if mark {
                     r.st.mark_unbootable(s);
                     // Logged inside; the other slot is tried either way.
@@ -80,5 +107,9 @@ pub fn run(mut r: Ready) -> Booted {
             }
         }
     }
-    fail(action, delay, &no_slot_cause(&r.st, &causes))
+    let cause = no_slot_cause(&r.st, &causes);
+    let mut e = stele_device::runtime::flight::event(ORIGIN, Kind::NoBootableSlot);
+    e.text = cause.clone();
+    flight::record(&mut r.state, &e);
+    fail(action, delay, &cause)
 }

@@ -4,9 +4,11 @@
 //! and never kexecs. Refused, the slot is marked (when it is its fault) and the failure
 //! action runs: the reboot brings stage 1 back, which chooses again.
 
+use stele_verifier::recorder::{Kind, Origin};
+
 use crate::boot::{fail, finish, write_state, Booted, Ready};
 use crate::mapped::{self, Refusal};
-use crate::{error, Error};
+use crate::{error, flight, Error};
 
 /// Why a stage-2 initramfs refuses to boot without `stele.stage2=`.
 pub const NO_SLOT: &str = "this is a stage-2 initramfs (boot.toml stage = 2), started only by stage 1 with stele.stage2=<a|b> on the kernel command line, and that option is missing: boot stage 1 instead";
@@ -21,12 +23,20 @@ pub fn run(mut r: Ready) -> Booted {
     let was_successful = r.st.slot(s).successful;
     let floor = r.floors.effective();
     let tpm = r.tpm.tpm();
+    let count = r.st.slot(s).tries_remaining;
+    let state = &mut r.state;
     let booted = mapped::map(s, &r.parts, &r.cfg, &r.keyring, floor, tpm, &mut r.clock)
+        .inspect(|m| {
+            let e = flight::verified(Origin::Stage2, s, &m.manifest, count);
+            flight::record(state, &e);
+        })
         .and_then(|m| m.mount_rest(&r.cfg, &r.parts, &mut r.clock));
     match booted {
         Ok(m) => finish(r, m, was_successful),
         Err(Refusal { error, mark }) => {
             error!("refused slot {}: {error}", s.name());
+            let e = flight::refused(Origin::Stage2, Kind::Refused, Some(s), &error);
+            flight::record(&mut r.state, &e);
             if mark {
                 r.st.mark_unbootable(s);
                 let _ = write_state(&mut r.state, &mut r.st);

@@ -15,10 +15,12 @@ use stele_verifier::config::{
 };
 use stele_verifier::layout::{GROUP, PASSWD, SYSTEM_TOML};
 
+use stele_verifier::recorder::{Kind, Origin};
+
 use crate::boot::{self, Booted};
 use crate::cmdline::DEFAULT_PATH;
 use crate::sys;
-use crate::{debug, error, info, warn, watchdog};
+use crate::{debug, error, flight, info, warn, watchdog};
 
 /// Longest restart delay.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -157,6 +159,11 @@ struct Supervisor {
     next_health: Instant,
     /// Set while the slot is on trial: when it must be good by.
     trial_deadline: Option<Instant>,
+    /// The health command's last failure recorded (status, output): a repeat of it is
+    /// not recorded again.
+    last_health: Option<(i32, String)>,
+    /// `stele update report --send` after the slot is marked good (crate::report).
+    reporter: crate::report::Reporter,
 }
 
 /// Step 11-12. Never returns.
@@ -216,7 +223,10 @@ pub fn run(b: Booted) -> ! {
         health_pid: None,
         next_health: now,
         trial_deadline: None,
+        last_health: None,
+        reporter: crate::report::Reporter::default(),
     };
+    sup.reporter.enabled = sup.cfg.report.is_some();
     if !sup.b.was_successful {
         sup.trial_deadline = Some(now + Duration::from_secs(sup.cfg.trial_timeout));
     }
@@ -308,6 +318,7 @@ impl Supervisor {
                 self.reaped(pid, status);
             }
             self.start_due();
+            self.reporter.start_due(Instant::now());
             self.check_health();
             if trial_expired(self.trial_deadline, self.good, Instant::now()) {
                 error!(
@@ -315,7 +326,11 @@ impl Supervisor {
                     self.b.slot.name(),
                     self.cfg.trial_timeout
                 );
-                self.shutdown(Action::Reboot);
+                let why = format!(
+                    "not healthy within trial_timeout = {}s",
+                    self.cfg.trial_timeout
+                );
+                self.end_trial(&why);
             }
         }
     }
@@ -335,6 +350,9 @@ impl Supervisor {
         }
         if let (false, Some(d)) = (self.good, self.trial_deadline) {
             t = t.min(d.saturating_duration_since(now));
+        }
+        if let Some(d) = self.reporter.wake_in(now) {
+            t = t.min(d);
         }
         if let Some(ping) = watchdog::interval() {
             t = t.min(ping);
@@ -374,12 +392,16 @@ impl Supervisor {
     }
 
     fn reaped(&mut self, pid: i32, status: i32) {
+        let mount = &self.b.config.data_mount;
+        if self.reporter.reaped(pid, status, mount, Instant::now()) {
+            return;
+        }
         if self.health_pid == Some(pid) {
             self.health_pid = None;
             if status == 0 {
                 self.mark_good();
             } else {
-                debug!("health check exited status {status}");
+                self.health_failed(status);
                 self.next_health =
                     Instant::now() + Duration::from_secs(self.cfg.healthy_after.max(1));
             }
@@ -422,7 +444,7 @@ impl Supervisor {
                         "service {name} failed and is not restarted before slot={} was marked good; reboot to let boot counting fall back",
                         self.b.slot.name()
                     );
-                    self.shutdown(Action::Reboot);
+                    self.end_trial(&format!("service {name} failed and is not restarted"));
                 }
             }
             Decision::End(a) => {
@@ -435,7 +457,38 @@ impl Supervisor {
                 "service {name} failed {failures} times before slot={} was marked good; reboot to let boot counting fall back",
                 self.b.slot.name()
             );
-            self.shutdown(Action::Reboot);
+            self.end_trial(&format!("service {name} failed {failures} times"));
+        }
+    }
+
+    /// A slot on trial that cannot become good (the console said why): `why` recorded,
+    /// then the reboot that lets boot counting fall back.
+    fn end_trial(&mut self, why: &str) -> ! {
+        let slot = self.b.slot;
+        let mut e = flight::event(Origin::Pid1, Kind::TrialFailed, slot);
+        e.release = Some(self.b.release.clone());
+        e.text = why.to_string();
+        flight::record(&mut self.b.state, &e);
+        self.shutdown(Action::Reboot)
+    }
+
+    /// The health command exited `status` (not 0): its output's end on the console, and
+    /// in the flight recorder unless it is what the last failure recorded.
+    fn health_failed(&mut self, status: i32) {
+        let program = self.cfg.health.as_ref().map_or("", |a| a[0].as_str());
+        let output = flight::health_output_tail();
+        let last = output
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        warn!("health check {program} exited status {status}: {last}");
+        let seen = (status, output);
+        if self.last_health.as_ref() != Some(&seen) {
+            let mut e = flight::health_failed(self.b.slot, program, status, &seen.1);
+            e.release = Some(self.b.release.clone());
+            flight::record(&mut self.b.state, &e);
+            self.last_health = Some(seen);
         }
     }
 
@@ -457,6 +510,9 @@ impl Supervisor {
             None => self.mark_good(),
             Some(argv) => {
                 let mut cmd = command(argv, &Default::default(), "/");
+                if let Some((out, err)) = flight::health_output() {
+                    cmd.stdout(out).stderr(err);
+                }
                 match sys::spawn(&mut cmd, None) {
                     Ok(pid) => self.health_pid = Some(pid),
                     Err(e) => {
@@ -495,10 +551,16 @@ impl Supervisor {
             b.slot,
             b.rollback_index,
         );
+        if r.is_ok() {
+            let mut e = flight::event(Origin::Pid1, Kind::MarkedGood, b.slot);
+            e.release = Some(b.release.clone());
+            flight::record(&mut b.state, &e);
+        }
         b.state.unlock();
         match r {
             Ok(done) => {
                 info!("slot={} marked good", b.slot.name());
+                self.reporter.start();
                 if let Some((from, to)) = done.tpm.filter(|(f, t)| f != t) {
                     info!("TPM rollback floor raised from {from} to {to}");
                 }

@@ -24,6 +24,7 @@ pub mod modalias;
 pub mod partition;
 pub mod plural;
 pub mod progress;
+pub mod recorder;
 pub mod resolve;
 pub mod slot;
 pub mod state;

@@ -38,6 +38,17 @@ pub enum Command {
     },
     MarkGood,
     Stage1(BundleArg),
+    /// `history [--json]`.
+    History {
+        json: bool,
+    },
+    /// `why`.
+    Why,
+    /// `report [--send] [--json]`.
+    Report {
+        send: bool,
+        json: bool,
+    },
     Help,
 }
 
@@ -149,6 +160,26 @@ pub fn parse_args(args: &[OsString]) -> Result<Command, ArgsError> {
             [] => Ok(Command::MarkGood),
             [a, ..] => Err(unexpected("mark-good", a)),
         },
+        "history" => match opts {
+            [] => Ok(Command::History { json: false }),
+            [j] if j == "--json" => Ok(Command::History { json: true }),
+            [a, ..] => Err(unexpected("history", a)),
+        },
+        "why" => match opts {
+            [] => Ok(Command::Why),
+            [a, ..] => Err(unexpected("why", a)),
+        },
+        "report" => {
+            let (mut send, mut json) = (false, false);
+            for a in opts {
+                match a.to_str() {
+                    Some("--send") if !send => send = true,
+                    Some("--json") if !json => json = true,
+                    _ => return Err(unexpected("report", a)),
+                }
+            }
+            Ok(Command::Report { send, json })
+        }
         "stage1" => match opts {
             [u] if u == "-" => Ok(Command::Stage1(BundleArg::Stdin)),
             [u] if u.to_string_lossy().starts_with('-') => {
@@ -341,6 +372,28 @@ mod tests {
             Command::Status { json: true }
         );
         assert_eq!(p(&["update", "mark-good"]).unwrap(), Command::MarkGood);
+        assert_eq!(
+            p(&["update", "history", "--json"]).unwrap(),
+            Command::History { json: true }
+        );
+        assert_eq!(p(&["update", "why"]).unwrap(), Command::Why);
+        assert!(p(&["update", "why", "x"]).is_err());
+        assert_eq!(
+            p(&["update", "report"]).unwrap(),
+            Command::Report {
+                send: false,
+                json: false
+            }
+        );
+        assert_eq!(
+            p(&["update", "report", "--json", "--send"]).unwrap(),
+            Command::Report {
+                send: true,
+                json: true
+            }
+        );
+        assert!(p(&["update", "report", "--send", "--send"]).is_err());
+        assert!(p(&["update", "report", "--url"]).is_err());
         assert_eq!(
             p(&["update", "stage1", "new.efi"]).unwrap(),
             Command::Stage1(BundleArg::Path("new.efi".into()))

@@ -14,9 +14,11 @@ pub mod args;
 pub mod progress;
 pub mod spec;
 
+use stele_verifier::exit::Report;
 use stele_verifier::keys::Keyring;
+use stele_verifier::recorder::Kind;
 
-use crate::commands::{channel, esp, install, mark_good, status};
+use crate::commands::{channel, esp, history, install, mark_good, report, status, why};
 use crate::remote::{self, Location};
 use crate::runtime::run_dir::RUN_DIR;
 use crate::target::{HttpOpener, Target};
@@ -90,15 +92,21 @@ pub fn run(cmd: &Command, at: At<'_>, progress: &mut dyn Progress) -> Result<()>
         Command::Help => print!("{}", spec::help()),
         Command::Install(b) => {
             let mut t = at.open_trusted(true)?;
-            let done = install::run(&mut t, b, &mut log, progress)?;
+            history::started(&mut t, &b.shown());
+            let done = install::run(&mut t, b, &mut log, progress);
+            let done = history::outcome(&mut t, done, |d| Some(d))?;
             println!("{}", install::installed_line(&done));
+            report::after(&mut t);
         }
         Command::InstallUrl { url, opts } => {
             let mut t = at.open_trusted(true)?;
+            history::started(&mut t, url);
             let loc = Location::parse(url);
-            let done = remote::install(&mut t, &loc, opts, &mut |_| Ok(()), &mut log, progress)?;
+            let done = remote::install(&mut t, &loc, opts, &mut |_| Ok(()), &mut log, progress);
+            let done = history::outcome(&mut t, done, |d| Some(&d.installed))?;
             println!("{}", remote::summary_line(&done));
             println!("{}", install::installed_line(&done.installed));
+            report::after(&mut t);
         }
         Command::Plan { location, opts } => {
             let mut t = at.open_trusted(false)?;
@@ -108,12 +116,32 @@ pub fn run(cmd: &Command, at: At<'_>, progress: &mut dyn Progress) -> Result<()>
             );
         }
         Command::Check { channel: ch, opts } => {
-            let t = at.open(false)?;
-            print!("{}", channel::check(&t, &Location::parse(ch), opts)?);
+            // Written on the device only: the check is recorded there.
+            let on_device = matches!(at, At::Device(_));
+            let mut t = at.open(on_device)?;
+            let said = channel::check(&t, &Location::parse(ch), opts);
+            let mut e = history::event(Kind::ChannelChecked);
+            e.text = match &said {
+                Ok(text) => format!("{ch}: {}", text.lines().next().unwrap_or("")),
+                Err(err) => format!("{ch}: {err}"),
+            };
+            e.class = said.as_ref().err().map(|err| err.exit());
+            history::note(&mut t, e);
+            print!("{}", said?);
         }
         Command::Apply { channel: ch, opts } => {
             let mut t = at.open(true)?;
-            match channel::apply(&mut t, &Location::parse(ch), opts, &mut log, progress)? {
+            let applied = channel::apply(&mut t, &Location::parse(ch), opts, &mut log, progress);
+            let applied = history::outcome(&mut t, applied, |a| match a {
+                channel::Applied::Installed(done) => Some(&done.installed),
+                channel::Applied::UpToDate { .. } => None,
+            });
+            if let Ok(channel::Applied::UpToDate { version }) = &applied {
+                let mut e = history::event(Kind::ChannelChecked);
+                e.text = format!("{ch}: up to date at {version}");
+                history::note(&mut t, e);
+            }
+            match applied? {
                 channel::Applied::UpToDate { version } => {
                     println!(
                         "stele: up to date: {version} is the newest release this device takes"
@@ -122,6 +150,7 @@ pub fn run(cmd: &Command, at: At<'_>, progress: &mut dyn Progress) -> Result<()>
                 channel::Applied::Installed(done) => {
                     println!("{}", remote::summary_line(&done));
                     println!("{}", install::installed_line(&done.installed));
+                    report::after(&mut t);
                 }
             }
         }
@@ -133,7 +162,32 @@ pub fn run(cmd: &Command, at: At<'_>, progress: &mut dyn Progress) -> Result<()>
         Command::MarkGood => {
             let mut t = at.open(true)?;
             let s = mark_good::run(&mut t)?;
+            let mut e = history::event(Kind::MarkedGood);
+            e.slot = Some(s);
+            history::note(&mut t, e);
             println!("stele: slot={} marked good", s.name());
+            report::after(&mut t);
+        }
+        Command::History { json } => {
+            let mut t = at.open(false)?;
+            let h = history::run(&mut t)?;
+            print!("{}", if *json { h.json() } else { h.text() });
+        }
+        Command::Why => {
+            let mut t = at.open(false)?;
+            let st = t.state.load()?;
+            match history::run(&mut t)?.ring {
+                Some(ring) => println!("{}", why::explain(&ring.events, &st)),
+                None => println!("{}", history::NO_RING),
+            }
+        }
+        Command::Report { send, json } => {
+            let mut t = at.open(false)?;
+            let (shown, unsent) = report::run(&mut t, *send)?;
+            print!("{}", if *json { shown.json() } else { shown.text() });
+            if let Some(e) = unsent {
+                return Err(e);
+            }
         }
         Command::Stage1(u) => {
             let t = at.open(true)?;

@@ -66,8 +66,36 @@ pub const STAGE1: Cmd = Cmd {
             written beside the old one, flushed, then switched in one write; `-` reads stdin.",
 };
 
+pub const HISTORY: Cmd = Cmd {
+    name: "history",
+    args: "[--json]",
+    about: "List the flight recorder's events, oldest first, one line each: every boot's \
+            slot, release and outcome (verified, refused and why, fell back, the health \
+            command's failure and output, marked good) and every install and channel check.",
+};
+pub const WHY: Cmd = Cmd {
+    name: "why",
+    args: "",
+    about: "Explain the last fallback or refusal in one paragraph, with its evidence from the \
+            flight recorder: the slot and release, its tries, the health command's status \
+            and output or the refusal's cause, what runs since, and what to do.",
+};
+
+pub const REPORT: Cmd = Cmd {
+    name: "report",
+    args: "[--send] [--json]",
+    about: "Show the reports kept for the collector the booted image names (system.toml \
+            [report]): the device id, the URL, the next report's first event, the kept \
+            reports. With --send, make a report of the flight recorder's events since the \
+            last one and both slots' states, then send every kept report, oldest first (on \
+            the device only; PID 1 runs it after marking a slot good, an install after it \
+            flipped, mark-good after it).",
+};
+
 /// Every command, in the order the help lists them.
-pub const COMMANDS: [Cmd; 7] = [INSTALL, STATUS, MARK_GOOD, PLAN, CHECK, APPLY, STAGE1];
+pub const COMMANDS: [Cmd; 10] = [
+    INSTALL, STATUS, MARK_GOOD, PLAN, CHECK, APPLY, STAGE1, HISTORY, WHY, REPORT,
+];
 
 pub const MAX_RATE: Opt = Opt {
     long: "max-rate",
@@ -103,8 +131,14 @@ pub const JSON: Opt = Opt {
     help: "One JSON object instead of text.",
 };
 
+pub const SEND: Opt = Opt {
+    long: "send",
+    value: "",
+    help: "Make a report and send the backlog (report).",
+};
+
 /// Every option, in the order the help lists them.
-pub const OPTIONS: [Opt; 6] = [MAX_RATE, DEADLINE, MAX_TIME, TIMEOUT, CHANNEL, JSON];
+pub const OPTIONS: [Opt; 7] = [MAX_RATE, DEADLINE, MAX_TIME, TIMEOUT, CHANNEL, JSON, SEND];
 
 /// The default of an option, as the help shows it.
 fn default_of(o: &Opt) -> Option<u64> {

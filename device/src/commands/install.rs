@@ -29,6 +29,16 @@ pub enum BundleArg {
     Path(PathBuf),
 }
 
+impl BundleArg {
+    /// How messages name it: `-` (standard input) or the path.
+    pub fn shown(&self) -> String {
+        match self {
+            BundleArg::Stdin => "-".into(),
+            BundleArg::Path(p) => p.display().to_string(),
+        }
+    }
+}
+
 /// `Read + Seek`, as one trait object.
 pub trait ReadSeek: Read + Seek {}
 impl<T: Read + Seek> ReadSeek for T {}
@@ -116,6 +126,8 @@ pub struct Installed {
     pub rollback_index: u64,
     pub slot: Slot,
     pub state: BootState,
+    /// What the flight recorder names it by.
+    pub release: stele_verifier::recorder::Release,
 }
 
 /// The stable stdout line of a successful install. Pure.
@@ -236,6 +248,7 @@ pub(crate) fn flip<D: Storage, S: Storage>(
     })?;
     log("update: footer written");
     Ok(Installed {
+        release: crate::runtime::flight::release(&m),
         name: m.name,
         version: m.version,
         rollback_index: m.rollback_index,

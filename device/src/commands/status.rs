@@ -176,7 +176,19 @@ impl Status {
 
     /// One JSON object with stable keys (see docs/CLI.md), and a newline. Pure.
     pub fn json(&self) -> String {
-        let j = Json {
+        // Serializing plain strings, integers and booleans cannot fail.
+        let mut s = serde_json::to_string(&self.json_fields()).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+
+    /// The object of [`Status::json`] (also a report's `status`). Pure.
+    pub fn json_value(&self) -> serde_json::Value {
+        serde_json::to_value(self.json_fields()).unwrap_or_default()
+    }
+
+    fn json_fields(&self) -> Json<'_> {
+        Json {
             booted: self.booted.map(Slot::name),
             next: self.next.map(Slot::name),
             rollback_floor: self.rollback_floor,
@@ -184,11 +196,7 @@ impl Status {
                 a: (&self.slots[0]).into(),
                 b: (&self.slots[1]).into(),
             },
-        };
-        // Serializing plain strings, integers and booleans cannot fail.
-        let mut s = serde_json::to_string(&j).unwrap_or_default();
-        s.push('\n');
-        s
+        }
     }
 }
 

@@ -255,6 +255,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataFileError> {
     written
 }
 
+/// Opens the directory `dir` on the data partition (creating it, as `mkdir -p`; its last
+/// component is not followed if it is a link) and takes an exclusive lock on it, waiting
+/// for another process that holds it; the lock lasts as long as the returned descriptor.
+pub fn lock_dir(dir: &Path) -> Result<OwnedFd, DataFileError> {
+    // open_dir opens the parent of the path it is given: a name inside `dir`.
+    let fd = open_dir(&dir.join("lock"), true)?
+        .ok_or_else(|| io("open the directory", dir)(rustix::io::Errno::NOENT))?;
+    rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(io("lock the directory", dir))?;
+    Ok(fd)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

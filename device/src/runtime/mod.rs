@@ -6,6 +6,7 @@
 //! data partition opened as data ([`data_file`]).
 
 pub mod data_file;
+pub mod flight;
 pub mod keyring;
 pub mod open;
 pub mod rollback;

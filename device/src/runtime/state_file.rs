@@ -9,6 +9,7 @@ use std::fs::File;
 
 use nix::fcntl::{Flock, FlockArg};
 use stele_engine::Written;
+use stele_verifier::recorder::{ring, Event};
 use stele_verifier::state::{self, BootState, Slot};
 
 use crate::runtime::open::{self, Storage};
@@ -135,6 +136,38 @@ impl<D: Storage> StateFile<D> {
     }
 }
 
+impl<D: Storage> StateFile<D> {
+    /// Appends `e` to the flight recorder between the state copies
+    /// (`stele_engine::recorder_write`: its own block, flushed; never a state copy) with
+    /// the next sequence, under the state lock (taken here unless it is held already, so
+    /// two writers never take one sequence). `None`: the partition's layout has no ring
+    /// (an old 1 MiB state partition), nothing written.
+    pub fn record(&mut self, e: &Event) -> Result<Option<u64>> {
+        let held = self.lock.is_some();
+        if !held {
+            self.lock()?;
+        }
+        let r = stele_engine::recorder_write::append(&mut self.dev, e).map_err(|source| {
+            Error::RecorderWrite {
+                origin: self.origin.clone(),
+                source,
+            }
+        });
+        if !held {
+            self.unlock();
+        }
+        r
+    }
+
+    /// The flight recorder's events, oldest first; `None` when the layout has no ring.
+    pub fn events(&mut self) -> Result<Option<ring::Ring>> {
+        ring::read(&mut self.dev).map_err(|source| Error::RecorderRead {
+            origin: self.origin.clone(),
+            source,
+        })
+    }
+}
+
 impl StateFile<File> {
     /// Opens the state partition at `path`, read-write with `write`.
     pub fn open(path: &str, write: bool) -> Result<Self> {
@@ -246,6 +279,22 @@ mod tests {
         let again = f.get_ref().get_ref().clone();
         assert!(!f.mark_good(Slot::B, 7).unwrap());
         assert_eq!(f.get_ref().get_ref(), &again, "nothing written");
+    }
+
+    #[test]
+    fn events_are_recorded_beside_the_state_and_not_on_an_old_partition() {
+        use stele_verifier::recorder::{Kind, Origin};
+        let mut c = Cursor::new(vec![0u8; usize::try_from(state::PARTITION_SIZE).unwrap()]);
+        state::initialize(&mut c, &BootState::initial(true)).unwrap();
+        let mut f = StateFile::new(c, "mem");
+        let e = Event::new(Origin::Update, Kind::InstallStarted);
+        assert_eq!(f.record(&e).unwrap(), Some(0));
+        assert_eq!(f.record(&e).unwrap(), Some(1));
+        assert_eq!(f.events().unwrap().unwrap().events.len(), 2);
+        assert_eq!(f.load().unwrap(), BootState::initial(true));
+        let mut old = fresh();
+        assert_eq!(old.record(&e).unwrap(), None);
+        assert_eq!(old.events().unwrap(), None);
     }
 
     #[test]

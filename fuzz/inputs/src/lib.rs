@@ -15,6 +15,7 @@ pub mod delta;
 pub mod envelope;
 pub mod fat;
 pub mod footer;
+pub mod recorder;
 pub mod slot;
 pub mod state;
 pub mod zst;
@@ -105,6 +106,13 @@ pub const TARGETS: &[Target] = &[
         seeds: state::seeds,
         stages: state::STAGES,
         depth: state::depth,
+    },
+    Target {
+        name: "recorder_ring",
+        run: recorder::run,
+        seeds: recorder::seeds,
+        stages: recorder::STAGES,
+        depth: recorder::depth,
     },
     Target {
         name: "boot_toml",

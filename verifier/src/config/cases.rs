@@ -352,6 +352,37 @@ pub const CASES: &[Case] = &[
         Some("trial_timeout"),
         "must be longer than healthy_after",
     ),
+    // Reports ([report]).
+    system(
+        "exec = [\"/sbin/init\"]\nreport = 1",
+        Some("report"),
+        "must be a table",
+    ),
+    system(
+        "exec = [\"/sbin/init\"]\n[report]\nmethod = \"post\"",
+        Some("report.url"),
+        "missing",
+    ),
+    system(
+        "exec = [\"/sbin/init\"]\n[report]\nurl = \"ftp://x/r\"",
+        Some("report.url"),
+        "not an http:// or https:// URL",
+    ),
+    system(
+        "exec = [\"/sbin/init\"]\n[report]\nurl = \"https://x/{device}\"\nmethod = \"put\"",
+        Some("report.url"),
+        "needs {seq}",
+    ),
+    system(
+        "exec = [\"/sbin/init\"]\n[report]\nurl = \"https://x/{host}\"",
+        Some("report.url"),
+        "the only placeholders",
+    ),
+    system(
+        "exec = [\"/sbin/init\"]\n[report]\nurl = \"https://x/\"\nmethod = \"get\"",
+        Some("report.method"),
+        "must be one of put, post",
+    ),
     // Services.
     system("service = 1", Some("service"), "array of tables"),
     system(

@@ -10,10 +10,12 @@ pub mod accounts;
 pub mod boot_toml;
 #[cfg(any(test, feature = "test-util"))]
 pub mod cases;
+pub mod report;
 pub mod system_toml;
 
 pub use accounts::{Account, Accounts, Credentials, RunAs};
 pub use boot_toml::{Action, BootConfig, MountFlag, RollbackStorage, Stage, VerifyMode};
+pub use report::{Method, ReportConfig};
 pub use system_toml::{Restart, Service, SystemConfig};
 
 use crate::exit::{Exit, Report};

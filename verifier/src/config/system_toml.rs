@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::accounts::{account, Account, Accounts, Credentials, RunAs, ACCOUNT_NAME_RULE};
+use super::report::ReportConfig;
 use super::{is_under, parse_table, Action, ConfigError, Fields};
 
 /// `restart` policy of a service.
@@ -49,6 +50,8 @@ pub struct SystemConfig {
     /// Seconds a slot on trial has to be marked good before PID 1 reboots (boot counting).
     pub trial_timeout: u64,
     pub services: Vec<Service>,
+    /// `[report]`: where the device sends its reports (none: it sends none).
+    pub report: Option<ReportConfig>,
 }
 
 /// Top-level keys.
@@ -59,6 +62,7 @@ pub const KEYS: &[&str] = &[
     "shutdown_grace",
     "trial_timeout",
     "service",
+    "report",
 ];
 
 /// Keys of a `[[service]]`.
@@ -89,6 +93,13 @@ impl SystemConfig {
             None => Vec::new(),
             Some(toml::Value::Array(items)) => items,
             Some(_) => return Err(f.error("service", "must be an array of tables ([[service]])")),
+        };
+        let report = match f.take("report") {
+            None => None,
+            Some(toml::Value::Table(t)) => {
+                Some(ReportConfig::parse(Fields::new(origin, "report.", t))?)
+            }
+            Some(_) => return Err(f.error("report", "must be a table ([report])")),
         };
         f.finish(KEYS)?;
         match (&exec, service_tables.is_empty()) {
@@ -132,6 +143,7 @@ impl SystemConfig {
             shutdown_grace,
             trial_timeout,
             services,
+            report,
         })
     }
 
