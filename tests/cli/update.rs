@@ -403,3 +403,37 @@ fn a_second_install_into_a_disk_in_use_is_refused_and_changes_nothing() {
     let out = stele(&["update", "install", "--disk", &d, "--key", &p, &v2]);
     assert_eq!(out.code, 0, "{out:?}");
 }
+
+/// `history` and `why` read a disk image offline, with or without keys: a fresh disk has
+/// an empty recorder (an offline install records nothing), an old 1 MiB state partition
+/// has none, and both say so with exit 0.
+#[test]
+fn history_and_why_on_a_disk_image() {
+    let fx = Fixture::new();
+    let (k, p) = fx.keygen("k");
+    let v1 = build(&fx, "v1.img", &k, "1.0.0", 1, 0);
+    let v2 = build(&fx, "v2.img", &k, "2.0.0", 2, 0);
+    let d = disk(&fx, "d.img", &v1);
+    ok(stele(&[
+        "update", "install", "--disk", &d, "--key", &p, &v2,
+    ]));
+    let text = ok(stele(&["update", "history", "--disk", &d]));
+    assert_eq!(text, "no events recorded yet\n");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(stele(&["update", "history", "--disk", &d, "--json"])))
+            .expect("history JSON");
+    assert_eq!(json["recorder"], true);
+    assert_eq!(json["events"], serde_json::json!([]));
+    let why = ok(stele(&["update", "why", "--disk", &d, "--key", &p]));
+    assert_eq!(
+        why,
+        "nothing to explain: the flight recorder holds no fallback or refusal.\n"
+    );
+    let old = fx.p("old.img");
+    crate::fixture::old_layout(&d, &old);
+    for cmd in ["history", "why"] {
+        let out = ok(stele(&["update", cmd, "--disk", &old]));
+        assert!(out.contains("has no flight recorder"), "{cmd}: {out}");
+    }
+    assert_eq!(stele(&["update", "why", "--disk", &d, "--json"]).code, 2);
+}
