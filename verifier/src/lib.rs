@@ -8,6 +8,7 @@
 
 pub mod channel;
 pub mod config;
+pub mod data_reset;
 pub mod error;
 pub mod exit;
 pub mod footer;
