@@ -21,6 +21,7 @@ pub mod modules;
 pub mod mounts;
 pub mod pid1;
 pub mod recover;
+pub mod reset;
 pub mod stage1;
 pub mod stage2;
 pub mod supervise;
