@@ -18,7 +18,7 @@ use stele_verifier::exit::Report;
 use stele_verifier::keys::Keyring;
 use stele_verifier::recorder::Kind;
 
-use crate::commands::{channel, esp, history, install, mark_good, status, why};
+use crate::commands::{channel, esp, history, install, mark_good, reset, status, why};
 use crate::remote::{self, Location};
 use crate::runtime::run_dir::RUN_DIR;
 use crate::target::{HttpOpener, Target};
@@ -176,6 +176,11 @@ pub fn run(cmd: &Command, at: At<'_>, progress: &mut dyn Progress) -> Result<()>
                 Some(ring) => println!("{}", why::explain(&ring.events, &st)),
                 None => println!("{}", history::NO_RING),
             }
+        }
+        Command::DataReset => {
+            let mut t = at.open(true)?;
+            reset::request(&mut t)?;
+            println!("{}", reset::REQUESTED);
         }
         Command::Stage1(u) => {
             let t = at.open(true)?;

@@ -8,5 +8,6 @@ pub mod esp;
 pub mod history;
 pub mod install;
 pub mod mark_good;
+pub mod reset;
 pub mod status;
 pub mod why;
