@@ -50,6 +50,8 @@
 //! - vm::owners: an image from a tar boots with its owners and a working file capability
 //! - vm::recorder: the flight recorder: `update why` after a failed health command, in the
 //!   guest and with --disk; a reboot loop stays within the ring's bound
+//! - vm::reset: the factory reset: `stele data reset`, the next boot's fresh data partition,
+//!   a power cut during the reset
 //! - vm::init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
 //! - vm::links: a system.toml or /etc/passwd linked into /var (the data partition) is
 //!   refused by PID 1, naming the link; the attacker's file there never runs
@@ -97,6 +99,7 @@ pub(crate) mod vm {
     pub(crate) mod links;
     pub(crate) mod owners;
     pub(crate) mod recorder;
+    pub(crate) mod reset;
     pub(crate) mod tpm;
     pub(crate) mod trust;
     pub(crate) mod uefi;
