@@ -31,9 +31,11 @@ pub fn request(t: &mut Target) -> Result<()> {
         .is_ok(),
     };
     if !has_data {
-        return Err(Error::NothingToReset {
-            place: t.state.origin().to_string(),
-        });
+        let place = match &t.place {
+            Place::Device(_) => "this device".to_string(),
+            Place::Disk(p) => p.display().to_string(),
+        };
+        return Err(Error::NothingToReset { place });
     }
     let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
