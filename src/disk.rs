@@ -22,6 +22,18 @@ pub enum DiskCmd {
     /// Create a disk: optional stele-esp, stele-state, stele-root-a, stele-root-b, optional
     /// stele-data (ext4).
     Create(CreateArgs),
+    /// Request a fresh data partition on a disk image (a factory reset): its next boot
+    /// makes a new filesystem on stele-data before mounting it.
+    #[command(about = stele_device::cli::spec::DATA_RESET.about)]
+    ResetData(ResetDataArgs),
+}
+
+/// Arguments of `stele disk reset-data`.
+#[derive(Debug, clap::Args)]
+pub struct ResetDataArgs {
+    /// The disk image (or block device) made by `stele disk create`.
+    #[arg(long, value_name = "DISK")]
+    pub disk: PathBuf,
 }
 
 /// Arguments of `stele disk create`.
@@ -90,9 +102,39 @@ fn converted(
     Ok(gpt)
 }
 
+/// `stele data ...`: on the device, as its own `stele` runs it.
+#[derive(Debug, clap::Subcommand)]
+pub enum DataCommand {
+    #[command(about = stele_device::cli::spec::DATA_RESET.about)]
+    Reset,
+}
+
+/// Runs `stele data reset` against the device's /run/stele.
+pub fn data(c: DataCommand) -> CliResult {
+    match c {
+        DataCommand::Reset => {
+            let at = stele_device::cli::At::Device(std::path::Path::new(
+                stele_device::runtime::run_dir::RUN_DIR,
+            ));
+            let cmd = stele_device::cli::args::Command::DataReset;
+            Ok(stele_device::cli::run(&cmd, at, &mut Bars::stderr())?)
+        }
+    }
+}
+
 /// Runs `stele disk ...`.
 pub fn run(args: DiskArgs) -> CliResult {
     match args.cmd {
+        DiskCmd::ResetData(r) => {
+            let at = stele_device::cli::At::Disk {
+                path: &r.disk,
+                keyring: None,
+                product: None,
+                http: None,
+            };
+            let cmd = stele_device::cli::args::Command::DataReset;
+            Ok(stele_device::cli::run(&cmd, at, &mut Bars::stderr())?)
+        }
         DiskCmd::Create(c) => {
             crate::image::clean_up_on_signals()?;
             let spec = DiskSpec {

@@ -65,6 +65,9 @@ enum Command {
     /// Signed update channels: what a fleet is offered, fresh and in rollout waves.
     #[command(subcommand)]
     Channel(channel::ChannelCommand),
+    /// The data partition on the device (`stele disk reset-data --disk` offline).
+    #[command(subcommand)]
+    Data(disk::DataCommand),
 }
 
 fn run(cli: Cli) -> CliResult {
@@ -81,6 +84,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Update(c) => update::run(c),
         Command::Uki(c) => uki::run(c),
         Command::Channel(c) => channel::run(c),
+        Command::Data(c) => disk::data(c),
     }
 }
 

@@ -57,6 +57,8 @@
 //!   guest and with --disk; a reboot loop stays within the ring's bound
 //! - vm::report: reports to a loopback collector for 3 boots and an install; a report kept
 //!   while the collector is down goes out on the next boot
+//! - vm::reset: the factory reset: `stele data reset`, the next boot's fresh data partition,
+//!   a power cut during the reset
 //! - vm::init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
 //! - vm::links: a system.toml or /etc/passwd linked into /var (the data partition) is
 //!   refused by PID 1, naming the link; the attacker's file there never runs
@@ -107,6 +109,7 @@ pub(crate) mod vm {
     pub(crate) mod owners;
     pub(crate) mod recorder;
     pub(crate) mod report;
+    pub(crate) mod reset;
     pub(crate) mod tpm;
     pub(crate) mod trust;
     pub(crate) mod uefi;

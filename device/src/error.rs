@@ -218,6 +218,16 @@ pub enum Error {
     /// Channel commands need the data partition for their state.
     #[error("this device has no data partition: the channel state (last sequence, rollout seed) needs persistent storage (stele disk create --data-size)")]
     NoDataPartition,
+    /// A data reset needs a data partition to reset.
+    #[error("{place} has no data partition (named as boot.toml's data_partition, default stele-data): there is nothing to reset")]
+    NothingToReset { place: String },
+    /// The data reset request cannot be written or read.
+    #[error("{origin}: data reset request: {source}")]
+    ResetRequest {
+        origin: String,
+        #[source]
+        source: stele_engine::reset_write::RequestError,
+    },
     /// `stele update stage1` was refused or failed (`esp`: the device or disk image).
     #[error("{}", stage1_message(uki, esp, source))]
     Stage1 {
@@ -331,7 +341,9 @@ impl Report for Error {
             | E::ChannelState { .. }
             | E::ChannelKeys(_)
             | E::FollowedChannels { .. }
-            | E::NoDataPartition => Exit::Environment,
+            | E::NoDataPartition
+            | E::NothingToReset { .. }
+            | E::ResetRequest { .. } => Exit::Environment,
             E::Stage1 { source, .. } if source.is_input() => Exit::Usage,
             E::Stage1 { .. } | E::NoEsp { .. } | E::EspBusy { .. } => Exit::Environment,
             E::UkiNotAFile { .. } => Exit::Usage,

@@ -33,6 +33,7 @@ use stele_verifier::{hex, Error, Result};
 
 pub mod delta;
 pub mod recorder_write;
+pub mod reset_write;
 pub mod state_write;
 pub mod storage;
 
@@ -421,6 +422,8 @@ mod power_cut;
 mod power_cut_delta;
 #[cfg(test)]
 mod power_cut_recorder;
+#[cfg(test)]
+mod power_cut_reset;
 
 #[cfg(test)]
 #[allow(clippy::cast_possible_truncation)] // test sizes are small

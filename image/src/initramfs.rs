@@ -88,13 +88,16 @@ pub enum InitramfsError {
     /// Building the archive failed.
     #[error(transparent)]
     Cpio(#[from] CpioError),
+    /// The host's mke2fs cannot be carried (the factory reset needs it).
+    #[error("mke2fs for the initramfs (the data partition's factory reset): {0}")]
+    Mke2fs(String),
 }
 
 impl Report for InitramfsError {
     /// Unreadable inputs are the environment; everything else is the arguments.
     fn exit(&self) -> Exit {
         match self {
-            InitramfsError::Read { .. } => Exit::Environment,
+            InitramfsError::Read { .. } | InitramfsError::Mke2fs(_) => Exit::Environment,
             InitramfsError::Modules(e) => e.exit(),
             InitramfsError::Cpio(e) => e.exit(),
             _ => Exit::Usage,
@@ -429,6 +432,7 @@ pub fn build(spec: &InitramfsSpec) -> Result<(Archive, Vec<String>), InitramfsEr
     )?;
     let init = read(&spec.init)?;
     let mut archive = build_archive(init, &toml_text, &keys, files, spec.mtime)?;
+    crate::initramfs_mke2fs::add(&mut archive).map_err(InitramfsError::Mke2fs)?;
     let aliases = storage_aliases(&spec.modules_dir)?;
     if !aliases.is_empty() {
         let path = stele_verifier::modalias::STORAGE_ALIAS.trim_start_matches('/');

@@ -20,6 +20,7 @@ pub mod flash;
 pub mod fs;
 pub mod hardware;
 pub mod initramfs;
+pub mod initramfs_mke2fs;
 pub mod kconfig;
 pub mod key_files;
 pub mod kodecode;

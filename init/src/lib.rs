@@ -24,6 +24,7 @@ pub mod mounts;
 pub mod pid1;
 pub mod recover;
 pub mod report;
+pub mod reset;
 pub mod stage1;
 pub mod stage2;
 pub mod supervise;

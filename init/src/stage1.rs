@@ -11,8 +11,10 @@ use stele_verifier::recorder::{Kind, Origin};
 use stele_verifier::state::Slot;
 
 use crate::boot::{exhausted, fail, finish, next_slot, no_slot_cause, write_state, Booted, Ready};
+use crate::devices::BlockDev;
 use crate::mapped::{self, Refusal};
-use crate::{attempts, error, flight, handoff, info, warn, watchdog};
+use crate::{attempts, error, flight, handoff, info, reset, warn, watchdog};
+use stele_verifier::layout::Role;
 
 const ORIGIN: Origin = Origin::Stage1;
 
@@ -76,6 +78,7 @@ pub fn run(mut r: Ready) -> Booted {
         } else {
             r.st.slot(s).tries_remaining
         };
+        let data = r.parts.get(Role::Data).map(BlockDev::path);
         let state = &mut r.state;
         let booted = mapped::map(s, &r.parts, &r.cfg, &r.keyring, floor, tpm, &mut r.clock)
             .and_then(|m| {
@@ -84,7 +87,10 @@ pub fn run(mut r: Ready) -> Booted {
                 let mut kexec = || flight::record(state, &flight::event(ORIGIN, Kind::Kexec, s));
                 handoff::hand_over(m, &r.cfg, policy, &mut r.clock, r.start, &mut kexec)
             })
-            .and_then(|m| m.mount_rest(&r.cfg, &r.parts, &mut r.clock));
+            .and_then(|m| {
+                reset::before_mount(&mut r.state, data.as_deref(), ORIGIN);
+                m.mount_rest(&r.cfg, &r.parts, &mut r.clock)
+            });
         match booted {
             Ok(m) => return finish(r, m, was_successful),
             Err(Refusal { error, mark }) => {

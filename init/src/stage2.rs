@@ -7,8 +7,10 @@
 use stele_verifier::recorder::{Kind, Origin};
 
 use crate::boot::{fail, finish, write_state, Booted, Ready};
+use crate::devices::BlockDev;
 use crate::mapped::{self, Refusal};
-use crate::{error, flight, Error};
+use crate::{error, flight, reset, Error};
+use stele_verifier::layout::Role;
 
 /// Why a stage-2 initramfs refuses to boot without `stele.stage2=`.
 pub const NO_SLOT: &str = "this is a stage-2 initramfs (boot.toml stage = 2), started only by stage 1 with stele.stage2=<a|b> on the kernel command line, and that option is missing: boot stage 1 instead";
@@ -24,13 +26,17 @@ pub fn run(mut r: Ready) -> Booted {
     let floor = r.floors.effective();
     let tpm = r.tpm.tpm();
     let count = r.st.slot(s).tries_remaining;
+    let data = r.parts.get(Role::Data).map(BlockDev::path);
     let state = &mut r.state;
     let booted = mapped::map(s, &r.parts, &r.cfg, &r.keyring, floor, tpm, &mut r.clock)
         .inspect(|m| {
             let e = flight::verified(Origin::Stage2, s, &m.manifest, count);
             flight::record(state, &e);
         })
-        .and_then(|m| m.mount_rest(&r.cfg, &r.parts, &mut r.clock));
+        .and_then(|m| {
+            reset::before_mount(&mut r.state, data.as_deref(), Origin::Stage2);
+            m.mount_rest(&r.cfg, &r.parts, &mut r.clock)
+        });
     match booted {
         Ok(m) => finish(r, m, was_successful),
         Err(Refusal { error, mark }) => {

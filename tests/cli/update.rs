@@ -403,3 +403,91 @@ fn a_second_install_into_a_disk_in_use_is_refused_and_changes_nothing() {
     let out = stele(&["update", "install", "--disk", &d, "--key", &p, &v2]);
     assert_eq!(out.code, 0, "{out:?}");
 }
+
+/// `history` and `why` read a disk image offline, with or without keys: a fresh disk has
+/// an empty recorder (an offline install records nothing), an old 1 MiB state partition
+/// has none, and both say so with exit 0.
+#[test]
+fn history_and_why_on_a_disk_image() {
+    let fx = Fixture::new();
+    let (k, p) = fx.keygen("k");
+    let v1 = build(&fx, "v1.img", &k, "1.0.0", 1, 0);
+    let v2 = build(&fx, "v2.img", &k, "2.0.0", 2, 0);
+    let d = disk(&fx, "d.img", &v1);
+    ok(stele(&[
+        "update", "install", "--disk", &d, "--key", &p, &v2,
+    ]));
+    let text = ok(stele(&["update", "history", "--disk", &d]));
+    assert_eq!(text, "no events recorded yet\n");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(stele(&["update", "history", "--disk", &d, "--json"])))
+            .expect("history JSON");
+    assert_eq!(json["recorder"], true);
+    assert_eq!(json["events"], serde_json::json!([]));
+    let why = ok(stele(&["update", "why", "--disk", &d, "--key", &p]));
+    assert_eq!(
+        why,
+        "nothing to explain: the flight recorder holds no fallback or refusal.\n"
+    );
+    let old = fx.p("old.img");
+    crate::fixture::old_layout(&d, &old);
+    for cmd in ["history", "why"] {
+        let out = ok(stele(&["update", cmd, "--disk", &old]));
+        assert!(out.contains("has no flight recorder"), "{cmd}: {out}");
+    }
+    assert_eq!(stele(&["update", "why", "--disk", &d, "--json"]).code, 2);
+}
+
+/// `stele disk reset-data --disk D` writes the request block of the state partition (and
+/// nothing of the state copies); a disk without a data partition, and an old 1 MiB state
+/// partition without room for a request, are refused with one line and exit 3, unchanged.
+#[test]
+fn disk_reset_data_writes_the_request_and_refuses_what_cannot_be_reset() {
+    use stele_verifier::data_reset::{self, By, Found};
+    let fx = Fixture::new();
+    let (k, _) = fx.keygen("k");
+    let v1 = build(&fx, "v1.img", &k, "1.0.0", 1, 0);
+    let d = fx
+        .disk(&v1)
+        .out("d.img")
+        .slot_size("4M")
+        .data_size("8M")
+        .build();
+    let before = partition_bytes(&d, "stele-state");
+    let line = ok(stele(&["disk", "reset-data", "--disk", &d]));
+    assert!(
+        line.starts_with("stele: data reset requested: the next boot"),
+        "{line}"
+    );
+    let after = partition_bytes(&d, "stele-state");
+    let at = usize::try_from(data_reset::REQUEST_OFFSET).unwrap();
+    match data_reset::decode(&after[at..at + data_reset::BLOCK]) {
+        Found::Requested(r) => assert_eq!(r.by, By::Host),
+        other => panic!("request block: {other:?}"),
+    }
+    // Only the request block changed.
+    assert_eq!(before[..at], after[..at]);
+    assert_eq!(
+        before[at + data_reset::BLOCK..],
+        after[at + data_reset::BLOCK..]
+    );
+
+    let no_data = disk(&fx, "n.img", &v1);
+    let was = std::fs::read(&no_data).unwrap();
+    let out = stele(&["disk", "reset-data", "--disk", &no_data]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("has no data partition"), "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+    assert!(std::fs::read(&no_data).unwrap() == was);
+
+    let old = fx.p("old.img");
+    crate::fixture::old_layout(&d, &old);
+    let was = std::fs::read(&old).unwrap();
+    let out = stele(&["disk", "reset-data", "--disk", &old]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(
+        out.stderr.contains("without room for a reset request"),
+        "{out:?}"
+    );
+    assert!(std::fs::read(&old).unwrap() == was);
+}

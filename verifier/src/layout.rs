@@ -161,6 +161,13 @@ pub const BOOT_TOML: &str = "/etc/stele/boot.toml";
 pub const KEYS_DIR: &str = "/etc/stele/keys";
 /// The kernel modules, flat, in the initramfs.
 pub const MODULES_DIR: &str = "/lib/modules";
+/// The initramfs's mke2fs for the factory reset, with its libraries and interpreter
+/// beside it (`stele initramfs`, image/src/initramfs_mke2fs.rs).
+pub const MKE2FS_DIR: &str = "/lib/stele/mke2fs";
+/// The mke2fs program in [`MKE2FS_DIR`].
+pub const MKE2FS: &str = "/lib/stele/mke2fs/mke2fs";
+/// Its program interpreter (the host's ld-linux), run with `--library-path MKE2FS_DIR`.
+pub const MKE2FS_LOADER: &str = "/lib/stele/mke2fs/ld.so";
 /// system.toml, inside the slot image's root filesystem.
 pub const SYSTEM_TOML: &str = "/etc/stele/system.toml";
 /// The fetch client inside a slot image (`stele image build --fetch-client`), run by the

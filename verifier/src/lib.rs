@@ -9,6 +9,7 @@
 pub mod channel;
 pub mod config;
 pub mod data_grow;
+pub mod data_reset;
 pub mod error;
 pub mod exit;
 pub mod footer;

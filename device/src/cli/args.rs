@@ -49,6 +49,8 @@ pub enum Command {
         send: bool,
         json: bool,
     },
+    /// `stele data reset`.
+    DataReset,
     Help,
 }
 
@@ -59,8 +61,10 @@ pub enum ArgsError {
     NotUtf8(OsString),
     #[error("missing command")]
     MissingCommand,
-    #[error("unknown command {0:?}: on the device only `stele update` is available")]
+    #[error("unknown command {0:?}: on the device only `stele update` and `stele data reset` are available")]
     UnknownCommand(String),
+    #[error("the data group has one command: `stele data reset`")]
+    UnknownDataCommand,
     #[error("missing update command")]
     MissingUpdateCommand,
     #[error("unknown update command {0:?}")]
@@ -116,6 +120,17 @@ pub fn parse_args(args: &[OsString]) -> Result<Command, ArgsError> {
     };
     match utf8(first)? {
         "update" => {}
+        "data" => {
+            return match args.get(1..).unwrap_or(&[]) {
+                [r] if r == "reset" => Ok(Command::DataReset),
+                [h, ..] if h == "-h" || h == "--help" => Ok(Command::Help),
+                [r, a, ..] if r == "reset" => Err(ArgsError::Unexpected {
+                    command: "data reset",
+                    arg: a.to_string_lossy().into_owned(),
+                }),
+                _ => Err(ArgsError::UnknownDataCommand),
+            }
+        }
         "-h" | "--help" | "help" => return Ok(Command::Help),
         other => return Err(ArgsError::UnknownCommand(other.into())),
     }
@@ -404,7 +419,18 @@ mod tests {
         );
         assert_eq!(p(&["--help"]).unwrap(), Command::Help);
         assert_eq!(p(&["update", "install", "--help"]).unwrap(), Command::Help);
+        assert_eq!(p(&["data", "reset"]).unwrap(), Command::DataReset);
+        assert_eq!(p(&["data", "--help"]).unwrap(), Command::Help);
         for (bad, want) in [
+            (&["data"][..], ArgsError::UnknownDataCommand),
+            (&["data", "wipe"][..], ArgsError::UnknownDataCommand),
+            (
+                &["data", "reset", "--disk"][..],
+                ArgsError::Unexpected {
+                    command: "data reset",
+                    arg: "--disk".into(),
+                },
+            ),
             (&[][..], ArgsError::MissingCommand),
             (
                 &["image", "build"][..],

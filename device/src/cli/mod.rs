@@ -18,7 +18,7 @@ use stele_verifier::exit::Report;
 use stele_verifier::keys::Keyring;
 use stele_verifier::recorder::Kind;
 
-use crate::commands::{channel, esp, history, install, mark_good, report, status, why};
+use crate::commands::{channel, esp, history, install, mark_good, report, reset, status, why};
 use crate::remote::{self, Location};
 use crate::runtime::run_dir::RUN_DIR;
 use crate::target::{HttpOpener, Target};
@@ -188,6 +188,11 @@ pub fn run(cmd: &Command, at: At<'_>, progress: &mut dyn Progress) -> Result<()>
             if let Some(e) = unsent {
                 return Err(e);
             }
+        }
+        Command::DataReset => {
+            let mut t = at.open(true)?;
+            reset::request(&mut t)?;
+            println!("{}", reset::REQUESTED);
         }
         Command::Stage1(u) => {
             let t = at.open(true)?;

@@ -92,6 +92,16 @@ pub const REPORT: Cmd = Cmd {
             flipped, mark-good after it).",
 };
 
+/// `stele data reset`: the one command of the `data` group (on a host: `stele disk
+/// reset-data --disk D`, src/disk.rs, with this help).
+pub const DATA_RESET: Cmd = Cmd {
+    name: "reset",
+    args: "",
+    about: "Request a fresh data partition (a factory reset): the next boot makes a new \
+            filesystem on it before mounting it. Everything on it is lost, the channel \
+            state and its rollout seed with it.",
+};
+
 /// Every command, in the order the help lists them.
 pub const COMMANDS: [Cmd; 10] = [
     INSTALL, STATUS, MARK_GOOD, PLAN, CHECK, APPLY, STAGE1, HISTORY, WHY, REPORT,
@@ -194,6 +204,9 @@ pub fn help() -> String {
         out.push_str(&format!("  {}", usage.trim_start()));
         out.push_str(&wrap(c.about, "      ", 92));
     }
+    let c = DATA_RESET;
+    out.push_str(&format!("  stele data {}\n", c.name));
+    out.push_str(&wrap(c.about, "      ", 92));
     out.push_str("\noptions:\n");
     for o in OPTIONS {
         let head = format!("  --{} {}", o.long, o.value);
@@ -226,6 +239,10 @@ mod tests {
                 .join(" ");
             assert!(h.contains(&first_words), "{first_words}: {h}");
         }
+        assert!(
+            h.contains("stele data reset\n      Request a fresh data partition"),
+            "{h}"
+        );
         for o in OPTIONS {
             assert!(h.contains(&format!("--{}", o.long)), "{h}");
         }

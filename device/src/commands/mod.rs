@@ -9,5 +9,6 @@ pub mod history;
 pub mod install;
 pub mod mark_good;
 pub mod report;
+pub mod reset;
 pub mod status;
 pub mod why;

@@ -9,6 +9,7 @@ use std::fs::File;
 
 use nix::fcntl::{Flock, FlockArg};
 use stele_engine::Written;
+use stele_verifier::data_reset;
 use stele_verifier::recorder::{ring, Event};
 use stele_verifier::state::{self, BootState, Slot};
 
@@ -157,6 +158,33 @@ impl<D: Storage> StateFile<D> {
             self.unlock();
         }
         r
+    }
+
+    /// Writes a data reset request (`stele_engine::reset_write`: its own block, flushed;
+    /// never a state copy or the ring), under the state lock.
+    pub fn request_reset(&mut self, r: &data_reset::Request) -> Result<()> {
+        let origin = self.origin.clone();
+        self.locked(|s| {
+            stele_engine::reset_write::request(&mut s.dev, r)
+                .map_err(|source| Error::ResetRequest { origin, source })
+        })
+    }
+
+    /// What the data reset request block holds.
+    pub fn reset_request(&mut self) -> Result<data_reset::Found> {
+        data_reset::read(&mut self.dev).map_err(|e| Error::ResetRequest {
+            origin: self.origin.clone(),
+            source: stele_engine::reset_write::RequestError::Io(e),
+        })
+    }
+
+    /// Clears the data reset request (all zero, flushed), under the state lock.
+    pub fn clear_reset(&mut self) -> Result<()> {
+        let origin = self.origin.clone();
+        self.locked(|s| {
+            stele_engine::reset_write::clear(&mut s.dev)
+                .map_err(|source| Error::ResetRequest { origin, source })
+        })
     }
 
     /// The flight recorder's events, oldest first; `None` when the layout has no ring.

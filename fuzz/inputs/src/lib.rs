@@ -16,6 +16,7 @@ pub mod envelope;
 pub mod fat;
 pub mod footer;
 pub mod recorder;
+pub mod reset;
 pub mod slot;
 pub mod state;
 pub mod zst;
@@ -113,6 +114,13 @@ pub const TARGETS: &[Target] = &[
         seeds: recorder::seeds,
         stages: recorder::STAGES,
         depth: recorder::depth,
+    },
+    Target {
+        name: "data_reset",
+        run: reset::run,
+        seeds: reset::seeds,
+        stages: reset::STAGES,
+        depth: reset::depth,
     },
     Target {
         name: "boot_toml",

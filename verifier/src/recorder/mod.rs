@@ -70,6 +70,12 @@ pub enum Kind {
     NoBootableSlot,
     /// The slot's trial ended without it getting healthy (text: why); the machine reboots.
     TrialFailed,
+    /// A fresh data partition was requested (`stele data reset`; text: how to undo it).
+    DataResetRequested,
+    /// The boot made a fresh filesystem on the data partition (text: the partition).
+    DataReset,
+    /// The boot could not carry out the reset (text: the cause); the request stays.
+    DataResetFailed,
     /// A code this stele does not know (written by a newer one).
     Other(u8),
 }
@@ -130,7 +136,7 @@ impl Event {
     }
 }
 
-const CODES: [(Kind, u8); 14] = [
+const CODES: [(Kind, u8); 17] = [
     (Kind::Verified, 1),
     (Kind::Refused, 2),
     (Kind::Unconfirmed, 3),
@@ -145,6 +151,9 @@ const CODES: [(Kind, u8); 14] = [
     (Kind::ChannelChecked, 12),
     (Kind::NoBootableSlot, 13),
     (Kind::TrialFailed, 14),
+    (Kind::DataResetRequested, 20),
+    (Kind::DataReset, 21),
+    (Kind::DataResetFailed, 22),
 ];
 
 impl Kind {
@@ -179,6 +188,9 @@ impl Kind {
             Kind::ChannelChecked => "channel-checked",
             Kind::NoBootableSlot => "no-bootable-slot",
             Kind::TrialFailed => "trial-failed",
+            Kind::DataResetRequested => "data-reset-requested",
+            Kind::DataReset => "data-reset",
+            Kind::DataResetFailed => "data-reset-failed",
             Kind::Other(_) => "unknown",
         }
     }
