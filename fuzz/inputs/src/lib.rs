@@ -14,6 +14,7 @@ pub mod delta;
 pub mod envelope;
 pub mod fat;
 pub mod footer;
+pub mod pstore;
 pub mod recorder;
 pub mod slot;
 pub mod state;
@@ -112,6 +113,13 @@ pub const TARGETS: &[Target] = &[
         seeds: recorder::seeds,
         stages: recorder::STAGES,
         depth: recorder::depth,
+    },
+    Target {
+        name: "pstore_dump",
+        run: pstore::run,
+        seeds: pstore::seeds,
+        stages: pstore::STAGES,
+        depth: pstore::depth,
     },
     Target {
         name: "boot_toml",
