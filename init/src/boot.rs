@@ -181,7 +181,8 @@ pub fn prepare() -> Ready {
             ),
         ),
     };
-    let cmdline = Cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    let cmdline_text = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let cmdline = Cmdline::parse(&cmdline_text);
     for w in apply_cmdline(&mut cfg, &cmdline) {
         warn!("{w}");
     }
@@ -194,6 +195,7 @@ pub fn prepare() -> Ready {
         &cfg.watchdog_modules,
         watchdog,
         &cfg.modaliases,
+        &cmdline_text,
     );
     for f in &loaded.failed {
         warn!("module {f}");

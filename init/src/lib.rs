@@ -15,6 +15,7 @@ pub mod devices;
 pub mod error;
 pub mod flight;
 pub mod handoff;
+pub mod lastboot;
 pub mod mapped;
 pub mod missing;
 pub mod modules;

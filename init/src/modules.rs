@@ -3,10 +3,10 @@
 //! boot.toml `modaliases` gates loads only once a present device's modalias matches.
 
 use std::collections::{BTreeMap, HashSet};
-use std::ffi::CStr;
+use std::ffi::CString;
 use std::path::Path;
 
-use stele_verifier::kmod::{glob_match, ModuleFormat, SCANNED_BUSES};
+use stele_verifier::kmod::{cmdline_params, glob_match, ModuleFormat, SCANNED_BUSES};
 
 use crate::sys;
 
@@ -74,17 +74,18 @@ pub fn due<'a>(
 }
 
 /// The parameters a module is loaded with: `nowayout=1` for the watchdog drivers when the
-/// watchdog is used (so that it stays running across kexec and cannot be stopped), none
-/// otherwise. Pure.
-pub fn params(module: &str, watchdog_modules: &[String], watchdog: bool) -> &'static CStr {
+/// watchdog is used (so that it stays running across kexec and cannot be stopped); a
+/// pstore backend's words of the kernel command line `cmdline` ([`cmdline_params`]);
+/// none otherwise. Pure.
+pub fn params(module: &str, watchdog_modules: &[String], watchdog: bool, cmdline: &str) -> CString {
     if watchdog && watchdog_modules.iter().any(|m| m == module) {
-        c"nowayout=1"
-    } else {
-        c""
+        return c"nowayout=1".to_owned();
     }
+    // The command line has no NUL; a word that did would only lose its parameters.
+    CString::new(cmdline_params(module, cmdline)).unwrap_or_default()
 }
 
-/// Loads the modules of the plan that are [`due`] (watchdog drivers as [`params`] says),
+/// Loads the modules of the plan that are [`due`] (with the [`params`] of `cmdline`),
 /// in rounds: a driver's probe adds devices (virtio_pci the virtio devices, lpc_ich the
 /// iTCO watchdog), so the present modaliases are read again until a round loads nothing.
 /// A failure is recorded and the rest still load (a later step then fails with its own
@@ -94,6 +95,7 @@ pub fn load(
     watchdog_modules: &[String],
     watchdog: bool,
     gates: &BTreeMap<String, Vec<String>>,
+    cmdline: &str,
 ) -> Loaded {
     let mut out = Loaded::default();
     let mut done: HashSet<&str> = HashSet::new();
@@ -111,8 +113,8 @@ pub fn load(
             done.insert(name);
             let path = path(name);
             let compressed = ModuleFormat::of(name).is_some_and(ModuleFormat::compressed);
-            let p = params(name, watchdog_modules, watchdog);
-            match sys::finit_module(&path, p, compressed) {
+            let p = params(name, watchdog_modules, watchdog, cmdline);
+            match sys::finit_module(&path, &p, compressed) {
                 Ok(true) => out.loaded += 1,
                 Ok(false) => out.already += 1,
                 Err(e) => out.failed.push(e.to_string()),
@@ -148,9 +150,17 @@ mod tests {
     #[test]
     fn watchdog_drivers_get_nowayout_only_when_the_watchdog_is_used() {
         let wd = ["i6300esb.ko".to_string()];
-        assert_eq!(params("i6300esb.ko", &wd, true), c"nowayout=1");
-        assert_eq!(params("i6300esb.ko", &wd, false), c"");
-        assert_eq!(params("dm-verity.ko", &wd, true), c"");
+        let c = "ramoops.mem_size=4096 i6300esb.nowayout=0";
+        assert_eq!(
+            params("i6300esb.ko", &wd, true, c).as_c_str(),
+            c"nowayout=1"
+        );
+        assert_eq!(params("i6300esb.ko", &wd, false, c).as_c_str(), c"");
+        assert_eq!(params("dm-verity.ko", &wd, true, c).as_c_str(), c"");
+        assert_eq!(
+            params("ramoops.ko", &wd, true, c).as_c_str(),
+            c"mem_size=4096"
+        );
     }
 
     #[test]
@@ -201,6 +211,7 @@ mod tests {
             &[],
             false,
             &BTreeMap::new(),
+            "",
         );
         assert_eq!(r.loaded, 0);
         assert_eq!(r.failed.len(), 1);
