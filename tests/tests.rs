@@ -50,6 +50,8 @@
 //! - vm::owners: an image from a tar boots with its owners and a working file capability
 //! - vm::recorder: the flight recorder: `update why` after a failed health command, in the
 //!   guest and with --disk; a reboot loop stays within the ring's bound
+//! - vm::lastboot: why the last boot ended: watchdog resets of a hung trial (i6300esb
+//!   bootstatus), a kernel panic from ramoops, a power cut as neither
 //! - vm::init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
 //! - vm::links: a system.toml or /etc/passwd linked into /var (the data partition) is
 //!   refused by PID 1, naming the link; the attacker's file there never runs
@@ -94,6 +96,7 @@ pub(crate) mod vm {
     pub(crate) mod hardware;
     pub(crate) mod init;
     pub(crate) mod kexec;
+    pub(crate) mod lastboot;
     pub(crate) mod links;
     pub(crate) mod owners;
     pub(crate) mod recorder;
