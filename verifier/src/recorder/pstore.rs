@@ -69,9 +69,13 @@ pub enum Reason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dump {
     pub reason: Reason,
-    /// `Part<n>`: 1 holds the newest lines (the panic message).
+    /// `#<n>`: the dump's number in its boot; the parts of one dump share it.
+    pub count: u32,
+    /// `Part<n>`: 1 holds the newest lines. A backend with small records (efi-pstore:
+    /// 1 KiB) splits a dump, and the panic's line may be in part 2 or later.
     pub part: u32,
-    /// The line that says what happened (prefix removed), where one is found.
+    /// The line that says what happened (prefix removed), where one is found: the panic's,
+    /// the oops', or for a dm-verity restart the last `data block <n> is corrupted`.
     pub headline: Option<String>,
     /// Every line after the header, prefixes removed, in order.
     pub lines: Vec<String>,
@@ -131,7 +135,7 @@ pub fn parse_dump(bytes: &[u8]) -> Option<Dump> {
         _ => return None,
     };
     let (count, part) = rest.split_once(" Part")?;
-    count.parse::<u32>().ok()?;
+    let count = count.parse::<u32>().ok()?;
     let part = part.trim_end().parse().ok()?;
     let lines: Vec<String> = lines
         .map(strip_prefix)
@@ -143,10 +147,18 @@ pub fn parse_dump(bytes: &[u8]) -> Option<Dump> {
     let headline = match reason {
         Reason::Panic => find(&|l| l.starts_with("Kernel panic - ")).or_else(|| find(&oops)),
         Reason::Oops | Reason::Emergency => find(&oops),
-        Reason::Shutdown => find(&|l| l.contains(VERITY_RESTART)),
+        // A restart by dm-verity: its own line naming the block says the most.
+        Reason::Shutdown if lines.iter().any(|l| l.contains(VERITY_RESTART)) => lines
+            .iter()
+            .rev()
+            .find(|l| l.contains(" is corrupted"))
+            .or_else(|| lines.iter().find(|l| l.contains(VERITY_RESTART)))
+            .cloned(),
+        Reason::Shutdown => None,
     };
     Some(Dump {
         reason,
+        count,
         part,
         headline,
         lines,
@@ -157,7 +169,8 @@ pub fn parse_dump(bytes: &[u8]) -> Option<Dump> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ending {
     pub kind: Kind,
-    /// The headline, a newline, then the dump's last lines that fit (at most [`TEXT_MAX`]).
+    /// The headline, a newline, then the dump's last lines but the headline that fit (at
+    /// most [`TEXT_MAX`]).
     pub text: String,
     /// The dumps found (files of kind `dmesg`, at most 255).
     pub dumps: u8,
@@ -174,19 +187,30 @@ fn kind_of(d: &Dump) -> Option<Kind> {
 }
 
 /// The one ending to record from the dumps of a pstore (each with its file name): the
-/// most severe (a panic before an oops before a dm-verity restart), its newest part 1;
-/// `None` when nothing says the boot ended abnormally. Pure.
+/// most severe (a panic before an oops before a dm-verity restart), its newest part 1,
+/// with the headline of another part of the same dump when part 1 has none; `None` when
+/// nothing says the boot ended abnormally. Pure.
 pub fn ending(dumps: &[(Name, Dump)]) -> Option<Ending> {
     let rank = |k: Kind| match k {
         Kind::Panic => 3,
         Kind::VerityRestart => 2,
         _ => 1,
     };
-    let (_, dump, kind) = dumps
+    let (name, dump, kind) = dumps
         .iter()
         .filter_map(|(n, d)| kind_of(d).map(|k| (n, d, k)))
         .max_by_key(|(n, d, k)| (rank(*k), d.part == 1, n.id))?;
-    let headline = dump.headline.clone().unwrap_or_else(|| match dump.reason {
+    let same_dump = |n: &Name, d: &Dump| {
+        n.backend == name.backend && d.reason == dump.reason && d.count == dump.count
+    };
+    let headline = dump.headline.clone().or_else(|| {
+        dumps
+            .iter()
+            .filter(|(n, d)| same_dump(n, d) && d.headline.is_some())
+            .min_by_key(|(_, d)| d.part)
+            .and_then(|(_, d)| d.headline.clone())
+    });
+    let headline = headline.unwrap_or_else(|| match dump.reason {
         Reason::Panic => "kernel panic".to_owned(),
         _ => "kernel oops".to_owned(),
     });
@@ -198,7 +222,7 @@ pub fn ending(dumps: &[(Name, Dump)]) -> Option<Ending> {
     let mut used = 0;
     for l in dump.lines.iter().rev() {
         if *l == headline {
-            break;
+            continue;
         }
         if used + l.len() + 1 > room {
             if last.is_empty() {
