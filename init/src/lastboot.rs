@@ -40,10 +40,7 @@ pub fn record(state: &mut StateFile<File>, origin: Origin) {
     };
     if let Some(end) = ending(&dumps) {
         let first = end.text.lines().next().unwrap_or("");
-        warn!(
-            "the previous boot ended in a kernel {}: {first}",
-            what(end.kind)
-        );
+        warn!("the previous boot {}: {first}", what(end.kind));
         let mut e = stele_device::runtime::flight::event(origin, end.kind);
         e.text = end.text;
         e.count = end.dumps;
@@ -51,12 +48,12 @@ pub fn record(state: &mut StateFile<File>, origin: Origin) {
     }
 }
 
-/// The console's word for `kind`.
+/// The console's words for `kind` (an oops need not have ended the boot).
 fn what(kind: Kind) -> &'static str {
     match kind {
-        Kind::Panic => "panic",
-        Kind::Oops => "oops",
-        _ => "dm-verity corruption restart",
+        Kind::Panic => "ended in a kernel panic",
+        Kind::Oops => "had a kernel oops",
+        _ => "ended in a dm-verity corruption restart",
     }
 }
 

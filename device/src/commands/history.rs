@@ -102,7 +102,13 @@ pub fn line(e: &Event) -> String {
         s.push_str(&format!(" class={}", c.name()));
     }
     if let Some(words) = ended(e) {
-        s.push_str(&format!(": the previous boot ended in {words}"));
+        // An oops need not have ended the boot.
+        let verb = if e.kind == Kind::Oops {
+            "had"
+        } else {
+            "ended in"
+        };
+        s.push_str(&format!(": the previous boot {verb} {words}"));
     } else if !e.text.is_empty() {
         let text = stele_verifier::exit::error_line(e.text.trim_end());
         s.push_str(&format!(": {text}"));
@@ -294,6 +300,15 @@ mod tests {
         assert_eq!(
             line(&p),
             "#6 2026-11-30T00:53:20Z stage1: panic count=1: the previous boot ended in a kernel panic (Kernel panic - not syncing: sysrq triggered crash)"
+        );
+        let mut o = ev(8, Kind::Oops);
+        o.text = "BUG: kernel NULL pointer dereference\nRIP: x".into();
+        assert!(
+            line(&o).ends_with(
+                "oops: the previous boot had a kernel oops (BUG: kernel NULL pointer dereference)"
+            ),
+            "{}",
+            line(&o)
         );
         assert_eq!(
             line(&ev(7, Kind::WatchdogReset)),
