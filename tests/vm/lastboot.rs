@@ -1,11 +1,14 @@
 //! Why the last boot ended, under QEMU: a trial slot whose init hangs is reset by the
 //! i6300esb watchdog (in the same QEMU process) and each reset is recorded as one; a kernel
 //! panic is recorded from ramoops with its first line; a power cut (QEMU killed) is
-//! recorded as neither, with both configured.
+//! recorded as neither, with both configured; a dm-verity corruption restart is recorded as
+//! one where ramoops keeps restart dumps; under OVMF a panic is recorded from efi-pstore.
 //!
 //! Needs STELE_KERNEL, STELE_MODULES and STELE_INIT, set by `cargo xtask test`.
 
-use crate::fixture::Fixture;
+use stele_qemu::firmware::{prepare_uefi, Firmware};
+
+use crate::fixture::{ballast, change_partition, env_path, Fixture};
 use crate::util::{ok, stele};
 
 /// The kinds of the events in `disk`'s flight recorder, with their texts.
@@ -196,4 +199,114 @@ fn a_panic_is_recorded_with_its_line_and_a_power_cut_as_neither() {
     assert!(text.len() <= 368, "{text}");
     // The power cut: the boot after it counted as unconfirmed, with nothing said about why.
     assert!(count(&ev, "unconfirmed-boot") >= 2, "{ev:?}");
+}
+
+/// A good slot with a corrupted block read by its service restarts the machine
+/// (`restart_on_corruption`); with ramoops keeping restart dumps (`max_reason=4`) the next
+/// boot records `verity-restart` with the kernel's restart line.
+#[test]
+fn a_dm_verity_corruption_restart_is_recorded_where_ramoops_keeps_restarts() {
+    let fx = Fixture::new();
+    let (k, p) = fx.keygen("k");
+    let reader = "#!/bin/sh\ncat /srv/ballast > /dev/null && echo \"reader: READ-OK\"\nsleep 100\n";
+    let root = fx
+        .rootfs(
+            "root",
+            "healthy_after = 100\nshutdown_grace = 2\n[[service]]\nname = \"reader\"\nexec = [\"/bin/reader\"]\nrestart = \"never\"\n",
+        )
+        .file("bin/reader", reader, 0o755)
+        .file("srv/ballast", ballast(64 << 10, 7), 0o644)
+        .build();
+    let img = fx.image(&root, &k).build("r.img");
+    let initrd = fx
+        .initramfs(&[&p])
+        .config("failure_delay_secs = 1\n")
+        .build();
+    let d = fx.disk(&img).slot_size("16M").no_data().build();
+    let needle = ballast(64, 7);
+    change_partition(&d, "stele-root-a", |slot| {
+        let at = slot
+            .windows(needle.len())
+            .position(|w| w == needle.as_bytes())
+            .expect("the ballast inside slot a");
+        slot[at + 40_000] ^= 0x01;
+    });
+    let mut vm = fx
+        .boot(&initrd, &d)
+        .append(&format!("{RAMOOPS} ramoops.max_reason=4"))
+        .start();
+    vm.expect_all(&[
+        "stele: slot=a version=1.0.0",
+        "is corrupted",
+        "Restarting system with command 'dm-verity device corrupted'",
+        "stele: warning: the previous boot ended in a dm-verity corruption restart: device-mapper: verity: ",
+        "stele: slot=a version=1.0.0",
+    ]);
+    vm.power_cut();
+    let ev = events(&d);
+    let (_, text) = ev
+        .iter()
+        .find(|(k, _)| k == "verity-restart")
+        .unwrap_or_else(|| panic!("no verity-restart in {ev:?}"));
+    assert!(text.contains("is corrupted\n"), "{text}");
+    assert!(
+        text.ends_with("Restarting system with command 'dm-verity device corrupted'"),
+        "{text}"
+    );
+    assert_eq!(count(&ev, "panic"), 0, "{ev:?}");
+}
+
+/// Panics on its first boot, powers off on its second.
+const EFI_CRASHER: &str = r#"#!/bin/sh
+sleep 1
+if [ ! -e /var/panicked ]; then
+  touch /var/panicked; sync
+  echo "app: panicking"
+  echo c > /proc/sysrq-trigger
+  sleep 100
+fi
+echo "app: after the panic"
+kill -USR2 1
+sleep 100
+"#;
+
+/// OVMF boots the UKI (`panic=1` in its command line); the panic's dump goes to an EFI
+/// variable through efi-pstore (carried by the generic profile, loaded because the
+/// firmware's variables are there, nothing configured), and the next boot, in the same
+/// QEMU process, records it and removes it.
+#[test]
+fn under_uefi_a_panic_is_recorded_from_efi_pstore() {
+    let fx = Fixture::new();
+    let (key, public) = fx.keygen("release");
+    let root = fx
+        .rootfs(
+            "root",
+            "healthy_after = 200\nshutdown_grace = 2\n[[service]]\nname = \"app\"\nexec = [\"/bin/app\"]\nrestart = \"never\"\n",
+        )
+        .file("bin/app", EFI_CRASHER, 0o755)
+        .build();
+    let img = fx.image(&root, &key).build("slot.img");
+    let initrd = fx.initramfs(&[&public]).build();
+    let kernel = env_path("STELE_KERNEL").display().to_string();
+    let uki = fx
+        .uki(&kernel, &initrd)
+        .cmdline("console=ttyS0 panic=1")
+        .build("uki.efi");
+    let disk = fx.disk(&img).args(&["--uki", &uki]).build();
+    let (uefi, _vars) = prepare_uefi(None, None).expect("OVMF variable store");
+    let mut vm = fx.firmware_boot(Firmware::Uefi(uefi), &disk).start();
+    vm.expect("app: panicking");
+    vm.expect("Kernel panic - not syncing: sysrq triggered crash");
+    vm.expect("stele: warning: the previous boot ended in a kernel panic: Kernel panic - not syncing: sysrq triggered crash");
+    vm.expect("app: after the panic");
+    let console = vm.powered_off();
+    assert_eq!(
+        console
+            .matches("stele: warning: the previous boot ended in")
+            .count(),
+        1,
+        "{console}"
+    );
+    let ev = events(&disk);
+    assert_eq!(count(&ev, "panic"), 1, "{ev:?}");
 }
