@@ -40,6 +40,8 @@ pub fn record(state: &mut StateFile<File>, origin: Origin) {
     };
     if let Some(end) = ending(&dumps) {
         let first = end.text.lines().next().unwrap_or("");
+        // The dump is the previous kernel's text: control characters are escaped.
+        let first = stele_verifier::exit::error_line(first);
         warn!("the previous boot {}: {first}", what(end.kind));
         let mut e = stele_device::runtime::flight::event(origin, end.kind);
         e.text = end.text;
@@ -57,8 +59,10 @@ fn what(kind: Kind) -> &'static str {
     }
 }
 
-/// Mounts pstore, reads and removes its dumps, unmounts it. Errors of single files are
-/// debug lines (the dump is skipped, and removed all the same).
+/// The most dump files read in one boot (more are removed unread).
+const FILES_MAX: usize = 64;
+
+/// Mounts pstore, reads and removes its dumps, unmounts it.
 fn read_pstore() -> crate::Result<Vec<(Name, Dump)>> {
     sys::mkdir_p(PSTORE_MOUNT)?;
     let flags: u64 = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
@@ -71,6 +75,16 @@ fn read_pstore() -> crate::Result<Vec<(Name, Dump)>> {
         }) => return Ok(Vec::new()),
         Err(e) => return Err(e),
     }
+    let dumps = read_dumps();
+    if let Err(e) = sys::umount(PSTORE_MOUNT) {
+        debug!("{e}");
+    }
+    dumps
+}
+
+/// Reads and removes the dumps of the mounted pstore. Errors of single files are debug
+/// lines (the dump is skipped, and removed all the same).
+fn read_dumps() -> crate::Result<Vec<(Name, Dump)>> {
     if sys::fs_magic(PSTORE_MOUNT)? != PSTORE_MAGIC {
         return Err(crate::Error::io(
             "mount pstore",
@@ -79,9 +93,10 @@ fn read_pstore() -> crate::Result<Vec<(Name, Dump)>> {
         ));
     }
     let mut out = Vec::new();
+    let mut read = 0;
     let entries =
-        std::fs::read_dir(PSTORE_MOUNT).map_err(|e| crate::Error::io("read", PSTORE_MOUNT, e));
-    for ent in entries.into_iter().flatten().flatten() {
+        std::fs::read_dir(PSTORE_MOUNT).map_err(|e| crate::Error::io("read", PSTORE_MOUNT, e))?;
+    for ent in entries.flatten() {
         let file = ent.file_name();
         let Some(name) = file.to_str().and_then(parse_name) else {
             continue;
@@ -90,20 +105,25 @@ fn read_pstore() -> crate::Result<Vec<(Name, Dump)>> {
             continue;
         }
         let path = ent.path();
-        match read_tail(&path) {
-            Ok(bytes) => match parse_dump(&bytes) {
-                Some(d) if !name.compressed => out.push((name, d)),
-                _ => debug!("pstore: {}: not a readable dump", path.display()),
-            },
-            Err(e) => debug!("pstore: {}: {e}", path.display()),
+        read += 1;
+        if read > FILES_MAX {
+            debug!(
+                "pstore: {}: more than {FILES_MAX} dumps: not read",
+                path.display()
+            );
+        } else {
+            match read_tail(&path) {
+                Ok(bytes) => match parse_dump(&bytes) {
+                    Some(d) if !name.compressed => out.push((name, d)),
+                    _ => debug!("pstore: {}: not a readable dump", path.display()),
+                },
+                Err(e) => debug!("pstore: {}: {e}", path.display()),
+            }
         }
         // Removing it erases the record in the backend (ramoops' RAM, the EFI variable).
         if let Err(e) = std::fs::remove_file(&path) {
             warn!("pstore: remove {}: {e}", path.display());
         }
-    }
-    if let Err(e) = sys::umount(PSTORE_MOUNT) {
-        debug!("{e}");
     }
     Ok(out)
 }
