@@ -104,8 +104,17 @@ fn a_hung_trial_is_recorded_as_watchdog_resets() {
     );
     vm.expect("v1: done");
     let console = vm.powered_off();
-    // The resets came from the watchdog: no kernel panicked, nobody rebooted.
-    assert!(!console.contains("Kernel panic"), "{console}");
+    // The hung boots ended by the watchdog: from the hang to the next kernel, no panic and
+    // no reboot. (A later boot may still panic early under a loaded TCG host, e.g. `IO-APIC
+    // + timer doesn't work!`: that is not what this test is about.)
+    for hung in console.split("v2: hanging").skip(1) {
+        let until_next = hung.split("Linux version").next().unwrap_or("");
+        assert!(
+            !until_next.contains("Kernel panic") && !until_next.contains("reboot: "),
+            "not a watchdog reset: {until_next}"
+        );
+    }
+    assert_eq!(console.matches("v2: hanging").count(), 3, "{console}");
     assert_eq!(
         console
             .matches("stele: warning: the previous boot ended in a watchdog reset")
