@@ -59,6 +59,8 @@
 //!   while the collector is down goes out on the next boot
 //! - vm::reset: the factory reset: `stele data reset`, the next boot's fresh data partition,
 //!   a power cut during the reset
+//! - vm::lastboot: why the last boot ended: watchdog resets of a hung trial (i6300esb
+//!   bootstatus), a kernel panic from ramoops, a power cut as neither
 //! - vm::init: stele-init under QEMU: verified boot, services, refusal and fallback, boot counting
 //! - vm::links: a system.toml or /etc/passwd linked into /var (the data partition) is
 //!   refused by PID 1, naming the link; the attacker's file there never runs
@@ -105,6 +107,7 @@ pub(crate) mod vm {
     pub(crate) mod hardware;
     pub(crate) mod init;
     pub(crate) mod kexec;
+    pub(crate) mod lastboot;
     pub(crate) mod links;
     pub(crate) mod owners;
     pub(crate) mod recorder;

@@ -37,8 +37,9 @@ const fn d(module: &'static str, with: &'static [&'static str]) -> Driver {
 pub const QEMU: &[Driver] = &[d("virtio_pci", &[]), d("virtio_blk", &[])];
 
 /// `generic`: what x86-64 machines boot from (NVMe, AHCI/SATA, virtio-blk and -scsi,
-/// eMMC/SD), the TPM and the common hardware watchdogs (`lpc_ich` creates the iTCO
-/// watchdog's device). Each is taken when the kernel has it as a module; built-in ones need
+/// eMMC/SD), the TPM, the common hardware watchdogs (`lpc_ich` creates the iTCO
+/// watchdog's device) and the pstore backends (verifier `kmod::PSTORE_BACKENDS`: ramoops
+/// always, a no-op without its command-line region; efi-pstore on EFI machines). Each is taken when the kernel has it as a module; built-in ones need
 /// nothing, missing ones are left out. USB storage is not here: removable media must not
 /// supply the boot unless asked for (`--module usb_storage --module xhci_pci`).
 pub const GENERIC: &[Driver] = &[
@@ -56,6 +57,8 @@ pub const GENERIC: &[Driver] = &[
     d("sp5100_tco", &[]),
     d("wdat_wdt", &[]),
     d("i6300esb", &[]),
+    d("ramoops", &[]),
+    d("efi_pstore", &[]),
 ];
 
 /// Drivers carried only when asked for by `--module`, with what serves them: USB storage

@@ -164,3 +164,15 @@ fn present_devices_from_sysfs() {
         &present_modaliases(sys.path())
     ));
 }
+
+#[test]
+fn the_generic_profile_carries_the_pstore_backends_init_gives_parameters() {
+    for b in stele_verifier::kmod::PSTORE_BACKENDS {
+        assert!(
+            GENERIC
+                .iter()
+                .any(|d| crate::modules::normalize(&d.module) == b),
+            "{b}"
+        );
+    }
+}

@@ -183,7 +183,8 @@ pub fn prepare() -> Ready {
             ),
         ),
     };
-    let cmdline = Cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    let cmdline_text = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let cmdline = Cmdline::parse(&cmdline_text);
     for w in apply_cmdline(&mut cfg, &cmdline) {
         warn!("{w}");
     }
@@ -197,6 +198,7 @@ pub fn prepare() -> Ready {
         watchdog,
         &cfg.modaliases,
         &cfg.module_deps,
+        &cmdline_text,
     );
     for f in &loaded.failed {
         warn!("module {f}");

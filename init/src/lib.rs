@@ -17,6 +17,7 @@ pub mod error;
 pub mod flight;
 pub mod grow;
 pub mod handoff;
+pub mod lastboot;
 pub mod mapped;
 pub mod missing;
 pub mod modules;

@@ -3,11 +3,13 @@
 //! boot.toml `modaliases` gates loads only once a present device's modalias matches.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::CStr;
+use std::ffi::CString;
 use std::path::Path;
 use std::sync::{Condvar, Mutex};
 
-use stele_verifier::kmod::{glob_match, ModuleFormat, EFI_ALIAS, EFI_SYSFS, SCANNED_BUSES};
+use stele_verifier::kmod::{
+    cmdline_params, glob_match, ModuleFormat, EFI_ALIAS, EFI_SYSFS, SCANNED_BUSES,
+};
 
 use crate::sys;
 
@@ -90,17 +92,18 @@ pub fn due<'a>(
 }
 
 /// The parameters a module is loaded with: `nowayout=1` for the watchdog drivers when the
-/// watchdog is used (so that it stays running across kexec and cannot be stopped), none
-/// otherwise. Pure.
-pub fn params(module: &str, watchdog_modules: &[String], watchdog: bool) -> &'static CStr {
+/// watchdog is used (so that it stays running across kexec and cannot be stopped); a
+/// pstore backend's words of the kernel command line `cmdline` ([`cmdline_params`]);
+/// none otherwise. Pure.
+pub fn params(module: &str, watchdog_modules: &[String], watchdog: bool, cmdline: &str) -> CString {
     if watchdog && watchdog_modules.iter().any(|m| m == module) {
-        c"nowayout=1"
-    } else {
-        c""
+        return c"nowayout=1".to_owned();
     }
+    // The command line has no NUL; a word that did would only lose its parameters.
+    CString::new(cmdline_params(module, cmdline)).unwrap_or_default()
 }
 
-/// Loads the modules of the plan that are [`due`] (watchdog drivers as [`params`] says),
+/// Loads the modules of the plan that are [`due`] (with the [`params`] of `cmdline`),
 /// in rounds: a driver's probe adds devices (virtio_pci the virtio devices, lpc_ich the
 /// iTCO watchdog), so the present modaliases are read again until a round loads nothing.
 /// Within a round, a module starts as soon as the ones it needs (boot.toml `module_deps`)
@@ -115,12 +118,13 @@ pub fn load(
     watchdog: bool,
     gates: &BTreeMap<String, Vec<String>>,
     deps: &BTreeMap<String, Vec<String>>,
+    cmdline: &str,
 ) -> Loaded {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS));
     load_with(modules, gates, deps, workers, &|name: &str| {
         let compressed = ModuleFormat::of(name).is_some_and(ModuleFormat::compressed);
-        let p = params(name, watchdog_modules, watchdog);
-        sys::finit_module(&path(name), p, compressed).map_err(|e| e.to_string())
+        let p = params(name, watchdog_modules, watchdog, cmdline);
+        sys::finit_module(&path(name), &p, compressed).map_err(|e| e.to_string())
     })
 }
 
@@ -292,9 +296,17 @@ mod tests {
     #[test]
     fn watchdog_drivers_get_nowayout_only_when_the_watchdog_is_used() {
         let wd = ["i6300esb.ko".to_string()];
-        assert_eq!(params("i6300esb.ko", &wd, true), c"nowayout=1");
-        assert_eq!(params("i6300esb.ko", &wd, false), c"");
-        assert_eq!(params("dm-verity.ko", &wd, true), c"");
+        let c = "ramoops.mem_size=4096 i6300esb.nowayout=0";
+        assert_eq!(
+            params("i6300esb.ko", &wd, true, c).as_c_str(),
+            c"nowayout=1"
+        );
+        assert_eq!(params("i6300esb.ko", &wd, false, c).as_c_str(), c"");
+        assert_eq!(params("dm-verity.ko", &wd, true, c).as_c_str(), c"");
+        assert_eq!(
+            params("ramoops.ko", &wd, true, c).as_c_str(),
+            c"mem_size=4096"
+        );
     }
 
     #[test]
@@ -346,6 +358,7 @@ mod tests {
             false,
             &BTreeMap::new(),
             &BTreeMap::new(),
+            "",
         );
         assert_eq!(r.loaded, 0);
         assert_eq!(r.failed.len(), 1);

@@ -13,7 +13,7 @@ use stele_verifier::state::Slot;
 use crate::boot::{exhausted, fail, finish, next_slot, no_slot_cause, write_state, Booted, Ready};
 use crate::devices::BlockDev;
 use crate::mapped::{self, Refusal};
-use crate::{attempts, error, flight, handoff, info, reset, warn, watchdog};
+use crate::{attempts, error, flight, handoff, info, lastboot, reset, warn, watchdog};
 use stele_verifier::layout::Role;
 
 const ORIGIN: Origin = Origin::Stage1;
@@ -23,6 +23,7 @@ pub fn run(mut r: Ready) -> Booted {
     let (action, delay) = (r.cfg.on_failure, r.cfg.failure_delay_secs);
     let mut tried: Vec<Slot> = Vec::new();
     let mut causes: Vec<String> = Vec::new();
+    lastboot::record(&mut r.state, ORIGIN);
     while let Some(s) = next_slot(&r.st, r.cmdline.slot, &tried) {
         if tried.is_empty() {
             if let Some(x) = exhausted(&r.st, s) {

@@ -9,11 +9,12 @@
 //! PID 1 is single-threaded: the one device lives in a static, for every step to ping.
 
 use std::fs::File;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::sys::watchdog as wd;
-use crate::{info, warn};
+use crate::{debug, info, warn};
 
 /// The device nodes tried, in order.
 pub const DEVICES: [&str; 2] = ["/dev/watchdog0", "/dev/watchdog"];
@@ -26,6 +27,21 @@ struct Dog {
 }
 
 static DOG: Mutex<Option<Dog>> = Mutex::new(None);
+
+/// What the armed watchdog's boot status said: 0 not known, 1 no reset, 2 a watchdog reset.
+static LAST_RESET: AtomicU8 = AtomicU8::new(0);
+
+/// Whether the previous boot ended in a watchdog reset, as the armed watchdog's driver read
+/// it from the hardware (`WDIOF_CARDRESET`); `None` without an armed watchdog or when the
+/// driver cannot tell. The i6300esb keeps the flag across a reset and its probe clears it,
+/// so only the first kernel after the reset (stage 1) sees it.
+pub fn previous_reset() -> Option<bool> {
+    match LAST_RESET.load(Ordering::Relaxed) {
+        1 => Some(false),
+        2 => Some(true),
+        _ => None,
+    }
+}
 
 fn with<T>(f: impl FnOnce(&mut Option<Dog>) -> T) -> T {
     let mut g = DOG.lock().unwrap_or_else(|e| e.into_inner());
@@ -58,6 +74,13 @@ pub fn arm(secs: u64) {
         match armed {
             Ok(dog) => {
                 info!("watchdog {path} armed: timeout {}s", dog.timeout);
+                match wd::boot_status(&dog.file, path) {
+                    Ok(flags) => {
+                        let reset = flags & wd::WDIOF_CARDRESET != 0;
+                        LAST_RESET.store(if reset { 2 } else { 1 }, Ordering::Relaxed);
+                    }
+                    Err(e) => debug!("{e}: the watchdog cannot say how the last boot ended"),
+                }
                 with(|d| *d = Some(dog));
                 return;
             }

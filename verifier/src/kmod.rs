@@ -82,6 +82,34 @@ pub fn module_name(path: &str) -> String {
     stem.replace('-', "_")
 }
 
+/// The pstore backends (docs/BOOT.md "Why the last boot ended"): the generic hardware
+/// profile carries them where the kernel has them as modules, and stele-init loads them
+/// with their `<module>.<param>=<value>` words of the kernel command line, as modprobe
+/// would (ramoops needs its memory region there; a built-in backend reads them itself).
+pub const PSTORE_BACKENDS: [&str; 2] = ["ramoops", "efi_pstore"];
+
+/// The parameters the kernel command line `cmdline` gives module `file` (a file or module
+/// name) when it is one of the [`PSTORE_BACKENDS`]: each `<module>.<param>=<value>` word,
+/// as `<param>=<value>`, space-separated (dashes and underscores of the module name alike).
+/// Only the pstore backends: the command line must not retune any other module (dm-verity
+/// and the filesystems above all). Pure.
+pub fn cmdline_params(file: &str, cmdline: &str) -> String {
+    let name = module_name(file);
+    if !PSTORE_BACKENDS.contains(&name.as_str()) {
+        return String::new();
+    }
+    let mut out: Vec<&str> = Vec::new();
+    for w in cmdline.split_ascii_whitespace() {
+        let Some((module, param)) = w.split_once('.') else {
+            continue;
+        };
+        if module.replace('-', "_") == name && param.contains('=') && !param.contains('"') {
+            out.push(param);
+        }
+    }
+    out.join(" ")
+}
+
 /// The buses whose devices stele-init scans for modaliases
 /// (`/sys/bus/<bus>/devices/*/modalias`): their devices exist before a driver binds (PCI,
 /// ACPI, platform) or appear while the controller's driver loads (virtio). Drivers whose
@@ -183,5 +211,21 @@ mod tests {
         );
         assert_eq!(module_name("nvme-core.ko.zst"), "nvme_core");
         assert_eq!(module_name("sd_mod"), "sd_mod");
+    }
+
+    #[test]
+    fn only_the_pstore_backends_take_parameters_from_the_command_line() {
+        let cmdline = "console=ttyS0 memmap=1M$0x10000000 ramoops.mem_address=0x10000000 ramoops.mem_size=0x100000 dm_verity.prefetch_cluster=0 efi-pstore.pstore_disable=0 ramoops.bad";
+        assert_eq!(
+            cmdline_params("ramoops.ko", cmdline),
+            "mem_address=0x10000000 mem_size=0x100000"
+        );
+        assert_eq!(
+            cmdline_params("efi-pstore.ko.xz", cmdline),
+            "pstore_disable=0"
+        );
+        assert_eq!(cmdline_params("dm-verity.ko", cmdline), "");
+        assert_eq!(cmdline_params("ramoops.ko", "console=ttyS0"), "");
+        assert_eq!(cmdline_params("ramoops.ko", "ramoops.x=\"a b\""), "");
     }
 }

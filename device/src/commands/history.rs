@@ -49,6 +49,27 @@ pub fn slot_words(slot: Slot, version: Option<&str>) -> String {
     }
 }
 
+/// How the previous boot ended, in words, for the events that say so (the watchdog's boot
+/// status, a pstore dump: docs/BOOT.md "Why the last boot ended"), with the dump's first
+/// line; `None` for other kinds. Pure.
+pub fn ended(e: &Event) -> Option<String> {
+    let first = stele_verifier::exit::error_line(e.text.lines().next().unwrap_or("").trim());
+    let with = |what: &str| {
+        if first.is_empty() {
+            what.to_owned()
+        } else {
+            format!("{what} ({first})")
+        }
+    };
+    Some(match e.kind {
+        Kind::WatchdogReset => "a watchdog reset".to_owned(),
+        Kind::Panic => with("a kernel panic"),
+        Kind::Oops => with("a kernel oops"),
+        Kind::VerityRestart => "a dm-verity corruption restart".to_owned(),
+        _ => return None,
+    })
+}
+
 /// One event in plain words, after its sequence, time and origin. Pure.
 pub fn line(e: &Event) -> String {
     let mut s = format!(
@@ -80,7 +101,15 @@ pub fn line(e: &Event) -> String {
     if let Some(c) = e.class {
         s.push_str(&format!(" class={}", c.name()));
     }
-    if !e.text.is_empty() {
+    if let Some(words) = ended(e) {
+        // An oops need not have ended the boot.
+        let verb = if e.kind == Kind::Oops {
+            "had"
+        } else {
+            "ended in"
+        };
+        s.push_str(&format!(": the previous boot {verb} {words}"));
+    } else if !e.text.is_empty() {
         let text = stele_verifier::exit::error_line(e.text.trim_end());
         s.push_str(&format!(": {text}"));
     }
@@ -272,6 +301,27 @@ mod tests {
         assert_eq!(
             line(&r),
             "#5 61.005s after boot stage1: install-refused class=refused: rollback"
+        );
+        let mut p = ev(6, Kind::Panic);
+        p.count = 1;
+        p.text =
+            "Kernel panic - not syncing: sysrq triggered crash\nCall Trace:\n---[ end ]---".into();
+        assert_eq!(
+            line(&p),
+            "#6 2026-11-30T00:53:20Z stage1: panic count=1: the previous boot ended in a kernel panic (Kernel panic - not syncing: sysrq triggered crash)"
+        );
+        let mut o = ev(8, Kind::Oops);
+        o.text = "BUG: kernel NULL pointer dereference\nRIP: x".into();
+        assert!(
+            line(&o).ends_with(
+                "oops: the previous boot had a kernel oops (BUG: kernel NULL pointer dereference)"
+            ),
+            "{}",
+            line(&o)
+        );
+        assert_eq!(
+            line(&ev(7, Kind::WatchdogReset)),
+            "#7 2026-11-30T00:53:20Z stage1: watchdog-reset: the previous boot ended in a watchdog reset"
         );
         let h = History {
             ring: Some(Ring {

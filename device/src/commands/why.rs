@@ -1,19 +1,62 @@
 //! `stele update why`: the last fallback or refusal the flight recorder holds, explained in
 //! one paragraph with its evidence (the slot and release, the tries it had, each boot's
-//! health command and its output, the cause a refusal named, what the device runs since,
-//! and what to do). Pure over the events and the boot state.
+//! health command and its output, how its boots ended where the platform told (a watchdog
+//! reset, a kernel panic: docs/BOOT.md "Why the last boot ended"), the cause a refusal
+//! named, what the device runs since, and what to do). Pure over the events and the boot
+//! state.
 
 use stele_verifier::recorder::{Event, Kind};
 use stele_verifier::state::{BootState, Slot};
 
-use super::history::{slot_words, when};
+use super::history::{ended, slot_words, when};
 
 /// The kinds `why` explains, the newest first.
 fn notable(k: Kind) -> bool {
     matches!(
         k,
-        Kind::FellBack | Kind::Refused | Kind::NoBootableSlot | Kind::InstallRefused
+        Kind::FellBack
+            | Kind::Refused
+            | Kind::NoBootableSlot
+            | Kind::InstallRefused
+            | Kind::WatchdogReset
+            | Kind::Panic
+            | Kind::Oops
+            | Kind::VerityRestart
     )
+}
+
+/// What a boot that ended without a record may have been.
+const NO_RECORD: &str = "ended without a record (a power cut, a hang without a watchdog, a dm-verity corruption restart, or a reset the hardware does not report)";
+
+/// The events of `events` that say how a boot of `slot` ended: each ending is about the
+/// boot before it, i.e. the slot the last `verified` event before it names. Pure.
+fn endings_of(events: &[Event], slot: Slot) -> Vec<&Event> {
+    let mut booted = None;
+    let mut out = Vec::new();
+    for e in events {
+        if e.kind == Kind::Verified {
+            booted = e.slot;
+        } else if ended(e).is_some() && booted == Some(slot) {
+            out.push(e);
+        }
+    }
+    out
+}
+
+/// `a kernel panic (...), a watchdog reset`: the endings in words, a repeat as `×n`. Pure.
+fn endings_words(endings: &[&Event]) -> String {
+    let mut words: Vec<(String, usize)> = Vec::new();
+    for w in endings.iter().filter_map(|e| ended(e)) {
+        match words.iter_mut().find(|(x, _)| *x == w) {
+            Some((_, n)) => *n += 1,
+            None => words.push((w, 1)),
+        }
+    }
+    let list: Vec<String> = words
+        .into_iter()
+        .map(|(w, n)| if n > 1 { format!("{w} ×{n}") } else { w })
+        .collect();
+    list.join(", ")
 }
 
 /// The version the events before `upto` last named for `slot`.
@@ -112,10 +155,18 @@ pub fn explain(events: &[Event], st: &BootState) -> String {
                 .filter(|x| x.origin != stele_verifier::recorder::Origin::Stage2)
                 .count();
             let name = slot_words(slot, version_of(before, slot));
+            let endings = endings_of(window, slot);
             let mut head = if e.count > 0 {
+                let count = usize::from(e.count);
+                let mut how = endings_words(&endings);
+                let unknown = count.saturating_sub(endings.len());
+                if how.is_empty() {
+                    how = NO_RECORD.to_owned();
+                } else if unknown > 0 {
+                    how.push_str(&format!("; {unknown} {NO_RECORD}"));
+                }
                 format!(
-                    "{name} was abandoned after {} boot(s) that ended before it was confirmed healthy (a dm-verity corruption restart, a panic, a hang or a power cut)",
-                    e.count
+                    "{name} was abandoned after {count} boot(s) that ended before it was confirmed healthy: {how}"
                 )
             } else {
                 format!(
@@ -130,6 +181,9 @@ pub fn explain(events: &[Event], st: &BootState) -> String {
             }
             if let Some(t) = of(Kind::TrialFailed).next_back() {
                 why.push(format!("its trial ended: {}", t.text));
+            }
+            if e.count == 0 && !endings.is_empty() {
+                why.push(format!("its boots ended in {}", endings_words(&endings)));
             }
             if let Some(r) = of(Kind::Refused).next_back() {
                 why.push(format!("it was refused: {}", r.text));
@@ -154,6 +208,21 @@ pub fn explain(events: &[Event], st: &BootState) -> String {
                 parts.push(run);
             }
             parts.push(remedy(st, slot));
+        }
+        (Kind::WatchdogReset | Kind::Panic | Kind::Oops | Kind::VerityRestart, _) => {
+            let boot = before
+                .iter()
+                .rev()
+                .find(|x| x.kind == Kind::Verified)
+                .and_then(|x| x.slot.map(|s| slot_words(s, version_of(before, s))));
+            let what = ended(e).unwrap_or_default();
+            parts.push(match boot {
+                Some(b) => format!("the boot of {b} before {} ended in {what}", when(e)),
+                None => format!("the boot before {} ended in {what}", when(e)),
+            });
+            if let Some(run) = runs_since(events, i) {
+                parts.push(run);
+            }
         }
         (Kind::InstallRefused, _) => {
             parts.push(format!(
@@ -260,5 +329,71 @@ mod tests {
             "nothing to explain: the flight recorder holds no fallback or refusal; the device runs slot a (1.0.0) since 2026-11-30T00:53:20Z."
         );
         assert!(explain(&[], &st).starts_with("nothing to explain"));
+    }
+
+    fn ending(kind: Kind, text: &str) -> Event {
+        Event {
+            slot: None,
+            text: text.into(),
+            ..ev(kind, Slot::A, None)
+        }
+    }
+
+    #[test]
+    fn a_good_slot_abandoned_after_a_panic_and_a_boot_without_a_record() {
+        let events = vec![
+            ev(Kind::Verified, Slot::A, Some("1.0.0")),
+            ending(
+                Kind::Panic,
+                "Kernel panic - not syncing: sysrq triggered crash\nCall Trace:",
+            ),
+            ev(Kind::Verified, Slot::A, Some("1.0.0")),
+            Event {
+                count: 2,
+                ..ev(Kind::FellBack, Slot::A, None)
+            },
+            ev(Kind::Verified, Slot::B, Some("0.9.0")),
+        ];
+        let st = state((1, 0, true), (2, 0, true));
+        let s = explain(&events, &st);
+        assert!(
+            s.starts_with("slot a (1.0.0) was abandoned after 2 boot(s) that ended before it was confirmed healthy: a kernel panic (Kernel panic - not syncing: sysrq triggered crash); 1 ended without a record (a power cut"),
+            "{s}"
+        );
+        // Nothing recorded at all: said so, with what it may have been.
+        let quiet = [events[0].clone(), events[2].clone(), events[3].clone()];
+        assert!(
+            explain(&quiet, &st).contains(
+                "confirmed healthy: ended without a record (a power cut, a hang without a watchdog"
+            ),
+            "{}",
+            explain(&quiet, &st)
+        );
+    }
+
+    #[test]
+    fn a_trial_ended_by_watchdog_resets_and_a_panic_the_slot_survived() {
+        let mut events = vec![ev(Kind::InstallFinished, Slot::B, Some("2.0.0"))];
+        for _ in 0..3 {
+            events.push(ev(Kind::Verified, Slot::B, Some("2.0.0")));
+            events.push(ending(Kind::WatchdogReset, ""));
+        }
+        events.push(ev(Kind::FellBack, Slot::B, None));
+        events.push(ev(Kind::Verified, Slot::A, Some("1.0.0")));
+        let st = state((1, 0, true), (0, 0, false));
+        let s = explain(&events, &st);
+        assert!(
+            s.starts_with("slot b (2.0.0) was abandoned after 3 tries: its boots ended in a watchdog reset ×3; the device runs slot a (1.0.0)"),
+            "{s}"
+        );
+        let later = [
+            ev(Kind::Verified, Slot::A, Some("1.0.0")),
+            ending(Kind::Panic, "Kernel panic - not syncing: Fatal exception"),
+            ev(Kind::Verified, Slot::A, Some("1.0.0")),
+        ];
+        assert_eq!(
+            explain(&later, &st),
+            "the boot of slot a (1.0.0) before 2026-11-30T00:53:20Z ended in a kernel panic (Kernel panic - not syncing: Fatal exception); the device runs slot a (1.0.0) since 2026-11-30T00:53:20Z."
+        );
     }
 }

@@ -15,6 +15,7 @@ pub mod delta;
 pub mod envelope;
 pub mod fat;
 pub mod footer;
+pub mod pstore;
 pub mod recorder;
 pub mod reset;
 pub mod slot;
@@ -121,6 +122,13 @@ pub const TARGETS: &[Target] = &[
         seeds: reset::seeds,
         stages: reset::STAGES,
         depth: reset::depth,
+    },
+    Target {
+        name: "pstore_dump",
+        run: pstore::run,
+        seeds: pstore::seeds,
+        stages: pstore::STAGES,
+        depth: pstore::depth,
     },
     Target {
         name: "boot_toml",

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 use crate::exit::Exit;
 use crate::state::Slot;
 
+pub mod pstore;
 pub mod ring;
 
 /// Encoded size of one event.
@@ -50,7 +51,7 @@ pub enum Kind {
     /// The boot chose the other slot: this slot ran out of tries or failed its last boots
     /// (count: its unconfirmed boots, 0 when it ran out of tries).
     FellBack,
-    /// The previous boot ended in a watchdog reset.
+    /// The previous boot ended in a watchdog reset (the watchdog's boot status said so).
     WatchdogReset,
     /// Stage 1 hands over to the slot's own kernel.
     Kexec,
@@ -70,6 +71,14 @@ pub enum Kind {
     NoBootableSlot,
     /// The slot's trial ended without it getting healthy (text: why); the machine reboots.
     TrialFailed,
+    /// The previous boot ended in a kernel panic (pstore; text: the panic's line, then the
+    /// dump's last lines; count: the dumps found).
+    Panic,
+    /// The previous boot had a kernel oops (pstore; text as for [`Kind::Panic`]).
+    Oops,
+    /// The previous boot ended in a dm-verity corruption restart (pstore, where the
+    /// backend keeps restart dumps).
+    VerityRestart,
     /// A fresh data partition was requested (`stele data reset`; text: how to undo it).
     DataResetRequested,
     /// The boot made a fresh filesystem on the data partition (text: the partition).
@@ -136,7 +145,7 @@ impl Event {
     }
 }
 
-const CODES: [(Kind, u8); 17] = [
+const CODES: [(Kind, u8); 20] = [
     (Kind::Verified, 1),
     (Kind::Refused, 2),
     (Kind::Unconfirmed, 3),
@@ -151,6 +160,9 @@ const CODES: [(Kind, u8); 17] = [
     (Kind::ChannelChecked, 12),
     (Kind::NoBootableSlot, 13),
     (Kind::TrialFailed, 14),
+    (Kind::Panic, 15),
+    (Kind::Oops, 16),
+    (Kind::VerityRestart, 17),
     (Kind::DataResetRequested, 20),
     (Kind::DataReset, 21),
     (Kind::DataResetFailed, 22),
@@ -188,6 +200,9 @@ impl Kind {
             Kind::ChannelChecked => "channel-checked",
             Kind::NoBootableSlot => "no-bootable-slot",
             Kind::TrialFailed => "trial-failed",
+            Kind::Panic => "panic",
+            Kind::Oops => "oops",
+            Kind::VerityRestart => "verity-restart",
             Kind::DataResetRequested => "data-reset-requested",
             Kind::DataReset => "data-reset",
             Kind::DataResetFailed => "data-reset-failed",
