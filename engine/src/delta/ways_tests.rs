@@ -99,6 +99,7 @@ fn install_z(
         &p,
         &mut f,
         framed.as_mut(),
+        None,
         target,
         SLOT_LEN,
         base,
