@@ -535,6 +535,8 @@ pub fn fetch_meta(
 }
 
 #[cfg(test)]
+mod patched_tests;
+#[cfg(test)]
 pub(crate) mod tests;
 #[cfg(test)]
 mod ways_tests;

@@ -416,4 +416,4 @@ pub fn digest(envelope: &stele_verifier::manifest::Envelope) -> [u8; 32] {
 
 #[cfg(test)]
 #[path = "published_tests.rs"]
-mod tests;
+pub(crate) mod tests;
