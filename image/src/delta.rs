@@ -107,7 +107,8 @@ pub fn runs(plan: &Plan) -> Vec<(u64, u64)> {
 /// copied block's source and before the nearest following one's (the second only when it
 /// is not within `n` blocks of the first); the same offset when no block is copied. Pure.
 pub fn candidates(plan: &Plan, s: u64, n: u64) -> Vec<u64> {
-    let before = plan.actions[..s as usize]
+    let at = |b: u64| usize::try_from(b).map_or(plan.actions.len(), |b| b.min(plan.actions.len()));
+    let before = plan.actions[..at(s)]
         .iter()
         .enumerate()
         .rev()
@@ -115,7 +116,7 @@ pub fn candidates(plan: &Plan, s: u64, n: u64) -> Vec<u64> {
             Action::Copy(j) => Some(j + (s - p as u64)),
             _ => None,
         });
-    let after = plan.actions[(s + n) as usize..]
+    let after = plan.actions[at(s + n)..]
         .iter()
         .enumerate()
         .find_map(|(q, a)| match a {
@@ -262,19 +263,20 @@ pub fn build<O: Read + Seek, N: Read + Seek, W: Write>(
             ..f.0
         })
         .collect();
-    let head = encode_index(
+    let mut len = 0u64;
+    for (_, bytes) in &frames {
+        out.write_all(bytes)?;
+        len += bytes.len() as u64;
+    }
+    let tail = encode_index(
         u32::try_from(bs).unwrap_or(4096),
         pair.new_len,
         &pair.old_envelope,
         &pair.new_envelope,
         &index,
     );
-    out.write_all(&head)?;
-    let mut len = head.len() as u64;
-    for (_, bytes) in &frames {
-        out.write_all(bytes)?;
-        len += bytes.len() as u64;
-    }
+    out.write_all(&tail)?;
+    len += tail.len() as u64;
     Ok((len, index))
 }
 

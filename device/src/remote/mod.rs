@@ -551,6 +551,9 @@ pub fn zsource(
         .transpose()
 }
 
+/// A published delta's source and the envelope digest of the release it starts from.
+pub type DeltaSource = (Box<dyn RangeSource>, [u8; 32]);
+
 /// The source of the published delta beside `loc` (`URL.from-<16 hex>.delta`) for a
 /// device running the slot image `base`, with that image's envelope digest, when `loc` is
 /// a URL and `base` holds a slot image (its footer and envelope read; trust is not needed
@@ -560,7 +563,7 @@ pub fn dsource<B: Read + Seek>(
     loc: &Location,
     opts: &FetchOptions,
     base: Option<&mut B>,
-) -> Result<Option<(Box<dyn RangeSource>, [u8; 32])>> {
+) -> Result<Option<DeltaSource>> {
     let Some(b) = base else {
         return Ok(None);
     };

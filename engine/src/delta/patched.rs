@@ -12,16 +12,17 @@
 use std::io::{Read, Seek, SeekFrom};
 
 use super::plan::{merge, Action, Plan};
-use super::published::{index_len, DeltaIndex, PatchFrame, HEADER_LEN, MAX_REF};
+use super::published::{index_len, DeltaIndex, PatchFrame, MAX_REF, TRAILER_LEN};
 use super::ways::FramePlan;
 use super::zst::SeekTable;
 use super::{DeltaError, FetchError, Fetcher, Meta};
+use stele_verifier::footer::FOOTER_SIZE;
 
 /// The `delta` way of a plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeltaPlan {
     pub index: DeltaIndex,
-    /// Bytes read for the header and index.
+    /// Bytes read for the index and trailer.
     pub index_fetched: u64,
     /// The delta frames fetched (positions in `index.frames`), in order.
     pub frames: Vec<usize>,
@@ -248,10 +249,12 @@ fn reference<B: Read + Seek>(b: &mut B, f: &PatchFrame, bs: u64) -> Result<Vec<u
     Ok(r)
 }
 
-/// Reads the header and index of the published delta served by `f` and checks it leads
-/// from the release whose envelope digest is `old` to the signed image `meta`: the index
-/// and the bytes read for it, or why there is no `delta` way (no such file, another
-/// release's, malformed). Retries like any read.
+/// Reads the index of the published delta served by `f` and checks it leads from the
+/// release whose envelope digest is `old` to the signed image `meta`: the index and the
+/// bytes read for it, or why there is no `delta` way (no such file, another release's,
+/// malformed). Reads the file's last [`FOOTER_SIZE`] bytes (an HTTP source already has
+/// them from its first request), and the rest of the index only when it is longer.
+/// Retries like any read.
 pub fn fetch_index(
     f: &mut Fetcher<'_>,
     meta: &Meta,
@@ -263,23 +266,26 @@ pub fn fetch_index(
         other => other.to_string(),
     };
     let len = f.file_len().map_err(why)?;
-    if len < HEADER_LEN {
+    if len < TRAILER_LEN as u64 {
         return Err(format!("it is {len} bytes long"));
     }
-    let header = f
-        .read_vec("the delta's header", 0, HEADER_LEN)
-        .map_err(why)?;
-    let il = index_len(&header).map_err(|e| e.to_string())?;
+    let t0 = FOOTER_SIZE.min(len);
+    let tail = f.read_vec("the delta's index", len - t0, t0).map_err(why)?;
+    let trailer = &tail[tail.len() - TRAILER_LEN..];
+    let il = index_len(trailer).map_err(|e| e.to_string())?;
     if il > len {
         return Err(format!("its index of {il} bytes is longer than the file"));
     }
-    let mut bytes = header;
-    if il > HEADER_LEN {
-        let more = f
-            .read_vec("the delta's index", HEADER_LEN, il - HEADER_LEN)
-            .map_err(why)?;
-        bytes.extend_from_slice(&more);
-    }
+    let bytes = match usize::try_from(t0.saturating_sub(il)) {
+        Ok(skip) if il <= t0 => tail[skip..].to_vec(),
+        _ => {
+            let mut head = f
+                .read_vec("the delta's index", len - il, il - t0)
+                .map_err(why)?;
+            head.extend_from_slice(&tail);
+            head
+        }
+    };
     let index = DeltaIndex::parse(&bytes, len).map_err(|e| e.to_string())?;
     let new = super::published::digest(&meta.envelope);
     index

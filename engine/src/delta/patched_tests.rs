@@ -104,10 +104,14 @@ fn delta(old: &[u8], old_blocks: u64, new: &[u8], lie: Lie<'_>) -> Vec<u8> {
         bodies.push(body);
     }
     let old_env = envelope_digest(&mut slot_with(old), SLOT_LEN).unwrap();
-    let mut out = encode_index(4096, meta.len, &old_env, &digest(&meta.envelope), &frames);
-    for b in bodies {
-        out.extend(b);
-    }
+    let mut out: Vec<u8> = bodies.concat();
+    out.extend(encode_index(
+        4096,
+        meta.len,
+        &old_env,
+        &digest(&meta.envelope),
+        &frames,
+    ));
     out
 }
 

@@ -1,10 +1,12 @@
 //! The published delta `NEW.img.from-<16 hex>.delta` (docs/FORMATS.md "The published
 //! delta"): the blocks of a new image that a device running one older release lacks, as
 //! zstd frames each compressed against a stretch of the old image's blocks (a raw-content
-//! prefix, zstd's `--patch-from`), behind an index that says which new blocks each frame
-//! gives and which old blocks it reads. One definition for the build side (which writes it
-//! with [`encode_index`] and checks every frame with [`decode_patch`]) and the device
-//! (which reads it with [`DeltaIndex::parse`] and decodes in the fetch client).
+//! prefix, zstd's `--patch-from`), followed by an index that says which new blocks each
+//! frame gives and which old blocks it reads, at the file's end (so that the request a
+//! device makes for the file's length, its last 4 KiB, usually brings the whole index).
+//! One definition for the build side (which writes it with [`encode_index`] and checks
+//! every frame with [`decode_patch`]) and the device (which reads it with
+//! [`DeltaIndex::parse`] and decodes in the fetch client).
 //!
 //! Nothing here is trusted: the file is not signed. Every block a frame gives is checked
 //! against the signed hash tree before it is written; a frame that lies only costs bytes.
@@ -16,12 +18,12 @@ use std::io::{Read, Seek};
 use ruzstd::decoding::{BlockDecodingStrategy, Dictionary, FrameDecoder};
 use sha2::{Digest, Sha256};
 
-/// The file's first 8 bytes.
+/// The first 8 bytes of the trailer (the file's last [`TRAILER_LEN`] bytes).
 pub const MAGIC: &[u8; 8] = b"STELEDLT";
 /// The format version this code reads and writes.
 pub const VERSION: u32 = 1;
-/// Bytes of the header, before the index.
-pub const HEADER_LEN: u64 = 96;
+/// Bytes of the trailer, the file's last bytes (after the index).
+pub const TRAILER_LEN: usize = 96;
 /// Bytes of one index entry.
 pub const ENTRY_LEN: u64 = 32;
 /// At most this many frames (an index of at most 2 MiB).
@@ -135,12 +137,12 @@ pub fn suffix(old: &[u8; 32]) -> String {
     format!(".from-{}.delta", &hex[..NAME_HEX])
 }
 
-/// Bytes of the header and index of a delta whose header is `header` (its first
-/// [`HEADER_LEN`] bytes). Pure.
+/// Bytes of the index and trailer at the end of a delta whose trailer is `header` (its
+/// last [`TRAILER_LEN`] bytes). Pure.
 pub fn index_len(header: &[u8]) -> Result<u64, PatchError> {
     let bad = |why: &str| Err(PatchError::Index(why.to_string()));
-    if (header.len() as u64) < HEADER_LEN {
-        return bad("the file is shorter than its header");
+    if header.len() != TRAILER_LEN {
+        return bad("the file is shorter than its trailer");
     }
     if &header[..8] != MAGIC {
         return bad("no STELEDLT magic (not a stele delta)");
@@ -152,20 +154,26 @@ pub fn index_len(header: &[u8]) -> Result<u64, PatchError> {
     if n > MAX_FRAMES {
         return bad("it has more than 65536 frames");
     }
-    Ok(HEADER_LEN + n * ENTRY_LEN)
+    Ok(TRAILER_LEN as u64 + n * ENTRY_LEN)
 }
 
 impl DeltaIndex {
-    /// Parses the header and index (`bytes`: the file's first [`index_len`] bytes, of a
+    /// Parses the index and trailer (`tail`: the file's last [`index_len`] bytes, of a
     /// file of `file_len` bytes). Pure; refuses frames out of order or overlapping, a
     /// frame of more than [`MAX_OUT`] bytes or a reference of more than [`MAX_REF`], and
     /// lengths that do not add up to the file.
-    pub fn parse(bytes: &[u8], file_len: u64) -> Result<DeltaIndex, PatchError> {
+    pub fn parse(tail: &[u8], file_len: u64) -> Result<DeltaIndex, PatchError> {
         let bad = |why: String| Err(PatchError::Index(why));
-        let il = index_len(bytes)?;
-        if bytes.len() as u64 != il {
-            return bad(format!("{} bytes given for an index of {il}", bytes.len()));
+        if tail.len() < TRAILER_LEN {
+            return bad("the file is shorter than its trailer".into());
         }
+        let head = tail.len() - TRAILER_LEN;
+        let il = index_len(&tail[head..])?;
+        if tail.len() as u64 != il || il > file_len {
+            return bad(format!("{} bytes given for an index of {il}", tail.len()));
+        }
+        let entries = &tail[..head];
+        let bytes = &tail[head..];
         let bs = u64::from(le32(bytes, 12));
         if !(512..=65536).contains(&bs) || !bs.is_power_of_two() {
             return bad(format!(
@@ -181,10 +189,9 @@ impl DeltaIndex {
         let mut new_envelope = [0u8; 32];
         new_envelope.copy_from_slice(&bytes[64..96]);
         let mut frames = Vec::new();
-        let mut off = il;
+        let mut off = 0u64;
         let mut next_free = 0u64;
-        let head = usize::try_from(HEADER_LEN).unwrap_or(96);
-        for (i, e) in bytes[head..].chunks_exact(32).enumerate() {
+        for (i, e) in entries.chunks_exact(32).enumerate() {
             let index = i as u64;
             let first = le64(e, 0);
             let blocks = u64::from(le32(e, 8));
@@ -221,9 +228,10 @@ impl DeltaIndex {
             });
             off += len;
         }
-        if off != file_len {
+        if off != file_len - il {
             return bad(format!(
-                "its frames end at byte {off} but the file has {file_len}"
+                "its frames end at byte {off} but its index starts at {}",
+                file_len - il
             ));
         }
         Ok(DeltaIndex {
@@ -273,15 +281,13 @@ impl DeltaIndex {
         Ok(())
     }
 
-    /// Bytes of every frame and the index: the whole file.
+    /// Bytes of every frame, the index and trailer: the whole file.
     pub fn file_len(&self) -> u64 {
-        self.frames
-            .last()
-            .map_or(self.index_len, |f| f.offset + f.len)
+        self.frames.last().map_or(0, |f| f.offset + f.len) + self.index_len
     }
 }
 
-/// The header and index of a delta. Pure.
+/// The index and trailer of a delta, written after its frames. Pure.
 pub fn encode_index(
     block_size: u32,
     new_len: u64,
@@ -290,6 +296,15 @@ pub fn encode_index(
     frames: &[PatchFrame],
 ) -> Vec<u8> {
     let mut b = Vec::with_capacity(96 + 32 * frames.len());
+    let w32 = |v: u64| u32::try_from(v).unwrap_or(u32::MAX).to_le_bytes();
+    for f in frames {
+        b.extend_from_slice(&f.first.to_le_bytes());
+        b.extend_from_slice(&w32(f.blocks));
+        b.extend_from_slice(&w32(f.len));
+        b.extend_from_slice(&f.ref_first.to_le_bytes());
+        b.extend_from_slice(&w32(f.ref_blocks));
+        b.extend_from_slice(&0u32.to_le_bytes());
+    }
     b.extend_from_slice(MAGIC);
     b.extend_from_slice(&VERSION.to_le_bytes());
     b.extend_from_slice(&block_size.to_le_bytes());
@@ -302,15 +317,6 @@ pub fn encode_index(
     b.extend_from_slice(&new_len.to_le_bytes());
     b.extend_from_slice(old_envelope);
     b.extend_from_slice(new_envelope);
-    let w32 = |v: u64| u32::try_from(v).unwrap_or(u32::MAX).to_le_bytes();
-    for f in frames {
-        b.extend_from_slice(&f.first.to_le_bytes());
-        b.extend_from_slice(&w32(f.blocks));
-        b.extend_from_slice(&w32(f.len));
-        b.extend_from_slice(&f.ref_first.to_le_bytes());
-        b.extend_from_slice(&w32(f.ref_blocks));
-        b.extend_from_slice(&0u32.to_le_bytes());
-    }
     b
 }
 

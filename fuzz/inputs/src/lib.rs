@@ -14,6 +14,7 @@ pub mod delta;
 pub mod envelope;
 pub mod fat;
 pub mod footer;
+pub mod patch;
 pub mod slot;
 pub mod state;
 pub mod zst;
@@ -146,6 +147,13 @@ pub const TARGETS: &[Target] = &[
         seeds: zst::seeds,
         stages: zst::STAGES,
         depth: zst::depth,
+    },
+    Target {
+        name: "delta_frames",
+        run: patch::run,
+        seeds: patch::seeds,
+        stages: patch::STAGES,
+        depth: patch::depth,
     },
 ];
 
