@@ -136,6 +136,10 @@ pub struct DeltaArgs {
     /// Check both images' signatures against these public keys.
     #[arg(long = "key", value_name = "P.pem")]
     keys: Vec<PathBuf>,
+    /// The frames' zstd level: lower builds faster, the delta a little larger.
+    #[arg(long, value_name = "N", default_value_t = stele_image::delta::LEVEL,
+          value_parser = clap::value_parser!(i32).range(1..=22))]
+    level: i32,
 }
 
 /// `stele image delta OLD.img NEW.img [--out P]`: the published delta of NEW for devices
@@ -174,6 +178,7 @@ pub fn delta(a: &DeltaArgs, bars: &mut crate::progress::Bars) -> CliResult {
             old_envelope,
             new_envelope: digest(&meta.envelope),
         },
+        a.level,
         &path,
         a.force,
         bars,

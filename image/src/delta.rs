@@ -6,8 +6,8 @@
 //! Extent-aware without parsing the filesystem: a changed run of new blocks usually sits
 //! between blocks the device copies from OLD, and those copies say where the run's old
 //! version was (the old blocks right after the preceding copied block, or right before
-//! the following one). Each frame is compressed against a reference centred on each of
-//! these candidate positions and on the same offset, and the smallest result is kept.
+//! the following one). Each frame is compressed against a reference centred on the
+//! candidate position that compresses it best in a fast probe.
 //! Every frame is decoded again with the device's decoder before it is written: the build
 //! side writes nothing the device would refuse. Reproducible: the same images give the
 //! same bytes.
@@ -24,8 +24,12 @@ use stele_verifier::progress::{Progress, Step};
 use crate::atomic::AtomicFile;
 use crate::{Error, Result};
 
-/// The zstd level of the frames.
+/// The zstd level of the frames by default (`--level`).
 pub const LEVEL: i32 = 19;
+
+/// The zstd level that picks a frame's reference among the candidates: fast, and the
+/// candidate holding the span's old version wins by far at any level.
+pub const PROBE_LEVEL: i32 = 3;
 
 /// What was written.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,12 +63,13 @@ pub fn path_of(new: &Path, old_envelope: &[u8; 32]) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// One frame compressed against `reference` (a raw prefix), window [`MAX_WINDOW`].
-fn compress(reference: &[u8], data: &[u8]) -> std::io::Result<Vec<u8>> {
+/// One frame compressed at `level` against `reference` (a raw prefix), window
+/// [`MAX_WINDOW`].
+fn compress(reference: &[u8], data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
     use zstd::zstd_safe::{CCtx, CParameter};
     let err = |code: usize| std::io::Error::other(zstd::zstd_safe::get_error_name(code));
     let mut c = CCtx::create();
-    c.set_parameter(CParameter::CompressionLevel(LEVEL))
+    c.set_parameter(CParameter::CompressionLevel(level))
         .map_err(err)?;
     c.set_parameter(CParameter::ChecksumFlag(false))
         .map_err(err)?;
@@ -162,26 +167,34 @@ struct Job {
     refs: Vec<(u64, u64, Vec<u8>)>,
 }
 
-/// The smallest frame of a job and its bytes, checked with the device's decoder.
-fn best(job: &Job, bs: u64) -> std::io::Result<(PatchFrame, Vec<u8>)> {
-    let mut best: Option<(PatchFrame, Vec<u8>, usize)> = None;
-    for (k, (rf, rb, reference)) in job.refs.iter().enumerate() {
-        let bytes = compress(reference, &job.data)?;
-        if best.as_ref().is_none_or(|b| bytes.len() < b.1.len()) {
-            let f = PatchFrame {
-                index: 0,
-                offset: 0,
-                len: bytes.len() as u64,
-                first: job.first,
-                blocks: job.blocks,
-                ref_first: *rf,
-                ref_blocks: *rb,
-            };
-            best = Some((f, bytes, k));
+/// The frame of a job at `level` against the candidate reference that compresses it best
+/// at [`PROBE_LEVEL`] (the first on a tie), checked with the device's decoder.
+fn best(job: &Job, bs: u64, level: i32) -> std::io::Result<(PatchFrame, Vec<u8>)> {
+    let mut k = 0;
+    if job.refs.len() > 1 {
+        let mut least = usize::MAX;
+        for (i, r) in job.refs.iter().enumerate() {
+            let n = compress(&r.2, &job.data, PROBE_LEVEL)?.len();
+            if n < least {
+                (least, k) = (n, i);
+            }
         }
     }
-    let (f, bytes, k) = best.ok_or_else(|| std::io::Error::other("no reference"))?;
-    match decode_patch(&f, &bytes, &job.refs[k].2, bs) {
+    let (rf, rb, reference) = job
+        .refs
+        .get(k)
+        .ok_or_else(|| std::io::Error::other("no reference"))?;
+    let bytes = compress(reference, &job.data, level)?;
+    let f = PatchFrame {
+        index: 0,
+        offset: 0,
+        len: bytes.len() as u64,
+        first: job.first,
+        blocks: job.blocks,
+        ref_first: *rf,
+        ref_blocks: *rb,
+    };
+    match decode_patch(&f, &bytes, reference, bs) {
         Ok(back) if back == job.data => Ok((f, bytes)),
         Ok(_) => Err(std::io::Error::other(format!(
             "the frame of blocks {}.. does not decode to them with the device's decoder",
@@ -195,11 +208,12 @@ fn best(job: &Job, bs: u64) -> std::io::Result<(PatchFrame, Vec<u8>)> {
 }
 
 /// Writes the delta for `plan` (the device's plan of NEW with OLD as the running slot)
-/// into `out`; returns its length and frames. Frames are made on as many threads as there
+/// into `out`, its frames at zstd `level`; returns its length and frames. Frames are made on as many threads as there
 /// are cores, a batch at a time, and written in order.
 pub fn build<O: Read + Seek, N: Read + Seek, W: Write>(
     plan: &Plan,
     pair: Pair<'_, O, N>,
+    level: i32,
     out: &mut W,
     progress: &mut dyn Progress,
 ) -> std::io::Result<(u64, Vec<PatchFrame>)> {
@@ -240,7 +254,7 @@ pub fn build<O: Read + Seek, N: Read + Seek, W: Write>(
         let done: Vec<std::io::Result<(PatchFrame, Vec<u8>)>> = std::thread::scope(|sc| {
             let hs: Vec<_> = jobs
                 .chunks(per)
-                .map(|g| sc.spawn(move || g.iter().map(|j| best(j, bs)).collect::<Vec<_>>()))
+                .map(|g| sc.spawn(move || g.iter().map(|j| best(j, bs, level)).collect::<Vec<_>>()))
                 .collect();
             hs.into_iter()
                 .flat_map(|h| {
@@ -280,10 +294,12 @@ pub fn build<O: Read + Seek, N: Read + Seek, W: Write>(
     Ok((len, index))
 }
 
-/// Writes the delta for `plan` to `path` (atomically; an existing file only with `force`).
+/// Writes the delta for `plan` to `path` (atomically; an existing file only with `force`),
+/// its frames at zstd `level`.
 pub fn write<O: Read + Seek, N: Read + Seek>(
     plan: &Plan,
     pair: Pair<'_, O, N>,
+    level: i32,
     path: &Path,
     force: bool,
     progress: &mut dyn Progress,
@@ -291,7 +307,7 @@ pub fn write<O: Read + Seek, N: Read + Seek>(
     let mut tmp = AtomicFile::output(path, 0o644, force)?;
     let (len, frames) = {
         let mut w = std::io::BufWriter::new(tmp.file());
-        let r = build(plan, pair, &mut w, progress)
+        let r = build(plan, pair, level, &mut w, progress)
             .map_err(|e| Error::io("write the delta into", path, e))?;
         w.flush().map_err(|e| Error::io("write", path, e))?;
         r

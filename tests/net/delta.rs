@@ -128,6 +128,15 @@ fn nginx_serves_a_published_delta_and_the_planner_takes_it() {
     assert_v2_in_b(&p, &p.disk);
     assert!(out.stdout.contains("; way delta ("), "{}", out.stdout);
     assert!(out.stdout.contains(" delta frames for "), "{}", out.stdout);
+    // Regression: the summary counted only the image's requests ("0 requests" when every
+    // block came from the delta); each delta frame fetched is a request too.
+    let number_before = |s: &str, key: &str| -> u64 {
+        let head = s.split(key).next().unwrap();
+        head.rsplit([' ', '(']).next().unwrap().parse().unwrap()
+    };
+    let requests = number_before(&out.stdout, " requests)");
+    let frames = number_before(&out.stdout, " delta frames for ");
+    assert!(frames > 0 && requests >= frames, "{}", out.stdout);
     let log = nginx.log().split_off(planned);
     assert!(
         log.iter()

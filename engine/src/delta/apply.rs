@@ -170,6 +170,8 @@ pub fn apply_with<D: Storage, B: Read + Seek>(
     };
     let framed_start = framed.as_deref().map_or(0, |f| f.fetcher.received);
     let patched_start = patched.as_deref().map_or(0, |p| p.fetcher.received);
+    let framed_requests = framed.as_deref().map_or(0, |f| f.fetcher.requests);
+    let patched_requests = patched.as_deref().map_or(0, |p| p.fetcher.requests);
     let mut ranges = raw_ranges.iter().copied().peekable();
     let mut i = 0u64;
     while i < n {
@@ -249,7 +251,14 @@ pub fn apply_with<D: Storage, B: Read + Seek>(
         stats.fetched += p.plan.index_fetched + p.fetcher.received - patched_start;
         stats.patches = p.frames_fetched;
     }
-    stats.requests = fetcher.requests - requests;
+    // Every range request of the write: the image's, and the frames' of either file.
+    stats.requests = fetcher.requests - requests
+        + framed
+            .as_deref()
+            .map_or(0, |f| f.fetcher.requests - framed_requests)
+        + patched
+            .as_deref()
+            .map_or(0, |p| p.fetcher.requests - patched_requests);
     Ok((
         Written {
             verified: VerifiedManifest {
