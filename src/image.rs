@@ -24,6 +24,9 @@ pub enum ImageCommand {
     Build(BuildArgs),
     /// The bytes a device running OLD.img would fetch to install NEW.img as a delta.
     Diff(crate::diff::DiffArgs),
+    /// Write the published delta of NEW.img for devices running OLD.img (beside NEW.img,
+    /// or --out).
+    Delta(crate::diff::DeltaArgs),
     /// Internal: the unpacking step of `build --rootfs-tar`, run under fakeroot.
     #[command(name = "fs-from-tar", hide = true)]
     FsFromTar(FsFromTarArgs),
@@ -156,6 +159,7 @@ pub fn run(c: ImageCommand) -> CliResult {
         ImageCommand::Build(a) => build(&a),
         ImageCommand::FsFromTar(a) => fs_from_tar(&a),
         ImageCommand::Diff(a) => crate::diff::diff(&a),
+        ImageCommand::Delta(a) => crate::diff::delta(&a, &mut Bars::stderr()),
     }
 }
 

@@ -92,6 +92,7 @@ pub(crate) mod cli {
 }
 
 pub(crate) mod net {
+    pub(crate) mod delta;
     pub(crate) mod http;
     pub(crate) mod resume;
     pub(crate) mod zstd;

@@ -7,8 +7,11 @@
 use std::io::Read;
 use std::time::Duration;
 
+use stele_engine::delta::published::PatchFrame;
 use stele_engine::delta::zst::Frame;
-use stele_engine::delta::{read_frame_by_range, FetchError, RangeSource, Sink};
+use stele_engine::delta::{
+    read_frame_by_range, read_patch_by_range, FetchError, RangeSource, Sink,
+};
 use stele_verifier::config::Method;
 use ureq::http::{header, StatusCode};
 use ureq::Agent;
@@ -286,6 +289,18 @@ impl RangeSource for HttpSource {
     /// The frame by one Range request, decoded here (bounded: a bomb is refused).
     fn read_frame(&mut self, frame: &Frame, sink: Sink<'_>) -> Result<(), FetchError> {
         read_frame_by_range(self, frame, sink)
+    }
+
+    /// The delta frame by one Range request, decoded here against the reference the
+    /// device sent (bounded: a bomb is refused).
+    fn read_patch(
+        &mut self,
+        frame: &PatchFrame,
+        block_size: u64,
+        reference: &[u8],
+        sink: Sink<'_>,
+    ) -> Result<(), FetchError> {
+        read_patch_by_range(self, frame, block_size, reference, sink)
     }
 }
 

@@ -11,6 +11,7 @@ pub mod atomic;
 pub mod bmap;
 pub mod cleanup;
 pub mod cpio;
+pub mod delta;
 pub mod disk;
 pub mod disk_format;
 pub mod error;

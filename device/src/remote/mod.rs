@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use stele_engine::delta::apply::{apply_with, Stats};
+use stele_engine::delta::patched::Patched;
 use stele_engine::delta::plan::{plan as plan_delta, BaseUse, Plan};
 use stele_engine::delta::ways::{Framed, WayKind, Ways};
 use stele_engine::delta::{
@@ -210,10 +211,14 @@ pub fn summary_line(d: &DeltaInstalled) -> String {
         d.block_size,
         s.requests,
         d.way.name(),
-        if s.frames > 0 {
-            format!(" ({} frames for {} blocks)", s.frames, s.frame_blocks)
-        } else {
-            String::new()
+        match (s.patches, s.frames) {
+            (0, 0) => String::new(),
+            (0, f) => format!(" ({f} frames for {} blocks)", s.frame_blocks),
+            (p, 0) => format!(" ({p} delta frames for {} blocks)", s.patch_blocks),
+            (p, f) => format!(
+                " ({p} delta frames for {} blocks, {f} frames for {} blocks)",
+                s.patch_blocks, s.frame_blocks
+            ),
         }
     )
 }
@@ -290,6 +295,7 @@ fn signed_first<'a, B: Read + Seek>(
 pub fn plan_from<T: Read + Seek, B: Read + Seek>(
     src: &mut dyn RangeSource,
     zsrc: Option<&mut dyn RangeSource>,
+    dsrc: Option<(&mut dyn RangeSource, [u8; 32])>,
     clock: &mut dyn Clock,
     target: Option<(&mut T, u64)>,
     base: Option<(&mut B, u64)>,
@@ -317,7 +323,19 @@ pub fn plan_from<T: Read + Seek, B: Read + Seek>(
     .map_err(err)?;
     let mut zclock = SystemClock::default();
     let mut zf = zsrc.map(|z| Fetcher::new(z, &mut zclock, opts.policy(), opts.max_rate));
-    let ways = compressed::choose(zf.as_mut(), &meta, &p);
+    let mut dclock = SystemClock::default();
+    let mut df = dsrc.map(|(d, old)| {
+        (
+            Fetcher::new(d, &mut dclock, opts.policy(), opts.max_rate),
+            old,
+        )
+    });
+    let ways = compressed::choose(
+        zf.as_mut(),
+        df.as_mut().map(|(f, old)| (f, *old)),
+        &meta,
+        &p,
+    );
     Ok((meta, p, ways))
 }
 
@@ -332,6 +350,7 @@ pub fn plan_from<T: Read + Seek, B: Read + Seek>(
 pub fn install_from<D: Storage, B: Read + Seek, S: Storage>(
     src: &mut dyn RangeSource,
     zsrc: Option<&mut dyn RangeSource>,
+    dsrc: Option<(&mut dyn RangeSource, [u8; 32])>,
     clock: &mut dyn Clock,
     slots: Slots<'_, D, B>,
     state: &mut StateFile<S>,
@@ -380,7 +399,19 @@ pub fn install_from<D: Storage, B: Read + Seek, S: Storage>(
     .map_err(err)?;
     let mut zclock = SystemClock::default();
     let mut zf = zsrc.map(|z| Fetcher::new(z, &mut zclock, opts.policy(), opts.max_rate));
-    let ways = compressed::choose(zf.as_mut(), &meta, &p);
+    let mut dclock = SystemClock::default();
+    let mut df = dsrc.map(|(d, old)| {
+        (
+            Fetcher::new(d, &mut dclock, opts.policy(), opts.max_rate),
+            old,
+        )
+    });
+    let ways = compressed::choose(
+        zf.as_mut(),
+        df.as_mut().map(|(f, old)| (f, *old)),
+        &meta,
+        &p,
+    );
     log(&format!(
         "update: plan: fetch {} bytes in {} ranges, reuse {} bytes ({} kept, {} copied, {} zero blocks)",
         ways.bytes() + meta.fetched,
@@ -392,12 +423,21 @@ pub fn install_from<D: Storage, B: Read + Seek, S: Storage>(
     ));
     log(&compressed::way_line(&ways));
     log(&format!("update: writing slot {}", target.name()));
-    let frame_plan = ways
-        .frames
+    let delta_plan = ways
+        .delta
         .as_ref()
-        .filter(|_| ways.chosen == WayKind::Zstd);
+        .filter(|_| ways.chosen == WayKind::Delta);
+    let frame_plan = match ways.chosen {
+        WayKind::Zstd => ways.frames.as_ref(),
+        WayKind::Delta => delta_plan.and_then(|d| d.rest.as_ref()),
+        WayKind::Raw => None,
+    };
     let mut framed = match (frame_plan, zf.as_mut()) {
         (Some(fp), Some(zf)) => Some(Framed::new(zf, fp)),
+        _ => None,
+    };
+    let mut patched = match (delta_plan, df.as_mut()) {
+        (Some(dp), Some((df, _))) => Some(Patched::new(df, dp)),
         _ => None,
     };
     let applied = apply_with(
@@ -405,6 +445,7 @@ pub fn install_from<D: Storage, B: Read + Seek, S: Storage>(
         &p,
         &mut f,
         framed.as_mut(),
+        patched.as_mut(),
         slot,
         slot_len,
         base.map(|(b, _)| b),
@@ -413,6 +454,11 @@ pub fn install_from<D: Storage, B: Read + Seek, S: Storage>(
     if let Some(why) = framed.and_then(|f| f.refused) {
         log(&format!(
             "update: the zstd way was given up ({why}): its remaining blocks were fetched raw"
+        ));
+    }
+    if let Some(why) = patched.and_then(|p| p.refused) {
+        log(&format!(
+            "update: the delta way was given up ({why}): its remaining blocks were fetched raw"
         ));
     }
     let (written, stats) = applied.map_err(|source| Error::Fetch {
@@ -505,6 +551,33 @@ pub fn zsource(
         .transpose()
 }
 
+/// A published delta's source and the envelope digest of the release it starts from.
+pub type DeltaSource = (Box<dyn RangeSource>, [u8; 32]);
+
+/// The source of the published delta beside `loc` (`URL.from-<16 hex>.delta`) for a
+/// device running the slot image `base`, with that image's envelope digest, when `loc` is
+/// a URL and `base` holds a slot image (its footer and envelope read; trust is not needed
+/// here: every block the delta gives is checked against the new image's signed tree).
+pub fn dsource<B: Read + Seek>(
+    t: &Target,
+    loc: &Location,
+    opts: &FetchOptions,
+    base: Option<&mut B>,
+) -> Result<Option<DeltaSource>> {
+    let Some(b) = base else {
+        return Ok(None);
+    };
+    let Ok(len) = b.seek(std::io::SeekFrom::End(0)) else {
+        return Ok(None);
+    };
+    let Ok(old) = stele_engine::delta::published::envelope_digest(b, len) else {
+        return Ok(None);
+    };
+    compressed::delta_of(loc, &old)
+        .map(|d| source(t, &d, opts).map(|s| (s, old)))
+        .transpose()
+}
+
 /// `stele update install URL|FILE` (as a delta) on an opened target
 /// ([`Target::load_trust`] read): into [`Target::install_slot`] (locked throughout), with
 /// [`Target::base`] (the booted slot, or the slot a disk image boots next) as the base; the
@@ -522,11 +595,14 @@ pub fn install(
     let mut zsrc = zsource(t, loc, opts)?;
     let mut target = t.install_slot()?;
     let mut base = t.base(&target.state)?;
+    let mut dsrc = dsource(t, loc, opts, base.as_mut().map(|(_, b)| b))?;
     let trust = t.trusted.trust()?;
     let slot_len = target.part.len();
     let done = install_from(
         &mut *src,
         zsrc.as_mut().map(|z| &mut **z as &mut dyn RangeSource),
+        dsrc.as_mut()
+            .map(|(d, old)| (&mut **d as &mut dyn RangeSource, *old)),
         &mut SystemClock::default(),
         Slots {
             target: target.slot,
@@ -560,9 +636,12 @@ pub fn plan(t: &mut Target, loc: &Location, opts: &FetchOptions) -> Result<Strin
     let slot_len = slot.len();
     let mut base = t.base(&st)?;
     let base_slot = base.as_ref().map(|(s, _)| *s);
+    let mut dsrc = dsource(t, loc, opts, base.as_mut().map(|(_, b)| b))?;
     let (meta, p, ways) = plan_from(
         &mut *src,
         zsrc.as_mut().map(|z| &mut **z as &mut dyn RangeSource),
+        dsrc.as_mut()
+            .map(|(d, old)| (&mut **d as &mut dyn RangeSource, *old)),
         &mut SystemClock::default(),
         Some((&mut slot, slot_len)),
         base.as_mut().map(|(_, b)| {
@@ -611,6 +690,7 @@ mod tests {
             let mut src = ReaderSource::new(Cursor::new(img), "v6.img".to_string());
             let e = install_from(
                 &mut src,
+                None,
                 None,
                 &mut SystemClock::default(),
                 Slots::<_, Cursor<Vec<u8>>> {

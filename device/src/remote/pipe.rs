@@ -17,6 +17,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
+use stele_engine::delta::published::PatchFrame;
 use stele_engine::delta::zst::Frame;
 use stele_engine::delta::{FetchError, RangeSource, Sink};
 
@@ -113,9 +114,15 @@ impl PipeSource {
 
     /// Sends `req`; reads one reply line. Any pipe failure drops the client.
     fn ask(&mut self, req: Request) -> Result<Reply, FetchError> {
+        self.ask_with(req, &[])
+    }
+
+    /// Sends `req` and `payload` after its line; reads one reply line.
+    fn ask_with(&mut self, req: Request, payload: &[u8]) -> Result<Reply, FetchError> {
         let r = (|| {
             let c = self.client()?;
             c.to.write_all(req.line().as_bytes()).map_err(broken)?;
+            c.to.write_all(payload).map_err(broken)?;
             c.to.flush().map_err(broken)?;
             read_reply(&mut c.from)
         })();
@@ -186,6 +193,22 @@ impl RangeSource for PipeSource {
         self.answer(Request::Frame(*frame), sink)
     }
 
+    /// The fetch client fetches the delta frame and decodes it against the reference read
+    /// here from the running slot (`stele` links no decoder).
+    fn read_patch(
+        &mut self,
+        frame: &PatchFrame,
+        block_size: u64,
+        reference: &[u8],
+        sink: Sink<'_>,
+    ) -> Result<(), FetchError> {
+        let req = Request::Patch {
+            frame: *frame,
+            block_size,
+        };
+        self.answer_with(req, reference, sink)
+    }
+
     fn start_stream(&mut self) -> Result<(), FetchError> {
         match self.ask(Request::Stream)? {
             Reply::Ok(l) => {
@@ -217,7 +240,17 @@ impl RangeSource for PipeSource {
 impl PipeSource {
     /// Sends `req` and hands its `DATA` chunks to `sink` until `END`.
     fn answer(&mut self, req: Request, sink: Sink<'_>) -> Result<(), FetchError> {
-        match self.ask(req)? {
+        self.answer_with(req, &[], sink)
+    }
+
+    /// [`PipeSource::answer`] with `payload` sent after the request line.
+    fn answer_with(
+        &mut self,
+        req: Request,
+        payload: &[u8],
+        sink: Sink<'_>,
+    ) -> Result<(), FetchError> {
+        match self.ask_with(req, payload)? {
             Reply::Ok(_) => {}
             Reply::Err(e) => return Err(e),
             other => return Err(broken(format!("unexpected reply {other:?}"))),

@@ -11,6 +11,11 @@
 //! -> FRAME <i> <off> <len> <raw>  <- OK <raw>, then DATA ..., then END: frame i of a
 //!                                compressed form (IMAGE.img.zst), `len` bytes at `off`,
 //!                                decoded by the client to exactly `raw` bytes
+//! -> PATCH <i> <off> <len> <first> <blocks> <ref_first> <ref_blocks> <bs>, then the
+//!    reference (ref_blocks * bs bytes)  <- OK <blocks * bs>, then DATA ..., then END:
+//!                                frame i of a published delta, decoded by the client
+//!                                against the reference the device read from its
+//!                                running slot
 //! any reply may instead be    <- ERR transient <retry-after ms|-> <why>
 //!                                ERR permanent <why> | ERR ranges-ignored
 //!                                ERR changed <was> <now>
@@ -19,6 +24,7 @@
 use std::io::{self, BufRead, Write};
 use std::time::Duration;
 
+use stele_engine::delta::published::{PatchFrame, MAX_REF};
 use stele_engine::delta::zst::Frame;
 use stele_engine::delta::{Abort, FetchError, RangeSource};
 
@@ -29,10 +35,20 @@ pub const MAX_CHUNK: usize = 256 << 10;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request {
     Len,
-    Range { off: u64, len: u64 },
+    Range {
+        off: u64,
+        len: u64,
+    },
     Stream,
-    Next { max: u64 },
+    Next {
+        max: u64,
+    },
     Frame(Frame),
+    /// A delta frame; `block_size` bytes a block. The reference follows the line.
+    Patch {
+        frame: PatchFrame,
+        block_size: u64,
+    },
 }
 
 impl Request {
@@ -46,6 +62,13 @@ impl Request {
             Request::Frame(f) => {
                 format!("FRAME {} {} {} {}\n", f.index, f.offset, f.len, f.raw_len)
             }
+            Request::Patch {
+                frame: f,
+                block_size,
+            } => format!(
+                "PATCH {} {} {} {} {} {} {} {block_size}\n",
+                f.index, f.offset, f.len, f.first, f.blocks, f.ref_first, f.ref_blocks
+            ),
         }
     }
 
@@ -75,6 +98,25 @@ impl Request {
                     raw_offset: index.checked_mul(stele_engine::delta::zst::FRAME_RAW)?,
                     raw_len,
                 })
+            }
+            "PATCH" => {
+                let mut n = [0u64; 8];
+                for v in &mut n {
+                    *v = num(w.next())?;
+                }
+                let [index, offset, len, first, blocks, ref_first, ref_blocks, block_size] = n;
+                Request::Patch {
+                    frame: PatchFrame {
+                        index,
+                        offset,
+                        len,
+                        first,
+                        blocks,
+                        ref_first,
+                        ref_blocks,
+                    },
+                    block_size,
+                }
             }
             _ => return None,
         };
@@ -172,10 +214,27 @@ pub fn serve(
                 Ok(l) => writeln!(output, "OK {l}")?,
                 Err(e) => output.write_all(error_line(&e).as_bytes())?,
             },
-            Request::Range { .. } | Request::Frame(_) => {
+            Request::Range { .. } | Request::Frame(_) | Request::Patch { .. } => {
+                let mut reference = Vec::new();
+                if let Request::Patch { frame, block_size } = req {
+                    let n = frame
+                        .ref_blocks
+                        .checked_mul(block_size)
+                        .filter(|&n| n <= MAX_REF);
+                    let Some(n) = n else {
+                        // The reference's bytes cannot be skipped safely: end the client
+                        // (the device starts another one).
+                        output.write_all(b"ERR permanent a delta reference above 8 MiB\n")?;
+                        output.flush()?;
+                        return Err(io::Error::other("a delta reference above 8 MiB"));
+                    };
+                    reference = vec![0u8; usize::try_from(n).unwrap_or(0)];
+                    input.read_exact(&mut reference)?;
+                }
                 let announced = match req {
                     Request::Frame(f) => f.raw_len,
                     Request::Range { len, .. } => len,
+                    Request::Patch { frame, block_size } => frame.blocks.saturating_mul(block_size),
                     _ => 0,
                 };
                 writeln!(output, "OK {announced}")?;
@@ -193,6 +252,9 @@ pub fn serve(
                 };
                 let r = match req {
                     Request::Frame(f) => src.read_frame(&f, &mut sink),
+                    Request::Patch { frame, block_size } => {
+                        src.read_patch(&frame, block_size, &reference, &mut sink)
+                    }
                     Request::Range { off, len } => src.read_range(off, len, &mut sink),
                     _ => Ok(()),
                 };

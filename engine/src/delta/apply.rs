@@ -6,6 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Seek, SeekFrom};
 
+use super::patched::Patched;
 use super::plan::{merge, Action, Plan};
 use super::ways::Framed;
 use super::{io_err, Abort, DeltaError, FetchError, Fetcher, Meta, Written};
@@ -33,6 +34,9 @@ pub struct Stats {
     /// Frames of the compressed form fetched (the `zstd` way), and the blocks they gave.
     pub frames: u64,
     pub frame_blocks: u64,
+    /// Frames of a published delta fetched (the `delta` way), and the blocks they gave.
+    pub patches: u64,
+    pub patch_blocks: u64,
 }
 
 impl Stats {
@@ -98,18 +102,22 @@ pub fn apply<D: Storage, B: Read + Seek>(
     base: Option<&mut B>,
     progress: &mut dyn Progress,
 ) -> Result<(Written, Stats), DeltaError> {
-    apply_with(meta, plan, fetcher, None, target, slot_len, base, progress)
+    apply_with(
+        meta, plan, fetcher, None, None, target, slot_len, base, progress,
+    )
 }
 
-/// [`apply`], the blocks that `framed` covers taken from the compressed form's frames
-/// (each still checked against the tree; a bad one, and all later ones once the way is
-/// given up, fetched raw through `fetcher`).
+/// [`apply`], the blocks that `patched` covers taken from a published delta's frames
+/// (decoded against `base`) and those that `framed` covers from the compressed form's
+/// frames (each still checked against the tree; a bad one, and all later ones of its way
+/// once the way is given up, fetched raw through `fetcher`).
 #[allow(clippy::too_many_arguments)]
 pub fn apply_with<D: Storage, B: Read + Seek>(
     meta: &Meta,
     plan: &Plan,
     fetcher: &mut Fetcher<'_>,
     mut framed: Option<&mut Framed<'_, '_>>,
+    mut patched: Option<&mut Patched<'_, '_>>,
     target: &mut D,
     slot_len: u64,
     mut base: Option<&mut B>,
@@ -155,11 +163,15 @@ pub fn apply_with<D: Storage, B: Read + Seek>(
     let mut late: Vec<Action> = vec![Action::Keep; plan.actions.len()];
     let mut block = vec![0u8; usize::try_from(bs).unwrap_or(4096)];
     let zero = vec![0u8; block.len()];
-    let raw_ranges = match framed.as_deref() {
-        Some(f) => &f.plan.raw_ranges,
-        None => &plan.ranges,
+    let raw_ranges = match (patched.as_deref(), framed.as_deref()) {
+        (Some(p), _) => p.plan.raw_ranges(),
+        (None, Some(f)) => &f.plan.raw_ranges,
+        (None, None) => &plan.ranges,
     };
     let framed_start = framed.as_deref().map_or(0, |f| f.fetcher.received);
+    let patched_start = patched.as_deref().map_or(0, |p| p.fetcher.received);
+    let framed_requests = framed.as_deref().map_or(0, |f| f.fetcher.requests);
+    let patched_requests = patched.as_deref().map_or(0, |p| p.fetcher.requests);
     let mut ranges = raw_ranges.iter().copied().peekable();
     let mut i = 0u64;
     while i < n {
@@ -188,6 +200,11 @@ pub fn apply_with<D: Storage, B: Read + Seek>(
                     // The base no longer holds it: fetch it at the end.
                     late[usize::try_from(i).unwrap_or(0)] = Action::Fetch;
                     out.stats.refetched_blocks += 1;
+                }
+            }
+            Action::Fetch if patched.as_deref().is_some_and(|p| p.plan.covers(i)) => {
+                if let Some(p) = patched.as_deref_mut() {
+                    patch_block(&mut out, p, base.as_deref_mut(), i, &mut block, &mut late)?;
                 }
             }
             Action::Fetch if framed.as_deref().is_some_and(|f| f.plan.covers(i)) => {
@@ -230,7 +247,18 @@ pub fn apply_with<D: Storage, B: Read + Seek>(
         stats.fetched += f.plan.table_fetched + f.fetcher.received - framed_start;
         stats.frames = f.frames_fetched;
     }
-    stats.requests = fetcher.requests - requests;
+    if let Some(p) = patched.as_deref() {
+        stats.fetched += p.plan.index_fetched + p.fetcher.received - patched_start;
+        stats.patches = p.frames_fetched;
+    }
+    // Every range request of the write: the image's, and the frames' of either file.
+    stats.requests = fetcher.requests - requests
+        + framed
+            .as_deref()
+            .map_or(0, |f| f.fetcher.requests - framed_requests)
+        + patched
+            .as_deref()
+            .map_or(0, |p| p.fetcher.requests - patched_requests);
     Ok((
         Written {
             verified: VerifiedManifest {
@@ -279,6 +307,42 @@ fn frame_block<D: Storage>(
         f.refuse(format!(
             "frame {} gave data block {i}, which does not match the signed hash tree",
             (i * bs) / f.plan.table.frame_raw
+        ));
+    }
+    late[usize::try_from(i).unwrap_or(0)] = Action::Fetch;
+    Ok(())
+}
+
+/// Data block `i` from its delta frame (decoded against `base`): checked and written, or
+/// (a bad block, the way given up) left to the raw fetches at the end, the way given up
+/// with the reason.
+fn patch_block<D: Storage, B: Read + Seek>(
+    out: &mut Out<'_, D>,
+    p: &mut Patched<'_, '_>,
+    base: Option<&mut B>,
+    i: u64,
+    block: &mut [u8],
+    late: &mut [Action],
+) -> Result<(), DeltaError> {
+    let bs = out.bs;
+    let good = match p.block(i, bs, base) {
+        Some(b) => {
+            block.copy_from_slice(b);
+            out.matches(i, block)
+        }
+        None => false,
+    };
+    if good {
+        out.write(i, block)?;
+        out.stats.fetched_blocks += 1;
+        out.stats.patch_blocks += 1;
+        out.step.advance(bs);
+        return Ok(());
+    }
+    if p.refused.is_none() {
+        let k = p.plan.frame_of(i).map_or(0, |f| f.index);
+        p.refuse(format!(
+            "delta frame {k} gave data block {i}, which does not match the signed hash tree"
         ));
     }
     late[usize::try_from(i).unwrap_or(0)] = Action::Fetch;

@@ -17,7 +17,9 @@
 //!    after a cut anywhere, a new run keeps what is there and fetches the rest.
 
 pub mod apply;
+pub mod patched;
 pub mod plan;
+pub mod published;
 pub mod retry;
 pub mod source;
 pub mod tree;
@@ -29,7 +31,8 @@ use std::time::Duration;
 
 pub use retry::{Backoff, Clock, RetryPolicy, Throttle, DEFAULT_MAX_TIME};
 pub use source::{
-    read_frame_by_range, Abort, FetchError, RangeSource, ReaderSource, Sink, Streamed,
+    read_frame_by_range, read_patch_by_range, Abort, FetchError, RangeSource, ReaderSource, Sink,
+    Streamed,
 };
 pub use tree::KnownHashBlocks;
 
@@ -367,6 +370,30 @@ impl<'a> Fetcher<'a> {
         r
     }
 
+    /// One attempt at frame `frame` of the source (a published delta), decoded by the
+    /// source against `reference`; its compressed length is counted as received once it
+    /// is answered.
+    pub fn attempt_patch(
+        &mut self,
+        frame: &published::PatchFrame,
+        block_size: u64,
+        reference: &[u8],
+        sink: Sink<'_>,
+    ) -> Result<(), FetchError> {
+        self.requests += 1;
+        let r = self.src.read_patch(frame, block_size, reference, sink);
+        if r.is_ok() {
+            self.received += frame.len;
+            let now = self.clock.now();
+            self.backoff.progress(now);
+            let wait = self.throttle.account(frame.len, now);
+            if !wait.is_zero() {
+                self.clock.sleep(wait);
+            }
+        }
+        r
+    }
+
     /// `len` bytes at `off` in memory, retried until they arrive whole.
     pub fn read_vec(
         &mut self,
@@ -507,6 +534,8 @@ pub fn fetch_meta(
     })
 }
 
+#[cfg(test)]
+mod patched_tests;
 #[cfg(test)]
 pub(crate) mod tests;
 #[cfg(test)]

@@ -71,6 +71,53 @@ pub trait RangeSource {
             why: "this source does not decode zstd frames".into(),
         })
     }
+    /// Frame `frame` of this file (a published delta, `NEW.img.from-<hex>.delta`), decoded
+    /// against `reference` (the old image's blocks it names), `block_size` bytes a block,
+    /// to `sink`. Only a source that decodes implements it ([`read_patch_by_range`]); the
+    /// device asks the fetch client, handing it the reference.
+    fn read_patch(
+        &mut self,
+        frame: &super::published::PatchFrame,
+        block_size: u64,
+        reference: &[u8],
+        sink: Sink<'_>,
+    ) -> Result<(), FetchError> {
+        let _ = (frame, block_size, reference, sink);
+        Err(FetchError::Permanent {
+            why: "this source does not decode delta frames".into(),
+        })
+    }
+}
+
+/// [`RangeSource::read_patch`] for a source that decodes: the frame's compressed bytes by
+/// one range read, then [`super::published::decode_patch`] (bounded: a bomb is refused).
+pub fn read_patch_by_range(
+    src: &mut dyn RangeSource,
+    frame: &super::published::PatchFrame,
+    block_size: u64,
+    reference: &[u8],
+    sink: Sink<'_>,
+) -> Result<(), FetchError> {
+    use super::published::{decode_patch, MAX_FRAME_COMPRESSED};
+    if frame.len > MAX_FRAME_COMPRESSED {
+        return Err(FetchError::Permanent {
+            why: format!(
+                "delta frame {} is {} bytes long: refused",
+                frame.index, frame.len
+            ),
+        });
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(frame.len).unwrap_or(0));
+    src.read_range(frame.offset, frame.len, &mut |c: &[u8]| {
+        bytes.extend_from_slice(c);
+        Ok(())
+    })?;
+    if bytes.len() as u64 != frame.len {
+        return Err(FetchError::transient("the answer was short"));
+    }
+    let raw = decode_patch(frame, &bytes, reference, block_size)
+        .map_err(|e| FetchError::Permanent { why: e.to_string() })?;
+    sink(&raw).map_err(|_| FetchError::Aborted)
 }
 
 /// [`RangeSource::read_frame`] for a source that decodes: the frame's compressed bytes by

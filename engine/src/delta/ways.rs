@@ -1,9 +1,10 @@
 //! The ways to fetch what a [`Plan`] lacks, each with its exact byte count known before
-//! the first data byte, and the choice of the fewest bytes. Today two ways: `raw` (the
-//! image's own blocks, in ranges) and `zstd` (the frames of the compressed form
+//! the first data byte, and the choice of the fewest bytes. Three ways: `raw` (the
+//! image's own blocks, in ranges), `zstd` (the frames of the compressed form
 //! `IMAGE.img.zst` where a frame costs fewer bytes than the raw blocks it replaces, raw
-//! ranges for the rest, plus its seek table). A published delta will be a third entry of
-//! the same list. With nothing to reuse, the `zstd` way is the whole compressed image.
+//! ranges for the rest, plus its seek table) and `delta` (a published delta from the
+//! running release, [`super::patched`]). With nothing to reuse, the `zstd` way is the
+//! whole compressed image.
 //!
 //! [`Framed`] carries the `zstd` way out during [`super::apply::apply_with`]: it fetches a
 //! frame (decoded by the source: on the device, the fetch client) when its first block is
@@ -23,6 +24,9 @@ pub enum WayKind {
     Raw,
     /// The compressed form's frames (and raw blocks where a frame costs more).
     Zstd,
+    /// A published delta's frames from the running release (and the `zstd` way, or raw
+    /// blocks, for the rest).
+    Delta,
 }
 
 impl WayKind {
@@ -31,6 +35,7 @@ impl WayKind {
         match self {
             WayKind::Raw => "raw",
             WayKind::Zstd => "zstd",
+            WayKind::Delta => "delta",
         }
     }
 }
@@ -127,6 +132,10 @@ pub struct Ways {
     pub frames: Option<FramePlan>,
     /// Why there is no `zstd` way (no compressed form, a refused table).
     pub no_zstd: Option<String>,
+    /// The `delta` way's detail, when there is a published delta (chosen or not).
+    pub delta: Option<super::patched::DeltaPlan>,
+    /// Why there is no `delta` way (none published for the running release, refused).
+    pub no_delta: Option<String>,
 }
 
 impl Ways {
@@ -156,7 +165,34 @@ impl Ways {
             ways,
             chosen,
             no_zstd,
+            delta: None,
+            no_delta: None,
         }
+    }
+
+    /// [`Ways::choose`], plus the `delta` way when `delta` is given (else `no_delta` says
+    /// why not); the fewest bytes win, raw before zstd before delta on a tie. Pure.
+    pub fn choose_with_delta(
+        plan: &Plan,
+        frames: Result<FramePlan, String>,
+        delta: Result<super::patched::DeltaPlan, String>,
+    ) -> Ways {
+        let mut w = Ways::choose(plan, frames);
+        match delta {
+            Ok(d) => {
+                let bytes = d.bytes();
+                w.ways.push(Way {
+                    kind: WayKind::Delta,
+                    bytes,
+                });
+                if bytes < w.bytes() {
+                    w.chosen = WayKind::Delta;
+                }
+                w.delta = Some(d);
+            }
+            Err(why) => w.no_delta = Some(why),
+        }
+        w
     }
 
     /// The chosen way's bytes.
@@ -183,6 +219,9 @@ impl Ways {
             .collect();
         if let Some(why) = &self.no_zstd {
             s.push(format!("no zstd way: {why}"));
+        }
+        if let Some(why) = &self.no_delta {
+            s.push(format!("no delta way: {why}"));
         }
         s.join(", ")
     }

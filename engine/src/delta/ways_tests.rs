@@ -19,9 +19,9 @@ use stele_verifier::testutil::ring;
 /// The compressed form of `img` as the build side writes it (`zstd` level 3 here), frame
 /// `k` replaced by `swap(k, raw)` when that returns bytes.
 /// What replaces frame `k` (its raw bytes given), if anything.
-type Swap<'a> = &'a dyn Fn(usize, &[u8]) -> Option<Vec<u8>>;
+pub(crate) type Swap<'a> = &'a dyn Fn(usize, &[u8]) -> Option<Vec<u8>>;
 
-fn compressed(img: &[u8], swap: Swap<'_>) -> Vec<u8> {
+pub(crate) fn compressed(img: &[u8], swap: Swap<'_>) -> Vec<u8> {
     let mut out = Vec::new();
     let mut entries = Vec::new();
     for (k, raw) in img.chunks(FRAME_RAW as usize).enumerate() {
@@ -34,7 +34,7 @@ fn compressed(img: &[u8], swap: Swap<'_>) -> Vec<u8> {
 }
 
 /// A [`MemSource`] over a compressed form that decodes frames like the fetch client.
-struct ZSource(MemSource);
+pub(crate) struct ZSource(pub MemSource);
 
 impl RangeSource for ZSource {
     fn name(&self) -> String {
@@ -99,6 +99,7 @@ fn install_z(
         &p,
         &mut f,
         framed.as_mut(),
+        None,
         target,
         SLOT_LEN,
         base,

@@ -15,6 +15,7 @@ pub mod delta;
 pub mod envelope;
 pub mod fat;
 pub mod footer;
+pub mod patch;
 pub mod pstore;
 pub mod recorder;
 pub mod reset;
@@ -178,6 +179,13 @@ pub const TARGETS: &[Target] = &[
         seeds: zst::seeds,
         stages: zst::STAGES,
         depth: zst::depth,
+    },
+    Target {
+        name: "delta_frames",
+        run: patch::run,
+        seeds: patch::seeds,
+        stages: patch::STAGES,
+        depth: patch::depth,
     },
 ];
 

@@ -81,7 +81,7 @@ pub fn depth(data: &[u8]) -> usize {
 }
 
 /// A zstd frame of raw blocks holding `data`.
-fn raw_frame(data: &[u8]) -> Vec<u8> {
+pub(crate) fn raw_frame(data: &[u8]) -> Vec<u8> {
     let mut f = vec![0x28, 0xB5, 0x2F, 0xFD, 0xA0];
     f.extend_from_slice(&u32::try_from(data.len()).unwrap_or(0).to_le_bytes());
     let mut chunks = data.chunks(128 << 10).peekable();
@@ -95,7 +95,7 @@ fn raw_frame(data: &[u8]) -> Vec<u8> {
 
 /// A zstd frame of `blocks` RLE blocks of 128 KiB of `byte` (no content size): a few bytes
 /// that decode to `blocks` × 128 KiB.
-fn rle_frame(byte: u8, blocks: u32) -> Vec<u8> {
+pub(crate) fn rle_frame(byte: u8, blocks: u32) -> Vec<u8> {
     // Descriptor: no content size, a window descriptor (8 MiB window).
     let mut f = vec![0x28, 0xB5, 0x2F, 0xFD, 0x00, 0x58];
     for k in 0..blocks {

@@ -1,0 +1,154 @@
+//! Tests of the published delta's format: the index round-trips and refuses what does not
+//! add up, frames compressed by libzstd against a prefix decode with ruzstd against the
+//! same reference, and a frame that gives more than its claim is refused as a bomb.
+
+#![allow(clippy::cast_possible_truncation)] // test sizes are small
+
+use super::*;
+
+/// A frame as the build side writes it: libzstd, level 19, `reference` as a raw prefix.
+pub(crate) fn patch(reference: &[u8], data: &[u8]) -> Vec<u8> {
+    use zstd::zstd_safe::{CCtx, CParameter};
+    let mut c = CCtx::create();
+    c.set_parameter(CParameter::CompressionLevel(19)).unwrap();
+    c.set_parameter(CParameter::ChecksumFlag(false)).unwrap();
+    c.set_parameter(CParameter::ContentSizeFlag(true)).unwrap();
+    c.set_parameter(CParameter::WindowLog(24)).unwrap();
+    c.ref_prefix(reference).unwrap();
+    let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
+    c.compress2(&mut out, data).unwrap();
+    out
+}
+
+/// Bytes that do not compress by themselves (a xorshift stream).
+pub(crate) fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn frame(blocks: u64, len: u64, ref_blocks: u64) -> PatchFrame {
+    PatchFrame {
+        index: 0,
+        offset: 0,
+        len,
+        first: 0,
+        blocks,
+        ref_first: 0,
+        ref_blocks,
+    }
+}
+
+#[test]
+fn a_frame_patched_against_its_old_version_decodes_with_ruzstd_and_is_small() {
+    let old = noise(3 << 20, 5);
+    let mut new = old[1 << 20..2 << 20].to_vec();
+    for i in (0..new.len()).step_by(50_000) {
+        new[i] ^= 0x55;
+    }
+    let f = patch(&old, &new);
+    assert!(f.len() < 20_000, "{} bytes for 21 changed bytes", f.len());
+    let fr = frame(256, f.len() as u64, 768);
+    assert_eq!(decode_patch(&fr, &f, &old, 4096).unwrap(), new);
+    // Without a reference (new data): still a plain zstd frame.
+    let plain = patch(&[], &new[..8192]);
+    assert_eq!(
+        decode_patch(&frame(2, plain.len() as u64, 0), &plain, &[], 4096).unwrap(),
+        new[..8192]
+    );
+    // Against another reference the output differs (the tree check refuses it) or the
+    // frame is refused: never a panic.
+    let other = noise(3 << 20, 6);
+    if let Ok(out) = decode_patch(&fr, &f, &other, 4096) {
+        assert_ne!(out, new);
+    }
+}
+
+/// Regression (decompression bomb): a delta frame that holds more than its index entry
+/// says is refused with one line.
+#[test]
+fn a_decompression_bomb_delta_frame_is_refused() {
+    let f = patch(&[], &vec![0u8; 1 << 20]);
+    let e = decode_patch(&frame(1, f.len() as u64, 0), &f, &[], 4096).unwrap_err();
+    assert_eq!(
+        e,
+        PatchError::Bomb {
+            frame: 0,
+            claimed: 4096
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "delta frame 0 decompresses to more than its 4096 bytes: refused"
+    );
+    assert!(matches!(
+        decode_patch(&frame(2, 10, 0), b"not zstd!!", &[], 4096),
+        Err(PatchError::Corrupt { .. })
+    ));
+    let mut two = f.clone();
+    two.extend_from_slice(&f);
+    assert!(decode_patch(&frame(256, two.len() as u64, 0), &two, &[], 4096).is_err());
+}
+
+#[test]
+fn an_index_round_trips_and_refuses_what_does_not_add_up() {
+    let frames = [
+        PatchFrame {
+            index: 0,
+            offset: 0,
+            len: 100,
+            first: 3,
+            blocks: 2,
+            ref_first: 1,
+            ref_blocks: 10,
+        },
+        PatchFrame {
+            index: 1,
+            offset: 0,
+            len: 50,
+            first: 9,
+            blocks: 256,
+            ref_first: 0,
+            ref_blocks: 0,
+        },
+    ];
+    let idx = encode_index(4096, 1 << 20, &[1; 32], &[2; 32], &frames);
+    let file_len = idx.len() as u64 + 150;
+    assert_eq!(index_len(&idx[idx.len() - 96..]).unwrap(), idx.len() as u64);
+    let d = DeltaIndex::parse(&idx, file_len).unwrap();
+    assert_eq!(d.frames.len(), 2);
+    assert_eq!(d.frames[1].offset, 100);
+    assert_eq!(d.file_len(), file_len);
+    assert!(d.check(&[1; 32], &[2; 32], 1 << 20, 265, 4096).is_ok());
+    assert!(matches!(
+        d.check(&[3; 32], &[2; 32], 1 << 20, 265, 4096),
+        Err(PatchError::OtherRelease(_))
+    ));
+    assert!(d.check(&[1; 32], &[3; 32], 1 << 20, 265, 4096).is_err());
+    assert!(d.check(&[1; 32], &[2; 32], 1 << 20, 264, 4096).is_err());
+    assert!(DeltaIndex::parse(&idx, file_len + 1).is_err());
+    // Every single bit flip in the header's checked fields or an entry is refused or
+    // parses to something else; never a panic.
+    for at in 0..idx.len() {
+        let mut g = idx.clone();
+        g[at] ^= 0x80;
+        if let Ok(p) = DeltaIndex::parse(&g, file_len) {
+            assert_ne!(p, d, "flip at {at} ignored");
+        }
+    }
+    // Overlapping frames.
+    let mut bad = frames;
+    bad[1].first = 4;
+    let idx = encode_index(4096, 1 << 20, &[1; 32], &[2; 32], &bad);
+    assert!(DeltaIndex::parse(&idx, file_len).is_err());
+    assert_eq!(
+        suffix(&[0xab; 32]),
+        ".from-abababababababab.delta".to_string()
+    );
+}
