@@ -275,7 +275,7 @@ fn device_dir<'a>(t: &'a Target, command: &'static str) -> Result<&'a Path> {
 #[derive(Debug)]
 pub enum Applied {
     UpToDate { version: String },
-    Installed(DeltaInstalled),
+    Installed(Box<DeltaInstalled>),
 }
 
 /// `apply --channel`: [`check`]'s checks, then the delta install of the offered
@@ -358,5 +358,5 @@ pub fn apply(
     };
     t.load_trust()?;
     let done = remote::install(t, &image, opts, &mut check, log, progress)?;
-    Ok(Applied::Installed(done))
+    Ok(Applied::Installed(Box::new(done)))
 }
