@@ -166,10 +166,9 @@ pub fn choose(disks: &[Disk], rule: &Rule) -> Choice {
             } else if one.has_state {
                 Choice::Boot(one.name.clone())
             } else {
-                Choice::Refuse(Refusal::NoState {
-                    binding,
-                    disk: one.path(),
-                })
+                // The kernel adds a disk's partitions one by one after reading its table:
+                // the state may not be there yet (refused by [`at_timeout`] if it never is).
+                Choice::Wait
             }
         }
         many => Choice::Refuse(Refusal::Two {
@@ -179,9 +178,21 @@ pub fn choose(disks: &[Disk], rule: &Rule) -> Choice {
     }
 }
 
-/// Why the boot gives up when [`choose`] still waits at the timeout: removable disks that
-/// carry a state (unbound), or `None` (the caller says what the kernel sees). Pure.
+/// Why the boot gives up when [`choose`] still waits at the timeout: the bound disk is
+/// there without a state partition; removable disks that carry a state (unbound); or
+/// `None` (the caller says what the kernel sees). Pure.
 pub fn at_timeout(disks: &[Disk], rule: &Rule) -> Option<Refusal> {
+    let bound = disks.iter().find(|d| match rule.binding {
+        Binding::Firmware(p) => d.partitions.contains(&p),
+        Binding::Recorded(g) => d.guid == Some(g),
+        Binding::Unbound => false,
+    });
+    if let Some(d) = bound.filter(|d| !d.has_state) {
+        return Some(Refusal::NoState {
+            binding: rule.binding,
+            disk: d.path(),
+        });
+    }
     let removable: Vec<String> = disks
         .iter()
         .filter(|d| d.has_state && d.removable)
@@ -475,9 +486,10 @@ mod tests {
             disk("nvme0n1", false, 1, &[11], false),
             disk("vda", false, 2, &[21], true),
         ];
-        let Choice::Refuse(r) = choose(&disks, &rule(Binding::Firmware(g(11)))) else {
-            panic!("not refused")
-        };
+        // Its partitions may still be appearing: wait; at the timeout, refuse.
+        let firmware = rule(Binding::Firmware(g(11)));
+        assert_eq!(choose(&disks, &firmware), Choice::Wait);
+        let r = at_timeout(&disks, &firmware).expect("refused at the timeout");
         assert_eq!(
             r.to_string(),
             format!(
@@ -490,5 +502,10 @@ mod tests {
             choose(&disks, &rule(Binding::Unbound)),
             Choice::Boot("vda".into())
         );
+        // A USB boot disk whose state partition appeared a moment after its ESP boots
+        // (the bug: it was refused at the first scan).
+        let later = [disk("sda", true, 1, &[11], true), disks[1].clone()];
+        assert_eq!(choose(&later, &firmware), Choice::Boot("sda".into()));
+        assert_eq!(at_timeout(&later, &firmware), None);
     }
 }
