@@ -116,8 +116,11 @@ pub fn debian_bench(erofs_only: bool) -> Result<(), String> {
         ("security update", &plain[0], &plain[1]),
         ("major upgrade", &plain[1], &plain[2]),
     ] {
-        pair(&stele, &work, what, from, to)?;
+        let xz_bytes = pair(&stele, &work, what, from, to)?;
         install(&stele, &work, &public, port, from, to)?;
+        if what == "security update" {
+            crate::bench_frames::options_table(from, to, xz_bytes)?;
+        }
     }
     compression(&stele, &variants, &images, &missing)?;
     Ok(())
@@ -243,11 +246,84 @@ fn chunks(store: &Path) -> Result<Vec<(String, u64)>, String> {
     Ok(all)
 }
 
-/// The bytes a device on `from` downloads for `to`, stele and the standard tools, printed
-/// as a table with ratios against stele.
-fn pair(stele: &Path, work: &Path, what: &str, from: &Path, to: &Path) -> Result<(), String> {
+/// stele's ways for `from` -> `to` from `stele image diff` (its last two lines): the
+/// footer, manifest and tree fetched first, the raw blocks' and the compressed blocks'
+/// data bytes (`None` without `to`.zst), and the way it takes with its total bytes.
+pub(crate) struct SteleWays {
+    pub meta: u64,
+    pub raw: u64,
+    pub zstd: Option<u64>,
+    pub chosen: String,
+    pub total: u64,
+}
+
+/// [`SteleWays`] of `stele image diff OLD NEW`.
+pub(crate) fn stele_ways(stele: &Path, from: &Path, to: &Path) -> Result<SteleWays, String> {
+    let out = output(
+        Command::new(stele)
+            .args(["image", "diff"])
+            .arg(from)
+            .arg(to),
+        "stele image diff",
+    )?;
+    parse_ways(&out).ok_or_else(|| format!("stele image diff: no way lines in: {out}"))
+}
+
+/// [`stele_ways`] from the output of `stele image diff`. Pure.
+fn parse_ways(out: &str) -> Option<SteleWays> {
+    let nums = |s: &str| -> Vec<u64> {
+        s.split(|c: char| !c.is_ascii_digit())
+            .filter_map(|w| w.parse().ok())
+            .collect()
+    };
+    // "diff: a device on OLD fetches T bytes (D of data, way W, M of footer, ...".
+    let fetch = out.lines().find_map(|l| {
+        let at = l.find(" fetches ")?;
+        Some(&l[at..])
+    })?;
+    let n = nums(fetch.split(", way ").next()?);
+    let meta = *nums(fetch.split(", way ").nth(1)?).first()?;
+    let (total, _data) = (*n.first()?, *n.get(1)?);
+    // "diff: way W: raw R bytes, zstd Z bytes (chosen)" or "..., no zstd way: why".
+    let way = out.lines().find_map(|l| l.strip_prefix("diff: way "))?;
+    let (chosen, rest) = way.split_once(": ")?;
+    let of = |name: &str| {
+        rest.split(", ")
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|w| nums(w).first().copied())
+    };
+    Some(SteleWays {
+        meta,
+        raw: of("raw ")?,
+        zstd: of("zstd "),
+        chosen: chosen.to_string(),
+        total,
+    })
+}
+
+/// The published delta's row (`stele image delta OLD NEW`, issue 21 item 2): not on this
+/// branch. LEAD: at merge, when `stele image delta` is on main, run it on the pair in
+/// [`pair`] and pass its output here; this returns the bytes a device downloads for it
+/// (the delta file's length and what the planner adds to it), or `None` to leave the row
+/// out as today.
+fn published_delta_bytes(_delta_output: Option<&str>) -> Option<u64> {
+    None
+}
+
+/// The bytes a device on `from` downloads for `to`, stele's ways and the standard tools,
+/// printed as a table with ratios against `xz -9` and `zstd --patch-from`; returns the
+/// bytes of `xz -9` of `to`.
+fn pair(stele: &Path, work: &Path, what: &str, from: &Path, to: &Path) -> Result<u64, String> {
     let size = len(to)?;
-    let (stele_bytes, _) = diff(stele, from, to)?;
+    let ways = stele_ways(stele, from, to)?;
+    let fresh = crate::bench_frames::wanted(None, to)?;
+    let fresh_bytes = match crate::bench_frames::frame_lens_of(to) {
+        Ok((lens, frame)) => Some(crate::bench_frames::price(&fresh, &lens, frame)),
+        Err(e) => {
+            eprintln!("xtask: no whole compressed image row: {e}");
+            None
+        }
+    };
     let d = work.join("pair");
     let _ = fs::remove_dir_all(&d);
     fs::create_dir_all(&d).map_err(|e| e.to_string())?;
@@ -299,43 +375,83 @@ fn pair(stele: &Path, work: &Path, what: &str, from: &Path, to: &Path) -> Result
         "xz -9",
         Some(&xz),
     )?;
+    let (xz_bytes, zp_bytes) = (len(&xz)?, len(&zp)?);
     println!(
-        "  {what}: new image {size} bytes ({:.1} MiB)",
-        size as f64 / MIB
+        "  {what}: new image {size} bytes ({:.1} MiB); stele takes way {} ({} bytes)",
+        size as f64 / MIB,
+        ways.chosen,
+        ways.total
     );
     println!(
-        "    | what a device on the old release downloads | bytes | % of the new image | x stele | encode s |"
+        "    | what a device on the old release downloads | bytes | % of the new image | x xz -9 | x zstd --patch-from | encode s |"
     );
-    println!("    | --- | ---: | ---: | ---: | ---: |");
-    let rows = [
+    println!("    | --- | ---: | ---: | ---: | ---: | ---: |");
+    let mut rows: Vec<(String, Option<u64>, Option<f64>)> = vec![
         (
-            "stele `update install URL` (block delta, `image diff`, exact)",
-            stele_bytes,
+            "stele, block delta, raw blocks (way `raw`, `image diff`, exact)".into(),
+            Some(ways.meta + ways.raw),
             None,
         ),
         (
-            "casync (default chunks, compressed, seeded with the old image)",
-            casync_bytes,
+            "stele, block delta, compressed blocks (way `zstd`, `image diff`, exact)".into(),
+            ways.zstd.map(|z| ways.meta + z),
             None,
         ),
-        ("the whole new image, `xz -9`", len(&xz)?, Some(t_xz)),
-        ("xdelta3 `-9` old image -> new image", len(&xd)?, Some(t_xd)),
         (
-            "`zstd -19 --long=31 --patch-from=old new`",
-            len(&zp)?,
+            "stele, the whole compressed image IMAGE.img.zst (a fresh install, planner's price)"
+                .into(),
+            fresh_bytes,
+            None,
+        ),
+    ];
+    if let Some(b) = published_delta_bytes(None) {
+        rows.push((
+            "stele, published delta (`stele image delta`)".into(),
+            Some(b),
+            None,
+        ));
+    }
+    rows.extend([
+        (
+            "casync (default chunks, compressed, seeded with the old image)".into(),
+            Some(casync_bytes),
+            None,
+        ),
+        (
+            "the whole new image, `xz -9`".into(),
+            Some(xz_bytes),
+            Some(t_xz),
+        ),
+        (
+            "xdelta3 `-9` old image -> new image".into(),
+            Some(len(&xd)?),
+            Some(t_xd),
+        ),
+        (
+            "`zstd -19 --long=31 --patch-from=old new`".into(),
+            Some(zp_bytes),
             Some(t_zp),
         ),
-        ("the whole new image, raw (a fresh install)", size, None),
-    ];
+        (
+            "the whole new image, raw (a fresh install without the compressed form)".into(),
+            Some(size),
+            None,
+        ),
+    ]);
     for (name, bytes, secs) in rows {
+        let Some(bytes) = bytes else {
+            println!("    | {name} | - | - | - | - | - |");
+            continue;
+        };
         println!(
-            "    | {name} | {bytes} | {:.1} % | {:.2} | {} |",
+            "    | {name} | {bytes} | {:.1} % | {:.2} | {:.2} | {} |",
             100.0 * bytes as f64 / size as f64,
-            bytes as f64 / stele_bytes as f64,
+            bytes as f64 / xz_bytes as f64,
+            bytes as f64 / zp_bytes as f64,
             secs.map_or("-".into(), |s| format!("{s:.1}"))
         );
     }
-    Ok(())
+    Ok(xz_bytes)
 }
 
 /// A real `stele update install --disk` of `to` (served by the loopback nginx) over a disk
@@ -349,9 +465,16 @@ fn install(
     from: &Path,
     to: &Path,
 ) -> Result<(), String> {
+    // The image and its compressed form beside it, as `stele image build` left them.
     let served = work.join("www").join("new.img");
-    let _ = fs::remove_file(&served);
-    fs::hard_link(to, &served).map_err(|e| e.to_string())?;
+    let zst = stele_image::zst::path_of(to);
+    for (from, at) in [
+        (to.to_path_buf(), served.clone()),
+        (zst, stele_image::zst::path_of(&served)),
+    ] {
+        let _ = fs::remove_file(&at);
+        fs::hard_link(&from, &at).map_err(|e| format!("{}: {e}", from.display()))?;
+    }
     let disk = work.join("disk.img");
     let _ = fs::remove_file(&disk);
     let slot_mib = len(from)?.max(len(to)?) / (1 << 20) + 8;
@@ -395,7 +518,7 @@ fn install(
         })
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
-    let (predicted, _) = diff(stele, from, to)?;
+    let predicted = stele_ways(stele, from, to)?.total;
     let patch = work.join("pair").join("patch.zst");
     let decoded = work.join("pair").join("decoded.img");
     let from_arg = format!("--patch-from={}", from.display());
@@ -500,6 +623,23 @@ mod tests {
         assert!(parse_compressors("usage: [options] FILE DIRECTORY\n")
             .0
             .is_empty());
+    }
+    /// The bench reads stele's ways from `stele image diff` (docs/CLI.md's example).
+    #[test]
+    fn ways_of_image_diff() {
+        let out = "diff: OLD.img -> NEW.img: 65792 data blocks of 4096 bytes: 65731 copied from the old image, 2 zero, 59 fetched in 3 ranges (old image: its own hash tree (same salt))\n\
+                   diff: a device on OLD.img fetches 683812 bytes (122112 of data, way zstd, 561700 of footer, manifest and hash tree) of the 271585280 bytes of NEW.img\n\
+                   diff: way zstd: raw 241664 bytes, zstd 122112 bytes (chosen)\n";
+        let w = super::parse_ways(out).unwrap();
+        assert_eq!(
+            (w.meta, w.raw, w.zstd, w.chosen.as_str(), w.total),
+            (561_700, 241_664, Some(122_112), "zstd", 683_812)
+        );
+        let raw = "diff: a device on O fetches 561764 bytes (64 of data, way raw, 561700 of footer, manifest and hash tree) of the 9 bytes of N\n\
+                   diff: way raw: raw 64 bytes (chosen), no zstd way: N.zst: not found\n";
+        let w = super::parse_ways(raw).unwrap();
+        assert_eq!((w.raw, w.zstd, w.total), (64, None, 561_764));
+        assert!(super::parse_ways("diff: a device on O fetches 5 bytes\n").is_none());
     }
     #[test]
     fn roots_list_packages_that_changed() {

@@ -11,6 +11,7 @@ mod bench_build;
 mod bench_debian;
 mod bench_delta;
 mod bench_distro;
+mod bench_frames;
 mod bench_modules;
 mod bench_script;
 mod demo;
