@@ -14,6 +14,7 @@ pub mod delta;
 pub mod envelope;
 pub mod fat;
 pub mod footer;
+pub mod lzc;
 pub mod slot;
 pub mod state;
 pub mod zst;
@@ -146,6 +147,13 @@ pub const TARGETS: &[Target] = &[
         seeds: zst::seeds,
         stages: zst::STAGES,
         depth: zst::depth,
+    },
+    Target {
+        name: "lzc_frames",
+        run: lzc::run,
+        seeds: lzc::seeds,
+        stages: lzc::STAGES,
+        depth: lzc::depth,
     },
 ];
 
