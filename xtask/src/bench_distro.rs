@@ -604,6 +604,37 @@ fn compression(
     Ok(())
 }
 
+/// `cargo xtask bench delta debian-frames [ONLY]`: the compressed form's options table
+/// again on the security update's images of the last `bench delta debian` run (kept in
+/// target/bench/debian-run), only the options whose name contains ONLY; the `xz -9`
+/// size of the new image is STELE_BENCH_XZ_BYTES, or measured.
+pub fn frames_again(only: &str) -> Result<(), String> {
+    let work = target_dir().join("bench").join("debian-run");
+    let (old, new) = (work.join("old-none.img"), work.join("new-none.img"));
+    if !new.exists() {
+        return Err(format!(
+            "{} is missing: run `cargo xtask bench delta debian` first",
+            new.display()
+        ));
+    }
+    let xz_bytes = match std::env::var("STELE_BENCH_XZ_BYTES") {
+        Ok(v) => v
+            .parse()
+            .map_err(|_| format!("STELE_BENCH_XZ_BYTES={v:?} is not a number"))?,
+        Err(_) => {
+            let xz = work.join("new-none.img.xz");
+            timed(
+                Command::new("xz").args(["-9", "-T1", "-c"]).arg(&new),
+                "xz -9",
+                Some(&xz),
+            )?;
+            len(&xz)?
+        }
+    };
+    println!("CPU: {}", crate::bench::cpu_model());
+    crate::bench_frames::options_table_of(&old, &new, xz_bytes, only)
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_compressors;

@@ -12,7 +12,11 @@
 //! zstd frames go through libzstd (the `zstd` crate, as `stele image build` writes the
 //! `.zst`); xz frames through `xz` itself, one process per frame, each a whole `.xz`
 //! stream (`--check=none`, LZMA2 preset 9 with the dictionary capped to the frame, the
-//! most a decoder of that frame can use).
+//! most a decoder of that frame can use). The chained form `.lzc` ([`lzc_row`]) through
+//! its own encoder (stele-image `lzc`), whose frames are not independent (each primed
+//! with the 16 MiB of the image before it), priced by the same rule; encoding all its
+//! frames costs about 17 `xz -9` passes, so by default every 16th frame is encoded and the
+//! others estimated from it (`STELE_BENCH_LZC_STEP=1`: all, exact).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -49,8 +53,22 @@ impl Codec {
     }
 }
 
-/// The options measured: today's form first.
+/// The options measured: smaller frames than today's form first.
 pub const OPTIONS: &[(Codec, u64)] = &[
+    (
+        Codec::Zstd {
+            level: 19,
+            ldm: false,
+        },
+        64 << 10,
+    ),
+    (
+        Codec::Zstd {
+            level: 19,
+            ldm: false,
+        },
+        128 << 10,
+    ),
     (
         Codec::Zstd {
             level: 19,
@@ -171,16 +189,19 @@ pub fn frame_lens(img: &Path, codec: Codec, frame: u64) -> Result<Vec<u64>, Stri
         .and_then(|mut f| f.read_to_end(&mut data))
         .map_err(|e| format!("{}: {e}", img.display()))?;
     let fr = usize::try_from(frame).map_err(|e| e.to_string())?;
-    let frames: Vec<&[u8]> = data.chunks(fr).collect();
-    let per = frames.len().div_ceil(2).max(1);
+    let starts: Vec<usize> = (0..data.len()).step_by(fr.max(1)).collect();
+    let per = starts.len().div_ceil(2).max(1);
+    let data = &data;
     let parts: Vec<Result<Vec<u64>, String>> = std::thread::scope(|s| {
-        let hs: Vec<_> = frames
+        let hs: Vec<_> = starts
             .chunks(per)
             .map(|group| {
                 s.spawn(move || {
                     group
                         .iter()
-                        .map(|raw| compress(codec, raw).map(|c| c as u64))
+                        .map(|&at| {
+                            compress(codec, &data[at..(at + fr).min(data.len())]).map(|c| c as u64)
+                        })
                         .collect::<Result<Vec<u64>, String>>()
                 })
             })
@@ -189,14 +210,14 @@ pub fn frame_lens(img: &Path, codec: Codec, frame: u64) -> Result<Vec<u64>, Stri
             .map(|h| h.join().unwrap_or_else(|_| Err("a thread panicked".into())))
             .collect()
     });
-    let mut lens = Vec::with_capacity(frames.len());
+    let mut lens = Vec::with_capacity(starts.len());
     for p in parts {
         lens.extend(p?);
     }
     Ok(lens)
 }
 
-/// The compressed length of one frame.
+/// The compressed length of one independent frame.
 fn compress(codec: Codec, raw: &[u8]) -> Result<usize, String> {
     match codec {
         Codec::Zstd { level, ldm } => {
@@ -294,6 +315,12 @@ pub fn price(w: &Wanted, lens: &[u64], frame: u64) -> u64 {
 /// The table of [`OPTIONS`] on the security update `old` -> `new`, against `xz_bytes`
 /// (the whole new image with `xz -9`); prints it and returns nothing but errors.
 pub fn options_table(old: &Path, new: &Path, xz_bytes: u64) -> Result<(), String> {
+    options_table_of(old, new, xz_bytes, "")
+}
+
+/// [`options_table`] of the options whose name and frame (`zstd -19 128 KiB`) contain
+/// `only` (all when empty).
+pub fn options_table_of(old: &Path, new: &Path, xz_bytes: u64, only: &str) -> Result<(), String> {
     let size = std::fs::metadata(new).map_err(|e| e.to_string())?.len();
     let update = wanted(Some(old), new)?;
     let fresh = wanted(None, new)?;
@@ -304,7 +331,17 @@ pub fn options_table(old: &Path, new: &Path, xz_bytes: u64) -> Result<(), String
         "    | frames | frame | fresh install bytes | x xz -9 | security update bytes | % of the new image | decoder window | compress s |"
     );
     println!("    | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    if "chained .lzc".contains(only) || only.is_empty() {
+        let step = std::env::var("STELE_BENCH_LZC_STEP")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(16);
+        lzc_row(old, new, xz_bytes, step)?;
+    }
     for &(codec, frame) in OPTIONS {
+        if !format!("{} {} KiB", codec.name(), frame >> 10).contains(only) {
+            continue;
+        }
         let start = Instant::now();
         let lens = frame_lens(new, codec, frame)?;
         let secs = start.elapsed().as_secs_f64();
@@ -326,6 +363,83 @@ pub fn options_table(old: &Path, new: &Path, xz_bytes: u64) -> Result<(), String
             window >> 10,
         );
     }
+    Ok(())
+}
+
+/// The chained form on the security update, estimated when encoding every frame costs
+/// too long (each frame re-reads its 16 MiB dictionary: about 17 times an `xz -9` pass):
+/// every `step`-th frame is encoded with stele-image's `lzc` encoder, the image's frames
+/// also as independent `xz -9` frames of the same size; each frame's chained length is
+/// estimated as its independent length times the sample's ratio, then priced with the
+/// planner's rule. `step` 1 encodes them all: exact. Prints one row.
+pub fn lzc_row(old: &Path, new: &Path, xz_bytes: u64, step: usize) -> Result<(), String> {
+    use stele_engine::delta::lzc::{DICT, FRAME_RAW};
+    let size = std::fs::metadata(new).map_err(|e| e.to_string())?.len();
+    let update = wanted(Some(old), new)?;
+    let fresh = wanted(None, new)?;
+    let start = Instant::now();
+    let xz = frame_lens(new, Codec::Xz, FRAME_RAW)?;
+    let data = std::fs::read(new).map_err(|e| format!("{}: {e}", new.display()))?;
+    let ks: Vec<usize> = (step / 2..xz.len()).step_by(step.max(1)).collect();
+    let per = ks.len().div_ceil(2).max(1);
+    let data = &data;
+    let parts: Vec<Result<Vec<(usize, u64)>, String>> = std::thread::scope(|s| {
+        let hs: Vec<_> = ks
+            .chunks(per)
+            .map(|g| {
+                s.spawn(move || {
+                    g.iter()
+                        .map(|&k| {
+                            stele_image::lzc::frame(data, k)
+                                .map(|f| (k, f.len() as u64))
+                                .map_err(|e| e.to_string())
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("a thread panicked".into())))
+            .collect()
+    });
+    let mut chained = Vec::new();
+    for p in parts {
+        chained.extend(p?);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let (c, x) = chained
+        .iter()
+        .fold((0u64, 0u64), |(c, x), &(k, l)| (c + l, x + xz[k]));
+    let ratio = c as f64 / x.max(1) as f64;
+    let lens: Vec<u64> = if step <= 1 {
+        chained.iter().map(|p| p.1).collect()
+    } else {
+        xz.iter()
+            .map(|&l| {
+                u64::try_from(u128::from(l) * u128::from(c) / u128::from(x.max(1)))
+                    .unwrap_or(u64::MAX)
+            })
+            .collect()
+    };
+    let whole = price(&fresh, &lens, FRAME_RAW);
+    let sec = price(&update, &lens, FRAME_RAW);
+    let how = if step <= 1 {
+        "exact".to_string()
+    } else {
+        format!(
+            "estimate: {} of {} frames encoded, {ratio:.3} x their independent xz -9 frames",
+            chained.len(),
+            xz.len()
+        )
+    };
+    println!(
+        "    | chained .lzc (LZMA2 -9, the {} MiB before as dictionary; {how}) | {} KiB | {whole} | {:.3} | {sec} | {:.2} % | {} KiB | {secs:.0} |",
+        DICT >> 20,
+        FRAME_RAW >> 10,
+        whole as f64 / xz_bytes as f64,
+        100.0 * sec as f64 / size as f64,
+        DICT >> 10,
+    );
     Ok(())
 }
 
