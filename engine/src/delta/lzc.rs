@@ -6,7 +6,7 @@
 //! it needs: decoding frame k takes the [`DICT`] bytes before it, which the device has
 //! already written to the target slot and checked against the signed tree (the slot is
 //! written in block order), or, for the frame after the one just decoded, nothing at all
-//! ([`ChainDecoder`] keeps its window: a fresh install primes once, a resume once).
+//! ([`ChainDecoder`] keeps its window: a fresh install never primes, a resume once).
 //!
 //! Nothing here is trusted: the table is not signed and a frame can lie. Decoding frame k
 //! never gives more than the table's length of it (the reader is asked for exactly that
