@@ -42,8 +42,9 @@ pub enum ZstError {
     /// The table describes another image than the signed one.
     #[error("the seek table describes {claimed} bytes but the signed image has {image}: it belongs to another image")]
     OtherImage { claimed: u64, image: u64 },
-    /// A frame is not valid zstd.
-    #[error("frame {frame} is not a valid zstd frame: {why}")]
+    /// A frame does not decode (not valid zstd for a `.zst`, not valid LZMA2 or a wrong
+    /// priming for a `.lzc`).
+    #[error("frame {frame} does not decode: {why}")]
     Corrupt { frame: u64, why: String },
     /// A frame decodes to more than the table says (a decompression bomb).
     #[error("frame {frame} decompresses to more than its {claimed} bytes: refused")]
