@@ -1,11 +1,15 @@
 //! `stele image diff OLD.img NEW.img`: the bytes a device running OLD would fetch to install
 //! NEW as a delta (the planner of `stele update install URL`, with OLD as the running slot
-//! and nothing useful in the target slot), without a network.
+//! and nothing useful in the target slot), without a network: every way the planner
+//! prices (the raw blocks; the compressed form `NEW.img.zst` when it is beside NEW) and
+//! the one it takes.
 
 use std::path::{Path, PathBuf};
 
 use stele_device::remote::{FetchOptions, Location, SystemClock};
 use stele_engine::delta::plan::{plan, BaseUse};
+use stele_engine::delta::ways::{fetch_table, FramePlan, Ways};
+use stele_engine::delta::zst::SUFFIX;
 use stele_engine::delta::{fetch_meta, Fetcher, KnownHashBlocks, Trust, DEFAULT_MAX_RANGE};
 
 use crate::error::{CliResult, Context};
@@ -102,15 +106,34 @@ pub fn diff(a: &DiffArgs) -> CliResult {
         p.counts.fetch,
         p.ranges.len()
     );
+    // The compressed form beside NEW, priced as a device fetching NEW's URL would.
+    let mut zpath = a.new.clone().into_os_string();
+    zpath.push(SUFFIX);
+    let zloc = Location::File(zpath.into());
+    let opts = FetchOptions::default();
+    let frames = match crate::remote::host_source(&zloc, &opts) {
+        Ok(mut zsrc) => {
+            let mut zclock = SystemClock::default();
+            let mut zf = Fetcher::new(&mut *zsrc, &mut zclock, opts.policy(), None);
+            let max_blocks = (DEFAULT_MAX_RANGE / p.block_size.max(1)).max(1);
+            fetch_table(&mut zf, &meta)
+                .map(|(t, n)| FramePlan::new(&p, t, n, max_blocks))
+                .map_err(|why| format!("{}: {why}", zloc.show()))
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    let ways = Ways::choose(&p, frames);
     println!(
-        "diff: a device on {} fetches {} bytes ({} of data, {} of footer, manifest and hash tree) of the {} bytes of {}",
+        "diff: a device on {} fetches {} bytes ({} of data, way {}, {} of footer, manifest and hash tree) of the {} bytes of {}",
         old_name,
-        meta.fetched + p.fetch_bytes(),
-        p.fetch_bytes(),
+        meta.fetched + ways.bytes(),
+        ways.bytes(),
+        ways.chosen.name(),
         meta.fetched,
         meta.len,
         new.show()
     );
+    println!("diff: way {}: {}", ways.chosen.name(), ways.describe());
     if meta.signed_by.is_none() {
         println!("diff: signatures not checked (give --key P.pem to check them)");
     }

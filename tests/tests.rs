@@ -28,7 +28,8 @@
 //! - net::http: `update install --disk URL` against nginx and a fault-injecting server;
 //!   `update plan`, `image diff`, `channel build`
 //! - net::zstd: the compressed form IMAGE.img.zst over nginx: the planner takes it when it
-//!   costs fewer bytes; a tampered or bomb frame is refused and the install ends raw
+//!   costs fewer bytes (and `image diff` prices it as the plan does); a tampered or bomb
+//!   frame is refused and the install ends raw
 //! - net::resume: a connection cut at 100 random offsets; each re-run fetches only what is missing
 //! - vm::fleet: under QEMU a device applies a signed channel from nginx as a delta, through a
 //!   power cut, and boots into the new slot

@@ -26,6 +26,7 @@ pub mod kconfig;
 pub mod key_files;
 pub mod kodecode;
 pub mod linktree;
+pub mod lzc;
 pub mod modules;
 pub mod outfile;
 pub mod random;

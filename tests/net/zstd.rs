@@ -140,6 +140,48 @@ fn nginx_serves_the_compressed_form_and_the_planner_takes_it() {
     );
 }
 
+/// `stele image diff` prices the ways as the device's planner does: with `v2.img.zst`
+/// beside `v2.img` its way line is `update plan`'s (the same raw and zstd bytes, zstd
+/// chosen) and its fetch line counts the chosen way; without it, raw and why.
+#[test]
+fn image_diff_prices_the_compressed_form_beside_the_image_as_the_plan_does() {
+    let fx = Fixture::new();
+    let (p, nginx) = served(&fx);
+    let plan = ok(stele(&[
+        "update",
+        "plan",
+        "--disk",
+        &p.disk,
+        "--key",
+        &p.public,
+        &nginx.url("v2.img"),
+    ]));
+    let (raw, zstd) = (way_bytes(&plan, "raw"), way_bytes(&plan, "zstd"));
+    let diff = ok(stele(&["image", "diff", &p.v1, &p.v2, "--key", &p.public]));
+    assert!(
+        diff.contains(&format!(
+            "diff: way zstd: raw {raw} bytes, zstd {zstd} bytes (chosen)"
+        )),
+        "{diff}\n{plan}"
+    );
+    assert!(
+        diff.contains(" fetches ") && diff.contains(&format!(" ({zstd} of data, way zstd, ")),
+        "{diff}"
+    );
+    fs::remove_file(format!("{}.zst", p.v2)).unwrap();
+    let diff = ok(stele(&["image", "diff", &p.v1, &p.v2, "--key", &p.public]));
+    assert!(
+        diff.contains(&format!(
+            "diff: way raw: raw {raw} bytes (chosen), no zstd way: "
+        )),
+        "{diff}"
+    );
+    assert!(
+        diff.contains(&format!(" ({raw} of data, way raw, ")),
+        "{diff}"
+    );
+}
+
 /// The compressed file of `p.v2` with frame `k` replaced by `frame`, served as
 /// `www/v2.img.zst`.
 fn replace_frame(fx: &Fixture, p: &Pair, k: u64, frame: &dyn Fn(&[u8]) -> Vec<u8>) {

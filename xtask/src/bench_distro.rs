@@ -116,8 +116,11 @@ pub fn debian_bench(erofs_only: bool) -> Result<(), String> {
         ("security update", &plain[0], &plain[1]),
         ("major upgrade", &plain[1], &plain[2]),
     ] {
-        pair(&stele, &work, what, from, to)?;
+        let xz_bytes = pair(&stele, &work, what, from, to)?;
         install(&stele, &work, &public, port, from, to)?;
+        if what == "security update" {
+            crate::bench_frames::options_table(from, to, xz_bytes)?;
+        }
     }
     compression(&stele, &variants, &images, &missing)?;
     Ok(())
@@ -243,11 +246,86 @@ fn chunks(store: &Path) -> Result<Vec<(String, u64)>, String> {
     Ok(all)
 }
 
-/// The bytes a device on `from` downloads for `to`, stele and the standard tools, printed
-/// as a table with ratios against stele.
-fn pair(stele: &Path, work: &Path, what: &str, from: &Path, to: &Path) -> Result<(), String> {
+/// stele's ways for `from` -> `to` from `stele image diff` (its last two lines): the
+/// footer, manifest and tree fetched first, the raw blocks' and the compressed blocks'
+/// data bytes (`None` without `to`.zst), and the way it takes with its total bytes.
+pub(crate) struct SteleWays {
+    pub meta: u64,
+    pub raw: u64,
+    pub zstd: Option<u64>,
+    pub chosen: String,
+    pub total: u64,
+}
+
+/// [`SteleWays`] of `stele image diff OLD NEW`.
+pub(crate) fn stele_ways(stele: &Path, from: &Path, to: &Path) -> Result<SteleWays, String> {
+    let out = output(
+        Command::new(stele)
+            .args(["image", "diff"])
+            .arg(from)
+            .arg(to),
+        "stele image diff",
+    )?;
+    parse_ways(&out).ok_or_else(|| format!("stele image diff: no way lines in: {out}"))
+}
+
+/// [`stele_ways`] from the output of `stele image diff`. Pure.
+fn parse_ways(out: &str) -> Option<SteleWays> {
+    let nums = |s: &str| -> Vec<u64> {
+        s.split(|c: char| !c.is_ascii_digit())
+            .filter_map(|w| w.parse().ok())
+            .collect()
+    };
+    // "diff: a device on OLD fetches T bytes (D of data, way W, M of footer, ...".
+    let fetch = out.lines().find_map(|l| {
+        let at = l.find(" fetches ")?;
+        Some(&l[at..])
+    })?;
+    let n = nums(fetch.split(", way ").next()?);
+    let meta = *nums(fetch.split(", way ").nth(1)?).first()?;
+    let (total, _data) = (*n.first()?, *n.get(1)?);
+    // "diff: way W: raw R bytes, zstd Z bytes (chosen)" or "..., no zstd way: why".
+    let way = out.lines().find_map(|l| l.strip_prefix("diff: way "))?;
+    let (chosen, rest) = way.split_once(": ")?;
+    let of = |name: &str| {
+        rest.split(", ")
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|w| nums(w).first().copied())
+    };
+    Some(SteleWays {
+        meta,
+        raw: of("raw ")?,
+        zstd: of("zstd "),
+        chosen: chosen.to_string(),
+        total,
+    })
+}
+
+/// The bytes a device on the old release downloads through the published delta: the
+/// delta file (its length, from `stele image delta`'s first line, "delta: OLD -> NEW: N
+/// bytes in ...") and the footer, manifest and hash tree (`meta`) it fetches first. Pure.
+fn published_delta_bytes(delta_output: &str, meta: u64) -> Option<u64> {
+    let line = delta_output.lines().find(|l| l.starts_with("delta: "))?;
+    let after = &line[line.find(": ")? + 2..];
+    let after = &after[after.find(": ")? + 2..];
+    let n: u64 = after.split(' ').next()?.parse().ok()?;
+    (after[n.to_string().len()..].starts_with(" bytes in ")).then_some(n + meta)
+}
+
+/// The bytes a device on `from` downloads for `to`, stele's ways and the standard tools,
+/// printed as a table with ratios against `xz -9` and `zstd --patch-from`; returns the
+/// bytes of `xz -9` of `to`.
+fn pair(stele: &Path, work: &Path, what: &str, from: &Path, to: &Path) -> Result<u64, String> {
     let size = len(to)?;
-    let (stele_bytes, _) = diff(stele, from, to)?;
+    let ways = stele_ways(stele, from, to)?;
+    let fresh = crate::bench_frames::wanted(None, to)?;
+    let fresh_bytes = match crate::bench_frames::frame_lens_of(to) {
+        Ok((lens, frame)) => Some(crate::bench_frames::price(&fresh, &lens, frame)),
+        Err(e) => {
+            eprintln!("xtask: no whole compressed image row: {e}");
+            None
+        }
+    };
     let d = work.join("pair");
     let _ = fs::remove_dir_all(&d);
     fs::create_dir_all(&d).map_err(|e| e.to_string())?;
@@ -299,43 +377,103 @@ fn pair(stele: &Path, work: &Path, what: &str, from: &Path, to: &Path) -> Result
         "xz -9",
         Some(&xz),
     )?;
+    let (xz_bytes, zp_bytes) = (len(&xz)?, len(&zp)?);
     println!(
-        "  {what}: new image {size} bytes ({:.1} MiB)",
-        size as f64 / MIB
+        "  {what}: new image {size} bytes ({:.1} MiB); stele takes way {} ({} bytes)",
+        size as f64 / MIB,
+        ways.chosen,
+        ways.total
     );
     println!(
-        "    | what a device on the old release downloads | bytes | % of the new image | x stele | encode s |"
+        "    | what a device on the old release downloads | bytes | % of the new image | x xz -9 | x zstd --patch-from | encode s |"
     );
-    println!("    | --- | ---: | ---: | ---: | ---: |");
-    let rows = [
+    println!("    | --- | ---: | ---: | ---: | ---: | ---: |");
+    let mut rows: Vec<(String, Option<u64>, Option<f64>)> = vec![
         (
-            "stele `update install URL` (block delta, `image diff`, exact)",
-            stele_bytes,
+            "stele, block delta, raw blocks (way `raw`, `image diff`, exact)".into(),
+            Some(ways.meta + ways.raw),
             None,
         ),
         (
-            "casync (default chunks, compressed, seeded with the old image)",
-            casync_bytes,
+            "stele, block delta, compressed blocks (way `zstd`, `image diff`, exact)".into(),
+            ways.zstd.map(|z| ways.meta + z),
             None,
         ),
-        ("the whole new image, `xz -9`", len(&xz)?, Some(t_xz)),
-        ("xdelta3 `-9` old image -> new image", len(&xd)?, Some(t_xd)),
         (
-            "`zstd -19 --long=31 --patch-from=old new`",
-            len(&zp)?,
+            "stele, the whole compressed image IMAGE.img.zst (a fresh install, planner's price)"
+                .into(),
+            fresh_bytes,
+            None,
+        ),
+    ];
+    // The published delta from `from` to `to` (issue 21 item 2), built as a vendor would.
+    let delta = d.join("to.img.delta");
+    let delta_log = d.join("delta.out");
+    match timed(
+        Command::new(stele)
+            .args(["image", "delta", "--force", "--out"])
+            .arg(&delta)
+            .arg(from)
+            .arg(to),
+        "stele image delta",
+        Some(&delta_log),
+    ) {
+        Ok(t) => {
+            let out = fs::read_to_string(&delta_log).unwrap_or_default();
+            let b = published_delta_bytes(&out, ways.meta);
+            if b.is_none() {
+                eprintln!("xtask: stele image delta: no size in: {out}");
+            }
+            rows.push((
+                "stele, published delta (`stele image delta`, with footer, manifest and tree)"
+                    .into(),
+                b,
+                Some(t),
+            ));
+        }
+        Err(e) => eprintln!("xtask: no published delta row: {e}"),
+    }
+    rows.extend([
+        (
+            "casync (default chunks, compressed, seeded with the old image)".into(),
+            Some(casync_bytes),
+            None,
+        ),
+        (
+            "the whole new image, `xz -9`".into(),
+            Some(xz_bytes),
+            Some(t_xz),
+        ),
+        (
+            "xdelta3 `-9` old image -> new image".into(),
+            Some(len(&xd)?),
+            Some(t_xd),
+        ),
+        (
+            "`zstd -19 --long=31 --patch-from=old new`".into(),
+            Some(zp_bytes),
             Some(t_zp),
         ),
-        ("the whole new image, raw (a fresh install)", size, None),
-    ];
+        (
+            "the whole new image, raw (a fresh install without the compressed form)".into(),
+            Some(size),
+            None,
+        ),
+    ]);
     for (name, bytes, secs) in rows {
+        let Some(bytes) = bytes else {
+            println!("    | {name} | - | - | - | - | - |");
+            continue;
+        };
         println!(
-            "    | {name} | {bytes} | {:.1} % | {:.2} | {} |",
+            "    | {name} | {bytes} | {:.1} % | {:.2} | {:.2} | {} |",
             100.0 * bytes as f64 / size as f64,
-            bytes as f64 / stele_bytes as f64,
+            bytes as f64 / xz_bytes as f64,
+            bytes as f64 / zp_bytes as f64,
             secs.map_or("-".into(), |s| format!("{s:.1}"))
         );
     }
-    Ok(())
+    Ok(xz_bytes)
 }
 
 /// A real `stele update install --disk` of `to` (served by the loopback nginx) over a disk
@@ -349,9 +487,16 @@ fn install(
     from: &Path,
     to: &Path,
 ) -> Result<(), String> {
+    // The image and its compressed form beside it, as `stele image build` left them.
     let served = work.join("www").join("new.img");
-    let _ = fs::remove_file(&served);
-    fs::hard_link(to, &served).map_err(|e| e.to_string())?;
+    let zst = stele_image::zst::path_of(to);
+    for (from, at) in [
+        (to.to_path_buf(), served.clone()),
+        (zst, stele_image::zst::path_of(&served)),
+    ] {
+        let _ = fs::remove_file(&at);
+        fs::hard_link(&from, &at).map_err(|e| format!("{}: {e}", from.display()))?;
+    }
     let disk = work.join("disk.img");
     let _ = fs::remove_file(&disk);
     let slot_mib = len(from)?.max(len(to)?) / (1 << 20) + 8;
@@ -395,7 +540,7 @@ fn install(
         })
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
-    let (predicted, _) = diff(stele, from, to)?;
+    let predicted = stele_ways(stele, from, to)?.total;
     let patch = work.join("pair").join("patch.zst");
     let decoded = work.join("pair").join("decoded.img");
     let from_arg = format!("--patch-from={}", from.display());
@@ -481,8 +626,50 @@ fn compression(
     Ok(())
 }
 
+/// `cargo xtask bench delta debian-frames [ONLY]`: the compressed form's options table
+/// again on the security update's images of the last `bench delta debian` run (kept in
+/// target/bench/debian-run), only the options whose name contains ONLY; the `xz -9`
+/// size of the new image is STELE_BENCH_XZ_BYTES, or measured.
+pub fn frames_again(only: &str) -> Result<(), String> {
+    let work = target_dir().join("bench").join("debian-run");
+    let (old, new) = (work.join("old-none.img"), work.join("new-none.img"));
+    if !new.exists() {
+        return Err(format!(
+            "{} is missing: run `cargo xtask bench delta debian` first",
+            new.display()
+        ));
+    }
+    let xz_bytes = match std::env::var("STELE_BENCH_XZ_BYTES") {
+        Ok(v) => v
+            .parse()
+            .map_err(|_| format!("STELE_BENCH_XZ_BYTES={v:?} is not a number"))?,
+        Err(_) => {
+            let xz = work.join("new-none.img.xz");
+            timed(
+                Command::new("xz").args(["-9", "-T1", "-c"]).arg(&new),
+                "xz -9",
+                Some(&xz),
+            )?;
+            len(&xz)?
+        }
+    };
+    println!("CPU: {}", crate::bench::cpu_model());
+    crate::bench_frames::options_table_of(&old, &new, xz_bytes, only)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn published_delta_bytes_from_the_delta_line() {
+        let out = "delta: old.img -> new.img: 3018067 bytes in 257 frames giving 7000 blocks (...)\ndelta: wrote x\n";
+        assert_eq!(super::published_delta_bytes(out, 100), Some(3018167));
+        assert_eq!(super::published_delta_bytes("delta: wrote x\n", 1), None);
+        assert_eq!(
+            super::published_delta_bytes("delta: a -> b: many bytes in\n", 1),
+            None
+        );
+    }
+
     use super::parse_compressors;
 
     #[test]
@@ -500,6 +687,23 @@ mod tests {
         assert!(parse_compressors("usage: [options] FILE DIRECTORY\n")
             .0
             .is_empty());
+    }
+    /// The bench reads stele's ways from `stele image diff` (docs/CLI.md's example).
+    #[test]
+    fn ways_of_image_diff() {
+        let out = "diff: OLD.img -> NEW.img: 65792 data blocks of 4096 bytes: 65731 copied from the old image, 2 zero, 59 fetched in 3 ranges (old image: its own hash tree (same salt))\n\
+                   diff: a device on OLD.img fetches 683812 bytes (122112 of data, way zstd, 561700 of footer, manifest and hash tree) of the 271585280 bytes of NEW.img\n\
+                   diff: way zstd: raw 241664 bytes, zstd 122112 bytes (chosen)\n";
+        let w = super::parse_ways(out).unwrap();
+        assert_eq!(
+            (w.meta, w.raw, w.zstd, w.chosen.as_str(), w.total),
+            (561_700, 241_664, Some(122_112), "zstd", 683_812)
+        );
+        let raw = "diff: a device on O fetches 561764 bytes (64 of data, way raw, 561700 of footer, manifest and hash tree) of the 9 bytes of N\n\
+                   diff: way raw: raw 64 bytes (chosen), no zstd way: N.zst: not found\n";
+        let w = super::parse_ways(raw).unwrap();
+        assert_eq!((w.raw, w.zstd, w.total), (64, None, 561_764));
+        assert!(super::parse_ways("diff: a device on O fetches 5 bytes\n").is_none());
     }
     #[test]
     fn roots_list_packages_that_changed() {

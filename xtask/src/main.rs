@@ -1,7 +1,7 @@
 //! cargo xtask: set-up of host tools and the test kernel, the test suite, the demo,
 //! benchmarks, fuzzing.
 //!
-//! Usage: `cargo xtask setup | test | demo | bench verity|build|erofs-delta|boot|delta [synthetic|debian|debian-erofs] | fuzz`.
+//! Usage: `cargo xtask setup | test | demo | bench verity|build|erofs-delta|boot|delta [synthetic|debian|debian-erofs|debian-frames [ONLY]] | fuzz`.
 //! Everything here runs other programs; it holds no logic of stele's own (the fuzz
 //! targets and their seeds are stele-fuzz-inputs).
 
@@ -11,6 +11,7 @@ mod bench_build;
 mod bench_debian;
 mod bench_delta;
 mod bench_distro;
+mod bench_frames;
 mod bench_modules;
 mod bench_script;
 mod demo;
@@ -26,7 +27,7 @@ mod util;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: cargo xtask <setup | test [-- cargo test args] | demo \
-                     | bench verity|build|erofs-delta|delta [synthetic|debian|debian-erofs]|boot [--runs N] \
+                     | bench verity|build|erofs-delta|delta [synthetic|debian|debian-erofs|debian-frames [ONLY]]|boot [--runs N] \
                      | fuzz [--seconds N] [--target T]... [--sanitizer S] [--seeds-only]>";
 
 fn main() -> ExitCode {
@@ -45,8 +46,9 @@ fn main() -> ExitCode {
                 Some("synthetic") => bench_delta::delta_bench(),
                 Some("debian") => bench_distro::debian_bench(false),
                 Some("debian-erofs") => bench_distro::debian_bench(true),
+                Some("debian-frames") => bench_distro::frames_again(args.get(3).map_or("", String::as_str)),
                 Some(other) => Err(format!(
-                    "unknown delta benchmark {other:?}: synthetic, debian or debian-erofs (default: synthetic and debian)"
+                    "unknown delta benchmark {other:?}: synthetic, debian, debian-erofs or debian-frames (default: synthetic and debian)"
                 )),
             },
             Some("boot") => bench_boot::boot(&args[2..]),

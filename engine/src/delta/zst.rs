@@ -42,8 +42,9 @@ pub enum ZstError {
     /// The table describes another image than the signed one.
     #[error("the seek table describes {claimed} bytes but the signed image has {image}: it belongs to another image")]
     OtherImage { claimed: u64, image: u64 },
-    /// A frame is not valid zstd.
-    #[error("frame {frame} is not a valid zstd frame: {why}")]
+    /// A frame does not decode (not valid zstd for a `.zst`, not valid LZMA2 or a wrong
+    /// priming for a `.lzc`).
+    #[error("frame {frame} does not decode: {why}")]
     Corrupt { frame: u64, why: String },
     /// A frame decodes to more than the table says (a decompression bomb).
     #[error("frame {frame} decompresses to more than its {claimed} bytes: refused")]
@@ -86,14 +87,44 @@ fn le32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(w)
 }
 
+/// What differs between the forms that share this table layout: the `.zst` ([`ZST`]) and
+/// the chained LZMA2 form `.lzc` (`super::lzc::LZC`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Form {
+    /// The magic that ends the table.
+    pub end_magic: u32,
+    /// The file's name in messages (`.zst`).
+    pub name: &'static str,
+    /// The most image bytes a frame may hold.
+    pub frame_raw_max: u64,
+    /// A compressed frame longer than this is refused.
+    pub compressed_max: u64,
+}
+
+/// The `.zst` form.
+pub const ZST: Form = Form {
+    end_magic: SEEKABLE_MAGIC,
+    name: ".zst",
+    frame_raw_max: FRAME_RAW,
+    compressed_max: MAX_FRAME_COMPRESSED,
+};
+
 /// The table's length from the compressed file's last [`TABLE_FOOTER_LEN`] bytes. Pure.
 pub fn table_len(footer: &[u8], file_len: u64) -> Result<u64, ZstError> {
+    table_len_of(&ZST, footer, file_len)
+}
+
+/// [`table_len`] of the form `form`. Pure.
+pub fn table_len_of(form: &Form, footer: &[u8], file_len: u64) -> Result<u64, ZstError> {
     let bad = |why: &str| Err(ZstError::Table(why.to_string()));
     if footer.len() as u64 != TABLE_FOOTER_LEN {
         return bad("the footer is not 9 bytes");
     }
-    if le32(footer, 5) != SEEKABLE_MAGIC {
-        return bad("no seekable magic at the end of the file (not a stele .zst)");
+    if le32(footer, 5) != form.end_magic {
+        return Err(ZstError::Table(format!(
+            "no magic at the end of the file (not a stele {})",
+            form.name
+        )));
     }
     if footer[4] != 0 {
         return bad("its descriptor is not 0 (checksums or reserved bits set)");
@@ -117,13 +148,25 @@ impl SeekTable {
         raw_len: u64,
         block_size: u64,
     ) -> Result<SeekTable, ZstError> {
+        Self::parse_of(&ZST, table, file_len, raw_len, block_size)
+    }
+
+    /// [`SeekTable::parse`] of the form `form`. Pure.
+    pub fn parse_of(
+        form: &Form,
+        table: &[u8],
+        file_len: u64,
+        raw_len: u64,
+        block_size: u64,
+    ) -> Result<SeekTable, ZstError> {
         let bad = |why: String| Err(ZstError::Table(why));
+        let max_raw = form.frame_raw_max;
         let tl = table.len() as u64;
         if tl < SKIPPABLE_HEADER_LEN + TABLE_FOOTER_LEN {
             return bad("shorter than its header and footer".into());
         }
         let footer = &table[table.len() - 9..];
-        if table_len(footer, file_len)? != tl {
+        if table_len_of(form, footer, file_len)? != tl {
             return bad("its length does not match its number of frames".into());
         }
         if le32(table, 0) != SKIPPABLE_MAGIC {
@@ -141,14 +184,14 @@ impl SeekTable {
         let mut raw = 0u64;
         for (i, e) in entries.chunks_exact(8).enumerate() {
             let (c, d) = (le32(e, 0), u64::from(le32(e, 4)));
-            if c == 0 || u64::from(c) > MAX_FRAME_COMPRESSED {
+            if c == 0 || u64::from(c) > form.compressed_max {
                 return bad(format!("frame {i} has a compressed length of {c} bytes"));
             }
             if i == 0 {
                 frame_raw = d;
-                if d == 0 || block_size == 0 || d % block_size != 0 || d > FRAME_RAW {
+                if d == 0 || block_size == 0 || d % block_size != 0 || d > max_raw {
                     return bad(format!(
-                        "its frames hold {d} bytes, not a multiple of the {block_size}-byte block of at most {FRAME_RAW}"
+                        "its frames hold {d} bytes, not a multiple of the {block_size}-byte block of at most {max_raw}"
                     ));
                 }
             } else if d == 0 || d > frame_raw || (i + 1 < n && d != frame_raw) {
@@ -214,6 +257,11 @@ impl SeekTable {
 
 /// The seek table for frames of (compressed, decompressed) lengths. Pure.
 pub fn encode_table(frames: &[(u32, u32)]) -> Vec<u8> {
+    encode_table_of(&ZST, frames)
+}
+
+/// [`encode_table`] of the form `form`. Pure.
+pub fn encode_table_of(form: &Form, frames: &[(u32, u32)]) -> Vec<u8> {
     let n = u32::try_from(frames.len()).unwrap_or(u32::MAX);
     let body = frames.len() as u64 * ENTRY_LEN + TABLE_FOOTER_LEN;
     let mut t = Vec::with_capacity(usize::try_from(body).unwrap_or(0) + 8);
@@ -225,7 +273,7 @@ pub fn encode_table(frames: &[(u32, u32)]) -> Vec<u8> {
     }
     t.extend_from_slice(&n.to_le_bytes());
     t.push(0);
-    t.extend_from_slice(&SEEKABLE_MAGIC.to_le_bytes());
+    t.extend_from_slice(&form.end_magic.to_le_bytes());
     t
 }
 

@@ -15,6 +15,7 @@ pub mod delta;
 pub mod envelope;
 pub mod fat;
 pub mod footer;
+pub mod lzc;
 pub mod patch;
 pub mod pstore;
 pub mod recorder;
@@ -186,6 +187,13 @@ pub const TARGETS: &[Target] = &[
         seeds: patch::seeds,
         stages: patch::STAGES,
         depth: patch::depth,
+    },
+    Target {
+        name: "lzc_frames",
+        run: lzc::run,
+        seeds: lzc::seeds,
+        stages: lzc::STAGES,
+        depth: lzc::depth,
     },
 ];
 
