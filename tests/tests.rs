@@ -30,6 +30,8 @@
 //! - net::zstd: the compressed form IMAGE.img.zst over nginx: the planner takes it when it
 //!   costs fewer bytes; a tampered or bomb frame is refused and the install ends raw
 //! - net::resume: a connection cut at 100 random offsets; each re-run fetches only what is missing
+//! - net::channel_delta: a delta listed in the signed channel is taken by its listed URL; one
+//!   served with another length or index is not used and the install ends by the `.zst`
 //! - vm::fleet: under QEMU a device applies a signed channel from nginx as a delta, through a
 //!   power cut, and boots into the new slot
 //! - cli::esp_uki: `stele update stage1 --disk`: the ESP's UKI replaced, nothing else; refusals
@@ -92,6 +94,7 @@ pub(crate) mod cli {
 }
 
 pub(crate) mod net {
+    pub(crate) mod channel_delta;
     pub(crate) mod delta;
     pub(crate) mod http;
     pub(crate) mod resume;
