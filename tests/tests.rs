@@ -23,6 +23,7 @@
 //! - cli::verity: `stele verity` against `veritysetup --no-superblock`
 //! - cli::uki: `stele uki build`, ESP/BIOS/bmap disks: reproducible, checked by the real tools
 //! - cli::update: `stele update --disk`: offline install, status, refusals leave the state alone
+//! - cli::channel: `channel build --delta`: a published delta listed for its release; refusals
 //! - cli::trust: a fresh disk's floor, the floor of the slot a disk boots, product binding
 //!   offline, old-layout state partitions, a state sequence at its end
 //! - net::http: `update install --disk URL` against nginx and a fault-injecting server;
@@ -75,6 +76,7 @@ mod util;
 
 pub(crate) mod cli {
     pub(crate) mod badinput;
+    pub(crate) mod channel;
     pub(crate) mod config;
     pub(crate) mod esp_uki;
     pub(crate) mod image;
