@@ -170,6 +170,19 @@ fn assert_v2_in_b(fx: &Fixture, p: &Pair) {
 fn a_channel_lists_a_delta_and_the_device_takes_it_by_its_listed_url() {
     let fx = Fixture::new();
     let (p, nginx, run) = listed(&fx);
+    // `check` shows the listed delta with its release.
+    let text = channel::check(
+        &Target::device(&run, false).unwrap(),
+        &Location::parse(&nginx.url("stable.channel")),
+        &FetchOptions::default(),
+    )
+    .unwrap();
+    assert!(
+        text.contains(&format!(
+            "stele: release 2.0.0: delta from 1.0.0 {LISTED} ("
+        )),
+        "{text}"
+    );
     let (applied, lines) = apply(&run, &nginx);
     let Applied::Installed(d) = applied else {
         panic!("not installed: {lines:?}");

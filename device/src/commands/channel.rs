@@ -233,6 +233,12 @@ pub fn describe(
             "stele: release {} rollback_index={} {} ({when})\n",
             r.version, r.rollback_index, r.url
         ));
+        for d in &r.deltas {
+            out.push_str(&format!(
+                "stele: release {}: delta from {} {} ({} bytes)\n",
+                r.version, d.from_version, d.url, d.length
+            ));
+        }
     }
     out.push_str(&match decision {
         Ok(Offer::UpToDate) => {
