@@ -189,6 +189,13 @@ fn a_channel_lists_a_delta_and_the_device_takes_it_by_its_listed_url() {
     };
     assert_eq!(d.way, WayKind::Delta, "{lines:?}");
     assert_v2_in_b(&fx, &p);
+    // The delta's frames gave the blocks (decoded by the fetch client): the way was not
+    // given up for raw ranges.
+    assert!(d.stats.patch_blocks > 0, "{lines:?}");
+    assert!(
+        !lines.iter().any(|l| l.contains("was given up")),
+        "{lines:?}"
+    );
     let from = format!(
         "update: delta {} (listed in the channel: ",
         nginx.url(LISTED)
