@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use stele_device::remote::{is_url, FetchOptions, Location, SystemClock};
 use stele_engine::delta::{fetch_meta, Fetcher, Trust};
-use stele_verifier::channel::{self, format_rfc3339, parse_rfc3339, Channel, Release, Wave};
+use stele_verifier::channel::{
+    self, format_rfc3339, parse_rfc3339, Channel, Release, ReleaseDelta, Wave,
+};
 use stele_verifier::keys::key_id;
 
 use crate::error::{CliResult, Error, Usage};
@@ -53,6 +55,11 @@ pub struct BuildArgs {
     /// (0..1000) is below BELOW take it. Repeatable, in order; none: every device at start.
     #[arg(long = "wave", value_name = "VERSION=AFTER:BELOW")]
     waves: Vec<String>,
+    /// A published delta (`stele image delta`) listed for the release it leads to, read
+    /// here for the releases it starts from and leads to, its length and digests; URL:
+    /// where devices fetch it (default: FILE's name, relative to the channel). Repeatable.
+    #[arg(long = "delta", value_name = "FILE[=URL]")]
+    deltas: Vec<String>,
     /// The channel file to write (written to a temporary file, renamed at the end).
     #[arg(long, value_name = "CHANNEL")]
     out: PathBuf,
@@ -145,7 +152,74 @@ fn read_release(
         manifest_sha256: Sha256::digest(&meta.envelope_bytes).into(),
         start,
         waves,
+        deltas: Vec::new(),
     })
+}
+
+/// Lists the delta of `--delta FILE[=URL]` for the release it leads to: that release and
+/// the one it starts from must be listed (`--release`), and the delta's new length must be
+/// the release's.
+fn add_delta(releases: &mut [Release], arg: &str) -> CliResult {
+    let (file, url) = match arg.split_once('=') {
+        Some((f, u)) if !f.is_empty() && !u.is_empty() => (PathBuf::from(f), u.to_string()),
+        Some(_) => return Err(arg_err("--delta", arg, "expected FILE or FILE=URL")),
+        None => {
+            let f = PathBuf::from(arg);
+            let name = f
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .ok_or_else(|| arg_err("--delta", arg, "expected FILE or FILE=URL"))?;
+            (f, name)
+        }
+    };
+    let refuse = |why: String| -> Error {
+        Usage::Delta {
+            file: file.display().to_string(),
+            why,
+        }
+        .into()
+    };
+    let bytes = std::fs::read(&file).map_err(|e| Error::io("read", &file, e))?;
+    let (index, sha256, index_sha256) =
+        stele_engine::delta::published::listing(&bytes).map_err(|e| {
+            refuse(format!(
+                "not a stele delta ({e}): give a file of `stele image delta`"
+            ))
+        })?;
+    let from = releases
+        .iter()
+        .find(|r| r.manifest_sha256 == index.old_envelope)
+        .map(|r| r.version.clone())
+        .ok_or_else(|| {
+            refuse(format!(
+                "it starts from the release whose manifest envelope has sha256 {}, which no --release gives: list that release too",
+                stele_verifier::hex::encode(&index.old_envelope)
+            ))
+        })?;
+    let to = releases
+        .iter_mut()
+        .find(|r| r.manifest_sha256 == index.new_envelope)
+        .ok_or_else(|| {
+            refuse(format!(
+                "it leads to the release whose manifest envelope has sha256 {}, which no --release gives: not a delta to a release of this channel",
+                stele_verifier::hex::encode(&index.new_envelope)
+            ))
+        })?;
+    if index.new_len != to.length {
+        return Err(refuse(format!(
+            "it leads to an image of {} bytes, release {} is {} bytes",
+            index.new_len, to.version, to.length
+        )));
+    }
+    to.deltas.push(ReleaseDelta {
+        from_sha256: index.old_envelope,
+        from_version: from,
+        url,
+        length: bytes.len() as u64,
+        sha256,
+        index_sha256,
+    });
+    Ok(())
 }
 
 fn build(a: &BuildArgs) -> CliResult {
@@ -201,6 +275,9 @@ fn build(a: &BuildArgs) -> CliResult {
                 .into());
             }
         }
+    }
+    for d in &a.deltas {
+        add_delta(&mut releases, d)?;
     }
     let c = Channel {
         channel: a.channel.clone(),

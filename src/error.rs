@@ -169,6 +169,8 @@ pub enum Usage {
     },
     #[error("release {version}: {why}")]
     Release { version: String, why: String },
+    #[error("--delta {file}: {why}")]
+    Delta { file: String, why: String },
     #[error("{0}")]
     Channel(#[source] stele_verifier::channel::ChannelError),
     #[error("--kernel and --initrd go together: the slot's kernel boots with its stage-2 initramfs (`stele initramfs --stage2`)")]

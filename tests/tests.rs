@@ -23,6 +23,7 @@
 //! - cli::verity: `stele verity` against `veritysetup --no-superblock`
 //! - cli::uki: `stele uki build`, ESP/BIOS/bmap disks: reproducible, checked by the real tools
 //! - cli::update: `stele update --disk`: offline install, status, refusals leave the state alone
+//! - cli::channel: `channel build --delta`: a published delta listed for its release; refusals
 //! - cli::trust: a fresh disk's floor, the floor of the slot a disk boots, product binding
 //!   offline, old-layout state partitions, a state sequence at its end
 //! - net::http: `update install --disk URL` against nginx and a fault-injecting server;
@@ -31,6 +32,8 @@
 //!   costs fewer bytes (and `image diff` prices it as the plan does); a tampered or bomb
 //!   frame is refused and the install ends raw
 //! - net::resume: a connection cut at 100 random offsets; each re-run fetches only what is missing
+//! - net::channel_delta: a delta listed in the signed channel is taken by its listed URL; one
+//!   served with another length or index is not used and the install ends by the `.zst`
 //! - vm::fleet: under QEMU a device applies a signed channel from nginx as a delta, through a
 //!   power cut, and boots into the new slot
 //! - cli::esp_uki: `stele update stage1 --disk`: the ESP's UKI replaced, nothing else; refusals
@@ -74,6 +77,7 @@ mod util;
 
 pub(crate) mod cli {
     pub(crate) mod badinput;
+    pub(crate) mod channel;
     pub(crate) mod config;
     pub(crate) mod esp_uki;
     pub(crate) mod image;
@@ -93,6 +97,7 @@ pub(crate) mod cli {
 }
 
 pub(crate) mod net {
+    pub(crate) mod channel_delta;
     pub(crate) mod delta;
     pub(crate) mod http;
     pub(crate) mod resume;

@@ -90,6 +90,7 @@ fn offer(d: &Device) -> Channel {
             manifest_sha256: Sha256::digest(env_at).into(),
             start: NOW_ISH,
             waves: vec![],
+            deltas: vec![],
         }],
     }
 }

@@ -34,7 +34,7 @@ fn text(len: usize, seed: u64) -> Vec<u8> {
 /// v1 in slot a of a disk; v2: the same ballast, a text file with words changed in place
 /// and 20 KB appended (a security fix); v2's compressed form and the delta from v1,
 /// served from `www/`. Returns the pair, nginx and the delta's file name.
-fn served(fx: &Fixture) -> (Pair, Nginx, String) {
+pub(crate) fn served(fx: &Fixture) -> (Pair, Nginx, String) {
     let (key, public) = fx.keygen("release");
     let ballast = noise(400_000, 7);
     let doc = text(900_000, 3);

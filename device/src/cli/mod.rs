@@ -102,7 +102,8 @@ pub fn run(cmd: &Command, at: At<'_>, progress: &mut dyn Progress) -> Result<()>
             let mut t = at.open_trusted(true)?;
             history::started(&mut t, url);
             let loc = Location::parse(url);
-            let done = remote::install(&mut t, &loc, opts, &mut |_| Ok(()), &mut log, progress);
+            let done =
+                remote::install(&mut t, &loc, &[], opts, &mut |_| Ok(()), &mut log, progress);
             let done = history::outcome(&mut t, done, |d| Some(&d.installed))?;
             println!("{}", remote::summary_line(&done));
             println!("{}", install::installed_line(&done.installed));

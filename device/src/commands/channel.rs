@@ -26,7 +26,9 @@ use stele_verifier::hex;
 use stele_verifier::keys::Keyring;
 use stele_verifier::manifest::Manifest;
 
-use crate::remote::{self, device_source, DeltaInstalled, FetchOptions, Location, SystemClock};
+use crate::remote::{
+    self, device_source, DeltaInstalled, FetchOptions, ListedDelta, Location, SystemClock,
+};
 use crate::runtime::data_file;
 use crate::runtime::run_dir::{RunDir, MANIFEST};
 use crate::runtime::verified::Lower;
@@ -231,6 +233,12 @@ pub fn describe(
             "stele: release {} rollback_index={} {} ({when})\n",
             r.version, r.rollback_index, r.url
         ));
+        for d in &r.deltas {
+            out.push_str(&format!(
+                "stele: release {}: delta from {} {} ({} bytes)\n",
+                r.version, d.from_version, d.url, d.length
+            ));
+        }
     }
     out.push_str(&match decision {
         Ok(Offer::UpToDate) => {
@@ -356,7 +364,17 @@ pub fn apply(
         // The channel is acted on: remember it before the slot is touched.
         save_state(&e.state_path, &state)
     };
+    // The published deltas the channel lists for the release, found by their listed URL
+    // (relative ones against the channel's location), not by their name beside the image.
+    let listed: Vec<ListedDelta> = release
+        .deltas
+        .iter()
+        .map(|d| ListedDelta {
+            at: loc.resolve(&d.url),
+            entry: d.clone(),
+        })
+        .collect();
     t.load_trust()?;
-    let done = remote::install(t, &image, opts, &mut check, log, progress)?;
+    let done = remote::install(t, &image, &listed, opts, &mut check, log, progress)?;
     Ok(Applied::Installed(Box::new(done)))
 }

@@ -15,6 +15,8 @@ use stele_engine::delta::ways::{fetch_table, FramePlan, Ways};
 use stele_engine::delta::zst::SUFFIX;
 use stele_engine::delta::{Fetcher, Meta, DEFAULT_MAX_RANGE};
 
+use stele_verifier::channel::ReleaseDelta;
+
 use super::Location;
 
 /// Where the compressed form of the image at `loc` is: beside it, named
@@ -43,11 +45,13 @@ pub fn delta_of(loc: &Location, old: &[u8; 32]) -> Option<Location> {
 
 /// Every way to fetch what `plan` lacks: the compressed form's table read through `zf`
 /// and the published delta's index through `df` (with the running release's envelope
-/// digest), when there are such files; the way with the fewest bytes chosen. Without a
-/// delta source (not over HTTP, no running release) no `delta` way is listed.
+/// digest, and the signed channel's entry when the channel listed it: its length and
+/// index digest are checked first), when there are such files; the way with the fewest
+/// bytes chosen. Without a delta source (not over HTTP, no running release) no `delta`
+/// way is listed.
 pub fn choose(
     zf: Option<&mut Fetcher<'_>>,
-    df: Option<(&mut Fetcher<'_>, [u8; 32])>,
+    df: Option<(&mut Fetcher<'_>, [u8; 32], Option<&ReleaseDelta>)>,
     meta: &Meta,
     plan: &Plan,
 ) -> Ways {
@@ -62,14 +66,26 @@ pub fn choose(
     let frames = table
         .clone()
         .map(|(t, n)| FramePlan::new(plan, t, n, max_blocks));
-    let Some((df, old)) = df else {
+    let Some((df, old, listed)) = df else {
         return Ways::choose(plan, frames);
     };
     let name = df.name();
-    let delta = fetch_index(df, meta, &old)
+    let delta = fetch_index(df, meta, &old, listed)
         .map(|(index, n)| DeltaPlan::new(plan, index, n, table.ok(), max_blocks))
         .map_err(|why| format!("{name}: {why}"));
     Ways::choose_with_delta(plan, frames, delta)
+}
+
+/// `update: delta URL (listed in the channel: N bytes)` or `update: delta URL (its name
+/// beside the image)`: where the delta looked at came from. Pure.
+pub fn delta_line(name: &str, listed: Option<&ReleaseDelta>) -> String {
+    match listed {
+        Some(l) => format!(
+            "update: delta {name} (listed in the channel: {} bytes, from {})",
+            l.length, l.from_version
+        ),
+        None => format!("update: delta {name} (its name beside the image)"),
+    }
 }
 
 /// `update: way zstd: raw 123 bytes, zstd 45 bytes (chosen), delta 67 bytes`: the log line after the

@@ -27,6 +27,7 @@ use stele_engine::delta::{
     fetch_meta, Clock, DeltaError, Fetcher, KnownHashBlocks, Meta, RangeSource, ReaderSource,
     RetryPolicy, Trust, DEFAULT_MAX_RANGE,
 };
+use stele_verifier::channel::ReleaseDelta;
 use stele_verifier::keys::Keyring;
 use stele_verifier::progress::Progress;
 use stele_verifier::state::Slot;
@@ -295,7 +296,7 @@ fn signed_first<'a, B: Read + Seek>(
 pub fn plan_from<T: Read + Seek, B: Read + Seek>(
     src: &mut dyn RangeSource,
     zsrc: Option<&mut dyn RangeSource>,
-    dsrc: Option<(&mut dyn RangeSource, [u8; 32])>,
+    dsrc: Option<(&mut dyn RangeSource, [u8; 32], Option<&ReleaseDelta>)>,
     clock: &mut dyn Clock,
     target: Option<(&mut T, u64)>,
     base: Option<(&mut B, u64)>,
@@ -324,15 +325,16 @@ pub fn plan_from<T: Read + Seek, B: Read + Seek>(
     let mut zclock = SystemClock::default();
     let mut zf = zsrc.map(|z| Fetcher::new(z, &mut zclock, opts.policy(), opts.max_rate));
     let mut dclock = SystemClock::default();
-    let mut df = dsrc.map(|(d, old)| {
+    let mut df = dsrc.map(|(d, old, l)| {
         (
             Fetcher::new(d, &mut dclock, opts.policy(), opts.max_rate),
             old,
+            l,
         )
     });
     let ways = compressed::choose(
         zf.as_mut(),
-        df.as_mut().map(|(f, old)| (f, *old)),
+        df.as_mut().map(|(f, old, l)| (f, *old, *l)),
         &meta,
         &p,
     );
@@ -350,7 +352,7 @@ pub fn plan_from<T: Read + Seek, B: Read + Seek>(
 pub fn install_from<D: Storage, B: Read + Seek, S: Storage>(
     src: &mut dyn RangeSource,
     zsrc: Option<&mut dyn RangeSource>,
-    dsrc: Option<(&mut dyn RangeSource, [u8; 32])>,
+    dsrc: Option<(&mut dyn RangeSource, [u8; 32], Option<&ReleaseDelta>)>,
     clock: &mut dyn Clock,
     slots: Slots<'_, D, B>,
     state: &mut StateFile<S>,
@@ -400,15 +402,16 @@ pub fn install_from<D: Storage, B: Read + Seek, S: Storage>(
     let mut zclock = SystemClock::default();
     let mut zf = zsrc.map(|z| Fetcher::new(z, &mut zclock, opts.policy(), opts.max_rate));
     let mut dclock = SystemClock::default();
-    let mut df = dsrc.map(|(d, old)| {
+    let mut df = dsrc.map(|(d, old, l)| {
         (
             Fetcher::new(d, &mut dclock, opts.policy(), opts.max_rate),
             old,
+            l,
         )
     });
     let ways = compressed::choose(
         zf.as_mut(),
-        df.as_mut().map(|(f, old)| (f, *old)),
+        df.as_mut().map(|(f, old, l)| (f, *old, *l)),
         &meta,
         &p,
     );
@@ -421,6 +424,9 @@ pub fn install_from<D: Storage, B: Read + Seek, S: Storage>(
         p.counts.copy,
         p.counts.zero
     ));
+    if let Some((df, _, l)) = df.as_ref() {
+        log(&compressed::delta_line(&df.name(), *l));
+    }
     log(&compressed::way_line(&ways));
     log(&format!("update: writing slot {}", target.name()));
     let delta_plan = ways
@@ -437,7 +443,7 @@ pub fn install_from<D: Storage, B: Read + Seek, S: Storage>(
         _ => None,
     };
     let mut patched = match (delta_plan, df.as_mut()) {
-        (Some(dp), Some((df, _))) => Some(Patched::new(df, dp)),
+        (Some(dp), Some((df, _, _))) => Some(Patched::new(df, dp)),
         _ => None,
     };
     let applied = apply_with(
@@ -551,16 +557,28 @@ pub fn zsource(
         .transpose()
 }
 
-/// A published delta's source and the envelope digest of the release it starts from.
-pub type DeltaSource = (Box<dyn RangeSource>, [u8; 32]);
+/// A published delta's source, the envelope digest of the release it starts from, and
+/// the signed channel's entry for it when the channel listed it.
+pub type DeltaSource = (Box<dyn RangeSource>, [u8; 32], Option<ReleaseDelta>);
 
-/// The source of the published delta beside `loc` (`URL.from-<16 hex>.delta`) for a
-/// device running the slot image `base`, with that image's envelope digest, when `loc` is
-/// a URL and `base` holds a slot image (its footer and envelope read; trust is not needed
-/// here: every block the delta gives is checked against the new image's signed tree).
+/// A published delta the signed channel lists for the release being installed: its
+/// entry and where it is (its `url` resolved against the channel's location).
+#[derive(Clone, Debug)]
+pub struct ListedDelta {
+    pub at: Location,
+    pub entry: ReleaseDelta,
+}
+
+/// The source of the published delta for a device running the slot image `base`, with
+/// that image's envelope digest, when `base` holds a slot image (its footer and envelope
+/// read; trust is not needed here: every block the delta gives is checked against the new
+/// image's signed tree): the one `listed` by the signed channel from that release when
+/// there is one (over HTTP), otherwise the one beside `loc` (`URL.from-<16 hex>.delta`)
+/// when `loc` is a URL.
 pub fn dsource<B: Read + Seek>(
     t: &Target,
     loc: &Location,
+    listed: &[ListedDelta],
     opts: &FetchOptions,
     base: Option<&mut B>,
 ) -> Result<Option<DeltaSource>> {
@@ -573,8 +591,14 @@ pub fn dsource<B: Read + Seek>(
     let Ok(old) = stele_engine::delta::published::envelope_digest(b, len) else {
         return Ok(None);
     };
+    if let Some(l) = listed
+        .iter()
+        .find(|l| l.entry.from_sha256 == old && matches!(l.at, Location::Http(_)))
+    {
+        return Ok(Some((source(t, &l.at, opts)?, old, Some(l.entry.clone()))));
+    }
     compressed::delta_of(loc, &old)
-        .map(|d| source(t, &d, opts).map(|s| (s, old)))
+        .map(|d| source(t, &d, opts).map(|s| (s, old, None)))
         .transpose()
 }
 
@@ -582,10 +606,12 @@ pub fn dsource<B: Read + Seek>(
 /// ([`Target::load_trust`] read): into [`Target::install_slot`] (locked throughout), with
 /// [`Target::base`] (the booted slot, or the slot a disk image boots next) as the base; the
 /// state locked only for its reads and the flip. `check` is the caller's own refusal of
-/// the verified metadata (a channel's digest), before the slot is touched.
+/// the verified metadata (a channel's digest), before the slot is touched; `listed`: the
+/// published deltas the signed channel lists for this image (none without a channel).
 pub fn install(
     t: &mut Target,
     loc: &Location,
+    listed: &[ListedDelta],
     opts: &FetchOptions,
     check: &mut dyn FnMut(&Meta) -> Result<()>,
     log: &mut dyn FnMut(&str),
@@ -595,14 +621,14 @@ pub fn install(
     let mut zsrc = zsource(t, loc, opts)?;
     let mut target = t.install_slot()?;
     let mut base = t.base(&target.state)?;
-    let mut dsrc = dsource(t, loc, opts, base.as_mut().map(|(_, b)| b))?;
+    let mut dsrc = dsource(t, loc, listed, opts, base.as_mut().map(|(_, b)| b))?;
     let trust = t.trusted.trust()?;
     let slot_len = target.part.len();
     let done = install_from(
         &mut *src,
         zsrc.as_mut().map(|z| &mut **z as &mut dyn RangeSource),
         dsrc.as_mut()
-            .map(|(d, old)| (&mut **d as &mut dyn RangeSource, *old)),
+            .map(|(d, old, l)| (&mut **d as &mut dyn RangeSource, *old, l.as_ref())),
         &mut SystemClock::default(),
         Slots {
             target: target.slot,
@@ -636,12 +662,12 @@ pub fn plan(t: &mut Target, loc: &Location, opts: &FetchOptions) -> Result<Strin
     let slot_len = slot.len();
     let mut base = t.base(&st)?;
     let base_slot = base.as_ref().map(|(s, _)| *s);
-    let mut dsrc = dsource(t, loc, opts, base.as_mut().map(|(_, b)| b))?;
+    let mut dsrc = dsource(t, loc, &[], opts, base.as_mut().map(|(_, b)| b))?;
     let (meta, p, ways) = plan_from(
         &mut *src,
         zsrc.as_mut().map(|z| &mut **z as &mut dyn RangeSource),
         dsrc.as_mut()
-            .map(|(d, old)| (&mut **d as &mut dyn RangeSource, *old)),
+            .map(|(d, old, l)| (&mut **d as &mut dyn RangeSource, *old, l.as_ref())),
         &mut SystemClock::default(),
         Some((&mut slot, slot_len)),
         base.as_mut().map(|(_, b)| {

@@ -16,6 +16,8 @@ use super::published::{index_len, DeltaIndex, PatchFrame, MAX_REF, TRAILER_LEN};
 use super::ways::FramePlan;
 use super::zst::SeekTable;
 use super::{DeltaError, FetchError, Fetcher, Meta};
+use sha2::{Digest, Sha256};
+use stele_verifier::channel::ReleaseDelta;
 use stele_verifier::footer::FOOTER_SIZE;
 
 /// The `delta` way of a plan.
@@ -254,11 +256,14 @@ fn reference<B: Read + Seek>(b: &mut B, f: &PatchFrame, bs: u64) -> Result<Vec<u
 /// bytes read for it, or why there is no `delta` way (no such file, another release's,
 /// malformed). Reads the file's last [`FOOTER_SIZE`] bytes (an HTTP source already has
 /// them from its first request), and the rest of the index only when it is longer.
-/// Retries like any read.
+/// Retries like any read. A delta the signed channel lists (`listed`) must have its
+/// listed length and its index and trailer their listed sha256 before the index is
+/// parsed (docs/FORMATS.md "Update channel"): otherwise it is not used.
 pub fn fetch_index(
     f: &mut Fetcher<'_>,
     meta: &Meta,
     old: &[u8; 32],
+    listed: Option<&ReleaseDelta>,
 ) -> Result<(DeltaIndex, u64), String> {
     let start = f.received;
     let why = |e: DeltaError| match e {
@@ -266,6 +271,12 @@ pub fn fetch_index(
         other => other.to_string(),
     };
     let len = f.file_len().map_err(why)?;
+    if let Some(l) = listed.filter(|l| l.length != len) {
+        return Err(format!(
+            "it is {len} bytes, the channel lists {}: not used",
+            l.length
+        ));
+    }
     if len < TRAILER_LEN as u64 {
         return Err(format!("it is {len} bytes long"));
     }
@@ -286,6 +297,16 @@ pub fn fetch_index(
             head
         }
     };
+    if let Some(l) = listed {
+        let got: [u8; 32] = Sha256::digest(&bytes).into();
+        if got != l.index_sha256 {
+            return Err(format!(
+                "its index and trailer have sha256 {}, the channel lists {}: not used",
+                stele_verifier::hex::encode(&got),
+                stele_verifier::hex::encode(&l.index_sha256)
+            ));
+        }
+    }
     let index = DeltaIndex::parse(&bytes, len).map_err(|e| e.to_string())?;
     let new = super::published::digest(&meta.envelope);
     index

@@ -157,8 +157,8 @@ fn install_d(
         None => Err("none".into()),
     };
     let frames = table.clone().map(|(t, n)| FramePlan::new(&p, t, n, 16));
-    let dp =
-        fetch_index(&mut df, &meta, &old).map(|(i, n)| DeltaPlan::new(&p, i, n, table.ok(), 16));
+    let dp = fetch_index(&mut df, &meta, &old, None)
+        .map(|(i, n)| DeltaPlan::new(&p, i, n, table.ok(), 16));
     let ways = Ways::choose_with_delta(&p, frames, dp);
     let dp = ways.delta.clone().filter(|_| ways.chosen == WayKind::Delta);
     let fp = match ways.chosen {
@@ -376,4 +376,57 @@ fn a_delta_from_another_release_is_not_used() {
         "{}",
         run.ways.describe()
     );
+}
+
+/// A delta the signed channel lists is used only with its listed length and index digest
+/// (what `stele channel build --delta` computed with `published::listing`); a server that
+/// serves another length or another index leaves the other ways.
+#[test]
+fn a_listed_delta_with_another_length_or_index_digest_is_not_used() {
+    let (old, new) = images();
+    let d = delta(&old, 120, &new, &|_, _, _| None);
+    let (index, sha256, index_sha256) = published::listing(&d).unwrap();
+    assert_eq!(
+        index.old_envelope,
+        envelope_digest(&mut slot_with(&old), SLOT_LEN).unwrap()
+    );
+    let listed = stele_verifier::channel::ReleaseDelta {
+        from_sha256: index.old_envelope,
+        from_version: "1".into(),
+        url: "d".into(),
+        length: d.len() as u64,
+        sha256,
+        index_sha256,
+    };
+    let (_, meta) = plan_of(&old, &new);
+    let fetch = |l: &stele_verifier::channel::ReleaseDelta| {
+        let mut clock = FakeClock::default();
+        let mut ds = DSource(MemSource::new(d.clone()));
+        let mut f = Fetcher::new(&mut ds, &mut clock, RetryPolicy::default(), None);
+        fetch_index(&mut f, &meta, &index.old_envelope, Some(l)).map(|(i, _)| i)
+    };
+    assert_eq!(fetch(&listed).unwrap(), index);
+    let longer = stele_verifier::channel::ReleaseDelta {
+        length: listed.length + 1,
+        ..listed.clone()
+    };
+    let e = fetch(&longer).unwrap_err();
+    assert!(
+        e.contains(&format!(
+            "it is {} bytes, the channel lists {}",
+            d.len(),
+            d.len() + 1
+        )),
+        "{e}"
+    );
+    let mut other = listed.clone();
+    other.index_sha256[0] ^= 1;
+    let e = fetch(&other).unwrap_err();
+    assert!(
+        e.contains("its index and trailer have sha256") && e.contains("the channel lists"),
+        "{e}"
+    );
+    // Not a delta at all: the build side refuses it with the index's reason.
+    assert!(published::listing(&d[..d.len() - 1]).is_err());
+    assert!(published::listing(b"short").is_err());
 }

@@ -403,6 +403,28 @@ pub fn decode_patch(
     Ok(out)
 }
 
+/// What a signed channel lists of the delta file `file` (all its bytes): its parsed index
+/// (the envelope digests of the releases it starts from and leads to, the new length),
+/// the sha256 of the whole file, and the sha256 of its index and trailer (its last
+/// `index_len` bytes: what a device, reading only ranges, checks before it uses the
+/// index). Pure.
+pub fn listing(file: &[u8]) -> Result<(DeltaIndex, [u8; 32], [u8; 32]), PatchError> {
+    let header = file
+        .get(file.len().saturating_sub(TRAILER_LEN)..)
+        .unwrap_or(&[]);
+    let il = index_len(header)?;
+    let tail = usize::try_from(il)
+        .ok()
+        .and_then(|il| file.get(file.len().checked_sub(il)?..))
+        .ok_or_else(|| PatchError::Index("its index is longer than the file".into()))?;
+    let index = DeltaIndex::parse(tail, file.len() as u64)?;
+    Ok((
+        index,
+        Sha256::digest(file).into(),
+        Sha256::digest(tail).into(),
+    ))
+}
+
 /// sha256 of the manifest envelope of the slot image in `r` (`len` bytes), read through
 /// its footer: what names the release a delta starts from and leads to. Checks the
 /// envelope's structure only (a channel or the device's keyring decide trust).

@@ -3,7 +3,8 @@
 //! state: never a panic, and what is accepted re-encodes to the same body.
 
 use stele_verifier::channel::{
-    decide, sign, verify, Channel, ChannelError, ChannelState, DeviceView, Release, Wave,
+    decide, sign, verify, Channel, ChannelError, ChannelState, DeviceView, Release, ReleaseDelta,
+    Wave,
 };
 
 use crate::{key, ring, Seed};
@@ -59,6 +60,15 @@ fn sample() -> Channel {
             waves: vec![Wave {
                 after: 0,
                 below: 1000,
+            }],
+            // A published delta listed for the release (docs/FORMATS.md "Update channel").
+            deltas: vec![ReleaseDelta {
+                from_sha256: [0x41; 32],
+                from_version: "1.0.0".into(),
+                url: "demo-2.img.from-4141414141414141.delta".into(),
+                length: 40_000,
+                sha256: [0x43; 32],
+                index_sha256: [0x44; 32],
             }],
         }],
     }

@@ -30,6 +30,19 @@ struct RawRelease {
     start: u64,
     #[serde(default)]
     wave: Vec<RawWave>,
+    #[serde(default)]
+    delta: Vec<RawDelta>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelta {
+    from_sha256: String,
+    from_version: String,
+    url: String,
+    length: u64,
+    sha256: String,
+    index_sha256: String,
 }
 
 #[derive(Deserialize)]
@@ -41,6 +54,25 @@ struct RawWave {
 
 fn body_err(why: impl Into<String>) -> ChannelError {
     ChannelError::Body(why.into())
+}
+
+/// A 64-hex-digit field `what` of release `version`'s body.
+fn digest_field(version: &str, what: &str, v: &str) -> Result<[u8; DIGEST_LEN], ChannelError> {
+    let d = hex::decode(v)
+        .filter(|d| d.len() == DIGEST_LEN && v != "-")
+        .ok_or_else(|| body_err(format!("release {version:?}: {what} must be 64 hex digits")))?;
+    let mut out = [0u8; DIGEST_LEN];
+    out.copy_from_slice(&d);
+    Ok(out)
+}
+
+/// A release's version, or the version a delta starts from: 1..=64 printable ASCII
+/// characters (spaces allowed, no quote).
+fn version_ok(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= crate::manifest::MAX_NAME_LEN
+        && v.chars().all(|c| c == ' ' || c.is_ascii_graphic())
+        && !v.contains('"')
 }
 
 /// A URL as the channel may hold it: printable ASCII without spaces, quotes or
@@ -96,16 +128,23 @@ impl Channel {
             .release
             .into_iter()
             .map(|r| {
-                let digest = hex::decode(&r.manifest_sha256)
-                    .filter(|d| d.len() == DIGEST_LEN && r.manifest_sha256 != "-")
-                    .ok_or_else(|| {
-                        body_err(format!(
-                            "release {:?}: manifest_sha256 must be 64 hex digits",
-                            r.version
-                        ))
-                    })?;
-                let mut manifest_sha256 = [0u8; DIGEST_LEN];
-                manifest_sha256.copy_from_slice(&digest);
+                let manifest_sha256 =
+                    digest_field(&r.version, "manifest_sha256", &r.manifest_sha256)?;
+                let deltas = r
+                    .delta
+                    .into_iter()
+                    .map(|d| {
+                        let field = |what, v: &str| digest_field(&r.version, what, v);
+                        Ok(ReleaseDelta {
+                            from_sha256: field("delta from_sha256", &d.from_sha256)?,
+                            from_version: d.from_version,
+                            url: d.url,
+                            length: d.length,
+                            sha256: field("delta sha256", &d.sha256)?,
+                            index_sha256: field("delta index_sha256", &d.index_sha256)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, ChannelError>>()?;
                 Ok(Release {
                     version: r.version,
                     rollback_index: r.rollback_index,
@@ -121,6 +160,7 @@ impl Channel {
                             below: w.below,
                         })
                         .collect(),
+                    deltas,
                 })
             })
             .collect::<Result<Vec<_>, ChannelError>>()?;
@@ -180,11 +220,7 @@ impl Channel {
         }
         for (i, r) in self.releases.iter().enumerate() {
             let ctx = |why: String| body_err(format!("release {:?}: {why}", r.version));
-            if r.version.is_empty()
-                || r.version.len() > crate::manifest::MAX_NAME_LEN
-                || !r.version.chars().all(|c| c == ' ' || c.is_ascii_graphic())
-                || r.version.contains('"')
-            {
+            if !version_ok(&r.version) {
                 return Err(ctx(
                     "version must be 1..=64 printable ASCII characters".into()
                 ));
@@ -239,6 +275,59 @@ impl Channel {
                     }
                 }
             }
+            self.check_deltas(r)?;
+        }
+        Ok(())
+    }
+
+    /// The rules of a release's `[[release.delta]]` entries: at most [`MAX_DELTAS`], each
+    /// from a release other than this one and from another release than the entries
+    /// before it, a `from_version` that is the version of that release when the channel
+    /// lists it, a URL as a release's, a length of 1 ..= 2^63 - 1.
+    fn check_deltas(&self, r: &Release) -> Result<(), ChannelError> {
+        let ctx = |why: String| body_err(format!("release {:?}: {why}", r.version));
+        if r.deltas.len() > MAX_DELTAS {
+            return Err(ctx(format!(
+                "{} deltas, at most {MAX_DELTAS}",
+                r.deltas.len()
+            )));
+        }
+        for (j, d) in r.deltas.iter().enumerate() {
+            let dctx =
+                |why: String| ctx(format!("delta {} from {:?}: {why}", j + 1, d.from_version));
+            if !version_ok(&d.from_version) {
+                return Err(dctx(
+                    "from_version must be 1..=64 printable ASCII characters".into(),
+                ));
+            }
+            url_ok(&d.url).map_err(dctx)?;
+            if d.length == 0 || d.length > i64::MAX as u64 {
+                return Err(dctx(format!("length {} must be 1..=2^63 - 1", d.length)));
+            }
+            if d.from_sha256 == r.manifest_sha256 || d.from_version == r.version {
+                return Err(dctx("a delta from the release itself".into()));
+            }
+            if r.deltas[..j]
+                .iter()
+                .any(|o| o.from_sha256 == d.from_sha256 || o.from_version == d.from_version)
+            {
+                return Err(dctx(
+                    "a second delta from the same release (list one per release)".into(),
+                ));
+            }
+            if let Some(o) = self
+                .releases
+                .iter()
+                .find(|o| o.manifest_sha256 == d.from_sha256 || o.version == d.from_version)
+            {
+                if o.manifest_sha256 != d.from_sha256 || o.version != d.from_version {
+                    return Err(dctx(format!(
+                        "from_sha256 and from_version name different releases (the channel lists {} with manifest_sha256 {})",
+                        o.version,
+                        hex::encode(&o.manifest_sha256)
+                    )));
+                }
+            }
         }
         Ok(())
     }
@@ -282,6 +371,23 @@ impl Channel {
                     w.after, w.below
                 ));
             }
+            for d in &r.deltas {
+                out.push_str(&format!(
+                    "\n[[release.delta]]\n\
+                     from_sha256 = \"{}\"\n\
+                     from_version = {}\n\
+                     url = {}\n\
+                     length = {}\n\
+                     sha256 = \"{}\"\n\
+                     index_sha256 = \"{}\"\n",
+                    hex::encode(&d.from_sha256),
+                    s(&d.from_version),
+                    s(&d.url),
+                    d.length,
+                    hex::encode(&d.sha256),
+                    hex::encode(&d.index_sha256)
+                ));
+            }
         }
         out
     }
@@ -301,6 +407,9 @@ mod tests {
             "format_version = 1\nchannel = \"stable\"\nname = \"demo\"\nsequence = 7\n"
         ));
         assert!(text.contains("\n[[release.wave]]\nafter = 3600\nbelow = 1000\n"));
+        assert!(text.contains(
+            "\n[[release.delta]]\nfrom_sha256 = \"1111111111111111111111111111111111111111111111111111111111111111\"\nfrom_version = \"1.0.0\"\n"
+        ));
         assert_eq!(Channel::parse_body(text.as_bytes()).unwrap(), c);
     }
 
@@ -327,6 +436,40 @@ mod tests {
         bad(&|c| c.releases[1].waves[1].below = 1001, "below");
         bad(&|c| c.releases[1].waves[1].after = 0, "increase");
         bad(&|c| c.sequence = u64::MAX, "2^63");
+        bad(&|c| c.releases[1].deltas[0].url = "../d".into(), "..");
+        bad(&|c| c.releases[1].deltas[0].length = 0, "length 0");
+        bad(
+            &|c| c.releases[1].deltas[0].from_version = "2.0.0".into(),
+            "itself",
+        );
+        bad(
+            &|c| c.releases[1].deltas[0].from_sha256 = [0x22; 32],
+            "itself",
+        );
+        bad(
+            &|c| c.releases[1].deltas[0].from_version = "0.9".into(),
+            "name different releases",
+        );
+        bad(
+            &|c| {
+                let d = c.releases[1].deltas[0].clone();
+                c.releases[1].deltas.push(d);
+            },
+            "same release",
+        );
+        bad(
+            &|c| {
+                let d = c.releases[1].deltas[0].clone();
+                c.releases[1].deltas = (0..=MAX_DELTAS)
+                    .map(|i| ReleaseDelta {
+                        from_sha256: [u8::try_from(i + 0x80).unwrap(); 32],
+                        from_version: format!("0.{i}"),
+                        ..d.clone()
+                    })
+                    .collect();
+            },
+            "at most 16",
+        );
         for (text, needle) in [
             ("format_version = 2\n", "unsupported"),
             ("channel = \"x\"\n", "format_version"),

@@ -38,6 +38,8 @@ pub const MAX_RELEASES: usize = 64;
 pub const MAX_WAVES: usize = 32;
 /// Longest release URL.
 pub const MAX_URL_LEN: usize = 2048;
+/// Most published deltas listed for one release.
+pub const MAX_DELTAS: usize = 16;
 
 /// The channel file's envelope domain.
 pub const DOMAIN: Domain = Domain {
@@ -74,6 +76,29 @@ pub struct Release {
     pub start: u64,
     /// The waves, in order; none: every device from `start` on.
     pub waves: Vec<Wave>,
+    /// The published deltas that lead to this release (docs/FORMATS.md "The published
+    /// delta"), at most [`MAX_DELTAS`], each from another release.
+    pub deltas: Vec<ReleaseDelta>,
+}
+
+/// A published delta listed for a release: from which release it starts, where it is,
+/// and what the device checks before it trusts the delta's index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleaseDelta {
+    /// sha256 of the manifest envelope of the release it starts from (the digest whose
+    /// first 16 hex digits name the file, and which its trailer holds).
+    pub from_sha256: [u8; DIGEST_LEN],
+    /// That release's version.
+    pub from_version: String,
+    /// Where the delta file is: as a release's `url`.
+    pub url: String,
+    /// Bytes of the delta file.
+    pub length: u64,
+    /// sha256 of the whole delta file.
+    pub sha256: [u8; DIGEST_LEN],
+    /// sha256 of its index and trailer (its last `96 + 32 × N` bytes): what a device,
+    /// which reads only ranges, checks before it uses the index.
+    pub index_sha256: [u8; DIGEST_LEN],
 }
 
 /// The channel body. See docs/FORMATS.md "Update channel".
@@ -228,6 +253,7 @@ pub(crate) mod tests {
                     manifest_sha256: [0x11; 32],
                     start: 1_690_000_000,
                     waves: vec![],
+                    deltas: vec![],
                 },
                 Release {
                     version: "2.0.0".into(),
@@ -246,6 +272,14 @@ pub(crate) mod tests {
                             below: 1000,
                         },
                     ],
+                    deltas: vec![ReleaseDelta {
+                        from_sha256: [0x11; 32],
+                        from_version: "1.0.0".into(),
+                        url: "demo-2.0.0.img.from-1111111111111111.delta".into(),
+                        length: 5000,
+                        sha256: [0x33; 32],
+                        index_sha256: [0x44; 32],
+                    }],
                 },
             ],
         }
