@@ -17,6 +17,7 @@
 //!    after a cut anywhere, a new run keeps what is there and fetches the rest.
 
 pub mod apply;
+pub mod frame_plan;
 pub mod lzc;
 pub mod patched;
 pub mod plan;

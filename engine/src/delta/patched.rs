@@ -11,9 +11,9 @@
 
 use std::io::{Read, Seek, SeekFrom};
 
+use super::frame_plan::FramePlan;
 use super::plan::{merge, Action, Plan};
 use super::published::{index_len, DeltaIndex, PatchFrame, MAX_REF, TRAILER_LEN};
-use super::ways::FramePlan;
 use super::zst::SeekTable;
 use super::{DeltaError, FetchError, Fetcher, Meta};
 use sha2::{Digest, Sha256};
