@@ -1,16 +1,18 @@
 //! `stele image diff OLD.img NEW.img`: the bytes a device running OLD would fetch to install
 //! NEW as a delta (the planner of `stele update install URL`, with OLD as the running slot
 //! and nothing useful in the target slot), without a network: every way the planner
-//! prices (the raw blocks; the compressed form `NEW.img.zst` when it is beside NEW) and
-//! the one it takes.
+//! prices (the raw blocks; the compressed form `NEW.img.zst` and the chained form
+//! `NEW.img.lzc` when they are beside NEW) and the one it takes.
 
 use std::path::{Path, PathBuf};
 
-use stele_device::remote::{FetchOptions, Location, SystemClock};
+use stele_device::remote::{Beside, FetchOptions, Fetchers, Location, SystemClock};
+use stele_engine::delta::lzc::SUFFIX as LZC_SUFFIX;
 use stele_engine::delta::plan::{plan, BaseUse};
-use stele_engine::delta::ways::{fetch_table, FramePlan, Ways};
-use stele_engine::delta::zst::SUFFIX;
-use stele_engine::delta::{fetch_meta, Fetcher, KnownHashBlocks, Trust, DEFAULT_MAX_RANGE};
+use stele_engine::delta::zst::SUFFIX as ZST_SUFFIX;
+use stele_engine::delta::{
+    fetch_meta, Fetcher, KnownHashBlocks, RangeSource, Trust, DEFAULT_MAX_RANGE,
+};
 
 use crate::error::{CliResult, Context};
 
@@ -106,23 +108,25 @@ pub fn diff(a: &DiffArgs) -> CliResult {
         p.counts.fetch,
         p.ranges.len()
     );
-    // The compressed form beside NEW, priced as a device fetching NEW's URL would.
-    let mut zpath = a.new.clone().into_os_string();
-    zpath.push(SUFFIX);
-    let zloc = Location::File(zpath.into());
+    // The compressed and chained forms beside NEW, priced as a device fetching NEW's URL
+    // would.
     let opts = FetchOptions::default();
-    let frames = match crate::remote::host_source(&zloc, &opts) {
-        Ok(mut zsrc) => {
-            let mut zclock = SystemClock::default();
-            let mut zf = Fetcher::new(&mut *zsrc, &mut zclock, opts.policy(), None);
-            let max_blocks = (DEFAULT_MAX_RANGE / p.block_size.max(1)).max(1);
-            fetch_table(&mut zf, &meta)
-                .map(|(t, n)| FramePlan::new(&p, t, n, max_blocks))
-                .map_err(|why| format!("{}: {why}", zloc.show()))
-        }
-        Err(e) => Err(e.to_string()),
+    let open = |suffix: &str| {
+        let mut path = a.new.clone().into_os_string();
+        path.push(suffix);
+        let path = PathBuf::from(path);
+        path.exists()
+            .then(|| crate::remote::host_source(&Location::File(path), &opts).ok())
+            .flatten()
     };
-    let ways = Ways::choose(&p, frames);
+    let (mut zsrc, mut lsrc) = (open(ZST_SUFFIX), open(LZC_SUFFIX));
+    let beside = Beside {
+        zst: zsrc.as_deref_mut().map(|z| z as &mut dyn RangeSource),
+        lzc: lsrc.as_deref_mut().map(|l| l as &mut dyn RangeSource),
+        delta: None,
+    };
+    let mut clocks = Default::default();
+    let ways = Fetchers::new(beside, &mut clocks, &opts).choose(&meta, &p);
     println!(
         "diff: a device on {} fetches {} bytes ({} of data, way {}, {} of footer, manifest and hash tree) of the {} bytes of {}",
         old_name,

@@ -125,9 +125,10 @@ pub struct BuildArgs {
     /// Replace an existing --out (or write onto a block device).
     #[arg(long)]
     force: bool,
-    /// Do not write the compressed transfer form OUT.zst beside --out (zstd frames and a
-    /// seek table: devices fetch the frames covering the blocks they lack). It is never
-    /// written beside a block device.
+    /// Do not write the compressed transfer forms beside --out: OUT.zst (independent zstd
+    /// frames and a seek table: devices fetch the frames covering the blocks they lack)
+    /// and OUT.lzc (chained LZMA2 frames: within 3 % of `xz -9` for a fresh install).
+    /// They are never written beside a block device.
     #[arg(long)]
     no_compressed: bool,
     /// Print one JSON object (verdict, error, manifest, root hash, key ids, sizes) instead
@@ -249,7 +250,7 @@ fn build(a: &BuildArgs) -> CliResult {
         Outcome::new("built", r.as_ref().map(drop), doc).print();
     } else if let Ok((report, z)) = &r {
         print_report(&a.out, report);
-        if let Some(z) = z {
+        for z in z {
             print_compressed(z);
         }
     }
@@ -293,7 +294,7 @@ struct BuildJson {
     result: ImageJson,
 }
 
-fn build_image(a: &BuildArgs) -> CliResult<(BuildReport, Option<stele_image::zst::ZstReport>)> {
+fn build_image(a: &BuildArgs) -> CliResult<(BuildReport, Vec<stele_image::zst::ZstReport>)> {
     clean_up_on_signals()?;
     let params = BuildParams {
         name: a.name.clone(),
@@ -313,6 +314,7 @@ fn build_image(a: &BuildArgs) -> CliResult<(BuildReport, Option<stele_image::zst
     let compressed = !a.no_compressed && target != stele_image::atomic::Target::Device;
     if compressed {
         stele_image::atomic::output_target(&stele_image::zst::path_of(&a.out), a.force)?;
+        stele_image::atomic::output_target(&stele_image::lzc::path_of(&a.out), a.force)?;
     }
     let keys = a
         .keys
@@ -370,9 +372,12 @@ fn build_image(a: &BuildArgs) -> CliResult<(BuildReport, Option<stele_image::zst
         _ => return Err(Usage::OneInput.into()),
     };
     let z = if compressed {
-        Some(stele_image::zst::write_beside(&a.out, a.force, bars)?)
+        vec![
+            stele_image::zst::write_beside(&a.out, a.force, bars)?,
+            stele_image::lzc::write_beside(&a.out, a.force, bars)?,
+        ]
     } else {
-        None
+        Vec::new()
     };
     Ok((report, z))
 }

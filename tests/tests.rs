@@ -100,6 +100,7 @@ pub(crate) mod net {
     pub(crate) mod channel_delta;
     pub(crate) mod delta;
     pub(crate) mod http;
+    pub(crate) mod lzc;
     pub(crate) mod resume;
     pub(crate) mod zstd;
 }

@@ -7,6 +7,7 @@
 use std::io::Read;
 use std::time::Duration;
 
+use stele_engine::delta::lzc::{Chain, Prime};
 use stele_engine::delta::published::PatchFrame;
 use stele_engine::delta::zst::Frame;
 use stele_engine::delta::{
@@ -28,6 +29,8 @@ pub struct HttpSource {
     /// The last 4 KiB, from the first request (`Range: bytes=-4096`): (offset, bytes).
     tail: Option<(u64, Vec<u8>)>,
     stream: Option<ureq::BodyReader<'static>>,
+    /// The chained form's decoder, kept from one frame to the next.
+    chain: Chain,
 }
 
 impl std::fmt::Debug for HttpSource {
@@ -102,6 +105,7 @@ impl HttpSource {
             ignores_ranges: false,
             tail: None,
             stream: None,
+            chain: Chain::default(),
         }
     }
 
@@ -289,6 +293,20 @@ impl RangeSource for HttpSource {
     /// The frame by one Range request, decoded here (bounded: a bomb is refused).
     fn read_frame(&mut self, frame: &Frame, sink: Sink<'_>) -> Result<(), FetchError> {
         read_frame_by_range(self, frame, sink)
+    }
+
+    /// The chained frame by one Range request, decoded here by the kept decoder after the
+    /// priming (bounded: a bomb is refused).
+    fn read_chain(
+        &mut self,
+        frame: &Frame,
+        prime: Prime<'_>,
+        sink: Sink<'_>,
+    ) -> Result<(), FetchError> {
+        let mut chain = std::mem::take(&mut self.chain);
+        let r = chain.read(self, frame, prime, sink);
+        self.chain = chain;
+        r
     }
 
     /// The delta frame by one Range request, decoded here against the reference the

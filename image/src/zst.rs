@@ -34,8 +34,13 @@ pub struct ZstReport {
 
 /// The compressed form's path beside `image`: `IMAGE.img` → `IMAGE.img.zst`. Pure.
 pub fn path_of(image: &Path) -> PathBuf {
+    path_with(image, SUFFIX)
+}
+
+/// `image`'s path with `suffix` added. Pure.
+pub fn path_with(image: &Path, suffix: &str) -> PathBuf {
     let mut p = image.as_os_str().to_owned();
-    p.push(SUFFIX);
+    p.push(suffix);
     PathBuf::from(p)
 }
 
@@ -49,7 +54,7 @@ fn frame(raw: &[u8]) -> std::io::Result<Vec<u8>> {
 
 /// The compressed form of everything `image` yields (`raw_len` bytes) into `out`; returns
 /// its length and frame count.
-pub fn compress<R: Read, W: Write>(
+pub fn compress<R: Read, W: Write + ?Sized>(
     image: &mut R,
     raw_len: u64,
     out: &mut W,
@@ -111,23 +116,40 @@ pub fn compress<R: Read, W: Write>(
 /// Writes the compressed form of the slot image `image` beside it (atomically; an
 /// existing one only with `force`).
 pub fn write_beside(image: &Path, force: bool, progress: &mut dyn Progress) -> Result<ZstReport> {
-    let path = path_of(image);
+    write_form(&path_of(image), image, force, &mut |src, raw_len, w| {
+        compress(src, raw_len, w, progress)
+    })
+}
+
+/// How a form is written: from the image (`raw_len` bytes) to the output; its length
+/// and frame count.
+pub type Compress<'c> =
+    dyn FnMut(&mut File, u64, &mut dyn Write) -> std::io::Result<(u64, u64)> + 'c;
+
+/// Writes a form of the slot image `image` at `path` with `compress` (atomically; an
+/// existing one only with `force`): the one writer of the files beside an image.
+pub fn write_form(
+    path: &Path,
+    image: &Path,
+    force: bool,
+    compress: &mut Compress<'_>,
+) -> Result<ZstReport> {
     let mut src = File::open(image).map_err(|e| Error::io("open", image, e))?;
     let raw_len = src
         .metadata()
         .map_err(|e| Error::io("stat", image, e))?
         .len();
-    let mut tmp = AtomicFile::output(&path, 0o644, force)?;
+    let mut tmp = AtomicFile::output(path, 0o644, force)?;
     let (len, frames) = {
         let mut w = std::io::BufWriter::new(tmp.file());
-        let r = compress(&mut src, raw_len, &mut w, progress)
-            .map_err(|e| Error::io("compress into", &path, e))?;
-        w.flush().map_err(|e| Error::io("write", &path, e))?;
+        let r =
+            compress(&mut src, raw_len, &mut w).map_err(|e| Error::io("compress into", path, e))?;
+        w.flush().map_err(|e| Error::io("write", path, e))?;
         r
     };
     tmp.commit()?;
     Ok(ZstReport {
-        path,
+        path: path.to_path_buf(),
         len,
         raw_len,
         frames,

@@ -15,14 +15,18 @@ pub mod compressed;
 pub mod pipe;
 pub mod protocol;
 
+pub use compressed::{Beside, Fetchers};
+
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use stele_engine::delta::apply::{apply_with, Stats};
+use stele_engine::delta::lzc::SUFFIX as LZC_SUFFIX;
 use stele_engine::delta::patched::Patched;
 use stele_engine::delta::plan::{plan as plan_delta, BaseUse, Plan};
 use stele_engine::delta::ways::{Framed, WayKind, Ways};
+use stele_engine::delta::zst::SUFFIX as ZST_SUFFIX;
 use stele_engine::delta::{
     fetch_meta, Clock, DeltaError, Fetcher, KnownHashBlocks, Meta, RangeSource, ReaderSource,
     RetryPolicy, Trust, DEFAULT_MAX_RANGE,
@@ -290,13 +294,13 @@ fn signed_first<'a, B: Read + Seek>(
     Ok((f, meta))
 }
 
-/// Signed first, then the plan: what an install of `src` into `target` would do. Reads
-/// the target and base slots; writes nothing.
+/// Signed first, then the plan: what an install of `src` into `target` would do, and
+/// the ways to fetch it (from `beside`'s files). Reads the target and base slots; writes
+/// nothing.
 #[allow(clippy::too_many_arguments)]
 pub fn plan_from<T: Read + Seek, B: Read + Seek>(
     src: &mut dyn RangeSource,
-    zsrc: Option<&mut dyn RangeSource>,
-    dsrc: Option<(&mut dyn RangeSource, [u8; 32], Option<&ReleaseDelta>)>,
+    beside: Beside<'_>,
     clock: &mut dyn Clock,
     target: Option<(&mut T, u64)>,
     base: Option<(&mut B, u64)>,
@@ -322,22 +326,8 @@ pub fn plan_from<T: Read + Seek, B: Read + Seek>(
         DEFAULT_MAX_RANGE,
     )
     .map_err(err)?;
-    let mut zclock = SystemClock::default();
-    let mut zf = zsrc.map(|z| Fetcher::new(z, &mut zclock, opts.policy(), opts.max_rate));
-    let mut dclock = SystemClock::default();
-    let mut df = dsrc.map(|(d, old, l)| {
-        (
-            Fetcher::new(d, &mut dclock, opts.policy(), opts.max_rate),
-            old,
-            l,
-        )
-    });
-    let ways = compressed::choose(
-        zf.as_mut(),
-        df.as_mut().map(|(f, old, l)| (f, *old, *l)),
-        &meta,
-        &p,
-    );
+    let mut clocks = Default::default();
+    let ways = Fetchers::new(beside, &mut clocks, opts).choose(&meta, &p);
     Ok((meta, p, ways))
 }
 
@@ -351,8 +341,7 @@ pub fn plan_from<T: Read + Seek, B: Read + Seek>(
 #[allow(clippy::too_many_arguments)]
 pub fn install_from<D: Storage, B: Read + Seek, S: Storage>(
     src: &mut dyn RangeSource,
-    zsrc: Option<&mut dyn RangeSource>,
-    dsrc: Option<(&mut dyn RangeSource, [u8; 32], Option<&ReleaseDelta>)>,
+    beside: Beside<'_>,
     clock: &mut dyn Clock,
     slots: Slots<'_, D, B>,
     state: &mut StateFile<S>,
@@ -399,22 +388,9 @@ pub fn install_from<D: Storage, B: Read + Seek, S: Storage>(
         DEFAULT_MAX_RANGE,
     )
     .map_err(err)?;
-    let mut zclock = SystemClock::default();
-    let mut zf = zsrc.map(|z| Fetcher::new(z, &mut zclock, opts.policy(), opts.max_rate));
-    let mut dclock = SystemClock::default();
-    let mut df = dsrc.map(|(d, old, l)| {
-        (
-            Fetcher::new(d, &mut dclock, opts.policy(), opts.max_rate),
-            old,
-            l,
-        )
-    });
-    let ways = compressed::choose(
-        zf.as_mut(),
-        df.as_mut().map(|(f, old, l)| (f, *old, *l)),
-        &meta,
-        &p,
-    );
+    let mut clocks = Default::default();
+    let mut fx = Fetchers::new(beside, &mut clocks, opts);
+    let ways = fx.choose(&meta, &p);
     log(&format!(
         "update: plan: fetch {} bytes in {} ranges, reuse {} bytes ({} kept, {} copied, {} zero blocks)",
         ways.bytes() + meta.fetched,
@@ -424,25 +400,22 @@ pub fn install_from<D: Storage, B: Read + Seek, S: Storage>(
         p.counts.copy,
         p.counts.zero
     ));
-    if let Some((df, _, l)) = df.as_ref() {
+    if let Some((df, _, l)) = fx.delta.as_ref() {
         log(&compressed::delta_line(&df.name(), *l));
     }
     log(&compressed::way_line(&ways));
     log(&format!("update: writing slot {}", target.name()));
-    let delta_plan = ways
-        .delta
-        .as_ref()
-        .filter(|_| ways.chosen == WayKind::Delta);
-    let frame_plan = match ways.chosen {
-        WayKind::Zstd => ways.frames.as_ref(),
-        WayKind::Delta => delta_plan.and_then(|d| d.rest.as_ref()),
-        WayKind::Raw => None,
+    let framed_plan = ways.framed_plan();
+    let framed_from = match framed_plan {
+        Some((_, true)) => fx.lzc.as_mut(),
+        Some((_, false)) => fx.zst.as_mut(),
+        None => None,
     };
-    let mut framed = match (frame_plan, zf.as_mut()) {
-        (Some(fp), Some(zf)) => Some(Framed::new(zf, fp)),
+    let mut framed = match (framed_plan, framed_from) {
+        (Some((fp, chained)), Some(f)) => Some(Framed::new(f, fp, chained)),
         _ => None,
     };
-    let mut patched = match (delta_plan, df.as_mut()) {
+    let mut patched = match (ways.delta_plan(), fx.delta.as_mut()) {
         (Some(dp), Some((df, _, _))) => Some(Patched::new(df, dp)),
         _ => None,
     };
@@ -457,10 +430,13 @@ pub fn install_from<D: Storage, B: Read + Seek, S: Storage>(
         base.map(|(b, _)| b),
         progress,
     );
-    if let Some(why) = framed.and_then(|f| f.refused) {
-        log(&format!(
-            "update: the zstd way was given up ({why}): its remaining blocks were fetched raw"
-        ));
+    if let Some(f) = framed {
+        if let Some(why) = &f.refused {
+            log(&format!(
+                "update: the {} way was given up ({why}): its remaining blocks were fetched raw",
+                f.way().name()
+            ));
+        }
     }
     if let Some(why) = patched.and_then(|p| p.refused) {
         log(&format!(
@@ -545,14 +521,16 @@ fn file_source(p: &Path) -> Result<Box<dyn RangeSource>> {
     Ok(Box::new(ReaderSource::new(open::open(&name, false)?, name)))
 }
 
-/// The source of the compressed form beside `loc` (`URL.zst`) for target `t`, when `loc`
-/// is a URL: decoded by the fetch client on the device, in-process on a host.
-pub fn zsource(
+/// The source of the file named `IMAGE.img<suffix>` beside `loc` (the compressed form
+/// `URL.zst`, the chained form `URL.lzc`) for target `t`, when `loc` is a URL: decoded by
+/// the fetch client on the device, in-process on a host.
+pub fn beside_source(
     t: &Target,
     loc: &Location,
+    suffix: &str,
     opts: &FetchOptions,
 ) -> Result<Option<Box<dyn RangeSource>>> {
-    compressed::compressed_of(loc)
+    compressed::beside_of(loc, suffix)
         .map(|z| source(t, &z, opts))
         .transpose()
 }
@@ -602,6 +580,21 @@ pub fn dsource<B: Read + Seek>(
         .transpose()
 }
 
+/// The [`Beside`] of the opened files beside an image.
+fn beside<'s>(
+    zst: &'s mut Option<Box<dyn RangeSource>>,
+    lzc: &'s mut Option<Box<dyn RangeSource>>,
+    delta: &'s mut Option<DeltaSource>,
+) -> Beside<'s> {
+    Beside {
+        zst: zst.as_deref_mut().map(|z| z as &mut dyn RangeSource),
+        lzc: lzc.as_deref_mut().map(|l| l as &mut dyn RangeSource),
+        delta: delta
+            .as_mut()
+            .map(|(d, old, l)| (&mut **d as &mut dyn RangeSource, *old, l.as_ref())),
+    }
+}
+
 /// `stele update install URL|FILE` (as a delta) on an opened target
 /// ([`Target::load_trust`] read): into [`Target::install_slot`] (locked throughout), with
 /// [`Target::base`] (the booted slot, or the slot a disk image boots next) as the base; the
@@ -618,7 +611,8 @@ pub fn install(
     progress: &mut dyn Progress,
 ) -> Result<DeltaInstalled> {
     let mut src = source(t, loc, opts)?;
-    let mut zsrc = zsource(t, loc, opts)?;
+    let mut zsrc = beside_source(t, loc, ZST_SUFFIX, opts)?;
+    let mut lsrc = beside_source(t, loc, LZC_SUFFIX, opts)?;
     let mut target = t.install_slot()?;
     let mut base = t.base(&target.state)?;
     let mut dsrc = dsource(t, loc, listed, opts, base.as_mut().map(|(_, b)| b))?;
@@ -626,9 +620,7 @@ pub fn install(
     let slot_len = target.part.len();
     let done = install_from(
         &mut *src,
-        zsrc.as_mut().map(|z| &mut **z as &mut dyn RangeSource),
-        dsrc.as_mut()
-            .map(|(d, old, l)| (&mut **d as &mut dyn RangeSource, *old, l.as_ref())),
+        beside(&mut zsrc, &mut lsrc, &mut dsrc),
         &mut SystemClock::default(),
         Slots {
             target: target.slot,
@@ -653,7 +645,8 @@ pub fn install(
 /// [`install`] would fetch and reuse, against the floors it would meet; writes nothing.
 pub fn plan(t: &mut Target, loc: &Location, opts: &FetchOptions) -> Result<String> {
     let mut src = source(t, loc, opts)?;
-    let mut zsrc = zsource(t, loc, opts)?;
+    let mut zsrc = beside_source(t, loc, ZST_SUFFIX, opts)?;
+    let mut lsrc = beside_source(t, loc, LZC_SUFFIX, opts)?;
     let st = t.state.load()?;
     let target = crate::commands::install::plan(&st, t.booted())?;
     let trust = t.trusted.trust()?;
@@ -665,9 +658,7 @@ pub fn plan(t: &mut Target, loc: &Location, opts: &FetchOptions) -> Result<Strin
     let mut dsrc = dsource(t, loc, &[], opts, base.as_mut().map(|(_, b)| b))?;
     let (meta, p, ways) = plan_from(
         &mut *src,
-        zsrc.as_mut().map(|z| &mut **z as &mut dyn RangeSource),
-        dsrc.as_mut()
-            .map(|(d, old, l)| (&mut **d as &mut dyn RangeSource, *old, l.as_ref())),
+        beside(&mut zsrc, &mut lsrc, &mut dsrc),
         &mut SystemClock::default(),
         Some((&mut slot, slot_len)),
         base.as_mut().map(|(_, b)| {
@@ -716,8 +707,7 @@ mod tests {
             let mut src = ReaderSource::new(Cursor::new(img), "v6.img".to_string());
             let e = install_from(
                 &mut src,
-                None,
-                None,
+                Beside::default(),
                 &mut SystemClock::default(),
                 Slots::<_, Cursor<Vec<u8>>> {
                     target: Slot::A,

@@ -17,6 +17,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
+use stele_engine::delta::lzc::Prime;
 use stele_engine::delta::published::PatchFrame;
 use stele_engine::delta::zst::Frame;
 use stele_engine::delta::{FetchError, RangeSource, Sink};
@@ -114,15 +115,15 @@ impl PipeSource {
 
     /// Sends `req`; reads one reply line. Any pipe failure drops the client.
     fn ask(&mut self, req: Request) -> Result<Reply, FetchError> {
-        self.ask_with(req, &[])
+        self.ask_with(req, &mut std::io::empty())
     }
 
-    /// Sends `req` and `payload` after its line; reads one reply line.
-    fn ask_with(&mut self, req: Request, payload: &[u8]) -> Result<Reply, FetchError> {
+    /// Sends `req` and all of `payload` after its line; reads one reply line.
+    fn ask_with(&mut self, req: Request, payload: &mut dyn Read) -> Result<Reply, FetchError> {
         let r = (|| {
             let c = self.client()?;
             c.to.write_all(req.line().as_bytes()).map_err(broken)?;
-            c.to.write_all(payload).map_err(broken)?;
+            std::io::copy(payload, &mut c.to).map_err(broken)?;
             c.to.flush().map_err(broken)?;
             read_reply(&mut c.from)
         })();
@@ -206,7 +207,25 @@ impl RangeSource for PipeSource {
             frame: *frame,
             block_size,
         };
-        self.answer_with(req, reference, sink)
+        self.answer_with(req, &mut &reference[..], sink)
+    }
+
+    /// The fetch client fetches the chained frame and decodes it after the priming read
+    /// here from the target slot (`stele` links no decoder); it keeps its decoder from one
+    /// frame to the next.
+    fn read_chain(
+        &mut self,
+        frame: &Frame,
+        prime: Prime<'_>,
+        sink: Sink<'_>,
+    ) -> Result<(), FetchError> {
+        let req = Request::Chain {
+            frame: *frame,
+            prime_off: prime.off,
+            prime_len: prime.len,
+        };
+        let mut bytes = prime.bytes.take(prime.len);
+        self.answer_with(req, &mut bytes, sink)
     }
 
     fn start_stream(&mut self) -> Result<(), FetchError> {
@@ -240,14 +259,14 @@ impl RangeSource for PipeSource {
 impl PipeSource {
     /// Sends `req` and hands its `DATA` chunks to `sink` until `END`.
     fn answer(&mut self, req: Request, sink: Sink<'_>) -> Result<(), FetchError> {
-        self.answer_with(req, &[], sink)
+        self.answer_with(req, &mut std::io::empty(), sink)
     }
 
     /// [`PipeSource::answer`] with `payload` sent after the request line.
     fn answer_with(
         &mut self,
         req: Request,
-        payload: &[u8],
+        payload: &mut dyn Read,
         sink: Sink<'_>,
     ) -> Result<(), FetchError> {
         match self.ask_with(req, payload)? {

@@ -16,14 +16,21 @@
 //!                                frame i of a published delta, decoded by the client
 //!                                against the reference the device read from its
 //!                                running slot
+//! -> CHAIN <i> <off> <len> <raw> <prime_off> <prime_len>, then the priming (prime_len
+//!    bytes, at most 16 MiB)  <- OK <raw>, then DATA ..., then END: frame i of the
+//!                                chained form (IMAGE.img.lzc), decoded by the client's
+//!                                decoder (kept from the frame before) after the image's
+//!                                bytes from prime_off to the frame, which the device
+//!                                read from the target slot
 //! any reply may instead be    <- ERR transient <retry-after ms|-> <why>
 //!                                ERR permanent <why> | ERR ranges-ignored
 //!                                ERR changed <was> <now>
 //! ```
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::time::Duration;
 
+use stele_engine::delta::lzc::{Prime, DICT};
 use stele_engine::delta::published::{PatchFrame, MAX_REF};
 use stele_engine::delta::zst::Frame;
 use stele_engine::delta::{Abort, FetchError, RangeSource};
@@ -49,6 +56,13 @@ pub enum Request {
         frame: PatchFrame,
         block_size: u64,
     },
+    /// A chained frame; the priming (`prime_len` bytes of the image from `prime_off`)
+    /// follows the line.
+    Chain {
+        frame: Frame,
+        prime_off: u64,
+        prime_len: u64,
+    },
 }
 
 impl Request {
@@ -68,6 +82,14 @@ impl Request {
             } => format!(
                 "PATCH {} {} {} {} {} {} {} {block_size}\n",
                 f.index, f.offset, f.len, f.first, f.blocks, f.ref_first, f.ref_blocks
+            ),
+            Request::Chain {
+                frame: f,
+                prime_off,
+                prime_len,
+            } => format!(
+                "CHAIN {} {} {} {} {prime_off} {prime_len}\n",
+                f.index, f.offset, f.len, f.raw_len
             ),
         }
     }
@@ -98,6 +120,24 @@ impl Request {
                     raw_offset: index.checked_mul(stele_engine::delta::zst::FRAME_RAW)?,
                     raw_len,
                 })
+            }
+            "CHAIN" => {
+                let mut n = [0u64; 6];
+                for v in &mut n {
+                    *v = num(w.next())?;
+                }
+                let [index, offset, len, raw_len, prime_off, prime_len] = n;
+                Request::Chain {
+                    frame: Frame {
+                        index,
+                        offset,
+                        len,
+                        raw_offset: index.checked_mul(stele_engine::delta::lzc::FRAME_RAW)?,
+                        raw_len,
+                    },
+                    prime_off,
+                    prime_len,
+                }
             }
             "PATCH" => {
                 let mut n = [0u64; 8];
@@ -214,8 +254,19 @@ pub fn serve(
                 Ok(l) => writeln!(output, "OK {l}")?,
                 Err(e) => output.write_all(error_line(&e).as_bytes())?,
             },
-            Request::Range { .. } | Request::Frame(_) | Request::Patch { .. } => {
+            Request::Range { .. }
+            | Request::Frame(_)
+            | Request::Patch { .. }
+            | Request::Chain { .. } => {
                 let mut reference = Vec::new();
+                if let Request::Chain { prime_len, .. } = req {
+                    if prime_len > DICT {
+                        // The priming cannot be skipped safely: end the client.
+                        output.write_all(b"ERR permanent a priming above 16 MiB\n")?;
+                        output.flush()?;
+                        return Err(io::Error::other("a priming above 16 MiB"));
+                    }
+                }
                 if let Request::Patch { frame, block_size } = req {
                     let n = frame
                         .ref_blocks
@@ -232,7 +283,7 @@ pub fn serve(
                     input.read_exact(&mut reference)?;
                 }
                 let announced = match req {
-                    Request::Frame(f) => f.raw_len,
+                    Request::Frame(f) | Request::Chain { frame: f, .. } => f.raw_len,
                     Request::Range { len, .. } => len,
                     Request::Patch { frame, block_size } => frame.blocks.saturating_mul(block_size),
                     _ => 0,
@@ -250,14 +301,30 @@ pub fn serve(
                     }
                     Ok(())
                 };
+                let mut prime = Read::take(&mut *input, 0);
                 let r = match req {
                     Request::Frame(f) => src.read_frame(&f, &mut sink),
+                    Request::Chain {
+                        frame,
+                        prime_off,
+                        prime_len,
+                    } => {
+                        prime.set_limit(prime_len);
+                        let p = Prime {
+                            off: prime_off,
+                            len: prime_len,
+                            bytes: &mut prime,
+                        };
+                        src.read_chain(&frame, p, &mut sink)
+                    }
                     Request::Patch { frame, block_size } => {
                         src.read_patch(&frame, block_size, &reference, &mut sink)
                     }
                     Request::Range { off, len } => src.read_range(off, len, &mut sink),
                     _ => Ok(()),
                 };
+                // What the source did not read of the priming is still in the pipe.
+                io::copy(&mut prime, &mut io::sink())?;
                 if let Some(e) = pipe_error {
                     return Err(e);
                 }
@@ -346,6 +413,26 @@ mod tests {
         (head, data, line)
     }
 
+    /// A CHAIN request's priming is taken off the pipe whatever the source does with it
+    /// (the next request is still understood); a priming above the window ends the client.
+    #[test]
+    fn a_chain_request_keeps_the_pipe_in_step() {
+        let file = vec![7u8; 10_000];
+        let mut src = ReaderSource::new(std::io::Cursor::new(file), "f");
+        let mut input: &[u8] = b"CHAIN 1 0 10 4096 0 5\nHELLOLEN\n";
+        let mut out = Vec::new();
+        serve(&mut src, &mut input, &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(
+            out,
+            "OK 4096\nERR permanent this source does not decode chained frames\nOK 10000\n"
+        );
+        let mut input: &[u8] = b"CHAIN 1 0 10 4096 0 99999999\nLEN\n";
+        let mut out = Vec::new();
+        assert!(serve(&mut src, &mut input, &mut out).is_err());
+        assert_eq!(out, b"ERR permanent a priming above 16 MiB\n");
+    }
+
     /// The fetch client answers FRAME with the frame decoded; a frame that decodes to
     /// more than asked (a bomb) is one permanent error line naming it.
     #[test]
@@ -397,6 +484,17 @@ mod tests {
                 raw_offset: 3 * stele_engine::delta::zst::FRAME_RAW,
                 raw_len: 262_144,
             }),
+            Request::Chain {
+                frame: Frame {
+                    index: 2,
+                    offset: 70_000,
+                    len: 60_000,
+                    raw_offset: 2 * stele_engine::delta::lzc::FRAME_RAW,
+                    raw_len: stele_engine::delta::lzc::FRAME_RAW,
+                },
+                prime_off: stele_engine::delta::lzc::FRAME_RAW,
+                prime_len: stele_engine::delta::lzc::FRAME_RAW,
+            },
         ] {
             assert_eq!(Request::parse(&r.line()), Some(r));
         }

@@ -31,7 +31,8 @@ pub struct Stats {
     /// matched.
     pub refetched_blocks: u64,
     pub requests: u64,
-    /// Frames of the compressed form fetched (the `zstd` way), and the blocks they gave.
+    /// Frames of a compressed form fetched (the `zstd` or `lzc` way), and the blocks they
+    /// gave.
     pub frames: u64,
     pub frame_blocks: u64,
     /// Frames of a published delta fetched (the `delta` way), and the blocks they gave.
@@ -289,7 +290,7 @@ fn frame_block<D: Storage>(
     late: &mut [Action],
 ) -> Result<(), DeltaError> {
     let bs = out.bs;
-    let good = match f.block(i, bs) {
+    let good = match f.block(i, bs, &mut *out.dev, late) {
         Some(b) => {
             block.copy_from_slice(b);
             out.matches(i, block)
@@ -305,7 +306,8 @@ fn frame_block<D: Storage>(
     }
     if f.refused.is_none() {
         f.refuse(format!(
-            "frame {} gave data block {i}, which does not match the signed hash tree",
+            "{} frame {} gave data block {i}, which does not match the signed hash tree",
+            f.way().name(),
             (i * bs) / f.plan.table.frame_raw
         ));
     }

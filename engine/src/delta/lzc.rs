@@ -22,8 +22,8 @@ use super::zst::{Form, Frame, SeekTable, ZstError};
 /// The file name suffix of the chained form: `IMAGE.img` → `IMAGE.img.lzc`.
 pub const SUFFIX: &str = ".lzc";
 
-/// Bytes of the image in each frame (all but the last): 1 MiB, 256 blocks of 4 KiB.
-pub const FRAME_RAW: u64 = 1 << 20;
+/// Bytes of the image in each frame (all but the last): 4 MiB, 1024 blocks of 4 KiB.
+pub const FRAME_RAW: u64 = 4 << 20;
 
 /// The dictionary: bytes of the image before a frame that its encoder and decoder
 /// hold (the LZMA2 window): 16 MiB.
@@ -78,9 +78,11 @@ pub struct ChainDecoder {
     reader: lzma_rust2::Lzma2Reader<Feed>,
     /// The frame it decodes next.
     next: u64,
-    /// Bytes of priming that frame wants, and those still wanted.
-    prime_len: u64,
+    /// Bytes of the image before that frame still wanted (priming, or the frames between
+    /// the last one decoded and the next).
     unprimed: u64,
+    /// Nothing went into its window yet: the first uncompressed chunk resets it.
+    fresh: bool,
     spent: bool,
 }
 
@@ -105,10 +107,36 @@ impl ChainDecoder {
         ChainDecoder {
             reader: lzma_rust2::Lzma2Reader::new(Feed::default(), dict, None),
             next: first.index,
-            prime_len: prime_range(first).1,
             unprimed: prime_range(first).1,
+            fresh: true,
             spent: false,
         }
+    }
+
+    /// The image offset its window ends at once primed: where the frame it decodes next
+    /// starts.
+    pub fn at(&self) -> u64 {
+        self.next.saturating_mul(FRAME_RAW)
+    }
+
+    /// Continues this decoder (which decoded the frame before [`ChainDecoder::at`]) at a
+    /// later frame `to`: it then wants the image's bytes from [`ChainDecoder::at`] to
+    /// `to`'s start through [`ChainDecoder::prime`] (at most [`DICT`]; the device has
+    /// them in the target slot), instead of a new decoder's [`DICT`]. Refuses when the
+    /// frame before held more than its length, or `to` is behind it or too far ahead.
+    pub fn skip_to(&mut self, to: &Frame) -> Result<u64, ZstError> {
+        let gap = to.raw_offset.checked_sub(self.at());
+        let Some(gap) = gap.filter(|&g| g <= DICT && !self.spent && self.unprimed == 0) else {
+            self.spent = true;
+            return Err(ZstError::Corrupt {
+                frame: to.index,
+                why: format!("its decoder is at frame {}, too far from it", self.next),
+            });
+        };
+        self.ended(to.index)?;
+        self.next = to.index;
+        self.unprimed = gap;
+        Ok(gap)
     }
 
     /// [`ChainDecoder::start`] and [`ChainDecoder::prime`] with all of `prime` at once.
@@ -143,9 +171,9 @@ impl ChainDecoder {
         }
         let mut sink = vec![0u8; STORED_CHUNK.min(bytes.len())];
         for piece in bytes.chunks(STORED_CHUNK) {
-            let first = self.unprimed == self.prime_len;
             let mut chunk = Vec::with_capacity(piece.len() + 3);
-            chunk.push(if first { 0x01 } else { 0x02 });
+            chunk.push(if self.fresh { 0x01 } else { 0x02 });
+            self.fresh = false;
             let n = u16::try_from(piece.len() - 1).unwrap_or(u16::MAX);
             chunk.extend_from_slice(&n.to_be_bytes());
             chunk.extend_from_slice(piece);
@@ -199,22 +227,7 @@ impl ChainDecoder {
                 claimed: frame.raw_len,
             });
         }
-        // The previous frame's output must have ended with its length: with nothing to
-        // read, a reader that still gives a byte holds more of that frame.
-        self.reader.inner_mut().buf = Vec::new();
-        self.reader.inner_mut().pos = 0;
-        let mut probe = [0u8; 1];
-        match self.reader.read(&mut probe) {
-            Ok(0) => return Err(corrupt("a frame before it ended the stream".into())),
-            Ok(_) => {
-                return Err(ZstError::Bomb {
-                    frame: index.saturating_sub(1),
-                    claimed: FRAME_RAW,
-                })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
-            Err(e) => return Err(corrupt(e.to_string())),
-        }
+        self.ended(index)?;
         let Some((&0, body)) = bytes.split_last() else {
             return Err(corrupt("it does not end with the LZMA2 end marker".into()));
         };
@@ -254,8 +267,160 @@ impl ChainDecoder {
         }
         feed.buf = Vec::new();
         self.next = index + 1;
+        self.fresh = false;
         self.spent = false;
         Ok(out)
+    }
+}
+
+impl ChainDecoder {
+    /// Checks the frame before `index` ended with its length: with nothing to read, a
+    /// reader that still gives a byte holds more of that frame.
+    fn ended(&mut self, index: u64) -> Result<(), ZstError> {
+        self.reader.inner_mut().buf = Vec::new();
+        self.reader.inner_mut().pos = 0;
+        let mut probe = [0u8; 1];
+        let r = match self.reader.read(&mut probe) {
+            Ok(0) => Err(ZstError::Corrupt {
+                frame: index,
+                why: "a frame before it ended the stream".into(),
+            }),
+            Ok(_) => Err(ZstError::Bomb {
+                frame: index.saturating_sub(1),
+                claimed: FRAME_RAW,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
+            Err(e) => Err(ZstError::Corrupt {
+                frame: index,
+                why: e.to_string(),
+            }),
+        };
+        if r.is_err() {
+            self.spent = true;
+        }
+        r
+    }
+}
+
+/// The image's bytes a chained frame's decoder takes before the frame: `len` bytes from
+/// image offset `off` up to the frame's start, read from `bytes` (on the device: the
+/// target slot, already written and checked; over the fetch client's pipe: what the
+/// device sent). `len` is at most [`DICT`].
+pub struct Prime<'p> {
+    pub off: u64,
+    pub len: u64,
+    pub bytes: &'p mut dyn Read,
+}
+
+impl std::fmt::Debug for Prime<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prime")
+            .field("off", &self.off)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// The priming a device sends for `frame` when the source's decoder is believed to end
+/// at `at` (the end of the last frame it decoded; `None`: no decoder, or unknown): the
+/// bytes from `at` when that continues it (at most [`DICT`] ahead), else the frame's
+/// [`prime_range`]. As `(offset, length)` in the image. Pure.
+pub fn prime_for(frame: &Frame, at: Option<u64>) -> (u64, u64) {
+    match at {
+        Some(a) if a <= frame.raw_offset && frame.raw_offset - a <= DICT => {
+            (a, frame.raw_offset - a)
+        }
+        _ => prime_range(frame),
+    }
+}
+
+/// A decoding source's chained decoder, kept from one frame to the next
+/// ([`Chain::read`]): the fetch client's, the host's HTTP source's.
+#[derive(Debug, Default)]
+pub struct Chain {
+    dec: Option<ChainDecoder>,
+}
+
+/// Bytes of priming read at a time.
+const PRIME_PIECE: usize = 1 << 20;
+
+impl Chain {
+    /// [`super::RangeSource::read_chain`] for a source that decodes: `prime` goes into the
+    /// kept decoder when it continues it ([`ChainDecoder::skip_to`]) or into a new one
+    /// when it is the frame's whole [`prime_range`]; then the frame's compressed bytes by
+    /// one range read of `src`, decoded (bounded: a bomb is refused) to `sink`. A priming
+    /// that does neither is a transient error (the device primes again from the start).
+    /// Reads all of `prime` unless it fails.
+    pub fn read(
+        &mut self,
+        src: &mut dyn super::RangeSource,
+        frame: &Frame,
+        prime: Prime<'_>,
+        sink: super::Sink<'_>,
+    ) -> Result<(), super::FetchError> {
+        use super::FetchError;
+        let refused = |e: ZstError| FetchError::Permanent { why: e.to_string() };
+        if frame.len > MAX_FRAME_COMPRESSED || frame.raw_len > FRAME_RAW {
+            return Err(refused(ZstError::Bomb {
+                frame: frame.index,
+                claimed: frame.raw_len,
+            }));
+        }
+        if prime.len > DICT || prime.off.checked_add(prime.len) != Some(frame.raw_offset) {
+            return Err(FetchError::Permanent {
+                why: format!(
+                    "a priming of {} bytes at {} is not the image before frame {}",
+                    prime.len, prime.off, frame.index
+                ),
+            });
+        }
+        let mut dec = match self.dec.take() {
+            Some(mut d) if d.at() == prime.off && d.continues(d.next) => {
+                d.skip_to(frame).map_err(refused)?;
+                d
+            }
+            _ if (prime.off, prime.len) == prime_range(frame) => ChainDecoder::start(frame),
+            _ => {
+                return Err(FetchError::transient(format!(
+                    "the decoder is not at byte {} of the image (frame {} needs priming)",
+                    prime.off, frame.index
+                )))
+            }
+        };
+        let mut piece = vec![0u8; PRIME_PIECE.min(usize::try_from(prime.len).unwrap_or(0))];
+        let mut left = prime.len;
+        while left > 0 {
+            let n = usize::try_from(left.min(PRIME_PIECE as u64)).unwrap_or(PRIME_PIECE);
+            prime
+                .bytes
+                .read_exact(&mut piece[..n])
+                .map_err(|e| FetchError::Permanent {
+                    why: format!("reading the priming of frame {}: {e}", frame.index),
+                })?;
+            dec.prime(&piece[..n]).map_err(refused)?;
+            left -= n as u64;
+        }
+        drop(piece);
+        let mut bytes = Vec::with_capacity(usize::try_from(frame.len).unwrap_or(0));
+        let got = src.read_range(frame.offset, frame.len, &mut |c: &[u8]| {
+            bytes.extend_from_slice(c);
+            Ok(())
+        });
+        let got = got.and_then(|()| {
+            if bytes.len() as u64 == frame.len {
+                Ok(())
+            } else {
+                Err(FetchError::transient("the answer was short"))
+            }
+        });
+        if let Err(e) = got {
+            // Primed and at this frame: a retry that sends no priming continues it.
+            self.dec = Some(dec);
+            return Err(e);
+        }
+        let raw = dec.decode(frame, bytes).map_err(refused)?;
+        self.dec = Some(dec);
+        sink(&raw).map_err(|_| FetchError::Aborted)
     }
 }
 

@@ -355,21 +355,41 @@ impl<'a> Fetcher<'a> {
         }
     }
 
-    /// One attempt at frame `frame` of the source (a compressed form), decoded by the
-    /// source; its compressed length is counted as received once it is answered.
-    pub fn attempt_frame(&mut self, frame: &zst::Frame, sink: Sink<'_>) -> Result<(), FetchError> {
-        self.requests += 1;
-        let r = self.src.read_frame(frame, sink);
+    /// Counts an answered frame's `len` compressed bytes as received (progress for the
+    /// backoff, the rate limit's wait); hands `r` back.
+    fn answered(&mut self, r: Result<(), FetchError>, len: u64) -> Result<(), FetchError> {
         if r.is_ok() {
-            self.received += frame.len;
+            self.received += len;
             let now = self.clock.now();
             self.backoff.progress(now);
-            let wait = self.throttle.account(frame.len, now);
+            let wait = self.throttle.account(len, now);
             if !wait.is_zero() {
                 self.clock.sleep(wait);
             }
         }
         r
+    }
+
+    /// One attempt at frame `frame` of the source (a compressed form), decoded by the
+    /// source; its compressed length is counted as received once it is answered.
+    pub fn attempt_frame(&mut self, frame: &zst::Frame, sink: Sink<'_>) -> Result<(), FetchError> {
+        self.requests += 1;
+        let r = self.src.read_frame(frame, sink);
+        self.answered(r, frame.len)
+    }
+
+    /// One attempt at frame `frame` of the source (the chained form), decoded by the
+    /// source after `prime`; its compressed length is counted as received once it is
+    /// answered (the priming is local: it costs no bytes on the link).
+    pub fn attempt_chain(
+        &mut self,
+        frame: &zst::Frame,
+        prime: lzc::Prime<'_>,
+        sink: Sink<'_>,
+    ) -> Result<(), FetchError> {
+        self.requests += 1;
+        let r = self.src.read_chain(frame, prime, sink);
+        self.answered(r, frame.len)
     }
 
     /// One attempt at frame `frame` of the source (a published delta), decoded by the
@@ -384,16 +404,7 @@ impl<'a> Fetcher<'a> {
     ) -> Result<(), FetchError> {
         self.requests += 1;
         let r = self.src.read_patch(frame, block_size, reference, sink);
-        if r.is_ok() {
-            self.received += frame.len;
-            let now = self.clock.now();
-            self.backoff.progress(now);
-            let wait = self.throttle.account(frame.len, now);
-            if !wait.is_zero() {
-                self.clock.sleep(wait);
-            }
-        }
-        r
+        self.answered(r, frame.len)
     }
 
     /// `len` bytes at `off` in memory, retried until they arrive whole.
@@ -536,6 +547,8 @@ pub fn fetch_meta(
     })
 }
 
+#[cfg(test)]
+mod lzc_way_tests;
 #[cfg(test)]
 mod patched_tests;
 #[cfg(test)]

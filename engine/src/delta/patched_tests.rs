@@ -160,14 +160,10 @@ fn install_d(
     let dp = fetch_index(&mut df, &meta, &old, None)
         .map(|(i, n)| DeltaPlan::new(&p, i, n, table.ok(), 16));
     let ways = Ways::choose_with_delta(&p, frames, dp);
-    let dp = ways.delta.clone().filter(|_| ways.chosen == WayKind::Delta);
-    let fp = match ways.chosen {
-        WayKind::Zstd => ways.frames.clone(),
-        WayKind::Delta => dp.as_ref().and_then(|d| d.rest.clone()),
-        WayKind::Raw => None,
-    };
+    let dp = ways.delta_plan().cloned();
+    let fp = ways.framed_plan().map(|(f, _)| f.clone());
     let mut framed = match (fp.as_ref(), zf.as_mut()) {
-        (Some(fp), Some(zf)) => Some(Framed::new(zf, fp)),
+        (Some(fp), Some(zf)) => Some(Framed::new(zf, fp, false)),
         _ => None,
     };
     let mut patched = dp.as_ref().map(|dp| Patched::new(&mut df, dp));

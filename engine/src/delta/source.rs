@@ -71,6 +71,23 @@ pub trait RangeSource {
             why: "this source does not decode zstd frames".into(),
         })
     }
+    /// Frame `frame` of this file (the chained form, `IMAGE.img.lzc`), decoded to `sink`
+    /// by the source's decoder after `prime` (the image's bytes before the frame that the
+    /// decoder lacks: [`super::lzc::prime_for`]). Only a source that decodes implements it
+    /// ([`super::lzc::Chain::read`]); the device asks the fetch client, sending the
+    /// priming read from the target slot. A source that does not decode reads none of
+    /// `prime`.
+    fn read_chain(
+        &mut self,
+        frame: &super::zst::Frame,
+        prime: super::lzc::Prime<'_>,
+        sink: Sink<'_>,
+    ) -> Result<(), FetchError> {
+        let _ = (frame, prime, sink);
+        Err(FetchError::Permanent {
+            why: "this source does not decode chained frames".into(),
+        })
+    }
     /// Frame `frame` of this file (a published delta, `NEW.img.from-<hex>.delta`), decoded
     /// against `reference` (the old image's blocks it names), `block_size` bytes a block,
     /// to `sink`. Only a source that decodes implements it ([`read_patch_by_range`]); the

@@ -1,21 +1,25 @@
 //! The ways to fetch what a [`Plan`] lacks, each with its exact byte count known before
-//! the first data byte, and the choice of the fewest bytes. Three ways: `raw` (the
+//! the first data byte, and the choice of the fewest bytes. Four ways: `raw` (the
 //! image's own blocks, in ranges), `zstd` (the frames of the compressed form
 //! `IMAGE.img.zst` where a frame costs fewer bytes than the raw blocks it replaces, raw
-//! ranges for the rest, plus its seek table) and `delta` (a published delta from the
-//! running release, [`super::patched`]). With nothing to reuse, the `zstd` way is the
-//! whole compressed image.
+//! ranges for the rest, plus its seek table), `lzc` (the same rule on the frames of the
+//! chained form `IMAGE.img.lzc`, [`super::lzc`]) and `delta` (a published delta from the
+//! running release, [`super::patched`]). With nothing to reuse, the `zstd` and `lzc` ways
+//! are the whole compressed image.
 //!
-//! [`Framed`] carries the `zstd` way out during [`super::apply::apply_with`]: it fetches a
-//! frame (decoded by the source: on the device, the fetch client) when its first block is
-//! written. Each decoded block is still checked against the signed tree by the writer; a
-//! frame that fails (refused by its decoder, a bad block, retries given up) ends the
-//! `zstd` way, and its blocks and every later one are fetched raw.
+//! [`Framed`] carries the `zstd` or `lzc` way out during [`super::apply::apply_with`]: it
+//! fetches a frame (decoded by the source: on the device, the fetch client) when its
+//! first block is written; a chained frame's decoder is primed with the image's bytes
+//! before it, read back from the target slot (written in block order and checked). Each
+//! decoded block is still checked against the signed tree by the writer; a frame that
+//! fails (refused by its decoder, a bad block, retries given up) ends the way, and its
+//! blocks and every later one are fetched raw.
 
 pub use super::frame_plan::FramePlan;
-use super::plan::Plan;
-use super::zst::{Frame, SeekTable};
+use super::plan::{Action, Plan};
+use super::zst::{Form, Frame, SeekTable, ZstError};
 use super::{DeltaError, FetchError, Fetcher};
+use std::io::{Read, Seek, SeekFrom};
 use stele_verifier::footer::FOOTER_SIZE;
 
 /// Which way.
@@ -28,6 +32,8 @@ pub enum WayKind {
     /// A published delta's frames from the running release (and the `zstd` way, or raw
     /// blocks, for the rest).
     Delta,
+    /// The chained form's frames (and raw blocks where a frame costs more).
+    Lzc,
 }
 
 impl WayKind {
@@ -37,6 +43,7 @@ impl WayKind {
             WayKind::Raw => "raw",
             WayKind::Zstd => "zstd",
             WayKind::Delta => "delta",
+            WayKind::Lzc => "lzc",
         }
     }
 }
@@ -62,6 +69,10 @@ pub struct Ways {
     pub delta: Option<super::patched::DeltaPlan>,
     /// Why there is no `delta` way (none published for the running release, refused).
     pub no_delta: Option<String>,
+    /// The `lzc` way's detail, when there is a chained form (chosen or not).
+    pub chained: Option<FramePlan>,
+    /// Why there is no `lzc` way (no chained form, a refused table).
+    pub no_lzc: Option<String>,
 }
 
 impl Ways {
@@ -93,7 +104,53 @@ impl Ways {
             no_zstd,
             delta: None,
             no_delta: None,
+            chained: None,
+            no_lzc: None,
         }
+    }
+
+    /// These ways and the `lzc` way when `chained` is given (else `no_lzc` says why
+    /// not); it is chosen when it costs fewer bytes than the way chosen so far. Pure.
+    #[must_use]
+    pub fn with_chained(mut self, chained: Result<FramePlan, String>) -> Ways {
+        match chained {
+            Ok(c) => {
+                let bytes = c.bytes();
+                self.ways.push(Way {
+                    kind: WayKind::Lzc,
+                    bytes,
+                });
+                if bytes < self.bytes() {
+                    self.chosen = WayKind::Lzc;
+                }
+                self.chained = Some(c);
+            }
+            Err(why) => self.no_lzc = Some(why),
+        }
+        self
+    }
+
+    /// The frames [`Framed`] carries out for the chosen way, and whether they are the
+    /// chained form's: the `zstd` way's, the `lzc` way's, or the `delta` way's rest (by
+    /// the `zstd` rule). Pure.
+    pub fn framed_plan(&self) -> Option<(&FramePlan, bool)> {
+        match self.chosen {
+            WayKind::Zstd => self.frames.as_ref().map(|f| (f, false)),
+            WayKind::Lzc => self.chained.as_ref().map(|f| (f, true)),
+            WayKind::Delta => self
+                .delta
+                .as_ref()
+                .and_then(|d| d.rest.as_ref())
+                .map(|f| (f, false)),
+            WayKind::Raw => None,
+        }
+    }
+
+    /// The `delta` way's plan when it is the chosen way. Pure.
+    pub fn delta_plan(&self) -> Option<&super::patched::DeltaPlan> {
+        self.delta
+            .as_ref()
+            .filter(|_| self.chosen == WayKind::Delta)
     }
 
     /// [`Ways::choose`], plus the `delta` way when `delta` is given (else `no_delta` says
@@ -149,11 +206,15 @@ impl Ways {
         if let Some(why) = &self.no_delta {
             s.push(format!("no delta way: {why}"));
         }
+        if let Some(why) = &self.no_lzc {
+            s.push(format!("no lzc way: {why}"));
+        }
         s.join(", ")
     }
 }
 
-/// The `zstd` way being carried out: the fetcher of the compressed form and its plan.
+/// The `zstd` or `lzc` way being carried out: the fetcher of the compressed form and its
+/// plan.
 pub struct Framed<'f, 'a> {
     pub fetcher: &'f mut Fetcher<'a>,
     pub plan: &'f FramePlan,
@@ -162,6 +223,10 @@ pub struct Framed<'f, 'a> {
     /// Frames fetched and decoded.
     pub frames_fetched: u64,
     current: Option<(Frame, Vec<u8>)>,
+    /// The chained form's frames: `Some`, with where the source's decoder is believed to
+    /// end (the end of the last frame it decoded; `None` after a failure or before the
+    /// first frame: it is primed from the start).
+    chain: Option<Option<u64>>,
 }
 
 impl std::fmt::Debug for Framed<'_, '_> {
@@ -174,13 +239,24 @@ impl std::fmt::Debug for Framed<'_, '_> {
 }
 
 impl<'f, 'a> Framed<'f, 'a> {
-    pub fn new(fetcher: &'f mut Fetcher<'a>, plan: &'f FramePlan) -> Self {
+    /// The `zstd` way (`chained` false) or the `lzc` way (`chained` true) of `plan`.
+    pub fn new(fetcher: &'f mut Fetcher<'a>, plan: &'f FramePlan, chained: bool) -> Self {
         Framed {
             fetcher,
             plan,
             refused: None,
             frames_fetched: 0,
             current: None,
+            chain: chained.then_some(None),
+        }
+    }
+
+    /// The way's name: `zstd` or `lzc`.
+    pub fn way(&self) -> WayKind {
+        if self.chain.is_some() {
+            WayKind::Lzc
+        } else {
+            WayKind::Zstd
         }
     }
 
@@ -196,8 +272,16 @@ impl<'f, 'a> Framed<'f, 'a> {
     }
 
     /// The bytes of data block `i` (`bs` bytes) from its frame, fetching the frame when
-    /// it is not the current one. `None` when the way was given up (now or before).
-    pub fn block(&mut self, i: u64, bs: u64) -> Option<&[u8]> {
+    /// it is not the current one (a chained frame primed with the image's bytes before it
+    /// from `target`, where every block before `i` is written unless `late` says it is
+    /// still to be fetched). `None` when the way was given up (now or before).
+    pub fn block<T: Read + Seek>(
+        &mut self,
+        i: u64,
+        bs: u64,
+        target: &mut T,
+        late: &[Action],
+    ) -> Option<&[u8]> {
         if !self.serves(i) {
             return None;
         }
@@ -211,7 +295,12 @@ impl<'f, 'a> Framed<'f, 'a> {
             .as_ref()
             .is_none_or(|c| c.0.index != frame.index)
         {
-            match self.fetch(&frame) {
+            let fetched = if self.chain.is_some() {
+                self.fetch_chained(&frame, bs, target, late)
+            } else {
+                self.fetch(&frame)
+            };
+            match fetched {
                 Ok(bytes) => {
                     self.frames_fetched += 1;
                     self.current = Some((frame, bytes));
@@ -262,13 +351,107 @@ impl<'f, 'a> Framed<'f, 'a> {
     }
 }
 
+impl Framed<'_, '_> {
+    /// One chained frame, decoded by the source after the priming it lacks (read from
+    /// `target`), retried like any answer (a failed attempt primes again from the
+    /// start); the reason as text when it fails.
+    fn fetch_chained<T: Read + Seek>(
+        &mut self,
+        frame: &Frame,
+        bs: u64,
+        target: &mut T,
+        late: &[Action],
+    ) -> Result<Vec<u8>, String> {
+        let name = self.fetcher.name();
+        loop {
+            let at = self.chain.flatten();
+            let (off, len) = super::lzc::prime_for(frame, at);
+            let first = off / bs.max(1);
+            let end = (off + len).div_ceil(bs.max(1));
+            let pending = (first..end).find(|&b| {
+                usize::try_from(b)
+                    .ok()
+                    .and_then(|b| late.get(b))
+                    .is_some_and(|a| *a == Action::Fetch)
+            });
+            if let Some(b) = pending {
+                return Err(format!(
+                    "frame {} needs block {b} before it, which is not written yet",
+                    frame.index
+                ));
+            }
+            target
+                .seek(SeekFrom::Start(off))
+                .map_err(|e| format!("reading the target slot: {e}"))?;
+            let mut bytes = (&mut *target).take(len);
+            let prime = super::lzc::Prime {
+                off,
+                len,
+                bytes: &mut bytes,
+            };
+            let mut out = Vec::with_capacity(usize::try_from(frame.raw_len).unwrap_or(0));
+            let r = self.fetcher.attempt_chain(frame, prime, &mut |c: &[u8]| {
+                if (out.len() + c.len()) as u64 > frame.raw_len {
+                    return Err(super::Abort);
+                }
+                out.extend_from_slice(c);
+                Ok(())
+            });
+            let e = match r {
+                Ok(()) if out.len() as u64 == frame.raw_len => {
+                    self.chain = Some(Some(frame.raw_offset + frame.raw_len));
+                    return Ok(out);
+                }
+                Ok(()) | Err(FetchError::Aborted) => FetchError::Permanent {
+                    why: format!(
+                        "frame {} gave {} bytes, not its {}",
+                        frame.index,
+                        out.len(),
+                        frame.raw_len
+                    ),
+                },
+                Err(e) => e,
+            };
+            self.chain = Some(None);
+            if let Err(d) = self.fetcher.failed("a frame", e) {
+                return Err(match d {
+                    DeltaError::Fetch { error, .. } => format!("{name}: {error}"),
+                    other => other.to_string(),
+                });
+            }
+        }
+    }
+}
+
 /// Finds and reads the seek table of the compressed form served by `f`, checked against
 /// the signed image `meta`: the table and the bytes read for it, or why there is no
 /// `zstd` way (no such file, not this image's, malformed). Reads the file's last
 /// [`FOOTER_SIZE`] bytes (an HTTP source already has them from its first request), and
 /// the rest of the table only when it is longer. Retries like any read.
 pub fn fetch_table(f: &mut Fetcher<'_>, meta: &super::Meta) -> Result<(SeekTable, u64), String> {
-    use super::zst::{table_len, TABLE_FOOTER_LEN};
+    fetch_table_of(f, meta, &super::zst::ZST, SeekTable::parse)
+}
+
+/// [`fetch_table`] of the chained form `IMAGE.img.lzc` ([`super::lzc::parse_table`]).
+pub fn fetch_chained_table(
+    f: &mut Fetcher<'_>,
+    meta: &super::Meta,
+) -> Result<(SeekTable, u64), String> {
+    fetch_table_of(f, meta, &super::lzc::LZC, super::lzc::parse_table)
+}
+
+/// The parser of a form's table: the table's bytes, the file's length, the image's length
+/// and its block size.
+type ParseTable = fn(&[u8], u64, u64, u64) -> Result<SeekTable, ZstError>;
+
+/// [`fetch_table`] of the form `form`, its table parsed by `parse`.
+fn fetch_table_of(
+    f: &mut Fetcher<'_>,
+    meta: &super::Meta,
+    form: &Form,
+    parse: ParseTable,
+) -> Result<(SeekTable, u64), String> {
+    use super::zst::{table_len_of, TABLE_FOOTER_LEN};
     let start = f.received;
     let why = |e: DeltaError| match e {
         DeltaError::Fetch { error, .. } => error.to_string(),
@@ -281,7 +464,7 @@ pub fn fetch_table(f: &mut Fetcher<'_>, meta: &super::Meta) -> Result<(SeekTable
     let t0 = FOOTER_SIZE.min(len);
     let tail = f.read_vec("the seek table", len - t0, t0).map_err(why)?;
     let footer_at = tail.len() - 9;
-    let tl = table_len(&tail[footer_at..], len).map_err(|e| e.to_string())?;
+    let tl = table_len_of(form, &tail[footer_at..], len).map_err(|e| e.to_string())?;
     let table = match usize::try_from(t0.saturating_sub(tl)) {
         Ok(skip) if tl <= t0 => tail[skip..].to_vec(),
         _ => {
@@ -293,6 +476,6 @@ pub fn fetch_table(f: &mut Fetcher<'_>, meta: &super::Meta) -> Result<(SeekTable
         }
     };
     let bs = u64::from(meta.params.data_block_size());
-    let t = SeekTable::parse(&table, len, meta.len, bs).map_err(|e| e.to_string())?;
+    let t = parse(&table, len, meta.len, bs).map_err(|e| e.to_string())?;
     Ok((t, f.received - start))
 }

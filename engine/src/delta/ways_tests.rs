@@ -93,7 +93,7 @@ fn install_z(
     let fp = fetch_table(&mut zf, &meta).map(|(t, n)| FramePlan::new(&p, t, n, 16));
     let ways = Ways::choose(&p, fp);
     let fp = ways.frames.clone().filter(|_| ways.chosen == WayKind::Zstd);
-    let mut framed = fp.as_ref().map(|fp| Framed::new(&mut zf, fp));
+    let mut framed = fp.as_ref().map(|fp| Framed::new(&mut zf, fp, false));
     let (w, stats) = apply_with(
         &meta,
         &p,
