@@ -253,6 +253,7 @@ pub(crate) struct SteleWays {
     pub meta: u64,
     pub raw: u64,
     pub zstd: Option<u64>,
+    pub lzc: Option<u64>,
     pub chosen: String,
     pub total: u64,
 }
@@ -296,6 +297,7 @@ fn parse_ways(out: &str) -> Option<SteleWays> {
         meta,
         raw: of("raw ")?,
         zstd: of("zstd "),
+        lzc: of("lzc "),
         chosen: chosen.to_string(),
         total,
     })
@@ -323,6 +325,13 @@ fn pair(stele: &Path, work: &Path, what: &str, from: &Path, to: &Path) -> Result
         Ok((lens, frame)) => Some(crate::bench_frames::price(&fresh, &lens, frame)),
         Err(e) => {
             eprintln!("xtask: no whole compressed image row: {e}");
+            None
+        }
+    };
+    let fresh_chained = match crate::bench_frames::chained_lens_of(to) {
+        Ok((lens, frame)) => Some(crate::bench_frames::price(&fresh, &lens, frame)),
+        Err(e) => {
+            eprintln!("xtask: no whole chained image row: {e}");
             None
         }
     };
@@ -400,9 +409,20 @@ fn pair(stele: &Path, work: &Path, what: &str, from: &Path, to: &Path) -> Result
             None,
         ),
         (
+            "stele, block delta, chained blocks (way `lzc`, `image diff`, exact)".into(),
+            ways.lzc.map(|l| ways.meta + l),
+            None,
+        ),
+        (
             "stele, the whole compressed image IMAGE.img.zst (a fresh install, planner's price)"
                 .into(),
             fresh_bytes,
+            None,
+        ),
+        (
+            "stele, the whole chained image IMAGE.img.lzc (a fresh install, planner's price)"
+                .into(),
+            fresh_chained,
             None,
         ),
     ];
@@ -487,15 +507,23 @@ fn install(
     from: &Path,
     to: &Path,
 ) -> Result<(), String> {
-    // The image and its compressed form beside it, as `stele image build` left them.
+    // The image and its compressed forms beside it, as `stele image build` left them.
     let served = work.join("www").join("new.img");
-    let zst = stele_image::zst::path_of(to);
     for (from, at) in [
         (to.to_path_buf(), served.clone()),
-        (zst, stele_image::zst::path_of(&served)),
+        (
+            stele_image::zst::path_of(to),
+            stele_image::zst::path_of(&served),
+        ),
+        (
+            stele_image::lzc::path_of(to),
+            stele_image::lzc::path_of(&served),
+        ),
     ] {
         let _ = fs::remove_file(&at);
-        fs::hard_link(&from, &at).map_err(|e| format!("{}: {e}", from.display()))?;
+        if from.exists() {
+            fs::hard_link(&from, &at).map_err(|e| format!("{}: {e}", from.display()))?;
+        }
     }
     let disk = work.join("disk.img");
     let _ = fs::remove_file(&disk);
@@ -654,6 +682,20 @@ pub fn frames_again(only: &str) -> Result<(), String> {
         }
     };
     println!("CPU: {}", crate::bench::cpu_model());
+    if std::env::var_os("STELE_BENCH_LZC_WRITE").is_some() {
+        // The chained form beside the new image, as `stele image build` writes it now
+        // (images of an earlier run have none), for an install to measure.
+        let start = Instant::now();
+        let r = stele_image::lzc::write_beside(&new, true, &mut stele_verifier::progress::Silent)
+            .map_err(|e| e.to_string())?;
+        println!(
+            "  wrote {} ({} bytes in {} frames) in {:.0} s",
+            r.path.display(),
+            r.len,
+            r.frames,
+            start.elapsed().as_secs_f64()
+        );
+    }
     crate::bench_frames::options_table_of(&old, &new, xz_bytes, only)
 }
 
@@ -702,7 +744,14 @@ mod tests {
         let raw = "diff: a device on O fetches 561764 bytes (64 of data, way raw, 561700 of footer, manifest and hash tree) of the 9 bytes of N\n\
                    diff: way raw: raw 64 bytes (chosen), no zstd way: N.zst: not found\n";
         let w = super::parse_ways(raw).unwrap();
-        assert_eq!((w.raw, w.zstd, w.total), (64, None, 561_764));
+        assert_eq!((w.raw, w.zstd, w.lzc, w.total), (64, None, None, 561_764));
+        let lzc = "diff: a device on O fetches 561800 bytes (100 of data, way lzc, 561700 of footer, manifest and hash tree) of the 9 bytes of N\n\
+                   diff: way lzc: raw 4096 bytes, zstd 300 bytes, lzc 100 bytes (chosen)\n";
+        let w = super::parse_ways(lzc).unwrap();
+        assert_eq!(
+            (w.zstd, w.lzc, w.chosen.as_str()),
+            (Some(300), Some(100), "lzc")
+        );
         assert!(super::parse_ways("diff: a device on O fetches 5 bytes\n").is_none());
     }
     #[test]

@@ -275,16 +275,44 @@ fn compress(codec: Codec, raw: &[u8]) -> Result<usize, String> {
 /// The compressed length of each frame of the compressed form `stele image build` wrote
 /// beside `image`, and its frame size (its seek table, read as the device reads it).
 pub fn frame_lens_of(image: &Path) -> Result<(Vec<u64>, u64), String> {
-    use stele_engine::delta::zst::{table_len, SeekTable};
-    let zst = stele_image::zst::path_of(image);
-    let e = |x: &dyn std::fmt::Display| format!("{}: {x}", zst.display());
-    let bytes = std::fs::read(&zst).map_err(|x| e(&x))?;
+    use stele_engine::delta::zst::{SeekTable, ZST};
+    form_lens_of(
+        &stele_image::zst::path_of(image),
+        image,
+        &ZST,
+        SeekTable::parse,
+    )
+}
+
+/// [`frame_lens_of`] of the chained form `IMAGE.img.lzc`.
+pub fn chained_lens_of(image: &Path) -> Result<(Vec<u64>, u64), String> {
+    use stele_engine::delta::lzc::{parse_table, LZC};
+    form_lens_of(&stele_image::lzc::path_of(image), image, &LZC, parse_table)
+}
+
+/// The table parser of a form (the engine's `SeekTable::parse`, `lzc::parse_table`).
+type Parse = fn(
+    &[u8],
+    u64,
+    u64,
+    u64,
+) -> Result<stele_engine::delta::zst::SeekTable, stele_engine::delta::zst::ZstError>;
+
+fn form_lens_of(
+    file: &Path,
+    image: &Path,
+    form: &stele_engine::delta::zst::Form,
+    parse: Parse,
+) -> Result<(Vec<u64>, u64), String> {
+    use stele_engine::delta::zst::table_len_of;
+    let e = |x: &dyn std::fmt::Display| format!("{}: {x}", file.display());
+    let bytes = std::fs::read(file).map_err(|x| e(&x))?;
     let raw_len = std::fs::metadata(image).map_err(|x| e(&x))?.len();
     let n = bytes.len() as u64;
     let tail = bytes.get(bytes.len().saturating_sub(9)..).unwrap_or(&[]);
-    let tl = table_len(tail, n).map_err(|x| e(&x))?;
+    let tl = table_len_of(form, tail, n).map_err(|x| e(&x))?;
     let at = usize::try_from(n - tl).map_err(|x| e(&x))?;
-    let t = SeekTable::parse(&bytes[at..], n, raw_len, 4096).map_err(|x| e(&x))?;
+    let t = parse(&bytes[at..], n, raw_len, 4096).map_err(|x| e(&x))?;
     let lens = (0..t.frames())
         .filter_map(|i| t.frame(i).map(|f| f.len))
         .collect();
@@ -307,6 +335,41 @@ pub fn price(w: &Wanted, lens: &[u64], frame: u64) -> u64 {
         bytes += match lens.get(f) {
             Some(&l) if l < raw => l,
             _ => raw,
+        };
+    }
+    bytes
+}
+
+/// [`price`] of a plan that takes each region of `big` bytes (a frame of the form with
+/// frames `big_lens`) from whichever form costs less there: that frame, or the frames of
+/// `small` bytes (`small_lens`, each at most its wanted raw blocks) within it; both tables
+/// counted. Pure.
+pub fn price_mixed(w: &Wanted, small_lens: &[u64], small: u64, big_lens: &[u64], big: u64) -> u64 {
+    let bs = w.block_size.max(1);
+    let per_small = usize::try_from((small / bs).max(1)).unwrap_or(1);
+    let per_big = usize::try_from((big / bs).max(1)).unwrap_or(1);
+    let tables = 2 * 17 + 8 * (small_lens.len() + big_lens.len()) as u64;
+    let mut bytes = w.meta + tables;
+    for (r, region) in w.fetch.chunks(per_big).enumerate() {
+        let raw = region.iter().filter(|x| **x).count() as u64 * bs;
+        if raw == 0 {
+            continue;
+        }
+        let smalls: u64 = region
+            .chunks(per_small)
+            .enumerate()
+            .map(|(k, c)| {
+                let raw = c.iter().filter(|x| **x).count() as u64 * bs;
+                let f = r * (per_big / per_small) + k;
+                match small_lens.get(f) {
+                    Some(&l) if l < raw => l,
+                    _ => raw,
+                }
+            })
+            .sum();
+        bytes += match big_lens.get(r) {
+            Some(&l) if l < smalls => l,
+            _ => smalls,
         };
     }
     bytes
@@ -432,6 +495,16 @@ pub fn lzc_row(old: &Path, new: &Path, xz_bytes: u64, step: usize) -> Result<(),
             xz.len()
         )
     };
+    if let Ok((zl, zf)) = frame_lens_of(new) {
+        let mixed = price_mixed(&update, &zl, zf, &lens, FRAME_RAW);
+        println!(
+            "    | each region from the cheaper of .zst and chained .lzc ({how}) | {} / {} KiB | - | - | {mixed} | {:.2} % | {} KiB | - |",
+            zf >> 10,
+            FRAME_RAW >> 10,
+            100.0 * mixed as f64 / size as f64,
+            DICT >> 10,
+        );
+    }
     println!(
         "    | chained .lzc (LZMA2 -9, the {} MiB before as dictionary; {how}) | {} KiB | {whole} | {:.3} | {sec} | {:.2} % | {} KiB | {secs:.0} |",
         DICT >> 20,
