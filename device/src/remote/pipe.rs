@@ -115,18 +115,45 @@ impl PipeSource {
 
     /// Sends `req`; reads one reply line. Any pipe failure drops the client.
     fn ask(&mut self, req: Request) -> Result<Reply, FetchError> {
-        self.ask_with(req, &mut std::io::empty())
+        self.ask_with(req, &mut std::io::empty(), 0)
     }
 
-    /// Sends `req` and all of `payload` after its line; reads one reply line.
-    fn ask_with(&mut self, req: Request, payload: &mut dyn Read) -> Result<Reply, FetchError> {
+    /// Sends `req` and `len` bytes of `payload` after its line; reads one reply line. A
+    /// payload that cannot be read whole ends the client (it would wait for the rest).
+    fn ask_with(
+        &mut self,
+        req: Request,
+        payload: &mut dyn Read,
+        len: u64,
+    ) -> Result<Reply, FetchError> {
+        // A request sent in part (its payload could not be read whole): the client waits
+        // for the rest, out of step.
+        let mut out_of_step = false;
         let r = (|| {
             let c = self.client()?;
             c.to.write_all(req.line().as_bytes()).map_err(broken)?;
-            std::io::copy(payload, &mut c.to).map_err(broken)?;
+            match std::io::copy(&mut payload.take(len), &mut c.to) {
+                Ok(n) if n == len => {}
+                Ok(n) => {
+                    out_of_step = true;
+                    return Err(FetchError::Permanent {
+                        why: format!("only {n} of the {len} bytes to send could be read"),
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Err(broken(e)),
+                Err(e) => {
+                    out_of_step = true;
+                    return Err(FetchError::Permanent {
+                        why: format!("reading the bytes to send: {e}"),
+                    });
+                }
+            }
             c.to.flush().map_err(broken)?;
             read_reply(&mut c.from)
         })();
+        if out_of_step {
+            self.running = None;
+        }
         if matches!(r, Err(FetchError::Transient { .. })) && self.is_broken() {
             self.running = None;
         }
@@ -207,7 +234,7 @@ impl RangeSource for PipeSource {
             frame: *frame,
             block_size,
         };
-        self.answer_with(req, &mut &reference[..], sink)
+        self.answer_with(req, &mut &reference[..], reference.len() as u64, sink)
     }
 
     /// The fetch client fetches the chained frame and decodes it after the priming read
@@ -224,8 +251,7 @@ impl RangeSource for PipeSource {
             prime_off: prime.off,
             prime_len: prime.len,
         };
-        let mut bytes = prime.bytes.take(prime.len);
-        self.answer_with(req, &mut bytes, sink)
+        self.answer_with(req, prime.bytes, prime.len, sink)
     }
 
     fn start_stream(&mut self) -> Result<(), FetchError> {
@@ -259,7 +285,7 @@ impl RangeSource for PipeSource {
 impl PipeSource {
     /// Sends `req` and hands its `DATA` chunks to `sink` until `END`.
     fn answer(&mut self, req: Request, sink: Sink<'_>) -> Result<(), FetchError> {
-        self.answer_with(req, &mut std::io::empty(), sink)
+        self.answer_with(req, &mut std::io::empty(), 0, sink)
     }
 
     /// [`PipeSource::answer`] with `payload` sent after the request line.
@@ -267,9 +293,10 @@ impl PipeSource {
         &mut self,
         req: Request,
         payload: &mut dyn Read,
+        len: u64,
         sink: Sink<'_>,
     ) -> Result<(), FetchError> {
-        match self.ask_with(req, payload)? {
+        match self.ask_with(req, payload, len)? {
             Reply::Ok(_) => {}
             Reply::Err(e) => return Err(e),
             other => return Err(broken(format!("unexpected reply {other:?}"))),
@@ -308,7 +335,46 @@ impl PipeSource {
 mod tests {
     use super::*;
     use crate::runtime::verified::Lower;
+    use stele_engine::delta::lzc::Prime;
     use stele_verifier::layout::FETCH_CLIENT;
+
+    /// A priming that cannot be read whole is never sent in part: the client, which would
+    /// wait for the rest, is ended, and the next request starts another one.
+    #[test]
+    fn a_payload_read_short_ends_the_client() {
+        let d = tempfile::tempdir().unwrap();
+        let at = d.path().join(FETCH_CLIENT.trim_start_matches('/'));
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        std::fs::copy("/bin/sh", &at).unwrap();
+        let lower = Lower::open(d.path(), "/var").unwrap();
+        let program = Program {
+            file: lower.open_file(FETCH_CLIENT).unwrap().unwrap(),
+            path: at,
+        };
+        // Answers every line with its own pid: a new client answers with another.
+        let script = "while read -r l; do echo \"OK $$\"; done".to_string();
+        let mut src = PipeSource::new(program, vec!["-c".into(), script], "http://x/i.img");
+        let first = src.len().unwrap();
+        src.len = None;
+        assert_eq!(src.len().unwrap(), first, "the same client");
+        let frame = Frame {
+            index: 1,
+            offset: 0,
+            len: 10,
+            raw_offset: stele_engine::delta::lzc::FRAME_RAW,
+            raw_len: 4096,
+        };
+        let mut short: &[u8] = &[1, 2, 3];
+        let prime = Prime {
+            off: 0,
+            len: 100,
+            bytes: &mut short,
+        };
+        let e = src.read_chain(&frame, prime, &mut |_| Ok(())).unwrap_err();
+        assert!(e.to_string().contains("only 3 of the 100 bytes"), "{e}");
+        src.len = None;
+        assert_ne!(src.len().unwrap(), first, "the client out of step was kept");
+    }
 
     /// The client runs from the descriptor opened inside the verified layer: a file put in
     /// its place afterwards is not what runs.
