@@ -115,19 +115,21 @@ impl Ways {
     pub fn with_chained(mut self, chained: Result<FramePlan, String>) -> Ways {
         match chained {
             Ok(c) => {
-                let bytes = c.bytes();
-                self.ways.push(Way {
-                    kind: WayKind::Lzc,
-                    bytes,
-                });
-                if bytes < self.bytes() {
-                    self.chosen = WayKind::Lzc;
-                }
+                self.offer(WayKind::Lzc, c.bytes());
                 self.chained = Some(c);
             }
             Err(why) => self.no_lzc = Some(why),
         }
         self
+    }
+
+    /// Lists the way `kind` at `bytes` and chooses it when it costs fewer bytes than the
+    /// way chosen so far (so the ways offered first win a tie).
+    fn offer(&mut self, kind: WayKind, bytes: u64) {
+        self.ways.push(Way { kind, bytes });
+        if bytes < self.bytes() {
+            self.chosen = kind;
+        }
     }
 
     /// The frames [`Framed`] carries out for the chosen way, and whether they are the
@@ -163,14 +165,7 @@ impl Ways {
         let mut w = Ways::choose(plan, frames);
         match delta {
             Ok(d) => {
-                let bytes = d.bytes();
-                w.ways.push(Way {
-                    kind: WayKind::Delta,
-                    bytes,
-                });
-                if bytes < w.bytes() {
-                    w.chosen = WayKind::Delta;
-                }
+                w.offer(WayKind::Delta, d.bytes());
                 w.delta = Some(d);
             }
             Err(why) => w.no_delta = Some(why),
