@@ -100,6 +100,25 @@ impl Drop for TempPath {
     }
 }
 
+/// Waits forever once a signal is being handled (its clean-up holds the state until the
+/// process ends): a loop that creates files under a registered path calls it between
+/// files, so that it stops instead of racing the removal of that path.
+pub fn checkpoint() {
+    drop(live_state());
+}
+
+/// [`remove_path`] again until the path is gone (a thread that was creating a file in it
+/// when the removal began may add one more entry), for at most a second.
+fn remove_until_gone(path: &Path) {
+    for _ in 0..100 {
+        remove_path(path);
+        if path.symlink_metadata().is_err() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Removes a file or a whole directory tree, making directories writable first where a
 /// restrictive mode (copied from an archive) stands in the way.
 pub fn remove_path(path: &Path) {
@@ -253,7 +272,7 @@ pub fn install(on_signal: fn(i32) -> !) -> nix::Result<()> {
             s.exiting = true;
             stop_children(&s.children);
             for (_, p) in &s.paths {
-                remove_path(p);
+                remove_until_gone(p);
             }
             s.paths.clear();
             // The lock stays held: nothing else starts or prints before the exit.

@@ -253,6 +253,8 @@ pub fn unpack<R: Read>(r: R, root: &Path, keep_meta: bool) -> Result<()> {
     // directory of the archive does not stop its own members from being unpacked.
     let mut dirs: Vec<Member> = Vec::new();
     archive::for_each(r, |m, data| {
+        // A signal's clean-up removes `root`: stop here rather than race it.
+        cleanup::checkpoint();
         if keep_meta {
             check_xattrs(m)?;
         }
