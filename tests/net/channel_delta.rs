@@ -4,7 +4,8 @@
 //! the delta by its listed URL (served under another name than the one beside the image,
 //! so the listing is what found it); the slot equals v2. A listed delta served with
 //! another length or another index is not used (one line says why) and the install
-//! completes by the compressed form.
+//! completes by the compressed form. The same device also installs through the chained
+//! form, decoded by its fetch client.
 
 use std::fs;
 use std::io::Cursor;
@@ -255,5 +256,42 @@ fn a_listed_delta_served_with_another_index_is_not_used() {
             d[at] ^= 1;
         },
         "its index and trailer have sha256",
+    );
+}
+
+/// On the device the fetch client decodes the chained frames: the static binary in the
+/// verified root, over its pipe (`CHAIN` requests). With only `v2.img.lzc` beside the
+/// image (no `.zst`, and the listed delta gone from the server) and nothing to copy from
+/// the running slot (its first MiB overwritten: an install that fetches most of the
+/// image), the install takes the way `lzc`, its frames give the blocks, and slot b equals
+/// v2.
+#[test]
+fn on_the_device_the_fetch_client_decodes_the_chained_frames() {
+    let fx = Fixture::new();
+    let (p, nginx, run) = listed(&fx);
+    let mut a = fs::read(fx.path("device/a")).unwrap();
+    a[..1 << 20].copy_from_slice(&crate::net::http::noise(1 << 20, 11));
+    fs::write(fx.path("device/a"), a).unwrap();
+    fs::remove_file(fx.path(&format!("www/{LISTED}"))).unwrap();
+    fs::remove_file(fx.path("www/v2.img.zst")).unwrap();
+    fs::copy(format!("{}.lzc", p.v2), fx.path("www/v2.img.lzc")).unwrap();
+    let (applied, lines) = apply(&run, &nginx);
+    let Applied::Installed(d) = applied else {
+        panic!("not installed: {lines:?}");
+    };
+    assert_eq!(d.way, WayKind::Lzc, "{lines:?}");
+    assert!(d.stats.frame_blocks > 0, "{lines:?}");
+    assert!(
+        !lines.iter().any(|l| l.contains("was given up")),
+        "{lines:?}"
+    );
+    assert_v2_in_b(&fx, &p);
+    assert!(
+        nginx
+            .log()
+            .iter()
+            .any(|l| l.starts_with("GET /v2.img.lzc 206 ")),
+        "{:?}",
+        nginx.log()
     );
 }
