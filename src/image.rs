@@ -127,7 +127,8 @@ pub struct BuildArgs {
     force: bool,
     /// Do not write the compressed transfer forms beside --out: OUT.zst (independent zstd
     /// frames and a seek table: devices fetch the frames covering the blocks they lack)
-    /// and OUT.lzc (chained LZMA2 frames: within 3 % of `xz -9` for a fresh install).
+    /// and OUT.lzc (chained LZMA2 frames: a fresh install of a Debian image fetched 1.026 ×
+    /// its `xz -9` size).
     /// They are never written beside a block device.
     #[arg(long)]
     no_compressed: bool,
