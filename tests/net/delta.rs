@@ -9,7 +9,7 @@ use std::fs;
 use stele_engine::delta::published::{index_len, DeltaIndex, PatchFrame, TRAILER_LEN};
 
 use crate::fixture::{partition, xorshift, Fixture, Nginx};
-use crate::net::http::{assert_v2_in_b, fetched, install, noise, Pair};
+use crate::net::http::{assert_v2_in_b, fetched, install, noise, way_bytes, Pair};
 use crate::util::{ok, stele};
 
 /// `v` as an index (the test's files are small).
@@ -87,19 +87,6 @@ pub(crate) fn served(fx: &Fixture) -> (Pair, Nginx, String) {
         disk,
     };
     (p, nginx, name)
-}
-
-/// The bytes each way costs, from `plan: way W: raw N bytes, zstd M bytes, delta D bytes`.
-fn way_bytes(plan: &str, way: &str) -> u64 {
-    let line = plan
-        .lines()
-        .find(|l| l.starts_with("plan: way "))
-        .unwrap_or_else(|| panic!("no way line: {plan}"));
-    line.split(", ")
-        .find_map(|w| w.split(&format!("{way} ")).nth(1))
-        .and_then(|r| r.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no {way} bytes in {line}"))
 }
 
 /// Bytes nginx sent in answers with data (200/206), from its log lines.

@@ -76,6 +76,24 @@ pub fn fetched(out: &str) -> u64 {
         .unwrap_or_else(|| panic!("no summary line in {out}"))
 }
 
+/// The bytes of way `way` in `update plan`'s way line, `plan: way W: raw N bytes, zstd M
+/// bytes, delta D bytes, lzc L bytes (chosen), no ... way: why` (the ways it prices come
+/// first, each `NAME BYTES bytes`).
+pub fn way_bytes(plan: &str, way: &str) -> u64 {
+    let line = plan
+        .lines()
+        .find(|l| l.starts_with("plan: way "))
+        .unwrap_or_else(|| panic!("no way line: {plan}"));
+    line.splitn(3, ": ")
+        .nth(2)
+        .into_iter()
+        .flat_map(|r| r.split(", "))
+        .find_map(|w| w.strip_prefix(&format!("{way} ")))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {way} bytes in {line}"))
+}
+
 /// Slot b of `disk` holds v2 (byte for byte up to its manifest's end) and boots next.
 pub fn assert_v2_in_b(p: &Pair, disk: &str) {
     let status = ok(stele(&[

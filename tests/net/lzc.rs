@@ -12,7 +12,7 @@ use stele_engine::delta::lzc::{parse_table, LZC};
 use stele_engine::delta::zst::{encode_table_of, table_len_of};
 
 use crate::fixture::{Fixture, Nginx};
-use crate::net::http::{assert_v2_in_b, fetched, install, noise, Pair};
+use crate::net::http::{assert_v2_in_b, fetched, install, noise, way_bytes, Pair};
 use crate::util::{ok, stele};
 
 /// Text whose lines repeat far apart (as a filesystem repeats a library's pages): a
@@ -73,22 +73,6 @@ fn served(fx: &Fixture) -> (Pair, Nginx) {
         },
         nginx,
     )
-}
-
-/// The bytes of way `way` in `plan: way W: raw N bytes, zstd M bytes, lzc L bytes (chosen)`.
-fn way_bytes(plan: &str, way: &str) -> u64 {
-    let line = plan
-        .lines()
-        .find(|l| l.starts_with("plan: way "))
-        .unwrap_or_else(|| panic!("no way line: {plan}"));
-    line.split(": ")
-        .nth(2)
-        .into_iter()
-        .flat_map(|r| r.split(", "))
-        .find_map(|w| w.strip_prefix(&format!("{way} ")))
-        .and_then(|r| r.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no {way} bytes in {line}"))
 }
 
 #[test]

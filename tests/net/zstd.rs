@@ -12,7 +12,7 @@ use std::fs;
 use stele_engine::delta::zst::{encode_table, table_len, SeekTable};
 
 use crate::fixture::{Fixture, Nginx};
-use crate::net::http::{assert_v2_in_b, fetched, install, noise, Pair};
+use crate::net::http::{assert_v2_in_b, fetched, install, noise, way_bytes, Pair};
 use crate::util::{ok, stele};
 
 /// Text-like bytes: compress well, and no block repeats another.
@@ -74,19 +74,6 @@ fn served(fx: &Fixture) -> (Pair, Nginx) {
         },
         nginx,
     )
-}
-
-/// The bytes each way costs, from `plan: way W: raw N bytes, zstd M bytes (chosen)`.
-fn way_bytes(plan: &str, way: &str) -> u64 {
-    let line = plan
-        .lines()
-        .find(|l| l.starts_with("plan: way "))
-        .unwrap_or_else(|| panic!("no way line: {plan}"));
-    line.split(", ")
-        .find_map(|w| w.split(&format!("{way} ")).nth(1))
-        .and_then(|r| r.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no {way} bytes in {line}"))
 }
 
 #[test]
