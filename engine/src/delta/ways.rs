@@ -290,12 +290,7 @@ impl<'f, 'a> Framed<'f, 'a> {
             .as_ref()
             .is_none_or(|c| c.0.index != frame.index)
         {
-            let fetched = if self.chain.is_some() {
-                self.fetch_chained(&frame, bs, target, late)
-            } else {
-                self.fetch(&frame)
-            };
-            match fetched {
+            match self.fetch(&frame, bs, target, late) {
                 Ok(bytes) => {
                     self.frames_fetched += 1;
                     self.current = Some((frame, bytes));
@@ -312,45 +307,10 @@ impl<'f, 'a> Framed<'f, 'a> {
         bytes.get(a..b)
     }
 
-    /// One frame, decoded, retried like any answer; the reason as text when it fails.
-    fn fetch(&mut self, frame: &Frame) -> Result<Vec<u8>, String> {
-        let name = self.fetcher.name();
-        loop {
-            let mut out = Vec::with_capacity(usize::try_from(frame.raw_len).unwrap_or(0));
-            let r = self.fetcher.attempt_frame(frame, &mut |c: &[u8]| {
-                if (out.len() + c.len()) as u64 > frame.raw_len {
-                    return Err(super::Abort);
-                }
-                out.extend_from_slice(c);
-                Ok(())
-            });
-            let e = match r {
-                Ok(()) if out.len() as u64 == frame.raw_len => return Ok(out),
-                Ok(()) | Err(FetchError::Aborted) => FetchError::Permanent {
-                    why: format!(
-                        "frame {} gave {} bytes, not its {}",
-                        frame.index,
-                        out.len(),
-                        frame.raw_len
-                    ),
-                },
-                Err(e) => e,
-            };
-            if let Err(d) = self.fetcher.failed("a frame", e) {
-                return Err(match d {
-                    DeltaError::Fetch { error, .. } => format!("{name}: {error}"),
-                    other => other.to_string(),
-                });
-            }
-        }
-    }
-}
-
-impl Framed<'_, '_> {
-    /// One chained frame, decoded by the source after the priming it lacks (read from
-    /// `target`), retried like any answer (a failed attempt primes again from the
-    /// start); the reason as text when it fails.
-    fn fetch_chained<T: Read + Seek>(
+    /// One frame, decoded by the source, retried like any answer; the reason as text when
+    /// it fails. A chained frame's decoder first gets the priming it lacks, read from
+    /// `target` (after a failed attempt it is primed again from the start).
+    fn fetch<T: Read + Seek>(
         &mut self,
         frame: &Frame,
         bs: u64,
@@ -359,42 +319,49 @@ impl Framed<'_, '_> {
     ) -> Result<Vec<u8>, String> {
         let name = self.fetcher.name();
         loop {
-            let at = self.chain.flatten();
-            let (off, len) = super::lzc::prime_for(frame, at);
-            let first = off / bs.max(1);
-            let end = (off + len).div_ceil(bs.max(1));
-            let pending = (first..end).find(|&b| {
-                usize::try_from(b)
-                    .ok()
-                    .and_then(|b| late.get(b))
-                    .is_some_and(|a| *a == Action::Fetch)
-            });
-            if let Some(b) = pending {
-                return Err(format!(
-                    "frame {} needs block {b} before it, which is not written yet",
-                    frame.index
-                ));
-            }
-            target
-                .seek(SeekFrom::Start(off))
-                .map_err(|e| format!("reading the target slot: {e}"))?;
-            let mut bytes = (&mut *target).take(len);
-            let prime = super::lzc::Prime {
-                off,
-                len,
-                bytes: &mut bytes,
-            };
             let mut out = Vec::with_capacity(usize::try_from(frame.raw_len).unwrap_or(0));
-            let r = self.fetcher.attempt_chain(frame, prime, &mut |c: &[u8]| {
+            let mut sink = |c: &[u8]| {
                 if (out.len() + c.len()) as u64 > frame.raw_len {
                     return Err(super::Abort);
                 }
                 out.extend_from_slice(c);
                 Ok(())
-            });
+            };
+            let r = match self.chain {
+                None => self.fetcher.attempt_frame(frame, &mut sink),
+                Some(at) => {
+                    let (off, len) = super::lzc::prime_for(frame, at);
+                    let first = off / bs.max(1);
+                    let end = (off + len).div_ceil(bs.max(1));
+                    let pending = (first..end).find(|&b| {
+                        usize::try_from(b)
+                            .ok()
+                            .and_then(|b| late.get(b))
+                            .is_some_and(|a| *a == Action::Fetch)
+                    });
+                    if let Some(b) = pending {
+                        return Err(format!(
+                            "frame {} needs block {b} before it, which is not written yet",
+                            frame.index
+                        ));
+                    }
+                    target
+                        .seek(SeekFrom::Start(off))
+                        .map_err(|e| format!("reading the target slot: {e}"))?;
+                    let mut bytes = (&mut *target).take(len);
+                    let prime = super::lzc::Prime {
+                        off,
+                        len,
+                        bytes: &mut bytes,
+                    };
+                    self.fetcher.attempt_chain(frame, prime, &mut sink)
+                }
+            };
             let e = match r {
                 Ok(()) if out.len() as u64 == frame.raw_len => {
-                    self.chain = Some(Some(frame.raw_offset + frame.raw_len));
+                    if let Some(at) = &mut self.chain {
+                        *at = Some(frame.raw_offset + frame.raw_len);
+                    }
                     return Ok(out);
                 }
                 Ok(()) | Err(FetchError::Aborted) => FetchError::Permanent {
@@ -407,7 +374,9 @@ impl Framed<'_, '_> {
                 },
                 Err(e) => e,
             };
-            self.chain = Some(None);
+            if let Some(at) = &mut self.chain {
+                *at = None;
+            }
             if let Err(d) = self.fetcher.failed("a frame", e) {
                 return Err(match d {
                     DeltaError::Fetch { error, .. } => format!("{name}: {error}"),
