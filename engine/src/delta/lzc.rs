@@ -401,23 +401,14 @@ impl Chain {
             left -= n as u64;
         }
         drop(piece);
-        let mut bytes = Vec::with_capacity(usize::try_from(frame.len).unwrap_or(0));
-        let got = src.read_range(frame.offset, frame.len, &mut |c: &[u8]| {
-            bytes.extend_from_slice(c);
-            Ok(())
-        });
-        let got = got.and_then(|()| {
-            if bytes.len() as u64 == frame.len {
-                Ok(())
-            } else {
-                Err(FetchError::transient("the answer was short"))
+        let bytes = match super::source::read_whole(src, frame.offset, frame.len) {
+            Ok(b) => b,
+            Err(e) => {
+                // Primed and at this frame: a retry that sends no priming continues it.
+                self.dec = Some(dec);
+                return Err(e);
             }
-        });
-        if let Err(e) = got {
-            // Primed and at this frame: a retry that sends no priming continues it.
-            self.dec = Some(dec);
-            return Err(e);
-        }
+        };
         let raw = dec.decode(frame, bytes).map_err(refused)?;
         self.dec = Some(dec);
         sink(&raw).map_err(|_| FetchError::Aborted)

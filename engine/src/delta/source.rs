@@ -106,6 +106,20 @@ pub trait RangeSource {
     }
 }
 
+/// `len` bytes at `off` of `src` by one range read, in memory (a frame's compressed
+/// bytes: the caller bounds `len`); a short answer is a transient error.
+pub fn read_whole(src: &mut dyn RangeSource, off: u64, len: u64) -> Result<Vec<u8>, FetchError> {
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    src.read_range(off, len, &mut |c: &[u8]| {
+        bytes.extend_from_slice(c);
+        Ok(())
+    })?;
+    if bytes.len() as u64 != len {
+        return Err(FetchError::transient("the answer was short"));
+    }
+    Ok(bytes)
+}
+
 /// [`RangeSource::read_patch`] for a source that decodes: the frame's compressed bytes by
 /// one range read, then [`super::published::decode_patch`] (bounded: a bomb is refused).
 pub fn read_patch_by_range(
@@ -124,14 +138,7 @@ pub fn read_patch_by_range(
             ),
         });
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(frame.len).unwrap_or(0));
-    src.read_range(frame.offset, frame.len, &mut |c: &[u8]| {
-        bytes.extend_from_slice(c);
-        Ok(())
-    })?;
-    if bytes.len() as u64 != frame.len {
-        return Err(FetchError::transient("the answer was short"));
-    }
+    let bytes = read_whole(src, frame.offset, frame.len)?;
     let raw = decode_patch(frame, &bytes, reference, block_size)
         .map_err(|e| FetchError::Permanent { why: e.to_string() })?;
     sink(&raw).map_err(|_| FetchError::Aborted)
@@ -149,14 +156,7 @@ pub fn read_frame_by_range(
             why: format!("frame {} is {} bytes long: refused", frame.index, frame.len),
         });
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(frame.len).unwrap_or(0));
-    src.read_range(frame.offset, frame.len, &mut |c: &[u8]| {
-        bytes.extend_from_slice(c);
-        Ok(())
-    })?;
-    if bytes.len() as u64 != frame.len {
-        return Err(FetchError::transient("the answer was short"));
-    }
+    let bytes = read_whole(src, frame.offset, frame.len)?;
     let raw = super::zst::decode_frame(frame.index, &bytes, frame.raw_len)
         .map_err(|e| FetchError::Permanent { why: e.to_string() })?;
     sink(&raw).map_err(|_| FetchError::Aborted)
