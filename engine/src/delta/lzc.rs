@@ -401,7 +401,7 @@ impl Chain {
             left -= n as u64;
         }
         drop(piece);
-        let bytes = match super::source::read_whole(src, frame.offset, frame.len) {
+        let bytes = match super::read_whole(src, frame.offset, frame.len) {
             Ok(b) => b,
             Err(e) => {
                 // Primed and at this frame: a retry that sends no priming continues it.

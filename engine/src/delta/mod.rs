@@ -33,8 +33,8 @@ use std::time::Duration;
 
 pub use retry::{Backoff, Clock, RetryPolicy, Throttle, DEFAULT_MAX_TIME};
 pub use source::{
-    read_frame_by_range, read_patch_by_range, Abort, FetchError, RangeSource, ReaderSource, Sink,
-    Streamed,
+    read_frame_by_range, read_patch_by_range, read_whole, Abort, FetchError, RangeSource,
+    ReaderSource, Sink, Streamed,
 };
 pub use tree::KnownHashBlocks;
 
