@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use stele_engine::delta::plan::{Action, Plan};
 use stele_engine::delta::published::{
-    decode_patch, encode_index, suffix, PatchFrame, MAX_OUT, MAX_REF, MAX_WINDOW,
+    decode_patch, encode_index, suffix, CopyRun, PatchFrame, MAX_OUT, MAX_REF, MAX_RUNS, MAX_WINDOW,
 };
 use stele_verifier::progress::{Progress, Step};
 
@@ -36,6 +36,9 @@ pub struct DeltaReport {
     pub frames: u64,
     /// New blocks the frames give.
     pub blocks: u64,
+    /// True when its frames and copy runs give every new block: a device writes it
+    /// without fetching the new hash tree (`stele_engine::delta::rebuilt`).
+    pub whole: bool,
 }
 
 /// The two images of a delta and what names them.
@@ -100,6 +103,52 @@ pub fn runs(plan: &Plan) -> Vec<(u64, u64)> {
             Some((s, n)) if i - (*s + *n) <= GAP && i + 1 - *s <= per => *n = i + 1 - *s,
             _ => out.push((i, 1)),
         }
+    }
+    out
+}
+
+/// The copy runs of `plan` outside `spans` (the frames' blocks): runs of blocks copied
+/// from consecutive old blocks, and runs of zero blocks, at most `u32::MAX` blocks each.
+/// Empty when a block outside the spans is neither (the plan was made with a target
+/// slot that keeps it) or there would be more than [`MAX_RUNS`]: the delta is then
+/// written without them, and devices fetch the new hash tree to use it. Pure.
+pub fn copy_runs(plan: &Plan, spans: &[(u64, u64)]) -> Vec<CopyRun> {
+    let mut out: Vec<CopyRun> = Vec::new();
+    let mut spans = spans.iter().peekable();
+    for (i, a) in plan.actions.iter().enumerate() {
+        let i = i as u64;
+        while spans.peek().is_some_and(|(s, n)| s + n <= i) {
+            spans.next();
+        }
+        if spans.peek().is_some_and(|(s, _)| *s <= i) {
+            continue;
+        }
+        let from = match a {
+            Action::Copy(j) => Some(*j),
+            Action::Zero => None,
+            Action::Keep | Action::Fetch => return Vec::new(),
+        };
+        match out.last_mut() {
+            Some(r)
+                if r.first + r.blocks == i
+                    && r.blocks < u64::from(u32::MAX)
+                    && match (r.from, from) {
+                        (Some(f), Some(j)) => f + r.blocks == j,
+                        (None, None) => true,
+                        _ => false,
+                    } =>
+            {
+                r.blocks += 1;
+            }
+            _ => out.push(CopyRun {
+                first: i,
+                blocks: 1,
+                from,
+            }),
+        }
+    }
+    if out.len() as u64 > MAX_RUNS {
+        return Vec::new();
     }
     out
 }
@@ -199,15 +248,16 @@ fn best(job: &Job, bs: u64, level: i32) -> std::io::Result<(PatchFrame, Vec<u8>)
 }
 
 /// Writes the delta for `plan` (the device's plan of NEW with OLD as the running slot)
-/// into `out`, its frames at zstd `level`; returns its length and frames. Frames are made on as many threads as there
-/// are cores, a batch at a time, and written in order.
+/// into `out`, its frames at zstd `level`; returns its length, its frames, and whether
+/// its frames and copy runs give every new block. Frames are made on as many threads as
+/// there are cores, a batch at a time, and written in order.
 pub fn build<O: Read + Seek, N: Read + Seek, W: Write>(
     plan: &Plan,
     pair: Pair<'_, O, N>,
     level: i32,
     out: &mut W,
     progress: &mut dyn Progress,
-) -> std::io::Result<(u64, Vec<PatchFrame>)> {
+) -> std::io::Result<(u64, Vec<PatchFrame>, bool)> {
     let bs = plan.block_size;
     let runs = runs(plan);
     let total: u64 = runs.iter().map(|r| r.1 * bs).sum();
@@ -273,16 +323,21 @@ pub fn build<O: Read + Seek, N: Read + Seek, W: Write>(
         out.write_all(bytes)?;
         len += bytes.len() as u64;
     }
+    let copies = copy_runs(plan, &runs);
+    let given: u64 =
+        index.iter().map(|f| f.blocks).sum::<u64>() + copies.iter().map(|r| r.blocks).sum::<u64>();
+    let whole = given == plan.actions.len() as u64;
     let tail = encode_index(
         u32::try_from(bs).unwrap_or(4096),
         pair.new_len,
         &pair.old_envelope,
         &pair.new_envelope,
         &index,
+        &copies,
     );
     out.write_all(&tail)?;
     len += tail.len() as u64;
-    Ok((len, index))
+    Ok((len, index, whole))
 }
 
 /// Writes the delta for `plan` to `path` (atomically; an existing file only with `force`),
@@ -296,7 +351,7 @@ pub fn write<O: Read + Seek, N: Read + Seek>(
     progress: &mut dyn Progress,
 ) -> Result<DeltaReport> {
     let mut tmp = AtomicFile::output(path, 0o644, force)?;
-    let (len, frames) = {
+    let (len, frames, whole) = {
         let mut w = std::io::BufWriter::new(tmp.file());
         let r = build(plan, pair, level, &mut w, progress)
             .map_err(|e| Error::io("write the delta into", path, e))?;
@@ -309,5 +364,6 @@ pub fn write<O: Read + Seek, N: Read + Seek>(
         len,
         frames: frames.len() as u64,
         blocks: frames.iter().map(|f| f.blocks).sum(),
+        whole,
     })
 }

@@ -108,9 +108,15 @@ fn channel_build_lists_a_delta_and_refuses_one_it_cannot_place() {
         assert_eq!(l.url, url);
         assert_eq!(l.length, d.len() as u64);
         assert_eq!(l.sha256, <[u8; 32]>::from(Sha256::digest(&d)));
-        // The index and trailer: the trailer's frame count says how long.
-        let n = u32::from_le_bytes(d[d.len() - 96 + 16..d.len() - 96 + 20].try_into().unwrap());
-        let il = 96 + 32 * n as usize;
+        // The index and trailer: the trailer's frame and copy-run counts say how long.
+        let count = |at: usize| {
+            u32::from_le_bytes(
+                d[d.len() - 96 + at..d.len() - 96 + at + 4]
+                    .try_into()
+                    .unwrap(),
+            ) as usize
+        };
+        let il = 96 + 32 * count(16) + 24 * count(20);
         assert_eq!(
             l.index_sha256,
             <[u8; 32]>::from(Sha256::digest(&d[d.len() - il..]))

@@ -11,7 +11,7 @@ use super::apply::{apply_with, Stats};
 use super::patched::{fetch_index, DeltaPlan, Patched};
 use super::plan::{plan, Action, Plan};
 use super::published::tests::{noise, patch};
-use super::published::{digest, encode_index, envelope_digest, PatchFrame};
+use super::published::{digest, encode_index, envelope_digest, CopyRun, PatchFrame};
 use super::tests::{assert_installed, image_of, slot_with, FakeClock, MemSource};
 use super::ways::{fetch_table, FramePlan, Framed, WayKind, Ways};
 use super::ways_tests::{compressed, ZSource};
@@ -20,7 +20,7 @@ use crate::tests::SLOT_LEN;
 use stele_verifier::testutil::ring;
 
 /// A [`MemSource`] over a delta that decodes frames like the fetch client.
-struct DSource(MemSource);
+pub(crate) struct DSource(pub MemSource);
 
 impl RangeSource for DSource {
     fn name(&self) -> String {
@@ -50,7 +50,7 @@ impl RangeSource for DSource {
 }
 
 /// What replaces delta frame `k` (its new bytes and reference given), if anything.
-type Lie<'a> = &'a dyn Fn(usize, &[u8], &[u8]) -> Option<Vec<u8>>;
+pub(crate) type Lie<'a> = &'a dyn Fn(usize, &[u8], &[u8]) -> Option<Vec<u8>>;
 
 /// The plan of `new` on a device running `old` (nothing in the target).
 fn plan_of(old: &[u8], new: &[u8]) -> (Plan, Meta) {
@@ -72,7 +72,7 @@ fn plan_of(old: &[u8], new: &[u8]) -> (Plan, Meta) {
 
 /// A delta as the build side writes it (runs of fetched blocks, each against the old
 /// blocks at the same offset and 8 around), frame `k` replaced by `lie` when it answers.
-fn delta(old: &[u8], old_blocks: u64, new: &[u8], lie: Lie<'_>) -> Vec<u8> {
+pub(crate) fn delta(old: &[u8], old_blocks: u64, new: &[u8], lie: Lie<'_>) -> Vec<u8> {
     let (p, meta) = plan_of(old, new);
     let mut frames = Vec::new();
     let mut bodies = Vec::new();
@@ -103,6 +103,24 @@ fn delta(old: &[u8], old_blocks: u64, new: &[u8], lie: Lie<'_>) -> Vec<u8> {
         });
         bodies.push(body);
     }
+    // The other blocks, one copy run each (as the build side writes them, unmerged).
+    let runs: Vec<CopyRun> = p
+        .actions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| {
+            let from = match a {
+                Action::Copy(j) => Some(*j),
+                Action::Zero => None,
+                _ => return None,
+            };
+            Some(CopyRun {
+                first: i as u64,
+                blocks: 1,
+                from,
+            })
+        })
+        .collect();
     let old_env = envelope_digest(&mut slot_with(old), SLOT_LEN).unwrap();
     let mut out: Vec<u8> = bodies.concat();
     out.extend(encode_index(
@@ -111,6 +129,7 @@ fn delta(old: &[u8], old_blocks: u64, new: &[u8], lie: Lie<'_>) -> Vec<u8> {
         &old_env,
         &digest(&meta.envelope),
         &frames,
+        &runs,
     ));
     out
 }
@@ -203,7 +222,7 @@ fn pair() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     (old, new)
 }
 
-fn images() -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn images() -> (Vec<u8>, Vec<u8>) {
     let (o, n) = pair();
     (image_of(&o, 1, 1), image_of(&n, 1, 2))
 }

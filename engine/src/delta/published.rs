@@ -20,14 +20,21 @@ use sha2::{Digest, Sha256};
 
 /// The first 8 bytes of the trailer (the file's last [`TRAILER_LEN`] bytes).
 pub const MAGIC: &[u8; 8] = b"STELEDLT";
-/// The format version this code reads and writes.
-pub const VERSION: u32 = 1;
+/// The format version this code reads and writes (2: the copy runs after the frames'
+/// entries; a version 1 delta, without them, is refused: rebuild it).
+pub const VERSION: u32 = 2;
 /// Bytes of the trailer, the file's last bytes (after the index).
 pub const TRAILER_LEN: usize = 96;
 /// Bytes of one index entry.
 pub const ENTRY_LEN: u64 = 32;
 /// At most this many frames (an index of at most 2 MiB).
 pub const MAX_FRAMES: u64 = 65536;
+/// Bytes of one copy run.
+pub const RUN_LEN: u64 = 24;
+/// At most this many copy runs (6 MiB).
+pub const MAX_RUNS: u64 = 1 << 18;
+/// A copy run's `from` that means "all-zero blocks".
+pub const ZERO_RUN: u64 = u64::MAX;
 /// A frame gives at most this many bytes of the new image.
 pub const MAX_OUT: u64 = 1 << 20;
 /// A frame reads at most this many bytes of the old image as its reference.
@@ -103,6 +110,27 @@ pub struct PatchFrame {
     pub ref_blocks: u64,
 }
 
+/// New blocks that no frame gives, each either the same blocks of the old image (a run of
+/// consecutive old blocks) or all zero: with the frames they make the whole new image's
+/// data, so a device can write it without the new hash tree and rebuild the tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CopyRun {
+    /// The new image's data blocks `first .. first + blocks`.
+    pub first: u64,
+    pub blocks: u64,
+    /// The old image's data block the run starts at; `None`: all-zero blocks.
+    pub from: Option<u64>,
+}
+
+/// One piece of the new image's data, in block order ([`DeltaIndex::pieces`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Piece {
+    /// Frame `k` of the index (a position in [`DeltaIndex::frames`]).
+    Frame(usize),
+    /// A copy run.
+    Run(CopyRun),
+}
+
 /// A parsed header and index.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeltaIndex {
@@ -114,6 +142,8 @@ pub struct DeltaIndex {
     pub new_envelope: [u8; 32],
     /// The frames, by increasing `first`, not overlapping.
     pub frames: Vec<PatchFrame>,
+    /// The copy runs, by increasing `first`, not overlapping each other.
+    pub runs: Vec<CopyRun>,
     /// Bytes of the header and index.
     pub index_len: u64,
 }
@@ -148,13 +178,17 @@ pub fn index_len(header: &[u8]) -> Result<u64, PatchError> {
         return bad("no STELEDLT magic (not a stele delta)");
     }
     if le32(header, 8) != VERSION {
-        return bad("its version is not 1");
+        return bad("its version is not 2 (rebuild it with this stele's `stele image delta`)");
     }
     let n = u64::from(le32(header, 16));
     if n > MAX_FRAMES {
         return bad("it has more than 65536 frames");
     }
-    Ok(TRAILER_LEN as u64 + n * ENTRY_LEN)
+    let m = u64::from(le32(header, 20));
+    if m > MAX_RUNS {
+        return bad("it has more than 262144 copy runs");
+    }
+    Ok(TRAILER_LEN as u64 + n * ENTRY_LEN + m * RUN_LEN)
 }
 
 impl DeltaIndex {
@@ -172,16 +206,14 @@ impl DeltaIndex {
         if tail.len() as u64 != il || il > file_len {
             return bad(format!("{} bytes given for an index of {il}", tail.len()));
         }
-        let entries = &tail[..head];
         let bytes = &tail[head..];
+        let n = usize::try_from(le32(bytes, 16)).unwrap_or(usize::MAX);
+        let (entries, run_bytes) = tail[..head].split_at(n.saturating_mul(32).min(head));
         let bs = u64::from(le32(bytes, 12));
         if !(512..=65536).contains(&bs) || !bs.is_power_of_two() {
             return bad(format!(
                 "its block size {bs} is not a power of two in 512..=65536"
             ));
-        }
-        if le32(bytes, 20) != 0 {
-            return bad("its reserved field is not 0".into());
         }
         let new_len = le64(bytes, 24);
         let mut old_envelope = [0u8; 32];
@@ -234,12 +266,38 @@ impl DeltaIndex {
                 file_len - il
             ));
         }
+        let mut runs = Vec::new();
+        let mut next_free = 0u64;
+        for (k, e) in run_bytes.chunks_exact(24).enumerate() {
+            let first = le64(e, 0);
+            let from = le64(e, 8);
+            let blocks = u64::from(le32(e, 16));
+            if le32(e, 20) != 0 {
+                return bad(format!("copy run {k}: its reserved field is not 0"));
+            }
+            let end = first.checked_add(blocks);
+            if blocks == 0 || end.is_none() || first < next_free {
+                return bad(format!(
+                    "copy run {k} is empty, overflows, or overlaps the one before"
+                ));
+            }
+            if from != ZERO_RUN && from.checked_add(blocks).is_none() {
+                return bad(format!("copy run {k}'s old blocks overflow"));
+            }
+            next_free = end.unwrap_or(u64::MAX);
+            runs.push(CopyRun {
+                first,
+                blocks,
+                from: (from != ZERO_RUN).then_some(from),
+            });
+        }
         Ok(DeltaIndex {
             block_size: bs,
             new_len,
             old_envelope,
             new_envelope,
             frames,
+            runs,
             index_len: il,
         })
     }
@@ -281,6 +339,43 @@ impl DeltaIndex {
         Ok(())
     }
 
+    /// The frames and copy runs in block order when together they give each of
+    /// `data_blocks` new blocks exactly once (a delta a device can write without the new
+    /// hash tree, rebuilding it); else why not. Pure.
+    pub fn pieces(&self, data_blocks: u64) -> Result<Vec<Piece>, String> {
+        let mut out = Vec::with_capacity(self.frames.len() + self.runs.len());
+        let (mut f, mut r) = (0usize, 0usize);
+        let mut next = 0u64;
+        while next < data_blocks {
+            let behind = self.frames.get(f).map(|x| x.first).filter(|&a| a < next);
+            if let Some(a) = behind.or(self.runs.get(r).map(|x| x.first).filter(|&a| a < next)) {
+                return Err(format!("a frame and a copy run both give block {a}"));
+            }
+            let frame = self.frames.get(f).filter(|x| x.first == next);
+            let run = self.runs.get(r).filter(|x| x.first == next);
+            next = match (frame, run) {
+                (Some(x), None) => {
+                    out.push(Piece::Frame(f));
+                    f += 1;
+                    x.first + x.blocks
+                }
+                (None, Some(x)) => {
+                    out.push(Piece::Run(*x));
+                    r += 1;
+                    x.first + x.blocks
+                }
+                (Some(_), Some(_)) => {
+                    return Err(format!("a frame and a copy run both give block {next}"))
+                }
+                (None, None) => return Err(format!("nothing in it gives block {next}")),
+            };
+        }
+        if f < self.frames.len() || r < self.runs.len() || next != data_blocks {
+            return Err(format!("it gives blocks past the image's {data_blocks}"));
+        }
+        Ok(out)
+    }
+
     /// Bytes of every frame, the index and trailer: the whole file.
     pub fn file_len(&self) -> u64 {
         self.frames.last().map_or(0, |f| f.offset + f.len) + self.index_len
@@ -294,8 +389,9 @@ pub fn encode_index(
     old_envelope: &[u8; 32],
     new_envelope: &[u8; 32],
     frames: &[PatchFrame],
+    runs: &[CopyRun],
 ) -> Vec<u8> {
-    let mut b = Vec::with_capacity(96 + 32 * frames.len());
+    let mut b = Vec::with_capacity(96 + 32 * frames.len() + 24 * runs.len());
     let w32 = |v: u64| u32::try_from(v).unwrap_or(u32::MAX).to_le_bytes();
     for f in frames {
         b.extend_from_slice(&f.first.to_le_bytes());
@@ -305,15 +401,17 @@ pub fn encode_index(
         b.extend_from_slice(&w32(f.ref_blocks));
         b.extend_from_slice(&0u32.to_le_bytes());
     }
+    for r in runs {
+        b.extend_from_slice(&r.first.to_le_bytes());
+        b.extend_from_slice(&r.from.unwrap_or(ZERO_RUN).to_le_bytes());
+        b.extend_from_slice(&w32(r.blocks));
+        b.extend_from_slice(&0u32.to_le_bytes());
+    }
     b.extend_from_slice(MAGIC);
     b.extend_from_slice(&VERSION.to_le_bytes());
     b.extend_from_slice(&block_size.to_le_bytes());
-    b.extend_from_slice(
-        &u32::try_from(frames.len())
-            .unwrap_or(u32::MAX)
-            .to_le_bytes(),
-    );
-    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&w32(frames.len() as u64));
+    b.extend_from_slice(&w32(runs.len() as u64));
     b.extend_from_slice(&new_len.to_le_bytes());
     b.extend_from_slice(old_envelope);
     b.extend_from_slice(new_envelope);

@@ -118,13 +118,44 @@ fn an_index_round_trips_and_refuses_what_does_not_add_up() {
             ref_blocks: 0,
         },
     ];
-    let idx = encode_index(4096, 1 << 20, &[1; 32], &[2; 32], &frames);
+    let runs = [
+        CopyRun {
+            first: 0,
+            blocks: 3,
+            from: Some(7),
+        },
+        CopyRun {
+            first: 5,
+            blocks: 4,
+            from: None,
+        },
+    ];
+    let idx = encode_index(4096, 1 << 20, &[1; 32], &[2; 32], &frames, &runs);
     let file_len = idx.len() as u64 + 150;
     assert_eq!(index_len(&idx[idx.len() - 96..]).unwrap(), idx.len() as u64);
     let d = DeltaIndex::parse(&idx, file_len).unwrap();
     assert_eq!(d.frames.len(), 2);
     assert_eq!(d.frames[1].offset, 100);
     assert_eq!(d.file_len(), file_len);
+    assert_eq!(d.runs, runs);
+    // Frames and runs tile the 265 blocks: the delta can be written without the tree.
+    assert_eq!(
+        d.pieces(265).unwrap(),
+        vec![
+            Piece::Run(runs[0]),
+            Piece::Frame(0),
+            Piece::Run(runs[1]),
+            Piece::Frame(1)
+        ]
+    );
+    assert!(d.pieces(266).unwrap_err().contains("block 265"));
+    assert!(d.pieces(200).is_err());
+    let mut gap = d.clone();
+    gap.runs[1].blocks = 3;
+    assert_eq!(gap.pieces(265).unwrap_err(), "nothing in it gives block 8");
+    let mut both = d.clone();
+    both.runs[1].blocks = 5;
+    assert!(both.pieces(265).unwrap_err().contains("both give block 9"));
     assert!(d.check(&[1; 32], &[2; 32], 1 << 20, 265, 4096).is_ok());
     assert!(matches!(
         d.check(&[3; 32], &[2; 32], 1 << 20, 265, 4096),
@@ -145,7 +176,12 @@ fn an_index_round_trips_and_refuses_what_does_not_add_up() {
     // Overlapping frames.
     let mut bad = frames;
     bad[1].first = 4;
-    let idx = encode_index(4096, 1 << 20, &[1; 32], &[2; 32], &bad);
+    let idx = encode_index(4096, 1 << 20, &[1; 32], &[2; 32], &bad, &runs);
+    assert!(DeltaIndex::parse(&idx, file_len).is_err());
+    // Overlapping runs.
+    let mut bad = runs;
+    bad[1].first = 2;
+    let idx = encode_index(4096, 1 << 20, &[1; 32], &[2; 32], &frames, &bad);
     assert!(DeltaIndex::parse(&idx, file_len).is_err());
     assert_eq!(
         suffix(&[0xab; 32]),

@@ -1,13 +1,14 @@
 //! Target `delta_frames`: bytes as a published delta `NEW.img.from-<hex>.delta`
-//! (docs/FORMATS.md) over a running slot of given bytes: its trailer, its index, then
-//! every frame decoded against the old blocks it names, with its bound
+//! (docs/FORMATS.md) over a running slot of given bytes: its trailer, its index (and
+//! whether its frames and copy runs tile the image), then every frame decoded against the old blocks it names, with its bound
 //! (stele_engine::delta::published). Nothing may panic; what parses adds up to the file,
 //! and a decoded frame is exactly as long as its entry says.
 //!
 //! Input: the old bytes' length (u32, little-endian), the old bytes, then the delta file.
 
 use stele_engine::delta::published::{
-    decode_patch, encode_index, index_len, DeltaIndex, PatchError, PatchFrame, MAX_OUT, TRAILER_LEN,
+    decode_patch, encode_index, index_len, CopyRun, DeltaIndex, PatchError, PatchFrame, Piece,
+    MAX_OUT, TRAILER_LEN,
 };
 
 use crate::zst::{raw_frame, rle_frame};
@@ -47,6 +48,24 @@ fn walk(data: &[u8]) -> usize {
     };
     assert_eq!(idx.file_len(), len, "the index does not cover the file");
     let bs = idx.block_size;
+    // Whether the frames and copy runs give every block up to the last one named.
+    let end = idx
+        .frames
+        .iter()
+        .map(|f| f.first + f.blocks)
+        .chain(idx.runs.iter().map(|r| r.first + r.blocks))
+        .max()
+        .unwrap_or(0);
+    if let Ok(pieces) = idx.pieces(end) {
+        let given: u64 = pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Frame(k) => idx.frames[*k].blocks,
+                Piece::Run(r) => r.blocks,
+            })
+            .sum();
+        assert_eq!(given, end, "the pieces do not tile the image");
+    }
     let mut depth = 2;
     for (k, f) in idx.frames.iter().enumerate().take(MAX_FRAMES) {
         assert!(f.blocks * bs <= MAX_OUT && f.blocks > 0);
@@ -81,6 +100,7 @@ pub fn depth(data: &[u8]) -> usize {
 fn delta(frames: &[(Vec<u8>, u64, u64, u64)]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut index = Vec::new();
+    let mut runs = Vec::new();
     let mut first = 0;
     for (k, (body, blocks, ref_first, ref_blocks)) in frames.iter().enumerate() {
         index.push(PatchFrame {
@@ -92,10 +112,28 @@ fn delta(frames: &[(Vec<u8>, u64, u64, u64)]) -> Vec<u8> {
             ref_first: *ref_first,
             ref_blocks: *ref_blocks,
         });
+        // The 3 blocks after each frame: copied, then zero.
+        runs.push(CopyRun {
+            first: first + blocks,
+            blocks: 2,
+            from: Some(*ref_first),
+        });
+        runs.push(CopyRun {
+            first: first + blocks + 2,
+            blocks: 1,
+            from: None,
+        });
         first += blocks + 3;
         out.extend_from_slice(body);
     }
-    out.extend(encode_index(4096, 1 << 24, &[1; 32], &[2; 32], &index));
+    out.extend(encode_index(
+        4096,
+        1 << 24,
+        &[1; 32],
+        &[2; 32],
+        &index,
+        &runs,
+    ));
     out
 }
 
@@ -137,7 +175,8 @@ pub fn seeds() -> Vec<Seed> {
         Seed::new("empty", encode(&[], &[])),
     ];
     let mut flipped = good.clone();
-    let at = flipped.len() - TRAILER_LEN - 20;
+    // The last copy run's reserved field (the 4 bytes before the trailer): refused.
+    let at = flipped.len() - TRAILER_LEN - 2;
     flipped[at] ^= 0x10;
     out.push(Seed::new("index-entry-flipped", encode(&old, &flipped)));
     out
