@@ -68,18 +68,94 @@ impl<D: Storage> Out<'_, D> {
         digest_blocks(self.params, bytes).first().copied() == self.l0.get(block)
     }
     fn write(&mut self, block: u64, bytes: &[u8]) -> Result<(), DeltaError> {
-        self.dev
-            .seek(SeekFrom::Start(block * self.bs))
-            .map_err(io_err("target slot"))?;
-        self.dev.write_all(bytes).map_err(io_err("target slot"))?;
-        self.unsynced += bytes.len() as u64;
-        if self.unsynced >= SYNC_EVERY {
-            self.unsynced = 0;
-            self.dev.flush().map_err(io_err("target slot"))?;
-            self.dev.sync().map_err(io_err("target slot"))?;
-        }
-        Ok(())
+        write_synced(self.dev, &mut self.unsynced, block * self.bs, bytes)
     }
+}
+
+/// Writes `bytes` at `off` of the target slot; flushes to stable storage once
+/// [`SYNC_EVERY`] bytes were written since the last flush (`unsynced` counts them).
+pub(crate) fn write_synced<D: Storage>(
+    dev: &mut D,
+    unsynced: &mut u64,
+    off: u64,
+    bytes: &[u8],
+) -> Result<(), DeltaError> {
+    dev.seek(SeekFrom::Start(off))
+        .map_err(io_err("target slot"))?;
+    dev.write_all(bytes).map_err(io_err("target slot"))?;
+    *unsynced += bytes.len() as u64;
+    if *unsynced >= SYNC_EVERY {
+        *unsynced = 0;
+        dev.flush().map_err(io_err("target slot"))?;
+        dev.sync().map_err(io_err("target slot"))?;
+    }
+    Ok(())
+}
+
+/// The first 8 bytes of the record a writer puts where the target slot's footer goes
+/// while it writes (docs/FORMATS.md "Installing from a URL").
+pub const PARTIAL_MAGIC: &[u8; 8] = b"STELEPRT";
+
+/// The record in place of the footer while the image whose envelope is `envelope` is
+/// written ([`FOOTER_LEN`] bytes: [`PARTIAL_MAGIC`], version 1, 0, the envelope's sha256,
+/// zeros). Not a footer: the slot does not boot until the footer replaces it. Pure.
+pub fn partial_record(envelope: &stele_verifier::manifest::Envelope) -> Vec<u8> {
+    let mut r = vec![0u8; FOOTER_LEN];
+    r[..8].copy_from_slice(PARTIAL_MAGIC);
+    r[8..12].copy_from_slice(&1u32.to_le_bytes());
+    r[16..48].copy_from_slice(&super::published::digest(envelope));
+    r
+}
+
+/// True when the target slot (`slot_len` bytes) holds the record of an unfinished install
+/// of the image whose envelope is `envelope`: part of it is written (a resume).
+pub fn holds_part_of<D: Read + Seek>(
+    dev: &mut D,
+    slot_len: u64,
+    envelope: &stele_verifier::manifest::Envelope,
+) -> Result<bool, DeltaError> {
+    let mut r = vec![0u8; FOOTER_LEN];
+    dev.seek(SeekFrom::Start(slot_len.saturating_sub(FOOTER_SIZE)))
+        .map_err(io_err("slot footer"))?;
+    dev.read_exact(&mut r).map_err(io_err("slot footer"))?;
+    Ok(r == partial_record(envelope))
+}
+
+/// Step 1 of the writes: the record of this install where the target's footer was,
+/// flushed. The slot cannot boot from now until the footer is back.
+pub(crate) fn start_writing<D: Storage>(
+    target: &mut D,
+    slot_len: u64,
+    meta: &Meta,
+) -> Result<(), DeltaError> {
+    target
+        .seek(SeekFrom::Start(slot_len - FOOTER_SIZE))
+        .map_err(io_err("slot footer"))?;
+    target
+        .write_all(&partial_record(&meta.envelope))
+        .map_err(io_err("slot footer"))?;
+    target.flush().map_err(io_err("slot footer"))?;
+    target.sync().map_err(io_err("slot footer"))
+}
+
+/// The last writes before the commit: the hash area `tree`, the padding up to the
+/// manifest, the envelope checked in step 1; flushed.
+pub(crate) fn finish_writing<D: Storage>(
+    dev: &mut D,
+    meta: &Meta,
+    tree: &[u8],
+) -> Result<(), DeltaError> {
+    let hash_offset = meta.manifest.verity.hash_offset;
+    let hash_end = hash_offset + tree.len() as u64;
+    dev.seek(SeekFrom::Start(hash_offset))
+        .map_err(io_err("target slot"))?;
+    dev.write_all(tree).map_err(io_err("target slot"))?;
+    let padding = meta.footer.manifest_offset.saturating_sub(hash_end);
+    io::copy(&mut io::repeat(0).take(padding), dev).map_err(io_err("target slot"))?;
+    dev.write_all(&meta.envelope.to_bytes())
+        .map_err(io_err("target slot"))?;
+    dev.flush().map_err(io_err("target slot"))?;
+    dev.sync().map_err(io_err("target slot"))
 }
 
 /// Bytes as `12.3 MiB`. Pure.
@@ -135,13 +211,7 @@ pub fn apply_with<D: Storage, B: Read + Seek>(
     let n = meta.params.data_blocks();
 
     // 2. The slot cannot boot from now until the footer is back.
-    target
-        .seek(SeekFrom::Start(slot_len - FOOTER_SIZE))
-        .map_err(io_err("slot footer"))?;
-    target
-        .write_all(&[0u8; FOOTER_LEN])
-        .map_err(io_err("slot footer"))?;
-    target.sync().map_err(io_err("slot footer"))?;
+    start_writing(target, slot_len, meta)?;
 
     // 3. The data blocks, in order.
     let mut out = Out {
@@ -230,18 +300,7 @@ pub fn apply_with<D: Storage, B: Read + Seek>(
     }
 
     // The tree, the padding up to the manifest, the envelope checked in step 1.
-    let hash_offset = meta.manifest.verity.hash_offset;
-    let hash_end = hash_offset + meta.tree.len() as u64;
-    let dev = &mut *out.dev;
-    dev.seek(SeekFrom::Start(hash_offset))
-        .map_err(io_err("target slot"))?;
-    dev.write_all(&meta.tree).map_err(io_err("target slot"))?;
-    let padding = meta.footer.manifest_offset.saturating_sub(hash_end);
-    io::copy(&mut io::repeat(0).take(padding), dev).map_err(io_err("target slot"))?;
-    dev.write_all(&meta.envelope.to_bytes())
-        .map_err(io_err("target slot"))?;
-    dev.flush().map_err(io_err("target slot"))?;
-    dev.sync().map_err(io_err("target slot"))?;
+    finish_writing(&mut *out.dev, meta, &meta.tree)?;
     let mut stats = out.stats;
     stats.fetched = meta.fetched + fetcher.received - start;
     if let Some(f) = framed.as_deref() {

@@ -22,6 +22,7 @@ pub mod lzc;
 pub mod patched;
 pub mod plan;
 pub mod published;
+pub mod rebuilt;
 pub mod retry;
 pub mod source;
 pub mod tree;
@@ -134,7 +135,8 @@ pub struct Meta {
     pub envelope_bytes: Vec<u8>,
     pub manifest: Manifest,
     pub params: VerityParams,
-    /// The hash area, checked against the signed root hash.
+    /// The hash area, checked against the signed root hash (empty after [`fetch_head`]
+    /// alone).
     pub tree: Vec<u8>,
     /// `None` when the signatures were not checked ([`Trust::Unsigned`]).
     pub signed_by: Option<Vec<KeyId>>,
@@ -227,6 +229,19 @@ impl<'a> Fetcher<'a> {
     /// True once [`RetryPolicy::max_time`] has passed since the fetcher was made.
     fn out_of_time(&self, now: Duration) -> bool {
         now.saturating_sub(self.started) >= self.policy.max_time
+    }
+
+    /// [`DeltaError::OutOfTime`] when [`RetryPolicy::max_time`] has passed now: a failure
+    /// then ends the install (a new run resumes), it is not a reason to try another way.
+    pub fn check_time(&mut self) -> Result<(), DeltaError> {
+        let now = self.clock.now();
+        if self.out_of_time(now) {
+            return Err(DeltaError::OutOfTime {
+                source_name: self.src.name(),
+                limit: self.policy.max_time,
+            });
+        }
+        Ok(())
     }
 
     /// Waits after a failed attempt, or gives up (past `max_time`, the deadline, or an
@@ -476,6 +491,37 @@ pub fn fetch_meta(
     slot_len: Option<u64>,
     known: Option<&KnownHashBlocks>,
 ) -> Result<Meta, DeltaError> {
+    let mut meta = fetch_head(f, trust, rollback_floor, slot_len)?;
+    fetch_tree_into(f, &mut meta, known)?;
+    Ok(meta)
+}
+
+/// The hash tree of `meta` (fetched by [`fetch_head`], its tree still empty), checked
+/// against the signed root hash, its level-0 blocks taken from `known` where it has
+/// them; its bytes are added to `meta.fetched`.
+pub fn fetch_tree_into(
+    f: &mut Fetcher<'_>,
+    meta: &mut Meta,
+    known: Option<&KnownHashBlocks>,
+) -> Result<(), DeltaError> {
+    let start = f.received;
+    let root = meta.manifest.verity.root_hash;
+    let hash_offset = meta.manifest.verity.hash_offset;
+    meta.tree = tree::fetch_tree(f, &meta.params, &root, hash_offset, known)?;
+    meta.fetched += f.received - start;
+    Ok(())
+}
+
+/// Step 1 without the tree: the footer and the envelope, checked as [`fetch_meta`] checks
+/// them (and the layout: the tree must end before the manifest). The [`Meta`]'s `tree`
+/// is empty until [`fetch_tree_into`] (or a writer that rebuilds it from what it wrote,
+/// [`rebuilt`]).
+pub fn fetch_head(
+    f: &mut Fetcher<'_>,
+    trust: Trust<'_>,
+    rollback_floor: Option<u64>,
+    slot_len: Option<u64>,
+) -> Result<Meta, DeltaError> {
     let start = f.received;
     let len = f.file_len()?;
     let footer_at = len.checked_sub(FOOTER_SIZE).ok_or(DeltaError::Verify(
@@ -532,8 +578,6 @@ pub fn fetch_meta(
             ),
         )));
     }
-    let root = manifest.verity.root_hash;
-    let tree = tree::fetch_tree(f, &params, &root, hash_offset, known)?;
     Ok(Meta {
         len,
         footer,
@@ -541,7 +585,7 @@ pub fn fetch_meta(
         envelope_bytes,
         manifest,
         params,
-        tree,
+        tree: Vec::new(),
         signed_by,
         fetched: f.received - start,
     })
@@ -551,6 +595,8 @@ pub fn fetch_meta(
 mod lzc_way_tests;
 #[cfg(test)]
 mod patched_tests;
+#[cfg(test)]
+mod rebuilt_tests;
 #[cfg(test)]
 pub(crate) mod tests;
 #[cfg(test)]

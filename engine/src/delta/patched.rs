@@ -178,7 +178,7 @@ impl<'f, 'a> Patched<'f, 'a> {
         let frame = *self.plan.frame_of(i)?;
         if self.current.as_ref().is_none_or(|c| c.0 != frame.index) {
             let got = match base {
-                Some(b) => reference(b, &frame, bs).and_then(|r| self.fetch(&frame, bs, &r)),
+                Some(b) => fetch_frame(self.fetcher, &frame, bs, b),
                 None => Err("no running slot to read the delta's reference from".to_string()),
             };
             match got {
@@ -197,39 +197,46 @@ impl<'f, 'a> Patched<'f, 'a> {
         let b = a.checked_add(usize::try_from(bs).ok()?)?;
         bytes.get(a..b)
     }
+}
 
-    /// One frame, decoded, retried like any answer; the reason as text when it fails.
-    fn fetch(&mut self, frame: &PatchFrame, bs: u64, reference: &[u8]) -> Result<Vec<u8>, String> {
-        let name = self.fetcher.name();
-        let want = frame.blocks * bs;
-        loop {
-            let mut out = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
-            let r = self
-                .fetcher
-                .attempt_patch(frame, bs, reference, &mut |c: &[u8]| {
-                    if (out.len() + c.len()) as u64 > want {
-                        return Err(super::Abort);
-                    }
-                    out.extend_from_slice(c);
-                    Ok(())
-                });
-            let e = match r {
-                Ok(()) if out.len() as u64 == want => return Ok(out),
-                Ok(()) | Err(FetchError::Aborted) => FetchError::Permanent {
-                    why: format!(
-                        "delta frame {} gave {} bytes, not its {want}",
-                        frame.index,
-                        out.len()
-                    ),
-                },
-                Err(e) => e,
-            };
-            if let Err(d) = self.fetcher.failed("a delta frame", e) {
-                return Err(match d {
-                    DeltaError::Fetch { error, .. } => format!("{name}: {error}"),
-                    other => other.to_string(),
-                });
+/// Frame `frame` of the delta `fetcher` reads, decoded (by the source) against its
+/// reference read from `base` (the running slot), retried like any answer; the reason as
+/// text when it fails.
+pub fn fetch_frame<B: Read + Seek>(
+    fetcher: &mut Fetcher<'_>,
+    frame: &PatchFrame,
+    bs: u64,
+    base: &mut B,
+) -> Result<Vec<u8>, String> {
+    let reference = reference(base, frame, bs)?;
+    let reference = &reference[..];
+    let name = fetcher.name();
+    let want = frame.blocks * bs;
+    loop {
+        let mut out = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
+        let r = fetcher.attempt_patch(frame, bs, reference, &mut |c: &[u8]| {
+            if (out.len() + c.len()) as u64 > want {
+                return Err(super::Abort);
             }
+            out.extend_from_slice(c);
+            Ok(())
+        });
+        let e = match r {
+            Ok(()) if out.len() as u64 == want => return Ok(out),
+            Ok(()) | Err(FetchError::Aborted) => FetchError::Permanent {
+                why: format!(
+                    "delta frame {} gave {} bytes, not its {want}",
+                    frame.index,
+                    out.len()
+                ),
+            },
+            Err(e) => e,
+        };
+        if let Err(d) = fetcher.failed("a delta frame", e) {
+            return Err(match d {
+                DeltaError::Fetch { error, .. } => format!("{name}: {error}"),
+                other => other.to_string(),
+            });
         }
     }
 }
