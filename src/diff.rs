@@ -222,6 +222,23 @@ pub fn delta(a: &DeltaArgs, bars: &mut crate::progress::Bars) -> CliResult {
         percent(report.len, meta.len),
         meta.len
     );
+    if report.whole {
+        // What the device fetches: the new image's footer (its last 4096 bytes), its
+        // envelope, and the delta; it rebuilds the hash tree from what it writes.
+        let head = stele_verifier::footer::FOOTER_SIZE + meta.footer.manifest_len;
+        println!(
+            "delta: a device running {} fetches {} bytes with it ({} of delta, {} of footer and manifest; the hash tree is rebuilt on the device): {:.2} % of the image",
+            old_name,
+            report.len + head,
+            report.len,
+            head,
+            percent(report.len + head, meta.len)
+        );
+    } else {
+        println!(
+            "delta: its frames and copy runs do not give every block of {new_name} (the plan kept blocks in place): a device fetches the hash tree first"
+        );
+    }
     println!("delta: wrote {}", report.path.display());
     Ok(())
 }

@@ -24,7 +24,8 @@ pub enum Image {
         version: String,
         rollback_index: u64,
     },
-    /// The footer is all zeros: never written, or an install was interrupted.
+    /// The footer is all zeros (never written) or the partial-install record of an
+    /// install from a URL (`stele_engine::delta::apply::partial_record`): interrupted.
     Empty,
     /// The slot has no partition.
     Missing,
@@ -41,7 +42,8 @@ pub fn inspect_slot<R: Read + Seek>(r: &mut R, len: u64, keyring: Option<&Keyrin
         let read = r
             .seek(SeekFrom::Start(at))
             .and_then(|_| r.read_exact(&mut f));
-        if read.is_ok() && f.iter().all(|&b| b == 0) {
+        let partial = f.starts_with(stele_engine::delta::apply::PARTIAL_MAGIC);
+        if read.is_ok() && (partial || f.iter().all(|&b| b == 0)) {
             return Image::Empty;
         }
     }

@@ -1,11 +1,14 @@
 //! The published delta `NEW.img.from-<16 hex>.delta` that `stele image delta` writes,
 //! served by nginx beside the image and its compressed form: the device running v1 finds
 //! it by its name, the planner takes it when it costs the fewest bytes (and says so), the
-//! slot equals v2 byte for byte, a cut install resumes, and a delta that lies (a tampered
-//! frame, a bomb) only costs bytes: one line names it and the install completes.
+//! device writes it without fetching v2's hash tree (rebuilt and checked against the
+//! signed root hash), the slot equals v2 byte for byte, a cut install resumes with the
+//! tree, and a delta that lies (a tampered frame, a bomb) only costs bytes: one line names
+//! it and the install completes with the tree.
 
 use std::fs;
 
+use stele_engine::delta::apply::partial_record;
 use stele_engine::delta::published::{index_len, DeltaIndex, PatchFrame, TRAILER_LEN};
 
 use crate::fixture::{partition, xorshift, Fixture, Nginx};
@@ -105,15 +108,45 @@ fn nginx_serves_a_published_delta_and_the_planner_takes_it() {
     let plan = ok(stele(&[
         "update", "plan", "--disk", &p.disk, "--key", &p.public, &url,
     ]));
-    assert!(plan.contains("plan: way delta: raw "), "{plan}");
+    assert!(plan.contains("plan: way delta: delta "), "{plan}");
+    assert!(
+        plan.contains(
+            "; the hash tree is rebuilt from them and checked against the signed root hash"
+        ),
+        "{plan}"
+    );
     let (zstd, delta) = (way_bytes(&plan, "zstd"), way_bytes(&plan, "delta"));
-    assert!(delta < zstd, "delta {delta} bytes, zstd {zstd}: {plan}");
+    assert!(
+        delta < zstd,
+        "delta {delta} bytes, whole zstd {zstd}: {plan}"
+    );
+    // What the plan says is fetched: the delta, the footer and the manifest, the read of
+    // the `.zst`'s table (to price the whole image that way); no tree.
+    let v2 = fs::read(&p.v2).unwrap();
+    let r = crate::util::regions(&v2);
+    let tree = (r.hash_tree_end - r.hash_offset) as u64;
+    let planned_fetch: u64 = plan
+        .lines()
+        .find_map(|l| l.strip_prefix("plan: fetch "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{plan}"));
+    assert!(
+        planned_fetch <= delta + 4096 + r.manifest_len as u64 + 4096 && tree > 0,
+        "{plan}"
+    );
     let planned = nginx.log().len();
 
     let out = install(&p, &p.disk, &url, &[]);
     assert_eq!(out.code, 0, "{out:?}");
     assert_v2_in_b(&p, &p.disk);
     assert!(out.stdout.contains("; way delta ("), "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("the hash tree rebuilt from slot b has the signed root hash"),
+        "{}",
+        out.stderr
+    );
     assert!(out.stdout.contains(" delta frames for "), "{}", out.stdout);
     // Regression: the summary counted only the image's requests ("0 requests" when every
     // block came from the delta); each delta frame fetched is a request too.
@@ -130,13 +163,15 @@ fn nginx_serves_a_published_delta_and_the_planner_takes_it() {
             .any(|l| l.starts_with(&format!("GET /{name} 206 "))),
         "{log:?}"
     );
-    // What nginx sent is what the summary says.
+    // What nginx sent is what the summary says, and what the plan said.
     assert_eq!(sent(&log), fetched(&out.stdout), "{log:?}");
+    assert_eq!(fetched(&out.stdout), planned_fetch, "{plan}");
 }
 
 /// A power cut while the data are written leaves slot b with a prefix of v2 (the writer
-/// goes in order) and no footer; a new run keeps what is in place and fetches the rest,
-/// from the delta again. Cut at random offsets of the data.
+/// goes in order) and, where its footer goes, the record of an unfinished install of v2;
+/// a new run fetches the signed tree, keeps what is in place and fetches the rest, from
+/// the delta again. Cut at random offsets of the data.
 #[test]
 fn a_delta_install_cut_at_random_offsets_resumes() {
     let fx = Fixture::new();
@@ -153,8 +188,22 @@ fn a_delta_install_cut_at_random_offsets_resumes() {
         let at = us(off);
         d[at..at + us(cut)].copy_from_slice(&v2[..us(cut)]);
         let footer = us(off + len) - 4096;
-        d[footer..footer + 4096].fill(0);
+        let envelope =
+            stele_verifier::slot::locate(&mut std::io::Cursor::new(&v2), v2.len() as u64)
+                .unwrap()
+                .envelope;
+        d[footer..footer + 4096].copy_from_slice(&partial_record(&envelope));
         fs::write(&disk, d).unwrap();
+        // Not bootable, and `status` says so as for a slot never written.
+        let status = ok(stele(&[
+            "update", "status", "--disk", &disk, "--key", &p.public,
+        ]));
+        assert!(
+            status
+                .lines()
+                .any(|l| l.starts_with("slot b:") && l.contains(" empty ")),
+            "{status}"
+        );
         let out = install(&p, &disk, &url, &[]);
         assert_eq!(out.code, 0, "cut at {cut}: {out:?}");
         assert_v2_in_b(&p, &disk);
@@ -166,6 +215,12 @@ fn a_delta_install_cut_at_random_offsets_resumes() {
             .and_then(|n| n.parse::<u64>().ok())
             .unwrap_or_else(|| panic!("{}", out.stdout));
         assert!(kept >= cut / 4096, "cut at {cut}: {}", out.stdout);
+        assert!(
+            out.stderr
+                .contains("the target slot holds part of this release"),
+            "{}",
+            out.stderr
+        );
     }
 }
 
@@ -198,12 +253,15 @@ fn replace_frame(
         &idx.old_envelope,
         &idx.new_envelope,
         &frames,
+        &idx.runs,
     ));
     fs::write(path, out).unwrap();
 }
 
-/// A delta frame whose bytes were changed (valid zstd of other data) is refused block by
-/// block against the signed tree; the install completes from the image itself.
+/// A delta frame whose bytes were changed (valid zstd of other data) is written, but the
+/// tree rebuilt from the slot does not have the signed root hash: the delta is given up
+/// in one line, nothing is flipped, and the install goes on with the signed tree, which
+/// keeps the blocks that match it and fetches the tampered frame's blocks another way.
 #[test]
 fn a_tampered_delta_frame_is_refused_and_the_install_completes() {
     let fx = Fixture::new();
@@ -217,13 +275,22 @@ fn a_tampered_delta_frame_is_refused_and_the_install_completes() {
     let line = out
         .stderr
         .lines()
-        .find(|l| l.contains("the delta way was given up"))
+        .find(|l| l.contains("the delta was given up"))
         .unwrap_or_else(|| panic!("{}", out.stderr));
-    assert!(line.contains("delta frame 0 gave data block "), "{line}");
     assert!(
-        line.contains("does not match the signed hash tree"),
+        line.contains("the hash tree rebuilt from the blocks it gave has root "),
         "{line}"
     );
+    assert!(line.contains(", not the signed "), "{line}");
+    // The blocks the delta gave right were kept, not fetched again.
+    let kept = out
+        .stdout
+        .split("(kept ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(kept > 0, "{}", out.stdout);
 }
 
 /// Regression (decompression bomb): a delta frame that decodes to far more than its index

@@ -67,6 +67,18 @@ pub fn install(p: &Pair, disk: &str, url: &str, args: &[&str]) -> Out {
     stele(&a)
 }
 
+/// Bytes of v2.img's signed metadata in an install's nginx log (footer, manifest, tree):
+/// its answers before the first answer of another file, skipping the 404 of a delta
+/// looked for beside it (between the manifest and the tree: a delta that gives the whole
+/// image is written without the tree).
+pub fn signed_bytes(log: &[String]) -> u64 {
+    log.iter()
+        .filter(|l| !l.contains(" 404 "))
+        .take_while(|l| l.starts_with("GET /v2.img "))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
 /// Bytes fetched, from the summary line.
 pub fn fetched(out: &str) -> u64 {
     out.lines()

@@ -12,7 +12,7 @@ use std::fs;
 use stele_engine::delta::zst::{encode_table, table_len, SeekTable};
 
 use crate::fixture::{Fixture, Nginx};
-use crate::net::http::{assert_v2_in_b, fetched, install, noise, way_bytes, Pair};
+use crate::net::http::{assert_v2_in_b, fetched, install, noise, signed_bytes, way_bytes, Pair};
 use crate::util::{ok, stele};
 
 /// Text-like bytes: compress well, and no block repeats another.
@@ -111,11 +111,7 @@ fn nginx_serves_the_compressed_form_and_the_planner_takes_it() {
     assert_eq!(sent, got, "{log:?}");
     // Signed first (footer, manifest, tree of v2.img), then the ways: the rest is the
     // zstd way's table, frames and raw blocks, exactly as planned.
-    let meta: u64 = log
-        .iter()
-        .take_while(|l| l.starts_with("GET /v2.img "))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum();
+    let meta = signed_bytes(&log);
     assert_eq!(
         got - meta,
         zstd,

@@ -303,10 +303,20 @@ fn parse_ways(out: &str) -> Option<SteleWays> {
     })
 }
 
-/// The bytes a device on the old release downloads through the published delta: the
-/// delta file (its length, from `stele image delta`'s first line, "delta: OLD -> NEW: N
-/// bytes in ...") and the footer, manifest and hash tree (`meta`) it fetches first. Pure.
+/// The bytes a device on the old release downloads through the published delta, as
+/// `stele image delta` says them ("delta: a device running OLD fetches T bytes with it
+/// (...; the hash tree is rebuilt on the device)": the delta, the footer and the
+/// manifest); for a delta that does not give every block, the delta file (its length,
+/// from the first line, "delta: OLD -> NEW: N bytes in ...") and the footer, manifest
+/// and hash tree (`meta`) fetched first. Pure.
 fn published_delta_bytes(delta_output: &str, meta: u64) -> Option<u64> {
+    if let Some(l) = delta_output
+        .lines()
+        .find(|l| l.starts_with("delta: a device running "))
+    {
+        let after = &l[l.find(" fetches ")? + " fetches ".len()..];
+        return after.split(' ').next()?.parse().ok();
+    }
     let line = delta_output.lines().find(|l| l.starts_with("delta: "))?;
     let after = &line[line.find(": ")? + 2..];
     let after = &after[after.find(": ")? + 2..];
@@ -445,7 +455,7 @@ fn pair(stele: &Path, work: &Path, what: &str, from: &Path, to: &Path) -> Result
                 eprintln!("xtask: stele image delta: no size in: {out}");
             }
             rows.push((
-                "stele, published delta (`stele image delta`, with footer, manifest and tree)"
+                "stele, published delta (`stele image delta`, with footer and manifest; the tree rebuilt on the device)"
                     .into(),
                 b,
                 Some(t),
@@ -705,6 +715,9 @@ mod tests {
     fn published_delta_bytes_from_the_delta_line() {
         let out = "delta: old.img -> new.img: 3018067 bytes in 257 frames giving 7000 blocks (...)\ndelta: wrote x\n";
         assert_eq!(super::published_delta_bytes(out, 100), Some(3018167));
+        // A delta that gives every block: what the device fetches, as the command says.
+        let whole = format!("{out}delta: a device running old.img fetches 3022500 bytes with it (3018067 of delta, 4433 of footer and manifest; the hash tree is rebuilt on the device): 1.40 % of the image\n");
+        assert_eq!(super::published_delta_bytes(&whole, 100), Some(3022500));
         assert_eq!(super::published_delta_bytes("delta: wrote x\n", 1), None);
         assert_eq!(
             super::published_delta_bytes("delta: a -> b: many bytes in\n", 1),

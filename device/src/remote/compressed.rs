@@ -11,8 +11,8 @@
 
 use stele_engine::delta::patched::{fetch_index, DeltaPlan};
 use stele_engine::delta::plan::Plan;
-use stele_engine::delta::published::suffix;
-use stele_engine::delta::ways::{fetch_chained_table, fetch_table, FramePlan, Ways};
+use stele_engine::delta::published::{suffix, DeltaIndex, Piece};
+use stele_engine::delta::ways::{fetch_chained_table, fetch_table, FramePlan, WayKind, Ways};
 use stele_engine::delta::{Fetcher, Meta, RangeSource, DEFAULT_MAX_RANGE};
 
 use stele_verifier::channel::ReleaseDelta;
@@ -57,6 +57,13 @@ pub struct Fetchers<'a> {
     pub zst: Option<Fetcher<'a>>,
     pub lzc: Option<Fetcher<'a>>,
     pub delta: Option<(Fetcher<'a>, [u8; 32], Option<&'a ReleaseDelta>)>,
+    /// Bytes [`Fetchers::rebuildable`] read to price the other ways (their tables): the
+    /// way chosen after it counts only its own.
+    pub priced: u64,
+    /// Why the delta was given up before the plan (it is then not a way).
+    pub given_up: Option<String>,
+    /// The delta's index once read (or why it is not used), read once for both ways.
+    index: Option<Result<(DeltaIndex, u64), String>>,
 }
 
 impl<'a> Fetchers<'a> {
@@ -74,6 +81,9 @@ impl<'a> Fetchers<'a> {
             zst: beside.zst.map(|s| fetcher(s, zc)),
             lzc: beside.lzc.map(|s| fetcher(s, lc)),
             delta: beside.delta.map(|(s, old, l)| (fetcher(s, dc), old, l)),
+            priced: 0,
+            given_up: None,
+            index: None,
         }
     }
 
@@ -104,16 +114,119 @@ impl<'a> Fetchers<'a> {
             .clone()
             .map(|(t, n)| FramePlan::new(plan, t, n, max_blocks));
         let ways = match self.delta.as_mut() {
-            None => Ways::choose(plan, frames),
-            Some((df, old, listed)) => {
-                let name = df.name();
-                let delta = fetch_index(df, meta, old, *listed)
-                    .map(|(index, n)| DeltaPlan::new(plan, index, n, table.ok(), max_blocks))
-                    .map_err(|why| format!("{name}: {why}"));
+            None => {
+                let mut w = Ways::choose(plan, frames);
+                w.no_delta = self
+                    .given_up
+                    .as_ref()
+                    .map(|_| "given up before the plan (the line above)".to_string());
+                w
+            }
+            Some(_) => {
+                let delta = self
+                    .delta_index(meta)
+                    .unwrap_or_else(|| Err("no delta".to_string()))
+                    .map(|(index, n)| DeltaPlan::new(plan, index, n, table.ok(), max_blocks));
                 Ways::choose_with_delta(plan, frames, delta)
             }
         };
         ways.with_chained(chained)
+    }
+}
+
+/// A published delta from the running release whose frames and copy runs give the whole
+/// new image: written without the new hash tree (`stele_engine::delta::rebuilt`).
+#[derive(Debug)]
+pub struct Rebuildable {
+    pub index: DeltaIndex,
+    /// Bytes read for its index and trailer.
+    pub index_fetched: u64,
+    pub pieces: Vec<Piece>,
+    /// The bytes of the way: the index's read and every frame.
+    pub bytes: u64,
+    /// What the whole image costs each other way (the data blocks raw, the compressed
+    /// and chained forms whole, their tables' reads included).
+    pub whole: Vec<(WayKind, u64)>,
+    /// Bytes read to price the other ways (their tables): fetched too.
+    pub priced: u64,
+}
+
+impl Rebuildable {
+    /// `delta 123 bytes (chosen; the hash tree is rebuilt here), raw 456 bytes (the whole
+    /// image), zstd ...`: the way line's list, in the words of [`Ways::describe`]. Pure.
+    pub fn describe(&self) -> String {
+        let mut s = vec![format!(
+            "delta {} bytes (chosen; the hash tree is rebuilt here)",
+            self.bytes
+        )];
+        for (k, b) in &self.whole {
+            s.push(format!("{} {b} bytes (the whole image)", k.name()));
+        }
+        s.join(", ")
+    }
+}
+
+impl Fetchers<'_> {
+    /// The published delta's index and the bytes read for it, or why it is not used
+    /// (read once, as [`fetch_index`] reads it); `None` without a delta source.
+    fn delta_index(&mut self, meta: &Meta) -> Option<Result<(DeltaIndex, u64), String>> {
+        let (df, old, listed) = self.delta.as_mut()?;
+        if self.index.is_none() {
+            let name = df.name();
+            self.index =
+                Some(fetch_index(df, meta, old, *listed).map_err(|why| format!("{name}: {why}")));
+        }
+        self.index.clone()
+    }
+
+    /// The published delta from the running release when a device can write it without
+    /// the new hash tree ([`Rebuildable`]): its index read (as the `delta` way reads it:
+    /// the channel's length and index digest checked first), its frames and copy runs
+    /// giving every data block of `meta`'s image, and fewer bytes than the whole image
+    /// by any other way (the compressed and chained forms' tables are read for that).
+    /// Otherwise why not (`None`: there is no usable delta, which the `delta` way's
+    /// absence says). The tables' reads are added to [`Fetchers::priced`].
+    pub fn rebuildable(&mut self, meta: &Meta) -> Result<Rebuildable, Option<String>> {
+        let Some(Ok((index, index_fetched))) = self.delta_index(meta) else {
+            return Err(None);
+        };
+        let name = self.delta.as_ref().map(|d| d.0.name()).unwrap_or_default();
+        let pieces = index
+            .pieces(meta.params.data_blocks())
+            .map_err(|why| Some(format!("{name}: it does not give the whole image ({why})")))?;
+        let bytes = index_fetched + index.frames.iter().map(|f| f.len).sum::<u64>();
+        let data = meta.params.data_blocks() * u64::from(meta.params.data_block_size());
+        let mut whole = vec![(WayKind::Raw, data)];
+        let priced = self.priced;
+        for (kind, fetcher) in [
+            (WayKind::Zstd, &mut self.zst),
+            (WayKind::Lzc, &mut self.lzc),
+        ] {
+            let Some(fe) = fetcher.as_mut() else { continue };
+            let read = match kind {
+                WayKind::Lzc => fetch_chained_table(fe, meta),
+                _ => fetch_table(fe, meta),
+            };
+            if let Ok((t, n)) = read {
+                self.priced += n;
+                whole.push((kind, n + t.file_len() - t.table_len));
+            }
+        }
+        let least = whole.iter().min_by_key(|w| w.1).copied();
+        if let Some((k, b)) = least.filter(|w| w.1 <= bytes) {
+            return Err(Some(format!(
+                "{name}: its {bytes} bytes are not fewer than the whole image's {b} by the {} way",
+                k.name()
+            )));
+        }
+        Ok(Rebuildable {
+            index,
+            index_fetched,
+            pieces,
+            bytes,
+            whole,
+            priced: self.priced - priced,
+        })
     }
 }
 

@@ -12,35 +12,27 @@
 //! partition. Any other location is a local file.
 
 pub mod compressed;
+pub mod install_from;
 pub mod pipe;
 pub mod protocol;
 
-pub use compressed::{Beside, Fetchers};
+pub use compressed::{Beside, Fetchers, Rebuildable};
+pub use install_from::{
+    install_from, plan_from, plan_text, rebuilt_text, summary_line, DeltaInstalled, Planned, Slots,
+};
 
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use stele_engine::delta::apply::{apply_with, Stats};
 use stele_engine::delta::lzc::SUFFIX as LZC_SUFFIX;
-use stele_engine::delta::patched::Patched;
-use stele_engine::delta::plan::{plan as plan_delta, BaseUse, Plan};
-use stele_engine::delta::ways::{Framed, WayKind, Ways};
 use stele_engine::delta::zst::SUFFIX as ZST_SUFFIX;
-use stele_engine::delta::{
-    fetch_meta, Clock, DeltaError, Fetcher, KnownHashBlocks, Meta, RangeSource, ReaderSource,
-    RetryPolicy, Trust, DEFAULT_MAX_RANGE,
-};
+use stele_engine::delta::{Clock, Meta, RangeSource, ReaderSource, RetryPolicy};
 use stele_verifier::channel::ReleaseDelta;
-use stele_verifier::keys::Keyring;
 use stele_verifier::progress::Progress;
-use stele_verifier::state::Slot;
 
-use crate::commands::install::Installed;
-use crate::runtime::open::{self, Storage};
-use crate::runtime::rollback;
+use crate::runtime::open;
 use crate::runtime::run_dir::RunDir;
-use crate::runtime::state_file::StateFile;
 use crate::runtime::verified::Lower;
 use crate::target::{Place, Target};
 use crate::{Error, Result};
@@ -181,286 +173,6 @@ impl Clock for SystemClock {
         let r = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
         r
     }
-}
-
-/// The slots of a delta install: the target (written) and the running slot (the base).
-#[derive(Debug)]
-pub struct Slots<'a, D, B> {
-    pub target: Slot,
-    pub slot: &'a mut D,
-    pub slot_len: u64,
-    /// The running slot and its length, when it can be read.
-    pub base: Option<(&'a mut B, u64)>,
-}
-
-/// What a delta install did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeltaInstalled {
-    pub installed: Installed,
-    pub stats: Stats,
-    pub block_size: u64,
-    /// The way the data came (raw blocks, the compressed form's frames).
-    pub way: WayKind,
-}
-
-/// The stable summary line of a delta install (stdout, before the installed line). Pure.
-pub fn summary_line(d: &DeltaInstalled) -> String {
-    let s = &d.stats;
-    format!(
-        "stele: fetched {} bytes, reused {} bytes (kept {}, copied {}, zero {} blocks of {}; {} requests); way {}{}",
-        s.fetched,
-        s.reused_bytes(d.block_size),
-        s.kept,
-        s.copied,
-        s.zeroed,
-        d.block_size,
-        s.requests,
-        d.way.name(),
-        match (s.patches, s.frames) {
-            (0, 0) => String::new(),
-            (0, f) => format!(" ({f} frames for {} blocks)", s.frame_blocks),
-            (p, 0) => format!(" ({p} delta frames for {} blocks)", s.patch_blocks),
-            (p, f) => format!(
-                " ({p} delta frames for {} blocks, {f} frames for {} blocks)",
-                s.patch_blocks, s.frame_blocks
-            ),
-        }
-    )
-}
-
-/// What a plan prints. Pure.
-pub fn plan_text(
-    from: &str,
-    meta: &Meta,
-    p: &Plan,
-    ways: &Ways,
-    target: Slot,
-    base: Option<Slot>,
-) -> String {
-    let m = &meta.manifest;
-    let base_line = match (&p.base, base) {
-        (BaseUse::OwnTree, Some(b)) => format!("slot {} (its own hash tree: same salt)", b.name()),
-        (BaseUse::Hashed, Some(b)) => format!("slot {} (hashed with the new salt)", b.name()),
-        (BaseUse::Unusable(why), Some(b)) => format!("none (slot {}: {why})", b.name()),
-        _ => "none".to_string(),
-    };
-    format!(
-        "plan: {} {} rollback_index={} from {from} into slot {}\n\
-         plan: base: {base_line}\n\
-         plan: {} data blocks of {} bytes: {} kept in slot {}, {} copied, {} zero, {} fetched in {} ranges\n\
-         plan: fetch {} bytes ({} of data, {} of footer, manifest and hash tree), reuse {} bytes; the image is {} bytes\n\
-         plan: way {}: {}\n",
-        m.name,
-        m.version,
-        m.rollback_index,
-        target.name(),
-        p.actions.len(),
-        p.block_size,
-        p.counts.keep,
-        target.name(),
-        p.counts.copy,
-        p.counts.zero,
-        p.counts.fetch,
-        p.ranges.len(),
-        meta.fetched + ways.bytes(),
-        ways.bytes(),
-        meta.fetched,
-        p.reused_bytes(),
-        meta.len,
-        ways.chosen.name(),
-        ways.describe()
-    )
-}
-
-/// Signed first ([`fetch_meta`]): footer, envelope and tree of `src`, checked against
-/// `keyring`, the rollback `floor` and `slot_len`, the running slot `base`'s verified tree
-/// serving as known hash blocks. Returns the fetcher to go on with.
-fn signed_first<'a, B: Read + Seek>(
-    src: &'a mut dyn RangeSource,
-    clock: &'a mut dyn Clock,
-    base: Option<(&mut B, u64)>,
-    keyring: &Keyring,
-    opts: &FetchOptions,
-    floor: u64,
-    slot_len: Option<u64>,
-) -> std::result::Result<(Fetcher<'a>, Meta), DeltaError> {
-    let trust = Trust::Keyring(keyring);
-    let known = match base {
-        Some((b, l)) => KnownHashBlocks::from_slot(b, l, trust)?,
-        None => None,
-    };
-    let mut f = Fetcher::new(src, clock, opts.policy(), opts.max_rate);
-    let meta = fetch_meta(&mut f, trust, Some(floor), slot_len, known.as_ref())?;
-    Ok((f, meta))
-}
-
-/// Signed first, then the plan: what an install of `src` into `target` would do, and
-/// the ways to fetch it (from `beside`'s files). Reads the target and base slots; writes
-/// nothing.
-#[allow(clippy::too_many_arguments)]
-pub fn plan_from<T: Read + Seek, B: Read + Seek>(
-    src: &mut dyn RangeSource,
-    beside: Beside<'_>,
-    clock: &mut dyn Clock,
-    target: Option<(&mut T, u64)>,
-    base: Option<(&mut B, u64)>,
-    floor: u64,
-    keyring: &Keyring,
-    opts: &FetchOptions,
-) -> Result<(Meta, Plan, Ways)> {
-    let name = src.name();
-    let err = |source| Error::Fetch {
-        url: name.clone(),
-        source,
-    };
-    let slot_len = target.as_ref().map(|t| t.1);
-    let mut base = base;
-    let base_ref = base.as_mut().map(|(b, l)| (&mut **b, *l));
-    let (_, meta) =
-        signed_first(src, clock, base_ref, keyring, opts, floor, slot_len).map_err(err)?;
-    let p = plan_delta(
-        &meta,
-        target,
-        base,
-        Trust::Keyring(keyring),
-        DEFAULT_MAX_RANGE,
-    )
-    .map_err(err)?;
-    let mut clocks = Default::default();
-    let ways = Fetchers::new(beside, &mut clocks, opts).choose(&meta, &p);
-    Ok((meta, p, ways))
-}
-
-/// Installs the image of `src` into `slots.target` as a delta and flips the boot state:
-/// signed first (checked against `trust`'s keyring and the install's rollback floors,
-/// [`crate::commands::install::Trust::floors`]: the state's or the good running slot's, the TPM's,
-/// the initramfs minimum; then its product, then `check`, the caller's own
-/// refusals: a channel's manifest digest; every refusal there comes before the slot is
-/// touched), then plan and write in the install write order. Progress lines go to `log`
-/// (without `stele: `), the bytes fetched to `progress` (a bar or a line on a terminal).
-#[allow(clippy::too_many_arguments)]
-pub fn install_from<D: Storage, B: Read + Seek, S: Storage>(
-    src: &mut dyn RangeSource,
-    beside: Beside<'_>,
-    clock: &mut dyn Clock,
-    slots: Slots<'_, D, B>,
-    state: &mut StateFile<S>,
-    trust: &crate::commands::install::Trust<'_>,
-    opts: &FetchOptions,
-    check: &mut dyn FnMut(&Meta) -> Result<()>,
-    log: &mut dyn FnMut(&str),
-    progress: &mut dyn Progress,
-) -> Result<DeltaInstalled> {
-    let keyring = trust.keyring;
-    // The state is locked only to read the floor here and to read it again and flip it
-    // at the end (as a bundle install): a fetch that stalls never keeps PID 1 from
-    // marking its slot good.
-    let floors = trust.floors(&state.locked(StateFile::load)?);
-    let floor = floors.effective();
-    let name = src.name();
-    let err = |source| Error::Fetch {
-        url: name.clone(),
-        source,
-    };
-    let Slots {
-        target,
-        slot,
-        slot_len,
-        mut base,
-    } = slots;
-    let base_ref = base.as_mut().map(|(b, l)| (&mut **b, *l));
-    let (mut f, meta) = signed_first(src, clock, base_ref, keyring, opts, floor, Some(slot_len))
-        .map_err(err)
-        .map_err(|e| rollback::name_floors(e, floors))?;
-    let m = &meta.manifest;
-    stele_verifier::slot::check_product(m, trust.product)
-        .map_err(|e| err(DeltaError::Verify(e)))?;
-    log(&format!(
-        "update: {name}: {} {} rollback_index={} verified (signatures, product, rollback floor {floor}, hash tree)",
-        m.name, m.version, m.rollback_index
-    ));
-    check(&meta)?;
-    let p = plan_delta(
-        &meta,
-        Some((&mut *slot, slot_len)),
-        base.as_mut().map(|(b, l)| (&mut **b, *l)),
-        Trust::Keyring(keyring),
-        DEFAULT_MAX_RANGE,
-    )
-    .map_err(err)?;
-    let mut clocks = Default::default();
-    let mut fx = Fetchers::new(beside, &mut clocks, opts);
-    let ways = fx.choose(&meta, &p);
-    log(&format!(
-        "update: plan: fetch {} bytes in {} ranges, reuse {} bytes ({} kept, {} copied, {} zero blocks)",
-        ways.bytes() + meta.fetched,
-        p.ranges.len(),
-        p.reused_bytes(),
-        p.counts.keep,
-        p.counts.copy,
-        p.counts.zero
-    ));
-    if let Some((df, _, l)) = fx.delta.as_ref() {
-        log(&compressed::delta_line(&df.name(), *l));
-    }
-    log(&compressed::way_line(&ways));
-    log(&format!("update: writing slot {}", target.name()));
-    let framed_plan = ways.framed_plan();
-    let framed_from = match framed_plan {
-        Some((_, true)) => fx.lzc.as_mut(),
-        Some((_, false)) => fx.zst.as_mut(),
-        None => None,
-    };
-    let mut framed = match (framed_plan, framed_from) {
-        (Some((fp, chained)), Some(f)) => Some(Framed::new(f, fp, chained)),
-        _ => None,
-    };
-    let mut patched = match (ways.delta_plan(), fx.delta.as_mut()) {
-        (Some(dp), Some((df, _, _))) => Some(Patched::new(df, dp)),
-        _ => None,
-    };
-    let applied = apply_with(
-        &meta,
-        &p,
-        &mut f,
-        framed.as_mut(),
-        patched.as_mut(),
-        slot,
-        slot_len,
-        base.map(|(b, _)| b),
-        progress,
-    );
-    if let Some(f) = framed {
-        if let Some(why) = &f.refused {
-            log(&format!(
-                "update: the {} way was given up ({why}): its remaining blocks were fetched raw",
-                f.way().name()
-            ));
-        }
-    }
-    if let Some(why) = patched.and_then(|p| p.refused) {
-        log(&format!(
-            "update: the delta way was given up ({why}): its remaining blocks were fetched raw"
-        ));
-    }
-    let (written, stats) = applied.map_err(|source| Error::Fetch {
-        url: name.clone(),
-        source,
-    })?;
-    let installed = crate::commands::install::flip(
-        state,
-        trust,
-        written,
-        (slot, slot_len, target),
-        |e| err(DeltaError::Verify(e)),
-        log,
-    )?;
-    Ok(DeltaInstalled {
-        installed,
-        stats,
-        block_size: p.block_size,
-        way: ways.chosen,
-    })
 }
 
 /// The source of `loc` on the device: the fetch client from the verified root for a URL
@@ -656,7 +368,7 @@ pub fn plan(t: &mut Target, loc: &Location, opts: &FetchOptions) -> Result<Strin
     let mut base = t.base(&st)?;
     let base_slot = base.as_ref().map(|(s, _)| *s);
     let mut dsrc = dsource(t, loc, &[], opts, base.as_mut().map(|(_, b)| b))?;
-    let (meta, p, ways) = plan_from(
+    let planned = plan_from(
         &mut *src,
         beside(&mut zsrc, &mut lsrc, &mut dsrc),
         &mut SystemClock::default(),
@@ -669,16 +381,21 @@ pub fn plan(t: &mut Target, loc: &Location, opts: &FetchOptions) -> Result<Strin
         trust.keyring,
         opts,
     )?;
-    Ok(plan_text(&loc.show(), &meta, &p, &ways, target, base_slot))
+    Ok(match planned {
+        Planned::Tree(meta, p, ways) => plan_text(&loc.show(), &meta, &p, &ways, target, base_slot),
+        Planned::Rebuilt(meta, r) => rebuilt_text(&loc.show(), &meta, &r, target, base_slot),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::runtime::rollback::Floors;
+    use crate::runtime::state_file::StateFile;
     use std::io::Cursor;
     use stele_verifier::exit::{Exit, Report};
     use stele_verifier::progress::Silent;
+    use stele_verifier::state::Slot;
     use stele_verifier::state::{self, BootState};
     use stele_verifier::testutil::{image_signed_by, trusted};
 
