@@ -197,6 +197,14 @@ fn a_channel_lists_a_delta_and_the_device_takes_it_by_its_listed_url() {
         !lines.iter().any(|l| l.contains("was given up")),
         "{lines:?}"
     );
+    // Written without v2's tree (the fetch client decoded the frames over the pipe), the
+    // tree rebuilt and its root checked.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("the hash tree rebuilt from slot b has the signed root hash")),
+        "{lines:?}"
+    );
     let from = format!(
         "update: delta {} (listed in the channel: ",
         nginx.url(LISTED)
