@@ -506,9 +506,11 @@ fn pair(stele: &Path, work: &Path, what: &str, from: &Path, to: &Path) -> Result
     Ok(xz_bytes)
 }
 
-/// A real `stele update install --disk` of `to` (served by the loopback nginx) over a disk
-/// whose slot a holds `from`, under `/usr/bin/time -v`; against `zstd --patch-from -d` of
-/// the same pair (the patch [`pair`] left).
+/// A real `stele update install --disk` of `to` (served by the loopback nginx with its
+/// compressed forms and the published delta from `from` that [`pair`] wrote, under the
+/// name a device looks for) over a disk whose slot a holds `from`, under `/usr/bin/time
+/// -v`, its bytes against `stele update plan`'s; against `zstd --patch-from -d` of the
+/// same pair (the patch [`pair`] left).
 fn install(
     stele: &Path,
     work: &Path,
@@ -535,6 +537,18 @@ fn install(
             fs::hard_link(&from, &at).map_err(|e| format!("{}: {e}", from.display()))?;
         }
     }
+    let old_envelope = fs::File::open(from)
+        .map_err(|e| e.to_string())
+        .and_then(|mut f| {
+            let l = len(from)?;
+            stele_engine::delta::published::envelope_digest(&mut f, l).map_err(|e| e.to_string())
+        })?;
+    let delta_at = stele_image::delta::path_of(&served, &old_envelope);
+    let _ = fs::remove_file(&delta_at);
+    let delta = work.join("pair").join("to.img.delta");
+    if delta.exists() {
+        fs::hard_link(&delta, &delta_at).map_err(|e| format!("{}: {e}", delta.display()))?;
+    }
     let disk = work.join("disk.img");
     let _ = fs::remove_file(&disk);
     let slot_mib = len(from)?.max(len(to)?) / (1 << 20) + 8;
@@ -547,6 +561,21 @@ fn install(
         "stele disk create",
     )?;
     let url = format!("http://127.0.0.1:{port}/new.img");
+    let plan = output(
+        Command::new(stele)
+            .args(["update", "plan", "--disk"])
+            .arg(&disk)
+            .arg("--key")
+            .arg(public)
+            .arg(&url),
+        "stele update plan",
+    )?;
+    let planned: u64 = plan
+        .lines()
+        .find_map(|l| l.strip_prefix("plan: fetch "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("no fetch line in the plan: {plan}"))?;
     let start = Instant::now();
     let out = Command::new("/usr/bin/time")
         .arg("-v")
@@ -578,7 +607,11 @@ fn install(
         })
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
-    let predicted = stele_ways(stele, from, to)?.total;
+    let way = stdout
+        .lines()
+        .find_map(|l| l.split("; way ").nth(1))
+        .unwrap_or("?")
+        .to_string();
     let patch = work.join("pair").join("patch.zst");
     let decoded = work.join("pair").join("decoded.img");
     let from_arg = format!("--patch-from={}", from.display());
@@ -596,12 +629,13 @@ fn install(
     }
     let _ = fs::remove_file(&decoded);
     println!(
-        "    install over loopback nginx: fetched {fetched} bytes ({}), {secs:.2} s, peak RSS {:.1} MiB; zstd --patch-from -d {t_zstd:.2} s; stele/zstd time {:.2}",
-        if fetched == predicted {
-            "as `stele image diff` predicted".to_string()
+        "    install over loopback nginx (image, .zst, .lzc and the published delta served): way {way}, fetched {fetched} bytes ({}, {:.2} % of the new image), {secs:.2} s, peak RSS {:.1} MiB; zstd --patch-from -d {t_zstd:.2} s; stele/zstd time {:.2}",
+        if fetched == planned {
+            "as `stele update plan` said".to_string()
         } else {
-            format!("`stele image diff` predicted {predicted}")
+            format!("`stele update plan` said {planned}")
         },
+        100.0 * fetched as f64 / len(to)? as f64,
         rss as f64 / 1024.0,
         secs / t_zstd
     );
