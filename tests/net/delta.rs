@@ -291,6 +291,8 @@ fn a_tampered_delta_frame_is_refused_and_the_install_completes() {
         .and_then(|n| n.parse::<u64>().ok())
         .unwrap_or_else(|| panic!("{}", out.stdout));
     assert!(kept > 0, "{}", out.stdout);
+    // The summary counts every byte nginx sent: the delta given up, the tree, the rest.
+    assert_eq!(sent(&nginx.log()), fetched(&out.stdout));
 }
 
 /// Regression (decompression bomb): a delta frame that decodes to far more than its index

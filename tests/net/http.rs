@@ -79,6 +79,20 @@ pub fn signed_bytes(log: &[String]) -> u64 {
         .sum()
 }
 
+/// The number before `what` in `update plan`'s fetch line, `plan: fetch N bytes (D of
+/// data, T of the other ways' tables, M of footer, ...)`: e.g. `" bytes ("` gives N.
+pub fn plan_fetch(plan: &str, what: &str) -> u64 {
+    let line = plan
+        .lines()
+        .find(|l| l.starts_with("plan: fetch "))
+        .unwrap_or_else(|| panic!("no fetch line: {plan}"));
+    line.split(what)
+        .next()
+        .and_then(|h| h.rsplit([' ', '(']).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number before {what:?} in {line}"))
+}
+
 /// Bytes fetched, from the summary line.
 pub fn fetched(out: &str) -> u64 {
     out.lines()

@@ -12,7 +12,9 @@ use stele_engine::delta::lzc::{parse_table, LZC};
 use stele_engine::delta::zst::{encode_table_of, table_len_of};
 
 use crate::fixture::{Fixture, Nginx};
-use crate::net::http::{assert_v2_in_b, fetched, install, noise, signed_bytes, way_bytes, Pair};
+use crate::net::http::{
+    assert_v2_in_b, fetched, install, noise, plan_fetch, signed_bytes, way_bytes, Pair,
+};
 use crate::util::{ok, stele};
 
 /// Text whose lines repeat far apart (as a filesystem repeats a library's pages): a
@@ -100,7 +102,15 @@ fn a_fresh_install_takes_the_chained_form_and_fetches_what_it_planned() {
     assert!(out.stdout.contains("; way lzc ("), "{}", out.stdout);
     let log = nginx.log().split_off(planned);
     let meta = signed_bytes(&log);
-    assert_eq!(fetched(&out.stdout) - meta, lzc, "{log:?}");
+    // Every byte: the signed metadata, the way, the `.zst`'s table read to price it; all
+    // as the plan said.
+    let other = plan_fetch(&plan, " of the other ways' tables");
+    assert_eq!(fetched(&out.stdout) - meta, lzc + other, "{log:?}");
+    assert_eq!(
+        fetched(&out.stdout),
+        plan_fetch(&plan, " bytes ("),
+        "{plan}"
+    );
     // Every frame came from the chained form: nothing raw, nothing from the .zst but its
     // table's read for the plan.
     assert!(

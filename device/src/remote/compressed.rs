@@ -57,9 +57,8 @@ pub struct Fetchers<'a> {
     pub zst: Option<Fetcher<'a>>,
     pub lzc: Option<Fetcher<'a>>,
     pub delta: Option<(Fetcher<'a>, [u8; 32], Option<&'a ReleaseDelta>)>,
-    /// Bytes [`Fetchers::rebuildable`] read to price the other ways (their tables): the
-    /// way chosen after it counts only its own.
-    pub priced: u64,
+    /// Bytes received for a delta given up before the plan (its fetcher then dropped).
+    pub dropped: u64,
     /// Why the delta was given up before the plan (it is then not a way).
     pub given_up: Option<String>,
     /// The delta's index once read (or why it is not used), read once for both ways.
@@ -81,7 +80,7 @@ impl<'a> Fetchers<'a> {
             zst: beside.zst.map(|s| fetcher(s, zc)),
             lzc: beside.lzc.map(|s| fetcher(s, lc)),
             delta: beside.delta.map(|(s, old, l)| (fetcher(s, dc), old, l)),
-            priced: 0,
+            dropped: 0,
             given_up: None,
             index: None,
         }
@@ -167,6 +166,15 @@ impl Rebuildable {
 }
 
 impl Fetchers<'_> {
+    /// Every byte these files' fetchers received (tables and indexes read to price the
+    /// ways, frames, a delta given up): with the image's, what the summary counts.
+    pub fn received(&self) -> u64 {
+        self.zst.as_ref().map_or(0, |f| f.received)
+            + self.lzc.as_ref().map_or(0, |f| f.received)
+            + self.delta.as_ref().map_or(0, |d| d.0.received)
+            + self.dropped
+    }
+
     /// The published delta's index and the bytes read for it, or why it is not used
     /// (read once, as [`fetch_index`] reads it); `None` without a delta source.
     fn delta_index(&mut self, meta: &Meta) -> Option<Result<(DeltaIndex, u64), String>> {
@@ -185,7 +193,7 @@ impl Fetchers<'_> {
     /// giving every data block of `meta`'s image, and fewer bytes than the whole image
     /// by any other way (the compressed and chained forms' tables are read for that).
     /// Otherwise why not (`None`: there is no usable delta, which the `delta` way's
-    /// absence says). The tables' reads are added to [`Fetchers::priced`].
+    /// absence says).
     pub fn rebuildable(&mut self, meta: &Meta) -> Result<Rebuildable, Option<String>> {
         let Some(Ok((index, index_fetched))) = self.delta_index(meta) else {
             return Err(None);
@@ -197,7 +205,7 @@ impl Fetchers<'_> {
         let bytes = index_fetched + index.frames.iter().map(|f| f.len).sum::<u64>();
         let data = meta.params.data_blocks() * u64::from(meta.params.data_block_size());
         let mut whole = vec![(WayKind::Raw, data)];
-        let priced = self.priced;
+        let before = self.received();
         for (kind, fetcher) in [
             (WayKind::Zstd, &mut self.zst),
             (WayKind::Lzc, &mut self.lzc),
@@ -208,7 +216,6 @@ impl Fetchers<'_> {
                 _ => fetch_table(fe, meta),
             };
             if let Ok((t, n)) = read {
-                self.priced += n;
                 whole.push((kind, n + t.file_len() - t.table_len));
             }
         }
@@ -225,7 +232,7 @@ impl Fetchers<'_> {
             pieces,
             bytes,
             whole,
-            priced: self.priced - priced,
+            priced: self.received() - before,
         })
     }
 }

@@ -79,6 +79,7 @@ pub fn plan_text(
     meta: &Meta,
     p: &Plan,
     ways: &Ways,
+    priced: Priced,
     target: Slot,
     base: Option<Slot>,
 ) -> String {
@@ -93,7 +94,7 @@ pub fn plan_text(
         "plan: {} {} rollback_index={} from {from} into slot {}\n\
          plan: base: {base_line}\n\
          plan: {} data blocks of {} bytes: {} kept in slot {}, {} copied, {} zero, {} fetched in {} ranges\n\
-         plan: fetch {} bytes ({} of data, {} of footer, manifest and hash tree), reuse {} bytes; the image is {} bytes\n\
+         plan: fetch {} bytes ({} of data, {} of the other ways' tables, {} of footer, manifest and hash tree), reuse {} bytes; the image is {} bytes\n\
          plan: way {}: {}\n",
         m.name,
         m.version,
@@ -107,8 +108,9 @@ pub fn plan_text(
         p.counts.zero,
         p.counts.fetch,
         p.ranges.len(),
-        meta.fetched + ways.bytes(),
+        meta.fetched + ways.bytes() + priced.0,
         ways.bytes(),
+        priced.0,
         meta.fetched,
         p.reused_bytes(),
         meta.len,
@@ -214,12 +216,17 @@ fn rebuild_choice<T: Read + Seek>(
     Ok(fx.rebuildable(meta))
 }
 
+/// Bytes read to price the ways that were not chosen (their tables and indexes): fetched
+/// too, and counted by the summary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Priced(pub u64);
+
 /// What `update plan` found: the ways with the signed tree, or the published delta
 /// written without it.
 #[derive(Debug)]
 pub enum Planned {
     /// The tree fetched, the plan, the ways.
-    Tree(Meta, Plan, Box<Ways>),
+    Tree(Meta, Plan, Box<Ways>, Priced),
     /// The delta, the tree rebuilt on the device.
     Rebuilt(Meta, Rebuildable),
 }
@@ -267,7 +274,8 @@ pub fn plan_from<T: Read + Seek, B: Read + Seek>(
     )
     .map_err(err)?;
     let ways = fx.choose(&meta, &p);
-    Ok(Planned::Tree(meta, p, Box::new(ways)))
+    let priced = Priced(fx.received().saturating_sub(ways.own_tables()));
+    Ok(Planned::Tree(meta, p, Box::new(ways), priced))
 }
 
 /// Installs the image of `src` into `slots.target` as a delta and flips the boot state:
@@ -346,7 +354,7 @@ pub fn install_from<D: Storage, B: Read + Seek, S: Storage>(
             };
             match written {
                 Ok((written, mut stats)) => {
-                    stats.fetched += fx.priced;
+                    stats.fetched = f.received + fx.received();
                     log(&format!(
                         "update: the hash tree rebuilt from slot {} has the signed root hash",
                         target.name()
@@ -371,6 +379,9 @@ pub fn install_from<D: Storage, B: Read + Seek, S: Storage>(
                     log(&format!(
                         "update: the delta was given up ({why}): going on with the signed hash tree, keeping the blocks written that match it"
                     ));
+                    if let Some((df, _, _)) = fx.delta.as_ref() {
+                        fx.dropped += df.received;
+                    }
                     fx.delta = None;
                     fx.given_up = Some(why);
                 }
@@ -397,7 +408,9 @@ pub fn install_from<D: Storage, B: Read + Seek, S: Storage>(
     let ways = fx.choose(&meta, &p);
     log(&format!(
         "update: plan: fetch {} bytes in {} ranges, reuse {} bytes ({} kept, {} copied, {} zero blocks)",
-        ways.bytes() + meta.fetched,
+        // The signed metadata, the way's bytes, the other ways' tables read to price them
+        // (and a delta given up before).
+        meta.fetched + ways.bytes() + fx.received().saturating_sub(ways.own_tables()),
         p.ranges.len(),
         p.reused_bytes(),
         p.counts.keep,
@@ -451,7 +464,9 @@ pub fn install_from<D: Storage, B: Read + Seek, S: Storage>(
         url: name.clone(),
         source,
     })?;
-    stats.fetched += fx.priced;
+    // Every byte received: the image's (footer, manifest, tree, raw blocks) and the
+    // files' beside it (every table and index read to price the ways, frames).
+    stats.fetched = f.received + fx.received();
     let installed = crate::commands::install::flip(
         state,
         trust,

@@ -382,7 +382,9 @@ pub fn plan(t: &mut Target, loc: &Location, opts: &FetchOptions) -> Result<Strin
         opts,
     )?;
     Ok(match planned {
-        Planned::Tree(meta, p, ways) => plan_text(&loc.show(), &meta, &p, &ways, target, base_slot),
+        Planned::Tree(meta, p, ways, priced) => {
+            plan_text(&loc.show(), &meta, &p, &ways, priced, target, base_slot)
+        }
         Planned::Rebuilt(meta, r) => rebuilt_text(&loc.show(), &meta, &r, target, base_slot),
     })
 }

@@ -173,6 +173,19 @@ impl Ways {
         w
     }
 
+    /// Bytes the chosen way's bytes count for reading its own table or index (the
+    /// compressed or chained form's table, the delta's index and its rest's table). Pure.
+    pub fn own_tables(&self) -> u64 {
+        match self.chosen {
+            WayKind::Raw => 0,
+            WayKind::Zstd => self.frames.as_ref().map_or(0, |f| f.table_fetched),
+            WayKind::Lzc => self.chained.as_ref().map_or(0, |f| f.table_fetched),
+            WayKind::Delta => self.delta.as_ref().map_or(0, |d| {
+                d.index_fetched + d.rest.as_ref().map_or(0, |r| r.table_fetched)
+            }),
+        }
+    }
+
     /// The chosen way's bytes.
     pub fn bytes(&self) -> u64 {
         self.ways
