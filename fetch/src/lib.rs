@@ -8,11 +8,9 @@ use std::io::Read;
 use std::time::Duration;
 
 use stele_engine::delta::lzc::{Chain, Prime};
-use stele_engine::delta::published::PatchFrame;
+use stele_engine::delta::published::{PatchDecoder, PatchFrame};
 use stele_engine::delta::zst::Frame;
-use stele_engine::delta::{
-    read_frame_by_range, read_patch_by_range, FetchError, RangeSource, Sink,
-};
+use stele_engine::delta::{read_frame_by_range, read_patch_with, FetchError, RangeSource, Sink};
 use stele_verifier::config::Method;
 use ureq::http::{header, StatusCode};
 use ureq::Agent;
@@ -31,6 +29,8 @@ pub struct HttpSource {
     stream: Option<ureq::BodyReader<'static>>,
     /// The chained form's decoder, kept from one frame to the next.
     chain: Chain,
+    /// The published delta's decoder, its buffers kept from one frame to the next.
+    patch: PatchDecoder,
 }
 
 impl std::fmt::Debug for HttpSource {
@@ -106,6 +106,7 @@ impl HttpSource {
             tail: None,
             stream: None,
             chain: Chain::default(),
+            patch: PatchDecoder::default(),
         }
     }
 
@@ -318,7 +319,10 @@ impl RangeSource for HttpSource {
         reference: &[u8],
         sink: Sink<'_>,
     ) -> Result<(), FetchError> {
-        read_patch_by_range(self, frame, block_size, reference, sink)
+        let mut patch = std::mem::take(&mut self.patch);
+        let r = read_patch_with(self, &mut patch, frame, block_size, reference, sink);
+        self.patch = patch;
+        r
     }
 }
 

@@ -239,6 +239,8 @@ pub fn serve(
     output: &mut dyn Write,
 ) -> io::Result<()> {
     let mut line = String::new();
+    // A delta frame's reference, its buffer kept from one request to the next.
+    let mut reference = Vec::new();
     loop {
         line.clear();
         if input.read_line(&mut line)? == 0 {
@@ -258,7 +260,7 @@ pub fn serve(
             | Request::Frame(_)
             | Request::Patch { .. }
             | Request::Chain { .. } => {
-                let mut reference = Vec::new();
+                reference.clear();
                 if let Request::Chain { prime_len, .. } = req {
                     if prime_len > DICT {
                         // The priming cannot be skipped safely: end the client.
@@ -279,7 +281,7 @@ pub fn serve(
                         output.flush()?;
                         return Err(io::Error::other("a delta reference above 8 MiB"));
                     };
-                    reference = vec![0u8; usize::try_from(n).unwrap_or(0)];
+                    reference.resize(usize::try_from(n).unwrap_or(0), 0);
                     input.read_exact(&mut reference)?;
                 }
                 let announced = match req {

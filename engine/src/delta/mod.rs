@@ -34,8 +34,8 @@ use std::time::Duration;
 
 pub use retry::{Backoff, Clock, RetryPolicy, Throttle, DEFAULT_MAX_TIME};
 pub use source::{
-    read_frame_by_range, read_patch_by_range, read_whole, Abort, FetchError, RangeSource,
-    ReaderSource, Sink, Streamed,
+    read_frame_by_range, read_patch_by_range, read_patch_with, read_whole, Abort, FetchError,
+    RangeSource, ReaderSource, Sink, Streamed,
 };
 pub use tree::KnownHashBlocks;
 

@@ -135,6 +135,8 @@ pub struct Patched<'f, 'a> {
     /// Delta frames fetched and decoded.
     pub frames_fetched: u64,
     current: Option<(u64, Vec<u8>)>,
+    /// The reference buffer, kept from one frame to the next.
+    reference: Vec<u8>,
 }
 
 impl std::fmt::Debug for Patched<'_, '_> {
@@ -154,6 +156,7 @@ impl<'f, 'a> Patched<'f, 'a> {
             refused: None,
             frames_fetched: 0,
             current: None,
+            reference: Vec::new(),
         }
     }
 
@@ -178,7 +181,7 @@ impl<'f, 'a> Patched<'f, 'a> {
         let frame = *self.plan.frame_of(i)?;
         if self.current.as_ref().is_none_or(|c| c.0 != frame.index) {
             let got = match base {
-                Some(b) => fetch_frame(self.fetcher, &frame, bs, b),
+                Some(b) => fetch_frame(self.fetcher, &frame, bs, b, &mut self.reference),
                 None => Err("no running slot to read the delta's reference from".to_string()),
             };
             match got {
@@ -200,15 +203,16 @@ impl<'f, 'a> Patched<'f, 'a> {
 }
 
 /// Frame `frame` of the delta `fetcher` reads, decoded (by the source) against its
-/// reference read from `base` (the running slot), retried like any answer; the reason as
-/// text when it fails.
+/// reference read from `base` (the running slot) into `reference` (a buffer kept from one
+/// frame to the next), retried like any answer; the reason as text when it fails.
 pub fn fetch_frame<B: Read + Seek>(
     fetcher: &mut Fetcher<'_>,
     frame: &PatchFrame,
     bs: u64,
     base: &mut B,
+    reference: &mut Vec<u8>,
 ) -> Result<Vec<u8>, String> {
-    let reference = reference(base, frame, bs)?;
+    read_reference(base, frame, bs, reference)?;
     let reference = &reference[..];
     let name = fetcher.name();
     let want = frame.blocks * bs;
@@ -241,12 +245,17 @@ pub fn fetch_frame<B: Read + Seek>(
     }
 }
 
-/// The running slot's blocks a frame names (at most [`MAX_REF`] bytes).
-fn reference<B: Read + Seek>(b: &mut B, f: &PatchFrame, bs: u64) -> Result<Vec<u8>, String> {
+/// The running slot's blocks a frame names (at most [`MAX_REF`] bytes), into `r`.
+fn read_reference<B: Read + Seek>(
+    b: &mut B,
+    f: &PatchFrame,
+    bs: u64,
+    r: &mut Vec<u8>,
+) -> Result<(), String> {
     let len = f.ref_blocks.saturating_mul(bs).min(MAX_REF);
-    let mut r = vec![0u8; usize::try_from(len).unwrap_or(0)];
+    r.resize(usize::try_from(len).unwrap_or(0), 0);
     b.seek(SeekFrom::Start(f.ref_first.saturating_mul(bs)))
-        .and_then(|_| b.read_exact(&mut r))
+        .and_then(|_| b.read_exact(r))
         .map_err(|e| {
             format!(
                 "delta frame {}: reading its reference (old blocks {}..{}) from the running slot failed: {e}",
@@ -254,8 +263,7 @@ fn reference<B: Read + Seek>(b: &mut B, f: &PatchFrame, bs: u64) -> Result<Vec<u
                 f.ref_first,
                 f.ref_first.saturating_add(f.ref_blocks)
             )
-        })?;
-    Ok(r)
+        })
 }
 
 /// Reads the index of the published delta served by `f` and checks it leads from the

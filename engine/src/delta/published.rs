@@ -419,86 +419,127 @@ pub fn encode_index(
 }
 
 /// Decodes frame `frame` (its compressed bytes) against `reference` (the old image's
-/// blocks it names) to exactly `frame.blocks * block_size` bytes: one zstd frame naming
-/// no dictionary, its content size given and equal to that, a window of at most
-/// [`MAX_WINDOW`], nothing after it. A frame that gives more is refused as soon as a
-/// decoded block passes the claim ([`PatchError::Bomb`]). Memory: the reference twice
-/// (the decoder keeps its own copy), the window, the output. Pure.
+/// blocks it names) to exactly `frame.blocks * block_size` bytes: [`PatchDecoder::decode`]
+/// with a decoder of its own. Pure.
 pub fn decode_patch(
     frame: &PatchFrame,
     bytes: &[u8],
     reference: &[u8],
     block_size: u64,
 ) -> Result<Vec<u8>, PatchError> {
-    let k = frame.index;
-    let corrupt = |why: String| PatchError::Corrupt { frame: k, why };
-    let claimed = frame.blocks.saturating_mul(block_size);
-    if claimed > MAX_OUT || reference.len() as u64 > MAX_REF {
-        return Err(PatchError::Bomb { frame: k, claimed });
+    PatchDecoder::default()
+        .decode(frame, bytes, reference, block_size)
+        .map(<[u8]>::to_vec)
+}
+
+/// A delta frame decoder kept from one frame to the next: its buffers (the reference
+/// behind the dictionary header, the zstd decoder's window and its copy of the
+/// reference, the output) keep their memory, so a delta of hundreds of frames does not
+/// allocate (and fault in) some 30 MiB afresh for each one.
+#[derive(Default)]
+pub struct PatchDecoder {
+    dec: FrameDecoder,
+    raw: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl std::fmt::Debug for PatchDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PatchDecoder").finish_non_exhaustive()
     }
-    if bytes.len() as u64 > MAX_FRAME_COMPRESSED {
-        return Err(corrupt(format!("{} bytes long", bytes.len())));
-    }
-    let mut dec = FrameDecoder::new();
-    dec.set_max_window_size(MAX_WINDOW);
-    if !reference.is_empty() {
-        let mut raw = Vec::with_capacity(DICT_HEADER.len() + reference.len());
-        raw.extend_from_slice(&DICT_HEADER);
-        raw.extend_from_slice(reference);
-        let dict = Dictionary::decode_dict(&raw).map_err(|e| corrupt(e.to_string()))?;
-        drop(raw);
-        dec.add_dict(dict).map_err(|e| corrupt(e.to_string()))?;
-    }
-    let mut input = bytes;
-    dec.init(&mut input).map_err(|e| corrupt(e.to_string()))?;
-    if dec.content_size() != claimed {
-        return Err(if dec.content_size() > claimed {
-            PatchError::Bomb { frame: k, claimed }
-        } else {
-            corrupt(format!(
-                "its header says {} bytes, the index {claimed}",
-                dec.content_size()
-            ))
-        });
-    }
-    if !reference.is_empty() {
-        dec.force_dict(DICT_ID)
-            .map_err(|e| corrupt(e.to_string()))?;
-    }
-    let cap = usize::try_from(claimed).unwrap_or(0);
-    let mut out = Vec::with_capacity(cap);
-    let bomb = || PatchError::Bomb { frame: k, claimed };
-    while !dec.is_finished() {
-        dec.decode_blocks(&mut input, BlockDecodingStrategy::UptoBytes(128 << 10))
-            .map_err(|e| corrupt(e.to_string()))?;
+}
+
+impl PatchDecoder {
+    /// Decodes frame `frame` (its compressed bytes) against `reference` (the old image's
+    /// blocks it names) to exactly `frame.blocks * block_size` bytes: one zstd frame
+    /// naming no dictionary, its content size given and equal to that, a window of at
+    /// most [`MAX_WINDOW`], nothing after it. A frame that gives more is refused as soon
+    /// as a decoded block passes the claim ([`PatchError::Bomb`]). Memory: the reference
+    /// three times (here, in the dictionary, in the decoder's window), the window, the
+    /// output. Pure.
+    pub fn decode(
+        &mut self,
+        frame: &PatchFrame,
+        bytes: &[u8],
+        reference: &[u8],
+        block_size: u64,
+    ) -> Result<&[u8], PatchError> {
+        let k = frame.index;
+        let corrupt = |why: String| PatchError::Corrupt { frame: k, why };
+        let claimed = frame.blocks.saturating_mul(block_size);
+        if claimed > MAX_OUT || reference.len() as u64 > MAX_REF {
+            return Err(PatchError::Bomb { frame: k, claimed });
+        }
+        if bytes.len() as u64 > MAX_FRAME_COMPRESSED {
+            return Err(corrupt(format!("{} bytes long", bytes.len())));
+        }
+        let dec = &mut self.dec;
+        dec.set_max_window_size(MAX_WINDOW);
+        if !reference.is_empty() {
+            self.raw.clear();
+            self.raw.extend_from_slice(&DICT_HEADER);
+            self.raw.extend_from_slice(reference);
+            let dict = Dictionary::decode_dict(&self.raw).map_err(|e| corrupt(e.to_string()))?;
+            dec.add_dict(dict).map_err(|e| corrupt(e.to_string()))?;
+        }
+        let mut input = bytes;
+        dec.init(&mut input).map_err(|e| corrupt(e.to_string()))?;
+        if dec.content_size() != claimed {
+            return Err(if dec.content_size() > claimed {
+                PatchError::Bomb { frame: k, claimed }
+            } else {
+                corrupt(format!(
+                    "its header says {} bytes, the index {claimed}",
+                    dec.content_size()
+                ))
+            });
+        }
+        if !reference.is_empty() {
+            dec.force_dict(DICT_ID)
+                .map_err(|e| corrupt(e.to_string()))?;
+            // The decoder copied the reference into its window: the dictionary's own copy
+            // is not kept until the next frame (a header-only one takes its place).
+            let empty =
+                Dictionary::decode_dict(&DICT_HEADER).map_err(|e| corrupt(e.to_string()))?;
+            dec.add_dict(empty).map_err(|e| corrupt(e.to_string()))?;
+        }
+        let cap = usize::try_from(claimed).unwrap_or(0);
+        let out = &mut self.out;
+        out.clear();
+        out.reserve(cap);
+        let bomb = || PatchError::Bomb { frame: k, claimed };
+        while !dec.is_finished() {
+            dec.decode_blocks(&mut input, BlockDecodingStrategy::UptoBytes(128 << 10))
+                .map_err(|e| corrupt(e.to_string()))?;
+            if dec.can_collect() > cap - out.len() {
+                return Err(bomb());
+            }
+            if let Some(c) = dec.collect() {
+                out.extend_from_slice(&c);
+            }
+        }
         if dec.can_collect() > cap - out.len() {
             return Err(bomb());
         }
         if let Some(c) = dec.collect() {
             out.extend_from_slice(&c);
         }
+        let got = out.len() as u64;
+        if got < claimed {
+            return Err(PatchError::Short {
+                frame: k,
+                got,
+                claimed,
+            });
+        }
+        if !input.is_empty() {
+            return Err(corrupt(format!(
+                "{} bytes follow the frame's end",
+                input.len()
+            )));
+        }
+        Ok(&self.out)
     }
-    if dec.can_collect() > cap - out.len() {
-        return Err(bomb());
-    }
-    if let Some(c) = dec.collect() {
-        out.extend_from_slice(&c);
-    }
-    let got = out.len() as u64;
-    if got < claimed {
-        return Err(PatchError::Short {
-            frame: k,
-            got,
-            claimed,
-        });
-    }
-    if !input.is_empty() {
-        return Err(corrupt(format!(
-            "{} bytes follow the frame's end",
-            input.len()
-        )));
-    }
-    Ok(out)
 }
 
 /// What a signed channel lists of the delta file `file` (all its bytes): its parsed index

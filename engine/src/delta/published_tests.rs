@@ -188,3 +188,40 @@ fn an_index_round_trips_and_refuses_what_does_not_add_up() {
         ".from-abababababababab.delta".to_string()
     );
 }
+
+/// One decoder kept from frame to frame (as the fetch client keeps it) gives what a fresh
+/// one gives, whatever came before: another reference, no reference, a refused bomb.
+#[test]
+fn a_kept_decoder_decodes_each_frame_as_a_fresh_one() {
+    let old = noise(3 << 20, 5);
+    let mut a = old[..1 << 20].to_vec();
+    a[7] ^= 1;
+    let mut b = old[2 << 20..].to_vec();
+    b[70_000] ^= 2;
+    let fa = patch(&old[..2 << 20], &a);
+    let fb = patch(&old[1 << 20..], &b);
+    let plain = patch(&[], &a[..8192]);
+    let bomb = patch(&[], &vec![0u8; 1 << 20]);
+    let mut kept = PatchDecoder::default();
+    // (the frame, its reference, its blocks, what it decodes to; None: a refused bomb)
+    type Step<'a> = (&'a [u8], &'a [u8], u64, Option<&'a [u8]>);
+    let steps: [Step<'_>; 5] = [
+        (&fa, &old[..2 << 20], 256, Some(&a)),
+        (&bomb, &[], 1, None),
+        (&fb, &old[1 << 20..], 256, Some(&b)),
+        (&plain, &[], 2, Some(&a[..8192])),
+        (&fa, &old[..2 << 20], 256, Some(&a)),
+    ];
+    for (k, (bytes, reference, blocks, want)) in steps.into_iter().enumerate() {
+        let f = PatchFrame {
+            index: k as u64,
+            ..frame(blocks, bytes.len() as u64, reference.len() as u64 / 4096)
+        };
+        let got = kept.decode(&f, bytes, reference, 4096).map(<[u8]>::to_vec);
+        assert_eq!(got, decode_patch(&f, bytes, reference, 4096), "step {k}");
+        match want {
+            Some(w) => assert_eq!(got.unwrap(), w, "step {k}"),
+            None => assert!(matches!(got, Err(PatchError::Bomb { .. })), "step {k}"),
+        }
+    }
+}

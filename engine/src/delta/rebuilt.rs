@@ -91,13 +91,14 @@ pub fn apply_rebuilt<D: Storage, B: Read + Seek>(
     let mut stats = Stats::default();
     let mut unsynced = 0u64;
     let mut buf = Vec::new();
+    let mut reference = Vec::new();
     for piece in pieces {
         match *piece {
             Piece::Frame(k) => {
                 let Some(frame) = index.frames.get(k) else {
                     return Err(Rebuilt::GivenUp(format!("the delta has no frame {k}")));
                 };
-                let bytes = match fetch_frame(delta, frame, bs, base) {
+                let bytes = match fetch_frame(delta, frame, bs, base, &mut reference) {
                     Ok(b) => b,
                     Err(why) => {
                         delta.check_time()?;

@@ -129,7 +129,21 @@ pub fn read_patch_by_range(
     reference: &[u8],
     sink: Sink<'_>,
 ) -> Result<(), FetchError> {
-    use super::published::{decode_patch, MAX_FRAME_COMPRESSED};
+    let mut decoder = super::published::PatchDecoder::default();
+    read_patch_with(src, &mut decoder, frame, block_size, reference, sink)
+}
+
+/// [`read_patch_by_range`] with `decoder`, a source's decoder kept from one frame to the
+/// next (its buffers reused).
+pub fn read_patch_with(
+    src: &mut dyn RangeSource,
+    decoder: &mut super::published::PatchDecoder,
+    frame: &super::published::PatchFrame,
+    block_size: u64,
+    reference: &[u8],
+    sink: Sink<'_>,
+) -> Result<(), FetchError> {
+    use super::published::MAX_FRAME_COMPRESSED;
     if frame.len > MAX_FRAME_COMPRESSED {
         return Err(FetchError::Permanent {
             why: format!(
@@ -139,9 +153,10 @@ pub fn read_patch_by_range(
         });
     }
     let bytes = read_whole(src, frame.offset, frame.len)?;
-    let raw = decode_patch(frame, &bytes, reference, block_size)
+    let raw = decoder
+        .decode(frame, &bytes, reference, block_size)
         .map_err(|e| FetchError::Permanent { why: e.to_string() })?;
-    sink(&raw).map_err(|_| FetchError::Aborted)
+    sink(raw).map_err(|_| FetchError::Aborted)
 }
 
 /// [`RangeSource::read_frame`] for a source that decodes: the frame's compressed bytes by
