@@ -12,6 +12,7 @@ mod bench_debian;
 mod bench_delta;
 mod bench_distro;
 mod bench_frames;
+mod bench_install;
 mod bench_modules;
 mod bench_script;
 mod demo;

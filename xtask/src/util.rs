@@ -1,7 +1,9 @@
 //! Small helpers shared by the tasks: running commands, paths, building the binaries.
 
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 /// The workspace root (parent of xtask/).
 pub fn root() -> PathBuf {
@@ -135,4 +137,33 @@ pub fn apt_update() -> Result<(), String> {
             .env("DEBIAN_FRONTEND", "noninteractive"),
         "apt-get update",
     )
+}
+
+/// The length of the file at `p`.
+pub fn len(p: &Path) -> Result<u64, String> {
+    fs::metadata(p)
+        .map(|m| m.len())
+        .map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// Runs `cmd` (stdout to `stdout` when given) and returns its wall time.
+pub fn timed(cmd: &mut Command, what: &str, stdout: Option<&Path>) -> Result<f64, String> {
+    if let Some(p) = stdout {
+        cmd.stdout(Stdio::from(
+            File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        ));
+    }
+    let start = Instant::now();
+    let out = cmd
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("could not start {what}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(start.elapsed().as_secs_f64())
 }
