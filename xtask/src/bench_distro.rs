@@ -107,10 +107,7 @@ pub fn debian_bench(erofs_only: bool) -> Result<(), String> {
     if erofs_only {
         return compression(&stele, &variants, &images, &missing);
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| e.to_string())?;
+    let port = free_port()?;
     let _server = nginx(&work.join("nginx"), &work.join("www"), port)?;
     for (what, from, to) in [
         ("security update", &plain[0], &plain[1]),
@@ -123,6 +120,53 @@ pub fn debian_bench(erofs_only: bool) -> Result<(), String> {
         }
     }
     compression(&stele, &variants, &images, &missing)?;
+    Ok(())
+}
+
+/// A free TCP port on 127.0.0.1 for the loopback nginx.
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
+}
+
+/// `cargo xtask bench delta debian-pairs`: the security update's and the major upgrade's
+/// tables and real installs again, on the uncompressed images of the last `bench delta
+/// debian` run (target/bench/debian-run), without rebuilding them; the compressed form's
+/// options and the EROFS compression tables are not printed (`debian-frames`,
+/// `debian-erofs`).
+pub fn pairs_again() -> Result<(), String> {
+    crate::setup::setup()?;
+    crate::setup::install_packages(crate::setup::BENCH_PACKAGES)?;
+    let stele = build_cli()?;
+    let work = target_dir().join("bench").join("debian-run");
+    let img = |name: &str| work.join(format!("{name}-none.img"));
+    let (old, new, trixie) = (img("old"), img("new"), img("trixie"));
+    let public = work.join("k.pem");
+    for p in [&old, &new, &trixie, &public] {
+        if !p.exists() {
+            return Err(format!(
+                "{}: not there: run `cargo xtask bench delta debian` first",
+                p.display()
+            ));
+        }
+    }
+    println!(
+        "bench delta debian-pairs: the images of the last run ({}); CPU: {}",
+        work.display(),
+        crate::bench::cpu_model()
+    );
+    fs::create_dir_all(work.join("www")).map_err(|e| e.to_string())?;
+    let port = free_port()?;
+    let _server = nginx(&work.join("nginx"), &work.join("www"), port)?;
+    for (what, from, to) in [
+        ("security update", &old, &new),
+        ("major upgrade", &new, &trixie),
+    ] {
+        pair(&stele, &work, what, from, to)?;
+        crate::bench_install::install(&stele, &work, &public, port, from, to)?;
+    }
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! cargo xtask: set-up of host tools and the test kernel, the test suite, the demo,
 //! benchmarks, fuzzing.
 //!
-//! Usage: `cargo xtask setup | test | demo | bench verity|build|erofs-delta|boot|delta [synthetic|debian|debian-erofs|debian-frames [ONLY]] | fuzz`.
+//! Usage: `cargo xtask setup | test | demo | bench verity|build|erofs-delta|boot|delta [synthetic|debian|debian-erofs|debian-pairs|debian-frames [ONLY]] | fuzz`.
 //! Everything here runs other programs; it holds no logic of stele's own (the fuzz
 //! targets and their seeds are stele-fuzz-inputs).
 
@@ -28,7 +28,7 @@ mod util;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: cargo xtask <setup | test [-- cargo test args] | demo \
-                     | bench verity|build|erofs-delta|delta [synthetic|debian|debian-erofs|debian-frames [ONLY]]|boot [--runs N] \
+                     | bench verity|build|erofs-delta|delta [synthetic|debian|debian-erofs|debian-pairs|debian-frames [ONLY]]|boot [--runs N] \
                      | fuzz [--seconds N] [--target T]... [--sanitizer S] [--seeds-only]>";
 
 fn main() -> ExitCode {
@@ -47,6 +47,7 @@ fn main() -> ExitCode {
                 Some("synthetic") => bench_delta::delta_bench(),
                 Some("debian") => bench_distro::debian_bench(false),
                 Some("debian-erofs") => bench_distro::debian_bench(true),
+                Some("debian-pairs") => bench_distro::pairs_again(),
                 Some("debian-frames") => bench_distro::frames_again(args.get(3).map_or("", String::as_str)),
                 Some(other) => Err(format!(
                     "unknown delta benchmark {other:?}: synthetic, debian, debian-erofs or debian-frames (default: synthetic and debian)"

@@ -119,13 +119,14 @@ pub fn apply_rebuilt<D: Storage, B: Read + Seek>(
                     buf.clear();
                     buf.resize(usize::try_from(n * bs).unwrap_or(0), 0);
                     if let Some(from) = run.from {
-                        let old = from + done;
-                        base.seek(SeekFrom::Start(old * bs))
+                        // Untrusted numbers: a run past the running slot fails to read.
+                        let old = from.saturating_add(done);
+                        base.seek(SeekFrom::Start(old.saturating_mul(bs)))
                             .and_then(|_| base.read_exact(&mut buf))
                             .map_err(|e| {
                                 Rebuilt::GivenUp(format!(
                                     "reading old blocks {old}..{} from the running slot failed: {e}",
-                                    old + n
+                                    old.saturating_add(n)
                                 ))
                             })?;
                     }

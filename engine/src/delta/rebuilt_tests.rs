@@ -184,3 +184,26 @@ fn a_delta_that_lies_is_given_up_at_the_root_and_the_tree_completes_the_install(
         }
     }
 }
+
+/// Regression (untrusted numbers): a copy run that names old blocks near the end of the
+/// u64 range is given up with one reason (its read fails), never an overflow.
+#[test]
+fn a_copy_run_past_the_running_slot_is_given_up() {
+    let (old, new) = images();
+    let mut d = delta(&old, 120, &new, &|_, _, _| None);
+    let il = published::index_len(&d[d.len() - 96..]).unwrap() as usize;
+    let idx = DeltaIndex::parse(&d[d.len() - il..], d.len() as u64).unwrap();
+    let at = d.len() - il + 32 * idx.frames.len() + 8;
+    d[at..at + 8].copy_from_slice(&(u64::MAX - 1000).to_le_bytes());
+    let mut target = Cursor::new(vec![0xee; SLOT_LEN as usize]);
+    let (_, r) = rebuild(
+        &mut MemSource::new(new.clone()),
+        &mut DSource(MemSource::new(d)),
+        &mut target,
+        &mut slot_with(&old),
+    );
+    match r {
+        Err(Rebuilt::GivenUp(w)) => assert!(w.contains("from the running slot failed"), "{w}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}
