@@ -9,7 +9,7 @@
 use std::fs;
 
 use stele_engine::delta::apply::partial_record;
-use stele_engine::delta::published::{index_len, DeltaIndex, PatchFrame, TRAILER_LEN};
+use stele_engine::delta::published::{self, index_len, DeltaIndex, PatchFrame, TRAILER_LEN};
 
 use crate::fixture::{partition, xorshift, Fixture, Nginx};
 use crate::net::http::{assert_v2_in_b, fetched, install, noise, way_bytes, Pair};
@@ -317,5 +317,46 @@ fn a_decompression_bomb_delta_frame_is_refused_with_one_line() {
         lines[0].contains("delta frame 0 decompresses to more than its "),
         "{}",
         lines[0]
+    );
+}
+
+/// A published delta larger than the whole compressed image (each frame replaced by a
+/// megabyte that does not compress) is not taken: the planner says why in one line and
+/// takes the compressed form's frames; nothing of the delta is fetched but its index.
+#[test]
+fn the_planner_takes_the_compressed_image_when_the_delta_is_larger() {
+    let fx = Fixture::new();
+    let (p, nginx, name) = served(&fx);
+    let d = fs::read(fx.path(&format!("www/{name}"))).unwrap();
+    let frames = published::listing(&d).unwrap().0.frames.len();
+    for k in 0..frames {
+        replace_frame(&fx, &name, k, &|f, _| noise(1 << 20, 9 + f.index));
+    }
+    let zst = fs::metadata(fx.path("www/v2.img.zst")).unwrap().len();
+    assert!(zst < 1 << 20, "the whole .zst is {zst} bytes");
+    let out = install(&p, &p.disk, &nginx.url("v2.img"), &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_v2_in_b(&p, &p.disk);
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("the delta is not written without the hash tree: "))
+        .unwrap_or_else(|| panic!("{}", out.stderr));
+    assert!(
+        line.contains("bytes are not fewer than the whole image's ")
+            && line.ends_with(" by the zstd way"),
+        "{line}"
+    );
+    assert!(out.stdout.contains("; way zstd ("), "{}", out.stdout);
+    // Only the delta's index was read (its last 4 KiB), no frame.
+    let delta_bytes: u64 = nginx
+        .log()
+        .iter()
+        .filter(|l| l.starts_with(&format!("GET /{name} 206 ")))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(
+        delta_bytes <= 4096,
+        "{delta_bytes} bytes of the delta fetched"
     );
 }
