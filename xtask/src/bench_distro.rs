@@ -414,7 +414,7 @@ fn pair(stele: &Path, work: &Path, what: &str, from: &Path, to: &Path) -> Result
     )?;
     let (xz_bytes, zp_bytes) = (len(&xz)?, len(&zp)?);
     println!(
-        "  {what}: new image {size} bytes ({:.1} MiB); stele takes way {} ({} bytes)",
+        "  {what}: new image {size} bytes ({:.1} MiB); without a published delta stele takes way {} ({} bytes)",
         size as f64 / MIB,
         ways.chosen,
         ways.total
