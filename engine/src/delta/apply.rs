@@ -121,13 +121,20 @@ pub fn holds_part_of<D: Read + Seek>(
     Ok(r == partial_record(envelope))
 }
 
-/// Step 1 of the writes: the record of this install where the target's footer was,
-/// flushed. The slot cannot boot from now until the footer is back.
+/// Step 1 of the writes, for either writer: refuses `meta` unless its signatures were
+/// checked and image and footer fit the slot, then puts the record of this install where
+/// the target's footer was, flushed (the slot cannot boot from now until the footer is
+/// back). Returns what [`Written::commit`] finishes once the writes are done.
 pub(crate) fn start_writing<D: Storage>(
     target: &mut D,
     slot_len: u64,
     meta: &Meta,
-) -> Result<(), DeltaError> {
+) -> Result<Written, DeltaError> {
+    let signed_by = meta.signed_by.clone().ok_or(DeltaError::Unsigned)?;
+    let needed = meta.image_len().saturating_add(FOOTER_SIZE);
+    if needed > slot_len {
+        return Err(DeltaError::TooLarge { needed, slot_len });
+    }
     target
         .seek(SeekFrom::Start(slot_len - FOOTER_SIZE))
         .map_err(io_err("slot footer"))?;
@@ -135,7 +142,15 @@ pub(crate) fn start_writing<D: Storage>(
         .write_all(&partial_record(&meta.envelope))
         .map_err(io_err("slot footer"))?;
     target.flush().map_err(io_err("slot footer"))?;
-    target.sync().map_err(io_err("slot footer"))
+    target.sync().map_err(io_err("slot footer"))?;
+    Ok(Written {
+        verified: VerifiedManifest {
+            manifest: meta.manifest.clone(),
+            signed_by,
+        },
+        image_len: meta.image_len(),
+        footer: meta.footer,
+    })
 }
 
 /// The last writes before the commit: the hash area `tree`, the padding up to the
@@ -200,18 +215,13 @@ pub fn apply_with<D: Storage, B: Read + Seek>(
     mut base: Option<&mut B>,
     progress: &mut dyn Progress,
 ) -> Result<(Written, Stats), DeltaError> {
-    let signed_by = meta.signed_by.clone().ok_or(DeltaError::Unsigned)?;
-    let needed = meta.image_len().saturating_add(FOOTER_SIZE);
-    if needed > slot_len {
-        return Err(DeltaError::TooLarge { needed, slot_len });
-    }
     let start = fetcher.received;
     let requests = fetcher.requests;
     let bs = plan.block_size;
     let n = meta.params.data_blocks();
 
     // 2. The slot cannot boot from now until the footer is back.
-    start_writing(target, slot_len, meta)?;
+    let written = start_writing(target, slot_len, meta)?;
 
     // 3. The data blocks, in order.
     let mut out = Out {
@@ -319,17 +329,7 @@ pub fn apply_with<D: Storage, B: Read + Seek>(
         + patched
             .as_deref()
             .map_or(0, |p| p.fetcher.requests - patched_requests);
-    Ok((
-        Written {
-            verified: VerifiedManifest {
-                manifest: meta.manifest.clone(),
-                signed_by,
-            },
-            image_len: meta.image_len(),
-            footer: meta.footer,
-        },
-        stats,
-    ))
+    Ok((written, stats))
 }
 
 impl Plan {

@@ -22,8 +22,6 @@ use super::patched::fetch_frame;
 use super::published::{DeltaIndex, Piece};
 use super::{DeltaError, Fetcher, Meta, Written};
 use crate::Storage;
-use stele_verifier::footer::FOOTER_SIZE;
-use stele_verifier::manifest::VerifiedManifest;
 use stele_verifier::progress::{Progress, Step};
 use stele_verifier::verity::TreeBuilder;
 
@@ -65,15 +63,10 @@ pub fn apply_rebuilt<D: Storage, B: Read + Seek>(
     base: &mut B,
     progress: &mut dyn Progress,
 ) -> Result<(Written, Stats), Rebuilt> {
-    let signed_by = meta.signed_by.clone().ok_or(DeltaError::Unsigned)?;
-    let needed = meta.image_len().saturating_add(FOOTER_SIZE);
-    if needed > slot_len {
-        return Err(DeltaError::TooLarge { needed, slot_len }.into());
-    }
     let bs = u64::from(meta.params.data_block_size());
     let start = delta.received;
     let requests = delta.requests;
-    start_writing(target, slot_len, meta)?;
+    let written = start_writing(target, slot_len, meta)?;
     let mut tree = TreeBuilder::new(meta.params.clone());
     let feed = |tree: &mut TreeBuilder, bytes: &[u8]| {
         tree.update(bytes)
@@ -156,15 +149,5 @@ pub fn apply_rebuilt<D: Storage, B: Read + Seek>(
     finish_writing(target, meta, &area)?;
     stats.fetched = meta.fetched + index_fetched + delta.received - start;
     stats.requests = delta.requests - requests;
-    Ok((
-        Written {
-            verified: VerifiedManifest {
-                manifest: meta.manifest.clone(),
-                signed_by,
-            },
-            image_len: meta.image_len(),
-            footer: meta.footer,
-        },
-        stats,
-    ))
+    Ok((written, stats))
 }
