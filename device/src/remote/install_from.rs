@@ -359,20 +359,9 @@ pub fn install_from<D: Storage, B: Read + Seek, S: Storage>(
                         "update: the hash tree rebuilt from slot {} has the signed root hash",
                         target.name()
                     ));
-                    let installed = crate::commands::install::flip(
-                        state,
-                        trust,
-                        written,
-                        (slot, slot_len, target),
-                        |e| err(DeltaError::Verify(e)),
-                        log,
-                    )?;
-                    return Ok(DeltaInstalled {
-                        installed,
-                        stats,
-                        block_size: u64::from(meta.params.data_block_size()),
-                        way: WayKind::Delta,
-                    });
+                    let done = (written, stats, WayKind::Delta);
+                    let refused = |e| err(DeltaError::Verify(e));
+                    return flipped(state, trust, done, (slot, slot_len, target), refused, log);
                 }
                 Err(Rebuilt::Failed(e)) => return Err(err(e)),
                 Err(Rebuilt::GivenUp(why)) => {
@@ -467,18 +456,29 @@ pub fn install_from<D: Storage, B: Read + Seek, S: Storage>(
     // Every byte received: the image's (footer, manifest, tree, raw blocks) and the
     // files' beside it (every table and index read to price the ways, frames).
     stats.fetched = f.received + fx.received();
-    let installed = crate::commands::install::flip(
-        state,
-        trust,
-        written,
-        (slot, slot_len, target),
-        |e| err(DeltaError::Verify(e)),
-        log,
-    )?;
+    let done = (written, stats, ways.chosen);
+    let refused = |e| err(DeltaError::Verify(e));
+    flipped(state, trust, done, (slot, slot_len, target), refused, log)
+}
+
+/// The end of either writer: the state flipped to the target slot and its footer
+/// written ([`crate::commands::install::flip`], `refused` its error); `done` is what was
+/// written, its counts and the way.
+fn flipped<D: Storage, S: Storage>(
+    state: &mut StateFile<S>,
+    trust: &crate::commands::install::Trust<'_>,
+    done: (stele_engine::Written, Stats, WayKind),
+    slot: (&mut D, u64, Slot),
+    refused: impl FnOnce(stele_verifier::Error) -> Error,
+    log: &mut dyn FnMut(&str),
+) -> Result<DeltaInstalled> {
+    let (written, stats, way) = done;
+    let block_size = u64::from(written.verified.manifest.verity.data_block_size);
+    let installed = crate::commands::install::flip(state, trust, written, slot, refused, log)?;
     Ok(DeltaInstalled {
         installed,
         stats,
-        block_size: p.block_size,
-        way: ways.chosen,
+        block_size,
+        way,
     })
 }
