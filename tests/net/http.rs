@@ -60,6 +60,21 @@ pub fn pair(fx: &Fixture, new_bytes: usize) -> Pair {
     }
 }
 
+/// `stele update install URL` into `p.disk`, which must succeed with v2 in slot b: the
+/// output and its one stderr line containing `what` (the reason a way was given up).
+pub fn install_saying(p: &Pair, url: &str, what: &str) -> (Out, String) {
+    let out = install(p, &p.disk, url, &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_v2_in_b(p, &p.disk);
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.contains(what))
+        .unwrap_or_else(|| panic!("{}", out.stderr))
+        .to_string();
+    (out, line)
+}
+
 /// `stele update install --disk DISK --key P URL ARGS`.
 pub fn install(p: &Pair, disk: &str, url: &str, args: &[&str]) -> Out {
     let mut a = vec!["update", "install", "--disk", disk, "--key", &p.public, url];
