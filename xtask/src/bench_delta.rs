@@ -137,15 +137,19 @@ fn timed_rss(cmd: &mut Command) -> Result<(f64, u64), String> {
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    let rss = String::from_utf8_lossy(&out.stderr)
+    Ok((secs, peak_rss(&String::from_utf8_lossy(&out.stderr))))
+}
+
+/// The peak RSS in KiB that `/usr/bin/time -v` wrote to `stderr` (0 without it). Pure.
+pub(crate) fn peak_rss(stderr: &str) -> u64 {
+    stderr
         .lines()
         .find_map(|l| {
             l.trim()
                 .strip_prefix("Maximum resident set size (kbytes): ")
         })
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    Ok((secs, rss))
+        .unwrap_or(0)
 }
 
 /// `cargo xtask bench delta`.

@@ -74,11 +74,7 @@ pub(crate) fn install(
             .arg(&url),
         "stele update plan",
     )?;
-    let planned: u64 = plan
-        .lines()
-        .find_map(|l| l.strip_prefix("plan: fetch "))
-        .and_then(|l| l.split(' ').next())
-        .and_then(|n| n.parse().ok())
+    let planned = number_after(&plan, "plan: fetch ")
         .ok_or_else(|| format!("no fetch line in the plan: {plan}"))?;
     let start = Instant::now();
     let out = Command::new("/usr/bin/time")
@@ -97,20 +93,9 @@ pub(crate) fn install(
         return Err(format!("stele update install failed: {}", stderr.trim()));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let fetched: u64 = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("stele: fetched "))
-        .and_then(|l| l.split(' ').next())
-        .and_then(|n| n.parse().ok())
+    let fetched = number_after(&stdout, "stele: fetched ")
         .ok_or_else(|| format!("no summary line: {stdout}"))?;
-    let rss: u64 = stderr
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("Maximum resident set size (kbytes): ")
-        })
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    let rss = crate::bench_delta::peak_rss(&stderr);
     let way = stdout
         .lines()
         .find_map(|l| l.split("; way ").nth(1))
@@ -144,4 +129,13 @@ pub(crate) fn install(
         secs / t_zstd
     );
     fs::remove_file(&disk).map_err(|e| e.to_string())
+}
+
+/// The number that starts the first line of `text` beginning with `prefix`, after it
+/// (`plan: fetch N bytes ...`, `stele: fetched N bytes ...`). Pure.
+fn number_after(text: &str, prefix: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
 }
