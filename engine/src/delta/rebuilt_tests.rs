@@ -89,6 +89,15 @@ fn a_delta_written_without_the_tree_gives_the_new_image_and_fetches_only_the_del
     assert!(meta.fetched < 3 * 4096);
 }
 
+/// Rewrites the `from` (first old block) of the delta `d`'s first copy run as `to` says.
+fn set_first_run_from(d: &mut [u8], to: &dyn Fn(u64) -> u64) {
+    let il = published::index_len(&d[d.len() - 96..]).unwrap() as usize;
+    let idx = DeltaIndex::parse(&d[d.len() - il..], d.len() as u64).unwrap();
+    let at = d.len() - il + 32 * idx.frames.len() + 8;
+    let from = u64::from_le_bytes(d[at..at + 8].try_into().unwrap());
+    d[at..at + 8].copy_from_slice(&to(from).to_le_bytes());
+}
+
 /// After a delta that lies was given up, the writer with the signed tree completes the
 /// install and keeps the blocks that match.
 fn completes_with_the_tree(new: &[u8], old: &[u8], target: &mut Cursor<Vec<u8>>) -> u64 {
@@ -154,11 +163,7 @@ fn a_delta_that_lies_is_given_up_at_the_root_and_the_tree_completes_the_install(
         if wrong_run {
             // The first copy run's source moved by two blocks (its entry's `from`; the
             // blocks of `images` come in equal pairs).
-            let il = published::index_len(&d[d.len() - 96..]).unwrap() as usize;
-            let idx = DeltaIndex::parse(&d[d.len() - il..], d.len() as u64).unwrap();
-            let at = d.len() - il + 32 * idx.frames.len() + 8;
-            let from = u64::from_le_bytes(d[at..at + 8].try_into().unwrap());
-            d[at..at + 8].copy_from_slice(&(from + 2).to_le_bytes());
+            set_first_run_from(&mut d, &|from| from + 2);
         }
         let mut target = Cursor::new(vec![0xee; SLOT_LEN as usize]);
         let (meta, r) = rebuild(
@@ -191,10 +196,7 @@ fn a_delta_that_lies_is_given_up_at_the_root_and_the_tree_completes_the_install(
 fn a_copy_run_past_the_running_slot_is_given_up() {
     let (old, new) = images();
     let mut d = delta(&old, 120, &new, &|_, _, _| None);
-    let il = published::index_len(&d[d.len() - 96..]).unwrap() as usize;
-    let idx = DeltaIndex::parse(&d[d.len() - il..], d.len() as u64).unwrap();
-    let at = d.len() - il + 32 * idx.frames.len() + 8;
-    d[at..at + 8].copy_from_slice(&(u64::MAX - 1000).to_le_bytes());
+    set_first_run_from(&mut d, &|_| u64::MAX - 1000);
     let mut target = Cursor::new(vec![0xee; SLOT_LEN as usize]);
     let (_, r) = rebuild(
         &mut MemSource::new(new.clone()),
