@@ -13,6 +13,7 @@ use stele_engine::delta::patched::{fetch_index, DeltaPlan};
 use stele_engine::delta::plan::Plan;
 use stele_engine::delta::published::{suffix, DeltaIndex, Piece};
 use stele_engine::delta::ways::{fetch_chained_table, fetch_table, FramePlan, WayKind, Ways};
+use stele_engine::delta::zst::SeekTable;
 use stele_engine::delta::{Fetcher, Meta, RangeSource, DEFAULT_MAX_RANGE};
 
 use stele_verifier::channel::ReleaseDelta;
@@ -63,6 +64,9 @@ pub struct Fetchers<'a> {
     pub given_up: Option<String>,
     /// The delta's index once read (or why it is not used), read once for both ways.
     index: Option<Result<(DeltaIndex, u64), String>>,
+    /// The compressed and chained forms' tables once read (or why there is none), read
+    /// once for the whole delta's price and the ways.
+    tables: [Option<Result<(SeekTable, u64), String>>; 2],
 }
 
 impl<'a> Fetchers<'a> {
@@ -83,6 +87,7 @@ impl<'a> Fetchers<'a> {
             dropped: 0,
             given_up: None,
             index: None,
+            tables: [None, None],
         }
     }
 
@@ -93,22 +98,10 @@ impl<'a> Fetchers<'a> {
     /// HTTP, no running release) no `delta` way is listed.
     pub fn choose(&mut self, meta: &Meta, plan: &Plan) -> Ways {
         let max_blocks = (DEFAULT_MAX_RANGE / plan.block_size.max(1)).max(1);
-        let table = match self.zst.as_mut() {
-            Some(zf) => {
-                let name = zf.name();
-                fetch_table(zf, meta).map_err(|why| format!("{name}: {why}"))
-            }
-            None => Err("no compressed form beside the image (or not over http(s))".to_string()),
-        };
-        let chained = match self.lzc.as_mut() {
-            Some(lf) => {
-                let name = lf.name();
-                fetch_chained_table(lf, meta)
-                    .map(|(t, n)| FramePlan::new(plan, t, n, max_blocks))
-                    .map_err(|why| format!("{name}: {why}"))
-            }
-            None => Err("no chained form beside the image (or not over http(s))".to_string()),
-        };
+        let table = self.table(WayKind::Zstd, meta);
+        let chained = self
+            .table(WayKind::Lzc, meta)
+            .map(|(t, n)| FramePlan::new(plan, t, n, max_blocks));
         let frames = table
             .clone()
             .map(|(t, n)| FramePlan::new(plan, t, n, max_blocks));
@@ -175,6 +168,28 @@ impl Fetchers<'_> {
             + self.dropped
     }
 
+    /// The table of the compressed form (`kind` [`WayKind::Zstd`]) or of the chained
+    /// form ([`WayKind::Lzc`]) and the bytes read for it, or why there is none (read once,
+    /// as [`fetch_table`] and [`fetch_chained_table`] read them).
+    fn table(&mut self, kind: WayKind, meta: &Meta) -> Result<(SeekTable, u64), String> {
+        let (at, fetcher, none) = match kind {
+            WayKind::Lzc => (1, &mut self.lzc, "no chained form"),
+            _ => (0, &mut self.zst, "no compressed form"),
+        };
+        let read = self.tables[at].get_or_insert_with(|| match fetcher.as_mut() {
+            Some(f) => {
+                let name = f.name();
+                match kind {
+                    WayKind::Lzc => fetch_chained_table(f, meta),
+                    _ => fetch_table(f, meta),
+                }
+                .map_err(|why| format!("{name}: {why}"))
+            }
+            None => Err(format!("{none} beside the image (or not over http(s))")),
+        });
+        read.clone()
+    }
+
     /// The published delta's index and the bytes read for it, or why it is not used
     /// (read once, as [`fetch_index`] reads it); `None` without a delta source.
     fn delta_index(&mut self, meta: &Meta) -> Option<Result<(DeltaIndex, u64), String>> {
@@ -206,16 +221,8 @@ impl Fetchers<'_> {
         let data = meta.params.data_blocks() * u64::from(meta.params.data_block_size());
         let mut whole = vec![(WayKind::Raw, data)];
         let before = self.received();
-        for (kind, fetcher) in [
-            (WayKind::Zstd, &mut self.zst),
-            (WayKind::Lzc, &mut self.lzc),
-        ] {
-            let Some(fe) = fetcher.as_mut() else { continue };
-            let read = match kind {
-                WayKind::Lzc => fetch_chained_table(fe, meta),
-                _ => fetch_table(fe, meta),
-            };
-            if let Ok((t, n)) = read {
+        for kind in [WayKind::Zstd, WayKind::Lzc] {
+            if let Ok((t, n)) = self.table(kind, meta) {
                 whole.push((kind, n + t.file_len() - t.table_len));
             }
         }
