@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 
 use stele_engine::delta::plan::{Action, Plan};
 use stele_engine::delta::published::{
-    decode_patch, encode_index, suffix, CopyRun, PatchFrame, MAX_OUT, MAX_REF, MAX_RUNS, MAX_WINDOW,
+    decode_patch, encode_index, suffix, CopyRun, DeltaIndex, PatchFrame, MAX_OUT, MAX_REF,
+    MAX_RUNS, MAX_WINDOW,
 };
 use stele_verifier::progress::{Progress, Step};
 
@@ -323,20 +324,21 @@ pub fn build<O: Read + Seek, N: Read + Seek, W: Write>(
         out.write_all(bytes)?;
         len += bytes.len() as u64;
     }
-    let copies = copy_runs(plan, &runs);
-    let given: u64 =
-        index.iter().map(|f| f.blocks).sum::<u64>() + copies.iter().map(|r| r.blocks).sum::<u64>();
-    let whole = given == plan.actions.len() as u64;
     let tail = encode_index(
         u32::try_from(bs).unwrap_or(4096),
         pair.new_len,
         &pair.old_envelope,
         &pair.new_envelope,
         &index,
-        &copies,
+        &copy_runs(plan, &runs),
     );
     out.write_all(&tail)?;
     len += tail.len() as u64;
+    // Whole as a device decides it: the index it parses, the tiling it asks for.
+    let whole = DeltaIndex::parse(&tail, len)
+        .map_err(|e| std::io::Error::other(format!("the delta's own index is refused: {e}")))?
+        .pieces(plan.actions.len() as u64)
+        .is_ok();
     Ok((len, index, whole))
 }
 
